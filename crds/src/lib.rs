@@ -1,0 +1,25 @@
+//! rekube's CustomResourceDefinitions: Kubernetes' own object types served under
+//! `rekube.io/v1`.
+//!
+//! Each kind ([`kinds`]) is the upstream object with its apiVersion changed; its CRD schema
+//! ([`catalog`]) is generated from the k8s-openapi type, with upstream's defaults
+//! ([`defaults`]) and validation ([`validation`]) written into it. `crdgen` writes the YAML.
+pub mod admission;
+pub mod catalog;
+pub mod crd;
+pub mod defaults;
+pub mod generate;
+pub mod kinds;
+pub mod resource;
+pub mod schema;
+pub mod validation;
+
+pub use kinds::apps::{Deployment, ReplicaSet};
+pub use kinds::core::{Endpoints, Node, PersistentVolume, PersistentVolumeClaim, Pod, Service};
+pub use kinds::storage::{StorageClass, VolumeAttachment};
+
+pub const GROUP: &str = "rekube.io";
+pub const VERSION: &str = "v1";
+pub const API_VERSION: &str = "rekube.io/v1";
+/// `kubectl get rekube` lists every rekube object.
+pub const CATEGORY: &str = "rekube";

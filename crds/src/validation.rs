@@ -1,0 +1,438 @@
+//! Upstream validation (pkg/apis/apps/validation, pkg/apis/core/validation,
+//! pkg/apis/storage/validation) as schema constraints and CEL rules, each with a message
+//! that says what is wrong. The apiserver prefixes the field path, so a message reads
+//! `spec.strategy.rollingUpdate.maxUnavailable: Invalid value: ...: may not be 0 when maxSurge is 0`.
+//!
+//! Rules that compare across lists or maps of unbounded size (selector against template
+//! labels, container names across lists, a Service's named targetPort) exceed the static
+//! cost budget of CRD rules; they live in a ValidatingAdmissionPolicy
+//! ([`crate::admission`]), which is bounded by runtime cost instead.
+use serde_json::{Map, Value, json};
+
+use crate::schema::node;
+
+fn object<'a>(schema: &'a mut Value, path: &str) -> &'a mut Map<String, Value> {
+    node(schema, path)
+        .as_object_mut()
+        .unwrap_or_else(|| panic!("schema node {path:?} is not an object"))
+}
+
+fn constrain(schema: &mut Value, path: &str, constraints: Value) {
+    let target = object(schema, path);
+    for (k, v) in constraints.as_object().expect("constraints are an object") {
+        target.insert(k.clone(), v.clone());
+    }
+}
+
+/// A CEL rule (`x-kubernetes-validations`) on the node at `path`.
+struct Rule<'a> {
+    rule: &'a str,
+    message: &'a str,
+    field_path: Option<&'a str>,
+    reason: &'a str,
+}
+
+fn rule(schema: &mut Value, path: &str, r: Rule<'_>) {
+    let mut v = json!({ "rule": r.rule, "message": r.message, "reason": r.reason });
+    if let Some(fp) = r.field_path {
+        v["fieldPath"] = json!(fp);
+    }
+    object(schema, path)
+        .entry("x-kubernetes-validations")
+        .or_insert_with(|| json!([]))
+        .as_array_mut()
+        .expect("x-kubernetes-validations is a list")
+        .push(v);
+}
+
+fn invalid<'a>(rule: &'a str, message: &'a str) -> Rule<'a> {
+    Rule {
+        rule,
+        message,
+        field_path: None,
+        reason: "FieldValueInvalid",
+    }
+}
+
+pub const DNS_LABEL: &str = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
+
+/// A list whose items are keyed like upstream's `+listType=map +listMapKey=...`; the
+/// apiserver then rejects duplicate keys.
+fn list_map(schema: &mut Value, path: &str, keys: &[&str]) {
+    constrain(
+        schema,
+        path,
+        json!({ "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": keys }),
+    );
+}
+
+fn container_list(schema: &mut Value, at: &str) {
+    list_map(schema, at, &["name"]);
+    constrain(
+        schema,
+        &format!("{at}[].name"),
+        json!({ "maxLength": 63, "pattern": DNS_LABEL }),
+    );
+    constrain(
+        schema,
+        &format!("{at}[].ports[].containerPort"),
+        json!({ "minimum": 1, "maximum": 65535 }),
+    );
+    constrain(
+        schema,
+        &format!("{at}[].ports[].protocol"),
+        json!({ "enum": ["TCP", "UDP", "SCTP"] }),
+    );
+}
+
+/// ValidatePodSpec's checks that a schema can state. `restart_policies` is what
+/// restartPolicy may be: any of the three for a Pod, only Always for a Deployment's or a
+/// ReplicaSet's template.
+pub fn pod_spec(schema: &mut Value, at: &str, restart_policies: &[&str]) {
+    for list in ["containers", "initContainers", "ephemeralContainers"] {
+        container_list(schema, &format!("{at}.{list}"));
+    }
+    constrain(
+        schema,
+        &format!("{at}.containers"),
+        json!({ "minItems": 1 }),
+    );
+    constrain(
+        schema,
+        &format!("{at}.restartPolicy"),
+        json!({ "enum": restart_policies }),
+    );
+    constrain(
+        schema,
+        &format!("{at}.initContainers[].restartPolicy"),
+        json!({ "enum": ["Always"] }),
+    );
+    constrain(
+        schema,
+        &format!("{at}.terminationGracePeriodSeconds"),
+        json!({ "minimum": 0 }),
+    );
+    constrain(
+        schema,
+        &format!("{at}.dnsPolicy"),
+        json!({ "enum": ["ClusterFirstWithHostNet", "ClusterFirst", "Default", "None"] }),
+    );
+}
+
+pub fn pod(schema: &mut Value) {
+    pod_spec(schema, "spec", &["Always", "OnFailure", "Never"]);
+}
+
+/// Selector rules shared by Deployment and ReplicaSet (ValidateDeploymentSpec,
+/// ValidateReplicaSetSpec): a non-empty selector that matches the template's labels and
+/// never changes.
+fn selector_and_template(schema: &mut Value, kind: &str) {
+    constrain(schema, "spec.replicas", json!({ "minimum": 0 }));
+    constrain(schema, "spec.minReadySeconds", json!({ "minimum": 0 }));
+    pod_spec(schema, "spec.template.spec", &["Always"]);
+    let empty = format!("empty selector is invalid for {kind}");
+    rule(
+        schema,
+        "spec",
+        Rule {
+            rule: "(has(self.selector.matchLabels) && size(self.selector.matchLabels) > 0) || \
+                   (has(self.selector.matchExpressions) && size(self.selector.matchExpressions) > 0)",
+            message: &empty,
+            field_path: Some(".selector"),
+            reason: "FieldValueInvalid",
+        },
+    );
+    constrain(
+        schema,
+        "spec.selector.matchExpressions[].operator",
+        json!({ "enum": ["In", "NotIn", "Exists", "DoesNotExist"] }),
+    );
+    rule(
+        schema,
+        "spec.selector",
+        invalid("self == oldSelf", "field is immutable"),
+    );
+}
+
+/// An int-or-string like maxSurge: a non-negative integer or a percentage.
+fn int_or_percent(schema: &mut Value, path: &str, max_percent: Option<u32>) {
+    let (rule_text, message) = match max_percent {
+        Some(max) => (
+            format!(
+                "type(self) == int ? self >= 0 : (self.matches('^[0-9]+%$') && int(self.substring(0, size(self) - 1)) <= {max})"
+            ),
+            format!(
+                "must be a non-negative integer or a percentage like '25%' no greater than {max}%"
+            ),
+        ),
+        None => (
+            "type(self) == int ? self >= 0 : self.matches('^[0-9]+%$')".to_string(),
+            "must be a non-negative integer or a percentage like '25%'".to_string(),
+        ),
+    };
+    rule(schema, path, invalid(&rule_text, &message));
+}
+
+pub fn deployment(schema: &mut Value) {
+    selector_and_template(schema, "deployment");
+    constrain(schema, "spec.revisionHistoryLimit", json!({ "minimum": 0 }));
+    constrain(
+        schema,
+        "spec.strategy.type",
+        json!({ "enum": ["Recreate", "RollingUpdate"] }),
+    );
+    let ru = "spec.strategy.rollingUpdate";
+    int_or_percent(schema, &format!("{ru}.maxSurge"), None);
+    int_or_percent(schema, &format!("{ru}.maxUnavailable"), Some(100));
+    rule(
+        schema,
+        ru,
+        Rule {
+            rule: "!(has(self.maxSurge) && has(self.maxUnavailable) && \
+                   string(self.maxSurge) in ['0', '0%'] && string(self.maxUnavailable) in ['0', '0%'])",
+            message: "may not be 0 when maxSurge is 0",
+            field_path: Some(".maxUnavailable"),
+            reason: "FieldValueInvalid",
+        },
+    );
+    rule(
+        schema,
+        "spec.strategy",
+        Rule {
+            rule: "!(has(self.type) && self.type == 'Recreate' && has(self.rollingUpdate))",
+            message: "may not be specified when strategy type is 'Recreate'",
+            field_path: Some(".rollingUpdate"),
+            reason: "FieldValueForbidden",
+        },
+    );
+    rule(
+        schema,
+        "spec",
+        Rule {
+            rule: "!has(self.progressDeadlineSeconds) || \
+                   self.progressDeadlineSeconds > (has(self.minReadySeconds) ? self.minReadySeconds : 0)",
+            message: "must be greater than minReadySeconds",
+            field_path: Some(".progressDeadlineSeconds"),
+            reason: "FieldValueInvalid",
+        },
+    );
+}
+
+pub fn replica_set(schema: &mut Value) {
+    selector_and_template(schema, "replicaset");
+}
+
+pub fn service(schema: &mut Value) {
+    constrain(
+        schema,
+        "spec.type",
+        json!({ "enum": ["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"] }),
+    );
+    constrain(
+        schema,
+        "spec.sessionAffinity",
+        json!({ "enum": ["ClientIP", "None"] }),
+    );
+    list_map(schema, "spec.ports", &["port", "protocol"]);
+    constrain(
+        schema,
+        "spec.ports[].port",
+        json!({ "minimum": 1, "maximum": 65535 }),
+    );
+    constrain(
+        schema,
+        "spec.ports[].nodePort",
+        json!({ "minimum": 0, "maximum": 65535 }),
+    );
+    constrain(
+        schema,
+        "spec.ports[].protocol",
+        json!({ "enum": ["TCP", "UDP", "SCTP"] }),
+    );
+    rule(
+        schema,
+        "spec.ports",
+        Rule {
+            rule: "size(self) <= 1 || self.all(p, has(p.name) && p.name != '')",
+            message: "port names are required when a service has more than one port",
+            field_path: None,
+            reason: "FieldValueRequired",
+        },
+    );
+}
+
+const ACCESS_MODES: [&str; 4] = [
+    "ReadWriteOnce",
+    "ReadOnlyMany",
+    "ReadWriteMany",
+    "ReadWriteOncePod",
+];
+
+fn access_modes(schema: &mut Value) {
+    constrain(
+        schema,
+        "spec.accessModes[]",
+        json!({ "enum": ACCESS_MODES }),
+    );
+    rule(
+        schema,
+        "spec",
+        Rule {
+            rule: "has(self.accessModes) && size(self.accessModes) > 0",
+            message: "at least 1 access mode is required",
+            field_path: Some(".accessModes"),
+            reason: "FieldValueRequired",
+        },
+    );
+}
+
+/// Every volume source a PersistentVolumeSpec can hold (ValidatePersistentVolumeSpec
+/// counts them); a unit test checks the list against the schema.
+pub const PV_SOURCES: [&str; 22] = [
+    "awsElasticBlockStore",
+    "azureDisk",
+    "azureFile",
+    "cephfs",
+    "cinder",
+    "csi",
+    "fc",
+    "flexVolume",
+    "flocker",
+    "gcePersistentDisk",
+    "glusterfs",
+    "hostPath",
+    "iscsi",
+    "local",
+    "nfs",
+    "photonPersistentDisk",
+    "portworxVolume",
+    "quobyte",
+    "rbd",
+    "scaleIO",
+    "storageos",
+    "vsphereVolume",
+];
+
+pub fn persistent_volume(schema: &mut Value) {
+    access_modes(schema);
+    constrain(
+        schema,
+        "spec.persistentVolumeReclaimPolicy",
+        json!({ "enum": ["Retain", "Recycle", "Delete"] }),
+    );
+    constrain(
+        schema,
+        "spec.volumeMode",
+        json!({ "enum": ["Block", "Filesystem"] }),
+    );
+    let count = format!(
+        "[{}].filter(x, x).size()",
+        PV_SOURCES
+            .iter()
+            .map(|s| format!("has(self.{s})"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let none = format!("{count} > 0");
+    let many = format!("{count} <= 1");
+    rule(
+        schema,
+        "spec",
+        Rule {
+            rule: &none,
+            message: "must specify a volume type",
+            field_path: None,
+            reason: "FieldValueRequired",
+        },
+    );
+    rule(
+        schema,
+        "spec",
+        Rule {
+            rule: &many,
+            message: "may not specify more than 1 volume type",
+            field_path: None,
+            reason: "FieldValueForbidden",
+        },
+    );
+    rule(
+        schema,
+        "spec",
+        Rule {
+            rule: "has(self.capacity) && 'storage' in self.capacity",
+            message: "capacity.storage is required",
+            field_path: Some(".capacity"),
+            reason: "FieldValueRequired",
+        },
+    );
+}
+
+pub fn persistent_volume_claim(schema: &mut Value) {
+    access_modes(schema);
+    constrain(
+        schema,
+        "spec.volumeMode",
+        json!({ "enum": ["Block", "Filesystem"] }),
+    );
+    rule(
+        schema,
+        "spec",
+        Rule {
+            rule: "has(self.resources) && has(self.resources.requests) && 'storage' in self.resources.requests",
+            message: "resources.requests.storage is required",
+            field_path: Some(".resources"),
+            reason: "FieldValueRequired",
+        },
+    );
+}
+
+/// IsDNS1123Subdomain, as ValidateVolumeAttachment checks the attacher (a CSI driver name).
+pub const DNS_SUBDOMAIN: &str =
+    "^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+
+pub fn volume_attachment(schema: &mut Value) {
+    constrain(
+        schema,
+        "spec.attacher",
+        json!({ "maxLength": 253, "pattern": DNS_SUBDOMAIN }),
+    );
+    constrain(schema, "spec.nodeName", json!({ "minLength": 1 }));
+}
+
+pub fn storage_class(schema: &mut Value) {
+    constrain(
+        schema,
+        "reclaimPolicy",
+        json!({ "enum": ["Delete", "Retain"] }),
+    );
+    constrain(
+        schema,
+        "volumeBindingMode",
+        json!({ "enum": ["Immediate", "WaitForFirstConsumer"] }),
+    );
+    constrain(schema, "provisioner", json!({ "minLength": 1 }));
+    for field in ["provisioner", "reclaimPolicy", "volumeBindingMode"] {
+        rule(
+            schema,
+            "",
+            Rule {
+                rule: &format!(
+                    "has(self.{field}) == has(oldSelf.{field}) && (!has(self.{field}) || self.{field} == oldSelf.{field})"
+                ),
+                message: &format!("updates to {field} are forbidden"),
+                field_path: Some(&format!(".{field}")),
+                reason: "FieldValueForbidden",
+            },
+        );
+    }
+    rule(
+        schema,
+        "",
+        Rule {
+            rule: "has(self.parameters) == has(oldSelf.parameters) && (!has(self.parameters) || self.parameters == oldSelf.parameters)",
+            message: "updates to parameters are forbidden",
+            field_path: Some(".parameters"),
+            reason: "FieldValueForbidden",
+        },
+    );
+}

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Install everything rekube's development and tests need on a fresh Debian 12 machine,
+# as root: Debian packages, `just`, and the Go-built Kubernetes v1.36.3 binaries, etcd and
+# helm (cached under ~/.cache/rekube). Safe to run again: it only does what is missing.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+say() { printf '[bootstrap] %s\n' "$*" >&2; }
+
+# Debian packages: the local control plane's PKI and health checks.
+APT_PACKAGES=(openssl curl jq ca-certificates git build-essential)
+t0=$SECONDS
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+say "apt packages ready in $((SECONDS - t0))s"
+
+for tool in go cargo; do
+  command -v "$tool" >/dev/null || { say "$tool is required (Go 1.26+, Rust 1.89+)"; exit 1; }
+done
+
+# just, pinned, from crates.io (Debian 12 has no package for it).
+JUST_VERSION=1.59.0
+t0=$SECONDS
+if ! just --version 2>/dev/null | grep -q "^just $JUST_VERSION$"; then
+  say "installing just $JUST_VERSION"
+  cargo install --quiet --locked just --version "$JUST_VERSION"
+fi
+say "just ready in $((SECONDS - t0))s"
+
+t0=$SECONDS
+"$here/build-kubernetes.sh" all >/dev/null
+say "kubernetes binaries ready in $((SECONDS - t0))s"

@@ -1,0 +1,195 @@
+//! Helpers for rekube's end-to-end tests. The tests run against whatever `KUBECONFIG`
+//! points at (the local control plane from `just cluster-up`, or kind), with rekube's CRDs
+//! and admission policies applied (`kubectl apply -f crds/`).
+//!
+//! Each test works in a namespace of its own ([`TestNamespace`]) and names cluster-scoped
+//! objects after it, so tests run in parallel and clean up after themselves.
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use kube::Client;
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, PostParams};
+use serde::Deserialize;
+use serde_json::Value;
+
+pub mod compare;
+
+/// A client for the cluster `KUBECONFIG` names.
+pub async fn client() -> Client {
+    Client::try_default()
+        .await
+        .expect("a kubeconfig for the test cluster (run `just cluster-up`)")
+}
+
+/// The path of a file under `e2e/manifests`.
+pub fn manifest_path(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("manifests")
+        .join(name)
+}
+
+/// Every YAML document of a manifest file under `e2e/manifests`, as JSON.
+pub fn manifests(name: &str) -> Vec<Value> {
+    let path = manifest_path(name);
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|doc| {
+            serde_yaml::from_value::<Value>(serde_yaml::Value::deserialize(doc).unwrap()).unwrap()
+        })
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+/// The same object as a rekube object: only `apiVersion` changes.
+pub fn to_rekube(mut obj: Value) -> Value {
+    obj["apiVersion"] = Value::from(rekube_crds::API_VERSION);
+    obj
+}
+
+/// The API resource of a kind, rekube's (`rekube.io/v1`) or upstream's (its own group).
+pub fn api_resource(api_version: &str, kind: &str) -> ApiResource {
+    use k8s_openapi::api::{apps::v1 as apps, core::v1 as core, storage::v1 as storage};
+    use rekube_crds as rk;
+    let rekube = api_version == rekube_crds::API_VERSION;
+    macro_rules! pick {
+        ($($kind:literal => $rk:ty, $up:ty;)*) => {
+            match kind {
+                $($kind => if rekube { ApiResource::erase::<$rk>(&()) } else { ApiResource::erase::<$up>(&()) },)*
+                other => panic!("no API resource known for kind {other}"),
+            }
+        };
+    }
+    pick! {
+        "Pod" => rk::Pod, core::Pod;
+        "Deployment" => rk::Deployment, apps::Deployment;
+        "ReplicaSet" => rk::ReplicaSet, apps::ReplicaSet;
+        "Service" => rk::Service, core::Service;
+        "Endpoints" => rk::Endpoints, core::Endpoints;
+        "PersistentVolume" => rk::PersistentVolume, core::PersistentVolume;
+        "PersistentVolumeClaim" => rk::PersistentVolumeClaim, core::PersistentVolumeClaim;
+        "StorageClass" => rk::StorageClass, storage::StorageClass;
+        "Node" => rk::Node, core::Node;
+        "VolumeAttachment" => rk::VolumeAttachment, storage::VolumeAttachment;
+    }
+}
+
+const CLUSTER_SCOPED: [&str; 4] = [
+    "PersistentVolume",
+    "StorageClass",
+    "Node",
+    "VolumeAttachment",
+];
+
+/// A namespace for one test, deleted (with everything the test made, cluster-scoped
+/// objects included) when dropped.
+pub struct TestNamespace {
+    pub name: String,
+    pub client: Client,
+    cluster_objects: std::sync::Mutex<Vec<(ApiResource, String)>>,
+}
+
+impl TestNamespace {
+    pub async fn new(prefix: &str) -> Self {
+        let client = client().await;
+        let suffix: u32 = rand_suffix();
+        let name = format!("e2e-{prefix}-{suffix:05x}");
+        let ns: k8s_openapi::api::core::v1::Namespace =
+            serde_json::from_value(serde_json::json!({ "metadata": { "name": name, "labels": { "rekube.io/e2e": "true" } } }))
+                .unwrap();
+        Api::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .expect("creating the test namespace");
+        TestNamespace {
+            name,
+            client,
+            cluster_objects: Default::default(),
+        }
+    }
+
+    /// The API for a kind in this namespace (or cluster-wide for cluster-scoped kinds).
+    pub fn api(&self, api_version: &str, kind: &str) -> Api<DynamicObject> {
+        let ar = api_resource(api_version, kind);
+        if CLUSTER_SCOPED.contains(&kind) {
+            Api::all_with(self.client.clone(), &ar)
+        } else {
+            Api::namespaced_with(self.client.clone(), &self.name, &ar)
+        }
+    }
+
+    /// A unique name for a cluster-scoped object of this test.
+    pub fn cluster_name(&self, name: &str) -> String {
+        format!("{}-{name}", self.name)
+    }
+
+    /// Creates `obj` (any kind, rekube's or upstream's) in this test's namespace. A
+    /// cluster-scoped object is renamed with [`Self::cluster_name`] and deleted on drop.
+    pub async fn create(&self, mut obj: Value) -> Result<Value> {
+        let (api_version, kind) = type_of(&obj)?;
+        let ar = api_resource(&api_version, &kind);
+        if CLUSTER_SCOPED.contains(&kind.as_str()) {
+            let name = self.cluster_name(
+                obj["metadata"]["name"]
+                    .as_str()
+                    .context("object without a name")?,
+            );
+            obj["metadata"]["name"] = Value::from(name.clone());
+            self.cluster_objects.lock().unwrap().push((ar, name));
+        } else {
+            obj["metadata"]["namespace"] = Value::from(self.name.clone());
+        }
+        let dynamic: DynamicObject = serde_json::from_value(obj)?;
+        let created = self
+            .api(&api_version, &kind)
+            .create(&PostParams::default(), &dynamic)
+            .await?;
+        Ok(serde_json::to_value(created)?)
+    }
+}
+
+/// `(apiVersion, kind)` of an object.
+pub fn type_of(obj: &Value) -> Result<(String, String)> {
+    match (obj["apiVersion"].as_str(), obj["kind"].as_str()) {
+        (Some(a), Some(k)) => Ok((a.to_string(), k.to_string())),
+        _ => bail!("object without apiVersion or kind: {obj}"),
+    }
+}
+
+fn rand_suffix() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+    );
+    (h.finish() & 0xfffff) as u32
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        // Drop cannot await: delete from a thread with a runtime of its own.
+        let name = self.name.clone();
+        let cluster_objects = std::mem::take(&mut *self.cluster_objects.lock().unwrap());
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let client = client().await;
+                for (ar, obj) in cluster_objects {
+                    let _ = Api::<DynamicObject>::all_with(client.clone(), &ar)
+                        .delete(&obj, &DeleteParams::default())
+                        .await;
+                }
+                let _ = Api::<k8s_openapi::api::core::v1::Namespace>::all(client)
+                    .delete(&name, &DeleteParams::background())
+                    .await;
+            });
+        })
+        .join();
+    }
+}

@@ -1,0 +1,82 @@
+# rekube's tasks. `just --list` shows them; README.md says which to start with.
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+cache := env_var_or_default("REKUBE_CACHE", env_var("HOME") + "/.cache/rekube")
+k8s_version := "v1.36.3"
+k8s_bin := cache + "/bin/kubernetes-" + k8s_version
+local_kubeconfig := cache + "/cluster/admin.kubeconfig"
+
+export REKUBE_CACHE := cache
+export K8S_VERSION := k8s_version
+export PATH := k8s_bin + ":" + env_var("PATH")
+# One shared target folder outside the repository keeps rebuilds warm across clones.
+export CARGO_TARGET_DIR := env_var_or_default("CARGO_TARGET_DIR", cache + "/target")
+
+default:
+    @just --list
+
+# Install apt packages, just, and the Go-built Kubernetes binaries (idempotent).
+bootstrap:
+    e2e/scripts/bootstrap.sh
+
+# Build (or reuse) kube-apiserver, kube-controller-manager, kubectl, etcd and helm.
+build-kubernetes:
+    e2e/scripts/build-kubernetes.sh all
+
+# Start the local control plane on loopback (etcd, kube-apiserver, kube-controller-manager).
+cluster-up:
+    e2e/scripts/cluster-up.sh
+
+# Stop the local control plane; no process is left behind.
+cluster-down:
+    e2e/scripts/cluster-down.sh
+
+# Regenerate crds/ and the Helm chart's generated files from the Rust types.
+crds:
+    cargo run --quiet -p rekube-crds --bin crdgen
+
+# Fail when crds/ or the chart differ from what `just crds` would write.
+crds-check:
+    cargo run --quiet -p rekube-crds --bin crdgen -- --check
+
+# Print each CRD's size (kubectl's last-applied annotation holds its JSON).
+crd-sizes:
+    cargo run --quiet -p rekube-crds --bin crdgen -- --sizes
+
+# Apply the CRDs and admission policies to the cluster KUBECONFIG names, and wait for them.
+install:
+    kubectl apply -f crds/
+    kubectl wait --for condition=Established --timeout=60s $(ls crds/*.yaml | grep -v admission-policies | xargs -n1 basename | sed 's/\.yaml$//; s/^/crd\//')
+
+# Set everything up on the local cluster and show a sample workload.
+up: bootstrap cluster-up
+    KUBECONFIG={{local_kubeconfig}} just install
+    KUBECONFIG={{local_kubeconfig}} kubectl apply -f e2e/manifests/sample/web.yaml
+    @echo; echo "rekube objects on the local cluster (KUBECONFIG={{local_kubeconfig}}):"
+    KUBECONFIG={{local_kubeconfig}} kubectl get rekube -A -o wide
+
+# Stop everything `just up` started.
+down: cluster-down
+
+# The Helm chart lints and its manifests are accepted by the apiserver (server dry run).
+helm-check:
+    helm lint helm/rekube
+    helm template rekube helm/rekube --kube-version {{trim_start_match(k8s_version, "v")}} --include-crds | kubectl apply --dry-run=server -f - >/dev/null
+    @echo "helm chart ok"
+
+# Unit tests: no cluster needed.
+test-unit:
+    cargo test --workspace --lib --bins --test generated
+
+# End-to-end tests against whatever KUBECONFIG points at (the local cluster, or kind).
+e2e: install
+    cargo test -p rekube-e2e --tests
+
+# All tests on the local cluster: formatting, lints, generated files, unit and e2e tests.
+test: cluster-up
+    cargo fmt --all --check
+    cargo clippy --quiet --workspace --all-targets -- -D warnings
+    just crds-check
+    KUBECONFIG={{local_kubeconfig}} just install helm-check
+    KUBECONFIG={{local_kubeconfig}} cargo test --workspace --all-targets 2>&1 | tee {{cache}}/last-test.log
+    @e2e/scripts/test-summary.sh {{cache}}/last-test.log
