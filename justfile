@@ -47,6 +47,8 @@ crd-sizes:
 install:
     kubectl apply -f crds/
     kubectl wait --for condition=Established --timeout=60s $(ls crds/*.yaml | grep -v admission-policies | xargs -n1 basename | sed 's/\.yaml$//; s/^/crd\//')
+    # Refresh kubectl's cached discovery, which predates the new resources.
+    kubectl api-resources --api-group=rekube.io --cached=false >/dev/null
 
 # Set everything up on the local cluster and show a sample workload.
 up: bootstrap cluster-up
@@ -54,6 +56,12 @@ up: bootstrap cluster-up
     KUBECONFIG={{local_kubeconfig}} kubectl apply -f e2e/manifests/sample/web.yaml
     @echo; echo "rekube objects on the local cluster (KUBECONFIG={{local_kubeconfig}}):"
     KUBECONFIG={{local_kubeconfig}} kubectl get rekube -A -o wide
+
+# Benchmark: the Deployment workload under kube-controller-manager and rekube-controllers, side by side.
+bench-controllers deployments="100" replicas="10": cluster-up
+    KUBECONFIG={{local_kubeconfig}} just install
+    cargo build --quiet --release -p rekube-controllers -p rekube-e2e --bin rekube-controllers --bin bench-controllers
+    KUBECONFIG={{local_kubeconfig}} $CARGO_TARGET_DIR/release/bench-controllers --deployments {{deployments}} --replicas {{replicas}} --kcm {{k8s_bin}}/kube-controller-manager --rekube $CARGO_TARGET_DIR/release/rekube-controllers --kubeconfig {{local_kubeconfig}}
 
 # Stop everything `just up` started.
 down: cluster-down
@@ -69,7 +77,10 @@ test-unit:
     cargo test --workspace --lib --bins --test generated
 
 # End-to-end tests against whatever KUBECONFIG points at (the local cluster, or kind).
+# Each controller test starts its own rekube-controllers scoped to its namespace; set
+# REKUBE_E2E_CONTROLLERS=external to test controllers installed in the cluster instead.
 e2e: install
+    cargo build --quiet -p rekube-controllers
     cargo test -p rekube-e2e --tests
 
 # All tests on the local cluster: formatting, lints, generated files, unit and e2e tests.
@@ -78,5 +89,6 @@ test: cluster-up
     cargo clippy --quiet --workspace --all-targets -- -D warnings
     just crds-check
     KUBECONFIG={{local_kubeconfig}} just install helm-check
+    cargo build --quiet -p rekube-controllers
     KUBECONFIG={{local_kubeconfig}} cargo test --workspace --all-targets 2>&1 | tee {{cache}}/last-test.log
     @e2e/scripts/test-summary.sh {{cache}}/last-test.log

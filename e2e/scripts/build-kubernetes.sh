@@ -47,7 +47,7 @@ build_kubernetes() {
   fi
   local pkgs=()
   for c in "${want[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$c@$K8S_VERSION"); done
-  go get -tool "${pkgs[@]}"
+  go get -tool "${pkgs[@]}" 2>"$work/go-get.log" || { cat "$work/go-get.log" >&2; return 1; }
   local ld="-s -w"
   local p
   for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
@@ -67,7 +67,7 @@ build_etcd() {
   local work="$CACHE/src/etcd-$ETCD_VERSION" t0=$SECONDS
   mkdir -p "$work"; cd "$work"
   [ -f go.mod ] || go mod init rekube.local/etcdbuild >/dev/null 2>&1
-  go get -tool "go.etcd.io/etcd/server/v3@$ETCD_VERSION"
+  go get -tool "go.etcd.io/etcd/server/v3@$ETCD_VERSION" 2>"$work/go-get.log" || { cat "$work/go-get.log" >&2; return 1; }
   go build -trimpath -ldflags "-s -w" -o "$BIN/etcd.tmp" go.etcd.io/etcd/server/v3
   mv "$BIN/etcd.tmp" "$BIN/etcd"
   phase "built etcd $ETCD_VERSION in $((SECONDS - t0))s"
@@ -76,7 +76,7 @@ build_etcd() {
 build_helm() {
   [ -x "$BIN/helm" ] && { phase "helm cached"; return; }
   local t0=$SECONDS
-  GOBIN="$BIN" go install "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+  GOBIN="$BIN" go install "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" 2>"$CACHE/helm-install.log" || { cat "$CACHE/helm-install.log" >&2; return 1; }
   phase "built helm $HELM_VERSION in $((SECONDS - t0))s"
 }
 

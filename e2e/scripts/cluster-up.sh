@@ -99,13 +99,15 @@ log "kube-apiserver ready in $((SECONDS - t0))s"
 
 # --- kube-controller-manager: only the controllers rekube relies on (cascading deletion
 # through ownerReferences, namespace deletion, service accounts). Its workload controllers
-# act on the built-in types only and stay off.
+# act on the built-in types only and stay off. Each controller runs under its own service
+# account and bootstrap role (--use-service-account-credentials), as in a real cluster.
 t0=$SECONDS
 start kube-controller-manager "$K8S_BIN/kube-controller-manager" \
   --kubeconfig "$CLUSTER_DIR/controller-manager.kubeconfig" \
   --authentication-kubeconfig "$CLUSTER_DIR/controller-manager.kubeconfig" \
   --authorization-kubeconfig "$CLUSTER_DIR/controller-manager.kubeconfig" \
-  --controllers garbagecollector,namespace,serviceaccount,serviceaccount-token,root-ca-cert-publisher \
+  --controllers garbagecollector,namespace,resourcequota,serviceaccount,serviceaccount-token,root-ca-cert-publisher \
+  --use-service-account-credentials=true \
   --service-account-private-key-file "$PKI/sa.key" \
   --root-ca-file "$PKI/ca.crt" \
   --bind-address 127.0.0.1 --secure-port "$KCM_PORT" \

@@ -13,6 +13,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 pub mod compare;
+pub mod controllers;
+pub mod kubelet;
 
 /// A client for the cluster `KUBECONFIG` names.
 pub async fn client() -> Client {
@@ -191,5 +193,24 @@ impl Drop for TestNamespace {
             });
         })
         .join();
+    }
+}
+
+/// Polls `check` every 100 ms until it yields a value, or panics after `timeout` with
+/// `what` and the last value seen by `describe`.
+pub async fn wait_until<T, F, Fut>(what: &str, timeout: std::time::Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        match check().await {
+            Ok(v) => return v,
+            Err(last) if tokio::time::Instant::now() >= deadline => {
+                panic!("timed out after {timeout:?} waiting for {what}; last: {last}")
+            }
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+        }
     }
 }

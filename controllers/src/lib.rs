@@ -1,0 +1,10 @@
+//! rekube-controllers: one binary hosting rekube's controllers, as kube-controller-manager
+//! hosts upstream's.
+//!
+//! Each controller is a pure decision core (functions over snapshots of objects, named as
+//! upstream names them and table-tested) and a thin reconciler that reads from the shared
+//! informers, calls the core and writes the result.
+pub mod deployment;
+pub mod manager;
+pub mod replicaset;
+pub mod util;

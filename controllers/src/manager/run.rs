@@ -1,0 +1,170 @@
+//! Wiring: leader election, informers, controllers, shutdown.
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::Api;
+use kube::runtime::watcher;
+use rekube_crds::{Deployment, Pod, ReplicaSet};
+use tokio_util::sync::CancellationToken;
+
+use super::informer::Informer;
+use super::metrics::Metrics;
+use super::options::Options;
+use crate::deployment::controller::DeploymentController;
+use crate::replicaset::controller::ReplicaSetController;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid flags: {0}")]
+    Options(#[from] super::options::Error),
+    #[error(transparent)]
+    Client(#[from] super::client::Error),
+    #[error(transparent)]
+    LeaderElection(#[from] super::leader::Error),
+}
+
+/// How long in-flight syncs may take to finish after SIGTERM.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Runs the enabled controllers until SIGTERM/SIGINT (`Ok`) or until leadership is lost
+/// (`Err`, so the process exits and restarts as a standby, as upstream's does).
+pub async fn run(opts: Options) -> Result<(), Error> {
+    let enabled = opts.validate()?;
+    let metrics = Metrics::new();
+    let client =
+        super::client::build(opts.kube_api_qps, opts.kube_api_burst, metrics.clone()).await?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(signal_handler(shutdown.clone()));
+    // The metrics server runs on a thread of its own: warp's server future is not provably
+    // Send for every lifetime, which tokio::spawn needs.
+    let (m, addr, stop) = (metrics.clone(), opts.bind_address, shutdown.clone());
+    std::thread::Builder::new()
+        .name("metrics".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("metrics runtime");
+            rt.block_on(m.serve(addr, stop.cancelled_owned()));
+        })
+        .expect("starting the metrics thread");
+
+    let mut elector = opts.leader_elect.then(|| {
+        super::leader::LeaderElector::new(
+            client.clone(),
+            super::leader::Config {
+                namespace: opts.leader_elect_resource_namespace.clone(),
+                name: opts.leader_elect_resource_name.clone(),
+                identity: super::leader::default_identity(),
+                lease_duration: opts.leader_elect_lease_duration,
+                renew_deadline: opts.leader_elect_renew_deadline,
+                retry_period: opts.leader_elect_retry_period,
+            },
+        )
+    });
+    if let Some(e) = elector.as_mut() {
+        tracing::info!(lease = %format!("{}/{}", e.config().namespace, e.config().name), "waiting for leadership");
+        tokio::select! {
+            _ = e.acquire() => metrics.set_leader(true),
+            _ = shutdown.cancelled() => return Ok(()),
+        }
+    }
+
+    // One watch per resource type, shared by every controller, as upstream's informer factory.
+    let page = watcher::Config::default().page_size(500);
+    let deployments = Informer::new(
+        scoped_api::<Deployment>(&client, &opts.namespace),
+        page.clone(),
+    );
+    let replica_sets = Informer::new(
+        scoped_api::<ReplicaSet>(&client, &opts.namespace),
+        page.clone(),
+    );
+    let pods = Informer::new(scoped_api::<Pod>(&client, &opts.namespace), page);
+
+    let mut running = Vec::new();
+    let mut queues = Vec::new();
+    if enabled.contains("replicaset-controller") {
+        let c = ReplicaSetController::new(client.clone(), &replica_sets, &pods, metrics.clone());
+        queues.push(c.queue());
+        running.push(tokio::spawn(c.run(opts.concurrent_replicaset_syncs)));
+    }
+    if enabled.contains("deployment-controller") {
+        let c = DeploymentController::new(
+            client.clone(),
+            &deployments,
+            &replica_sets,
+            &pods,
+            metrics.clone(),
+        );
+        queues.push(c.queue());
+        running.push(tokio::spawn(c.run(opts.concurrent_deployment_syncs)));
+    }
+    tracing::info!(controllers = ?enabled, "starting controllers");
+    for informer_task in [
+        tokio::spawn(Arc::clone(&deployments).run()),
+        tokio::spawn(Arc::clone(&replica_sets).run()),
+        tokio::spawn(Arc::clone(&pods).run()),
+    ] {
+        drop(informer_task);
+    }
+    tokio::select! {
+        _ = async { tokio::join!(deployments.wait_synced(), replica_sets.wait_synced(), pods.wait_synced()) } => {
+            metrics.set_ready();
+            tracing::info!("informers synced");
+        }
+        _ = shutdown.cancelled() => {}
+    }
+
+    let lost = async {
+        match elector.as_mut() {
+            Some(e) => e.keep_renewing().await,
+            None => std::future::pending().await,
+        }
+    };
+    let outcome = tokio::select! {
+        _ = shutdown.cancelled() => Ok(()),
+        lost = lost => Err(lost),
+    };
+    metrics.set_leader(false);
+    queues.iter().for_each(|q| q.shut_down());
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, futures::future::join_all(running)).await;
+    match outcome {
+        Ok(()) => {
+            if let Some(e) = elector.as_mut() {
+                e.release().await?;
+            }
+            tracing::info!("shut down");
+            Ok(())
+        }
+        Err(lost) => Err(lost.into()),
+    }
+}
+
+/// The API of a namespaced kind in `namespace`, or in all namespaces when it is empty.
+fn scoped_api<K>(client: &kube::Client, namespace: &str) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    if namespace.is_empty() {
+        Api::all(client.clone())
+    } else {
+        Api::namespaced(client.clone(), namespace)
+    }
+}
+
+async fn signal_handler(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+    shutdown.cancel();
+}

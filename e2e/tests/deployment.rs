@@ -1,0 +1,933 @@
+//! The Deployment controller against the real apiserver: upstream's test/e2e/apps/deployment.go
+//! and test/integration/deployment scenarios. Pods are made Running and Ready by the kubelet
+//! stand-in (pods of NEVER_READY_IMAGE never become ready) until the node agent runs them.
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use rekube_crds::{Deployment, Pod, ReplicaSet};
+use rekube_e2e::controllers::ControllerProcess;
+use rekube_e2e::kubelet::{self, NEVER_READY_IMAGE};
+use rekube_e2e::{TestNamespace, wait_until};
+use serde_json::{Value, json};
+
+const T: Duration = Duration::from_secs(90);
+const REVISION: &str = "deployment.kubernetes.io/revision";
+
+fn deployment(name: &str, replicas: i32, image: &str, strategy: Value) -> Deployment {
+    serde_json::from_value(json!({
+        "apiVersion": "rekube.io/v1", "kind": "Deployment", "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "strategy": strategy,
+            "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [{"name": "web", "image": image}]}}
+        }
+    }))
+    .unwrap()
+}
+
+fn rolling(surge: Value, unavailable: Value) -> Value {
+    json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": surge, "maxUnavailable": unavailable}})
+}
+
+struct Env {
+    ns: TestNamespace,
+    d: Api<Deployment>,
+    rs: Api<ReplicaSet>,
+    pods: Api<Pod>,
+    controllers: ControllerProcess,
+    _kubelet: kubelet::KubeletHandle,
+}
+
+async fn env(prefix: &str) -> Env {
+    let ns = TestNamespace::new(prefix).await;
+    let controllers = ControllerProcess::start(&ns.name, &[]);
+    let kubelet = kubelet::start(
+        ns.client.clone(),
+        &ns.name,
+        kubelet::ready_unless_never_ready_image(),
+    );
+    Env {
+        d: Api::namespaced(ns.client.clone(), &ns.name),
+        rs: Api::namespaced(ns.client.clone(), &ns.name),
+        pods: Api::namespaced(ns.client.clone(), &ns.name),
+        ns,
+        controllers,
+        _kubelet: kubelet,
+    }
+}
+
+impl Env {
+    async fn replica_sets_of(&self, d: &str) -> Vec<ReplicaSet> {
+        let uid = self.d.get(d).await.unwrap().metadata.uid;
+        let mut rss: Vec<ReplicaSet> = self
+            .rs
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|r| {
+                r.owner_references()
+                    .iter()
+                    .any(|o| Some(&o.uid) == uid.as_ref() && o.controller == Some(true))
+            })
+            .collect();
+        rss.sort_by_key(revision);
+        rss
+    }
+
+    /// Waits for a complete rollout: observed, all replicas updated, available, none old.
+    async fn wait_complete(&self, name: &str) -> Deployment {
+        wait_until(&format!("deployment {name} complete"), T, || async {
+            let d = self.d.get(name).await.map_err(|e| e.to_string())?;
+            let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+            let st = d.status.clone().unwrap_or_default();
+            let progressing = st
+                .conditions
+                .iter()
+                .flatten()
+                .find(|c| c.type_ == "Progressing");
+            let ok = st.observed_generation == d.metadata.generation
+                && st.updated_replicas == Some(want)
+                && st.replicas == Some(want)
+                && st.available_replicas == Some(want)
+                && progressing
+                    .is_some_and(|c| c.reason.as_deref() == Some("NewReplicaSetAvailable"));
+            if ok { Ok(d) } else { Err(format!("{st:?}")) }
+        })
+        .await
+    }
+
+    async fn set_image(&self, name: &str, image: &str) {
+        let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "web", "image": image}]}}}});
+        self.d
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap();
+    }
+
+    async fn events(&self) -> Vec<(String, String)> {
+        let api: Api<k8s_openapi::api::events::v1::Event> =
+            Api::namespaced(self.ns.client.clone(), &self.ns.name);
+        let mut evs: Vec<_> = api.list(&ListParams::default()).await.unwrap().items;
+        evs.sort_by_key(|e| e.metadata.creation_timestamp.clone().map(|t| t.0));
+        evs.into_iter()
+            .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
+            .collect()
+    }
+}
+
+fn revision(rs: &ReplicaSet) -> i64 {
+    rs.annotations()
+        .get(REVISION)
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(0)
+}
+
+fn spec_replicas(rs: &ReplicaSet) -> i32 {
+    rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0)
+}
+
+/// integration NewDeployment: the new RS carries the hash in its name, label, selector and
+/// template; annotations are copied except last-applied-configuration; revision 1; events.
+#[tokio::test]
+async fn new_deployment_creates_a_hashed_replica_set() {
+    let e = env("d-new").await;
+    let mut d = deployment(
+        "web",
+        3,
+        "busybox:1.36",
+        rolling(json!("25%"), json!("25%")),
+    );
+    d.annotations_mut()
+        .insert("test".into(), "should-copy-to-replica-set".into());
+    d.annotations_mut().insert(
+        "kubectl.kubernetes.io/last-applied-configuration".into(),
+        "should-not-copy".into(),
+    );
+    e.d.create(&PostParams::default(), &d).await.unwrap();
+    let d = e.wait_complete("web").await;
+    let rss = e.replica_sets_of("web").await;
+    assert_eq!(rss.len(), 1);
+    let rs = &rss[0];
+    let hash = rs
+        .labels()
+        .get("pod-template-hash")
+        .cloned()
+        .expect("hash label");
+    assert_eq!(rs.name_any(), format!("web-{hash}"));
+    let spec = rs.spec.as_ref().unwrap();
+    assert_eq!(
+        spec.selector
+            .match_labels
+            .as_ref()
+            .unwrap()
+            .get("pod-template-hash"),
+        Some(&hash)
+    );
+    assert_eq!(
+        spec.template
+            .as_ref()
+            .unwrap()
+            .metadata
+            .as_ref()
+            .unwrap()
+            .labels
+            .as_ref()
+            .unwrap()
+            .get("pod-template-hash"),
+        Some(&hash)
+    );
+    assert_eq!(
+        rs.annotations().get("test").map(String::as_str),
+        Some("should-copy-to-replica-set")
+    );
+    assert!(
+        !rs.annotations()
+            .contains_key("kubectl.kubernetes.io/last-applied-configuration")
+    );
+    assert_eq!(
+        rs.annotations().get(REVISION).map(String::as_str),
+        Some("1")
+    );
+    assert_eq!(d.annotations().get(REVISION).map(String::as_str), Some("1"));
+    assert_eq!(
+        rs.annotations()
+            .get("deployment.kubernetes.io/desired-replicas")
+            .map(String::as_str),
+        Some("3")
+    );
+    assert_eq!(
+        rs.annotations()
+            .get("deployment.kubernetes.io/max-replicas")
+            .map(String::as_str),
+        Some("4")
+    );
+    let available = d
+        .status
+        .unwrap()
+        .conditions
+        .unwrap()
+        .into_iter()
+        .find(|c| c.type_ == "Available")
+        .unwrap();
+    assert_eq!(
+        (available.status.as_str(), available.reason.as_deref()),
+        ("True", Some("MinimumReplicasAvailable"))
+    );
+    assert_eq!(
+        available.message.as_deref(),
+        Some("Deployment has minimum availability.")
+    );
+    let events = e.events().await;
+    assert!(
+        events.contains(&(
+            "ScalingReplicaSet".into(),
+            format!("Scaled up replica set web-{hash} from 0 to 3")
+        )),
+        "{events:?}"
+    );
+}
+
+/// [Conformance] RollingUpdateDeployment should delete old pods and create new ones,
+/// adopting an orphan ReplicaSet with a large revision.
+#[tokio::test]
+async fn rolling_update_adopts_an_orphan_and_replaces_its_pods() {
+    let e = env("d-rolling").await;
+    let orphan: ReplicaSet = serde_json::from_value(json!({
+        "apiVersion": "rekube.io/v1", "kind": "ReplicaSet",
+        "metadata": {
+            "name": "test-rolling-update-controller",
+            "labels": {"name": "sample-pod", "pod": "httpd"},
+            "annotations": {REVISION: "3546343826724305832"}
+        },
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"name": "sample-pod", "pod": "httpd"}},
+            "template": {"metadata": {"labels": {"name": "sample-pod", "pod": "httpd"}},
+                         "spec": {"containers": [{"name": "httpd", "image": "httpd:2.4"}]}}
+        }
+    }))
+    .unwrap();
+    e.rs.create(&PostParams::default(), &orphan).await.unwrap();
+    let mut d = deployment(
+        "test-rolling-update-deployment",
+        1,
+        "agnhost:2.4",
+        rolling(json!("25%"), json!("25%")),
+    );
+    let labels = json!({"name": "sample-pod"});
+    d.spec.as_mut().unwrap().selector =
+        serde_json::from_value(json!({"matchLabels": labels})).unwrap();
+    d.spec.as_mut().unwrap().template.metadata =
+        serde_json::from_value(json!({"labels": labels})).unwrap();
+    e.d.create(&PostParams::default(), &d).await.unwrap();
+    let d = e.wait_complete("test-rolling-update-deployment").await;
+    assert_eq!(
+        d.annotations().get(REVISION).map(String::as_str),
+        Some("3546343826724305833")
+    );
+    let rss = e.replica_sets_of("test-rolling-update-deployment").await;
+    assert_eq!(rss.len(), 2, "the adopted old RS and the new one");
+    let old: Vec<_> = rss
+        .iter()
+        .filter(|r| r.name_any() == "test-rolling-update-controller")
+        .collect();
+    assert_eq!(old.len(), 1, "exactly one old RS");
+    assert_eq!(spec_replicas(old[0]), 0);
+}
+
+/// [Conformance] RecreateDeployment: no moment with new pods while old ones remain.
+#[tokio::test]
+async fn recreate_never_mixes_old_and_new_pods() {
+    let e = env("d-recreate").await;
+    e.d.create(
+        &PostParams::default(),
+        &deployment("web", 3, "busybox:1.36", json!({"type": "Recreate"})),
+    )
+    .await
+    .unwrap();
+    e.wait_complete("web").await;
+    let watcher = {
+        let d = e.d.clone();
+        tokio::spawn(async move {
+            let mut violations = Vec::new();
+            for _ in 0..300 {
+                let st = d.get("web").await.unwrap().status.unwrap_or_default();
+                let (updated, replicas) =
+                    (st.updated_replicas.unwrap_or(0), st.replicas.unwrap_or(0));
+                if updated > 0 && replicas != updated {
+                    violations.push(format!("updated {updated} of {replicas}"));
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            violations
+        })
+    };
+    e.set_image("web", "busybox:1.37").await;
+    e.wait_complete("web").await;
+    let violations = watcher.await.unwrap();
+    assert!(violations.is_empty(), "{violations:?}");
+    let rss = e.replica_sets_of("web").await;
+    assert_eq!(
+        rss.iter().map(spec_replicas).collect::<Vec<_>>(),
+        vec![0, 3]
+    );
+}
+
+/// [Conformance] deployment should delete old replica sets (revisionHistoryLimit 0).
+#[tokio::test]
+async fn revision_history_limit_zero_deletes_old_replica_sets() {
+    let e = env("d-history").await;
+    let mut d = deployment("web", 1, "busybox:1.36", rolling(json!(1), json!(0)));
+    d.spec.as_mut().unwrap().revision_history_limit = Some(0);
+    e.d.create(&PostParams::default(), &d).await.unwrap();
+    e.wait_complete("web").await;
+    e.set_image("web", "busybox:1.37").await;
+    e.wait_complete("web").await;
+    wait_until("only the new RS left", T, || async {
+        let n = e.replica_sets_of("web").await.len();
+        if n == 1 { Ok(()) } else { Err(n.to_string()) }
+    })
+    .await;
+}
+
+/// [Conformance] proportional scaling: 10 replicas, surge 3, unavailable 2, a rollout stuck
+/// on an image that never gets ready (old RS 8, new RS 5); scaling to 30 gives 20 and 13.
+#[tokio::test]
+async fn proportional_scaling_during_a_stuck_rollout() {
+    let e = env("d-proportional").await;
+    e.d.create(
+        &PostParams::default(),
+        &deployment("web", 10, "busybox:1.36", rolling(json!(3), json!(2))),
+    )
+    .await
+    .unwrap();
+    e.wait_complete("web").await;
+    e.set_image("web", NEVER_READY_IMAGE).await;
+    wait_until("the rollout stuck at 8 old and 5 new", T, || async {
+        let rss = e.replica_sets_of("web").await;
+        let sizes: Vec<i32> = rss.iter().map(spec_replicas).collect();
+        if sizes == vec![8, 5] {
+            Ok(())
+        } else {
+            Err(format!("{sizes:?}"))
+        }
+    })
+    .await;
+    e.d.patch_scale(
+        "web",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"spec": {"replicas": 30}})),
+    )
+    .await
+    .unwrap();
+    wait_until("20 old and 13 new", T, || async {
+        let rss = e.replica_sets_of("web").await;
+        let sizes: Vec<i32> = rss.iter().map(spec_replicas).collect();
+        if sizes == vec![20, 13] {
+            Ok(())
+        } else {
+            Err(format!("{sizes:?}"))
+        }
+    })
+    .await;
+    for rs in e.replica_sets_of("web").await {
+        assert_eq!(
+            rs.annotations()
+                .get("deployment.kubernetes.io/desired-replicas")
+                .map(String::as_str),
+            Some("30")
+        );
+        assert_eq!(
+            rs.annotations()
+                .get("deployment.kubernetes.io/max-replicas")
+                .map(String::as_str),
+            Some("33")
+        );
+    }
+}
+
+/// integration FailedDeployment: an unready rollout times out with ProgressDeadlineExceeded
+/// and recovers with NewReplicaSetAvailable once pods get ready.
+#[tokio::test]
+async fn progress_deadline_times_out_and_recovers() {
+    let e = env("d-deadline").await;
+    let mut d = deployment(
+        "web",
+        2,
+        NEVER_READY_IMAGE,
+        rolling(json!("25%"), json!("25%")),
+    );
+    d.spec.as_mut().unwrap().progress_deadline_seconds = Some(3);
+    e.d.create(&PostParams::default(), &d).await.unwrap();
+    wait_until("ProgressDeadlineExceeded", T, || async {
+        let st = e.d.get("web").await.unwrap().status.unwrap_or_default();
+        let c = st
+            .conditions
+            .iter()
+            .flatten()
+            .find(|c| c.type_ == "Progressing")
+            .cloned();
+        match c {
+            Some(c)
+                if c.status == "False"
+                    && c.reason.as_deref() == Some("ProgressDeadlineExceeded") =>
+            {
+                assert!(c.message.unwrap().ends_with("has timed out progressing."));
+                Ok(())
+            }
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    e.set_image("web", "busybox:1.36").await;
+    e.wait_complete("web").await;
+}
+
+/// integration PausedDeployment: a paused Deployment makes no RS; resumed, revision 1; a
+/// template change while paused makes no new RS; scaling a paused Deployment scales its RS.
+#[tokio::test]
+async fn paused_deployments_do_not_roll_out_but_scale() {
+    let e = env("d-paused").await;
+    let mut d = deployment(
+        "web",
+        2,
+        "busybox:1.36",
+        rolling(json!("25%"), json!("25%")),
+    );
+    d.spec.as_mut().unwrap().paused = Some(true);
+    e.d.create(&PostParams::default(), &d).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        e.replica_sets_of("web").await.is_empty(),
+        "no RS while paused"
+    );
+    e.d.patch(
+        "web",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"spec": {"paused": false}})),
+    )
+    .await
+    .unwrap();
+    let d = e.wait_complete("web").await;
+    assert_eq!(d.annotations().get(REVISION).map(String::as_str), Some("1"));
+    e.d.patch(
+        "web",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"spec": {"paused": true}})),
+    )
+    .await
+    .unwrap();
+    e.set_image("web", "busybox:1.37").await;
+    e.d.patch_scale(
+        "web",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"spec": {"replicas": 4}})),
+    )
+    .await
+    .unwrap();
+    wait_until("the paused RS scaled to 4", T, || async {
+        let rss = e.replica_sets_of("web").await;
+        let sizes: Vec<i32> = rss.iter().map(spec_replicas).collect();
+        if sizes == vec![4] {
+            Ok(())
+        } else {
+            Err(format!("{sizes:?}"))
+        }
+    })
+    .await;
+    let st = e.d.get("web").await.unwrap().status.unwrap();
+    let progressing = st
+        .conditions
+        .unwrap()
+        .into_iter()
+        .find(|c| c.type_ == "Progressing")
+        .unwrap();
+    assert_eq!(
+        (progressing.status.as_str(), progressing.reason.as_deref()),
+        ("Unknown", Some("DeploymentPaused"))
+    );
+}
+
+/// Rollback through the deprecated.deployment.rollback.to annotation (0 = previous
+/// revision): the template returns, the revision moves on, the annotation is cleared.
+#[tokio::test]
+async fn rollback_annotation_restores_the_previous_template() {
+    let e = env("d-rollback").await;
+    e.d.create(
+        &PostParams::default(),
+        &deployment("web", 2, "busybox:1.36", rolling(json!(1), json!(0))),
+    )
+    .await
+    .unwrap();
+    e.wait_complete("web").await;
+    e.set_image("web", "busybox:1.37").await;
+    e.wait_complete("web").await;
+    let patch = json!({"metadata": {"annotations": {"deprecated.deployment.rollback.to": "0"}}});
+    e.d.patch("web", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let d = wait_until("rolled back", T, || async {
+        let d = e.d.get("web").await.unwrap();
+        let image = d
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .containers[0]
+            .image
+            .clone();
+        if image.as_deref() == Some("busybox:1.36")
+            && !d
+                .annotations()
+                .contains_key("deprecated.deployment.rollback.to")
+        {
+            Ok(d)
+        } else {
+            Err(format!("{image:?}"))
+        }
+    })
+    .await;
+    drop(d);
+    let d = e.wait_complete("web").await;
+    assert_eq!(d.annotations().get(REVISION).map(String::as_str), Some("3"));
+    let events = e.events().await;
+    assert!(
+        events.iter().any(|(r, m)| r == "DeploymentRollback"
+            && m == "Rolled back deployment \"web\" to revision 1"),
+        "{events:?}"
+    );
+}
+
+/// integration HashCollision: a ReplicaSet whose template was changed under the controller
+/// makes it bump collisionCount and create a new ReplicaSet.
+#[tokio::test]
+async fn hash_collision_bumps_collision_count() {
+    let e = env("d-collision").await;
+    e.d.create(
+        &PostParams::default(),
+        &deployment(
+            "web",
+            1,
+            "busybox:1.36",
+            rolling(json!("25%"), json!("25%")),
+        ),
+    )
+    .await
+    .unwrap();
+    e.wait_complete("web").await;
+    let rs = e.replica_sets_of("web").await.remove(0);
+    let patch = json!({"spec": {"template": {"metadata": {"annotations": {"foo": "bar"}}}}});
+    e.rs.patch(
+        &rs.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await
+    .unwrap();
+    wait_until("collisionCount 1 and a second RS", T, || async {
+        let d = e.d.get("web").await.unwrap();
+        let count = d.status.as_ref().and_then(|s| s.collision_count);
+        let n = e.replica_sets_of("web").await.len();
+        if count == Some(1) && n == 2 {
+            Ok(())
+        } else {
+            Err(format!("{count:?} {n}"))
+        }
+    })
+    .await;
+    e.wait_complete("web").await;
+}
+
+/// [Conformance] orphaning and adoption regarding controllerRef: deleted with orphan
+/// propagation, the ReplicaSet survives and a new Deployment with the same selector adopts it.
+#[tokio::test]
+async fn orphaned_replica_sets_are_adopted_by_a_new_deployment() {
+    let e = env("d-orphan").await;
+    e.d.create(
+        &PostParams::default(),
+        &deployment(
+            "web",
+            2,
+            "busybox:1.36",
+            rolling(json!("25%"), json!("25%")),
+        ),
+    )
+    .await
+    .unwrap();
+    e.wait_complete("web").await;
+    let rs = e.replica_sets_of("web").await.remove(0);
+    e.d.delete("web", &DeleteParams::orphan()).await.unwrap();
+    wait_until("the RS orphaned", T, || async {
+        let r = e.rs.get(&rs.name_any()).await.map_err(|e| e.to_string())?;
+        if r.owner_references().is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{:?}", r.owner_references()))
+        }
+    })
+    .await;
+    e.d.create(
+        &PostParams::default(),
+        &deployment(
+            "web",
+            2,
+            "busybox:1.36",
+            rolling(json!("25%"), json!("25%")),
+        ),
+    )
+    .await
+    .unwrap();
+    e.wait_complete("web").await;
+    let rss = e.replica_sets_of("web").await;
+    assert_eq!(rss.len(), 1, "no new RS");
+    assert_eq!(
+        rss[0].metadata.uid, rs.metadata.uid,
+        "the same RS was adopted"
+    );
+}
+
+/// [Conformance] deployment reaping cascades to its replica sets and pods (the garbage
+/// collector follows the ownerReferences the controllers set).
+#[tokio::test]
+async fn deleting_a_deployment_deletes_its_replica_sets_and_pods() {
+    let e = env("d-cascade").await;
+    e.d.create(
+        &PostParams::default(),
+        &deployment(
+            "web",
+            2,
+            "busybox:1.36",
+            rolling(json!("25%"), json!("25%")),
+        ),
+    )
+    .await
+    .unwrap();
+    e.wait_complete("web").await;
+    e.d.delete("web", &DeleteParams::foreground())
+        .await
+        .unwrap();
+    wait_until("deployment, replica sets and pods gone", T, || async {
+        let d = e.d.get_opt("web").await.unwrap();
+        let rss = e.rs.list(&ListParams::default()).await.unwrap().items.len();
+        let pods = e
+            .pods
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .len();
+        if d.is_none() && rss == 0 && pods == 0 {
+            Ok(())
+        } else {
+            Err(format!("{} {rss} {pods}", d.is_some()))
+        }
+    })
+    .await;
+}
+
+/// integration ScaledRollout: surge 3, unavailable 2, template and size changed together;
+/// availability never drops below replicas − maxUnavailable, and every RS's desired-replicas
+/// annotation ends equal to spec.replicas.
+#[tokio::test]
+async fn scaled_rollout_keeps_minimum_availability() {
+    let e = env("d-scaled").await;
+    e.d.create(
+        &PostParams::default(),
+        &deployment("web", 10, "busybox:1.36", rolling(json!(3), json!(2))),
+    )
+    .await
+    .unwrap();
+    e.wait_complete("web").await;
+    let watcher = {
+        let d = e.d.clone();
+        tokio::spawn(async move {
+            let mut low = Vec::new();
+            for _ in 0..200 {
+                let d = d.get("web").await.unwrap();
+                let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+                let available = d
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.available_replicas)
+                    .unwrap_or(0);
+                if d.status.as_ref().and_then(|s| s.observed_generation) == d.metadata.generation
+                    && available < want.min(10) - 2
+                {
+                    low.push(format!("{available} available of {want}"));
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            low
+        })
+    };
+    let patch = json!({"spec": {"replicas": 20, "template": {"spec": {"containers": [{"name": "web", "image": "busybox:1.37"}]}}}});
+    e.d.patch("web", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    e.wait_complete("web").await;
+    let low = watcher.await.unwrap();
+    assert!(low.is_empty(), "{low:?}");
+    for rs in e.replica_sets_of("web").await {
+        assert_eq!(
+            rs.annotations()
+                .get("deployment.kubernetes.io/desired-replicas")
+                .map(String::as_str),
+            Some("20")
+        );
+    }
+}
+
+/// integration AvailableCondition: minReadySeconds 3600 keeps MinimumReplicasUnavailable
+/// with (replicas, updated, ready, available, unavailable) = (10, 10, 10, 0, 10).
+#[tokio::test]
+async fn min_ready_seconds_keeps_the_deployment_unavailable() {
+    let e = env("d-available").await;
+    let mut d = deployment(
+        "web",
+        10,
+        "busybox:1.36",
+        rolling(json!("25%"), json!("25%")),
+    );
+    d.spec.as_mut().unwrap().min_ready_seconds = Some(3600);
+    // Validation wants progressDeadlineSeconds above minReadySeconds.
+    d.spec.as_mut().unwrap().progress_deadline_seconds = Some(7200);
+    e.d.create(&PostParams::default(), &d).await.unwrap();
+    wait_until("10 ready, none available", T, || async {
+        let st = e.d.get("web").await.unwrap().status.unwrap_or_default();
+        let counts = (
+            st.replicas,
+            st.updated_replicas,
+            st.ready_replicas,
+            st.available_replicas,
+            st.unavailable_replicas,
+        );
+        let available = st
+            .conditions
+            .iter()
+            .flatten()
+            .find(|c| c.type_ == "Available")
+            .cloned();
+        let ok = counts == (Some(10), Some(10), Some(10), None, Some(10))
+            || counts == (Some(10), Some(10), Some(10), Some(0), Some(10));
+        match available {
+            Some(c)
+                if ok
+                    && c.status == "False"
+                    && c.reason.as_deref() == Some("MinimumReplicasUnavailable") =>
+            {
+                Ok(())
+            }
+            other => Err(format!("{counts:?} {other:?}")),
+        }
+    })
+    .await;
+}
+
+/// A controller killed mid-rollout and started again finishes it without extra pods.
+#[tokio::test]
+async fn restart_mid_rollout_finishes_without_extra_pods() {
+    let mut e = env("d-restart").await;
+    e.d.create(
+        &PostParams::default(),
+        &deployment("web", 6, "busybox:1.36", rolling(json!(1), json!(1))),
+    )
+    .await
+    .unwrap();
+    e.wait_complete("web").await;
+    e.set_image("web", "busybox:1.37").await;
+    wait_until("the rollout under way", T, || async {
+        let n = e.replica_sets_of("web").await.len();
+        if n == 2 { Ok(()) } else { Err(n.to_string()) }
+    })
+    .await;
+    e.controllers.kill();
+    e.controllers.restart();
+    e.wait_complete("web").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let pods = e.pods.list(&ListParams::default()).await.unwrap().items;
+    let by_image: BTreeMap<String, usize> = pods.iter().fold(BTreeMap::new(), |mut m, p| {
+        *m.entry(
+            p.spec.as_ref().unwrap().containers[0]
+                .image
+                .clone()
+                .unwrap_or_default(),
+        )
+        .or_default() += 1;
+        m
+    });
+    assert_eq!(
+        by_image,
+        BTreeMap::from([("busybox:1.37".to_string(), 6)]),
+        "exactly the desired new pods"
+    );
+}
+
+/// Two replicas of the controller manager: only the leader acts; when it is killed, the
+/// standby takes over within the lease duration and finishes the work.
+#[tokio::test]
+async fn a_standby_takes_over_when_the_leader_dies() {
+    let mut e = env("d-leader").await;
+    let mut standby = ControllerProcess::start(&e.ns.name, &[]);
+    e.d.create(
+        &PostParams::default(),
+        &deployment(
+            "web",
+            2,
+            "busybox:1.36",
+            rolling(json!("25%"), json!("25%")),
+        ),
+    )
+    .await
+    .unwrap();
+    e.wait_complete("web").await;
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(e.ns.client.clone(), &e.ns.name);
+    let holder = leases
+        .get("rekube-controllers")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .holder_identity
+        .unwrap();
+    // Exactly one process leads.
+    let leading = [&e.controllers, &standby]
+        .iter()
+        .filter(|p| p.logs().contains("acquired lease"))
+        .count();
+    assert_eq!(leading, 1, "one leader: {holder}");
+    if e.controllers.logs().contains("acquired lease") {
+        e.controllers.kill();
+    } else {
+        standby.kill();
+    }
+    e.set_image("web", "busybox:1.37").await;
+    let started = std::time::Instant::now();
+    e.wait_complete("web").await;
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "took over and rolled out in {:?}",
+        started.elapsed()
+    );
+    let new_holder = leases
+        .get("rekube-controllers")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .holder_identity
+        .unwrap();
+    assert_ne!(new_holder, holder);
+    drop(standby);
+}
+
+/// SIGTERM: the controller exits cleanly and releases its lease.
+#[tokio::test]
+async fn graceful_shutdown_releases_the_lease() {
+    let mut e = env("d-shutdown").await;
+    e.d.create(
+        &PostParams::default(),
+        &deployment(
+            "web",
+            1,
+            "busybox:1.36",
+            rolling(json!("25%"), json!("25%")),
+        ),
+    )
+    .await
+    .unwrap();
+    e.wait_complete("web").await;
+    let status = e.controllers.terminate().expect("the process exits");
+    assert!(status.success(), "{status:?}: {}", e.controllers.logs());
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(e.ns.client.clone(), &e.ns.name);
+    let spec = leases
+        .get("rekube-controllers")
+        .await
+        .unwrap()
+        .spec
+        .unwrap();
+    assert_eq!(spec.holder_identity, None, "{spec:?}");
+}
+
+/// The metrics endpoint reports syncs, queue depth and API requests by verb.
+#[tokio::test]
+async fn metrics_report_syncs_and_api_requests() {
+    let e = env("d-metrics").await;
+    e.d.create(
+        &PostParams::default(),
+        &deployment(
+            "web",
+            1,
+            "busybox:1.36",
+            rolling(json!("25%"), json!("25%")),
+        ),
+    )
+    .await
+    .unwrap();
+    e.wait_complete("web").await;
+    let text = wait_until("metrics", T, || async {
+        e.controllers
+            .metrics()
+            .ok_or_else(|| "no answer".to_string())
+    })
+    .await;
+    for needle in [
+        "rekube_controller_syncs_total{controller=\"deployment-controller\",result=\"success\"}",
+        "rekube_controller_sync_duration_seconds_count{controller=\"replicaset-controller\"}",
+        "rekube_workqueue_depth{name=\"deployment-controller\"}",
+        "rekube_rest_client_requests_total{verb=\"POST\",code=\"201\"}",
+        "rekube_rest_client_requests_total{verb=\"WATCH\",code=\"200\"}",
+        "rekube_leader_election_master_status 1",
+    ] {
+        assert!(text.contains(needle), "{needle} missing from:\n{text}");
+    }
+}
