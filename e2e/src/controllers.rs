@@ -42,12 +42,22 @@ pub struct ControllerProcess {
     pub metrics_port: u16,
     pub log: PathBuf,
     extra: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl ControllerProcess {
     /// Starts rekube-controllers for `namespace` with leader election on a Lease in it.
     pub fn start(namespace: &str, extra: &[&str]) -> Self {
+        Self::start_with_env(namespace, extra, &[])
+    }
+
+    /// As [`Self::start`], with extra environment (a KUBECONFIG of other credentials).
+    pub fn start_with_env(namespace: &str, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let mut p = ControllerProcess {
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             child: None,
             namespace: namespace.into(),
             metrics_port: free_port(),
@@ -93,6 +103,7 @@ impl ControllerProcess {
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
             )
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))
             .spawn()

@@ -931,3 +931,200 @@ async fn metrics_report_syncs_and_api_requests() {
         assert!(text.contains(needle), "{needle} missing from:\n{text}");
     }
 }
+
+/// [Conformance] deployment should support rollover: a rollout stuck on an image that never
+/// gets ready (maxUnavailable 0, maxSurge 1, minReadySeconds) is rolled over by a new
+/// template; the Deployment reaches revision 2... then 3 and completes, older RSs at 0.
+#[tokio::test]
+async fn rollover_replaces_an_unfinished_rollout() {
+    let e = env("d-rollover").await;
+    let mut d = deployment("web", 1, "busybox:1.36", rolling(json!(1), json!(0)));
+    d.spec.as_mut().unwrap().min_ready_seconds = Some(1);
+    e.d.create(&PostParams::default(), &d).await.unwrap();
+    e.wait_complete("web").await;
+    e.set_image("web", NEVER_READY_IMAGE).await;
+    wait_until("the stuck rollout's RS", T, || async {
+        let rss = e.replica_sets_of("web").await;
+        if rss.len() == 2 && spec_replicas(&rss[1]) == 1 {
+            Ok(())
+        } else {
+            Err(format!("{}", rss.len()))
+        }
+    })
+    .await;
+    e.set_image("web", "busybox:1.37").await;
+    let d = e.wait_complete("web").await;
+    assert_eq!(d.annotations().get(REVISION).map(String::as_str), Some("3"));
+    let rss = e.replica_sets_of("web").await;
+    assert_eq!(
+        rss.iter().map(spec_replicas).collect::<Vec<_>>(),
+        vec![0, 0, 1],
+        "older RSs at 0"
+    );
+}
+
+/// integration OverlappingDeployments: identical selectors get separate ReplicaSets.
+#[tokio::test]
+async fn overlapping_deployments_get_their_own_replica_sets() {
+    let e = env("d-overlap").await;
+    let mut second = deployment(
+        "second",
+        1,
+        "busybox:1.37",
+        rolling(json!("25%"), json!("25%")),
+    );
+    let labels = json!({"app": "first"});
+    second.spec.as_mut().unwrap().selector =
+        serde_json::from_value(json!({"matchLabels": labels})).unwrap();
+    second.spec.as_mut().unwrap().template.metadata =
+        serde_json::from_value(json!({"labels": labels})).unwrap();
+    e.d.create(
+        &PostParams::default(),
+        &deployment(
+            "first",
+            1,
+            "busybox:1.36",
+            rolling(json!("25%"), json!("25%")),
+        ),
+    )
+    .await
+    .unwrap();
+    e.d.create(&PostParams::default(), &second).await.unwrap();
+    e.wait_complete("first").await;
+    e.wait_complete("second").await;
+    let (a, b) = (
+        e.replica_sets_of("first").await,
+        e.replica_sets_of("second").await,
+    );
+    assert_eq!((a.len(), b.len()), (1, 1));
+    assert_ne!(a[0].metadata.uid, b[0].metadata.uid);
+}
+
+/// integration SpecReplicasChange: a Recreate Deployment scaled 2 → 0 → 1 follows, and
+/// observedGeneration advances with every change.
+#[tokio::test]
+async fn recreate_deployment_follows_replica_changes() {
+    let e = env("d-replicas").await;
+    e.d.create(
+        &PostParams::default(),
+        &deployment("web", 2, "busybox:1.36", json!({"type": "Recreate"})),
+    )
+    .await
+    .unwrap();
+    e.wait_complete("web").await;
+    for want in [0, 1] {
+        e.d.patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"replicas": want}})),
+        )
+        .await
+        .unwrap();
+        let d = wait_until(&format!("{want} replicas observed"), T, || async {
+            let d = e.d.get("web").await.unwrap();
+            let st = d.status.clone().unwrap_or_default();
+            let ok =
+                st.observed_generation == d.metadata.generation && st.replicas.unwrap_or(0) == want;
+            if ok { Ok(d) } else { Err(format!("{st:?}")) }
+        })
+        .await;
+        assert_eq!(d.status.unwrap().observed_generation, d.metadata.generation);
+    }
+}
+
+/// [Conformance] Deployment status endpoints: a condition a user adds through /status is
+/// kept by the controller's later status updates.
+#[tokio::test]
+async fn user_status_conditions_persist_on_deployments() {
+    let e = env("d-status").await;
+    e.d.create(
+        &PostParams::default(),
+        &deployment(
+            "web",
+            1,
+            "busybox:1.36",
+            rolling(json!("25%"), json!("25%")),
+        ),
+    )
+    .await
+    .unwrap();
+    let d = e.wait_complete("web").await;
+    let mut st = serde_json::to_value(d.status.unwrap()).unwrap();
+    st["conditions"].as_array_mut().unwrap().push(json!({"type": "StatusUpdate", "status": "True", "reason": "E2E", "message": "Set from e2e test"}));
+    e.d.patch_status(
+        "web",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"status": st})),
+    )
+    .await
+    .unwrap();
+    e.d.patch_scale(
+        "web",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"spec": {"replicas": 2}})),
+    )
+    .await
+    .unwrap();
+    let d = e.wait_complete("web").await;
+    let conds = d.status.unwrap().conditions.unwrap();
+    assert!(conds.iter().any(|c| c.type_ == "StatusUpdate" && c.message.as_deref() == Some("Set from e2e test")), "{conds:?}");
+}
+
+/// iterative rollouts should eventually progress: 6 replicas, 20 random steps (template
+/// change, rollback, scale, pause/resume, pod deletion); the Deployment then completes with
+/// NewReplicaSetAvailable. The steps come from a fixed seed, printed for reproduction.
+#[tokio::test]
+async fn iterative_rollouts_eventually_progress() {
+    let e = env("d-iterative").await;
+    e.d.create(
+        &PostParams::default(),
+        &deployment(
+            "web",
+            6,
+            "busybox:1.36",
+            rolling(json!("25%"), json!("25%")),
+        ),
+    )
+    .await
+    .unwrap();
+    e.wait_complete("web").await;
+    let mut seed: u64 = 0x5eed_2026;
+    let mut next = move |n: u64| {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (seed >> 33) % n
+    };
+    for step in 0..20 {
+        let choice = next(6);
+        let patch = match choice {
+            0 => {
+                json!({"spec": {"template": {"spec": {"containers": [{"name": "web", "image": "busybox:1.36", "env": [{"name": "STEP", "value": step.to_string()}]}]}}}})
+            }
+            1 => json!({"metadata": {"annotations": {"deprecated.deployment.rollback.to": "0"}}}),
+            2 => json!({"spec": {"replicas": next(10) as i32}}),
+            3 => json!({"spec": {"paused": true}}),
+            4 => json!({"spec": {"paused": false}}),
+            _ => {
+                let pods = e.pods.list(&ListParams::default()).await.unwrap().items;
+                if let Some(p) = pods.get(next(pods.len().max(1) as u64) as usize) {
+                    let _ = e.pods.delete(&p.name_any(), &DeleteParams::default()).await;
+                }
+                continue;
+            }
+        };
+        println!("step {step}: {patch}");
+        e.d.patch("web", &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(300 + next(700))).await;
+    }
+    e.d.patch(
+        "web",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"spec": {"paused": false}})),
+    )
+    .await
+    .unwrap();
+    e.wait_complete("web").await;
+}

@@ -383,9 +383,17 @@ impl DeploymentController {
             let min_ready_changed = spec.min_ready_seconds != d_min_ready;
             if annotations_updated || min_ready_changed {
                 spec.min_ready_seconds = d_min_ready;
+                let patch = serde_json::json!({
+                    "metadata": { "annotations": rs.metadata.annotations },
+                    "spec": { "minReadySeconds": d_min_ready },
+                });
                 rs = self
                     .rs_api(&key)
-                    .replace(&rs.name_any(), &PostParams::default(), &rs)
+                    .patch(
+                        &rs.name_any(),
+                        &PatchParams::default(),
+                        &Patch::Merge(&patch),
+                    )
                     .await
                     .map_err(api_err(&key, "updating the new replica set"))?;
                 self.replace_cached_rs(snap, &rs);
@@ -814,9 +822,22 @@ impl DeploymentController {
         let mut updated = rs.clone();
         updated.spec.get_or_insert_with(Default::default).replicas = Some(new_scale);
         util::set_replicas_annotations(&mut updated, desired, max);
+        // A merge patch of just the size and the two annotations: the ReplicaSet
+        // controller keeps writing the status, so an update would often conflict.
+        let patch = serde_json::json!({
+            "metadata": { "annotations": {
+                util::DESIRED_REPLICAS_ANNOTATION: updated.annotations().get(util::DESIRED_REPLICAS_ANNOTATION),
+                util::MAX_REPLICAS_ANNOTATION: updated.annotations().get(util::MAX_REPLICAS_ANNOTATION),
+            }},
+            "spec": { "replicas": new_scale },
+        });
         let updated = self
             .rs_api(&key)
-            .replace(&updated.name_any(), &PostParams::default(), &updated)
+            .patch(
+                &updated.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
             .await
             .map_err(api_err(&key, "scaling a replica set"))?;
         if size_needs_update {

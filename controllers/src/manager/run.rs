@@ -31,8 +31,11 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 pub async fn run(opts: Options) -> Result<(), Error> {
     let enabled = opts.validate()?;
     let metrics = Metrics::new();
-    let client =
-        super::client::build(opts.kube_api_qps, opts.kube_api_burst, metrics.clone()).await?;
+    // As kube-controller-manager's ClientBuilder: a client, with its own QPS/burst token
+    // bucket, for the shared informers, for leader election and for each controller.
+    let new_client =
+        || super::client::build(opts.kube_api_qps, opts.kube_api_burst, metrics.clone());
+    let client = new_client().await?;
     let shutdown = CancellationToken::new();
     tokio::spawn(signal_handler(shutdown.clone()));
     // The metrics server runs on a thread of its own: warp's server future is not provably
@@ -49,9 +52,10 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         })
         .expect("starting the metrics thread");
 
+    let election_client = new_client().await?;
     let mut elector = opts.leader_elect.then(|| {
         super::leader::LeaderElector::new(
-            client.clone(),
+            election_client,
             super::leader::Config {
                 namespace: opts.leader_elect_resource_namespace.clone(),
                 name: opts.leader_elect_resource_name.clone(),
@@ -85,13 +89,14 @@ pub async fn run(opts: Options) -> Result<(), Error> {
     let mut running = Vec::new();
     let mut queues = Vec::new();
     if enabled.contains("replicaset-controller") {
-        let c = ReplicaSetController::new(client.clone(), &replica_sets, &pods, metrics.clone());
+        let c =
+            ReplicaSetController::new(new_client().await?, &replica_sets, &pods, metrics.clone());
         queues.push(c.queue());
         running.push(tokio::spawn(c.run(opts.concurrent_replicaset_syncs)));
     }
     if enabled.contains("deployment-controller") {
         let c = DeploymentController::new(
-            client.clone(),
+            new_client().await?,
             &deployments,
             &replica_sets,
             &pods,

@@ -4,6 +4,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tracing::Instrument;
+
 use super::informer::ObjectKey;
 use super::metrics::Metrics;
 use super::workqueue::WorkQueue;
@@ -27,7 +29,9 @@ pub async fn run_workers<F, Fut, E>(
         tasks.push(async move {
             while let Some(key) = queue.get().await {
                 let started = Instant::now();
-                let result = sync(key.clone()).await;
+                // Every log line of the sync carries the controller and the object key.
+                let span = tracing::info_span!("sync", controller = queue.name(), key = %key);
+                let result = sync(key.clone()).instrument(span).await;
                 metrics.sync(queue.name(), result.is_ok(), started.elapsed());
                 match result {
                     Ok(requeue) => {
