@@ -60,6 +60,16 @@ async fn env(prefix: &str) -> Env {
 }
 
 impl Env {
+    async fn create(&self, d: &Deployment) {
+        self.d.create(&PostParams::default(), d).await.unwrap();
+    }
+
+    /// Creates `d` and waits until its rollout completes.
+    async fn create_complete(&self, d: &Deployment) -> Deployment {
+        self.create(d).await;
+        self.wait_complete(&d.metadata.name.clone().unwrap()).await
+    }
+
     async fn replica_sets_of(&self, d: &str) -> Vec<ReplicaSet> {
         let uid = self.d.get(d).await.unwrap().metadata.uid;
         let mut rss: Vec<ReplicaSet> = self
@@ -148,7 +158,7 @@ async fn new_deployment_creates_a_hashed_replica_set() {
         "kubectl.kubernetes.io/last-applied-configuration".into(),
         "should-not-copy".into(),
     );
-    e.d.create(&PostParams::default(), &d).await.unwrap();
+    e.create(&d).await;
     let d = e.wait_complete("web").await;
     let rss = e.replica_sets_of("web").await;
     assert_eq!(rss.len(), 1);
@@ -264,7 +274,7 @@ async fn rolling_update_adopts_an_orphan_and_replaces_its_pods() {
         serde_json::from_value(json!({"matchLabels": labels})).unwrap();
     d.spec.as_mut().unwrap().template.metadata =
         serde_json::from_value(json!({"labels": labels})).unwrap();
-    e.d.create(&PostParams::default(), &d).await.unwrap();
+    e.create(&d).await;
     let d = e.wait_complete("test-rolling-update-deployment").await;
     assert_eq!(
         d.annotations().get(REVISION).map(String::as_str),
@@ -284,13 +294,13 @@ async fn rolling_update_adopts_an_orphan_and_replaces_its_pods() {
 #[tokio::test]
 async fn recreate_never_mixes_old_and_new_pods() {
     let e = env("d-recreate").await;
-    e.d.create(
-        &PostParams::default(),
-        &deployment("web", 3, "busybox:1.36", json!({"type": "Recreate"})),
-    )
-    .await
-    .unwrap();
-    e.wait_complete("web").await;
+    e.create_complete(&deployment(
+        "web",
+        3,
+        "busybox:1.36",
+        json!({"type": "Recreate"}),
+    ))
+    .await;
     let watcher = {
         let d = e.d.clone();
         tokio::spawn(async move {
@@ -324,7 +334,7 @@ async fn revision_history_limit_zero_deletes_old_replica_sets() {
     let e = env("d-history").await;
     let mut d = deployment("web", 1, "busybox:1.36", rolling(json!(1), json!(0)));
     d.spec.as_mut().unwrap().revision_history_limit = Some(0);
-    e.d.create(&PostParams::default(), &d).await.unwrap();
+    e.create(&d).await;
     e.wait_complete("web").await;
     e.set_image("web", "busybox:1.37").await;
     e.wait_complete("web").await;
@@ -340,13 +350,13 @@ async fn revision_history_limit_zero_deletes_old_replica_sets() {
 #[tokio::test]
 async fn proportional_scaling_during_a_stuck_rollout() {
     let e = env("d-proportional").await;
-    e.d.create(
-        &PostParams::default(),
-        &deployment("web", 10, "busybox:1.36", rolling(json!(3), json!(2))),
-    )
-    .await
-    .unwrap();
-    e.wait_complete("web").await;
+    e.create_complete(&deployment(
+        "web",
+        10,
+        "busybox:1.36",
+        rolling(json!(3), json!(2)),
+    ))
+    .await;
     e.set_image("web", NEVER_READY_IMAGE).await;
     wait_until("the rollout stuck at 8 old and 5 new", T, || async {
         let rss = e.replica_sets_of("web").await;
@@ -403,7 +413,7 @@ async fn progress_deadline_times_out_and_recovers() {
         rolling(json!("25%"), json!("25%")),
     );
     d.spec.as_mut().unwrap().progress_deadline_seconds = Some(3);
-    e.d.create(&PostParams::default(), &d).await.unwrap();
+    e.create(&d).await;
     wait_until("ProgressDeadlineExceeded", T, || async {
         let st = e.d.get("web").await.unwrap().status.unwrap_or_default();
         let c = st
@@ -440,7 +450,7 @@ async fn paused_deployments_do_not_roll_out_but_scale() {
         rolling(json!("25%"), json!("25%")),
     );
     d.spec.as_mut().unwrap().paused = Some(true);
-    e.d.create(&PostParams::default(), &d).await.unwrap();
+    e.create(&d).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(
         e.replica_sets_of("web").await.is_empty(),
@@ -498,13 +508,13 @@ async fn paused_deployments_do_not_roll_out_but_scale() {
 #[tokio::test]
 async fn rollback_annotation_restores_the_previous_template() {
     let e = env("d-rollback").await;
-    e.d.create(
-        &PostParams::default(),
-        &deployment("web", 2, "busybox:1.36", rolling(json!(1), json!(0))),
-    )
-    .await
-    .unwrap();
-    e.wait_complete("web").await;
+    e.create_complete(&deployment(
+        "web",
+        2,
+        "busybox:1.36",
+        rolling(json!(1), json!(0)),
+    ))
+    .await;
     e.set_image("web", "busybox:1.37").await;
     e.wait_complete("web").await;
     let patch = json!({"metadata": {"annotations": {"deprecated.deployment.rollback.to": "0"}}});
@@ -551,18 +561,13 @@ async fn rollback_annotation_restores_the_previous_template() {
 #[tokio::test]
 async fn hash_collision_bumps_collision_count() {
     let e = env("d-collision").await;
-    e.d.create(
-        &PostParams::default(),
-        &deployment(
-            "web",
-            1,
-            "busybox:1.36",
-            rolling(json!("25%"), json!("25%")),
-        ),
-    )
-    .await
-    .unwrap();
-    e.wait_complete("web").await;
+    e.create_complete(&deployment(
+        "web",
+        1,
+        "busybox:1.36",
+        rolling(json!("25%"), json!("25%")),
+    ))
+    .await;
     let rs = e.replica_sets_of("web").await.remove(0);
     let patch = json!({"spec": {"template": {"metadata": {"annotations": {"foo": "bar"}}}}});
     e.rs.patch(
@@ -591,18 +596,13 @@ async fn hash_collision_bumps_collision_count() {
 #[tokio::test]
 async fn orphaned_replica_sets_are_adopted_by_a_new_deployment() {
     let e = env("d-orphan").await;
-    e.d.create(
-        &PostParams::default(),
-        &deployment(
-            "web",
-            2,
-            "busybox:1.36",
-            rolling(json!("25%"), json!("25%")),
-        ),
-    )
-    .await
-    .unwrap();
-    e.wait_complete("web").await;
+    e.create_complete(&deployment(
+        "web",
+        2,
+        "busybox:1.36",
+        rolling(json!("25%"), json!("25%")),
+    ))
+    .await;
     let rs = e.replica_sets_of("web").await.remove(0);
     e.d.delete("web", &DeleteParams::orphan()).await.unwrap();
     wait_until("the RS orphaned", T, || async {
@@ -614,18 +614,21 @@ async fn orphaned_replica_sets_are_adopted_by_a_new_deployment() {
         }
     })
     .await;
-    e.d.create(
-        &PostParams::default(),
-        &deployment(
-            "web",
-            2,
-            "busybox:1.36",
-            rolling(json!("25%"), json!("25%")),
-        ),
-    )
-    .await
-    .unwrap();
-    e.wait_complete("web").await;
+    // The garbage collector removes the orphan finalizer after releasing the dependents.
+    wait_until("the old deployment gone", T, || async {
+        match e.d.get_opt("web").await.unwrap() {
+            None => Ok(()),
+            Some(d) => Err(format!("finalizers {:?}", d.metadata.finalizers)),
+        }
+    })
+    .await;
+    e.create_complete(&deployment(
+        "web",
+        2,
+        "busybox:1.36",
+        rolling(json!("25%"), json!("25%")),
+    ))
+    .await;
     let rss = e.replica_sets_of("web").await;
     assert_eq!(rss.len(), 1, "no new RS");
     assert_eq!(
@@ -639,18 +642,13 @@ async fn orphaned_replica_sets_are_adopted_by_a_new_deployment() {
 #[tokio::test]
 async fn deleting_a_deployment_deletes_its_replica_sets_and_pods() {
     let e = env("d-cascade").await;
-    e.d.create(
-        &PostParams::default(),
-        &deployment(
-            "web",
-            2,
-            "busybox:1.36",
-            rolling(json!("25%"), json!("25%")),
-        ),
-    )
-    .await
-    .unwrap();
-    e.wait_complete("web").await;
+    e.create_complete(&deployment(
+        "web",
+        2,
+        "busybox:1.36",
+        rolling(json!("25%"), json!("25%")),
+    ))
+    .await;
     e.d.delete("web", &DeleteParams::foreground())
         .await
         .unwrap();
@@ -679,13 +677,13 @@ async fn deleting_a_deployment_deletes_its_replica_sets_and_pods() {
 #[tokio::test]
 async fn scaled_rollout_keeps_minimum_availability() {
     let e = env("d-scaled").await;
-    e.d.create(
-        &PostParams::default(),
-        &deployment("web", 10, "busybox:1.36", rolling(json!(3), json!(2))),
-    )
-    .await
-    .unwrap();
-    e.wait_complete("web").await;
+    e.create_complete(&deployment(
+        "web",
+        10,
+        "busybox:1.36",
+        rolling(json!(3), json!(2)),
+    ))
+    .await;
     let watcher = {
         let d = e.d.clone();
         tokio::spawn(async move {
@@ -739,7 +737,7 @@ async fn min_ready_seconds_keeps_the_deployment_unavailable() {
     d.spec.as_mut().unwrap().min_ready_seconds = Some(3600);
     // Validation wants progressDeadlineSeconds above minReadySeconds.
     d.spec.as_mut().unwrap().progress_deadline_seconds = Some(7200);
-    e.d.create(&PostParams::default(), &d).await.unwrap();
+    e.create(&d).await;
     wait_until("10 ready, none available", T, || async {
         let st = e.d.get("web").await.unwrap().status.unwrap_or_default();
         let counts = (
@@ -775,13 +773,13 @@ async fn min_ready_seconds_keeps_the_deployment_unavailable() {
 #[tokio::test]
 async fn restart_mid_rollout_finishes_without_extra_pods() {
     let mut e = env("d-restart").await;
-    e.d.create(
-        &PostParams::default(),
-        &deployment("web", 6, "busybox:1.36", rolling(json!(1), json!(1))),
-    )
-    .await
-    .unwrap();
-    e.wait_complete("web").await;
+    e.create_complete(&deployment(
+        "web",
+        6,
+        "busybox:1.36",
+        rolling(json!(1), json!(1)),
+    ))
+    .await;
     e.set_image("web", "busybox:1.37").await;
     wait_until("the rollout under way", T, || async {
         let n = e.replica_sets_of("web").await.len();
@@ -816,18 +814,13 @@ async fn restart_mid_rollout_finishes_without_extra_pods() {
 async fn a_standby_takes_over_when_the_leader_dies() {
     let mut e = env("d-leader").await;
     let mut standby = ControllerProcess::start(&e.ns.name, &[]);
-    e.d.create(
-        &PostParams::default(),
-        &deployment(
-            "web",
-            2,
-            "busybox:1.36",
-            rolling(json!("25%"), json!("25%")),
-        ),
-    )
-    .await
-    .unwrap();
-    e.wait_complete("web").await;
+    e.create_complete(&deployment(
+        "web",
+        2,
+        "busybox:1.36",
+        rolling(json!("25%"), json!("25%")),
+    ))
+    .await;
     let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
         Api::namespaced(e.ns.client.clone(), &e.ns.name);
     let holder = leases
@@ -873,18 +866,13 @@ async fn a_standby_takes_over_when_the_leader_dies() {
 #[tokio::test]
 async fn graceful_shutdown_releases_the_lease() {
     let mut e = env("d-shutdown").await;
-    e.d.create(
-        &PostParams::default(),
-        &deployment(
-            "web",
-            1,
-            "busybox:1.36",
-            rolling(json!("25%"), json!("25%")),
-        ),
-    )
-    .await
-    .unwrap();
-    e.wait_complete("web").await;
+    e.create_complete(&deployment(
+        "web",
+        1,
+        "busybox:1.36",
+        rolling(json!("25%"), json!("25%")),
+    ))
+    .await;
     let status = e.controllers.terminate().expect("the process exits");
     assert!(status.success(), "{status:?}: {}", e.controllers.logs());
     let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
@@ -902,18 +890,13 @@ async fn graceful_shutdown_releases_the_lease() {
 #[tokio::test]
 async fn metrics_report_syncs_and_api_requests() {
     let e = env("d-metrics").await;
-    e.d.create(
-        &PostParams::default(),
-        &deployment(
-            "web",
-            1,
-            "busybox:1.36",
-            rolling(json!("25%"), json!("25%")),
-        ),
-    )
-    .await
-    .unwrap();
-    e.wait_complete("web").await;
+    e.create_complete(&deployment(
+        "web",
+        1,
+        "busybox:1.36",
+        rolling(json!("25%"), json!("25%")),
+    ))
+    .await;
     let text = wait_until("metrics", T, || async {
         e.controllers
             .metrics()
@@ -940,7 +923,7 @@ async fn rollover_replaces_an_unfinished_rollout() {
     let e = env("d-rollover").await;
     let mut d = deployment("web", 1, "busybox:1.36", rolling(json!(1), json!(0)));
     d.spec.as_mut().unwrap().min_ready_seconds = Some(1);
-    e.d.create(&PostParams::default(), &d).await.unwrap();
+    e.create(&d).await;
     e.wait_complete("web").await;
     e.set_image("web", NEVER_READY_IMAGE).await;
     wait_until("the stuck rollout's RS", T, || async {
@@ -978,17 +961,13 @@ async fn overlapping_deployments_get_their_own_replica_sets() {
         serde_json::from_value(json!({"matchLabels": labels})).unwrap();
     second.spec.as_mut().unwrap().template.metadata =
         serde_json::from_value(json!({"labels": labels})).unwrap();
-    e.d.create(
-        &PostParams::default(),
-        &deployment(
-            "first",
-            1,
-            "busybox:1.36",
-            rolling(json!("25%"), json!("25%")),
-        ),
-    )
-    .await
-    .unwrap();
+    e.create(&deployment(
+        "first",
+        1,
+        "busybox:1.36",
+        rolling(json!("25%"), json!("25%")),
+    ))
+    .await;
     e.d.create(&PostParams::default(), &second).await.unwrap();
     e.wait_complete("first").await;
     e.wait_complete("second").await;
@@ -1005,13 +984,13 @@ async fn overlapping_deployments_get_their_own_replica_sets() {
 #[tokio::test]
 async fn recreate_deployment_follows_replica_changes() {
     let e = env("d-replicas").await;
-    e.d.create(
-        &PostParams::default(),
-        &deployment("web", 2, "busybox:1.36", json!({"type": "Recreate"})),
-    )
-    .await
-    .unwrap();
-    e.wait_complete("web").await;
+    e.create_complete(&deployment(
+        "web",
+        2,
+        "busybox:1.36",
+        json!({"type": "Recreate"}),
+    ))
+    .await;
     for want in [0, 1] {
         e.d.patch(
             "web",
@@ -1037,17 +1016,13 @@ async fn recreate_deployment_follows_replica_changes() {
 #[tokio::test]
 async fn user_status_conditions_persist_on_deployments() {
     let e = env("d-status").await;
-    e.d.create(
-        &PostParams::default(),
-        &deployment(
-            "web",
-            1,
-            "busybox:1.36",
-            rolling(json!("25%"), json!("25%")),
-        ),
-    )
-    .await
-    .unwrap();
+    e.create(&deployment(
+        "web",
+        1,
+        "busybox:1.36",
+        rolling(json!("25%"), json!("25%")),
+    ))
+    .await;
     let d = e.wait_complete("web").await;
     let mut st = serde_json::to_value(d.status.unwrap()).unwrap();
     st["conditions"].as_array_mut().unwrap().push(json!({"type": "StatusUpdate", "status": "True", "reason": "E2E", "message": "Set from e2e test"}));
@@ -1076,18 +1051,13 @@ async fn user_status_conditions_persist_on_deployments() {
 #[tokio::test]
 async fn iterative_rollouts_eventually_progress() {
     let e = env("d-iterative").await;
-    e.d.create(
-        &PostParams::default(),
-        &deployment(
-            "web",
-            6,
-            "busybox:1.36",
-            rolling(json!("25%"), json!("25%")),
-        ),
-    )
-    .await
-    .unwrap();
-    e.wait_complete("web").await;
+    e.create_complete(&deployment(
+        "web",
+        6,
+        "busybox:1.36",
+        rolling(json!("25%"), json!("25%")),
+    ))
+    .await;
     let mut seed: u64 = 0x5eed_2026;
     let mut next = move |n: u64| {
         seed = seed

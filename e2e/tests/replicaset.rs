@@ -50,6 +50,10 @@ async fn env(prefix: &str) -> Env {
 }
 
 impl Env {
+    async fn create(&self, rs: &ReplicaSet) {
+        self.rs.create(&PostParams::default(), rs).await.unwrap();
+    }
+
     async fn pods_of(&self, rs: &str) -> Vec<Pod> {
         let uid = self.rs.get(rs).await.unwrap().metadata.uid;
         self.pods
@@ -90,12 +94,8 @@ impl Env {
 #[tokio::test]
 async fn runs_the_desired_pods_from_the_template() {
     let e = env("rs-basic").await;
-    e.rs.create(
-        &PostParams::default(),
-        &replica_set("web", 3, json!({"app": "web"})),
-    )
-    .await
-    .unwrap();
+    e.create(&replica_set("web", 3, json!({"app": "web"})))
+        .await;
     let rs = e.wait_available("web", 3).await;
     let pods = e.pods_of("web").await;
     assert_eq!(pods.len(), 3);
@@ -125,12 +125,8 @@ async fn runs_the_desired_pods_from_the_template() {
 #[tokio::test]
 async fn replaces_deleted_pods_without_overshooting() {
     let e = env("rs-replace").await;
-    e.rs.create(
-        &PostParams::default(),
-        &replica_set("web", 2, json!({"app": "web"})),
-    )
-    .await
-    .unwrap();
+    e.create(&replica_set("web", 2, json!({"app": "web"})))
+        .await;
     e.wait_available("web", 2).await;
     let victim = e.pods_of("web").await.remove(0).name_any();
     e.pods
@@ -169,16 +165,12 @@ async fn adopts_matching_orphans_and_releases_pods_that_stop_matching() {
         .create(&PostParams::default(), &orphan)
         .await
         .unwrap();
-    e.rs.create(
-        &PostParams::default(),
-        &replica_set(
-            "pod-adoption-release",
-            1,
-            json!({"name": "pod-adoption-release"}),
-        ),
-    )
-    .await
-    .unwrap();
+    e.create(&replica_set(
+        "pod-adoption-release",
+        1,
+        json!({"name": "pod-adoption-release"}),
+    ))
+    .await;
     let rs_uid =
         e.rs.get("pod-adoption-release")
             .await
@@ -247,12 +239,8 @@ async fn adopts_matching_orphans_and_releases_pods_that_stop_matching() {
 #[tokio::test]
 async fn scale_subresource_drives_the_pod_count() {
     let e = env("rs-scale").await;
-    e.rs.create(
-        &PostParams::default(),
-        &replica_set("web", 1, json!({"app": "web"})),
-    )
-    .await
-    .unwrap();
+    e.create(&replica_set("web", 1, json!({"app": "web"})))
+        .await;
     e.wait_available("web", 1).await;
     let mut scale = e.rs.get_scale("web").await.unwrap();
     assert_eq!(scale.spec.as_ref().and_then(|s| s.replicas), Some(1));
@@ -288,12 +276,8 @@ async fn scale_subresource_drives_the_pod_count() {
 #[tokio::test]
 async fn scale_down_removes_unready_pods_first() {
     let mut e = env("rs-rank").await;
-    e.rs.create(
-        &PostParams::default(),
-        &replica_set("web", 3, json!({"app": "web"})),
-    )
-    .await
-    .unwrap();
+    e.create(&replica_set("web", 3, json!({"app": "web"})))
+        .await;
     e.wait_available("web", 3).await;
     // Mark one pod not ready, as a failing readiness probe would.
     let unready = e.pods_of("web").await.remove(1);
@@ -346,7 +330,7 @@ async fn pods_become_available_after_min_ready_seconds() {
     let e = env("rs-minready").await;
     let mut rs = replica_set("web", 2, json!({"app": "web"}));
     rs.spec.as_mut().unwrap().min_ready_seconds = Some(3);
-    e.rs.create(&PostParams::default(), &rs).await.unwrap();
+    e.create(&rs).await;
     wait_until("2 ready, 0 available", T, || async {
         let st = e.rs.get("web").await.unwrap().status.unwrap_or_default();
         if st.ready_replicas == Some(2) && st.available_replicas.unwrap_or(0) == 0 {
@@ -384,12 +368,12 @@ async fn exceeded_quota_surfaces_replica_failure_until_it_fits() {
         },
     )
     .await;
-    e.rs.create(
-        &PostParams::default(),
-        &replica_set("condition-test", 3, json!({"name": "condition-test"})),
-    )
-    .await
-    .unwrap();
+    e.create(&replica_set(
+        "condition-test",
+        3,
+        json!({"name": "condition-test"}),
+    ))
+    .await;
     wait_until("ReplicaFailure True", T, || async {
         let st =
             e.rs.get("condition-test")
@@ -441,12 +425,8 @@ async fn exceeded_quota_surfaces_replica_failure_until_it_fits() {
 #[tokio::test]
 async fn user_status_conditions_persist() {
     let e = env("rs-status").await;
-    e.rs.create(
-        &PostParams::default(),
-        &replica_set("web", 1, json!({"app": "web"})),
-    )
-    .await
-    .unwrap();
+    e.create(&replica_set("web", 1, json!({"app": "web"})))
+        .await;
     e.wait_available("web", 1).await;
     let mut rs = e.rs.get("web").await.unwrap();
     let cond = json!({"type": "StatusUpdate", "status": "True", "reason": "E2E", "message": "Set from e2e test"});
@@ -476,12 +456,8 @@ async fn user_status_conditions_persist() {
 #[tokio::test]
 async fn restart_while_creating_never_double_creates() {
     let mut e = env("rs-restart").await;
-    e.rs.create(
-        &PostParams::default(),
-        &replica_set("web", 30, json!({"app": "web"})),
-    )
-    .await
-    .unwrap();
+    e.create(&replica_set("web", 30, json!({"app": "web"})))
+        .await;
     wait_until("some pods created", T, || async {
         let n = e.pods_of("web").await.len();
         if n >= 3 { Ok(()) } else { Err(n.to_string()) }

@@ -553,10 +553,7 @@ impl DeploymentController {
                 .normal(
                     &Self::object_ref(&snap.d),
                     "ScalingReplicaSet",
-                    format!(
-                        "Scaled up replica set {} from 0 to {new_replicas}",
-                        created.name_any()
-                    ),
+                    util::scaling_replica_set_message(&created.name_any(), 0, new_replicas),
                 )
                 .await;
         }
@@ -841,15 +838,11 @@ impl DeploymentController {
             .await
             .map_err(api_err(&key, "scaling a replica set"))?;
         if size_needs_update {
-            let op = if new_scale > current { "up" } else { "down" };
             self.recorder
                 .normal(
                     &Self::object_ref(&snap.d),
                     "ScalingReplicaSet",
-                    format!(
-                        "Scaled {op} replica set {} from {current} to {new_scale}",
-                        updated.name_any()
-                    ),
+                    util::scaling_replica_set_message(&updated.name_any(), current, new_scale),
                 )
                 .await;
         }

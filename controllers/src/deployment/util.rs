@@ -1156,64 +1156,6 @@ pub fn replica_set_to_deployment_condition(cond: &ReplicaSetCondition) -> Deploy
     }
 }
 
-/// NewReplicaSetCondition (replicaset/replica_set_utils.go): a condition transitioned at `now`.
-pub fn new_replica_set_condition(
-    type_: &str,
-    status: &str,
-    reason: &str,
-    message: &str,
-    now: Timestamp,
-) -> ReplicaSetCondition {
-    ReplicaSetCondition {
-        type_: type_.to_string(),
-        status: status.to_string(),
-        last_transition_time: Some(to_time(now)),
-        reason: opt_str(reason),
-        message: opt_str(message),
-    }
-}
-
-/// GetCondition (replicaset/replica_set_utils.go): the ReplicaSet condition of the given type.
-pub fn get_replica_set_condition<'a>(
-    status: &'a ReplicaSetStatus,
-    type_: &str,
-) -> Option<&'a ReplicaSetCondition> {
-    status
-        .conditions
-        .iter()
-        .flatten()
-        .find(|c| c.type_ == type_)
-}
-
-/// SetCondition (replicaset/replica_set_utils.go): adds or replaces the condition of its
-/// type; a no-op when status and reason are unchanged.
-pub fn set_replica_set_condition(status: &mut ReplicaSetStatus, condition: ReplicaSetCondition) {
-    if let Some(current) = get_replica_set_condition(status, &condition.type_)
-        && current.status == condition.status
-        && current.reason.as_deref().unwrap_or("") == condition.reason.as_deref().unwrap_or("")
-    {
-        return;
-    }
-    let type_ = condition.type_.clone();
-    remove_replica_set_condition(status, &type_);
-    status
-        .conditions
-        .get_or_insert_with(Vec::new)
-        .push(condition);
-}
-
-/// RemoveCondition (replicaset/replica_set_utils.go): drops the ReplicaSet condition of the
-/// given type.
-pub fn remove_replica_set_condition(status: &mut ReplicaSetStatus, type_: &str) {
-    if let Some(conditions) = status.conditions.take() {
-        let kept: Vec<ReplicaSetCondition> = conditions
-            .into_iter()
-            .filter(|c| c.type_ != type_)
-            .collect();
-        status.conditions = (!kept.is_empty()).then_some(kept);
-    }
-}
-
 // ---------------------------------------------------------------------------------------
 // Messages
 // ---------------------------------------------------------------------------------------
@@ -2061,30 +2003,6 @@ mod tests {
         let mut s = example_status();
         remove_deployment_condition(&mut s, DEPLOYMENT_REPLICA_FAILURE);
         assert_eq!(s, example_status(), "doesn't remove anything");
-    }
-
-    #[test]
-    fn replica_set_conditions() {
-        let t0 = ts(2020, 1, 1, 0, 0, 0);
-        let mut s = ReplicaSetStatus::default();
-        set_replica_set_condition(
-            &mut s,
-            new_replica_set_condition(
-                REPLICA_SET_REPLICA_FAILURE,
-                CONDITION_TRUE,
-                "FailedCreate",
-                "quota",
-                t0,
-            ),
-        );
-        assert!(get_replica_set_condition(&s, REPLICA_SET_REPLICA_FAILURE).is_some());
-        let promoted = replica_set_to_deployment_condition(
-            get_replica_set_condition(&s, REPLICA_SET_REPLICA_FAILURE).unwrap(),
-        );
-        assert_eq!(promoted.last_update_time, Some(Time(t0)));
-        assert_eq!(promoted.reason.as_deref(), Some("FailedCreate"));
-        remove_replica_set_condition(&mut s, REPLICA_SET_REPLICA_FAILURE);
-        assert_eq!(s.conditions, None);
     }
 
     fn complete_deployment(

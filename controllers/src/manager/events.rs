@@ -1,7 +1,9 @@
 //! Events, as upstream's controllers record them (type, reason, message), published as
 //! events.k8s.io/v1 Events by kube's recorder. As upstream's EventBroadcaster, recording
 //! never blocks a sync: events go through a bounded queue to a background task, and are
-//! dropped (and counted in the log) when it is full. A failure to publish is logged.
+//! dropped (and logged) when it is full. As upstream's EventCorrelator spam filter, each
+//! object may emit a burst of 25 events, then one per 5 minutes; the rest are dropped. A
+//! failure to publish is logged.
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Client;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -9,6 +11,21 @@ use tokio::sync::mpsc;
 
 /// upstream's EventBroadcaster queue length (maxQueuedEvents).
 const QUEUE: usize = 1000;
+/// upstream's EventSourceObjectSpamFilter: defaultSpamBurst and 1/defaultSpamQPS.
+const SPAM_BURST: u32 = 25;
+const SPAM_PERIOD: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// upstream getSpamKey: the event source and the object, not the reason or message.
+fn spam_key(component: &str, o: &ObjectReference) -> String {
+    format!(
+        "{component}/{}/{}/{}/{}/{}",
+        o.kind.as_deref().unwrap_or_default(),
+        o.namespace.as_deref().unwrap_or_default(),
+        o.name.as_deref().unwrap_or_default(),
+        o.uid.as_deref().unwrap_or_default(),
+        o.api_version.as_deref().unwrap_or_default(),
+    )
+}
 
 #[derive(Clone)]
 pub struct EventRecorder {
@@ -25,8 +42,20 @@ impl EventRecorder {
         };
         let recorder = Recorder::new(client, reporter);
         let (tx, mut rx) = mpsc::channel::<(ObjectReference, Event)>(QUEUE);
+        let quota = governor::Quota::with_period(SPAM_PERIOD)
+            .expect("a non-zero period")
+            .allow_burst(std::num::NonZeroU32::new(SPAM_BURST).expect("a non-zero burst"));
+        let spam_filter = governor::RateLimiter::<String, _, _>::keyed(quota);
+        let component = component.to_string();
         tokio::spawn(async move {
             while let Some((object, event)) = rx.recv().await {
+                if spam_filter
+                    .check_key(&spam_key(&component, &object))
+                    .is_err()
+                {
+                    tracing::debug!(object = ?object.name, reason = %event.reason, "event dropped by the spam filter");
+                    continue;
+                }
                 if let Err(e) = recorder.publish(&event, &object).await {
                     tracing::warn!(object = ?object.name, reason = %event.reason, error = %e, "recording event");
                 }
