@@ -1098,3 +1098,178 @@ async fn iterative_rollouts_eventually_progress() {
     .unwrap();
     e.wait_complete("web").await;
 }
+
+/// [Conformance] lifecycle of a Deployment: created with 2 → ready 2; patched (replicas 1,
+/// new image, a label) → ready = updated = 1; updated (image, replicas 2) → 2; status read
+/// and patched through /status; DeleteCollection removes it and, through the garbage
+/// collector, its ReplicaSets and pods.
+#[tokio::test]
+async fn lifecycle_of_a_deployment() {
+    let e = env("d-lifecycle").await;
+    let mut d = deployment(
+        "test-deployment",
+        2,
+        "busybox:1.36",
+        rolling(json!("25%"), json!("25%")),
+    );
+    d.labels_mut()
+        .insert("test-deployment-static".into(), "true".into());
+    e.create_complete(&d).await;
+    let patch = json!({
+        "metadata": {"labels": {"test-deployment": "patched"}},
+        "spec": {"replicas": 1, "template": {"spec": {"containers": [{"name": "web", "image": "busybox:1.37"}]}}}
+    });
+    e.d.patch(
+        "test-deployment",
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await
+    .unwrap();
+    let d = e.wait_complete("test-deployment").await;
+    assert_eq!(
+        d.labels().get("test-deployment").map(String::as_str),
+        Some("patched")
+    );
+    let st = d.status.clone().unwrap();
+    assert_eq!((st.ready_replicas, st.updated_replicas), (Some(1), Some(1)));
+
+    let mut d = d;
+    d.spec.as_mut().unwrap().replicas = Some(2);
+    d.spec
+        .as_mut()
+        .unwrap()
+        .template
+        .spec
+        .as_mut()
+        .unwrap()
+        .containers[0]
+        .image = Some("busybox:1.38".into());
+    e.d.replace("test-deployment", &PostParams::default(), &d)
+        .await
+        .unwrap();
+    let d = e.wait_complete("test-deployment").await;
+    assert_eq!(d.status.as_ref().unwrap().ready_replicas, Some(2));
+
+    let status = e.d.get_status("test-deployment").await.unwrap();
+    assert_eq!(status.status.as_ref().unwrap().replicas, Some(2));
+    let patch = json!({"metadata": {"annotations": {"patchedstatus": "true"}}, "status": {"readyReplicas": 2}});
+    e.d.patch_status(
+        "test-deployment",
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await
+    .unwrap();
+
+    let lp = ListParams::default().labels("test-deployment-static=true");
+    e.d.delete_collection(&DeleteParams::foreground(), &lp)
+        .await
+        .unwrap();
+    wait_until("deployment, replica sets and pods gone", T, || async {
+        let ds = e.d.list(&ListParams::default()).await.unwrap().items.len();
+        let rss = e.rs.list(&ListParams::default()).await.unwrap().items.len();
+        let pods = e
+            .pods
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .len();
+        if ds + rss + pods == 0 {
+            Ok(())
+        } else {
+            Err(format!("{ds} {rss} {pods}"))
+        }
+    })
+    .await;
+}
+
+/// integration RollingUpdate: revisions 1 → 4 with 25%/25%, one template change made while
+/// the previous rollout is unfinished; every old ReplicaSet ends at 0.
+#[tokio::test]
+async fn rolling_update_through_four_revisions() {
+    let e = env("d-revisions").await;
+    e.create_complete(&deployment(
+        "web",
+        4,
+        "busybox:1.36",
+        rolling(json!("25%"), json!("25%")),
+    ))
+    .await;
+    e.set_image("web", "busybox:1.37").await;
+    e.wait_complete("web").await;
+    // Revision 3 never gets ready; revision 4 rolls over it.
+    e.set_image("web", NEVER_READY_IMAGE).await;
+    wait_until("revision 3 started", T, || async {
+        let n = e.replica_sets_of("web").await.len();
+        if n == 3 { Ok(()) } else { Err(n.to_string()) }
+    })
+    .await;
+    e.set_image("web", "busybox:1.38").await;
+    let d = e.wait_complete("web").await;
+    assert_eq!(d.annotations().get(REVISION).map(String::as_str), Some("4"));
+    let rss = e.replica_sets_of("web").await;
+    assert_eq!(
+        rss.iter().map(spec_replicas).collect::<Vec<_>>(),
+        vec![0, 0, 0, 4]
+    );
+    assert_eq!(
+        rss.iter().map(revision).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4]
+    );
+}
+
+/// integration OrphaningAndAdoptionWhenLabelsChange: a ReplicaSet whose labels stop matching
+/// is released (and replaced); given matching labels again it is adopted back.
+#[tokio::test]
+async fn replica_sets_are_released_and_readopted_when_labels_change() {
+    let e = env("d-relabel").await;
+    let d = e
+        .create_complete(&deployment(
+            "web",
+            1,
+            "busybox:1.36",
+            rolling(json!("25%"), json!("25%")),
+        ))
+        .await;
+    let d_uid = d.metadata.uid.clone().unwrap();
+    let rs = e.replica_sets_of("web").await.remove(0);
+    let name = rs.name_any();
+    let original = rs.labels().clone();
+    e.rs.patch(
+        &name,
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"metadata": {"labels": {"app": "released"}}})),
+    )
+    .await
+    .unwrap();
+    wait_until("the replica set released", T, || async {
+        let r = e.rs.get(&name).await.unwrap();
+        if r.owner_references().iter().all(|o| o.uid != d_uid) {
+            Ok(())
+        } else {
+            Err("still owned".into())
+        }
+    })
+    .await;
+    e.rs.patch(
+        &name,
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"metadata": {"labels": original}})),
+    )
+    .await
+    .unwrap();
+    wait_until("the replica set adopted again", T, || async {
+        let r = e.rs.get(&name).await.unwrap();
+        if r.owner_references()
+            .iter()
+            .any(|o| o.uid == d_uid && o.controller == Some(true))
+        {
+            Ok(())
+        } else {
+            Err("orphan".into())
+        }
+    })
+    .await;
+}

@@ -475,3 +475,37 @@ async fn restart_while_creating_never_double_creates() {
     let logs = e.controllers.logs();
     assert!(logs.contains("acquired lease"), "{logs}");
 }
+
+/// [Conformance] Replicaset should list and delete a collection of ReplicaSets; the garbage
+/// collector then removes their pods.
+#[tokio::test]
+async fn list_and_delete_collection() {
+    let e = env("rs-collection").await;
+    for name in ["one", "two"] {
+        let mut rs = replica_set(name, 1, json!({"app": name}));
+        rs.labels_mut().insert("e2e".into(), "collection".into());
+        e.create(&rs).await;
+        e.wait_available(name, 1).await;
+    }
+    let lp = ListParams::default().labels("e2e=collection");
+    assert_eq!(e.rs.list(&lp).await.unwrap().items.len(), 2);
+    e.rs.delete_collection(&DeleteParams::background(), &lp)
+        .await
+        .unwrap();
+    wait_until("replica sets and pods gone", T, || async {
+        let rss = e.rs.list(&ListParams::default()).await.unwrap().items.len();
+        let pods = e
+            .pods
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .len();
+        if rss + pods == 0 {
+            Ok(())
+        } else {
+            Err(format!("{rss} {pods}"))
+        }
+    })
+    .await;
+}
