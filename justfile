@@ -50,12 +50,16 @@ install:
     # Refresh kubectl's cached discovery, which predates the new resources.
     kubectl api-resources --api-group=rekube.io --cached=false >/dev/null
 
-# Set everything up on the local cluster and show a sample workload.
+# Set everything up on the local cluster, run rekube-controllers and show a sample workload.
 up: bootstrap cluster-up
     KUBECONFIG={{local_kubeconfig}} just install
+    cargo build --quiet --release -p rekube-controllers
+    e2e/scripts/controllers-up.sh $CARGO_TARGET_DIR/release/rekube-controllers
     KUBECONFIG={{local_kubeconfig}} kubectl apply -f e2e/manifests/sample/web.yaml
+    KUBECONFIG={{local_kubeconfig}} kubectl wait --for=jsonpath='{.status.updatedReplicas}'=3 rdeploy/web --timeout=60s
     @echo; echo "rekube objects on the local cluster (KUBECONFIG={{local_kubeconfig}}):"
     KUBECONFIG={{local_kubeconfig}} kubectl get rekube -A -o wide
+    @echo; echo "The pods stay Pending until rekube's node agent runs them (docs/architecture.md)."
 
 # Benchmark: the Deployment workload under kube-controller-manager and rekube-controllers, side by side.
 bench-controllers deployments="100" replicas="10": cluster-up

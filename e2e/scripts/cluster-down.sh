@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Stop the local control plane and remove its etcd data. Leaves no process behind:
+# Stop the local control plane (and rekube-controllers if `just up` started it) and remove
+# its etcd data. Leaves no process behind:
 # after SIGTERM (then SIGKILL) of the recorded pids, any process still running a binary
 # from the cluster's binary folder is killed too. The PKI and logs are kept.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 source "$here/env.sh"
 
-for name in kube-controller-manager kube-apiserver etcd; do
+for name in rekube-controllers kube-controller-manager kube-apiserver etcd; do
   f="$PIDS/$name.pid"
   [ -f "$f" ] || continue
   pid=$(cat "$f")
