@@ -745,13 +745,7 @@ impl DeploymentController {
         if paused && rollback::get_rollback_to(&snap.d).is_none() {
             self.cleanup_deployment(&old, snap).await?;
         }
-        let mut all: Vec<ReplicaSet> = old;
-        all.extend(new_rs.clone());
-        let all_refs: Vec<&ReplicaSet> = all.iter().collect();
-        let st =
-            sync::calculate_status(&all_refs, new_rs.as_ref(), &snap.d, jiff::Timestamp::now());
-        self.update_status_if_changed(snap, st).await?;
-        Ok(None)
+        self.sync_deployment_status(snap, old, new_rs).await
     }
 
     /// upstream syncStatusOnly (a Deployment being deleted).
@@ -759,6 +753,17 @@ impl DeploymentController {
         let (new_rs, old) = self
             .get_all_replica_sets_and_sync_revision(snap, false)
             .await?;
+        self.sync_deployment_status(snap, old, new_rs).await
+    }
+
+    /// upstream syncDeploymentStatus: counts and the Available condition over all the
+    /// Deployment's ReplicaSets, written when they changed.
+    async fn sync_deployment_status(
+        &self,
+        snap: &mut Snapshot,
+        old: Vec<ReplicaSet>,
+        new_rs: Option<ReplicaSet>,
+    ) -> Result<Option<Duration>, Error> {
         let mut all = old;
         all.extend(new_rs.clone());
         let all_refs: Vec<&ReplicaSet> = all.iter().collect();
