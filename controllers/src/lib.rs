@@ -6,5 +6,6 @@
 //! informers, calls the core and writes the result.
 pub mod deployment;
 pub mod manager;
+pub mod nodelifecycle;
 pub mod replicaset;
 pub mod util;
