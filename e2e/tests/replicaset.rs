@@ -165,6 +165,22 @@ async fn adopts_matching_orphans_and_releases_pods_that_stop_matching() {
         .create(&PostParams::default(), &orphan)
         .await
         .unwrap();
+    // As upstream (CreateSync): the orphan runs before the ReplicaSet exists, so the
+    // controller has seen it and adopts it instead of racing it with a new pod.
+    wait_until("the orphan running and ready", T, || async {
+        let p = e
+            .pods
+            .get("pod-adoption-release")
+            .await
+            .map_err(|e| e.to_string())?;
+        let ready = p
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+        if ready { Ok(()) } else { Err("not ready".into()) }
+    })
+    .await;
     e.create(&replica_set(
         "pod-adoption-release",
         1,
