@@ -49,6 +49,9 @@ install:
     kubectl wait --for condition=Established --timeout=60s $(ls crds/*.yaml | grep -v admission-policies | xargs -n1 basename | sed 's/\.yaml$//; s/^/crd\//')
     # Refresh kubectl's cached discovery, which predates the new resources.
     kubectl api-resources --api-group=rekube.io --cached=false >/dev/null
+    # The node agents' heartbeat Leases live here (the apiserver makes kube-node-lease for
+    # upstream's; nothing makes ours but this, or the Helm chart).
+    kubectl create namespace rekube-node-lease --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 
 # Set everything up on the local cluster, run rekube-controllers and show a sample workload.
 up: bootstrap cluster-up
@@ -84,7 +87,7 @@ test-unit:
 # Each controller test starts its own rekube-controllers scoped to its namespace; set
 # REKUBE_E2E_CONTROLLERS=external to test controllers installed in the cluster instead.
 e2e: install
-    cargo build --quiet -p rekube-controllers
+    cargo build --quiet -p rekube-controllers -p kubectl-rekube
     cargo test -p rekube-e2e --tests
 
 # All tests on the local cluster: formatting, lints, generated files, unit and e2e tests.
@@ -93,6 +96,6 @@ test: cluster-up
     cargo clippy --quiet --workspace --all-targets -- -D warnings
     just crds-check
     KUBECONFIG={{local_kubeconfig}} just install helm-check
-    cargo build --quiet -p rekube-controllers
+    cargo build --quiet -p rekube-controllers -p kubectl-rekube
     KUBECONFIG={{local_kubeconfig}} cargo test --workspace --all-targets 2>&1 | tee {{cache}}/last-test.log
     @e2e/scripts/test-summary.sh {{cache}}/last-test.log

@@ -98,6 +98,7 @@ impl ControllerProcess {
                 "--bind-address",
                 &format!("127.0.0.1:{}", self.metrics_port),
             ])
+            .args(self.scoping_defaults())
             .args(&self.extra)
             .env(
                 "RUST_LOG",
@@ -109,6 +110,23 @@ impl ControllerProcess {
             .spawn()
             .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
         self.child = Some(child);
+    }
+
+    /// Nodes are cluster-scoped: unless the test says otherwise, the controllers watch only
+    /// the test's nodes (labelled by [`crate::nodes::create_node`]) and read their heartbeat
+    /// Leases from the test namespace, so parallel tests never touch each other's nodes.
+    fn scoping_defaults(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        let given = |flag: &str| self.extra.iter().any(|a| a == flag || a.starts_with(&format!("{flag}=")));
+        if !given("--node-selector") {
+            args.push("--node-selector".into());
+            args.push(format!("{}={}", crate::nodes::SCOPE_LABEL, self.namespace));
+        }
+        if !given("--node-lease-namespace") {
+            args.push("--node-lease-namespace".into());
+            args.push(self.namespace.clone());
+        }
+        args
     }
 
     /// SIGKILL, as a crash: no lease release, nothing flushed.

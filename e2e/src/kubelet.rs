@@ -96,6 +96,17 @@ pub fn start(client: kube::Client, namespace: &str, ready: ReadyRule) -> Kubelet
 /// Runs the stand-in for the pods `api` lists: rekube Pods, or built-in core/v1 Pods (the
 /// benchmark drives upstream's controllers with it too). Both have the same body.
 pub fn start_for(api: Api<DynamicObject>, ready: ReadyRule) -> KubeletHandle {
+    start_filtered(api, ready, Arc::new(|_: &Pod| true))
+}
+
+/// As [`start_for`], acting only on the pods `acts_on` accepts: with a scheduler under
+/// test, the pods bound to nodes whose kubelet is "alive" (a lost node's kubelet no longer
+/// reports, so the pods it ran are left to the node lifecycle controller).
+pub fn start_filtered(
+    api: Api<DynamicObject>,
+    ready: ReadyRule,
+    acts_on: ReadyRule,
+) -> KubeletHandle {
     let task = tokio::spawn(async move {
         let stream = watcher(api.clone(), watcher::Config::default())
             .default_backoff()
@@ -107,7 +118,7 @@ pub fn start_for(api: Api<DynamicObject>, ready: ReadyRule) -> KubeletHandle {
             else {
                 continue;
             };
-            if pod.metadata.deletion_timestamp.is_some() {
+            if pod.metadata.deletion_timestamp.is_some() || !acts_on(&pod) {
                 continue;
             }
             let want_ready = ready(&pod);

@@ -15,6 +15,7 @@ use serde_json::Value;
 pub mod compare;
 pub mod controllers;
 pub mod kubelet;
+pub mod nodes;
 
 /// A client for the cluster `KUBECONFIG` names.
 pub async fn client() -> Client {
@@ -213,4 +214,37 @@ where
             Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
         }
     }
+}
+
+/// The kubectl-rekube binary: REKUBE_KUBECTL_PLUGIN_BIN, or the one built beside the test.
+pub fn kubectl_rekube_binary() -> PathBuf {
+    if let Ok(path) = std::env::var("REKUBE_KUBECTL_PLUGIN_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    exe.parent()
+        .and_then(|d| d.parent())
+        .expect("target folder")
+        .join("kubectl-rekube")
+}
+
+/// Runs `kubectl-rekube ARGS` (as `kubectl rekube ARGS` would) and returns its stdout;
+/// panics with its stderr when it fails.
+pub fn kubectl_rekube(args: &[&str]) -> String {
+    let bin = kubectl_rekube_binary();
+    let out = std::process::Command::new(&bin)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "running {} (cargo build -p kubectl-rekube): {e}",
+                bin.display()
+            )
+        });
+    assert!(
+        out.status.success(),
+        "kubectl rekube {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

@@ -55,6 +55,10 @@ async fn controllers_work_with_the_charts_least_privilege_rbac() {
         "1.36.3",
         "--show-only",
         "templates/controllers-rbac.yaml",
+        // The node agents' Leases are read from the test namespace (the controllers'
+        // scoping defaults), so the chart's lease Role goes there.
+        "--set",
+        &format!("nodeLeaseNamespace={},createNodeLeaseNamespace=false", ns.name),
     ]));
     let _cleanup = ClusterRbac(name.clone());
     let mut apply = Command::new("kubectl")
@@ -162,9 +166,16 @@ async fn controllers_work_with_the_charts_least_privilege_rbac() {
         ("list", "secrets", "no"),
         ("create", "pods", "no"),
         ("update", "nodes.rekube.io", "no"),
+        ("patch", "nodes.rekube.io", "yes"),
+        ("delete", "nodes.rekube.io", "no"),
+        ("update", "nodes.rekube.io/status", "yes"),
+        ("patch", "pods.rekube.io/status", "yes"),
+        ("create", "leases", "no"),
     ] {
+        let (resource, subresource) = resource.split_once('/').unwrap_or((resource, ""));
         let out = Command::new("kubectl")
             .args(["auth", "can-i", verb, resource, "--as", &sa, "-A"])
+            .args((!subresource.is_empty()).then(|| format!("--subresource={subresource}")))
             .output()
             .unwrap();
         let answer = String::from_utf8_lossy(&out.stdout).trim().to_string();

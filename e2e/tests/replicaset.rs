@@ -178,7 +178,11 @@ async fn adopts_matching_orphans_and_releases_pods_that_stop_matching() {
             .as_ref()
             .and_then(|s| s.conditions.as_ref())
             .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-        if ready { Ok(()) } else { Err("not ready".into()) }
+        if ready {
+            Ok(())
+        } else {
+            Err("not ready".into())
+        }
     })
     .await;
     e.create(&replica_set(

@@ -6,7 +6,14 @@ use std::time::Duration;
 use clap::Parser;
 
 /// Every controller this binary hosts, by upstream name.
-pub const KNOWN_CONTROLLERS: &[&str] = &["deployment-controller", "replicaset-controller"];
+pub const KNOWN_CONTROLLERS: &[&str] = &[
+    "deployment-controller",
+    "replicaset-controller",
+    "node-ipam-controller",
+    "node-lifecycle-controller",
+    "taint-eviction-controller",
+    "scheduler",
+];
 
 #[derive(Debug, Parser)]
 #[command(
@@ -16,7 +23,9 @@ pub const KNOWN_CONTROLLERS: &[&str] = &["deployment-controller", "replicaset-co
 )]
 pub struct Options {
     /// Controllers to run: '*' runs all, 'foo' enables foo, '-foo' disables foo. Names:
-    /// deployment-controller, replicaset-controller (or without the -controller suffix).
+    /// deployment-controller, replicaset-controller, node-ipam-controller,
+    /// node-lifecycle-controller, taint-eviction-controller (or without the -controller
+    /// suffix), and scheduler (rekube runs kube-scheduler's work here too).
     #[arg(long, value_delimiter = ',', default_value = "*")]
     pub controllers: Vec<String>,
 
@@ -72,12 +81,70 @@ pub struct Options {
     /// Log format: text or json.
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
+
+    /// Watch and act on the Nodes with these labels only (a label selector; all when
+    /// empty). Not in kube-controller-manager; the cluster-scoped twin of --namespace.
+    #[arg(long, default_value = "")]
+    pub node_selector: String,
+
+    /// Assign each Node a pod CIDR from --cluster-cidr (the node-ipam-controller).
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
+    pub allocate_node_cidrs: bool,
+
+    /// The pods' address range, split into per-node ranges.
+    #[arg(long, default_value = "")]
+    pub cluster_cidr: String,
+
+    /// The prefix length of each node's pod CIDR (IPv4).
+    #[arg(long, default_value_t = 24)]
+    pub node_cidr_mask_size: u8,
+
+    /// A range taken out of --cluster-cidr: the Services' cluster IPs.
+    #[arg(long, default_value = "")]
+    pub service_cluster_ip_range: String,
+
+    /// How often the node lifecycle controller checks node health.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub node_monitor_period: Duration,
+
+    /// How long a node may go without a heartbeat (Lease renewal or Ready update) before
+    /// its Ready condition becomes Unknown.
+    #[arg(long, default_value = "40s", value_parser = humantime::parse_duration)]
+    pub node_monitor_grace_period: Duration,
+
+    /// As --node-monitor-grace-period, for a node that never posted a Ready condition.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub node_startup_grace_period: Duration,
+
+    /// Where the node agents' heartbeat Leases live (upstream: kube-node-lease).
+    #[arg(long, default_value = "rekube-node-lease")]
+    pub node_lease_namespace: String,
+
+    /// How long pods without their own toleration tolerate the not-ready and unreachable
+    /// NoExecute taints (upstream: the apiserver's --default-not-ready-toleration-seconds
+    /// and --default-unreachable-toleration-seconds, added to pods by admission).
+    #[arg(long, default_value_t = 300)]
+    pub default_toleration_seconds: i64,
+
+    /// Sustained API requests per second of the scheduler (kube-scheduler's
+    /// clientConnection.qps).
+    #[arg(long, default_value_t = 50.0)]
+    pub scheduler_api_qps: f32,
+
+    /// The scheduler's burst (kube-scheduler's clientConnection.burst).
+    #[arg(long, default_value_t = 100)]
+    pub scheduler_api_burst: u32,
+
+    /// How long an unschedulable pod waits at most before it is tried again even if
+    /// nothing changed (upstream podMaxInUnschedulablePodsDuration).
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    pub pod_max_in_unschedulable_pods_duration: Duration,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum Error {
     #[error(
-        "unknown controller {0:?} in --controllers (known: deployment-controller, replicaset-controller)"
+        "unknown controller {0:?} in --controllers (known: deployment-controller, replicaset-controller, node-ipam-controller, node-lifecycle-controller, taint-eviction-controller, scheduler)"
     )]
     UnknownController(String),
     #[error(
@@ -88,9 +155,20 @@ pub enum Error {
         renew: Duration,
         retry: Duration,
     },
+    #[error("--allocate-node-cidrs needs --cluster-cidr")]
+    MissingClusterCidr,
+    #[error("invalid --{flag} {value:?}: {message}")]
+    Invalid {
+        flag: &'static str,
+        value: String,
+        message: String,
+    },
 }
 
 fn canonical(name: &str) -> Result<&'static str, Error> {
+    if let Some(k) = KNOWN_CONTROLLERS.iter().copied().find(|k| *k == name) {
+        return Ok(k);
+    }
     let full = if name.ends_with("-controller") {
         name.to_string()
     } else {
@@ -142,6 +220,20 @@ impl Options {
                 retry: self.leader_elect_retry_period,
             });
         }
+        if self.allocate_node_cidrs && self.cluster_cidr.is_empty() {
+            return Err(Error::MissingClusterCidr);
+        }
+        if !self.cluster_cidr.is_empty() {
+            crate::nodelifecycle::cidr::CidrSet::parse(
+                &self.cluster_cidr,
+                self.node_cidr_mask_size,
+            )
+            .map_err(|e| Error::Invalid {
+                flag: "cluster-cidr",
+                value: self.cluster_cidr.clone(),
+                message: e.to_string(),
+            })?;
+        }
         enabled_controllers(&self.controllers)
     }
 }
@@ -157,16 +249,24 @@ mod tests {
 
     #[test]
     fn controllers_flag_follows_kube_controller_manager() {
-        let all = vec!["deployment-controller", "replicaset-controller"];
+        let all = vec![
+            "deployment-controller",
+            "node-ipam-controller",
+            "node-lifecycle-controller",
+            "replicaset-controller",
+            "scheduler",
+            "taint-eviction-controller",
+        ];
         assert_eq!(enabled(&["*"]).unwrap(), all);
         assert_eq!(
-            enabled(&["*", "-deployment"]).unwrap(),
+            enabled(&["deployment", "replicaset", "-deployment"]).unwrap(),
             vec!["replicaset-controller"]
         );
         assert_eq!(
-            enabled(&["*", "-replicaset-controller"]).unwrap(),
-            vec!["deployment-controller"]
+            enabled(&["scheduler", "node-lifecycle"]).unwrap(),
+            vec!["node-lifecycle-controller", "scheduler"]
         );
+        assert_eq!(enabled(&["*", "-scheduler"]).unwrap().len(), 5);
         assert_eq!(
             enabled(&["deployment"]).unwrap(),
             vec!["deployment-controller"]
@@ -191,10 +291,37 @@ mod tests {
             (5, 5)
         );
         assert!(o.leader_elect);
+        assert!(!o.allocate_node_cidrs);
+        assert_eq!(o.node_cidr_mask_size, 24);
+        assert_eq!(o.node_monitor_period, Duration::from_secs(5));
+        assert_eq!(o.node_monitor_grace_period, Duration::from_secs(40));
+        assert_eq!(o.node_startup_grace_period, Duration::from_secs(60));
+        assert_eq!(o.default_toleration_seconds, 300);
+        assert_eq!((o.scheduler_api_qps, o.scheduler_api_burst), (50.0, 100));
         assert_eq!(o.leader_elect_lease_duration, Duration::from_secs(15));
         assert_eq!(o.leader_elect_renew_deadline, Duration::from_secs(10));
         assert_eq!(o.leader_elect_retry_period, Duration::from_secs(2));
         assert!(o.validate().is_ok());
+    }
+
+    #[test]
+    fn node_flags_are_checked() {
+        let o = Options::parse_from(["rekube-controllers", "--allocate-node-cidrs", "true"]);
+        assert_eq!(o.validate(), Err(Error::MissingClusterCidr));
+        let o = Options::parse_from([
+            "rekube-controllers",
+            "--allocate-node-cidrs",
+            "true",
+            "--cluster-cidr",
+            "10.244.0.0/33",
+        ]);
+        assert!(matches!(
+            o.validate(),
+            Err(Error::Invalid {
+                flag: "cluster-cidr",
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -2,15 +2,22 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
 use kube::runtime::watcher;
-use rekube_crds::{Deployment, Pod, ReplicaSet};
+use rekube_crds::{Deployment, Node, Pod, ReplicaSet};
 use tokio_util::sync::CancellationToken;
 
 use super::informer::Informer;
 use super::metrics::Metrics;
 use super::options::Options;
 use crate::deployment::controller::DeploymentController;
+use crate::nodelifecycle::cidr::CidrSet;
+use crate::nodelifecycle::eviction_controller::TaintEvictionController;
+use crate::nodelifecycle::ipam_controller::NodeIpamController;
+use crate::nodelifecycle::lifecycle_controller::{
+    Config as LifecycleConfig, NodeLifecycleController,
+};
 use crate::replicaset::controller::ReplicaSetController;
 
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +28,8 @@ pub enum Error {
     Client(#[from] super::client::Error),
     #[error(transparent)]
     LeaderElection(#[from] super::leader::Error),
+    #[error("invalid configuration: {0}")]
+    Setup(String),
 }
 
 /// How long in-flight syncs may take to finish after SIGTERM.
@@ -84,7 +93,17 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         scoped_api::<ReplicaSet>(&client, &opts.namespace),
         page.clone(),
     );
-    let pods = Informer::new(scoped_api::<Pod>(&client, &opts.namespace), page);
+    let pods = Informer::new(scoped_api::<Pod>(&client, &opts.namespace), page.clone());
+    let mut node_page = page.clone();
+    if !opts.node_selector.is_empty() {
+        node_page = node_page.labels(&opts.node_selector);
+    }
+    let nodes = Informer::new(Api::<Node>::all(client.clone()), node_page);
+    let leases = Informer::new(
+        Api::<Lease>::namespaced(client.clone(), &opts.node_lease_namespace),
+        page.clone(),
+    );
+    let needs = |names: &[&str]| names.iter().any(|n| enabled.contains(n));
 
     let mut running = Vec::new();
     let mut queues = Vec::new();
@@ -105,16 +124,92 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         queues.push(c.queue());
         running.push(tokio::spawn(c.run(opts.concurrent_deployment_syncs)));
     }
-    tracing::info!(controllers = ?enabled, "starting controllers");
-    for informer_task in [
-        tokio::spawn(Arc::clone(&deployments).run()),
-        tokio::spawn(Arc::clone(&replica_sets).run()),
-        tokio::spawn(Arc::clone(&pods).run()),
-    ] {
-        drop(informer_task);
+    if enabled.contains("node-ipam-controller") {
+        if opts.allocate_node_cidrs {
+            let mut set = CidrSet::parse(&opts.cluster_cidr, opts.node_cidr_mask_size)
+                .map_err(|e| Error::Setup(format!("--cluster-cidr: {e}")))?;
+            if !opts.service_cluster_ip_range.is_empty() {
+                let range = opts
+                    .service_cluster_ip_range
+                    .parse()
+                    .map_err(|e| Error::Setup(format!("--service-cluster-ip-range: {e}")))?;
+                set.filter_out_service_range(&range)
+                    .map_err(|e| Error::Setup(format!("--service-cluster-ip-range: {e}")))?;
+            }
+            let c = NodeIpamController::new(new_client().await?, &nodes, set, metrics.clone());
+            queues.push(c.queue());
+            running.push(tokio::spawn(c.run()));
+        } else {
+            // As upstream: the controller is enabled but allocates nothing without the flag.
+            tracing::info!("node-ipam-controller: --allocate-node-cidrs is false; not allocating");
+        }
     }
+    if enabled.contains("node-lifecycle-controller") {
+        let c = NodeLifecycleController::new(
+            new_client().await?,
+            &nodes,
+            &leases,
+            &pods,
+            LifecycleConfig {
+                monitor_period: opts.node_monitor_period,
+                grace_period: opts.node_monitor_grace_period,
+                startup_grace_period: opts.node_startup_grace_period,
+                lease_namespace: opts.node_lease_namespace.clone(),
+            },
+            metrics.clone(),
+        );
+        running.push(tokio::spawn(c.run(shutdown.clone())));
+    }
+    if enabled.contains("taint-eviction-controller") {
+        let c = TaintEvictionController::new(
+            new_client().await?,
+            &nodes,
+            &pods,
+            opts.default_toleration_seconds,
+            metrics.clone(),
+        );
+        queues.push(c.queue());
+        running.push(tokio::spawn(c.run(1)));
+    }
+    tracing::info!(controllers = ?enabled, "starting controllers");
+    // Start the informers somebody uses; the others never watch.
+    let mut synced: Vec<futures::future::BoxFuture<'static, ()>> = Vec::new();
+    macro_rules! start {
+        ($informer:expr, $used:expr) => {
+            if $used {
+                let i = Arc::clone(&$informer);
+                drop(tokio::spawn(Arc::clone(&i).run()));
+                synced.push(Box::pin(async move { i.wait_synced().await }));
+            }
+        };
+    }
+    start!(deployments, needs(&["deployment-controller"]));
+    start!(
+        replica_sets,
+        needs(&["deployment-controller", "replicaset-controller"])
+    );
+    start!(
+        pods,
+        needs(&[
+            "deployment-controller",
+            "replicaset-controller",
+            "node-lifecycle-controller",
+            "taint-eviction-controller",
+            "scheduler"
+        ])
+    );
+    start!(
+        nodes,
+        needs(&[
+            "node-ipam-controller",
+            "node-lifecycle-controller",
+            "taint-eviction-controller",
+            "scheduler"
+        ])
+    );
+    start!(leases, needs(&["node-lifecycle-controller"]));
     tokio::select! {
-        _ = async { tokio::join!(deployments.wait_synced(), replica_sets.wait_synced(), pods.wait_synced()) } => {
+        _ = futures::future::join_all(synced) => {
             metrics.set_ready();
             tracing::info!("informers synced");
         }
