@@ -8,4 +8,5 @@ pub mod deployment;
 pub mod manager;
 pub mod nodelifecycle;
 pub mod replicaset;
+pub mod scheduler;
 pub mod util;

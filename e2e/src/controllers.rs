@@ -117,7 +117,11 @@ impl ControllerProcess {
     /// Leases from the test namespace, so parallel tests never touch each other's nodes.
     fn scoping_defaults(&self) -> Vec<String> {
         let mut args = Vec::new();
-        let given = |flag: &str| self.extra.iter().any(|a| a == flag || a.starts_with(&format!("{flag}=")));
+        let given = |flag: &str| {
+            self.extra
+                .iter()
+                .any(|a| a == flag || a.starts_with(&format!("{flag}=")))
+        };
         if !given("--node-selector") {
             args.push("--node-selector".into());
             args.push(format!("{}={}", crate::nodes::SCOPE_LABEL, self.namespace));

@@ -58,7 +58,10 @@ async fn controllers_work_with_the_charts_least_privilege_rbac() {
         // The node agents' Leases are read from the test namespace (the controllers'
         // scoping defaults), so the chart's lease Role goes there.
         "--set",
-        &format!("nodeLeaseNamespace={},createNodeLeaseNamespace=false", ns.name),
+        &format!(
+            "nodeLeaseNamespace={},createNodeLeaseNamespace=false",
+            ns.name
+        ),
     ]));
     let _cleanup = ClusterRbac(name.clone());
     let mut apply = Command::new("kubectl")

@@ -5,7 +5,9 @@ use std::time::Duration;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
 use kube::runtime::watcher;
-use rekube_crds::{Deployment, Node, Pod, ReplicaSet};
+use rekube_crds::{
+    Deployment, Node, PersistentVolume, PersistentVolumeClaim, Pod, ReplicaSet, StorageClass,
+};
 use tokio_util::sync::CancellationToken;
 
 use super::informer::Informer;
@@ -19,6 +21,7 @@ use crate::nodelifecycle::lifecycle_controller::{
     Config as LifecycleConfig, NodeLifecycleController,
 };
 use crate::replicaset::controller::ReplicaSetController;
+use crate::scheduler::controller::{Informers as SchedulerInformers, Scheduler};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -104,6 +107,12 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         page.clone(),
     );
     let needs = |names: &[&str]| names.iter().any(|n| enabled.contains(n));
+    let pvs = Informer::new(Api::<PersistentVolume>::all(client.clone()), page.clone());
+    let pvcs = Informer::new(
+        scoped_api::<PersistentVolumeClaim>(&client, &opts.namespace),
+        page.clone(),
+    );
+    let classes = Informer::new(Api::<StorageClass>::all(client.clone()), page.clone());
 
     let mut running = Vec::new();
     let mut queues = Vec::new();
@@ -171,6 +180,32 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         queues.push(c.queue());
         running.push(tokio::spawn(c.run(1)));
     }
+    if enabled.contains("scheduler") {
+        // kube-scheduler's own client connection settings, and a separate client for
+        // events, as kube-scheduler's eventClient.
+        let sched_client = || {
+            super::client::build(
+                opts.scheduler_api_qps,
+                opts.scheduler_api_burst,
+                metrics.clone(),
+            )
+        };
+        let c = Scheduler::new(
+            sched_client().await?,
+            sched_client().await?,
+            SchedulerInformers {
+                pods: Arc::clone(&pods),
+                nodes: Arc::clone(&nodes),
+                pvs: Arc::clone(&pvs),
+                pvcs: Arc::clone(&pvcs),
+                classes: Arc::clone(&classes),
+            },
+            opts.pod_max_in_unschedulable_pods_duration,
+            metrics.clone(),
+        );
+        queues.push(c.queue());
+        running.push(tokio::spawn(c.run(shutdown.clone())));
+    }
     tracing::info!(controllers = ?enabled, "starting controllers");
     // Start the informers somebody uses; the others never watch.
     let mut synced: Vec<futures::future::BoxFuture<'static, ()>> = Vec::new();
@@ -208,6 +243,9 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         ])
     );
     start!(leases, needs(&["node-lifecycle-controller"]));
+    start!(pvs, needs(&["scheduler"]));
+    start!(pvcs, needs(&["scheduler"]));
+    start!(classes, needs(&["scheduler"]));
     tokio::select! {
         _ = futures::future::join_all(synced) => {
             metrics.set_ready();
