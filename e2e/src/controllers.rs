@@ -126,6 +126,11 @@ impl ControllerProcess {
             args.push("--node-selector".into());
             args.push(format!("{}={}", crate::nodes::SCOPE_LABEL, self.namespace));
         }
+        if !given("--controllers") {
+            // Tests of other controllers make pods but no nodes: leave them unscheduled
+            // rather than marked Unschedulable by a scheduler they did not ask for.
+            args.push("--controllers=*,-scheduler".into());
+        }
         if !given("--node-lease-namespace") {
             args.push("--node-lease-namespace".into());
             args.push(self.namespace.clone());

@@ -117,8 +117,13 @@ async fn controllers_work_with_the_charts_least_privilege_rbac() {
     let path = std::env::temp_dir().join(format!("{name}.kubeconfig"));
     std::fs::write(&path, serde_json::to_string(&kubeconfig).unwrap()).unwrap();
 
-    let controllers =
-        ControllerProcess::start_with_env(&ns.name, &[], &[("KUBECONFIG", path.to_str().unwrap())]);
+    // Every controller, the scheduler included: it binds the pods to a node of the test.
+    let node = rekube_e2e::nodes::create_node(&ns, "n", &Default::default()).await;
+    let controllers = ControllerProcess::start_with_env(
+        &ns.name,
+        &["--controllers=*"],
+        &[("KUBECONFIG", path.to_str().unwrap())],
+    );
     let _kubelet = kubelet::start(
         ns.client.clone(),
         &ns.name,
@@ -149,6 +154,26 @@ async fn controllers_work_with_the_charts_least_privilege_rbac() {
                 Ok(())
             } else {
                 Err(format!("{st:?}\n{}", controllers.logs()))
+            }
+        },
+    )
+    .await;
+    let pods: Api<rekube_crds::Pod> = Api::namespaced(ns.client.clone(), &ns.name);
+    wait_until(
+        "the pods bound by the scheduler",
+        Duration::from_secs(60),
+        || async {
+            let list = pods.list(&Default::default()).await.unwrap().items;
+            let bound = list
+                .iter()
+                .filter(|p| {
+                    p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node.as_str())
+                })
+                .count();
+            if bound == 2 {
+                Ok(())
+            } else {
+                Err(format!("{bound} bound\n{}", controllers.logs()))
             }
         },
     )

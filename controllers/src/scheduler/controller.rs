@@ -395,7 +395,8 @@ impl Scheduler {
             "metadata": {"resourceVersion": pod.metadata.resource_version},
             "spec": {"nodeName": node},
         });
-        api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        let bound = api
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
             .map_err(|source| Error::Api {
                 pod: key.clone(),
@@ -408,14 +409,8 @@ impl Scheduler {
             last_transition_time: Some(Time(Timestamp::now())),
             ..Default::default()
         };
-        let patch = json!({"status": {"conditions": merge_condition(pod, condition)}});
-        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .map_err(|source| Error::Api {
-                pod: key.clone(),
-                action: "setting PodScheduled",
-                source,
-            })?;
+        self.set_condition(&api, bound, condition, "setting PodScheduled")
+            .await?;
         self.recorder
             .normal(
                 &pod.object_ref(&()),
@@ -456,24 +451,60 @@ impl Scheduler {
             last_transition_time: Some(Time(Timestamp::now())),
             ..Default::default()
         };
-        let patch = json!({"status": {"conditions": merge_condition(pod, condition)}});
-        match self
-            .pod_api(pod)
-            .patch_status(
-                &pod.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(&patch),
-            )
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-            Err(source) => Err(Error::Api {
-                pod: ObjectKey::of(pod),
-                action: "setting PodScheduled False",
-                source,
-            }),
+        self.set_condition(
+            &self.pod_api(pod),
+            pod.clone(),
+            condition,
+            "setting PodScheduled False",
+        )
+        .await
+    }
+
+    /// Writes `condition` into the pod's status with its resourceVersion as precondition,
+    /// so that a concurrent writer (the node agent) is never overwritten: on a conflict the
+    /// pod is read again and the write retried. A pod gone meanwhile is not an error.
+    async fn set_condition(
+        &self,
+        api: &Api<Pod>,
+        mut pod: Pod,
+        condition: PodCondition,
+        action: &'static str,
+    ) -> Result<(), Error> {
+        let name = pod.name_any();
+        for attempt in 0..3 {
+            let patch = json!({
+                "metadata": {"resourceVersion": pod.metadata.resource_version},
+                "status": {"conditions": merge_condition(&pod, condition.clone())},
+            });
+            match api
+                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
+                Err(kube::Error::Api(s)) if s.code == 409 && attempt < 2 => {
+                    match api.get_opt(&name).await {
+                        Ok(Some(fresh)) => pod = fresh,
+                        Ok(None) => return Ok(()),
+                        Err(source) => {
+                            return Err(Error::Api {
+                                pod: ObjectKey::of(&pod),
+                                action,
+                                source,
+                            });
+                        }
+                    }
+                }
+                Err(source) => {
+                    return Err(Error::Api {
+                        pod: ObjectKey::of(&pod),
+                        action,
+                        source,
+                    });
+                }
+            }
         }
+        Ok(())
     }
 }
 
