@@ -70,6 +70,11 @@ bench-controllers deployments="100" replicas="10": cluster-up
     cargo build --quiet --release -p rekube-controllers -p rekube-e2e --bin rekube-controllers --bin bench-controllers
     KUBECONFIG={{local_kubeconfig}} $CARGO_TARGET_DIR/release/bench-controllers --deployments {{deployments}} --replicas {{replicas}} --kcm {{k8s_bin}}/kube-controller-manager --rekube $CARGO_TARGET_DIR/release/rekube-controllers --kubeconfig {{local_kubeconfig}}
 
+# Benchmark (as root): create+start+wait+delete of /bin/true by rekube's runtime, runc and crun on one busybox rootfs.
+bench-runtime iterations="200":
+    cargo build --quiet --release -p rekube-node-agent --bin bench-runtime
+    $CARGO_TARGET_DIR/release/bench-runtime --iterations {{iterations}}
+
 # Stop everything `just up` started.
 down: cluster-down
 
@@ -87,7 +92,7 @@ test-unit:
 # Each controller test starts its own rekube-controllers scoped to its namespace; set
 # REKUBE_E2E_CONTROLLERS=external to test controllers installed in the cluster instead.
 e2e: install
-    cargo build --quiet -p rekube-controllers -p kubectl-rekube
+    cargo build --quiet -p rekube-controllers -p kubectl-rekube -p rekube-node-agent
     cargo test -p rekube-e2e --tests
 
 # All tests on the local cluster: formatting, lints, generated files, unit and e2e tests.
@@ -96,6 +101,6 @@ test: cluster-up
     cargo clippy --quiet --workspace --all-targets -- -D warnings
     just crds-check
     KUBECONFIG={{local_kubeconfig}} just install helm-check
-    cargo build --quiet -p rekube-controllers -p kubectl-rekube
+    cargo build --quiet -p rekube-controllers -p kubectl-rekube -p rekube-node-agent
     KUBECONFIG={{local_kubeconfig}} cargo test --workspace --all-targets 2>&1 | tee {{cache}}/last-test.log
     @e2e/scripts/test-summary.sh {{cache}}/last-test.log

@@ -6,8 +6,12 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 say() { printf '[bootstrap] %s\n' "$*" >&2; }
 
-# Debian packages: the local control plane's PKI and health checks.
-APT_PACKAGES=(openssl curl jq ca-certificates git build-essential)
+# Debian packages: the local control plane's PKI and health checks; for the node agent's
+# image tests, a local OCI registry (docker-registry), busybox for the test images
+# (busybox-static, also the container runtime tests' rootfs) and htpasswd for the
+# registry's basic auth (apache2-utils); runc and crun, the runtimes `just bench-runtime`
+# compares rekube's with.
+APT_PACKAGES=(openssl curl jq ca-certificates git build-essential docker-registry busybox-static apache2-utils runc crun)
 t0=$SECONDS
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -12,6 +12,7 @@ use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, PostParams};
 use serde::Deserialize;
 use serde_json::Value;
 
+pub mod agent;
 pub mod compare;
 pub mod controllers;
 pub mod kubelet;

@@ -1,0 +1,13 @@
+//! The agent's API side: its Node and the heartbeats (the pod side is
+//! [`crate::kubelet`]'s decisions driving [`crate::runtime`]).
+//!
+//! - [`machine`]: what the machine is and has left (/proc, statvfs, os-release).
+//! - [`node_status`]: pure: the Node to register and the status to post.
+//! - [`heartbeat`]: registration, the Lease renewal, the status loop.
+//! - [`options`]: `rekube-node-agent run` flags; [`run`]: wiring.
+pub mod heartbeat;
+pub mod machine;
+pub mod node_status;
+pub mod options;
+pub mod pod_workers;
+pub mod run;

@@ -1,0 +1,240 @@
+//! `rekube-node-agent run` flags, named and defaulted as the kubelet's where they exist.
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use super::node_status::Reservation;
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum Error {
+    #[error("invalid --{flag} {value:?}: {message}")]
+    Invalid {
+        flag: &'static str,
+        value: String,
+        message: String,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct AgentOptions {
+    /// The Node's name (kubelet --hostname-override); the host name when empty.
+    #[arg(long, default_value = "")]
+    pub node_name: String,
+    /// Labels to add to the Node at registration: key=value,...
+    #[arg(long, default_value = "")]
+    pub node_labels: String,
+    /// The Node's InternalIP addresses (every non-loopback IPv4 address when empty).
+    #[arg(long, value_delimiter = ',')]
+    pub node_ip: Vec<String>,
+    /// Where the agent keeps its state (images, containers, pods).
+    #[arg(long, default_value = "/var/lib/rekube")]
+    pub root_dir: PathBuf,
+    /// The namespace of the node heartbeat Leases.
+    #[arg(long, default_value = "rekube-node-lease")]
+    pub node_lease_namespace: String,
+    /// The Lease's duration; it is renewed every quarter of it.
+    #[arg(long, default_value_t = 40)]
+    pub node_lease_duration_seconds: i32,
+    /// How often the node status is computed and posted when it changed.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub node_status_update_frequency: Duration,
+    /// How often the node status is posted even when unchanged.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    pub node_status_report_frequency: Duration,
+    /// The most pods this node runs.
+    #[arg(long, default_value_t = 110)]
+    pub max_pods: u32,
+    /// Resources reserved for system and Kubernetes daemons: cpu=100m,memory=256Mi,ephemeral-storage=1Gi.
+    #[arg(long, default_value = "")]
+    pub kube_reserved: String,
+    /// Hard eviction thresholds (upstream defaults).
+    #[arg(long, default_value = "memory.available<100Mi,nodefs.available<10%")]
+    pub eviction_hard: String,
+}
+
+/// A CPU amount in millicores: "2", "0.5", "250m".
+pub fn parse_cpu_millis(s: &str) -> Option<u64> {
+    if let Some(m) = s.strip_suffix('m') {
+        return m.parse().ok();
+    }
+    let v: f64 = s.parse().ok()?;
+    (v >= 0.0).then(|| (v * 1000.0).round() as u64)
+}
+
+/// A byte amount: "1024", "100Mi", "1Gi", "500M", "2G", "64Ki", "1k".
+pub fn parse_bytes(s: &str) -> Option<u64> {
+    const UNITS: [(&str, u64); 8] = [
+        ("Ki", 1 << 10),
+        ("Mi", 1 << 20),
+        ("Gi", 1 << 30),
+        ("Ti", 1 << 40),
+        ("k", 1000),
+        ("M", 1_000_000),
+        ("G", 1_000_000_000),
+        ("T", 1_000_000_000_000),
+    ];
+    for (suffix, factor) in UNITS {
+        if let Some(n) = s.strip_suffix(suffix) {
+            return n.parse::<u64>().ok()?.checked_mul(factor);
+        }
+    }
+    s.parse().ok()
+}
+
+fn invalid(flag: &'static str, value: &str, message: &str) -> Error {
+    Error::Invalid {
+        flag,
+        value: value.into(),
+        message: message.into(),
+    }
+}
+
+/// key=value pairs separated by commas.
+pub fn parse_map(flag: &'static str, s: &str) -> Result<BTreeMap<String, String>, Error> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                .ok_or_else(|| invalid(flag, kv, "expected key=value"))
+        })
+        .collect()
+}
+
+impl AgentOptions {
+    /// The reservation the flags ask for (upstream: --kube-reserved, --eviction-hard,
+    /// --max-pods).
+    pub fn reservation(&self) -> Result<Reservation, Error> {
+        let mut r = Reservation {
+            max_pods: self.max_pods,
+            ..Default::default()
+        };
+        for (k, v) in parse_map("kube-reserved", &self.kube_reserved)? {
+            match k.as_str() {
+                "cpu" => {
+                    r.cpu_milli = parse_cpu_millis(&v)
+                        .ok_or_else(|| invalid("kube-reserved", &v, "not a cpu amount"))?
+                }
+                "memory" => {
+                    r.memory_bytes = parse_bytes(&v)
+                        .ok_or_else(|| invalid("kube-reserved", &v, "not a memory amount"))?
+                }
+                "ephemeral-storage" => {
+                    r.ephemeral_storage_bytes = parse_bytes(&v)
+                        .ok_or_else(|| invalid("kube-reserved", &v, "not a storage amount"))?
+                }
+                _ => {
+                    return Err(invalid(
+                        "kube-reserved",
+                        &k,
+                        "unknown resource (cpu, memory, ephemeral-storage)",
+                    ));
+                }
+            }
+        }
+        for threshold in self
+            .eviction_hard
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+        {
+            let (signal, value) = threshold
+                .split_once('<')
+                .ok_or_else(|| invalid("eviction-hard", threshold, "expected signal<quantity"))?;
+            let percent = |v: &str| -> Result<u8, Error> {
+                v.strip_suffix('%')
+                    .and_then(|p| p.parse().ok())
+                    .filter(|p| *p <= 100)
+                    .ok_or_else(|| invalid("eviction-hard", v, "expected a percentage"))
+            };
+            match signal {
+                "memory.available" => {
+                    r.eviction_memory_available_bytes = parse_bytes(value)
+                        .ok_or_else(|| invalid("eviction-hard", value, "not a memory amount"))?
+                }
+                "nodefs.available" => r.eviction_nodefs_available_percent = percent(value)?,
+                "pid.available" => r.eviction_pid_available_percent = Some(percent(value)?),
+                _ => {
+                    return Err(invalid(
+                        "eviction-hard",
+                        signal,
+                        "unknown signal (memory.available, nodefs.available, pid.available)",
+                    ));
+                }
+            }
+        }
+        Ok(r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        o: AgentOptions,
+    }
+
+    fn opts(args: &[&str]) -> AgentOptions {
+        let mut all = vec!["x"];
+        all.extend_from_slice(args);
+        Cli::parse_from(all).o
+    }
+
+    #[test]
+    fn quantities() {
+        assert_eq!(parse_cpu_millis("250m"), Some(250));
+        assert_eq!(parse_cpu_millis("2"), Some(2000));
+        assert_eq!(parse_cpu_millis("0.5"), Some(500));
+        assert_eq!(parse_cpu_millis("x"), None);
+        assert_eq!(parse_bytes("100Mi"), Some(100 << 20));
+        assert_eq!(parse_bytes("1G"), Some(1_000_000_000));
+        assert_eq!(parse_bytes("4096"), Some(4096));
+        assert_eq!(parse_bytes("1Zi"), None);
+    }
+
+    #[test]
+    fn reservation_from_flags() {
+        let d = opts(&[]).reservation().unwrap();
+        assert_eq!(d, Reservation::default(), "upstream's defaults");
+        let r = opts(&[
+            "--kube-reserved",
+            "cpu=100m,memory=256Mi",
+            "--eviction-hard",
+            "memory.available<200Mi,nodefs.available<5%,pid.available<10%",
+            "--max-pods",
+            "20",
+        ])
+        .reservation()
+        .unwrap();
+        assert_eq!(
+            (r.cpu_milli, r.memory_bytes, r.max_pods),
+            (100, 256 << 20, 20)
+        );
+        assert_eq!(r.eviction_memory_available_bytes, 200 << 20);
+        assert_eq!(
+            (
+                r.eviction_nodefs_available_percent,
+                r.eviction_pid_available_percent
+            ),
+            (5, Some(10))
+        );
+        for (flag, value) in [
+            ("--kube-reserved", "gpu=1"),
+            ("--kube-reserved", "cpu"),
+            ("--eviction-hard", "memory.available<lots"),
+            ("--eviction-hard", "nodefs.available<120%"),
+        ] {
+            assert!(
+                opts(&[flag, value]).reservation().is_err(),
+                "{flag} {value}"
+            );
+        }
+    }
+}

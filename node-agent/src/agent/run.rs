@@ -1,0 +1,124 @@
+//! `rekube-node-agent run`: register the Node, then keep its Lease and status fresh until
+//! SIGTERM/SIGINT. Pod sync joins here as it lands.
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::heartbeat::{self, HeartbeatConfig, StatusSource};
+use super::machine;
+use super::node_status::{self, Readiness, Usage};
+use super::options::{self, AgentOptions};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Options(#[from] options::Error),
+    #[error(transparent)]
+    Machine(#[from] machine::Error),
+    #[error(transparent)]
+    Heartbeat(#[from] heartbeat::Error),
+    #[error("connecting to the apiserver: {0}")]
+    Client(#[from] kube::Error),
+    #[error("creating {path}: {source}")]
+    State {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// The machine's live readings.
+struct HostStatus {
+    root: PathBuf,
+}
+
+impl StatusSource for HostStatus {
+    fn usage(&self) -> Usage {
+        machine::read_usage(&self.root).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "reading usage");
+            Usage::default()
+        })
+    }
+
+    fn readiness(&self) -> Readiness {
+        let mut errors = Vec::new();
+        if !std::path::Path::new("/sys/fs/cgroup").exists() {
+            errors.push("container runtime is down: no cgroup filesystem".to_string());
+        }
+        Readiness { errors }
+    }
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_lowercase())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+pub async fn run(opts: AgentOptions) -> Result<(), Error> {
+    let reservation = opts.reservation()?;
+    let labels = options::parse_map("node-labels", &opts.node_labels)?;
+    let name = if opts.node_name.is_empty() {
+        host_name()
+    } else {
+        opts.node_name.clone()
+    };
+    std::fs::create_dir_all(&opts.root_dir).map_err(|source| Error::State {
+        path: opts.root_dir.clone(),
+        source,
+    })?;
+    let machine = machine::read_machine_info(&name, &opts.root_dir, &opts.node_ip)?;
+    let client = kube::Client::try_default().await?;
+    let node = heartbeat::register_node(
+        &client,
+        &node_status::initial_node(&name, &machine, &labels),
+    )
+    .await?;
+    let config = HeartbeatConfig {
+        lease_namespace: opts.node_lease_namespace.clone(),
+        lease_duration_seconds: opts.node_lease_duration_seconds,
+        renew_interval: std::time::Duration::from_secs(
+            (opts.node_lease_duration_seconds.max(4) / 4) as u64,
+        ),
+        node_status_update_frequency: opts.node_status_update_frequency,
+        node_status_report_frequency: opts.node_status_report_frequency,
+    };
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let lease = tokio::spawn(heartbeat::run_lease(
+        client.clone(),
+        node.clone(),
+        config.clone(),
+        stop.clone(),
+    ));
+    let status = tokio::spawn(heartbeat::run_node_status(
+        client.clone(),
+        name.clone(),
+        machine,
+        reservation,
+        Arc::new(HostStatus {
+            root: opts.root_dir.clone(),
+        }),
+        config,
+        stop.clone(),
+    ));
+    tracing::info!(node = %name, "node agent running");
+    shutdown_signal().await;
+    let _ = stop_tx.send(true);
+    let _ = tokio::join!(lease, status);
+    tracing::info!(node = %name, "node agent stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => std::future::pending().await,
+    }
+}

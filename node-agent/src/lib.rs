@@ -1,0 +1,11 @@
+//! rekube-node-agent, rekube's kubelet. Today: the image service ([`image`]): pulls,
+//! a content-addressed store, layer unpacking, pull policy and backoff, import, and
+//! garbage collection. The runtime (sandbox, containers, probes, status) comes next.
+//! The container runtime ([`runtime`], Linux): pod sandboxes, containers (create, start,
+//! wait, stop, remove, exec), cgroups, overlayfs rootfs, CRI logs.
+
+#[cfg(target_os = "linux")]
+pub mod agent;
+pub mod image;
+#[cfg(target_os = "linux")]
+pub mod runtime;

@@ -1,0 +1,999 @@
+//! The container's root filesystem, as runc's `libcontainer/rootfs_linux.go`
+//! (`prepareRoot`, `mountToRootfs`, `createDevices`/`bindMountDeviceNode`, `setupPtmx`,
+//! `setupDevSymlinks`, `pivotRoot`, `readonlyPath`, `maskPath`, `finalizeRootfs`) and
+//! youki's `rootfs/{rootfs,mount,device,symlink}.rs`; the default mounts are containerd's
+//! (`pkg/oci/mounts_linux.go`).
+//!
+//! On the host, [`OverlayDirs::create`] makes the per-container upper and work
+//! directories (the image layers are the lower directories, top first, as containerd's
+//! overlayfs snapshotter). In the container's own mount namespace,
+//! [`prepare_rootfs`] makes every mount slave, mounts the overlay (or binds a plain
+//! rootfs onto itself), then /proc, a tmpfs /dev with the minimal device nodes (bound from
+//! the host when mknod is refused), /dev/pts, /dev/shm, /dev/mqueue, /sys read-only and
+//! the bind mounts; [`pivot_rootfs`] does runc's `pivot_root(".", ".")` +
+//! `umount2(".", MNT_DETACH)`; [`finalize_rootfs`] makes the read-only paths read-only,
+//! masks the masked paths and remounts / read-only when asked. The mounts live and die
+//! with the container's mount namespace: nothing is mounted on the host.
+
+use std::collections::VecDeque;
+use std::path::{Component, Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::mount::{MntFlags, MsFlags};
+use nix::sys::stat::{Mode, SFlag};
+
+use super::spec::BindMount;
+use super::syscall::{FileKind, Syscall, SyscallError};
+
+/// Errors assembling a root filesystem.
+#[derive(Debug, thiserror::Error)]
+pub enum RootfsError {
+    #[error(transparent)]
+    Syscall(#[from] SyscallError),
+    #[error("overlay option for {path}: the path contains ':' or ','")]
+    OverlayPath { path: String },
+    #[error("overlay options for {layers} layers are {len} bytes, over the {max}-byte limit")]
+    OverlayTooLong {
+        layers: usize,
+        len: usize,
+        max: usize,
+    },
+    #[error("rootfs of overlay: no lower directory")]
+    NoLayers,
+    #[error("resolve {path} in the rootfs: too many levels of symbolic links")]
+    SymlinkLoop { path: String },
+    #[error("bind mount source {0} does not exist")]
+    MissingSource(String),
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+pub type Result<T, E = RootfsError> = std::result::Result<T, E>;
+
+/// A page: the most mount(2) takes as its data argument.
+const MAX_MOUNT_DATA: usize = 4096;
+
+/// The overlayfs directories of one container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OverlayDirs {
+    /// Image layers, top first.
+    pub lower: Vec<PathBuf>,
+    pub upper: PathBuf,
+    pub work: PathBuf,
+}
+
+impl OverlayDirs {
+    /// Creates `upper/` and `work/` under the container's state directory.
+    pub fn create(lower: Vec<PathBuf>, state_dir: &Path) -> Result<Self> {
+        if lower.is_empty() {
+            return Err(RootfsError::NoLayers);
+        }
+        let upper = state_dir.join("upper");
+        let work = state_dir.join("work");
+        for d in [&upper, &work] {
+            std::fs::create_dir_all(d).map_err(|source| RootfsError::Io {
+                op: "create directory",
+                path: d.display().to_string(),
+                source,
+            })?;
+        }
+        Ok(OverlayDirs { lower, upper, work })
+    }
+
+    /// The overlay mount data: `lowerdir=top:...:bottom,upperdir=..,workdir=..`.
+    pub fn options(&self) -> Result<String> {
+        if self.lower.is_empty() {
+            return Err(RootfsError::NoLayers);
+        }
+        let all = self.lower.iter().chain([&self.upper, &self.work]);
+        for p in all {
+            let s = p.to_string_lossy();
+            if s.contains(':') || s.contains(',') {
+                return Err(RootfsError::OverlayPath {
+                    path: s.into_owned(),
+                });
+            }
+        }
+        let lower = self
+            .lower
+            .iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(":");
+        let data = format!(
+            "lowerdir={lower},upperdir={},workdir={}",
+            self.upper.display(),
+            self.work.display()
+        );
+        if data.len() >= MAX_MOUNT_DATA {
+            return Err(RootfsError::OverlayTooLong {
+                layers: self.lower.len(),
+                len: data.len(),
+                max: MAX_MOUNT_DATA,
+            });
+        }
+        Ok(data)
+    }
+}
+
+/// Everything the container's mount setup needs, decided before the fork.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RootfsPlan {
+    /// Where the rootfs is assembled: the overlay's mount point (the container's
+    /// `rootfs/` state directory) or the plain rootfs directory.
+    pub root: PathBuf,
+    /// `None`: `root` is a ready directory, bound onto itself.
+    pub overlay: Option<OverlayDirs>,
+    pub readonly: bool,
+    pub privileged: bool,
+    /// The container shares the host's network namespace: /sys is the host's, bound
+    /// read-only, rather than a new sysfs.
+    pub host_network: bool,
+    /// The sandbox's /dev/shm to bind; `None`: a private tmpfs.
+    pub dev_shm: Option<PathBuf>,
+    pub mounts: Vec<BindMount>,
+    pub masked_paths: Vec<PathBuf>,
+    pub readonly_paths: Vec<PathBuf>,
+    /// The working directory, created when missing (runc's `createCwd`).
+    pub cwd: PathBuf,
+}
+
+/// A device node every container gets (the OCI runtime spec's default devices).
+#[derive(Debug, Clone, Copy)]
+pub struct Device {
+    pub name: &'static str,
+    pub major: u64,
+    pub minor: u64,
+}
+
+pub const DEFAULT_DEVICES: [Device; 6] = [
+    Device {
+        name: "null",
+        major: 1,
+        minor: 3,
+    },
+    Device {
+        name: "zero",
+        major: 1,
+        minor: 5,
+    },
+    Device {
+        name: "full",
+        major: 1,
+        minor: 7,
+    },
+    Device {
+        name: "random",
+        major: 1,
+        minor: 8,
+    },
+    Device {
+        name: "urandom",
+        major: 1,
+        minor: 9,
+    },
+    Device {
+        name: "tty",
+        major: 5,
+        minor: 0,
+    },
+];
+
+/// runc's `setupDevSymlinks` (and `setupPtmx`).
+pub const DEV_SYMLINKS: [(&str, &str); 6] = [
+    ("/proc/self/fd", "fd"),
+    ("/proc/self/fd/0", "stdin"),
+    ("/proc/self/fd/1", "stdout"),
+    ("/proc/self/fd/2", "stderr"),
+    ("/proc/kcore", "core"),
+    ("pts/ptmx", "ptmx"),
+];
+
+/// `root` joined with `unsafe_path` so that the result stays inside `root` whatever
+/// symlinks the image has (filepath-securejoin's `SecureJoin`, as runc uses for mount
+/// destinations): symlinks are resolved against `root`, `..` stops at `root`.
+pub fn secure_join(root: &Path, unsafe_path: &Path) -> Result<PathBuf> {
+    let mut resolved = PathBuf::new();
+    let mut queue: VecDeque<std::ffi::OsString> = unsafe_path
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n.to_os_string()),
+            Component::ParentDir => Some("..".into()),
+            _ => None,
+        })
+        .collect();
+    let mut links = 0;
+    while let Some(part) = queue.pop_front() {
+        if part == ".." {
+            resolved.pop();
+            continue;
+        }
+        let candidate = resolved.join(&part);
+        let full = root.join(&candidate);
+        match std::fs::symlink_metadata(&full) {
+            Ok(m) if m.file_type().is_symlink() => {
+                links += 1;
+                if links > 255 {
+                    return Err(RootfsError::SymlinkLoop {
+                        path: unsafe_path.display().to_string(),
+                    });
+                }
+                let target = std::fs::read_link(&full).map_err(|source| RootfsError::Io {
+                    op: "readlink",
+                    path: full.display().to_string(),
+                    source,
+                })?;
+                if target.is_absolute() {
+                    resolved = PathBuf::new();
+                }
+                let mut parts: Vec<std::ffi::OsString> = target
+                    .components()
+                    .filter_map(|c| match c {
+                        Component::Normal(n) => Some(n.to_os_string()),
+                        Component::ParentDir => Some("..".into()),
+                        _ => None,
+                    })
+                    .collect();
+                while let Some(p) = parts.pop() {
+                    queue.push_front(p);
+                }
+            }
+            _ => resolved = candidate,
+        }
+    }
+    Ok(root.join(resolved))
+}
+
+fn at(root: &Path, dest: &str) -> Result<PathBuf> {
+    secure_join(root, Path::new(dest))
+}
+
+/// The mounts made inside the container's mount namespace before pivot_root, in order.
+pub fn prepare_rootfs(sys: &dyn Syscall, plan: &RootfsPlan) -> Result<()> {
+    let root = &plan.root;
+    // Nothing mounted from here on propagates back to the host (runc's default rootfs
+    // propagation, rslave: host unmounts still reach the container).
+    sys.mount(
+        None,
+        Path::new("/"),
+        None,
+        MsFlags::MS_SLAVE | MsFlags::MS_REC,
+        None,
+    )?;
+
+    match &plan.overlay {
+        Some(overlay) => {
+            let data = overlay.options()?;
+            sys.mount(
+                Some(Path::new("overlay")),
+                root,
+                Some("overlay"),
+                MsFlags::empty(),
+                Some(&data),
+            )?;
+        }
+        // pivot_root needs the new root to be a mount point.
+        None => sys.mount(
+            Some(root),
+            root,
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None,
+        )?,
+    }
+
+    let nosuid_noexec_nodev = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV;
+
+    // /proc
+    let proc = at(root, "/proc")?;
+    sys.create_dir_all(&proc)?;
+    sys.mount(
+        Some(Path::new("proc")),
+        &proc,
+        Some("proc"),
+        nosuid_noexec_nodev,
+        None,
+    )?;
+
+    // /dev: a small tmpfs with the default devices, or the host's /dev when privileged.
+    let dev = at(root, "/dev")?;
+    sys.create_dir_all(&dev)?;
+    if plan.privileged {
+        sys.mount(
+            Some(Path::new("/dev")),
+            &dev,
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None,
+        )?;
+    } else {
+        sys.mount(
+            Some(Path::new("tmpfs")),
+            &dev,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
+            Some("mode=755,size=65536k"),
+        )?;
+        create_devices(sys, &dev)?;
+        for (target, name) in DEV_SYMLINKS {
+            sys.symlink(Path::new(target), &dev.join(name))?;
+        }
+    }
+
+    // /dev/pts: a new devpts instance, so the container's ptys are its own.
+    let pts = dev.join("pts");
+    sys.create_dir_all(&pts)?;
+    sys.mount(
+        Some(Path::new("devpts")),
+        &pts,
+        Some("devpts"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
+    )?;
+
+    // /dev/shm: the sandbox's (shared by the pod's containers, as their IPC namespace
+    // is), or a private tmpfs.
+    let shm = dev.join("shm");
+    sys.create_dir_all(&shm)?;
+    match &plan.dev_shm {
+        Some(source) => sys.mount(
+            Some(source),
+            &shm,
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None,
+        )?,
+        None => sys.mount(
+            Some(Path::new("shm")),
+            &shm,
+            Some("tmpfs"),
+            nosuid_noexec_nodev,
+            Some("mode=1777,size=65536k"),
+        )?,
+    }
+
+    // /dev/mqueue
+    let mqueue = dev.join("mqueue");
+    sys.create_dir_all(&mqueue)?;
+    sys.mount(
+        Some(Path::new("mqueue")),
+        &mqueue,
+        Some("mqueue"),
+        nosuid_noexec_nodev,
+        None,
+    )?;
+
+    // /sys: read-only unless privileged; the host's, bound, in the host network namespace.
+    let sysfs = at(root, "/sys")?;
+    sys.create_dir_all(&sysfs)?;
+    let ro = if plan.privileged {
+        MsFlags::empty()
+    } else {
+        MsFlags::MS_RDONLY
+    };
+    if plan.host_network {
+        sys.mount(
+            Some(Path::new("/sys")),
+            &sysfs,
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None,
+        )?;
+        if !plan.privileged {
+            sys.mount(
+                None,
+                &sysfs,
+                None,
+                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | nosuid_noexec_nodev,
+                None,
+            )?;
+        }
+    } else {
+        sys.mount(
+            Some(Path::new("sysfs")),
+            &sysfs,
+            Some("sysfs"),
+            nosuid_noexec_nodev | ro,
+            None,
+        )?;
+    }
+
+    // Volumes and the sandbox's /etc files.
+    for m in &plan.mounts {
+        let kind = sys
+            .file_kind(&m.source)?
+            .ok_or_else(|| RootfsError::MissingSource(m.source.display().to_string()))?;
+        let target = secure_join(root, &m.destination)?;
+        match kind {
+            FileKind::Dir => sys.create_dir_all(&target)?,
+            FileKind::File => sys.create_file(&target)?,
+        }
+        sys.mount(
+            Some(&m.source),
+            &target,
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None,
+        )?;
+        if m.readonly {
+            sys.mount(
+                None,
+                &target,
+                None,
+                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+                None,
+            )?;
+        }
+    }
+
+    // The working directory (runc's createCwd).
+    let cwd = secure_join(root, &plan.cwd)?;
+    sys.create_dir_all(&cwd)?;
+    Ok(())
+}
+
+/// runc's `createDevices`: mknod each default device, or bind the host's node onto an
+/// empty file when mknod is not allowed (`bindMountDeviceNode`).
+fn create_devices(sys: &dyn Syscall, dev: &Path) -> Result<()> {
+    for d in DEFAULT_DEVICES {
+        let target = dev.join(d.name);
+        let mode = Mode::from_bits_truncate(0o666);
+        match sys.mknod(
+            &target,
+            SFlag::S_IFCHR,
+            mode,
+            nix::sys::stat::makedev(d.major, d.minor),
+        ) {
+            Ok(()) => {}
+            Err(e) if e.errno() == Some(Errno::EPERM) => {
+                sys.create_file(&target)?;
+                let host = Path::new("/dev").join(d.name);
+                sys.mount(Some(&host), &target, None, MsFlags::MS_BIND, None)?;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// runc's `pivotRoot`: `root` becomes `/`, the old root is detached.
+pub fn pivot_rootfs(sys: &dyn Syscall, root: &Path) -> Result<()> {
+    sys.chdir(root)?;
+    sys.pivot_root(Path::new("."), Path::new("."))?;
+    // The old root is stacked on `.`: make it slave so that detaching it does not
+    // propagate, then detach it.
+    sys.mount(
+        None,
+        Path::new("."),
+        None,
+        MsFlags::MS_SLAVE | MsFlags::MS_REC,
+        None,
+    )?;
+    sys.umount2(Path::new("."), MntFlags::MNT_DETACH)?;
+    sys.chdir(Path::new("/"))?;
+    Ok(())
+}
+
+/// After pivot_root: read-only paths, masked paths (runc's order), then / read-only.
+pub fn finalize_rootfs(sys: &dyn Syscall, plan: &RootfsPlan) -> Result<()> {
+    for p in &plan.readonly_paths {
+        if sys.file_kind(p)?.is_none() {
+            continue;
+        }
+        sys.mount(Some(p), p, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
+        // The default read-only paths are all in /proc: keep its nosuid, nodev, noexec.
+        sys.mount(
+            Some(p),
+            p,
+            None,
+            MsFlags::MS_BIND
+                | MsFlags::MS_REMOUNT
+                | MsFlags::MS_RDONLY
+                | MsFlags::MS_NOSUID
+                | MsFlags::MS_NODEV
+                | MsFlags::MS_NOEXEC,
+            None,
+        )?;
+    }
+    for p in &plan.masked_paths {
+        match sys.file_kind(p)? {
+            None => {}
+            Some(FileKind::Dir) => sys.mount(
+                Some(Path::new("tmpfs")),
+                p,
+                Some("tmpfs"),
+                MsFlags::MS_RDONLY,
+                None,
+            )?,
+            Some(FileKind::File) => sys.mount(
+                Some(Path::new("/dev/null")),
+                p,
+                None,
+                MsFlags::MS_BIND,
+                None,
+            )?,
+        }
+    }
+    if plan.readonly {
+        sys.mount(
+            None,
+            Path::new("/"),
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+            None,
+        )?;
+    }
+    Ok(())
+}
+
+/// Mount points under `dir` in this mount namespace, deepest first.
+pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut out: Vec<PathBuf> = text
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(4))
+        .map(unescape_mountinfo)
+        .map(PathBuf::from)
+        .filter(|p| p.starts_with(dir))
+        .collect();
+    out.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    out
+}
+
+/// Undoes mountinfo's octal escapes (`\040` for a space).
+pub fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Detaches every mount under `dir` (a safety net on delete: the container's mounts
+/// live in its own mount namespace and normally vanish with it).
+pub fn unmount_all_under(sys: &dyn Syscall, dir: &Path) -> Result<()> {
+    for m in mounts_under(dir) {
+        match sys.umount2(&m, MntFlags::MNT_DETACH) {
+            Ok(()) => {}
+            Err(e) if matches!(e.errno(), Some(Errno::EINVAL) | Some(Errno::ENOENT)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::syscall::{Call, TestSyscall};
+
+    fn plan(root: &str) -> RootfsPlan {
+        RootfsPlan {
+            root: PathBuf::from(root),
+            overlay: Some(OverlayDirs {
+                lower: vec!["/layers/top".into(), "/layers/base".into()],
+                upper: "/state/c1/upper".into(),
+                work: "/state/c1/work".into(),
+            }),
+            readonly: false,
+            privileged: false,
+            host_network: false,
+            dev_shm: None,
+            mounts: vec![],
+            masked_paths: vec![
+                "/proc/kcore".into(),
+                "/proc/acpi".into(),
+                "/proc/missing".into(),
+            ],
+            readonly_paths: vec!["/proc/sys".into(), "/proc/missing-ro".into()],
+            cwd: "/work".into(),
+        }
+    }
+
+    fn mount_of(calls: &[Call], target: &str) -> Option<Call> {
+        calls
+            .iter()
+            .find(|c| matches!(c, Call::Mount { target: t, .. } if t == Path::new(target)))
+            .cloned()
+    }
+
+    #[test]
+    fn overlay_options_put_the_top_layer_first() {
+        let p = plan("/state/c1/rootfs");
+        assert_eq!(
+            p.overlay.unwrap().options().unwrap(),
+            "lowerdir=/layers/top:/layers/base,upperdir=/state/c1/upper,workdir=/state/c1/work"
+        );
+        let bad = OverlayDirs {
+            lower: vec!["/a:b".into()],
+            upper: "/u".into(),
+            work: "/w".into(),
+        };
+        assert_eq!(
+            bad.options().unwrap_err().to_string(),
+            "overlay option for /a:b: the path contains ':' or ','"
+        );
+        let long = OverlayDirs {
+            lower: (0..200)
+                .map(|i| PathBuf::from(format!("/var/lib/rekube/layers/{i:032}")))
+                .collect(),
+            upper: "/u".into(),
+            work: "/w".into(),
+        };
+        assert!(matches!(
+            long.options(),
+            Err(RootfsError::OverlayTooLong { layers: 200, .. })
+        ));
+        let none = OverlayDirs {
+            lower: vec![],
+            upper: "/u".into(),
+            work: "/w".into(),
+        };
+        assert!(matches!(none.options(), Err(RootfsError::NoLayers)));
+    }
+
+    #[test]
+    fn prepare_mounts_in_runc_order() {
+        let sys = TestSyscall::new();
+        prepare_rootfs(&sys, &plan("/r")).unwrap();
+        let targets: Vec<String> = sys
+            .mount_targets()
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        assert_eq!(
+            targets,
+            vec![
+                "/",
+                "/r",
+                "/r/proc",
+                "/r/dev",
+                "/r/dev/pts",
+                "/r/dev/shm",
+                "/r/dev/mqueue",
+                "/r/sys"
+            ]
+        );
+        let calls = sys.calls();
+        // Every mount is made slave first.
+        assert_eq!(
+            calls[0],
+            Call::Mount {
+                source: None,
+                target: "/".into(),
+                fstype: None,
+                flags: MsFlags::MS_SLAVE | MsFlags::MS_REC,
+                data: None
+            }
+        );
+        assert_eq!(
+            mount_of(&calls, "/r").unwrap(),
+            Call::Mount {
+                source: Some("overlay".into()),
+                target: "/r".into(),
+                fstype: Some("overlay".into()),
+                flags: MsFlags::empty(),
+                data: Some("lowerdir=/layers/top:/layers/base,upperdir=/state/c1/upper,workdir=/state/c1/work".into())
+            }
+        );
+        assert_eq!(
+            mount_of(&calls, "/r/dev/pts").unwrap(),
+            Call::Mount {
+                source: Some("devpts".into()),
+                target: "/r/dev/pts".into(),
+                fstype: Some("devpts".into()),
+                flags: MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+                data: Some("newinstance,ptmxmode=0666,mode=0620,gid=5".into())
+            }
+        );
+        match mount_of(&calls, "/r/sys").unwrap() {
+            Call::Mount { fstype, flags, .. } => {
+                assert_eq!(fstype.as_deref(), Some("sysfs"));
+                assert!(flags.contains(MsFlags::MS_RDONLY));
+            }
+            _ => unreachable!(),
+        }
+        // Six device nodes, 0666 character devices, then the /dev symlinks.
+        let nodes: Vec<(PathBuf, u64)> = calls
+            .iter()
+            .filter_map(|c| match c {
+                Call::Mknod {
+                    path,
+                    kind,
+                    perm,
+                    dev,
+                } => {
+                    assert_eq!(*kind, SFlag::S_IFCHR);
+                    assert_eq!(perm.bits(), 0o666);
+                    Some((path.clone(), *dev))
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(nodes.len(), 6);
+        assert_eq!(
+            nodes[0],
+            ("/r/dev/null".into(), nix::sys::stat::makedev(1, 3))
+        );
+        assert_eq!(
+            nodes[5],
+            ("/r/dev/tty".into(), nix::sys::stat::makedev(5, 0))
+        );
+        assert!(calls.contains(&Call::Symlink {
+            original: "pts/ptmx".into(),
+            link: "/r/dev/ptmx".into()
+        }));
+        // The cwd is created last.
+        assert_eq!(calls.last().unwrap(), &Call::CreateDirAll("/r/work".into()));
+    }
+
+    #[test]
+    fn devices_are_bound_from_the_host_when_mknod_is_refused() {
+        let sys = TestSyscall::new().failing("mknod", Errno::EPERM);
+        prepare_rootfs(&sys, &plan("/r")).unwrap();
+        let calls = sys.calls();
+        assert_eq!(
+            mount_of(&calls, "/r/dev/null").unwrap(),
+            Call::Mount {
+                source: Some("/dev/null".into()),
+                target: "/r/dev/null".into(),
+                fstype: None,
+                flags: MsFlags::MS_BIND,
+                data: None
+            }
+        );
+        assert!(calls.contains(&Call::CreateFile("/r/dev/urandom".into())));
+        // Another errno is an error.
+        let sys = TestSyscall::new().failing("mknod", Errno::EIO);
+        assert!(
+            prepare_rootfs(&sys, &plan("/r"))
+                .unwrap_err()
+                .to_string()
+                .contains("EIO")
+        );
+    }
+
+    #[test]
+    fn plain_rootfs_is_bound_onto_itself_and_host_network_binds_sys() {
+        let mut p = plan("/bundle/rootfs");
+        p.overlay = None;
+        p.host_network = true;
+        p.dev_shm = Some("/run/rekube/pods/u1/shm".into());
+        let sys = TestSyscall::new();
+        prepare_rootfs(&sys, &p).unwrap();
+        let calls = sys.calls();
+        assert_eq!(
+            mount_of(&calls, "/bundle/rootfs").unwrap(),
+            Call::Mount {
+                source: Some("/bundle/rootfs".into()),
+                target: "/bundle/rootfs".into(),
+                fstype: None,
+                flags: MsFlags::MS_BIND | MsFlags::MS_REC,
+                data: None
+            }
+        );
+        let sys_mounts: Vec<&Call> = calls
+            .iter()
+            .filter(|c| matches!(c, Call::Mount { target, .. } if target == Path::new("/bundle/rootfs/sys")))
+            .collect();
+        assert_eq!(sys_mounts.len(), 2, "rbind, then remount read-only");
+        assert!(
+            matches!(sys_mounts[1], Call::Mount { flags, .. } if flags.contains(MsFlags::MS_RDONLY | MsFlags::MS_REMOUNT))
+        );
+        assert_eq!(
+            mount_of(&calls, "/bundle/rootfs/dev/shm").unwrap(),
+            Call::Mount {
+                source: Some("/run/rekube/pods/u1/shm".into()),
+                target: "/bundle/rootfs/dev/shm".into(),
+                fstype: None,
+                flags: MsFlags::MS_BIND | MsFlags::MS_REC,
+                data: None
+            }
+        );
+    }
+
+    #[test]
+    fn bind_mounts_create_their_targets_and_readonly_remounts() {
+        let mut p = plan("/r");
+        p.mounts = vec![
+            BindMount::new("/var/lib/rekube/pods/u1/volumes/data", "/data", false),
+            BindMount::new("/run/rekube/pods/u1/hosts", "/etc/hosts", true),
+        ];
+        let sys = TestSyscall::new()
+            .with_file("/var/lib/rekube/pods/u1/volumes/data", FileKind::Dir)
+            .with_file("/run/rekube/pods/u1/hosts", FileKind::File);
+        prepare_rootfs(&sys, &p).unwrap();
+        let calls = sys.calls();
+        let i_dir = calls
+            .iter()
+            .position(|c| *c == Call::CreateDirAll("/r/data".into()))
+            .unwrap();
+        let i_file = calls
+            .iter()
+            .position(|c| *c == Call::CreateFile("/r/etc/hosts".into()))
+            .unwrap();
+        assert!(i_dir < i_file);
+        let hosts: Vec<&Call> = calls
+            .iter()
+            .filter(
+                |c| matches!(c, Call::Mount { target, .. } if target == Path::new("/r/etc/hosts")),
+            )
+            .collect();
+        assert_eq!(hosts.len(), 2);
+        assert!(
+            matches!(hosts[1], Call::Mount { flags, .. } if *flags == MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY)
+        );
+
+        let mut missing = plan("/r");
+        missing.mounts = vec![BindMount::new("/nope", "/data", false)];
+        assert_eq!(
+            prepare_rootfs(&TestSyscall::new(), &missing)
+                .unwrap_err()
+                .to_string(),
+            "bind mount source /nope does not exist"
+        );
+    }
+
+    #[test]
+    fn pivot_follows_runc() {
+        let sys = TestSyscall::new();
+        pivot_rootfs(&sys, Path::new("/r")).unwrap();
+        assert_eq!(
+            sys.calls(),
+            vec![
+                Call::Chdir("/r".into()),
+                Call::PivotRoot {
+                    new_root: ".".into(),
+                    put_old: ".".into()
+                },
+                Call::Mount {
+                    source: None,
+                    target: ".".into(),
+                    fstype: None,
+                    flags: MsFlags::MS_SLAVE | MsFlags::MS_REC,
+                    data: None
+                },
+                Call::Umount2 {
+                    target: ".".into(),
+                    flags: MntFlags::MNT_DETACH
+                },
+                Call::Chdir("/".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn finalize_masks_files_and_dirs_and_skips_missing_paths() {
+        let sys = TestSyscall::new()
+            .with_file("/proc/kcore", FileKind::File)
+            .with_file("/proc/acpi", FileKind::Dir)
+            .with_file("/proc/sys", FileKind::Dir);
+        let mut p = plan("/r");
+        p.readonly = true;
+        finalize_rootfs(&sys, &p).unwrap();
+        let calls = sys.calls();
+        let mounts: Vec<(String, Option<String>, MsFlags)> = calls
+            .iter()
+            .filter_map(|c| match c {
+                Call::Mount {
+                    target,
+                    source,
+                    flags,
+                    ..
+                } => Some((
+                    target.display().to_string(),
+                    source.as_ref().map(|s| s.display().to_string()),
+                    *flags,
+                )),
+                _ => None,
+            })
+            .collect();
+        let ro_remount = MsFlags::MS_BIND
+            | MsFlags::MS_REMOUNT
+            | MsFlags::MS_RDONLY
+            | MsFlags::MS_NOSUID
+            | MsFlags::MS_NODEV
+            | MsFlags::MS_NOEXEC;
+        assert_eq!(
+            mounts,
+            vec![
+                (
+                    "/proc/sys".into(),
+                    Some("/proc/sys".into()),
+                    MsFlags::MS_BIND | MsFlags::MS_REC
+                ),
+                ("/proc/sys".into(), Some("/proc/sys".into()), ro_remount),
+                (
+                    "/proc/kcore".into(),
+                    Some("/dev/null".into()),
+                    MsFlags::MS_BIND
+                ),
+                (
+                    "/proc/acpi".into(),
+                    Some("tmpfs".into()),
+                    MsFlags::MS_RDONLY
+                ),
+                (
+                    "/".into(),
+                    None,
+                    MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn privileged_binds_the_host_dev_and_keeps_sys_writable() {
+        let mut p = plan("/r");
+        p.privileged = true;
+        let sys = TestSyscall::new();
+        prepare_rootfs(&sys, &p).unwrap();
+        let calls = sys.calls();
+        assert!(!calls.iter().any(|c| c.name() == "mknod"));
+        assert_eq!(
+            mount_of(&calls, "/r/dev").unwrap(),
+            Call::Mount {
+                source: Some("/dev".into()),
+                target: "/r/dev".into(),
+                fstype: None,
+                flags: MsFlags::MS_BIND | MsFlags::MS_REC,
+                data: None
+            }
+        );
+        assert!(
+            matches!(mount_of(&calls, "/r/sys").unwrap(), Call::Mount { flags, .. } if !flags.contains(MsFlags::MS_RDONLY))
+        );
+    }
+
+    #[test]
+    fn secure_join_keeps_symlinks_inside_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("real/dir")).unwrap();
+        std::os::unix::fs::symlink("/etc", root.join("abs")).unwrap();
+        std::os::unix::fs::symlink("../../../../..", root.join("up")).unwrap();
+        std::os::unix::fs::symlink("real/dir", root.join("rel")).unwrap();
+        std::os::unix::fs::symlink("loop", root.join("loop")).unwrap();
+        let cases = [
+            ("/abs/hosts", root.join("etc/hosts")),
+            ("/up/etc/passwd", root.join("etc/passwd")),
+            ("/rel/x", root.join("real/dir/x")),
+            ("/../../x", root.join("x")),
+            ("/new/file", root.join("new/file")),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(
+                secure_join(root, Path::new(input)).unwrap(),
+                expected,
+                "{input}"
+            );
+        }
+        assert!(matches!(
+            secure_join(root, Path::new("/loop/x")),
+            Err(RootfsError::SymlinkLoop { .. })
+        ));
+    }
+
+    #[test]
+    fn mountinfo_escapes() {
+        assert_eq!(unescape_mountinfo("/a\\040b"), "/a b");
+        assert_eq!(unescape_mountinfo("/plain"), "/plain");
+        assert_eq!(unescape_mountinfo("/x\\"), "/x\\");
+    }
+}
