@@ -70,6 +70,14 @@ bench-controllers deployments="100" replicas="10": cluster-up
     cargo build --quiet --release -p rekube-controllers -p rekube-e2e --bin rekube-controllers --bin bench-controllers
     KUBECONFIG={{local_kubeconfig}} $CARGO_TARGET_DIR/release/bench-controllers --deployments {{deployments}} --replicas {{replicas}} --kcm {{k8s_bin}}/kube-controller-manager --rekube $CARGO_TARGET_DIR/release/rekube-controllers --kubeconfig {{local_kubeconfig}}
 
+# Scheduling throughput: rekube's scheduler and upstream kube-scheduler (built on demand
+# from the Go module proxy), N simulated nodes and P pending pods each (docs/benchmarks.md).
+bench-scheduler nodes="100" pods="3000": cluster-up
+    e2e/scripts/build-kubernetes.sh kube-scheduler >/dev/null
+    KUBECONFIG={{local_kubeconfig}} just install >/dev/null
+    cargo build --quiet --release -p rekube-controllers -p rekube-e2e --bin rekube-controllers --bin bench-scheduler
+    KUBECONFIG={{local_kubeconfig}} $CARGO_TARGET_DIR/release/bench-scheduler --nodes {{nodes}} --pods {{pods}} --kube-scheduler {{k8s_bin}}/kube-scheduler --rekube $CARGO_TARGET_DIR/release/rekube-controllers --kubeconfig {{local_kubeconfig}}
+
 # Benchmark (as root): create+start+wait+delete of /bin/true by rekube's runtime, runc and crun on one busybox rootfs.
 bench-runtime iterations="200":
     cargo build --quiet --release -p rekube-node-agent --bin bench-runtime

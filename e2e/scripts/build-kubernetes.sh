@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build the pinned Kubernetes control-plane binaries (kube-apiserver,
-# kube-controller-manager, kubectl), etcd and helm from the Go module proxy and
+# kube-controller-manager, kubectl; kube-scheduler on demand for the benchmark), etcd and helm from the Go module proxy and
 # cache them per version outside the repository. Rebuilds only what is missing.
 #
 #   REKUBE_CACHE   cache root (default ~/.cache/rekube)
@@ -25,10 +25,12 @@ staging_version="v0.${K8S_VERSION#v1.}"
 
 build_kubernetes() {
   local want=() c
-  for c in kube-apiserver kube-controller-manager kubectl; do
+  local components=("$@")
+  [ ${#components[@]} -gt 0 ] || components=(kube-apiserver kube-controller-manager kubectl)
+  for c in "${components[@]}"; do
     [ -x "$BIN/$c" ] || want+=("$c")
   done
-  [ ${#want[@]} -gt 0 ] || { phase "kubernetes $K8S_VERSION cached in $BIN"; return; }
+  [ ${#want[@]} -gt 0 ] || { phase "${components[*]} $K8S_VERSION cached in $BIN"; return; }
   local work="$CACHE/src/kubernetes-$K8S_VERSION"
   mkdir -p "$work"
   cd "$work"
@@ -85,7 +87,9 @@ case $what in
   all) build_etcd; build_kubernetes; build_helm ;;
   etcd) build_etcd ;;
   kubernetes) build_kubernetes ;;
+  # Only the scheduler benchmark needs it (just bench-scheduler).
+  kube-scheduler) build_kubernetes kube-scheduler ;;
   helm) build_helm ;;
-  *) echo "usage: $0 [all|etcd|kubernetes|helm]" >&2; exit 2 ;;
+  *) echo "usage: $0 [all|etcd|kubernetes|helm|kube-scheduler]" >&2; exit 2 ;;
 esac
 echo "$BIN"

@@ -7,5 +7,6 @@
 #[cfg(target_os = "linux")]
 pub mod agent;
 pub mod image;
+pub mod kubelet;
 #[cfg(target_os = "linux")]
 pub mod runtime;

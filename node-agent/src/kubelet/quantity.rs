@@ -156,8 +156,14 @@ mod tests {
             let a = parse_quantity(input).unwrap();
             assert_eq!((a.value(), a.milli_value()), (value, milli), "{input}");
         }
-        assert!(matches!(parse_quantity("abc"), Err(QuantityError::Format(_))));
-        assert!(matches!(parse_quantity("1X"), Err(QuantityError::Suffix(_))));
+        assert!(matches!(
+            parse_quantity("abc"),
+            Err(QuantityError::Format(_))
+        ));
+        assert!(matches!(
+            parse_quantity("1X"),
+            Err(QuantityError::Suffix(_))
+        ));
         assert!(matches!(parse_quantity(""), Err(QuantityError::Format(_))));
         assert_eq!(parse_quantity("1.2.3").ok(), None);
     }
