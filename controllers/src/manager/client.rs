@@ -45,6 +45,7 @@ pub async fn build(qps: f32, burst: u32, metrics: Metrics) -> Result<Client, Err
     let config = kube::Config::infer().await?;
     let layer = ApiLimitLayer {
         limiter: token_bucket(qps, burst)?,
+        turn: Arc::default(),
         metrics,
     };
     Ok(ClientBuilder::try_from(config)?.with_layer(&layer).build())
@@ -53,6 +54,10 @@ pub async fn build(qps: f32, burst: u32, metrics: Metrics) -> Result<Client, Err
 #[derive(Clone)]
 pub struct ApiLimitLayer {
     limiter: Arc<DefaultDirectRateLimiter>,
+    /// Requests take their turn at the limiter one at a time, first come first served
+    /// (tokio's Mutex is fair), as client-go's token bucket serves them: only the head of
+    /// the line waits on a timer, instead of every waiting request polling the limiter.
+    turn: Arc<tokio::sync::Mutex<()>>,
     metrics: Metrics,
 }
 
@@ -62,6 +67,7 @@ impl<S> Layer<S> for ApiLimitLayer {
         ApiLimit {
             inner,
             limiter: Arc::clone(&self.limiter),
+            turn: Arc::clone(&self.turn),
             metrics: self.metrics.clone(),
         }
     }
@@ -70,6 +76,7 @@ impl<S> Layer<S> for ApiLimitLayer {
 pub struct ApiLimit<S> {
     inner: S,
     limiter: Arc<DefaultDirectRateLimiter>,
+    turn: Arc<tokio::sync::Mutex<()>>,
     metrics: Metrics,
 }
 
@@ -106,13 +113,17 @@ where
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
         let limiter = Arc::clone(&self.limiter);
+        let turn = Arc::clone(&self.turn);
         let metrics = self.metrics.clone();
         let verb = verb(&req);
         // Futures are lazy: the request goes out when `response` is first polled, which is
         // after a token is taken.
         let response = self.inner.call(req);
         Box::pin(async move {
-            limiter.until_ready().await;
+            {
+                let _turn = turn.lock().await;
+                limiter.until_ready().await;
+            }
             let result = response.await;
             let code = match &result {
                 Ok(resp) => resp.status().as_u16().to_string(),
