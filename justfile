@@ -70,13 +70,17 @@ bench-controllers deployments="100" replicas="10": cluster-up
     cargo build --quiet --release -p rekube-controllers -p rekube-e2e --bin rekube-controllers --bin bench-controllers
     KUBECONFIG={{local_kubeconfig}} $CARGO_TARGET_DIR/release/bench-controllers --deployments {{deployments}} --replicas {{replicas}} --kcm {{k8s_bin}}/kube-controller-manager --rekube $CARGO_TARGET_DIR/release/rekube-controllers --kubeconfig {{local_kubeconfig}}
 
-# Scheduling throughput: rekube's scheduler and upstream kube-scheduler (built on demand
-# from the Go module proxy), N simulated nodes and P pending pods each (docs/benchmarks.md).
-bench-scheduler nodes="100" pods="3000": cluster-up
-    e2e/scripts/build-kubernetes.sh kube-scheduler >/dev/null
+# Build (or reuse) what only `just bench-scheduler` needs: kube-scheduler and kwok (with its Stages).
+build-bench-tools:
+    e2e/scripts/build-kubernetes.sh bench-tools
+
+# docs/benchmarks.md. Further flags go to the binary (`bench-scheduler --help`), e.g.
+# `just bench-scheduler 100 3000 --only upstream` runs one side.
+# Benchmark: pods scheduled per second by kube-scheduler (kwok nodes) and rekube's scheduler, N nodes and P pods each.
+bench-scheduler nodes="100" pods="3000" *flags="": cluster-up build-bench-tools
     KUBECONFIG={{local_kubeconfig}} just install >/dev/null
     cargo build --quiet --release -p rekube-controllers -p rekube-e2e --bin rekube-controllers --bin bench-scheduler
-    KUBECONFIG={{local_kubeconfig}} $CARGO_TARGET_DIR/release/bench-scheduler --nodes {{nodes}} --pods {{pods}} --kube-scheduler {{k8s_bin}}/kube-scheduler --rekube $CARGO_TARGET_DIR/release/rekube-controllers --kubeconfig {{local_kubeconfig}}
+    KUBECONFIG={{local_kubeconfig}} $CARGO_TARGET_DIR/release/bench-scheduler --nodes {{nodes}} --pods {{pods}} --kube-scheduler {{k8s_bin}}/kube-scheduler --kwok {{k8s_bin}}/kwok --kwok-config {{k8s_bin}}/kwok-stages.yaml --rekube $CARGO_TARGET_DIR/release/rekube-controllers --kubeconfig {{local_kubeconfig}} {{flags}}
 
 # Benchmark (as root): create+start+wait+delete of /bin/true by rekube's runtime, runc and crun on one busybox rootfs.
 bench-runtime iterations="200":

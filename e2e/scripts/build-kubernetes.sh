@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
 # Build the pinned Kubernetes control-plane binaries (kube-apiserver,
-# kube-controller-manager, kubectl; kube-scheduler on demand for the benchmark), etcd and helm from the Go module proxy and
-# cache them per version outside the repository. Rebuilds only what is missing.
+# kube-controller-manager, kubectl), etcd and helm from the Go module proxy and cache them
+# per version outside the repository. Rebuilds only what is missing. `bench-tools` builds
+# what only `just bench-scheduler` needs (kube-scheduler and kwok), kept out of `all` so
+# that bootstrap and CI do not pay for them.
 #
 #   REKUBE_CACHE   cache root (default ~/.cache/rekube)
 #   K8S_VERSION    Kubernetes version (default v1.36.3)
 #   ETCD_VERSION   etcd version (default v3.6.16)
 #   HELM_VERSION   helm version (default v3.21.4)
+#   KWOK_VERSION   kwok version (default v0.8.0)
 set -euo pipefail
 
 K8S_VERSION=${K8S_VERSION:-v1.36.3}
 ETCD_VERSION=${ETCD_VERSION:-v3.6.16}
 HELM_VERSION=${HELM_VERSION:-v3.21.4}
+KWOK_VERSION=${KWOK_VERSION:-v0.8.0}
 CACHE=${REKUBE_CACHE:-$HOME/.cache/rekube}
 BIN="$CACHE/bin/kubernetes-$K8S_VERSION"
 mkdir -p "$BIN"
@@ -82,14 +86,49 @@ build_helm() {
   phase "built helm $HELM_VERSION in $((SECONDS - t0))s"
 }
 
+# kwok simulates nodes and their pods for the scheduler benchmark. Its go.mod has no
+# replace lines, so a plain `go install` works; the version is in the binary's name so that
+# another KWOK_VERSION is built beside it rather than mistaken for it (`kwok` links to it).
+# The kwok binary has no built-in behaviour: kwokctl hands it Stages in a config file. Write
+# the same ones from the module's kustomize/stage (kwokctl's defaults: a node becomes Ready
+# once, pods bound to its nodes become Running, deleted pods go), less the periodic node
+# heartbeat, which only a node lifecycle controller would read: kwok-stages.yaml.
+build_kwok() {
+  local t0=$SECONDS work="$CACHE/src/kwok-$KWOK_VERSION"
+  mkdir -p "$work"
+  if [ -x "$BIN/kwok-$KWOK_VERSION" ]; then
+    phase "kwok $KWOK_VERSION cached"
+  else
+    GOBIN="$work" go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" \
+      2>"$work/go-install.log" || { cat "$work/go-install.log" >&2; return 1; }
+    mv "$work/kwok" "$BIN/kwok-$KWOK_VERSION"
+    phase "built kwok $KWOK_VERSION in $((SECONDS - t0))s"
+  fi
+  ln -sfn "kwok-$KWOK_VERSION" "$BIN/kwok"
+  local stages="$BIN/kwok-$KWOK_VERSION-stages.yaml"
+  if [ ! -s "$stages" ]; then
+    local dir f
+    dir=$(cd "$work" && go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p')
+    for f in node/fast/node-initialize pod/fast/pod-ready pod/fast/pod-complete pod/fast/pod-delete; do
+      echo "---"
+      cat "$dir/kustomize/stage/$f.yaml"
+    done >"$stages.tmp"
+    mv "$stages.tmp" "$stages"
+    phase "wrote $stages"
+  fi
+  ln -sfn "kwok-$KWOK_VERSION-stages.yaml" "$BIN/kwok-stages.yaml"
+}
+
 what=${1:-all}
 case $what in
   all) build_etcd; build_kubernetes; build_helm ;;
   etcd) build_etcd ;;
   kubernetes) build_kubernetes ;;
-  # Only the scheduler benchmark needs it (just bench-scheduler).
-  kube-scheduler) build_kubernetes kube-scheduler ;;
   helm) build_helm ;;
-  *) echo "usage: $0 [all|etcd|kubernetes|helm|kube-scheduler]" >&2; exit 2 ;;
+  # Only the scheduler benchmark needs these (just build-bench-tools, just bench-scheduler).
+  bench-tools) build_kubernetes kube-scheduler; build_kwok ;;
+  kube-scheduler) build_kubernetes kube-scheduler ;;
+  kwok) build_kwok ;;
+  *) echo "usage: $0 [all|etcd|kubernetes|helm|bench-tools|kube-scheduler|kwok]" >&2; exit 2 ;;
 esac
 echo "$BIN"

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
-use kube::api::{Api, PostParams};
-use rekube_crds::{Node, Pod};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use rekube_crds::{Node, Pod, ReplicaSet};
 use rekube_e2e::agent::AgentProcess;
 use rekube_e2e::controllers::ControllerProcess;
 use rekube_e2e::{TestNamespace, nodes, wait_until};
@@ -151,7 +151,8 @@ async fn the_scheduler_and_node_lifecycle_use_agent_nodes() {
         "--node-status-update-frequency",
         "1s",
     ];
-    let mut doomed = AgentProcess::start(&ns, "doomed", &fast);
+    // Hollow: the pod is not run for real, so killing the agent leaves nothing behind.
+    let mut doomed = AgentProcess::start(&ns, "doomed", &[&fast[..], &["--hollow"]].concat());
     let _c = ControllerProcess::start(
         &ns.name,
         &[
@@ -201,16 +202,161 @@ async fn the_scheduler_and_node_lifecycle_use_agent_nodes() {
     );
 
     doomed.kill();
+    // Evicted: deleted, and (the agent's finalizer being on it, as upstream's graceful
+    // deletion waits for the kubelet) terminating until the agent cleans it up.
     wait_until("the node unreachable and the pod evicted", T, || async {
         let n = nodes_api.get(&doomed.node_name).await.unwrap();
         let unreachable =
             nodes::taints_of(&n).contains(&"node.kubernetes.io/unreachable:NoExecute".to_string());
-        let gone = pods.get_opt("p").await.unwrap().is_none();
-        if unreachable && gone {
+        let evicted = pods
+            .get_opt("p")
+            .await
+            .unwrap()
+            .is_none_or(|p| p.metadata.deletion_timestamp.is_some());
+        if unreachable && evicted {
             Ok(())
         } else {
-            Err(format!("tainted {unreachable}, evicted {gone}"))
+            Err(format!("tainted {unreachable}, evicted {evicted}"))
         }
     })
+    .await;
+    // The agent is gone for good: release the pod so the namespace can go.
+    let _ = pods
+        .patch(
+            "p",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+        )
+        .await;
+}
+
+/// A hollow agent (`run --hollow`, upstream's kubemark) runs a ReplicaSet's pods without
+/// containers: the scheduler binds them to its node, and the agent reports each one
+/// Running and Ready with a pod IP, upstream's conditions, and running containers with
+/// rekube:// IDs. Its finalizer holds a deleted pod until the agent has cleaned it up, so
+/// scaling to zero removes the pods only through the agent.
+#[tokio::test]
+async fn a_hollow_agent_runs_a_replica_set() {
+    let ns = TestNamespace::new("agent-hollow").await;
+    let agent = AgentProcess::start(&ns, "hollow", &["--hollow"]);
+    let _c = ControllerProcess::start(&ns.name, &["--controllers", "scheduler,replicaset"]);
+    let nodes_api: Api<Node> = Api::all(ns.client.clone());
+    wait_until("the hollow node ready", T, || async {
+        let n = nodes_api
+            .get_opt(&agent.node_name)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or(agent.logs())?;
+        (condition(&n, "Ready").map(|c| c.0).as_deref() == Some("True"))
+            .then_some(())
+            .ok_or("not ready".to_string())
+    })
+    .await;
+    let rs_api: Api<ReplicaSet> = Api::namespaced(ns.client.clone(), &ns.name);
+    let rs: ReplicaSet = serde_json::from_value(json!({
+        "apiVersion": "rekube.io/v1", "kind": "ReplicaSet", "metadata": {"name": "web"},
+        "spec": {
+            "replicas": 3,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "c", "image": "busybox:1.36"}]}}
+        }
+    }))
+    .unwrap();
+    rs_api.create(&PostParams::default(), &rs).await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(ns.client.clone(), &ns.name);
+    let running = wait_until("3 pods running and ready on the hollow node", T, || async {
+        let list = pods
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        let ready: Vec<Pod> = list
+            .items
+            .into_iter()
+            .filter(|p| {
+                let st = p.status.clone().unwrap_or_default();
+                st.phase.as_deref() == Some("Running")
+                    && st
+                        .conditions
+                        .iter()
+                        .flatten()
+                        .any(|c| c.type_ == "Ready" && c.status == "True")
+            })
+            .collect();
+        if ready.len() == 3 {
+            Ok(ready)
+        } else {
+            Err(format!("{} ready\n{}", ready.len(), agent.logs()))
+        }
+    })
+    .await;
+    let mut ips = std::collections::BTreeSet::new();
+    for p in &running {
+        assert_eq!(
+            p.spec.as_ref().unwrap().node_name.as_deref(),
+            Some(agent.node_name.as_str())
+        );
+        assert!(
+            p.metadata
+                .finalizers
+                .iter()
+                .flatten()
+                .any(|f| f == "rekube.io/node-agent"),
+            "{:?}",
+            p.metadata.finalizers
+        );
+        let st = p.status.clone().unwrap();
+        let ip = st.pod_ip.clone().expect("a pod IP");
+        assert!(ip.parse::<std::net::IpAddr>().is_ok(), "{ip}");
+        ips.insert(ip);
+        assert!(st.host_ip.is_some());
+        assert!(st.start_time.is_some());
+        for t in ["PodScheduled", "Initialized", "ContainersReady", "Ready"] {
+            assert!(
+                st.conditions
+                    .iter()
+                    .flatten()
+                    .any(|c| c.type_ == t && c.status == "True"),
+                "{t}: {:?}",
+                st.conditions
+            );
+        }
+        let cs = &st.container_statuses.as_ref().unwrap()[0];
+        assert_eq!(cs.name, "c");
+        assert!(cs.ready && cs.started == Some(true));
+        assert!(cs.state.as_ref().unwrap().running.is_some(), "{cs:?}");
+        assert!(
+            cs.container_id
+                .as_deref()
+                .unwrap_or_default()
+                .starts_with("rekube://"),
+            "{cs:?}"
+        );
+    }
+    assert_eq!(ips.len(), 3, "distinct pod IPs: {ips:?}");
+
+    rs_api
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 0}})),
+        )
+        .await
+        .unwrap();
+    wait_until(
+        "the pods deleted through the agent's cleanup",
+        T,
+        || async {
+            let left = pods
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| e.to_string())?
+                .items
+                .len();
+            (left == 0)
+                .then_some(())
+                .ok_or(format!("{left} left\n{}", agent.logs()))
+        },
+    )
     .await;
 }

@@ -218,14 +218,22 @@ async fn a_burst_of_200_pods_never_overcommits_and_waits_for_room() {
         started.elapsed() < Duration::from_secs(30),
         "moved by the node event, not the 5 min flush"
     );
-    for p in e.pods.list(&ListParams::default()).await.unwrap().items {
-        assert_eq!(
-            pod_scheduled(&p).map(|c| c.0).as_deref(),
-            Some("True"),
-            "{}",
-            p.name_any()
-        );
-    }
+    // PodScheduled True follows each binding (its own request, queued behind the
+    // bindings at the client's rate limit).
+    wait_until("every pod PodScheduled True", T, || async {
+        let list = e.pods.list(&ListParams::default()).await.unwrap().items;
+        let not_yet: Vec<String> = list
+            .iter()
+            .filter(|p| pod_scheduled(p).map(|c| c.0).as_deref() != Some("True"))
+            .map(|p| p.name_any())
+            .collect();
+        if not_yet.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{not_yet:?}"))
+        }
+    })
+    .await;
 }
 
 /// Each filter keeps a pod off the nodes it rules out, and the message counts the reasons

@@ -1,6 +1,8 @@
 //! rekube-node-agent, rekube's kubelet. Today: the image service ([`image`]): pulls,
 //! a content-addressed store, layer unpacking, pull policy and backoff, import, and
-//! garbage collection. The runtime (sandbox, containers, probes, status) comes next.
+//! garbage collection. The agent ([`agent`]): node registration and heartbeats, and the
+//! pods bound to the node synced by [`agent::sync_pod`] (or [`agent::hollow`]) with the
+//! decisions of [`kubelet`].
 //! The container runtime ([`runtime`], Linux): pod sandboxes, containers (create, start,
 //! wait, stop, remove, exec), cgroups, overlayfs rootfs, CRI logs.
 

@@ -4,10 +4,15 @@
 //! - [`machine`]: what the machine is and has left (/proc, statvfs, os-release).
 //! - [`node_status`]: pure: the Node to register and the status to post.
 //! - [`heartbeat`]: registration, the Lease renewal, the status loop.
+//! - [`pod_workers`]: the pods bound to the node, one worker per pod driving a
+//!   [`pod_workers::PodSyncer`].
+//! - [`hollow`]: the hollow node's syncer (no containers; scale tests).
 //! - [`options`]: `rekube-node-agent run` flags; [`run`]: wiring.
 pub mod heartbeat;
+pub mod hollow;
 pub mod machine;
 pub mod node_status;
 pub mod options;
 pub mod pod_workers;
 pub mod run;
+pub mod sync_pod;

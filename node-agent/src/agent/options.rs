@@ -52,6 +52,19 @@ pub struct AgentOptions {
     /// Hard eviction thresholds (upstream defaults).
     #[arg(long, default_value = "memory.available<100Mi,nodefs.available<10%")]
     pub eviction_hard: String,
+    /// Namespace files and per-pod files (hostname, hosts, resolv.conf, /dev/shm).
+    #[arg(long, default_value = "/run/rekube")]
+    pub run_dir: PathBuf,
+    /// The cgroup the pod cgroups are made under (kubelet's `kubepods`).
+    #[arg(long, default_value = "rekube")]
+    pub cgroup_parent: String,
+    /// Where containers' CRI log files go: `<dir>/<namespace>_<pod>_<uid>/<container>/<n>.log`.
+    #[arg(long, default_value = "/var/log/pods")]
+    pub pod_log_dir: PathBuf,
+    /// Run no containers: a hollow node (kubemark) that reports every pod's sandbox ready
+    /// and its containers running, for scale tests.
+    #[arg(long)]
+    pub hollow: bool,
 }
 
 /// A CPU amount in millicores: "2", "0.5", "250m".

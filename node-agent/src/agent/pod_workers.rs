@@ -30,7 +30,7 @@ pub enum SyncOutcome {
     Terminal,
 }
 
-type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// The three phases of a pod's life on the node (upstream podSyncer).
 pub trait PodSyncer: Send + Sync + 'static {
@@ -110,6 +110,14 @@ impl<S: PodSyncer> PodWorkers<S> {
             .get(&pod.uid().unwrap_or_default())
         {
             slot.send_replace(None);
+        }
+    }
+
+    /// Wakes the pod's worker to sync its latest object now (upstream: the PLEG event
+    /// of a container that exited); no-op for a pod without a worker.
+    pub fn resync(&self, uid: &str) {
+        if let Some(slot) = self.workers.lock().unwrap().get(uid) {
+            slot.send_modify(|_| {});
         }
     }
 
@@ -321,6 +329,19 @@ mod tests {
             ]
         );
         assert!(w.is_empty());
+    }
+
+    #[tokio::test]
+    async fn resync_wakes_the_worker_before_its_requeue() {
+        let r = Arc::new(Recorder::default());
+        let w = PodWorkers::new(Arc::clone(&r), Duration::from_secs(3600));
+        w.update_pod(pod("a", false));
+        settle().await;
+        // The first sync asked for an hour; a poke syncs now.
+        w.resync("u1");
+        w.resync("unknown");
+        settle().await;
+        assert_eq!(*r.calls.lock().unwrap(), vec!["sync a", "sync a"]);
     }
 
     #[test]

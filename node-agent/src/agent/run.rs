@@ -1,12 +1,26 @@
 //! `rekube-node-agent run`: register the Node, then keep its Lease and status fresh until
-//! SIGTERM/SIGINT. Pod sync joins here as it lands.
+//! SIGTERM/SIGINT, while the pods bound to the node are synced: by the real runtime
+//! ([`super::sync_pod::RealSyncer`]), or with `--hollow` by the simulated one
+//! ([`super::hollow::HollowSyncer`]).
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::heartbeat::{self, HeartbeatConfig, StatusSource};
+use super::hollow::HollowSyncer;
 use super::machine;
 use super::node_status::{self, Readiness, Usage};
 use super::options::{self, AgentOptions};
+use super::pod_workers::{PodWorkers, watch_pods};
+use super::sync_pod::RealSyncer;
+use crate::image::Store;
+use crate::image::manager::{ImageManager, RealClock};
+use crate::image::store::StoreError;
+use crate::runtime::cgroups::CgroupError;
+use crate::runtime::{Runtime, RuntimeConfig};
+
+/// How often a pod is synced when nothing else asks for it (upstream
+/// --sync-frequency's default).
+const POD_RESYNC_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -16,6 +30,10 @@ pub enum Error {
     Machine(#[from] machine::Error),
     #[error(transparent)]
     Heartbeat(#[from] heartbeat::Error),
+    #[error("starting the container runtime: {0}")]
+    Runtime(#[from] CgroupError),
+    #[error("opening the image store: {0}")]
+    Images(#[from] StoreError),
     #[error("connecting to the apiserver: {0}")]
     Client(#[from] kube::Error),
     #[error("creating {path}: {source}")]
@@ -66,6 +84,7 @@ pub async fn run(opts: AgentOptions) -> Result<(), Error> {
         source,
     })?;
     let machine = machine::read_machine_info(&name, &opts.root_dir, &opts.node_ip)?;
+    let host_ips = machine.internal_ips.clone();
     let client = kube::Client::try_default().await?;
     let node = heartbeat::register_node(
         &client,
@@ -99,8 +118,47 @@ pub async fn run(opts: AgentOptions) -> Result<(), Error> {
         config,
         stop.clone(),
     ));
-    tracing::info!(node = %name, "node agent running");
+    let pods = if opts.hollow {
+        // The hollow node: pods are synced against the simulated runtime.
+        let syncer = Arc::new(HollowSyncer::new(
+            client.clone(),
+            node.spec.as_ref().and_then(|s| s.pod_cidr.clone()),
+            host_ips,
+        ));
+        let workers = PodWorkers::new(syncer, POD_RESYNC_INTERVAL);
+        let (client, name) = (client.clone(), name.clone());
+        tokio::spawn(async move { watch_pods(client, &name, workers).await })
+    } else {
+        let runtime = Runtime::new(RuntimeConfig {
+            state_dir: opts.root_dir.join("containers"),
+            run_dir: opts.run_dir.clone(),
+            cgroup_parent: opts.cgroup_parent.clone(),
+        })?;
+        let images = ImageManager::new(
+            Store::open(opts.root_dir.join("images"))?,
+            Arc::new(RealClock),
+        );
+        let syncer = Arc::new(RealSyncer::new(
+            client.clone(),
+            runtime,
+            images,
+            host_ips,
+            opts.pod_log_dir.clone(),
+        ));
+        let workers = PodWorkers::new(Arc::clone(&syncer), POD_RESYNC_INTERVAL);
+        // A container's exit syncs its pod (upstream: the PLEG event).
+        let weak = Arc::downgrade(&workers);
+        syncer.set_resync(Arc::new(move |uid: &str| {
+            if let Some(w) = weak.upgrade() {
+                w.resync(uid)
+            }
+        }));
+        let (client, name) = (client.clone(), name.clone());
+        tokio::spawn(async move { watch_pods(client, &name, workers).await })
+    };
+    tracing::info!(node = %name, hollow = opts.hollow, "node agent running");
     shutdown_signal().await;
+    pods.abort();
     let _ = stop_tx.send(true);
     let _ = tokio::join!(lease, status);
     tracing::info!(node = %name, "node agent stopped");

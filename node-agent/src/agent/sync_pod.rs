@@ -1,0 +1,761 @@
+//! The real pod sync: [`RealSyncer`], upstream's kubelet.go `SyncPod`,
+//! `SyncTerminatingPod` and `SyncTerminatedPod` with kuberuntime/kuberuntime_manager.go
+//! `SyncPod` in the seed's order (compute the changes with
+//! [`compute_pod_actions`]; kill the sandbox if needed; kill the containers that should
+//! not run; create the sandbox; ephemeral containers (not yet); init containers;
+//! normal containers), driving [`crate::runtime`] directly, and writing the status as
+//! status/status_manager.go does (only when it changed). Each started container has an
+//! exit watcher (upstream's PLEG) that records its exit and pokes the pod's worker.
+//!
+//! The container configuration is pure: [`container_spec`] (kuberuntime_container.go
+//! `generateContainerConfig`, kuberuntime_container_linux.go
+//! `generateLinuxContainerConfig`, containerd's CRI image defaults).
+//!
+//! Not yet: probes and PostStart, httpGet PreStop, ephemeral containers, ConfigMap and
+//! Secret env sources (they resolve as missing), imagePullSecrets, events, pod networking
+//! beyond loopback (no pod IP), and adopting containers after an agent restart.
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use k8s_openapi::api::core::v1::Container;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use rekube_crds::Pod;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use kube::api::Api;
+use kube::{Client, ResourceExt};
+
+use super::hollow::{Error as HollowError, add_finalizer, remove_finalizer, write_status};
+use super::pod_workers::{BoxFuture, PodSyncer, SyncOutcome};
+use crate::image::manager::ImageManager;
+use crate::image::policy::PullPolicy;
+use crate::image::spec::ContainerConfig;
+use crate::kubelet::backoff::{Backoff, REASON_CRASH_LOOP_BACK_OFF, do_back_off};
+use crate::kubelet::env::{EnvSources, make_environment_variables};
+use crate::kubelet::pod_actions::{compute_pod_actions, is_restartable_init_container};
+use crate::kubelet::prober::ProbeResults;
+use crate::kubelet::quantity::amount;
+use crate::kubelet::runtime_status::{
+    ContainerRuntimeStatus, ContainerState, PodRuntimeStatus, SandboxState, SandboxStatus,
+    hash_container,
+};
+use crate::kubelet::status_generate::{PodStatusInputs, WaitingReason, generate_api_pod_status};
+use crate::runtime::cgroups::Resources;
+use crate::runtime::spec::{
+    ContainerSpec, LogConfig, RootfsSource, SpecError, UserDb, combine_command,
+    expand_command_and_args, merge_env, parse_stop_signal, resolve_user, working_dir,
+};
+use crate::runtime::{Container as RtContainer, Runtime, Sandbox, SandboxConfig};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("container {container} of pod {pod}: {source}")]
+    Spec {
+        pod: String,
+        container: String,
+        source: SpecError,
+    },
+}
+
+/// What [`container_spec`] needs besides the pod and the container.
+pub struct ContainerInputs<'a> {
+    /// The image's config (`None`: an image without one).
+    pub image: Option<&'a ContainerConfig>,
+    /// The image's layers as overlayfs lower directories, top first
+    /// ([`crate::image::Store::lower_dirs`]).
+    pub lower_dirs: Vec<PathBuf>,
+    /// The container's environment, resolved
+    /// ([`crate::kubelet::env::make_environment_variables`]).
+    pub env: &'a [(String, String)],
+    /// The image's users and groups (from its layers' /etc/passwd and /etc/group).
+    pub users: &'a UserDb,
+    /// The CRI log file (`<pod log dir>/<container>/<restart>.log`).
+    pub log_path: PathBuf,
+}
+
+/// The pod's hostname: spec.hostname, else the pod name, at most 63 characters
+/// (kubelet_pods.go `GeneratePodHostNameAndDomain`).
+pub fn pod_hostname(pod: &Pod) -> String {
+    let name = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.hostname.clone())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| pod.metadata.name.clone().unwrap_or_default());
+    name.chars()
+        .take(63)
+        .collect::<String>()
+        .trim_end_matches(['-', '.'])
+        .to_string()
+}
+
+/// The container's cgroup limits from its requests and limits (cpu shares from the
+/// request, quota from the limit, the memory limit).
+pub fn container_resources(container: &Container) -> Resources {
+    let res = container.resources.as_ref();
+    fn get<'a>(m: Option<&'a BTreeMap<String, Quantity>>, k: &str) -> Option<&'a Quantity> {
+        m.and_then(|m| m.get(k))
+    }
+    let requests = res.and_then(|r| r.requests.as_ref());
+    let limits = res.and_then(|r| r.limits.as_ref());
+    let cpu_limit = get(limits, "cpu").map(|q| amount(q).milli_value());
+    let cpu_request = get(requests, "cpu").map(|q| amount(q).milli_value());
+    let memory_limit = get(limits, "memory").map(|q| amount(q).value());
+    Resources::from_requests_limits(cpu_request, cpu_limit, memory_limit)
+}
+
+/// upstream `generateContainerConfig`: the command (image ENTRYPOINT/CMD combined with
+/// command/args, `$(VAR)` expanded), the environment over the image's, the working
+/// directory, the user (runAsUser/runAsGroup/supplementalGroups over the image's USER),
+/// the stop signal, the overlay rootfs, the cgroup limits and the log. The sandbox's
+/// namespaces and /etc files are added by [`crate::runtime::Sandbox::apply_to`].
+pub fn container_spec(
+    pod: &Pod,
+    container: &Container,
+    inputs: &ContainerInputs<'_>,
+) -> Result<ContainerSpec, Error> {
+    let err = |source| Error::Spec {
+        pod: format!(
+            "{}/{}",
+            pod.metadata.namespace.as_deref().unwrap_or_default(),
+            pod.metadata.name.as_deref().unwrap_or_default()
+        ),
+        container: container.name.clone(),
+        source,
+    };
+    let image = inputs.image.cloned().unwrap_or_default();
+    let (command, args) = expand_command_and_args(
+        container.command.as_deref().unwrap_or_default(),
+        container.args.as_deref().unwrap_or_default(),
+        inputs.env,
+    );
+    let argv = combine_command(
+        &container.name,
+        image.entrypoint.as_deref().unwrap_or_default(),
+        image.cmd.as_deref().unwrap_or_default(),
+        &command,
+        &args,
+    )
+    .map_err(err)?;
+    let mut spec = ContainerSpec::new(
+        &container.name,
+        RootfsSource::Layers(inputs.lower_dirs.clone()),
+        argv,
+    );
+    let hostname = pod_hostname(pod);
+    spec.env = merge_env(
+        &hostname,
+        image.env.as_deref().unwrap_or_default(),
+        inputs.env,
+    );
+    spec.cwd = working_dir(
+        container.working_dir.as_deref(),
+        image.working_dir.as_deref(),
+    );
+    let pod_sc = pod.spec.as_ref().and_then(|s| s.security_context.as_ref());
+    let sc = container.security_context.as_ref();
+    let run_as_user = sc
+        .and_then(|s| s.run_as_user)
+        .or(pod_sc.and_then(|s| s.run_as_user));
+    let run_as_group = sc
+        .and_then(|s| s.run_as_group)
+        .or(pod_sc.and_then(|s| s.run_as_group));
+    let supplemental = pod_sc
+        .and_then(|s| s.supplemental_groups.clone())
+        .unwrap_or_default();
+    spec.user = resolve_user(
+        image.user.as_deref().unwrap_or_default(),
+        run_as_user,
+        run_as_group,
+        &supplemental,
+        inputs.users,
+    )
+    .map_err(err)?;
+    if let Some(sig) = image.stop_signal.as_deref().and_then(parse_stop_signal) {
+        spec.stop_signal = sig;
+    }
+    if sc.and_then(|s| s.privileged).unwrap_or(false) {
+        spec.set_privileged();
+    }
+    if let Some(caps) = sc.and_then(|s| s.capabilities.as_ref()) {
+        spec.apply_capability_changes(
+            caps.add.as_deref().unwrap_or_default(),
+            caps.drop.as_deref().unwrap_or_default(),
+        );
+    }
+    spec.readonly_rootfs = sc
+        .and_then(|s| s.read_only_root_filesystem)
+        .unwrap_or(false);
+    spec.resources = container_resources(container);
+    spec.hostname = Some(hostname);
+    spec.log = Some(LogConfig::new(inputs.log_path.clone()));
+    Ok(spec)
+}
+
+/// How often a pod with nothing pending is synced again.
+const RESYNC: Duration = Duration::from_secs(10);
+
+/// The waiting reason of a container whose config could not be made.
+const CREATE_CONTAINER_CONFIG_ERROR: &str = "CreateContainerConfigError";
+const CREATE_CONTAINER_ERROR: &str = "CreateContainerError";
+const RUN_CONTAINER_ERROR: &str = "RunContainerError";
+
+/// One pod's runtime objects and the runtime's view of them.
+#[derive(Default)]
+struct PodState {
+    sandbox: Option<Sandbox>,
+    /// Every container instance created, by ID.
+    containers: HashMap<String, RtContainer>,
+    /// Shared with the exit watchers.
+    status: Arc<Mutex<PodRuntimeStatus>>,
+    waiting: BTreeMap<String, WaitingReason>,
+    backoff: Option<Backoff>,
+}
+
+type Poke = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// The real syncer: pods as containers of [`crate::runtime`]; see the module docs.
+pub struct RealSyncer {
+    client: Client,
+    runtime: Runtime,
+    images: ImageManager,
+    host_ips: Vec<String>,
+    log_dir: PathBuf,
+    pods: Mutex<HashMap<String, Arc<tokio::sync::Mutex<PodState>>>>,
+    poke: Mutex<Option<Poke>>,
+}
+
+fn to_timestamp(t: std::time::SystemTime) -> Timestamp {
+    Timestamp::try_from(t).unwrap_or_else(|_| Timestamp::now())
+}
+
+fn waiting(reason: &str, message: impl Into<String>) -> WaitingReason {
+    WaitingReason {
+        reason: reason.to_string(),
+        message: message.into(),
+    }
+}
+
+impl RealSyncer {
+    pub fn new(
+        client: Client,
+        runtime: Runtime,
+        images: ImageManager,
+        host_ips: Vec<String>,
+        log_dir: PathBuf,
+    ) -> Self {
+        RealSyncer {
+            client,
+            runtime,
+            images,
+            host_ips,
+            log_dir,
+            pods: Mutex::new(HashMap::new()),
+            poke: Mutex::new(None),
+        }
+    }
+
+    /// What to call when a container exits (upstream: the PLEG event that syncs the pod):
+    /// typically [`PodWorkers::resync`](super::pod_workers::PodWorkers::resync).
+    pub fn set_resync(&self, poke: Poke) {
+        *self.poke.lock().unwrap() = Some(poke);
+    }
+
+    fn api(&self, pod: &Pod) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default())
+    }
+
+    fn state(&self, pod: &Pod) -> Arc<tokio::sync::Mutex<PodState>> {
+        let uid = pod.uid().unwrap_or_default();
+        Arc::clone(
+            self.pods
+                .lock()
+                .unwrap()
+                .entry(uid.clone())
+                .or_insert_with(|| {
+                    let state = PodState {
+                        backoff: Some(Backoff::crash_loop()),
+                        ..Default::default()
+                    };
+                    *state.status.lock().unwrap() = PodRuntimeStatus {
+                        uid,
+                        name: pod.name_any(),
+                        namespace: pod.namespace().unwrap_or_default(),
+                        ..Default::default()
+                    };
+                    Arc::new(tokio::sync::Mutex::new(state))
+                }),
+        )
+    }
+
+    /// upstream killContainer: PreStop (exec) within the grace period, then the stop
+    /// signal and SIGKILL after what is left of it.
+    async fn kill_container(&self, pod: &Pod, c: &RtContainer, grace: Duration) {
+        let started = std::time::Instant::now();
+        let pre_stop = pod
+            .spec
+            .as_ref()
+            .and_then(|s| {
+                s.containers
+                    .iter()
+                    .chain(s.init_containers.iter().flatten())
+                    .find(|k| k.name == c.name())
+            })
+            .and_then(|k| {
+                k.lifecycle
+                    .as_ref()?
+                    .pre_stop
+                    .as_ref()?
+                    .exec
+                    .as_ref()?
+                    .command
+                    .clone()
+            });
+        if let Some(argv) = pre_stop.filter(|_| !grace.is_zero() && c.exit().is_none())
+            && let Err(e) = self.runtime.exec_in(c, &argv, grace).await
+        {
+            tracing::warn!(container = c.name(), error = %e, "PreStop hook");
+        }
+        let left = grace.saturating_sub(started.elapsed());
+        if let Err(e) = self.runtime.stop_container(c, left).await {
+            tracing::warn!(container = c.name(), error = %e, "stopping container");
+        }
+    }
+
+    /// Starts one container (kuberuntime_container.go `startContainer`): backoff, image,
+    /// config, create, start, then an exit watcher. Err: the waiting reason.
+    async fn start_container(
+        &self,
+        pod: &Pod,
+        container: &Container,
+        st: &mut PodState,
+    ) -> Result<(), WaitingReason> {
+        let now = Timestamp::now();
+        let snapshot = st.status.lock().unwrap().clone();
+        if let Some(b) = st
+            .backoff
+            .as_mut()
+            .and_then(|b| do_back_off(pod, container, &snapshot, b, now))
+        {
+            return Err(waiting(REASON_CRASH_LOOP_BACK_OFF, b.message));
+        }
+        let image = container.image.clone().unwrap_or_default();
+        let policy = container
+            .image_pull_policy
+            .as_deref()
+            .and_then(|p| p.parse::<PullPolicy>().ok())
+            .unwrap_or(PullPolicy::IfNotPresent);
+        let uid = pod.uid().unwrap_or_default();
+        let ensured = self
+            .images
+            .ensure_image_exists(&uid, &image, policy, &[])
+            .await
+            .map_err(|e| waiting(e.reason.as_str(), e.message))?;
+        let lower_dirs = self.images.store().lower_dirs(&ensured.image);
+        let users = UserDb::from_layers(&lower_dirs).unwrap_or_default();
+        let empty = BTreeMap::new();
+        let pod_ips: Vec<String> = st
+            .sandbox
+            .as_ref()
+            .map(|s| s.ips.iter().map(|ip| ip.to_string()).collect())
+            .unwrap_or_default();
+        let env = make_environment_variables(
+            pod,
+            container,
+            &EnvSources {
+                config_maps: &BTreeMap::new(),
+                secrets: &BTreeMap::new(),
+                service_env: &BTreeMap::new(),
+                pod_ips: &pod_ips,
+                host_ips: &self.host_ips,
+                node_allocatable: &empty,
+            },
+        )
+        .map_err(|e| waiting(CREATE_CONTAINER_CONFIG_ERROR, e.to_string()))?;
+        let restart_count = snapshot
+            .find_container_status_by_name(&container.name)
+            .map_or(0, |s| s.restart_count + 1);
+        let log_path = self
+            .log_dir
+            .join(format!(
+                "{}_{}_{}",
+                pod.namespace().unwrap_or_default(),
+                pod.name_any(),
+                uid
+            ))
+            .join(&container.name)
+            .join(format!("{restart_count}.log"));
+        let mut spec = container_spec(
+            pod,
+            container,
+            &ContainerInputs {
+                image: ensured.image.config.config.as_ref(),
+                lower_dirs,
+                env: &env,
+                users: &users,
+                log_path,
+            },
+        )
+        .map_err(|e| waiting(CREATE_CONTAINER_CONFIG_ERROR, e.to_string()))?;
+        let Some(sandbox) = st.sandbox.as_ref() else {
+            return Err(waiting(CREATE_CONTAINER_ERROR, "no sandbox"));
+        };
+        sandbox.apply_to(&mut spec);
+        let sandbox_id = snapshot
+            .active_sandbox()
+            .map(|s| s.id.clone())
+            .unwrap_or_default();
+        let created = self
+            .runtime
+            .create_container(&spec)
+            .await
+            .map_err(|e| waiting(CREATE_CONTAINER_ERROR, e.to_string()))?;
+        let started = self.runtime.start_container(&created).await;
+        let id = created.id().to_string();
+        st.status
+            .lock()
+            .unwrap()
+            .containers
+            .push(ContainerRuntimeStatus {
+                id: id.clone(),
+                name: container.name.clone(),
+                sandbox_id,
+                state: ContainerState::Running,
+                created_at: to_timestamp(created.created_at()),
+                started_at: Some(created.started_at().map_or(now, to_timestamp)),
+                finished_at: None,
+                exit_code: 0,
+                reason: None,
+                message: None,
+                image: image.clone(),
+                image_id: ensured.image.id.to_string(),
+                image_ref: ensured.image_ref.clone(),
+                restart_count,
+                hash: hash_container(container),
+            });
+        st.containers.insert(id.clone(), created.clone());
+        // The exit watcher (upstream PLEG): record the exit, then sync the pod.
+        let (runtime, status, poke) = (
+            self.runtime.clone(),
+            Arc::clone(&st.status),
+            self.poke.lock().unwrap().clone(),
+        );
+        tokio::spawn(async move {
+            let exit = runtime.wait_container(&created).await;
+            if let Some(c) = status
+                .lock()
+                .unwrap()
+                .containers
+                .iter_mut()
+                .find(|c| c.id == id)
+            {
+                c.state = ContainerState::Exited;
+                c.exit_code = exit.exit_code;
+                c.reason = Some(exit.reason().to_string());
+                c.finished_at = Some(to_timestamp(exit.finished_at));
+            }
+            if let Some(poke) = poke {
+                poke(&uid);
+            }
+        });
+        started.map_err(|e| waiting(RUN_CONTAINER_ERROR, e.to_string()))
+    }
+
+    /// kuberuntime_manager.go `SyncPod`, in the seed's order, then the status.
+    async fn sync(&self, pod: &Pod) -> Result<SyncOutcome, HollowError> {
+        let pod = add_finalizer(&self.api(pod), pod).await?;
+        let state = self.state(&pod);
+        let mut st = state.lock().await;
+        let st = &mut *st;
+        // 1. Compute sandbox and container changes.
+        let snapshot = st.status.lock().unwrap().clone();
+        let actions = compute_pod_actions(&pod, &snapshot, &ProbeResults::default());
+        let grace = super::pod_workers::termination_grace(&pod);
+        if actions.kill_pod {
+            // 2. Kill the sandbox (every container, then the sandbox).
+            let all: Vec<RtContainer> = st.containers.values().cloned().collect();
+            for c in &all {
+                self.kill_container(&pod, c, grace).await;
+            }
+            if let Some(mut sb) = st.sandbox.take()
+                && let Err(e) = self.runtime.remove_sandbox(&mut sb).await
+            {
+                tracing::warn!(pod = %pod.name_any(), error = %e, "removing sandbox");
+            }
+            for s in &mut st.status.lock().unwrap().sandboxes {
+                s.state = SandboxState::NotReady;
+            }
+        } else {
+            // 3. Kill containers that should not run.
+            for id in actions.containers_to_kill.keys() {
+                if let Some(c) = st.containers.get(id).cloned() {
+                    self.kill_container(&pod, &c, grace).await;
+                }
+            }
+        }
+        // 4. Create the sandbox.
+        if actions.create_sandbox {
+            let spec = pod.spec.clone().unwrap_or_default();
+            let mut config = SandboxConfig::new(
+                pod.uid().unwrap_or_default(),
+                pod.name_any(),
+                pod.namespace().unwrap_or_default(),
+            );
+            config.hostname = pod_hostname(&pod);
+            config.host_network = spec.host_network.unwrap_or(false);
+            config.host_pid = spec.host_pid.unwrap_or(false);
+            config.host_ipc = spec.host_ipc.unwrap_or(false);
+            config.share_process_namespace = spec.share_process_namespace.unwrap_or(false);
+            match self.runtime.create_sandbox(&config).await {
+                Ok(sb) => {
+                    st.status.lock().unwrap().sandboxes.push(SandboxStatus {
+                        id: format!("{}-{}", pod.uid().unwrap_or_default(), actions.attempt),
+                        state: SandboxState::Ready,
+                        attempt: actions.attempt,
+                        created_at: Timestamp::now(),
+                        host_network: config.host_network,
+                        network_namespace_path: sb.netns.clone(),
+                        ips: None,
+                    });
+                    st.sandbox = Some(sb);
+                }
+                Err(e) => {
+                    tracing::warn!(pod = %pod.name_any(), error = %e, "creating sandbox");
+                }
+            }
+        }
+        // 5. Ephemeral containers: not supported yet.
+        // 6. Init containers, in order; a regular one that fails to start ends the step.
+        let spec = pod.spec.clone().unwrap_or_default();
+        let inits = spec.init_containers.clone().unwrap_or_default();
+        let mut requeue = RESYNC;
+        if st.sandbox.is_some() {
+            for i in &actions.init_containers_to_start {
+                let Some(c) = inits.get(*i) else { continue };
+                match self.start_container(&pod, c, st).await {
+                    Ok(()) => {
+                        st.waiting.remove(&c.name);
+                    }
+                    Err(w) => {
+                        requeue = Duration::from_secs(1);
+                        st.waiting.insert(c.name.clone(), w);
+                        if !is_restartable_init_container(c) {
+                            break;
+                        }
+                    }
+                }
+            }
+            // 7. Normal containers.
+            for i in &actions.containers_to_start {
+                let Some(c) = spec.containers.get(*i) else {
+                    continue;
+                };
+                match self.start_container(&pod, c, st).await {
+                    Ok(()) => {
+                        st.waiting.remove(&c.name);
+                    }
+                    Err(w) => {
+                        requeue = Duration::from_secs(1);
+                        st.waiting.insert(c.name.clone(), w);
+                    }
+                }
+            }
+        }
+        // The status, written when it changed.
+        let runtime = st.status.lock().unwrap().clone();
+        let status = write_status(&self.api(&pod), &pod, |p| {
+            generate_api_pod_status(
+                p,
+                &PodStatusInputs {
+                    runtime: &runtime,
+                    probe_results: &ProbeResults::default(),
+                    waiting_reasons: &st.waiting,
+                    host_ips: &self.host_ips,
+                    pod_is_terminal: false,
+                    now: Timestamp::now(),
+                },
+            )
+        })
+        .await?;
+        Ok(match status.phase.as_deref() {
+            Some("Succeeded" | "Failed") => SyncOutcome::Terminal,
+            _ => SyncOutcome::RequeueAfter(requeue),
+        })
+    }
+
+    /// kubelet.go `SyncTerminatedPod`: every container and the sandbox removed, then the
+    /// finalizer.
+    async fn cleanup(&self, pod: &Pod) {
+        let uid = pod.uid().unwrap_or_default();
+        let state = self.pods.lock().unwrap().remove(&uid);
+        if let Some(state) = state {
+            let mut st = state.lock().await;
+            for c in st.containers.values() {
+                if let Err(e) = self.runtime.remove_container(c).await {
+                    tracing::warn!(pod = %pod.name_any(), error = %e, "removing container");
+                }
+            }
+            st.containers.clear();
+            if let Some(mut sb) = st.sandbox.take()
+                && let Err(e) = self.runtime.remove_sandbox(&mut sb).await
+            {
+                tracing::warn!(pod = %pod.name_any(), error = %e, "removing sandbox");
+            }
+        }
+        if pod.metadata.deletion_timestamp.is_some()
+            && let Err(e) = remove_finalizer(&self.api(pod), pod).await
+        {
+            tracing::warn!(error = %e, "releasing the pod");
+        }
+    }
+}
+
+impl PodSyncer for RealSyncer {
+    fn sync_pod<'a>(&'a self, pod: &'a Pod) -> BoxFuture<'a, SyncOutcome> {
+        Box::pin(async move {
+            self.sync(pod).await.unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "syncing pod");
+                SyncOutcome::RequeueAfter(Duration::from_secs(1))
+            })
+        })
+    }
+
+    /// kubelet.go `SyncTerminatingPod`: every running container stopped within `grace`.
+    fn sync_terminating_pod<'a>(&'a self, pod: &'a Pod, grace: Duration) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let state = self
+                .pods
+                .lock()
+                .unwrap()
+                .get(&pod.uid().unwrap_or_default())
+                .cloned();
+            let Some(state) = state else { return };
+            let st = state.lock().await;
+            let running: Vec<RtContainer> = st
+                .containers
+                .values()
+                .filter(|c| c.exit().is_none())
+                .cloned()
+                .collect();
+            drop(st);
+            futures_util::future::join_all(
+                running.iter().map(|c| self.kill_container(pod, c, grace)),
+            )
+            .await;
+        })
+    }
+
+    fn sync_terminated_pod<'a>(&'a self, pod: &'a Pod) -> BoxFuture<'a, ()> {
+        Box::pin(self.cleanup(pod))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod(container: serde_json::Value, extra_spec: serde_json::Value) -> (Pod, Container) {
+        let mut spec = json!({"containers": [container]});
+        spec.as_object_mut()
+            .unwrap()
+            .extend(extra_spec.as_object().unwrap().clone());
+        let p: Pod = serde_json::from_value(json!({
+            "apiVersion": "rekube.io/v1", "kind": "Pod",
+            "metadata": {"name": "web-0", "namespace": "ns", "uid": "u"},
+            "spec": spec,
+        }))
+        .unwrap();
+        let c = p.spec.as_ref().unwrap().containers[0].clone();
+        (p, c)
+    }
+
+    fn image() -> ContainerConfig {
+        serde_json::from_value(json!({
+            "Entrypoint": ["/bin/sh", "-c"], "Cmd": ["echo image"],
+            "Env": ["PATH=/usr/bin:/bin", "A=image"], "WorkingDir": "/srv",
+            "User": "1000", "StopSignal": "SIGQUIT"
+        }))
+        .unwrap()
+    }
+
+    fn inputs<'a>(
+        image: Option<&'a ContainerConfig>,
+        env: &'a [(String, String)],
+        users: &'a UserDb,
+    ) -> ContainerInputs<'a> {
+        ContainerInputs {
+            image,
+            lower_dirs: vec!["/l/top".into(), "/l/bottom".into()],
+            env,
+            users,
+            log_path: "/logs/c/0.log".into(),
+        }
+    }
+
+    #[test]
+    fn the_image_fills_in_what_the_container_leaves_out() {
+        let (p, c) = pod(json!({"name": "c", "image": "busybox"}), json!({}));
+        let img = image();
+        let users = UserDb::default();
+        let s = container_spec(&p, &c, &inputs(Some(&img), &[], &users)).unwrap();
+        assert_eq!(s.args, ["/bin/sh", "-c", "echo image"]);
+        assert_eq!(s.cwd, PathBuf::from("/srv"));
+        assert_eq!(s.user.uid, 1000);
+        assert_eq!(s.stop_signal, nix::sys::signal::Signal::SIGQUIT);
+        assert!(s.env.contains(&"A=image".to_string()));
+        assert!(s.env.contains(&"HOSTNAME=web-0".to_string()));
+        assert_eq!(s.hostname.as_deref(), Some("web-0"));
+        assert_eq!(
+            s.rootfs,
+            RootfsSource::Layers(vec!["/l/top".into(), "/l/bottom".into()])
+        );
+        assert_eq!(s.log.unwrap().path, PathBuf::from("/logs/c/0.log"));
+    }
+
+    #[test]
+    fn the_container_overrides_the_image() {
+        let (p, c) = pod(
+            json!({"name": "c", "image": "busybox",
+                "command": ["sh", "-c"], "args": ["echo $(A)"], "workingDir": "/w",
+                "securityContext": {"runAsUser": 0},
+                "resources": {"limits": {"cpu": "500m", "memory": "64Mi"}}}),
+            json!({"hostname": "h"}),
+        );
+        let img = image();
+        let env = [("A".to_string(), "container".to_string())];
+        let users = UserDb::default();
+        let s = container_spec(&p, &c, &inputs(Some(&img), &env, &users)).unwrap();
+        assert_eq!(s.args, ["sh", "-c", "echo container"]);
+        assert_eq!(s.cwd, PathBuf::from("/w"));
+        assert_eq!(s.user.uid, 0);
+        assert!(s.env.contains(&"A=container".to_string()));
+        assert_eq!(s.hostname.as_deref(), Some("h"));
+        assert_eq!(
+            s.resources,
+            Resources::from_requests_limits(Some(500), Some(500), Some(64 << 20))
+        );
+    }
+
+    #[test]
+    fn no_command_anywhere_is_a_config_error() {
+        let (p, c) = pod(json!({"name": "c", "image": "scratch"}), json!({}));
+        let users = UserDb::default();
+        let e = container_spec(&p, &c, &inputs(None, &[], &users)).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "container c of pod ns/web-0: no command specified for container c"
+        );
+    }
+
+    #[test]
+    fn hostnames_are_cut_to_63_characters() {
+        let (mut p, _) = pod(json!({"name": "c"}), json!({}));
+        p.metadata.name = Some(format!("{}-x", "a".repeat(62)));
+        assert_eq!(pod_hostname(&p), "a".repeat(62));
+    }
+}

@@ -1,0 +1,220 @@
+//! The real pod sync (`agent::sync_pod::RealSyncer`) as root against the real apiserver:
+//! pods bound to a test node name are run by PodWorkers + RealSyncer in this process, with
+//! their image pulled from a docker-registry on loopback (the harness in `support/`).
+//! A pod running `echo hello; sleep 1` reaches Succeeded with its output in the CRI log,
+//! and a deleted running pod is stopped, cleaned up (no mounts, cgroups, processes left)
+//! and released (the agent's finalizer removed).
+//!
+//! Skipped (with a message) when not root, without busybox or docker-registry, or without
+//! a cluster (KUBECONFIG).
+#![cfg(target_os = "linux")]
+
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, PostParams};
+use rekube_crds::Pod;
+use rekube_node_agent::agent::pod_workers::{PodWorkers, watch_pods};
+use rekube_node_agent::agent::sync_pod::RealSyncer;
+use rekube_node_agent::image::Store;
+use rekube_node_agent::image::manager::{ImageManager, RealClock};
+use rekube_node_agent::runtime::leaks::{LeakScope, Snapshot, assert_no_leaks};
+use rekube_node_agent::runtime::{Runtime, RuntimeConfig};
+use serde_json::json;
+use support::*;
+
+async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let start = Instant::now();
+    loop {
+        match check().await {
+            Ok(v) => return v,
+            Err(e) if start.elapsed() > timeout => panic!("timed out waiting for {what}: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+fn pod(name: &str, node: &str, image: &str, script: &str, restart: &str) -> Pod {
+    serde_json::from_value(json!({
+        "apiVersion": "rekube.io/v1", "kind": "Pod", "metadata": {"name": name},
+        "spec": {
+            "nodeName": node, "restartPolicy": restart, "terminationGracePeriodSeconds": 1,
+            "containers": [{"name": "c", "image": image, "imagePullPolicy": "IfNotPresent",
+                "command": ["sh", "-c", script]}]
+        }
+    }))
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_run_to_completion_and_leave_nothing_behind() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: the pod sync tests need root");
+        return;
+    }
+    if !std::path::Path::new(REGISTRY_BIN).exists() || !std::path::Path::new(BUSYBOX).exists() {
+        eprintln!("skipped: docker-registry or busybox is not installed");
+        return;
+    }
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let client = match kube::Client::try_default().await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("skipped: no cluster: {e}");
+            return;
+        }
+    };
+    let reg = Registry::start();
+    reg.push_image(
+        "busybox",
+        "1.36",
+        busybox(Layering::Gzip),
+        ManifestKind::Oci,
+    )
+    .await;
+    let image = format!("{}/busybox:1.36", reg.domain());
+
+    let dir = tempfile::Builder::new()
+        .prefix("rekube-sync-pod-")
+        .tempdir()
+        .unwrap();
+    let config = RuntimeConfig {
+        state_dir: dir.path().join("state"),
+        run_dir: dir.path().join("run"),
+        cgroup_parent: format!("rekube-sync-test-{}", std::process::id()),
+    };
+    let runtime = Runtime::new(config).unwrap();
+    let scope = || LeakScope {
+        dirs: vec![dir.path().join("state"), dir.path().join("run")],
+        cgroups: runtime.cgroups().as_ref(),
+    };
+    let before = Snapshot::take(&scope());
+    let images = ImageManager::new(
+        Store::open(dir.path().join("images")).unwrap(),
+        Arc::new(RealClock),
+    );
+    let logs = dir.path().join("logs");
+    let syncer = Arc::new(RealSyncer::new(
+        client.clone(),
+        runtime.clone(),
+        images,
+        vec!["127.0.0.1".into()],
+        logs.clone(),
+    ));
+    let workers = PodWorkers::new(Arc::clone(&syncer), Duration::from_secs(10));
+    let weak = Arc::downgrade(&workers);
+    syncer.set_resync(Arc::new(move |uid: &str| {
+        if let Some(w) = weak.upgrade() {
+            w.resync(uid)
+        }
+    }));
+
+    let ns_name = format!("sync-pod-{}", std::process::id());
+    let node = format!("sync-pod-node-{}", std::process::id());
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": ns_name}})).unwrap();
+    namespaces
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
+    let watcher = tokio::spawn({
+        let (client, node, workers) = (client.clone(), node.clone(), Arc::clone(&workers));
+        async move { watch_pods(client, &node, workers).await }
+    });
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns_name);
+    let t = Duration::from_secs(60);
+
+    // A pod runs to completion; its output is in the CRI log.
+    pods.create(
+        &PostParams::default(),
+        &pod("hello", &node, &image, "echo hello; sleep 1", "Never"),
+    )
+    .await
+    .unwrap();
+    let done = wait_for("the pod Succeeded", t, || async {
+        let p = pods.get("hello").await.map_err(|e| e.to_string())?;
+        let phase = p.status.as_ref().and_then(|s| s.phase.clone());
+        (phase.as_deref() == Some("Succeeded"))
+            .then(|| p.clone())
+            .ok_or(format!("{:?}", p.status))
+    })
+    .await;
+    assert!(
+        done.finalizers()
+            .iter()
+            .any(|f| f == "rekube.io/node-agent"),
+        "{:?}",
+        done.metadata.finalizers
+    );
+    let cs = &done
+        .status
+        .as_ref()
+        .unwrap()
+        .container_statuses
+        .as_ref()
+        .unwrap()[0];
+    let terminated = cs.state.as_ref().unwrap().terminated.as_ref().unwrap();
+    assert_eq!(
+        (terminated.exit_code, terminated.reason.as_deref()),
+        (0, Some("Completed"))
+    );
+    assert!(cs.container_id.as_deref().unwrap().starts_with("rekube://"));
+    let uid = done.metadata.uid.clone().unwrap();
+    let log = logs
+        .join(format!("{ns_name}_hello_{uid}"))
+        .join("c")
+        .join("0.log");
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        text.lines().any(|l| l.ends_with(" stdout F hello")),
+        "{}: {text:?}",
+        log.display()
+    );
+
+    // A running pod, deleted: stopped, cleaned up and released.
+    pods.create(
+        &PostParams::default(),
+        &pod("sleeper", &node, &image, "sleep 1000", "Always"),
+    )
+    .await
+    .unwrap();
+    wait_for("the pod Running", t, || async {
+        let p = pods.get("sleeper").await.map_err(|e| e.to_string())?;
+        let phase = p.status.as_ref().and_then(|s| s.phase.clone());
+        (phase.as_deref() == Some("Running"))
+            .then_some(())
+            .ok_or(format!("{:?}", p.status))
+    })
+    .await;
+    for name in ["sleeper", "hello"] {
+        pods.delete(name, &DeleteParams::default()).await.unwrap();
+    }
+    wait_for("the pods deleted", t, || async {
+        let left = pods
+            .list(&Default::default())
+            .await
+            .map_err(|e| e.to_string())?
+            .items
+            .len();
+        (left == 0).then_some(()).ok_or(format!("{left} left"))
+    })
+    .await;
+    watcher.abort();
+    // The workers finish their cleanup before the pods go; give the exit watchers a beat.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(workers.is_empty());
+    assert_no_leaks(&before, &scope());
+    let _ = namespaces.delete(&ns_name, &DeleteParams::default()).await;
+    let _ = runtime.cgroups().remove("");
+}
