@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Stop the local control plane (and rekube-controllers if `just up` started it) and remove
+# Stop the local control plane (and rekube-controllers and the node agent if `just up`
+# started them) and remove
 # its etcd data. Leaves no process behind:
 # after SIGTERM (then SIGKILL) of the recorded pids, any process still running a binary
 # from the cluster's binary folder is killed too. The PKI and logs are kept.
@@ -7,7 +8,15 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 source "$here/env.sh"
 
-for name in rekube-controllers kube-controller-manager kube-apiserver etcd; do
+# The node agent's pods go first, through the API, so the agent stops and removes their
+# containers (processes, mounts, cgroups) before it stops itself.
+f="$PIDS/rekube-node-agent.pid"
+if [ -f "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null; then
+  KUBECONFIG="$KUBECONFIG_FILE" timeout 90 kubectl delete rdeploy,rrs,rpod --all -A --wait=true --timeout=80s >/dev/null 2>&1 \
+    || log "some pods were not cleaned up by the node agent in time"
+fi
+
+for name in rekube-node-agent rekube-controllers kube-controller-manager kube-apiserver etcd; do
   f="$PIDS/$name.pid"
   [ -f "$f" ] || continue
   pid=$(cat "$f")
