@@ -368,6 +368,9 @@ async fn main() {
     let port = free_port();
     let rk = Command::new(&args.rekube)
         .args(["--namespace", rekube.namespace, "--leader-elect=false"])
+        // The same two controllers as the upstream side (not the scheduler, which would
+        // mark the node-less pods Unschedulable).
+        .args(["--controllers", "deployment,replicaset"])
         .args(["--kube-api-qps", &args.qps, "--kube-api-burst", &args.burst])
         .args(["--bind-address", &format!("127.0.0.1:{port}")])
         .env("RUST_LOG", "warn")
