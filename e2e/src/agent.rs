@@ -66,6 +66,153 @@ impl AgentProcess {
         }
     }
 
+    /// Whether this machine can run real containers for a test: root (the agent makes
+    /// namespaces, mounts and cgroups) and Debian's busybox-static for the image.
+    pub fn can_run_containers() -> Result<(), String> {
+        let uid = std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("Uid:"))
+                    .and_then(|l| l.split_whitespace().nth(1).map(str::to_string))
+            })
+            .unwrap_or_default();
+        if uid != "0" {
+            return Err("the agent runs containers only as root".into());
+        }
+        if !std::path::Path::new("/bin/busybox").exists() {
+            return Err("/bin/busybox (Debian's busybox-static) is missing".into());
+        }
+        Ok(())
+    }
+
+    /// Starts a real agent (containers, not hollow) as node `short`: a busybox:1.36 image
+    /// built from busybox-static is imported into its store first (what `kind load`
+    /// does), and its run directory, cgroup parent and pod logs are its own, so
+    /// [`Self::leftovers`] can check that nothing of its containers remains.
+    pub fn start_real(ns: &TestNamespace, short: &str, extra: &[&str]) -> Self {
+        let node_name = ns.cluster_name(short);
+        let root = std::env::temp_dir().join(format!("rekube-agent-{node_name}"));
+        std::fs::create_dir_all(&root).unwrap();
+        let archive = root.join("busybox.tar");
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/busybox-image.sh");
+        let built = Command::new(&script)
+            .arg(&archive)
+            .arg("busybox:1.36")
+            .output()
+            .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
+        assert!(built.status.success(), "{built:?}");
+        let imported = Command::new(binary())
+            .args(["image", "import"])
+            .arg(&archive)
+            .arg("--root")
+            .arg(root.join("images"))
+            .output()
+            .expect("running rekube-node-agent image import");
+        assert!(imported.status.success(), "{imported:?}");
+        let _ = std::fs::remove_file(&archive);
+        let (run, pods) = (root.join("run"), root.join("pods"));
+        let cgroup_parent = Self::cgroup_parent_of(&node_name);
+        let mut args: Vec<&str> = vec![
+            "--run-dir",
+            run.to_str().unwrap(),
+            "--pod-log-dir",
+            pods.to_str().unwrap(),
+            "--cgroup-parent",
+            &cgroup_parent,
+        ];
+        args.extend_from_slice(extra);
+        Self::start(ns, short, &args)
+    }
+
+    fn cgroup_parent_of(node_name: &str) -> String {
+        format!("rekube-e2e-{node_name}")
+    }
+
+    /// The CRI log of a container instance (`<pod log dir>/<ns>_<pod>_<uid>/<c>/<n>.log`).
+    pub fn container_log(
+        &self,
+        namespace: &str,
+        pod: &str,
+        uid: &str,
+        container: &str,
+        restart: u32,
+    ) -> String {
+        std::fs::read_to_string(self.container_log_path(namespace, pod, uid, container, restart))
+            .unwrap_or_default()
+    }
+
+    /// The log file, opened (readable after the agent removed it with the pod).
+    pub fn open_container_log(
+        &self,
+        namespace: &str,
+        pod: &str,
+        uid: &str,
+        container: &str,
+        restart: u32,
+    ) -> std::fs::File {
+        let path = self.container_log_path(namespace, pod, uid, container, restart);
+        std::fs::File::open(&path).unwrap_or_else(|e| panic!("opening {}: {e}", path.display()))
+    }
+
+    /// The pod's log directory (`<pod log dir>/<ns>_<pod>_<uid>`).
+    pub fn pod_log_dir(&self, namespace: &str, pod: &str, uid: &str) -> PathBuf {
+        self.root
+            .join("pods")
+            .join(format!("{namespace}_{pod}_{uid}"))
+    }
+
+    fn container_log_path(
+        &self,
+        namespace: &str,
+        pod: &str,
+        uid: &str,
+        container: &str,
+        restart: u32,
+    ) -> PathBuf {
+        self.pod_log_dir(namespace, pod, uid)
+            .join(container)
+            .join(format!("{restart}.log"))
+    }
+
+    /// What is left of a real agent's containers: mounts under its directories, cgroups
+    /// under its cgroup parent, processes in those cgroups. Empty when clean.
+    pub fn leftovers(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let root = self.root.to_string_lossy().to_string();
+        for line in std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+        {
+            if line
+                .split_whitespace()
+                .nth(4)
+                .is_some_and(|m| m.starts_with(&root))
+            {
+                out.push(format!("mount: {line}"));
+            }
+        }
+        let parent = Self::cgroup_parent_of(&self.node_name);
+        if let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") {
+            for h in hierarchies.flatten() {
+                let dir = h.path().join(&parent);
+                let Ok(children) = std::fs::read_dir(&dir) else {
+                    continue;
+                };
+                for c in children.flatten() {
+                    if c.path().is_dir() {
+                        out.push(format!("cgroup: {}", c.path().display()));
+                    }
+                }
+                let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+                for pid in procs.split_whitespace() {
+                    out.push(format!("process {pid} in {}", dir.display()));
+                }
+            }
+        }
+        out
+    }
+
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -99,6 +246,13 @@ impl Drop for AgentProcess {
     fn drop(&mut self) {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.root);
+        // A real agent's (empty) cgroup parent.
+        let parent = Self::cgroup_parent_of(&self.node_name);
+        if let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") {
+            for h in hierarchies.flatten() {
+                let _ = std::fs::remove_dir(h.path().join(&parent));
+            }
+        }
         // The Node is not the test's object: delete it here (its Lease goes with it).
         let name = self.node_name.clone();
         let _ = std::thread::spawn(move || {

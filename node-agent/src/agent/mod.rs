@@ -7,12 +7,18 @@
 //! - [`pod_workers`]: the pods bound to the node, one worker per pod driving a
 //!   [`pod_workers::PodSyncer`].
 //! - [`hollow`]: the hollow node's syncer (no containers; scale tests).
+//! - [`sync_pod`]: the real syncer (SyncPod over [`crate::runtime`]), with
+//!   [`prober_manager`] (probe workers), [`lifecycle`] (PostStart/PreStop hooks) and
+//!   [`probe_net`] (their TCP and HTTP, dialled inside the pod's network namespace).
 //! - [`options`]: `rekube-node-agent run` flags; [`run`]: wiring.
 pub mod heartbeat;
 pub mod hollow;
+pub mod lifecycle;
 pub mod machine;
 pub mod node_status;
 pub mod options;
 pub mod pod_workers;
+pub mod probe_net;
+pub mod prober_manager;
 pub mod run;
 pub mod sync_pod;

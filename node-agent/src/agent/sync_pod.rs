@@ -2,22 +2,25 @@
 //! `SyncTerminatingPod` and `SyncTerminatedPod` with kuberuntime/kuberuntime_manager.go
 //! `SyncPod` in the seed's order (compute the changes with
 //! [`compute_pod_actions`]; kill the sandbox if needed; kill the containers that should
-//! not run; create the sandbox; ephemeral containers (not yet); init containers;
-//! normal containers), driving [`crate::runtime`] directly, and writing the status as
+//! not run; create the sandbox; ephemeral containers; init containers; normal
+//! containers), driving [`crate::runtime`] directly, and writing the status as
 //! status/status_manager.go does (only when it changed). Each started container has an
-//! exit watcher (upstream's PLEG) that records its exit and pokes the pod's worker.
+//! exit watcher (upstream's PLEG) that records its exit and pokes the pod's worker; its
+//! probes run in [`super::prober_manager`], whose result changes poke it too. PostStart
+//! and PreStop hooks run through [`super::lifecycle`]. The ConfigMaps and Secrets a
+//! container's environment names, and the pod's imagePullSecrets, are read from the
+//! apiserver when the container starts (upstream caches them with watches).
 //!
 //! The container configuration is pure: [`container_spec`] (kuberuntime_container.go
 //! `generateContainerConfig`, kuberuntime_container_linux.go
 //! `generateLinuxContainerConfig`, containerd's CRI image defaults).
 //!
-//! Not yet: probes and PostStart, httpGet PreStop, ephemeral containers, ConfigMap and
-//! Secret env sources (they resolve as missing), imagePullSecrets, events, pod networking
-//! beyond loopback (no pod IP), and adopting containers after an agent restart.
+//! Not yet: events, pod networking beyond loopback (no pod IP), and adopting containers
+//! after an agent restart.
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use k8s_openapi::api::core::v1::Container;
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Secret};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use rekube_crds::Pod;
 
@@ -30,20 +33,24 @@ use kube::api::Api;
 use kube::{Client, ResourceExt};
 
 use super::hollow::{Error as HollowError, add_finalizer, remove_finalizer, write_status};
+use super::lifecycle::{HookTarget, REASON_POST_START_HOOK_ERROR, run_handler};
 use super::pod_workers::{BoxFuture, PodSyncer, SyncOutcome};
+use super::prober_manager::{ProbeTarget, ProberManager};
+use crate::image::credentials::{RegistryCredential, parse_pull_secret};
 use crate::image::manager::ImageManager;
 use crate::image::policy::PullPolicy;
 use crate::image::spec::ContainerConfig;
 use crate::kubelet::backoff::{Backoff, REASON_CRASH_LOOP_BACK_OFF, do_back_off};
 use crate::kubelet::env::{EnvSources, make_environment_variables};
 use crate::kubelet::pod_actions::{compute_pod_actions, is_restartable_init_container};
-use crate::kubelet::prober::ProbeResults;
 use crate::kubelet::quantity::amount;
 use crate::kubelet::runtime_status::{
     ContainerRuntimeStatus, ContainerState, PodRuntimeStatus, SandboxState, SandboxStatus,
-    hash_container,
+    format_pod_desc, hash_container,
 };
-use crate::kubelet::status_generate::{PodStatusInputs, WaitingReason, generate_api_pod_status};
+use crate::kubelet::status_generate::{
+    PodStatusInputs, WaitingReason, ephemeral_as_container, generate_api_pod_status,
+};
 use crate::runtime::cgroups::Resources;
 use crate::runtime::spec::{
     ContainerSpec, LogConfig, RootfsSource, SpecError, UserDb, combine_command,
@@ -227,6 +234,76 @@ pub struct RealSyncer {
     log_dir: PathBuf,
     pods: Mutex<HashMap<String, Arc<tokio::sync::Mutex<PodState>>>>,
     poke: Mutex<Option<Poke>>,
+    prober: ProberManager,
+}
+
+/// Where a pod's network is: its IP ("" while it has none) and namespace (None: the
+/// host's).
+#[derive(Clone, Default)]
+struct PodNet {
+    ip: String,
+    netns: Option<PathBuf>,
+}
+
+impl PodNet {
+    fn of(sandbox: Option<&Sandbox>) -> Self {
+        sandbox.map_or_else(PodNet::default, |sb| PodNet {
+            ip: sb.ips.first().map(|ip| ip.to_string()).unwrap_or_default(),
+            netns: sb.netns.clone(),
+        })
+    }
+}
+
+fn pod_desc(pod: &Pod) -> String {
+    format_pod_desc(
+        &pod.name_any(),
+        &pod.namespace().unwrap_or_default(),
+        &pod.uid().unwrap_or_default(),
+    )
+}
+
+/// The spec of the container `name`: regular, init or ephemeral.
+fn container_named(pod: &Pod, name: &str) -> Option<Container> {
+    let spec = pod.spec.as_ref()?;
+    spec.containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+        .find(|k| k.name == name)
+        .cloned()
+        .or_else(|| {
+            spec.ephemeral_containers
+                .iter()
+                .flatten()
+                .find(|k| k.name == name)
+                .map(ephemeral_as_container)
+        })
+}
+
+/// The ConfigMaps and Secrets `container`'s environment refers to.
+fn env_references(container: &Container) -> (Vec<String>, Vec<String>) {
+    let (mut cms, mut secrets) = (Vec::new(), Vec::new());
+    for e in container.env.iter().flatten() {
+        let Some(from) = &e.value_from else { continue };
+        if let Some(r) = &from.config_map_key_ref {
+            cms.push(r.name.clone());
+        }
+        if let Some(r) = &from.secret_key_ref {
+            secrets.push(r.name.clone());
+        }
+    }
+    for e in container.env_from.iter().flatten() {
+        if let Some(r) = &e.config_map_ref {
+            cms.push(r.name.clone());
+        }
+        if let Some(r) = &e.secret_ref {
+            secrets.push(r.name.clone());
+        }
+    }
+    cms.sort();
+    cms.dedup();
+    secrets.sort();
+    secrets.dedup();
+    (cms, secrets)
 }
 
 fn to_timestamp(t: std::time::SystemTime) -> Timestamp {
@@ -250,18 +327,20 @@ impl RealSyncer {
     ) -> Self {
         RealSyncer {
             client,
-            runtime,
             images,
             host_ips,
             log_dir,
             pods: Mutex::new(HashMap::new()),
             poke: Mutex::new(None),
+            prober: ProberManager::new(runtime.clone()),
+            runtime,
         }
     }
 
     /// What to call when a container exits (upstream: the PLEG event that syncs the pod):
     /// typically [`PodWorkers::resync`](super::pod_workers::PodWorkers::resync).
     pub fn set_resync(&self, poke: Poke) {
+        self.prober.set_poke(Arc::clone(&poke));
         *self.poke.lock().unwrap() = Some(poke);
     }
 
@@ -292,38 +371,130 @@ impl RealSyncer {
         )
     }
 
-    /// upstream killContainer: PreStop (exec) within the grace period, then the stop
-    /// signal and SIGKILL after what is left of it.
-    async fn kill_container(&self, pod: &Pod, c: &RtContainer, grace: Duration) {
+    /// upstream killContainer: the PreStop hook (exec, httpGet or sleep) within the grace
+    /// period, then the stop signal and SIGKILL after what is left of it.
+    async fn kill_container(&self, pod: &Pod, c: &RtContainer, grace: Duration, net: &PodNet) {
         let started = std::time::Instant::now();
-        let pre_stop = pod
-            .spec
+        let spec = container_named(pod, c.name());
+        let pre_stop = spec
             .as_ref()
-            .and_then(|s| {
-                s.containers
-                    .iter()
-                    .chain(s.init_containers.iter().flatten())
-                    .find(|k| k.name == c.name())
-            })
-            .and_then(|k| {
-                k.lifecycle
-                    .as_ref()?
-                    .pre_stop
-                    .as_ref()?
-                    .exec
-                    .as_ref()?
-                    .command
-                    .clone()
-            });
-        if let Some(argv) = pre_stop.filter(|_| !grace.is_zero() && c.exit().is_none())
-            && let Err(e) = self.runtime.exec_in(c, &argv, grace).await
+            .and_then(|k| k.lifecycle.as_ref()?.pre_stop.clone());
+        if let (Some(handler), Some(spec)) = (pre_stop, spec.as_ref())
+            && !grace.is_zero()
+            && c.exit().is_none()
         {
-            tracing::warn!(container = c.name(), error = %e, "PreStop hook");
+            let desc = pod_desc(pod);
+            let target = HookTarget {
+                runtime: &self.runtime,
+                container: c,
+                spec,
+                pod_desc: &desc,
+                pod_ip: &net.ip,
+                netns: net.netns.clone(),
+            };
+            if let Err(message) = run_handler(&target, &handler, grace).await {
+                tracing::warn!(container = c.name(), %message, "PreStop hook");
+            }
         }
         let left = grace.saturating_sub(started.elapsed());
         if let Err(e) = self.runtime.stop_container(c, left).await {
             tracing::warn!(container = c.name(), error = %e, "stopping container");
         }
+    }
+
+    /// The ConfigMaps and Secrets `container` refers to, from the apiserver (a missing
+    /// one is left out: the environment's rules decide whether that is an error).
+    async fn env_objects(
+        &self,
+        pod: &Pod,
+        container: &Container,
+    ) -> Result<
+        (
+            BTreeMap<String, BTreeMap<String, String>>,
+            BTreeMap<String, BTreeMap<String, Vec<u8>>>,
+        ),
+        WaitingReason,
+    > {
+        let ns = pod.namespace().unwrap_or_default();
+        let (cm_names, secret_names) = env_references(container);
+        let cms: Api<ConfigMap> = Api::namespaced(self.client.clone(), &ns);
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &ns);
+        let mut config_maps = BTreeMap::new();
+        for name in cm_names {
+            match cms.get_opt(&name).await {
+                Ok(Some(cm)) => {
+                    config_maps.insert(name, cm.data.unwrap_or_default());
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    return Err(waiting(
+                        CREATE_CONTAINER_CONFIG_ERROR,
+                        format!("configmap {name:?}: {e}"),
+                    ));
+                }
+            }
+        }
+        let mut secret_data = BTreeMap::new();
+        for name in secret_names {
+            match secrets.get_opt(&name).await {
+                Ok(Some(s)) => {
+                    let data = s
+                        .data
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(k, v)| (k, v.0))
+                        .collect();
+                    secret_data.insert(name, data);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    return Err(waiting(
+                        CREATE_CONTAINER_CONFIG_ERROR,
+                        format!("secret {name:?}: {e}"),
+                    ));
+                }
+            }
+        }
+        Ok((config_maps, secret_data))
+    }
+
+    /// The registry credentials of the pod's imagePullSecrets (upstream
+    /// `getPullSecretsForPod`: a missing secret is logged and skipped).
+    async fn pull_credentials(&self, pod: &Pod) -> Vec<RegistryCredential> {
+        let ns = pod.namespace().unwrap_or_default();
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &ns);
+        let mut out = Vec::new();
+        let refs = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.image_pull_secrets.clone())
+            .unwrap_or_default();
+        for r in refs {
+            match secrets.get_opt(&r.name).await {
+                Ok(Some(s)) => {
+                    let data: BTreeMap<String, Vec<u8>> = s
+                        .data
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(k, v)| (k, v.0))
+                        .collect();
+                    match parse_pull_secret(&data) {
+                        Ok(creds) => out.extend(creds),
+                        Err(e) => {
+                            tracing::warn!(pod = %pod.name_any(), secret = %r.name, error = %e, "pull secret")
+                        }
+                    }
+                }
+                Ok(None) => tracing::warn!(
+                    pod = %pod.name_any(), secret = %r.name,
+                    "unable to retrieve pull secret, the image pull may not succeed"
+                ),
+                Err(e) => {
+                    tracing::warn!(pod = %pod.name_any(), secret = %r.name, error = %e, "pull secret")
+                }
+            }
+        }
+        out
     }
 
     /// Starts one container (kuberuntime_container.go `startContainer`): backoff, image,
@@ -350,9 +521,10 @@ impl RealSyncer {
             .and_then(|p| p.parse::<PullPolicy>().ok())
             .unwrap_or(PullPolicy::IfNotPresent);
         let uid = pod.uid().unwrap_or_default();
+        let credentials = self.pull_credentials(pod).await;
         let ensured = self
             .images
-            .ensure_image_exists(&uid, &image, policy, &[])
+            .ensure_image_exists(&uid, &image, policy, &credentials)
             .await
             .map_err(|e| waiting(e.reason.as_str(), e.message))?;
         let lower_dirs = self.images.store().lower_dirs(&ensured.image);
@@ -363,12 +535,13 @@ impl RealSyncer {
             .as_ref()
             .map(|s| s.ips.iter().map(|ip| ip.to_string()).collect())
             .unwrap_or_default();
+        let (config_maps, secrets) = self.env_objects(pod, container).await?;
         let env = make_environment_variables(
             pod,
             container,
             &EnvSources {
-                config_maps: &BTreeMap::new(),
-                secrets: &BTreeMap::new(),
+                config_maps: &config_maps,
+                secrets: &secrets,
                 service_env: &BTreeMap::new(),
                 pod_ips: &pod_ips,
                 host_ips: &self.host_ips,
@@ -380,13 +553,7 @@ impl RealSyncer {
             .find_container_status_by_name(&container.name)
             .map_or(0, |s| s.restart_count + 1);
         let log_path = self
-            .log_dir
-            .join(format!(
-                "{}_{}_{}",
-                pod.namespace().unwrap_or_default(),
-                pod.name_any(),
-                uid
-            ))
+            .pod_log_dir(pod)
             .join(&container.name)
             .join(format!("{restart_count}.log"));
         let mut spec = container_spec(
@@ -438,14 +605,16 @@ impl RealSyncer {
                 hash: hash_container(container),
             });
         st.containers.insert(id.clone(), created.clone());
+        let net = PodNet::of(st.sandbox.as_ref());
         // The exit watcher (upstream PLEG): record the exit, then sync the pod.
-        let (runtime, status, poke) = (
+        let (runtime, status, poke, watched) = (
             self.runtime.clone(),
             Arc::clone(&st.status),
             self.poke.lock().unwrap().clone(),
+            created.clone(),
         );
         tokio::spawn(async move {
-            let exit = runtime.wait_container(&created).await;
+            let exit = runtime.wait_container(&watched).await;
             if let Some(c) = status
                 .lock()
                 .unwrap()
@@ -462,7 +631,33 @@ impl RealSyncer {
                 poke(&uid);
             }
         });
-        started.map_err(|e| waiting(RUN_CONTAINER_ERROR, e.to_string()))
+        started.map_err(|e| waiting(RUN_CONTAINER_ERROR, e.to_string()))?;
+        // PostStart (upstream runs it before startContainer returns; a failure kills the
+        // container).
+        if let Some(handler) = container
+            .lifecycle
+            .as_ref()
+            .and_then(|l| l.post_start.as_ref())
+        {
+            let desc = pod_desc(pod);
+            let grace = super::pod_workers::termination_grace(pod);
+            let target = HookTarget {
+                runtime: &self.runtime,
+                container: &created,
+                spec: container,
+                pod_desc: &desc,
+                pod_ip: &net.ip,
+                netns: net.netns.clone(),
+            };
+            if let Err(message) = run_handler(&target, handler, grace).await {
+                tracing::warn!(pod = %desc, container = %container.name, %message, "PostStart hook failed");
+                if let Err(e) = self.runtime.stop_container(&created, grace).await {
+                    tracing::warn!(container = %container.name, error = %e, "stopping container");
+                }
+                return Err(waiting(REASON_POST_START_HOOK_ERROR, message));
+            }
+        }
+        Ok(())
     }
 
     /// kuberuntime_manager.go `SyncPod`, in the seed's order, then the status.
@@ -473,13 +668,15 @@ impl RealSyncer {
         let st = &mut *st;
         // 1. Compute sandbox and container changes.
         let snapshot = st.status.lock().unwrap().clone();
-        let actions = compute_pod_actions(&pod, &snapshot, &ProbeResults::default());
+        let probes = self.prober.results();
+        let actions = compute_pod_actions(&pod, &snapshot, &probes);
         let grace = super::pod_workers::termination_grace(&pod);
+        let net = PodNet::of(st.sandbox.as_ref());
         if actions.kill_pod {
             // 2. Kill the sandbox (every container, then the sandbox).
             let all: Vec<RtContainer> = st.containers.values().cloned().collect();
             for c in &all {
-                self.kill_container(&pod, c, grace).await;
+                self.kill_container(&pod, c, grace, &net).await;
             }
             if let Some(mut sb) = st.sandbox.take()
                 && let Err(e) = self.runtime.remove_sandbox(&mut sb).await
@@ -493,7 +690,7 @@ impl RealSyncer {
             // 3. Kill containers that should not run.
             for id in actions.containers_to_kill.keys() {
                 if let Some(c) = st.containers.get(id).cloned() {
-                    self.kill_container(&pod, &c, grace).await;
+                    self.kill_container(&pod, &c, grace, &net).await;
                 }
             }
         }
@@ -528,12 +725,27 @@ impl RealSyncer {
                 }
             }
         }
-        // 5. Ephemeral containers: not supported yet.
-        // 6. Init containers, in order; a regular one that fails to start ends the step.
         let spec = pod.spec.clone().unwrap_or_default();
         let inits = spec.init_containers.clone().unwrap_or_default();
         let mut requeue = RESYNC;
         if st.sandbox.is_some() {
+            // 5. Ephemeral containers: started once, never restarted.
+            let ephemeral = spec.ephemeral_containers.clone().unwrap_or_default();
+            for i in &actions.ephemeral_containers_to_start {
+                let Some(c) = ephemeral.get(*i).map(ephemeral_as_container) else {
+                    continue;
+                };
+                match self.start_container(&pod, &c, st).await {
+                    Ok(()) => {
+                        st.waiting.remove(&c.name);
+                    }
+                    Err(w) => {
+                        requeue = Duration::from_secs(1);
+                        st.waiting.insert(c.name.clone(), w);
+                    }
+                }
+            }
+            // 6. Init containers, in order; a regular one that fails to start ends the step.
             for i in &actions.init_containers_to_start {
                 let Some(c) = inits.get(*i) else { continue };
                 match self.start_container(&pod, c, st).await {
@@ -565,6 +777,9 @@ impl RealSyncer {
                 }
             }
         }
+        // The probes follow the current instance of each container.
+        self.sync_probes(&pod, st);
+        let probes = self.prober.results();
         // The status, written when it changed.
         let runtime = st.status.lock().unwrap().clone();
         let status = write_status(&self.api(&pod), &pod, |p| {
@@ -572,7 +787,7 @@ impl RealSyncer {
                 p,
                 &PodStatusInputs {
                     runtime: &runtime,
-                    probe_results: &ProbeResults::default(),
+                    probe_results: &probes,
                     waiting_reasons: &st.waiting,
                     host_ips: &self.host_ips,
                     pod_is_terminal: false,
@@ -587,6 +802,63 @@ impl RealSyncer {
         })
     }
 
+    /// The pod's log directory (upstream `BuildPodLogsDirectory`:
+    /// `<root>/<namespace>_<name>_<uid>`).
+    fn pod_log_dir(&self, pod: &Pod) -> PathBuf {
+        self.log_dir.join(format!(
+            "{}_{}_{}",
+            pod.namespace().unwrap_or_default(),
+            pod.name_any(),
+            pod.uid().unwrap_or_default()
+        ))
+    }
+
+    /// Hands each probed container's newest instance to its probe workers.
+    fn sync_probes(&self, pod: &Pod, st: &PodState) {
+        let Some(spec) = pod.spec.as_ref() else {
+            return;
+        };
+        let status = st.status.lock().unwrap();
+        let net = PodNet::of(st.sandbox.as_ref());
+        let probed: Vec<(Container, Option<ProbeTarget>)> = spec
+            .containers
+            .iter()
+            .chain(
+                spec.init_containers
+                    .iter()
+                    .flatten()
+                    .filter(|c| is_restartable_init_container(c)),
+            )
+            .filter(|c| {
+                c.liveness_probe.is_some()
+                    || c.readiness_probe.is_some()
+                    || c.startup_probe.is_some()
+            })
+            .map(|c| {
+                let target = status
+                    .containers_newest_first()
+                    .into_iter()
+                    .find(|s| s.name == c.name)
+                    .and_then(|s| {
+                        Some(ProbeTarget {
+                            container: st.containers.get(&s.id)?.clone(),
+                            spec: c.clone(),
+                            started_at: s.started_at.unwrap_or(s.created_at),
+                            pod_ip: net.ip.clone(),
+                            netns: net.netns.clone(),
+                            pod_name: pod_desc(pod),
+                        })
+                    });
+                (c.clone(), target)
+            })
+            .collect();
+        drop(status);
+        if !probed.is_empty() {
+            self.prober
+                .sync_pod(&pod.uid().unwrap_or_default(), &probed);
+        }
+    }
+
     /// kubelet.go `SyncTerminatedPod`: every container and the sandbox removed, then the
     /// finalizer.
     async fn cleanup(&self, pod: &Pod) {
@@ -594,6 +866,8 @@ impl RealSyncer {
         let state = self.pods.lock().unwrap().remove(&uid);
         if let Some(state) = state {
             let mut st = state.lock().await;
+            let ids: Vec<String> = st.containers.keys().cloned().collect();
+            self.prober.remove_pod(&uid, &ids);
             for c in st.containers.values() {
                 if let Err(e) = self.runtime.remove_container(c).await {
                     tracing::warn!(pod = %pod.name_any(), error = %e, "removing container");
@@ -605,6 +879,14 @@ impl RealSyncer {
             {
                 tracing::warn!(pod = %pod.name_any(), error = %e, "removing sandbox");
             }
+        }
+        // The logs go with the pod (upstream's container GC removes the log directories
+        // of removed pods).
+        let logs = self.pod_log_dir(pod);
+        if let Err(e) = std::fs::remove_dir_all(&logs)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(dir = %logs.display(), error = %e, "removing pod logs");
         }
         if pod.metadata.deletion_timestamp.is_some()
             && let Err(e) = remove_finalizer(&self.api(pod), pod).await
@@ -634,7 +916,9 @@ impl PodSyncer for RealSyncer {
                 .get(&pod.uid().unwrap_or_default())
                 .cloned();
             let Some(state) = state else { return };
+            self.prober.pod_deleting(&pod.uid().unwrap_or_default());
             let st = state.lock().await;
+            let net = PodNet::of(st.sandbox.as_ref());
             let running: Vec<RtContainer> = st
                 .containers
                 .values()
@@ -643,7 +927,9 @@ impl PodSyncer for RealSyncer {
                 .collect();
             drop(st);
             futures_util::future::join_all(
-                running.iter().map(|c| self.kill_container(pod, c, grace)),
+                running
+                    .iter()
+                    .map(|c| self.kill_container(pod, c, grace, &net)),
             )
             .await;
         })

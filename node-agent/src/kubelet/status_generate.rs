@@ -964,7 +964,9 @@ pub fn sort_pod_ips(pod_ips: &[String], host_ips: &[String]) -> Vec<String> {
     out
 }
 
-fn ephemeral_as_container(ec: &k8s_openapi::api::core::v1::EphemeralContainer) -> Container {
+/// An ephemeral container as a [`Container`] (the same fields, upstream's
+/// `EphemeralContainerCommon`).
+pub fn ephemeral_as_container(ec: &k8s_openapi::api::core::v1::EphemeralContainer) -> Container {
     serde_json::to_value(ec)
         .ok()
         .and_then(|v| serde_json::from_value(v).ok())

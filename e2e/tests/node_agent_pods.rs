@@ -1,0 +1,589 @@
+//! Pods run by a real `rekube-node-agent run` process (as root): the apiserver's Pods,
+//! bound to the agent's node, become Linux containers on this machine. Checked through
+//! the API (statuses, conditions, restart counts), the containers' CRI logs, the
+//! containers' cgroups, and, after every pod is deleted, that no mount, cgroup or
+//! process of theirs is left.
+//!
+//! Skipped (with a message) when not root or without Debian's busybox-static.
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{ConfigMap, ContainerStatus, Secret};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use rekube_crds::Pod;
+use rekube_e2e::agent::AgentProcess;
+use rekube_e2e::{TestNamespace, wait_until};
+use serde_json::{Value, json};
+
+const T: Duration = Duration::from_secs(90);
+
+fn skip() -> bool {
+    match AgentProcess::can_run_containers() {
+        Ok(()) => false,
+        Err(why) => {
+            eprintln!("skipped: {why}");
+            true
+        }
+    }
+}
+
+/// A busybox pod on the agent's node; `spec` is merged over the defaults.
+fn pod(name: &str, node: &str, spec: Value) -> Pod {
+    let mut base = json!({
+        "nodeName": node,
+        "terminationGracePeriodSeconds": 2,
+        "restartPolicy": "Never",
+    });
+    base.as_object_mut()
+        .unwrap()
+        .extend(spec.as_object().unwrap().clone());
+    serde_json::from_value(json!({
+        "apiVersion": "rekube.io/v1", "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": base,
+    }))
+    .unwrap()
+}
+
+fn container(name: &str, script: &str) -> Value {
+    json!({"name": name, "image": "busybox:1.36", "imagePullPolicy": "Never",
+        "command": ["sh", "-c", script]})
+}
+
+fn statuses(p: &Pod) -> Vec<ContainerStatus> {
+    p.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.clone())
+        .unwrap_or_default()
+}
+
+fn status_of(p: &Pod, name: &str) -> Option<ContainerStatus> {
+    let s = p.status.as_ref()?;
+    s.container_statuses
+        .iter()
+        .flatten()
+        .chain(s.init_container_statuses.iter().flatten())
+        .chain(s.ephemeral_container_statuses.iter().flatten())
+        .find(|c| c.name == name)
+        .cloned()
+}
+
+fn phase(p: &Pod) -> String {
+    p.status
+        .as_ref()
+        .and_then(|s| s.phase.clone())
+        .unwrap_or_default()
+}
+
+fn condition(p: &Pod, t: &str) -> Option<String> {
+    p.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == t)
+        .map(|c| c.status.clone())
+}
+
+async fn wait_for_pod(
+    pods: &Api<Pod>,
+    name: &str,
+    what: &str,
+    check: impl Fn(&Pod) -> bool,
+) -> Pod {
+    wait_until(&format!("pod {name}: {what}"), T, || async {
+        let p = pods.get(name).await.map_err(|e| e.to_string())?;
+        if check(&p) {
+            Ok(p)
+        } else {
+            Err(format!("{:?}", p.status))
+        }
+    })
+    .await
+}
+
+/// Deletes every pod of the namespace and waits until the agent let them go, then
+/// asserts that nothing of their containers is left on the machine.
+async fn delete_all_and_check_leftovers(pods: &Api<Pod>, agent: &AgentProcess) {
+    for p in pods.list(&ListParams::default()).await.unwrap() {
+        pods.delete(&p.metadata.name.unwrap(), &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+    wait_until("every pod released by the agent", T, || async {
+        let left = pods
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        if left.items.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{:?}",
+                left.items
+                    .iter()
+                    .map(|p| p.metadata.name.clone())
+                    .collect::<Vec<_>>()
+            ))
+        }
+    })
+    .await;
+    // The object goes after the cleanup; the exit watchers may still be finishing.
+    wait_until("no leftovers", Duration::from_secs(10), || async {
+        let left = agent.leftovers();
+        if left.is_empty() {
+            Ok(())
+        } else {
+            Err(left.join("\n"))
+        }
+    })
+    .await;
+}
+
+fn ts(t: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time) -> Timestamp {
+    t.0
+}
+
+/// Init containers in order, exit codes and reasons, OOMKilled from a memory limit, the
+/// CPU quota in the container's cgroup, the environment from a ConfigMap and a Secret
+/// (and the config error for a missing one), then deletion without leftovers.
+#[tokio::test]
+async fn pods_run_as_real_containers() {
+    if skip() {
+        return;
+    }
+    let ns = TestNamespace::new("agent-pods").await;
+    let agent = AgentProcess::start_real(&ns, "n", &[]);
+    let node = agent.node_name.clone();
+    let pods: Api<Pod> = Api::namespaced(ns.client.clone(), &ns.name);
+    let pp = PostParams::default();
+    let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "cm"},
+        "data": {"greeting": "hello from a configmap", "LEVEL": "debug"}}))
+    .unwrap();
+    Api::<ConfigMap>::namespaced(ns.client.clone(), &ns.name)
+        .create(&pp, &cm)
+        .await
+        .unwrap();
+    let secret: Secret = serde_json::from_value(json!({"metadata": {"name": "sec"},
+        "stringData": {"TOKEN": "s3cret"}}))
+    .unwrap();
+    Api::<Secret>::namespaced(ns.client.clone(), &ns.name)
+        .create(&pp, &secret)
+        .await
+        .unwrap();
+
+    let specs = [
+        pod(
+            "init-order",
+            &node,
+            json!({
+                "initContainers": [container("first", "echo first; sleep 1"),
+                                   container("second", "echo second")],
+                "containers": [container("main", "echo main")],
+            }),
+        ),
+        pod(
+            "exit-3",
+            &node,
+            json!({"containers": [container("c", "echo failing >&2; exit 3")]}),
+        ),
+        pod(
+            "oom",
+            &node,
+            json!({"containers": [{
+                "name": "c", "image": "busybox:1.36", "imagePullPolicy": "Never",
+                "command": ["sh", "-c", "tail /dev/zero"],
+                "resources": {"limits": {"memory": "24Mi"}}}]}),
+        ),
+        pod(
+            "cpu",
+            &node,
+            json!({"containers": [{
+                "name": "c", "image": "busybox:1.36", "imagePullPolicy": "Never",
+                "command": ["sleep", "3600"],
+                "resources": {"requests": {"cpu": "100m"}, "limits": {"cpu": "250m", "memory": "32Mi"}}}]}),
+        ),
+        pod(
+            "env",
+            &node,
+            json!({"containers": [{
+                "name": "c", "image": "busybox:1.36", "imagePullPolicy": "Never",
+                "command": ["sh", "-c", "echo \"greeting=$GREETING level=$LEVEL token=$TOKEN pod=$POD\""],
+                "env": [
+                    {"name": "GREETING", "valueFrom": {"configMapKeyRef": {"name": "cm", "key": "greeting"}}},
+                    {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
+                "envFrom": [{"configMapRef": {"name": "cm"}}, {"secretRef": {"name": "sec"}}]}]}),
+        ),
+        pod(
+            "missing-cm",
+            &node,
+            json!({"containers": [{
+                "name": "c", "image": "busybox:1.36", "imagePullPolicy": "Never",
+                "command": ["true"],
+                "env": [{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "absent", "key": "k"}}}]}]}),
+        ),
+    ];
+    for p in &specs {
+        pods.create(&pp, p).await.unwrap();
+    }
+
+    // Init containers ran one after the other, before the main one.
+    let p = wait_for_pod(&pods, "init-order", "Succeeded", |p| {
+        phase(p) == "Succeeded"
+    })
+    .await;
+    let term = |name: &str| {
+        status_of(&p, name)
+            .and_then(|s| s.state?.terminated)
+            .unwrap_or_else(|| panic!("{name} not terminated: {:?}", p.status))
+    };
+    let (first, second, main) = (term("first"), term("second"), term("main"));
+    assert!(ts(second.started_at.as_ref().unwrap()) >= ts(first.finished_at.as_ref().unwrap()));
+    assert!(ts(main.started_at.as_ref().unwrap()) >= ts(second.finished_at.as_ref().unwrap()));
+    for t in [&first, &second, &main] {
+        assert_eq!((t.exit_code, t.reason.as_deref()), (0, Some("Completed")));
+    }
+    assert_eq!(condition(&p, "Initialized").as_deref(), Some("True"));
+    let uid = p.metadata.uid.clone().unwrap();
+    assert!(
+        agent
+            .container_log(&ns.name, "init-order", &uid, "first", 0)
+            .contains(" stdout F first")
+    );
+
+    // A failing container: exit code, reason Error, phase Failed, stderr in the log.
+    let p = wait_for_pod(&pods, "exit-3", "Failed", |p| phase(p) == "Failed").await;
+    let t = statuses(&p)[0].state.clone().unwrap().terminated.unwrap();
+    assert_eq!((t.exit_code, t.reason.as_deref()), (3, Some("Error")));
+    let log = agent.container_log(&ns.name, "exit-3", &p.metadata.uid.clone().unwrap(), "c", 0);
+    assert!(log.contains(" stderr F failing"), "{log:?}");
+
+    // Over its memory limit: OOMKilled, detected from the cgroup.
+    let p = wait_for_pod(&pods, "oom", "Failed", |p| phase(p) == "Failed").await;
+    let t = statuses(&p)[0].state.clone().unwrap().terminated.unwrap();
+    assert_eq!((t.exit_code, t.reason.as_deref()), (137, Some("OOMKilled")));
+
+    // The CPU limit is the container cgroup's CFS quota (100 ms period), the request its
+    // shares; the memory limit its memory.limit_in_bytes (cgroup v1 on this host).
+    let p = wait_for_pod(&pods, "cpu", "Running", |p| phase(p) == "Running").await;
+    let id = statuses(&p)[0]
+        .container_id
+        .clone()
+        .unwrap()
+        .trim_start_matches("rekube://")
+        .to_string();
+    let cgroup = find_cgroup_dir("cpu", &id).expect("the container's cpu cgroup");
+    let read = |f: &str| {
+        std::fs::read_to_string(cgroup.join(f))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    assert_eq!(read("cpu.cfs_period_us"), "100000");
+    assert_eq!(read("cpu.cfs_quota_us"), "25000");
+    assert_eq!(read("cpu.shares"), "102");
+    let memory = find_cgroup_dir("memory", &id).expect("the container's memory cgroup");
+    assert_eq!(
+        std::fs::read_to_string(memory.join("memory.limit_in_bytes"))
+            .unwrap()
+            .trim(),
+        (32 << 20).to_string()
+    );
+
+    // The environment from the ConfigMap, the Secret and the downward API.
+    let p = wait_for_pod(&pods, "env", "Succeeded", |p| phase(p) == "Succeeded").await;
+    let log = agent.container_log(&ns.name, "env", &p.metadata.uid.clone().unwrap(), "c", 0);
+    assert!(
+        log.contains("greeting=hello from a configmap level=debug token=s3cret pod=env"),
+        "{log:?}"
+    );
+
+    // A missing ConfigMap: the container waits with upstream's config error.
+    let p = wait_for_pod(&pods, "missing-cm", "CreateContainerConfigError", |p| {
+        statuses(p)
+            .first()
+            .and_then(|s| s.state.clone()?.waiting?.reason)
+            .as_deref()
+            == Some("CreateContainerConfigError")
+    })
+    .await;
+    let w = statuses(&p)[0].state.clone().unwrap().waiting.unwrap();
+    assert_eq!(w.message.as_deref(), Some("configmap \"absent\" not found"));
+    assert_eq!(phase(&p), "Pending");
+
+    delete_all_and_check_leftovers(&pods, &agent).await;
+}
+
+/// The cgroup directory of hierarchy `controller` whose name is the container ID.
+fn find_cgroup_dir(controller: &str, id: &str) -> Option<std::path::PathBuf> {
+    fn walk(dir: &std::path::Path, id: &str, depth: usize) -> Option<std::path::PathBuf> {
+        if depth > 6 {
+            return None;
+        }
+        for e in std::fs::read_dir(dir).ok()?.flatten() {
+            let path = e.path();
+            if !path.is_dir() {
+                continue;
+            }
+            if e.file_name().to_string_lossy() == id {
+                return Some(path);
+            }
+            if let Some(found) = walk(&path, id, depth + 1) {
+                return Some(found);
+            }
+        }
+        None
+    }
+    walk(
+        &std::path::Path::new("/sys/fs/cgroup").join(controller),
+        id,
+        0,
+    )
+}
+
+/// Readiness (httpGet and exec) flipping Ready, a liveness failure restarting the
+/// container, a startup probe gating the others, PostStart, PreStop before SIGTERM,
+/// CrashLoopBackOff's 10 s then 20 s, and an ephemeral container added to a running
+/// pod.
+#[tokio::test]
+async fn probes_hooks_backoff_and_ephemeral_containers() {
+    if skip() {
+        return;
+    }
+    let ns = TestNamespace::new("agent-probes").await;
+    let agent = AgentProcess::start_real(&ns, "n", &[]);
+    let node = agent.node_name.clone();
+    let pods: Api<Pod> = Api::namespaced(ns.client.clone(), &ns.name);
+    let pp = PostParams::default();
+
+    let specs = [
+        // Ready once /www/ready exists (httpGet through httpd in the pod), not Ready once
+        // it is removed; a tcpSocket liveness probe on the same port keeps passing.
+        pod(
+            "ready",
+            &node,
+            json!({"restartPolicy": "Always", "containers": [{
+                "name": "web", "image": "busybox:1.36", "imagePullPolicy": "Never",
+                "command": ["sh", "-c",
+                    "mkdir -p /www && httpd -p 8080 -h /www && sleep 3 && touch /www/ready && sleep 4 && rm /www/ready && sleep 3600"],
+                "ports": [{"name": "http", "containerPort": 8080}],
+                "readinessProbe": {"httpGet": {"path": "/ready", "port": "http"}, "periodSeconds": 1, "failureThreshold": 1},
+                "livenessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1}}]}),
+        ),
+        // An exec liveness probe that starts failing after 3 s: the container restarts.
+        // Its startup probe passes after 2 s; until then the pod is not started.
+        pod(
+            "liveness",
+            &node,
+            json!({"restartPolicy": "Always", "containers": [{
+                "name": "c", "image": "busybox:1.36", "imagePullPolicy": "Never",
+                "command": ["sh", "-c", "touch /tmp/alive; sleep 3; rm /tmp/alive; sleep 3600"],
+                "startupProbe": {"exec": {"command": ["test", "-f", "/tmp/alive"]}, "periodSeconds": 1},
+                "livenessProbe": {"exec": {"command": ["test", "-f", "/tmp/alive"]}, "periodSeconds": 1, "failureThreshold": 2}}]}),
+        ),
+        // PostStart writes to the container's stdout; PreStop too, then SIGTERM's trap.
+        pod(
+            "hooks",
+            &node,
+            json!({"terminationGracePeriodSeconds": 10, "containers": [{
+                "name": "c", "image": "busybox:1.36", "imagePullPolicy": "Never",
+                "command": ["sh", "-c", "trap 'echo got-sigterm; exit 0' TERM; echo started; while true; do sleep 0.2; done"],
+                "lifecycle": {
+                    "postStart": {"exec": {"command": ["sh", "-c", "echo post-start > /proc/1/fd/1"]}},
+                    "preStop": {"exec": {"command": ["sh", "-c", "echo pre-stop > /proc/1/fd/1"]}}}}]}),
+        ),
+        // A failing PostStart hook kills the container.
+        pod(
+            "bad-hook",
+            &node,
+            json!({"containers": [{
+                "name": "c", "image": "busybox:1.36", "imagePullPolicy": "Never",
+                "command": ["sleep", "3600"],
+                "lifecycle": {"postStart": {"httpGet": {"path": "/", "port": 9}}}}]}),
+        ),
+        pod(
+            "crash",
+            &node,
+            json!({"restartPolicy": "Always", "containers": [container("c", "exit 1")]}),
+        ),
+        pod(
+            "debug-me",
+            &node,
+            json!({"containers": [container("app", "sleep 3600")]}),
+        ),
+    ];
+    for p in &specs {
+        pods.create(&pp, p).await.unwrap();
+    }
+
+    // CrashLoopBackOff is watched from the start (its first restart is immediate).
+    let crash_watch = tokio::spawn({
+        let pods = pods.clone();
+        async move {
+            // Each instance's start, by container ID, from the state and lastState.
+            let mut starts: BTreeMap<String, Timestamp> = BTreeMap::new();
+            let mut saw_backoff = None;
+            let deadline = std::time::Instant::now() + T;
+            while starts.len() < 4 {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "three restarts of the crashing container: {starts:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let p = pods.get("crash").await.unwrap();
+                let Some(s) = statuses(&p).into_iter().next() else {
+                    continue;
+                };
+                let state = s.state.clone().unwrap_or_default();
+                let current = state
+                    .terminated
+                    .as_ref()
+                    .and_then(|t| t.started_at.clone())
+                    .or_else(|| state.running.as_ref().and_then(|r| r.started_at.clone()));
+                if let (Some(id), Some(t)) = (s.container_id.clone(), current) {
+                    starts.entry(id).or_insert(ts(&t));
+                }
+                if let Some(last) = s.last_state.as_ref().and_then(|l| l.terminated.as_ref())
+                    && let (Some(id), Some(t)) =
+                        (last.container_id.clone(), last.started_at.clone())
+                {
+                    starts.entry(id).or_insert(ts(&t));
+                }
+                if let Some(w) = state.waiting.as_ref()
+                    && w.reason.as_deref() == Some("CrashLoopBackOff")
+                    && saw_backoff.is_none()
+                {
+                    saw_backoff = w.message.clone();
+                }
+            }
+            (starts, saw_backoff)
+        }
+    });
+
+    // Readiness: False, then True, then False again, from the httpGet probe.
+    let ready = |want: &'static str| {
+        move |p: &Pod| condition(p, "Ready").as_deref() == Some(want) && phase(p) == "Running"
+    };
+    wait_for_pod(&pods, "ready", "Running, not Ready", ready("False")).await;
+    let p = wait_for_pod(&pods, "ready", "Ready", ready("True")).await;
+    assert!(statuses(&p)[0].ready);
+    assert_eq!(condition(&p, "ContainersReady").as_deref(), Some("True"));
+    wait_for_pod(&pods, "ready", "not Ready again", ready("False")).await;
+    let p = pods.get("ready").await.unwrap();
+    assert_eq!(
+        statuses(&p)[0].restart_count,
+        0,
+        "liveness (tcp) kept passing"
+    );
+
+    // Liveness: restarted after /tmp/alive went away.
+    let p = wait_for_pod(&pods, "liveness", "restarted by its liveness probe", |p| {
+        statuses(p).first().is_some_and(|s| s.restart_count >= 1)
+    })
+    .await;
+    let last = statuses(&p)[0]
+        .last_state
+        .clone()
+        .unwrap()
+        .terminated
+        .unwrap();
+    assert_eq!(last.exit_code, 137, "killed: {last:?}");
+
+    // Hooks: post-start in the log while running; pre-stop before SIGTERM on deletion.
+    let p = wait_for_pod(&pods, "hooks", "Running", |p| phase(p) == "Running").await;
+    let uid = p.metadata.uid.clone().unwrap();
+    wait_until("post-start in the log", T, || async {
+        let log = agent.container_log(&ns.name, "hooks", &uid, "c", 0);
+        if log.contains(" stdout F post-start") {
+            Ok(())
+        } else {
+            Err(log)
+        }
+    })
+    .await;
+    // Kept open: the agent removes the pod's logs with the pod.
+    let mut hooks_log = agent.open_container_log(&ns.name, "hooks", &uid, "c", 0);
+
+    // The failing PostStart: the container is killed, restartPolicy Never ends the pod.
+    let p = wait_for_pod(&pods, "bad-hook", "Failed", |p| phase(p) == "Failed").await;
+    assert!(
+        statuses(&p)[0].state.clone().unwrap().terminated.is_some(),
+        "{:?}",
+        p.status
+    );
+
+    // CrashLoopBackOff: restarts at once, then after 10 s, then after 20 s.
+    let (starts, saw_backoff) = crash_watch.await.unwrap();
+    let mut t: Vec<Timestamp> = starts.values().copied().collect();
+    t.sort();
+    let gap = |i: usize| t[i + 1].duration_since(t[i]).as_secs_f64();
+    // Start times have a resolution of one second.
+    assert!(gap(0) <= 2.0, "first restart at once: {t:?}");
+    assert!((9.0..14.0).contains(&gap(1)), "then after 10 s: {t:?}");
+    assert!((19.0..24.0).contains(&gap(2)), "then after 20 s: {t:?}");
+    let message = saw_backoff.expect("a CrashLoopBackOff waiting reason");
+    assert!(
+        message.starts_with("back-off 10s restarting failed container=c pod=crash_")
+            || message.starts_with("back-off 20s restarting failed container=c pod=crash_"),
+        "{message}"
+    );
+
+    // An ephemeral container added to the running pod runs once, beside the app.
+    wait_for_pod(&pods, "debug-me", "Running", |p| phase(p) == "Running").await;
+    let patch = json!({"spec": {"ephemeralContainers": [{
+        "name": "debugger", "image": "busybox:1.36", "imagePullPolicy": "Never",
+        "command": ["sh", "-c", "echo debugging $(hostname)"]}]}});
+    pods.patch("debug-me", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let p = wait_for_pod(&pods, "debug-me", "the ephemeral container ran", |p| {
+        status_of(p, "debugger")
+            .and_then(|s| s.state?.terminated)
+            .is_some()
+    })
+    .await;
+    let t = status_of(&p, "debugger")
+        .unwrap()
+        .state
+        .unwrap()
+        .terminated
+        .unwrap();
+    assert_eq!(t.exit_code, 0);
+    assert_eq!(phase(&p), "Running", "the pod keeps running");
+    let log = agent.container_log(
+        &ns.name,
+        "debug-me",
+        &p.metadata.uid.clone().unwrap(),
+        "debugger",
+        0,
+    );
+    assert!(log.contains(" stdout F debugging debug-me"), "{log:?}");
+
+    // Graceful deletion of "hooks": PreStop's line, then the SIGTERM trap's, then gone.
+    pods.delete("hooks", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_until("the hooks pod gone", T, || async {
+        match pods.get_opt("hooks").await.map_err(|e| e.to_string())? {
+            None => Ok(()),
+            Some(_) => Err("still there".into()),
+        }
+    })
+    .await;
+    assert!(
+        !agent.pod_log_dir(&ns.name, "hooks", &uid).exists(),
+        "the pod's logs go with it"
+    );
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut hooks_log, &mut log).unwrap();
+    let pre = log
+        .find(" stdout F pre-stop")
+        .unwrap_or_else(|| panic!("{log}"));
+    let term = log
+        .find(" stdout F got-sigterm")
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(pre < term, "PreStop before SIGTERM: {log}");
+
+    delete_all_and_check_leftovers(&pods, &agent).await;
+}
