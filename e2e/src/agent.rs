@@ -22,6 +22,9 @@ pub struct AgentProcess {
     pub node_name: String,
     pub root: PathBuf,
     pub log: PathBuf,
+    /// `run` and its flags, and the environment, for [`Self::restart`].
+    args: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl AgentProcess {
@@ -29,27 +32,61 @@ impl AgentProcess {
     /// [`TestNamespace::cluster_name`], labelled for the test's `--node-selector`), with
     /// its Lease in the test namespace.
     pub fn start(ns: &TestNamespace, short: &str, extra: &[&str]) -> Self {
+        Self::start_with_env(ns, short, extra, &[])
+    }
+
+    /// [`Self::start`] with more environment variables (e.g. another `KUBECONFIG`).
+    pub fn start_with_env(
+        ns: &TestNamespace,
+        short: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let node_name = ns.cluster_name(short);
         let root = std::env::temp_dir().join(format!("rekube-agent-{node_name}"));
         let log = std::env::temp_dir().join(format!("rekube-agent-{node_name}.log"));
+        let mut args: Vec<String> = vec![
+            "run".into(),
+            "--node-name".into(),
+            node_name.clone(),
+            "--node-labels".into(),
+            format!("{}={}", crate::nodes::SCOPE_LABEL, ns.name),
+            "--node-lease-namespace".into(),
+            ns.name.clone(),
+            "--root-dir".into(),
+            root.to_string_lossy().into_owned(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        std::fs::File::create(&log).unwrap();
+        let mut agent = AgentProcess {
+            child: None,
+            node_name,
+            root,
+            log,
+            args,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        agent.spawn();
+        agent
+    }
+
+    fn spawn(&mut self) {
         let bin = binary();
         assert!(
             bin.exists(),
             "{} is missing: run `cargo build -p rekube-node-agent`",
             bin.display()
         );
-        let out = std::fs::File::create(&log).unwrap();
+        let out = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.log)
+            .unwrap();
         let child = Command::new(&bin)
-            .arg("run")
-            .args(["--node-name", &node_name])
-            .args([
-                "--node-labels",
-                &format!("{}={}", crate::nodes::SCOPE_LABEL, ns.name),
-            ])
-            .args(["--node-lease-namespace", &ns.name])
-            .arg("--root-dir")
-            .arg(&root)
-            .args(extra)
+            .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
@@ -58,12 +95,13 @@ impl AgentProcess {
             .stderr(Stdio::from(out))
             .spawn()
             .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
-        AgentProcess {
-            child: Some(child),
-            node_name,
-            root,
-            log,
-        }
+        self.child = Some(child);
+    }
+
+    /// SIGTERM, then the same agent (node, directories, flags) started again.
+    pub fn restart(&mut self) {
+        self.terminate();
+        self.spawn();
     }
 
     /// Whether this machine can run real containers for a test: root (the agent makes
@@ -91,6 +129,16 @@ impl AgentProcess {
     /// does), and its run directory, cgroup parent and pod logs are its own, so
     /// [`Self::leftovers`] can check that nothing of its containers remains.
     pub fn start_real(ns: &TestNamespace, short: &str, extra: &[&str]) -> Self {
+        Self::start_real_with_env(ns, short, extra, &[])
+    }
+
+    /// [`Self::start_real`] with more environment variables.
+    pub fn start_real_with_env(
+        ns: &TestNamespace,
+        short: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let node_name = ns.cluster_name(short);
         let root = std::env::temp_dir().join(format!("rekube-agent-{node_name}"));
         std::fs::create_dir_all(&root).unwrap();
@@ -122,7 +170,7 @@ impl AgentProcess {
             &cgroup_parent,
         ];
         args.extend_from_slice(extra);
-        Self::start(ns, short, &args)
+        Self::start_with_env(ns, short, &args, env)
     }
 
     fn cgroup_parent_of(node_name: &str) -> String {

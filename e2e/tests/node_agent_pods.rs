@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, ContainerStatus, Secret};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use rekube_crds::Pod;
 use rekube_e2e::agent::AgentProcess;
-use rekube_e2e::{TestNamespace, wait_until};
+use rekube_e2e::{TestNamespace, rbac, wait_until};
 use serde_json::{Value, json};
 
 const T: Duration = Duration::from_secs(90);
@@ -586,4 +586,139 @@ async fn probes_hooks_backoff_and_ephemeral_containers() {
     assert!(pre < term, "PreStop before SIGTERM: {log}");
 
     delete_all_and_check_leftovers(&pods, &agent).await;
+}
+
+/// The agent restarts while a pod runs: the previous run's container is removed (its
+/// process, mounts and cgroup), the pod runs again with its restart count continued, and
+/// deleting it afterwards leaves nothing.
+#[tokio::test]
+async fn an_agent_restart_leaves_no_orphans() {
+    if skip() {
+        return;
+    }
+    let ns = TestNamespace::new("agent-restart").await;
+    let mut agent = AgentProcess::start_real(&ns, "n", &[]);
+    let node = agent.node_name.clone();
+    let pods: Api<Pod> = Api::namespaced(ns.client.clone(), &ns.name);
+    pods.create(
+        &PostParams::default(),
+        &pod(
+            "survivor",
+            &node,
+            json!({"restartPolicy": "Always", "containers": [container("c", "echo up; sleep 3600")]}),
+        ),
+    )
+    .await
+    .unwrap();
+    let p = wait_for_pod(&pods, "survivor", "Running", |p| phase(p) == "Running").await;
+    let first = statuses(&p)[0].container_id.clone().unwrap();
+    let first_id = first.trim_start_matches("rekube://").to_string();
+    assert!(find_cgroup_dir("memory", &first_id).is_some());
+
+    agent.restart();
+
+    let p = wait_for_pod(
+        &pods,
+        "survivor",
+        "running again, in a new container",
+        |p| {
+            statuses(p).first().is_some_and(|s| {
+                s.container_id.as_deref() != Some(first.as_str())
+                    && s.state.as_ref().is_some_and(|st| st.running.is_some())
+            })
+        },
+    )
+    .await;
+    assert_eq!(statuses(&p)[0].restart_count, 1);
+    // The previous instance is gone: no cgroup, no process, no mount of it.
+    assert_eq!(find_cgroup_dir("memory", &first_id), None);
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(&first_id), "{first_id} still mounted");
+    let log = agent.container_log(
+        &ns.name,
+        "survivor",
+        &p.metadata.uid.clone().unwrap(),
+        "c",
+        1,
+    );
+    assert!(log.contains(" stdout F up"), "{log:?}");
+
+    delete_all_and_check_leftovers(&pods, &agent).await;
+}
+
+/// The agent works under the least-privilege RBAC of the chart (its ServiceAccount's
+/// token): it registers, heartbeats, runs a pod whose environment comes from a ConfigMap
+/// and a Secret, and releases it; nothing is forbidden, and nothing beyond that is
+/// granted.
+#[tokio::test]
+async fn the_agent_works_with_the_charts_least_privilege_rbac() {
+    if skip() {
+        return;
+    }
+    let ns = TestNamespace::new("agent-rbac").await;
+    let sa = format!("{}-node-agent", ns.name);
+    let _rbac = rbac::apply_chart_rbac(&ns, "templates/node-agent-rbac.yaml", "node-agent");
+    let kubeconfig = rbac::service_account_kubeconfig(&ns, &sa);
+    let agent = AgentProcess::start_real_with_env(
+        &ns,
+        "n",
+        &[],
+        &[("KUBECONFIG", kubeconfig.to_str().unwrap())],
+    );
+    let pp = PostParams::default();
+    let cm: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": "cm"}, "data": {"A": "from-cm"}}))
+            .unwrap();
+    Api::<ConfigMap>::namespaced(ns.client.clone(), &ns.name)
+        .create(&pp, &cm)
+        .await
+        .unwrap();
+    let secret: Secret = serde_json::from_value(
+        json!({"metadata": {"name": "sec"}, "stringData": {"B": "from-secret"}}),
+    )
+    .unwrap();
+    Api::<Secret>::namespaced(ns.client.clone(), &ns.name)
+        .create(&pp, &secret)
+        .await
+        .unwrap();
+    let pods: Api<Pod> = Api::namespaced(ns.client.clone(), &ns.name);
+    pods.create(
+        &pp,
+        &pod(
+            "env",
+            &agent.node_name,
+            json!({"containers": [{
+                "name": "c", "image": "busybox:1.36", "imagePullPolicy": "Never",
+                "command": ["sh", "-c", "echo $A $B"],
+                "envFrom": [{"configMapRef": {"name": "cm"}}, {"secretRef": {"name": "sec"}}]}]}),
+        ),
+    )
+    .await
+    .unwrap();
+    let p = wait_for_pod(&pods, "env", "Succeeded", |p| phase(p) == "Succeeded").await;
+    let log = agent.container_log(&ns.name, "env", &p.metadata.uid.clone().unwrap(), "c", 0);
+    assert!(log.contains(" stdout F from-cm from-secret"), "{log:?}");
+    delete_all_and_check_leftovers(&pods, &agent).await;
+    let logs = agent.logs();
+    assert!(
+        !logs.to_lowercase().contains("forbidden"),
+        "the agent hit a permission it lacks:\n{logs}"
+    );
+    rbac::assert_can_i(
+        &ns,
+        &sa,
+        &[
+            ("create", "nodes.rekube.io", "yes"),
+            ("delete", "nodes.rekube.io", "no"),
+            ("patch", "nodes.rekube.io/status", "yes"),
+            ("watch", "pods.rekube.io", "yes"),
+            ("create", "pods.rekube.io", "no"),
+            ("delete", "pods.rekube.io", "no"),
+            ("patch", "pods.rekube.io/status", "yes"),
+            ("get", "secrets", "yes"),
+            ("list", "secrets", "no"),
+            ("create", "deployments.rekube.io", "no"),
+            ("create", "pods", "no"),
+        ],
+    );
 }

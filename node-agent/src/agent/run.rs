@@ -16,6 +16,7 @@ use crate::image::Store;
 use crate::image::manager::{ImageManager, RealClock};
 use crate::image::store::StoreError;
 use crate::runtime::cgroups::CgroupError;
+use crate::runtime::recovery::RecoveryError;
 use crate::runtime::{Runtime, RuntimeConfig};
 
 /// How often a pod is synced when nothing else asks for it (upstream
@@ -32,6 +33,8 @@ pub enum Error {
     Heartbeat(#[from] heartbeat::Error),
     #[error("starting the container runtime: {0}")]
     Runtime(#[from] CgroupError),
+    #[error("removing what a previous run left: {0}")]
+    Recovery(#[from] RecoveryError),
     #[error("opening the image store: {0}")]
     Images(#[from] StoreError),
     #[error("connecting to the apiserver: {0}")]
@@ -134,6 +137,25 @@ pub async fn run(opts: AgentOptions) -> Result<(), Error> {
             run_dir: opts.run_dir.clone(),
             cgroup_parent: opts.cgroup_parent.clone(),
         })?;
+        // Containers cannot be adopted across agent processes (no shims): what the
+        // previous run left is removed, and its pods start again.
+        let recovering = runtime.clone();
+        match tokio::task::spawn_blocking(move || recovering.remove_leftovers()).await {
+            Ok(Ok(l)) if !l.is_empty() => tracing::info!(
+                cgroups = l.cgroups,
+                mounts = l.mounts,
+                entries = l.entries,
+                "removed what a previous run left"
+            ),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(Error::Recovery(e)),
+            Err(e) => {
+                return Err(Error::Recovery(RecoveryError::Cgroups {
+                    parent: opts.cgroup_parent.clone(),
+                    message: e.to_string(),
+                }));
+            }
+        }
         let images = ImageManager::new(
             Store::open(opts.root_dir.join("images"))?,
             Arc::new(RealClock),

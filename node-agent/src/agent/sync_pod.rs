@@ -15,8 +15,11 @@
 //! `generateContainerConfig`, kuberuntime_container_linux.go
 //! `generateLinuxContainerConfig`, containerd's CRI image defaults).
 //!
-//! Not yet: events, pod networking beyond loopback (no pod IP), and adopting containers
-//! after an agent restart.
+//! After an agent restart the previous run's containers are gone
+//! ([`crate::runtime::recovery`]): a pod's containers start again in a new sandbox, their
+//! restart counts continuing from the API status.
+//!
+//! Not yet: events, and pod networking beyond loopback (no pod IP).
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -277,6 +280,19 @@ fn container_named(pod: &Pod, name: &str) -> Option<Container> {
                 .find(|k| k.name == name)
                 .map(ephemeral_as_container)
         })
+}
+
+/// The restart count the API shows for a container that has run (it has a container
+/// ID), of any kind.
+fn api_restart_count(pod: &Pod, name: &str) -> Option<i32> {
+    let s = pod.status.as_ref()?;
+    s.container_statuses
+        .iter()
+        .flatten()
+        .chain(s.init_container_statuses.iter().flatten())
+        .chain(s.ephemeral_container_statuses.iter().flatten())
+        .find(|c| c.name == name && c.container_id.is_some())
+        .map(|c| c.restart_count)
 }
 
 /// The ConfigMaps and Secrets `container`'s environment refers to.
@@ -549,9 +565,13 @@ impl RealSyncer {
             },
         )
         .map_err(|e| waiting(CREATE_CONTAINER_CONFIG_ERROR, e.to_string()))?;
+        // The next instance's number; after an agent restart (no runtime record) it
+        // continues from the API status of a container that had run.
         let restart_count = snapshot
             .find_container_status_by_name(&container.name)
-            .map_or(0, |s| s.restart_count + 1);
+            .map(|s| s.restart_count + 1)
+            .or_else(|| api_restart_count(pod, &container.name).map(|n| n + 1))
+            .unwrap_or(0);
         let log_path = self
             .pod_log_dir(pod)
             .join(&container.name)

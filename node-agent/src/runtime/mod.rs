@@ -10,6 +10,7 @@
 //! - [`process`]: the fork and the child's setup (namespaces, rootfs, user, capabilities);
 //! - [`rootfs`]: overlayfs and the mounts inside the container;
 //! - [`logs`]: CRI-format log files with rotation;
+//! - [`recovery`]: removing what a previous agent process left;
 //! - [`leaks`] and [`busybox`]: test and benchmark helpers (nothing left behind; a
 //!   busybox rootfs).
 //!
@@ -25,6 +26,7 @@ pub mod expansion;
 pub mod leaks;
 pub mod logs;
 pub mod process;
+pub mod recovery;
 pub mod rootfs;
 pub mod sandbox;
 pub mod spec;
