@@ -605,7 +605,7 @@ async fn an_agent_restart_leaves_no_orphans() {
         &pod(
             "survivor",
             &node,
-            json!({"restartPolicy": "Always", "containers": [container("c", "echo up; sleep 3600")]}),
+            json!({"restartPolicy": "Always", "containers": [container("c", "echo up; cat /etc/hosts; sleep 3600")]}),
         ),
     )
     .await
@@ -614,7 +614,19 @@ async fn an_agent_restart_leaves_no_orphans() {
     let first = statuses(&p)[0].container_id.clone().unwrap();
     let first_id = first.trim_start_matches("rekube://").to_string();
     assert!(find_cgroup_dir("memory", &first_id).is_some());
+    // No podCIDR yet: loopback only, no pod IP.
+    assert_eq!(p.status.as_ref().unwrap().pod_ip, None);
 
+    // Node IPAM's part (the agent reads it at registration and follows it).
+    let nodes: Api<rekube_crds::Node> = Api::all(ns.client.clone());
+    nodes
+        .patch(
+            &node,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"podCIDR": "10.244.7.0/24"}})),
+        )
+        .await
+        .unwrap();
     agent.restart();
 
     let p = wait_for_pod(
@@ -630,6 +642,19 @@ async fn an_agent_restart_leaves_no_orphans() {
     )
     .await;
     assert_eq!(statuses(&p)[0].restart_count, 1);
+    // The new sandbox has an address from the podCIDR (the first after the gateway), in
+    // the status and the pod's /etc/hosts.
+    let status = p.status.clone().unwrap();
+    assert_eq!(status.pod_ip.as_deref(), Some("10.244.7.2"));
+    assert_eq!(
+        status
+            .pod_ips
+            .unwrap_or_default()
+            .iter()
+            .map(|i| i.ip.clone())
+            .collect::<Vec<_>>(),
+        ["10.244.7.2"]
+    );
     // The previous instance is gone: no cgroup, no process, no mount of it.
     assert_eq!(find_cgroup_dir("memory", &first_id), None);
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
@@ -642,6 +667,7 @@ async fn an_agent_restart_leaves_no_orphans() {
         1,
     );
     assert!(log.contains(" stdout F up"), "{log:?}");
+    assert!(log.contains(" stdout F 10.244.7.2\tsurvivor"), "{log:?}");
 
     delete_all_and_check_leftovers(&pods, &agent).await;
 }
@@ -709,6 +735,7 @@ async fn the_agent_works_with_the_charts_least_privilege_rbac() {
         &sa,
         &[
             ("create", "nodes.rekube.io", "yes"),
+            ("watch", "nodes.rekube.io", "yes"),
             ("delete", "nodes.rekube.io", "no"),
             ("patch", "nodes.rekube.io/status", "yes"),
             ("watch", "pods.rekube.io", "yes"),

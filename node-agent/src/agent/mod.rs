@@ -10,6 +10,7 @@
 //! - [`sync_pod`]: the real syncer (SyncPod over [`crate::runtime`]), with
 //!   [`prober_manager`] (probe workers), [`lifecycle`] (PostStart/PreStop hooks) and
 //!   [`probe_net`] (their TCP and HTTP, dialled inside the pod's network namespace).
+//! - [`pod_cidr`]: follows the Node's spec.podCIDR for pod IPs.
 //! - [`options`]: `rekube-node-agent run` flags; [`run`]: wiring.
 pub mod heartbeat;
 pub mod hollow;
@@ -17,6 +18,7 @@ pub mod lifecycle;
 pub mod machine;
 pub mod node_status;
 pub mod options;
+pub mod pod_cidr;
 pub mod pod_workers;
 pub mod probe_net;
 pub mod prober_manager;

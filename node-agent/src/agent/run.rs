@@ -10,12 +10,14 @@ use super::hollow::HollowSyncer;
 use super::machine;
 use super::node_status::{self, Readiness, Usage};
 use super::options::{self, AgentOptions};
+use super::pod_cidr;
 use super::pod_workers::{PodWorkers, watch_pods};
 use super::sync_pod::RealSyncer;
 use crate::image::Store;
 use crate::image::manager::{ImageManager, RealClock};
 use crate::image::store::StoreError;
 use crate::runtime::cgroups::CgroupError;
+use crate::runtime::network::{PodCidrNetwork, SharedPodCidr};
 use crate::runtime::recovery::RecoveryError;
 use crate::runtime::{Runtime, RuntimeConfig};
 
@@ -132,11 +134,23 @@ pub async fn run(opts: AgentOptions) -> Result<(), Error> {
         let (client, name) = (client.clone(), name.clone());
         tokio::spawn(async move { watch_pods(client, &name, workers).await })
     } else {
-        let runtime = Runtime::new(RuntimeConfig {
-            state_dir: opts.root_dir.join("containers"),
-            run_dir: opts.run_dir.clone(),
-            cgroup_parent: opts.cgroup_parent.clone(),
-        })?;
+        // Pod IPs come from the Node's spec.podCIDR, which node IPAM may set later.
+        let pod_cidr: SharedPodCidr = Arc::new(std::sync::RwLock::new(
+            node.spec.as_ref().and_then(|s| s.pod_cidr.clone()),
+        ));
+        tokio::spawn(pod_cidr::watch_pod_cidr(
+            client.clone(),
+            name.clone(),
+            Arc::clone(&pod_cidr),
+        ));
+        let runtime = Runtime::with_network(
+            RuntimeConfig {
+                state_dir: opts.root_dir.join("containers"),
+                run_dir: opts.run_dir.clone(),
+                cgroup_parent: opts.cgroup_parent.clone(),
+            },
+            Arc::new(PodCidrNetwork::new(pod_cidr, opts.run_dir.join("ipam"))),
+        )?;
         // Containers cannot be adopted across agent processes (no shims): what the
         // previous run left is removed, and its pods start again.
         let recovering = runtime.clone();

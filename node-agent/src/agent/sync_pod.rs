@@ -19,7 +19,8 @@
 //! ([`crate::runtime::recovery`]): a pod's containers start again in a new sandbox, their
 //! restart counts continuing from the API status.
 //!
-//! Not yet: events, and pod networking beyond loopback (no pod IP).
+//! Pods get an IP from the node's podCIDR ([`crate::runtime::network`]), on loopback
+//! inside their namespace until real pod networking. Not yet: events.
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -736,7 +737,9 @@ impl RealSyncer {
                         created_at: Timestamp::now(),
                         host_network: config.host_network,
                         network_namespace_path: sb.netns.clone(),
-                        ips: None,
+                        // No address (loopback only) is upstream's nil network status.
+                        ips: (!sb.ips.is_empty())
+                            .then(|| sb.ips.iter().map(|ip| ip.to_string()).collect()),
                     });
                     st.sandbox = Some(sb);
                 }

@@ -11,6 +11,8 @@
 //! - [`rootfs`]: overlayfs and the mounts inside the container;
 //! - [`logs`]: CRI-format log files with rotation;
 //! - [`recovery`]: removing what a previous agent process left;
+//! - [`network`]: the pod IP from the node's podCIDR (host-local IPAM), on loopback until
+//!   real pod networking;
 //! - [`leaks`] and [`busybox`]: test and benchmark helpers (nothing left behind; a
 //!   busybox rootfs).
 //!
@@ -25,6 +27,7 @@ pub mod container;
 pub mod expansion;
 pub mod leaks;
 pub mod logs;
+pub mod network;
 pub mod process;
 pub mod recovery;
 pub mod rootfs;
@@ -85,6 +88,16 @@ impl Runtime {
         let cgroups: Arc<dyn cgroups::CgroupManager> =
             Arc::from(cgroups::host_manager(&config.cgroup_parent)?);
         Ok(Self::with_parts(config, cgroups, Arc::new(LoopbackNetwork)))
+    }
+
+    /// A runtime on the host's cgroup version with `network` for pods.
+    pub fn with_network(
+        config: RuntimeConfig,
+        network: Arc<dyn PodNetwork>,
+    ) -> Result<Self, cgroups::CgroupError> {
+        let cgroups: Arc<dyn cgroups::CgroupManager> =
+            Arc::from(cgroups::host_manager(&config.cgroup_parent)?);
+        Ok(Self::with_parts(config, cgroups, network))
     }
 
     pub fn with_parts(
