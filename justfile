@@ -86,6 +86,17 @@ bench-scheduler nodes="100" pods="3000" *flags="": cluster-up build-bench-tools
     cargo build --quiet --release -p rekube-controllers -p rekube-e2e --bin rekube-controllers --bin bench-scheduler
     KUBECONFIG={{local_kubeconfig}} $CARGO_TARGET_DIR/release/bench-scheduler --nodes {{nodes}} --pods {{pods}} --kube-scheduler {{k8s_bin}}/kube-scheduler --kwok {{k8s_bin}}/kwok --kwok-config {{k8s_bin}}/kwok-stages.yaml --rekube $CARGO_TARGET_DIR/release/rekube-controllers --kubeconfig {{local_kubeconfig}} {{flags}}
 
+# Build (or reuse) what only `just bench-pod-startup` needs: the kubelet, and Debian's containerd when missing.
+build-kubelet:
+    e2e/scripts/build-kubernetes.sh kubelet
+    command -v containerd >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends containerd runc
+
+# Benchmark (as root): pod created → Running and Ready under kubelet + containerd and rekube-node-agent (`--only rekube|upstream`).
+bench-pod-startup pods="100" *flags="": cluster-up build-kubelet
+    KUBECONFIG={{local_kubeconfig}} just install >/dev/null
+    cargo build --quiet --release -p rekube-node-agent -p rekube-e2e --bin rekube-node-agent --bin bench-pod-startup
+    KUBECONFIG={{local_kubeconfig}} $CARGO_TARGET_DIR/release/bench-pod-startup --pods {{pods}} --kubelet {{k8s_bin}}/kubelet --agent $CARGO_TARGET_DIR/release/rekube-node-agent --kubeconfig {{local_kubeconfig}} {{flags}}
+
 # Benchmark (as root): create+start+wait+delete of /bin/true by rekube's runtime, runc and crun on one busybox rootfs.
 bench-runtime iterations="200":
     cargo build --quiet --release -p rekube-node-agent --bin bench-runtime

@@ -2,8 +2,9 @@
 # Build the pinned Kubernetes control-plane binaries (kube-apiserver,
 # kube-controller-manager, kubectl), etcd and helm from the Go module proxy and cache them
 # per version outside the repository. Rebuilds only what is missing. `bench-tools` builds
-# what only `just bench-scheduler` needs (kube-scheduler and kwok), kept out of `all` so
-# that bootstrap and CI do not pay for them.
+# what only `just bench-scheduler` needs (kube-scheduler and kwok), and `kubelet` what only
+# `just bench-pod-startup` needs; both are kept out of `all` so that bootstrap and CI do not
+# pay for them.
 #
 #   REKUBE_CACHE   cache root (default ~/.cache/rekube)
 #   K8S_VERSION    Kubernetes version (default v1.36.3)
@@ -129,6 +130,8 @@ case $what in
   bench-tools) build_kubernetes kube-scheduler; build_kwok ;;
   kube-scheduler) build_kubernetes kube-scheduler ;;
   kwok) build_kwok ;;
-  *) echo "usage: $0 [all|etcd|kubernetes|helm|bench-tools|kube-scheduler|kwok]" >&2; exit 2 ;;
+  # Only the pod startup benchmark needs it (just build-kubelet, just bench-pod-startup).
+  kubelet) build_kubernetes kubelet ;;
+  *) echo "usage: $0 [all|etcd|kubernetes|helm|bench-tools|kube-scheduler|kwok|kubelet]" >&2; exit 2 ;;
 esac
 echo "$BIN"
