@@ -66,7 +66,7 @@ up: bootstrap cluster-up
     KUBECONFIG={{local_kubeconfig}} kubectl get rekube -A -o wide
     @echo; echo "The web pods run as containers of rekube-node-agent on node rekube-local; their logs:"
     ls {{cache}}/agent/pods
-    @echo "(Not Ready yet: the agent does not run readiness probes, and pods have loopback-only networking until the networking issue.)"
+    @echo "(Ready comes from their httpGet readiness probes; pod IPs live on loopback inside each pod until pod networking lands.)"
 
 # Benchmark: the Deployment workload under kube-controller-manager and rekube-controllers, side by side.
 bench-controllers deployments="100" replicas="10": cluster-up
