@@ -518,10 +518,12 @@ async fn probes_hooks_backoff_and_ephemeral_containers() {
     let mut t: Vec<Timestamp> = starts.values().copied().collect();
     t.sort();
     let gap = |i: usize| t[i + 1].duration_since(t[i]).as_secs_f64();
-    // Start times have a resolution of one second.
-    assert!(gap(0) <= 2.0, "first restart at once: {t:?}");
-    assert!((9.0..14.0).contains(&gap(1)), "then after 10 s: {t:?}");
-    assert!((19.0..24.0).contains(&gap(2)), "then after 20 s: {t:?}");
+    // Start times have a resolution of one second. The first restart is immediate, so a
+    // busy machine's poll may miss an instance: look for the 10 s then 20 s back-offs
+    // among consecutive restarts.
+    let doubled = (0..t.len() - 2)
+        .any(|i| (9.0..14.0).contains(&gap(i)) && (19.0..24.0).contains(&gap(i + 1)));
+    assert!(doubled, "restarts after 10 s then 20 s: {t:?}");
     let message = saw_backoff.expect("a CrashLoopBackOff waiting reason");
     assert!(
         message.starts_with("back-off 10s restarting failed container=c pod=crash_")
