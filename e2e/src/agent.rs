@@ -43,7 +43,7 @@ impl AgentProcess {
         env: &[(&str, &str)],
     ) -> Self {
         let node_name = ns.cluster_name(short);
-        let root = std::env::temp_dir().join(format!("rekube-agent-{node_name}"));
+        let root = Self::root_of(&node_name);
         let log = std::env::temp_dir().join(format!("rekube-agent-{node_name}.log"));
         let mut args: Vec<String> = vec![
             "run".into(),
@@ -140,7 +140,7 @@ impl AgentProcess {
         env: &[(&str, &str)],
     ) -> Self {
         let node_name = ns.cluster_name(short);
-        let root = std::env::temp_dir().join(format!("rekube-agent-{node_name}"));
+        let root = Self::root_of(&node_name);
         std::fs::create_dir_all(&root).unwrap();
         let archive = root.join("busybox.tar");
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/busybox-image.sh");
@@ -171,6 +171,11 @@ impl AgentProcess {
         ];
         args.extend_from_slice(extra);
         Self::start_with_env(ns, short, &args, env)
+    }
+
+    /// The agent's --root-dir (and, for a real agent, its run and log directories).
+    fn root_of(node_name: &str) -> PathBuf {
+        std::env::temp_dir().join(format!("rekube-agent-{node_name}"))
     }
 
     fn cgroup_parent_of(node_name: &str) -> String {

@@ -158,20 +158,10 @@ impl PodNetwork for PodCidrNetwork {
 
 /// `ip addr add IP/32 dev lo label lo:0`, through the classic ioctls on the alias.
 fn add_loopback_alias(ip: Ipv4Addr) -> std::io::Result<()> {
-    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socket};
     use std::os::fd::AsRawFd;
-    let sock = socket(
-        AddressFamily::Inet,
-        SockType::Datagram,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )?;
+    let sock = super::sandbox::ifreq_socket()?;
     let ifreq_with = |addr: Ipv4Addr| {
-        // SAFETY: ifreq is plain data; zeroed is a valid value.
-        let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
-        for (i, b) in b"lo:0".iter().enumerate() {
-            ifr.ifr_name[i] = *b as libc::c_char;
-        }
+        let mut ifr = super::sandbox::ifreq_named(b"lo:0");
         let sin = libc::sockaddr_in {
             sin_family: libc::AF_INET as libc::sa_family_t,
             sin_port: 0,

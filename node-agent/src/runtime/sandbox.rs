@@ -125,21 +125,32 @@ pub fn in_netns<T: Send + 'static>(
     .map_err(|(op, e)| err(op, e))
 }
 
-/// `ip link set lo up`: SIOCGIFFLAGS, IFF_UP, SIOCSIFFLAGS on "lo".
-pub fn set_loopback_up() -> std::io::Result<()> {
+/// A socket for interface ioctls.
+pub(crate) fn ifreq_socket() -> std::io::Result<OwnedFd> {
     use nix::sys::socket::{AddressFamily, SockFlag, SockType, socket};
-    use std::os::fd::AsRawFd;
-    let sock = socket(
+    Ok(socket(
         AddressFamily::Inet,
         SockType::Datagram,
         SockFlag::SOCK_CLOEXEC,
         None,
-    )?;
+    )?)
+}
+
+/// A zeroed `ifreq` naming interface `name` (at most 15 bytes).
+pub(crate) fn ifreq_named(name: &[u8]) -> libc::ifreq {
     // SAFETY: ifreq is plain data; zeroed is a valid value.
     let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (i, b) in b"lo".iter().enumerate() {
+    for (i, b) in name.iter().take(libc::IFNAMSIZ - 1).enumerate() {
         ifr.ifr_name[i] = *b as libc::c_char;
     }
+    ifr
+}
+
+/// `ip link set lo up`: SIOCGIFFLAGS, IFF_UP, SIOCSIFFLAGS on "lo".
+pub fn set_loopback_up() -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let sock = ifreq_socket()?;
+    let mut ifr = ifreq_named(b"lo");
     // SAFETY: ioctls on a socket with a properly initialised ifreq.
     unsafe {
         if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut ifr) < 0 {
