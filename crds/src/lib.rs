@@ -8,6 +8,9 @@ pub mod admission;
 pub mod catalog;
 pub mod crd;
 pub mod defaults;
+/// The event recorder every component publishes through (feature `events`).
+#[cfg(feature = "events")]
+pub mod events;
 pub mod generate;
 pub mod kinds;
 pub mod resource;

@@ -17,6 +17,7 @@ pub mod compare;
 pub mod controllers;
 pub mod kubelet;
 pub mod nodes;
+pub mod procstat;
 pub mod rbac;
 
 /// A client for the cluster `KUBECONFIG` names.

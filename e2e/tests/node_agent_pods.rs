@@ -562,6 +562,71 @@ async fn probes_hooks_backoff_and_ephemeral_containers() {
     );
     assert!(log.contains(" stdout F debugging debug-me"), "{log:?}");
 
+    // The kubelet's events for all of the above, each about its container.
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(ns.client.clone(), &ns.name);
+    let want: [(&str, &str, &str, &str); 5] = [
+        (
+            "ready",
+            "spec.containers{web}",
+            "Unhealthy",
+            "Readiness probe failed: ",
+        ),
+        (
+            "liveness",
+            "spec.containers{c}",
+            "Killing",
+            "Container c failed liveness probe, will be restarted",
+        ),
+        ("bad-hook", "spec.containers{c}", "FailedPostStartHook", ""),
+        (
+            "crash",
+            "spec.containers{c}",
+            "BackOff",
+            "Back-off restarting failed container c in pod crash_",
+        ),
+        (
+            "debug-me",
+            "spec.ephemeralContainers{debugger}",
+            "Started",
+            "Started container debugger",
+        ),
+    ];
+    wait_until("the kubelet's events", T, || async {
+        let got: Vec<(String, String, String, String)> = events
+            .list(&Default::default())
+            .await
+            .map_err(|e| e.to_string())?
+            .items
+            .into_iter()
+            .filter(|e| e.reporting_controller.as_deref() == Some("kubelet"))
+            .map(|e| {
+                let r = e.regarding.unwrap_or_default();
+                (
+                    r.name.unwrap_or_default(),
+                    r.field_path.unwrap_or_default(),
+                    e.reason.unwrap_or_default(),
+                    e.note.unwrap_or_default(),
+                )
+            })
+            .collect();
+        let missing: Vec<_> = want
+            .iter()
+            .filter(|w| {
+                !got.iter().any(|g| {
+                    (g.0.as_str(), g.1.as_str(), g.2.as_str()) == (w.0, w.1, w.2)
+                        && g.3.starts_with(w.3)
+                })
+            })
+            .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("missing {missing:?} in {got:?}"))
+        }
+    })
+    .await;
+
     // Graceful deletion of "hooks": PreStop's line, then the SIGTERM trap's, then gone.
     pods.delete("hooks", &DeleteParams::default())
         .await
@@ -676,7 +741,7 @@ async fn an_agent_restart_leaves_no_orphans() {
 
 /// The agent works under the least-privilege RBAC of the chart (its ServiceAccount's
 /// token): it registers, heartbeats, runs a pod whose environment comes from a ConfigMap
-/// and a Secret, and releases it; nothing is forbidden, and nothing beyond that is
+/// and a Secret, records its events, and releases it; nothing is forbidden, and nothing beyond that is
 /// granted.
 #[tokio::test]
 async fn the_agent_works_with_the_charts_least_privilege_rbac() {
@@ -726,6 +791,34 @@ async fn the_agent_works_with_the_charts_least_privilege_rbac() {
     let p = wait_for_pod(&pods, "env", "Succeeded", |p| phase(p) == "Succeeded").await;
     let log = agent.container_log(&ns.name, "env", &p.metadata.uid.clone().unwrap(), "c", 0);
     assert!(log.contains(" stdout F from-cm from-secret"), "{log:?}");
+    // Its node's "Starting kubelet." event (a cluster-scoped object's events go to
+    // "default").
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(ns.client.clone(), "default");
+    wait_until("the node's Starting event", T, || async {
+        let found = events
+            .list(&Default::default())
+            .await
+            .map_err(|e| e.to_string())?
+            .items
+            .into_iter()
+            .any(|e| {
+                let r = e.regarding.unwrap_or_default();
+                (
+                    r.kind.as_deref(),
+                    r.name.as_deref(),
+                    e.reason.as_deref(),
+                    e.note.as_deref(),
+                ) == (
+                    Some("Node"),
+                    Some(agent.node_name.as_str()),
+                    Some("Starting"),
+                    Some("Starting kubelet."),
+                )
+            });
+        found.then_some(()).ok_or_else(|| "not yet".to_string())
+    })
+    .await;
     delete_all_and_check_leftovers(&pods, &agent).await;
     let logs = agent.logs();
     assert!(
@@ -748,6 +841,8 @@ async fn the_agent_works_with_the_charts_least_privilege_rbac() {
             ("list", "secrets", "no"),
             ("create", "deployments.rekube.io", "no"),
             ("create", "pods", "no"),
+            ("create", "events.events.k8s.io", "yes"),
+            ("delete", "events.events.k8s.io", "no"),
         ],
     );
 }

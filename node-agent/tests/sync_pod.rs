@@ -105,12 +105,14 @@ async fn pods_run_to_completion_and_leave_nothing_behind() {
         Arc::new(RealClock),
     );
     let logs = dir.path().join("logs");
+    let node = format!("sync-pod-node-{}", std::process::id());
     let syncer = Arc::new(RealSyncer::new(
         client.clone(),
         runtime.clone(),
         images,
         vec!["127.0.0.1".into()],
         logs.clone(),
+        rekube_node_agent::agent::events::recorder(client.clone(), &node),
     ));
     let workers = PodWorkers::new(Arc::clone(&syncer), Duration::from_secs(10));
     let weak = Arc::downgrade(&workers);
@@ -121,7 +123,6 @@ async fn pods_run_to_completion_and_leave_nothing_behind() {
     }));
 
     let ns_name = format!("sync-pod-{}", std::process::id());
-    let node = format!("sync-pod-node-{}", std::process::id());
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": ns_name}})).unwrap();
     namespaces
@@ -182,6 +183,36 @@ async fn pods_run_to_completion_and_leave_nothing_behind() {
         log.display()
     );
 
+    // The kubelet's events, about the container, from this node's kubelet.
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(client.clone(), &ns_name);
+    wait_for("the hello pod's events", t, || async {
+        let got = pod_events(&events, "hello").await?;
+        let notes: Vec<(&str, &str)> = got
+            .iter()
+            .map(|e| {
+                (
+                    e.reason.as_deref().unwrap_or(""),
+                    e.note.as_deref().unwrap_or(""),
+                )
+            })
+            .collect();
+        let pulled = notes
+            .iter()
+            .any(|(r, n)| *r == "Pulled" && n.contains(&image));
+        let created = notes.contains(&("Created", "Created container: c"));
+        let started = notes.contains(&("Started", "Started container c"));
+        let from_the_kubelet = got.iter().all(|e| {
+            e.regarding.as_ref().and_then(|r| r.field_path.as_deref()) == Some("spec.containers{c}")
+                && e.reporting_controller.as_deref() == Some("kubelet")
+                && e.reporting_instance.as_deref() == Some(node.as_str())
+        });
+        (pulled && created && started && from_the_kubelet)
+            .then_some(())
+            .ok_or(format!("{got:?}"))
+    })
+    .await;
+
     // A running pod, deleted: stopped, cleaned up and released.
     pods.create(
         &PostParams::default(),
@@ -200,6 +231,17 @@ async fn pods_run_to_completion_and_leave_nothing_behind() {
     for name in ["sleeper", "hello"] {
         pods.delete(name, &DeleteParams::default()).await.unwrap();
     }
+    wait_for("the Killing event", t, || async {
+        let got = pod_events(&events, "sleeper").await?;
+        got.iter()
+            .any(|e| {
+                e.reason.as_deref() == Some("Killing")
+                    && e.note.as_deref() == Some("Stopping container c")
+            })
+            .then_some(())
+            .ok_or(format!("{got:?}"))
+    })
+    .await;
     wait_for("the pods deleted", t, || async {
         let left = pods
             .list(&Default::default())
@@ -217,4 +259,19 @@ async fn pods_run_to_completion_and_leave_nothing_behind() {
     assert_no_leaks(&before, &scope());
     let _ = namespaces.delete(&ns_name, &DeleteParams::default()).await;
     let _ = runtime.cgroups().remove("");
+}
+
+/// The events about the pod `name`.
+async fn pod_events(
+    events: &Api<k8s_openapi::api::events::v1::Event>,
+    name: &str,
+) -> Result<Vec<k8s_openapi::api::events::v1::Event>, String> {
+    Ok(events
+        .list(&Default::default())
+        .await
+        .map_err(|e| e.to_string())?
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .collect())
 }

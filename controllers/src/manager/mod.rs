@@ -4,7 +4,7 @@
 //! graceful shutdown that releases the lease.
 pub mod claim;
 pub mod client;
-pub mod events;
+pub use rekube_crds::events;
 pub mod informer;
 pub mod leader;
 pub mod metrics;

@@ -14,6 +14,7 @@ use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
 };
 use rekube_e2e::kubelet;
+use rekube_e2e::procstat::usage;
 use serde_json::json;
 
 struct Args {
@@ -106,32 +107,6 @@ async fn fresh_namespace(client: &Client, name: &str) {
     while sa.get_opt("default").await.unwrap().is_none() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-/// peak RSS (MiB) and CPU seconds of a process, from /proc.
-fn usage(pid: u32) -> (f64, f64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let hwm_kib: f64 = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or(0.0);
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks: f64 = fields
-        .get(11)
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(0.0)
-        + fields
-            .get(12)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0);
-    (hwm_kib / 1024.0, ticks / 100.0)
 }
 
 fn scrape(url: &str) -> String {

@@ -32,6 +32,7 @@ use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
 };
 use kube::runtime::watcher;
+use rekube_e2e::procstat::{self, proc_stat};
 use serde_json::json;
 
 #[derive(Debug, Parser)]
@@ -133,39 +134,6 @@ impl Measured {
     }
 }
 
-/// One process's /proc figures: VmHWM and VmRSS (MiB), CPU seconds (user + system, with
-/// its waited-for children's).
-#[derive(Debug, Default, Clone, Copy)]
-struct ProcStat {
-    hwm_mib: f64,
-    rss_mib: f64,
-    cpu_seconds: f64,
-}
-
-fn proc_stat(pid: u32) -> Option<ProcStat> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kib = |key: &str| -> f64 {
-        status
-            .lines()
-            .find(|l| l.starts_with(key))
-            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-            .unwrap_or(0.0)
-    };
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command's closing parenthesis, from field 3 (state): utime is field
-    // 14, stime 15, cutime 16, cstime 17.
-    let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
-    let ticks: f64 = [11, 12, 13, 14]
-        .iter()
-        .filter_map(|i| fields.get(*i)?.parse::<f64>().ok())
-        .sum();
-    Some(ProcStat {
-        hwm_mib: kib("VmHWM:") / 1024.0,
-        rss_mib: kib("VmRSS:") / 1024.0,
-        cpu_seconds: ticks / 100.0,
-    })
-}
-
 /// containerd's shims for our containerd: their command line names its socket.
 fn shim_pids(socket: &str) -> Vec<u32> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
@@ -212,9 +180,9 @@ impl Node {
         };
         let mut cmd = node.script("start");
         match which {
-            Which::Rekube => cmd.arg(which_bin(&args.agent)),
+            Which::Rekube => cmd.arg(procstat::which(&args.agent)),
             Which::Upstream => cmd
-                .arg(which_bin(&args.kubelet))
+                .arg(procstat::which(&args.kubelet))
                 .arg(args.kubelet_api_qps.to_string())
                 .arg(args.kubelet_api_burst.to_string()),
         };
@@ -273,19 +241,6 @@ fn side_name(which: Which) -> &'static str {
     }
 }
 
-fn which_bin(bin: &str) -> PathBuf {
-    if bin.contains('/') {
-        return bin.into();
-    }
-    std::env::var_os("PATH")
-        .and_then(|path| {
-            std::env::split_paths(&path)
-                .map(|d| d.join(bin))
-                .find(|p| p.is_file())
-        })
-        .unwrap_or_else(|| bin.into())
-}
-
 fn pod(side: &Side, node: &str, name: &str) -> DynamicObject {
     serde_json::from_value(json!({
         "apiVersion": side.api_version, "kind": "Pod",
@@ -327,7 +282,7 @@ fn shims(socket: &str, before: &[u32]) -> Usage {
     for pid in &pids {
         if let Some(st) = proc_stat(*pid) {
             rss += st.rss_mib;
-            cpu += st.cpu_seconds;
+            cpu += st.cpu_with_children();
         }
         pss += std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
             .ok()
@@ -369,7 +324,11 @@ async fn measure(
     }
     let before: Vec<f64> = processes
         .iter()
-        .map(|(_, pid)| proc_stat(*pid).map(|s| s.cpu_seconds).unwrap_or(0.0))
+        .map(|(_, pid)| {
+            proc_stat(*pid)
+                .map(|s| s.cpu_with_children())
+                .unwrap_or(0.0)
+        })
         .collect();
 
     let shims_before = shim_pids(&node.containerd_socket());
@@ -470,7 +429,7 @@ async fn measure(
             Usage {
                 label: what.to_string(),
                 peak_rss_mib: s.hwm_mib,
-                cpu_seconds: s.cpu_seconds - before,
+                cpu_seconds: s.cpu_with_children() - before,
             }
         })
         .collect();

@@ -37,6 +37,7 @@ use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
 };
 use kube::runtime::watcher;
+use rekube_e2e::procstat::{usage, which};
 use serde_json::{Value, json};
 
 /// The label on the benchmark's nodes (value `true`); the pods require it.
@@ -167,28 +168,6 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-/// peak RSS (MiB) and CPU seconds (user + system) of a process, from /proc.
-fn usage(pid: u32) -> (f64, f64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let hwm_kib: f64 = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or(0.0);
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks: f64 = [11, 12]
-        .iter()
-        .filter_map(|i| fields.get(*i)?.parse::<f64>().ok())
-        .sum();
-    (hwm_kib / 1024.0, ticks / 100.0)
 }
 
 /// The body of a URL, empty when it does not answer 2xx.
@@ -578,19 +557,6 @@ async fn run_rekube(client: Client, side: Side, args: &Args) -> anyhow::Result<M
         format!("http://127.0.0.1:{port}"),
     )
     .await
-}
-
-fn which(bin: &str) -> PathBuf {
-    if bin.contains('/') {
-        return bin.into();
-    }
-    std::env::var_os("PATH")
-        .and_then(|path| {
-            std::env::split_paths(&path)
-                .map(|d| d.join(bin))
-                .find(|p| p.is_file())
-        })
-        .unwrap_or_else(|| bin.into())
 }
 
 async fn fresh_namespace(client: &Client, name: &str) -> anyhow::Result<()> {

@@ -10,8 +10,10 @@
 //! - [`sync_pod`]: the real syncer (SyncPod over [`crate::runtime`]), with
 //!   [`prober_manager`] (probe workers), [`lifecycle`] (PostStart/PreStop hooks) and
 //!   [`probe_net`] (their TCP and HTTP, dialled inside the pod's network namespace).
+//! - [`events`]: the kubelet's event reasons and the objects they are about.
 //! - [`pod_cidr`]: follows the Node's spec.podCIDR for pod IPs.
 //! - [`options`]: `rekube-node-agent run` flags; [`run`]: wiring.
+pub mod events;
 pub mod heartbeat;
 pub mod hollow;
 pub mod lifecycle;

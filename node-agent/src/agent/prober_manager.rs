@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::{Container, Probe};
+use k8s_openapi::api::core::v1::{Container, ObjectReference, Probe};
 use tokio::sync::watch;
 
 use super::probe_net::{self, Origin};
@@ -42,10 +42,12 @@ pub struct ProbeTarget {
     /// The pod's network namespace (None: the host's).
     pub netns: Option<PathBuf>,
     pub pod_name: String,
+    /// The container as an event's object ([`super::events::container_ref`]).
+    pub event_ref: ObjectReference,
 }
 
-/// A failed probe, for the pod's Unhealthy event.
-pub type OnUnhealthy = Arc<dyn Fn(&str, &str, ProbeType, &str) + Send + Sync>;
+/// A failed probe, for the container's Unhealthy event: its object and the message.
+pub type OnUnhealthy = Arc<dyn Fn(&ObjectReference, &str) + Send + Sync>;
 /// A published change: the pod's uid.
 pub type Poke = Arc<dyn Fn(&str) + Send + Sync>;
 
@@ -80,8 +82,8 @@ impl ProberManager {
         *self.poke.lock().unwrap() = Some(poke);
     }
 
-    /// Called with (pod uid, container name, probe type, message) for each failed probe
-    /// (upstream records an `Unhealthy` event).
+    /// Called with (the container's object, message) for each failed probe (upstream
+    /// records an `Unhealthy` event).
     pub fn set_on_unhealthy(&self, f: OnUnhealthy) {
         *self.on_unhealthy.lock().unwrap() = Some(f);
     }
@@ -271,9 +273,7 @@ async fn worker_loop(mut cx: WorkerContext) {
             && let Some(f) = &cx.on_unhealthy
         {
             f(
-                &cx.uid,
-                &target.spec.name,
-                cx.probe_type,
+                &target.event_ref,
                 &format!(
                     "{} probe failed: {}",
                     cx.probe_type.as_str(),

@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use super::events;
 use super::heartbeat::{self, HeartbeatConfig, StatusSource};
 use super::hollow::HollowSyncer;
 use super::machine;
@@ -20,6 +21,7 @@ use crate::runtime::cgroups::CgroupError;
 use crate::runtime::network::{PodCidrNetwork, SharedPodCidr};
 use crate::runtime::recovery::RecoveryError;
 use crate::runtime::{Runtime, RuntimeConfig};
+use rekube_crds::events::EventType;
 
 /// How often a pod is synced when nothing else asks for it (upstream
 /// --sync-frequency's default).
@@ -96,6 +98,13 @@ pub async fn run(opts: AgentOptions) -> Result<(), Error> {
         &node_status::initial_node(&name, &machine, &labels),
     )
     .await?;
+    let recorder = events::recorder(client.clone(), &name);
+    recorder.record(
+        &events::node_ref(&node),
+        EventType::Normal,
+        events::STARTING_KUBELET,
+        "Starting kubelet.".into(),
+    );
     let config = HeartbeatConfig {
         lease_namespace: opts.node_lease_namespace.clone(),
         lease_duration_seconds: opts.node_lease_duration_seconds,
@@ -180,6 +189,7 @@ pub async fn run(opts: AgentOptions) -> Result<(), Error> {
             images,
             host_ips,
             opts.pod_log_dir.clone(),
+            recorder,
         ));
         let workers = PodWorkers::new(Arc::clone(&syncer), POD_RESYNC_INTERVAL);
         // A container's exit syncs its pod (upstream: the PLEG event).

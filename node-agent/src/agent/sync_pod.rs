@@ -20,7 +20,10 @@
 //! restart counts continuing from the API status.
 //!
 //! Pods get an IP from the node's podCIDR ([`crate::runtime::network`]), on loopback
-//! inside their namespace until real pod networking. Not yet: events.
+//! inside their namespace until real pod networking.
+//!
+//! Events as the kubelet's ([`super::events`]): image pulls, Created, Started, Failed,
+//! Killing, BackOff, Unhealthy, hook failures, sandbox failures.
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -36,12 +39,13 @@ use jiff::Timestamp;
 use kube::api::Api;
 use kube::{Client, ResourceExt};
 
+use super::events::{self as ev};
 use super::hollow::{Error as HollowError, add_finalizer, remove_finalizer, write_status};
 use super::lifecycle::{HookTarget, REASON_POST_START_HOOK_ERROR, run_handler};
 use super::pod_workers::{BoxFuture, PodSyncer, SyncOutcome};
 use super::prober_manager::{ProbeTarget, ProberManager};
 use crate::image::credentials::{RegistryCredential, parse_pull_secret};
-use crate::image::manager::ImageManager;
+use crate::image::manager::{ImageEvent, ImageManager};
 use crate::image::policy::PullPolicy;
 use crate::image::spec::ContainerConfig;
 use crate::kubelet::backoff::{Backoff, REASON_CRASH_LOOP_BACK_OFF, do_back_off};
@@ -61,6 +65,7 @@ use crate::runtime::spec::{
     expand_command_and_args, merge_env, parse_stop_signal, resolve_user, working_dir,
 };
 use crate::runtime::{Container as RtContainer, Runtime, Sandbox, SandboxConfig};
+use rekube_crds::events::{EventRecorder, EventType};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -239,6 +244,7 @@ pub struct RealSyncer {
     pods: Mutex<HashMap<String, Arc<tokio::sync::Mutex<PodState>>>>,
     poke: Mutex<Option<Poke>>,
     prober: ProberManager,
+    recorder: EventRecorder,
 }
 
 /// Where a pod's network is: its IP ("" while it has none) and namespace (None: the
@@ -341,7 +347,19 @@ impl RealSyncer {
         images: ImageManager,
         host_ips: Vec<String>,
         log_dir: PathBuf,
+        recorder: EventRecorder,
     ) -> Self {
+        let prober = ProberManager::new(runtime.clone());
+        // upstream's prober records a failed probe as the container's Unhealthy event.
+        let unhealthy = recorder.clone();
+        prober.set_on_unhealthy(Arc::new(move |object, message| {
+            unhealthy.record(
+                object,
+                EventType::Warning,
+                ev::CONTAINER_UNHEALTHY,
+                message.to_string(),
+            )
+        }));
         RealSyncer {
             client,
             images,
@@ -349,8 +367,9 @@ impl RealSyncer {
             log_dir,
             pods: Mutex::new(HashMap::new()),
             poke: Mutex::new(None),
-            prober: ProberManager::new(runtime.clone()),
+            prober,
             runtime,
+            recorder,
         }
     }
 
@@ -388,10 +407,30 @@ impl RealSyncer {
         )
     }
 
-    /// upstream killContainer: the PreStop hook (exec, httpGet or sleep) within the grace
-    /// period, then the stop signal and SIGKILL after what is left of it.
-    async fn kill_container(&self, pod: &Pod, c: &RtContainer, grace: Duration, net: &PodNet) {
+    /// upstream killContainer: the Killing event (`message`, else "Stopping container
+    /// NAME"), the PreStop hook (exec, httpGet or sleep) within the grace period, then the
+    /// stop signal and SIGKILL after what is left of it.
+    async fn kill_container(
+        &self,
+        pod: &Pod,
+        c: &RtContainer,
+        grace: Duration,
+        net: &PodNet,
+        message: Option<&str>,
+    ) {
         let started = std::time::Instant::now();
+        if c.exit().is_none() {
+            let message = message.map_or_else(
+                || format!("Stopping container {}", c.name()),
+                str::to_string,
+            );
+            self.recorder.record(
+                &ev::container_ref(pod, c.name()),
+                EventType::Normal,
+                ev::KILLING_CONTAINER,
+                message,
+            );
+        }
         let spec = container_named(pod, c.name());
         let pre_stop = spec
             .as_ref()
@@ -411,6 +450,12 @@ impl RealSyncer {
             };
             if let Err(message) = run_handler(&target, &handler, grace).await {
                 tracing::warn!(container = c.name(), %message, "PreStop hook");
+                self.recorder.record(
+                    &ev::container_ref(pod, c.name()),
+                    EventType::Warning,
+                    ev::FAILED_PRE_STOP_HOOK,
+                    message,
+                );
             }
         }
         let left = grace.saturating_sub(started.elapsed());
@@ -515,8 +560,46 @@ impl RealSyncer {
     }
 
     /// Starts one container (kuberuntime_container.go `startContainer`): backoff, image,
-    /// config, create, start, then an exit watcher. Err: the waiting reason.
+    /// config, create, start, then an exit watcher. Err: the waiting reason, also
+    /// recorded as a `Failed` event ("Error: ...") when the config, create or start failed.
     async fn start_container(
+        &self,
+        pod: &Pod,
+        container: &Container,
+        st: &mut PodState,
+    ) -> Result<(), WaitingReason> {
+        let result = self.try_start_container(pod, container, st).await;
+        if let Err(w) = &result
+            && matches!(
+                w.reason.as_str(),
+                CREATE_CONTAINER_CONFIG_ERROR | CREATE_CONTAINER_ERROR | RUN_CONTAINER_ERROR
+            )
+        {
+            self.recorder.record(
+                &ev::container_ref(pod, &container.name),
+                EventType::Warning,
+                ev::FAILED_TO_CREATE_CONTAINER,
+                format!("Error: {}", w.message),
+            );
+        }
+        result
+    }
+
+    /// Records the image manager's events for `container`.
+    fn record_image_events(&self, pod: &Pod, container: &str, events: &[ImageEvent]) {
+        let object = ev::container_ref(pod, container);
+        for e in events {
+            let type_ = if e.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            };
+            self.recorder
+                .record(&object, type_, e.reason, e.message.clone());
+        }
+    }
+
+    async fn try_start_container(
         &self,
         pod: &Pod,
         container: &Container,
@@ -529,6 +612,16 @@ impl RealSyncer {
             .as_mut()
             .and_then(|b| do_back_off(pod, container, &snapshot, b, now))
         {
+            self.recorder.record(
+                &ev::container_ref(pod, &container.name),
+                EventType::Warning,
+                ev::BACK_OFF_START_CONTAINER,
+                format!(
+                    "Back-off restarting failed container {} in pod {}",
+                    container.name,
+                    pod_desc(pod)
+                ),
+            );
             return Err(waiting(REASON_CRASH_LOOP_BACK_OFF, b.message));
         }
         let image = container.image.clone().unwrap_or_default();
@@ -539,11 +632,20 @@ impl RealSyncer {
             .unwrap_or(PullPolicy::IfNotPresent);
         let uid = pod.uid().unwrap_or_default();
         let credentials = self.pull_credentials(pod).await;
-        let ensured = self
+        let ensured = match self
             .images
             .ensure_image_exists(&uid, &image, policy, &credentials)
             .await
-            .map_err(|e| waiting(e.reason.as_str(), e.message))?;
+        {
+            Ok(ensured) => {
+                self.record_image_events(pod, &container.name, &ensured.events);
+                ensured
+            }
+            Err(e) => {
+                self.record_image_events(pod, &container.name, &e.events);
+                return Err(waiting(e.reason.as_str(), e.message));
+            }
+        };
         let lower_dirs = self.images.store().lower_dirs(&ensured.image);
         let users = UserDb::from_layers(&lower_dirs).unwrap_or_default();
         let empty = BTreeMap::new();
@@ -602,6 +704,13 @@ impl RealSyncer {
             .create_container(&spec)
             .await
             .map_err(|e| waiting(CREATE_CONTAINER_ERROR, e.to_string()))?;
+        let container_ref = ev::container_ref(pod, &container.name);
+        self.recorder.record(
+            &container_ref,
+            EventType::Normal,
+            ev::CREATED_CONTAINER,
+            format!("Created container: {}", container.name),
+        );
         let started = self.runtime.start_container(&created).await;
         let id = created.id().to_string();
         st.status
@@ -653,6 +762,12 @@ impl RealSyncer {
             }
         });
         started.map_err(|e| waiting(RUN_CONTAINER_ERROR, e.to_string()))?;
+        self.recorder.record(
+            &container_ref,
+            EventType::Normal,
+            ev::STARTED_CONTAINER,
+            format!("Started container {}", container.name),
+        );
         // PostStart (upstream runs it before startContainer returns; a failure kills the
         // container).
         if let Some(handler) = container
@@ -672,6 +787,18 @@ impl RealSyncer {
             };
             if let Err(message) = run_handler(&target, handler, grace).await {
                 tracing::warn!(pod = %desc, container = %container.name, %message, "PostStart hook failed");
+                self.recorder.record(
+                    &container_ref,
+                    EventType::Warning,
+                    ev::FAILED_POST_START_HOOK,
+                    message.clone(),
+                );
+                self.recorder.record(
+                    &container_ref,
+                    EventType::Normal,
+                    ev::KILLING_CONTAINER,
+                    ev::FAILED_POST_START_HOOK.to_string(),
+                );
                 if let Err(e) = self.runtime.stop_container(&created, grace).await {
                     tracing::warn!(container = %container.name, error = %e, "stopping container");
                 }
@@ -697,7 +824,7 @@ impl RealSyncer {
             // 2. Kill the sandbox (every container, then the sandbox).
             let all: Vec<RtContainer> = st.containers.values().cloned().collect();
             for c in &all {
-                self.kill_container(&pod, c, grace, &net).await;
+                self.kill_container(&pod, c, grace, &net, None).await;
             }
             if let Some(mut sb) = st.sandbox.take()
                 && let Err(e) = self.runtime.remove_sandbox(&mut sb).await
@@ -709,9 +836,10 @@ impl RealSyncer {
             }
         } else {
             // 3. Kill containers that should not run.
-            for id in actions.containers_to_kill.keys() {
+            for (id, why) in &actions.containers_to_kill {
                 if let Some(c) = st.containers.get(id).cloned() {
-                    self.kill_container(&pod, &c, grace, &net).await;
+                    self.kill_container(&pod, &c, grace, &net, Some(&why.message))
+                        .await;
                 }
             }
         }
@@ -745,6 +873,12 @@ impl RealSyncer {
                 }
                 Err(e) => {
                     tracing::warn!(pod = %pod.name_any(), error = %e, "creating sandbox");
+                    self.recorder.record(
+                        &ev::pod_ref(&pod),
+                        EventType::Warning,
+                        ev::FAILED_CREATE_POD_SANDBOX,
+                        format!("Failed to create pod sandbox: {e}"),
+                    );
                 }
             }
         }
@@ -870,6 +1004,7 @@ impl RealSyncer {
                             pod_ip: net.ip.clone(),
                             netns: net.netns.clone(),
                             pod_name: pod_desc(pod),
+                            event_ref: ev::container_ref(pod, &c.name),
                         })
                     });
                 (c.clone(), target)
@@ -952,7 +1087,7 @@ impl PodSyncer for RealSyncer {
             futures_util::future::join_all(
                 running
                     .iter()
-                    .map(|c| self.kill_container(pod, c, grace, &net)),
+                    .map(|c| self.kill_container(pod, c, grace, &net, None)),
             )
             .await;
         })

@@ -6,7 +6,8 @@
 //! failure to publish is logged.
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Client;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+pub use kube::runtime::events::EventType;
+use kube::runtime::events::{Event, Recorder, Reporter};
 use tokio::sync::mpsc;
 
 /// upstream's EventBroadcaster queue length (maxQueuedEvents).
@@ -33,12 +34,18 @@ pub struct EventRecorder {
 }
 
 impl EventRecorder {
-    /// `component` as upstream names its controllers' event sources (`deployment-controller`).
+    /// `component` as upstream names its controllers' event sources (`deployment-controller`);
+    /// the reporting instance is the pod's `HOSTNAME`.
     /// Must be called inside the runtime: it starts the publishing task.
     pub fn new(client: Client, component: &str) -> Self {
+        Self::with_instance(client, component, std::env::var("HOSTNAME").ok())
+    }
+
+    /// As [`new`](Self::new), with the reporting instance named (the kubelet's is its node).
+    pub fn with_instance(client: Client, component: &str, instance: Option<String>) -> Self {
         let reporter = Reporter {
             controller: component.into(),
-            instance: std::env::var("HOSTNAME").ok(),
+            instance,
         };
         let recorder = Recorder::new(client, reporter);
         let (tx, mut rx) = mpsc::channel::<(ObjectReference, Event)>(QUEUE);
@@ -72,7 +79,14 @@ impl EventRecorder {
         self.record(object, EventType::Warning, reason, message)
     }
 
-    fn record(&self, object: &ObjectReference, type_: EventType, reason: &str, message: String) {
+    /// Queues an event without waiting (what `normal` and `warning` do).
+    pub fn record(
+        &self,
+        object: &ObjectReference,
+        type_: EventType,
+        reason: &str,
+        message: String,
+    ) {
         let event = Event {
             type_,
             reason: reason.into(),
