@@ -352,10 +352,13 @@ async fn probes_hooks_backoff_and_ephemeral_containers() {
         return;
     }
     let ns = TestNamespace::new("agent-probes").await;
-    let agent = AgentProcess::start_real(&ns, "n", &[]);
+    // The node's address is loopback, so a hostNetwork pod's grpc probe reaches the
+    // test's own health server.
+    let agent = AgentProcess::start_real(&ns, "n", &["--node-ip", "127.0.0.1"]);
     let node = agent.node_name.clone();
     let pods: Api<Pod> = Api::namespaced(ns.client.clone(), &ns.name);
     let pp = PostParams::default();
+    let (grpc_port, grpc_health) = grpc_health_server().await;
 
     let specs = [
         // Ready once /www/ready exists (httpGet through httpd in the pod), not Ready once
@@ -411,6 +414,15 @@ async fn probes_hooks_backoff_and_ephemeral_containers() {
             "debug-me",
             &node,
             json!({"containers": [container("app", "sleep 3600")]}),
+        ),
+        // Ready only while the test's grpc health server says "svc" is SERVING.
+        pod(
+            "grpc",
+            &node,
+            json!({"hostNetwork": true, "containers": [{
+                "name": "c", "image": "busybox:1.36", "imagePullPolicy": "Never",
+                "command": ["sleep", "3600"],
+                "readinessProbe": {"grpc": {"port": grpc_port, "service": "svc"}, "periodSeconds": 1, "failureThreshold": 1}}]}),
         ),
     ];
     for p in &specs {
@@ -476,6 +488,13 @@ async fn probes_hooks_backoff_and_ephemeral_containers() {
         0,
         "liveness (tcp) kept passing"
     );
+
+    // grpc: NOT_SERVING keeps the pod not Ready; SERVING makes it Ready.
+    wait_for_pod(&pods, "grpc", "Running, not Ready", ready("False")).await;
+    grpc_health
+        .set_service_status("svc", tonic_health::ServingStatus::Serving)
+        .await;
+    wait_for_pod(&pods, "grpc", "Ready from its grpc probe", ready("True")).await;
 
     // Liveness: restarted after /tmp/alive went away.
     let p = wait_for_pod(&pods, "liveness", "restarted by its liveness probe", |p| {
@@ -565,12 +584,18 @@ async fn probes_hooks_backoff_and_ephemeral_containers() {
     // The kubelet's events for all of the above, each about its container.
     let events: Api<k8s_openapi::api::events::v1::Event> =
         Api::namespaced(ns.client.clone(), &ns.name);
-    let want: [(&str, &str, &str, &str); 5] = [
+    let want: [(&str, &str, &str, &str); 6] = [
         (
             "ready",
             "spec.containers{web}",
             "Unhealthy",
             "Readiness probe failed: ",
+        ),
+        (
+            "grpc",
+            "spec.containers{c}",
+            "Unhealthy",
+            r#"Readiness probe failed: service unhealthy (responded with "NOT_SERVING")"#,
         ),
         (
             "liveness",
@@ -653,6 +678,23 @@ async fn probes_hooks_backoff_and_ephemeral_containers() {
     assert!(pre < term, "PreStop before SIGTERM: {log}");
 
     delete_all_and_check_leftovers(&pods, &agent).await;
+}
+
+/// A grpc health server on loopback (tonic-health) whose service "svc" starts
+/// NOT_SERVING; the reporter changes it.
+async fn grpc_health_server() -> (u16, tonic_health::server::HealthReporter) {
+    let (reporter, service) = tonic_health::server::health_reporter();
+    reporter
+        .set_service_status("svc", tonic_health::ServingStatus::NotServing)
+        .await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    (port, reporter)
 }
 
 /// The agent restarts while a pod runs: the previous run's container is removed (its

@@ -22,6 +22,7 @@ pub mod node_status;
 pub mod options;
 pub mod pod_cidr;
 pub mod pod_workers;
+pub mod probe_grpc;
 pub mod probe_net;
 pub mod prober_manager;
 pub mod run;

@@ -1,7 +1,8 @@
 //! The probe workers (upstream pkg/kubelet/prober/prober_manager.go, worker.go and
 //! prober.go): one task per pod, container and probe type, following that container's
 //! current instance. Each task asks its [`ProbeWorkerState`] when a probe is due, runs it
-//! (exec in the container, an HTTP GET or a TCP connect through [`super::probe_net`]),
+//! (exec in the container, an HTTP GET or a TCP connect through [`super::probe_net`], a
+//! grpc health check through [`super::probe_grpc`]),
 //! and publishes the changes to the shared [`ProbeResults`]; a change pokes the pod's
 //! worker, whose sync then reads the results (Ready, started, a liveness kill).
 use std::collections::HashMap;
@@ -13,10 +14,11 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Container, ObjectReference, Probe};
 use tokio::sync::watch;
 
+use super::probe_grpc;
 use super::probe_net::{self, Origin};
 use crate::kubelet::prober::{
-    ProbeAction, ProbeResult, ProbeResults, ProbeType, ProbeWorkerState, exec_probe_result,
-    http_probe_outcome, resolve_probe_action,
+    GrpcReply, ProbeAction, ProbeResult, ProbeResults, ProbeType, ProbeWorkerState,
+    exec_probe_result, grpc_probe_outcome, http_probe_outcome, resolve_probe_action,
 };
 use crate::runtime::{Container as RtContainer, Runtime};
 
@@ -352,10 +354,26 @@ pub async fn run_probe(
                 },
             }
         }
-        ProbeAction::Grpc { .. } => ProbeOutcome {
-            result: ProbeResult::Failure,
-            output: "grpc probes are not supported by rekube-node-agent".into(),
-        },
+        ProbeAction::Grpc {
+            host,
+            port,
+            service,
+        } => {
+            let addr = format!("{host}:{port}");
+            let reply = match u16::try_from(port) {
+                Ok(port) => match probe_net::resolve(&host, port).await {
+                    Ok(sock) => probe_grpc::check(&origin, sock, &service, timeout).await,
+                    Err(e) => GrpcReply::ConnectFailed {
+                        cause: e.to_string(),
+                    },
+                },
+                Err(_) => GrpcReply::ConnectFailed {
+                    cause: format!("invalid port {port}"),
+                },
+            };
+            let (result, output) = grpc_probe_outcome(&addr, timeout, &reply);
+            ProbeOutcome { result, output }
+        }
     };
     Some(outcome)
 }

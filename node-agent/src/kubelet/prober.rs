@@ -377,6 +377,53 @@ pub enum ProbeAction {
     },
 }
 
+/// What a gRPC health check came to (the I/O is `agent::probe_grpc::check`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GrpcReply {
+    /// The server answered `Check`: the `ServingStatus` name (`SERVING`, `NOT_SERVING`,
+    /// `SERVICE_UNKNOWN`, `UNKNOWN`).
+    Status(String),
+    /// No HTTP/2 connection within the timeout.
+    ConnectTimeout { cause: String },
+    /// The connection failed (refused, reset, not HTTP/2).
+    ConnectFailed { cause: String },
+    /// The server answered with gRPC status UNIMPLEMENTED: no `grpc.health.v1.Health`.
+    Unimplemented { message: String },
+    /// Connected, but `Check` did not complete within the timeout.
+    RpcTimeout,
+    /// Any other RPC error.
+    RpcFailed { cause: String },
+}
+
+/// Upstream `grpcProber.Probe` (pkg/probe/grpc/grpc.go): only `SERVING` is Success, and
+/// every failure is a probe Failure (never Unknown), with upstream's messages.
+pub fn grpc_probe_outcome(
+    addr: &str,
+    timeout: Duration,
+    reply: &GrpcReply,
+) -> (ProbeResult, String) {
+    let failure = |m: String| (ProbeResult::Failure, m);
+    match reply {
+        GrpcReply::Status(s) if s == "SERVING" => (ProbeResult::Success, "service healthy".into()),
+        GrpcReply::Status(s) => failure(format!("service unhealthy (responded with {s:?})")),
+        GrpcReply::ConnectTimeout { cause } => failure(format!(
+            "timeout: failed to connect service {addr:?} within {timeout:?}: {cause}"
+        )),
+        GrpcReply::ConnectFailed { cause } => failure(format!(
+            "error: failed to connect service at {addr:?}: {cause}"
+        )),
+        GrpcReply::Unimplemented { message } => failure(format!(
+            "error: this server does not implement the grpc health protocol (grpc.health.v1.Health): {message}"
+        )),
+        GrpcReply::RpcTimeout => failure(format!(
+            "timeout: health rpc did not complete within {timeout:?}"
+        )),
+        GrpcReply::RpcFailed { cause } => {
+            failure(format!("error: health rpc probe failed: {cause}"))
+        }
+    }
+}
+
 /// A resolved httpGet probe (upstream `NewRequestForHTTPGetAction`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpGetTarget {
@@ -1039,5 +1086,70 @@ mod tests {
         assert_eq!(http_probe_outcome(199, "").result(), ProbeResult::Failure);
         assert_eq!(exec_probe_result(0), ProbeResult::Success);
         assert_eq!(exec_probe_result(1), ProbeResult::Failure);
+    }
+
+    /// grpc.go: SERVING is the only Success; every other reply is a Failure with
+    /// upstream's message.
+    #[test]
+    fn grpc_success_rule_and_messages() {
+        let t = Duration::from_secs(1);
+        let addr = "10.244.0.5:9090";
+        let cases = [
+            (
+                GrpcReply::Status("SERVING".into()),
+                ProbeResult::Success,
+                "service healthy",
+            ),
+            (
+                GrpcReply::Status("NOT_SERVING".into()),
+                ProbeResult::Failure,
+                r#"service unhealthy (responded with "NOT_SERVING")"#,
+            ),
+            (
+                GrpcReply::Status("SERVICE_UNKNOWN".into()),
+                ProbeResult::Failure,
+                r#"service unhealthy (responded with "SERVICE_UNKNOWN")"#,
+            ),
+            (
+                GrpcReply::ConnectTimeout {
+                    cause: "context deadline exceeded".into(),
+                },
+                ProbeResult::Failure,
+                r#"timeout: failed to connect service "10.244.0.5:9090" within 1s: context deadline exceeded"#,
+            ),
+            (
+                GrpcReply::ConnectFailed {
+                    cause: "connection refused".into(),
+                },
+                ProbeResult::Failure,
+                r#"error: failed to connect service at "10.244.0.5:9090": connection refused"#,
+            ),
+            (
+                GrpcReply::Unimplemented {
+                    message: "unknown service grpc.health.v1.Health".into(),
+                },
+                ProbeResult::Failure,
+                "error: this server does not implement the grpc health protocol (grpc.health.v1.Health): unknown service grpc.health.v1.Health",
+            ),
+            (
+                GrpcReply::RpcTimeout,
+                ProbeResult::Failure,
+                "timeout: health rpc did not complete within 1s",
+            ),
+            (
+                GrpcReply::RpcFailed {
+                    cause: "status: Internal".into(),
+                },
+                ProbeResult::Failure,
+                "error: health rpc probe failed: status: Internal",
+            ),
+        ];
+        for (reply, result, output) in cases {
+            assert_eq!(
+                grpc_probe_outcome(addr, t, &reply),
+                (result, output.to_string()),
+                "{reply:?}"
+            );
+        }
     }
 }
