@@ -154,7 +154,18 @@ async fn pods_run_as_real_containers() {
         return;
     }
     let ns = TestNamespace::new("agent-pods").await;
-    let agent = AgentProcess::start_real(&ns, "n", &[]);
+    let agent = AgentProcess::start_real(
+        &ns,
+        "n",
+        &[
+            "--pod-max-pids",
+            "128",
+            "--container-log-max-size",
+            "1Ki",
+            "--container-log-max-files",
+            "2",
+        ],
+    );
     let node = agent.node_name.clone();
     let pods: Api<Pod> = Api::namespaced(ns.client.clone(), &ns.name);
     let pp = PostParams::default();
@@ -209,11 +220,29 @@ async fn pods_run_as_real_containers() {
             &node,
             json!({"containers": [{
                 "name": "c", "image": "busybox:1.36", "imagePullPolicy": "Never",
-                "command": ["sh", "-c", "echo \"greeting=$GREETING level=$LEVEL token=$TOKEN pod=$POD\""],
+                "command": ["sh", "-c", "echo \"greeting=$GREETING level=$LEVEL token=$TOKEN pod=$POD cpu-limit=$CPU_LIMIT\""],
                 "env": [
                     {"name": "GREETING", "valueFrom": {"configMapKeyRef": {"name": "cm", "key": "greeting"}}},
-                    {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
+                    {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                    {"name": "CPU_LIMIT", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu"}}}],
                 "envFrom": [{"configMapRef": {"name": "cm"}}, {"secretRef": {"name": "sec"}}]}]}),
+        ),
+        // 100 lines of 100 bytes through a 1Ki log with 2 files kept.
+        pod(
+            "chatty",
+            &node,
+            json!({"containers": [container("c",
+                "for i in $(seq 1 100); do printf 'line-%03d %090d\\n' $i 0; done")]}),
+        ),
+        // A sidecar: a restartable init container that keeps running beside the app.
+        pod(
+            "sidecar",
+            &node,
+            json!({
+                "initContainers": [{"name": "side", "image": "busybox:1.36", "imagePullPolicy": "Never",
+                    "restartPolicy": "Always", "command": ["sleep", "3600"]}],
+                "containers": [container("main", "sleep 3600")],
+            }),
         ),
         pod(
             "missing-cm",
@@ -290,14 +319,74 @@ async fn pods_run_as_real_containers() {
             .trim(),
         (32 << 20).to_string()
     );
+    // --pod-max-pids is the pod cgroup's pids.max.
+    let pod_cgroup = find_cgroup_dir("pids", &format!("pod{}", p.metadata.uid.clone().unwrap()))
+        .expect("the pod's pids cgroup");
+    assert_eq!(
+        std::fs::read_to_string(pod_cgroup.join("pids.max"))
+            .unwrap()
+            .trim(),
+        "128"
+    );
 
     // The environment from the ConfigMap, the Secret and the downward API.
     let p = wait_for_pod(&pods, "env", "Succeeded", |p| phase(p) == "Succeeded").await;
     let log = agent.container_log(&ns.name, "env", &p.metadata.uid.clone().unwrap(), "c", 0);
+    // limits.cpu without a limit is the node's allocatable CPU, rounded up to cores.
+    let nodes: Api<rekube_crds::Node> = Api::all(ns.client.clone());
+    let allocatable_cpu = nodes
+        .get(&node)
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .allocatable
+        .unwrap()["cpu"]
+        .0
+        .clone();
+    let allocatable_cores = match allocatable_cpu.strip_suffix('m') {
+        Some(m) => m.parse::<u64>().unwrap().div_ceil(1000),
+        None => allocatable_cpu.parse::<u64>().unwrap(),
+    };
     assert!(
-        log.contains("greeting=hello from a configmap level=debug token=s3cret pod=env"),
+        log.contains(&format!(
+            "greeting=hello from a configmap level=debug token=s3cret pod=env cpu-limit={allocatable_cores}"
+        )),
         "{log:?}"
     );
+
+    // Log rotation: the live file stays near 1Ki and one rotated file is kept.
+    let p = wait_for_pod(&pods, "chatty", "Succeeded", |p| phase(p) == "Succeeded").await;
+    let dir = agent
+        .pod_log_dir(&ns.name, "chatty", &p.metadata.uid.clone().unwrap())
+        .join("c");
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 2, "{files:?}");
+    assert_eq!(files[0], "0.log");
+    assert!(files[1].starts_with("0.log."), "{files:?}");
+    let live = std::fs::read_to_string(dir.join("0.log")).unwrap();
+    assert!(live.len() <= 1024, "{} bytes", live.len());
+    assert!(live.contains(" stdout F line-100 "), "{live:?}");
+    assert!(!live.contains(" stdout F line-001 "), "{live:?}");
+
+    // The sidecar runs beside the app, started, and the pod is initialized.
+    let p = wait_for_pod(&pods, "sidecar", "Running with its sidecar", |p| {
+        phase(p) == "Running"
+            && status_of(p, "main").is_some_and(|s| s.state.and_then(|s| s.running).is_some())
+    })
+    .await;
+    let side = status_of(&p, "side").expect("the sidecar's status");
+    assert!(
+        side.state.and_then(|s| s.running).is_some(),
+        "{:?}",
+        p.status
+    );
+    assert_eq!(side.started, Some(true));
+    assert_eq!(condition(&p, "Initialized").as_deref(), Some("True"));
 
     // A missing ConfigMap: the container waits with upstream's config error.
     let p = wait_for_pod(&pods, "missing-cm", "CreateContainerConfigError", |p| {
@@ -375,15 +464,40 @@ async fn probes_hooks_backoff_and_ephemeral_containers() {
                 "livenessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1}}]}),
         ),
         // An exec liveness probe that starts failing after 3 s: the container restarts.
-        // Its startup probe passes after 2 s; until then the pod is not started.
+        // Its startup probe passes after 2 s; until then the pod is not started. The
+        // container ignores SIGTERM: the probe's 1 s grace, not the pod's 60 s, applies.
         pod(
             "liveness",
             &node,
-            json!({"restartPolicy": "Always", "containers": [{
+            json!({"restartPolicy": "Always", "terminationGracePeriodSeconds": 60, "containers": [{
                 "name": "c", "image": "busybox:1.36", "imagePullPolicy": "Never",
-                "command": ["sh", "-c", "touch /tmp/alive; sleep 3; rm /tmp/alive; sleep 3600"],
+                "command": ["sh", "-c", "trap '' TERM; touch /tmp/alive; sleep 3; rm /tmp/alive; sleep 3600"],
                 "startupProbe": {"exec": {"command": ["test", "-f", "/tmp/alive"]}, "periodSeconds": 1},
-                "livenessProbe": {"exec": {"command": ["test", "-f", "/tmp/alive"]}, "periodSeconds": 1, "failureThreshold": 2}}]}),
+                "livenessProbe": {"exec": {"command": ["test", "-f", "/tmp/alive"]}, "periodSeconds": 1, "failureThreshold": 2,
+                    "terminationGracePeriodSeconds": 1}}]}),
+        ),
+        // A tcpSocket readiness probe on a closed port: never Ready.
+        pod(
+            "tcp-closed",
+            &node,
+            json!({"containers": [{
+                "name": "c", "image": "busybox:1.36", "imagePullPolicy": "Never",
+                "command": ["sleep", "3600"],
+                "readinessProbe": {"tcpSocket": {"port": 9}, "periodSeconds": 1}}]}),
+        ),
+        // PreStop as an httpGet to a CGI script of busybox httpd in the pod, which writes
+        // to the container's stdout; then SIGTERM's trap.
+        pod(
+            "http-hooks",
+            &node,
+            json!({"terminationGracePeriodSeconds": 10, "containers": [{
+                "name": "c", "image": "busybox:1.36", "imagePullPolicy": "Never",
+                "command": ["sh", "-c", concat!(
+                    "mkdir -p /www/cgi-bin && ",
+                    "printf '#!/bin/sh\\necho pre-stop-http > /proc/1/fd/1\\necho Content-Type: text/plain\\necho\\necho ok\\n' > /www/cgi-bin/pre-stop && ",
+                    "chmod +x /www/cgi-bin/pre-stop && httpd -p 8081 -h /www && ",
+                    "trap 'echo got-sigterm; exit 0' TERM; echo started; while true; do sleep 0.2; done")],
+                "lifecycle": {"preStop": {"httpGet": {"path": "/cgi-bin/pre-stop", "port": 8081}}}}]}),
         ),
         // PostStart writes to the container's stdout; PreStop too, then SIGTERM's trap.
         pod(
@@ -508,6 +622,18 @@ async fn probes_hooks_backoff_and_ephemeral_containers() {
         .terminated
         .unwrap();
     assert_eq!(last.exit_code, 137, "killed: {last:?}");
+    // Ran ~5 s until the probe failed twice, then 1 s of grace (60 s with the pod's).
+    let ran = ts(last.finished_at.as_ref().unwrap())
+        .duration_since(ts(last.started_at.as_ref().unwrap()))
+        .as_secs_f64();
+    assert!(
+        ran < 20.0,
+        "killed after {ran} s: the probe's grace applies"
+    );
+
+    // The closed port keeps "tcp-closed" not Ready (its Unhealthy event is checked below).
+    let p = wait_for_pod(&pods, "tcp-closed", "Running", |p| phase(p) == "Running").await;
+    assert_eq!(condition(&p, "Ready").as_deref(), Some("False"));
 
     // Hooks: post-start in the log while running; pre-stop before SIGTERM on deletion.
     let p = wait_for_pod(&pods, "hooks", "Running", |p| phase(p) == "Running").await;
@@ -584,7 +710,13 @@ async fn probes_hooks_backoff_and_ephemeral_containers() {
     // The kubelet's events for all of the above, each about its container.
     let events: Api<k8s_openapi::api::events::v1::Event> =
         Api::namespaced(ns.client.clone(), &ns.name);
-    let want: [(&str, &str, &str, &str); 6] = [
+    let want: [(&str, &str, &str, &str); 7] = [
+        (
+            "tcp-closed",
+            "spec.containers{c}",
+            "Unhealthy",
+            "Readiness probe failed: dial tcp ",
+        ),
         (
             "ready",
             "spec.containers{web}",
@@ -652,30 +784,48 @@ async fn probes_hooks_backoff_and_ephemeral_containers() {
     })
     .await;
 
-    // Graceful deletion of "hooks": PreStop's line, then the SIGTERM trap's, then gone.
-    pods.delete("hooks", &DeleteParams::default())
-        .await
-        .unwrap();
-    wait_until("the hooks pod gone", T, || async {
-        match pods.get_opt("hooks").await.map_err(|e| e.to_string())? {
-            None => Ok(()),
-            Some(_) => Err("still there".into()),
+    // Graceful deletion of "hooks" (exec PreStop) and "http-hooks" (httpGet PreStop):
+    // PreStop's line, then the SIGTERM trap's, then gone.
+    let p = wait_for_pod(&pods, "http-hooks", "Running", |p| phase(p) == "Running").await;
+    let http_uid = p.metadata.uid.clone().unwrap();
+    wait_until("http-hooks started", T, || async {
+        let log = agent.container_log(&ns.name, "http-hooks", &http_uid, "c", 0);
+        if log.contains(" stdout F started") {
+            Ok(())
+        } else {
+            Err(log)
         }
     })
     .await;
+    let mut http_hooks_log = agent.open_container_log(&ns.name, "http-hooks", &http_uid, "c", 0);
+    for name in ["hooks", "http-hooks"] {
+        pods.delete(name, &DeleteParams::default()).await.unwrap();
+    }
+    for name in ["hooks", "http-hooks"] {
+        wait_until("the hooks pods gone", T, || async {
+            match pods.get_opt(name).await.map_err(|e| e.to_string())? {
+                None => Ok(()),
+                Some(_) => Err("still there".into()),
+            }
+        })
+        .await;
+    }
     assert!(
         !agent.pod_log_dir(&ns.name, "hooks", &uid).exists(),
         "the pod's logs go with it"
     );
-    let mut log = String::new();
-    std::io::Read::read_to_string(&mut hooks_log, &mut log).unwrap();
-    let pre = log
-        .find(" stdout F pre-stop")
-        .unwrap_or_else(|| panic!("{log}"));
-    let term = log
-        .find(" stdout F got-sigterm")
-        .unwrap_or_else(|| panic!("{log}"));
-    assert!(pre < term, "PreStop before SIGTERM: {log}");
+    for (log_file, pre_stop) in [
+        (&mut hooks_log, " stdout F pre-stop"),
+        (&mut http_hooks_log, " stdout F pre-stop-http"),
+    ] {
+        let mut log = String::new();
+        std::io::Read::read_to_string(log_file, &mut log).unwrap();
+        let pre = log.find(pre_stop).unwrap_or_else(|| panic!("{log}"));
+        let term = log
+            .find(" stdout F got-sigterm")
+            .unwrap_or_else(|| panic!("{log}"));
+        assert!(pre < term, "PreStop before SIGTERM: {log}");
+    }
 
     delete_all_and_check_leftovers(&pods, &agent).await;
 }

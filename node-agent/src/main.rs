@@ -28,7 +28,7 @@ enum Command {
     /// Manage the node's images.
     Image(ImageArgs),
     /// Run the agent: register the Node, heartbeat, run its pods.
-    Run(rekube_node_agent::agent::options::AgentOptions),
+    Run(Box<rekube_node_agent::agent::options::AgentOptions>),
 }
 
 #[derive(Args)]
@@ -119,7 +119,7 @@ fn main() -> ExitCode {
             .build()
             .map_err(|e| -> BoxError { Box::new(e) })
             .and_then(|rt| {
-                rt.block_on(rekube_node_agent::agent::run::run(opts))
+                rt.block_on(rekube_node_agent::agent::run::run(*opts))
                     .map_err(|e| -> BoxError { Box::new(e) })
             }),
     };

@@ -249,7 +249,8 @@ grep -E '^(CapEff|CapPrm|CapBnd|NoNewPrivs):' /proc/self/status
 (touch /sys/kernel/x) 2>/dev/null && echo sys=rw || echo sys=ro
 grep -q '^proc /proc proc' /proc/mounts && echo proc=mounted
 ls /dev | tr '\n' ' '; echo
-cat /etc/hostname
+echo etc-hostname=$(cat /etc/hostname)
+sed 's/^/resolv: /' /etc/resolv.conf
 ip link show lo | grep -q 'UP' && echo lo=up
 ls /proc | grep -cE '^[0-9]+$'"#),
     );
@@ -274,9 +275,17 @@ ls /proc | grep -cE '^[0-9]+$'"#),
         "stdout: proc=mounted".to_string(),
         "stdout: lo=up".to_string(),
         "stdout: device=denied".to_string(),
+        "stdout: etc-hostname=iso-pod".to_string(),
     ] {
         assert!(out.contains(&want), "missing {want:?} in:\n{out}");
     }
+    // No resolv.conf given: the host's, line for line.
+    let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap();
+    let resolv: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("stdout: resolv: "))
+        .collect();
+    assert_eq!(resolv, host_resolv.lines().collect::<Vec<_>>(), "{out}");
     for p in masked {
         assert!(
             out.contains(&format!("stdout: masked {p}=0")),
@@ -666,6 +675,43 @@ async fn host_network_sandbox_uses_the_host_namespaces() {
             host_uts.display()
         )
     );
+    env.runtime.remove_sandbox(&mut sb).await.unwrap();
+    env.finish();
+}
+
+/// hostPID and hostIPC: the container is in the host's PID and IPC namespaces (and still
+/// in a network namespace of its own).
+#[tokio::test(flavor = "multi_thread")]
+async fn host_pid_and_host_ipc_sandbox_use_the_host_namespaces() {
+    let Some(env) = env() else { return };
+    let mut config = SandboxConfig::new("uid-hostpid", "hostpid-pod", "default");
+    config.host_pid = true;
+    config.host_ipc = true;
+    let mut sb = env.sandbox(config).await;
+    assert!(sb.ipcns.is_none() && sb.netns.is_some());
+    let mut spec = env.spec(
+        "hp",
+        "readlink /proc/self/ns/pid; readlink /proc/self/ns/ipc; readlink /proc/self/ns/net",
+    );
+    sb.apply_to(&mut spec);
+    let (exit, out) = env.run(&spec).await;
+    assert_eq!(exit.exit_code, 0, "{out}");
+    let host = |ns: &str| {
+        std::fs::read_link(format!("/proc/self/ns/{ns}"))
+            .unwrap()
+            .display()
+            .to_string()
+    };
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[..2],
+        [
+            format!("stdout: {}", host("pid")),
+            format!("stdout: {}", host("ipc"))
+        ],
+        "{out}"
+    );
+    assert_ne!(lines[2], format!("stdout: {}", host("net")), "{out}");
     env.runtime.remove_sandbox(&mut sb).await.unwrap();
     env.finish();
 }

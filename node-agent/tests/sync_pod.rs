@@ -11,6 +11,7 @@
 
 mod support;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,10 +19,13 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, PostParams};
 use rekube_crds::Pod;
+use rekube_node_agent::agent::image_gc::collect_once;
 use rekube_node_agent::agent::pod_workers::{PodWorkers, watch_pods};
-use rekube_node_agent::agent::sync_pod::RealSyncer;
-use rekube_node_agent::image::Store;
+use rekube_node_agent::agent::sync_pod::{RealSyncer, SyncerConfig};
+use rekube_node_agent::image::gc::{GcError, GcPolicy};
 use rekube_node_agent::image::manager::{ImageManager, RealClock};
+use rekube_node_agent::image::pull::pull_image;
+use rekube_node_agent::image::{Reference, Store};
 use rekube_node_agent::runtime::leaks::{LeakScope, Snapshot, assert_no_leaks};
 use rekube_node_agent::runtime::{Runtime, RuntimeConfig};
 use serde_json::json;
@@ -110,8 +114,7 @@ async fn pods_run_to_completion_and_leave_nothing_behind() {
         client.clone(),
         runtime.clone(),
         images,
-        vec!["127.0.0.1".into()],
-        logs.clone(),
+        SyncerConfig::new(vec!["127.0.0.1".into()], logs.clone()),
         rekube_node_agent::agent::events::recorder(client.clone(), &node),
     ));
     let workers = PodWorkers::new(Arc::clone(&syncer), Duration::from_secs(10));
@@ -212,6 +215,32 @@ async fn pods_run_to_completion_and_leave_nothing_behind() {
             .ok_or(format!("{got:?}"))
     })
     .await;
+
+    // Image GC (one pass of the agent's loop): the finished pod's container still holds
+    // busybox, so only the unused image goes. Thresholds of 1 % and 0 % make every unused
+    // image a candidate; 0 % cannot be reached, which the pass reports.
+    reg.push_image("tiny", "1", &tiny_image(b"unused"), ManifestKind::Oci)
+        .await;
+    let store = syncer.image_store();
+    let tiny_ref = Reference::parse(&format!("{}/tiny:1", reg.domain())).unwrap();
+    let tiny = pull_image(store, &tiny_ref, &[]).await.unwrap();
+    let busybox_id = store.find(&image).unwrap().unwrap().id;
+    let in_use = syncer.images_in_use().await;
+    assert_eq!(in_use, HashSet::from([busybox_id.to_string()]));
+    // GC spares images used in the second it starts (upstream compares at 1 s too).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let policy = GcPolicy {
+        high_threshold_percent: 1,
+        low_threshold_percent: 0,
+        min_age: Duration::ZERO,
+    };
+    let err = collect_once(store, policy, &in_use).await.unwrap_err();
+    assert!(
+        matches!(err, GcError::NotEnoughFreed { freed, .. } if freed > 0),
+        "{err}"
+    );
+    assert!(store.find(&tiny.id.to_string()).unwrap().is_none());
+    assert!(store.find(&image).unwrap().is_some());
 
     // A running pod, deleted: stopped, cleaned up and released.
     pods.create(

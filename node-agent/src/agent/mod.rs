@@ -16,6 +16,7 @@
 pub mod events;
 pub mod heartbeat;
 pub mod hollow;
+pub mod image_gc;
 pub mod lifecycle;
 pub mod machine;
 pub mod node_status;

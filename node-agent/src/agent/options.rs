@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::Args;
 
 use super::node_status::Reservation;
+use crate::image::gc::GcPolicy;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum Error {
@@ -61,6 +62,27 @@ pub struct AgentOptions {
     /// Where containers' CRI log files go: `<dir>/<namespace>_<pod>_<uid>/<container>/<n>.log`.
     #[arg(long, default_value = "/var/log/pods")]
     pub pod_log_dir: PathBuf,
+    /// The most a container's log file grows to before it is rotated.
+    #[arg(long, default_value = "10Mi")]
+    pub container_log_max_size: String,
+    /// The most log files kept per container (the live one included); at least 2.
+    #[arg(long, default_value_t = 5)]
+    pub container_log_max_files: i32,
+    /// The most processes in one pod (the pod cgroup's pids.max); -1 is unlimited.
+    #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+    pub pod_max_pids: i64,
+    /// Image GC starts when the image filesystem's usage reaches this percentage.
+    #[arg(long, default_value_t = 85)]
+    pub image_gc_high_threshold: u8,
+    /// Image GC frees down to this percentage.
+    #[arg(long, default_value_t = 80)]
+    pub image_gc_low_threshold: u8,
+    /// Images younger than this are never collected.
+    #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
+    pub minimum_image_ttl_duration: Duration,
+    /// How often image GC runs (upstream's fixed ImageGCPeriod; a flag here for tests).
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    pub image_gc_period: Duration,
     /// Run no containers: a hollow node (kubemark) that reports every pod's sandbox ready
     /// and its containers running, for scale tests.
     #[arg(long)]
@@ -117,7 +139,75 @@ pub fn parse_map(flag: &'static str, s: &str) -> Result<BTreeMap<String, String>
         .collect()
 }
 
+/// The container log and pod process limits the flags ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContainerLimits {
+    pub log_max_size: u64,
+    pub log_max_files: usize,
+    /// `None`: unlimited.
+    pub pod_max_pids: Option<i64>,
+}
+
 impl AgentOptions {
+    /// The image GC policy (kubelet's validation: low below high, both at most 100).
+    pub fn image_gc_policy(&self) -> Result<GcPolicy, Error> {
+        let (high, low) = (self.image_gc_high_threshold, self.image_gc_low_threshold);
+        if high > 100 {
+            return Err(invalid(
+                "image-gc-high-threshold",
+                &high.to_string(),
+                "must be at most 100",
+            ));
+        }
+        if low >= high {
+            return Err(invalid(
+                "image-gc-low-threshold",
+                &low.to_string(),
+                "must be below --image-gc-high-threshold",
+            ));
+        }
+        Ok(GcPolicy {
+            high_threshold_percent: high,
+            low_threshold_percent: low,
+            min_age: self.minimum_image_ttl_duration,
+        })
+    }
+
+    /// --container-log-max-size, --container-log-max-files and --pod-max-pids, checked
+    /// as the kubelet's configuration validation does.
+    pub fn container_limits(&self) -> Result<ContainerLimits, Error> {
+        let size = &self.container_log_max_size;
+        let log_max_size = parse_bytes(size)
+            .filter(|b| *b > 0)
+            .ok_or_else(|| invalid("container-log-max-size", size, "not a positive size"))?;
+        let log_max_files = usize::try_from(self.container_log_max_files)
+            .ok()
+            .filter(|n| *n >= 2)
+            .ok_or_else(|| {
+                invalid(
+                    "container-log-max-files",
+                    &self.container_log_max_files.to_string(),
+                    "must be at least 2",
+                )
+            })?;
+        let pod_max_pids = match self.pod_max_pids {
+            -1 => None,
+            n if n > 0 => Some(n),
+            n => {
+                return Err(invalid(
+                    "pod-max-pids",
+                    &n.to_string(),
+                    "must be positive, or -1 for unlimited",
+                ));
+            }
+        };
+        Ok(ContainerLimits {
+            log_max_size,
+            log_max_files,
+            pod_max_pids,
+        })
+    }
+
     /// The reservation the flags ask for (upstream: --kube-reserved, --eviction-hard,
     /// --max-pods).
     pub fn reservation(&self) -> Result<Reservation, Error> {
@@ -198,6 +288,81 @@ mod tests {
         let mut all = vec!["x"];
         all.extend_from_slice(args);
         Cli::parse_from(all).o
+    }
+
+    #[test]
+    fn container_limits_from_flags() {
+        assert_eq!(
+            opts(&[]).container_limits(),
+            Ok(ContainerLimits {
+                log_max_size: 10 << 20,
+                log_max_files: 5,
+                pod_max_pids: None
+            })
+        );
+        assert_eq!(
+            opts(&[
+                "--container-log-max-size",
+                "1Mi",
+                "--container-log-max-files",
+                "2",
+                "--pod-max-pids",
+                "1024"
+            ])
+            .container_limits(),
+            Ok(ContainerLimits {
+                log_max_size: 1 << 20,
+                log_max_files: 2,
+                pod_max_pids: Some(1024)
+            })
+        );
+        let err = |args: &[&str]| opts(args).container_limits().unwrap_err().to_string();
+        assert_eq!(
+            err(&["--container-log-max-size", "lots"]),
+            r#"invalid --container-log-max-size "lots": not a positive size"#
+        );
+        assert_eq!(
+            err(&["--container-log-max-size", "0"]),
+            r#"invalid --container-log-max-size "0": not a positive size"#
+        );
+        assert_eq!(
+            err(&["--container-log-max-files", "1"]),
+            r#"invalid --container-log-max-files "1": must be at least 2"#
+        );
+        assert_eq!(
+            err(&["--pod-max-pids", "0"]),
+            r#"invalid --pod-max-pids "0": must be positive, or -1 for unlimited"#
+        );
+    }
+
+    #[test]
+    fn image_gc_policy_from_flags() {
+        assert_eq!(opts(&[]).image_gc_policy(), Ok(GcPolicy::default()));
+        assert_eq!(
+            opts(&[
+                "--image-gc-high-threshold",
+                "2",
+                "--image-gc-low-threshold",
+                "1",
+                "--minimum-image-ttl-duration",
+                "0s"
+            ])
+            .image_gc_policy(),
+            Ok(GcPolicy {
+                high_threshold_percent: 2,
+                low_threshold_percent: 1,
+                min_age: Duration::ZERO
+            })
+        );
+        let err = |args: &[&str]| opts(args).image_gc_policy().unwrap_err().to_string();
+        assert_eq!(
+            err(&["--image-gc-high-threshold", "101"]),
+            r#"invalid --image-gc-high-threshold "101": must be at most 100"#
+        );
+        assert_eq!(
+            err(&["--image-gc-low-threshold", "85"]),
+            r#"invalid --image-gc-low-threshold "85": must be below --image-gc-high-threshold"#
+        );
     }
 
     #[test]

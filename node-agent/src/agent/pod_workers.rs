@@ -13,12 +13,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::Container;
 use kube::api::Api;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Client, ResourceExt};
 use rekube_crds::Pod;
 use tokio::sync::watch;
+
+use crate::kubelet::pod_actions::ContainerKillReason;
 
 /// What a sync asks of its worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +60,28 @@ pub fn termination_grace(pod: &Pod) -> Duration {
         })
         .unwrap_or(30);
     Duration::from_secs(secs.max(0) as u64)
+}
+
+/// The grace period for killing one container (upstream kuberuntime
+/// `setTerminationGracePeriod`): the deletion's; else, for a startup or liveness probe
+/// failure, that probe's `terminationGracePeriodSeconds` when set; else the pod's.
+pub fn kill_grace(
+    pod: &Pod,
+    container: Option<&Container>,
+    reason: Option<ContainerKillReason>,
+) -> Duration {
+    if pod.metadata.deletion_grace_period_seconds.is_some() {
+        return termination_grace(pod);
+    }
+    let probe = container.and_then(|c| match reason {
+        Some(ContainerKillReason::StartupProbe) => c.startup_probe.as_ref(),
+        Some(ContainerKillReason::LivenessProbe) => c.liveness_probe.as_ref(),
+        _ => None,
+    });
+    match probe.and_then(|p| p.termination_grace_period_seconds) {
+        Some(secs) => Duration::from_secs(secs.max(0) as u64),
+        None => termination_grace(pod),
+    }
 }
 
 fn is_terminal(pod: &Pod) -> bool {
@@ -353,5 +378,49 @@ mod tests {
         p.spec.as_mut().unwrap().termination_grace_period_seconds = None;
         p.metadata.deletion_grace_period_seconds = None;
         assert_eq!(termination_grace(&p), Duration::from_secs(30));
+    }
+
+    /// kuberuntime_container_test.go TestSetTerminationGracePeriod's cases.
+    #[test]
+    fn a_probe_failure_kill_uses_the_probes_grace() {
+        use k8s_openapi::api::core::v1::Probe;
+        let probe = |g: Option<i64>| Probe {
+            termination_grace_period_seconds: g,
+            ..Default::default()
+        };
+        let c = Container {
+            name: "c".into(),
+            liveness_probe: Some(probe(Some(5))),
+            startup_probe: Some(probe(Some(9))),
+            ..Default::default()
+        };
+        let unset = Container {
+            liveness_probe: Some(probe(None)),
+            ..c.clone()
+        };
+        let mut p = pod("a", false);
+        p.spec.as_mut().unwrap().termination_grace_period_seconds = Some(60);
+        let secs = Duration::from_secs;
+        let cases = [
+            (Some(&c), Some(ContainerKillReason::LivenessProbe), secs(5)),
+            (Some(&c), Some(ContainerKillReason::StartupProbe), secs(9)),
+            (Some(&c), Some(ContainerKillReason::Unknown), secs(60)),
+            (Some(&c), None, secs(60)),
+            (
+                Some(&unset),
+                Some(ContainerKillReason::LivenessProbe),
+                secs(60),
+            ),
+            (None, Some(ContainerKillReason::LivenessProbe), secs(60)),
+        ];
+        for (container, reason, want) in cases {
+            assert_eq!(kill_grace(&p, container, reason), want, "{reason:?}");
+        }
+        // A deletion's grace wins over the probe's.
+        p.metadata.deletion_grace_period_seconds = Some(3);
+        assert_eq!(
+            kill_grace(&p, Some(&c), Some(ContainerKillReason::LivenessProbe)),
+            secs(3)
+        );
     }
 }

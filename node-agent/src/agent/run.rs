@@ -8,12 +8,13 @@ use std::sync::Arc;
 use super::events;
 use super::heartbeat::{self, HeartbeatConfig, StatusSource};
 use super::hollow::HollowSyncer;
+use super::image_gc;
 use super::machine;
 use super::node_status::{self, Readiness, Usage};
 use super::options::{self, AgentOptions};
 use super::pod_cidr;
 use super::pod_workers::{PodWorkers, watch_pods};
-use super::sync_pod::RealSyncer;
+use super::sync_pod::{RealSyncer, SyncerConfig};
 use crate::image::Store;
 use crate::image::manager::{ImageManager, RealClock};
 use crate::image::store::StoreError;
@@ -80,6 +81,8 @@ fn host_name() -> String {
 
 pub async fn run(opts: AgentOptions) -> Result<(), Error> {
     let reservation = opts.reservation()?;
+    let limits = opts.container_limits()?;
+    let gc_policy = opts.image_gc_policy()?;
     let labels = options::parse_map("node-labels", &opts.node_labels)?;
     let name = if opts.node_name.is_empty() {
         host_name()
@@ -92,6 +95,7 @@ pub async fn run(opts: AgentOptions) -> Result<(), Error> {
     })?;
     let machine = machine::read_machine_info(&name, &opts.root_dir, &opts.node_ip)?;
     let host_ips = machine.internal_ips.clone();
+    let (_, allocatable) = node_status::capacity_and_allocatable(&machine, &reservation);
     let client = kube::Client::try_default().await?;
     let node = heartbeat::register_node(
         &client,
@@ -187,9 +191,22 @@ pub async fn run(opts: AgentOptions) -> Result<(), Error> {
             client.clone(),
             runtime,
             images,
-            host_ips,
-            opts.pod_log_dir.clone(),
+            SyncerConfig {
+                container_log_max_size: limits.log_max_size,
+                container_log_max_files: limits.log_max_files,
+                pod_max_pids: limits.pod_max_pids,
+                node_allocatable: allocatable,
+                ..SyncerConfig::new(host_ips, opts.pod_log_dir.clone())
+            },
+            recorder.clone(),
+        ));
+        tokio::spawn(image_gc::run(
+            Arc::clone(&syncer),
+            gc_policy,
+            opts.image_gc_period,
             recorder,
+            events::node_ref(&node),
+            stop.clone(),
         ));
         let workers = PodWorkers::new(Arc::clone(&syncer), POD_RESYNC_INTERVAL);
         // A container's exit syncs its pod (upstream: the PLEG event).

@@ -234,13 +234,43 @@ struct PodState {
 
 type Poke = Arc<dyn Fn(&str) + Send + Sync>;
 
+/// What the real syncer takes from the agent's flags and its Node.
+#[derive(Debug, Clone)]
+pub struct SyncerConfig {
+    /// The node's InternalIPs (status.hostIP(s), the `status.hostIP` fieldRef).
+    pub host_ips: Vec<String>,
+    /// `--pod-log-dir`: `<dir>/<namespace>_<pod>_<uid>/<container>/<n>.log`.
+    pub log_dir: PathBuf,
+    /// `--container-log-max-size` in bytes and `--container-log-max-files`.
+    pub container_log_max_size: u64,
+    pub container_log_max_files: usize,
+    /// `--pod-max-pids`: the pod cgroup's pids limit (`None`: unlimited, upstream's -1).
+    pub pod_max_pids: Option<i64>,
+    /// The Node's allocatable: a `limits.*` resourceFieldRef with no limit set reads it
+    /// (upstream `defaultPodLimitsForDownwardAPI`).
+    pub node_allocatable: BTreeMap<String, Quantity>,
+}
+
+impl SyncerConfig {
+    /// The kubelet's defaults: 10Mi and 5 log files, no pids limit.
+    pub fn new(host_ips: Vec<String>, log_dir: impl Into<PathBuf>) -> Self {
+        SyncerConfig {
+            host_ips,
+            log_dir: log_dir.into(),
+            container_log_max_size: 10 * 1024 * 1024,
+            container_log_max_files: 5,
+            pod_max_pids: None,
+            node_allocatable: BTreeMap::new(),
+        }
+    }
+}
+
 /// The real syncer: pods as containers of [`crate::runtime`]; see the module docs.
 pub struct RealSyncer {
     client: Client,
     runtime: Runtime,
     images: ImageManager,
-    host_ips: Vec<String>,
-    log_dir: PathBuf,
+    config: SyncerConfig,
     pods: Mutex<HashMap<String, Arc<tokio::sync::Mutex<PodState>>>>,
     poke: Mutex<Option<Poke>>,
     prober: ProberManager,
@@ -345,8 +375,7 @@ impl RealSyncer {
         client: Client,
         runtime: Runtime,
         images: ImageManager,
-        host_ips: Vec<String>,
-        log_dir: PathBuf,
+        config: SyncerConfig,
         recorder: EventRecorder,
     ) -> Self {
         let prober = ProberManager::new(runtime.clone());
@@ -363,14 +392,37 @@ impl RealSyncer {
         RealSyncer {
             client,
             images,
-            host_ips,
-            log_dir,
+            config,
             pods: Mutex::new(HashMap::new()),
             poke: Mutex::new(None),
             prober,
             runtime,
             recorder,
         }
+    }
+
+    /// The image store, for image GC.
+    pub fn image_store(&self) -> &crate::image::Store {
+        self.images.store()
+    }
+
+    /// The image IDs of every container instance the agent holds, running or exited
+    /// (upstream image_gc_manager `detectImages`: images of any container are in use).
+    pub async fn images_in_use(&self) -> std::collections::HashSet<String> {
+        let states: Vec<_> = self.pods.lock().unwrap().values().cloned().collect();
+        let mut in_use = std::collections::HashSet::new();
+        for state in states {
+            let st = state.lock().await;
+            let status = st.status.lock().unwrap();
+            in_use.extend(
+                status
+                    .containers
+                    .iter()
+                    .map(|c| c.image_id.clone())
+                    .filter(|id| !id.is_empty()),
+            );
+        }
+        in_use
     }
 
     /// What to call when a container exits (upstream: the PLEG event that syncs the pod):
@@ -648,7 +700,6 @@ impl RealSyncer {
         };
         let lower_dirs = self.images.store().lower_dirs(&ensured.image);
         let users = UserDb::from_layers(&lower_dirs).unwrap_or_default();
-        let empty = BTreeMap::new();
         let pod_ips: Vec<String> = st
             .sandbox
             .as_ref()
@@ -663,8 +714,8 @@ impl RealSyncer {
                 secrets: &secrets,
                 service_env: &BTreeMap::new(),
                 pod_ips: &pod_ips,
-                host_ips: &self.host_ips,
-                node_allocatable: &empty,
+                host_ips: &self.config.host_ips,
+                node_allocatable: &self.config.node_allocatable,
             },
         )
         .map_err(|e| waiting(CREATE_CONTAINER_CONFIG_ERROR, e.to_string()))?;
@@ -691,6 +742,10 @@ impl RealSyncer {
             },
         )
         .map_err(|e| waiting(CREATE_CONTAINER_CONFIG_ERROR, e.to_string()))?;
+        if let Some(log) = spec.log.as_mut() {
+            log.max_size = self.config.container_log_max_size;
+            log.max_files = self.config.container_log_max_files;
+        }
         let Some(sandbox) = st.sandbox.as_ref() else {
             return Err(waiting(CREATE_CONTAINER_ERROR, "no sandbox"));
         };
@@ -838,6 +893,8 @@ impl RealSyncer {
             // 3. Kill containers that should not run.
             for (id, why) in &actions.containers_to_kill {
                 if let Some(c) = st.containers.get(id).cloned() {
+                    let spec = container_named(&pod, &why.name);
+                    let grace = super::pod_workers::kill_grace(&pod, spec.as_ref(), why.reason);
                     self.kill_container(&pod, &c, grace, &net, Some(&why.message))
                         .await;
                 }
@@ -856,6 +913,7 @@ impl RealSyncer {
             config.host_pid = spec.host_pid.unwrap_or(false);
             config.host_ipc = spec.host_ipc.unwrap_or(false);
             config.share_process_namespace = spec.share_process_namespace.unwrap_or(false);
+            config.resources.pids_limit = self.config.pod_max_pids;
             match self.runtime.create_sandbox(&config).await {
                 Ok(sb) => {
                     st.status.lock().unwrap().sandboxes.push(SandboxStatus {
@@ -946,7 +1004,7 @@ impl RealSyncer {
                     runtime: &runtime,
                     probe_results: &probes,
                     waiting_reasons: &st.waiting,
-                    host_ips: &self.host_ips,
+                    host_ips: &self.config.host_ips,
                     pod_is_terminal: false,
                     now: Timestamp::now(),
                 },
@@ -962,7 +1020,7 @@ impl RealSyncer {
     /// The pod's log directory (upstream `BuildPodLogsDirectory`:
     /// `<root>/<namespace>_<name>_<uid>`).
     fn pod_log_dir(&self, pod: &Pod) -> PathBuf {
-        self.log_dir.join(format!(
+        self.config.log_dir.join(format!(
             "{}_{}_{}",
             pod.namespace().unwrap_or_default(),
             pod.name_any(),
