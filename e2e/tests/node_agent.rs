@@ -37,6 +37,8 @@ async fn registers_the_node_and_keeps_its_lease_fresh() {
             "1s",
             "--kube-reserved",
             "cpu=500m",
+            "--node-ip",
+            "127.0.0.2",
         ],
     );
     let nodes_api: Api<Node> = Api::all(ns.client.clone());
@@ -90,6 +92,25 @@ async fn registers_the_node_and_keeps_its_lease_fresh() {
             .trim()
     );
     assert_eq!(info.operating_system, "linux");
+    // The agent's own version (the workspace's, as this crate's).
+    assert_eq!(
+        info.kubelet_version,
+        concat!("v", env!("CARGO_PKG_VERSION"))
+    );
+    let addresses: Vec<(String, String)> = status
+        .addresses
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|a| (a.type_, a.address))
+        .collect();
+    assert_eq!(
+        addresses,
+        [
+            ("InternalIP".to_string(), "127.0.0.2".to_string()),
+            ("Hostname".to_string(), agent.node_name.clone())
+        ]
+    );
     assert!(info.container_runtime_version.starts_with("rekube://"));
     assert!(node.metadata.annotations.unwrap()["rekube.io/cgroup-version"].starts_with('v'));
 

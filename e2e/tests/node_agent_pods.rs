@@ -244,6 +244,18 @@ async fn pods_run_as_real_containers() {
                 "containers": [container("main", "sleep 3600")],
             }),
         ),
+        // An image that is not there with pull policy Never, and one whose registry (a
+        // closed port on loopback) fails the pull.
+        pod(
+            "never-pull",
+            &node,
+            json!({"containers": [{"name": "c", "image": "rekube-absent:1", "imagePullPolicy": "Never"}]}),
+        ),
+        pod(
+            "bad-registry",
+            &node,
+            json!({"containers": [{"name": "c", "image": "127.0.0.1:9/absent:1", "imagePullPolicy": "IfNotPresent"}]}),
+        ),
         pod(
             "missing-cm",
             &node,
@@ -387,6 +399,34 @@ async fn pods_run_as_real_containers() {
     );
     assert_eq!(side.started, Some(true));
     assert_eq!(condition(&p, "Initialized").as_deref(), Some("True"));
+
+    // Image reasons: ErrImageNeverPull; ImagePullBackOff after the failed pull, whose
+    // message carries the pull's ErrImagePull (Kubernetes 1.32+).
+    let waiting = |p: &Pod| {
+        statuses(p)
+            .first()
+            .and_then(|s| s.state.clone()?.waiting)
+            .map(|w| (w.reason.unwrap_or_default(), w.message.unwrap_or_default()))
+    };
+    let p = wait_for_pod(&pods, "never-pull", "ErrImageNeverPull", |p| {
+        waiting(p).is_some_and(|w| w.0 == "ErrImageNeverPull")
+    })
+    .await;
+    assert_eq!(
+        waiting(&p).unwrap().1,
+        r#"Container image "rekube-absent:1" is not present with pull policy of Never"#
+    );
+    let p = wait_for_pod(&pods, "bad-registry", "ImagePullBackOff", |p| {
+        waiting(p).is_some_and(|w| w.0 == "ImagePullBackOff")
+    })
+    .await;
+    let message = waiting(&p).unwrap().1;
+    assert!(
+        message.starts_with(
+            r#"Back-off pulling image "127.0.0.1:9/absent:1": ErrImagePull: failed to pull and unpack image"#
+        ),
+        "{message}"
+    );
 
     // A missing ConfigMap: the container waits with upstream's config error.
     let p = wait_for_pod(&pods, "missing-cm", "CreateContainerConfigError", |p| {

@@ -249,14 +249,32 @@ async fn pods_run_to_completion_and_leave_nothing_behind() {
     )
     .await
     .unwrap();
-    wait_for("the pod Running", t, || async {
+    let running = wait_for("the pod Running and Ready", t, || async {
         let p = pods.get("sleeper").await.map_err(|e| e.to_string())?;
         let phase = p.status.as_ref().and_then(|s| s.phase.clone());
-        (phase.as_deref() == Some("Running"))
-            .then_some(())
+        let ready = p
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+        (phase.as_deref() == Some("Running") && ready)
+            .then_some(p.clone())
             .ok_or(format!("{:?}", p.status))
     })
     .await;
+    // Syncs that change nothing write nothing: the resourceVersion stays.
+    for _ in 0..3 {
+        workers.resync(&running.uid().unwrap());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let after = pods.get("sleeper").await.unwrap();
+    assert_eq!(
+        after.resource_version(),
+        running.resource_version(),
+        "a status write without a change: {:#?}\nthen {:#?}",
+        running.status,
+        after.status
+    );
     for name in ["sleeper", "hello"] {
         pods.delete(name, &DeleteParams::default()).await.unwrap();
     }
