@@ -678,15 +678,7 @@ async fn probes_hooks_backoff_and_ephemeral_containers() {
     // Hooks: post-start in the log while running; pre-stop before SIGTERM on deletion.
     let p = wait_for_pod(&pods, "hooks", "Running", |p| phase(p) == "Running").await;
     let uid = p.metadata.uid.clone().unwrap();
-    wait_until("post-start in the log", T, || async {
-        let log = agent.container_log(&ns.name, "hooks", &uid, "c", 0);
-        if log.contains(" stdout F post-start") {
-            Ok(())
-        } else {
-            Err(log)
-        }
-    })
-    .await;
+    wait_for_log(&agent, &ns.name, "hooks", &uid, " stdout F post-start").await;
     // Kept open: the agent removes the pod's logs with the pod.
     let mut hooks_log = agent.open_container_log(&ns.name, "hooks", &uid, "c", 0);
 
@@ -828,14 +820,13 @@ async fn probes_hooks_backoff_and_ephemeral_containers() {
     // PreStop's line, then the SIGTERM trap's, then gone.
     let p = wait_for_pod(&pods, "http-hooks", "Running", |p| phase(p) == "Running").await;
     let http_uid = p.metadata.uid.clone().unwrap();
-    wait_until("http-hooks started", T, || async {
-        let log = agent.container_log(&ns.name, "http-hooks", &http_uid, "c", 0);
-        if log.contains(" stdout F started") {
-            Ok(())
-        } else {
-            Err(log)
-        }
-    })
+    wait_for_log(
+        &agent,
+        &ns.name,
+        "http-hooks",
+        &http_uid,
+        " stdout F started",
+    )
     .await;
     let mut http_hooks_log = agent.open_container_log(&ns.name, "http-hooks", &http_uid, "c", 0);
     for name in ["hooks", "http-hooks"] {
@@ -868,6 +859,19 @@ async fn probes_hooks_backoff_and_ephemeral_containers() {
     }
 
     delete_all_and_check_leftovers(&pods, &agent).await;
+}
+
+/// Waits until container "c" (its first instance) of `pod` has logged `needle`.
+async fn wait_for_log(agent: &AgentProcess, namespace: &str, pod: &str, uid: &str, needle: &str) {
+    wait_until(&format!("{needle:?} in {pod}'s log"), T, || async {
+        let log = agent.container_log(namespace, pod, uid, "c", 0);
+        if log.contains(needle) {
+            Ok(())
+        } else {
+            Err(log)
+        }
+    })
+    .await;
 }
 
 /// A grpc health server on loopback (tonic-health) whose service "svc" starts
