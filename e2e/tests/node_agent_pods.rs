@@ -782,29 +782,13 @@ async fn probes_hooks_backoff_and_ephemeral_containers() {
         ),
     ];
     wait_until("the kubelet's events", T, || async {
-        let got: Vec<(String, String, String, String)> = events
-            .list(&Default::default())
-            .await
-            .map_err(|e| e.to_string())?
-            .items
-            .into_iter()
-            .filter(|e| e.reporting_controller.as_deref() == Some("kubelet"))
-            .map(|e| {
-                let r = e.regarding.unwrap_or_default();
-                (
-                    r.name.unwrap_or_default(),
-                    r.field_path.unwrap_or_default(),
-                    e.reason.unwrap_or_default(),
-                    e.note.unwrap_or_default(),
-                )
-            })
-            .collect();
+        let got = kubelet_events(&events).await?;
         let missing: Vec<_> = want
             .iter()
             .filter(|w| {
                 !got.iter().any(|g| {
-                    (g.0.as_str(), g.1.as_str(), g.2.as_str()) == (w.0, w.1, w.2)
-                        && g.3.starts_with(w.3)
+                    (g.name.as_str(), g.field_path.as_str(), g.reason.as_str()) == (w.0, w.1, w.2)
+                        && g.note.starts_with(w.3)
                 })
             })
             .collect();
@@ -859,6 +843,40 @@ async fn probes_hooks_backoff_and_ephemeral_containers() {
     }
 
     delete_all_and_check_leftovers(&pods, &agent).await;
+}
+
+/// An event from the kubelet, flattened: what it is about and what it says.
+#[derive(Debug)]
+struct KubeletEvent {
+    kind: String,
+    name: String,
+    field_path: String,
+    reason: String,
+    note: String,
+}
+
+/// The kubelet's events (reportingController `kubelet`) in `events`' namespace.
+async fn kubelet_events(
+    events: &Api<k8s_openapi::api::events::v1::Event>,
+) -> Result<Vec<KubeletEvent>, String> {
+    Ok(events
+        .list(&Default::default())
+        .await
+        .map_err(|e| e.to_string())?
+        .items
+        .into_iter()
+        .filter(|e| e.reporting_controller.as_deref() == Some("kubelet"))
+        .map(|e| {
+            let r = e.regarding.unwrap_or_default();
+            KubeletEvent {
+                kind: r.kind.unwrap_or_default(),
+                name: r.name.unwrap_or_default(),
+                field_path: r.field_path.unwrap_or_default(),
+                reason: e.reason.unwrap_or_default(),
+                note: e.note.unwrap_or_default(),
+            }
+        })
+        .collect())
 }
 
 /// Waits until container "c" (its first instance) of `pod` has logged `needle`.
@@ -1032,27 +1050,23 @@ async fn the_agent_works_with_the_charts_least_privilege_rbac() {
     let events: Api<k8s_openapi::api::events::v1::Event> =
         Api::namespaced(ns.client.clone(), "default");
     wait_until("the node's Starting event", T, || async {
-        let found = events
-            .list(&Default::default())
-            .await
-            .map_err(|e| e.to_string())?
-            .items
-            .into_iter()
+        let got = kubelet_events(&events).await?;
+        got.iter()
             .any(|e| {
-                let r = e.regarding.unwrap_or_default();
                 (
-                    r.kind.as_deref(),
-                    r.name.as_deref(),
-                    e.reason.as_deref(),
-                    e.note.as_deref(),
+                    e.kind.as_str(),
+                    e.name.as_str(),
+                    e.reason.as_str(),
+                    e.note.as_str(),
                 ) == (
-                    Some("Node"),
-                    Some(agent.node_name.as_str()),
-                    Some("Starting"),
-                    Some("Starting kubelet."),
+                    "Node",
+                    agent.node_name.as_str(),
+                    "Starting",
+                    "Starting kubelet.",
                 )
-            });
-        found.then_some(()).ok_or_else(|| "not yet".to_string())
+            })
+            .then_some(())
+            .ok_or_else(|| format!("{got:?}"))
     })
     .await;
     delete_all_and_check_leftovers(&pods, &agent).await;
