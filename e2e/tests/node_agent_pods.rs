@@ -800,6 +800,18 @@ async fn probes_hooks_backoff_and_ephemeral_containers() {
     })
     .await;
 
+    // The tcp probe's failure reads as upstream's (Go's net error).
+    let got = kubelet_events(&events).await.unwrap();
+    let tcp = got
+        .iter()
+        .find(|e| e.name == "tcp-closed" && e.reason == "Unhealthy")
+        .unwrap();
+    assert!(
+        tcp.note.ends_with(":9: connect: connection refused"),
+        "{}",
+        tcp.note
+    );
+
     // Graceful deletion of "hooks" (exec PreStop) and "http-hooks" (httpGet PreStop):
     // PreStop's line, then the SIGTERM trap's, then gone.
     let p = wait_for_pod(&pods, "http-hooks", "Running", |p| phase(p) == "Running").await;

@@ -96,7 +96,7 @@ pub async fn dial(
         Origin::Host => tokio::time::timeout(timeout, TcpStream::connect(addr))
             .await
             .map_err(|_| timed_out())?
-            .map_err(|e| failed(e.to_string())),
+            .map_err(|e| failed(connect_error(&e))),
         Origin::Netns(path) => {
             let path = path.clone();
             let std_stream = tokio::task::spawn_blocking(move || {
@@ -114,10 +114,28 @@ pub async fn dial(
                 {
                     timed_out()
                 }
+                // The connect itself failed (not joining the namespace).
+                crate::runtime::sandbox::NetworkError::Io {
+                    op: "configure",
+                    source,
+                    ..
+                } => failed(connect_error(&source)),
                 other => failed(other.to_string()),
             })?;
             TcpStream::from_std(std_stream).map_err(|e| failed(e.to_string()))
         }
+    }
+}
+
+/// A failed connect as Go's net package words it, which upstream's probe messages carry
+/// (`dial tcp 10.244.0.5:8080: connect: connection refused`).
+fn connect_error(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(n) => format!(
+            "connect: {}",
+            nix::errno::Errno::from_raw(n).desc().to_lowercase()
+        ),
+        None => e.to_string(),
     }
 }
 
@@ -401,10 +419,9 @@ mod tests {
         let e = dial(&Origin::Host, addr, Duration::from_secs(1))
             .await
             .unwrap_err();
-        assert!(
-            e.to_string()
-                .starts_with(&format!("dial tcp 127.0.0.1:{port}: ")),
-            "{e}"
+        assert_eq!(
+            e.to_string(),
+            format!("dial tcp 127.0.0.1:{port}: connect: connection refused")
         );
         // Accepts, never answers.
         let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
