@@ -226,7 +226,7 @@ async fn pods_run_to_completion_and_leave_nothing_behind() {
     let tiny = pull_image(store, &tiny_ref, &[]).await.unwrap();
     let busybox_id = store.find(&image).unwrap().unwrap().id;
     let in_use = syncer.images_in_use().await;
-    assert_eq!(in_use, HashSet::from([busybox_id.to_string()]));
+    assert_eq!(in_use, HashSet::from([busybox_id]));
     // GC spares images used in the second it starts (upstream compares at 1 s too).
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let policy = GcPolicy {
@@ -234,7 +234,7 @@ async fn pods_run_to_completion_and_leave_nothing_behind() {
         low_threshold_percent: 0,
         min_age: Duration::ZERO,
     };
-    let err = collect_once(store, policy, &in_use).await.unwrap_err();
+    let err = collect_once(store, policy, in_use).await.unwrap_err();
     assert!(
         matches!(err, GcError::NotEnoughFreed { freed, .. } if freed > 0),
         "{err}"

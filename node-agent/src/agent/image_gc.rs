@@ -18,20 +18,19 @@ use crate::image::gc::{GcError, GcPolicy, GcReport, Statvfs, garbage_collect};
 /// Upstream `events.FreeDiskSpaceFailed`.
 pub const FREE_DISK_SPACE_FAILED: &str = "FreeDiskSpaceFailed";
 
-/// One pass: `in_use` are image IDs as containerStatuses' imageID (`sha256:...`).
+/// One pass, keeping the images `in_use`.
 pub async fn collect_once(
     store: &Store,
     policy: GcPolicy,
-    in_use: &HashSet<String>,
+    in_use: HashSet<Digest>,
 ) -> Result<GcReport, GcError> {
-    let keep: HashSet<Digest> = in_use.iter().filter_map(|id| id.parse().ok()).collect();
     let store = store.clone();
     tokio::task::spawn_blocking(move || {
         garbage_collect(
             &store,
             &Statvfs(store.root().to_path_buf()),
             &policy,
-            &keep,
+            &in_use,
             SystemTime::now(),
         )
     })
@@ -54,7 +53,7 @@ pub async fn run(
             _ = stop.changed() => return,
         }
         let in_use = syncer.images_in_use().await;
-        match collect_once(syncer.image_store(), policy, &in_use).await {
+        match collect_once(syncer.image_store(), policy, in_use).await {
             Ok(report) if !report.removed.is_empty() => tracing::info!(
                 removed = report.removed.len(),
                 freed = report.freed,

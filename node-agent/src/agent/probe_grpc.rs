@@ -16,10 +16,7 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
 use super::probe_net::{self, Origin};
-use crate::kubelet::prober::GrpcReply;
-
-/// Upstream's probe user agent for the Kubernetes version rekube mirrors.
-pub const USER_AGENT: &str = "kube-probe/1.36";
+use crate::kubelet::prober::{GrpcReply, PROBE_USER_AGENT};
 
 /// Checks `service` at `addr` from `origin`, all within `timeout`.
 pub async fn check(
@@ -30,7 +27,7 @@ pub async fn check(
 ) -> GrpcReply {
     let deadline = Instant::now() + timeout;
     let endpoint = match Endpoint::from_shared(format!("http://{addr}"))
-        .and_then(|e| e.user_agent(USER_AGENT))
+        .and_then(|e| e.user_agent(PROBE_USER_AGENT))
     {
         Ok(e) => e,
         Err(e) => {

@@ -408,18 +408,18 @@ impl RealSyncer {
 
     /// The image IDs of every container instance the agent holds, running or exited
     /// (upstream image_gc_manager `detectImages`: images of any container are in use).
-    pub async fn images_in_use(&self) -> std::collections::HashSet<String> {
+    pub async fn images_in_use(&self) -> std::collections::HashSet<crate::image::Digest> {
         let states: Vec<_> = self.pods.lock().unwrap().values().cloned().collect();
         let mut in_use = std::collections::HashSet::new();
         for state in states {
             let st = state.lock().await;
             let status = st.status.lock().unwrap();
+            // The imageID of a container that ran (empty before its image was ensured).
             in_use.extend(
                 status
                     .containers
                     .iter()
-                    .map(|c| c.image_id.clone())
-                    .filter(|id| !id.is_empty()),
+                    .filter_map(|c| c.image_id.parse().ok()),
             );
         }
         in_use
