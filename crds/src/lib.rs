@@ -11,10 +11,13 @@ pub mod defaults;
 /// The event recorder every component publishes through (feature `events`).
 #[cfg(feature = "events")]
 pub mod events;
+pub mod fnv;
 pub mod generate;
 pub mod kinds;
+pub mod quantity;
 pub mod resource;
 pub mod schema;
+pub mod testing;
 pub mod validation;
 
 pub use kinds::apps::{Deployment, ReplicaSet};
@@ -24,5 +27,8 @@ pub use kinds::storage::{StorageClass, VolumeAttachment};
 pub const GROUP: &str = "rekube.io";
 pub const VERSION: &str = "v1";
 pub const API_VERSION: &str = "rekube.io/v1";
+/// The finalizer a node agent keeps on each pod it runs until it has removed the pod's
+/// containers, mounts and cgroups (what a kubelet's confirmation of deletion is upstream).
+pub const NODE_AGENT_FINALIZER: &str = "rekube.io/node-agent";
 /// `kubectl get rekube` lists every rekube object.
 pub const CATEGORY: &str = "rekube";

@@ -22,7 +22,7 @@ fn skip() -> bool {
     match AgentProcess::can_run_containers() {
         Ok(()) => false,
         Err(why) => {
-            eprintln!("skipped: {why}");
+            rekube_crds::testing::missing_prerequisite(&why);
             true
         }
     }

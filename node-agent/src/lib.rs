@@ -8,6 +8,7 @@
 
 #[cfg(target_os = "linux")]
 pub mod agent;
+pub mod flowcontrol;
 pub mod image;
 pub mod kubelet;
 #[cfg(target_os = "linux")]

@@ -42,12 +42,12 @@ struct Env {
 fn env() -> Option<Env> {
     let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: the runtime tests need root");
+        rekube_crds::testing::missing_prerequisite("the runtime tests need root");
         return None;
     }
     let Some(bb) = busybox::find_busybox() else {
-        eprintln!(
-            "skipped: busybox is not installed (apt-get install busybox-static; e2e/scripts/bootstrap.sh does)"
+        rekube_crds::testing::missing_prerequisite(
+            "busybox is not installed (apt-get install busybox-static; e2e/scripts/bootstrap.sh does)",
         );
         return None;
     };

@@ -61,11 +61,13 @@ fn pod(name: &str, node: &str, image: &str, script: &str, restart: &str) -> Pod 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pods_run_to_completion_and_leave_nothing_behind() {
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: the pod sync tests need root");
+        rekube_crds::testing::missing_prerequisite("the pod sync tests need root");
         return;
     }
     if !std::path::Path::new(REGISTRY_BIN).exists() || !std::path::Path::new(BUSYBOX).exists() {
-        eprintln!("skipped: docker-registry or busybox is not installed");
+        rekube_crds::testing::missing_prerequisite(
+            "docker-registry or busybox is not installed (e2e/scripts/bootstrap.sh installs them)",
+        );
         return;
     }
     let _ = tracing_subscriber::fmt()
@@ -75,7 +77,7 @@ async fn pods_run_to_completion_and_leave_nothing_behind() {
     let client = match kube::Client::try_default().await {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("skipped: no cluster: {e}");
+            rekube_crds::testing::missing_prerequisite(&format!("no cluster: {e}"));
             return;
         }
     };

@@ -7,7 +7,6 @@
 //! nothing depends on: the hash only has to be stable, change with the template, and be
 //! the new ReplicaSet's name suffix, label and selector value. Likewise the collision
 //! count is salted in as its decimal string (upstream writes it as little-endian bytes).
-use std::io::{self, Write};
 
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 
@@ -15,44 +14,7 @@ use k8s_openapi::api::core::v1::PodTemplateSpec;
 /// with o/l/e).
 const ALPHANUMS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
 
-const FNV32_OFFSET_BASIS: u32 = 2_166_136_261;
-const FNV32_PRIME: u32 = 16_777_619;
-
-/// FNV-1a, 32 bits (Go's hash/fnv New32a).
-#[derive(Debug, Clone, Copy)]
-pub struct Fnv1a32(u32);
-
-impl Default for Fnv1a32 {
-    fn default() -> Self {
-        Self(FNV32_OFFSET_BASIS)
-    }
-}
-
-impl Fnv1a32 {
-    /// Feeds bytes into the hash.
-    pub fn update(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 ^= u32::from(b);
-            self.0 = self.0.wrapping_mul(FNV32_PRIME);
-        }
-    }
-
-    /// The hash of everything fed so far (Go's Sum32).
-    pub fn sum32(&self) -> u32 {
-        self.0
-    }
-}
-
-impl Write for Fnv1a32 {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.update(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
+pub use rekube_crds::fnv::Fnv1a32;
 
 /// rand.SafeEncodeString: maps each byte of `s` into the safe alphabet.
 pub fn safe_encode_string(s: &str) -> String {
@@ -101,18 +63,6 @@ mod tests {
                 ..Default::default()
             }),
         }
-    }
-
-    #[test]
-    fn fnv1a32_known_vectors() {
-        let hash = |s: &str| {
-            let mut h = Fnv1a32::default();
-            h.update(s.as_bytes());
-            h.sum32()
-        };
-        assert_eq!(hash(""), 0x811c_9dc5);
-        assert_eq!(hash("a"), 0xe40c_292c);
-        assert_eq!(hash("foobar"), 0xbf9c_f968);
     }
 
     #[test]

@@ -12,6 +12,8 @@ use k8s_openapi::api::core::v1::Container;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use rekube_crds::Pod;
 
+pub use rekube_crds::quantity::{Amount, QuantityError, amount, parse_quantity};
+
 use crate::util::labels::is_dns1123_subdomain;
 
 pub const RESOURCE_CPU: &str = "cpu";
@@ -29,137 +31,6 @@ pub const DEFAULT_MILLI_CPU_REQUEST: i64 = 100;
 /// The memory a container without a memory request counts as, for scoring (upstream:
 /// `schedutil.DefaultMemoryRequest`, 200 MiB).
 pub const DEFAULT_MEMORY_REQUEST: i64 = 200 * 1024 * 1024;
-
-const NANO: i128 = 1_000_000_000;
-
-/// Errors parsing a quantity (upstream: `resource.ErrFormatWrong`, `ErrSuffix`).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum QuantityError {
-    #[error(
-        "quantity {0:?} must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"
-    )]
-    Format(String),
-    #[error("quantity {0:?} has an unknown suffix")]
-    Suffix(String),
-}
-
-/// A parsed quantity: its exact amount in units of 10⁻⁹, rounded up below that.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
-pub struct Amount(i128);
-
-impl Amount {
-    pub const ZERO: Amount = Amount(0);
-
-    /// Upstream `Quantity.Value()`: the amount rounded up to an integer.
-    pub fn value(self) -> i64 {
-        saturate(div_ceil(self.0, NANO))
-    }
-
-    /// Upstream `Quantity.MilliValue()`: the amount in thousandths, rounded up.
-    pub fn milli_value(self) -> i64 {
-        saturate(div_ceil(self.0, NANO / 1000))
-    }
-
-    pub fn from_milli(milli: i64) -> Amount {
-        Amount(i128::from(milli) * (NANO / 1000))
-    }
-
-    pub fn from_value(value: i64) -> Amount {
-        Amount(i128::from(value) * NANO)
-    }
-
-    fn plus(self, other: Amount) -> Amount {
-        Amount(self.0.saturating_add(other.0))
-    }
-
-    pub fn is_zero(self) -> bool {
-        self.0 == 0
-    }
-}
-
-fn div_ceil(a: i128, b: i128) -> i128 {
-    a.div_euclid(b) + i128::from(a.rem_euclid(b) != 0)
-}
-
-fn saturate(v: i128) -> i64 {
-    i64::try_from(v).unwrap_or(if v < 0 { i64::MIN } else { i64::MAX })
-}
-
-/// Parses a quantity string: `<sign><digits>[.<digits>]<suffix>`, the suffix a binary SI one
-/// (`Ki` … `Ei`), a decimal SI one (`n`, `u`, `m`, ``, `k`, `M`, `G`, `T`, `P`, `E`) or a
-/// decimal exponent (`e3`, `E-2`) (upstream: `resource.ParseQuantity`). Amounts finer than
-/// 10⁻⁹ are rounded up; amounts beyond ±1.7·10²⁹ saturate.
-pub fn parse_quantity(s: &str) -> Result<Amount, QuantityError> {
-    let format = || QuantityError::Format(s.to_string());
-    let (negative, rest) = match s.as_bytes().first() {
-        Some(b'-') => (true, &s[1..]),
-        Some(b'+') => (false, &s[1..]),
-        _ => (false, s),
-    };
-    let number_end = rest
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(rest.len());
-    let (number, suffix) = rest.split_at(number_end);
-    let (whole, frac) = number.split_once('.').unwrap_or((number, ""));
-    if whole.is_empty() && frac.is_empty() || frac.contains('.') {
-        return Err(format());
-    }
-    let (pow2, pow10): (u32, i32) = match suffix {
-        "" => (0, 0),
-        "n" => (0, -9),
-        "u" => (0, -6),
-        "m" => (0, -3),
-        "k" => (0, 3),
-        "M" => (0, 6),
-        "G" => (0, 9),
-        "T" => (0, 12),
-        "P" => (0, 15),
-        "E" => (0, 18),
-        "Ki" => (10, 0),
-        "Mi" => (20, 0),
-        "Gi" => (30, 0),
-        "Ti" => (40, 0),
-        "Pi" => (50, 0),
-        "Ei" => (60, 0),
-        exp if exp.len() > 1 && (exp.starts_with('e') || exp.starts_with('E')) => {
-            (0, exp[1..].parse::<i32>().map_err(|_| format())?)
-        }
-        _ => return Err(QuantityError::Suffix(s.to_string())),
-    };
-    let digits = format!("{whole}{frac}");
-    let digits = digits.trim_start_matches('0');
-    let mantissa: i128 = if digits.is_empty() {
-        0
-    } else if digits.len() > 38 {
-        i128::MAX
-    } else {
-        digits.parse().map_err(|_| format())?
-    };
-    let exponent = i64::from(pow10) - frac.len() as i64 + 9;
-    let scaled = mantissa.checked_mul(1i128 << pow2).unwrap_or(i128::MAX);
-    let nanos = if exponent >= 0 {
-        u32::try_from(exponent)
-            .ok()
-            .and_then(|e| 10i128.checked_pow(e))
-            .and_then(|p| scaled.checked_mul(p))
-            .unwrap_or(if scaled == 0 { 0 } else { i128::MAX })
-    } else {
-        match u32::try_from(-exponent)
-            .ok()
-            .and_then(|e| 10i128.checked_pow(e))
-        {
-            Some(p) => div_ceil(scaled, p),
-            None => i128::from(scaled != 0),
-        }
-    };
-    Ok(Amount(if negative { -nanos } else { nanos }))
-}
-
-/// The amount of a quantity; an unparsable one counts as zero (the apiserver validates
-/// quantities, so the scheduler never sees one).
-pub fn amount(q: &Quantity) -> Amount {
-    parse_quantity(&q.0).unwrap_or_default()
-}
 
 /// A resource list with exact amounts (upstream: `v1.ResourceList`).
 pub type ResourceList = BTreeMap<String, Amount>;
@@ -452,47 +323,6 @@ pub fn pod_resource_request_for_scoring(pod: &Pod, resource: &str, non_zero: boo
 mod tests {
     use super::*;
     use crate::scheduler::testing::{PodBuilder, container, q};
-
-    #[test]
-    fn parse_quantity_table() {
-        // (input, Value(), MilliValue()), as resource.MustParse(x).Value()/MilliValue().
-        let cases: &[(&str, i64, i64)] = &[
-            ("0", 0, 0),
-            ("100m", 1, 100),
-            ("1", 1, 1000),
-            ("1.5", 2, 1500),
-            ("0.1", 1, 100),
-            ("250m", 1, 250),
-            ("1500m", 2, 1500),
-            ("128Mi", 134_217_728, 134_217_728_000),
-            ("1Ki", 1024, 1_024_000),
-            ("1G", 1_000_000_000, 1_000_000_000_000),
-            ("1e3", 1000, 1_000_000),
-            ("1E3", 1000, 1_000_000),
-            ("1.5Gi", 1_610_612_736, 1_610_612_736_000),
-            ("2k", 2000, 2_000_000),
-            ("1E", 1_000_000_000_000_000_000, i64::MAX),
-            ("1n", 1, 1),
-            ("1u", 1, 1),
-            ("0.5m", 1, 1),
-            ("+5", 5, 5000),
-            ("-5", -5, -5000),
-            (".5", 1, 500),
-            ("12e-1", 2, 1200),
-        ];
-        for (input, value, milli) in cases {
-            let a = parse_quantity(input).unwrap_or_else(|e| panic!("{input}: {e}"));
-            assert_eq!(a.value(), *value, "{input} value");
-            assert_eq!(a.milli_value(), *milli, "{input} milli");
-        }
-        for bad in ["", "abc", "1.2.3", "1Qi", "1e", "Mi", "1 Mi", "."] {
-            assert!(parse_quantity(bad).is_err(), "{bad:?} should not parse");
-        }
-        assert_eq!(
-            parse_quantity("1Qi").unwrap_err().to_string(),
-            "quantity \"1Qi\" has an unknown suffix"
-        );
-    }
 
     #[test]
     fn scalar_resource_names() {

@@ -33,7 +33,7 @@ use crate::kubelet::runtime_status::{
 use crate::kubelet::status_generate::{PodStatusInputs, generate_api_pod_status, status_changed};
 
 /// The finalizer the agent puts on the pods it runs and removes once they are cleaned up.
-pub const FINALIZER: &str = "rekube.io/node-agent";
+pub const FINALIZER: &str = rekube_crds::NODE_AGENT_FINALIZER;
 
 /// How often a hollow pod is re-synced when nothing happens to it.
 const RESYNC: Duration = Duration::from_secs(60);

@@ -89,33 +89,16 @@ pub struct AgentOptions {
     pub hollow: bool,
 }
 
-/// A CPU amount in millicores: "2", "0.5", "250m".
+/// A CPU amount in millicores: "2", "0.5", "250m" (a quantity, as kubelet's flags take).
 pub fn parse_cpu_millis(s: &str) -> Option<u64> {
-    if let Some(m) = s.strip_suffix('m') {
-        return m.parse().ok();
-    }
-    let v: f64 = s.parse().ok()?;
-    (v >= 0.0).then(|| (v * 1000.0).round() as u64)
+    let q = crate::kubelet::quantity::parse_quantity(s).ok()?;
+    u64::try_from(q.milli_value()).ok()
 }
 
-/// A byte amount: "1024", "100Mi", "1Gi", "500M", "2G", "64Ki", "1k".
+/// A byte amount: "1024", "100Mi", "1Gi", "500M", "2G", "64Ki", "1k" (a quantity).
 pub fn parse_bytes(s: &str) -> Option<u64> {
-    const UNITS: [(&str, u64); 8] = [
-        ("Ki", 1 << 10),
-        ("Mi", 1 << 20),
-        ("Gi", 1 << 30),
-        ("Ti", 1 << 40),
-        ("k", 1000),
-        ("M", 1_000_000),
-        ("G", 1_000_000_000),
-        ("T", 1_000_000_000_000),
-    ];
-    for (suffix, factor) in UNITS {
-        if let Some(n) = s.strip_suffix(suffix) {
-            return n.parse::<u64>().ok()?.checked_mul(factor);
-        }
-    }
-    s.parse().ok()
+    let q = crate::kubelet::quantity::parse_quantity(s).ok()?;
+    u64::try_from(q.value()).ok()
 }
 
 fn invalid(flag: &'static str, value: &str, message: &str) -> Error {

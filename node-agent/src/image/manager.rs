@@ -58,11 +58,19 @@ pub struct EnsureError {
     pub events: Vec<ImageEvent>,
 }
 
-#[derive(Default)]
 struct State {
     backoff: Backoff,
     /// upstream `prevPullErrMsg`: the last failure per backoff key.
     prev_pull_err: HashMap<String, String>,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State {
+            backoff: policy::image_backoff(),
+            prev_pull_err: HashMap::new(),
+        }
+    }
 }
 
 /// Pull policy, backoff and pulls for one node.
@@ -198,7 +206,8 @@ impl ImageManager {
                     message: policy::msg_failed_to_pull(image, &message),
                 });
                 let mut state = self.state.lock().expect("image manager state");
-                state.backoff.next(&key, self.clock.now());
+                let now = self.clock.now();
+                state.backoff.next(&key, now, now);
                 state.prev_pull_err.insert(
                     key,
                     policy::previous_pull_error(ImageReason::ErrImagePull, &message),

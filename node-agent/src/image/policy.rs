@@ -6,7 +6,6 @@
 //!
 //! Time is a parameter (`now`), so every decision is table-testable.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
@@ -185,95 +184,14 @@ pub fn backoff_key(pod_uid: &str, image: &str) -> String {
     format!("{pod_uid}_{image}")
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct BackoffEntry {
-    backoff: Duration,
-    last_update: Instant,
-}
+/// The image pull backoff: client-go's `flowcontrol.Backoff` (the agent's one
+/// implementation, [`crate::flowcontrol`]) on the monotonic clock.
+pub type Backoff = crate::flowcontrol::Backoff<Instant>;
 
-/// client-go's `flowcontrol.Backoff`, jitter-free, time passed in.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    initial: Duration,
-    max: Duration,
-    entries: HashMap<String, BackoffEntry>,
-}
-
-impl Default for Backoff {
-    /// The kubelet's image backoff: 10 s doubling to 300 s.
-    fn default() -> Self {
-        Self::new(IMAGE_BACKOFF_INITIAL, IMAGE_BACKOFF_MAX)
-    }
-}
-
-impl Backoff {
-    pub fn new(initial: Duration, max: Duration) -> Self {
-        Self {
-            initial,
-            max,
-            entries: HashMap::new(),
-        }
-    }
-
-    /// An entry untouched for twice the cap starts over.
-    fn has_expired(&self, now: Instant, last_update: Instant) -> bool {
-        now.saturating_duration_since(last_update) > self.max * 2
-    }
-
-    /// Records a failure at `now`: the first (or after expiry) waits `initial`, then each
-    /// doubles up to `max`.
-    pub fn next(&mut self, id: &str, now: Instant) {
-        let expired = self
-            .entries
-            .get(id)
-            .is_none_or(|e| self.has_expired(now, e.last_update));
-        let backoff = if expired {
-            self.initial
-        } else {
-            (self.entries[id].backoff * 2).min(self.max)
-        };
-        self.entries.insert(
-            id.to_string(),
-            BackoffEntry {
-                backoff,
-                last_update: now,
-            },
-        );
-    }
-
-    /// upstream `IsInBackOffSinceUpdate`: less than the current backoff since the last
-    /// failure.
-    pub fn is_in_back_off_since_update(&self, id: &str, now: Instant) -> bool {
-        match self.entries.get(id) {
-            None => false,
-            Some(e) if self.has_expired(now, e.last_update) => false,
-            Some(e) => now.saturating_duration_since(e.last_update) < e.backoff,
-        }
-    }
-
-    /// The current backoff period for `id`, if any.
-    pub fn get(&self, id: &str) -> Option<Duration> {
-        self.entries.get(id).map(|e| e.backoff)
-    }
-
-    /// Forgets entries not updated for twice the cap (upstream `GC`, run after a pull).
-    pub fn gc(&mut self, now: Instant) {
-        let max = self.max;
-        self.entries
-            .retain(|_, e| now.saturating_duration_since(e.last_update) <= max * 2);
-    }
-
-    pub fn delete_entry(&mut self, id: &str) {
-        self.entries.remove(id);
-    }
-
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
+/// The kubelet's image pull backoff: 10 s doubling to 300 s, an entry untouched for twice
+/// the cap starting over.
+pub fn image_backoff() -> Backoff {
+    Backoff::new(IMAGE_BACKOFF_INITIAL, IMAGE_BACKOFF_MAX)
 }
 
 #[cfg(test)]
@@ -362,15 +280,15 @@ mod tests {
     fn backoff_doubles_to_the_cap_and_expires() {
         let t0 = Instant::now();
         let s = Duration::from_secs;
-        let mut b = Backoff::default();
+        let mut b = image_backoff();
         let id = backoff_key("uid", "busybox");
         assert!(!b.is_in_back_off_since_update(&id, t0));
         // Failures at t, each retried as soon as the backoff allows.
         let mut t = t0;
         let mut seen = Vec::new();
         for _ in 0..8 {
-            b.next(&id, t);
-            let period = b.get(&id).unwrap();
+            b.next(&id, t, t);
+            let period = b.get(&id);
             seen.push(period.as_secs());
             assert!(b.is_in_back_off_since_update(&id, t));
             assert!(b.is_in_back_off_since_update(&id, t + period - s(1)));
@@ -381,13 +299,13 @@ mod tests {
         // Quiet for more than twice the cap: starts over at 10 s.
         let later = t + s(601);
         assert!(!b.is_in_back_off_since_update(&id, later));
-        b.next(&id, later);
-        assert_eq!(b.get(&id), Some(s(10)));
+        b.next(&id, later, later);
+        assert_eq!(b.get(&id), s(10));
         // Keys are per pod and image.
         assert!(!b.is_in_back_off_since_update(&backoff_key("other", "busybox"), later));
         // GC forgets what is older than twice the cap.
-        b.next("old", t0);
+        b.next("old", t0, t0);
         b.gc(later);
-        assert_eq!((b.get("old"), b.len()), (None, 1));
+        assert_eq!((b.get("old"), b.len()), (Duration::ZERO, 1));
     }
 }

@@ -5,10 +5,9 @@
 //! (kuberuntime_manager.go `doBackOff`, helpers.go `GetBackoffKey`). Jitter-free, as the
 //! kubelet's is; every clock reading is a parameter.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Container;
 use rekube_crds::Pod;
 
@@ -26,142 +25,15 @@ pub const REASON_CRASH_LOOP_BACK_OFF: &str = "CrashLoopBackOff";
 /// The event reason (`events.BackOffStartContainer`).
 pub const EVENT_BACK_OFF: &str = "BackOff";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct BackoffEntry {
-    backoff: Duration,
-    last_update: Timestamp,
-}
+pub use crate::flowcontrol::{Backoff, Expiry};
 
-/// When an entry starts over (upstream `HasExpiredFunc`; the default is twice the cap).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Expiry {
-    /// Upstream's default: more than 2 × the maximum since the last update.
-    TwiceMax,
-    /// More than this since the last update.
-    After(Duration),
-}
-
-/// `flowcontrol.Backoff`: a per-key exponential backoff.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Backoff {
-    default_duration: Duration,
-    max_duration: Duration,
-    expiry: Expiry,
-    per_item: HashMap<String, BackoffEntry>,
-}
-
-impl Backoff {
-    /// `NewBackOff(initial, max)`.
-    pub fn new(initial: Duration, max: Duration) -> Self {
-        Backoff {
-            default_duration: initial,
-            max_duration: max,
-            expiry: Expiry::TwiceMax,
-            per_item: HashMap::new(),
-        }
-    }
-
-    /// With another expiry (upstream sets `HasExpiredFunc`).
-    pub fn with_expiry(mut self, expiry: Expiry) -> Self {
-        self.expiry = expiry;
-        self
-    }
-
+impl Backoff<Timestamp> {
     /// The kubelet's crash-loop backoff (kubelet.go `NewMainKubelet`): 10 s doubling to
     /// 300 s, reset after 600 s.
     pub fn crash_loop() -> Self {
         Backoff::new(INITIAL_CRASH_LOOP_BACK_OFF, MAX_CRASH_LOOP_BACK_OFF)
             .with_expiry(Expiry::After(CRASH_LOOP_BACK_OFF_RESET))
     }
-
-    fn has_expired(&self, event_time: Timestamp, last_update: Timestamp) -> bool {
-        let limit = match self.expiry {
-            Expiry::TwiceMax => self.max_duration.saturating_mul(2),
-            Expiry::After(d) => d,
-        };
-        event_time.duration_since(last_update) > signed(limit)
-    }
-
-    /// `Get`: the current backoff of `id` (zero when it has none).
-    pub fn get(&self, id: &str) -> Duration {
-        self.per_item.get(id).map_or(Duration::ZERO, |e| e.backoff)
-    }
-
-    /// `Next`: moves `id` to its next backoff (the initial one when it has none or its
-    /// entry expired at `event_time`, else double, capped); `now` is the update time.
-    pub fn next(&mut self, id: &str, event_time: Timestamp, now: Timestamp) {
-        let backoff = match self.per_item.get(id) {
-            Some(e) if !self.has_expired(event_time, e.last_update) => {
-                e.backoff.saturating_mul(2).min(self.max_duration)
-            }
-            _ => self.default_duration,
-        };
-        self.per_item.insert(
-            id.to_string(),
-            BackoffEntry {
-                backoff,
-                last_update: now,
-            },
-        );
-    }
-
-    /// `Reset`.
-    pub fn reset(&mut self, id: &str) {
-        self.per_item.remove(id);
-    }
-
-    /// `IsInBackOffSince`: less than the current backoff has passed since `event_time`.
-    pub fn is_in_back_off_since(&self, id: &str, event_time: Timestamp, now: Timestamp) -> bool {
-        let Some(e) = self.per_item.get(id) else {
-            return false;
-        };
-        if self.has_expired(event_time, e.last_update) {
-            return false;
-        }
-        now.duration_since(event_time) < signed(e.backoff)
-    }
-
-    /// `IsInBackOffSinceUpdate`: less than the current backoff has passed between the last
-    /// update and `event_time`.
-    pub fn is_in_back_off_since_update(&self, id: &str, event_time: Timestamp) -> bool {
-        let Some(e) = self.per_item.get(id) else {
-            return false;
-        };
-        if self.has_expired(event_time, e.last_update) {
-            return false;
-        }
-        event_time.duration_since(e.last_update) < signed(e.backoff)
-    }
-
-    /// `GC`: drops the entries expired at `now`.
-    pub fn gc(&mut self, now: Timestamp) {
-        let expired: Vec<String> = self
-            .per_item
-            .iter()
-            .filter(|(_, e)| self.has_expired(now, e.last_update))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in expired {
-            self.per_item.remove(&k);
-        }
-    }
-
-    /// `DeleteEntry`.
-    pub fn delete_entry(&mut self, id: &str) {
-        self.per_item.remove(id);
-    }
-
-    pub fn len(&self) -> usize {
-        self.per_item.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.per_item.is_empty()
-    }
-}
-
-fn signed(d: Duration) -> SignedDuration {
-    SignedDuration::try_from(d).unwrap_or(SignedDuration::MAX)
 }
 
 /// Upstream `GetBackoffKey`: identifies a (pod, container) and changes with anything

@@ -85,7 +85,9 @@ mod tests {
     #[test]
     fn builds_a_rootfs_with_applets() {
         let Some(busybox) = find_busybox() else {
-            eprintln!("skipped: busybox is not installed (apt-get install busybox-static)");
+            rekube_crds::testing::missing_prerequisite(
+                "busybox is not installed (apt-get install busybox-static)",
+            );
             return;
         };
         let dir = tempfile::tempdir().unwrap();

@@ -1,0 +1,45 @@
+//! The one rule for tests that need something of the machine (root, a cluster, busybox,
+//! a registry binary): they fail with a clear message when it is missing. Only an explicit
+//! `REKUBE_SKIP_PRIVILEGED=1` lets them return early instead; CI never sets it.
+
+/// The environment variable that lets tests skip what this machine cannot run.
+pub const SKIP_PRIVILEGED: &str = "REKUBE_SKIP_PRIVILEGED";
+
+/// Called by a test whose prerequisite `why` is missing: panics with `why`, unless
+/// `REKUBE_SKIP_PRIVILEGED=1`, when it says so on stderr and returns (the caller then
+/// returns without testing).
+pub fn missing_prerequisite(why: &str) {
+    if skip_allowed() {
+        eprintln!("skipped ({SKIP_PRIVILEGED}=1): {why}");
+        return;
+    }
+    panic!(
+        "{why}: run the tests as root on a machine set up by e2e/scripts/bootstrap.sh, with a cluster (`just cluster-up`), or set {SKIP_PRIVILEGED}=1 to skip them"
+    );
+}
+
+fn skip_allowed() -> bool {
+    std::env::var(SKIP_PRIVILEGED).is_ok_and(|v| v == "1")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_prerequisite_fails_the_test_unless_skipping_is_asked_for() {
+        // The variable is read, not set, here: tests run in parallel threads of one process.
+        let result = std::panic::catch_unwind(|| missing_prerequisite("no busybox"));
+        if skip_allowed() {
+            assert!(result.is_ok());
+        } else {
+            let message = result.unwrap_err();
+            let text = message.downcast_ref::<String>().unwrap();
+            assert!(
+                text.starts_with("no busybox: run the tests as root"),
+                "{text}"
+            );
+            assert!(text.contains("REKUBE_SKIP_PRIVILEGED=1"), "{text}");
+        }
+    }
+}
