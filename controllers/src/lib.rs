@@ -7,6 +7,7 @@
 pub mod deployment;
 pub mod manager;
 pub mod nodelifecycle;
+pub mod podgc;
 pub mod replicaset;
 pub mod scheduler;
 pub mod util;

@@ -18,7 +18,9 @@ async fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "rekube-controllers stopped");
-            std::process::ExitCode::FAILURE
+            // Exit now, as upstream's klog.FlushAndExit: no task of a deposed leader or of a
+            // manager with a dead informer gets another turn while the runtime winds down.
+            std::process::exit(1)
         }
     }
 }

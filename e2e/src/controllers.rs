@@ -166,6 +166,23 @@ impl ControllerProcess {
         self.spawn();
     }
 
+    /// SIGTERM, a graceful exit (the lease released), and a new process at once: the path
+    /// of every `helm upgrade`, where the new process leads before its caches are synced.
+    pub fn restart_gracefully(&mut self) {
+        let status = self.terminate();
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "graceful exit: {status:?}\n{}",
+            self.logs()
+        );
+        self.spawn();
+    }
+
+    /// The exit status if the process has exited (it is not waited for).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut()?.try_wait().ok().flatten()
+    }
+
     /// The process's `/metrics` text.
     pub fn metrics(&self) -> Option<String> {
         let out = Command::new("curl")

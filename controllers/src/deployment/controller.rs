@@ -17,7 +17,7 @@ use rekube_crds::{Deployment, Pod, ReplicaSet};
 use super::{hash, progress, recreate, rollback, rolling, sync, util};
 use crate::manager::claim::claim_objects;
 use crate::manager::events::EventRecorder;
-use crate::manager::informer::{Change, Informer, ObjectKey};
+use crate::manager::informer::{Change, Informer, ObjectKey, wait_for_named_cache_sync};
 use crate::manager::metrics::Metrics;
 use crate::manager::worker::run_workers;
 use crate::manager::workqueue::WorkQueue;
@@ -209,6 +209,15 @@ impl DeploymentController {
     }
 
     pub async fn run(self: Arc<Self>, workers: usize) {
+        wait_for_named_cache_sync(
+            CONTROLLER_NAME,
+            vec![
+                self.deployments.has_synced(),
+                self.replica_sets.has_synced(),
+                self.pods.has_synced(),
+            ],
+        )
+        .await;
         let this = Arc::clone(&self);
         run_workers(self.queue(), workers, self.metrics.clone(), move |key| {
             let this = Arc::clone(&this);

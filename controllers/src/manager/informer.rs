@@ -90,7 +90,7 @@ where
         })
     }
 
-    /// The cache; complete once [`Self::wait_synced`] returns.
+    /// The cache; complete once [`Self::has_synced`] says so.
     pub fn store(&self) -> &Store<K> {
         &self.store
     }
@@ -104,9 +104,18 @@ where
         self.handlers.lock().unwrap().push(Box::new(handler));
     }
 
-    pub async fn wait_synced(&self) {
-        let mut rx = self.synced.subscribe();
-        let _ = rx.wait_for(|synced| *synced).await;
+    /// The resource's plural name (`pods`), for logs.
+    pub fn resource(&self) -> String {
+        K::plural(&()).into_owned()
+    }
+
+    /// Whether the first list is in the cache, as a [`HasSynced`] for
+    /// [`wait_for_named_cache_sync`].
+    pub fn has_synced(&self) -> HasSynced {
+        HasSynced {
+            resource: K::plural(&()).into_owned(),
+            synced: self.synced.subscribe(),
+        }
     }
 
     fn notify(&self, change: Change<'_, K>) {
@@ -119,7 +128,8 @@ where
         }
     }
 
-    /// Watches until the stream ends (never, in practice: the watcher relists on errors).
+    /// Watches until the stream ends (never, in practice: the watcher relists on errors;
+    /// the supervisor takes the process down if it does).
     pub async fn run(self: Arc<Self>) {
         let mut writer = self
             .writer
@@ -197,6 +207,26 @@ where
             }
         }
     }
+}
+
+/// One informer's "first list done" signal (client-go's `cache.InformerSynced`).
+pub struct HasSynced {
+    resource: String,
+    synced: watch::Receiver<bool>,
+}
+
+/// Waits until every informer a controller reads has its first list in the cache
+/// (client-go's `cache.WaitForNamedCacheSync`). A controller that syncs before this sees
+/// an empty or partial cache: a ReplicaSet whose pods are not listed yet would create a
+/// second full set of them. Every controller calls it before its first sync.
+pub async fn wait_for_named_cache_sync(controller: &str, informers: Vec<HasSynced>) {
+    let resources: Vec<&str> = informers.iter().map(|i| i.resource.as_str()).collect();
+    tracing::info!(controller, caches = ?resources, "waiting for caches to sync");
+    futures::future::join_all(informers.into_iter().map(|mut i| async move {
+        let _ = i.synced.wait_for(|synced| *synced).await;
+    }))
+    .await;
+    tracing::info!(controller, "caches are synced");
 }
 
 fn strip_managed_fields<K: Resource>(event: &mut Event<K>) {

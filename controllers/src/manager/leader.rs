@@ -77,23 +77,54 @@ impl LeaderElector {
         }
     }
 
-    /// Renews the lease every retry period; returns an error once renewals have failed for
-    /// the renew deadline (the caller must stop acting as leader).
-    pub async fn keep_renewing(&mut self) -> Error {
+    /// Renews the lease every retry period until `stop` (`Ok`) or until renewals have
+    /// failed for the renew deadline (`Err`: the caller must stop acting as leader at
+    /// once). As client-go's renew loop, each round of attempts is bounded by the renew
+    /// deadline, so a request hung on a stalled connection cannot keep a deposed leader
+    /// acting: the attempt is abandoned when the deadline passes. Every renewal is
+    /// reported to `health` (the `/healthz` leader watchdog).
+    pub async fn keep_renewing(
+        &mut self,
+        stop: &tokio_util::sync::CancellationToken,
+        health: &super::health::Health,
+    ) -> Result<(), Error> {
         let mut last_renew = Instant::now();
+        health.lease_renewed(&self.lease_key(), last_renew, self.config.lease_duration);
         loop {
-            tokio::time::sleep(self.config.retry_period).await;
-            match self.try_acquire_or_renew().await {
-                Ok(true) => last_renew = Instant::now(),
-                Ok(false) => {}
-                Err(e) => tracing::warn!(lease = %self.lease_key(), error = %e, "renewing lease"),
+            tokio::select! {
+                _ = stop.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(self.config.retry_period) => {}
             }
-            if last_renew.elapsed() > self.config.renew_deadline {
-                return Error::Lost {
+            let left = self
+                .config
+                .renew_deadline
+                .saturating_sub(last_renew.elapsed());
+            let attempt = tokio::select! {
+                _ = stop.cancelled() => return Ok(()),
+                r = tokio::time::timeout(left, self.try_acquire_or_renew()) => r,
+            };
+            match attempt {
+                Ok(Ok(true)) => {
+                    last_renew = Instant::now();
+                    health.lease_renewed(&self.lease_key(), last_renew, self.config.lease_duration);
+                }
+                Ok(Ok(false)) => {
+                    tracing::warn!(lease = %self.lease_key(), "lease held by another process")
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(lease = %self.lease_key(), error = %e, "renewing lease")
+                }
+                Err(_) => {
+                    tracing::warn!(lease = %self.lease_key(), deadline = ?self.config.renew_deadline, "renewing lease timed out")
+                }
+            }
+            if last_renew.elapsed() >= self.config.renew_deadline {
+                health.not_leading();
+                return Err(Error::Lost {
                     namespace: self.config.namespace.clone(),
                     name: self.config.name.clone(),
                     deadline: self.config.renew_deadline,
-                };
+                });
             }
         }
     }

@@ -47,6 +47,7 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     leader: Gauge,
     ready: Arc<AtomicBool>,
+    health: super::health::Health,
 }
 
 impl Default for Metrics {
@@ -112,6 +113,7 @@ impl Metrics {
             requests,
             leader,
             ready: Arc::new(AtomicBool::new(false)),
+            health: Default::default(),
         }
     }
 
@@ -170,6 +172,11 @@ impl Metrics {
         self.leader.set(i64::from(leading));
     }
 
+    /// What `/healthz` checks: stopped tasks and the leader election watchdog.
+    pub fn health(&self) -> &super::health::Health {
+        &self.health
+    }
+
     /// `/readyz` answers OK once the informers have synced.
     pub fn set_ready(&self) {
         self.ready.store(true, Ordering::SeqCst);
@@ -196,8 +203,16 @@ impl Metrics {
                         "application/openmetrics-text; version=1.0.0; charset=utf-8",
                     ))
                 });
-        let healthz =
-            warp::path("healthz").map(|| -> Box<dyn warp::Reply> { Box::new("ok".to_string()) });
+        let health = self.health.clone();
+        let healthz = warp::path("healthz").map(move || -> Box<dyn warp::Reply> {
+            match health.check(std::time::Instant::now()) {
+                Ok(()) => Box::new("ok".to_string()),
+                Err(problems) => Box::new(warp::reply::with_status(
+                    format!("unhealthy:\n{problems}\n"),
+                    warp::http::StatusCode::INTERNAL_SERVER_ERROR,
+                )),
+            }
+        });
         let ready = Arc::clone(&self.ready);
         let readyz = warp::path("readyz").map(move || -> Box<dyn warp::Reply> {
             if ready.load(Ordering::SeqCst) {

@@ -5,10 +5,12 @@
 pub mod claim;
 pub mod client;
 pub use rekube_crds::events;
+pub mod health;
 pub mod informer;
 pub mod leader;
 pub mod metrics;
 pub mod options;
 pub mod run;
+pub mod supervisor;
 pub mod worker;
 pub mod workqueue;

@@ -13,6 +13,7 @@ pub const KNOWN_CONTROLLERS: &[&str] = &[
     "node-lifecycle-controller",
     "taint-eviction-controller",
     "scheduler",
+    "pod-garbage-collector-controller",
 ];
 
 #[derive(Debug, Parser)]
@@ -24,8 +25,9 @@ pub const KNOWN_CONTROLLERS: &[&str] = &[
 pub struct Options {
     /// Controllers to run: '*' runs all, 'foo' enables foo, '-foo' disables foo. Names:
     /// deployment-controller, replicaset-controller, node-ipam-controller,
-    /// node-lifecycle-controller, taint-eviction-controller (or without the -controller
-    /// suffix), and scheduler (rekube runs kube-scheduler's work here too).
+    /// node-lifecycle-controller, taint-eviction-controller,
+    /// pod-garbage-collector-controller (or without the -controller suffix), and scheduler
+    /// (rekube runs kube-scheduler's work here too).
     #[arg(long, value_delimiter = ',', default_value = "*")]
     pub controllers: Vec<String>,
 
@@ -126,6 +128,21 @@ pub struct Options {
     #[arg(long, default_value_t = 300)]
     pub default_toleration_seconds: i64,
 
+    /// Terminated pods (Succeeded or Failed) kept before the pod garbage collector deletes
+    /// the oldest; 0 or less disables that (the collector still removes orphaned pods).
+    #[arg(long, default_value_t = 12500)]
+    pub terminated_pod_gc_threshold: i32,
+
+    /// How often the pod garbage collector runs (upstream's fixed gcCheckPeriod). Not in
+    /// kube-controller-manager; shorter in the tests, as upstream's integration tests do.
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration, hide = true)]
+    pub pod_gc_check_period: Duration,
+
+    /// How long a node missing from the cache stays quarantined before its pods count as
+    /// orphaned (upstream's fixed quarantineTime). Not in kube-controller-manager.
+    #[arg(long, default_value = "40s", value_parser = humantime::parse_duration, hide = true)]
+    pub pod_gc_quarantine_time: Duration,
+
     /// Sustained API requests per second of the scheduler (kube-scheduler's
     /// clientConnection.qps).
     #[arg(long, default_value_t = 50.0)]
@@ -144,7 +161,7 @@ pub struct Options {
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum Error {
     #[error(
-        "unknown controller {0:?} in --controllers (known: deployment-controller, replicaset-controller, node-ipam-controller, node-lifecycle-controller, taint-eviction-controller, scheduler)"
+        "unknown controller {0:?} in --controllers (known: deployment-controller, replicaset-controller, node-ipam-controller, node-lifecycle-controller, taint-eviction-controller, pod-garbage-collector-controller, scheduler)"
     )]
     UnknownController(String),
     #[error(
@@ -253,6 +270,7 @@ mod tests {
             "deployment-controller",
             "node-ipam-controller",
             "node-lifecycle-controller",
+            "pod-garbage-collector-controller",
             "replicaset-controller",
             "scheduler",
             "taint-eviction-controller",
@@ -266,7 +284,11 @@ mod tests {
             enabled(&["scheduler", "node-lifecycle"]).unwrap(),
             vec!["node-lifecycle-controller", "scheduler"]
         );
-        assert_eq!(enabled(&["*", "-scheduler"]).unwrap().len(), 5);
+        assert_eq!(enabled(&["*", "-scheduler"]).unwrap().len(), 6);
+        assert_eq!(
+            enabled(&["pod-garbage-collector"]).unwrap(),
+            vec!["pod-garbage-collector-controller"]
+        );
         assert_eq!(
             enabled(&["deployment"]).unwrap(),
             vec!["deployment-controller"]

@@ -10,9 +10,10 @@ use rekube_crds::{
 };
 use tokio_util::sync::CancellationToken;
 
-use super::informer::Informer;
+use super::informer::{Informer, wait_for_named_cache_sync};
 use super::metrics::Metrics;
 use super::options::Options;
+use super::supervisor::{Task, abort_all, first_to_stop};
 use crate::deployment::controller::DeploymentController;
 use crate::nodelifecycle::cidr::CidrSet;
 use crate::nodelifecycle::eviction_controller::TaintEvictionController;
@@ -20,6 +21,7 @@ use crate::nodelifecycle::ipam_controller::NodeIpamController;
 use crate::nodelifecycle::lifecycle_controller::{
     Config as LifecycleConfig, NodeLifecycleController,
 };
+use crate::podgc::controller::{Config as PodGcConfig, PodGcController};
 use crate::replicaset::controller::ReplicaSetController;
 use crate::scheduler::controller::{Informers as SchedulerInformers, Scheduler};
 
@@ -33,6 +35,8 @@ pub enum Error {
     LeaderElection(#[from] super::leader::Error),
     #[error("invalid configuration: {0}")]
     Setup(String),
+    #[error("{0}: exiting so that a fresh process (or a standby) takes over")]
+    TaskStopped(String),
 }
 
 /// How long in-flight syncs may take to finish after SIGTERM.
@@ -85,6 +89,17 @@ pub async fn run(opts: Options) -> Result<(), Error> {
             _ = shutdown.cancelled() => return Ok(()),
         }
     }
+    // Renew from the moment the lease is won, not once the caches are synced: listing
+    // thousands of objects can take longer than a lease duration, and a lease left to
+    // expire meanwhile lets a second leader start beside this one.
+    let stop_renewing = CancellationToken::new();
+    let mut renewing = elector.map(|mut e| {
+        let (stop, health) = (stop_renewing.clone(), metrics.health().clone());
+        tokio::spawn(async move {
+            let outcome = e.keep_renewing(&stop, &health).await;
+            (e, outcome)
+        })
+    });
 
     // One watch per resource type, shared by every controller, as upstream's informer factory.
     let page = watcher::Config::default().page_size(500);
@@ -114,13 +129,17 @@ pub async fn run(opts: Options) -> Result<(), Error> {
     );
     let classes = Informer::new(Api::<StorageClass>::all(client.clone()), page.clone());
 
-    let mut running = Vec::new();
+    // The controllers and informers: each must run for the life of the process.
+    let mut tasks: Vec<Task> = Vec::new();
     let mut queues = Vec::new();
     if enabled.contains("replicaset-controller") {
         let c =
             ReplicaSetController::new(new_client().await?, &replica_sets, &pods, metrics.clone());
         queues.push(c.queue());
-        running.push(tokio::spawn(c.run(opts.concurrent_replicaset_syncs)));
+        tasks.push(Task::spawn(
+            "controller replicaset-controller",
+            c.run(opts.concurrent_replicaset_syncs),
+        ));
     }
     if enabled.contains("deployment-controller") {
         let c = DeploymentController::new(
@@ -131,7 +150,10 @@ pub async fn run(opts: Options) -> Result<(), Error> {
             metrics.clone(),
         );
         queues.push(c.queue());
-        running.push(tokio::spawn(c.run(opts.concurrent_deployment_syncs)));
+        tasks.push(Task::spawn(
+            "controller deployment-controller",
+            c.run(opts.concurrent_deployment_syncs),
+        ));
     }
     if enabled.contains("node-ipam-controller") {
         if opts.allocate_node_cidrs {
@@ -147,7 +169,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
             }
             let c = NodeIpamController::new(new_client().await?, &nodes, set, metrics.clone());
             queues.push(c.queue());
-            running.push(tokio::spawn(c.run()));
+            tasks.push(Task::spawn("controller node-ipam-controller", c.run()));
         } else {
             // As upstream: the controller is enabled but allocates nothing without the flag.
             tracing::info!("node-ipam-controller: --allocate-node-cidrs is false; not allocating");
@@ -167,7 +189,10 @@ pub async fn run(opts: Options) -> Result<(), Error> {
             },
             metrics.clone(),
         );
-        running.push(tokio::spawn(c.run(shutdown.clone())));
+        tasks.push(Task::spawn(
+            "controller node-lifecycle-controller",
+            c.run(shutdown.clone()),
+        ));
     }
     if enabled.contains("taint-eviction-controller") {
         let c = TaintEvictionController::new(
@@ -178,7 +203,28 @@ pub async fn run(opts: Options) -> Result<(), Error> {
             metrics.clone(),
         );
         queues.push(c.queue());
-        running.push(tokio::spawn(c.run(1)));
+        tasks.push(Task::spawn(
+            "controller taint-eviction-controller",
+            c.run(1),
+        ));
+    }
+    if enabled.contains("pod-garbage-collector-controller") {
+        let c = PodGcController::new(
+            new_client().await?,
+            &pods,
+            &nodes,
+            PodGcConfig {
+                terminated_pod_threshold: usize::try_from(opts.terminated_pod_gc_threshold)
+                    .unwrap_or(0),
+                check_period: opts.pod_gc_check_period,
+                quarantine_time: opts.pod_gc_quarantine_time,
+            },
+            metrics.clone(),
+        );
+        tasks.push(Task::spawn(
+            "controller pod-garbage-collector-controller",
+            c.run(shutdown.clone()),
+        ));
     }
     if enabled.contains("scheduler") {
         // kube-scheduler's own client connection settings, and a separate client for
@@ -204,17 +250,19 @@ pub async fn run(opts: Options) -> Result<(), Error> {
             metrics.clone(),
         );
         queues.push(c.queue());
-        running.push(tokio::spawn(c.run(shutdown.clone())));
+        tasks.push(Task::spawn("controller scheduler", c.run(shutdown.clone())));
     }
     tracing::info!(controllers = ?enabled, "starting controllers");
-    // Start the informers somebody uses; the others never watch.
-    let mut synced: Vec<futures::future::BoxFuture<'static, ()>> = Vec::new();
+    // Start the informers somebody uses; the others never watch. Each controller waits
+    // for its own informers' first lists before its first sync.
+    let mut synced = Vec::new();
     macro_rules! start {
         ($informer:expr, $used:expr) => {
             if $used {
                 let i = Arc::clone(&$informer);
-                drop(tokio::spawn(Arc::clone(&i).run()));
-                synced.push(Box::pin(async move { i.wait_synced().await }));
+                synced.push(i.has_synced());
+                let name = format!("informer {}", i.resource());
+                tasks.push(Task::spawn(name, i.run()));
             }
         };
     }
@@ -230,6 +278,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
             "replicaset-controller",
             "node-lifecycle-controller",
             "taint-eviction-controller",
+            "pod-garbage-collector-controller",
             "scheduler"
         ])
     );
@@ -239,6 +288,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
             "node-ipam-controller",
             "node-lifecycle-controller",
             "taint-eviction-controller",
+            "pod-garbage-collector-controller",
             "scheduler"
         ])
     );
@@ -246,37 +296,69 @@ pub async fn run(opts: Options) -> Result<(), Error> {
     start!(pvs, needs(&["scheduler"]));
     start!(pvcs, needs(&["scheduler"]));
     start!(classes, needs(&["scheduler"]));
-    tokio::select! {
-        _ = futures::future::join_all(synced) => {
+    // /readyz: every informer has its first list.
+    let readiness = {
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            wait_for_named_cache_sync("rekube-controllers", synced).await;
             metrics.set_ready();
-            tracing::info!("informers synced");
-        }
-        _ = shutdown.cancelled() => {}
-    }
+        })
+    };
 
     let lost = async {
-        match elector.as_mut() {
-            Some(e) => e.keep_renewing().await,
+        match renewing.as_mut() {
+            Some(handle) => handle.await,
             None => std::future::pending().await,
         }
     };
     let outcome = tokio::select! {
         _ = shutdown.cancelled() => Ok(()),
-        lost = lost => Err(lost),
-    };
-    metrics.set_leader(false);
-    queues.iter().for_each(|q| q.shut_down());
-    let _ = tokio::time::timeout(SHUTDOWN_GRACE, futures::future::join_all(running)).await;
-    match outcome {
-        Ok(()) => {
-            if let Some(e) = elector.as_mut() {
-                e.release().await?;
-            }
-            tracing::info!("shut down");
-            Ok(())
+        // Lost: stop acting now. Nothing waits for in-flight syncs (they would write as a
+        // deposed leader); the process exits and comes back as a standby, as upstream's
+        // OnStoppedLeading does.
+        renewed = lost => {
+            metrics.set_leader(false);
+            return match renewed {
+                Ok((_, Err(lost))) => Err(lost.into()),
+                Ok((_, Ok(()))) => Err(Error::TaskStopped("leader election stopped".into())),
+                Err(e) => Err(Error::TaskStopped(format!("leader election task: {e}"))),
+            };
         }
-        Err(lost) => Err(lost.into()),
+        stopped = first_to_stop(&mut tasks) => Err(stopped),
+    };
+    readiness.abort();
+    if let Err(stopped) = outcome {
+        // /healthz says so until the process is gone.
+        metrics.health().task_failed(stopped.clone());
+        metrics.set_leader(false);
+        abort_all(&tasks);
+        return Err(Error::TaskStopped(stopped));
     }
+    // Graceful shutdown: the controllers drain while the lease is still renewed, then the
+    // lease is released so that a standby takes over at once.
+    queues.iter().for_each(|q| q.shut_down());
+    let _ = tokio::time::timeout(
+        SHUTDOWN_GRACE,
+        futures::future::join_all(
+            tasks
+                .iter_mut()
+                .filter(|t| t.name.starts_with("controller "))
+                .map(|t| &mut t.handle),
+        ),
+    )
+    .await;
+    abort_all(&tasks);
+    stop_renewing.cancel();
+    metrics.set_leader(false);
+    if let Some(handle) = renewing {
+        match handle.await {
+            Ok((mut e, Ok(()))) => e.release().await?,
+            Ok((_, Err(lost))) => return Err(lost.into()),
+            Err(e) => return Err(Error::TaskStopped(format!("leader election task: {e}"))),
+        }
+    }
+    tracing::info!("shut down");
+    Ok(())
 }
 
 /// The API of a namespaced kind in `namespace`, or in all namespaces when it is empty.

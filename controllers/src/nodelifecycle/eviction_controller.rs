@@ -17,7 +17,7 @@ use serde_json::json;
 
 use super::eviction;
 use crate::manager::events::EventRecorder;
-use crate::manager::informer::{Change, Informer, ObjectKey};
+use crate::manager::informer::{Change, Informer, ObjectKey, wait_for_named_cache_sync};
 use crate::manager::metrics::Metrics;
 use crate::manager::worker::run_workers;
 use crate::manager::workqueue::WorkQueue;
@@ -140,7 +140,11 @@ impl TaintEvictionController {
     }
 
     pub async fn run(self: Arc<Self>, workers: usize) {
-        tokio::join!(self.nodes.wait_synced(), self.pods.wait_synced());
+        wait_for_named_cache_sync(
+            CONTROLLER_NAME,
+            vec![self.nodes.has_synced(), self.pods.has_synced()],
+        )
+        .await;
         let this = Arc::clone(&self);
         run_workers(self.queue(), workers, self.metrics.clone(), move |key| {
             let this = Arc::clone(&this);

@@ -14,7 +14,7 @@ use serde_json::json;
 
 use super::cidr::{self, CidrSet, IpNet};
 use crate::manager::events::EventRecorder;
-use crate::manager::informer::{Change, Informer, ObjectKey};
+use crate::manager::informer::{Change, Informer, ObjectKey, wait_for_named_cache_sync};
 use crate::manager::metrics::Metrics;
 use crate::manager::worker::run_workers;
 use crate::manager::workqueue::WorkQueue;
@@ -95,7 +95,7 @@ impl NodeIpamController {
     }
 
     pub async fn run(self: Arc<Self>) {
-        self.nodes.wait_synced().await;
+        wait_for_named_cache_sync(CONTROLLER_NAME, vec![self.nodes.has_synced()]).await;
         self.occupy_existing();
         let this = Arc::clone(&self);
         // One worker: allocation is a short critical section and upstream runs one

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use super::health::{self, NodeHealth};
 use super::{notready, taints};
 use crate::manager::events::EventRecorder;
-use crate::manager::informer::{Change, Informer, ObjectKey};
+use crate::manager::informer::{Change, Informer, ObjectKey, wait_for_named_cache_sync};
 use crate::manager::metrics::Metrics;
 
 pub const CONTROLLER_NAME: &str = "node-lifecycle-controller";
@@ -104,11 +104,15 @@ impl NodeLifecycleController {
 
     /// Runs the monitor loop until `stop`.
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
-        tokio::join!(
-            self.nodes.wait_synced(),
-            self.leases.wait_synced(),
-            self.pods.wait_synced()
-        );
+        wait_for_named_cache_sync(
+            CONTROLLER_NAME,
+            vec![
+                self.nodes.has_synced(),
+                self.leases.has_synced(),
+                self.pods.has_synced(),
+            ],
+        )
+        .await;
         loop {
             let started = std::time::Instant::now();
             let ok = self.monitor_node_health().await;

@@ -17,7 +17,7 @@ use super::manage::{self, ManageError, ReplicaDiff};
 use super::status;
 use crate::manager::claim::claim_objects;
 use crate::manager::events::EventRecorder;
-use crate::manager::informer::{Change, Informer, ObjectKey};
+use crate::manager::informer::{Change, Informer, ObjectKey, wait_for_named_cache_sync};
 use crate::manager::metrics::Metrics;
 use crate::manager::worker::run_workers;
 use crate::manager::workqueue::WorkQueue;
@@ -207,6 +207,13 @@ impl ReplicaSetController {
     }
 
     pub async fn run(self: Arc<Self>, workers: usize) {
+        // Before the first sync: a ReplicaSet synced against a pod cache still being
+        // listed would create a second full set of pods (after every restart or failover).
+        wait_for_named_cache_sync(
+            CONTROLLER_NAME,
+            vec![self.replica_sets.has_synced(), self.pods.has_synced()],
+        )
+        .await;
         let this = Arc::clone(&self);
         run_workers(self.queue(), workers, self.metrics.clone(), move |key| {
             let this = Arc::clone(&this);

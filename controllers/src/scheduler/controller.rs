@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use super::queue::{Parking, UnschedulablePods};
 use super::{ANNOTATION_SELECTED_NODE, Snapshot, schedule_pod};
 use crate::manager::events::EventRecorder;
-use crate::manager::informer::{Change, Informer, ObjectKey};
+use crate::manager::informer::{Change, Informer, ObjectKey, wait_for_named_cache_sync};
 use crate::manager::metrics::Metrics;
 use crate::manager::worker::run_workers;
 use crate::manager::workqueue::WorkQueue;
@@ -277,13 +277,17 @@ impl Scheduler {
     /// Runs the scheduling loop (one pod at a time, as upstream's scheduleOne) until the
     /// queue shuts down, and the flush of long-parked pods until `stop`.
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
-        tokio::join!(
-            self.informers.pods.wait_synced(),
-            self.informers.nodes.wait_synced(),
-            self.informers.pvs.wait_synced(),
-            self.informers.pvcs.wait_synced(),
-            self.informers.classes.wait_synced(),
-        );
+        wait_for_named_cache_sync(
+            CONTROLLER_NAME,
+            vec![
+                self.informers.pods.has_synced(),
+                self.informers.nodes.has_synced(),
+                self.informers.pvs.has_synced(),
+                self.informers.pvcs.has_synced(),
+                self.informers.classes.has_synced(),
+            ],
+        )
+        .await;
         self.refresh_volumes();
         let flusher = {
             let this = Arc::clone(&self);
