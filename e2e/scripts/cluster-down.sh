@@ -28,11 +28,14 @@ for name in rekube-node-agent rekube-controllers kube-controller-manager kube-ap
   fi
   rm -f "$f"
 done
-# Strays (a pid file lost, a crashed script): anything running our binaries.
-pkill -KILL -f "^$K8S_BIN/(etcd|kube-apiserver|kube-controller-manager) " 2>/dev/null || true
+# Strays (a pid file lost, a crashed script): anything running our binaries for this
+# cluster (its folder is in their flags: data dir, certificates, kubeconfigs). Other
+# clusters on the machine (REKUBE_CLUSTER_DIR and ports of their own) are left alone.
+strays="^$K8S_BIN/(etcd|kube-apiserver|kube-controller-manager) .*$CLUSTER_DIR/"
+pkill -KILL -f "$strays" 2>/dev/null || true
 sleep 0.2
-if pgrep -f "^$K8S_BIN/(etcd|kube-apiserver|kube-controller-manager) " >/dev/null; then
-  log "processes still running:"; pgrep -af "^$K8S_BIN/" >&2; exit 1
+if pgrep -f "$strays" >/dev/null; then
+  log "processes still running:"; pgrep -af "$strays" >&2; exit 1
 fi
 rm -rf "$CLUSTER_DIR/etcd-data"
 log "cluster down"

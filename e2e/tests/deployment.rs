@@ -301,26 +301,73 @@ async fn recreate_never_mixes_old_and_new_pods() {
         json!({"type": "Recreate"}),
     ))
     .await;
+    // The pods themselves, not the controller's own status: every pod event from here on,
+    // with the set of pods that exist and have not terminated.
+    let rv = e
+        .pods
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
     let watcher = {
-        let d = e.d.clone();
+        let pods = e.pods.clone();
         tokio::spawn(async move {
-            let mut violations = Vec::new();
-            for _ in 0..300 {
-                let st = d.get("web").await.unwrap().status.unwrap_or_default();
-                let (updated, replicas) =
-                    (st.updated_replicas.unwrap_or(0), st.replicas.unwrap_or(0));
-                if updated > 0 && replicas != updated {
-                    violations.push(format!("updated {updated} of {replicas}"));
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
+            use futures::StreamExt;
+            use kube::api::{WatchEvent, WatchParams};
+            let image = |p: &Pod| {
+                p.spec.as_ref().unwrap().containers[0]
+                    .image
+                    .clone()
+                    .unwrap_or_default()
+            };
+            let mut live: BTreeMap<String, String> = BTreeMap::new();
+            for p in pods.list(&ListParams::default()).await.unwrap().items {
+                live.insert(p.name_any(), image(&p));
             }
-            violations
+            let (mut violations, mut new_seen) = (Vec::new(), 0);
+            let mut events = pods
+                .watch(&WatchParams::default(), &rv)
+                .await
+                .unwrap()
+                .boxed();
+            while let Some(Ok(event)) = events.next().await {
+                match event {
+                    WatchEvent::Added(p) | WatchEvent::Modified(p) => {
+                        let terminal = matches!(
+                            p.status.as_ref().and_then(|s| s.phase.as_deref()),
+                            Some("Succeeded" | "Failed")
+                        );
+                        if terminal {
+                            live.remove(&p.name_any());
+                        } else {
+                            live.insert(p.name_any(), image(&p));
+                        }
+                    }
+                    WatchEvent::Deleted(p) => {
+                        live.remove(&p.name_any());
+                    }
+                    _ => continue,
+                }
+                let new = live.values().filter(|i| *i == "busybox:1.37").count();
+                let old = live.len() - new;
+                if new > 0 && old > 0 {
+                    violations.push(format!("{new} new pods beside {old} old: {live:?}"));
+                }
+                new_seen = new_seen.max(new);
+                if new == 3 && old == 0 {
+                    break;
+                }
+            }
+            (violations, new_seen)
         })
     };
     e.set_image("web", "busybox:1.37").await;
     e.wait_complete("web").await;
-    let violations = watcher.await.unwrap();
+    let (violations, new_seen) = tokio::time::timeout(T, watcher).await.unwrap().unwrap();
     assert!(violations.is_empty(), "{violations:?}");
+    assert_eq!(new_seen, 3, "the watch saw the new pods come up");
     let rss = e.replica_sets_of("web").await;
     assert_eq!(
         rss.iter().map(spec_replicas).collect::<Vec<_>>(),
