@@ -5,10 +5,12 @@
 //! may shrink: their unhealthy replicas first, then available ones as long as
 //! spec.replicas − maxUnavailable pods stay available ([`reconcile_old_replica_sets`]).
 //! Every `(name, replicas)` returned is one ReplicaSet update (see [`super::sync`]).
+//!
+//! Arithmetic saturates at int32's bounds (see [`super::util`]'s module docs).
 use rekube_crds::{Deployment, ReplicaSet};
 
 use super::util::{
-    self, deployment_replicas, filter_active_replica_sets, name, replica_set_replicas,
+    self, clamp_i32, deployment_replicas, filter_active_replica_sets, name, replica_set_replicas,
     rs_available_replicas,
 };
 
@@ -108,8 +110,10 @@ impl<'a> Working<'a> {
                 // No unhealthy replicas found, no scaling required.
                 continue;
             }
-            let scaled_down_count = (max_cleanup_count - total_scaled_down).min(size - available);
-            let new_replicas_count = size - scaled_down_count;
+            let scaled_down_count = max_cleanup_count
+                .saturating_sub(total_scaled_down)
+                .min(size.saturating_sub(available));
+            let new_replicas_count = size.saturating_sub(scaled_down_count);
             if new_replicas_count > size {
                 return Err(Error::InvalidScaleDown {
                     phase: "cleaning up unhealthy replicas",
@@ -119,7 +123,7 @@ impl<'a> Working<'a> {
                 });
             }
             self.scale(i, new_replicas_count);
-            total_scaled_down += scaled_down_count;
+            total_scaled_down = total_scaled_down.saturating_add(scaled_down_count);
         }
         Ok(total_scaled_down)
     }
@@ -131,12 +135,12 @@ impl<'a> Working<'a> {
         available_pod_count: i32,
         d: &Deployment,
     ) -> Result<i32, Error> {
-        let min_available = deployment_replicas(d) - util::max_unavailable(d);
+        let min_available = deployment_replicas(d).saturating_sub(util::max_unavailable(d));
         if available_pod_count <= min_available {
             // Cannot scale down.
             return Ok(0);
         }
-        let total_scale_down_count = available_pod_count - min_available;
+        let total_scale_down_count = available_pod_count.saturating_sub(min_available);
         let mut total_scaled_down = 0;
         for i in 0..self.rss.len() {
             if total_scaled_down >= total_scale_down_count {
@@ -148,8 +152,9 @@ impl<'a> Working<'a> {
                 // Cannot scale down this replica set.
                 continue;
             }
-            let scale_down_count = size.min(total_scale_down_count - total_scaled_down);
-            let new_replicas_count = size - scale_down_count;
+            let scale_down_count =
+                size.min(total_scale_down_count.saturating_sub(total_scaled_down));
+            let new_replicas_count = size.saturating_sub(scale_down_count);
             if new_replicas_count > size {
                 return Err(Error::InvalidScaleDown {
                     phase: "scaling down old RS",
@@ -159,7 +164,7 @@ impl<'a> Working<'a> {
                 });
             }
             self.scale(i, new_replicas_count);
-            total_scaled_down += scale_down_count;
+            total_scaled_down = total_scaled_down.saturating_add(scale_down_count);
         }
         Ok(total_scaled_down)
     }
@@ -199,11 +204,15 @@ pub fn reconcile_old_replica_sets(
     // so a node failure making an old pod unavailable does not scale the old RS down. On a
     // rollback, newRSPodsUnavailable is 1 and 4 of the crashlooping pods are scaled down;
     // on a rollover, the new RS starts at 0 replicas and the old ones may lose 5.
-    let min_available = deployment_replicas(d) - max_unavailable;
+    let min_available = deployment_replicas(d).saturating_sub(max_unavailable);
     let new_rs_unavailable_pod_count = new_rs
-        .map(|rs| replica_set_replicas(rs) - rs_available_replicas(rs))
+        .map(|rs| replica_set_replicas(rs).saturating_sub(rs_available_replicas(rs)))
         .unwrap_or(0);
-    let max_scaled_down = all_pods_count - min_available - new_rs_unavailable_pod_count;
+    let max_scaled_down = clamp_i32(
+        i64::from(all_pods_count)
+            - i64::from(min_available)
+            - i64::from(new_rs_unavailable_pod_count),
+    );
     if max_scaled_down <= 0 {
         return Vec::new();
     }
@@ -217,7 +226,7 @@ pub fn reconcile_old_replica_sets(
     // Then scale down old replica sets, keeping minAvailable pods available. Available
     // counts are those of the active old replica sets and the new one.
     let available_pod_count = util::get_available_replica_count_for_replica_sets(&old_rss)
-        + new_rs.map(rs_available_replicas).unwrap_or(0);
+        .saturating_add(new_rs.map(rs_available_replicas).unwrap_or(0));
     let _ = working.scale_down_for_rolling_update(available_pod_count, d);
     working.updates
 }

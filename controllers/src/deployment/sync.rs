@@ -4,8 +4,8 @@
 //! The functions return what upstream would write; the reconciler performs the writes:
 //! - every `(name, replicas)` pair returned by [`scale`] (and by the rolling and recreate
 //!   decisions) is one ReplicaSet update, upstream's scaleReplicaSet: set `spec.replicas`
-//!   and call [`util::set_replicas_annotations`]`(rs, spec.replicas, spec.replicas +
-//!   max_surge(d))` on the Deployment's values, then record a `ScalingReplicaSet` event
+//!   and call [`util::set_replicas_annotations`] with the Deployment's spec.replicas and
+//!   [`util::max_replicas`] (spec.replicas + maxSurge), then record a `ScalingReplicaSet` event
 //!   ([`util::scaling_replica_set_message`]) when the size changed;
 //! - [`cleanup_deployment`] names the ReplicaSets to delete;
 //! - [`calculate_status`] / [`sync_deployment_status`] give the status to write;
@@ -19,8 +19,8 @@ use rekube_crds::{Deployment, ReplicaSet};
 use super::hash::compute_hash;
 use super::rollback::get_rollback_to;
 use super::util::{
-    self, DEFAULT_DEPLOYMENT_UNIQUE_LABEL_KEY, MAX_REV_HISTORY_LENGTH_IN_CHARS,
-    deployment_replicas, filter_active_replica_sets, max_surge, name, replica_set_replicas,
+    self, DEFAULT_DEPLOYMENT_UNIQUE_LABEL_KEY, MAX_REV_HISTORY_LENGTH_IN_CHARS, clamp_i32,
+    deployment_replicas, filter_active_replica_sets, max_replicas, name, replica_set_replicas,
 };
 
 /// Errors of the sync decisions.
@@ -46,7 +46,7 @@ fn deployment_error(d: &Deployment, source: util::Error) -> Error {
 /// (upstream scaleReplicaSet: sizeNeedsUpdate || annotationsNeedUpdate).
 fn scale_entry(d: &Deployment, rs: &ReplicaSet, new_scale: i32) -> Option<(String, i32)> {
     let desired = deployment_replicas(d);
-    let max = desired + max_surge(d);
+    let max = max_replicas(d);
     let size_needs_update = replica_set_replicas(rs) != new_scale;
     let annotations_need_update = util::replicas_annotations_need_update(rs, desired, max);
     (size_needs_update || annotations_need_update)
@@ -99,14 +99,10 @@ pub fn scale(
     candidates.extend(new_rs);
     let mut all_rss = filter_active_replica_sets(&candidates);
     let all_rss_replicas = util::get_replica_count_for_replica_sets(&all_rss);
-    let allowed_size = if replicas > 0 {
-        replicas + max_surge(d)
-    } else {
-        0
-    };
+    let allowed_size = if replicas > 0 { max_replicas(d) } else { 0 };
     // Replicas to add (or remove) across the active replica sets, distributed from the
     // larger to the smaller: on ties, newer first when scaling up, older first when down.
-    let to_add = allowed_size - all_rss_replicas;
+    let to_add = allowed_size.saturating_sub(all_rss_replicas);
     match to_add.cmp(&0) {
         std::cmp::Ordering::Greater => util::sort_by_size_newer(&mut all_rss),
         std::cmp::Ordering::Less => util::sort_by_size_older(&mut all_rss),
@@ -118,8 +114,8 @@ pub fn scale(
     for rs in &all_rss {
         if to_add != 0 {
             let proportion = util::get_proportion(rs, d, to_add, added);
-            sizes.push(replica_set_replicas(rs) + proportion);
-            added += proportion;
+            sizes.push(replica_set_replicas(rs).saturating_add(proportion));
+            added = added.saturating_add(proportion);
         } else {
             sizes.push(replica_set_replicas(rs));
         }
@@ -128,7 +124,7 @@ pub fn scale(
     for (i, rs) in all_rss.iter().enumerate() {
         // Add or remove the leftover to/from the largest replica set.
         if i == 0 && to_add != 0 {
-            sizes[0] = (sizes[0] + to_add - added).max(0);
+            sizes[0] = clamp_i32(i64::from(sizes[0]) + i64::from(to_add) - i64::from(added)).max(0);
         }
         updates.extend(scale_entry(d, rs, sizes[i]));
     }
@@ -164,7 +160,7 @@ pub fn calculate_status(
     let available_replicas = util::get_available_replica_count_for_replica_sets(all_rss);
     let total_replicas = util::get_replica_count_for_replica_sets(all_rss);
     // More available than desired (e.g. while scaling down) is no unavailability.
-    let unavailable_replicas = (total_replicas - available_replicas).max(0);
+    let unavailable_replicas = total_replicas.saturating_sub(available_replicas).max(0);
     let new_rs_list: Vec<&ReplicaSet> = new_rs.into_iter().collect();
     let current = d.status.as_ref();
     let mut status = DeploymentStatus {
@@ -183,7 +179,8 @@ pub fn calculate_status(
             .and_then(|s| s.conditions.clone())
             .filter(|c| !c.is_empty()),
     };
-    let condition = if available_replicas >= deployment_replicas(d) - util::max_unavailable(d) {
+    let min_available = deployment_replicas(d).saturating_sub(util::max_unavailable(d));
+    let condition = if available_replicas >= min_available {
         util::new_deployment_condition(
             util::DEPLOYMENT_AVAILABLE,
             util::CONDITION_TRUE,
@@ -287,7 +284,7 @@ fn clone_selector_and_add_label(selector: &LabelSelector, key: &str, value: &str
 /// max(old)+1 with the desired/max-replicas annotations. After creating it, the reconciler
 /// sets the Deployment's revision to the ReplicaSet's ([`util::set_deployment_revision`]).
 pub fn new_replica_set(d: &Deployment, old_rss: &[&ReplicaSet]) -> Result<ReplicaSet, Error> {
-    let new_revision = (util::max_revision(old_rss) + 1).to_string();
+    let new_revision = util::next_revision(old_rss).to_string();
     let mut template = util::deployment_template(d);
     let collision_count = d.status.as_ref().and_then(|s| s.collision_count);
     let hash = compute_hash(&template, collision_count);
@@ -352,7 +349,7 @@ pub fn sync_existing_new_replica_set(
     existing: &ReplicaSet,
     old_rss: &[&ReplicaSet],
 ) -> Option<ReplicaSet> {
-    let new_revision = (util::max_revision(old_rss) + 1).to_string();
+    let new_revision = util::next_revision(old_rss).to_string();
     let mut copy = existing.clone();
     let annotations_updated = util::set_new_replica_set_annotations(
         d,
@@ -402,7 +399,7 @@ mod tests {
     use super::*;
     use crate::deployment::util::test_helpers::*;
     use crate::deployment::util::{
-        DESIRED_REPLICAS_ANNOTATION, MAX_REPLICAS_ANNOTATION, REVISION_ANNOTATION,
+        DESIRED_REPLICAS_ANNOTATION, MAX_REPLICAS_ANNOTATION, REVISION_ANNOTATION, max_surge,
         set_replicas_annotations,
     };
     use k8s_openapi::api::apps::v1::{DeploymentCondition, ReplicaSetStatus};

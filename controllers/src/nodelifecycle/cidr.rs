@@ -296,7 +296,9 @@ impl CidrSet {
     fn index_to_cidr_block(&self, index: usize) -> IpNet {
         let bits = self.cluster_cidr.bits();
         let shift = bits - self.node_mask_size;
-        let v = self.cluster_cidr.value() | ((index as u128) << shift);
+        // A /0 block of IPv6 shifts by 128: no bits to set (and `<<` would overflow).
+        let offset = (index as u128).checked_shl(u32::from(shift)).unwrap_or(0);
+        let v = self.cluster_cidr.value() | offset;
         IpNet {
             addr: u128_to_addr(v, bits),
             prefix_len: self.node_mask_size,

@@ -113,7 +113,7 @@ pub fn slow_start_batches(count: usize, initial: usize) -> Vec<usize> {
     while batch > 0 {
         batches.push(batch);
         remaining -= batch;
-        batch = (2 * batch).min(remaining);
+        batch = batch.saturating_mul(2).min(remaining);
     }
     batches
 }

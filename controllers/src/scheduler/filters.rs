@@ -245,8 +245,8 @@ pub fn fits_request(request: &Resource, node: &NodeInfo) -> Vec<InsufficientReso
     let mut out = Vec::new();
     let alloc = &node.allocatable;
     let used = &node.requested;
-    let pods = node.pods.len() as i64;
-    if pods + 1 > alloc.allowed_pod_number {
+    let pods = i64::try_from(node.pods.len()).unwrap_or(i64::MAX);
+    if pods.saturating_add(1) > alloc.allowed_pod_number {
         out.push(insufficient(
             "pods",
             ERR_REASON_TOO_MANY_PODS.into(),
@@ -259,7 +259,8 @@ pub fn fits_request(request: &Resource, node: &NodeInfo) -> Vec<InsufficientReso
         return out;
     }
     let mut check = |name: &str, want: i64, have: i64, in_use: i64| {
-        if want > 0 && want > have - in_use {
+        // Saturating: an allocatable or a total at the int64 bounds must not wrap.
+        if want > 0 && want > have.saturating_sub(in_use) {
             out.push(insufficient(
                 name,
                 format!("Insufficient {name}"),

@@ -6,6 +6,11 @@
 //! Amounts are kept exactly, in units of 10⁻⁹ (nano), while requests are summed and maxed,
 //! and converted at the end as upstream converts them: `MilliValue()` for cpu, `Value()` for
 //! everything else, both rounding up.
+//!
+//! Overflow: amounts saturate at ±`i128::MAX` nano, converted values at the int64 bounds, and
+//! [`Resource`] sums saturate (upstream's int64 would wrap, so a node full of `8Ei` requests
+//! would look empty). A node's running totals are kept exactly in i128 by
+//! [`ResourceTotal`] so that removing a pod undoes adding it even past int64.
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Container;
@@ -244,19 +249,20 @@ impl Resource {
         r
     }
 
-    /// Upstream `Resource.Add`.
+    /// Upstream `Resource.Add` (saturating at the int64 bounds).
     pub fn add_list(&mut self, rl: &ResourceList) {
         for (name, q) in rl {
-            match name.as_str() {
-                RESOURCE_CPU => self.milli_cpu += q.milli_value(),
-                RESOURCE_MEMORY => self.memory += q.value(),
-                RESOURCE_PODS => self.allowed_pod_number += q.value(),
-                RESOURCE_EPHEMERAL_STORAGE => self.ephemeral_storage += q.value(),
+            let (field, v) = match name.as_str() {
+                RESOURCE_CPU => (&mut self.milli_cpu, q.milli_value()),
+                RESOURCE_MEMORY => (&mut self.memory, q.value()),
+                RESOURCE_PODS => (&mut self.allowed_pod_number, q.value()),
+                RESOURCE_EPHEMERAL_STORAGE => (&mut self.ephemeral_storage, q.value()),
                 n if is_scalar_resource_name(n) => {
-                    *self.scalar.entry(n.to_string()).or_default() += q.value()
+                    (self.scalar.entry(n.to_string()).or_default(), q.value())
                 }
-                _ => {}
-            }
+                _ => continue,
+            };
+            *field = field.saturating_add(v);
         }
     }
 
@@ -279,13 +285,18 @@ impl Resource {
     }
 
     /// Adds (`sign` 1) or subtracts (`sign` -1) another resource, pod counts aside
-    /// (upstream: `NodeInfo.update`).
+    /// (upstream: `NodeInfo.update`), saturating at the int64 bounds; past them a
+    /// subtraction no longer undoes the addition (a node's totals use [`ResourceTotal`]).
     pub fn accumulate(&mut self, other: &Resource, sign: i64) {
-        self.milli_cpu += sign * other.milli_cpu;
-        self.memory += sign * other.memory;
-        self.ephemeral_storage += sign * other.ephemeral_storage;
+        let term = |v: i64| if sign < 0 { v.saturating_neg() } else { v };
+        self.milli_cpu = self.milli_cpu.saturating_add(term(other.milli_cpu));
+        self.memory = self.memory.saturating_add(term(other.memory));
+        self.ephemeral_storage = self
+            .ephemeral_storage
+            .saturating_add(term(other.ephemeral_storage));
         for (k, v) in &other.scalar {
-            *self.scalar.entry(k.clone()).or_default() += sign * v;
+            let e = self.scalar.entry(k.clone()).or_default();
+            *e = e.saturating_add(term(*v));
         }
     }
 
@@ -295,6 +306,49 @@ impl Resource {
             && self.memory == 0
             && self.ephemeral_storage == 0
             && self.scalar.is_empty()
+    }
+}
+
+/// The exact sum of many [`Resource`]s (pod counts aside), in i128 so that no realistic
+/// number of int64 terms overflows and subtracting a term undoes adding it; read as a
+/// [`Resource`] saturated at the int64 bounds (upstream: `NodeInfo.Requested`, whose int64
+/// would wrap).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResourceTotal {
+    milli_cpu: i128,
+    memory: i128,
+    ephemeral_storage: i128,
+    scalar: BTreeMap<String, i128>,
+}
+
+impl ResourceTotal {
+    /// Adds (`sign` 1) or subtracts (`sign` -1) a resource.
+    pub fn accumulate(&mut self, other: &Resource, sign: i64) {
+        let term = |v: i64| i128::from(sign.signum()) * i128::from(v);
+        self.milli_cpu = self.milli_cpu.saturating_add(term(other.milli_cpu));
+        self.memory = self.memory.saturating_add(term(other.memory));
+        self.ephemeral_storage = self
+            .ephemeral_storage
+            .saturating_add(term(other.ephemeral_storage));
+        for (k, v) in &other.scalar {
+            let e = self.scalar.entry(k.clone()).or_default();
+            *e = e.saturating_add(term(*v));
+        }
+    }
+
+    /// The total as a [`Resource`], each amount saturated at the int64 bounds.
+    pub fn to_resource(&self) -> Resource {
+        Resource {
+            milli_cpu: saturate(self.milli_cpu),
+            memory: saturate(self.memory),
+            ephemeral_storage: saturate(self.ephemeral_storage),
+            allowed_pod_number: 0,
+            scalar: self
+                .scalar
+                .iter()
+                .map(|(k, v)| (k.clone(), saturate(*v)))
+                .collect(),
+        }
     }
 }
 

@@ -17,6 +17,10 @@
 //! not spread, as upstream skips a pod no owner selects. Explicit topologySpreadConstraints
 //! are not honoured: a pod that has some is not spread at all (upstream uses them instead of
 //! the defaults).
+//!
+//! Overflow: requests and allocatable reach the int64 bounds (`8Ei`); products and ratios are
+//! computed in i128 and sums saturate, so scores stay upstream's wherever upstream's int64
+//! does not wrap.
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Toleration;
@@ -55,17 +59,27 @@ pub fn default_normalize_score(max_priority: i64, reverse: bool, scores: &mut [i
         return;
     }
     for s in scores.iter_mut() {
-        let v = max_priority * *s / max;
-        *s = if reverse { max_priority - v } else { v };
+        let v = i128::from(max_priority) * i128::from(*s) / i128::from(max);
+        *s = saturate_i64(if reverse {
+            i128::from(max_priority) - v
+        } else {
+            v
+        });
     }
 }
 
-/// Upstream `leastRequestedScore`: the unused share of the capacity, 0..=100.
+fn saturate_i64(v: i128) -> i64 {
+    i64::try_from(v).unwrap_or(if v < 0 { i64::MIN } else { i64::MAX })
+}
+
+/// Upstream `leastRequestedScore`: the unused share of the capacity, 0..=100 (in i128: a
+/// capacity near `i64::MAX` must not overflow the product).
 pub fn least_requested_score(requested: i64, capacity: i64) -> i64 {
     if capacity == 0 || requested > capacity {
         return 0;
     }
-    (capacity - requested) * MAX_NODE_SCORE / capacity
+    let (requested, capacity) = (i128::from(requested), i128::from(capacity));
+    saturate_i64((capacity - requested) * i128::from(MAX_NODE_SCORE) / capacity)
 }
 
 /// What the pod requests, as the resource scorers count it (upstream PreScore state of
@@ -103,7 +117,8 @@ pub fn least_allocated(requests: &ScoringRequests, node: &NodeInfo) -> i64 {
         if alloc[i] == 0 {
             continue;
         }
-        score += least_requested_score(used[i] + requests.non_zero[i], alloc[i]);
+        let requested = used[i].saturating_add(requests.non_zero[i]);
+        score = least_requested_score(requested, alloc[i]).saturating_add(score);
         weights += 1;
     }
     if weights == 0 { 0 } else { score / weights }
@@ -148,7 +163,7 @@ pub fn balanced_allocation(requests: &ScoringRequests, node: &NodeInfo) -> Optio
     for i in 0..2 {
         if alloc[i] != 0 {
             allocatable[i] = alloc[i];
-            requested[i] = used[i] + requests.requested[i];
+            requested[i] = used[i].saturating_add(requests.requested[i]);
         }
     }
     Some(balanced_resource_scorer(&requested, &allocatable))
@@ -367,7 +382,9 @@ pub fn prioritize_nodes(snapshot: &Snapshot, pod: &Pod, nodes: &[&NodeInfo]) -> 
         .map(|(i, n)| {
             let scores: BTreeMap<&'static str, i64> =
                 plugins.iter().map(|(name, _, s)| (*name, s[i])).collect();
-            let total = plugins.iter().map(|(_, w, s)| w * s[i]).sum();
+            let total = plugins.iter().fold(0i64, |t, (_, w, s)| {
+                t.saturating_add(w.saturating_mul(s[i]))
+            });
             NodeScore {
                 name: n.name().to_string(),
                 scores,

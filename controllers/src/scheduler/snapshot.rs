@@ -15,7 +15,7 @@ use std::fmt;
 use k8s_openapi::api::core::v1::{ContainerPort, Taint};
 use rekube_crds::{Node, PersistentVolume, PersistentVolumeClaim, Pod, StorageClass};
 
-use super::resources::{Resource, compute_pod_non_zero_request, pod_requests};
+use super::resources::{Resource, ResourceTotal, compute_pod_non_zero_request, pod_requests};
 use crate::util::pod::is_pod_terminal;
 
 /// Upstream `framework.DefaultBindAllHostIP`.
@@ -188,6 +188,10 @@ pub struct NodeInfo {
     /// The node's `status.allocatable` (upstream `Allocatable`).
     pub allocatable: Resource,
     pub used_ports: HostPortInfo,
+    /// The exact sums behind `requested` and `non_zero_requested` (which saturate at the
+    /// int64 bounds), so that removing a pod undoes adding it.
+    requested_total: ResourceTotal,
+    non_zero_requested_total: ResourceTotal,
 }
 
 impl NodeInfo {
@@ -200,6 +204,8 @@ impl NodeInfo {
             non_zero_requested: Resource::default(),
             allocatable,
             used_ports: HostPortInfo::default(),
+            requested_total: ResourceTotal::default(),
+            non_zero_requested_total: ResourceTotal::default(),
         }
     }
 
@@ -226,9 +232,15 @@ impl NodeInfo {
     }
 
     fn update(&mut self, info: &PodInfo, sign: i64) {
-        self.requested.accumulate(&info.requested, sign);
-        self.non_zero_requested.milli_cpu += sign * info.non_zero_milli_cpu;
-        self.non_zero_requested.memory += sign * info.non_zero_memory;
+        self.requested_total.accumulate(&info.requested, sign);
+        self.requested = self.requested_total.to_resource();
+        let non_zero = Resource {
+            milli_cpu: info.non_zero_milli_cpu,
+            memory: info.non_zero_memory,
+            ..Resource::default()
+        };
+        self.non_zero_requested_total.accumulate(&non_zero, sign);
+        self.non_zero_requested = self.non_zero_requested_total.to_resource();
         for p in host_ports(&info.pod) {
             let ip = p.host_ip.as_deref().unwrap_or_default();
             let protocol = p.protocol.as_deref().unwrap_or_default();
