@@ -470,6 +470,71 @@ mod tests {
         }
     }
 
+    // --- Overflow: replicas near int32's max saturate instead of panicking or wrapping.
+
+    const MAX: i32 = i32::MAX;
+
+    #[test]
+    fn overflow_reconcile_new_replica_set_saturates() {
+        let old_rs = rs("foo-v1", 10, None);
+        let new_rs = rs("foo-v2", 0, None);
+        for surge in [int(0), int(1), pct("25%")] {
+            let d = new_deployment("foo", MAX, None, Some(surge.clone()), Some(int(1)), &[]);
+            assert_eq!(
+                reconcile_new_replica_set(&[&old_rs, &new_rs], &new_rs, &d),
+                Ok(Some(MAX - 10)),
+                "maxSurge {surge:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn overflow_cleanup_unhealthy_replicas_saturates() {
+        // size − available with a negative available count (refused by validation).
+        let old_rs = with_available(rs("foo-v1", MAX, None), -1);
+        let d = new_deployment("foo", MAX, None, Some(int(1)), Some(int(0)), &[]);
+        let (updates, count) = cleanup_unhealthy_replicas(&[&old_rs], &d, MAX).unwrap();
+        assert_eq!(updates, vec![("foo-v1".to_string(), 0)]);
+        assert_eq!(count, MAX);
+    }
+
+    #[test]
+    fn overflow_scale_down_for_rolling_update_saturates() {
+        let t = |m: i8| Some(ts(2020, 1, 1, 0, m, 0));
+        let a = with_available(rs("foo-v1", MAX, t(0)), MAX);
+        let b = with_available(rs("foo-v2", MAX, t(1)), MAX);
+        // Available pods saturate at int32's max; minAvailable 10.
+        let d = new_deployment("foo", 10, None, Some(int(1)), Some(int(0)), &[]);
+        let (updates, count) =
+            scale_down_old_replica_sets_for_rolling_update(&[&a, &b], &[&a, &b], &d).unwrap();
+        assert_eq!(updates, vec![("foo-v1".to_string(), 10)]);
+        assert_eq!(count, MAX - 10);
+        // spec.replicas − (negative maxUnavailable) saturates: nothing may go.
+        let d = new_deployment("foo", MAX, None, Some(int(0)), Some(int(-1)), &[]);
+        let (updates, count) =
+            scale_down_old_replica_sets_for_rolling_update(&[&a, &b], &[&a, &b], &d).unwrap();
+        assert_eq!((updates.len(), count), (0, 0));
+    }
+
+    #[test]
+    fn overflow_reconcile_old_replica_sets_saturates() {
+        let t = |m: i8| Some(ts(2020, 1, 1, 0, m, 0));
+        let a = with_available(rs("foo-v1", MAX, t(0)), MAX);
+        let b = with_available(rs("foo-v2", MAX, t(1)), MAX);
+        let new = with_available(rs("foo-v3", 0, t(2)), 0);
+        // int32's max replicas, 25%/25%: minAvailable 2147483647 − 536870911 = 1610612736;
+        // the pod counts saturate, so 536870911 old pods go, oldest RS first.
+        let d = new_deployment("foo", MAX, None, Some(pct("25%")), Some(pct("25%")), &[]);
+        let got = reconcile_old_replica_sets(&[&a, &b, &new], &[&a, &b], Some(&new), &d);
+        assert_eq!(got, vec![("foo-v1".to_string(), 1_610_612_736)]);
+        // A new RS whose unavailable count saturates blocks every scale-down.
+        let old = with_available(rs("foo-v1", 5, t(0)), 5);
+        let broken = with_available(rs("foo-v3", MAX, t(2)), -1);
+        let d = new_deployment("foo", 10, None, Some(int(0)), Some(int(2)), &[]);
+        let got = reconcile_old_replica_sets(&[&old, &broken], &[&old], Some(&broken), &d);
+        assert!(got.is_empty(), "{got:?}");
+    }
+
     #[test]
     fn reconcile_old_scales_oldest_first_and_merges_phases() {
         let t = |m: i8| Some(ts(2020, 1, 1, 0, m, 0));

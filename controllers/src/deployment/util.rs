@@ -2875,4 +2875,263 @@ mod tests {
             "Scaled down replica set web-abc from 3 to 0"
         );
     }
+
+    // --- Overflow: user numbers near the int32 (and int64) bounds saturate, never panic
+    // (debug) nor wrap (release). One test per arithmetic site.
+
+    const MAX: i32 = i32::MAX;
+
+    fn big_deployment(replicas: i32, surge: IntOrString, unavailable: IntOrString) -> Deployment {
+        new_deployment(
+            "big",
+            replicas,
+            None,
+            Some(surge),
+            Some(unavailable),
+            &[("a", "b")],
+        )
+    }
+
+    #[test]
+    fn overflow_scaled_value_saturates() {
+        let scaled = |v: IntOrString, total: i32, up: bool| {
+            get_scaled_value_from_int_or_percent("maxSurge", &v, total, up).unwrap()
+        };
+        // In range: upstream's values (2147483647 × 25 / 100 = 536870911.75).
+        assert_eq!(scaled(pct("25%"), MAX, true), 536_870_912);
+        assert_eq!(scaled(pct("25%"), MAX, false), 536_870_911);
+        assert_eq!(scaled(pct("100%"), MAX, true), MAX);
+        assert_eq!(scaled(int(MAX), MAX, true), MAX);
+        // Beyond int32: saturated (upstream's int32() would wrap 1000% to -10).
+        assert_eq!(scaled(pct("1000%"), MAX, true), MAX);
+        assert_eq!(scaled(pct("9223372036854775807%"), MAX, true), MAX);
+        assert_eq!(scaled(pct("-1000%"), MAX, false), i32::MIN);
+        // A percentage beyond int64 is an error, as strconv.Atoi's.
+        assert!(
+            get_scaled_value_from_int_or_percent(
+                "maxSurge",
+                &pct("99999999999999999999%"),
+                MAX,
+                true
+            )
+            .is_err()
+        );
+        assert_eq!(
+            resolve_fenceposts(Some(&pct("25%")), Some(&pct("25%")), MAX),
+            Ok((536_870_912, 536_870_911))
+        );
+    }
+
+    #[test]
+    fn overflow_max_replicas_saturates() {
+        // spec.replicas + maxSurge: upstream's int32 sum wraps negative for these.
+        assert_eq!(
+            max_replicas(&big_deployment(MAX, pct("25%"), pct("25%"))),
+            MAX
+        );
+        assert_eq!(max_replicas(&big_deployment(MAX, int(1), int(0))), MAX);
+        assert_eq!(max_replicas(&big_deployment(MAX - 1, int(1), int(0))), MAX);
+        assert_eq!(max_replicas(&big_deployment(10, int(3), int(0))), 13);
+        assert_eq!(max_replicas(&big_deployment(MAX, int(MAX), int(0))), MAX);
+    }
+
+    #[test]
+    fn overflow_min_available_saturates() {
+        assert_eq!(
+            min_available(&big_deployment(MAX, pct("25%"), pct("25%"))),
+            MAX - 536_870_911
+        );
+        // A negative maxUnavailable (refused by validation) would overflow the difference.
+        assert_eq!(min_available(&big_deployment(MAX, int(0), int(-1))), MAX);
+    }
+
+    #[test]
+    fn overflow_next_revision_saturates() {
+        let with_revision = |name: &str, revision: &str| {
+            let mut r = rs(name, 0, None);
+            set_annotation(&mut r.metadata, REVISION_ANNOTATION, revision);
+            r
+        };
+        let top = with_revision("top", "9223372036854775807");
+        let near = with_revision("near", "9223372036854775806");
+        let beyond = with_revision("beyond", "99999999999999999999");
+        assert_eq!(next_revision(&[&near]), i64::MAX);
+        assert_eq!(next_revision(&[&near, &top]), i64::MAX);
+        // A revision beyond int64 is unparsable and skipped, like upstream's.
+        assert_eq!(next_revision(&[&beyond]), 1);
+        assert_eq!(next_revision(&[]), 1);
+    }
+
+    #[test]
+    fn overflow_new_replica_set_annotations_saturate() {
+        let d = big_deployment(MAX, pct("25%"), pct("25%"));
+        let mut r = rs("new", 0, None);
+        assert!(set_new_replica_set_annotations(
+            &d, &mut r, "1", false, 2000
+        ));
+        let a = r.metadata.annotations.unwrap();
+        assert_eq!(
+            a.get(DESIRED_REPLICAS_ANNOTATION).map(String::as_str),
+            Some("2147483647")
+        );
+        assert_eq!(
+            a.get(MAX_REPLICAS_ANNOTATION).map(String::as_str),
+            Some("2147483647")
+        );
+    }
+
+    #[test]
+    fn overflow_max_replicas_annotation_bounds() {
+        let annotated = |v: &str| {
+            let mut r = rs("r", 1, None);
+            set_annotation(&mut r.metadata, MAX_REPLICAS_ANNOTATION, v);
+            r
+        };
+        assert_eq!(
+            get_max_replicas_annotation(&annotated("2147483647")),
+            Some(MAX)
+        );
+        assert_eq!(get_max_replicas_annotation(&annotated("2147483648")), None);
+        assert_eq!(get_max_replicas_annotation(&annotated("99999999999")), None);
+        assert!(
+            get_non_negative_int32_from_annotation(
+                &annotated("99999999999"),
+                MAX_REPLICAS_ANNOTATION
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn overflow_proportion_saturates() {
+        // A 10-replica RS last scaled for 10, the Deployment now 20: its fraction is +10.
+        let d = big_deployment(20, int(0), int(1));
+        let mut r = rs("r", 10, None);
+        set_annotation(&mut r.metadata, MAX_REPLICAS_ANNOTATION, "10");
+        // to_add − added overflows int32 in both directions.
+        assert_eq!(get_proportion(&r, &d, MAX, -1), 10);
+        let down = big_deployment(0, int(0), int(1));
+        assert_eq!(get_proportion(&r, &down, i32::MIN, 1), -10);
+    }
+
+    #[test]
+    fn overflow_replica_set_fraction_saturates() {
+        // 1 replica last scaled for 1, the Deployment now at int32's max: +2147483646.
+        let d = big_deployment(MAX, int(0), int(1));
+        let mut one = rs("one", 1, None);
+        set_annotation(&mut one.metadata, MAX_REPLICAS_ANNOTATION, "1");
+        assert_eq!(get_replica_set_fraction(&one, &d), MAX - 1);
+        // maxSurge 25% on top of int32's max: the max size saturates, the fraction too
+        // (upstream's int32 product wraps).
+        let d = big_deployment(MAX, pct("25%"), int(1));
+        let mut huge = rs("huge", MAX, None);
+        set_annotation(&mut huge.metadata, MAX_REPLICAS_ANNOTATION, "1");
+        assert_eq!(get_replica_set_fraction(&huge, &d), 0);
+        set_annotation(&mut huge.metadata, MAX_REPLICAS_ANNOTATION, "2147483647");
+        assert_eq!(get_replica_set_fraction(&huge, &d), 0);
+        // Scaling to zero negates the size; int32's min has no negation.
+        let zero = big_deployment(0, int(0), int(1));
+        assert_eq!(
+            get_replica_set_fraction(&rs("min", i32::MIN, None), &zero),
+            MAX
+        );
+        // The new size minus a negative size (status.replicas fallback, both refused by
+        // validation) would overflow.
+        let mut d = big_deployment(MAX, int(0), int(1));
+        d.status = Some(DeploymentStatus {
+            replicas: Some(-1),
+            ..Default::default()
+        });
+        assert_eq!(get_replica_set_fraction(&rs("neg", -1, None), &d), MAX);
+    }
+
+    #[test]
+    fn overflow_replica_counts_saturate() {
+        let full = |name: &str| {
+            let mut r = rs_with_status(name, MAX, MAX, MAX);
+            let st = r.status.as_mut().unwrap();
+            st.ready_replicas = Some(MAX);
+            st.terminating_replicas = Some(MAX);
+            r
+        };
+        let (a, b, c) = (full("a"), full("b"), full("c"));
+        let rss = [&a, &b, &c];
+        assert_eq!(get_replica_count_for_replica_sets(&rss), MAX);
+        assert_eq!(get_actual_replica_count_for_replica_sets(&rss), MAX);
+        assert_eq!(get_ready_replica_count_for_replica_sets(&rss), MAX);
+        assert_eq!(get_available_replica_count_for_replica_sets(&rss), MAX);
+        assert_eq!(
+            get_terminating_replica_count_for_replica_sets(&rss),
+            Some(MAX)
+        );
+        // The sums are exact in between: MAX + MAX + MIN = MAX − 1.
+        let min = rs("min", i32::MIN, None);
+        assert_eq!(get_replica_count_for_replica_sets(&[&a, &b, &min]), MAX - 1);
+        assert_eq!(get_replica_count_for_replica_sets(&[&min, &min]), i32::MIN);
+        assert_eq!(saturating_sum([MAX, 1, -1]), MAX);
+        assert_eq!(clamp_i32(i64::MAX), MAX);
+        assert_eq!(clamp_i32(i64::MIN), i32::MIN);
+    }
+
+    #[test]
+    fn overflow_new_rs_new_replicas_saturates() {
+        let old = rs("old", 10, None);
+        let new = rs("new", 0, None);
+        // maxSurge 0: upstream's values (room for 2147483637 more pods).
+        let d = big_deployment(MAX, int(0), int(1));
+        assert_eq!(new_rs_new_replicas(&d, &[&old, &new], &new), Ok(MAX - 10));
+        // maxSurge 1: spec.replicas + maxSurge saturates instead of wrapping negative
+        // (which would freeze the rollout).
+        let d = big_deployment(MAX, int(1), int(0));
+        assert_eq!(new_rs_new_replicas(&d, &[&old, &new], &new), Ok(MAX - 10));
+        // Already int32's max pods: cannot scale up.
+        let full = rs("full", MAX, None);
+        let d = big_deployment(MAX, pct("25%"), pct("25%"));
+        assert_eq!(new_rs_new_replicas(&d, &[&full, &new], &new), Ok(0));
+        // Recreate asks for spec.replicas.
+        let mut d = big_deployment(MAX, int(1), int(0));
+        d.spec.as_mut().unwrap().strategy = Some(DeploymentStrategy {
+            type_: Some(RECREATE_DEPLOYMENT_STRATEGY_TYPE.to_string()),
+            rolling_update: None,
+        });
+        assert_eq!(new_rs_new_replicas(&d, &[&full, &new], &new), Ok(MAX));
+    }
+
+    #[test]
+    fn overflow_deployment_progressing_saturates() {
+        // status.replicas − status.updatedReplicas with out-of-range counts.
+        let st = |replicas: i32, updated: i32| DeploymentStatus {
+            replicas: Some(replicas),
+            updated_replicas: Some(updated),
+            ..Default::default()
+        };
+        let mut d = big_deployment(MAX, int(1), int(0));
+        d.status = Some(st(i32::MIN, 1));
+        assert!(!deployment_progressing(&d, &st(i32::MIN, 1)));
+        d.status = Some(st(MAX, -1));
+        assert!(deployment_progressing(&d, &st(MAX, 0)));
+        d.status = Some(st(MAX, 0));
+        assert!(!deployment_progressing(&d, &st(MAX, 0)));
+    }
+
+    #[test]
+    fn overflow_progress_deadline_never_overflows_time() {
+        let mut d = big_deployment(1, int(1), int(0));
+        d.spec.as_mut().unwrap().progress_deadline_seconds = Some(MAX - 1);
+        let late = Timestamp::MAX
+            .checked_sub(SignedDuration::from_secs(1))
+            .unwrap();
+        let status = DeploymentStatus {
+            conditions: Some(vec![DeploymentCondition {
+                type_: DEPLOYMENT_PROGRESSING.to_string(),
+                status: CONDITION_TRUE.to_string(),
+                last_update_time: Some(Time(late)),
+                reason: Some(REPLICA_SET_UPDATED_REASON.to_string()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        };
+        // lastUpdateTime + 68 years is past the representable time: not timed out.
+        assert!(!deployment_time_out(&d, &status, Timestamp::MAX));
+    }
 }
