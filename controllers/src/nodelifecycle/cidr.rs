@@ -934,4 +934,21 @@ mod tests {
         }
         assert_eq!(last.unwrap().to_string(), "10.244.0.0/24");
     }
+
+    // --- Overflow: a /0 node block shifts by the whole address width.
+
+    #[test]
+    fn overflow_whole_address_space_blocks() {
+        for (cluster, block) in [("::/0", "::/0"), ("0.0.0.0/0", "0.0.0.0/0")] {
+            let mut s = set(cluster, 0);
+            assert_eq!(s.max_cidrs(), 1);
+            assert_eq!(s.allocate_next().unwrap().to_string(), block);
+            assert!(matches!(
+                s.allocate_next(),
+                Err(CidrError::RangeFull { .. })
+            ));
+            s.release(&net(block)).unwrap();
+            assert_eq!(s.allocated(), 0);
+        }
+    }
 }

@@ -1044,4 +1044,35 @@ mod tests {
             [ERR_REASON_TOO_MANY_PODS]
         );
     }
+
+    // --- Overflow: allocatable − requested at the int64 bounds.
+
+    #[test]
+    fn overflow_fits_request_saturates() {
+        // A negative allocatable (never valid, but node status is anyone's to write) minus
+        // an 8Ei request is below int64's min: saturated, the pod does not fit.
+        let node = NodeBuilder::new("n")
+            .allocatable(&[
+                ("cpu", "9223372036854775807"),
+                ("memory", "-2"),
+                ("pods", "9223372036854775807"),
+            ])
+            .build();
+        let hog = PodBuilder::new("hog")
+            .req(&[("cpu", "1"), ("memory", "8Ei")])
+            .node("n")
+            .build();
+        let ni = info(node, &[hog]);
+        assert_eq!(ni.requested.memory, i64::MAX);
+        let want = compute_pod_resource_request(
+            &PodBuilder::new("p")
+                .req(&[("cpu", "1"), ("memory", "1")])
+                .build(),
+        );
+        let lacking: Vec<String> = fits_request(&want, &ni)
+            .into_iter()
+            .map(|r| r.resource_name)
+            .collect();
+        assert_eq!(lacking, ["memory"]);
+    }
 }

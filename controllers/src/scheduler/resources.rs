@@ -759,4 +759,87 @@ mod tests {
             BTreeMap::from([("example.com/gpu".to_string(), 2)])
         );
     }
+
+    // --- Overflow: quantities at the int64 bounds (8Ei, 9223372036854775807) saturate.
+
+    #[test]
+    fn overflow_resource_sums_saturate() {
+        const FIVE_EI: i64 = 5 << 60;
+        let gpu = "example.com/gpu";
+        let list = ResourceList::from([
+            (RESOURCE_MEMORY.to_string(), parse_quantity("5Ei").unwrap()),
+            (
+                RESOURCE_CPU.to_string(),
+                parse_quantity("9223372036854775807").unwrap(),
+            ),
+            (gpu.to_string(), parse_quantity("5Ei").unwrap()),
+        ]);
+        // Resource.Add twice: int64 would wrap negative.
+        let mut r = Resource::default();
+        r.add_list(&list);
+        assert_eq!((r.memory, r.milli_cpu), (FIVE_EI, i64::MAX));
+        r.add_list(&list);
+        assert_eq!((r.memory, r.milli_cpu), (i64::MAX, i64::MAX));
+        assert_eq!(r.scalar.get(gpu), Some(&i64::MAX));
+
+        // accumulate saturates both ways; negating int64's min saturates too.
+        let one = |memory: i64| Resource {
+            memory,
+            ..Resource::default()
+        };
+        let mut acc = one(i64::MAX - 1);
+        acc.accumulate(&one(5), 1);
+        assert_eq!(acc.memory, i64::MAX);
+        acc.accumulate(&one(i64::MIN), -1);
+        assert_eq!(acc.memory, i64::MAX);
+        let mut acc = one(i64::MIN + 1);
+        acc.accumulate(&one(5), -1);
+        assert_eq!(acc.memory, i64::MIN);
+
+        // ResourceTotal: exact, so that a removal undoes an addition past int64.
+        let big = Resource {
+            milli_cpu: i64::MAX,
+            memory: FIVE_EI,
+            ephemeral_storage: FIVE_EI,
+            allowed_pod_number: 0,
+            scalar: BTreeMap::from([(gpu.to_string(), FIVE_EI)]),
+        };
+        let mut total = ResourceTotal::default();
+        total.accumulate(&big, 1);
+        total.accumulate(&big, 1);
+        let r = total.to_resource();
+        assert_eq!(
+            (
+                r.milli_cpu,
+                r.memory,
+                r.ephemeral_storage,
+                r.scalar.get(gpu)
+            ),
+            (i64::MAX, i64::MAX, i64::MAX, Some(&i64::MAX))
+        );
+        total.accumulate(&big, -1);
+        assert_eq!(total.to_resource(), big);
+        total.accumulate(&big, -1);
+        let r = total.to_resource();
+        assert_eq!((r.milli_cpu, r.memory, r.scalar.get(gpu)), (0, 0, Some(&0)));
+    }
+
+    #[test]
+    fn overflow_pod_requests_saturate() {
+        // Two 8Ei containers plus 8Ei overhead: the exact sum is beyond int64.
+        let pod = PodBuilder::new("p")
+            .containers(vec![
+                container("a", &[("memory", "8Ei"), ("cpu", "9223372036854775807")]),
+                container("b", &[("memory", "8Ei"), ("cpu", "9223372036854775807")]),
+            ])
+            .overhead(&[("memory", "8Ei")])
+            .build();
+        let r = compute_pod_resource_request(&pod);
+        assert_eq!((r.memory, r.milli_cpu), (i64::MAX, i64::MAX));
+        assert_eq!(compute_pod_non_zero_request(&pod), (i64::MAX, i64::MAX));
+        assert_eq!(
+            pod_resource_request_for_scoring(&pod, RESOURCE_MEMORY, true),
+            i64::MAX
+        );
+    }
 }

@@ -1036,4 +1036,47 @@ mod tests {
             ])
         );
     }
+
+    // --- Overflow: capacities and totals at int64's max.
+
+    #[test]
+    fn overflow_scores_saturate() {
+        assert_eq!(least_requested_score(0, i64::MAX), 100);
+        assert_eq!(least_requested_score(i64::MAX / 2, i64::MAX), 50);
+        assert_eq!(least_requested_score(i64::MAX, i64::MAX), 0);
+        let mut s = [i64::MAX, i64::MAX / 2, 0];
+        default_normalize_score(MAX_NODE_SCORE, false, &mut s);
+        assert_eq!(s, [100, 49, 0]);
+        let mut s = [i64::MAX, i64::MAX / 2, 0];
+        default_normalize_score(MAX_NODE_SCORE, true, &mut s);
+        assert_eq!(s, [0, 51, 100]);
+
+        // A node whose memory is all requested (two 5Ei pods on 8Ei, the total saturated):
+        // adding the pod's request saturates instead of wrapping to a free-looking node.
+        let node = NodeBuilder::new("n")
+            .allocatable(&[
+                ("cpu", "9223372036854775807m"),
+                ("memory", "8Ei"),
+                ("pods", "110"),
+            ])
+            .build();
+        let hog = |name: &str| {
+            PodBuilder::new(name)
+                .req(&[("cpu", "1"), ("memory", "5Ei")])
+                .node("n")
+                .build()
+        };
+        let s = snap(vec![node], vec![hog("h1"), hog("h2")]);
+        let n = &s.nodes()[0];
+        let pod = PodBuilder::new("p")
+            .req(&[("cpu", "1"), ("memory", "1")])
+            .build();
+        let requests = ScoringRequests::of(&pod);
+        // cpu: (MAX − 3000) × 100 / MAX = 99; memory: full, 0.
+        assert_eq!(least_allocated(&requests, n), 49);
+        // fractions ≈ 0 and 1: std 0.5.
+        assert_eq!(balanced_allocation(&requests, n), Some(50));
+        let scored = prioritize_nodes(&s, &pod, &[n]);
+        assert_eq!(scored[0].scores.get("NodeResourcesFit"), Some(&49));
+    }
 }

@@ -686,4 +686,42 @@ mod tests {
         assert!(s.pvc("other", "data").is_none());
         assert!(s.storage_class("fast").is_some());
     }
+
+    // --- Overflow: a node's totals saturate at int64 and stay exact underneath.
+
+    #[test]
+    fn overflow_requested_totals_saturate_and_stay_exact() {
+        const FIVE_EI: i64 = 5 << 60;
+        let hog = |name: &str| {
+            PodBuilder::new(name)
+                .req(&[("cpu", "9223372036854775807m"), ("memory", "5Ei")])
+                .node("a")
+                .build()
+        };
+        let mut s = Snapshot::new(&[node("a")], &[], &[], &[], &[]);
+        s.add_pod(&hog("p1"));
+        s.add_pod(&hog("p2"));
+        let a = s.node("a").unwrap();
+        assert_eq!(
+            (a.requested.milli_cpu, a.requested.memory),
+            (i64::MAX, i64::MAX)
+        );
+        assert_eq!(
+            (a.non_zero_requested.milli_cpu, a.non_zero_requested.memory),
+            (i64::MAX, i64::MAX)
+        );
+        // Removing one pod leaves exactly the other's requests (a saturated int64 total
+        // would read i64::MAX − 5Ei).
+        assert!(s.remove_pod(&hog("p1")));
+        let a = s.node("a").unwrap();
+        assert_eq!(
+            (a.requested.milli_cpu, a.requested.memory),
+            (i64::MAX, FIVE_EI)
+        );
+        assert_eq!(a.non_zero_requested.memory, FIVE_EI);
+        assert!(s.remove_pod(&hog("p2")));
+        let a = s.node("a").unwrap();
+        assert_eq!((a.requested.milli_cpu, a.requested.memory), (0, 0));
+        assert_eq!(a.non_zero_requested.memory, 0);
+    }
 }
