@@ -842,4 +842,33 @@ mod tests {
             i64::MAX
         );
     }
+
+    proptest::proptest! {
+        /// A node's total is the exact sum saturated at int64, and removing every term but
+        /// the first gives the first back exactly, whatever the int64 values.
+        #[test]
+        fn overflow_resource_total_is_exact(
+            terms in proptest::collection::vec(proptest::prelude::any::<(i64, i64)>(), 1..6),
+        ) {
+            let rs: Vec<Resource> = terms
+                .iter()
+                .map(|(cpu, memory)| Resource {
+                    milli_cpu: *cpu,
+                    memory: *memory,
+                    ..Resource::default()
+                })
+                .collect();
+            let mut total = ResourceTotal::default();
+            for r in &rs {
+                total.accumulate(r, 1);
+            }
+            let exact: i128 = terms.iter().map(|(_, m)| i128::from(*m)).sum();
+            proptest::prop_assert_eq!(total.to_resource().memory, saturate(exact));
+            for r in &rs[1..] {
+                total.accumulate(r, -1);
+            }
+            let first = total.to_resource();
+            proptest::prop_assert_eq!((first.milli_cpu, first.memory), terms[0]);
+        }
+    }
 }

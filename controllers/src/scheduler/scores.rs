@@ -1079,4 +1079,29 @@ mod tests {
         let scored = prioritize_nodes(&s, &pod, &[n]);
         assert_eq!(scored[0].scores.get("NodeResourcesFit"), Some(&49));
     }
+
+    proptest::proptest! {
+        /// The score arithmetic never panics on any int64 input, and stays within 0..=100
+        /// where upstream's does.
+        #[test]
+        fn overflow_score_arithmetic_never_panics(
+            requested in proptest::prelude::any::<i64>(),
+            capacity in proptest::prelude::any::<i64>(),
+            raw in proptest::collection::vec(proptest::prelude::any::<i64>(), 0..6),
+            reverse in proptest::prelude::any::<bool>(),
+            used in proptest::prelude::any::<[i64; 2]>(),
+            alloc in proptest::prelude::any::<[i64; 2]>(),
+        ) {
+            let s = least_requested_score(requested, capacity);
+            if capacity > 0 && (0..=capacity).contains(&requested) {
+                proptest::prop_assert!((0..=MAX_NODE_SCORE).contains(&s), "{}", s);
+            }
+            let mut scores = raw.clone();
+            default_normalize_score(MAX_NODE_SCORE, reverse, &mut scores);
+            if raw.iter().all(|v| *v >= 0) {
+                proptest::prop_assert!(scores.iter().all(|v| (0..=MAX_NODE_SCORE).contains(v)), "{:?}", scores);
+            }
+            let _ = balanced_resource_scorer(&used, &alloc);
+        }
+    }
 }
