@@ -808,10 +808,8 @@ pub fn set_new_replica_set_annotations(
         }
     }
     // A replica set about to be created gets its replica annotations.
-    if !exists {
-        if set_replicas_annotations(new_rs, deployment_replicas(d), max_replicas(d)) {
-            annotation_changed = true;
-        }
+    if !exists && set_replicas_annotations(new_rs, deployment_replicas(d), max_replicas(d)) {
+        annotation_changed = true;
     }
     annotation_changed
 }
