@@ -1337,6 +1337,24 @@ mod tests {
     }
 
     #[test]
+    fn overflow_revision_history_limit_extremes() {
+        let rss = [
+            rs_with_status("foo-1", 0, 0, 0),
+            rs_with_status("foo-2", 0, 0, 0),
+        ];
+        let refs: Vec<&ReplicaSet> = rss.iter().collect();
+        let with_limit = |limit: i32| new_deployment("foo", 1, Some(limit), None, None, &[]);
+        // len − limit is computed in int64: no overflow at either bound.
+        assert!(cleanup_deployment(&refs, &with_limit(MAX - 1)).is_empty());
+        assert_eq!(
+            cleanup_deployment(&refs, &with_limit(i32::MIN)),
+            ["foo-1", "foo-2"]
+        );
+        // int32's max is upstream's "no limit".
+        assert!(cleanup_deployment(&refs, &with_limit(MAX)).is_empty());
+    }
+
+    #[test]
     fn overflow_collision_count_saturates() {
         let mut status = DeploymentStatus {
             collision_count: Some(MAX - 1),
