@@ -375,7 +375,7 @@ impl DeploymentController {
     ) -> Result<Option<ReplicaSet>, Error> {
         let key = snap.key.clone();
         let old_refs: Vec<&ReplicaSet> = old.iter().collect();
-        let new_revision = (util::max_revision(&old_refs) + 1).to_string();
+        let new_revision = util::next_revision(&old_refs).to_string();
         let now = jiff::Timestamp::now();
         let existing = util::find_new_replica_set(&snap.d, &snap.rs_list).cloned();
         if let Some(existing) = existing {
@@ -526,8 +526,7 @@ impl DeploymentController {
                 } else {
                     // A hash collision: bump collisionCount so the next hash differs.
                     let mut st = snap.d.status.clone().unwrap_or_default();
-                    let count = st.collision_count.unwrap_or(0) + 1;
-                    st.collision_count = Some(count);
+                    let count = sync::bump_collision_count(&mut st);
                     self.update_status(&mut snap.d, st, &key).await?;
                     return Err(Error::HashCollision { key, name, count });
                 }
@@ -824,7 +823,7 @@ impl DeploymentController {
         let key = snap.key.clone();
         let current = rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);
         let desired = snap.d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-        let max = desired + util::max_surge(&snap.d);
+        let max = util::max_replicas(&snap.d);
         let size_needs_update = current != new_scale;
         let annotations_need_update = util::replicas_annotations_need_update(rs, desired, max);
         if !size_needs_update && !annotations_need_update {

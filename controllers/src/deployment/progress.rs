@@ -158,10 +158,11 @@ pub fn requeue_stuck_deployment(
         .unwrap_or(Timestamp::MIN);
     let deadline =
         SignedDuration::from_secs(i64::from(util::progress_deadline_seconds(d).unwrap_or(0)));
+    // A deadline past the representable time saturates there (jiff's range ends in 9999).
     let after = last_update
-        .checked_add(deadline)
-        .map(|at| at.duration_since(now))
-        .unwrap_or(SignedDuration::MIN);
+        .saturating_add(deadline)
+        .unwrap_or(Timestamp::MAX)
+        .duration_since(now);
     // Less than a second left: requeue now (rate-limited), the deployment should soon turn
     // either complete or timed out.
     if after < SignedDuration::from_secs(1) {
@@ -658,6 +659,46 @@ mod tests {
             Some("ReplicaSet \"foo\" has timed out progressing.")
         );
         assert_eq!(requeue, None);
+    }
+
+    // --- Overflow: progressDeadlineSeconds at int32's max − 1 (max is "no deadline").
+
+    #[test]
+    fn overflow_progress_deadline_near_int32_max() {
+        let last = ts(2017, 2, 15, 18, 49, 0);
+        let pds = Some(i32::MAX - 1);
+        let stuck = vec![progressing(
+            CONDITION_TRUE,
+            REPLICA_SET_UPDATED_REASON,
+            Some(last),
+        )];
+        let d = current_deployment(pds, 4, 3, 3, 2, stuck);
+        let status = new_deployment_status(3, 3, 2);
+        // ~68 years left: requeue then (the extra second is added by the caller).
+        assert_eq!(
+            requeue_stuck_deployment(&d, &status, last),
+            Some(Duration::from_secs(2_147_483_646))
+        );
+        // A lastUpdateTime so late that adding the deadline leaves the representable
+        // time: never timed out; the deadline saturates at the end of time, 10 s away.
+        let late = Timestamp::MAX - SignedDuration::from_secs(10);
+        let d = current_deployment(
+            pds,
+            4,
+            3,
+            3,
+            2,
+            vec![progressing(
+                CONDITION_TRUE,
+                REPLICA_SET_UPDATED_REASON,
+                Some(late),
+            )],
+        );
+        assert!(!util::deployment_time_out(&d, &status, Timestamp::MAX));
+        assert_eq!(
+            requeue_stuck_deployment(&d, &status, late),
+            Some(Duration::from_secs(10))
+        );
     }
 
     #[test]

@@ -5,10 +5,12 @@
 //! may shrink: their unhealthy replicas first, then available ones as long as
 //! spec.replicas − maxUnavailable pods stay available ([`reconcile_old_replica_sets`]).
 //! Every `(name, replicas)` returned is one ReplicaSet update (see [`super::sync`]).
+//!
+//! Arithmetic saturates at int32's bounds (see [`super::util`]'s module docs).
 use rekube_crds::{Deployment, ReplicaSet};
 
 use super::util::{
-    self, deployment_replicas, filter_active_replica_sets, name, replica_set_replicas,
+    self, clamp_i32, deployment_replicas, filter_active_replica_sets, name, replica_set_replicas,
     rs_available_replicas,
 };
 
@@ -108,8 +110,10 @@ impl<'a> Working<'a> {
                 // No unhealthy replicas found, no scaling required.
                 continue;
             }
-            let scaled_down_count = (max_cleanup_count - total_scaled_down).min(size - available);
-            let new_replicas_count = size - scaled_down_count;
+            let scaled_down_count = max_cleanup_count
+                .saturating_sub(total_scaled_down)
+                .min(size.saturating_sub(available));
+            let new_replicas_count = size.saturating_sub(scaled_down_count);
             if new_replicas_count > size {
                 return Err(Error::InvalidScaleDown {
                     phase: "cleaning up unhealthy replicas",
@@ -119,7 +123,7 @@ impl<'a> Working<'a> {
                 });
             }
             self.scale(i, new_replicas_count);
-            total_scaled_down += scaled_down_count;
+            total_scaled_down = total_scaled_down.saturating_add(scaled_down_count);
         }
         Ok(total_scaled_down)
     }
@@ -131,12 +135,12 @@ impl<'a> Working<'a> {
         available_pod_count: i32,
         d: &Deployment,
     ) -> Result<i32, Error> {
-        let min_available = deployment_replicas(d) - util::max_unavailable(d);
+        let min_available = deployment_replicas(d).saturating_sub(util::max_unavailable(d));
         if available_pod_count <= min_available {
             // Cannot scale down.
             return Ok(0);
         }
-        let total_scale_down_count = available_pod_count - min_available;
+        let total_scale_down_count = available_pod_count.saturating_sub(min_available);
         let mut total_scaled_down = 0;
         for i in 0..self.rss.len() {
             if total_scaled_down >= total_scale_down_count {
@@ -148,8 +152,9 @@ impl<'a> Working<'a> {
                 // Cannot scale down this replica set.
                 continue;
             }
-            let scale_down_count = size.min(total_scale_down_count - total_scaled_down);
-            let new_replicas_count = size - scale_down_count;
+            let scale_down_count =
+                size.min(total_scale_down_count.saturating_sub(total_scaled_down));
+            let new_replicas_count = size.saturating_sub(scale_down_count);
             if new_replicas_count > size {
                 return Err(Error::InvalidScaleDown {
                     phase: "scaling down old RS",
@@ -159,7 +164,7 @@ impl<'a> Working<'a> {
                 });
             }
             self.scale(i, new_replicas_count);
-            total_scaled_down += scale_down_count;
+            total_scaled_down = total_scaled_down.saturating_add(scale_down_count);
         }
         Ok(total_scaled_down)
     }
@@ -199,11 +204,15 @@ pub fn reconcile_old_replica_sets(
     // so a node failure making an old pod unavailable does not scale the old RS down. On a
     // rollback, newRSPodsUnavailable is 1 and 4 of the crashlooping pods are scaled down;
     // on a rollover, the new RS starts at 0 replicas and the old ones may lose 5.
-    let min_available = deployment_replicas(d) - max_unavailable;
+    let min_available = deployment_replicas(d).saturating_sub(max_unavailable);
     let new_rs_unavailable_pod_count = new_rs
-        .map(|rs| replica_set_replicas(rs) - rs_available_replicas(rs))
+        .map(|rs| replica_set_replicas(rs).saturating_sub(rs_available_replicas(rs)))
         .unwrap_or(0);
-    let max_scaled_down = all_pods_count - min_available - new_rs_unavailable_pod_count;
+    let max_scaled_down = clamp_i32(
+        i64::from(all_pods_count)
+            - i64::from(min_available)
+            - i64::from(new_rs_unavailable_pod_count),
+    );
     if max_scaled_down <= 0 {
         return Vec::new();
     }
@@ -217,7 +226,7 @@ pub fn reconcile_old_replica_sets(
     // Then scale down old replica sets, keeping minAvailable pods available. Available
     // counts are those of the active old replica sets and the new one.
     let available_pod_count = util::get_available_replica_count_for_replica_sets(&old_rss)
-        + new_rs.map(rs_available_replicas).unwrap_or(0);
+        .saturating_add(new_rs.map(rs_available_replicas).unwrap_or(0));
     let _ = working.scale_down_for_rolling_update(available_pod_count, d);
     working.updates
 }
@@ -459,6 +468,71 @@ mod tests {
                 None => assert_eq!((updates.len(), count), (0, 0), "scenario {i}"),
             }
         }
+    }
+
+    // --- Overflow: replicas near int32's max saturate instead of panicking or wrapping.
+
+    const MAX: i32 = i32::MAX;
+
+    #[test]
+    fn overflow_reconcile_new_replica_set_saturates() {
+        let old_rs = rs("foo-v1", 10, None);
+        let new_rs = rs("foo-v2", 0, None);
+        for surge in [int(0), int(1), pct("25%")] {
+            let d = new_deployment("foo", MAX, None, Some(surge.clone()), Some(int(1)), &[]);
+            assert_eq!(
+                reconcile_new_replica_set(&[&old_rs, &new_rs], &new_rs, &d),
+                Ok(Some(MAX - 10)),
+                "maxSurge {surge:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn overflow_cleanup_unhealthy_replicas_saturates() {
+        // size − available with a negative available count (refused by validation).
+        let old_rs = with_available(rs("foo-v1", MAX, None), -1);
+        let d = new_deployment("foo", MAX, None, Some(int(1)), Some(int(0)), &[]);
+        let (updates, count) = cleanup_unhealthy_replicas(&[&old_rs], &d, MAX).unwrap();
+        assert_eq!(updates, vec![("foo-v1".to_string(), 0)]);
+        assert_eq!(count, MAX);
+    }
+
+    #[test]
+    fn overflow_scale_down_for_rolling_update_saturates() {
+        let t = |m: i8| Some(ts(2020, 1, 1, 0, m, 0));
+        let a = with_available(rs("foo-v1", MAX, t(0)), MAX);
+        let b = with_available(rs("foo-v2", MAX, t(1)), MAX);
+        // Available pods saturate at int32's max; minAvailable 10.
+        let d = new_deployment("foo", 10, None, Some(int(1)), Some(int(0)), &[]);
+        let (updates, count) =
+            scale_down_old_replica_sets_for_rolling_update(&[&a, &b], &[&a, &b], &d).unwrap();
+        assert_eq!(updates, vec![("foo-v1".to_string(), 10)]);
+        assert_eq!(count, MAX - 10);
+        // spec.replicas − (negative maxUnavailable) saturates: nothing may go.
+        let d = new_deployment("foo", MAX, None, Some(int(0)), Some(int(-1)), &[]);
+        let (updates, count) =
+            scale_down_old_replica_sets_for_rolling_update(&[&a, &b], &[&a, &b], &d).unwrap();
+        assert_eq!((updates.len(), count), (0, 0));
+    }
+
+    #[test]
+    fn overflow_reconcile_old_replica_sets_saturates() {
+        let t = |m: i8| Some(ts(2020, 1, 1, 0, m, 0));
+        let a = with_available(rs("foo-v1", MAX, t(0)), MAX);
+        let b = with_available(rs("foo-v2", MAX, t(1)), MAX);
+        let new = with_available(rs("foo-v3", 0, t(2)), 0);
+        // int32's max replicas, 25%/25%: minAvailable 2147483647 − 536870911 = 1610612736;
+        // the pod counts saturate, so 536870911 old pods go, oldest RS first.
+        let d = new_deployment("foo", MAX, None, Some(pct("25%")), Some(pct("25%")), &[]);
+        let got = reconcile_old_replica_sets(&[&a, &b, &new], &[&a, &b], Some(&new), &d);
+        assert_eq!(got, vec![("foo-v1".to_string(), 1_610_612_736)]);
+        // A new RS whose unavailable count saturates blocks every scale-down.
+        let old = with_available(rs("foo-v1", 5, t(0)), 5);
+        let broken = with_available(rs("foo-v3", MAX, t(2)), -1);
+        let d = new_deployment("foo", 10, None, Some(int(0)), Some(int(2)), &[]);
+        let got = reconcile_old_replica_sets(&[&old, &broken], &[&old], Some(&broken), &d);
+        assert!(got.is_empty(), "{got:?}");
     }
 
     #[test]

@@ -4,8 +4,8 @@
 //! The functions return what upstream would write; the reconciler performs the writes:
 //! - every `(name, replicas)` pair returned by [`scale`] (and by the rolling and recreate
 //!   decisions) is one ReplicaSet update, upstream's scaleReplicaSet: set `spec.replicas`
-//!   and call [`util::set_replicas_annotations`]`(rs, spec.replicas, spec.replicas +
-//!   max_surge(d))` on the Deployment's values, then record a `ScalingReplicaSet` event
+//!   and call [`util::set_replicas_annotations`] with the Deployment's spec.replicas and
+//!   [`util::max_replicas`] (spec.replicas + maxSurge), then record a `ScalingReplicaSet` event
 //!   ([`util::scaling_replica_set_message`]) when the size changed;
 //! - [`cleanup_deployment`] names the ReplicaSets to delete;
 //! - [`calculate_status`] / [`sync_deployment_status`] give the status to write;
@@ -19,8 +19,8 @@ use rekube_crds::{Deployment, ReplicaSet};
 use super::hash::compute_hash;
 use super::rollback::get_rollback_to;
 use super::util::{
-    self, DEFAULT_DEPLOYMENT_UNIQUE_LABEL_KEY, MAX_REV_HISTORY_LENGTH_IN_CHARS,
-    deployment_replicas, filter_active_replica_sets, max_surge, name, replica_set_replicas,
+    self, DEFAULT_DEPLOYMENT_UNIQUE_LABEL_KEY, MAX_REV_HISTORY_LENGTH_IN_CHARS, clamp_i32,
+    deployment_replicas, filter_active_replica_sets, max_replicas, name, replica_set_replicas,
 };
 
 /// Errors of the sync decisions.
@@ -46,7 +46,7 @@ fn deployment_error(d: &Deployment, source: util::Error) -> Error {
 /// (upstream scaleReplicaSet: sizeNeedsUpdate || annotationsNeedUpdate).
 fn scale_entry(d: &Deployment, rs: &ReplicaSet, new_scale: i32) -> Option<(String, i32)> {
     let desired = deployment_replicas(d);
-    let max = desired + max_surge(d);
+    let max = max_replicas(d);
     let size_needs_update = replica_set_replicas(rs) != new_scale;
     let annotations_need_update = util::replicas_annotations_need_update(rs, desired, max);
     (size_needs_update || annotations_need_update)
@@ -99,14 +99,10 @@ pub fn scale(
     candidates.extend(new_rs);
     let mut all_rss = filter_active_replica_sets(&candidates);
     let all_rss_replicas = util::get_replica_count_for_replica_sets(&all_rss);
-    let allowed_size = if replicas > 0 {
-        replicas + max_surge(d)
-    } else {
-        0
-    };
+    let allowed_size = if replicas > 0 { max_replicas(d) } else { 0 };
     // Replicas to add (or remove) across the active replica sets, distributed from the
     // larger to the smaller: on ties, newer first when scaling up, older first when down.
-    let to_add = allowed_size - all_rss_replicas;
+    let to_add = allowed_size.saturating_sub(all_rss_replicas);
     match to_add.cmp(&0) {
         std::cmp::Ordering::Greater => util::sort_by_size_newer(&mut all_rss),
         std::cmp::Ordering::Less => util::sort_by_size_older(&mut all_rss),
@@ -118,8 +114,8 @@ pub fn scale(
     for rs in &all_rss {
         if to_add != 0 {
             let proportion = util::get_proportion(rs, d, to_add, added);
-            sizes.push(replica_set_replicas(rs) + proportion);
-            added += proportion;
+            sizes.push(replica_set_replicas(rs).saturating_add(proportion));
+            added = added.saturating_add(proportion);
         } else {
             sizes.push(replica_set_replicas(rs));
         }
@@ -128,7 +124,7 @@ pub fn scale(
     for (i, rs) in all_rss.iter().enumerate() {
         // Add or remove the leftover to/from the largest replica set.
         if i == 0 && to_add != 0 {
-            sizes[0] = (sizes[0] + to_add - added).max(0);
+            sizes[0] = clamp_i32(i64::from(sizes[0]) + i64::from(to_add) - i64::from(added)).max(0);
         }
         updates.extend(scale_entry(d, rs, sizes[i]));
     }
@@ -162,9 +158,13 @@ pub fn calculate_status(
     now: Timestamp,
 ) -> DeploymentStatus {
     let available_replicas = util::get_available_replica_count_for_replica_sets(all_rss);
-    let total_replicas = util::get_replica_count_for_replica_sets(all_rss);
+    // Σspec − Σavailable, exact in i64 (the two int32 sums may each saturate) then clamped.
     // More available than desired (e.g. while scaling down) is no unavailability.
-    let unavailable_replicas = (total_replicas - available_replicas).max(0);
+    let exact_sum = |count: fn(&ReplicaSet) -> i32| -> i64 {
+        all_rss.iter().map(|rs| i64::from(count(rs))).sum()
+    };
+    let unavailable_replicas =
+        clamp_i32(exact_sum(replica_set_replicas) - exact_sum(util::rs_available_replicas)).max(0);
     let new_rs_list: Vec<&ReplicaSet> = new_rs.into_iter().collect();
     let current = d.status.as_ref();
     let mut status = DeploymentStatus {
@@ -183,7 +183,8 @@ pub fn calculate_status(
             .and_then(|s| s.conditions.clone())
             .filter(|c| !c.is_empty()),
     };
-    let condition = if available_replicas >= deployment_replicas(d) - util::max_unavailable(d) {
+    let min_available = deployment_replicas(d).saturating_sub(util::max_unavailable(d));
+    let condition = if available_replicas >= min_available {
         util::new_deployment_condition(
             util::DEPLOYMENT_AVAILABLE,
             util::CONDITION_TRUE,
@@ -287,7 +288,7 @@ fn clone_selector_and_add_label(selector: &LabelSelector, key: &str, value: &str
 /// max(old)+1 with the desired/max-replicas annotations. After creating it, the reconciler
 /// sets the Deployment's revision to the ReplicaSet's ([`util::set_deployment_revision`]).
 pub fn new_replica_set(d: &Deployment, old_rss: &[&ReplicaSet]) -> Result<ReplicaSet, Error> {
-    let new_revision = (util::max_revision(old_rss) + 1).to_string();
+    let new_revision = util::next_revision(old_rss).to_string();
     let mut template = util::deployment_template(d);
     let collision_count = d.status.as_ref().and_then(|s| s.collision_count);
     let hash = compute_hash(&template, collision_count);
@@ -352,7 +353,7 @@ pub fn sync_existing_new_replica_set(
     existing: &ReplicaSet,
     old_rss: &[&ReplicaSet],
 ) -> Option<ReplicaSet> {
-    let new_revision = (util::max_revision(old_rss) + 1).to_string();
+    let new_revision = util::next_revision(old_rss).to_string();
     let mut copy = existing.clone();
     let annotations_updated = util::set_new_replica_set_annotations(
         d,
@@ -402,7 +403,7 @@ mod tests {
     use super::*;
     use crate::deployment::util::test_helpers::*;
     use crate::deployment::util::{
-        DESIRED_REPLICAS_ANNOTATION, MAX_REPLICAS_ANNOTATION, REVISION_ANNOTATION,
+        DESIRED_REPLICAS_ANNOTATION, MAX_REPLICAS_ANNOTATION, REVISION_ANNOTATION, max_surge,
         set_replicas_annotations,
     };
     use k8s_openapi::api::apps::v1::{DeploymentCondition, ReplicaSetStatus};
@@ -1204,6 +1205,166 @@ mod tests {
         );
     }
 
+    // --- Overflow: replicas near int32's max saturate instead of panicking or wrapping.
+
+    const MAX: i32 = i32::MAX;
+
+    fn annotated(name: &str, replicas: i32, minute: i8, desired: i32, max: i32) -> ReplicaSet {
+        let mut r = rs(name, replicas, Some(ts(2020, 1, 1, 0, minute, 0)));
+        set_replicas_annotations(&mut r, desired, max);
+        r
+    }
+
+    #[test]
+    fn overflow_proportional_scale_up_saturates() {
+        // Two RSs of 1000 last scaled for 2000; the Deployment goes to int32's max with
+        // maxSurge 25%. Upstream's int32 spec.replicas + maxSurge wraps negative and would
+        // scale everything down; here the budget saturates at 2147483647 and is split.
+        let old = annotated("foo-v1", 1000, 0, 2000, 2000);
+        let new = annotated("foo-v2", 1000, 1, 2000, 2000);
+        let d = dep(MAX, Some(pct("25%")), Some(pct("25%")));
+        let updates = scale(&d, Some(&new), &[&old]).unwrap();
+        assert_eq!(
+            updates,
+            vec![
+                ("foo-v2".to_string(), 1_073_741_824),
+                ("foo-v1".to_string(), 1_073_741_823),
+            ]
+        );
+        assert_eq!(
+            updates.iter().map(|(_, n)| i64::from(*n)).sum::<i64>(),
+            i64::from(MAX)
+        );
+    }
+
+    #[test]
+    fn overflow_proportional_scale_down_saturates() {
+        // Two RSs of int32's max each (their sum saturates) scaled to 0: the older goes
+        // first, the other keeps its size with refreshed annotations until the next sync.
+        let old = annotated("foo-v1", MAX, 0, MAX, MAX);
+        let new = annotated("foo-v2", MAX, 1, MAX, MAX);
+        let d = dep(0, Some(pct("25%")), Some(pct("25%")));
+        let updates = scale(&d, Some(&new), &[&old]).unwrap();
+        assert_eq!(
+            updates,
+            vec![("foo-v1".to_string(), 0), ("foo-v2".to_string(), MAX)]
+        );
+        // Scaling one active RS to int32's max.
+        let d = dep(MAX, Some(int(1)), Some(int(0)));
+        let only = annotated("foo-v1", 10, 0, 10, 11);
+        assert_eq!(
+            scale(&d, None, &[&only]).unwrap(),
+            vec![("foo-v1".to_string(), MAX)]
+        );
+    }
+
+    #[test]
+    fn overflow_calculate_status_saturates() {
+        let now = ts(2020, 1, 1, 0, 0, 0);
+        let d = dep(MAX, Some(pct("25%")), Some(pct("25%")));
+        let mut old = rs("foo-v1", MAX, None);
+        old.status = Some(rs_status(MAX, MAX, MAX, MAX));
+        let mut new = rs("foo-v2", MAX, None);
+        new.status = Some(rs_status(MAX, MAX, MAX, 0));
+        let s = calculate_status(&[&old, &new], Some(&new), &d, now);
+        assert_eq!(s.replicas, Some(MAX));
+        assert_eq!(s.updated_replicas, Some(MAX));
+        assert_eq!(s.ready_replicas, Some(MAX));
+        assert_eq!(s.available_replicas, Some(MAX));
+        // Σspec (2 × MAX) − Σavailable (MAX), exact before clamping.
+        assert_eq!(s.unavailable_replicas, Some(MAX));
+        let available = util::get_deployment_condition(&s, util::DEPLOYMENT_AVAILABLE).unwrap();
+        assert_eq!(
+            available.status,
+            util::CONDITION_TRUE,
+            "MAX ≥ MAX − 536870911"
+        );
+        // minAvailable with a negative maxUnavailable saturates at int32's max.
+        let d = dep(MAX, Some(int(0)), Some(int(-1)));
+        new.status = Some(rs_status(MAX, MAX, MAX, MAX - 1));
+        let s = calculate_status(&[&new], Some(&new), &d, now);
+        let available = util::get_deployment_condition(&s, util::DEPLOYMENT_AVAILABLE).unwrap();
+        assert_eq!(available.status, util::CONDITION_FALSE);
+        assert_eq!(s.unavailable_replicas, Some(1));
+    }
+
+    #[test]
+    fn overflow_new_replica_set_saturates() {
+        let d = new_deployment(
+            "web",
+            MAX,
+            None,
+            Some(int(1)),
+            Some(int(0)),
+            &[("app", "web")],
+        );
+        let mut old = rs("web-old", 5, None);
+        set_annotation(
+            &mut old.metadata,
+            REVISION_ANNOTATION,
+            "9223372036854775807",
+        );
+        let new = new_replica_set(&d, &[&old]).unwrap();
+        assert_eq!(new.spec.as_ref().unwrap().replicas, Some(MAX - 5));
+        let a = new.metadata.annotations.clone().unwrap();
+        assert_eq!(
+            a.get(REVISION_ANNOTATION).map(String::as_str),
+            Some("9223372036854775807")
+        );
+        assert_eq!(
+            a.get(DESIRED_REPLICAS_ANNOTATION).map(String::as_str),
+            Some("2147483647")
+        );
+        assert_eq!(
+            a.get(MAX_REPLICAS_ANNOTATION).map(String::as_str),
+            Some("2147483647")
+        );
+        // The existing new RS is raised to the saturated revision once, then left alone.
+        let mut existing = new.clone();
+        set_annotation(&mut existing.metadata, REVISION_ANNOTATION, "3");
+        let raised = sync_existing_new_replica_set(&d, &existing, &[&old]).unwrap();
+        assert_eq!(
+            raised
+                .metadata
+                .annotations
+                .as_ref()
+                .unwrap()
+                .get(REVISION_ANNOTATION)
+                .map(String::as_str),
+            Some("9223372036854775807")
+        );
+        assert_eq!(sync_existing_new_replica_set(&d, &raised, &[&old]), None);
+    }
+
+    #[test]
+    fn overflow_revision_history_limit_extremes() {
+        let rss = [
+            rs_with_status("foo-1", 0, 0, 0),
+            rs_with_status("foo-2", 0, 0, 0),
+        ];
+        let refs: Vec<&ReplicaSet> = rss.iter().collect();
+        let with_limit = |limit: i32| new_deployment("foo", 1, Some(limit), None, None, &[]);
+        // len − limit is computed in int64: no overflow at either bound.
+        assert!(cleanup_deployment(&refs, &with_limit(MAX - 1)).is_empty());
+        assert_eq!(
+            cleanup_deployment(&refs, &with_limit(i32::MIN)),
+            ["foo-1", "foo-2"]
+        );
+        // int32's max is upstream's "no limit".
+        assert!(cleanup_deployment(&refs, &with_limit(MAX)).is_empty());
+    }
+
+    #[test]
+    fn overflow_collision_count_saturates() {
+        let mut status = DeploymentStatus {
+            collision_count: Some(MAX - 1),
+            ..Default::default()
+        };
+        assert_eq!(bump_collision_count(&mut status), MAX);
+        assert_eq!(bump_collision_count(&mut status), MAX);
+        assert_eq!(status.collision_count, Some(MAX));
+    }
+
     fn arb_int_or_percent() -> impl Strategy<Value = IntOrString> {
         prop_oneof![
             (0..6i32).prop_map(IntOrString::Int),
@@ -1253,6 +1414,171 @@ mod tests {
             } else {
                 prop_assert!(total >= allowed && total <= before, "total {} allowed {} before {}", total, allowed, before);
             }
+        }
+    }
+
+    // --- No panic for any int32 input: every rollout helper over arbitrary counts, rolling
+    // parameters and annotations (debug builds panic on overflow, so this would fail).
+
+    fn arb_count() -> impl Strategy<Value = i32> {
+        prop_oneof![
+            any::<i32>(),
+            0..100i32,
+            Just(i32::MAX),
+            Just(i32::MAX - 1),
+            Just(i32::MIN),
+            Just(-1),
+        ]
+    }
+
+    fn arb_any_int_or_percent() -> impl Strategy<Value = IntOrString> {
+        prop_oneof![
+            arb_count().prop_map(IntOrString::Int),
+            (0..=1000i64).prop_map(|p| IntOrString::String(format!("{p}%"))),
+            any::<i64>().prop_map(|p| IntOrString::String(format!("{p}%"))),
+        ]
+    }
+
+    fn arb_annotation() -> impl Strategy<Value = Option<String>> {
+        prop_oneof![
+            Just(None),
+            arb_count().prop_map(|v| Some(v.to_string())),
+            any::<u64>().prop_map(|v| Some(v.to_string())),
+            Just(Some("99999999999".to_string())),
+        ]
+    }
+
+    /// (spec, status.replicas, ready, available, terminating, desired-replicas,
+    /// max-replicas, revision)
+    type ArbRs = (
+        i32,
+        i32,
+        i32,
+        i32,
+        Option<i32>,
+        Option<String>,
+        Option<String>,
+        i64,
+    );
+
+    fn arb_rs() -> impl Strategy<Value = ArbRs> {
+        (
+            arb_count(),
+            arb_count(),
+            arb_count(),
+            arb_count(),
+            prop::option::of(arb_count()),
+            arb_annotation(),
+            arb_annotation(),
+            prop_oneof![any::<i64>(), Just(i64::MAX), 0..10i64],
+        )
+    }
+
+    fn build_rs(i: usize, a: &ArbRs) -> ReplicaSet {
+        let (spec, replicas, ready, available, terminating, desired, max, revision) = a;
+        let mut r = rs(
+            &format!("rs-{i}"),
+            *spec,
+            Some(ts(2020, 1, 1, 0, i as i8, 0)),
+        );
+        r.status = Some(ReplicaSetStatus {
+            replicas: *replicas,
+            ready_replicas: Some(*ready),
+            available_replicas: Some(*available),
+            terminating_replicas: *terminating,
+            observed_generation: Some(1),
+            ..Default::default()
+        });
+        set_annotation(&mut r.metadata, REVISION_ANNOTATION, &revision.to_string());
+        if let Some(v) = desired {
+            set_annotation(&mut r.metadata, DESIRED_REPLICAS_ANNOTATION, v);
+        }
+        if let Some(v) = max {
+            set_annotation(&mut r.metadata, MAX_REPLICAS_ANNOTATION, v);
+        }
+        r
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(600))]
+
+        #[test]
+        fn rollout_helpers_never_panic(
+            replicas in arb_count(),
+            surge in arb_any_int_or_percent(),
+            unavailable in arb_any_int_or_percent(),
+            recreate in any::<bool>(),
+            status in (arb_count(), arb_count(), arb_count(), arb_count()),
+            deadline in prop::option::of(arb_count()),
+            rss in prop::collection::vec(arb_rs(), 1..4),
+            to_add in arb_count(),
+            added in arb_count(),
+        ) {
+            let now = ts(2020, 1, 1, 1, 0, 0);
+            let mut d = dep(replicas, Some(surge), Some(unavailable));
+            let spec = d.spec.as_mut().unwrap();
+            spec.progress_deadline_seconds = deadline;
+            spec.revision_history_limit = deadline;
+            if recreate {
+                spec.strategy = Some(k8s_openapi::api::apps::v1::DeploymentStrategy {
+                    type_: Some(util::RECREATE_DEPLOYMENT_STRATEGY_TYPE.to_string()),
+                    rolling_update: None,
+                });
+            }
+            let (st_replicas, st_updated, st_ready, st_available) = status;
+            d.status = Some(DeploymentStatus {
+                replicas: Some(st_replicas),
+                updated_replicas: Some(st_updated),
+                ready_replicas: Some(st_ready),
+                available_replicas: Some(st_available),
+                ..Default::default()
+            });
+            let owned: Vec<ReplicaSet> = rss.iter().enumerate().map(|(i, a)| build_rs(i, a)).collect();
+            let all: Vec<&ReplicaSet> = owned.iter().collect();
+            let (new, old) = all.split_last().unwrap();
+
+            // The resolved parameters and their sums: exact int64 results, clamped.
+            let _ = util::deployment_fenceposts(&d);
+            let surge = util::max_surge(&d);
+            prop_assert_eq!(
+                util::max_replicas(&d),
+                clamp_i32(i64::from(util::deployment_replicas(&d)) + i64::from(surge))
+            );
+            let _ = (util::max_unavailable(&d), util::min_available(&d));
+            let exact: i64 = all.iter().map(|r| i64::from(replica_set_replicas(r))).sum();
+            prop_assert_eq!(util::get_replica_count_for_replica_sets(&all), clamp_i32(exact));
+            let _ = util::get_actual_replica_count_for_replica_sets(&all);
+            let _ = util::get_ready_replica_count_for_replica_sets(&all);
+            let _ = util::get_available_replica_count_for_replica_sets(&all);
+            let _ = util::get_terminating_replica_count_for_replica_sets(&all);
+            let _ = util::next_revision(old);
+            for r in &all {
+                let _ = util::get_replica_set_fraction(r, &d);
+                let _ = util::get_proportion(r, &d, to_add, added);
+                let _ = util::is_saturated(&d, Some(r));
+            }
+            let _ = util::new_rs_new_replicas(&d, &all, new);
+
+            // The decisions built on them.
+            let _ = crate::deployment::rolling::reconcile_new_replica_set(&all, new, &d);
+            let _ = crate::deployment::rolling::reconcile_old_replica_sets(&all, old, Some(new), &d);
+            let _ = crate::deployment::rolling::rollout_rolling_step(&all, old, new, &d);
+            let _ = crate::deployment::rolling::cleanup_unhealthy_replicas(old, &d, to_add);
+            let _ = crate::deployment::rolling::scale_down_old_replica_sets_for_rolling_update(&all, old, &d);
+            let _ = crate::deployment::recreate::rollout_recreate_step(&d, Some(new), old, &BTreeMap::new());
+            let _ = scale(&d, Some(new), old);
+            let _ = scale(&d, None, &all);
+            let _ = is_scaling_event(&d, &all);
+            let status = calculate_status(&all, Some(new), &d, now);
+            prop_assert!(status.unavailable_replicas.unwrap_or(0) >= 0);
+            let _ = util::deployment_progressing(&d, &status);
+            let _ = util::deployment_complete(&d, &status);
+            let _ = util::deployment_time_out(&d, &status, now);
+            let _ = crate::deployment::progress::sync_rollout_status(&all, Some(new), &d, now);
+            let _ = crate::deployment::progress::requeue_stuck_deployment(&d, &status, now);
+            let _ = cleanup_deployment(old, &d);
+            let _ = new_replica_set(&d, old);
+            let _ = sync_existing_new_replica_set(&d, new, old);
         }
     }
 }

@@ -12,6 +12,12 @@
 //! `maxUnavailable` 25% each. `progressDeadlineSeconds` and `revisionHistoryLimit` keep
 //! upstream's nil meaning (no deadline, no cleanup).
 //!
+//! Overflow: upstream computes in Go's int32, which wraps; here every sum, difference and
+//! scaling of user-supplied numbers (spec.replicas, maxSurge/maxUnavailable, the replica
+//! annotations, status counts, revisions) saturates at the type's bounds instead
+//! ([`clamp_i32`], `saturating_*`), so replicas near `i32::MAX` neither panic nor wrap to a
+//! negative size, and results are upstream's whenever upstream does not overflow.
+//!
 //! Go zero values: upstream's status counters are plain integers serialized with
 //! `omitempty`, so a zero is absent on the wire. Here `None` reads as 0, and computed
 //! statuses write 0 as `None` ([`opt_i32`]), so a computed status compares equal to the
@@ -171,6 +177,21 @@ pub(crate) fn quote(s: &str) -> String {
     format!("{s:?}")
 }
 
+/// An i64 intermediate clamped into int32's range (how every combination of several int32
+/// terms is computed here, exactly, before saturating).
+pub fn clamp_i32(v: i64) -> i32 {
+    i32::try_from(v).unwrap_or(if v < 0 { i32::MIN } else { i32::MAX })
+}
+
+/// Σ of int32 values, saturating at int32's bounds (exact in i64 otherwise).
+pub fn saturating_sum(values: impl IntoIterator<Item = i32>) -> i32 {
+    clamp_i32(
+        values
+            .into_iter()
+            .fold(0i64, |acc, v| acc.saturating_add(i64::from(v))),
+    )
+}
+
 /// Go zero-value convention: 0 is written as absent.
 pub fn opt_i32(v: i32) -> Option<i32> {
     (v != 0).then_some(v)
@@ -301,6 +322,8 @@ pub fn same_replica_set(a: &ReplicaSet, b: &ReplicaSet) -> bool {
 // ---------------------------------------------------------------------------------------
 
 /// intstr.GetScaledValueFromIntOrPercent: an int as is, or `N%` of `total` rounded up or down.
+/// The percentage is scaled in f64 and saturates at int32's bounds (upstream's int(...) then
+/// int32(...) would wrap, e.g. 1000% of 2147483647).
 pub fn get_scaled_value_from_int_or_percent(
     field: &'static str,
     value: &IntOrString,
@@ -328,6 +351,7 @@ pub fn get_scaled_value_from_int_or_percent(
             } else {
                 scaled.floor()
             };
+            // `as` saturates (and the operands are finite, so no NaN).
             Ok(rounded as i32)
         }
     }
@@ -412,12 +436,12 @@ pub fn max_unavailable(d: &Deployment) -> i32 {
     unavailable.min(replicas)
 }
 
-/// MinAvailable: spec.replicas − MaxUnavailable for RollingUpdate, else 0.
+/// MinAvailable: spec.replicas − MaxUnavailable for RollingUpdate, else 0 (saturating).
 pub fn min_available(d: &Deployment) -> i32 {
     if !is_rolling_update(d) {
         return 0;
     }
-    deployment_replicas(d) - max_unavailable(d)
+    deployment_replicas(d).saturating_sub(max_unavailable(d))
 }
 
 /// MaxSurge: the resolved maxSurge for RollingUpdate, else 0 (0 on an invalid value).
@@ -426,6 +450,12 @@ pub fn max_surge(d: &Deployment) -> i32 {
         return 0;
     }
     deployment_fenceposts(d).map(|(s, _)| s).unwrap_or(0)
+}
+
+/// `*(d.Spec.Replicas) + MaxSurge(*d)`: the most pods the Deployment may run, what the
+/// max-replicas annotation records; saturating at int32's bounds.
+pub fn max_replicas(d: &Deployment) -> i32 {
+    deployment_replicas(d).saturating_add(max_surge(d))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -632,6 +662,12 @@ pub fn max_revision(rss: &[&ReplicaSet]) -> i64 {
         .fold(0, i64::max)
 }
 
+/// The revision of a new ReplicaSet: MaxRevision + 1, saturating at `i64::MAX` (upstream's
+/// int64 would wrap to a negative revision).
+pub fn next_revision(old_rss: &[&ReplicaSet]) -> i64 {
+    max_revision(old_rss).saturating_add(1)
+}
+
 /// LastRevision: the second highest revision among the ReplicaSets (the one before current).
 pub fn last_revision(rss: &[&ReplicaSet]) -> i64 {
     let (mut max, mut sec_max) = (0i64, 0i64);
@@ -772,11 +808,8 @@ pub fn set_new_replica_set_annotations(
         }
     }
     // A replica set about to be created gets its replica annotations.
-    if !exists {
-        let replicas = deployment_replicas(d);
-        if set_replicas_annotations(new_rs, replicas, replicas + max_surge(d)) {
-            annotation_changed = true;
-        }
+    if !exists && set_replicas_annotations(new_rs, deployment_replicas(d), max_replicas(d)) {
+        annotation_changed = true;
     }
     annotation_changed
 }
@@ -870,7 +903,7 @@ pub fn get_proportion(
         return 0;
     }
     let rs_fraction = get_replica_set_fraction(rs, d);
-    let allowed = deployment_replicas_to_add - deployment_replicas_added;
+    let allowed = deployment_replicas_to_add.saturating_sub(deployment_replicas_added);
     if deployment_replicas_to_add > 0 {
         // Scaling up: never add more than allowed.
         rs_fraction.min(allowed)
@@ -880,21 +913,22 @@ pub fn get_proportion(
     }
 }
 
-/// integer.RoundToInt32: rounds half away from zero.
+/// integer.RoundToInt32: rounds half away from zero (saturating at int32's bounds).
 fn round_to_i32(v: f64) -> i32 {
     v.round() as i32
 }
 
 /// getReplicaSetFraction: the change of `rs` proportional to the Deployment's change of
 /// size (spec.replicas + maxSurge against the max-replicas annotation, falling back to
-/// status.replicas when the annotation is missing or 0).
+/// status.replicas when the annotation is missing or 0). The new size is computed in f64
+/// (upstream multiplies in int32 first, which wraps beyond int32) and saturates.
 pub fn get_replica_set_fraction(rs: &ReplicaSet, d: &Deployment) -> i32 {
     let rs_replicas = replica_set_replicas(rs);
     // Scaling down to zero: the fraction of this replica set is its whole size.
     if deployment_replicas(d) == 0 {
-        return -rs_replicas;
+        return rs_replicas.saturating_neg();
     }
-    let deployment_max_replicas = deployment_replicas(d) + max_surge(d);
+    let deployment_max_replicas = max_replicas(d);
     let mut max_before_scale = get_max_replicas_annotation(rs).unwrap_or(0);
     if max_before_scale == 0 {
         // The annotation was removed or zeroed by a third party: fall back to the current
@@ -908,40 +942,41 @@ pub fn get_replica_set_fraction(rs: &ReplicaSet, d: &Deployment) -> i32 {
     // We never proportionally scale up from zero, so neither value is zero here.
     let new_size =
         f64::from(rs_replicas) * f64::from(deployment_max_replicas) / f64::from(max_before_scale);
-    round_to_i32(new_size) - rs_replicas
+    round_to_i32(new_size).saturating_sub(rs_replicas)
 }
 
-/// GetReplicaCountForReplicaSets: Σ spec.replicas.
+/// GetReplicaCountForReplicaSets: Σ spec.replicas (this and the other sums saturate at
+/// int32's bounds).
 pub fn get_replica_count_for_replica_sets(rss: &[&ReplicaSet]) -> i32 {
-    rss.iter().map(|rs| replica_set_replicas(rs)).sum()
+    saturating_sum(rss.iter().map(|rs| replica_set_replicas(rs)))
 }
 
 /// GetActualReplicaCountForReplicaSets: Σ status.replicas.
 pub fn get_actual_replica_count_for_replica_sets(rss: &[&ReplicaSet]) -> i32 {
-    rss.iter().map(|rs| rs_status_replicas(rs)).sum()
+    saturating_sum(rss.iter().map(|rs| rs_status_replicas(rs)))
 }
 
 /// GetReadyReplicaCountForReplicaSets: Σ status.readyReplicas.
 pub fn get_ready_replica_count_for_replica_sets(rss: &[&ReplicaSet]) -> i32 {
-    rss.iter().map(|rs| rs_ready_replicas(rs)).sum()
+    saturating_sum(rss.iter().map(|rs| rs_ready_replicas(rs)))
 }
 
 /// GetAvailableReplicaCountForReplicaSets: Σ status.availableReplicas.
 pub fn get_available_replica_count_for_replica_sets(rss: &[&ReplicaSet]) -> i32 {
-    rss.iter().map(|rs| rs_available_replicas(rs)).sum()
+    saturating_sum(rss.iter().map(|rs| rs_available_replicas(rs)))
 }
 
 /// GetTerminatingReplicaCountForReplicaSets: Σ status.terminatingReplicas, skipping
 /// ReplicaSets never synced (observedGeneration 0 and no count); `None` when a synced one
 /// does not report it.
 pub fn get_terminating_replica_count_for_replica_sets(rss: &[&ReplicaSet]) -> Option<i32> {
-    let mut total = 0;
+    let mut total: i32 = 0;
     for rs in rss {
         let terminating = rs_status(rs).and_then(|s| s.terminating_replicas);
         match terminating {
             None if rs_observed_generation(rs) == 0 => continue,
             None => return None,
-            Some(n) => total += n,
+            Some(n) => total = total.saturating_add(n),
         }
     }
     Some(total)
@@ -962,15 +997,16 @@ pub fn new_rs_new_replicas(
             let max_surge =
                 get_scaled_value_from_int_or_percent("maxSurge", &surge, replicas, true)?;
             let current_pod_count = get_replica_count_for_replica_sets(all_rss);
-            let max_total_pods = replicas + max_surge;
+            let max_total_pods = replicas.saturating_add(max_surge);
             if current_pod_count >= max_total_pods {
                 // Cannot scale up.
                 return Ok(new_rs_replicas);
             }
             // Scale up, but do not exceed the number of desired replicas.
-            let scale_up_count =
-                (max_total_pods - current_pod_count).min(replicas - new_rs_replicas);
-            Ok(new_rs_replicas + scale_up_count)
+            let scale_up_count = max_total_pods
+                .saturating_sub(current_pod_count)
+                .min(replicas.saturating_sub(new_rs_replicas));
+            Ok(new_rs_replicas.saturating_add(scale_up_count))
         }
         RECREATE_DEPLOYMENT_STRATEGY_TYPE => Ok(replicas),
         other => Err(Error::UnsupportedStrategy {
@@ -1012,8 +1048,10 @@ pub fn deployment_complete(d: &Deployment, new_status: &DeploymentStatus) -> boo
 /// updated, old pods removed, or pods became ready or available.
 pub fn deployment_progressing(d: &Deployment, new_status: &DeploymentStatus) -> bool {
     let old_status = deployment_status(d);
-    let old_status_old_replicas = status::replicas(&old_status) - status::updated(&old_status);
-    let new_status_old_replicas = status::replicas(new_status) - status::updated(new_status);
+    let old_status_old_replicas =
+        status::replicas(&old_status).saturating_sub(status::updated(&old_status));
+    let new_status_old_replicas =
+        status::replicas(new_status).saturating_sub(status::updated(new_status));
     status::updated(new_status) > status::updated(&old_status)
         || new_status_old_replicas < old_status_old_replicas
         || status::ready(new_status) > status::ready(&old_status)
@@ -2834,5 +2872,264 @@ mod tests {
             scaling_replica_set_message("web-abc", 3, 0),
             "Scaled down replica set web-abc from 3 to 0"
         );
+    }
+
+    // --- Overflow: user numbers near the int32 (and int64) bounds saturate, never panic
+    // (debug) nor wrap (release). One test per arithmetic site.
+
+    const MAX: i32 = i32::MAX;
+
+    fn big_deployment(replicas: i32, surge: IntOrString, unavailable: IntOrString) -> Deployment {
+        new_deployment(
+            "big",
+            replicas,
+            None,
+            Some(surge),
+            Some(unavailable),
+            &[("a", "b")],
+        )
+    }
+
+    #[test]
+    fn overflow_scaled_value_saturates() {
+        let scaled = |v: IntOrString, total: i32, up: bool| {
+            get_scaled_value_from_int_or_percent("maxSurge", &v, total, up).unwrap()
+        };
+        // In range: upstream's values (2147483647 × 25 / 100 = 536870911.75).
+        assert_eq!(scaled(pct("25%"), MAX, true), 536_870_912);
+        assert_eq!(scaled(pct("25%"), MAX, false), 536_870_911);
+        assert_eq!(scaled(pct("100%"), MAX, true), MAX);
+        assert_eq!(scaled(int(MAX), MAX, true), MAX);
+        // Beyond int32: saturated (upstream's int32() would wrap 1000% to -10).
+        assert_eq!(scaled(pct("1000%"), MAX, true), MAX);
+        assert_eq!(scaled(pct("9223372036854775807%"), MAX, true), MAX);
+        assert_eq!(scaled(pct("-1000%"), MAX, false), i32::MIN);
+        // A percentage beyond int64 is an error, as strconv.Atoi's.
+        assert!(
+            get_scaled_value_from_int_or_percent(
+                "maxSurge",
+                &pct("99999999999999999999%"),
+                MAX,
+                true
+            )
+            .is_err()
+        );
+        assert_eq!(
+            resolve_fenceposts(Some(&pct("25%")), Some(&pct("25%")), MAX),
+            Ok((536_870_912, 536_870_911))
+        );
+    }
+
+    #[test]
+    fn overflow_max_replicas_saturates() {
+        // spec.replicas + maxSurge: upstream's int32 sum wraps negative for these.
+        assert_eq!(
+            max_replicas(&big_deployment(MAX, pct("25%"), pct("25%"))),
+            MAX
+        );
+        assert_eq!(max_replicas(&big_deployment(MAX, int(1), int(0))), MAX);
+        assert_eq!(max_replicas(&big_deployment(MAX - 1, int(1), int(0))), MAX);
+        assert_eq!(max_replicas(&big_deployment(10, int(3), int(0))), 13);
+        assert_eq!(max_replicas(&big_deployment(MAX, int(MAX), int(0))), MAX);
+    }
+
+    #[test]
+    fn overflow_min_available_saturates() {
+        assert_eq!(
+            min_available(&big_deployment(MAX, pct("25%"), pct("25%"))),
+            MAX - 536_870_911
+        );
+        // A negative maxUnavailable (refused by validation) would overflow the difference.
+        assert_eq!(min_available(&big_deployment(MAX, int(0), int(-1))), MAX);
+    }
+
+    #[test]
+    fn overflow_next_revision_saturates() {
+        let with_revision = |name: &str, revision: &str| {
+            let mut r = rs(name, 0, None);
+            set_annotation(&mut r.metadata, REVISION_ANNOTATION, revision);
+            r
+        };
+        let top = with_revision("top", "9223372036854775807");
+        let near = with_revision("near", "9223372036854775806");
+        let beyond = with_revision("beyond", "99999999999999999999");
+        assert_eq!(next_revision(&[&near]), i64::MAX);
+        assert_eq!(next_revision(&[&near, &top]), i64::MAX);
+        // A revision beyond int64 is unparsable and skipped, like upstream's.
+        assert_eq!(next_revision(&[&beyond]), 1);
+        assert_eq!(next_revision(&[]), 1);
+    }
+
+    #[test]
+    fn overflow_new_replica_set_annotations_saturate() {
+        let d = big_deployment(MAX, pct("25%"), pct("25%"));
+        let mut r = rs("new", 0, None);
+        assert!(set_new_replica_set_annotations(
+            &d, &mut r, "1", false, 2000
+        ));
+        let a = r.metadata.annotations.unwrap();
+        assert_eq!(
+            a.get(DESIRED_REPLICAS_ANNOTATION).map(String::as_str),
+            Some("2147483647")
+        );
+        assert_eq!(
+            a.get(MAX_REPLICAS_ANNOTATION).map(String::as_str),
+            Some("2147483647")
+        );
+    }
+
+    #[test]
+    fn overflow_max_replicas_annotation_bounds() {
+        let annotated = |v: &str| {
+            let mut r = rs("r", 1, None);
+            set_annotation(&mut r.metadata, MAX_REPLICAS_ANNOTATION, v);
+            r
+        };
+        assert_eq!(
+            get_max_replicas_annotation(&annotated("2147483647")),
+            Some(MAX)
+        );
+        assert_eq!(get_max_replicas_annotation(&annotated("2147483648")), None);
+        assert_eq!(get_max_replicas_annotation(&annotated("99999999999")), None);
+        assert!(
+            get_non_negative_int32_from_annotation(
+                &annotated("99999999999"),
+                MAX_REPLICAS_ANNOTATION
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn overflow_proportion_saturates() {
+        // A 10-replica RS last scaled for 10, the Deployment now 20: its fraction is +10.
+        let d = big_deployment(20, int(0), int(1));
+        let mut r = rs("r", 10, None);
+        set_annotation(&mut r.metadata, MAX_REPLICAS_ANNOTATION, "10");
+        // to_add − added overflows int32 in both directions.
+        assert_eq!(get_proportion(&r, &d, MAX, -1), 10);
+        let down = big_deployment(0, int(0), int(1));
+        assert_eq!(get_proportion(&r, &down, i32::MIN, 1), -10);
+    }
+
+    #[test]
+    fn overflow_replica_set_fraction_saturates() {
+        // 1 replica last scaled for 1, the Deployment now at int32's max: +2147483646.
+        let d = big_deployment(MAX, int(0), int(1));
+        let mut one = rs("one", 1, None);
+        set_annotation(&mut one.metadata, MAX_REPLICAS_ANNOTATION, "1");
+        assert_eq!(get_replica_set_fraction(&one, &d), MAX - 1);
+        // maxSurge 25% on top of int32's max: the max size saturates, the fraction too
+        // (upstream's int32 product wraps).
+        let d = big_deployment(MAX, pct("25%"), int(1));
+        let mut huge = rs("huge", MAX, None);
+        set_annotation(&mut huge.metadata, MAX_REPLICAS_ANNOTATION, "1");
+        assert_eq!(get_replica_set_fraction(&huge, &d), 0);
+        set_annotation(&mut huge.metadata, MAX_REPLICAS_ANNOTATION, "2147483647");
+        assert_eq!(get_replica_set_fraction(&huge, &d), 0);
+        // Scaling to zero negates the size; int32's min has no negation.
+        let zero = big_deployment(0, int(0), int(1));
+        assert_eq!(
+            get_replica_set_fraction(&rs("min", i32::MIN, None), &zero),
+            MAX
+        );
+        // The new size minus a negative size (status.replicas fallback, both refused by
+        // validation) would overflow.
+        let mut d = big_deployment(MAX, int(0), int(1));
+        d.status = Some(DeploymentStatus {
+            replicas: Some(-1),
+            ..Default::default()
+        });
+        assert_eq!(get_replica_set_fraction(&rs("neg", -1, None), &d), MAX);
+    }
+
+    #[test]
+    fn overflow_replica_counts_saturate() {
+        let full = |name: &str| {
+            let mut r = rs_with_status(name, MAX, MAX, MAX);
+            let st = r.status.as_mut().unwrap();
+            st.ready_replicas = Some(MAX);
+            st.terminating_replicas = Some(MAX);
+            r
+        };
+        let (a, b, c) = (full("a"), full("b"), full("c"));
+        let rss = [&a, &b, &c];
+        assert_eq!(get_replica_count_for_replica_sets(&rss), MAX);
+        assert_eq!(get_actual_replica_count_for_replica_sets(&rss), MAX);
+        assert_eq!(get_ready_replica_count_for_replica_sets(&rss), MAX);
+        assert_eq!(get_available_replica_count_for_replica_sets(&rss), MAX);
+        assert_eq!(
+            get_terminating_replica_count_for_replica_sets(&rss),
+            Some(MAX)
+        );
+        // The sums are exact in between: MAX + MAX + MIN = MAX − 1.
+        let min = rs("min", i32::MIN, None);
+        assert_eq!(get_replica_count_for_replica_sets(&[&a, &b, &min]), MAX - 1);
+        assert_eq!(get_replica_count_for_replica_sets(&[&min, &min]), i32::MIN);
+        assert_eq!(saturating_sum([MAX, 1, -1]), MAX);
+        assert_eq!(clamp_i32(i64::MAX), MAX);
+        assert_eq!(clamp_i32(i64::MIN), i32::MIN);
+    }
+
+    #[test]
+    fn overflow_new_rs_new_replicas_saturates() {
+        let old = rs("old", 10, None);
+        let new = rs("new", 0, None);
+        // maxSurge 0: upstream's values (room for 2147483637 more pods).
+        let d = big_deployment(MAX, int(0), int(1));
+        assert_eq!(new_rs_new_replicas(&d, &[&old, &new], &new), Ok(MAX - 10));
+        // maxSurge 1: spec.replicas + maxSurge saturates instead of wrapping negative
+        // (which would freeze the rollout).
+        let d = big_deployment(MAX, int(1), int(0));
+        assert_eq!(new_rs_new_replicas(&d, &[&old, &new], &new), Ok(MAX - 10));
+        // Already int32's max pods: cannot scale up.
+        let full = rs("full", MAX, None);
+        let d = big_deployment(MAX, pct("25%"), pct("25%"));
+        assert_eq!(new_rs_new_replicas(&d, &[&full, &new], &new), Ok(0));
+        // Recreate asks for spec.replicas.
+        let mut d = big_deployment(MAX, int(1), int(0));
+        d.spec.as_mut().unwrap().strategy = Some(DeploymentStrategy {
+            type_: Some(RECREATE_DEPLOYMENT_STRATEGY_TYPE.to_string()),
+            rolling_update: None,
+        });
+        assert_eq!(new_rs_new_replicas(&d, &[&full, &new], &new), Ok(MAX));
+    }
+
+    #[test]
+    fn overflow_deployment_progressing_saturates() {
+        // status.replicas − status.updatedReplicas with out-of-range counts.
+        let st = |replicas: i32, updated: i32| DeploymentStatus {
+            replicas: Some(replicas),
+            updated_replicas: Some(updated),
+            ..Default::default()
+        };
+        let mut d = big_deployment(MAX, int(1), int(0));
+        d.status = Some(st(i32::MIN, 1));
+        assert!(!deployment_progressing(&d, &st(i32::MIN, 1)));
+        d.status = Some(st(MAX, -1));
+        assert!(deployment_progressing(&d, &st(MAX, 0)));
+        d.status = Some(st(MAX, 0));
+        assert!(!deployment_progressing(&d, &st(MAX, 0)));
+    }
+
+    #[test]
+    fn overflow_progress_deadline_never_overflows_time() {
+        let mut d = big_deployment(1, int(1), int(0));
+        d.spec.as_mut().unwrap().progress_deadline_seconds = Some(MAX - 1);
+        let late = Timestamp::MAX
+            .checked_sub(SignedDuration::from_secs(1))
+            .unwrap();
+        let status = DeploymentStatus {
+            conditions: Some(vec![DeploymentCondition {
+                type_: DEPLOYMENT_PROGRESSING.to_string(),
+                status: CONDITION_TRUE.to_string(),
+                last_update_time: Some(Time(late)),
+                reason: Some(REPLICA_SET_UPDATED_REASON.to_string()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        };
+        // lastUpdateTime + 68 years is past the representable time: not timed out.
+        assert!(!deployment_time_out(&d, &status, Timestamp::MAX));
     }
 }

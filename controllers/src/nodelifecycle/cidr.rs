@@ -296,7 +296,9 @@ impl CidrSet {
     fn index_to_cidr_block(&self, index: usize) -> IpNet {
         let bits = self.cluster_cidr.bits();
         let shift = bits - self.node_mask_size;
-        let v = self.cluster_cidr.value() | ((index as u128) << shift);
+        // A /0 block of IPv6 shifts by 128: no bits to set (and `<<` would overflow).
+        let offset = (index as u128).checked_shl(u32::from(shift)).unwrap_or(0);
+        let v = self.cluster_cidr.value() | offset;
         IpNet {
             addr: u128_to_addr(v, bits),
             prefix_len: self.node_mask_size,
@@ -931,5 +933,22 @@ mod tests {
             last = Some(s.allocate_next().unwrap());
         }
         assert_eq!(last.unwrap().to_string(), "10.244.0.0/24");
+    }
+
+    // --- Overflow: a /0 node block shifts by the whole address width.
+
+    #[test]
+    fn overflow_whole_address_space_blocks() {
+        for (cluster, block) in [("::/0", "::/0"), ("0.0.0.0/0", "0.0.0.0/0")] {
+            let mut s = set(cluster, 0);
+            assert_eq!(s.max_cidrs(), 1);
+            assert_eq!(s.allocate_next().unwrap().to_string(), block);
+            assert!(matches!(
+                s.allocate_next(),
+                Err(CidrError::RangeFull { .. })
+            ));
+            s.release(&net(block)).unwrap();
+            assert_eq!(s.allocated(), 0);
+        }
     }
 }

@@ -666,4 +666,22 @@ mod tests {
             vec![("default/p".to_string(), Some(Duration::from_secs(50)))]
         );
     }
+
+    // --- Overflow: tolerationSeconds at int64's max.
+
+    #[test]
+    fn overflow_toleration_seconds_saturate() {
+        let max = Tolerance::For(Duration::from_secs(i64::MAX.unsigned_abs()));
+        let forever_ish = tol(TAINT_NODE_UNREACHABLE, "Exists", "", NE, Some(i64::MAX));
+        assert_eq!(get_min_toleration_time([&forever_ish]), max);
+        // timeAdded + int64's max seconds is past the representable time: the eviction is
+        // at the end of time, not in the past (no wrap) and no panic.
+        let n = node(vec![taint(TAINT_NODE_UNREACHABLE, "", NE, Some(t0()))]);
+        let got = pods_to_evict(&n, &[pod("p", vec![forever_ish])], 300, t0());
+        let until_the_end = Duration::try_from(Timestamp::MAX.duration_since(t0())).unwrap();
+        assert_eq!(got, vec![("default/p".to_string(), Some(until_the_end))]);
+        // The default toleration at int64's max, too.
+        let got = pods_to_evict(&n, &[pod("q", vec![])], i64::MAX, t0());
+        assert_eq!(got, vec![("default/q".to_string(), Some(until_the_end))]);
+    }
 }

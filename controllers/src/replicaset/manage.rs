@@ -113,7 +113,7 @@ pub fn slow_start_batches(count: usize, initial: usize) -> Vec<usize> {
     while batch > 0 {
         batches.push(batch);
         remaining -= batch;
-        batch = (2 * batch).min(remaining);
+        batch = batch.saturating_mul(2).min(remaining);
     }
     batches
 }
@@ -1452,5 +1452,34 @@ mod tests {
             message: "boom".into(),
         };
         assert_eq!(delete.to_string(), "unable to delete pods: boom");
+    }
+
+    // --- Overflow: spec.replicas near int32's bounds and huge creation counts.
+
+    #[test]
+    fn overflow_replica_diff_and_batches_saturate() {
+        let rs = |replicas: i32| ReplicaSet {
+            spec: Some(k8s_openapi::api::apps::v1::ReplicaSetSpec {
+                replicas: Some(replicas),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            replica_diff_with_burst(&rs(i32::MAX), 0, usize::MAX),
+            ReplicaDiff::Create(2_147_483_647)
+        );
+        assert_eq!(
+            replica_diff(&rs(i32::MAX), 1),
+            ReplicaDiff::Create(BURST_REPLICAS)
+        );
+        // A negative spec.replicas (refused by validation) wants no pods.
+        assert_eq!(replica_diff(&rs(i32::MIN), 3), ReplicaDiff::Delete(3));
+        // Doubling a batch past usize::MAX saturates: the remainder is the last batch.
+        let half = usize::MAX / 2 + 1;
+        assert_eq!(slow_start_batches(usize::MAX, half), vec![half, half - 1]);
+        let batches = slow_start_batches(i32::MAX as usize, 1);
+        assert_eq!(batches.len(), 31, "1 + 2 + … + 2^30 = 2^31 − 1");
+        assert_eq!(batches.iter().sum::<usize>(), i32::MAX as usize);
     }
 }

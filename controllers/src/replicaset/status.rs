@@ -829,4 +829,38 @@ mod tests {
         let status = calculate_status(&rs, &refs, None, None, now);
         assert_eq!(counts(&status), (3, 0, 3, 2, None));
     }
+
+    // --- Overflow: spec.replicas at int32's bounds and minReadySeconds at int32's max.
+
+    #[test]
+    fn overflow_failure_reason_and_min_ready_seconds() {
+        let now = Timestamp::from_second(1_700_000_000).unwrap();
+        let err = ManageError::Create {
+            replica_set: "default/foobar".into(),
+            message: "fake manageReplicasErr".into(),
+        };
+        let reason = |replicas: i32| {
+            let rs = new_replica_set(replicas, labels(&[("name", "foo")]));
+            let pod = new_pod("p", &rs, "Running");
+            let status = calculate_status(&rs, &[&pod], None, Some(&err), now);
+            get_condition(&status, REPLICA_FAILURE).and_then(|c| c.reason.clone())
+        };
+        // len(pods) − spec.replicas computed in int64.
+        assert_eq!(reason(i32::MAX).as_deref(), Some(FAILED_CREATE_REASON));
+        assert_eq!(reason(i32::MIN).as_deref(), Some(FAILED_DELETE_REASON));
+        // minReadySeconds at int32's max: the resync waits that long, no overflow.
+        let mut rs = new_replica_set(2, labels(&[("a", "b")]));
+        rs.spec.as_mut().unwrap().min_ready_seconds = Some(i32::MAX);
+        let mut p = new_pod("p", &rs, "Running");
+        p.status.as_mut().unwrap().conditions = Some(vec![ready_condition("True", Some(now))]);
+        rs.status = Some(ReplicaSetStatus {
+            replicas: 1,
+            ready_replicas: Some(1),
+            ..Default::default()
+        });
+        assert_eq!(
+            next_sync_after(&rs, &[&p], now, now),
+            Some(SignedDuration::from_secs(i64::from(i32::MAX)))
+        );
+    }
 }

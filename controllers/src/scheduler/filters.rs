@@ -245,8 +245,8 @@ pub fn fits_request(request: &Resource, node: &NodeInfo) -> Vec<InsufficientReso
     let mut out = Vec::new();
     let alloc = &node.allocatable;
     let used = &node.requested;
-    let pods = node.pods.len() as i64;
-    if pods + 1 > alloc.allowed_pod_number {
+    let pods = i64::try_from(node.pods.len()).unwrap_or(i64::MAX);
+    if pods.saturating_add(1) > alloc.allowed_pod_number {
         out.push(insufficient(
             "pods",
             ERR_REASON_TOO_MANY_PODS.into(),
@@ -259,7 +259,8 @@ pub fn fits_request(request: &Resource, node: &NodeInfo) -> Vec<InsufficientReso
         return out;
     }
     let mut check = |name: &str, want: i64, have: i64, in_use: i64| {
-        if want > 0 && want > have - in_use {
+        // Saturating: an allocatable or a total at the int64 bounds must not wrap.
+        if want > 0 && want > have.saturating_sub(in_use) {
             out.push(insufficient(
                 name,
                 format!("Insufficient {name}"),
@@ -1042,5 +1043,36 @@ mod tests {
             reasons(node_resources_fit(&Resource::default(), &bare)),
             [ERR_REASON_TOO_MANY_PODS]
         );
+    }
+
+    // --- Overflow: allocatable − requested at the int64 bounds.
+
+    #[test]
+    fn overflow_fits_request_saturates() {
+        // A negative allocatable (never valid, but node status is anyone's to write) minus
+        // an 8Ei request is below int64's min: saturated, the pod does not fit.
+        let node = NodeBuilder::new("n")
+            .allocatable(&[
+                ("cpu", "9223372036854775807"),
+                ("memory", "-2"),
+                ("pods", "9223372036854775807"),
+            ])
+            .build();
+        let hog = PodBuilder::new("hog")
+            .req(&[("cpu", "1"), ("memory", "8Ei")])
+            .node("n")
+            .build();
+        let ni = info(node, &[hog]);
+        assert_eq!(ni.requested.memory, i64::MAX);
+        let want = compute_pod_resource_request(
+            &PodBuilder::new("p")
+                .req(&[("cpu", "1"), ("memory", "1")])
+                .build(),
+        );
+        let lacking: Vec<String> = fits_request(&want, &ni)
+            .into_iter()
+            .map(|r| r.resource_name)
+            .collect();
+        assert_eq!(lacking, ["memory"]);
     }
 }

@@ -6,6 +6,11 @@
 //! Amounts are kept exactly, in units of 10⁻⁹ (nano), while requests are summed and maxed,
 //! and converted at the end as upstream converts them: `MilliValue()` for cpu, `Value()` for
 //! everything else, both rounding up.
+//!
+//! Overflow: amounts saturate at ±`i128::MAX` nano, converted values at the int64 bounds, and
+//! [`Resource`] sums saturate (upstream's int64 would wrap, so a node full of `8Ei` requests
+//! would look empty). A node's running totals are kept exactly in i128 by
+//! [`ResourceTotal`] so that removing a pod undoes adding it even past int64.
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Container;
@@ -115,19 +120,20 @@ impl Resource {
         r
     }
 
-    /// Upstream `Resource.Add`.
+    /// Upstream `Resource.Add` (saturating at the int64 bounds).
     pub fn add_list(&mut self, rl: &ResourceList) {
         for (name, q) in rl {
-            match name.as_str() {
-                RESOURCE_CPU => self.milli_cpu += q.milli_value(),
-                RESOURCE_MEMORY => self.memory += q.value(),
-                RESOURCE_PODS => self.allowed_pod_number += q.value(),
-                RESOURCE_EPHEMERAL_STORAGE => self.ephemeral_storage += q.value(),
+            let (field, v) = match name.as_str() {
+                RESOURCE_CPU => (&mut self.milli_cpu, q.milli_value()),
+                RESOURCE_MEMORY => (&mut self.memory, q.value()),
+                RESOURCE_PODS => (&mut self.allowed_pod_number, q.value()),
+                RESOURCE_EPHEMERAL_STORAGE => (&mut self.ephemeral_storage, q.value()),
                 n if is_scalar_resource_name(n) => {
-                    *self.scalar.entry(n.to_string()).or_default() += q.value()
+                    (self.scalar.entry(n.to_string()).or_default(), q.value())
                 }
-                _ => {}
-            }
+                _ => continue,
+            };
+            *field = field.saturating_add(v);
         }
     }
 
@@ -150,13 +156,18 @@ impl Resource {
     }
 
     /// Adds (`sign` 1) or subtracts (`sign` -1) another resource, pod counts aside
-    /// (upstream: `NodeInfo.update`).
+    /// (upstream: `NodeInfo.update`), saturating at the int64 bounds; past them a
+    /// subtraction no longer undoes the addition (a node's totals use [`ResourceTotal`]).
     pub fn accumulate(&mut self, other: &Resource, sign: i64) {
-        self.milli_cpu += sign * other.milli_cpu;
-        self.memory += sign * other.memory;
-        self.ephemeral_storage += sign * other.ephemeral_storage;
+        let term = |v: i64| if sign < 0 { v.saturating_neg() } else { v };
+        self.milli_cpu = self.milli_cpu.saturating_add(term(other.milli_cpu));
+        self.memory = self.memory.saturating_add(term(other.memory));
+        self.ephemeral_storage = self
+            .ephemeral_storage
+            .saturating_add(term(other.ephemeral_storage));
         for (k, v) in &other.scalar {
-            *self.scalar.entry(k.clone()).or_default() += sign * v;
+            let e = self.scalar.entry(k.clone()).or_default();
+            *e = e.saturating_add(term(*v));
         }
     }
 
@@ -166,6 +177,49 @@ impl Resource {
             && self.memory == 0
             && self.ephemeral_storage == 0
             && self.scalar.is_empty()
+    }
+}
+
+/// The exact sum of many [`Resource`]s (pod counts aside), in i128 so that no realistic
+/// number of int64 terms overflows and subtracting a term undoes adding it; read as a
+/// [`Resource`] saturated at the int64 bounds (upstream: `NodeInfo.Requested`, whose int64
+/// would wrap).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResourceTotal {
+    milli_cpu: i128,
+    memory: i128,
+    ephemeral_storage: i128,
+    scalar: BTreeMap<String, i128>,
+}
+
+impl ResourceTotal {
+    /// Adds (`sign` 1) or subtracts (`sign` -1) a resource.
+    pub fn accumulate(&mut self, other: &Resource, sign: i64) {
+        let term = |v: i64| i128::from(sign.signum()) * i128::from(v);
+        self.milli_cpu = self.milli_cpu.saturating_add(term(other.milli_cpu));
+        self.memory = self.memory.saturating_add(term(other.memory));
+        self.ephemeral_storage = self
+            .ephemeral_storage
+            .saturating_add(term(other.ephemeral_storage));
+        for (k, v) in &other.scalar {
+            let e = self.scalar.entry(k.clone()).or_default();
+            *e = e.saturating_add(term(*v));
+        }
+    }
+
+    /// The total as a [`Resource`], each amount saturated at the int64 bounds.
+    pub fn to_resource(&self) -> Resource {
+        Resource {
+            milli_cpu: saturate(self.milli_cpu),
+            memory: saturate(self.memory),
+            ephemeral_storage: saturate(self.ephemeral_storage),
+            allowed_pod_number: 0,
+            scalar: self
+                .scalar
+                .iter()
+                .map(|(k, v)| (k.clone(), saturate(*v)))
+                .collect(),
+        }
     }
 }
 
@@ -534,5 +588,117 @@ mod tests {
             r.scalar,
             BTreeMap::from([("example.com/gpu".to_string(), 2)])
         );
+    }
+
+    // --- Overflow: quantities at the int64 bounds (8Ei, 9223372036854775807) saturate.
+
+    #[test]
+    fn overflow_resource_sums_saturate() {
+        const FIVE_EI: i64 = 5 << 60;
+        let gpu = "example.com/gpu";
+        let list = ResourceList::from([
+            (RESOURCE_MEMORY.to_string(), parse_quantity("5Ei").unwrap()),
+            (
+                RESOURCE_CPU.to_string(),
+                parse_quantity("9223372036854775807").unwrap(),
+            ),
+            (gpu.to_string(), parse_quantity("5Ei").unwrap()),
+        ]);
+        // Resource.Add twice: int64 would wrap negative.
+        let mut r = Resource::default();
+        r.add_list(&list);
+        assert_eq!((r.memory, r.milli_cpu), (FIVE_EI, i64::MAX));
+        r.add_list(&list);
+        assert_eq!((r.memory, r.milli_cpu), (i64::MAX, i64::MAX));
+        assert_eq!(r.scalar.get(gpu), Some(&i64::MAX));
+
+        // accumulate saturates both ways; negating int64's min saturates too.
+        let one = |memory: i64| Resource {
+            memory,
+            ..Resource::default()
+        };
+        let mut acc = one(i64::MAX - 1);
+        acc.accumulate(&one(5), 1);
+        assert_eq!(acc.memory, i64::MAX);
+        acc.accumulate(&one(i64::MIN), -1);
+        assert_eq!(acc.memory, i64::MAX);
+        let mut acc = one(i64::MIN + 1);
+        acc.accumulate(&one(5), -1);
+        assert_eq!(acc.memory, i64::MIN);
+
+        // ResourceTotal: exact, so that a removal undoes an addition past int64.
+        let big = Resource {
+            milli_cpu: i64::MAX,
+            memory: FIVE_EI,
+            ephemeral_storage: FIVE_EI,
+            allowed_pod_number: 0,
+            scalar: BTreeMap::from([(gpu.to_string(), FIVE_EI)]),
+        };
+        let mut total = ResourceTotal::default();
+        total.accumulate(&big, 1);
+        total.accumulate(&big, 1);
+        let r = total.to_resource();
+        assert_eq!(
+            (
+                r.milli_cpu,
+                r.memory,
+                r.ephemeral_storage,
+                r.scalar.get(gpu)
+            ),
+            (i64::MAX, i64::MAX, i64::MAX, Some(&i64::MAX))
+        );
+        total.accumulate(&big, -1);
+        assert_eq!(total.to_resource(), big);
+        total.accumulate(&big, -1);
+        let r = total.to_resource();
+        assert_eq!((r.milli_cpu, r.memory, r.scalar.get(gpu)), (0, 0, Some(&0)));
+    }
+
+    #[test]
+    fn overflow_pod_requests_saturate() {
+        // Two 8Ei containers plus 8Ei overhead: the exact sum is beyond int64.
+        let pod = PodBuilder::new("p")
+            .containers(vec![
+                container("a", &[("memory", "8Ei"), ("cpu", "9223372036854775807")]),
+                container("b", &[("memory", "8Ei"), ("cpu", "9223372036854775807")]),
+            ])
+            .overhead(&[("memory", "8Ei")])
+            .build();
+        let r = compute_pod_resource_request(&pod);
+        assert_eq!((r.memory, r.milli_cpu), (i64::MAX, i64::MAX));
+        assert_eq!(compute_pod_non_zero_request(&pod), (i64::MAX, i64::MAX));
+        assert_eq!(
+            pod_resource_request_for_scoring(&pod, RESOURCE_MEMORY, true),
+            i64::MAX
+        );
+    }
+
+    proptest::proptest! {
+        /// A node's total is the exact sum saturated at int64, and removing every term but
+        /// the first gives the first back exactly, whatever the int64 values.
+        #[test]
+        fn overflow_resource_total_is_exact(
+            terms in proptest::collection::vec(proptest::prelude::any::<(i64, i64)>(), 1..6),
+        ) {
+            let rs: Vec<Resource> = terms
+                .iter()
+                .map(|(cpu, memory)| Resource {
+                    milli_cpu: *cpu,
+                    memory: *memory,
+                    ..Resource::default()
+                })
+                .collect();
+            let mut total = ResourceTotal::default();
+            for r in &rs {
+                total.accumulate(r, 1);
+            }
+            let exact: i128 = terms.iter().map(|(_, m)| i128::from(*m)).sum();
+            proptest::prop_assert_eq!(total.to_resource().memory, saturate(exact));
+            for r in &rs[1..] {
+                total.accumulate(r, -1);
+            }
+            let first = total.to_resource();
+            proptest::prop_assert_eq!((first.milli_cpu, first.memory), terms[0]);
+        }
     }
 }

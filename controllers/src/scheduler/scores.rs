@@ -17,6 +17,10 @@
 //! not spread, as upstream skips a pod no owner selects. Explicit topologySpreadConstraints
 //! are not honoured: a pod that has some is not spread at all (upstream uses them instead of
 //! the defaults).
+//!
+//! Overflow: requests and allocatable reach the int64 bounds (`8Ei`); products and ratios are
+//! computed in i128 and sums saturate, so scores stay upstream's wherever upstream's int64
+//! does not wrap.
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Toleration;
@@ -55,17 +59,27 @@ pub fn default_normalize_score(max_priority: i64, reverse: bool, scores: &mut [i
         return;
     }
     for s in scores.iter_mut() {
-        let v = max_priority * *s / max;
-        *s = if reverse { max_priority - v } else { v };
+        let v = i128::from(max_priority) * i128::from(*s) / i128::from(max);
+        *s = saturate_i64(if reverse {
+            i128::from(max_priority) - v
+        } else {
+            v
+        });
     }
 }
 
-/// Upstream `leastRequestedScore`: the unused share of the capacity, 0..=100.
+fn saturate_i64(v: i128) -> i64 {
+    i64::try_from(v).unwrap_or(if v < 0 { i64::MIN } else { i64::MAX })
+}
+
+/// Upstream `leastRequestedScore`: the unused share of the capacity, 0..=100 (in i128: a
+/// capacity near `i64::MAX` must not overflow the product).
 pub fn least_requested_score(requested: i64, capacity: i64) -> i64 {
     if capacity == 0 || requested > capacity {
         return 0;
     }
-    (capacity - requested) * MAX_NODE_SCORE / capacity
+    let (requested, capacity) = (i128::from(requested), i128::from(capacity));
+    saturate_i64((capacity - requested) * i128::from(MAX_NODE_SCORE) / capacity)
 }
 
 /// What the pod requests, as the resource scorers count it (upstream PreScore state of
@@ -103,7 +117,8 @@ pub fn least_allocated(requests: &ScoringRequests, node: &NodeInfo) -> i64 {
         if alloc[i] == 0 {
             continue;
         }
-        score += least_requested_score(used[i] + requests.non_zero[i], alloc[i]);
+        let requested = used[i].saturating_add(requests.non_zero[i]);
+        score = least_requested_score(requested, alloc[i]).saturating_add(score);
         weights += 1;
     }
     if weights == 0 { 0 } else { score / weights }
@@ -148,7 +163,7 @@ pub fn balanced_allocation(requests: &ScoringRequests, node: &NodeInfo) -> Optio
     for i in 0..2 {
         if alloc[i] != 0 {
             allocatable[i] = alloc[i];
-            requested[i] = used[i] + requests.requested[i];
+            requested[i] = used[i].saturating_add(requests.requested[i]);
         }
     }
     Some(balanced_resource_scorer(&requested, &allocatable))
@@ -367,7 +382,9 @@ pub fn prioritize_nodes(snapshot: &Snapshot, pod: &Pod, nodes: &[&NodeInfo]) -> 
         .map(|(i, n)| {
             let scores: BTreeMap<&'static str, i64> =
                 plugins.iter().map(|(name, _, s)| (*name, s[i])).collect();
-            let total = plugins.iter().map(|(_, w, s)| w * s[i]).sum();
+            let total = plugins.iter().fold(0i64, |t, (_, w, s)| {
+                t.saturating_add(w.saturating_mul(s[i]))
+            });
             NodeScore {
                 name: n.name().to_string(),
                 scores,
@@ -1018,5 +1035,73 @@ mod tests {
                 ("TaintToleration", 100),
             ])
         );
+    }
+
+    // --- Overflow: capacities and totals at int64's max.
+
+    #[test]
+    fn overflow_scores_saturate() {
+        assert_eq!(least_requested_score(0, i64::MAX), 100);
+        assert_eq!(least_requested_score(i64::MAX / 2, i64::MAX), 50);
+        assert_eq!(least_requested_score(i64::MAX, i64::MAX), 0);
+        let mut s = [i64::MAX, i64::MAX / 2, 0];
+        default_normalize_score(MAX_NODE_SCORE, false, &mut s);
+        assert_eq!(s, [100, 49, 0]);
+        let mut s = [i64::MAX, i64::MAX / 2, 0];
+        default_normalize_score(MAX_NODE_SCORE, true, &mut s);
+        assert_eq!(s, [0, 51, 100]);
+
+        // A node whose memory is all requested (two 5Ei pods on 8Ei, the total saturated):
+        // adding the pod's request saturates instead of wrapping to a free-looking node.
+        let node = NodeBuilder::new("n")
+            .allocatable(&[
+                ("cpu", "9223372036854775807m"),
+                ("memory", "8Ei"),
+                ("pods", "110"),
+            ])
+            .build();
+        let hog = |name: &str| {
+            PodBuilder::new(name)
+                .req(&[("cpu", "1"), ("memory", "5Ei")])
+                .node("n")
+                .build()
+        };
+        let s = snap(vec![node], vec![hog("h1"), hog("h2")]);
+        let n = &s.nodes()[0];
+        let pod = PodBuilder::new("p")
+            .req(&[("cpu", "1"), ("memory", "1")])
+            .build();
+        let requests = ScoringRequests::of(&pod);
+        // cpu: (MAX − 3000) × 100 / MAX = 99; memory: full, 0.
+        assert_eq!(least_allocated(&requests, n), 49);
+        // fractions ≈ 0 and 1: std 0.5.
+        assert_eq!(balanced_allocation(&requests, n), Some(50));
+        let scored = prioritize_nodes(&s, &pod, &[n]);
+        assert_eq!(scored[0].scores.get("NodeResourcesFit"), Some(&49));
+    }
+
+    proptest::proptest! {
+        /// The score arithmetic never panics on any int64 input, and stays within 0..=100
+        /// where upstream's does.
+        #[test]
+        fn overflow_score_arithmetic_never_panics(
+            requested in proptest::prelude::any::<i64>(),
+            capacity in proptest::prelude::any::<i64>(),
+            raw in proptest::collection::vec(proptest::prelude::any::<i64>(), 0..6),
+            reverse in proptest::prelude::any::<bool>(),
+            used in proptest::prelude::any::<[i64; 2]>(),
+            alloc in proptest::prelude::any::<[i64; 2]>(),
+        ) {
+            let s = least_requested_score(requested, capacity);
+            if capacity > 0 && (0..=capacity).contains(&requested) {
+                proptest::prop_assert!((0..=MAX_NODE_SCORE).contains(&s), "{}", s);
+            }
+            let mut scores = raw.clone();
+            default_normalize_score(MAX_NODE_SCORE, reverse, &mut scores);
+            if raw.iter().all(|v| *v >= 0) {
+                proptest::prop_assert!(scores.iter().all(|v| (0..=MAX_NODE_SCORE).contains(v)), "{:?}", scores);
+            }
+            let _ = balanced_resource_scorer(&used, &alloc);
+        }
     }
 }

@@ -15,7 +15,7 @@ use std::fmt;
 use k8s_openapi::api::core::v1::{ContainerPort, Taint};
 use rekube_crds::{Node, PersistentVolume, PersistentVolumeClaim, Pod, StorageClass};
 
-use super::resources::{Resource, compute_pod_non_zero_request, pod_requests};
+use super::resources::{Resource, ResourceTotal, compute_pod_non_zero_request, pod_requests};
 use crate::util::pod::is_pod_terminal;
 
 /// Upstream `framework.DefaultBindAllHostIP`.
@@ -188,6 +188,10 @@ pub struct NodeInfo {
     /// The node's `status.allocatable` (upstream `Allocatable`).
     pub allocatable: Resource,
     pub used_ports: HostPortInfo,
+    /// The exact sums behind `requested` and `non_zero_requested` (which saturate at the
+    /// int64 bounds), so that removing a pod undoes adding it.
+    requested_total: ResourceTotal,
+    non_zero_requested_total: ResourceTotal,
 }
 
 impl NodeInfo {
@@ -200,6 +204,8 @@ impl NodeInfo {
             non_zero_requested: Resource::default(),
             allocatable,
             used_ports: HostPortInfo::default(),
+            requested_total: ResourceTotal::default(),
+            non_zero_requested_total: ResourceTotal::default(),
         }
     }
 
@@ -226,9 +232,15 @@ impl NodeInfo {
     }
 
     fn update(&mut self, info: &PodInfo, sign: i64) {
-        self.requested.accumulate(&info.requested, sign);
-        self.non_zero_requested.milli_cpu += sign * info.non_zero_milli_cpu;
-        self.non_zero_requested.memory += sign * info.non_zero_memory;
+        self.requested_total.accumulate(&info.requested, sign);
+        self.requested = self.requested_total.to_resource();
+        let non_zero = Resource {
+            milli_cpu: info.non_zero_milli_cpu,
+            memory: info.non_zero_memory,
+            ..Resource::default()
+        };
+        self.non_zero_requested_total.accumulate(&non_zero, sign);
+        self.non_zero_requested = self.non_zero_requested_total.to_resource();
         for p in host_ports(&info.pod) {
             let ip = p.host_ip.as_deref().unwrap_or_default();
             let protocol = p.protocol.as_deref().unwrap_or_default();
@@ -673,5 +685,43 @@ mod tests {
         assert!(s.pvc("default", "data").is_some());
         assert!(s.pvc("other", "data").is_none());
         assert!(s.storage_class("fast").is_some());
+    }
+
+    // --- Overflow: a node's totals saturate at int64 and stay exact underneath.
+
+    #[test]
+    fn overflow_requested_totals_saturate_and_stay_exact() {
+        const FIVE_EI: i64 = 5 << 60;
+        let hog = |name: &str| {
+            PodBuilder::new(name)
+                .req(&[("cpu", "9223372036854775807m"), ("memory", "5Ei")])
+                .node("a")
+                .build()
+        };
+        let mut s = Snapshot::new(&[node("a")], &[], &[], &[], &[]);
+        s.add_pod(&hog("p1"));
+        s.add_pod(&hog("p2"));
+        let a = s.node("a").unwrap();
+        assert_eq!(
+            (a.requested.milli_cpu, a.requested.memory),
+            (i64::MAX, i64::MAX)
+        );
+        assert_eq!(
+            (a.non_zero_requested.milli_cpu, a.non_zero_requested.memory),
+            (i64::MAX, i64::MAX)
+        );
+        // Removing one pod leaves exactly the other's requests (a saturated int64 total
+        // would read i64::MAX − 5Ei).
+        assert!(s.remove_pod(&hog("p1")));
+        let a = s.node("a").unwrap();
+        assert_eq!(
+            (a.requested.milli_cpu, a.requested.memory),
+            (i64::MAX, FIVE_EI)
+        );
+        assert_eq!(a.non_zero_requested.memory, FIVE_EI);
+        assert!(s.remove_pod(&hog("p2")));
+        let a = s.node("a").unwrap();
+        assert_eq!((a.requested.milli_cpu, a.requested.memory), (0, 0));
+        assert_eq!(a.non_zero_requested.memory, 0);
     }
 }

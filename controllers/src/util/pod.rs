@@ -524,4 +524,22 @@ pub(crate) mod tests {
         assert_eq!(pod_keys(&[]), Vec::<String>::new());
         assert_eq!(pod_keys(&[&p, &p]), vec!["default/pod1", "default/pod1"]);
     }
+
+    // --- Overflow: readiness time + minReadySeconds past the representable time.
+
+    #[test]
+    fn overflow_min_ready_seconds_past_the_end_of_time() {
+        let late = Timestamp::MAX - SignedDuration::from_secs(1);
+        let pod = pod_with(POD_RUNNING, vec![ready_condition("True", Some(late))]);
+        assert!(!is_pod_available(&pod, i32::MAX, Timestamp::MAX));
+        assert_eq!(next_pod_availability_check(&pod, i32::MAX, late), None);
+        // Ready long ago: available even with int32's max minReadySeconds.
+        let early = ts(0);
+        let pod = pod_with(POD_RUNNING, vec![ready_condition("True", Some(early))]);
+        assert!(is_pod_available(&pod, i32::MAX, ts(i64::from(i32::MAX))));
+        assert_eq!(
+            next_pod_availability_check(&pod, i32::MAX, early),
+            Some(SignedDuration::from_secs(i64::from(i32::MAX)))
+        );
+    }
 }
