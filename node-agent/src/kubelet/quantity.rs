@@ -127,7 +127,9 @@ pub fn parse_quantity(s: &str) -> Result<Amount, QuantityError> {
 }
 
 /// The amount of an API quantity; an unparsable one counts as zero (the apiserver
-/// validates quantities before the agent sees them).
+/// validates quantities before the agent sees them). Only for reporting (the status's
+/// resources): what sets a cgroup limit or a variable uses [`parse_quantity`] and refuses
+/// a quantity it cannot read.
 pub fn amount(q: &Quantity) -> Amount {
     parse_quantity(&q.0).unwrap_or_default()
 }
