@@ -817,7 +817,7 @@ impl CgroupManager for FailingAddPid {
 
 /// A failure after the fork (the child forked, then moving it into its cgroup fails)
 /// kills and reaps the child and removes its cgroup, mounts and state, for create (over
-/// a plain rootfs and over overlay layers) and for exec.
+/// a plain rootfs and over overlay layers), for a sandbox's pause process and for exec.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failure_after_the_fork_releases_the_child_and_its_cgroup() {
     let Some(env) = env() else { return };
@@ -836,6 +836,11 @@ async fn a_failure_after_the_fork_releases_the_child_and_its_cgroup() {
     let mut layered = env.spec("late-layers", "sleep 30");
     layered.rootfs = RootfsSource::Layers(env.layers.clone());
     assert!(failing.create_container(&layered).await.is_err());
+    // The sandbox's pause process (shareProcessNamespace) likewise.
+    let mut config = SandboxConfig::new("uid-late", "late-pod", "default");
+    config.share_process_namespace = true;
+    let err = failing.create_sandbox(&config).await.unwrap_err();
+    assert!(err.to_string().ends_with(": injected failure"), "{err}");
     assert_eq!(env.runtime.cgroups().list().unwrap(), Vec::<String>::new());
     assert_no_leaks(&env.before, &env.scope());
 
