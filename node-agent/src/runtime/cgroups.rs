@@ -1055,6 +1055,16 @@ mod tests {
         assert_eq!(m.read("pod1/c1", "pids.max").unwrap(), "max");
         assert_eq!(m.read("pod1/c1", "memory.swap.max").unwrap(), "0");
 
+        // Device rules are checked even where no program can be attached.
+        let bad = Resources {
+            devices: Some(vec!["c 1:3 rwx".to_string()]),
+            ..c.clone()
+        };
+        assert_eq!(
+            m.apply("pod1/c1", &bad).unwrap_err().to_string(),
+            r#"set devices (eBPF) of cgroup rekube/pod1/c1 to c 1:3 rwx: invalid device rule "c 1:3 rwx": the access must be made of r, w and m"#
+        );
+
         m.apply("pod1/c1", &Resources::default()).unwrap();
         assert_eq!(m.read("pod1/c1", "memory.swap.max").unwrap(), "max");
         assert_eq!(m.read("pod1/c1", "cpu.max").unwrap(), "max 100000");
