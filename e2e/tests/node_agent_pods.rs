@@ -264,6 +264,21 @@ async fn pods_run_as_real_containers() {
                 "command": ["true"],
                 "env": [{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "absent", "key": "k"}}}]}]}),
         ),
+        // runAsNonRoot: busybox's image has no USER (root), so the container is refused;
+        // with a non-root runAsUser it runs.
+        pod(
+            "non-root",
+            &node,
+            json!({"containers": [{
+                "name": "c", "image": "busybox:1.36", "imagePullPolicy": "Never",
+                "command": ["true"], "securityContext": {"runAsNonRoot": true}}]}),
+        ),
+        pod(
+            "non-root-ok",
+            &node,
+            json!({"securityContext": {"runAsNonRoot": true, "runAsUser": 1000},
+                "containers": [container("c", "id -u")]}),
+        ),
     ];
     for p in &specs {
         pods.create(&pp, p).await.unwrap();
@@ -440,6 +455,45 @@ async fn pods_run_as_real_containers() {
     let w = statuses(&p)[0].state.clone().unwrap().waiting.unwrap();
     assert_eq!(w.message.as_deref(), Some("configmap \"absent\" not found"));
     assert_eq!(phase(&p), "Pending");
+
+    // runAsNonRoot: upstream's message as the waiting message and a Failed event.
+    let p = wait_for_pod(&pods, "non-root", "CreateContainerConfigError", |p| {
+        statuses(p)
+            .first()
+            .and_then(|s| s.state.clone()?.waiting?.reason)
+            .as_deref()
+            == Some("CreateContainerConfigError")
+    })
+    .await;
+    let message = format!(
+        "container has runAsNonRoot and image will run as root (pod: \"non-root_{}({})\", container: c)",
+        ns.name,
+        p.metadata.uid.as_deref().unwrap()
+    );
+    let w = statuses(&p)[0].state.clone().unwrap().waiting.unwrap();
+    assert_eq!(w.message.as_deref(), Some(message.as_str()));
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(ns.client.clone(), &ns.name);
+    let note = format!("Error: {message}");
+    wait_until("the non-root pod's Failed event", T, || async {
+        let got = kubelet_events(&events).await?;
+        if got.iter().any(|e| {
+            e.name == "non-root"
+                && e.field_path == "spec.containers{c}"
+                && e.reason == "Failed"
+                && e.note == note
+        }) {
+            Ok(())
+        } else {
+            Err(format!("{got:?}"))
+        }
+    })
+    .await;
+    let p = wait_for_pod(&pods, "non-root-ok", "Succeeded", |p| {
+        phase(p) == "Succeeded"
+    })
+    .await;
+    assert_eq!(status_of(&p, "c").unwrap().restart_count, 0);
 
     delete_all_and_check_leftovers(&pods, &agent).await;
 }

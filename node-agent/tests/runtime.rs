@@ -10,12 +10,14 @@
 //! the leak snapshot looks at every child of this process.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rekube_node_agent::runtime::busybox;
-use rekube_node_agent::runtime::cgroups::Resources;
+use rekube_node_agent::runtime::cgroups::{
+    CgroupError, CgroupManager, CgroupVersion, OomEvents, Resources,
+};
 use rekube_node_agent::runtime::leaks::{LeakScope, Snapshot, assert_no_leaks};
 use rekube_node_agent::runtime::rootfs;
 use rekube_node_agent::runtime::spec::{
@@ -24,7 +26,7 @@ use rekube_node_agent::runtime::spec::{
 };
 use rekube_node_agent::runtime::syscall::LinuxSyscall;
 use rekube_node_agent::runtime::{
-    Container, ContainerExit, Runtime, RuntimeConfig, Sandbox, SandboxConfig,
+    Container, ContainerExit, LoopbackNetwork, Runtime, RuntimeConfig, Sandbox, SandboxConfig,
 };
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -161,9 +163,21 @@ async fn wait_for_output(c: &Container, needle: &str) {
 }
 
 /// Makes a node for /dev/kmsg (1:11, which root on the host may open; CAP_MKNOD allows
-/// the mknod) and opens it: the devices cgroup must refuse unless privileged.
-fn device_probe() -> &'static str {
-    "rm -f /tmp/probe; mknod /tmp/probe c 1 11 && ((: < /tmp/probe) 2>/dev/null && echo device=opened || echo device=denied); rm -f /tmp/probe"
+/// the mknod) and for a host disk (the first block device the kernel lists), and opens
+/// them: the device cgroup must refuse both unless privileged, though mknod succeeds
+/// (runc's `b *:* m`, `c *:* m`).
+fn device_probe() -> String {
+    let mut blocks: Vec<String> = std::fs::read_dir("/sys/dev/block")
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    blocks.sort();
+    let (major, minor) = blocks[0].split_once(':').unwrap();
+    format!(
+        "rm -f /tmp/probe /tmp/disk; mknod /tmp/probe c 1 11 && ((: < /tmp/probe) 2>/dev/null && echo device=opened || echo device=denied); rm -f /tmp/probe
+mknod /tmp/disk b {major} {minor} && echo disk-mknod=ok && ((: < /tmp/disk) 2>/dev/null && echo disk=opened || echo disk=denied); rm -f /tmp/disk"
+    )
 }
 
 fn default_cap_eff() -> String {
@@ -275,6 +289,8 @@ ls /proc | grep -cE '^[0-9]+$'"#),
         "stdout: proc=mounted".to_string(),
         "stdout: lo=up".to_string(),
         "stdout: device=denied".to_string(),
+        "stdout: disk-mknod=ok".to_string(),
+        "stdout: disk=denied".to_string(),
         "stdout: etc-hostname=iso-pod".to_string(),
     ] {
         assert!(out.contains(&want), "missing {want:?} in:\n{out}");
@@ -338,6 +354,8 @@ async fn privileged_container() {
     let host_eff = host.lines().find(|l| l.starts_with("CapEff:")).unwrap();
     for want in [
         "stdout: device=opened".to_string(),
+        "stdout: disk-mknod=ok".to_string(),
+        "stdout: disk=opened".to_string(),
         format!("stdout: {host_eff}"),
         "stdout: NoNewPrivs:\t0".to_string(),
         "stdout: rw".to_string(),
@@ -756,6 +774,95 @@ async fn errors_name_the_container_and_leave_nothing() {
     env.finish();
 }
 
+/// The host's cgroup manager, except that moving a process into a cgroup fails: a
+/// failure injected after the fork, where the child exists and must be released.
+struct FailingAddPid(Arc<dyn CgroupManager>);
+
+impl CgroupManager for FailingAddPid {
+    fn version(&self) -> CgroupVersion {
+        self.0.version()
+    }
+    fn parent(&self) -> &str {
+        self.0.parent()
+    }
+    fn create(&self, path: &str, resources: &Resources) -> Result<(), CgroupError> {
+        self.0.create(path, resources)
+    }
+    fn apply(&self, path: &str, resources: &Resources) -> Result<(), CgroupError> {
+        self.0.apply(path, resources)
+    }
+    fn add_pid(&self, path: &str, pid: i32) -> Result<(), CgroupError> {
+        Err(CgroupError::AddPid {
+            path: path.to_string(),
+            pid,
+            message: "injected failure".into(),
+        })
+    }
+    fn pids(&self, path: &str) -> Result<Vec<i32>, CgroupError> {
+        self.0.pids(path)
+    }
+    fn oom_events(&self, path: &str) -> Result<OomEvents, CgroupError> {
+        self.0.oom_events(path)
+    }
+    fn read(&self, path: &str, file: &str) -> Result<String, CgroupError> {
+        self.0.read(path, file)
+    }
+    fn remove(&self, path: &str) -> Result<(), CgroupError> {
+        self.0.remove(path)
+    }
+    fn list(&self) -> Result<Vec<String>, CgroupError> {
+        self.0.list()
+    }
+}
+
+/// A failure after the fork (the child forked, then moving it into its cgroup fails)
+/// kills and reaps the child and removes its cgroup, mounts and state, for create (over
+/// a plain rootfs and over overlay layers), for a sandbox's pause process and for exec.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failure_after_the_fork_releases_the_child_and_its_cgroup() {
+    let Some(env) = env() else { return };
+    let failing = Runtime::with_parts(
+        env.runtime.config().clone(),
+        Arc::new(FailingAddPid(env.runtime.cgroups().clone())),
+        Arc::new(LoopbackNetwork),
+    );
+    let spec = env.spec("late", "sleep 30");
+    let err = failing.create_container(&spec).await.unwrap_err();
+    assert!(
+        err.to_string().starts_with("container late: add process ")
+            && err.to_string().ends_with(": injected failure"),
+        "{err}"
+    );
+    let mut layered = env.spec("late-layers", "sleep 30");
+    layered.rootfs = RootfsSource::Layers(env.layers.clone());
+    assert!(failing.create_container(&layered).await.is_err());
+    // The sandbox's pause process (shareProcessNamespace) likewise.
+    let mut config = SandboxConfig::new("uid-late", "late-pod", "default");
+    config.share_process_namespace = true;
+    let err = failing.create_sandbox(&config).await.unwrap_err();
+    assert!(err.to_string().ends_with(": injected failure"), "{err}");
+    assert_eq!(env.runtime.cgroups().list().unwrap(), Vec::<String>::new());
+    assert_no_leaks(&env.before, &env.scope());
+
+    let c = env
+        .runtime
+        .create_container(&env.spec("running", "sleep 30"))
+        .await
+        .unwrap();
+    env.runtime.start_container(&c).await.unwrap();
+    let err = failing
+        .exec_in(&c, &["true".to_string()], Duration::from_secs(5))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().ends_with(": injected failure"), "{err}");
+    env.runtime
+        .stop_container(&c, Duration::ZERO)
+        .await
+        .unwrap();
+    env.runtime.remove_container(&c).await.unwrap();
+    env.finish();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn many_containers_in_parallel() {
     let Some(env) = env() else { return };
@@ -787,7 +894,9 @@ async fn many_containers_in_parallel() {
 
 #[test]
 fn the_leak_check_notices_a_leftover() {
-    // The helper itself: a file left in the run directory is reported.
+    // The helper itself: a file left in the run directory is reported. Serial as the
+    // others: a child another test forks meanwhile would be reported too.
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let cgroups =
         rekube_node_agent::runtime::cgroups::CgroupV2::new(dir.path().join("cg"), "p").unwrap();

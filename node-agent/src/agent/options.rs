@@ -131,7 +131,158 @@ pub struct ContainerLimits {
     pub pod_max_pids: Option<i64>,
 }
 
+/// Host directories the agent must never own: recovery removes every entry of the run
+/// directory and of `<root-dir>/containers`, and pod removal deletes under the log
+/// directory.
+const SHARED_DIRS: [&str; 22] = [
+    "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib64", "/opt", "/proc", "/root", "/run",
+    "/sbin", "/srv", "/sys", "/tmp", "/usr", "/var", "/var/lib", "/var/log", "/var/run",
+    "/var/tmp", "/mnt",
+];
+
+/// cgroups other managers own (systemd's slices and scopes, the kubelet's and container
+/// engines' parents): recovery kills every process under `--cgroup-parent`.
+const SHARED_CGROUPS: [&str; 9] = [
+    "system.slice",
+    "user.slice",
+    "init.scope",
+    "machine.slice",
+    "kubepods",
+    "kubepods.slice",
+    "docker",
+    "lxc",
+    "machine",
+];
+
+/// The directories and cgroup the agent owns, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnedPaths {
+    pub root_dir: PathBuf,
+    pub run_dir: PathBuf,
+    pub pod_log_dir: PathBuf,
+    pub cgroup_parent: String,
+}
+
+fn check_dir(flag: &'static str, dir: &std::path::Path) -> Result<(), Error> {
+    let value = dir.display().to_string();
+    let fail = |message: &str| Err(invalid(flag, &value, message));
+    if value.is_empty() {
+        return fail("must not be empty");
+    }
+    if !dir.is_absolute() {
+        return fail("must be an absolute path");
+    }
+    if dir.components().any(|c| {
+        matches!(
+            c,
+            std::path::Component::ParentDir | std::path::Component::CurDir
+        )
+    }) {
+        return fail("must not contain '.' or '..'");
+    }
+    let normal = value.trim_end_matches('/');
+    if normal.is_empty() {
+        return fail("must not be / (the agent removes what it finds there)");
+    }
+    if SHARED_DIRS.contains(&normal) {
+        return fail("is a shared host directory (the agent removes what it finds there)");
+    }
+    Ok(())
+}
+
+/// The cgroup (relative to the hierarchy roots) that holds the agent's own process, from
+/// /proc/self/cgroup's text, when it is `parent` or below it: recovery would kill it.
+pub fn own_cgroup_under(self_cgroup: &str, parent: &str) -> Option<String> {
+    self_cgroup.lines().find_map(|line| {
+        let path = line.splitn(3, ':').nth(2)?.trim_start_matches('/');
+        let inside = path == parent || path.starts_with(&format!("{parent}/"));
+        inside.then(|| format!("/{path}"))
+    })
+}
+
 impl AgentOptions {
+    /// --root-dir, --run-dir, --pod-log-dir and --cgroup-parent, refused before anything
+    /// starts when they name something the agent cannot own: start-up recovery kills every
+    /// process under the cgroup parent and removes the entries of the run directory and
+    /// of `<root-dir>/containers`.
+    pub fn owned_paths(&self) -> Result<OwnedPaths, Error> {
+        let dirs = [
+            ("root-dir", &self.root_dir),
+            ("run-dir", &self.run_dir),
+            ("pod-log-dir", &self.pod_log_dir),
+        ];
+        for (flag, dir) in dirs {
+            check_dir(flag, dir)?;
+        }
+        // What start-up recovery empties: the run directory and <root-dir>/containers
+        // (and the image store lives in <root-dir>/images).
+        let (root, run, logs) = (&self.root_dir, &self.run_dir, &self.pod_log_dir);
+        let refuse = |flag: &'static str, dir: &PathBuf, message: String| {
+            Err(invalid(flag, &dir.display().to_string(), &message))
+        };
+        if root == run {
+            return refuse("root-dir", root, "must differ from --run-dir".into());
+        }
+        for (flag, dir) in [("root-dir", root), ("run-dir", run)] {
+            if logs == dir {
+                return refuse("pod-log-dir", logs, format!("must differ from --{flag}"));
+            }
+        }
+        for (flag, dir) in [("root-dir", root), ("pod-log-dir", logs)] {
+            if dir.starts_with(run) {
+                return refuse(
+                    flag,
+                    dir,
+                    format!("must not be inside --run-dir {run:?} (the agent empties it at start)"),
+                );
+            }
+        }
+        for (flag, dir) in [("run-dir", run), ("pod-log-dir", logs)] {
+            for sub in ["containers", "images"] {
+                let owned = root.join(sub);
+                if dir.starts_with(&owned) || owned.starts_with(dir) {
+                    return refuse(
+                        flag,
+                        dir,
+                        format!(
+                            "must not be {owned:?}, inside it or contain it (the agent's containers and images)"
+                        ),
+                    );
+                }
+            }
+        }
+        let parent = &self.cgroup_parent;
+        let fail = |message: &str| Err(invalid("cgroup-parent", parent, message));
+        if parent.trim_matches('/').is_empty() {
+            return fail(
+                "must not be empty or / (the pods' cgroups would be the host's root cgroup)",
+            );
+        }
+        if parent.starts_with('/') {
+            return fail("must be relative to the cgroup hierarchy's root");
+        }
+        if parent
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..")
+        {
+            return fail("must not contain empty, '.' or '..' components");
+        }
+        let first = parent.split('/').next().unwrap_or("");
+        if SHARED_CGROUPS.contains(&parent.as_str())
+            || ["kubepods", "kubepods.slice", "docker"].contains(&first)
+        {
+            return fail(
+                "is a cgroup another manager owns (the agent kills every process under it)",
+            );
+        }
+        Ok(OwnedPaths {
+            root_dir: self.root_dir.clone(),
+            run_dir: self.run_dir.clone(),
+            pod_log_dir: self.pod_log_dir.clone(),
+            cgroup_parent: parent.clone(),
+        })
+    }
+
     /// The image GC policy (kubelet's validation: low below high, both at most 100).
     pub fn image_gc_policy(&self) -> Result<GcPolicy, Error> {
         let (high, low) = (self.image_gc_high_threshold, self.image_gc_low_threshold);
@@ -345,6 +496,171 @@ mod tests {
         assert_eq!(
             err(&["--image-gc-low-threshold", "85"]),
             r#"invalid --image-gc-low-threshold "85": must be below --image-gc-high-threshold"#
+        );
+    }
+
+    #[test]
+    fn owned_paths_from_flags() {
+        let d = opts(&[]).owned_paths().unwrap();
+        assert_eq!(
+            (d.root_dir, d.run_dir, d.pod_log_dir, d.cgroup_parent),
+            (
+                PathBuf::from("/var/lib/rekube"),
+                PathBuf::from("/run/rekube"),
+                PathBuf::from("/var/log/pods"),
+                "rekube".to_string()
+            )
+        );
+        assert!(
+            opts(&["--cgroup-parent", "system.slice/rekube"])
+                .owned_paths()
+                .is_ok()
+        );
+        assert!(
+            opts(&["--root-dir", "/srv/rekube", "--run-dir", "/run/rk"])
+                .owned_paths()
+                .is_ok()
+        );
+        // The e2e layout: run and log directories inside the root directory.
+        assert!(
+            opts(&[
+                "--root-dir",
+                "/t/a",
+                "--run-dir",
+                "/t/a/run",
+                "--pod-log-dir",
+                "/t/a/pods"
+            ])
+            .owned_paths()
+            .is_ok()
+        );
+        let err = |args: &[&str]| opts(args).owned_paths().unwrap_err().to_string();
+        // clap refuses an empty path; the check does too (for options built otherwise).
+        assert!(Cli::try_parse_from(["x", "--run-dir", ""]).is_err());
+        let mut o = opts(&[]);
+        o.root_dir = PathBuf::new();
+        assert_eq!(
+            o.owned_paths().unwrap_err().to_string(),
+            r#"invalid --root-dir "": must not be empty"#
+        );
+        let mut o = opts(&[]);
+        o.run_dir = PathBuf::new();
+        assert_eq!(
+            o.owned_paths().unwrap_err().to_string(),
+            r#"invalid --run-dir "": must not be empty"#
+        );
+        for (args, message) in [
+            (
+                &["--cgroup-parent", ""][..],
+                r#"invalid --cgroup-parent "": must not be empty or / (the pods' cgroups would be the host's root cgroup)"#,
+            ),
+            (
+                &["--cgroup-parent", "/"],
+                r#"invalid --cgroup-parent "/": must not be empty or / (the pods' cgroups would be the host's root cgroup)"#,
+            ),
+            (
+                &["--cgroup-parent", "/rekube"],
+                r#"invalid --cgroup-parent "/rekube": must be relative to the cgroup hierarchy's root"#,
+            ),
+            (
+                &["--cgroup-parent", "rekube/../system.slice"],
+                r#"invalid --cgroup-parent "rekube/../system.slice": must not contain empty, '.' or '..' components"#,
+            ),
+            (
+                &["--cgroup-parent", "rekube//x"],
+                r#"invalid --cgroup-parent "rekube//x": must not contain empty, '.' or '..' components"#,
+            ),
+            (
+                &["--cgroup-parent", "system.slice"],
+                r#"invalid --cgroup-parent "system.slice": is a cgroup another manager owns (the agent kills every process under it)"#,
+            ),
+            (
+                &["--cgroup-parent", "kubepods/besteffort"],
+                r#"invalid --cgroup-parent "kubepods/besteffort": is a cgroup another manager owns (the agent kills every process under it)"#,
+            ),
+            (
+                &["--cgroup-parent", "user.slice"],
+                r#"invalid --cgroup-parent "user.slice": is a cgroup another manager owns (the agent kills every process under it)"#,
+            ),
+            (
+                &["--root-dir", "/"],
+                r#"invalid --root-dir "/": must not be / (the agent removes what it finds there)"#,
+            ),
+            (
+                &["--root-dir", "var/lib/rekube"],
+                r#"invalid --root-dir "var/lib/rekube": must be an absolute path"#,
+            ),
+            (
+                &["--root-dir", "/var/lib/../rekube"],
+                r#"invalid --root-dir "/var/lib/../rekube": must not contain '.' or '..'"#,
+            ),
+            (
+                &["--run-dir", "/"],
+                r#"invalid --run-dir "/": must not be / (the agent removes what it finds there)"#,
+            ),
+            (
+                &["--run-dir", "/run"],
+                r#"invalid --run-dir "/run": is a shared host directory (the agent removes what it finds there)"#,
+            ),
+            (
+                &["--run-dir", "/tmp/"],
+                r#"invalid --run-dir "/tmp/": is a shared host directory (the agent removes what it finds there)"#,
+            ),
+            (
+                &["--run-dir", "run/rekube"],
+                r#"invalid --run-dir "run/rekube": must be an absolute path"#,
+            ),
+            (
+                &["--pod-log-dir", "/var/log"],
+                r#"invalid --pod-log-dir "/var/log": is a shared host directory (the agent removes what it finds there)"#,
+            ),
+            (
+                &["--run-dir", "/var/lib/rekube"],
+                r#"invalid --root-dir "/var/lib/rekube": must differ from --run-dir"#,
+            ),
+            (
+                &["--root-dir", "/run/rekube/state"],
+                r#"invalid --root-dir "/run/rekube/state": must not be inside --run-dir "/run/rekube" (the agent empties it at start)"#,
+            ),
+            (
+                &["--pod-log-dir", "/run/rekube/logs"],
+                r#"invalid --pod-log-dir "/run/rekube/logs": must not be inside --run-dir "/run/rekube" (the agent empties it at start)"#,
+            ),
+            (
+                &["--pod-log-dir", "/var/lib/rekube"],
+                r#"invalid --pod-log-dir "/var/lib/rekube": must differ from --root-dir"#,
+            ),
+            (
+                &["--pod-log-dir", "/run/rekube"],
+                r#"invalid --pod-log-dir "/run/rekube": must differ from --run-dir"#,
+            ),
+            (
+                &["--run-dir", "/var/lib/rekube/containers"],
+                r#"invalid --run-dir "/var/lib/rekube/containers": must not be "/var/lib/rekube/containers", inside it or contain it (the agent's containers and images)"#,
+            ),
+            (
+                &["--pod-log-dir", "/var/lib/rekube/images/logs"],
+                r#"invalid --pod-log-dir "/var/lib/rekube/images/logs": must not be "/var/lib/rekube/images", inside it or contain it (the agent's containers and images)"#,
+            ),
+        ] {
+            assert_eq!(err(args), message, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn the_agent_s_own_cgroup_under_the_parent() {
+        let v1 = "9:name=systemd:/system.slice/rekube.service\n5:devices:/\n4:memory:/rekube/agent\n0::/";
+        assert_eq!(own_cgroup_under(v1, "rekube"), Some("/rekube/agent".into()));
+        assert_eq!(
+            own_cgroup_under(v1, "system.slice/rekube.service"),
+            Some("/system.slice/rekube.service".into())
+        );
+        assert_eq!(own_cgroup_under(v1, "rekube-test"), None);
+        assert_eq!(own_cgroup_under(v1, "system.slice/rekube"), None);
+        let v2 = "0::/kubepods.slice/rekube";
+        assert_eq!(
+            own_cgroup_under(v2, "kubepods.slice/rekube"),
+            Some("/kubepods.slice/rekube".into())
         );
     }
 

@@ -80,6 +80,20 @@ fn host_name() -> String {
 }
 
 pub async fn run(opts: AgentOptions) -> Result<(), Error> {
+    let owned = opts.owned_paths()?;
+    if !opts.hollow {
+        let self_cgroup = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+        if let Some(own) = options::own_cgroup_under(&self_cgroup, &owned.cgroup_parent) {
+            return Err(options::Error::Invalid {
+                flag: "cgroup-parent",
+                value: owned.cgroup_parent,
+                message: format!(
+                    "holds the agent's own cgroup {own} (the agent kills every process under it)"
+                ),
+            }
+            .into());
+        }
+    }
     let reservation = opts.reservation()?;
     let limits = opts.container_limits()?;
     let gc_policy = opts.image_gc_policy()?;

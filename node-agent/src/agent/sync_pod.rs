@@ -51,11 +51,12 @@ use crate::image::spec::ContainerConfig;
 use crate::kubelet::backoff::{Backoff, REASON_CRASH_LOOP_BACK_OFF, do_back_off};
 use crate::kubelet::env::{EnvSources, make_environment_variables};
 use crate::kubelet::pod_actions::{compute_pod_actions, is_restartable_init_container};
-use crate::kubelet::quantity::amount;
+use crate::kubelet::quantity::{Amount, QuantityError, parse_quantity};
 use crate::kubelet::runtime_status::{
     ContainerRuntimeStatus, ContainerState, PodRuntimeStatus, SandboxState, SandboxStatus,
     format_pod_desc, hash_container,
 };
+use crate::kubelet::security_context::{image_user, verify_run_as_non_root};
 use crate::kubelet::status_generate::{
     PodStatusInputs, WaitingReason, ephemeral_as_container, generate_api_pod_status,
 };
@@ -74,6 +75,16 @@ pub enum Error {
         pod: String,
         container: String,
         source: SpecError,
+    },
+    /// upstream's runAsNonRoot messages, as they are.
+    #[error("{0}")]
+    NonRoot(String),
+    #[error("container {container} of pod {pod}: invalid {resource}: {source}")]
+    Quantity {
+        pod: String,
+        container: String,
+        resource: String,
+        source: QuantityError,
     },
 }
 
@@ -110,18 +121,30 @@ pub fn pod_hostname(pod: &Pod) -> String {
 }
 
 /// The container's cgroup limits from its requests and limits (cpu shares from the
-/// request, quota from the limit, the memory limit).
-pub fn container_resources(container: &Container) -> Resources {
+/// request, quota from the limit, the memory limit). A quantity that does not parse is
+/// refused (`Err((resource, error))`, e.g. `("limits.memory", ...)`) rather than read as
+/// no limit.
+pub fn container_resources(container: &Container) -> Result<Resources, (String, QuantityError)> {
     let res = container.resources.as_ref();
-    fn get<'a>(m: Option<&'a BTreeMap<String, Quantity>>, k: &str) -> Option<&'a Quantity> {
+    let get = |field: &str, k: &str| -> Result<Option<Amount>, (String, QuantityError)> {
+        let m = match field {
+            "requests" => res.and_then(|r| r.requests.as_ref()),
+            _ => res.and_then(|r| r.limits.as_ref()),
+        };
         m.and_then(|m| m.get(k))
-    }
-    let requests = res.and_then(|r| r.requests.as_ref());
-    let limits = res.and_then(|r| r.limits.as_ref());
-    let cpu_limit = get(limits, "cpu").map(|q| amount(q).milli_value());
-    let cpu_request = get(requests, "cpu").map(|q| amount(q).milli_value());
-    let memory_limit = get(limits, "memory").map(|q| amount(q).value());
-    Resources::from_requests_limits(cpu_request, cpu_limit, memory_limit)
+            .map(|q| parse_quantity(&q.0).map_err(|e| (format!("{field}.{k}"), e)))
+            .transpose()
+    };
+    let cpu_limit = get("limits", "cpu")?.map(Amount::milli_value);
+    let cpu_request = get("requests", "cpu")?.map(Amount::milli_value);
+    let memory_limit = get("limits", "memory")?.map(Amount::value);
+    // Parsed for the same reason, though no cgroup setting reads it.
+    get("requests", "memory")?;
+    Ok(Resources::from_requests_limits(
+        cpu_request,
+        cpu_limit,
+        memory_limit,
+    ))
 }
 
 /// upstream `generateContainerConfig`: the command (image ENTRYPOINT/CMD combined with
@@ -183,6 +206,10 @@ pub fn container_spec(
     let supplemental = pod_sc
         .and_then(|s| s.supplemental_groups.clone())
         .unwrap_or_default();
+    // upstream checks runAsNonRoot against the image's user before anything else of the
+    // user is resolved.
+    let (image_uid, image_username) = image_user(image.user.as_deref().unwrap_or_default());
+    verify_run_as_non_root(pod, container, image_uid, &image_username).map_err(Error::NonRoot)?;
     spec.user = resolve_user(
         image.user.as_deref().unwrap_or_default(),
         run_as_user,
@@ -206,7 +233,17 @@ pub fn container_spec(
     spec.readonly_rootfs = sc
         .and_then(|s| s.read_only_root_filesystem)
         .unwrap_or(false);
-    spec.resources = container_resources(container);
+    spec.resources =
+        container_resources(container).map_err(|(resource, source)| Error::Quantity {
+            pod: format!(
+                "{}/{}",
+                pod.metadata.namespace.as_deref().unwrap_or_default(),
+                pod.metadata.name.as_deref().unwrap_or_default()
+            ),
+            container: container.name.clone(),
+            resource,
+            source,
+        })?;
     spec.hostname = Some(hostname);
     spec.log = Some(LogConfig::new(inputs.log_path.clone()));
     Ok(spec)
@@ -1252,6 +1289,84 @@ mod tests {
             e.to_string(),
             "container c of pod ns/web-0: no command specified for container c"
         );
+    }
+
+    /// A quantity the agent cannot read fails the container (CreateContainerConfigError)
+    /// instead of running it without the limit.
+    #[test]
+    fn an_unparsable_quantity_is_a_config_error() {
+        let users = UserDb::default();
+        let img = image();
+        for (resources, field, value) in [
+            (
+                json!({"limits": {"memory": "lots"}}),
+                "limits.memory",
+                "lots",
+            ),
+            (json!({"limits": {"cpu": "1x"}}), "limits.cpu", "1x"),
+            (
+                json!({"requests": {"cpu": "", "memory": "1Mi"}}),
+                "requests.cpu",
+                "",
+            ),
+            (
+                json!({"requests": {"memory": "64Q"}}),
+                "requests.memory",
+                "64Q",
+            ),
+        ] {
+            let (p, c) = pod(
+                json!({"name": "c", "image": "busybox", "resources": resources}),
+                json!({}),
+            );
+            let e = container_spec(&p, &c, &inputs(Some(&img), &[], &users)).unwrap_err();
+            let source = parse_quantity(value).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!("container c of pod ns/web-0: invalid {field}: {source}")
+            );
+        }
+    }
+
+    /// runAsNonRoot is checked against the image's USER with upstream's messages.
+    #[test]
+    fn run_as_non_root_is_enforced() {
+        let users = UserDb::default();
+        let spec_of = |sc: serde_json::Value, user: &str| {
+            let (p, c) = pod(
+                json!({"name": "c", "image": "busybox", "securityContext": sc}),
+                json!({}),
+            );
+            let mut img = image();
+            img.user = Some(user.to_string());
+            container_spec(&p, &c, &inputs(Some(&img), &[], &users)).map_err(|e| e.to_string())
+        };
+        let non_root = json!({"runAsNonRoot": true});
+        assert_eq!(
+            spec_of(non_root.clone(), "").unwrap_err(),
+            r#"container has runAsNonRoot and image will run as root (pod: "web-0_ns(u)", container: c)"#
+        );
+        assert_eq!(
+            spec_of(non_root.clone(), "0:0").unwrap_err(),
+            r#"container has runAsNonRoot and image will run as root (pod: "web-0_ns(u)", container: c)"#
+        );
+        assert_eq!(
+            spec_of(non_root.clone(), "nobody").unwrap_err(),
+            r#"container has runAsNonRoot and image has non-numeric user (nobody), cannot verify user is non-root (pod: "web-0_ns(u)", container: c)"#
+        );
+        assert_eq!(
+            spec_of(json!({"runAsNonRoot": true, "runAsUser": 0}), "1000").unwrap_err(),
+            r#"container's runAsUser breaks non-root policy (pod: "web-0_ns(u)", container: c)"#
+        );
+        assert_eq!(spec_of(non_root, "1000").unwrap().user.uid, 1000);
+        assert_eq!(
+            spec_of(json!({"runAsNonRoot": true, "runAsUser": 2000}), "")
+                .unwrap()
+                .user
+                .uid,
+            2000
+        );
+        assert_eq!(spec_of(json!({}), "").unwrap().user.uid, 0);
     }
 
     #[test]

@@ -15,7 +15,7 @@ use k8s_openapi::api::core::v1::{Container, ObjectFieldSelector, ResourceFieldSe
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use rekube_crds::Pod;
 
-use super::quantity::{Amount, amount};
+use super::quantity::{Amount, amount, parse_quantity};
 use crate::runtime::expansion::{expand, mapping_func_for};
 
 /// Why a container's environment could not be made (the start fails with
@@ -52,6 +52,12 @@ pub enum EnvError {
     NoHostIp(String),
     #[error("unsupported container resource : {0}")]
     UnsupportedContainerResource(String),
+    /// A quantity the apiserver should have refused: the variable is not made up.
+    #[error("invalid quantity for {field}: {source}")]
+    Quantity {
+        field: String,
+        source: super::quantity::QuantityError,
+    },
     #[error("container {0} not found")]
     ContainerNotFound(String),
     #[error("env {0}: fileKeyRef is not supported")]
@@ -384,7 +390,10 @@ pub fn merge_container_resource_limits(
         .and_then(|r| r.limits.clone())
         .unwrap_or_default();
     for resource in ["cpu", "memory", "ephemeral-storage"] {
-        let unset = limits.get(resource).is_none_or(|q| amount(q).is_zero());
+        // An unparsable limit is kept (and refused where it is read), not replaced.
+        let unset = limits
+            .get(resource)
+            .is_none_or(|q| parse_quantity(&q.0).is_ok_and(|a| a.is_zero()));
         if let Some(cap) = allocatable.get(resource).filter(|_| unset) {
             limits.insert(resource.to_string(), cap.clone());
         }
@@ -430,14 +439,26 @@ pub fn extract_container_resource_value(
     requests: &BTreeMap<String, Quantity>,
     limits: &BTreeMap<String, Quantity>,
 ) -> Result<String, EnvError> {
-    let divisor = fs
-        .divisor
-        .as_ref()
-        .map(amount)
-        .filter(|d| !d.is_zero())
-        .unwrap_or_else(|| amount(&Quantity("1".into())));
-    let get = |list: &BTreeMap<String, Quantity>, name: &str| {
-        list.get(name).map(amount).unwrap_or(Amount::ZERO)
+    let parse = |field: &str, q: &Quantity| {
+        parse_quantity(&q.0).map_err(|source| EnvError::Quantity {
+            field: field.to_string(),
+            source,
+        })
+    };
+    let divisor = match fs.divisor.as_ref() {
+        Some(d) => parse("divisor", d)?,
+        None => Amount::ZERO,
+    };
+    let divisor = if divisor.is_zero() {
+        amount(&Quantity("1".into()))
+    } else {
+        divisor
+    };
+    let get = |list: &BTreeMap<String, Quantity>, name: &str| -> Result<Amount, EnvError> {
+        list.get(name)
+            .map(|q| parse(name, q))
+            .transpose()
+            .map(|a| a.unwrap_or(Amount::ZERO))
     };
     let ceil_div = |a: i64, b: i64| -> String {
         let b = i128::from(b.max(1));
@@ -448,25 +469,25 @@ pub fn extract_container_resource_value(
     let units = |q: Amount| ceil_div(q.value(), divisor.value());
     let resource = fs.resource.as_str();
     match resource {
-        "limits.cpu" => return Ok(cpu(get(limits, "cpu"))),
-        "limits.memory" => return Ok(units(get(limits, "memory"))),
-        "limits.ephemeral-storage" => return Ok(units(get(limits, "ephemeral-storage"))),
-        "requests.cpu" => return Ok(cpu(get(requests, "cpu"))),
-        "requests.memory" => return Ok(units(get(requests, "memory"))),
-        "requests.ephemeral-storage" => return Ok(units(get(requests, "ephemeral-storage"))),
+        "limits.cpu" => return Ok(cpu(get(limits, "cpu")?)),
+        "limits.memory" => return Ok(units(get(limits, "memory")?)),
+        "limits.ephemeral-storage" => return Ok(units(get(limits, "ephemeral-storage")?)),
+        "requests.cpu" => return Ok(cpu(get(requests, "cpu")?)),
+        "requests.memory" => return Ok(units(get(requests, "memory")?)),
+        "requests.ephemeral-storage" => return Ok(units(get(requests, "ephemeral-storage")?)),
         _ => {}
     }
     if let Some(name) = resource
         .strip_prefix("requests.")
         .filter(|n| n.starts_with("hugepages-"))
     {
-        return Ok(units(get(requests, name)));
+        return Ok(units(get(requests, name)?));
     }
     if let Some(name) = resource
         .strip_prefix("limits.")
         .filter(|n| n.starts_with("hugepages-"))
     {
-        return Ok(units(get(limits, name)));
+        return Ok(units(get(limits, name)?));
     }
     Err(EnvError::UnsupportedContainerResource(resource.to_string()))
 }
@@ -982,13 +1003,42 @@ mod tests {
         );
         let missing = Container {
             env: Some(vec![resource_env("X", Some("nope"), "limits.cpu", None)]),
-            ..c
+            ..c.clone()
         };
         assert_eq!(
             make_environment_variables(&p, &missing, &w.sources())
                 .unwrap_err()
                 .to_string(),
             "container nope not found"
+        );
+        // Quantities that do not parse are refused, not read as zero (nor, for a limit,
+        // replaced by the node's allocatable).
+        let bad_divisor = Container {
+            env: Some(vec![resource_env("X", None, "limits.cpu", Some("1x"))]),
+            ..c.clone()
+        };
+        assert_eq!(
+            make_environment_variables(&p, &bad_divisor, &w.sources())
+                .unwrap_err()
+                .to_string(),
+            format!(
+                "invalid quantity for divisor: {}",
+                parse_quantity("1x").unwrap_err()
+            )
+        );
+        let mut bad_limit = c.clone();
+        bad_limit.resources.as_mut().unwrap().limits =
+            Some([("memory".to_string(), q("lots"))].into());
+        bad_limit.env = Some(vec![resource_env("X", None, "limits.memory", None)]);
+        let p = pod(vec![bad_limit.clone()]);
+        assert_eq!(
+            make_environment_variables(&p, &bad_limit, &w.sources())
+                .unwrap_err()
+                .to_string(),
+            format!(
+                "invalid quantity for memory: {}",
+                parse_quantity("lots").unwrap_err()
+            )
         );
     }
 

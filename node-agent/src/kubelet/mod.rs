@@ -12,6 +12,7 @@
 //! | [`prober`] | prober/worker.go, prober/results, prober/prober.go; pkg/probe/http, pkg/probe/util.go |
 //! | [`env`] | kubelet_pods.go `makeEnvironmentVariables`, `podFieldSelectorRuntimeValue`; pkg/fieldpath; api/v1/resource `ExtractContainerResourceValue`; kubelet_resources.go `defaultPodLimitsForDownwardAPI` |
 //! | [`quantity`] | apimachinery api/resource (parsing, `Value`, `MilliValue`) |
+//! | [`security_context`] | kuberuntime/security_context_others.go `verifyRunAsNonRoot`; kuberuntime_container.go `getImageUser`; util/format `Pod` |
 //!
 //! SyncPod (kuberuntime_manager.go `SyncPod`), in the seed's order, and where each step's
 //! decision comes from:
@@ -44,4 +45,5 @@ pub mod pod_actions;
 pub mod prober;
 pub mod quantity;
 pub mod runtime_status;
+pub mod security_context;
 pub mod status_generate;

@@ -22,6 +22,8 @@ use cgroups_rs::{CgroupPid, MaxValue};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
+use super::{bpf, devicefilter};
+
 /// kubelet's `MinShares`.
 pub const MIN_SHARES: u64 = 2;
 /// kubelet's `MaxShares`.
@@ -100,9 +102,9 @@ pub struct Resources {
     /// Bytes.
     pub memory_limit: Option<i64>,
     pub pids_limit: Option<i64>,
-    /// v1 device access: `None` inherits the parent's; `Some(rules)` denies everything,
-    /// then allows each rule (`"c 1:3 rwm"`, `"a"` for all). Not enforced on v2, where
-    /// it takes an eBPF program (runc's devicefilter).
+    /// Device access: `None` inherits the parent's; `Some(rules)` denies everything,
+    /// then allows each rule (`"c 1:3 rwm"`, `"a"` for all): v1's `devices.deny` and
+    /// `devices.allow`, v2's eBPF device filter ([`apply_device_filter`]).
     pub devices: Option<Vec<String>>,
 }
 
@@ -724,7 +726,15 @@ impl CgroupManager for CgroupV2 {
             .pids_limit
             .filter(|p| *p > 0)
             .map_or_else(|| "max".to_string(), |p| p.to_string());
-        self.write(path, "pids.max", &pids)
+        self.write(path, "pids.max", &pids)?;
+        if let Some(rules) = &r.devices {
+            let program = device_program(&join(&self.parent, path), rules)?;
+            // A plain directory stands in for cgroupfs in tests: no program to attach.
+            if self.real {
+                attach_program(&self.dir(path), &join(&self.parent, path), &program)?;
+            }
+        }
+        Ok(())
     }
 
     fn add_pid(&self, path: &str, pid: i32) -> Result<()> {
@@ -826,6 +836,35 @@ impl CgroupManager for CgroupV2 {
     fn list(&self) -> Result<Vec<String>> {
         Ok(walk_dirs(&self.root.join(&self.parent)))
     }
+}
+
+/// The encoded device filter for `rules` (runc's `DeviceFilter`).
+fn device_program(path: &str, rules: &[String]) -> Result<Vec<u64>> {
+    let rules = devicefilter::parse_rules(rules).map_err(|e| CgroupError::Apply {
+        path: path.to_string(),
+        file: "devices (eBPF)".into(),
+        value: rules.join(", "),
+        message: e.to_string(),
+    })?;
+    Ok(devicefilter::encode(&devicefilter::device_filter(&rules)))
+}
+
+fn attach_program(dir: &Path, path: &str, program: &[u64]) -> Result<()> {
+    bpf::attach_device_filter(dir, program).map_err(|e| CgroupError::Apply {
+        path: path.to_string(),
+        file: "devices (eBPF)".into(),
+        value: format!("{} instructions", program.len()),
+        message: e.to_string(),
+    })
+}
+
+/// cgroup v2's device controller, as runc and youki do it: the eBPF program for `rules`
+/// attached to the cgroup directory `dir` (on a cgroup2 mount), replacing the one
+/// attached before. [`CgroupV2::apply`] calls it; public for the tests on a hybrid
+/// host, where /sys/fs/cgroup/unified is a cgroup2 mount without controllers.
+pub fn apply_device_filter(dir: &Path, rules: &[String]) -> Result<()> {
+    let path = dir.display().to_string();
+    attach_program(dir, &path, &device_program(&path, rules)?)
 }
 
 /// The cgroup version of the host: v2 when /sys/fs/cgroup is the unified hierarchy.
@@ -1016,6 +1055,16 @@ mod tests {
         assert_eq!(m.read("pod1/c1", "pids.max").unwrap(), "max");
         assert_eq!(m.read("pod1/c1", "memory.swap.max").unwrap(), "0");
 
+        // Device rules are checked even where no program can be attached.
+        let bad = Resources {
+            devices: Some(vec!["c 1:3 rwx".to_string()]),
+            ..c.clone()
+        };
+        assert_eq!(
+            m.apply("pod1/c1", &bad).unwrap_err().to_string(),
+            r#"set devices (eBPF) of cgroup rekube/pod1/c1 to c 1:3 rwx: invalid device rule "c 1:3 rwx": the access must be made of r, w and m"#
+        );
+
         m.apply("pod1/c1", &Resources::default()).unwrap();
         assert_eq!(m.read("pod1/c1", "memory.swap.max").unwrap(), "max");
         assert_eq!(m.read("pod1/c1", "cpu.max").unwrap(), "max 100000");
@@ -1110,5 +1159,97 @@ mod tests {
         );
         assert_eq!(m.list().unwrap(), Vec::<String>::new());
         assert!(!Path::new("/sys/fs/cgroup/memory").join(&parent).exists());
+    }
+
+    /// A cgroup2 mount: /sys/fs/cgroup on a v2 host, /sys/fs/cgroup/unified on a hybrid
+    /// one (its controllers are all on v1, but the kernel runs device programs attached
+    /// to a task's cgroup2 cgroup all the same).
+    fn cgroup2_mount() -> Option<PathBuf> {
+        ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
+            .into_iter()
+            .map(PathBuf::from)
+            .find(|p| {
+                nix::sys::statfs::statfs(p)
+                    .is_ok_and(|s| s.filesystem_type().0 == CGROUP2_SUPER_MAGIC)
+            })
+    }
+
+    /// `sh -c script` run inside the cgroup `dir`; its output.
+    fn run_in_cgroup(dir: &Path, script: &str) -> String {
+        use std::os::unix::process::CommandExt;
+        let procs = std::ffi::CString::new(dir.join("cgroup.procs").as_os_str().as_encoded_bytes())
+            .unwrap();
+        let mut cmd = std::process::Command::new("sh");
+        cmd.args(["-c", script]);
+        // SAFETY: only open/write/close between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+                if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                libc::close(fd);
+                Ok(())
+            });
+        }
+        let out = cmd.output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The v2 device filter for real: a host block device made with mknod cannot be
+    /// opened under the default rules (mknod itself is allowed, as runc allows it), the
+    /// default nodes can; privileged rules open it; re-applying replaces the program.
+    #[test]
+    fn v2_device_filter_for_real_as_root() {
+        let Some(mount) = cgroup2_mount().filter(|_| is_root()) else {
+            eprintln!("skipped: needs root and a cgroup2 mount");
+            return;
+        };
+        // A host block device (the first the kernel lists: a disk or a loop device).
+        let mut blocks: Vec<String> = std::fs::read_dir("/sys/dev/block")
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        blocks.sort();
+        let (major, minor) = blocks[0].split_once(':').unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let node = tmp.path().join("disk");
+        let script = format!(
+            "mknod {n} b {major} {minor} && echo mknod=ok; \
+             head -c0 {n} 2>&1 && echo disk=opened; \
+             head -c0 /dev/null && echo null=opened; rm -f {n}",
+            n = node.display()
+        );
+        let dir = mount.join(format!("rekube-devices-{}", std::process::id()));
+        std::fs::create_dir(&dir).unwrap();
+        let result = std::panic::catch_unwind(|| {
+            apply_device_filter(&dir, &container_device_rules(false)).unwrap();
+            apply_device_filter(&dir, &container_device_rules(false)).unwrap();
+            assert_eq!(
+                bpf::attached_device_programs(&dir).unwrap(),
+                1,
+                "replaced, not stacked"
+            );
+            let out = run_in_cgroup(&dir, &script);
+            assert!(out.contains("mknod=ok"), "{out}");
+            assert!(
+                out.contains("Operation not permitted") && !out.contains("disk=opened"),
+                "{out}"
+            );
+            assert!(out.contains("null=opened"), "{out}");
+
+            apply_device_filter(&dir, &container_device_rules(true)).unwrap();
+            let out = run_in_cgroup(&dir, &script);
+            assert!(
+                out.contains("mknod=ok") && out.contains("disk=opened"),
+                "{out}"
+            );
+            assert_eq!(bpf::attached_device_programs(&dir).unwrap(), 1);
+        });
+        std::fs::remove_dir(&dir).unwrap();
+        if let Err(e) = result {
+            std::panic::resume_unwind(e);
+        }
     }
 }

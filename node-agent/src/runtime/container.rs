@@ -256,6 +256,9 @@ fn join_cgroup(parent: &str, id: &str) -> String {
 struct Created {
     pid: Pid,
     pidfd: OwnedFd,
+    /// A second pidfd for the exit watcher (made before create returns, so that every
+    /// failure after the fork is handled where the child is killed and reaped).
+    watch_fd: OwnedFd,
     sync_write: OwnedFd,
     report_read: OwnedFd,
     stdout_read: Option<OwnedFd>,
@@ -326,7 +329,10 @@ impl Runtime {
                 .map_err(|e| ContainerError::Task {
                     name: name.clone(),
                     message: e.to_string(),
-                })?;
+                })
+                .and_then(|r| r);
+        // Every failure after the fork: the child was killed and reaped in
+        // create_blocking (or, if that task died, is killed with its cgroup here).
         let created = match created {
             Ok(c) => c,
             Err(e) => {
@@ -359,14 +365,7 @@ impl Runtime {
 
         // The exit watcher: the only place that reaps the container's process.
         let (tx, rx) = watch::channel(None);
-        let watch_fd = created
-            .pidfd
-            .try_clone()
-            .map_err(|source| ContainerError::Io {
-                name: name.clone(),
-                op: "dup pidfd".into(),
-                source,
-            })?;
+        let watch_fd = created.watch_fd;
         let (cgroups, cg, pid) = (self.cgroups.clone(), cgroup.clone(), created.pid);
         let cname = name.clone();
         tokio::spawn(async move {
@@ -552,6 +551,13 @@ impl Runtime {
                 return Err(io("pidfd_open".into())(e));
             }
         };
+        let watch_fd = match pidfd.try_clone() {
+            Ok(fd) => fd,
+            Err(e) => {
+                kill_and_reap();
+                return Err(io("dup pidfd".into())(e));
+            }
+        };
         // Into the cgroup before anything runs in the container.
         if let Err(source) = self.cgroups.add_pid(cgroup, pid.as_raw()) {
             kill_and_reap();
@@ -568,6 +574,7 @@ impl Runtime {
             Ok(Report::Ready) => Ok(Created {
                 pid,
                 pidfd,
+                watch_fd,
                 sync_write,
                 report_read,
                 stdout_read,
@@ -758,7 +765,7 @@ impl Runtime {
         .await
         .map_err(|e| exec_err(e.to_string()))?
         .map_err(exec_err)?;
-        let (child, pidfd, output_read) = spawned;
+        let (child, pidfd, kill_fd, output_read) = spawned;
 
         let reader = tokio::spawn(async move {
             use tokio::io::AsyncReadExt;
@@ -778,9 +785,6 @@ impl Runtime {
             }
             out
         });
-        let kill_fd = pidfd
-            .try_clone()
-            .map_err(|e| exec_err(format!("dup pidfd: {e}")))?;
         let mut wait = Box::pin(reap(child, pidfd));
         let (status, timed_out) = match tokio::time::timeout(timeout, &mut wait).await {
             Ok(s) => (s, false),
@@ -811,7 +815,7 @@ fn exec_blocking(
     cgroup: &str,
     cgroups: &dyn CgroupManager,
     process: ProcessPlan,
-) -> std::result::Result<(Pid, OwnedFd, OwnedFd), String> {
+) -> std::result::Result<(Pid, OwnedFd, OwnedFd, OwnedFd), String> {
     let open = |ns: &str| {
         let path = PathBuf::from(format!("/proc/{}/ns/{ns}", target.as_raw()));
         process::open_fd(&path, OFlag::O_RDONLY).map_err(|e| e.to_string())
@@ -865,6 +869,13 @@ fn exec_blocking(
             return Err(format!("pidfd_open: {e}"));
         }
     };
+    let kill_fd = match pidfd.try_clone() {
+        Ok(fd) => fd,
+        Err(e) => {
+            kill_and_reap();
+            return Err(format!("dup pidfd: {e}"));
+        }
+    };
     if let Err(e) = cgroups.add_pid(cgroup, child.as_raw()) {
         kill_and_reap();
         return Err(e.to_string());
@@ -874,7 +885,7 @@ fn exec_blocking(
         return Err(format!("release the exec process: {e}"));
     }
     match process::read_report(report_read.as_fd()) {
-        Ok(Report::Closed) => Ok((child, pidfd, output_read)),
+        Ok(Report::Closed) => Ok((child, pidfd, kill_fd, output_read)),
         Ok(Report::Failed(message)) => {
             let _ = waitpid(child, None);
             Err(message)

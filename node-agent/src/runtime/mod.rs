@@ -21,9 +21,11 @@
 //! [`Runtime::wait_container`], [`Runtime::stop_container`], [`Runtime::remove_container`],
 //! [`Runtime::remove_sandbox`]; [`Runtime::exec_in`] for exec probes and hooks.
 
+pub mod bpf;
 pub mod busybox;
 pub mod cgroups;
 pub mod container;
+pub mod devicefilter;
 pub mod expansion;
 pub mod leaks;
 pub mod logs;

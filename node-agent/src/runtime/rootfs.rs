@@ -648,6 +648,62 @@ mod tests {
         assert!(matches!(none.options(), Err(RootfsError::NoLayers)));
     }
 
+    /// The pseudo-filesystems get containerd's `defaultMounts` options (oci/mounts.go)
+    /// exactly: nodev on /proc, /dev/shm, /dev/mqueue and /sys; not on the /dev tmpfs and
+    /// /dev/pts, which hold the container's device nodes (what keeps a container from
+    /// opening a host device it makes there is the device cgroup, as with runc).
+    #[test]
+    fn pseudo_filesystems_have_containerd_s_default_options() {
+        let sys = TestSyscall::new();
+        prepare_rootfs(&sys, &plan("/r")).unwrap();
+        let calls = sys.calls();
+        let nosuid = MsFlags::MS_NOSUID;
+        let noexec = MsFlags::MS_NOEXEC;
+        let nodev = MsFlags::MS_NODEV;
+        for (target, fstype, flags, data) in [
+            ("/r/proc", "proc", nosuid | noexec | nodev, None),
+            (
+                "/r/dev",
+                "tmpfs",
+                nosuid | MsFlags::MS_STRICTATIME,
+                Some("mode=755,size=65536k"),
+            ),
+            (
+                "/r/dev/pts",
+                "devpts",
+                nosuid | noexec,
+                Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
+            ),
+            (
+                "/r/dev/shm",
+                "tmpfs",
+                nosuid | noexec | nodev,
+                Some("mode=1777,size=65536k"),
+            ),
+            ("/r/dev/mqueue", "mqueue", nosuid | noexec | nodev, None),
+            (
+                "/r/sys",
+                "sysfs",
+                nosuid | noexec | nodev | MsFlags::MS_RDONLY,
+                None,
+            ),
+        ] {
+            match mount_of(&calls, target).unwrap() {
+                Call::Mount {
+                    fstype: f,
+                    flags: got,
+                    data: d,
+                    ..
+                } => {
+                    assert_eq!(f.as_deref(), Some(fstype), "{target}");
+                    assert_eq!(got, flags, "{target}");
+                    assert_eq!(d.as_deref(), data, "{target}");
+                }
+                _ => unreachable!(),
+            }
+        }
+    }
+
     #[test]
     fn prepare_mounts_in_runc_order() {
         let sys = TestSyscall::new();

@@ -414,13 +414,15 @@ impl Runtime {
             // The hosts file names the pod IPs once they are known.
             if config.hosts.is_none() && !sandbox.ips.is_empty() {
                 let hosts = managed_hosts(&config.hostname, &sandbox.ips);
-                std::fs::write(sandbox.dir.join("hosts"), hosts).map_err(|source| {
-                    SandboxError::Io {
+                if let Err(source) = std::fs::write(sandbox.dir.join("hosts"), hosts) {
+                    // The pause process, namespaces and cgroup go with the failure.
+                    let _ = self.remove_sandbox(&mut sandbox).await;
+                    return Err(SandboxError::Io {
                         pod: pod.clone(),
                         op: "write hosts".into(),
                         source,
-                    }
-                })?;
+                    });
+                }
             }
         }
         Ok(sandbox)
