@@ -1201,8 +1201,14 @@ mod tests {
     /// default nodes can; privileged rules open it; re-applying replaces the program.
     #[test]
     fn v2_device_filter_for_real_as_root() {
-        let Some(mount) = cgroup2_mount().filter(|_| is_root()) else {
-            eprintln!("skipped: needs root and a cgroup2 mount");
+        if !is_root() {
+            rekube_crds::testing::missing_prerequisite("the v2 device filter test needs root");
+            return;
+        }
+        let Some(mount) = cgroup2_mount() else {
+            rekube_crds::testing::missing_prerequisite(
+                "the v2 device filter test needs a cgroup2 mount (unified or hybrid)",
+            );
             return;
         };
         // A host block device (the first the kernel lists: a disk or a loop device).
