@@ -87,14 +87,6 @@ impl ControllerProcess {
             .args(["--namespace", &self.namespace])
             .args(["--leader-elect-resource-namespace", &self.namespace])
             .args([
-                "--leader-elect-lease-duration",
-                "4s",
-                "--leader-elect-renew-deadline",
-                "3s",
-                "--leader-elect-retry-period",
-                "500ms",
-            ])
-            .args([
                 "--bind-address",
                 &format!("127.0.0.1:{}", self.metrics_port),
             ])
@@ -130,6 +122,19 @@ impl ControllerProcess {
             // Tests of other controllers make pods but no nodes: leave them unscheduled
             // rather than marked Unschedulable by a scheduler they did not ask for.
             args.push("--controllers=*,-scheduler".into());
+        }
+        // Leader election faster than upstream's 15 s / 10 s / 2 s, so failover tests are
+        // quick, with room for a busy apiserver: a renewal slower than the renew deadline
+        // makes the process step down and exit, as upstream's does.
+        if !given("--leader-elect-lease-duration") {
+            args.extend([
+                "--leader-elect-lease-duration".into(),
+                "8s".into(),
+                "--leader-elect-renew-deadline".into(),
+                "6s".into(),
+                "--leader-elect-retry-period".into(),
+                "1s".into(),
+            ]);
         }
         if !given("--node-lease-namespace") {
             args.push("--node-lease-namespace".into());

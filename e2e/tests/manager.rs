@@ -236,7 +236,7 @@ async fn a_leader_behind_a_hung_apiserver_steps_down_before_a_standby_takes_over
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let (exited_at, taken_over_at) = (exited_at.unwrap(), taken_over_at.unwrap());
-    // Renew deadline 3 s, retry period 0.5 s, lease duration 4 s (ControllerProcess).
+    // Renew deadline 3 s after the last renewal (at most a retry period before the stall).
     assert!(
         exited_at < Duration::from_secs(5),
         "stepped down {exited_at:?} after the stall"
