@@ -118,6 +118,35 @@ pub fn apply_node_restriction(ns: &TestNamespace) -> ChartNodeRestriction {
     guard
 }
 
+/// Waits until the NodeRestriction policy refuses `client` (an agent's, of node `node`)
+/// another node's Node (a dry run: nothing is written meanwhile).
+pub async fn node_restriction_in_force(client: &kube::Client, node: &str) {
+    let nodes: kube::Api<rekube_crds::Node> = kube::Api::all(client.clone());
+    let other: rekube_crds::Node = serde_json::from_value(json!({
+        "apiVersion": "rekube.io/v1", "kind": "Node", "metadata": {"name": format!("{node}-other")},
+    }))
+    .unwrap();
+    let dry_run = kube::api::PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    crate::wait_until(
+        "the node restriction policy in force",
+        std::time::Duration::from_secs(60),
+        || async {
+            match nodes.create(&dry_run, &other).await {
+                Err(kube::Error::Api(s))
+                    if s.code == 403 && s.message.contains("is not allowed to modify node") =>
+                {
+                    Ok(())
+                }
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await
+}
+
 /// A token of service account `sa` of the test namespace, for an hour; bound to
 /// `bound = (kind, name)` (`Pod` of the test namespace, or `Node`) when given: a
 /// pod-bound or node-bound token carries the node's name in the user's extra info.

@@ -1026,6 +1026,7 @@ async fn the_agent_works_with_the_charts_least_privilege_rbac() {
     let node = ns.cluster_name("n");
     let token = rbac::service_account_token(&ns, &sa, Some(("Node", &node)));
     let kubeconfig = rbac::token_kubeconfig(&ns, &sa, &token);
+    rbac::node_restriction_in_force(&rbac::token_client(&ns, "probe", &token).await, &node).await;
     let agent = AgentProcess::start_real_with_env(
         &ns,
         "n",

@@ -73,7 +73,8 @@ async fn an_agent_writes_only_its_own_nodes_objects() {
     // agent b's to node b itself (an agent outside the cluster).
     ns.create(json!({
         "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "agent-a"},
-        "spec": {"nodeName": a, "serviceAccountName": sa,
+        // No kubelet ends it: a grace period of 0 lets the namespace delete it at once.
+        "spec": {"nodeName": a, "serviceAccountName": sa, "terminationGracePeriodSeconds": 0,
                  "containers": [{"name": "node-agent", "image": "rekube/rekube-node-agent"}]},
     }))
     .await
@@ -92,11 +93,13 @@ async fn an_agent_writes_only_its_own_nodes_objects() {
     // A token bound to nothing names no node: refused, once the policy is in force.
     let user = format!("system:serviceaccount:{}:{sa}", ns.name);
     let pods_unbound: Api<Pod> = Api::namespaced(client_unbound.clone(), &ns.name);
+    // (A dry run: admission runs, nothing is written before the policy is in force.)
+    let dry_run = PatchParams::default().dry_run();
     wait_until("the policy in force", T, || async {
         match pods_unbound
             .patch(
                 "pa",
-                &patch,
+                &dry_run,
                 &merge(json!({"metadata": {"finalizers": ["rekube.io/node-agent"]}})),
             )
             .await
@@ -123,6 +126,8 @@ async fn an_agent_writes_only_its_own_nodes_objects() {
         nodes_unbound.create(&pp, &rekube_node(&c, json!({}))).await,
         &format!("could not determine node from user \"{user}\""),
     );
+
+    rbac::node_restriction_in_force(&client_a, &a).await;
 
     // Agent b registers its Node (not with a node-restriction label) and its Lease.
     let nodes_b: Api<Node> = Api::all(client_b.clone());
