@@ -32,8 +32,9 @@ use crate::kubelet::runtime_status::{
 };
 use crate::kubelet::status_generate::{PodStatusInputs, generate_api_pod_status, status_changed};
 
-/// The finalizer the agent puts on the pods it runs and removes once they are cleaned up.
-pub const FINALIZER: &str = "rekube.io/node-agent";
+/// The finalizer the agent puts on the pods it runs and removes once they are cleaned up
+/// (the one the chart's NodeRestriction policy lets an agent change on its pods).
+pub const FINALIZER: &str = rekube_crds::node_restriction::AGENT_FINALIZER;
 
 /// How often a hollow pod is re-synced when nothing happens to it.
 const RESYNC: Duration = Duration::from_secs(60);
