@@ -14,6 +14,7 @@ pub mod events;
 pub mod fnv;
 pub mod generate;
 pub mod kinds;
+pub mod node_restriction;
 pub mod quantity;
 pub mod resource;
 pub mod schema;

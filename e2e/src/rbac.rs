@@ -1,6 +1,7 @@
 //! Running a component under the least-privilege RBAC of rekube's Helm chart: the chart's
-//! RBAC template applied for a test release, a kubeconfig with the service account's
-//! token, and `kubectl auth can-i` checks.
+//! RBAC template (and the node agents' NodeRestriction policy) applied for a test release,
+//! a kubeconfig with the service account's token (bound to a node or pod if asked), and
+//! `kubectl auth can-i` checks.
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -41,10 +42,9 @@ impl Drop for ChartRbac {
 
 /// Renders `template` of the chart for a release named after the test namespace, with
 /// the node agents' Leases in the test namespace (the tests' scoping), and applies it.
-/// `component` is the suffix of the objects' names (`controllers`, `node-agent`).
-pub fn apply_chart_rbac(ns: &TestNamespace, template: &str, component: &str) -> ChartRbac {
+fn apply_chart_template(ns: &TestNamespace, template: &str) {
     let chart = concat!(env!("CARGO_MANIFEST_DIR"), "/../helm/rekube");
-    let rbac = run(Command::new("helm").args([
+    let rendered = run(Command::new("helm").args([
         "template",
         &ns.name,
         chart,
@@ -60,9 +60,6 @@ pub fn apply_chart_rbac(ns: &TestNamespace, template: &str, component: &str) -> 
             ns.name
         ),
     ]));
-    let guard = ChartRbac {
-        name: format!("{}-{component}", ns.name),
-    };
     let mut apply = Command::new("kubectl")
         .args(["apply", "-f", "-"])
         .stdin(Stdio::piped())
@@ -73,27 +70,103 @@ pub fn apply_chart_rbac(ns: &TestNamespace, template: &str, component: &str) -> 
         .stdin
         .take()
         .unwrap()
-        .write_all(rbac.as_bytes())
+        .write_all(rendered.as_bytes())
         .unwrap();
     assert!(
         apply.wait_with_output().unwrap().status.success(),
         "applying the chart's {template}"
     );
+}
+
+/// Applies the chart's RBAC `template` for a test release ([`apply_chart_template`]).
+/// `component` is the suffix of the objects' names (`controllers`, `node-agent`).
+pub fn apply_chart_rbac(ns: &TestNamespace, template: &str, component: &str) -> ChartRbac {
+    let guard = ChartRbac {
+        name: format!("{}-{component}", ns.name),
+    };
+    apply_chart_template(ns, template);
     guard
+}
+
+/// The chart's NodeRestriction policy of a test release, deleted on drop.
+pub struct ChartNodeRestriction {
+    /// The policy's and its binding's name.
+    pub name: String,
+}
+
+impl Drop for ChartNodeRestriction {
+    fn drop(&mut self) {
+        let _ = Command::new("kubectl")
+            .args([
+                "delete",
+                "validatingadmissionpolicy,validatingadmissionpolicybinding",
+                &self.name,
+                "--ignore-not-found",
+            ])
+            .output();
+    }
+}
+
+/// Applies the chart's NodeRestriction policy for the node agents of a test release
+/// (`templates/node-restriction.yaml`). The apiserver enforces it a moment later: tests
+/// wait for their first refusal.
+pub fn apply_node_restriction(ns: &TestNamespace) -> ChartNodeRestriction {
+    let guard = ChartNodeRestriction {
+        name: format!("{}-node-agent-node-restriction", ns.name),
+    };
+    apply_chart_template(ns, "templates/node-restriction.yaml");
+    guard
+}
+
+/// Waits until the NodeRestriction policy refuses `client` (an agent's, of node `node`)
+/// another node's Node (a dry run: nothing is written meanwhile).
+pub async fn node_restriction_in_force(client: &kube::Client, node: &str) {
+    let nodes: kube::Api<rekube_crds::Node> = kube::Api::all(client.clone());
+    let other: rekube_crds::Node = serde_json::from_value(json!({
+        "apiVersion": "rekube.io/v1", "kind": "Node", "metadata": {"name": format!("{node}-other")},
+    }))
+    .unwrap();
+    let dry_run = kube::api::PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    crate::wait_until(
+        "the node restriction policy in force",
+        std::time::Duration::from_secs(60),
+        || async {
+            match nodes.create(&dry_run, &other).await {
+                Err(kube::Error::Api(s))
+                    if s.code == 403 && s.message.contains("is not allowed to modify node") =>
+                {
+                    Ok(())
+                }
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await
+}
+
+/// A token of service account `sa` of the test namespace, for an hour; bound to
+/// `bound = (kind, name)` (`Pod` of the test namespace, or `Node`) when given: a
+/// pod-bound or node-bound token carries the node's name in the user's extra info.
+pub fn service_account_token(ns: &TestNamespace, sa: &str, bound: Option<(&str, &str)>) -> String {
+    let mut cmd = Command::new("kubectl");
+    cmd.args(["create", "token", sa, "-n", &ns.name, "--duration", "1h"]);
+    if let Some((kind, name)) = bound {
+        cmd.args(["--bound-object-kind", kind, "--bound-object-name", name]);
+    }
+    run(&mut cmd).trim().to_string()
 }
 
 /// A kubeconfig file for the current cluster with a token of service account `sa` of
 /// the test namespace.
 pub fn service_account_kubeconfig(ns: &TestNamespace, sa: &str) -> PathBuf {
-    let token = run(Command::new("kubectl").args([
-        "create",
-        "token",
-        sa,
-        "-n",
-        &ns.name,
-        "--duration",
-        "1h",
-    ]));
+    token_kubeconfig(ns, sa, &service_account_token(ns, sa, None))
+}
+
+/// A kubeconfig file named after `name` for the current cluster with `token`.
+pub fn token_kubeconfig(ns: &TestNamespace, name: &str, token: &str) -> PathBuf {
     let current: serde_json::Value = serde_json::from_str(&run(
         Command::new("kubectl").args(["config", "view", "--raw", "--minify", "-o", "json"])
     ))
@@ -112,13 +185,23 @@ pub fn service_account_kubeconfig(ns: &TestNamespace, sa: &str) -> PathBuf {
     let kubeconfig = json!({
         "apiVersion": "v1", "kind": "Config",
         "clusters": [{"name": "c", "cluster": cluster}],
-        "users": [{"name": "sa", "user": {"token": token.trim()}}],
+        "users": [{"name": "sa", "user": {"token": token}}],
         "contexts": [{"name": "c", "context": {"cluster": "c", "user": "sa"}}],
         "current-context": "c",
     });
-    let path = std::env::temp_dir().join(format!("{}-{sa}.kubeconfig", ns.name));
+    let path = std::env::temp_dir().join(format!("{}-{name}.kubeconfig", ns.name));
     std::fs::write(&path, serde_json::to_string(&kubeconfig).unwrap()).unwrap();
     path
+}
+
+/// A client of the current cluster with `token`.
+pub async fn token_client(ns: &TestNamespace, name: &str, token: &str) -> kube::Client {
+    let path = token_kubeconfig(ns, name, token);
+    let kubeconfig = kube::config::Kubeconfig::read_from(&path).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .unwrap();
+    kube::Client::try_from(config).unwrap()
 }
 
 /// Asserts `kubectl auth can-i` for service account `sa` of the test namespace:

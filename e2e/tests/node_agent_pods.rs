@@ -1059,10 +1059,10 @@ async fn an_agent_restart_leaves_no_orphans() {
     delete_all_and_check_leftovers(&pods, &agent).await;
 }
 
-/// The agent works under the least-privilege RBAC of the chart (its ServiceAccount's
-/// token): it registers, heartbeats, runs a pod whose environment comes from a ConfigMap
-/// and a Secret, records its events, and releases it; nothing is forbidden, and nothing beyond that is
-/// granted.
+/// The agent works under the least-privilege RBAC of the chart and its NodeRestriction
+/// policy (its ServiceAccount's token, bound to its node): it registers, heartbeats, runs
+/// a pod whose environment comes from a ConfigMap and a Secret, records its events, and
+/// releases it; nothing is forbidden, and nothing beyond that is granted.
 #[tokio::test]
 async fn the_agent_works_with_the_charts_least_privilege_rbac() {
     if skip() {
@@ -1071,7 +1071,16 @@ async fn the_agent_works_with_the_charts_least_privilege_rbac() {
     let ns = TestNamespace::new("agent-rbac").await;
     let sa = format!("{}-node-agent", ns.name);
     let _rbac = rbac::apply_chart_rbac(&ns, "templates/node-agent-rbac.yaml", "node-agent");
-    let kubeconfig = rbac::service_account_kubeconfig(&ns, &sa);
+    let _policy = rbac::apply_node_restriction(&ns);
+    // The token names the agent's node, as its DaemonSet pod's does (the host's Node:
+    // a plain API object here).
+    ns.create(json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n"}}))
+        .await
+        .unwrap();
+    let node = ns.cluster_name("n");
+    let token = rbac::service_account_token(&ns, &sa, Some(("Node", &node)));
+    let kubeconfig = rbac::token_kubeconfig(&ns, &sa, &token);
+    rbac::node_restriction_in_force(&rbac::token_client(&ns, "probe", &token).await, &node).await;
     let agent = AgentProcess::start_real_with_env(
         &ns,
         "n",

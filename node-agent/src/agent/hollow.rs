@@ -32,7 +32,8 @@ use crate::kubelet::runtime_status::{
 };
 use crate::kubelet::status_generate::{PodStatusInputs, generate_api_pod_status, status_changed};
 
-/// The finalizer the agent puts on the pods it runs and removes once they are cleaned up.
+/// The finalizer the agent puts on the pods it runs and removes once they are cleaned up
+/// (the one the chart's NodeRestriction policy lets an agent change on its pods).
 pub const FINALIZER: &str = rekube_crds::NODE_AGENT_FINALIZER;
 
 /// How often a hollow pod is re-synced when nothing happens to it.
