@@ -180,6 +180,11 @@ impl Resource {
     }
 }
 
+/// An exact total at the int64 bounds.
+fn saturate(v: i128) -> i64 {
+    i64::try_from(v).unwrap_or(if v < 0 { i64::MIN } else { i64::MAX })
+}
+
 /// The exact sum of many [`Resource`]s (pod counts aside), in i128 so that no realistic
 /// number of int64 terms overflows and subtracting a term undoes adding it; read as a
 /// [`Resource`] saturated at the int64 bounds (upstream: `NodeInfo.Requested`, whose int64
