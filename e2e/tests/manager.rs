@@ -3,7 +3,7 @@
 //! leader that can no longer renew its lease stops acting before a standby takes over.
 //! The pods run on a real rekube-node-agent in hollow mode (scale without containers).
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -28,6 +28,22 @@ fn deployment(name: &str, replicas: i32) -> Deployment {
         }
     }))
     .unwrap()
+}
+
+/// The timestamp of the first log line containing `needle` (tracing's text format: the
+/// RFC 3339 time first, possibly wrapped in colour codes).
+fn log_time(logs: &str, needle: &str) -> Option<jiff::Timestamp> {
+    let line = logs.lines().find(|l| l.contains(needle))?;
+    // Each colour code is ESC [ digits m: drop what follows each ESC up to its `m`.
+    let plain: String = line
+        .split('\u{1b}')
+        .enumerate()
+        .map(|(i, part)| match (i, part.split_once('m')) {
+            (0, _) | (_, None) => part,
+            (_, Some((_, rest))) => rest,
+        })
+        .collect();
+    plain.split_whitespace().next()?.parse().ok()
 }
 
 /// The sum of a counter's samples whose labels contain `labels`.
@@ -179,9 +195,24 @@ async fn a_leader_behind_a_hung_apiserver_steps_down_before_a_standby_takes_over
         "--controllers",
         "deployment-controller,replicaset-controller",
     ];
+    // The leader's timings are short (lease 4 s, renew deadline 3 s, retry 0.5 s) so the
+    // test is quick; the standby takes over once the lease duration the leader wrote into
+    // the Lease has passed since the last renewal it saw.
+    let leader_flags = [
+        &flags[..],
+        &[
+            "--leader-elect-lease-duration",
+            "4s",
+            "--leader-elect-renew-deadline",
+            "3s",
+            "--leader-elect-retry-period",
+            "500ms",
+        ][..],
+    ]
+    .concat();
     let mut leader = ControllerProcess::start_with_env(
         &ns.name,
-        &flags,
+        &leader_flags,
         &[("KUBECONFIG", kubeconfig.to_str().unwrap())],
     );
     wait_until("the proxied process leads", T, || async {
@@ -215,42 +246,43 @@ async fn a_leader_behind_a_hung_apiserver_steps_down_before_a_standby_takes_over
     let leading = holder(leases.get("rekube-controllers").await.unwrap());
     assert!(leading.is_some());
 
+    // The order of events is read from the two processes' own log timestamps (wall
+    // clock, as the stall time), not from this test's polling, which a busy apiserver
+    // slows down.
+    let stalled = jiff::Timestamp::now();
     proxy.stall();
-    let stalled = Instant::now();
-    let (mut exited_at, mut taken_over_at) = (None, None);
-    while exited_at.is_none() || taken_over_at.is_none() {
+    let deadline = std::time::Instant::now() + T;
+    let (lost, acquired) = loop {
+        let lost = log_time(&leader.logs(), "leader election lost");
+        let acquired = log_time(&standby.logs(), "acquired lease");
+        if let (Some(l), Some(a), Some(_)) = (lost, acquired, leader.exited()) {
+            break (l, a);
+        }
         assert!(
-            stalled.elapsed() < Duration::from_secs(30),
-            "after 30 s: leader exited {exited_at:?}, standby took over {taken_over_at:?}\nleader:\n{}\nstandby:\n{}",
+            std::time::Instant::now() < deadline,
+            "the leader did not exit or the standby did not lead: {lost:?} {acquired:?}\nleader:\n{}\nstandby:\n{}",
             leader.logs(),
             standby.logs()
         );
-        if exited_at.is_none() && leader.exited().is_some() {
-            exited_at = Some(stalled.elapsed());
-        }
-        if taken_over_at.is_none()
-            && holder(leases.get("rekube-controllers").await.unwrap()) != leading
-        {
-            taken_over_at = Some(stalled.elapsed());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let (exited_at, taken_over_at) = (exited_at.unwrap(), taken_over_at.unwrap());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let stepped_down = lost.duration_since(stalled);
     // Renew deadline 3 s after the last renewal (at most a retry period before the stall).
     assert!(
-        exited_at < Duration::from_secs(5),
-        "stepped down {exited_at:?} after the stall"
+        stepped_down < jiff::SignedDuration::from_secs(5),
+        "stepped down {stepped_down:?} after the stall"
     );
     assert!(
-        exited_at < taken_over_at,
-        "the deposed leader exited at {exited_at:?}, after the standby took over at {taken_over_at:?}"
+        lost < acquired,
+        "the deposed leader stopped at {lost}, after the standby took over at {acquired}"
     );
     let status = leader.exited().unwrap();
     assert!(!status.success(), "{status:?}");
-    assert!(
-        leader.logs().contains("leader election lost"),
-        "{}",
-        leader.logs()
+    assert_eq!(
+        holder(leases.get("rekube-controllers").await.unwrap())
+            .is_some_and(|h| Some(&h) != leading.as_ref()),
+        true,
+        "the standby holds the lease"
     );
     // The standby leads and acts.
     deployments
@@ -268,4 +300,15 @@ async fn a_leader_behind_a_hung_apiserver_steps_down_before_a_standby_takes_over
     .await;
     assert!(standby.logs().contains("acquired lease"));
     drop(standby);
+}
+
+#[test]
+fn log_times_are_read_with_or_without_colour_codes() {
+    let t: jiff::Timestamp = "2026-12-04T23:03:57.792686Z".parse().unwrap();
+    let coloured = "\u{1b}[2m2026-12-04T23:03:57.792686Z\u{1b}[0m \u{1b}[31mERROR\u{1b}[0m rekube_controllers: rekube-controllers stopped error=leader election lost";
+    let plain =
+        "2026-12-04T23:03:57.792686Z  INFO rekube_controllers::manager::leader: acquired lease";
+    assert_eq!(log_time(coloured, "leader election lost"), Some(t));
+    assert_eq!(log_time(plain, "acquired lease"), Some(t));
+    assert_eq!(log_time(plain, "absent"), None);
 }
