@@ -19,6 +19,7 @@
 use serde_json::{Value, json};
 
 use crate::GROUP;
+use crate::validation::QUALIFIED_NAME;
 
 /// CEL: the pull policy upstream picks for container `c` without one.
 const PULL_POLICY: &str = "c.image.contains('@') || \
@@ -84,29 +85,73 @@ fn policy(name: &str, resources: &[&str], unique: String, mutations: Vec<Value>)
     ]
 }
 
-fn validating_policy(name: &str, resources: &[&str], validations: Vec<Value>) -> [Value; 2] {
-    [
-        json!({
-            "apiVersion": "admissionregistration.k8s.io/v1",
-            "kind": "ValidatingAdmissionPolicy",
-            "metadata": { "name": name },
-            "spec": {
-                "matchConstraints": match_constraints(resources),
-                "failurePolicy": "Fail",
-                "validations": validations,
-            },
-        }),
-        json!({
-            "apiVersion": "admissionregistration.k8s.io/v1",
-            "kind": "ValidatingAdmissionPolicyBinding",
-            "metadata": { "name": name },
-            "spec": { "policyName": name, "validationActions": ["Deny"] },
-        }),
-    ]
+/// A ValidatingAdmissionPolicy and what it checks.
+pub struct ValidatingPolicy {
+    pub name: &'static str,
+    pub resources: &'static [&'static str],
+    pub operations: &'static [&'static str],
+    /// `(name, expression)`: referred to as `variables.<name>` by the validations.
+    pub variables: Vec<(&'static str, String)>,
+    pub validations: Vec<Value>,
 }
 
-fn check(expression: String, message: &str, reason: &str) -> Value {
+impl ValidatingPolicy {
+    /// The policy and its binding.
+    pub fn objects(self) -> [Value; 2] {
+        let mut constraints = match_constraints(self.resources);
+        constraints["resourceRules"][0]["operations"] = json!(self.operations);
+        let mut spec = json!({
+            "matchConstraints": constraints,
+            "failurePolicy": "Fail",
+            "validations": self.validations,
+        });
+        if !self.variables.is_empty() {
+            spec["variables"] = self
+                .variables
+                .iter()
+                .map(|(name, expression)| json!({ "name": name, "expression": expression }))
+                .collect();
+        }
+        [
+            json!({
+                "apiVersion": "admissionregistration.k8s.io/v1",
+                "kind": "ValidatingAdmissionPolicy",
+                "metadata": { "name": self.name },
+                "spec": spec,
+            }),
+            json!({
+                "apiVersion": "admissionregistration.k8s.io/v1",
+                "kind": "ValidatingAdmissionPolicyBinding",
+                "metadata": { "name": self.name },
+                "spec": { "policyName": self.name, "validationActions": ["Deny"] },
+            }),
+        ]
+    }
+}
+
+fn validating_policy(
+    name: &'static str,
+    resources: &'static [&'static str],
+    validations: Vec<Value>,
+) -> [Value; 2] {
+    ValidatingPolicy {
+        name,
+        resources,
+        operations: &["CREATE", "UPDATE"],
+        variables: Vec::new(),
+        validations,
+    }
+    .objects()
+}
+
+/// A validation with a fixed message.
+pub fn check(expression: String, message: &str, reason: &str) -> Value {
     json!({ "expression": expression, "message": message, "reason": reason })
+}
+
+/// A validation whose message is a CEL string expression, evaluated when it fails.
+pub fn check_with_message(expression: String, message_expression: String, reason: &str) -> Value {
+    json!({ "expression": expression, "messageExpression": message_expression, "reason": reason })
 }
 
 /// CEL: container names of the PodSpec at `spec` are unique across its three lists.
@@ -135,19 +180,103 @@ const SELECTOR_MATCHES_TEMPLATE: &str = "\
        e.operator == 'Exists') : \
       (e.operator == 'NotIn' || e.operator == 'DoesNotExist')))";
 
+/// ValidateLabelName's message, for a label key that is not a qualified name.
+const QUALIFIED_NAME_MESSAGE: &str = "name part must consist of alphanumeric characters, '-', '_' or '.', \
+    and must start and end with an alphanumeric character, at most 63 characters, with an optional \
+    DNS subdomain prefix and '/' (e.g. 'MyName', or 'my.name', or 'example.com/123-abc')";
+
+/// Label keys of the map at CEL `map` (optional-chained, defaulting to `{}`) must be
+/// qualified names (ValidateLabels; the values are checked by the schema). `path` is the
+/// map's field path.
+fn label_keys(map: &str, path: &str) -> Value {
+    let bad = format!("{map}.filter(k, !k.matches(r'{QUALIFIED_NAME}'))");
+    check_with_message(
+        format!("size({bad}) == 0"),
+        format!("'{path}: Invalid value: \"' + {bad}[0] + \"\\\": {QUALIFIED_NAME_MESSAGE}\""),
+        "Invalid",
+    )
+}
+
+/// CEL: request `r` of container `c` exceeds its limit.
+const OVER_LIMIT: &str = "r in c.resources.limits && \
+    quantity(string(c.resources.requests[r])).isGreaterThan(quantity(string(c.resources.limits[r])))";
+
+/// ValidateResourceRequirements' requests <= limits for the containers of list `l` of the
+/// PodSpec at CEL `spec`, whose field path is `path`.
+fn requests_within_limits(spec: &str, path: &str, l: &str) -> Value {
+    let bad = format!(
+        "(has(c.resources) && has(c.resources.requests) && has(c.resources.limits) && \
+         c.resources.requests.exists(r, {OVER_LIMIT}))"
+    );
+    check_with_message(
+        format!("!{spec}.?{l}.orValue([]).exists(c, {bad})"),
+        format!(
+            "cel.bind(cs, {spec}.{l}, cel.bind(c, cs.filter(c, {bad})[0], \
+             cel.bind(r, c.resources.requests.filter(r, {OVER_LIMIT})[0], \
+             '{path}.{l}[' + string(cs.map(x, x.name).indexOf(c.name)) + '].resources.requests: Invalid value: \"' + \
+             string(c.resources.requests[r]) + '\": must be less than or equal to ' + r + ' limit of ' + \
+             string(c.resources.limits[r]))))"
+        ),
+        "Invalid",
+    )
+}
+
+/// The same for the pod-level resources of the PodSpec at `spec`.
+fn pod_requests_within_limits(spec: &str, path: &str) -> Value {
+    let ok = format!(
+        "!has({spec}.resources) || !has({spec}.resources.requests) || !has({spec}.resources.limits) || \
+         !{spec}.resources.requests.exists(r, cel.bind(c, {spec}, {OVER_LIMIT}))"
+    );
+    check_with_message(
+        ok,
+        format!(
+            "cel.bind(c, {spec}, cel.bind(r, c.resources.requests.filter(r, {OVER_LIMIT})[0], \
+             '{path}.resources.requests: Invalid value: \"' + string(c.resources.requests[r]) + \
+             '\": must be less than or equal to ' + r + ' limit of ' + string(c.resources.limits[r])))"
+        ),
+        "Invalid",
+    )
+}
+
+/// Checks of a PodSpec at CEL `spec` (field path `path`) that compare across maps or lists.
+fn pod_spec_checks(spec: &str, path: &str) -> Vec<Value> {
+    vec![
+        requests_within_limits(spec, path, "containers"),
+        requests_within_limits(spec, path, "initContainers"),
+        pod_requests_within_limits(spec, path),
+        label_keys(
+            &format!("{spec}.?nodeSelector.orValue({{}})"),
+            &format!("{path}.nodeSelector"),
+        ),
+    ]
+}
+
 /// The validating policies and their bindings, in apply order.
 pub fn validating_objects() -> Vec<Value> {
     let names =
         "container names must be unique across containers, initContainers and ephemeralContainers";
-    let pods = validating_policy(
-        "rekube-pod-validation.rekube.io",
-        &["pods"],
-        vec![check(
+    let mut pod_checks = vec![
+        check(
             unique_container_names("object.spec"),
             &format!("spec: {names}"),
             "Invalid",
-        )],
-    );
+        ),
+        check(
+            "request.operation != 'CREATE' || size(object.spec.?ephemeralContainers.orValue([])) == 0"
+                .into(),
+            "spec.ephemeralContainers: Forbidden: cannot be set on create",
+            "Forbidden",
+        ),
+        check(
+            "object.spec.?nodeName.orValue('') == '' || size(object.spec.?schedulingGates.orValue([])) == 0 || \
+             (oldObject != null && oldObject.spec.?nodeName.orValue('') == object.spec.nodeName)"
+                .into(),
+            "spec.nodeName: Forbidden: cannot be set until all schedulingGates have been cleared",
+            "Forbidden",
+        ),
+    ];
+    pod_checks.extend(pod_spec_checks("object.spec", "spec"));
+    let pods = validating_policy("rekube-pod-validation.rekube.io", &["pods"], pod_checks);
     let templates = validating_policy(
         "rekube-template-validation.rekube.io",
         &["deployments", "replicasets"],
@@ -162,7 +291,21 @@ pub fn validating_objects() -> Vec<Value> {
                 &format!("spec.template.spec: {names}"),
                 "Invalid",
             ),
-        ],
+            label_keys(
+                "object.spec.template.?metadata.?labels.orValue({})",
+                "spec.template.metadata.labels",
+            ),
+            label_keys(
+                "object.spec.selector.?matchLabels.orValue({})",
+                "spec.selector.matchLabels",
+            ),
+        ]
+        .into_iter()
+        .chain(pod_spec_checks(
+            "object.spec.template.spec",
+            "spec.template.spec",
+        ))
+        .collect(),
     );
     let services = validating_policy(
         "rekube-service-validation.rekube.io",
@@ -175,9 +318,22 @@ pub fn validating_objects() -> Vec<Value> {
                 .into(),
             "spec.ports[].targetPort: must be a port number between 1 and 65535 or an IANA service name",
             "Invalid",
+        ), label_keys("object.spec.?selector.orValue({})", "spec.selector")],
+    );
+    let claims = validating_policy(
+        "rekube-persistentvolumeclaim-validation.rekube.io",
+        &["persistentvolumeclaims"],
+        vec![label_keys(
+            "object.spec.?selector.?matchLabels.orValue({})",
+            "spec.selector.matchLabels",
         )],
     );
-    pods.into_iter().chain(templates).chain(services).collect()
+    pods.into_iter()
+        .chain(templates)
+        .chain(services)
+        .chain(claims)
+        .chain(crate::updates::objects())
+        .collect()
 }
 
 fn apply(expression: String) -> Value {

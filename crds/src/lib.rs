@@ -15,6 +15,7 @@ pub mod generate;
 pub mod kinds;
 pub mod resource;
 pub mod schema;
+pub mod updates;
 pub mod validation;
 
 pub use kinds::apps::{Deployment, ReplicaSet};
