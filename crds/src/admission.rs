@@ -197,25 +197,40 @@ fn label_keys(map: &str, path: &str) -> Value {
     )
 }
 
-/// CEL: request `r` of container `c` exceeds its limit.
-const OVER_LIMIT: &str = "r in c.resources.limits && \
-    quantity(string(c.resources.requests[r])).isGreaterThan(quantity(string(c.resources.limits[r])))";
+/// CEL: request `r` of container `c` (any expression) exceeds its limit.
+fn over_limit(c: &str) -> String {
+    format!(
+        "r in {c}.resources.limits && \
+         quantity(string({c}.resources.requests[r])).isGreaterThan(quantity(string({c}.resources.limits[r])))"
+    )
+}
+
+/// CEL: upstream's message for the first request of container `c` above its limit, with
+/// the field path `at` of its resources.
+fn over_limit_message(c: &str, at: &str) -> String {
+    let r = format!("{c}.resources.requests.filter(r, {})[0]", over_limit(c));
+    format!(
+        "{at} + '.resources.requests: Invalid value: \"' + string({c}.resources.requests[{r}]) + \
+         '\": must be less than or equal to ' + {r} + ' limit of ' + string({c}.resources.limits[{r}])"
+    )
+}
 
 /// ValidateResourceRequirements' requests <= limits for the containers of list `l` of the
 /// PodSpec at CEL `spec`, whose field path is `path`.
 fn requests_within_limits(spec: &str, path: &str, l: &str) -> Value {
     let bad = format!(
         "(has(c.resources) && has(c.resources.requests) && has(c.resources.limits) && \
-         c.resources.requests.exists(r, {OVER_LIMIT}))"
+         c.resources.requests.exists(r, {}))",
+        over_limit("c")
     );
+    let first = format!("{spec}.{l}.filter(c, {bad})[0]");
     check_with_message(
         format!("!{spec}.?{l}.orValue([]).exists(c, {bad})"),
-        format!(
-            "cel.bind(cs, {spec}.{l}, cel.bind(c, cs.filter(c, {bad})[0], \
-             cel.bind(r, c.resources.requests.filter(r, {OVER_LIMIT})[0], \
-             '{path}.{l}[' + string(cs.map(x, x.name).indexOf(c.name)) + '].resources.requests: Invalid value: \"' + \
-             string(c.resources.requests[r]) + '\": must be less than or equal to ' + r + ' limit of ' + \
-             string(c.resources.limits[r]))))"
+        over_limit_message(
+            &first,
+            &format!(
+                "'{path}.{l}[' + string({spec}.{l}.map(x, x.name).indexOf({first}.name)) + ']'"
+            ),
         ),
         "Invalid",
     )
@@ -223,17 +238,13 @@ fn requests_within_limits(spec: &str, path: &str, l: &str) -> Value {
 
 /// The same for the pod-level resources of the PodSpec at `spec`.
 fn pod_requests_within_limits(spec: &str, path: &str) -> Value {
-    let ok = format!(
-        "!has({spec}.resources) || !has({spec}.resources.requests) || !has({spec}.resources.limits) || \
-         !{spec}.resources.requests.exists(r, cel.bind(c, {spec}, {OVER_LIMIT}))"
-    );
     check_with_message(
-        ok,
         format!(
-            "cel.bind(c, {spec}, cel.bind(r, c.resources.requests.filter(r, {OVER_LIMIT})[0], \
-             '{path}.resources.requests: Invalid value: \"' + string(c.resources.requests[r]) + \
-             '\": must be less than or equal to ' + r + ' limit of ' + string(c.resources.limits[r])))"
+            "!has({spec}.resources) || !has({spec}.resources.requests) || !has({spec}.resources.limits) || \
+             !{spec}.resources.requests.exists(r, {})",
+            over_limit(spec)
         ),
+        over_limit_message(spec, &format!("'{path}'")),
         "Invalid",
     )
 }
@@ -292,12 +303,12 @@ pub fn validating_objects() -> Vec<Value> {
                 "Invalid",
             ),
             label_keys(
-                "object.spec.template.?metadata.?labels.orValue({})",
-                "spec.template.metadata.labels",
-            ),
-            label_keys(
                 "object.spec.selector.?matchLabels.orValue({})",
                 "spec.selector.matchLabels",
+            ),
+            label_keys(
+                "object.spec.template.?metadata.?labels.orValue({})",
+                "spec.template.metadata.labels",
             ),
         ]
         .into_iter()

@@ -173,10 +173,9 @@ fn pod_update() -> ValidatingPolicy {
                 opt(NEW, "ephemeralContainers", "[]")
             ),
             format!(
-                "cel.bind(o, {old}.filter(o, !{new}.exists(n, n == o))[0], \
-                 'spec.ephemeralContainers: Forbidden: existing ephemeral containers \"' + o.name + '\" may not be ' + \
-                 ({new}.exists(n, n.name == o.name) ? 'changed' : 'removed'))",
-                old = opt(OLD, "ephemeralContainers", "[]"),
+                "'spec.ephemeralContainers: Forbidden: existing ephemeral containers \"' + {first}.name + \
+                 '\" may not be ' + ({new}.exists(n, n.name == {first}.name) ? 'changed' : 'removed')",
+                first = format!("{}.filter(o, !{}.exists(n, n == o))[0]", opt(OLD, "ephemeralContainers", "[]"), opt(NEW, "ephemeralContainers", "[]")),
                 new = opt(NEW, "ephemeralContainers", "[]")
             ),
             "Forbidden",

@@ -84,25 +84,28 @@ pub const QUALIFIED_NAME: &str = "^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-
 /// least one letter (with `maxLength` 15).
 pub const PORT_NAME: &str = "^([a-z0-9]+-)*[a-z0-9]*[a-z][a-z0-9]*(-[a-z0-9]+)*$";
 
-/// Calls `f` on every schema node below `v` (properties, list items, map values).
-fn walk(v: &mut Value, f: &mut dyn FnMut(&mut Value)) {
-    f(v);
+/// Calls `f` on every schema node below `v` (properties, list items, map values) with the
+/// name of the field it sits under (list items and map values keep their field's name).
+fn walk(v: &mut Value, field: &str, f: &mut dyn FnMut(&str, &mut Value)) {
+    f(field, v);
     let Value::Object(map) = v else { return };
     if let Some(Value::Object(props)) = map.get_mut("properties") {
-        props.values_mut().for_each(|p| walk(p, f));
+        props.iter_mut().for_each(|(k, p)| walk(p, k, f));
     }
     for key in ["items", "additionalProperties"] {
         if let Some(child @ Value::Object(_)) = map.get_mut(key) {
-            walk(child, f);
+            walk(child, field, f);
         }
     }
 }
 
-fn is_quantity(node: &Value) -> bool {
-    node["x-kubernetes-int-or-string"] == json!(true)
-        && node["description"]
-            .as_str()
-            .is_some_and(|d| d.starts_with("Quantity is a fixed-point representation"))
+/// The fields of these kinds typed IntOrString; every other int-or-string node is a
+/// resource.Quantity (k8s-openapi replaces a Quantity field's description with the
+/// field's own, so the description cannot tell them apart).
+pub const INT_OR_STRING_FIELDS: [&str; 4] = ["port", "targetPort", "maxSurge", "maxUnavailable"];
+
+fn is_quantity(field: &str, node: &Value) -> bool {
+    node["x-kubernetes-int-or-string"] == json!(true) && !INT_OR_STRING_FIELDS.contains(&field)
 }
 
 /// A metav1.LabelSelector: an object whose properties are exactly matchExpressions and
@@ -125,8 +128,8 @@ fn label_value(node: &mut Value) {
 /// values must be label values and its expression keys qualified names (ValidateLabelSelector).
 /// Found by shape, so no Quantity or selector of any kind is missed.
 pub fn quantities_and_selectors(schema: &mut Value) {
-    walk(schema, &mut |node| {
-        if is_quantity(node) {
+    walk(schema, "", &mut |field, node| {
+        if is_quantity(field, node) {
             let obj = node.as_object_mut().expect("checked");
             obj.insert("pattern".into(), json!(QUANTITY));
             obj.insert("minimum".into(), json!(0));
