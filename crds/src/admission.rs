@@ -249,11 +249,34 @@ fn pod_requests_within_limits(spec: &str, path: &str) -> Value {
     )
 }
 
+/// validateContainerPorts: port names are unique within each container of list `l` of the
+/// PodSpec at CEL `spec`, whose field path is `path`.
+fn unique_port_names(spec: &str, path: &str, l: &str) -> Value {
+    let dup = "has(p.name) && c.ports.filter(q, has(q.name) && q.name == p.name).size() > 1";
+    let bad = format!("(has(c.ports) && c.ports.exists(p, {dup}))");
+    let first = format!("{spec}.{l}.filter(c, {bad})[0]");
+    let name = format!(
+        "{first}.ports.filter(p, {}).map(p, p.name)[0]",
+        dup.replace("c.ports", &format!("{first}.ports"))
+    );
+    check_with_message(
+        format!("!{spec}.?{l}.orValue([]).exists(c, {bad})"),
+        format!(
+            "'{path}.{l}[' + string({spec}.{l}.map(x, x.name).indexOf({first}.name)) + '].ports[' + \
+             string({first}.ports.map(p, p.?name.orValue('')).lastIndexOf({name})) + '].name: Duplicate value: \"' + \
+             {name} + '\"'"
+        ),
+        "Invalid",
+    )
+}
+
 /// Checks of a PodSpec at CEL `spec` (field path `path`) that compare across maps or lists.
 fn pod_spec_checks(spec: &str, path: &str) -> Vec<Value> {
     vec![
         requests_within_limits(spec, path, "containers"),
         requests_within_limits(spec, path, "initContainers"),
+        unique_port_names(spec, path, "containers"),
+        unique_port_names(spec, path, "initContainers"),
         pod_requests_within_limits(spec, path),
         label_keys(
             &format!("{spec}.?nodeSelector.orValue({{}})"),

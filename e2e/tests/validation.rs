@@ -468,6 +468,18 @@ const CREATE_CASES: &[Case] = &[
         message: "spec.containers[0].ports[0].name: Too long: may not be more than 15",
     },
     Case {
+        name: "duplicate port names in a container",
+        base: pod,
+        mutate: |p| {
+            p["spec"]["initContainers"] = json!([{"name": "init", "image": "busybox"}]);
+            p["spec"]["containers"] = json!([
+                {"name": "a", "image": "busybox", "ports": [{"name": "http", "containerPort": 80}]},
+                {"name": "b", "image": "busybox", "ports": [
+                    {"name": "http", "containerPort": 8080}, {"containerPort": 9090}, {"name": "http", "containerPort": 8081}]}]);
+        },
+        message: "spec.containers[1].ports[2].name: Duplicate value: \"http\"",
+    },
+    Case {
         name: "containerPort 0",
         base: pod,
         mutate: |p| p["spec"]["containers"][0]["ports"] = json!([{"containerPort": 0}]),
