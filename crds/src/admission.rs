@@ -270,6 +270,43 @@ fn unique_port_names(spec: &str, path: &str, l: &str) -> Value {
     )
 }
 
+/// CEL: the matchLabels of every label selector in the pod affinity terms and topology
+/// spread constraints of the PodSpec at `spec`.
+fn term_selectors(spec: &str) -> String {
+    let mut terms = Vec::new();
+    for kind in ["podAffinity", "podAntiAffinity"] {
+        let a = format!("{spec}.?affinity.?{kind}");
+        terms.push(format!(
+            "{a}.?requiredDuringSchedulingIgnoredDuringExecution.orValue([])"
+        ));
+        terms.push(format!(
+            "{a}.?preferredDuringSchedulingIgnoredDuringExecution.orValue([]).map(w, w.?podAffinityTerm.orValue({{}}))"
+        ));
+    }
+    let terms = terms.join(" + ");
+    format!(
+        "({terms}).map(t, t.?labelSelector.?matchLabels.orValue({{}})) + \
+         ({terms}).map(t, t.?namespaceSelector.?matchLabels.orValue({{}})) + \
+         {spec}.?topologySpreadConstraints.orValue([]).map(c, c.?labelSelector.?matchLabels.orValue({{}}))"
+    )
+}
+
+/// ValidateLabelSelector's keys for the selectors of [`term_selectors`].
+fn term_selector_keys(spec: &str, path: &str) -> Value {
+    let bad = format!(
+        "({}).map(m, m.filter(k, !k.matches(r'{QUALIFIED_NAME}'))).filter(l, size(l) > 0)",
+        term_selectors(spec)
+    );
+    check_with_message(
+        format!("size({bad}) == 0"),
+        format!(
+            "'{path}: Invalid value: \"' + {bad}[0][0] + \"\\\": a label selector key of an affinity term \
+             or topology spread constraint: {QUALIFIED_NAME_MESSAGE}\""
+        ),
+        "Invalid",
+    )
+}
+
 /// Checks of a PodSpec at CEL `spec` (field path `path`) that compare across maps or lists.
 fn pod_spec_checks(spec: &str, path: &str) -> Vec<Value> {
     vec![
@@ -282,6 +319,7 @@ fn pod_spec_checks(spec: &str, path: &str) -> Vec<Value> {
             &format!("{spec}.?nodeSelector.orValue({{}})"),
             &format!("{path}.nodeSelector"),
         ),
+        term_selector_keys(spec, path),
     ]
 }
 

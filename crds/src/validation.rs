@@ -218,6 +218,23 @@ pub fn pod_spec(schema: &mut Value, at: &str, restart_policies: &[&str]) {
         json!({ "enum": ["ClusterFirstWithHostNet", "ClusterFirst", "Default", "None"] }),
     );
     labels(schema, &format!("{at}.nodeSelector"));
+    constrain(
+        schema,
+        &format!("{at}.activeDeadlineSeconds"),
+        json!({ "minimum": 1, "maximum": 2147483647 }),
+    );
+    constrain(
+        schema,
+        &format!("{at}.nodeName"),
+        json!({ "maxLength": 253, "pattern": DNS_SUBDOMAIN }),
+    );
+    for label in ["hostname", "subdomain"] {
+        constrain(
+            schema,
+            &format!("{at}.{label}"),
+            json!({ "maxLength": 63, "pattern": DNS_LABEL }),
+        );
+    }
 }
 
 pub fn pod(schema: &mut Value) {

@@ -424,6 +424,24 @@ const CREATE_CASES: &[Case] = &[
         message: "Invalid value: \"two words\"",
     },
     Case {
+        name: "pod anti-affinity selector key that is not a qualified name",
+        base: deployment,
+        mutate: |d| {
+            d["spec"]["template"]["spec"]["affinity"] = json!({"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+            {"weight": 1, "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": {"app name": "web"}}}}]}})
+        },
+        message: "spec.template.spec: Invalid value: \"app name\": a label selector key of an affinity term or topology spread constraint: name part must consist",
+    },
+    Case {
+        name: "topology spread selector key that is not a qualified name",
+        base: pod,
+        mutate: |p| {
+            p["spec"]["topologySpreadConstraints"] = json!([{"maxSkew": 1, "topologyKey": "zone",
+            "whenUnsatisfiable": "DoNotSchedule", "labelSelector": {"matchLabels": {"a/b/c": "x"}}}])
+        },
+        message: "spec: Invalid value: \"a/b/c\": a label selector key of an affinity term",
+    },
+    Case {
         name: "nodeSelector key that is not a qualified name",
         base: pod,
         mutate: |p| p["spec"]["nodeSelector"] = json!({"disk type": "ssd"}),
@@ -492,6 +510,24 @@ const CREATE_CASES: &[Case] = &[
             p["spec"]["containers"][0]["ports"] = json!([{"containerPort": 80, "hostPort": 70000}])
         },
         message: "spec.containers[0].ports[0].hostPort: Invalid value: 70000",
+    },
+    Case {
+        name: "nodeName not a DNS subdomain",
+        base: pod,
+        mutate: |p| p["spec"]["nodeName"] = json!("Node_1"),
+        message: "spec.nodeName: Invalid value: \"Node_1\": spec.nodeName in body should match",
+    },
+    Case {
+        name: "activeDeadlineSeconds 0",
+        base: pod,
+        mutate: |p| p["spec"]["activeDeadlineSeconds"] = json!(0),
+        message: "spec.activeDeadlineSeconds: Invalid value: 0: spec.activeDeadlineSeconds in body should be greater than or equal to 1",
+    },
+    Case {
+        name: "hostname not a DNS label",
+        base: pod,
+        mutate: |p| p["spec"]["hostname"] = json!("web.example"),
+        message: "spec.hostname: Invalid value: \"web.example\"",
     },
     Case {
         name: "ephemeral containers on create",
