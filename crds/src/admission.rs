@@ -307,6 +307,60 @@ fn term_selector_keys(spec: &str, path: &str) -> Value {
     )
 }
 
+/// The EphemeralContainer fields upstream's allowedEphemeralContainerFields leaves out (the
+/// new restart and resize fields included); an empty value (the schema's `resources: {}`)
+/// counts as unset, as Go's zero value does.
+const EPHEMERAL_FORBIDDEN: &str = "['ports', 'resources', 'resizePolicy', 'livenessProbe', \
+    'readinessProbe', 'startupProbe', 'lifecycle', 'restartPolicy', 'restartPolicyRules']";
+
+/// validateEphemeralContainers' checks of a Pod's ephemeral containers: no lifecycle,
+/// probes, ports or resources, no subPath mounts, and a targetContainerName that names a
+/// container of the pod.
+fn ephemeral_container_checks() -> Vec<Value> {
+    let list = "object.spec.ephemeralContainers";
+    let set = "(k in {EPHEMERAL_FORBIDDEN} && c[k] != {} && c[k] != [] && c[k] != '')"
+        .replace("{EPHEMERAL_FORBIDDEN}", EPHEMERAL_FORBIDDEN);
+    let bad = format!("c.exists(k, {set})");
+    let first = format!("{list}.filter(c, {bad})[0]");
+    let index = |c: &str| format!("string({list}.map(x, x.name).indexOf({c}.name))");
+    let names = "object.spec.containers.map(x, x.name) +                  object.spec.?initContainers.orValue([]).map(x, x.name)";
+    let no_target = format!("(has(c.targetContainerName) && !(c.targetContainerName in {names}))");
+    let missing = format!("{list}.filter(c, {no_target})[0]");
+    let sub_path =
+        "(has(c.volumeMounts) && c.volumeMounts.exists(m, has(m.subPath) || has(m.subPathExpr)))";
+    let with_sub_path = format!("{list}.filter(c, {sub_path})[0]");
+    vec![
+        check_with_message(
+            format!("!object.spec.?ephemeralContainers.orValue([]).exists(c, {bad})"),
+            format!(
+                "'spec.ephemeralContainers[' + {} + '].' + {first}.filter(k, {}) [0] + \
+                 ': Forbidden: cannot be set for an Ephemeral Container'",
+                index(&first),
+                set.replace("c[k]", &format!("{first}[k]"))
+            ),
+            "Forbidden",
+        ),
+        check_with_message(
+            format!("!object.spec.?ephemeralContainers.orValue([]).exists(c, {no_target})"),
+            format!(
+                "'spec.ephemeralContainers[' + {} + '].targetContainerName: Not found: \"' + \
+                 {missing}.targetContainerName + '\"'",
+                index(&missing)
+            ),
+            "Invalid",
+        ),
+        check_with_message(
+            format!("!object.spec.?ephemeralContainers.orValue([]).exists(c, {sub_path})"),
+            format!(
+                "'spec.ephemeralContainers[' + {} + '].volumeMounts: Forbidden: subPath and subPathExpr \
+                 cannot be set for an Ephemeral Container'",
+                index(&with_sub_path)
+            ),
+            "Forbidden",
+        ),
+    ]
+}
+
 /// Checks of a PodSpec at CEL `spec` (field path `path`) that compare across maps or lists.
 fn pod_spec_checks(spec: &str, path: &str) -> Vec<Value> {
     vec![
@@ -348,6 +402,7 @@ pub fn validating_objects() -> Vec<Value> {
         ),
     ];
     pod_checks.extend(pod_spec_checks("object.spec", "spec"));
+    pod_checks.extend(ephemeral_container_checks());
     let pods = validating_policy("rekube-pod-validation.rekube.io", &["pods"], pod_checks);
     let templates = validating_policy(
         "rekube-template-validation.rekube.io",

@@ -889,6 +889,12 @@ async fn allowed_updates_stay_allowed() {
             json!({"spec": {"ephemeralContainers": [
             {"name": "debug", "image": "busybox", "command": ["sh"]}]}}),
         ),
+        (
+            "ephemeral container targeting the app added",
+            json!({"spec": {"ephemeralContainers": [
+            {"name": "debug", "image": "busybox", "command": ["sh"]},
+            {"name": "peek", "image": "busybox", "targetContainerName": "main", "stdin": true, "tty": true}]}}),
+        ),
     ];
     let mut failures = Vec::new();
     for (what, body) in allowed {
@@ -906,6 +912,38 @@ async fn allowed_updates_stay_allowed() {
             "ephemeral container removed",
             json!({"spec": {"ephemeralContainers": [{"name": "other", "image": "busybox"}]}}),
             "spec.ephemeralContainers: Forbidden: existing ephemeral containers \"debug\" may not be removed",
+        ),
+        (
+            "ephemeral container with a probe",
+            json!({"spec": {"ephemeralContainers": [
+                {"name": "debug", "image": "busybox", "command": ["sh"]},
+                {"name": "peek", "image": "busybox", "targetContainerName": "main", "stdin": true, "tty": true},
+                {"name": "probed", "image": "busybox", "readinessProbe": {"exec": {"command": ["true"]}}}]}}),
+            "spec.ephemeralContainers[2].readinessProbe: Forbidden: cannot be set for an Ephemeral Container",
+        ),
+        (
+            "ephemeral container with resources",
+            json!({"spec": {"ephemeralContainers": [
+                {"name": "debug", "image": "busybox", "command": ["sh"]},
+                {"name": "peek", "image": "busybox", "targetContainerName": "main", "stdin": true, "tty": true},
+                {"name": "big", "image": "busybox", "resources": {"limits": {"cpu": "1"}}}]}}),
+            "spec.ephemeralContainers[2].resources: Forbidden: cannot be set for an Ephemeral Container",
+        ),
+        (
+            "ephemeral container with a subPath mount",
+            json!({"spec": {"ephemeralContainers": [
+                {"name": "debug", "image": "busybox", "command": ["sh"]},
+                {"name": "peek", "image": "busybox", "targetContainerName": "main", "stdin": true, "tty": true},
+                {"name": "sub", "image": "busybox", "volumeMounts": [{"name": "v", "mountPath": "/v", "subPath": "x"}]}]}}),
+            "spec.ephemeralContainers[2].volumeMounts: Forbidden: subPath and subPathExpr cannot be set",
+        ),
+        (
+            "ephemeral container targeting no container",
+            json!({"spec": {"ephemeralContainers": [
+                {"name": "debug", "image": "busybox", "command": ["sh"]},
+                {"name": "peek", "image": "busybox", "targetContainerName": "main", "stdin": true, "tty": true},
+                {"name": "peek2", "image": "busybox", "targetContainerName": "nope"}]}}),
+            "spec.ephemeralContainers[2].targetContainerName: Not found: \"nope\"",
         ),
         (
             "nodeSelector changed once ungated",
