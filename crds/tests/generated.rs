@@ -234,3 +234,35 @@ fn every_quantity_must_parse() {
         );
     }
 }
+
+/// Every validation of every admission policy has a message (fixed or computed) and one of
+/// the reasons a ValidatingAdmissionPolicy accepts; update policies match only UPDATE.
+#[test]
+fn validating_policies_are_well_formed() {
+    let objects = rekube_crds::admission::validating_objects();
+    let policies: Vec<&Value> = objects
+        .iter()
+        .filter(|o| o["kind"] == "ValidatingAdmissionPolicy")
+        .collect();
+    assert!(policies.len() >= 10, "{} policies", policies.len());
+    for p in policies {
+        let name = p["metadata"]["name"].as_str().unwrap();
+        let validations = p["spec"]["validations"].as_array().unwrap();
+        assert!(!validations.is_empty(), "{name} validates nothing");
+        for v in validations {
+            assert!(
+                v["message"].is_string() || v["messageExpression"].is_string(),
+                "{name}: {v} has no message"
+            );
+            let reason = v["reason"].as_str().unwrap_or_default();
+            assert!(
+                ["Forbidden", "Invalid", "RequestEntityTooLarge"].contains(&reason),
+                "{name}: reason {reason:?}"
+            );
+        }
+        let operations = &p["spec"]["matchConstraints"]["resourceRules"][0]["operations"];
+        if name.ends_with("-update.rekube.io") {
+            assert_eq!(operations, &serde_json::json!(["UPDATE"]), "{name}");
+        }
+    }
+}
