@@ -318,12 +318,12 @@ const EPHEMERAL_FORBIDDEN: &str = "['ports', 'resources', 'resizePolicy', 'liven
 /// container of the pod.
 fn ephemeral_container_checks() -> Vec<Value> {
     let list = "object.spec.ephemeralContainers";
-    let set = "(k in {EPHEMERAL_FORBIDDEN} && c[k] != {} && c[k] != [] && c[k] != '')"
-        .replace("{EPHEMERAL_FORBIDDEN}", EPHEMERAL_FORBIDDEN);
+    let set = format!("(k in {EPHEMERAL_FORBIDDEN} && c[k] != {{}} && c[k] != [] && c[k] != '')");
     let bad = format!("c.exists(k, {set})");
     let first = format!("{list}.filter(c, {bad})[0]");
     let index = |c: &str| format!("string({list}.map(x, x.name).indexOf({c}.name))");
-    let names = "object.spec.containers.map(x, x.name) +                  object.spec.?initContainers.orValue([]).map(x, x.name)";
+    let names = "object.spec.containers.map(x, x.name) + \
+                 object.spec.?initContainers.orValue([]).map(x, x.name)";
     let no_target = format!("(has(c.targetContainerName) && !(c.targetContainerName in {names}))");
     let missing = format!("{list}.filter(c, {no_target})[0]");
     let sub_path =
@@ -333,7 +333,7 @@ fn ephemeral_container_checks() -> Vec<Value> {
         check_with_message(
             format!("!object.spec.?ephemeralContainers.orValue([]).exists(c, {bad})"),
             format!(
-                "'spec.ephemeralContainers[' + {} + '].' + {first}.filter(k, {}) [0] + \
+                "'spec.ephemeralContainers[' + {} + '].' + {first}.filter(k, {})[0] + \
                  ': Forbidden: cannot be set for an Ephemeral Container'",
                 index(&first),
                 set.replace("c[k]", &format!("{first}[k]"))
