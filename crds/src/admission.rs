@@ -7,6 +7,8 @@
 //! - a Service port's `targetPort` (SetDefaults_Service): the port itself.
 //! - a Pod's `priority` 0 and `preemptionPolicy` PreemptLowerPriority (the Priority
 //!   admission plugin, for pods without a priority class).
+//! - a Service update without `clusterIP`/`clusterIPs` keeps the stored ones (the service
+//!   registry's patchAllocatedValues).
 //!
 //! Validation that compares across unbounded lists or maps, too costly for a CRD's static
 //! CEL budget, is a ValidatingAdmissionPolicy ([`validating_objects`]):
@@ -501,12 +503,26 @@ pub fn objects() -> Vec<Value> {
         "!has(object.spec.ports) || object.spec.ports.all(x, object.spec.ports.exists_one(y, \
          y.port == x.port && (has(y.protocol) ? y.protocol : 'TCP') == (has(x.protocol) ? x.protocol : 'TCP')))"
             .into(),
-        vec![apply(
-            "Object{spec: Object.spec{?ports: has(object.spec.ports) ? \
-             optional.of(object.spec.ports.filter(p, !has(p.targetPort)).map(p, \
-             Object.spec.ports{port: p.port, protocol: p.protocol, targetPort: p.port})) : optional.none()}}"
-                .into(),
-        )],
+        vec![
+            apply(
+                "Object{spec: Object.spec{?ports: has(object.spec.ports) ? \
+                 optional.of(object.spec.ports.filter(p, !has(p.targetPort)).map(p, \
+                 Object.spec.ports{port: p.port, protocol: p.protocol, targetPort: p.port})) : optional.none()}}"
+                    .into(),
+            ),
+            // An update that leaves out the allocated cluster IPs keeps them, as upstream's
+            // service registry does (patchAllocatedValues); changing them is refused by
+            // the update policy.
+            json!({
+                "patchType": "JSONPatch",
+                "jsonPatch": { "expression": "oldObject == null || \
+                    object.spec.?type.orValue('ClusterIP') == 'ExternalName' ? [] : \
+                    (!has(object.spec.clusterIP) && has(oldObject.spec.clusterIP) ? \
+                     [JSONPatch{op: 'add', path: '/spec/clusterIP', value: oldObject.spec.clusterIP}] : []) + \
+                    (!has(object.spec.clusterIPs) && has(oldObject.spec.clusterIPs) ? \
+                     [JSONPatch{op: 'add', path: '/spec/clusterIPs', value: oldObject.spec.clusterIPs}] : [])" },
+            }),
+        ],
     );
     pods.into_iter().chain(templates).chain(services).collect()
 }

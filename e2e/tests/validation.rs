@@ -1026,5 +1026,28 @@ async fn allowed_updates_stay_allowed() {
         }
         Err(_) => {}
     }
+    // A Service replaced without its cluster IP keeps it, as upstream's registry does.
+    let services = ns.api(rekube_crds::API_VERSION, "Service");
+    ns.create(to_rekube(service_with_ip()))
+        .await
+        .expect("valid service");
+    let mut replaced = serde_json::to_value(services.get("svc").await.unwrap()).unwrap();
+    let spec = replaced["spec"].as_object_mut().unwrap();
+    spec.remove("clusterIP");
+    spec.remove("clusterIPs");
+    replaced["spec"]["selector"]["app"] = json!("api");
+    let replaced: DynamicObject = serde_json::from_value(replaced).unwrap();
+    match services
+        .replace("svc", &PostParams::default(), &replaced)
+        .await
+    {
+        Ok(s) => {
+            let s = serde_json::to_value(s).unwrap();
+            assert_eq!(s["spec"]["clusterIP"], "10.96.0.10");
+            assert_eq!(s["spec"]["clusterIPs"], json!(["10.96.0.10"]));
+            assert_eq!(s["spec"]["selector"]["app"], "api");
+        }
+        Err(e) => failures.push(format!("service replaced without its clusterIP: {e}")),
+    }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
