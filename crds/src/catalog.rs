@@ -10,6 +10,7 @@ use crate::{defaults, kinds, validation};
 fn schema_of<K: Upstream>(patches: &[fn(&mut Value)]) -> Value {
     let mut schema = upstream_root_schema::<K::Upstream>();
     patches.iter().for_each(|p| p(&mut schema));
+    validation::quantities_and_selectors(&mut schema);
     schema
 }
 

@@ -19,6 +19,7 @@ pub mod quantity;
 pub mod resource;
 pub mod schema;
 pub mod testing;
+pub mod updates;
 pub mod validation;
 
 pub use kinds::apps::{Deployment, ReplicaSet};

@@ -66,6 +66,96 @@ fn list_map(schema: &mut Value, path: &str, keys: &[&str]) {
     );
 }
 
+/// resource.Quantity's grammar (ParseQuantity), without a minus sign: every Quantity of
+/// these kinds must be non-negative (ValidateResourceQuantityValue, ValidateNodeResources,
+/// the PV and PVC capacity checks), so `-1` is refused like `lots`.
+pub const QUANTITY: &str =
+    "^\\+?(([0-9]+(\\.[0-9]*)?)|(\\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE][+-]?[0-9]+))?$";
+
+/// IsValidLabelValue: at most 63 characters, alphanumerics, `-`, `_` and `.`, starting and
+/// ending with an alphanumeric; empty is allowed.
+pub const LABEL_VALUE: &str = "^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$";
+
+/// IsQualifiedName (a label key): an optional DNS-subdomain prefix and `/`, then a name of
+/// at most 63 alphanumerics, `-`, `_` and `.`, starting and ending with an alphanumeric.
+pub const QUALIFIED_NAME: &str = "^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9]$";
+
+/// IsValidPortName (IANA_SVC_NAME): lowercase alphanumerics and single inner hyphens, at
+/// least one letter (with `maxLength` 15).
+pub const PORT_NAME: &str = "^([a-z0-9]+-)*[a-z0-9]*[a-z][a-z0-9]*(-[a-z0-9]+)*$";
+
+/// Calls `f` on every schema node below `v` (properties, list items, map values) with the
+/// name of the field it sits under (list items and map values keep their field's name).
+fn walk(v: &mut Value, field: &str, f: &mut dyn FnMut(&str, &mut Value)) {
+    f(field, v);
+    let Value::Object(map) = v else { return };
+    if let Some(Value::Object(props)) = map.get_mut("properties") {
+        props.iter_mut().for_each(|(k, p)| walk(p, k, f));
+    }
+    for key in ["items", "additionalProperties"] {
+        if let Some(child @ Value::Object(_)) = map.get_mut(key) {
+            walk(child, field, f);
+        }
+    }
+}
+
+/// The fields of these kinds typed IntOrString; every other int-or-string node is a
+/// resource.Quantity (k8s-openapi replaces a Quantity field's description with the
+/// field's own, so the description cannot tell them apart).
+pub const INT_OR_STRING_FIELDS: [&str; 4] = ["port", "targetPort", "maxSurge", "maxUnavailable"];
+
+fn is_quantity(field: &str, node: &Value) -> bool {
+    node["x-kubernetes-int-or-string"] == json!(true) && !INT_OR_STRING_FIELDS.contains(&field)
+}
+
+/// A metav1.LabelSelector: an object whose properties are exactly matchExpressions and
+/// matchLabels.
+fn is_label_selector(node: &Value) -> bool {
+    node["properties"].as_object().is_some_and(|p| {
+        p.len() == 2 && p.contains_key("matchLabels") && p.contains_key("matchExpressions")
+    })
+}
+
+fn label_value(node: &mut Value) {
+    let obj = node
+        .as_object_mut()
+        .expect("a label value is a schema object");
+    obj.insert("maxLength".into(), json!(63));
+    obj.insert("pattern".into(), json!(LABEL_VALUE));
+}
+
+/// Every Quantity must parse (`lots` is refused) and be non-negative; every label selector's
+/// values must be label values and its expression keys qualified names (ValidateLabelSelector).
+/// Found by shape, so no Quantity or selector of any kind is missed.
+pub fn quantities_and_selectors(schema: &mut Value) {
+    walk(schema, "", &mut |field, node| {
+        if is_quantity(field, node) {
+            let obj = node.as_object_mut().expect("checked");
+            obj.insert("pattern".into(), json!(QUANTITY));
+            obj.insert("minimum".into(), json!(0));
+        }
+        if is_label_selector(node) {
+            if let Some(v) = node.pointer_mut("/properties/matchLabels/additionalProperties") {
+                label_value(v);
+            }
+            if let Some(e) = node.pointer_mut("/properties/matchExpressions/items/properties") {
+                if let Some(v) = e.pointer_mut("/values/items") {
+                    label_value(v);
+                }
+                if let Some(k) = e.get_mut("key").and_then(Value::as_object_mut) {
+                    k.insert("maxLength".into(), json!(317));
+                    k.insert("pattern".into(), json!(QUALIFIED_NAME));
+                }
+            }
+        }
+    });
+}
+
+/// Label maps' values (ValidateLabels); their keys are checked by the admission policies.
+pub fn labels(schema: &mut Value, at: &str) {
+    label_value(node(schema, &format!("{at}{{}}")));
+}
+
 fn container_list(schema: &mut Value, at: &str) {
     list_map(schema, at, &["name"]);
     constrain(
@@ -77,6 +167,16 @@ fn container_list(schema: &mut Value, at: &str) {
         schema,
         &format!("{at}[].ports[].containerPort"),
         json!({ "minimum": 1, "maximum": 65535 }),
+    );
+    constrain(
+        schema,
+        &format!("{at}[].ports[].hostPort"),
+        json!({ "minimum": 0, "maximum": 65535 }),
+    );
+    constrain(
+        schema,
+        &format!("{at}[].ports[].name"),
+        json!({ "maxLength": 15, "pattern": PORT_NAME }),
     );
     constrain(
         schema,
@@ -117,6 +217,24 @@ pub fn pod_spec(schema: &mut Value, at: &str, restart_policies: &[&str]) {
         &format!("{at}.dnsPolicy"),
         json!({ "enum": ["ClusterFirstWithHostNet", "ClusterFirst", "Default", "None"] }),
     );
+    labels(schema, &format!("{at}.nodeSelector"));
+    constrain(
+        schema,
+        &format!("{at}.activeDeadlineSeconds"),
+        json!({ "minimum": 1, "maximum": 2147483647 }),
+    );
+    constrain(
+        schema,
+        &format!("{at}.nodeName"),
+        json!({ "maxLength": 253, "pattern": DNS_SUBDOMAIN }),
+    );
+    for label in ["hostname", "subdomain"] {
+        constrain(
+            schema,
+            &format!("{at}.{label}"),
+            json!({ "maxLength": 63, "pattern": DNS_LABEL }),
+        );
+    }
 }
 
 pub fn pod(schema: &mut Value) {
@@ -130,6 +248,7 @@ fn selector_and_template(schema: &mut Value, kind: &str) {
     constrain(schema, "spec.replicas", json!({ "minimum": 0 }));
     constrain(schema, "spec.minReadySeconds", json!({ "minimum": 0 }));
     pod_spec(schema, "spec.template.spec", &["Always"]);
+    labels(schema, "spec.template.metadata.labels");
     let empty = format!("empty selector is invalid for {kind}");
     rule(
         schema,
@@ -223,6 +342,7 @@ pub fn replica_set(schema: &mut Value) {
 }
 
 pub fn service(schema: &mut Value) {
+    labels(schema, "spec.selector");
     constrain(
         schema,
         "spec.type",

@@ -165,3 +165,104 @@ fn kube_resource_metadata_points_at_rekube() {
         "rekube.io/v1"
     );
 }
+
+/// Every int-or-string node of every schema is either a Quantity, constrained to parse,
+/// or one of the known IntOrString fields (ports, maxSurge/maxUnavailable): no Quantity
+/// escapes the pattern, wherever k8s-openapi puts one, and every node that still carries
+/// the Quantity type's description (map values) is among the constrained ones.
+#[test]
+fn every_quantity_must_parse() {
+    fn walk(v: &Value, path: &str, out: &mut Vec<(String, bool)>) {
+        let Value::Object(m) = v else { return };
+        if m.get("x-kubernetes-int-or-string") == Some(&Value::Bool(true)) {
+            let constrained =
+                m.get("pattern").and_then(Value::as_str) == Some(rekube_crds::validation::QUANTITY);
+            let described = m
+                .get("description")
+                .and_then(Value::as_str)
+                .is_some_and(|d| d.starts_with("Quantity is"));
+            assert!(constrained || !described, "{path} is a Quantity");
+            out.push((path.to_string(), constrained));
+        }
+        if let Some(Value::Object(props)) = m.get("properties") {
+            for (k, p) in props {
+                walk(p, &format!("{path}.{k}"), out);
+            }
+        }
+        if let Some(items) = m.get("items") {
+            walk(items, &format!("{path}[]"), out);
+        }
+        if let Some(values) = m.get("additionalProperties") {
+            walk(values, &format!("{path}{{}}"), out);
+        }
+    }
+    let int_or_string = rekube_crds::validation::INT_OR_STRING_FIELDS;
+    let mut quantities = Vec::new();
+    for d in catalog::all() {
+        let mut nodes = Vec::new();
+        walk(&d.schema, "", &mut nodes);
+        for (path, constrained) in nodes {
+            let last = path.rsplit('.').next().unwrap();
+            if int_or_string.contains(&last) {
+                assert!(!constrained, "{} {path} is an IntOrString", d.kind);
+            } else {
+                assert!(
+                    constrained,
+                    "{} {path} is a Quantity without the pattern",
+                    d.kind
+                );
+                quantities.push(format!("{} {path}", d.kind));
+            }
+        }
+    }
+    for expected in [
+        "Pod .spec.containers[].resources.requests{}",
+        "Pod .spec.initContainers[].resources.limits{}",
+        "Pod .spec.overhead{}",
+        "Pod .spec.resources.limits{}",
+        "Pod .spec.volumes[].emptyDir.sizeLimit",
+        "Pod .spec.containers[].env[].valueFrom.resourceFieldRef.divisor",
+        "Deployment .spec.template.spec.containers[].resources.requests{}",
+        "PersistentVolumeClaim .spec.resources.requests{}",
+        "PersistentVolume .spec.capacity{}",
+        "Node .status.capacity{}",
+        "Node .status.allocatable{}",
+    ] {
+        assert!(
+            quantities.iter().any(|q| q == expected),
+            "{expected} not found among {quantities:#?}"
+        );
+    }
+}
+
+/// Every validation of every admission policy has a message (fixed or computed) and one of
+/// the reasons a ValidatingAdmissionPolicy accepts; update policies match only UPDATE.
+#[test]
+fn validating_policies_are_well_formed() {
+    let objects = rekube_crds::admission::validating_objects();
+    let policies: Vec<&Value> = objects
+        .iter()
+        .filter(|o| o["kind"] == "ValidatingAdmissionPolicy")
+        .collect();
+    assert!(policies.len() >= 10, "{} policies", policies.len());
+    for p in policies {
+        let name = p["metadata"]["name"].as_str().unwrap();
+        let validations = p["spec"]["validations"].as_array().unwrap();
+        assert!(!validations.is_empty(), "{name} validates nothing");
+        for v in validations {
+            assert!(
+                v["message"].is_string() || v["messageExpression"].is_string(),
+                "{name}: {v} has no message"
+            );
+            let reason = v["reason"].as_str().unwrap_or_default();
+            assert!(
+                ["Forbidden", "Invalid", "RequestEntityTooLarge"].contains(&reason),
+                "{name}: reason {reason:?}"
+            );
+        }
+        let operations = &p["spec"]["matchConstraints"]["resourceRules"][0]["operations"];
+        if name.ends_with("-update.rekube.io") {
+            assert_eq!(operations, &serde_json::json!(["UPDATE"]), "{name}");
+        }
+    }
+}

@@ -1,7 +1,7 @@
 //! Bad manifests are refused by the apiserver at the earliest point (CRD schema, CRD CEL
 //! rules, rekube's ValidatingAdmissionPolicies) with a message that says what is wrong,
 //! and nothing is created.
-use kube::api::{Api, DynamicObject, PostParams};
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use rekube_e2e::{TestNamespace, to_rekube, type_of};
 use serde_json::{Value, json};
 
@@ -56,6 +56,53 @@ fn storage_class() -> Value {
     json!({
         "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": "sc"},
         "provisioner": "local.rekube.io", "parameters": {"type": "ssd"}
+    })
+}
+
+fn pod_with_resources() -> Value {
+    let mut p = pod();
+    p["spec"]["containers"][0]["resources"] = json!({"requests": {"cpu": "500m", "memory": "64Mi"}, "limits": {"cpu": "1", "memory": "128Mi"}});
+    p["spec"]["tolerations"] = json!([{"key": "dedicated", "operator": "Equal", "value": "db", "effect": "NoExecute", "tolerationSeconds": 60}]);
+    p["spec"]["activeDeadlineSeconds"] = json!(600);
+    p
+}
+
+fn bound_pod() -> Value {
+    let mut p = pod();
+    p["spec"]["nodeName"] = json!("node-a");
+    p
+}
+
+fn gated_pod() -> Value {
+    let mut p = pod();
+    p["spec"]["schedulingGates"] = json!([{"name": "example.com/wait"}]);
+    p
+}
+
+fn bound_pvc() -> Value {
+    let mut c = pvc();
+    c["spec"]["volumeName"] = json!("pv-a");
+    c
+}
+
+fn node() -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Node", "metadata": {"name": "node"},
+        "spec": {"podCIDR": "10.244.1.0/24", "podCIDRs": ["10.244.1.0/24"], "providerID": "rekube://node"}
+    })
+}
+
+fn service_with_ip() -> Value {
+    let mut s = service();
+    s["spec"]["clusterIP"] = json!("10.96.0.10");
+    s["spec"]["clusterIPs"] = json!(["10.96.0.10"]);
+    s
+}
+
+fn volume_attachment() -> Value {
+    json!({
+        "apiVersion": "storage.k8s.io/v1", "kind": "VolumeAttachment", "metadata": {"name": "va"},
+        "spec": {"attacher": "local.rekube.io", "nodeName": "node-a", "source": {"persistentVolumeName": "pv-a"}}
     })
 }
 
@@ -251,6 +298,252 @@ const CREATE_CASES: &[Case] = &[
         message: "spec.ports: Required value: port names are required when a service has more than one port",
     },
     Case {
+        name: "request quantity that does not parse",
+        base: pod,
+        mutate: |p| p["spec"]["containers"][0]["resources"] = json!({"requests": {"cpu": "lots"}}),
+        message: "spec.containers[0].resources.requests.cpu: Invalid value: \"lots\": spec.containers[0].resources.requests.cpu in body should match",
+    },
+    Case {
+        name: "negative limit",
+        base: pod,
+        mutate: |p| p["spec"]["containers"][0]["resources"] = json!({"limits": {"memory": "-1Gi"}}),
+        message: "spec.containers[0].resources.limits.memory: Invalid value: \"-1Gi\"",
+    },
+    Case {
+        name: "emptyDir sizeLimit that does not parse",
+        base: pod,
+        mutate: |p| {
+            p["spec"]["volumes"] = json!([{"name": "scratch", "emptyDir": {"sizeLimit": "1 GB"}}])
+        },
+        message: "spec.volumes[0].emptyDir.sizeLimit: Invalid value: \"1 GB\"",
+    },
+    Case {
+        name: "pod overhead that does not parse",
+        base: pod,
+        mutate: |p| p["spec"]["overhead"] = json!({"cpu": "a lot"}),
+        message: "spec.overhead.cpu: Invalid value: \"a lot\"",
+    },
+    Case {
+        name: "pvc storage request that does not parse",
+        base: pvc,
+        mutate: |c| c["spec"]["resources"]["requests"]["storage"] = json!("lots"),
+        message: "spec.resources.requests.storage: Invalid value: \"lots\"",
+    },
+    Case {
+        name: "pv capacity that does not parse",
+        base: pv,
+        mutate: |v| v["spec"]["capacity"]["storage"] = json!("1.5.5Gi"),
+        message: "spec.capacity.storage: Invalid value: \"1.5.5Gi\"",
+    },
+    Case {
+        name: "request above limit",
+        base: pod,
+        mutate: |p| {
+            p["spec"]["containers"][0]["resources"] =
+                json!({"requests": {"cpu": "2"}, "limits": {"cpu": "1500m"}})
+        },
+        message: "spec.containers[0].resources.requests: Invalid value: \"2\": must be less than or equal to cpu limit of 1500m",
+    },
+    Case {
+        name: "init container request above limit",
+        base: pod,
+        mutate: |p| {
+            p["spec"]["initContainers"] = json!([
+            {"name": "a", "image": "busybox"},
+            {"name": "b", "image": "busybox", "resources": {"requests": {"memory": "1Gi"}, "limits": {"memory": 1048576}}}])
+        },
+        message: "spec.initContainers[1].resources.requests: Invalid value: \"1Gi\": must be less than or equal to memory limit of 1048576",
+    },
+    Case {
+        name: "pod-level request above limit",
+        base: pod,
+        mutate: |p| {
+            p["spec"]["resources"] =
+                json!({"requests": {"memory": "2Gi"}, "limits": {"memory": "1Gi"}})
+        },
+        message: "spec.resources.requests: Invalid value: \"2Gi\": must be less than or equal to memory limit of 1Gi",
+    },
+    Case {
+        name: "deployment template request above limit",
+        base: deployment,
+        mutate: |d| {
+            d["spec"]["template"]["spec"]["containers"][0]["resources"] =
+                json!({"requests": {"cpu": "1"}, "limits": {"cpu": "100m"}})
+        },
+        message: "spec.template.spec.containers[0].resources.requests: Invalid value: \"1\": must be less than or equal to cpu limit of 100m",
+    },
+    Case {
+        name: "label value with a space in a deployment's template and selector",
+        base: deployment,
+        mutate: |d| {
+            d["spec"]["selector"]["matchLabels"]["bad"] = json!("has space");
+            d["spec"]["template"]["metadata"]["labels"]["bad"] = json!("has space");
+        },
+        message: "spec.template.metadata.labels.bad: Invalid value: \"has space\": spec.template.metadata.labels.bad in body should match '^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$'",
+    },
+    Case {
+        name: "label value with a space in a replicaset's selector",
+        base: replica_set,
+        mutate: |d| {
+            d["spec"]["selector"]["matchLabels"]["bad"] = json!("has space");
+            d["spec"]["template"]["metadata"]["labels"]["bad"] = json!("has space");
+        },
+        message: "spec.selector.matchLabels.bad: Invalid value: \"has space\"",
+    },
+    Case {
+        name: "label key that is not a qualified name in a template",
+        base: deployment,
+        mutate: |d| d["spec"]["template"]["metadata"]["labels"]["bad key"] = json!("x"),
+        message: "spec.template.metadata.labels: Invalid value: \"bad key\": name part must consist of alphanumeric characters",
+    },
+    Case {
+        name: "selector key that is not a qualified name",
+        base: replica_set,
+        mutate: |d| {
+            d["spec"]["selector"]["matchLabels"]["-bad"] = json!("x");
+            d["spec"]["template"]["metadata"]["labels"]["-bad"] = json!("x");
+        },
+        message: "spec.selector.matchLabels: Invalid value: \"-bad\": name part must consist of alphanumeric characters",
+    },
+    Case {
+        name: "selector expression key that is not a qualified name",
+        base: deployment,
+        mutate: |d| {
+            d["spec"]["selector"]["matchExpressions"] =
+                json!([{"key": "a/b/c", "operator": "Exists"}])
+        },
+        message: "spec.selector.matchExpressions[0].key: Invalid value: \"a/b/c\"",
+    },
+    Case {
+        name: "pod affinity selector value with a space",
+        base: pod,
+        mutate: |p| {
+            p["spec"]["affinity"] = json!({"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+            {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": {"app": "two words"}}}]}})
+        },
+        message: "Invalid value: \"two words\"",
+    },
+    Case {
+        name: "pod anti-affinity selector key that is not a qualified name",
+        base: deployment,
+        mutate: |d| {
+            d["spec"]["template"]["spec"]["affinity"] = json!({"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+            {"weight": 1, "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": {"app name": "web"}}}}]}})
+        },
+        message: "spec.template.spec: Invalid value: \"app name\": a label selector key of an affinity term or topology spread constraint: name part must consist",
+    },
+    Case {
+        name: "topology spread selector key that is not a qualified name",
+        base: pod,
+        mutate: |p| {
+            p["spec"]["topologySpreadConstraints"] = json!([{"maxSkew": 1, "topologyKey": "zone",
+            "whenUnsatisfiable": "DoNotSchedule", "labelSelector": {"matchLabels": {"a/b/c": "x"}}}])
+        },
+        message: "spec: Invalid value: \"a/b/c\": a label selector key of an affinity term",
+    },
+    Case {
+        name: "nodeSelector key that is not a qualified name",
+        base: pod,
+        mutate: |p| p["spec"]["nodeSelector"] = json!({"disk type": "ssd"}),
+        message: "spec.nodeSelector: Invalid value: \"disk type\": name part must consist of alphanumeric characters",
+    },
+    Case {
+        name: "service selector value with a space",
+        base: service,
+        mutate: |s| s["spec"]["selector"]["app"] = json!("web app"),
+        message: "spec.selector.app: Invalid value: \"web app\"",
+    },
+    Case {
+        name: "pvc selector key that is not a qualified name",
+        base: pvc,
+        mutate: |c| c["spec"]["selector"] = json!({"matchLabels": {"tier!": "gold"}}),
+        message: "spec.selector.matchLabels: Invalid value: \"tier!\": name part must consist",
+    },
+    Case {
+        name: "container port name not an IANA service name",
+        base: pod,
+        mutate: |p| {
+            p["spec"]["containers"][0]["ports"] =
+                json!([{"name": "http--alt", "containerPort": 80}])
+        },
+        message: "spec.containers[0].ports[0].name: Invalid value: \"http--alt\"",
+    },
+    Case {
+        name: "container port name without a letter",
+        base: pod,
+        mutate: |p| {
+            p["spec"]["containers"][0]["ports"] = json!([{"name": "8080", "containerPort": 8080}])
+        },
+        message: "spec.containers[0].ports[0].name: Invalid value: \"8080\"",
+    },
+    Case {
+        name: "container port name longer than 15",
+        base: pod,
+        mutate: |p| {
+            p["spec"]["containers"][0]["ports"] =
+                json!([{"name": "a-very-long-port-name", "containerPort": 80}])
+        },
+        message: "spec.containers[0].ports[0].name: Too long: may not be more than 15",
+    },
+    Case {
+        name: "duplicate port names in a container",
+        base: pod,
+        mutate: |p| {
+            p["spec"]["initContainers"] = json!([{"name": "init", "image": "busybox"}]);
+            p["spec"]["containers"] = json!([
+                {"name": "a", "image": "busybox", "ports": [{"name": "http", "containerPort": 80}]},
+                {"name": "b", "image": "busybox", "ports": [
+                    {"name": "http", "containerPort": 8080}, {"containerPort": 9090}, {"name": "http", "containerPort": 8081}]}]);
+        },
+        message: "spec.containers[1].ports[2].name: Duplicate value: \"http\"",
+    },
+    Case {
+        name: "containerPort 0",
+        base: pod,
+        mutate: |p| p["spec"]["containers"][0]["ports"] = json!([{"containerPort": 0}]),
+        message: "spec.containers[0].ports[0].containerPort: Invalid value: 0",
+    },
+    Case {
+        name: "hostPort above 65535",
+        base: pod,
+        mutate: |p| {
+            p["spec"]["containers"][0]["ports"] = json!([{"containerPort": 80, "hostPort": 70000}])
+        },
+        message: "spec.containers[0].ports[0].hostPort: Invalid value: 70000",
+    },
+    Case {
+        name: "nodeName not a DNS subdomain",
+        base: pod,
+        mutate: |p| p["spec"]["nodeName"] = json!("Node_1"),
+        message: "spec.nodeName: Invalid value: \"Node_1\": spec.nodeName in body should match",
+    },
+    Case {
+        name: "activeDeadlineSeconds 0",
+        base: pod,
+        mutate: |p| p["spec"]["activeDeadlineSeconds"] = json!(0),
+        message: "spec.activeDeadlineSeconds: Invalid value: 0: spec.activeDeadlineSeconds in body should be greater than or equal to 1",
+    },
+    Case {
+        name: "hostname not a DNS label",
+        base: pod,
+        mutate: |p| p["spec"]["hostname"] = json!("web.example"),
+        message: "spec.hostname: Invalid value: \"web.example\"",
+    },
+    Case {
+        name: "ephemeral containers on create",
+        base: pod,
+        mutate: |p| {
+            p["spec"]["ephemeralContainers"] = json!([{"name": "debug", "image": "busybox"}])
+        },
+        message: "spec.ephemeralContainers: Forbidden: cannot be set on create",
+    },
+    Case {
+        name: "nodeName with scheduling gates",
+        base: gated_pod,
+        mutate: |p| p["spec"]["nodeName"] = json!("node-a"),
+        message: "spec.nodeName: Forbidden: cannot be set until all schedulingGates have been cleared",
+    },
+    Case {
         name: "storage class without provisioner",
         base: storage_class,
         mutate: |c| {
@@ -301,6 +594,147 @@ const UPDATE_CASES: &[Case] = &[
         base: storage_class,
         mutate: |c| c["volumeBindingMode"] = json!("WaitForFirstConsumer"),
         message: "volumeBindingMode: Forbidden: updates to volumeBindingMode are forbidden",
+    },
+    Case {
+        name: "pod container command changed",
+        base: pod,
+        mutate: |p| p["spec"]["containers"][0]["command"] = json!(["sleep", "1"]),
+        message: "spec: Forbidden: pod updates may not change fields other than `spec.containers[*].image`",
+    },
+    Case {
+        name: "pod resources changed",
+        base: pod_with_resources,
+        mutate: |p| p["spec"]["containers"][0]["resources"]["limits"]["cpu"] = json!("2"),
+        message: "changed: spec.containers",
+    },
+    Case {
+        name: "pod restartPolicy changed",
+        base: pod,
+        mutate: |p| p["spec"]["restartPolicy"] = json!("Never"),
+        message: "changed: spec.restartPolicy",
+    },
+    Case {
+        name: "pod container added",
+        base: pod,
+        mutate: |p| {
+            p["spec"]["containers"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!({"name": "side", "image": "busybox"}))
+        },
+        message: "spec.containers: Forbidden: pod updates may not add or remove containers",
+    },
+    Case {
+        name: "pod bound to a node moved to another",
+        base: bound_pod,
+        mutate: |p| p["spec"]["nodeName"] = json!("node-b"),
+        message: "spec.nodeName: Forbidden: pod is already assigned to node \"node-a\"",
+    },
+    Case {
+        name: "pod bound to a node unbound",
+        base: bound_pod,
+        mutate: |p| {
+            p["spec"].as_object_mut().unwrap().remove("nodeName");
+        },
+        message: "spec.nodeName: Forbidden: pod is already assigned to node \"node-a\"",
+    },
+    Case {
+        name: "pod toleration modified",
+        base: pod_with_resources,
+        mutate: |p| p["spec"]["tolerations"][0]["value"] = json!("web"),
+        message: "spec.tolerations: Forbidden: existing toleration can not be modified except its tolerationSeconds",
+    },
+    Case {
+        name: "pod activeDeadlineSeconds raised",
+        base: pod_with_resources,
+        mutate: |p| p["spec"]["activeDeadlineSeconds"] = json!(601),
+        message: "spec.activeDeadlineSeconds: Invalid value: 601: must be less than or equal to previous value",
+    },
+    Case {
+        name: "pod activeDeadlineSeconds removed",
+        base: pod_with_resources,
+        mutate: |p| {
+            p["spec"]
+                .as_object_mut()
+                .unwrap()
+                .remove("activeDeadlineSeconds");
+        },
+        message: "spec.activeDeadlineSeconds: Invalid value: \"null\": must not update from a positive integer to nil value",
+    },
+    Case {
+        name: "pod scheduling gate added",
+        base: gated_pod,
+        mutate: |p| {
+            p["spec"]["schedulingGates"] =
+                json!([{"name": "example.com/wait"}, {"name": "example.com/more"}])
+        },
+        message: "spec.schedulingGates: Forbidden: only deletion is allowed, but found new scheduling gate 'example.com/more'",
+    },
+    Case {
+        name: "pod terminationGracePeriodSeconds changed",
+        base: pod,
+        mutate: |p| p["spec"]["terminationGracePeriodSeconds"] = json!(1),
+        message: "changed: spec.terminationGracePeriodSeconds",
+    },
+    Case {
+        name: "pvc access modes changed",
+        base: pvc,
+        mutate: |c| c["spec"]["accessModes"] = json!(["ReadWriteMany"]),
+        message: "spec: Forbidden: spec is immutable after creation except resources.requests and volumeAttributesClassName for bound claims; changed: spec.accessModes",
+    },
+    Case {
+        name: "pvc storage request changed while unbound",
+        base: pvc,
+        mutate: |c| c["spec"]["resources"]["requests"]["storage"] = json!("2Gi"),
+        message: "changed: spec.resources.requests.storage",
+    },
+    Case {
+        name: "pvc volumeName changed once set",
+        base: bound_pvc,
+        mutate: |c| c["spec"]["volumeName"] = json!("pv-b"),
+        message: "changed: spec.volumeName",
+    },
+    Case {
+        name: "pv source changed",
+        base: pv,
+        mutate: |v| v["spec"]["hostPath"]["path"] = json!("/srv/other"),
+        message: "spec.persistentvolumesource: Forbidden: spec.persistentvolumesource is immutable after creation",
+    },
+    Case {
+        name: "pv volumeMode changed",
+        base: pv,
+        mutate: |v| v["spec"]["volumeMode"] = json!("Block"),
+        message: "volumeMode: Invalid value: field is immutable",
+    },
+    Case {
+        name: "service clusterIP changed",
+        base: service_with_ip,
+        mutate: |s| {
+            s["spec"]["clusterIP"] = json!("10.96.0.11");
+            s["spec"]["clusterIPs"] = json!(["10.96.0.11"]);
+        },
+        message: "spec.clusterIPs[0]: Invalid value: \"10.96.0.11\": may not change once set",
+    },
+    Case {
+        name: "node podCIDR changed",
+        base: node,
+        mutate: |n| {
+            n["spec"]["podCIDR"] = json!("10.244.2.0/24");
+            n["spec"]["podCIDRs"] = json!(["10.244.2.0/24"]);
+        },
+        message: "spec.podCIDRs: Forbidden: node updates may not change podCIDR except from \"\" to valid",
+    },
+    Case {
+        name: "node providerID changed",
+        base: node,
+        mutate: |n| n["spec"]["providerID"] = json!("rekube://other"),
+        message: "spec.providerID: Forbidden: node updates may not change providerID except from \"\" to valid",
+    },
+    Case {
+        name: "volume attachment spec changed",
+        base: volume_attachment,
+        mutate: |v| v["spec"]["nodeName"] = json!("node-b"),
+        message: "spec: Invalid value: field is immutable",
     },
 ];
 
@@ -381,6 +815,239 @@ async fn immutable_fields_stay_as_created() {
                 "{kind} {name} changed although the update was refused"
             ));
         }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Merge-patches `name` and returns the apiserver's refusal, if any.
+async fn patch(api: &Api<DynamicObject>, name: &str, patch: Value) -> Result<(), String> {
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
+/// What upstream lets an update change is still allowed: images, tolerations added and
+/// tolerationSeconds changed, activeDeadlineSeconds lowered, scheduling gates removed,
+/// nodeName set once (the scheduler's binding), ephemeral containers added (and only
+/// added), metadata and status; a PVC's volumeName and a Node's podCIDR set once.
+#[tokio::test]
+async fn allowed_updates_stay_allowed() {
+    let ns = TestNamespace::new("updates").await;
+    let pods = ns.api(rekube_crds::API_VERSION, "Pod");
+    let mut p = to_rekube(pod_with_resources());
+    p["spec"]["schedulingGates"] = json!([{"name": "example.com/a"}, {"name": "example.com/b"}]);
+    ns.create(p).await.expect("valid pod");
+    // A merge patch replaces whole lists: send the stored containers with a new image.
+    let stored = serde_json::to_value(pods.get("pod").await.unwrap()).unwrap();
+    let mut containers = stored["spec"]["containers"].clone();
+    containers[0]["image"] = json!("busybox:1.36");
+    let allowed = [
+        ("image", json!({"spec": {"containers": containers}})),
+        (
+            "toleration added",
+            json!({"spec": {"tolerations": [
+            {"key": "dedicated", "operator": "Equal", "value": "db", "effect": "NoExecute", "tolerationSeconds": 60},
+            {"key": "spot", "operator": "Exists"}]}}),
+        ),
+        (
+            "tolerationSeconds changed",
+            json!({"spec": {"tolerations": [
+            {"key": "dedicated", "operator": "Equal", "value": "db", "effect": "NoExecute", "tolerationSeconds": 5},
+            {"key": "spot", "operator": "Exists"}]}}),
+        ),
+        (
+            "activeDeadlineSeconds lowered",
+            json!({"spec": {"activeDeadlineSeconds": 300}}),
+        ),
+        (
+            "scheduling gate removed",
+            json!({"spec": {"schedulingGates": [{"name": "example.com/b"}]}}),
+        ),
+        (
+            "nodeSelector added while gated",
+            json!({"spec": {"nodeSelector": {"disk": "ssd"}}}),
+        ),
+        (
+            "last scheduling gate removed",
+            json!({"spec": {"schedulingGates": null}}),
+        ),
+        (
+            "labels and a finalizer",
+            json!({"metadata": {"labels": {"tier": "db"}, "finalizers": ["example.com/keep"]}}),
+        ),
+        (
+            "nodeName set (the scheduler's binding)",
+            json!({"spec": {"nodeName": "node-a"}}),
+        ),
+        (
+            "nodeName set again to the same node",
+            json!({"spec": {"nodeName": "node-a"}}),
+        ),
+        (
+            "ephemeral container added",
+            json!({"spec": {"ephemeralContainers": [
+            {"name": "debug", "image": "busybox", "command": ["sh"]}]}}),
+        ),
+        (
+            "ephemeral container targeting the app added",
+            json!({"spec": {"ephemeralContainers": [
+            {"name": "debug", "image": "busybox", "command": ["sh"]},
+            {"name": "peek", "image": "busybox", "targetContainerName": "main", "stdin": true, "tty": true}]}}),
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (what, body) in allowed {
+        if let Err(e) = patch(&pods, "pod", body).await {
+            failures.push(format!("{what}: refused: {e}"));
+        }
+    }
+    let refused = [
+        (
+            "ephemeral container changed",
+            json!({"spec": {"ephemeralContainers": [{"name": "debug", "image": "busybox", "command": ["bash"]}]}}),
+            "spec.ephemeralContainers: Forbidden: existing ephemeral containers \"debug\" may not be changed",
+        ),
+        (
+            "ephemeral container removed",
+            json!({"spec": {"ephemeralContainers": [{"name": "other", "image": "busybox"}]}}),
+            "spec.ephemeralContainers: Forbidden: existing ephemeral containers \"debug\" may not be removed",
+        ),
+        (
+            "ephemeral container with a probe",
+            json!({"spec": {"ephemeralContainers": [
+                {"name": "debug", "image": "busybox", "command": ["sh"]},
+                {"name": "peek", "image": "busybox", "targetContainerName": "main", "stdin": true, "tty": true},
+                {"name": "probed", "image": "busybox", "readinessProbe": {"exec": {"command": ["true"]}}}]}}),
+            "spec.ephemeralContainers[2].readinessProbe: Forbidden: cannot be set for an Ephemeral Container",
+        ),
+        (
+            "ephemeral container with resources",
+            json!({"spec": {"ephemeralContainers": [
+                {"name": "debug", "image": "busybox", "command": ["sh"]},
+                {"name": "peek", "image": "busybox", "targetContainerName": "main", "stdin": true, "tty": true},
+                {"name": "big", "image": "busybox", "resources": {"limits": {"cpu": "1"}}}]}}),
+            "spec.ephemeralContainers[2].resources: Forbidden: cannot be set for an Ephemeral Container",
+        ),
+        (
+            "ephemeral container with a subPath mount",
+            json!({"spec": {"ephemeralContainers": [
+                {"name": "debug", "image": "busybox", "command": ["sh"]},
+                {"name": "peek", "image": "busybox", "targetContainerName": "main", "stdin": true, "tty": true},
+                {"name": "sub", "image": "busybox", "volumeMounts": [{"name": "v", "mountPath": "/v", "subPath": "x"}]}]}}),
+            "spec.ephemeralContainers[2].volumeMounts: Forbidden: subPath and subPathExpr cannot be set",
+        ),
+        (
+            "ephemeral container targeting no container",
+            json!({"spec": {"ephemeralContainers": [
+                {"name": "debug", "image": "busybox", "command": ["sh"]},
+                {"name": "peek", "image": "busybox", "targetContainerName": "main", "stdin": true, "tty": true},
+                {"name": "peek2", "image": "busybox", "targetContainerName": "nope"}]}}),
+            "spec.ephemeralContainers[2].targetContainerName: Not found: \"nope\"",
+        ),
+        (
+            "nodeSelector changed once ungated",
+            json!({"spec": {"nodeSelector": {"disk": "hdd"}}}),
+            "changed: spec.nodeSelector",
+        ),
+        (
+            "nodeName re-patched",
+            json!({"spec": {"nodeName": "node-b"}}),
+            "spec.nodeName: Forbidden: pod is already assigned to node \"node-a\"",
+        ),
+    ];
+    for (what, body, message) in refused {
+        match patch(&pods, "pod", body).await {
+            Ok(()) => failures.push(format!("{what}: accepted")),
+            Err(e) if !e.contains(message) => {
+                failures.push(format!("{what}: expected {message:?}\n  got {e}"))
+            }
+            Err(_) => {}
+        }
+    }
+    let status = json!({"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}});
+    if let Err(e) = pods
+        .patch_status("pod", &PatchParams::default(), &Patch::Merge(&status))
+        .await
+    {
+        failures.push(format!("status patch refused: {e}"));
+    }
+    let p = serde_json::to_value(pods.get("pod").await.unwrap()).unwrap();
+    assert_eq!(p["spec"]["nodeName"], "node-a");
+    assert_eq!(p["spec"]["containers"][0]["image"], "busybox:1.36");
+    assert_eq!(p["spec"]["activeDeadlineSeconds"], 300);
+    assert_eq!(p["spec"]["tolerations"][0]["tolerationSeconds"], 5);
+    assert_eq!(p["spec"]["ephemeralContainers"][0]["name"], "debug");
+    // The finalizer goes, so the namespace can go.
+    if let Err(e) = patch(&pods, "pod", json!({"metadata": {"finalizers": null}})).await {
+        failures.push(format!("finalizer removal refused: {e}"));
+    }
+
+    let claims = ns.api(rekube_crds::API_VERSION, "PersistentVolumeClaim");
+    ns.create(to_rekube(pvc())).await.expect("valid pvc");
+    if let Err(e) = patch(&claims, "claim", json!({"spec": {"volumeName": "pv-a"}})).await {
+        failures.push(format!("pvc volumeName set: refused: {e}"));
+    }
+
+    let nodes = ns.api(rekube_crds::API_VERSION, "Node");
+    let mut n = to_rekube(node());
+    n["spec"] = json!({});
+    let n = ns.create(n).await.expect("valid node");
+    let name = n["metadata"]["name"].as_str().unwrap();
+    for (what, body) in [
+        (
+            "podCIDR set",
+            json!({"spec": {"podCIDR": "10.244.3.0/24", "podCIDRs": ["10.244.3.0/24"]}}),
+        ),
+        (
+            "taints changed",
+            json!({"spec": {"taints": [{"key": "k", "effect": "NoSchedule"}]}}),
+        ),
+        ("unschedulable", json!({"spec": {"unschedulable": true}})),
+    ] {
+        if let Err(e) = patch(&nodes, name, body).await {
+            failures.push(format!("node {what}: refused: {e}"));
+        }
+    }
+    // A status capacity must parse too (the node agent writes it through the status
+    // subresource, so a create cannot carry it).
+    let bad = json!({"status": {"capacity": {"cpu": "four"}}});
+    match nodes
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(&bad))
+        .await
+    {
+        Ok(_) => failures.push("node capacity \"four\" accepted".into()),
+        Err(e)
+            if !e
+                .to_string()
+                .contains("status.capacity.cpu: Invalid value: \"four\"") =>
+        {
+            failures.push(format!("node capacity: got {e}"))
+        }
+        Err(_) => {}
+    }
+    // A Service replaced without its cluster IP keeps it, as upstream's registry does.
+    let services = ns.api(rekube_crds::API_VERSION, "Service");
+    ns.create(to_rekube(service_with_ip()))
+        .await
+        .expect("valid service");
+    let mut replaced = serde_json::to_value(services.get("svc").await.unwrap()).unwrap();
+    let spec = replaced["spec"].as_object_mut().unwrap();
+    spec.remove("clusterIP");
+    spec.remove("clusterIPs");
+    replaced["spec"]["selector"]["app"] = json!("api");
+    let replaced: DynamicObject = serde_json::from_value(replaced).unwrap();
+    match services
+        .replace("svc", &PostParams::default(), &replaced)
+        .await
+    {
+        Ok(s) => {
+            let s = serde_json::to_value(s).unwrap();
+            assert_eq!(s["spec"]["clusterIP"], "10.96.0.10");
+            assert_eq!(s["spec"]["clusterIPs"], json!(["10.96.0.10"]));
+            assert_eq!(s["spec"]["selector"]["app"], "api");
+        }
+        Err(e) => failures.push(format!("service replaced without its clusterIP: {e}")),
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

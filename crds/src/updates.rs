@@ -1,0 +1,425 @@
+//! What an update may change (ValidatePodUpdate, ValidatePodEphemeralContainersUpdate,
+//! ValidatePersistentVolumeClaimUpdate, ValidatePersistentVolumeUpdate,
+//! ValidateServiceUpdate, ValidateNodeUpdate, ValidateVolumeAttachmentUpdate), as
+//! ValidatingAdmissionPolicies on UPDATE of the main resource. Status updates go through
+//! the status subresource, which these policies do not match.
+//!
+//! A CRD transition rule cannot compare "every field but these" of objects of unbounded
+//! size within the static CEL cost budget; an admission policy sees the objects as plain
+//! maps, bounded by runtime cost only, so the rules iterate over the keys.
+//!
+//! rekube has no binding, ephemeralcontainers or resize subresource: the scheduler binds a
+//! pod by setting `spec.nodeName` once (allowed from empty to a value, never changed or
+//! removed afterwards), and ephemeral containers are added to `spec.ephemeralContainers`
+//! (allowed; existing ones may not be removed or changed).
+use serde_json::Value;
+
+use crate::admission::{ValidatingPolicy, check, check_with_message};
+use crate::validation::PV_SOURCES;
+
+/// CEL list literal of strings.
+fn list(items: &[&str]) -> String {
+    let quoted: Vec<String> = items.iter().map(|i| format!("'{i}'")).collect();
+    format!("[{}]", quoted.join(", "))
+}
+
+/// CEL: maps `new` and `old` hold the same keys with equal values, the keys in the list
+/// `except` aside.
+fn same_except(new: &str, old: &str, except: &str) -> String {
+    format!(
+        "({new}.all(k, k in {except} || (k in {old} && {new}[k] == {old}[k])) && \
+         {old}.all(k, k in {except} || k in {new}))"
+    )
+}
+
+/// CEL: the keys of `new` and `old` outside `except` that differ, as `prefix.key` strings.
+fn changed_keys(new: &str, old: &str, except: &str, prefix: &str) -> String {
+    format!(
+        "({new}.filter(k, !(k in {except}) && !(k in {old} && {new}[k] == {old}[k])) + \
+         {old}.filter(k, !(k in {except}) && !(k in {new}))).map(k, '{prefix}.' + k)"
+    )
+}
+
+/// CEL: the optional field `f` of `obj`, or `default`.
+fn opt(obj: &str, f: &str, default: &str) -> String {
+    format!("{obj}.?{f}.orValue({default})")
+}
+
+const NEW: &str = "variables.new";
+const OLD: &str = "variables.old";
+
+/// The spec fields ValidatePodUpdate lets change, each checked by its own rule.
+const POD_MUTABLE: [&str; 8] = [
+    "containers",
+    "initContainers",
+    "ephemeralContainers",
+    "activeDeadlineSeconds",
+    "tolerations",
+    "schedulingGates",
+    "terminationGracePeriodSeconds",
+    "nodeName",
+];
+
+/// upstream's updatablePodSpecFields, as its message lists them.
+const POD_UPDATABLE: &str = "pod updates may not change fields other than \
+    `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,\
+    `spec.tolerations` (only additions to existing tolerations),\
+    `spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)";
+
+/// CEL: the containers of list `l` are the same, in the same order, but for their images.
+fn containers_same_but_image(l: &str) -> String {
+    let (new, old) = (opt(NEW, l, "[]"), opt(OLD, l, "[]"));
+    let fields = same_except("c", "o", "['image']");
+    format!(
+        "({new}.map(c, c.name) == {old}.map(c, c.name) && \
+         {new}.all(c, {old}.exists(o, o.name == c.name && {fields})))"
+    )
+}
+
+/// CEL: terminationGracePeriodSeconds unchanged, or set to 1 from a negative value.
+const GRACE_PERIOD_SAME: &str = "((has(variables.new.terminationGracePeriodSeconds) == \
+    has(variables.old.terminationGracePeriodSeconds) && \
+    (!has(variables.new.terminationGracePeriodSeconds) || \
+    variables.new.terminationGracePeriodSeconds == variables.old.terminationGracePeriodSeconds)) || \
+    (variables.old.?terminationGracePeriodSeconds.orValue(0) < 0 && \
+    variables.new.?terminationGracePeriodSeconds.orValue(0) == 1))";
+
+fn pod_update() -> ValidatingPolicy {
+    let gated = format!("size({}) > 0", opt(OLD, "schedulingGates", "[]"));
+    let mutable = format!("{} + ({gated} ? ['nodeSelector'] : [])", list(&POD_MUTABLE));
+    let rest_same = format!(
+        "{} && {} && {} && {GRACE_PERIOD_SAME}",
+        same_except(NEW, OLD, "variables.mutable"),
+        containers_same_but_image("containers"),
+        containers_same_but_image("initContainers"),
+    );
+    let changed = format!(
+        "{} + ({} ? [] : ['spec.containers']) + ({} ? [] : ['spec.initContainers']) + \
+         ({GRACE_PERIOD_SAME} ? [] : ['spec.terminationGracePeriodSeconds'])",
+        changed_keys(NEW, OLD, "variables.mutable", "spec"),
+        containers_same_but_image("containers"),
+        containers_same_but_image("initContainers"),
+    );
+    let mut validations = Vec::new();
+    for l in ["containers", "initContainers"] {
+        validations.push(check(
+            format!("size({}) == size({})", opt(NEW, l, "[]"), opt(OLD, l, "[]")),
+            &format!("spec.{l}: Forbidden: pod updates may not add or remove containers"),
+            "Forbidden",
+        ));
+    }
+    validations.extend([
+        check(
+            "!has(variables.old.activeDeadlineSeconds) || has(variables.new.activeDeadlineSeconds)".into(),
+            "spec.activeDeadlineSeconds: Invalid value: \"null\": must not update from a positive integer to nil value",
+            "Invalid",
+        ),
+        check_with_message(
+            "!has(variables.old.activeDeadlineSeconds) || !has(variables.new.activeDeadlineSeconds) || \
+             variables.new.activeDeadlineSeconds <= variables.old.activeDeadlineSeconds"
+                .into(),
+            "'spec.activeDeadlineSeconds: Invalid value: ' + string(variables.new.activeDeadlineSeconds) + \
+             ': must be less than or equal to previous value'"
+                .into(),
+            "Invalid",
+        ),
+        check(
+            format!(
+                "{}.all(t, {}.exists(n, {}))",
+                opt(OLD, "tolerations", "[]"),
+                opt(NEW, "tolerations", "[]"),
+                same_except("n", "t", "['tolerationSeconds']")
+            ),
+            "spec.tolerations: Forbidden: existing toleration can not be modified except its tolerationSeconds",
+            "Forbidden",
+        ),
+        check_with_message(
+            format!(
+                "{}.all(g, {}.exists(o, o.name == g.name))",
+                opt(NEW, "schedulingGates", "[]"),
+                opt(OLD, "schedulingGates", "[]")
+            ),
+            format!(
+                "'spec.schedulingGates: Forbidden: only deletion is allowed, but found new scheduling gate \\'' + \
+                 {}.filter(g, !{}.exists(o, o.name == g.name))[0].name + '\\''",
+                opt(NEW, "schedulingGates", "[]"),
+                opt(OLD, "schedulingGates", "[]")
+            ),
+            "Forbidden",
+        ),
+        check_with_message(
+            format!(
+                "{} == '' || {} == variables.old.nodeName",
+                opt(OLD, "nodeName", "''"),
+                opt(NEW, "nodeName", "''")
+            ),
+            "'spec.nodeName: Forbidden: pod is already assigned to node \"' + variables.old.nodeName + '\"'"
+                .into(),
+            "Forbidden",
+        ),
+        check(
+            format!(
+                "!({gated}) || {}.all(k, k in {} && variables.new.nodeSelector[k] == variables.old.nodeSelector[k])",
+                opt(OLD, "nodeSelector", "{}"),
+                opt(NEW, "nodeSelector", "{}")
+            ),
+            "spec.nodeSelector: Invalid value: only additions to spec.nodeSelector are allowed (no mutations or deletions)",
+            "Invalid",
+        ),
+        check_with_message(
+            format!(
+                "{}.all(o, {}.exists(n, n == o))",
+                opt(OLD, "ephemeralContainers", "[]"),
+                opt(NEW, "ephemeralContainers", "[]")
+            ),
+            format!(
+                "'spec.ephemeralContainers: Forbidden: existing ephemeral containers \"' + {first}.name + \
+                 '\" may not be ' + ({new}.exists(n, n.name == {first}.name) ? 'changed' : 'removed')",
+                first = format!("{}.filter(o, !{}.exists(n, n == o))[0]", opt(OLD, "ephemeralContainers", "[]"), opt(NEW, "ephemeralContainers", "[]")),
+                new = opt(NEW, "ephemeralContainers", "[]")
+            ),
+            "Forbidden",
+        ),
+        check_with_message(
+            rest_same,
+            format!("'spec: Forbidden: {POD_UPDATABLE}; changed: ' + ({changed}).join(', ')"),
+            "Forbidden",
+        ),
+    ]);
+    ValidatingPolicy {
+        name: "rekube-pod-update.rekube.io",
+        resources: &["pods"],
+        operations: &["UPDATE"],
+        variables: vec![
+            ("new", "object.spec".into()),
+            ("old", "oldObject.spec".into()),
+            ("mutable", mutable),
+        ],
+        validations,
+    }
+}
+
+/// The PVC spec fields ValidatePersistentVolumeClaimUpdate lets change, each checked by
+/// its own rule.
+const PVC_MUTABLE: [&str; 4] = [
+    "resources",
+    "volumeName",
+    "storageClassName",
+    "volumeAttributesClassName",
+];
+
+fn pvc_update() -> ValidatingPolicy {
+    let new_res = opt(NEW, "resources", "{}");
+    let old_res = opt(OLD, "resources", "{}");
+    let new_req = format!("{new_res}.?requests.orValue({{}})");
+    let old_req = format!("{old_res}.?requests.orValue({{}})");
+    let storage = |req: &str| format!("quantity(string({req}.?storage.orValue(0)))");
+    let capacity = "quantity(string(oldObject.?status.?capacity.?storage.orValue(0)))";
+    let bound = "oldObject.?status.?phase.orValue('') == 'Bound'";
+    let rest_same = format!(
+        "{} && {} && {}",
+        same_except(NEW, OLD, &list(&PVC_MUTABLE)),
+        same_except(&new_res, &old_res, "['requests']"),
+        same_except(&new_req, &old_req, "['storage']"),
+    );
+    let message = "spec is immutable after creation except resources.requests and \
+                   volumeAttributesClassName for bound claims";
+    ValidatingPolicy {
+        name: "rekube-persistentvolumeclaim-update.rekube.io",
+        resources: &["persistentvolumeclaims"],
+        operations: &["UPDATE"],
+        variables: vec![
+            ("new", "object.spec".into()),
+            ("old", "oldObject.spec".into()),
+        ],
+        validations: vec![
+            check_with_message(
+                rest_same,
+                format!(
+                    "'spec: Forbidden: {message}; changed: ' + ({} + {} + {}).join(', ')",
+                    changed_keys(NEW, OLD, &list(&PVC_MUTABLE), "spec"),
+                    changed_keys(&new_res, &old_res, "['requests']", "spec.resources"),
+                    changed_keys(&new_req, &old_req, "['storage']", "spec.resources.requests"),
+                ),
+                "Forbidden",
+            ),
+            check(
+                format!("{} == {} || {bound}", storage(&new_req), storage(&old_req)),
+                &format!("spec: Forbidden: {message}; changed: spec.resources.requests.storage"),
+                "Forbidden",
+            ),
+            check(
+                format!(
+                    "!({s_new}.isLessThan({s_old})) || {s_new}.isGreaterThan({capacity})",
+                    s_new = storage(&new_req),
+                    s_old = storage(&old_req)
+                ),
+                "spec.resources.requests.storage: Forbidden: field can not be less than status.capacity",
+                "Forbidden",
+            ),
+            check_with_message(
+                format!(
+                    "{} == '' || {} == variables.old.volumeName",
+                    opt(OLD, "volumeName", "''"),
+                    opt(NEW, "volumeName", "''")
+                ),
+                format!("'spec: Forbidden: {message}; changed: spec.volumeName'"),
+                "Forbidden",
+            ),
+            check(
+                "!has(variables.old.storageClassName) || (has(variables.new.storageClassName) && \
+                 variables.new.storageClassName == variables.old.storageClassName)"
+                    .into(),
+                &format!("spec: Forbidden: {message}; changed: spec.storageClassName"),
+                "Forbidden",
+            ),
+            check(
+                format!(
+                    "{} == {}",
+                    opt(NEW, "volumeMode", "''"),
+                    opt(OLD, "volumeMode", "''")
+                ),
+                "volumeMode: Invalid value: field is immutable",
+                "Invalid",
+            ),
+        ],
+    }
+}
+
+fn pv_update() -> ValidatingPolicy {
+    ValidatingPolicy {
+        name: "rekube-persistentvolume-update.rekube.io",
+        resources: &["persistentvolumes"],
+        operations: &["UPDATE"],
+        variables: vec![
+            ("new", "object.spec".into()),
+            ("old", "oldObject.spec".into()),
+        ],
+        validations: vec![
+            check(
+                format!(
+                    "{}.all(k, (k in {NEW}) == (k in {OLD}) && (!(k in {NEW}) || {NEW}[k] == {OLD}[k]))",
+                    list(&PV_SOURCES)
+                ),
+                "spec.persistentvolumesource: Forbidden: spec.persistentvolumesource is immutable after creation",
+                "Forbidden",
+            ),
+            check(
+                format!(
+                    "{} == {}",
+                    opt(NEW, "volumeMode", "''"),
+                    opt(OLD, "volumeMode", "''")
+                ),
+                "volumeMode: Invalid value: field is immutable",
+                "Invalid",
+            ),
+        ],
+    }
+}
+
+fn service_update() -> ValidatingPolicy {
+    let external_name = "variables.old.?type.orValue('') == 'ExternalName' || \
+                         variables.new.?type.orValue('') == 'ExternalName'";
+    ValidatingPolicy {
+        name: "rekube-service-update.rekube.io",
+        resources: &["services"],
+        operations: &["UPDATE"],
+        variables: vec![
+            ("new", "object.spec".into()),
+            ("old", "oldObject.spec".into()),
+        ],
+        validations: vec![check_with_message(
+            format!(
+                "{} == '' || {external_name} || {} == variables.old.clusterIP",
+                opt(OLD, "clusterIP", "''"),
+                opt(NEW, "clusterIP", "''")
+            ),
+            format!(
+                "'spec.clusterIPs[0]: Invalid value: \"' + {}  + '\": may not change once set'",
+                opt(NEW, "clusterIP", "''")
+            ),
+            "Invalid",
+        )],
+    }
+}
+
+fn node_update() -> ValidatingPolicy {
+    let cidr =
+        "spec.podCIDRs: Forbidden: node updates may not change podCIDR except from \"\" to valid";
+    ValidatingPolicy {
+        name: "rekube-node-update.rekube.io",
+        resources: &["nodes"],
+        operations: &["UPDATE"],
+        variables: vec![
+            ("new", "object.spec".into()),
+            ("old", "oldObject.spec".into()),
+        ],
+        validations: vec![
+            check(
+                format!(
+                    "size({old}) == 0 || {new} == {old}",
+                    old = opt(OLD, "podCIDRs", "[]"),
+                    new = opt(NEW, "podCIDRs", "[]")
+                ),
+                cidr,
+                "Forbidden",
+            ),
+            check(
+                format!(
+                    "{} == '' || {} == variables.old.podCIDR",
+                    opt(OLD, "podCIDR", "''"),
+                    opt(NEW, "podCIDR", "''")
+                ),
+                cidr,
+                "Forbidden",
+            ),
+            check(
+                format!(
+                    "{} == '' || {} == variables.old.providerID",
+                    opt(OLD, "providerID", "''"),
+                    opt(NEW, "providerID", "''")
+                ),
+                "spec.providerID: Forbidden: node updates may not change providerID except from \"\" to valid",
+                "Forbidden",
+            ),
+            check(
+                format!(
+                    "{} == {}",
+                    opt(NEW, "externalID", "''"),
+                    opt(OLD, "externalID", "''")
+                ),
+                "spec.externalID: Forbidden: may not be updated",
+                "Forbidden",
+            ),
+        ],
+    }
+}
+
+fn volume_attachment_update() -> ValidatingPolicy {
+    ValidatingPolicy {
+        name: "rekube-volumeattachment-update.rekube.io",
+        resources: &["volumeattachments"],
+        operations: &["UPDATE"],
+        variables: vec![],
+        validations: vec![check(
+            "object.spec == oldObject.spec".into(),
+            "spec: Invalid value: field is immutable",
+            "Invalid",
+        )],
+    }
+}
+
+/// The update policies and their bindings, in apply order.
+pub fn objects() -> Vec<Value> {
+    [
+        pod_update(),
+        pvc_update(),
+        pv_update(),
+        service_update(),
+        node_update(),
+        volume_attachment_update(),
+    ]
+    .into_iter()
+    .flat_map(|p| p.objects())
+    .collect()
+}
