@@ -13,6 +13,7 @@ pub mod defaults;
 pub mod events;
 pub mod generate;
 pub mod kinds;
+pub mod pod_security;
 pub mod resource;
 pub mod schema;
 pub mod validation;

@@ -1,0 +1,632 @@
+//! Pod Security Standards for rekube pods, against the real apiserver: upstream's fixture
+//! table (k8s.io/pod-security-admission test/testdata, every level and version, as
+//! upstream's own e2e replays it), upstream's exact messages, the namespace labels and
+//! rekube's defaults, warnings for Deployment and ReplicaSet templates, updates, and large
+//! pods within the CEL cost budget.
+//!
+//! Requests are dry runs (admission runs on them) sent raw, to read the Warning headers.
+use std::time::Duration;
+
+use futures::{StreamExt, stream};
+use kube::Client;
+use kube::client::Body;
+use rekube_e2e::{TestNamespace, manifest_path, wait_until};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+const PREFIX: &str = "pod-security.kubernetes.io/";
+
+/// What the apiserver answered to one request.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    message: String,
+    warnings: Vec<String>,
+}
+
+impl Answer {
+    /// The refusal's PodSecurity message (what follows the policy's name), if refused.
+    fn refusal(&self) -> Option<&str> {
+        (self.status >= 400).then(|| {
+            self.message
+                .split_once("denied request: ")
+                .map_or(self.message.as_str(), |(_, m)| m)
+        })
+    }
+
+    /// The PodSecurity warnings (what follows the policy's name).
+    fn pod_security_warnings(&self) -> Vec<&str> {
+        self.warnings
+            .iter()
+            .filter(|w| w.contains("PodSecurity"))
+            .map(|w| w.split_once("': ").map_or(w.as_str(), |(_, m)| m))
+            .collect()
+    }
+}
+
+/// The text of an RFC 7234 warning header value (`299 - "text"`).
+fn warning_text(value: &str) -> String {
+    let quoted = value
+        .split_once(" - ")
+        .map_or(value, |(_, t)| t)
+        .trim()
+        .trim_start_matches('"')
+        .trim_end_matches('"');
+    quoted.replace("\\\"", "\"").replace("\\\\", "\\")
+}
+
+/// Sends `method` with `body` to `path` and reads status, message and warnings.
+async fn send(client: &Client, method: &str, path: &str, content_type: &str, body: &Value) -> Answer {
+    let request = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("content-type", content_type)
+        .body(Body::from(serde_json::to_vec(body).unwrap()))
+        .unwrap();
+    let response = client.send(request).await.expect("the apiserver answers");
+    let status = response.status().as_u16();
+    let warnings = response
+        .headers()
+        .get_all("warning")
+        .iter()
+        .map(|v| warning_text(v.to_str().unwrap_or_default()))
+        .collect();
+    let bytes = response.into_body().collect_bytes().await.unwrap();
+    let message = serde_json::from_slice::<Value>(&bytes)
+        .ok()
+        .and_then(|v| v["message"].as_str().map(str::to_owned))
+        .unwrap_or_default();
+    Answer {
+        status,
+        message,
+        warnings,
+    }
+}
+
+fn plural(kind: &str) -> &'static str {
+    match kind {
+        "Pod" => "pods",
+        "Deployment" => "deployments",
+        "ReplicaSet" => "replicasets",
+        other => panic!("no resource for kind {other}"),
+    }
+}
+
+/// Creates `obj` (a rekube Pod, Deployment or ReplicaSet) with `dryRun=All`.
+async fn dry_run(client: &Client, ns: &str, obj: &Value) -> Answer {
+    let kind = obj["kind"].as_str().unwrap();
+    let path = format!(
+        "/apis/rekube.io/v1/namespaces/{ns}/{}?dryRun=All",
+        plural(kind)
+    );
+    send(client, "POST", &path, "application/json", obj).await
+}
+
+/// A rekube Pod with this spec (and metadata).
+fn pod(name: &str, spec: Value) -> Value {
+    json!({"apiVersion": "rekube.io/v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec})
+}
+
+/// A rekube Deployment or ReplicaSet whose template is `pod`.
+fn workload(kind: &str, pod: &Value) -> Value {
+    let mut meta = pod["metadata"].clone();
+    let meta = meta.as_object_mut().unwrap();
+    let name = meta.remove("name").unwrap_or_else(|| json!("w"));
+    meta.entry("labels")
+        .or_insert_with(|| json!({}))
+        .as_object_mut()
+        .unwrap()
+        .insert("test".into(), json!("true"));
+    json!({
+        "apiVersion": "rekube.io/v1", "kind": kind, "metadata": {"name": name},
+        "spec": {"selector": {"matchLabels": {"test": "true"}},
+                 "template": {"metadata": meta, "spec": pod["spec"].clone()}},
+    })
+}
+
+fn labels(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (format!("{PREFIX}{k}"), v.to_string()))
+        .collect()
+}
+
+async fn namespace(prefix: &str, pairs: &[(&str, &str)]) -> TestNamespace {
+    let owned = labels(pairs);
+    let refs: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    TestNamespace::with_labels(prefix, &refs).await
+}
+
+/// A pod every level refuses but privileged.
+fn host_pid_pod() -> Value {
+    pod(
+        "probe",
+        json!({"hostPID": true, "containers": [{"name": "c", "image": "busybox:1.36"}]}),
+    )
+}
+
+/// Waits until the policies see `ns`'s labels (admission reads namespaces from a cache).
+async fn wait_for_labels(ns: &TestNamespace, refused: bool) {
+    let client = ns.client.clone();
+    let name = ns.name.clone();
+    wait_until(
+        "the admission policies to see the namespace's labels",
+        Duration::from_secs(30),
+        || {
+            let client = client.clone();
+            let name = name.clone();
+            async move {
+                let a = dry_run(&client, &name, &host_pid_pod()).await;
+                if (a.status >= 400) == refused && (!refused || a.message.contains("PodSecurity")) {
+                    Ok(())
+                } else {
+                    Err(format!("{a:?}"))
+                }
+            }
+        },
+    )
+    .await
+}
+
+#[derive(Deserialize)]
+struct Fixture {
+    level: String,
+    outcome: String,
+    name: String,
+    versions: Vec<u32>,
+    pod: Value,
+}
+
+#[derive(Deserialize)]
+struct Fixtures {
+    fixtures: Vec<Fixture>,
+}
+
+/// Upstream's expectErrorSubstring for a fixture's check (test/fixtures_*.go), or the
+/// check's reason where upstream leaves it empty.
+fn expected_substring(fixture: &str) -> &'static str {
+    match fixture.trim_end_matches(|c: char| c.is_ascii_digit()) {
+        "allowprivilegeescalation" => "allowPrivilegeEscalation != false",
+        "apparmorprofile" => "forbidden AppArmor profile",
+        "capabilities_baseline" => "capabilities",
+        "capabilities_restricted" => "unrestricted capabilities",
+        "hostnamespaces" => "host namespaces",
+        "hostpathvolumes" => "hostPath",
+        "hostports" => "hostPort",
+        "hostprobesandhostlifecycle" => "probe or lifecycle host",
+        "privileged" => "privileged",
+        "procmount" | "procmount_restricted" => "procMount",
+        "restrictedvolumes" => "restricted volume types",
+        "runasnonroot" => "runAsNonRoot != true",
+        "runasuser" => "runAsUser=0",
+        "selinuxoptions" => "seLinuxOptions",
+        "seccompprofile_baseline" | "seccompprofile_restricted" => "seccompProfile",
+        "sysctls" => "forbidden sysctl",
+        "windowshostprocess" => "hostProcess",
+        other => panic!("no expected message for fixture {other}"),
+    }
+}
+
+/// One fixture in one namespace, as upstream's test/run.go does it: the pod is refused (or
+/// admitted) by enforce, and a Deployment with it as template is admitted, with (or
+/// without) warn's warning. Returns what went wrong.
+async fn replay(client: &Client, ns: &str, policy: &str, f: &Fixture) -> Vec<String> {
+    let mut wrong = Vec::new();
+    let mut p = f.pod.clone();
+    p["apiVersion"] = json!("rekube.io/v1");
+    let a = dry_run(client, ns, &p).await;
+    let d = dry_run(client, ns, &workload("Deployment", &p)).await;
+    let case = format!("{policy} {} {}", f.outcome, f.name);
+    if f.outcome == "pass" {
+        if a.status >= 300 || !a.pod_security_warnings().is_empty() {
+            wrong.push(format!("{case}: pod not admitted cleanly: {a:?}"));
+        }
+        if d.status >= 300 || !d.pod_security_warnings().is_empty() {
+            wrong.push(format!("{case}: deployment not admitted cleanly: {d:?}"));
+        }
+        return wrong;
+    }
+    let head = format!("violates PodSecurity \"{policy}\": ");
+    let substring = expected_substring(&f.name);
+    match a.refusal() {
+        Some(m) if m.starts_with(&head) && m.contains(substring) => {}
+        _ => wrong.push(format!("{case}: pod not refused with {head}…{substring}…: {a:?}")),
+    }
+    if !a.pod_security_warnings().is_empty() {
+        wrong.push(format!("{case}: refused pod also warned: {a:?}"));
+    }
+    let warned = d.pod_security_warnings();
+    let head = format!("would violate PodSecurity \"{policy}\": ");
+    if d.status >= 300
+        || warned.len() != 1
+        || !warned[0].starts_with(&head)
+        || !warned[0].contains(substring)
+    {
+        wrong.push(format!("{case}: deployment not admitted with warning {head}…{substring}…: {d:?}"));
+    }
+    wrong
+}
+
+/// Upstream's whole fixture table: for baseline and restricted, every version v1.0 to
+/// v1.35 and latest (the v1.35 fixtures), a namespace labelled enforce and warn at that
+/// level and version, each fixture's pod refused or admitted, its Deployment warned or not.
+#[tokio::test]
+async fn upstream_fixtures_at_every_level_and_version() {
+    let path = manifest_path("pod-security/fixtures.json");
+    let table: Fixtures =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(table.fixtures.len(), 378, "the table of {}", path.display());
+
+    let mut spaces = Vec::new();
+    for level in ["baseline", "restricted"] {
+        for minor in (0..=rekube_crds::pod_security::MAX_VERSION_MINOR).map(Some).chain([None]) {
+            let version = minor.map_or("latest".to_string(), |m| format!("v1.{m}"));
+            let ns = namespace(
+                &format!("pss-{level}-{}", version.replace('.', "-")),
+                &[
+                    ("enforce", level),
+                    ("enforce-version", &version),
+                    ("warn", level),
+                    ("warn-version", &version),
+                ],
+            )
+            .await;
+            spaces.push((ns, level, minor.unwrap_or(rekube_crds::pod_security::MAX_VERSION_MINOR), format!("{level}:{version}")));
+        }
+    }
+    // The informer sees namespaces in order: once it has the last, it has them all.
+    wait_for_labels(&spaces.last().unwrap().0, true).await;
+
+    let client = spaces[0].0.client.clone();
+    let mut cases = Vec::new();
+    for (ns, level, minor, policy) in &spaces {
+        for f in &table.fixtures {
+            if f.level == *level && f.versions.contains(minor) {
+                cases.push((ns.name.clone(), policy.clone(), f));
+            }
+        }
+    }
+    let total = cases.len();
+    // 4241 fixtures for v1.0..v1.35, and the v1.35 ones again as latest.
+    assert!(total > 4241, "{total} cases");
+    let wrong: Vec<String> = stream::iter(cases)
+        .map(|(ns, policy, f)| {
+            let client = client.clone();
+            async move { replay(&client, &ns, &policy, f).await }
+        })
+        .buffer_unordered(16)
+        .flat_map(stream::iter)
+        .collect()
+        .await;
+    assert!(
+        wrong.is_empty(),
+        "{} of {total} fixtures went wrong, e.g.:\n{}",
+        wrong.len(),
+        wrong.iter().take(20).cloned().collect::<Vec<_>>().join("\n")
+    );
+}
+
+const IMAGE: &str = "busybox:1.36";
+
+/// A container that restricted admits.
+fn restricted_container(name: &str) -> Value {
+    json!({"name": name, "image": IMAGE, "securityContext": {
+        "allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}}})
+}
+
+fn restricted_pod_security() -> Value {
+    json!({"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}})
+}
+
+/// Upstream's messages to the byte, several checks at once, in upstream's order, with its
+/// plurals and sorting (cases after policy/check_*_test.go).
+#[tokio::test]
+async fn refusals_carry_upstreams_exact_messages() {
+    let baseline = namespace("pss-exact-b", &[("enforce", "baseline")]).await;
+    let baseline_131 =
+        namespace("pss-exact-b131", &[("enforce", "baseline"), ("enforce-version", "v1.31")]).await;
+    let baseline_133 =
+        namespace("pss-exact-b133", &[("enforce", "baseline"), ("enforce-version", "v1.33")]).await;
+    let restricted = namespace("pss-exact-r", &[("enforce", "restricted")]).await;
+    let restricted_17 =
+        namespace("pss-exact-r17", &[("enforce", "restricted"), ("enforce-version", "v1.7")]).await;
+    let restricted_134 =
+        namespace("pss-exact-r134", &[("enforce", "restricted"), ("enforce-version", "v1.34")]).await;
+    wait_for_labels(&restricted_134, true).await;
+
+    let host = json!({
+        "hostNetwork": true, "hostPID": true, "hostIPC": true,
+        "containers": [
+            {"name": "a", "image": IMAGE, "securityContext": {"privileged": true},
+             "ports": [{"containerPort": 80, "hostPort": 80}]},
+            {"name": "b", "image": IMAGE,
+             "ports": [{"containerPort": 8080, "hostPort": 8080}, {"containerPort": 10, "hostPort": 10}]},
+        ],
+        "volumes": [{"name": "h", "hostPath": {"path": "/"}}],
+    });
+    let caps = json!({
+        "securityContext": {"sysctls": [{"name": "kernel.msgmax", "value": "1"}, {"name": "net.ipv4.tcp_rmem", "value": "4096 87380 6291456"}]},
+        "initContainers": [{"name": "i", "image": IMAGE, "securityContext": {"capabilities": {"add": ["NET_ADMIN"]}}}],
+        "containers": [{"name": "a", "image": IMAGE, "securityContext": {"capabilities": {"add": ["SYS_TIME", "NET_ADMIN", "CHOWN"]}}}],
+    });
+    let profiles = json!({
+        "securityContext": {"appArmorProfile": {"type": "Unconfined"}, "seLinuxOptions": {"type": "spc_t", "user": "u"}},
+        "containers": [{"name": "c", "image": IMAGE, "securityContext": {"seccompProfile": {"type": "Unconfined"}}}],
+    });
+    let probes = json!({"containers": [
+        {"name": "b", "image": IMAGE, "livenessProbe": {"tcpSocket": {"host": "example.com", "port": 80}}},
+        {"name": "a", "image": IMAGE, "readinessProbe": {"httpGet": {"host": "10.0.0.1", "port": 80}}},
+    ]});
+    let bare = json!({"containers": [{"name": "c", "image": IMAGE}]});
+    let root = json!({
+        "securityContext": {"runAsUser": 0, "seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [{"name": "c", "image": IMAGE, "securityContext": {
+            "allowPrivilegeEscalation": false, "runAsNonRoot": false, "capabilities": {"add": ["SYS_ADMIN"]}}}],
+        "volumes": [{"name": "n", "nfs": {"server": "nfs.example.com", "path": "/"}}, {"name": "h", "hostPath": {"path": "/"}}],
+    });
+    let user_namespace = json!({
+        "hostUsers": false,
+        "securityContext": {"runAsUser": 0, "seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [restricted_container("c")],
+    });
+
+    let cases: Vec<(&TestNamespace, &Value, Option<&str>)> = vec![
+        (&baseline, &host, Some(
+            "violates PodSecurity \"baseline:latest\": host namespaces (hostNetwork=true, hostPID=true, hostIPC=true), \
+             hostPath volumes (volume \"h\"), hostPort (containers \"a\", \"b\" use hostPorts 10, 80, 8080), \
+             privileged (container \"a\" must not set securityContext.privileged=true)")),
+        (&baseline, &caps, Some(
+            "violates PodSecurity \"baseline:latest\": non-default capabilities (containers \"i\", \"a\" must not include \
+             \"NET_ADMIN\", \"SYS_TIME\" in securityContext.capabilities.add), forbidden sysctls (kernel.msgmax)")),
+        (&baseline_131, &caps, Some(
+            "violates PodSecurity \"baseline:v1.31\": non-default capabilities (containers \"i\", \"a\" must not include \
+             \"NET_ADMIN\", \"SYS_TIME\" in securityContext.capabilities.add), forbidden sysctls (kernel.msgmax, net.ipv4.tcp_rmem)")),
+        (&baseline, &profiles, Some(
+            "violates PodSecurity \"baseline:latest\": forbidden AppArmor profile (pod must not set AppArmor profile type to \
+             \"Unconfined\"), seLinuxOptions (pod set forbidden securityContext.seLinuxOptions: type \"spc_t\"; user may not be set), \
+             seccompProfile (container \"c\" must not set securityContext.seccompProfile.type to \"Unconfined\")")),
+        (&baseline, &probes, Some(
+            "violates PodSecurity \"baseline:latest\": probe or lifecycle host (containers \"a\", \"b\" use probe or lifecycle \
+             hosts \"10.0.0.1\", \"example.com\")")),
+        (&baseline_133, &probes, None),
+        (&restricted, &bare, Some(
+            "violates PodSecurity \"restricted:latest\": allowPrivilegeEscalation != false (container \"c\" must set \
+             securityContext.allowPrivilegeEscalation=false), unrestricted capabilities (container \"c\" must set \
+             securityContext.capabilities.drop=[\"ALL\"]), runAsNonRoot != true (pod or container \"c\" must set \
+             securityContext.runAsNonRoot=true), seccompProfile (pod or container \"c\" must set \
+             securityContext.seccompProfile.type to \"RuntimeDefault\" or \"Localhost\")")),
+        (&restricted_17, &bare, Some(
+            "violates PodSecurity \"restricted:v1.7\": runAsNonRoot != true (pod or container \"c\" must set \
+             securityContext.runAsNonRoot=true)")),
+        (&restricted, &root, Some(
+            "violates PodSecurity \"restricted:latest\": unrestricted capabilities (container \"c\" must set \
+             securityContext.capabilities.drop=[\"ALL\"]; container \"c\" must not include \"SYS_ADMIN\" in \
+             securityContext.capabilities.add), restricted volume types (volumes \"n\", \"h\" use restricted volume types \
+             \"hostPath\", \"nfs\"), runAsNonRoot != true (container \"c\" must not set securityContext.runAsNonRoot=false), \
+             runAsUser=0 (pod must not set runAsUser=0)")),
+        (&restricted, &user_namespace, None),
+        (&restricted_134, &user_namespace, Some(
+            "violates PodSecurity \"restricted:v1.34\": runAsNonRoot != true (pod or container \"c\" must set \
+             securityContext.runAsNonRoot=true), runAsUser=0 (pod must not set runAsUser=0)")),
+    ];
+    // The same pod in baseline: only its hostPath volume and capability are baseline's business.
+    let mut root_in_baseline = root.clone();
+    root_in_baseline["securityContext"]["runAsUser"] = json!(1000);
+    let mut failures = Vec::new();
+    for (i, (ns, spec, expected)) in cases
+        .into_iter()
+        .chain([(&baseline, &root_in_baseline, Some(
+            "violates PodSecurity \"baseline:latest\": non-default capabilities (container \"c\" must not include \
+             \"SYS_ADMIN\" in securityContext.capabilities.add), hostPath volumes (volume \"h\")"))])
+        .enumerate()
+    {
+        let a = dry_run(&ns.client, &ns.name, &pod(&format!("p{i}"), spec.clone())).await;
+        match (expected, a.refusal()) {
+            (Some(e), Some(m)) if m == e => {}
+            (None, None) if a.status < 300 => {}
+            (e, _) => failures.push(format!("case {i} in {}: expected {e:?}, got {a:?}", ns.name)),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Without labels, rekube's default is baseline for enforce, warn and audit; labels pick
+/// levels and versions per mode, warn follows an explicit stronger enforce level, and
+/// Deployment and ReplicaSet templates are warned about, never refused.
+#[tokio::test]
+async fn labels_defaults_and_workload_warnings() {
+    let unlabelled = TestNamespace::new("pss-default").await;
+    let privileged = namespace("pss-priv", &[("enforce", "privileged")]).await;
+    let restricted = namespace("pss-restr", &[("enforce", "restricted")]).await;
+    let restricted_17 =
+        namespace("pss-restr17", &[("enforce", "restricted"), ("enforce-version", "v1.7")]).await;
+    let warn_restricted = namespace("pss-warn", &[("warn", "restricted")]).await;
+    let all_privileged = namespace(
+        "pss-allpriv",
+        &[("enforce", "privileged"), ("warn", "privileged"), ("audit", "privileged")],
+    )
+    .await;
+    wait_for_labels(&all_privileged, false).await;
+
+    let privileged_spec = json!({"containers": [{"name": "c", "image": IMAGE, "securityContext": {"privileged": true}}]});
+    let priv_pod = pod("p", privileged_spec);
+    let privileged_detail = "privileged (container \"c\" must not set securityContext.privileged=true)";
+
+    // Default: a privileged pod is refused; its Deployment and ReplicaSet admitted, warned.
+    let a = dry_run(&unlabelled.client, &unlabelled.name, &priv_pod).await;
+    assert_eq!(
+        a.refusal(),
+        Some(format!("violates PodSecurity \"baseline:latest\": {privileged_detail}").as_str()),
+        "{a:?}"
+    );
+    assert_eq!(a.status, 403, "{a:?}");
+    for kind in ["Deployment", "ReplicaSet"] {
+        let a = dry_run(&unlabelled.client, &unlabelled.name, &workload(kind, &priv_pod)).await;
+        assert!(a.status < 300, "{kind}: {a:?}");
+        assert_eq!(
+            a.pod_security_warnings(),
+            [format!("would violate PodSecurity \"baseline:latest\": {privileged_detail}").as_str()],
+            "{kind}: {a:?}"
+        );
+    }
+    // The sample workload is admissible under the default.
+    for doc in rekube_e2e::manifests("sample/web.yaml") {
+        if doc["kind"] == "Deployment" {
+            let a = dry_run(&unlabelled.client, &unlabelled.name, &doc).await;
+            assert!(a.status < 300 && a.pod_security_warnings().is_empty(), "{a:?}");
+        }
+    }
+
+    // enforce=privileged admits it; warn keeps its default, baseline.
+    let a = dry_run(&privileged.client, &privileged.name, &priv_pod).await;
+    assert!(a.status < 300, "{a:?}");
+    assert_eq!(
+        a.pod_security_warnings(),
+        [format!("would violate PodSecurity \"baseline:latest\": {privileged_detail}").as_str()]
+    );
+    // Privileged everywhere: nothing to say.
+    let a = dry_run(&all_privileged.client, &all_privileged.name, &priv_pod).await;
+    assert!(a.status < 300 && a.warnings.is_empty(), "{a:?}");
+
+    // warn follows an explicit stronger enforce level, and its version.
+    let bare = pod("bare", json!({"containers": [{"name": "c", "image": IMAGE}]}));
+    let restricted_detail = "allowPrivilegeEscalation != false (container \"c\" must set \
+        securityContext.allowPrivilegeEscalation=false), unrestricted capabilities (container \"c\" must set \
+        securityContext.capabilities.drop=[\"ALL\"]), runAsNonRoot != true (pod or container \"c\" must set \
+        securityContext.runAsNonRoot=true), seccompProfile (pod or container \"c\" must set \
+        securityContext.seccompProfile.type to \"RuntimeDefault\" or \"Localhost\")";
+    let a = dry_run(&restricted.client, &restricted.name, &workload("Deployment", &bare)).await;
+    assert!(a.status < 300, "{a:?}");
+    assert_eq!(
+        a.pod_security_warnings(),
+        [format!("would violate PodSecurity \"restricted:latest\": {restricted_detail}").as_str()]
+    );
+    let a = dry_run(&restricted_17.client, &restricted_17.name, &workload("ReplicaSet", &bare)).await;
+    assert_eq!(
+        a.pod_security_warnings(),
+        ["would violate PodSecurity \"restricted:v1.7\": runAsNonRoot != true (pod or container \"c\" must set securityContext.runAsNonRoot=true)"],
+        "{a:?}"
+    );
+    // A refused pod gets the refusal, not a warning too.
+    let a = dry_run(&restricted.client, &restricted.name, &bare).await;
+    assert_eq!(a.status, 403, "{a:?}");
+    assert!(a.pod_security_warnings().is_empty(), "{a:?}");
+
+    // warn=restricted alone: baseline enforced (the default), restricted warned.
+    let a = dry_run(&warn_restricted.client, &warn_restricted.name, &bare).await;
+    assert!(a.status < 300, "{a:?}");
+    assert_eq!(
+        a.pod_security_warnings(),
+        [format!("would violate PodSecurity \"restricted:latest\": {restricted_detail}").as_str()]
+    );
+    let ok = pod(
+        "ok",
+        json!({"securityContext": restricted_pod_security(), "containers": [restricted_container("c")]}),
+    );
+    let a = dry_run(&warn_restricted.client, &warn_restricted.name, &ok).await;
+    assert!(a.status < 300 && a.pod_security_warnings().is_empty(), "{a:?}");
+}
+
+/// As upstream, a pod update is checked only when it changes an image or adds a
+/// container: a pod admitted before its namespace got stricter keeps taking label and
+/// status updates, but not a new image.
+#[tokio::test]
+async fn only_significant_pod_updates_are_checked() {
+    let ns = namespace("pss-update", &[("enforce", "privileged")]).await;
+    wait_for_labels(&ns, false).await;
+    let created = ns
+        .create(pod(
+            "p",
+            json!({"hostPID": true, "containers": [{"name": "c", "image": IMAGE}]}),
+        ))
+        .await
+        .expect("a hostPID pod in a privileged namespace");
+    assert_eq!(created["metadata"]["name"], "p");
+
+    let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(ns.client.clone());
+    namespaces
+        .patch(
+            &ns.name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"metadata": {"labels": {format!("{PREFIX}enforce"): "baseline"}}})),
+        )
+        .await
+        .unwrap();
+    wait_for_labels(&ns, true).await;
+
+    let path = format!("/apis/rekube.io/v1/namespaces/{}/pods/p", ns.name);
+    let merge = "application/merge-patch+json";
+    let a = send(&ns.client, "PATCH", &path, merge, &json!({"metadata": {"labels": {"touched": "yes"}}})).await;
+    assert_eq!(a.status, 200, "a label update: {a:?}");
+    let a = send(
+        &ns.client,
+        "PATCH",
+        &path,
+        "application/json-patch+json",
+        &json!([{"op": "replace", "path": "/spec/containers/0/image", "value": "busybox:1.37"}]),
+    )
+    .await;
+    assert_eq!(
+        a.refusal(),
+        Some("violates PodSecurity \"baseline:latest\": host namespaces (hostPID=true)"),
+        "an image update: {a:?}"
+    );
+}
+
+/// A pod of 150 containers, each failing most checks, is refused with upstream's message
+/// rather than a CEL cost error, and 150 compliant containers are admitted.
+#[tokio::test]
+async fn large_pods_stay_within_the_cel_cost_budget() {
+    let ns = namespace("pss-large", &[("enforce", "restricted")]).await;
+    wait_for_labels(&ns, true).await;
+    let n = 150;
+    let bad: Vec<Value> = (0..n)
+        .map(|i| {
+            json!({"name": format!("c{i}"), "image": IMAGE,
+                "ports": [{"containerPort": 1000 + i, "hostPort": 1000 + i}],
+                "readinessProbe": {"httpGet": {"host": "10.0.0.1", "port": 80}},
+                "securityContext": {"privileged": true, "capabilities": {"add": ["SYS_ADMIN", "NET_ADMIN"]},
+                    "seccompProfile": {"type": "Unconfined"}, "seLinuxOptions": {"type": "spc_t"}}})
+        })
+        .collect();
+    let a = dry_run(
+        &ns.client,
+        &ns.name,
+        &pod("bad", json!({"containers": bad, "hostNetwork": true})),
+    )
+    .await;
+    let m = a.refusal().unwrap_or_else(|| panic!("not refused: {a:?}"));
+    assert!(
+        m.starts_with("violates PodSecurity"),
+        "refused for another reason: {}",
+        &m[..m.len().min(500)]
+    );
+    assert!(!m.contains("cost"), "{}", &m[..m.len().min(500)]);
+
+    // Small enough to list: every violation, by the whole list of container names.
+    let names: Vec<String> = (0..20).map(|i| format!("c{i}")).collect();
+    let few: Vec<Value> = names
+        .iter()
+        .map(|c| json!({"name": c, "image": IMAGE, "securityContext": {"privileged": true}}))
+        .collect();
+    let a = dry_run(&ns.client, &ns.name, &pod("few", json!({"containers": few, "securityContext": restricted_pod_security()}))).await;
+    let quoted = names.iter().map(|n| format!("\"{n}\"")).collect::<Vec<_>>().join(", ");
+    assert_eq!(
+        a.refusal(),
+        Some(format!(
+            "violates PodSecurity \"restricted:latest\": privileged (containers {quoted} must not set securityContext.privileged=true), \
+             allowPrivilegeEscalation != false (containers {quoted} must set securityContext.allowPrivilegeEscalation=false), \
+             unrestricted capabilities (containers {quoted} must set securityContext.capabilities.drop=[\"ALL\"])"
+        ).as_str()),
+        "{a:?}"
+    );
+
+    let good: Vec<Value> = (0..n).map(|i| restricted_container(&format!("c{i}"))).collect();
+    let a = dry_run(
+        &ns.client,
+        &ns.name,
+        &pod("good", json!({"containers": good, "securityContext": restricted_pod_security()})),
+    )
+    .await;
+    assert!(a.status < 300, "{}", &a.message[..a.message.len().min(500)]);
+}
