@@ -5,7 +5,9 @@
 //!   (`violates PodSecurity "baseline:latest": host namespaces (hostNetwork=true), ...`);
 //! - `warn` answers a Pod, or the pod template of a Deployment or ReplicaSet, with a
 //!   warning (`would violate PodSecurity "restricted:latest": ...`);
-//! - `audit` records the same message in the audit log.
+//! - `audit` records the same message in the audit log (the Audit action's
+//!   `validation.policy.admission.k8s.io/validation_failure` annotation; upstream's key is
+//!   `pod-security.kubernetes.io/audit-violations`).
 //!
 //! The level and version of each mode come from the namespace's labels
 //! (`pod-security.kubernetes.io/<mode>` and `<mode>-version`), read from `namespaceObject`
@@ -619,7 +621,9 @@ fn check_variables() -> Vec<Value> {
         'vsphereVolume', 'quobyte', 'azureDisk', 'photonPersistentDisk', 'portworxVolume', 'scaleIO', 'storageos']";
     v.push(var(
         "restrictedVolumes",
-        format!("variables.volumes.filter(v, !{ALLOWED_VOLUMES}.exists(k, k in v))"),
+        // A volume without a source is an emptyDir: upstream's defaulting (SetDefaults_Volume)
+        // makes it one before admission sees it.
+        format!("variables.volumes.filter(v, !v.all(k, k == 'name') && !{ALLOWED_VOLUMES}.exists(k, k in v))"),
     ));
     v.push(var(
         "restrictedVolumeNames",
@@ -848,7 +852,7 @@ pub fn mode_objects(mode: Mode) -> [Value; 2] {
         Mode::Warn => "Warn",
         Mode::Audit => "Audit",
     };
-    let mut spec = json!({
+    let spec = json!({
         "matchConstraints": {
             "resourceRules": [{
                 "apiGroups": [GROUP], "apiVersions": ["v1"],
@@ -866,12 +870,6 @@ pub fn mode_objects(mode: Mode) -> [Value; 2] {
             "reason": "Forbidden",
         }],
     });
-    if mode == Mode::Audit {
-        spec["auditAnnotations"] = json!([{
-            "key": "audit-violations",
-            "valueExpression": format!("size(variables.violations) > 0 ? {message} : null"),
-        }]);
-    }
     [
         json!({
             "apiVersion": "admissionregistration.k8s.io/v1",
