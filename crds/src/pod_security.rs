@@ -39,12 +39,36 @@ pub struct DefaultSetting {
 /// real node and a privileged one is root on that node for anyone who may create a
 /// Deployment (docs/pod-security.md).
 pub const DEFAULTS: [DefaultSetting; 6] = [
-    DefaultSetting { placeholder: "REKUBE_PSS_ENFORCE_LEVEL", rekube: "baseline", chart_value: "enforce" },
-    DefaultSetting { placeholder: "REKUBE_PSS_ENFORCE_VERSION", rekube: "latest", chart_value: "enforceVersion" },
-    DefaultSetting { placeholder: "REKUBE_PSS_WARN_LEVEL", rekube: "baseline", chart_value: "warn" },
-    DefaultSetting { placeholder: "REKUBE_PSS_WARN_VERSION", rekube: "latest", chart_value: "warnVersion" },
-    DefaultSetting { placeholder: "REKUBE_PSS_AUDIT_LEVEL", rekube: "baseline", chart_value: "audit" },
-    DefaultSetting { placeholder: "REKUBE_PSS_AUDIT_VERSION", rekube: "latest", chart_value: "auditVersion" },
+    DefaultSetting {
+        placeholder: "REKUBE_PSS_ENFORCE_LEVEL",
+        rekube: "baseline",
+        chart_value: "enforce",
+    },
+    DefaultSetting {
+        placeholder: "REKUBE_PSS_ENFORCE_VERSION",
+        rekube: "latest",
+        chart_value: "enforceVersion",
+    },
+    DefaultSetting {
+        placeholder: "REKUBE_PSS_WARN_LEVEL",
+        rekube: "baseline",
+        chart_value: "warn",
+    },
+    DefaultSetting {
+        placeholder: "REKUBE_PSS_WARN_VERSION",
+        rekube: "latest",
+        chart_value: "warnVersion",
+    },
+    DefaultSetting {
+        placeholder: "REKUBE_PSS_AUDIT_LEVEL",
+        rekube: "baseline",
+        chart_value: "audit",
+    },
+    DefaultSetting {
+        placeholder: "REKUBE_PSS_AUDIT_VERSION",
+        rekube: "latest",
+        chart_value: "auditVersion",
+    },
 ];
 
 /// The label prefix upstream reads.
@@ -169,7 +193,10 @@ fn check_variables() -> Vec<Value> {
     );
     v.push(var(
         "aaPod",
-        format!("{PSC}.?appArmorProfile.hasValue() && !{}", aa_ok(&format!("{PSC}.appArmorProfile"))),
+        format!(
+            "{PSC}.?appArmorProfile.hasValue() && !{}",
+            aa_ok(&format!("{PSC}.appArmorProfile"))
+        ),
     ));
     v.push(var("aaContainers", bad_names(&aa_bad_c)));
     v.push(var(
@@ -193,14 +220,21 @@ fn check_variables() -> Vec<Value> {
             plural("annotation", "annotations", "size(variables.aaAnnotations)")
         ),
     ));
-    v.push(var("aaList", "variables.aaValues + variables.aaAnnotations"));
+    v.push(var(
+        "aaList",
+        "variables.aaValues + variables.aaAnnotations",
+    ));
     check(
         &mut v,
         "appArmorProfile",
         result(
             "variables.baseline",
             "size(variables.aaSetters) > 0",
-            &plural("forbidden AppArmor profile", "forbidden AppArmor profiles", "size(variables.aaList)"),
+            &plural(
+                "forbidden AppArmor profile",
+                "forbidden AppArmor profiles",
+                "size(variables.aaList)",
+            ),
             &format!(
                 "variables.aaSetters.join(' and ') + ' must not set AppArmor profile type to ' + {}",
                 quoted("variables.aaList")
@@ -212,7 +246,10 @@ fn check_variables() -> Vec<Value> {
     const CAPS: &str = "['AUDIT_WRITE', 'CHOWN', 'DAC_OVERRIDE', 'FOWNER', 'FSETID', 'KILL', 'MKNOD', \
         'NET_BIND_SERVICE', 'SETFCAP', 'SETGID', 'SETPCAP', 'SETUID', 'SYS_CHROOT']";
     let adds = "c.?securityContext.?capabilities.?add.orValue([])";
-    v.push(var("capbContainers", bad_names(&format!("{adds}.exists(a, !(a in {CAPS}))"))));
+    v.push(var(
+        "capbContainers",
+        bad_names(&format!("{adds}.exists(a, !(a in {CAPS}))")),
+    ));
     v.push(var(
         "capbCaps",
         format!("{C}.map(c, {adds}.filter(a, !(a in {CAPS}))).flatten().distinct().sort()"),
@@ -306,7 +343,10 @@ fn check_variables() -> Vec<Value> {
         ?c.?lifecycle.?preStop.?httpGet.?host, ?c.?lifecycle.?preStop.?tcpSocket.?host].filter(h, h != '')";
     v.push(var(
         "probeHostContainers",
-        format!("{}.distinct().sort()", bad_names(&format!("size({hosts}) > 0"))),
+        format!(
+            "{}.distinct().sort()",
+            bad_names(&format!("size({hosts}) > 0"))
+        ),
     ));
     v.push(var(
         "probeHosts",
@@ -439,7 +479,9 @@ fn check_variables() -> Vec<Value> {
     // seccompProfile_baseline (baseline; annotations until 1.18, fields from 1.19; in
     // restricted until 1.18, then seccompProfile_restricted)
     let ann_ok = |a: &str| {
-        format!("({a} == 'runtime/default' || {a} == 'docker/default' || {a}.startsWith('localhost/'))")
+        format!(
+            "({a} == 'runtime/default' || {a} == 'docker/default' || {a}.startsWith('localhost/'))"
+        )
     };
     let pod_key = "seccomp.security.alpha.kubernetes.io/pod";
     let ckey = "('container.seccomp.security.alpha.kubernetes.io/' + c.name)";
@@ -459,7 +501,10 @@ fn check_variables() -> Vec<Value> {
     );
     v.push(var(
         "seccompPod",
-        format!("{PSC}.?seccompProfile.hasValue() && !{}", sc_ok(&format!("{PSC}.seccompProfile"))),
+        format!(
+            "{PSC}.?seccompProfile.hasValue() && !{}",
+            sc_ok(&format!("{PSC}.seccompProfile"))
+        ),
     ));
     v.push(var("seccompContainers", bad_names(&sc_bad_c)));
     v.push(var(
@@ -489,7 +534,11 @@ fn check_variables() -> Vec<Value> {
                 "'seccompProfile'",
                 &format!(
                     "'forbidden ' + {} + ' ' + variables.seccompAnnotations.join(', ')",
-                    plural("annotation", "annotations", "size(variables.seccompAnnotations)")
+                    plural(
+                        "annotation",
+                        "annotations",
+                        "size(variables.seccompAnnotations)"
+                    )
                 )
             ),
             result(
@@ -578,7 +627,9 @@ fn check_variables() -> Vec<Value> {
     ));
     v.push(var(
         "capAdded",
-        format!("{C}.map(c, {adds}.filter(a, a != 'NET_BIND_SERVICE')).flatten().distinct().sort()"),
+        format!(
+            "{C}.map(c, {adds}.filter(a, a != 'NET_BIND_SERVICE')).flatten().distinct().sort()"
+        ),
     ));
     v.push(var(
         "capDetails",
@@ -745,8 +796,14 @@ fn policy_variables(mode: Mode) -> Vec<Value> {
             v.push(var("version", enforce_version));
         }
         Mode::Audit => {
-            v.push(var("level", level_of("audit", "privileged", mode.placeholder(false))));
-            v.push(var("version", version_of("audit-version", mode.placeholder(true))));
+            v.push(var(
+                "level",
+                level_of("audit", "privileged", mode.placeholder(false)),
+            ));
+            v.push(var(
+                "version",
+                version_of("audit-version", mode.placeholder(true)),
+            ));
         }
         Mode::Warn => {
             // Warn follows an explicit, valid enforce level stronger than warn's default.
@@ -809,7 +866,10 @@ fn policy_variables(mode: Mode) -> Vec<Value> {
         "variables.spec.?initContainers.orValue([]) + variables.spec.?containers.orValue([]) + \
          variables.spec.?ephemeralContainers.orValue([])",
     ));
-    v.push(var("windows", "variables.spec.?os.?name.orValue('') == 'windows'"));
+    v.push(var(
+        "windows",
+        "variables.spec.?os.?name.orValue('') == 'windows'",
+    ));
     v.push(var(
         "userNamespace",
         "variables.spec.?hostUsers.orValue(true) == false",
@@ -843,8 +903,10 @@ pub fn mode_objects(mode: Mode) -> [Value; 2] {
     );
     let passes = match mode {
         // Upstream adds no warning to a pod it refuses: skip when enforce checks the same.
-        Mode::Warn => "size(variables.violations) == 0 || \
-            (variables.isPod && variables.level == variables.enforceLevel && variables.version == variables.enforceVersion)",
+        Mode::Warn => {
+            "size(variables.violations) == 0 || \
+            (variables.isPod && variables.level == variables.enforceLevel && variables.version == variables.enforceVersion)"
+        }
         _ => "size(variables.violations) == 0",
     };
     let action = match mode {

@@ -120,9 +120,10 @@ impl TestNamespace {
         for (k, v) in labels {
             all.insert((*k).into(), (*v).into());
         }
-        let ns: k8s_openapi::api::core::v1::Namespace =
-            serde_json::from_value(serde_json::json!({ "metadata": { "name": name, "labels": all } }))
-                .unwrap();
+        let ns: k8s_openapi::api::core::v1::Namespace = serde_json::from_value(
+            serde_json::json!({ "metadata": { "name": name, "labels": all } }),
+        )
+        .unwrap();
         Api::all(client.clone())
             .create(&PostParams::default(), &ns)
             .await

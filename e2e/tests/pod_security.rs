@@ -56,7 +56,13 @@ fn warning_text(value: &str) -> String {
 }
 
 /// Sends `method` with `body` to `path` and reads status, message and warnings.
-async fn send(client: &Client, method: &str, path: &str, content_type: &str, body: &Value) -> Answer {
+async fn send(
+    client: &Client,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: &Value,
+) -> Answer {
     let request = http::Request::builder()
         .method(method)
         .uri(path)
@@ -133,7 +139,10 @@ fn labels(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 
 async fn namespace(prefix: &str, pairs: &[(&str, &str)]) -> TestNamespace {
     let owned = labels(pairs);
-    let refs: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let refs: Vec<(&str, &str)> = owned
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     TestNamespace::with_labels(prefix, &refs).await
 }
 
@@ -233,7 +242,9 @@ async fn replay(client: &Client, ns: &str, policy: &str, f: &Fixture) -> Vec<Str
     {
         // Refused before Pod Security by rekube's schema: fails here once that is fixed.
         if a.status != 422 || !a.message.contains(why) {
-            wrong.push(format!("{case}: expected the schema's refusal {why:?}: {a:?}"));
+            wrong.push(format!(
+                "{case}: expected the schema's refusal {why:?}: {a:?}"
+            ));
         }
         return wrong;
     }
@@ -250,7 +261,9 @@ async fn replay(client: &Client, ns: &str, policy: &str, f: &Fixture) -> Vec<Str
     let substring = expected_substring(&f.name);
     match a.refusal() {
         Some(m) if m.starts_with(&head) && m.contains(substring) => {}
-        _ => wrong.push(format!("{case}: pod not refused with {head}…{substring}…: {a:?}")),
+        _ => wrong.push(format!(
+            "{case}: pod not refused with {head}…{substring}…: {a:?}"
+        )),
     }
     if !a.pod_security_warnings().is_empty() {
         wrong.push(format!("{case}: refused pod also warned: {a:?}"));
@@ -262,7 +275,9 @@ async fn replay(client: &Client, ns: &str, policy: &str, f: &Fixture) -> Vec<Str
         || !warned[0].starts_with(&head)
         || !warned[0].contains(substring)
     {
-        wrong.push(format!("{case}: deployment not admitted with warning {head}…{substring}…: {d:?}"));
+        wrong.push(format!(
+            "{case}: deployment not admitted with warning {head}…{substring}…: {d:?}"
+        ));
     }
     wrong
 }
@@ -274,8 +289,7 @@ async fn replay(client: &Client, ns: &str, policy: &str, f: &Fixture) -> Vec<Str
 #[tokio::test]
 async fn upstream_fixtures_at_every_level_and_version() {
     let path = manifest_path("pod-security/fixtures.json");
-    let table: Fixtures =
-        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let table: Fixtures = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     assert_eq!(table.fixtures.len(), 378, "the table of {}", path.display());
 
     // As upstream's run.go, sparse versions: where a fixture first and last applies (a
@@ -299,7 +313,12 @@ async fn upstream_fixtures_at_every_level_and_version() {
                 ],
             )
             .await;
-            spaces.push((ns, level, minor.unwrap_or(rekube_crds::pod_security::MAX_VERSION_MINOR), format!("{level}:{version}")));
+            spaces.push((
+                ns,
+                level,
+                minor.unwrap_or(rekube_crds::pod_security::MAX_VERSION_MINOR),
+                format!("{level}:{version}"),
+            ));
         }
     }
     // The informer sees namespaces in order: once it has the last, it has them all.
@@ -329,7 +348,12 @@ async fn upstream_fixtures_at_every_level_and_version() {
         wrong.is_empty(),
         "{} of {total} fixtures went wrong, e.g.:\n{}",
         wrong.len(),
-        wrong.iter().take(20).cloned().collect::<Vec<_>>().join("\n")
+        wrong
+            .iter()
+            .take(20)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
     );
 }
 
@@ -350,15 +374,27 @@ fn restricted_pod_security() -> Value {
 #[tokio::test]
 async fn refusals_carry_upstreams_exact_messages() {
     let baseline = namespace("pss-exact-b", &[("enforce", "baseline")]).await;
-    let baseline_131 =
-        namespace("pss-exact-b131", &[("enforce", "baseline"), ("enforce-version", "v1.31")]).await;
-    let baseline_133 =
-        namespace("pss-exact-b133", &[("enforce", "baseline"), ("enforce-version", "v1.33")]).await;
+    let baseline_131 = namespace(
+        "pss-exact-b131",
+        &[("enforce", "baseline"), ("enforce-version", "v1.31")],
+    )
+    .await;
+    let baseline_133 = namespace(
+        "pss-exact-b133",
+        &[("enforce", "baseline"), ("enforce-version", "v1.33")],
+    )
+    .await;
     let restricted = namespace("pss-exact-r", &[("enforce", "restricted")]).await;
-    let restricted_17 =
-        namespace("pss-exact-r17", &[("enforce", "restricted"), ("enforce-version", "v1.7")]).await;
-    let restricted_134 =
-        namespace("pss-exact-r134", &[("enforce", "restricted"), ("enforce-version", "v1.34")]).await;
+    let restricted_17 = namespace(
+        "pss-exact-r17",
+        &[("enforce", "restricted"), ("enforce-version", "v1.7")],
+    )
+    .await;
+    let restricted_134 = namespace(
+        "pss-exact-r134",
+        &[("enforce", "restricted"), ("enforce-version", "v1.34")],
+    )
+    .await;
     wait_for_labels(&restricted_134, true).await;
 
     let host = json!({
@@ -398,43 +434,88 @@ async fn refusals_carry_upstreams_exact_messages() {
     });
 
     let cases: Vec<(&TestNamespace, &Value, Option<&str>)> = vec![
-        (&baseline, &host, Some(
-            "violates PodSecurity \"baseline:latest\": host namespaces (hostNetwork=true, hostPID=true, hostIPC=true), \
+        (
+            &baseline,
+            &host,
+            Some(
+                "violates PodSecurity \"baseline:latest\": host namespaces (hostNetwork=true, hostPID=true, hostIPC=true), \
              hostPath volumes (volume \"h\"), hostPort (containers \"a\", \"b\" use hostPorts 10, 80, 8080), \
-             privileged (container \"a\" must not set securityContext.privileged=true)")),
-        (&baseline, &caps, Some(
-            "violates PodSecurity \"baseline:latest\": non-default capabilities (containers \"i\", \"a\" must not include \
-             \"NET_ADMIN\", \"SYS_TIME\" in securityContext.capabilities.add), forbidden sysctls (kernel.msgmax)")),
-        (&baseline_131, &caps, Some(
-            "violates PodSecurity \"baseline:v1.31\": non-default capabilities (containers \"i\", \"a\" must not include \
-             \"NET_ADMIN\", \"SYS_TIME\" in securityContext.capabilities.add), forbidden sysctls (kernel.msgmax, net.ipv4.tcp_rmem)")),
-        (&baseline, &profiles, Some(
-            "violates PodSecurity \"baseline:latest\": forbidden AppArmor profile (pod must not set AppArmor profile type to \
+             privileged (container \"a\" must not set securityContext.privileged=true)",
+            ),
+        ),
+        (
+            &baseline,
+            &caps,
+            Some(
+                "violates PodSecurity \"baseline:latest\": non-default capabilities (containers \"i\", \"a\" must not include \
+             \"NET_ADMIN\", \"SYS_TIME\" in securityContext.capabilities.add), forbidden sysctls (kernel.msgmax)",
+            ),
+        ),
+        (
+            &baseline_131,
+            &caps,
+            Some(
+                "violates PodSecurity \"baseline:v1.31\": non-default capabilities (containers \"i\", \"a\" must not include \
+             \"NET_ADMIN\", \"SYS_TIME\" in securityContext.capabilities.add), forbidden sysctls (kernel.msgmax, net.ipv4.tcp_rmem)",
+            ),
+        ),
+        (
+            &baseline,
+            &profiles,
+            Some(
+                "violates PodSecurity \"baseline:latest\": forbidden AppArmor profile (pod must not set AppArmor profile type to \
              \"Unconfined\"), seLinuxOptions (pod set forbidden securityContext.seLinuxOptions: type \"spc_t\"; user may not be set), \
-             seccompProfile (container \"c\" must not set securityContext.seccompProfile.type to \"Unconfined\")")),
-        (&baseline, &probes, Some(
-            "violates PodSecurity \"baseline:latest\": probe or lifecycle host (containers \"a\", \"b\" use probe or lifecycle \
-             hosts \"10.0.0.1\", \"example.com\")")),
+             seccompProfile (container \"c\" must not set securityContext.seccompProfile.type to \"Unconfined\")",
+            ),
+        ),
+        (
+            &baseline,
+            &probes,
+            Some(
+                "violates PodSecurity \"baseline:latest\": probe or lifecycle host (containers \"a\", \"b\" use probe or lifecycle \
+             hosts \"10.0.0.1\", \"example.com\")",
+            ),
+        ),
         (&baseline_133, &probes, None),
-        (&restricted, &bare, Some(
-            "violates PodSecurity \"restricted:latest\": allowPrivilegeEscalation != false (container \"c\" must set \
+        (
+            &restricted,
+            &bare,
+            Some(
+                "violates PodSecurity \"restricted:latest\": allowPrivilegeEscalation != false (container \"c\" must set \
              securityContext.allowPrivilegeEscalation=false), unrestricted capabilities (container \"c\" must set \
              securityContext.capabilities.drop=[\"ALL\"]), runAsNonRoot != true (pod or container \"c\" must set \
              securityContext.runAsNonRoot=true), seccompProfile (pod or container \"c\" must set \
-             securityContext.seccompProfile.type to \"RuntimeDefault\" or \"Localhost\")")),
-        (&restricted_17, &bare, Some(
-            "violates PodSecurity \"restricted:v1.7\": runAsNonRoot != true (pod or container \"c\" must set \
-             securityContext.runAsNonRoot=true)")),
-        (&restricted, &root, Some(
-            "violates PodSecurity \"restricted:latest\": unrestricted capabilities (container \"c\" must set \
+             securityContext.seccompProfile.type to \"RuntimeDefault\" or \"Localhost\")",
+            ),
+        ),
+        (
+            &restricted_17,
+            &bare,
+            Some(
+                "violates PodSecurity \"restricted:v1.7\": runAsNonRoot != true (pod or container \"c\" must set \
+             securityContext.runAsNonRoot=true)",
+            ),
+        ),
+        (
+            &restricted,
+            &root,
+            Some(
+                "violates PodSecurity \"restricted:latest\": unrestricted capabilities (container \"c\" must set \
              securityContext.capabilities.drop=[\"ALL\"]; container \"c\" must not include \"SYS_ADMIN\" in \
              securityContext.capabilities.add), restricted volume types (volumes \"n\", \"h\" use restricted volume types \
              \"hostPath\", \"nfs\"), runAsNonRoot != true (container \"c\" must not set securityContext.runAsNonRoot=false), \
-             runAsUser=0 (pod must not set runAsUser=0)")),
+             runAsUser=0 (pod must not set runAsUser=0)",
+            ),
+        ),
         (&restricted, &user_namespace, None),
-        (&restricted_134, &user_namespace, Some(
-            "violates PodSecurity \"restricted:v1.34\": runAsNonRoot != true (pod or container \"c\" must set \
-             securityContext.runAsNonRoot=true), runAsUser=0 (pod must not set runAsUser=0)")),
+        (
+            &restricted_134,
+            &user_namespace,
+            Some(
+                "violates PodSecurity \"restricted:v1.34\": runAsNonRoot != true (pod or container \"c\" must set \
+             securityContext.runAsNonRoot=true), runAsUser=0 (pod must not set runAsUser=0)",
+            ),
+        ),
     ];
     // The same pod in baseline: only its hostPath volume and capability are baseline's business.
     let mut root_in_baseline = root.clone();
@@ -465,19 +546,27 @@ async fn labels_defaults_and_workload_warnings() {
     let unlabelled = TestNamespace::new("pss-default").await;
     let privileged = namespace("pss-priv", &[("enforce", "privileged")]).await;
     let restricted = namespace("pss-restr", &[("enforce", "restricted")]).await;
-    let restricted_17 =
-        namespace("pss-restr17", &[("enforce", "restricted"), ("enforce-version", "v1.7")]).await;
+    let restricted_17 = namespace(
+        "pss-restr17",
+        &[("enforce", "restricted"), ("enforce-version", "v1.7")],
+    )
+    .await;
     let warn_restricted = namespace("pss-warn", &[("warn", "restricted")]).await;
     let all_privileged = namespace(
         "pss-allpriv",
-        &[("enforce", "privileged"), ("warn", "privileged"), ("audit", "privileged")],
+        &[
+            ("enforce", "privileged"),
+            ("warn", "privileged"),
+            ("audit", "privileged"),
+        ],
     )
     .await;
     wait_for_labels(&all_privileged, false).await;
 
     let privileged_spec = json!({"containers": [{"name": "c", "image": IMAGE, "securityContext": {"privileged": true}}]});
     let priv_pod = pod("p", privileged_spec);
-    let privileged_detail = "privileged (container \"c\" must not set securityContext.privileged=true)";
+    let privileged_detail =
+        "privileged (container \"c\" must not set securityContext.privileged=true)";
 
     // Default: a privileged pod is refused; its Deployment and ReplicaSet admitted, warned.
     let a = dry_run(&unlabelled.client, &unlabelled.name, &priv_pod).await;
@@ -488,11 +577,19 @@ async fn labels_defaults_and_workload_warnings() {
     );
     assert_eq!(a.status, 403, "{a:?}");
     for kind in ["Deployment", "ReplicaSet"] {
-        let a = dry_run(&unlabelled.client, &unlabelled.name, &workload(kind, &priv_pod)).await;
+        let a = dry_run(
+            &unlabelled.client,
+            &unlabelled.name,
+            &workload(kind, &priv_pod),
+        )
+        .await;
         assert!(a.status < 300, "{kind}: {a:?}");
         assert_eq!(
             a.pod_security_warnings(),
-            [format!("would violate PodSecurity \"baseline:latest\": {privileged_detail}").as_str()],
+            [
+                format!("would violate PodSecurity \"baseline:latest\": {privileged_detail}")
+                    .as_str()
+            ],
             "{kind}: {a:?}"
         );
     }
@@ -502,7 +599,10 @@ async fn labels_defaults_and_workload_warnings() {
             let mut doc = doc.clone();
             doc["metadata"].as_object_mut().unwrap().remove("namespace");
             let a = dry_run(&unlabelled.client, &unlabelled.name, &doc).await;
-            assert!(a.status < 300 && a.pod_security_warnings().is_empty(), "{a:?}");
+            assert!(
+                a.status < 300 && a.pod_security_warnings().is_empty(),
+                "{a:?}"
+            );
         }
     }
 
@@ -518,22 +618,40 @@ async fn labels_defaults_and_workload_warnings() {
     assert!(a.status < 300 && a.warnings.is_empty(), "{a:?}");
 
     // warn follows an explicit stronger enforce level, and its version.
-    let bare = pod("bare", json!({"containers": [{"name": "c", "image": IMAGE}]}));
+    let bare = pod(
+        "bare",
+        json!({"containers": [{"name": "c", "image": IMAGE}]}),
+    );
     let restricted_detail = "allowPrivilegeEscalation != false (container \"c\" must set \
         securityContext.allowPrivilegeEscalation=false), unrestricted capabilities (container \"c\" must set \
         securityContext.capabilities.drop=[\"ALL\"]), runAsNonRoot != true (pod or container \"c\" must set \
         securityContext.runAsNonRoot=true), seccompProfile (pod or container \"c\" must set \
         securityContext.seccompProfile.type to \"RuntimeDefault\" or \"Localhost\")";
-    let a = dry_run(&restricted.client, &restricted.name, &workload("Deployment", &bare)).await;
+    let a = dry_run(
+        &restricted.client,
+        &restricted.name,
+        &workload("Deployment", &bare),
+    )
+    .await;
     assert!(a.status < 300, "{a:?}");
     assert_eq!(
         a.pod_security_warnings(),
-        [format!("would violate PodSecurity \"restricted:latest\": {restricted_detail}").as_str()]
+        [
+            format!("would violate PodSecurity \"restricted:latest\": {restricted_detail}")
+                .as_str()
+        ]
     );
-    let a = dry_run(&restricted_17.client, &restricted_17.name, &workload("ReplicaSet", &bare)).await;
+    let a = dry_run(
+        &restricted_17.client,
+        &restricted_17.name,
+        &workload("ReplicaSet", &bare),
+    )
+    .await;
     assert_eq!(
         a.pod_security_warnings(),
-        ["would violate PodSecurity \"restricted:v1.7\": runAsNonRoot != true (pod or container \"c\" must set securityContext.runAsNonRoot=true)"],
+        [
+            "would violate PodSecurity \"restricted:v1.7\": runAsNonRoot != true (pod or container \"c\" must set securityContext.runAsNonRoot=true)"
+        ],
         "{a:?}"
     );
     // A refused pod gets the refusal, not a warning too.
@@ -546,14 +664,20 @@ async fn labels_defaults_and_workload_warnings() {
     assert!(a.status < 300, "{a:?}");
     assert_eq!(
         a.pod_security_warnings(),
-        [format!("would violate PodSecurity \"restricted:latest\": {restricted_detail}").as_str()]
+        [
+            format!("would violate PodSecurity \"restricted:latest\": {restricted_detail}")
+                .as_str()
+        ]
     );
     let ok = pod(
         "ok",
         json!({"securityContext": restricted_pod_security(), "containers": [restricted_container("c")]}),
     );
     let a = dry_run(&warn_restricted.client, &warn_restricted.name, &ok).await;
-    assert!(a.status < 300 && a.pod_security_warnings().is_empty(), "{a:?}");
+    assert!(
+        a.status < 300 && a.pod_security_warnings().is_empty(),
+        "{a:?}"
+    );
 }
 
 /// As upstream, a pod update is checked only when it changes an image or adds a
@@ -572,12 +696,15 @@ async fn only_significant_pod_updates_are_checked() {
         .expect("a hostPID pod in a privileged namespace");
     assert_eq!(created["metadata"]["name"], "p");
 
-    let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(ns.client.clone());
+    let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> =
+        kube::Api::all(ns.client.clone());
     namespaces
         .patch(
             &ns.name,
             &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(json!({"metadata": {"labels": {format!("{PREFIX}enforce"): "baseline"}}})),
+            &kube::api::Patch::Merge(
+                json!({"metadata": {"labels": {format!("{PREFIX}enforce"): "baseline"}}}),
+            ),
         )
         .await
         .unwrap();
@@ -585,7 +712,14 @@ async fn only_significant_pod_updates_are_checked() {
 
     let path = format!("/apis/rekube.io/v1/namespaces/{}/pods/p", ns.name);
     let merge = "application/merge-patch+json";
-    let a = send(&ns.client, "PATCH", &path, merge, &json!({"metadata": {"labels": {"touched": "yes"}}})).await;
+    let a = send(
+        &ns.client,
+        "PATCH",
+        &path,
+        merge,
+        &json!({"metadata": {"labels": {"touched": "yes"}}}),
+    )
+    .await;
     assert_eq!(a.status, 200, "a label update: {a:?}");
     let a = send(
         &ns.client,
@@ -638,8 +772,20 @@ async fn large_pods_stay_within_the_cel_cost_budget() {
         .iter()
         .map(|c| json!({"name": c, "image": IMAGE, "securityContext": {"privileged": true}}))
         .collect();
-    let a = dry_run(&ns.client, &ns.name, &pod("few", json!({"containers": few, "securityContext": restricted_pod_security()}))).await;
-    let quoted = names.iter().map(|n| format!("\"{n}\"")).collect::<Vec<_>>().join(", ");
+    let a = dry_run(
+        &ns.client,
+        &ns.name,
+        &pod(
+            "few",
+            json!({"containers": few, "securityContext": restricted_pod_security()}),
+        ),
+    )
+    .await;
+    let quoted = names
+        .iter()
+        .map(|n| format!("\"{n}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
     assert_eq!(
         a.refusal(),
         Some(format!(
@@ -650,12 +796,68 @@ async fn large_pods_stay_within_the_cel_cost_budget() {
         "{a:?}"
     );
 
-    let good: Vec<Value> = (0..n).map(|i| restricted_container(&format!("c{i}"))).collect();
+    let good: Vec<Value> = (0..n)
+        .map(|i| restricted_container(&format!("c{i}")))
+        .collect();
     let a = dry_run(
         &ns.client,
         &ns.name,
-        &pod("good", json!({"containers": good, "securityContext": restricted_pod_security()})),
+        &pod(
+            "good",
+            json!({"containers": good, "securityContext": restricted_pod_security()}),
+        ),
     )
     .await;
     assert!(a.status < 300, "{}", &a.message[..a.message.len().min(500)]);
+}
+
+/// The ReplicaSet controller's pods go through enforce: a ReplicaSet with a hostPID
+/// template is admitted (with warn's warning), its pods are refused, and its
+/// ReplicaFailure condition carries upstream's message, as upstream's controller reports.
+#[tokio::test]
+async fn a_replica_sets_refused_pods_surface_as_replica_failure() {
+    use kube::api::{Api, ListParams, PostParams};
+    let ns = TestNamespace::new("pss-rs").await;
+    wait_for_labels(&ns, true).await;
+    let _controllers = rekube_e2e::controllers::ControllerProcess::start(
+        &ns.name,
+        &["--controllers", "replicaset"],
+    );
+    let template = pod(
+        "hostpid",
+        json!({"hostPID": true, "containers": [{"name": "c", "image": IMAGE}]}),
+    );
+    let mut rs = workload("ReplicaSet", &template);
+    rs["spec"]["replicas"] = json!(2);
+    let rs: rekube_crds::ReplicaSet = serde_json::from_value(rs).unwrap();
+    let api: Api<rekube_crds::ReplicaSet> = Api::namespaced(ns.client.clone(), &ns.name);
+    api.create(&PostParams::default(), &rs).await.unwrap();
+    let message = wait_until("ReplicaFailure True", Duration::from_secs(60), || async {
+        let st = api.get("hostpid").await.unwrap().status.unwrap_or_default();
+        match st
+            .conditions
+            .iter()
+            .flatten()
+            .find(|c| c.type_ == "ReplicaFailure")
+        {
+            Some(c) if c.status == "True" && c.reason.as_deref() == Some("FailedCreate") => {
+                Ok(c.message.clone().unwrap_or_default())
+            }
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert!(
+        message
+            .ends_with("violates PodSecurity \"baseline:latest\": host namespaces (hostPID=true)"),
+        "{message}"
+    );
+    let pods: Api<rekube_crds::Pod> = Api::namespaced(ns.client.clone(), &ns.name);
+    assert!(
+        pods.list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
 }
