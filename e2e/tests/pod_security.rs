@@ -736,13 +736,13 @@ async fn only_significant_pod_updates_are_checked() {
     );
 }
 
-/// A pod of 150 containers, each failing most checks, is refused with upstream's message
-/// rather than a CEL cost error, and 150 compliant containers are admitted.
+/// A pod of 300 containers, each failing most checks, is refused with Pod Security's
+/// message rather than a CEL cost error, and 300 compliant containers are admitted.
 #[tokio::test]
 async fn large_pods_stay_within_the_cel_cost_budget() {
     let ns = namespace("pss-large", &[("enforce", "restricted")]).await;
     wait_for_labels(&ns, true).await;
-    let n = 150;
+    let n = 300;
     let bad: Vec<Value> = (0..n)
         .map(|i| {
             json!({"name": format!("c{i}"), "image": IMAGE,
