@@ -861,3 +861,90 @@ async fn a_replica_sets_refused_pods_surface_as_replica_failure() {
             .is_empty()
     );
 }
+
+/// `helm template` of the chart's admission policies with `args`: stdout, or stderr on failure.
+fn render_chart(args: &[&str]) -> Result<String, String> {
+    let chart = concat!(env!("CARGO_MANIFEST_DIR"), "/../helm/rekube");
+    let out = std::process::Command::new("helm")
+        .args(["template", "r", chart, "--kube-version", "1.36.3"])
+        .args(["--show-only", "templates/admission-policies.rekube.io.yaml"])
+        .args(args)
+        .output()
+        .expect("helm on the PATH (e2e/scripts/build-kubernetes.sh builds it)");
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// The YAML documents of `text`, as sorted JSON (helm orders them by kind).
+fn docs(text: &str) -> Vec<String> {
+    let mut docs: Vec<String> = serde_yaml::Deserializer::from_str(text)
+        .map(|d| serde_json::to_string(&serde_yaml::Value::deserialize(d).unwrap()).unwrap())
+        .filter(|d| d != "null")
+        .collect();
+    docs.sort();
+    docs
+}
+
+/// The default the rendered enforce policy falls back to without a label.
+fn enforce_default(rendered: &str) -> Option<String> {
+    serde_yaml::Deserializer::from_str(rendered)
+        .map(|d| serde_yaml::Value::deserialize(d).unwrap())
+        .find(|d| {
+            d["metadata"]["name"] == "rekube-pod-security-enforce.rekube.io"
+                && d["kind"] == "ValidatingAdmissionPolicy"
+        })
+        .and_then(|p| {
+            p["spec"]["variables"]
+                .as_sequence()?
+                .iter()
+                .find(|v| v["name"] == "level")?["expression"]
+                .as_str()
+                .and_then(|e| e.rsplit_once(" : '"))
+                .map(|(_, d)| d.trim_end_matches('\'').to_owned())
+        })
+}
+
+/// The chart's `podSecurity` values: the defaults land in the policies (rekube's are
+/// those of `crds/`), an invalid level or version fails the render, and Pod Security can
+/// be left out.
+#[test]
+fn chart_values_set_the_defaults() {
+    let rendered = render_chart(&[]).unwrap();
+    assert_eq!(enforce_default(&rendered).as_deref(), Some("baseline"));
+    let crds = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../crds/admission-policies.rekube.io.yaml"
+    ))
+    .unwrap();
+    assert_eq!(
+        docs(&rendered),
+        docs(&crds),
+        "the chart's default rendering differs from crds/"
+    );
+
+    let privileged = render_chart(&["--set", "podSecurity.defaults.enforce=privileged"]).unwrap();
+    assert_eq!(enforce_default(&privileged).as_deref(), Some("privileged"));
+
+    let err = render_chart(&["--set", "podSecurity.defaults.warn=strict"]).unwrap_err();
+    assert!(
+        err.contains(
+            "podSecurity.defaults.warn: \"strict\" must be one of privileged, baseline, restricted"
+        ),
+        "{err}"
+    );
+    let err = render_chart(&["--set", "podSecurity.defaults.auditVersion=1.30"]).unwrap_err();
+    assert!(
+        err.contains("podSecurity.defaults.auditVersion: \"1.30\" must be \"latest\" or \"v1.x\""),
+        "{err}"
+    );
+
+    let off = render_chart(&["--set", "podSecurity.enabled=false"]).unwrap();
+    assert!(
+        !off.contains("pod-security"),
+        "podSecurity.enabled=false still renders Pod Security"
+    );
+    assert!(off.contains("rekube-pod-validation.rekube.io"));
+}
