@@ -15,6 +15,7 @@ pub mod fnv;
 pub mod generate;
 pub mod kinds;
 pub mod node_restriction;
+pub mod pod_security;
 pub mod quantity;
 pub mod resource;
 pub mod schema;

@@ -88,6 +88,9 @@ const CLUSTER_SCOPED: [&str; 4] = [
     "VolumeAttachment",
 ];
 
+/// Pod Security's enforce label (upstream's, read by rekube's policies too).
+pub const POD_SECURITY_ENFORCE: &str = "pod-security.kubernetes.io/enforce";
+
 /// A namespace for one test, deleted (with everything the test made, cluster-scoped
 /// objects included) when dropped.
 pub struct TestNamespace {
@@ -98,12 +101,30 @@ pub struct TestNamespace {
 
 impl TestNamespace {
     pub async fn new(prefix: &str) -> Self {
+        Self::with_labels(prefix, &[]).await
+    }
+
+    /// A namespace whose rekube pods may be privileged: Pod Security's enforce level
+    /// `privileged` (rekube's default is baseline, docs/pod-security.md), for tests whose
+    /// pods use host namespaces, hostPath volumes, hostPorts or the like on purpose.
+    pub async fn privileged(prefix: &str) -> Self {
+        Self::with_labels(prefix, &[(POD_SECURITY_ENFORCE, "privileged")]).await
+    }
+
+    /// A namespace with these labels besides rekube's own.
+    pub async fn with_labels(prefix: &str, labels: &[(&str, &str)]) -> Self {
         let client = client().await;
         let suffix: u32 = rand_suffix();
         let name = format!("e2e-{prefix}-{suffix:05x}");
-        let ns: k8s_openapi::api::core::v1::Namespace =
-            serde_json::from_value(serde_json::json!({ "metadata": { "name": name, "labels": { "rekube.io/e2e": "true" } } }))
-                .unwrap();
+        let mut all = serde_json::Map::new();
+        all.insert("rekube.io/e2e".into(), "true".into());
+        for (k, v) in labels {
+            all.insert((*k).into(), (*v).into());
+        }
+        let ns: k8s_openapi::api::core::v1::Namespace = serde_json::from_value(
+            serde_json::json!({ "metadata": { "name": name, "labels": all } }),
+        )
+        .unwrap();
         Api::all(client.clone())
             .create(&PostParams::default(), &ns)
             .await

@@ -534,9 +534,9 @@ async fn probes_hooks_backoff_and_ephemeral_containers() {
     if skip() {
         return;
     }
-    let ns = TestNamespace::new("agent-probes").await;
     // The node's address is loopback, so a hostNetwork pod's grpc probe reaches the
-    // test's own health server.
+    // test's own health server; host namespaces need Pod Security's privileged level.
+    let ns = TestNamespace::privileged("agent-probes").await;
     let agent = AgentProcess::start_real(&ns, "n", &["--node-ip", "127.0.0.1"]);
     let node = agent.node_name.clone();
     let pods: Api<Pod> = Api::namespaced(ns.client.clone(), &ns.name);

@@ -28,7 +28,10 @@ struct Env {
 }
 
 async fn env(prefix: &str, controllers: &[&str]) -> Env {
-    let ns = TestNamespace::new(prefix).await;
+    env_in(TestNamespace::new(prefix).await, controllers).await
+}
+
+async fn env_in(ns: TestNamespace, controllers: &[&str]) -> Env {
     let controllers = ControllerProcess::start(&ns.name, controllers);
     let dead: Arc<Mutex<HashSet<String>>> = Arc::default();
     let d = Arc::clone(&dead);
@@ -241,7 +244,12 @@ async fn a_burst_of_200_pods_never_overcommits_and_waits_for_room() {
 /// untolerated taint {k: v}.").
 #[tokio::test]
 async fn filters_rule_out_nodes_with_upstreams_reasons() {
-    let e = env("sched-filters", &["--controllers", "scheduler"]).await;
+    // The hostPort pods need Pod Security's privileged level (rekube's default is baseline).
+    let e = env_in(
+        TestNamespace::privileged("sched-filters").await,
+        &["--controllers", "scheduler"],
+    )
+    .await;
     let small = NodeShape {
         cpu: "1",
         memory: "2Gi",

@@ -514,7 +514,9 @@ async fn run_side(
 
 async fn fresh_namespace(client: &Client, name: &str) -> anyhow::Result<()> {
     let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
-    let ns = serde_json::from_value(json!({"metadata": {"name": name}}))?;
+    // The pods are hostNetwork: Pod Security's privileged level (rekube's default is baseline).
+    let ns = serde_json::from_value(json!({"metadata": {"name": name,
+        "labels": {"pod-security.kubernetes.io/enforce": "privileged"}}}))?;
     api.create(&PostParams::default(), &ns)
         .await
         .with_context(|| format!("creating namespace {name}"))?;

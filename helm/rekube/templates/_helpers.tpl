@@ -6,3 +6,17 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 {{- define "rekube.nodeAgent.name" -}}{{ .Release.Name }}-node-agent{{- end -}}
+{{- /* A Pod Security level from podSecurity.defaults: (list NAME VALUE). */ -}}
+{{- define "rekube.podSecurityLevel" -}}
+{{- $v := index . 1 -}}
+{{- if has $v (list "privileged" "baseline" "restricted") -}}{{ $v }}
+{{- else -}}{{ fail (printf "podSecurity.defaults.%s: %q must be one of privileged, baseline, restricted" (index . 0) $v) }}
+{{- end -}}
+{{- end -}}
+{{- /* A Pod Security version from podSecurity.defaults: (list NAME VALUE). */ -}}
+{{- define "rekube.podSecurityVersion" -}}
+{{- $v := index . 1 | toString -}}
+{{- if or (eq $v "latest") (regexMatch "^v1[.](0|[1-9][0-9]*)$" $v) -}}{{ $v }}
+{{- else -}}{{ fail (printf "podSecurity.defaults.%s: %q must be \"latest\" or \"v1.x\"" (index . 0) $v) }}
+{{- end -}}
+{{- end -}}
