@@ -229,16 +229,6 @@ mod tests {
                 deleted: vec![],
             },
             Case {
-                name: "threshold = 1, delete pod a which is PodFailed and pod b which is PodSucceeded",
-                pods: vec![
-                    ("a", "Failed", 0, false),
-                    ("b", "Succeeded", 1, false),
-                    ("c", "Failed", 2, false),
-                ],
-                threshold: 1,
-                deleted: vec!["a", "b"],
-            },
-            Case {
                 name: "threshold = 1, delete pod b which is PodFailed",
                 pods: vec![
                     ("a", "Running", 0, false),
