@@ -6,6 +6,7 @@
 //! ([`defaults`]) and validation ([`validation`]) written into it. `crdgen` writes the YAML.
 pub mod admission;
 pub mod catalog;
+pub mod core_v1;
 pub mod crd;
 pub mod defaults;
 /// The event recorder every component publishes through (feature `events`).

@@ -101,15 +101,11 @@ pub const DEPLOYMENT_AVAILABLE: &str = "Available";
 /// Deployment condition type Progressing (apps.DeploymentProgressing).
 pub const DEPLOYMENT_PROGRESSING: &str = "Progressing";
 /// Deployment condition type ReplicaFailure (apps.DeploymentReplicaFailure).
-pub const DEPLOYMENT_REPLICA_FAILURE: &str = "ReplicaFailure";
+pub const DEPLOYMENT_REPLICA_FAILURE: &str = rekube_crds::core_v1::REPLICA_FAILURE;
 /// ReplicaSet condition type ReplicaFailure (apps.ReplicaSetReplicaFailure).
-pub const REPLICA_SET_REPLICA_FAILURE: &str = "ReplicaFailure";
-/// Condition status True.
-pub const CONDITION_TRUE: &str = "True";
-/// Condition status False.
-pub const CONDITION_FALSE: &str = "False";
-/// Condition status Unknown.
-pub const CONDITION_UNKNOWN: &str = "Unknown";
+pub const REPLICA_SET_REPLICA_FAILURE: &str = rekube_crds::core_v1::REPLICA_FAILURE;
+/// Condition statuses True, False, Unknown.
+pub use rekube_crds::core_v1::{CONDITION_FALSE, CONDITION_TRUE, CONDITION_UNKNOWN};
 /// Strategy type RollingUpdate (the default).
 pub const ROLLING_UPDATE_DEPLOYMENT_STRATEGY_TYPE: &str = "RollingUpdate";
 /// Strategy type Recreate.

@@ -18,7 +18,7 @@ pub const DEFAULT_TOLERATION_SECONDS: i64 = 300;
 
 /// Pod condition the taint manager sets before deleting (upstream: `v1.DisruptionTarget`
 /// with reason `DeletionByTaintManager`).
-pub const DISRUPTION_TARGET: &str = "DisruptionTarget";
+pub use rekube_crds::core_v1::DISRUPTION_TARGET;
 pub const REASON_DELETION_BY_TAINT_MANAGER: &str = "DeletionByTaintManager";
 pub const MESSAGE_DELETION_BY_TAINT_MANAGER: &str =
     "Taint manager: deleting due to NoExecute taint";

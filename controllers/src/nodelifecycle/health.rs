@@ -23,17 +23,12 @@ pub const DEFAULT_NODE_MONITOR_PERIOD: Duration = Duration::from_secs(5);
 /// Namespace of the node heartbeat Leases (upstream: `v1.NamespaceNodeLease`).
 pub const NAMESPACE_NODE_LEASE: &str = "kube-node-lease";
 
-/// Node condition types (upstream: `v1.NodeReady` ...).
-pub const NODE_READY: &str = "Ready";
-pub const NODE_MEMORY_PRESSURE: &str = "MemoryPressure";
-pub const NODE_DISK_PRESSURE: &str = "DiskPressure";
-pub const NODE_PID_PRESSURE: &str = "PIDPressure";
-pub const NODE_NETWORK_UNAVAILABLE: &str = "NetworkUnavailable";
-
-/// Condition statuses (upstream: `v1.ConditionTrue` ...).
-pub const CONDITION_TRUE: &str = "True";
-pub const CONDITION_FALSE: &str = "False";
-pub const CONDITION_UNKNOWN: &str = "Unknown";
+/// Node condition types and condition statuses (upstream: `v1.NodeReady` ...,
+/// `v1.ConditionTrue` ...).
+pub use rekube_crds::core_v1::{
+    CONDITION_FALSE, CONDITION_TRUE, CONDITION_UNKNOWN, NODE_DISK_PRESSURE, NODE_MEMORY_PRESSURE,
+    NODE_NETWORK_UNAVAILABLE, NODE_PID_PRESSURE, NODE_READY,
+};
 
 /// Reason and message of conditions the controller sets to Unknown.
 pub const REASON_NODE_STATUS_UNKNOWN: &str = "NodeStatusUnknown";

