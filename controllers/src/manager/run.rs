@@ -311,7 +311,10 @@ pub async fn run(opts: Options) -> Result<(), Error> {
             None => std::future::pending().await,
         }
     };
+    // Biased, shutdown first: on SIGTERM the controllers that watch the shutdown token
+    // return by themselves, which is not a task dying.
     let outcome = tokio::select! {
+        biased;
         _ = shutdown.cancelled() => Ok(()),
         // Lost: stop acting now. Nothing waits for in-flight syncs (they would write as a
         // deposed leader); the process exits and comes back as a standby, as upstream's
@@ -324,7 +327,9 @@ pub async fn run(opts: Options) -> Result<(), Error> {
                 Err(e) => Err(Error::TaskStopped(format!("leader election task: {e}"))),
             };
         }
-        stopped = first_to_stop(&mut tasks) => Err(stopped),
+        stopped = first_to_stop(&mut tasks) => {
+            if shutdown.is_cancelled() { Ok(()) } else { Err(stopped) }
+        }
     };
     readiness.abort();
     if let Err(stopped) = outcome {
