@@ -319,14 +319,17 @@ mod tests {
         let foo_bar = |rows: &[(u32, i64, ContainerState)]| -> Vec<(&'static str, &'static str, u32, i64, ContainerState)> {
             rows.iter().map(|(a, t, s)| ("foo", "bar", *a, *t, *s)).collect()
         };
-        let cases: Vec<(
-            &str,
-            Vec<(&str, &str, u32, i64, ContainerState)>,
+        // (description, containers, policy, remaining indexes, evictTerminatedPods,
+        // allSourcesReady)
+        type Case = (
+            &'static str,
+            Vec<(&'static str, &'static str, u32, i64, ContainerState)>,
             ContainerGcPolicy,
             Vec<usize>,
             bool,
             bool,
-        )> = vec![
+        );
+        let cases: Vec<Case> = vec![
             (
                 "all containers should be removed when max container limit is 0",
                 foo_bar(&[(0, 0, EXITED)]),
@@ -576,7 +579,9 @@ mod tests {
         type S = (&'static str, u32, SandboxState, bool, i64);
         // (pod uid, sandbox attempt)
         type C = (&'static str, u32);
-        let cases: Vec<(&str, Vec<S>, Vec<C>, Vec<usize>, bool)> = vec![
+        // (description, sandboxes, containers, remaining indexes, evictTerminatedPods)
+        type Case = (&'static str, Vec<S>, Vec<C>, Vec<usize>, bool);
+        let cases: Vec<Case> = vec![
             (
                 "notready sandboxes without containers for deleted pods should be garbage collected.",
                 vec![("9012", 0, NotReady, false, 0)],
