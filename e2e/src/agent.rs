@@ -266,6 +266,16 @@ impl AgentProcess {
         out
     }
 
+    /// The agent's process ID while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// A real agent's --cgroup-parent.
+    pub fn cgroup_parent(&self) -> String {
+        Self::cgroup_parent_of(&self.node_name)
+    }
+
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

@@ -5,6 +5,9 @@
 //! and a deleted running pod is stopped, cleaned up (no mounts, cgroups, processes left)
 //! and released (the agent's finalizer removed).
 //!
+//! A second test drives the node-wide container GC pass under
+//! `--maximum-dead-containers 1` over two crash-looping pods.
+//!
 //! Skipped (with a message) when not root, without busybox or docker-registry, or without
 //! a cluster (KUBECONFIG).
 #![cfg(target_os = "linux")]
@@ -26,6 +29,7 @@ use rekube_node_agent::image::gc::{GcError, GcPolicy};
 use rekube_node_agent::image::manager::{ImageManager, RealClock};
 use rekube_node_agent::image::pull::pull_image;
 use rekube_node_agent::image::{Reference, Store};
+use rekube_node_agent::kubelet::container_gc::ContainerGcPolicy;
 use rekube_node_agent::runtime::leaks::{LeakScope, Snapshot, assert_no_leaks};
 use rekube_node_agent::runtime::{Runtime, RuntimeConfig};
 use serde_json::json;
@@ -46,6 +50,10 @@ where
     }
 }
 
+/// The tests run one at a time: each checks that it leaves no child process, and the
+/// other's registry is one.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn pod(name: &str, node: &str, image: &str, script: &str, restart: &str) -> Pod {
     serde_json::from_value(json!({
         "apiVersion": "rekube.io/v1", "kind": "Pod", "metadata": {"name": name},
@@ -60,6 +68,7 @@ fn pod(name: &str, node: &str, image: &str, script: &str, restart: &str) -> Pod 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pods_run_to_completion_and_leave_nothing_behind() {
+    let _serial = SERIAL.lock().await;
     if !nix::unistd::geteuid().is_root() {
         rekube_crds::testing::missing_prerequisite("the pod sync tests need root");
         return;
@@ -318,6 +327,173 @@ async fn pods_run_to_completion_and_leave_nothing_behind() {
     .await;
     watcher.abort();
     // The workers finish their cleanup before the pods go; give the exit watchers a beat.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(workers.is_empty());
+    assert_no_leaks(&before, &scope());
+    let _ = namespaces.delete(&ns_name, &DeleteParams::default()).await;
+    let _ = runtime.cgroups().remove("");
+}
+
+/// The node-wide pass (the agent's every-minute container GC) with
+/// `--maximum-dead-containers-per-container -1 --maximum-dead-containers 1`: the pod syncs
+/// keep every dead instance of two crash-looping pods, then one pass leaves one dead
+/// instance on the node (one per container first, then the oldest of those), removing the
+/// others' state directories and log files; deleting the pods leaves nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_wide_pass_keeps_maximum_dead_containers() {
+    let _serial = SERIAL.lock().await;
+    if !nix::unistd::geteuid().is_root() {
+        rekube_crds::testing::missing_prerequisite("the pod sync tests need root");
+        return;
+    }
+    if !std::path::Path::new(REGISTRY_BIN).exists() || !std::path::Path::new(BUSYBOX).exists() {
+        rekube_crds::testing::missing_prerequisite(
+            "docker-registry or busybox is not installed (e2e/scripts/bootstrap.sh installs them)",
+        );
+        return;
+    }
+    let client = match kube::Client::try_default().await {
+        Ok(c) => c,
+        Err(e) => {
+            rekube_crds::testing::missing_prerequisite(&format!("no cluster: {e}"));
+            return;
+        }
+    };
+    let reg = Registry::start();
+    reg.push_image(
+        "busybox",
+        "1.36",
+        busybox(Layering::Gzip),
+        ManifestKind::Oci,
+    )
+    .await;
+    let image = format!("{}/busybox:1.36", reg.domain());
+    let dir = tempfile::Builder::new()
+        .prefix("rekube-container-gc-")
+        .tempdir()
+        .unwrap();
+    let state = dir.path().join("state");
+    let runtime = Runtime::new(RuntimeConfig {
+        state_dir: state.clone(),
+        run_dir: dir.path().join("run"),
+        cgroup_parent: format!("rekube-gc-test-{}", std::process::id()),
+    })
+    .unwrap();
+    let scope = || LeakScope {
+        dirs: vec![dir.path().join("state"), dir.path().join("run")],
+        cgroups: runtime.cgroups().as_ref(),
+    };
+    let before = Snapshot::take(&scope());
+    let logs = dir.path().join("logs");
+    let node = format!("container-gc-node-{}", std::process::id());
+    let syncer = Arc::new(RealSyncer::new(
+        client.clone(),
+        runtime.clone(),
+        ImageManager::new(
+            Store::open(dir.path().join("images")).unwrap(),
+            Arc::new(RealClock),
+        ),
+        SyncerConfig {
+            container_gc: ContainerGcPolicy {
+                min_age: Duration::ZERO,
+                max_per_pod_container: -1,
+                max_containers: 1,
+            },
+            crash_loop_max_container_restart_period: Duration::from_secs(1),
+            ..SyncerConfig::new(vec!["127.0.0.1".into()], logs.clone())
+        },
+        rekube_node_agent::agent::events::recorder(client.clone(), &node),
+    ));
+    let workers = PodWorkers::new(Arc::clone(&syncer), Duration::from_secs(10));
+    let weak = Arc::downgrade(&workers);
+    syncer.set_resync(Arc::new(move |uid: &str| {
+        if let Some(w) = weak.upgrade() {
+            w.resync(uid)
+        }
+    }));
+    let ns_name = format!("container-gc-{}", std::process::id());
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": ns_name}})).unwrap();
+    namespaces
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
+    let watcher = tokio::spawn({
+        let (client, node, workers) = (client.clone(), node.clone(), Arc::clone(&workers));
+        async move { watch_pods(client, &node, workers).await }
+    });
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns_name);
+    for name in ["crash-a", "crash-b"] {
+        pods.create(
+            &PostParams::default(),
+            &pod(name, &node, &image, "echo crashing; exit 1", "Always"),
+        )
+        .await
+        .unwrap();
+    }
+    let instances = || std::fs::read_dir(&state).map_or(0, |d| d.count());
+    let log_files = || {
+        std::fs::read_dir(&logs)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|d| std::fs::read_dir(d.path().join("c")).map_or(0, |f| f.count()))
+            .sum::<usize>()
+    };
+    wait_for(
+        "5 restarts of each pod",
+        Duration::from_secs(120),
+        || async {
+            let mut counts = Vec::new();
+            for name in ["crash-a", "crash-b"] {
+                let p = pods.get(name).await.map_err(|e| e.to_string())?;
+                counts.push(
+                    p.status
+                        .and_then(|s| s.container_statuses)
+                        .and_then(|c| c.first().map(|c| c.restart_count))
+                        .unwrap_or(0),
+                );
+            }
+            counts
+                .iter()
+                .all(|n| *n >= 5)
+                .then_some(())
+                .ok_or(format!("{counts:?}"))
+        },
+    )
+    .await;
+    // The pod syncs collected nothing (no per-container limit).
+    let (dirs, files) = (instances(), log_files());
+    assert!(
+        dirs >= 12 && files >= 12,
+        "{dirs} state directories, {files} log files"
+    );
+    let report = syncer.garbage_collect_containers().await;
+    let (after_dirs, after_files) = (instances(), log_files());
+    eprintln!(
+        "before the pass: {dirs} state directories, {files} log files; {report:?}; after: {after_dirs}, {after_files}"
+    );
+    // One dead instance kept on the node, the two newest instances (running, or started or
+    // exited during the pass) beside it.
+    assert!(report.containers >= dirs - 5, "{report:?} of {dirs}");
+    assert!(
+        after_dirs <= 5 && after_files <= 5,
+        "{after_dirs} state directories, {after_files} log files left of {dirs}"
+    );
+    for name in ["crash-a", "crash-b"] {
+        pods.delete(name, &DeleteParams::default()).await.unwrap();
+    }
+    wait_for("the pods deleted", Duration::from_secs(60), || async {
+        let left = pods
+            .list(&Default::default())
+            .await
+            .map_err(|e| e.to_string())?
+            .items
+            .len();
+        (left == 0).then_some(()).ok_or(format!("{left} left"))
+    })
+    .await;
+    watcher.abort();
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(workers.is_empty());
     assert_no_leaks(&before, &scope());

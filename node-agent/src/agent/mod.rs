@@ -10,9 +10,12 @@
 //! - [`sync_pod`]: the real syncer (SyncPod over [`crate::runtime`]), with
 //!   [`prober_manager`] (probe workers), [`lifecycle`] (PostStart/PreStop hooks) and
 //!   [`probe_net`] (their TCP and HTTP, dialled inside the pod's network namespace).
+//! - [`container_gc`]: removing dead container instances (their cgroups, rootfs, logs
+//!   and records) per the kubelet's container GC policy; [`image_gc`]: unused images.
 //! - [`events`]: the kubelet's event reasons and the objects they are about.
 //! - [`pod_cidr`]: follows the Node's spec.podCIDR for pod IPs.
 //! - [`options`]: `rekube-node-agent run` flags; [`run`]: wiring.
+pub mod container_gc;
 pub mod events;
 pub mod heartbeat;
 pub mod hollow;

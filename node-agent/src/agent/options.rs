@@ -7,6 +7,7 @@ use clap::Args;
 
 use super::node_status::Reservation;
 use crate::image::gc::GcPolicy;
+use crate::kubelet::container_gc::ContainerGcPolicy;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum Error {
@@ -83,6 +84,20 @@ pub struct AgentOptions {
     /// How often image GC runs (upstream's fixed ImageGCPeriod; a flag here for tests).
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
     pub image_gc_period: Duration,
+    /// Dead containers younger than this (since creation) are never collected.
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    pub minimum_container_ttl_duration: Duration,
+    /// The most dead instances kept per (pod, container); below zero for no limit.
+    #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
+    pub maximum_dead_containers_per_container: i32,
+    /// The most dead containers kept on the node; below zero for no limit.
+    #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+    pub maximum_dead_containers: i32,
+    /// The longest CrashLoopBackOff wait (KubeletConfiguration
+    /// crashLoopBackOff.maxContainerRestartPeriod, KEP-4603), between 1s and 300s; the
+    /// first wait is the smaller of 10s and this.
+    #[arg(long, default_value = "300s", value_parser = humantime::parse_duration)]
+    pub crash_loop_back_off_max_container_restart_period: Duration,
     /// Run no containers: a hollow node (kubemark) that reports every pod's sandbox ready
     /// and its containers running, for scale tests.
     #[arg(long)]
@@ -307,6 +322,31 @@ impl AgentOptions {
         })
     }
 
+    /// The container GC policy (upstream `NewContainerGC` refuses a negative minimum
+    /// age; clap's duration parser already cannot produce one, and the counts take any
+    /// value, below zero meaning no limit).
+    pub fn container_gc_policy(&self) -> ContainerGcPolicy {
+        ContainerGcPolicy {
+            min_age: self.minimum_container_ttl_duration,
+            max_per_pod_container: self.maximum_dead_containers_per_container,
+            max_containers: self.maximum_dead_containers,
+        }
+    }
+
+    /// --crash-loop-back-off-max-container-restart-period, checked as the kubelet's
+    /// configuration validation checks crashLoopBackOff.maxContainerRestartPeriod.
+    pub fn crash_loop_max_container_restart_period(&self) -> Result<Duration, Error> {
+        let d = self.crash_loop_back_off_max_container_restart_period;
+        if d < Duration::from_secs(1) || d > Duration::from_secs(300) {
+            return Err(invalid(
+                "crash-loop-back-off-max-container-restart-period",
+                &humantime::format_duration(d).to_string(),
+                "must be between 1s and 300s",
+            ));
+        }
+        Ok(d)
+    }
+
     /// --container-log-max-size, --container-log-max-files and --pod-max-pids, checked
     /// as the kubelet's configuration validation does.
     pub fn container_limits(&self) -> Result<ContainerLimits, Error> {
@@ -496,6 +536,67 @@ mod tests {
         assert_eq!(
             err(&["--image-gc-low-threshold", "85"]),
             r#"invalid --image-gc-low-threshold "85": must be below --image-gc-high-threshold"#
+        );
+    }
+
+    #[test]
+    fn container_gc_policy_from_flags() {
+        assert_eq!(
+            opts(&[]).container_gc_policy(),
+            ContainerGcPolicy::default()
+        );
+        assert_eq!(
+            ContainerGcPolicy::default(),
+            ContainerGcPolicy {
+                min_age: Duration::ZERO,
+                max_per_pod_container: 1,
+                max_containers: -1
+            },
+            "the kubelet's defaults"
+        );
+        assert_eq!(
+            opts(&[
+                "--minimum-container-ttl-duration",
+                "1m",
+                "--maximum-dead-containers-per-container",
+                "-1",
+                "--maximum-dead-containers",
+                "100"
+            ])
+            .container_gc_policy(),
+            ContainerGcPolicy {
+                min_age: Duration::from_secs(60),
+                max_per_pod_container: -1,
+                max_containers: 100
+            }
+        );
+        // A negative age does not parse (upstream: "invalid minimum garbage collection age").
+        assert!(Cli::try_parse_from(["x", "--minimum-container-ttl-duration", "-1s"]).is_err());
+        assert!(Cli::try_parse_from(["x", "--maximum-dead-containers", "lots"]).is_err());
+    }
+
+    #[test]
+    fn crash_loop_max_container_restart_period_from_flags() {
+        let get = |args: &[&str]| {
+            opts(args)
+                .crash_loop_max_container_restart_period()
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(get(&[]), Ok(Duration::from_secs(300)));
+        let flag = "--crash-loop-back-off-max-container-restart-period";
+        assert_eq!(get(&[flag, "1s"]), Ok(Duration::from_secs(1)));
+        assert_eq!(get(&[flag, "5m"]), Ok(Duration::from_secs(300)));
+        assert_eq!(
+            get(&[flag, "999ms"]),
+            Err(r#"invalid --crash-loop-back-off-max-container-restart-period "999ms": must be between 1s and 300s"#.into())
+        );
+        assert_eq!(
+            get(&[flag, "0s"]),
+            Err(r#"invalid --crash-loop-back-off-max-container-restart-period "0s": must be between 1s and 300s"#.into())
+        );
+        assert_eq!(
+            get(&[flag, "301s"]),
+            Err(r#"invalid --crash-loop-back-off-max-container-restart-period "5m 1s": must be between 1s and 300s"#.into())
         );
     }
 

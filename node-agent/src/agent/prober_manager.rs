@@ -156,6 +156,14 @@ impl ProberManager {
         }
     }
 
+    /// The results of removed container instances go (container GC).
+    pub fn forget_containers(&self, container_ids: &[String]) {
+        let mut results = self.results.lock().unwrap();
+        for id in container_ids {
+            results.remove_container(id);
+        }
+    }
+
     /// upstream `RemovePod`: the workers stop and the results of `container_ids` go.
     pub fn remove_pod(&self, uid: &str, container_ids: &[String]) {
         let mut workers = self.workers.lock().unwrap();

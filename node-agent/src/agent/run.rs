@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use super::container_gc;
 use super::events;
 use super::heartbeat::{self, HeartbeatConfig, StatusSource};
 use super::hollow::HollowSyncer;
@@ -97,6 +98,8 @@ pub async fn run(opts: AgentOptions) -> Result<(), Error> {
     let reservation = opts.reservation()?;
     let limits = opts.container_limits()?;
     let gc_policy = opts.image_gc_policy()?;
+    let container_gc = opts.container_gc_policy();
+    let crash_loop_max = opts.crash_loop_max_container_restart_period()?;
     let labels = options::parse_map("node-labels", &opts.node_labels)?;
     let name = if opts.node_name.is_empty() {
         host_name()
@@ -209,6 +212,8 @@ pub async fn run(opts: AgentOptions) -> Result<(), Error> {
                 container_log_max_size: limits.log_max_size,
                 container_log_max_files: limits.log_max_files,
                 pod_max_pids: limits.pod_max_pids,
+                container_gc,
+                crash_loop_max_container_restart_period: crash_loop_max,
                 node_allocatable: allocatable,
                 ..SyncerConfig::new(host_ips, opts.pod_log_dir.clone())
             },
@@ -220,6 +225,11 @@ pub async fn run(opts: AgentOptions) -> Result<(), Error> {
             opts.image_gc_period,
             recorder,
             events::node_ref(&node),
+            stop.clone(),
+        ));
+        tokio::spawn(container_gc::run(
+            Arc::clone(&syncer),
+            container_gc::CONTAINER_GC_PERIOD,
             stop.clone(),
         ));
         let workers = PodWorkers::new(Arc::clone(&syncer), POD_RESYNC_INTERVAL);

@@ -48,7 +48,10 @@ use crate::image::credentials::{RegistryCredential, parse_pull_secret};
 use crate::image::manager::{ImageEvent, ImageManager};
 use crate::image::policy::PullPolicy;
 use crate::image::spec::ContainerConfig;
-use crate::kubelet::backoff::{Backoff, REASON_CRASH_LOOP_BACK_OFF, do_back_off};
+use crate::kubelet::backoff::{
+    Backoff, MAX_CRASH_LOOP_BACK_OFF, REASON_CRASH_LOOP_BACK_OFF, do_back_off,
+};
+use crate::kubelet::container_gc::ContainerGcPolicy;
 use crate::kubelet::env::{EnvSources, make_environment_variables};
 use crate::kubelet::pod_actions::{compute_pod_actions, is_restartable_init_container};
 use crate::kubelet::quantity::{Amount, QuantityError, parse_quantity};
@@ -259,12 +262,12 @@ const RUN_CONTAINER_ERROR: &str = "RunContainerError";
 
 /// One pod's runtime objects and the runtime's view of them.
 #[derive(Default)]
-struct PodState {
+pub(super) struct PodState {
     sandbox: Option<Sandbox>,
-    /// Every container instance created, by ID.
-    containers: HashMap<String, RtContainer>,
+    /// Every container instance created and not yet garbage collected, by ID.
+    pub(super) containers: HashMap<String, RtContainer>,
     /// Shared with the exit watchers.
-    status: Arc<Mutex<PodRuntimeStatus>>,
+    pub(super) status: Arc<Mutex<PodRuntimeStatus>>,
     waiting: BTreeMap<String, WaitingReason>,
     backoff: Option<Backoff>,
 }
@@ -283,13 +286,19 @@ pub struct SyncerConfig {
     pub container_log_max_files: usize,
     /// `--pod-max-pids`: the pod cgroup's pids limit (`None`: unlimited, upstream's -1).
     pub pod_max_pids: Option<i64>,
+    /// The container GC policy (`--minimum-container-ttl-duration`,
+    /// `--maximum-dead-containers-per-container`, `--maximum-dead-containers`).
+    pub container_gc: ContainerGcPolicy,
+    /// `--crash-loop-back-off-max-container-restart-period`: the CrashLoopBackOff cap.
+    pub crash_loop_max_container_restart_period: Duration,
     /// The Node's allocatable: a `limits.*` resourceFieldRef with no limit set reads it
     /// (upstream `defaultPodLimitsForDownwardAPI`).
     pub node_allocatable: BTreeMap<String, Quantity>,
 }
 
 impl SyncerConfig {
-    /// The kubelet's defaults: 10Mi and 5 log files, no pids limit.
+    /// The kubelet's defaults: 10Mi and 5 log files, no pids limit, one dead instance
+    /// kept per container, CrashLoopBackOff up to 300 s.
     pub fn new(host_ips: Vec<String>, log_dir: impl Into<PathBuf>) -> Self {
         SyncerConfig {
             host_ips,
@@ -297,6 +306,8 @@ impl SyncerConfig {
             container_log_max_size: 10 * 1024 * 1024,
             container_log_max_files: 5,
             pod_max_pids: None,
+            container_gc: ContainerGcPolicy::default(),
+            crash_loop_max_container_restart_period: MAX_CRASH_LOOP_BACK_OFF,
             node_allocatable: BTreeMap::new(),
         }
     }
@@ -305,12 +316,12 @@ impl SyncerConfig {
 /// The real syncer: pods as containers of [`crate::runtime`]; see the module docs.
 pub struct RealSyncer {
     client: Client,
-    runtime: Runtime,
+    pub(super) runtime: Runtime,
     images: ImageManager,
-    config: SyncerConfig,
-    pods: Mutex<HashMap<String, Arc<tokio::sync::Mutex<PodState>>>>,
+    pub(super) config: SyncerConfig,
+    pub(super) pods: Mutex<HashMap<String, Arc<tokio::sync::Mutex<PodState>>>>,
     poke: Mutex<Option<Poke>>,
-    prober: ProberManager,
+    pub(super) prober: ProberManager,
     recorder: EventRecorder,
 }
 
@@ -482,7 +493,9 @@ impl RealSyncer {
                 .entry(uid.clone())
                 .or_insert_with(|| {
                     let state = PodState {
-                        backoff: Some(Backoff::crash_loop()),
+                        backoff: Some(Backoff::crash_loop_with_max(
+                            self.config.crash_loop_max_container_restart_period,
+                        )),
                         ..Default::default()
                     };
                     *state.status.lock().unwrap() = PodRuntimeStatus {
@@ -906,6 +919,11 @@ impl RealSyncer {
         let state = self.state(&pod);
         let mut st = state.lock().await;
         let st = &mut *st;
+        // 0. The pod's dead containers beyond the per-container limit go before any new
+        // instance is made (upstream's GC runs every minute; here a crash loop also
+        // keeps at most one dead instance per container between passes).
+        self.collect_pod_garbage(&pod.uid().unwrap_or_default(), st)
+            .await;
         // 1. Compute sandbox and container changes.
         let snapshot = st.status.lock().unwrap().clone();
         let probes = self.prober.results();

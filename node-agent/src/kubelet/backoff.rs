@@ -31,7 +31,14 @@ impl Backoff<Timestamp> {
     /// The kubelet's crash-loop backoff (kubelet.go `NewMainKubelet`): 10 s doubling to
     /// 300 s, reset after 600 s.
     pub fn crash_loop() -> Self {
-        Backoff::new(INITIAL_CRASH_LOOP_BACK_OFF, MAX_CRASH_LOOP_BACK_OFF)
+        Self::crash_loop_with_max(MAX_CRASH_LOOP_BACK_OFF)
+    }
+
+    /// kubelet.go `newCrashLoopBackOff` with KubeletConfiguration
+    /// `crashLoopBackOff.maxContainerRestartPeriod` (KEP-4603): `max` is the cap, and the
+    /// initial period is the smaller of 10 s and `max`; reset after 600 s as before.
+    pub fn crash_loop_with_max(max: Duration) -> Self {
+        Backoff::new(INITIAL_CRASH_LOOP_BACK_OFF.min(max), max)
             .with_expiry(Expiry::After(CRASH_LOOP_BACK_OFF_RESET))
     }
 }
@@ -412,6 +419,43 @@ mod tests {
         assert!(
             bo.message
                 .starts_with("back-off 10s restarting failed container=foocontainer")
+        );
+    }
+
+    /// kubelet.go `newCrashLoopBackOff` with crashLoopBackOff.maxContainerRestartPeriod:
+    /// the cap is the period, and the first wait the smaller of 10 s and the period.
+    #[test]
+    fn crash_loop_schedule_with_a_max_container_restart_period() {
+        let (pod, container) = pod();
+        let schedule = |max: Duration, restarts: usize| {
+            let mut b = Backoff::crash_loop_with_max(max);
+            let mut status = PodRuntimeStatus::default();
+            let mut now = 1000;
+            let mut waits = Vec::new();
+            for attempt in 0..restarts {
+                let mut c = cstatus(
+                    &format!("c{attempt}"),
+                    "foocontainer",
+                    ContainerState::Exited,
+                    0,
+                );
+                c.created_at = ts(now);
+                c.finished_at = Some(ts(now));
+                status.containers.push(c);
+                let finished = now;
+                while let Some(bo) = do_back_off(&pod, &container, &status, &mut b, ts(now)) {
+                    now = bo.until.as_second();
+                }
+                waits.push(now - finished);
+                now += 1;
+            }
+            waits
+        };
+        assert_eq!(schedule(SECOND, 5), vec![0, 1, 1, 1, 1]);
+        assert_eq!(schedule(30 * SECOND, 5), vec![0, 10, 20, 30, 30]);
+        assert_eq!(
+            schedule(MAX_CRASH_LOOP_BACK_OFF, 9),
+            vec![0, 10, 20, 40, 80, 160, 300, 300, 300]
         );
     }
 

@@ -8,6 +8,7 @@
 //! | [`runtime_status`] | container/runtime.go `PodStatus`, `Status`; container/helpers.go `HashContainer` |
 //! | [`pod_actions`] | kuberuntime/kuberuntime_manager.go `computePodActions`; kuberuntime/util `PodSandboxChanged`; kuberuntime/kuberuntime_container.go `computeInitContainerActions`; container/helpers.go `ShouldContainerBeRestarted`; api/v1/pod/util.go `ContainerShouldRestart` |
 //! | [`backoff`] | client-go util/flowcontrol/backoff.go as kubelet.go configures it; kuberuntime_manager.go `doBackOff`; kuberuntime/helpers.go `GetBackoffKey` |
+//! | [`container_gc`] | kuberuntime/kuberuntime_gc.go `evictContainers`, `evictSandboxes`; container/container_gc.go `ContainerGCPolicy` |
 //! | [`status_generate`] | kubelet_pods.go `generateAPIPodStatus`, `convertToAPIContainerStatuses`, `getPhase`; status/generate.go; prober/prober_manager.go `UpdatePodStatus`; status/status_manager.go `updateStatusInternal`, `mergePodStatus`, `isPodStatusByKubeletEqual`, `normalizeStatus` |
 //! | [`prober`] | prober/worker.go, prober/results, prober/prober.go; pkg/probe/http, pkg/probe/util.go |
 //! | [`env`] | kubelet_pods.go `makeEnvironmentVariables`, `podFieldSelectorRuntimeValue`; pkg/fieldpath; api/v1/resource `ExtractContainerResourceValue`; kubelet_resources.go `defaultPodLimitsForDownwardAPI` |
@@ -40,6 +41,7 @@
 #![cfg(target_os = "linux")]
 
 pub mod backoff;
+pub mod container_gc;
 pub mod env;
 pub mod pod_actions;
 pub mod prober;
