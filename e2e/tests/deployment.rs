@@ -66,6 +66,10 @@ struct Env {
 async fn env(prefix: &str) -> Env {
     let ns = TestNamespace::new(prefix).await;
     let agent = AgentProcess::start_hollow_ready(&ns, "node").await;
+    env_with(ns, agent)
+}
+
+fn env_with(ns: TestNamespace, agent: AgentProcess) -> Env {
     let controllers = ControllerProcess::start(&ns.name, &CONTROLLERS);
     Env {
         d: Api::namespaced(ns.client.clone(), &ns.name),
@@ -1413,6 +1417,140 @@ async fn replica_sets_are_released_and_readopted_when_labels_change() {
             Ok(())
         } else {
             Err("orphan".into())
+        }
+    })
+    .await;
+}
+
+/// The web container of [`real_containers_stall_on_a_failing_readiness_probe`]: `sleep` as
+/// PID 1 (which ignores SIGTERM, so a deleted pod lasts its grace period), ready while
+/// the exec readiness probe `probe` (`true` or `false`) passes.
+fn real_web(seconds: u32, probe: &str) -> Value {
+    json!({"name": "web", "image": "busybox:1.36", "imagePullPolicy": "Never",
+        "command": ["sleep", seconds.to_string()],
+        "readinessProbe": {"exec": {"command": [probe]}, "periodSeconds": 1}})
+}
+
+/// Real containers on a real agent (root, busybox): a rollout whose new pods' readiness
+/// probe fails (`exec: false`) stalls with maxUnavailable 0, the old pods serving, until
+/// the progress deadline (ProgressDeadlineExceeded); a template whose probe passes then
+/// completes it, the old pods Terminating (counted apart) for their 2 s grace period
+/// since their process ignores SIGTERM. Nothing of the containers is left afterwards.
+#[tokio::test]
+async fn real_containers_stall_on_a_failing_readiness_probe() {
+    if let Err(why) = AgentProcess::can_run_containers() {
+        rekube_crds::testing::missing_prerequisite(&why);
+        return;
+    }
+    let ns = TestNamespace::new("d-real").await;
+    let agent = AgentProcess::start_real(&ns, "real", &[]);
+    agent.wait_node_ready(&ns.client, T).await;
+    let e = env_with(ns, agent);
+    let mut d = deployment("web", 2, "busybox:1.36", rolling(json!(1), json!(0)));
+    let spec = d.spec.as_mut().unwrap();
+    spec.progress_deadline_seconds = Some(8);
+    let pod_spec = spec.template.spec.as_mut().unwrap();
+    pod_spec.termination_grace_period_seconds = Some(2);
+    pod_spec.containers = vec![serde_json::from_value(real_web(3600, "true")).unwrap()];
+    e.create_complete(&d).await;
+    let old: Vec<String> = e
+        .pods
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|p| p.name_any())
+        .collect();
+
+    let template = |c: Value| json!({"spec": {"template": {"spec": {"containers": [c]}}}});
+    e.d.patch(
+        "web",
+        &PatchParams::default(),
+        &Patch::Merge(&template(real_web(3601, "false"))),
+    )
+    .await
+    .unwrap();
+    wait_until(
+        "ProgressDeadlineExceeded, the old pods serving",
+        T,
+        || async {
+            let st = e.d.get("web").await.unwrap().status.unwrap_or_default();
+            let pods = e.pods.list(&ListParams::default()).await.unwrap().items;
+            let unready_new = pods
+                .iter()
+                .filter(|p| {
+                    !old.contains(&p.name_any())
+                        && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+                        && !readiness::is_ready(p)
+                })
+                .count();
+            let deadline = st.conditions.iter().flatten().any(|c| {
+                c.type_ == "Progressing"
+                    && c.status == "False"
+                    && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+            });
+            if deadline && unready_new == 1 && st.available_replicas == Some(2) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{unready_new} new running unready, {st:?}\n{}",
+                    e.agent.logs()
+                ))
+            }
+        },
+    )
+    .await;
+
+    e.d.patch(
+        "web",
+        &PatchParams::default(),
+        &Patch::Merge(&template(real_web(3602, "true"))),
+    )
+    .await
+    .unwrap();
+    wait_until("an old pod Terminating, counted apart", T, || async {
+        let st = e.d.get("web").await.unwrap().status.unwrap_or_default();
+        let pods = e.pods.list(&ListParams::default()).await.unwrap().items;
+        let terminating = pods
+            .iter()
+            .filter(|p| old.contains(&p.name_any()) && readiness::is_terminating(p))
+            .count();
+        if terminating >= 1 && st.terminating_replicas.unwrap_or(0) >= 1 {
+            Ok(())
+        } else {
+            Err(format!("{terminating} terminating, {st:?}"))
+        }
+    })
+    .await;
+    let d = e.wait_complete("web").await;
+    assert_eq!(d.annotations().get(REVISION).map(String::as_str), Some("3"));
+
+    // Everything goes through the agent, which must leave nothing behind.
+    e.d.delete("web", &DeleteParams::foreground())
+        .await
+        .unwrap();
+    wait_until("the pods gone", T, || async {
+        let n = e
+            .pods
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .len();
+        if n == 0 {
+            Ok(())
+        } else {
+            Err(format!("{n} left"))
+        }
+    })
+    .await;
+    wait_until("no leftovers", Duration::from_secs(20), || async {
+        let left = e.agent.leftovers();
+        if left.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{left:?}"))
         }
     })
     .await;
