@@ -776,10 +776,34 @@ async fn orphaned_replica_sets_are_adopted_by_a_new_deployment() {
     ))
     .await;
     let rss = e.replica_sets_of("web").await;
-    assert_eq!(rss.len(), 1, "no new RS");
+    let all: Vec<_> =
+        e.rs.list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .map(|r| {
+                (
+                    r.name_any(),
+                    r.metadata.uid.clone(),
+                    r.owner_references().to_vec(),
+                )
+            })
+            .collect();
+    let collisions =
+        e.d.get("web")
+            .await
+            .unwrap()
+            .status
+            .and_then(|s| s.collision_count);
+    assert_eq!(
+        rss.len(),
+        1,
+        "no new RS: {all:?}, collisionCount {collisions:?}"
+    );
     assert_eq!(
         rss[0].metadata.uid, rs.metadata.uid,
-        "the same RS was adopted"
+        "the same RS was adopted: {all:?}, collisionCount {collisions:?}"
     );
 }
 
