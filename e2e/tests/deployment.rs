@@ -1306,20 +1306,32 @@ async fn lifecycle_of_a_deployment() {
     let st = d.status.clone().unwrap();
     assert_eq!((st.ready_replicas, st.updated_replicas), (Some(1), Some(1)));
 
-    let mut d = d;
-    d.spec.as_mut().unwrap().replicas = Some(2);
-    d.spec
-        .as_mut()
-        .unwrap()
-        .template
-        .spec
-        .as_mut()
-        .unwrap()
-        .containers[0]
-        .image = Some("busybox:1.38".into());
-    e.d.replace("test-deployment", &PostParams::default(), &d)
-        .await
-        .unwrap();
+    // An update of the object as read: the controller may write the status meanwhile
+    // (terminatingReplicas falls to 0 once the agent has cleaned up the old pod), so read,
+    // change and update again on a conflict, as client-go's RetryOnConflict.
+    let mut attempts = 0;
+    loop {
+        let mut d = e.d.get("test-deployment").await.unwrap();
+        d.spec.as_mut().unwrap().replicas = Some(2);
+        d.spec
+            .as_mut()
+            .unwrap()
+            .template
+            .spec
+            .as_mut()
+            .unwrap()
+            .containers[0]
+            .image = Some("busybox:1.38".into());
+        match e
+            .d
+            .replace("test-deployment", &PostParams::default(), &d)
+            .await
+        {
+            Ok(_) => break,
+            Err(kube::Error::Api(s)) if s.code == 409 && attempts < 10 => attempts += 1,
+            Err(err) => panic!("updating deployment test-deployment: {err}"),
+        }
+    }
     let d = e.wait_complete("test-deployment").await;
     assert_eq!(d.status.as_ref().unwrap().ready_replicas, Some(2));
 
