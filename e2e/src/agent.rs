@@ -98,6 +98,38 @@ impl AgentProcess {
         self.child = Some(child);
     }
 
+    /// A hollow agent (`--hollow`, upstream's kubemark: the pods' containers are simulated,
+    /// their status, finalizer and termination real) as node `short` of the test, returned
+    /// once its Node is Ready, so that a scheduler of the test has a node to bind to.
+    pub async fn start_hollow_ready(ns: &TestNamespace, short: &str) -> Self {
+        let agent = Self::start(ns, short, &["--hollow"]);
+        agent
+            .wait_node_ready(&ns.client, std::time::Duration::from_secs(90))
+            .await;
+        agent
+    }
+
+    /// Waits until the agent's Node reports Ready; panics with the agent's log after
+    /// `timeout`.
+    pub async fn wait_node_ready(&self, client: &kube::Client, timeout: std::time::Duration) {
+        let nodes: kube::Api<rekube_crds::Node> = kube::Api::all(client.clone());
+        crate::wait_until(
+            &format!("node {} ready", self.node_name),
+            timeout,
+            || async {
+                let node = nodes
+                    .get_opt(&self.node_name)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                match node.as_ref().and_then(crate::nodes::ready_status) {
+                    Some(s) if s == "True" => Ok(()),
+                    other => Err(format!("Ready {other:?}\n{}", self.logs())),
+                }
+            },
+        )
+        .await
+    }
+
     /// SIGTERM, then the same agent (node, directories, flags) started again.
     pub fn restart(&mut self) {
         self.terminate();
@@ -317,6 +349,8 @@ impl Drop for AgentProcess {
             }
         }
         // The Node is not the test's object: delete it here (its Lease goes with it).
+        // The pods still bound to it keep the dead agent's finalizer, which would hold
+        // them, and the test namespace, for ever: release them first.
         let name = self.node_name.clone();
         let _ = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -325,11 +359,47 @@ impl Drop for AgentProcess {
                 .unwrap();
             rt.block_on(async {
                 let client = crate::client().await;
+                release_pods(&client, &name).await;
                 let _ = kube::Api::<rekube_crds::Node>::all(client)
                     .delete(&name, &Default::default())
                     .await;
             });
         })
         .join();
+    }
+}
+
+/// Takes the node agent's finalizer off the pods bound to `node` (after its agent is gone),
+/// with the resourceVersion as precondition; a pod that changed meanwhile is skipped.
+async fn release_pods(client: &kube::Client, node: &str) {
+    let pods: kube::Api<rekube_crds::Pod> = kube::Api::all(client.clone());
+    let lp = kube::api::ListParams::default().fields(&format!("spec.nodeName={node}"));
+    let Ok(list) = pods.list(&lp).await else {
+        return;
+    };
+    for pod in list.items {
+        let finalizers: Vec<&String> = pod
+            .metadata
+            .finalizers
+            .iter()
+            .flatten()
+            .filter(|f| f.as_str() != rekube_crds::NODE_AGENT_FINALIZER)
+            .collect();
+        if finalizers.len() == pod.metadata.finalizers.as_ref().map_or(0, Vec::len) {
+            continue;
+        }
+        let patch = serde_json::json!({"metadata": {
+            "resourceVersion": pod.metadata.resource_version,
+            "finalizers": finalizers,
+        }});
+        let ns = pod.metadata.namespace.clone().unwrap_or_default();
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let _ = kube::Api::<rekube_crds::Pod>::namespaced(client.clone(), &ns)
+            .patch(
+                &name,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(&patch),
+            )
+            .await;
     }
 }

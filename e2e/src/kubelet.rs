@@ -1,8 +1,11 @@
-//! A kubelet stand-in for controller tests, until rekube's node agent runs pods: it watches
-//! the rekube Pods of one namespace and writes the status a kubelet would once the
-//! containers run (phase Running, pod IP, container statuses, the Ready conditions). Which
-//! pods become ready is the test's choice. Tests written against it must pass unchanged
-//! with the real node agent.
+//! A kubelet stand-in: it watches the Pods of one namespace and writes the status a kubelet
+//! would once the containers run (phase Running, pod IP, container statuses, the Ready
+//! conditions). Controller tests do not use it: they run their pods on real
+//! rekube-node-agent processes ([`crate::agent`]). It stays only where an agent cannot
+//! stand, each user saying why: the scheduler's tests (many nodes of test-chosen capacity,
+//! labels and taints, lost by stopping their heartbeat, which an agent's Node cannot be),
+//! the node lifecycle test (a pod status on such a node), and the controller benchmark
+//! (it drives upstream's controllers on core/v1 Pods too, which no rekube agent runs).
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -17,18 +20,9 @@ use rekube_crds::Pod;
 
 pub type ReadyRule = Arc<dyn Fn(&Pod) -> bool + Send + Sync>;
 
-/// Pods whose first container's image is this never become ready.
-pub const NEVER_READY_IMAGE: &str = "registry.invalid/never-ready:1";
-
-/// Every pod becomes ready except those running [`NEVER_READY_IMAGE`].
-pub fn ready_unless_never_ready_image() -> ReadyRule {
-    Arc::new(|p: &Pod| {
-        p.spec
-            .as_ref()
-            .and_then(|s| s.containers.first())
-            .and_then(|c| c.image.as_deref())
-            != Some(NEVER_READY_IMAGE)
-    })
+/// Every pod becomes ready.
+pub fn every_pod_ready() -> ReadyRule {
+    Arc::new(|_: &Pod| true)
 }
 
 static NEXT_IP: AtomicU32 = AtomicU32::new(1);
@@ -96,7 +90,7 @@ pub fn start(client: kube::Client, namespace: &str, ready: ReadyRule) -> Kubelet
 /// Runs the stand-in for the pods `api` lists: rekube Pods, or built-in core/v1 Pods (the
 /// benchmark drives upstream's controllers with it too). Both have the same body.
 pub fn start_for(api: Api<DynamicObject>, ready: ReadyRule) -> KubeletHandle {
-    start_filtered(api, ready, Arc::new(|_: &Pod| true))
+    start_filtered(api, ready, every_pod_ready())
 }
 
 /// As [`start_for`], acting only on the pods `acts_on` accepts: with a scheduler under

@@ -19,6 +19,7 @@ pub mod kubelet;
 pub mod nodes;
 pub mod procstat;
 pub mod rbac;
+pub mod readiness;
 pub mod stall_proxy;
 
 /// A client for the cluster `KUBECONFIG` names.

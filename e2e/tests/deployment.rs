@@ -1,14 +1,18 @@
 //! The Deployment controller against the real apiserver: upstream's test/e2e/apps/deployment.go
-//! and test/integration/deployment scenarios. Pods are made Running and Ready by the kubelet
-//! stand-in (pods of NEVER_READY_IMAGE never become ready) until the node agent runs them.
+//! and test/integration/deployment scenarios. The pods run on a hollow rekube-node-agent of
+//! the test (bound to its node by the scheduler, which runs with the other controllers):
+//! their status is the agent's, a deleted pod stays Terminating until the agent has
+//! cleaned it up, and rollouts that must not finish use a readiness gate no one sets
+//! ([`NEVER_READY_GATE`]).
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use rekube_crds::{Deployment, Pod, ReplicaSet};
+use rekube_e2e::agent::AgentProcess;
 use rekube_e2e::controllers::ControllerProcess;
-use rekube_e2e::kubelet::{self, NEVER_READY_IMAGE};
+use rekube_e2e::readiness::{self, NEVER_READY_GATE};
 use rekube_e2e::{TestNamespace, wait_until};
 use serde_json::{Value, json};
 
@@ -28,6 +32,24 @@ fn deployment(name: &str, replicas: i32, image: &str, strategy: Value) -> Deploy
     .unwrap()
 }
 
+/// [`deployment`] whose pods run and never become ready.
+fn never_ready_deployment(name: &str, replicas: i32, strategy: Value) -> Deployment {
+    let mut d = deployment(name, replicas, "busybox:1.36", strategy);
+    d.spec
+        .as_mut()
+        .unwrap()
+        .template
+        .spec
+        .as_mut()
+        .unwrap()
+        .readiness_gates =
+        serde_json::from_value(readiness::readiness_gates(NEVER_READY_GATE)).unwrap();
+    d
+}
+
+/// All controllers, the scheduler included (it binds the pods to the test's agent).
+const CONTROLLERS: [&str; 2] = ["--controllers", "*"];
+
 fn rolling(surge: Value, unavailable: Value) -> Value {
     json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": surge, "maxUnavailable": unavailable}})
 }
@@ -38,24 +60,24 @@ struct Env {
     rs: Api<ReplicaSet>,
     pods: Api<Pod>,
     controllers: ControllerProcess,
-    _kubelet: kubelet::KubeletHandle,
+    agent: AgentProcess,
 }
 
 async fn env(prefix: &str) -> Env {
     let ns = TestNamespace::new(prefix).await;
-    let controllers = ControllerProcess::start(&ns.name, &[]);
-    let kubelet = kubelet::start(
-        ns.client.clone(),
-        &ns.name,
-        kubelet::ready_unless_never_ready_image(),
-    );
+    let agent = AgentProcess::start_hollow_ready(&ns, "node").await;
+    env_with(ns, agent)
+}
+
+fn env_with(ns: TestNamespace, agent: AgentProcess) -> Env {
+    let controllers = ControllerProcess::start(&ns.name, &CONTROLLERS);
     Env {
         d: Api::namespaced(ns.client.clone(), &ns.name),
         rs: Api::namespaced(ns.client.clone(), &ns.name),
         pods: Api::namespaced(ns.client.clone(), &ns.name),
         ns,
         controllers,
-        _kubelet: kubelet,
+        agent,
     }
 }
 
@@ -106,13 +128,32 @@ impl Env {
                 && st.available_replicas == Some(want)
                 && progressing
                     .is_some_and(|c| c.reason.as_deref() == Some("NewReplicaSetAvailable"));
-            if ok { Ok(d) } else { Err(format!("{st:?}")) }
+            if ok {
+                Ok(d)
+            } else {
+                Err(format!("{st:?}\n{}", self.agent.logs()))
+            }
         })
         .await
     }
 
+    /// A new template: `image`, and pods that get ready (no readiness gate).
     async fn set_image(&self, name: &str, image: &str) {
-        let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "web", "image": image}]}}}});
+        let patch = json!({"spec": {"template": {"spec": {
+            "containers": [{"name": "web", "image": image}],
+            "readinessGates": null,
+        }}}});
+        self.d
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap();
+    }
+
+    /// A new template whose pods run and never become ready: a rollout that cannot finish.
+    async fn set_never_ready(&self, name: &str) {
+        let patch = json!({"spec": {"template": {"spec": {
+            "readinessGates": readiness::readiness_gates(NEVER_READY_GATE),
+        }}}});
         self.d
             .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
@@ -290,17 +331,24 @@ async fn rolling_update_adopts_an_orphan_and_replaces_its_pods() {
     assert_eq!(spec_replicas(old[0]), 0);
 }
 
-/// [Conformance] RecreateDeployment: no moment with new pods while old ones remain.
+/// [Conformance] RecreateDeployment: no moment with new pods while old ones remain, and
+/// old pods that are Terminating still count as remaining (upstream `oldPodsRunning`): a
+/// finalizer of the test holds them after the agent let go, and no new pod comes until
+/// they are gone.
 #[tokio::test]
 async fn recreate_never_mixes_old_and_new_pods() {
+    const HOLD: &str = "rekube.io/e2e-hold";
     let e = env("d-recreate").await;
-    e.create_complete(&deployment(
-        "web",
-        3,
-        "busybox:1.36",
-        json!({"type": "Recreate"}),
-    ))
-    .await;
+    let mut d = deployment("web", 3, "busybox:1.36", json!({"type": "Recreate"}));
+    d.spec
+        .as_mut()
+        .unwrap()
+        .template
+        .metadata
+        .as_mut()
+        .unwrap()
+        .finalizers = Some(vec![HOLD.into()]);
+    e.create_complete(&d).await;
     // The pods themselves, not the controller's own status: every pod event from here on,
     // with the set of pods that exist and have not terminated.
     let rv = e
@@ -363,7 +411,63 @@ async fn recreate_never_mixes_old_and_new_pods() {
             (violations, new_seen)
         })
     };
-    e.set_image("web", "busybox:1.37").await;
+    let patch = json!({"spec": {"template": {
+        "metadata": {"finalizers": null},
+        "spec": {"containers": [{"name": "web", "image": "busybox:1.37"}]},
+    }}});
+    e.d.patch("web", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let held = wait_until("the old pods terminating, held by the test", T, || async {
+        let pods = e.pods.list(&ListParams::default()).await.unwrap().items;
+        let held: Vec<String> = pods
+            .iter()
+            .filter(|p| readiness::is_terminating(p) && p.finalizers() == [HOLD.to_string()])
+            .map(|p| p.name_any())
+            .collect();
+        let st = e.d.get("web").await.unwrap().status.unwrap_or_default();
+        if held.len() == 3 && st.terminating_replicas == Some(3) {
+            Ok(held)
+        } else {
+            Err(format!("{} pods, {held:?} held, {st:?}", pods.len()))
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Upstream skips old pods in a terminal phase (a kubelet may report a deleted pod
+    // Failed before its last finalizer goes); the hollow agent keeps them Running.
+    let pods = e.pods.list(&ListParams::default()).await.unwrap().items;
+    let old_running = pods
+        .iter()
+        .filter(|p| {
+            held.contains(&p.name_any())
+                && !matches!(
+                    p.status.as_ref().and_then(|s| s.phase.as_deref()),
+                    Some("Succeeded" | "Failed")
+                )
+        })
+        .count();
+    let scaled: i32 = e
+        .replica_sets_of("web")
+        .await
+        .iter()
+        .map(spec_replicas)
+        .sum();
+    assert!(
+        old_running > 0 && pods.len() == 3 && scaled == 0,
+        "no new pod while {old_running} old ones run terminating: {} pods, {scaled} wanted",
+        pods.len()
+    );
+    for name in &held {
+        e.pods
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(&json!({"metadata": {"finalizers": null}})),
+            )
+            .await
+            .unwrap();
+    }
     e.wait_complete("web").await;
     let (violations, new_seen) = tokio::time::timeout(T, watcher).await.unwrap().unwrap();
     assert!(violations.is_empty(), "{violations:?}");
@@ -404,7 +508,7 @@ async fn proportional_scaling_during_a_stuck_rollout() {
         rolling(json!(3), json!(2)),
     ))
     .await;
-    e.set_image("web", NEVER_READY_IMAGE).await;
+    e.set_never_ready("web").await;
     wait_until("the rollout stuck at 8 old and 5 new", T, || async {
         let rss = e.replica_sets_of("web").await;
         let sizes: Vec<i32> = rss.iter().map(spec_replicas).collect();
@@ -453,12 +557,7 @@ async fn proportional_scaling_during_a_stuck_rollout() {
 #[tokio::test]
 async fn progress_deadline_times_out_and_recovers() {
     let e = env("d-deadline").await;
-    let mut d = deployment(
-        "web",
-        2,
-        NEVER_READY_IMAGE,
-        rolling(json!("25%"), json!("25%")),
-    );
+    let mut d = never_ready_deployment("web", 2, rolling(json!("25%"), json!("25%")));
     d.spec.as_mut().unwrap().progress_deadline_seconds = Some(3);
     e.create(&d).await;
     wait_until("ProgressDeadlineExceeded", T, || async {
@@ -677,10 +776,34 @@ async fn orphaned_replica_sets_are_adopted_by_a_new_deployment() {
     ))
     .await;
     let rss = e.replica_sets_of("web").await;
-    assert_eq!(rss.len(), 1, "no new RS");
+    let all: Vec<_> =
+        e.rs.list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .map(|r| {
+                (
+                    r.name_any(),
+                    r.metadata.uid.clone(),
+                    r.owner_references().to_vec(),
+                )
+            })
+            .collect();
+    let collisions =
+        e.d.get("web")
+            .await
+            .unwrap()
+            .status
+            .and_then(|s| s.collision_count);
+    assert_eq!(
+        rss.len(),
+        1,
+        "no new RS: {all:?}, collisionCount {collisions:?}"
+    );
     assert_eq!(
         rss[0].metadata.uid, rs.metadata.uid,
-        "the same RS was adopted"
+        "the same RS was adopted: {all:?}, collisionCount {collisions:?}"
     );
 }
 
@@ -837,7 +960,9 @@ async fn restart_mid_rollout_finishes_without_extra_pods() {
     e.controllers.restart();
     e.wait_complete("web").await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let pods = e.pods.list(&ListParams::default()).await.unwrap().items;
+    // Old pods the agent is still cleaning up are Terminating, not extra.
+    let mut pods = e.pods.list(&ListParams::default()).await.unwrap().items;
+    pods.retain(|p| !readiness::is_terminating(p));
     let by_image: BTreeMap<String, usize> = pods.iter().fold(BTreeMap::new(), |mut m, p| {
         *m.entry(
             p.spec.as_ref().unwrap().containers[0]
@@ -860,7 +985,7 @@ async fn restart_mid_rollout_finishes_without_extra_pods() {
 #[tokio::test]
 async fn a_standby_takes_over_when_the_leader_dies() {
     let mut e = env("d-leader").await;
-    let mut standby = ControllerProcess::start(&e.ns.name, &[]);
+    let mut standby = ControllerProcess::start(&e.ns.name, &CONTROLLERS);
     e.create_complete(&deployment(
         "web",
         2,
@@ -972,7 +1097,7 @@ async fn rollover_replaces_an_unfinished_rollout() {
     d.spec.as_mut().unwrap().min_ready_seconds = Some(1);
     e.create(&d).await;
     e.wait_complete("web").await;
-    e.set_image("web", NEVER_READY_IMAGE).await;
+    e.set_never_ready("web").await;
     wait_until("the stuck rollout's RS", T, || async {
         let rss = e.replica_sets_of("web").await;
         if rss.len() == 2 && spec_replicas(&rss[1]) == 1 {
@@ -1181,20 +1306,32 @@ async fn lifecycle_of_a_deployment() {
     let st = d.status.clone().unwrap();
     assert_eq!((st.ready_replicas, st.updated_replicas), (Some(1), Some(1)));
 
-    let mut d = d;
-    d.spec.as_mut().unwrap().replicas = Some(2);
-    d.spec
-        .as_mut()
-        .unwrap()
-        .template
-        .spec
-        .as_mut()
-        .unwrap()
-        .containers[0]
-        .image = Some("busybox:1.38".into());
-    e.d.replace("test-deployment", &PostParams::default(), &d)
-        .await
-        .unwrap();
+    // An update of the object as read: the controller may write the status meanwhile
+    // (terminatingReplicas falls to 0 once the agent has cleaned up the old pod), so read,
+    // change and update again on a conflict, as client-go's RetryOnConflict.
+    let mut attempts = 0;
+    loop {
+        let mut d = e.d.get("test-deployment").await.unwrap();
+        d.spec.as_mut().unwrap().replicas = Some(2);
+        d.spec
+            .as_mut()
+            .unwrap()
+            .template
+            .spec
+            .as_mut()
+            .unwrap()
+            .containers[0]
+            .image = Some("busybox:1.38".into());
+        match e
+            .d
+            .replace("test-deployment", &PostParams::default(), &d)
+            .await
+        {
+            Ok(_) => break,
+            Err(kube::Error::Api(s)) if s.code == 409 && attempts < 10 => attempts += 1,
+            Err(err) => panic!("updating deployment test-deployment: {err}"),
+        }
+    }
     let d = e.wait_complete("test-deployment").await;
     assert_eq!(d.status.as_ref().unwrap().ready_replicas, Some(2));
 
@@ -1247,7 +1384,7 @@ async fn rolling_update_through_four_revisions() {
     e.set_image("web", "busybox:1.37").await;
     e.wait_complete("web").await;
     // Revision 3 never gets ready; revision 4 rolls over it.
-    e.set_image("web", NEVER_READY_IMAGE).await;
+    e.set_never_ready("web").await;
     wait_until("revision 3 started", T, || async {
         let n = e.replica_sets_of("web").await.len();
         if n == 3 { Ok(()) } else { Err(n.to_string()) }
@@ -1316,6 +1453,140 @@ async fn replica_sets_are_released_and_readopted_when_labels_change() {
             Ok(())
         } else {
             Err("orphan".into())
+        }
+    })
+    .await;
+}
+
+/// The web container of [`real_containers_stall_on_a_failing_readiness_probe`]: `sleep` as
+/// PID 1 (which ignores SIGTERM, so a deleted pod lasts its grace period), ready while
+/// the exec readiness probe `probe` (`true` or `false`) passes.
+fn real_web(seconds: u32, probe: &str) -> Value {
+    json!({"name": "web", "image": "busybox:1.36", "imagePullPolicy": "Never",
+        "command": ["sleep", seconds.to_string()],
+        "readinessProbe": {"exec": {"command": [probe]}, "periodSeconds": 1}})
+}
+
+/// Real containers on a real agent (root, busybox): a rollout whose new pods' readiness
+/// probe fails (`exec: false`) stalls with maxUnavailable 0, the old pods serving, until
+/// the progress deadline (ProgressDeadlineExceeded); a template whose probe passes then
+/// completes it, the old pods Terminating (counted apart) for their 2 s grace period
+/// since their process ignores SIGTERM. Nothing of the containers is left afterwards.
+#[tokio::test]
+async fn real_containers_stall_on_a_failing_readiness_probe() {
+    if let Err(why) = AgentProcess::can_run_containers() {
+        rekube_crds::testing::missing_prerequisite(&why);
+        return;
+    }
+    let ns = TestNamespace::new("d-real").await;
+    let agent = AgentProcess::start_real(&ns, "real", &[]);
+    agent.wait_node_ready(&ns.client, T).await;
+    let e = env_with(ns, agent);
+    let mut d = deployment("web", 2, "busybox:1.36", rolling(json!(1), json!(0)));
+    let spec = d.spec.as_mut().unwrap();
+    spec.progress_deadline_seconds = Some(8);
+    let pod_spec = spec.template.spec.as_mut().unwrap();
+    pod_spec.termination_grace_period_seconds = Some(2);
+    pod_spec.containers = vec![serde_json::from_value(real_web(3600, "true")).unwrap()];
+    e.create_complete(&d).await;
+    let old: Vec<String> = e
+        .pods
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|p| p.name_any())
+        .collect();
+
+    let template = |c: Value| json!({"spec": {"template": {"spec": {"containers": [c]}}}});
+    e.d.patch(
+        "web",
+        &PatchParams::default(),
+        &Patch::Merge(&template(real_web(3601, "false"))),
+    )
+    .await
+    .unwrap();
+    wait_until(
+        "ProgressDeadlineExceeded, the old pods serving",
+        T,
+        || async {
+            let st = e.d.get("web").await.unwrap().status.unwrap_or_default();
+            let pods = e.pods.list(&ListParams::default()).await.unwrap().items;
+            let unready_new = pods
+                .iter()
+                .filter(|p| {
+                    !old.contains(&p.name_any())
+                        && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+                        && !readiness::is_ready(p)
+                })
+                .count();
+            let deadline = st.conditions.iter().flatten().any(|c| {
+                c.type_ == "Progressing"
+                    && c.status == "False"
+                    && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+            });
+            if deadline && unready_new == 1 && st.available_replicas == Some(2) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{unready_new} new running unready, {st:?}\n{}",
+                    e.agent.logs()
+                ))
+            }
+        },
+    )
+    .await;
+
+    e.d.patch(
+        "web",
+        &PatchParams::default(),
+        &Patch::Merge(&template(real_web(3602, "true"))),
+    )
+    .await
+    .unwrap();
+    wait_until("an old pod Terminating, counted apart", T, || async {
+        let st = e.d.get("web").await.unwrap().status.unwrap_or_default();
+        let pods = e.pods.list(&ListParams::default()).await.unwrap().items;
+        let terminating = pods
+            .iter()
+            .filter(|p| old.contains(&p.name_any()) && readiness::is_terminating(p))
+            .count();
+        if terminating >= 1 && st.terminating_replicas.unwrap_or(0) >= 1 {
+            Ok(())
+        } else {
+            Err(format!("{terminating} terminating, {st:?}"))
+        }
+    })
+    .await;
+    let d = e.wait_complete("web").await;
+    assert_eq!(d.annotations().get(REVISION).map(String::as_str), Some("3"));
+
+    // Everything goes through the agent, which must leave nothing behind.
+    e.d.delete("web", &DeleteParams::foreground())
+        .await
+        .unwrap();
+    wait_until("the pods gone", T, || async {
+        let n = e
+            .pods
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .len();
+        if n == 0 {
+            Ok(())
+        } else {
+            Err(format!("{n} left"))
+        }
+    })
+    .await;
+    wait_until("no leftovers", Duration::from_secs(20), || async {
+        let left = e.agent.leftovers();
+        if left.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{left:?}"))
         }
     })
     .await;

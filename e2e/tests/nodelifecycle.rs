@@ -118,6 +118,8 @@ async fn a_silent_node_becomes_unknown_and_tainted_then_recovers() {
     }))
     .unwrap();
     pods.create(&PostParams::default(), &pod).await.unwrap();
+    // The status a kubelet would write (the stand-in's): the node is the test's, silenced by
+    // stopping its heartbeat, which an agent's Node cannot be without killing the agent.
     let status = rekube_e2e::kubelet::running_status(&pod, true, jiff::Timestamp::now());
     pods.patch_status(
         "p",

@@ -4,8 +4,9 @@ use std::time::Duration;
 
 use kube::api::{Api, PostParams};
 use rekube_crds::Deployment;
+use rekube_e2e::agent::AgentProcess;
 use rekube_e2e::controllers::{ControllerProcess, external};
-use rekube_e2e::{TestNamespace, kubelet, rbac, wait_until};
+use rekube_e2e::{TestNamespace, rbac, wait_until};
 use serde_json::json;
 
 #[tokio::test]
@@ -19,17 +20,14 @@ async fn controllers_work_with_the_charts_least_privilege_rbac() {
     let _rbac = rbac::apply_chart_rbac(&ns, "templates/controllers-rbac.yaml", "controllers");
     let path = rbac::service_account_kubeconfig(&ns, &name);
 
-    // Every controller, the scheduler included: it binds the pods to a node of the test.
-    let node = rekube_e2e::nodes::create_node(&ns, "n", &Default::default()).await;
+    // Every controller, the scheduler included: it binds the pods to the node of a hollow
+    // agent of the test, which runs them (and, as their status writer, is not under test).
+    let agent = AgentProcess::start_hollow_ready(&ns, "n").await;
+    let node = agent.node_name.clone();
     let controllers = ControllerProcess::start_with_env(
         &ns.name,
         &["--controllers=*"],
         &[("KUBECONFIG", path.to_str().unwrap())],
-    );
-    let _kubelet = kubelet::start(
-        ns.client.clone(),
-        &ns.name,
-        kubelet::ready_unless_never_ready_image(),
     );
     let deployments: Api<Deployment> = Api::namespaced(ns.client.clone(), &ns.name);
     let d: Deployment = serde_json::from_value(json!({

@@ -1,13 +1,17 @@
 //! The ReplicaSet controller against the real apiserver: upstream's test/e2e/apps/replica_set.go
-//! scenarios plus expectations, deletion ranking and availability. Pods are made Running
-//! and Ready by the kubelet stand-in until the node agent runs them.
+//! scenarios plus expectations, deletion ranking, availability and terminating pods. The
+//! pods run on a hollow rekube-node-agent of the test (bound to its node by the scheduler):
+//! their status is the agent's, and a deleted pod stays Terminating, held by the agent's
+//! finalizer, until the agent has cleaned it up.
 use std::time::Duration;
 
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use rekube_crds::{Pod, ReplicaSet};
+use rekube_e2e::agent::AgentProcess;
 use rekube_e2e::controllers::ControllerProcess;
-use rekube_e2e::{TestNamespace, kubelet, wait_until};
+use rekube_e2e::readiness::{self, TEST_READY_GATE};
+use rekube_e2e::{TestNamespace, wait_until};
 use serde_json::json;
 
 const T: Duration = Duration::from_secs(60);
@@ -28,24 +32,21 @@ struct Env {
     ns: TestNamespace,
     rs: Api<ReplicaSet>,
     pods: Api<Pod>,
-    kubelet: Option<kubelet::KubeletHandle>,
     controllers: ControllerProcess,
+    agent: AgentProcess,
 }
 
 async fn env(prefix: &str) -> Env {
     let ns = TestNamespace::new(prefix).await;
-    let controllers = ControllerProcess::start(&ns.name, &["--controllers", "replicaset"]);
-    let kubelet = kubelet::start(
-        ns.client.clone(),
-        &ns.name,
-        kubelet::ready_unless_never_ready_image(),
-    );
+    let agent = AgentProcess::start_hollow_ready(&ns, "node").await;
+    let controllers =
+        ControllerProcess::start(&ns.name, &["--controllers", "scheduler,replicaset"]);
     Env {
         rs: Api::namespaced(ns.client.clone(), &ns.name),
         pods: Api::namespaced(ns.client.clone(), &ns.name),
         ns,
-        kubelet: Some(kubelet),
         controllers,
+        agent,
     }
 }
 
@@ -70,6 +71,13 @@ impl Env {
             .collect()
     }
 
+    /// The pods of `rs` that are not terminating.
+    async fn active_pods_of(&self, rs: &str) -> Vec<Pod> {
+        let mut pods = self.pods_of(rs).await;
+        pods.retain(|p| !readiness::is_terminating(p));
+        pods
+    }
+
     /// Waits until `rs` reports `replicas` pods, all ready and available.
     async fn wait_available(&self, rs: &str, replicas: i32) -> ReplicaSet {
         wait_until(
@@ -82,7 +90,11 @@ impl Env {
                     && st.ready_replicas.unwrap_or(0) == replicas
                     && st.available_replicas.unwrap_or(0) == replicas
                     && st.observed_generation == r.metadata.generation;
-                if ok { Ok(r) } else { Err(format!("{st:?}")) }
+                if ok {
+                    Ok(r)
+                } else {
+                    Err(format!("{st:?}\n{}", self.agent.logs()))
+                }
             },
         )
         .await
@@ -133,7 +145,9 @@ async fn replaces_deleted_pods_without_overshooting() {
         .delete(&victim, &DeleteParams::default())
         .await
         .unwrap();
-    wait_until("a replacement pod", T, || async {
+    // The victim is Terminating until the agent has cleaned it up; the replacement does
+    // not wait for that (upstream counts terminating pods apart, never as replicas).
+    wait_until("a replacement pod and the victim gone", T, || async {
         let pods = e.pods_of("web").await;
         if pods.len() == 2 && pods.iter().all(|p| p.name_any() != victim) {
             Ok(())
@@ -149,6 +163,111 @@ async fn replaces_deleted_pods_without_overshooting() {
         2,
         "no extra pod after a resync"
     );
+}
+
+/// A finalizer of the test's own holds deleted pods Terminating (upstream's integration
+/// tests of DeploymentReplicaSetTerminatingReplicas do the same): the ReplicaSet replaces
+/// them at once, counts them in terminatingReplicas and never as replicas, ready or
+/// available, and once they are gone reports none terminating.
+#[tokio::test]
+async fn terminating_pods_are_replaced_and_counted_apart() {
+    const HOLD: &str = "rekube.io/e2e-hold";
+    let e = env("rs-terminating").await;
+    let mut rs = replica_set("web", 3, json!({"app": "web"}));
+    let template = rs.spec.as_mut().unwrap().template.as_mut().unwrap();
+    template.metadata.as_mut().unwrap().finalizers = Some(vec![HOLD.into()]);
+    e.create(&rs).await;
+    e.wait_available("web", 3).await;
+    let victims: Vec<String> = e.pods_of("web").await[..2]
+        .iter()
+        .map(|p| p.name_any())
+        .collect();
+    for v in &victims {
+        e.pods.delete(v, &DeleteParams::default()).await.unwrap();
+    }
+    // The agent cleans them up and lets go; the test's finalizer keeps them.
+    let st = wait_until("2 terminating, 3 replicas", T, || async {
+        let r = e.rs.get("web").await.unwrap();
+        let st = r.status.clone().unwrap_or_default();
+        let held = e.pods_of("web").await;
+        let agent_done = held
+            .iter()
+            .filter(|p| victims.contains(&p.name_any()))
+            .all(|p| p.finalizers() == [HOLD.to_string()]);
+        let active = e.active_pods_of("web").await;
+        if st.terminating_replicas == Some(2)
+            && st.replicas == 3
+            && st.available_replicas == Some(3)
+            && active.len() == 3
+            && held.len() == 5
+            && agent_done
+        {
+            Ok(st)
+        } else {
+            Err(format!(
+                "{st:?}, {} pods, agent done {agent_done}",
+                held.len()
+            ))
+        }
+    })
+    .await;
+    assert_eq!(st.ready_replicas, Some(3), "{st:?}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        e.pods_of("web").await.len(),
+        5,
+        "no more pods while 2 terminate"
+    );
+    for v in &victims {
+        e.pods
+            .patch(
+                v,
+                &PatchParams::default(),
+                &Patch::Merge(&json!({"metadata": {"finalizers": null}})),
+            )
+            .await
+            .unwrap();
+    }
+    wait_until("none terminating", T, || async {
+        let st = e.rs.get("web").await.unwrap().status.unwrap_or_default();
+        let n = e.pods_of("web").await.len();
+        if st.terminating_replicas.unwrap_or(0) == 0 && n == 3 {
+            Ok(())
+        } else {
+            Err(format!("{st:?}, {n} pods"))
+        }
+    })
+    .await;
+    // The survivors keep the test's finalizer: scale to zero and release them, so the
+    // namespace can go.
+    e.rs.patch_scale(
+        "web",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"spec": {"replicas": 0}})),
+    )
+    .await
+    .unwrap();
+    wait_until("the pods released", T, || async {
+        let pods = e.pods_of("web").await;
+        for p in &pods {
+            if readiness::is_terminating(p) && p.finalizers() == [HOLD.to_string()] {
+                let _ = e
+                    .pods
+                    .patch(
+                        &p.name_any(),
+                        &PatchParams::default(),
+                        &Patch::Merge(&json!({"metadata": {"finalizers": null}})),
+                    )
+                    .await;
+            }
+        }
+        if pods.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{} left", pods.len()))
+        }
+    })
+    .await;
 }
 
 /// upstream "should adopt matching pods on creation and release no longer matching pods".
@@ -292,31 +411,39 @@ async fn scale_subresource_drives_the_pod_count() {
     .await;
 }
 
-/// Scaling down deletes not-ready pods before ready ones (ActivePodsWithRanks).
+/// Scaling down deletes not-ready pods before ready ones (ActivePodsWithRanks). The pods
+/// have a readiness gate the test sets: one is turned not ready, as a failing readiness
+/// probe would, and the agent reports it so.
 #[tokio::test]
 async fn scale_down_removes_unready_pods_first() {
-    let mut e = env("rs-rank").await;
-    e.create(&replica_set("web", 3, json!({"app": "web"})))
-        .await;
-    e.wait_available("web", 3).await;
-    // Mark one pod not ready, as a failing readiness probe would.
-    let unready = e.pods_of("web").await.remove(1);
-    let mut st = unready.status.clone().unwrap();
-    for c in st.conditions.iter_mut().flatten() {
-        if c.type_ == "Ready" || c.type_ == "ContainersReady" {
-            c.status = "False".into();
+    let e = env("rs-rank").await;
+    let mut rs = replica_set("web", 3, json!({"app": "web"}));
+    let template = rs.spec.as_mut().unwrap().template.as_mut().unwrap();
+    template.spec.as_mut().unwrap().readiness_gates =
+        serde_json::from_value(readiness::readiness_gates(TEST_READY_GATE)).unwrap();
+    e.create(&rs).await;
+    wait_until("3 pods running, not ready before their gate", T, || async {
+        let pods = e.pods_of("web").await;
+        let running = pods
+            .iter()
+            .filter(|p| {
+                p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+                    && !readiness::is_ready(p)
+            })
+            .count();
+        if running == 3 {
+            Ok(())
+        } else {
+            Err(format!("{running}\n{}", e.agent.logs()))
         }
+    })
+    .await;
+    for p in e.pods_of("web").await {
+        readiness::set_gate(&e.pods, &p.name_any(), TEST_READY_GATE, true).await;
     }
-    // The stand-in keeps ready pods ready: stop it from undoing this.
-    drop(e.kubelet.take());
-    e.pods
-        .patch_status(
-            &unready.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&json!({"status": st})),
-        )
-        .await
-        .unwrap();
+    e.wait_available("web", 3).await;
+    let unready = e.pods_of("web").await.remove(1);
+    readiness::set_gate(&e.pods, &unready.name_any(), TEST_READY_GATE, false).await;
     wait_until("the status to count 2 ready", T, || async {
         let st = e.rs.get("web").await.unwrap().status.unwrap_or_default();
         if st.ready_replicas == Some(2) {
@@ -334,7 +461,7 @@ async fn scale_down_removes_unready_pods_first() {
     .await
     .unwrap();
     wait_until("the unready pod deleted", T, || async {
-        let pods = e.pods_of("web").await;
+        let pods = e.active_pods_of("web").await;
         if pods.len() == 2 && pods.iter().all(|p| p.name_any() != unready.name_any()) {
             Ok(())
         } else {

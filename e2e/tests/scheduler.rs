@@ -36,10 +36,12 @@ async fn env_in(ns: TestNamespace, controllers: &[&str]) -> Env {
     let dead: Arc<Mutex<HashSet<String>>> = Arc::default();
     let d = Arc::clone(&dead);
     let ar = kube::api::ApiResource::erase::<Pod>(&());
-    // The stand-in runs bound pods only, as kubelets do, and not on dead nodes.
+    // The kubelet stand-in, not node agents: the nodes are the test's own (capacity,
+    // labels, taints chosen per test, lost by stopping a heartbeat), which an agent's Node
+    // cannot be. It runs bound pods only, as kubelets do, and not on dead nodes.
     let kubelet = kubelet::start_filtered(
         Api::namespaced_with(ns.client.clone(), &ns.name, &ar),
-        kubelet::ready_unless_never_ready_image(),
+        kubelet::every_pod_ready(),
         Arc::new(move |p: &Pod| {
             p.spec
                 .as_ref()

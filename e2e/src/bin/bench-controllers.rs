@@ -178,7 +178,9 @@ async fn run(
         Api::namespaced_with(client.clone(), side.namespace, &side.deployment);
     let pod_api: Api<DynamicObject> =
         Api::namespaced_with(client.clone(), side.namespace, &side.pod);
-    let _kubelet = kubelet::start_for(pod_api.clone(), std::sync::Arc::new(|_| true));
+    // The kubelet stand-in, the same for both sides: upstream's side has core/v1 Pods,
+    // which no rekube-node-agent runs.
+    let _kubelet = kubelet::start_for(pod_api.clone(), kubelet::every_pod_ready());
     // Ready to work: its metrics endpoint answers.
     wait("controller up", || async {
         !scrape(&metrics_url).is_empty()
