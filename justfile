@@ -129,5 +129,5 @@ test: cluster-up
     just crds-check
     KUBECONFIG={{local_kubeconfig}} just install helm-check
     cargo build --quiet -p rekube-controllers -p kubectl-rekube -p rekube-node-agent
-    KUBECONFIG={{local_kubeconfig}} cargo test --workspace --all-targets 2>&1 | tee {{cache}}/last-test.log
-    @e2e/scripts/test-summary.sh {{cache}}/last-test.log
+    # Every suite runs (--no-fail-fast); the summary prints each suite's counts either way.
+    rc=0; KUBECONFIG={{local_kubeconfig}} cargo test --workspace --all-targets --no-fail-fast 2>&1 | tee {{cache}}/last-test.log || rc=$?; e2e/scripts/test-summary.sh {{cache}}/last-test.log || rc=1; exit $rc
