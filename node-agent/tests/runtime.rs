@@ -392,11 +392,12 @@ async fn memory_limit_oom_killed() {
     );
     spec.resources = Resources::from_requests_limits(None, None, Some(32 << 20));
     let c = env.runtime.create_container(&spec).await.unwrap();
+    let limit_file = match env.runtime.cgroups().version() {
+        CgroupVersion::V1 => "memory.limit_in_bytes",
+        CgroupVersion::V2 => "memory.max",
+    };
     assert_eq!(
-        env.runtime
-            .cgroups()
-            .read(c.cgroup(), "memory.limit_in_bytes")
-            .unwrap(),
+        env.runtime.cgroups().read(c.cgroup(), limit_file).unwrap(),
         (32u64 << 20).to_string()
     );
     env.runtime.start_container(&c).await.unwrap();
@@ -422,9 +423,18 @@ async fn cpu_quota_and_pids_limit_in_the_cgroup() {
     let c = env.runtime.create_container(&spec).await.unwrap();
     env.runtime.start_container(&c).await.unwrap();
     let cg = env.runtime.cgroups();
-    assert_eq!(cg.read(c.cgroup(), "cpu.cfs_quota_us").unwrap(), "50000");
-    assert_eq!(cg.read(c.cgroup(), "cpu.cfs_period_us").unwrap(), "100000");
-    assert_eq!(cg.read(c.cgroup(), "cpu.shares").unwrap(), "256");
+    match cg.version() {
+        CgroupVersion::V1 => {
+            assert_eq!(cg.read(c.cgroup(), "cpu.cfs_quota_us").unwrap(), "50000");
+            assert_eq!(cg.read(c.cgroup(), "cpu.cfs_period_us").unwrap(), "100000");
+            assert_eq!(cg.read(c.cgroup(), "cpu.shares").unwrap(), "256");
+        }
+        CgroupVersion::V2 => {
+            assert_eq!(cg.read(c.cgroup(), "cpu.max").unwrap(), "50000 100000");
+            // runc's ConvertCPUSharesToCgroupV2Value(256).
+            assert_eq!(cg.read(c.cgroup(), "cpu.weight").unwrap(), "10");
+        }
+    }
     assert_eq!(cg.read(c.cgroup(), "pids.max").unwrap(), "5");
     wait_for_output(&c, "spawned").await;
     let out = output(&c);
