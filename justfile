@@ -122,6 +122,12 @@ e2e: install
     cargo build --quiet -p rekube-controllers -p kubectl-rekube -p rekube-node-agent
     cargo test -p rekube-e2e --tests
 
+# cgroup v2 (as root): the node agent's runtime and cgroup tests in a Debian 12 VM booted
+# with only the unified hierarchy (e2e/scripts/vm-cgroup2.sh; docs/testing.md). Arguments
+# filter the tests by name.
+test-cgroup2 *filter="":
+    e2e/scripts/vm-cgroup2.sh {{filter}}
+
 # All tests on the local cluster: formatting, lints, generated files, unit and e2e tests.
 test: cluster-up
     cargo fmt --all --check

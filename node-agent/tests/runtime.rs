@@ -506,14 +506,23 @@ async fn containers_of_a_sandbox_share_its_namespaces() {
     let mut sb = env
         .sandbox(SandboxConfig::new("uid-share", "shared-pod", "default"))
         .await;
-    let script = "hostname; readlink /proc/self/ns/net; readlink /proc/self/ns/uts; readlink /proc/self/ns/ipc; readlink /proc/self/ns/pid";
+    // Both run at once: a namespace's inode number is reused once it is freed, so the
+    // PID namespaces are compared while both exist.
+    let script = "hostname; readlink /proc/self/ns/net; readlink /proc/self/ns/uts; readlink /proc/self/ns/ipc; readlink /proc/self/ns/pid; echo listed; exec sleep 300";
     let mut outs = Vec::new();
+    let mut running = Vec::new();
     for name in ["a", "b"] {
         let mut spec = env.spec(name, script);
         sb.apply_to(&mut spec);
-        let (exit, out) = env.run(&spec).await;
-        assert_eq!(exit.exit_code, 0, "{out}");
-        outs.push(out.lines().map(str::to_string).collect::<Vec<_>>());
+        let c = env.runtime.create_container(&spec).await.unwrap();
+        env.runtime.start_container(&c).await.unwrap();
+        wait_for_output(&c, "listed").await;
+        outs.push(output(&c).lines().map(str::to_string).collect::<Vec<_>>());
+        running.push(c);
+    }
+    for c in &running {
+        env.runtime.stop_container(c, Duration::ZERO).await.unwrap();
+        env.runtime.remove_container(c).await.unwrap();
     }
     assert_eq!(outs[0][..4], outs[1][..4], "same hostname, net, uts, ipc");
     assert_ne!(outs[0][4], outs[1][4], "each its own PID namespace");
