@@ -128,7 +128,8 @@ e2e: install
 test-cgroup2 *filter="":
     e2e/scripts/vm-cgroup2.sh {{filter}}
 
-# All tests on the local cluster: formatting, lints, generated files, unit and e2e tests.
+# All tests on the local cluster: formatting, lints, generated files, unit and e2e tests;
+# then the node agent's runtime tests again on cgroup v2, in a VM (`just test-cgroup2`).
 test: cluster-up
     cargo fmt --all --check
     cargo clippy --quiet --workspace --all-targets -- -D warnings
@@ -136,4 +137,5 @@ test: cluster-up
     KUBECONFIG={{local_kubeconfig}} just install helm-check
     cargo build --quiet -p rekube-controllers -p kubectl-rekube -p rekube-node-agent
     KUBECONFIG={{local_kubeconfig}} cargo test --workspace --all-targets 2>&1 | tee {{cache}}/last-test.log
+    e2e/scripts/vm-cgroup2.sh 2>&1 | tee -a {{cache}}/last-test.log
     @e2e/scripts/test-summary.sh {{cache}}/last-test.log

@@ -33,7 +33,7 @@ REKUBE_CACHE=${REKUBE_CACHE:-$HOME/.cache/rekube}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$REKUBE_CACHE/target}
 VM_DIR="$REKUBE_CACHE/vm"
 # Bump when what the image holds changes: a cached image of another version is remade.
-IMAGE_VERSION=2
+IMAGE_VERSION=3
 MEMORY=${REKUBE_VM_MEMORY:-2048}
 CPUS=${REKUBE_VM_CPUS:-2}
 TIMEOUT=${REKUBE_VM_TIMEOUT:-1200}
@@ -118,8 +118,9 @@ build_image() {
   cat >"$root/sbin/rekube-init" <<'EOF'
 #!/bin/sh
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
+# The initramfs moved its /proc, /sys and /dev here already.
+mountpoint -q /proc || mount -t proc proc /proc
+mountpoint -q /sys || mount -t sysfs sysfs /sys
 mountpoint -q /dev || mount -t devtmpfs devtmpfs /dev
 mkdir -p /dev/pts /dev/shm /mnt/rekube
 mount -t devpts devpts /dev/pts
@@ -175,9 +176,16 @@ fi
 while read -r exe; do
   [ -x "$exe" ] || die "no test binary $exe"
   cp -l "$exe" "$run_dir/bin/" 2>/dev/null || cp "$exe" "$run_dir/bin/"
-  echo "$(basename "$exe")" >>"$run_dir/tests"
+  # The suite as cargo names it in its "Running" line, marked as run in this VM, so
+  # that e2e/scripts/test-summary.sh counts it apart from the host's run.
+  name=$(basename "$exe")
+  case "${name%-*}" in
+    rekube_node_agent) label="unittests vm-cgroup2:src/lib.rs" ;;
+    *) label="vm-cgroup2:tests/${name%-*}.rs" ;;
+  esac
+  printf '%s %s\n' "$name" "$label" >>"$run_dir/tests"
 done <"$run_dir/executables"
-say "test binaries ready in $((SECONDS - t0))s: $(tr '\n' ' ' <"$run_dir/tests")"
+say "test binaries ready in $((SECONDS - t0))s: $(cut -d' ' -f1 "$run_dir/tests" | tr '\n' ' ')"
 
 # --- the run script the guest's PID 1 runs ----------------------------------------------
 {
@@ -185,6 +193,7 @@ say "test binaries ready in $((SECONDS - t0))s: $(tr '\n' ' ' <"$run_dir/tests")
   printf 'set -- '; printf '%q ' "$@"; echo
   cat <<'EOF'
 share=/mnt/rekube
+echo "rekube-vm: booted in $(cut -d' ' -f1 /proc/uptime)s"
 # cgroup v2 only: the unified hierarchy on /sys/fs/cgroup, as systemd mounts it.
 mount -t cgroup2 -o nsdelegate,memory_recursiveprot cgroup2 /sys/fs/cgroup || exit 90
 echo "rekube-vm: kernel $(uname -r), /sys/fs/cgroup is $(stat -fc %T /sys/fs/cgroup), controllers: $(cat /sys/fs/cgroup/cgroup.controllers)"
@@ -200,9 +209,11 @@ export HOME=/root RUST_BACKTRACE=1 PATH=/usr/sbin:/usr/bin:/sbin:/bin
 # Loopback up, as on any booted host (the probe tests listen on 127.0.0.1).
 busybox ip link set lo up || exit 94
 status=0
-while read -r t; do
-  echo "rekube-vm: running $t"
-  "$share/bin/$t" "$@" </dev/null || status=1
+while read -r t label; do
+  echo "     Running $label ($share/bin/$t)"
+  start=$(cut -d' ' -f1 /proc/uptime)
+  "$share/bin/$t" --color never "$@" </dev/null || status=1
+  echo "rekube-vm: $t took $(awk -v s="$start" '{print $1 - s}' /proc/uptime)s"
 done <"$share/tests"
 echo "$status" >"$share/status"
 exit "$status"
@@ -221,7 +232,7 @@ timeout "$TIMEOUT" qemu-system-x86_64 \
   -append "root=/dev/vda rw console=ttyS0 quiet loglevel=3 panic=-1 init=/sbin/rekube-init systemd.unified_cgroup_hierarchy=1 cgroup_no_v1=all" \
   -drive "file=$image/rootfs.img,format=raw,if=virtio,snapshot=on" \
   -virtfs "local,path=$run_dir,mount_tag=rekube,security_model=none" \
-  </dev/null 2>&1 | tee "$run_dir/console.log"
+  </dev/null 2>&1 | sed -u 's/\r$//' | tee "$run_dir/console.log"
 qemu_status=${PIPESTATUS[0]}
 set -e
 say "guest ran for $((SECONDS - t0))s (qemu exit $qemu_status)"
