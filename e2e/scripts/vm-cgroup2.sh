@@ -152,13 +152,17 @@ EOF
 }
 
 t0=$SECONDS
+mkdir -p "$VM_DIR"
+# One image build at a time (a second run waits, then finds the image made).
+exec 9>"$VM_DIR/lock"
+flock 9
 if [ "${REKUBE_VM_REBUILD:-}" = 1 ] || [ "$(cat "$VM_DIR/image/version" 2>/dev/null)" != "$IMAGE_VERSION" ]; then
-  mkdir -p "$VM_DIR"
   build_image
   say "guest image built in $((SECONDS - t0))s ($VM_DIR/image)"
 else
   say "guest image cached ($VM_DIR/image)"
 fi
+exec 9>&-
 
 # --- the test binaries (built on the host) ----------------------------------------------
 t0=$SECONDS
