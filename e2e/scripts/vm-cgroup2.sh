@@ -3,7 +3,7 @@
 #
 # This host runs cgroup v1 (its cgroup2 mount has no controllers), while Debian 12, kind
 # and most current distributions run the unified hierarchy only. So: a throwaway Debian 12
-# VM under qemu/KVM, booted with `cgroup_no_v1=all`, runs the host-built test binaries of
+# VM under qemu (KVM where it can, else TCG), booted with `cgroup_no_v1=all`, runs the host-built test binaries of
 # rekube-node-agent (the library's unit tests and tests/runtime.rs) as root, and this
 # script exits with their status.
 #
