@@ -122,12 +122,20 @@ e2e: install
     cargo build --quiet -p rekube-controllers -p kubectl-rekube -p rekube-node-agent
     cargo test -p rekube-e2e --tests
 
-# All tests on the local cluster: formatting, lints, generated files, unit and e2e tests.
+# cgroup v2 (as root): the node agent's runtime and cgroup tests in a Debian 12 VM booted
+# with only the unified hierarchy (e2e/scripts/vm-cgroup2.sh; docs/testing.md). Arguments
+# filter the tests by name.
+test-cgroup2 *filter="":
+    e2e/scripts/vm-cgroup2.sh {{filter}}
+
+# All tests on the local cluster: formatting, lints, generated files, unit and e2e tests;
+# then the node agent's runtime tests again on cgroup v2, in a VM (`just test-cgroup2`).
 test: cluster-up
     cargo fmt --all --check
     cargo clippy --quiet --workspace --all-targets -- -D warnings
     just crds-check
     KUBECONFIG={{local_kubeconfig}} just install helm-check
     cargo build --quiet -p rekube-controllers -p kubectl-rekube -p rekube-node-agent
-    # Every suite runs (--no-fail-fast); the summary prints each suite's counts either way.
-    rc=0; KUBECONFIG={{local_kubeconfig}} cargo test --workspace --all-targets --no-fail-fast 2>&1 | tee {{cache}}/last-test.log || rc=$?; e2e/scripts/test-summary.sh {{cache}}/last-test.log || rc=1; exit $rc
+    # Every suite runs (--no-fail-fast), then the node agent's lib and runtime tests on
+    # cgroup v2 in a VM; the summary prints each suite's counts either way.
+    rc=0; KUBECONFIG={{local_kubeconfig}} cargo test --workspace --all-targets --no-fail-fast 2>&1 | tee {{cache}}/last-test.log || rc=$?; e2e/scripts/vm-cgroup2.sh 2>&1 | tee -a {{cache}}/last-test.log || rc=$?; e2e/scripts/test-summary.sh {{cache}}/last-test.log || rc=1; exit $rc

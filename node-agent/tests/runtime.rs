@@ -392,11 +392,12 @@ async fn memory_limit_oom_killed() {
     );
     spec.resources = Resources::from_requests_limits(None, None, Some(32 << 20));
     let c = env.runtime.create_container(&spec).await.unwrap();
+    let limit_file = match env.runtime.cgroups().version() {
+        CgroupVersion::V1 => "memory.limit_in_bytes",
+        CgroupVersion::V2 => "memory.max",
+    };
     assert_eq!(
-        env.runtime
-            .cgroups()
-            .read(c.cgroup(), "memory.limit_in_bytes")
-            .unwrap(),
+        env.runtime.cgroups().read(c.cgroup(), limit_file).unwrap(),
         (32u64 << 20).to_string()
     );
     env.runtime.start_container(&c).await.unwrap();
@@ -422,9 +423,18 @@ async fn cpu_quota_and_pids_limit_in_the_cgroup() {
     let c = env.runtime.create_container(&spec).await.unwrap();
     env.runtime.start_container(&c).await.unwrap();
     let cg = env.runtime.cgroups();
-    assert_eq!(cg.read(c.cgroup(), "cpu.cfs_quota_us").unwrap(), "50000");
-    assert_eq!(cg.read(c.cgroup(), "cpu.cfs_period_us").unwrap(), "100000");
-    assert_eq!(cg.read(c.cgroup(), "cpu.shares").unwrap(), "256");
+    match cg.version() {
+        CgroupVersion::V1 => {
+            assert_eq!(cg.read(c.cgroup(), "cpu.cfs_quota_us").unwrap(), "50000");
+            assert_eq!(cg.read(c.cgroup(), "cpu.cfs_period_us").unwrap(), "100000");
+            assert_eq!(cg.read(c.cgroup(), "cpu.shares").unwrap(), "256");
+        }
+        CgroupVersion::V2 => {
+            assert_eq!(cg.read(c.cgroup(), "cpu.max").unwrap(), "50000 100000");
+            // runc's ConvertCPUSharesToCgroupV2Value(256).
+            assert_eq!(cg.read(c.cgroup(), "cpu.weight").unwrap(), "10");
+        }
+    }
     assert_eq!(cg.read(c.cgroup(), "pids.max").unwrap(), "5");
     wait_for_output(&c, "spawned").await;
     let out = output(&c);
@@ -496,14 +506,23 @@ async fn containers_of_a_sandbox_share_its_namespaces() {
     let mut sb = env
         .sandbox(SandboxConfig::new("uid-share", "shared-pod", "default"))
         .await;
-    let script = "hostname; readlink /proc/self/ns/net; readlink /proc/self/ns/uts; readlink /proc/self/ns/ipc; readlink /proc/self/ns/pid";
+    // Both run at once: a namespace's inode number is reused once it is freed, so the
+    // PID namespaces are compared while both exist.
+    let script = "hostname; readlink /proc/self/ns/net; readlink /proc/self/ns/uts; readlink /proc/self/ns/ipc; readlink /proc/self/ns/pid; echo listed; exec sleep 300";
     let mut outs = Vec::new();
+    let mut running = Vec::new();
     for name in ["a", "b"] {
         let mut spec = env.spec(name, script);
         sb.apply_to(&mut spec);
-        let (exit, out) = env.run(&spec).await;
-        assert_eq!(exit.exit_code, 0, "{out}");
-        outs.push(out.lines().map(str::to_string).collect::<Vec<_>>());
+        let c = env.runtime.create_container(&spec).await.unwrap();
+        env.runtime.start_container(&c).await.unwrap();
+        wait_for_output(&c, "listed").await;
+        outs.push(output(&c).lines().map(str::to_string).collect::<Vec<_>>());
+        running.push(c);
+    }
+    for c in &running {
+        env.runtime.stop_container(c, Duration::ZERO).await.unwrap();
+        env.runtime.remove_container(c).await.unwrap();
     }
     assert_eq!(outs[0][..4], outs[1][..4], "same hostname, net, uts, ipc");
     assert_ne!(outs[0][4], outs[1][4], "each its own PID namespace");

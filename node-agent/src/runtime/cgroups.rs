@@ -1161,6 +1161,106 @@ mod tests {
         assert!(!Path::new("/sys/fs/cgroup/memory").join(&parent).exists());
     }
 
+    /// The v2 paths for real (root, on a unified host: `just test-cgroup2` boots one in a
+    /// VM, since this host runs cgroup v1): limits in the interface files, controllers
+    /// delegated down the tree, the device filter attached, a process moved in, an OOM
+    /// kill counted in memory.events, and remove killing what is left.
+    #[test]
+    fn v2_for_real_as_root() {
+        if !is_root() {
+            rekube_crds::testing::missing_prerequisite("the cgroup v2 test needs root");
+            return;
+        }
+        if host_cgroup_version() != CgroupVersion::V2 {
+            // Not missing: a v1 or hybrid host has no v2 controllers to test (the v1 test
+            // runs; `just test-cgroup2` runs this one in a cgroup v2 VM).
+            return;
+        }
+        let root = Path::new("/sys/fs/cgroup");
+        let parent = format!("rekube-unit-v2-{}", std::process::id());
+        let m = CgroupV2::new(root, &parent).unwrap();
+        assert!(m.real);
+        let c = Resources {
+            pids_limit: Some(20),
+            devices: Some(container_device_rules(false)),
+            ..Resources::from_requests_limits(Some(250), Some(500), Some(64 << 20))
+        };
+        let result = std::panic::catch_unwind(|| {
+            m.create("pod1/c1", &c).unwrap();
+            for dir in [
+                root.to_path_buf(),
+                root.join(&parent),
+                root.join(&parent).join("pod1"),
+            ] {
+                let delegated =
+                    std::fs::read_to_string(dir.join("cgroup.subtree_control")).unwrap();
+                for want in V2_CONTROLLERS {
+                    assert!(
+                        delegated.split_whitespace().any(|x| x == want),
+                        "{want} not delegated by {}: {delegated}",
+                        dir.display()
+                    );
+                }
+            }
+            assert_eq!(m.read("pod1/c1", "cpu.weight").unwrap(), "10");
+            assert_eq!(m.read("pod1/c1", "cpu.max").unwrap(), "50000 100000");
+            assert_eq!(
+                m.read("pod1/c1", "memory.max").unwrap(),
+                (64u64 << 20).to_string()
+            );
+            if root.join(&parent).join("pod1/c1/memory.swap.max").exists() {
+                assert_eq!(m.read("pod1/c1", "memory.swap.max").unwrap(), "0");
+            }
+            assert_eq!(m.read("pod1/c1", "pids.max").unwrap(), "20");
+            assert_eq!(m.oom_events("pod1/c1").unwrap(), OomEvents::default());
+            let dir = root.join(&parent).join("pod1/c1");
+            assert_eq!(bpf::attached_device_programs(&dir).unwrap(), 1);
+            // Applying again replaces the device program rather than stacking another.
+            m.apply("pod1/c1", &c).unwrap();
+            assert_eq!(bpf::attached_device_programs(&dir).unwrap(), 1);
+
+            // Limits lifted.
+            m.apply("pod1/c1", &Resources::default()).unwrap();
+            assert_eq!(m.read("pod1/c1", "cpu.max").unwrap(), "max 100000");
+            assert_eq!(m.read("pod1/c1", "memory.max").unwrap(), "max");
+            assert_eq!(m.read("pod1/c1", "pids.max").unwrap(), "max");
+
+            // A process moved in is listed, and its /proc/PID/cgroup names the cgroup.
+            let mut child = std::process::Command::new("sleep")
+                .arg("30")
+                .spawn()
+                .unwrap();
+            m.add_pid("pod1/c1", child.id() as i32).unwrap();
+            assert_eq!(m.pids("pod1/c1").unwrap(), vec![child.id() as i32]);
+            let own = std::fs::read_to_string(format!("/proc/{}/cgroup", child.id())).unwrap();
+            assert_eq!(own.trim(), format!("0::/{parent}/pod1/c1"));
+
+            // An allocation beyond memory.max is OOM-killed and counted in memory.events.
+            let small = Resources::from_requests_limits(None, None, Some(16 << 20));
+            m.create("pod1/oom", &small).unwrap();
+            let out = run_in_cgroup(
+                &root.join(&parent).join("pod1/oom"),
+                "dd if=/dev/zero of=/dev/null bs=64M count=1 2>/dev/null; echo status=$?",
+            );
+            assert!(out.contains("status=137"), "dd was not killed: {out}");
+            assert_eq!(m.oom_events("pod1/oom").unwrap().oom_kill, 1);
+
+            // Remove kills what is left, then removes the tree.
+            m.remove("").unwrap();
+            let status = child.wait().unwrap();
+            assert_eq!(
+                std::os::unix::process::ExitStatusExt::signal(&status),
+                Some(9)
+            );
+            assert_eq!(m.list().unwrap(), Vec::<String>::new());
+            assert!(!root.join(&parent).exists());
+        });
+        let _ = m.remove("");
+        if let Err(e) = result {
+            std::panic::resume_unwind(e);
+        }
+    }
+
     /// A cgroup2 mount: /sys/fs/cgroup on a v2 host, /sys/fs/cgroup/unified on a hybrid
     /// one (its controllers are all on v1, but the kernel runs device programs attached
     /// to a task's cgroup2 cgroup all the same).
