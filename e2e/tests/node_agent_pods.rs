@@ -555,7 +555,9 @@ async fn probes_hooks_backoff_and_ephemeral_containers() {
                     "mkdir -p /www && httpd -p 8080 -h /www && sleep 3 && touch /www/ready && sleep 4 && rm /www/ready && sleep 3600"],
                 "ports": [{"name": "http", "containerPort": 8080}],
                 "readinessProbe": {"httpGet": {"path": "/ready", "port": "http"}, "periodSeconds": 1, "failureThreshold": 1},
-                "livenessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1}}]}),
+                // Probed from 2 s on, once httpd listens: an earlier failure would be folded
+                // into the same Unhealthy event series as the readiness failures below.
+                "livenessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1, "initialDelaySeconds": 2}}]}),
         ),
         // An exec liveness probe that starts failing after 3 s: the container restarts.
         // Its startup probe passes after 2 s; until then the pod is not started. The
