@@ -324,9 +324,11 @@ fn service_update() -> ValidatingPolicy {
         name: "rekube-service-update.rekube.io",
         resources: &["services"],
         operations: &["UPDATE"],
+        // A Node (or Service) may have no spec at all (an agent registers its Node
+        // without one): an absent spec is an empty one, not an evaluation error.
         variables: vec![
-            ("new", "object.spec".into()),
-            ("old", "oldObject.spec".into()),
+            ("new", "object.?spec.orValue({})".into()),
+            ("old", "oldObject.?spec.orValue({})".into()),
         ],
         validations: vec![check_with_message(
             format!(
@@ -350,9 +352,11 @@ fn node_update() -> ValidatingPolicy {
         name: "rekube-node-update.rekube.io",
         resources: &["nodes"],
         operations: &["UPDATE"],
+        // A Node (or Service) may have no spec at all (an agent registers its Node
+        // without one): an absent spec is an empty one, not an evaluation error.
         variables: vec![
-            ("new", "object.spec".into()),
-            ("old", "oldObject.spec".into()),
+            ("new", "object.?spec.orValue({})".into()),
+            ("old", "oldObject.?spec.orValue({})".into()),
         ],
         validations: vec![
             check(

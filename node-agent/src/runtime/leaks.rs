@@ -94,7 +94,10 @@ impl Snapshot {
                 if let Some((ppid, comm, state)) = proc_stat(&name)
                     && ppid == me
                 {
-                    s.processes.insert(format!("{name} {comm} {state} (child)"));
+                    // Running or sleeping is the same live child (a registry serving a
+                    // request is R, idle S); an unreaped one (Z) is a leak of its own.
+                    let zombie = if state == 'Z' { " zombie" } else { "" };
+                    s.processes.insert(format!("{name} {comm}{zombie} (child)"));
                 }
             }
         }
