@@ -48,6 +48,36 @@ fn opt(obj: &str, f: &str, default: &str) -> String {
 const NEW: &str = "variables.new";
 const OLD: &str = "variables.old";
 
+/// The `new` and `old` variables every update policy compares: the object's spec before
+/// and after. Where the kind's spec is optional (a Node an agent registers, a Service),
+/// an absent spec is an empty one rather than an evaluation error.
+fn spec_variables(optional: bool) -> Vec<(&'static str, String)> {
+    if optional {
+        vec![
+            ("new", "object.?spec.orValue({})".into()),
+            ("old", "oldObject.?spec.orValue({})".into()),
+        ]
+    } else {
+        vec![
+            ("new", "object.spec".into()),
+            ("old", "oldObject.spec".into()),
+        ]
+    }
+}
+
+/// upstream's `spec.volumeMode` immutability (PersistentVolume and PersistentVolumeClaim).
+fn volume_mode_immutable() -> Value {
+    check(
+        format!(
+            "{} == {}",
+            opt(NEW, "volumeMode", "''"),
+            opt(OLD, "volumeMode", "''")
+        ),
+        "volumeMode: Invalid value: field is immutable",
+        "Invalid",
+    )
+}
+
 /// The spec fields ValidatePodUpdate lets change, each checked by its own rule.
 const POD_MUTABLE: [&str; 8] = [
     "containers",
@@ -228,10 +258,7 @@ fn pvc_update() -> ValidatingPolicy {
         name: "rekube-persistentvolumeclaim-update.rekube.io",
         resources: &["persistentvolumeclaims"],
         operations: &["UPDATE"],
-        variables: vec![
-            ("new", "object.spec".into()),
-            ("old", "oldObject.spec".into()),
-        ],
+        variables: spec_variables(false),
         validations: vec![
             check_with_message(
                 rest_same,
@@ -273,15 +300,7 @@ fn pvc_update() -> ValidatingPolicy {
                 &format!("spec: Forbidden: {message}; changed: spec.storageClassName"),
                 "Forbidden",
             ),
-            check(
-                format!(
-                    "{} == {}",
-                    opt(NEW, "volumeMode", "''"),
-                    opt(OLD, "volumeMode", "''")
-                ),
-                "volumeMode: Invalid value: field is immutable",
-                "Invalid",
-            ),
+            volume_mode_immutable(),
         ],
     }
 }
@@ -291,10 +310,7 @@ fn pv_update() -> ValidatingPolicy {
         name: "rekube-persistentvolume-update.rekube.io",
         resources: &["persistentvolumes"],
         operations: &["UPDATE"],
-        variables: vec![
-            ("new", "object.spec".into()),
-            ("old", "oldObject.spec".into()),
-        ],
+        variables: spec_variables(false),
         validations: vec![
             check(
                 format!(
@@ -304,15 +320,7 @@ fn pv_update() -> ValidatingPolicy {
                 "spec.persistentvolumesource: Forbidden: spec.persistentvolumesource is immutable after creation",
                 "Forbidden",
             ),
-            check(
-                format!(
-                    "{} == {}",
-                    opt(NEW, "volumeMode", "''"),
-                    opt(OLD, "volumeMode", "''")
-                ),
-                "volumeMode: Invalid value: field is immutable",
-                "Invalid",
-            ),
+            volume_mode_immutable(),
         ],
     }
 }
@@ -324,12 +332,7 @@ fn service_update() -> ValidatingPolicy {
         name: "rekube-service-update.rekube.io",
         resources: &["services"],
         operations: &["UPDATE"],
-        // A Node (or Service) may have no spec at all (an agent registers its Node
-        // without one): an absent spec is an empty one, not an evaluation error.
-        variables: vec![
-            ("new", "object.?spec.orValue({})".into()),
-            ("old", "oldObject.?spec.orValue({})".into()),
-        ],
+        variables: spec_variables(true),
         validations: vec![check_with_message(
             format!(
                 "{} == '' || {external_name} || {} == variables.old.clusterIP",
@@ -352,12 +355,7 @@ fn node_update() -> ValidatingPolicy {
         name: "rekube-node-update.rekube.io",
         resources: &["nodes"],
         operations: &["UPDATE"],
-        // A Node (or Service) may have no spec at all (an agent registers its Node
-        // without one): an absent spec is an empty one, not an evaluation error.
-        variables: vec![
-            ("new", "object.?spec.orValue({})".into()),
-            ("old", "oldObject.?spec.orValue({})".into()),
-        ],
+        variables: spec_variables(true),
         validations: vec![
             check(
                 format!(
