@@ -260,6 +260,20 @@ impl AgentProcess {
             .join(format!("{restart}.log"))
     }
 
+    /// Waits up to `timeout` until [`Self::leftovers`] is empty (exit watchers and unmounts
+    /// finish asynchronously after a pod object goes), and panics with what is left.
+    pub async fn wait_no_leftovers(&self, timeout: std::time::Duration) {
+        crate::wait_until("no leftovers", timeout, || async {
+            let left = self.leftovers();
+            if left.is_empty() {
+                Ok(())
+            } else {
+                Err(left.join("\n"))
+            }
+        })
+        .await;
+    }
+
     /// What is left of a real agent's containers: mounts under its directories, cgroups
     /// under its cgroup parent, processes in those cgroups. Empty when clean.
     pub fn leftovers(&self) -> Vec<String> {

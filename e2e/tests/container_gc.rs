@@ -276,15 +276,7 @@ async fn a_crash_looping_pod_keeps_a_bounded_footprint() {
         },
     )
     .await;
-    wait_until("no leftovers", Duration::from_secs(10), || async {
-        let left = agent.leftovers();
-        if left.is_empty() {
-            Ok(())
-        } else {
-            Err(left.join("\n"))
-        }
-    })
-    .await;
+    agent.wait_no_leftovers(Duration::from_secs(10)).await;
     assert_eq!(
         count_entries(&agent.root.join("containers"), |_| true),
         0,

@@ -1581,13 +1581,5 @@ async fn real_containers_stall_on_a_failing_readiness_probe() {
         }
     })
     .await;
-    wait_until("no leftovers", Duration::from_secs(20), || async {
-        let left = e.agent.leftovers();
-        if left.is_empty() {
-            Ok(())
-        } else {
-            Err(format!("{left:?}"))
-        }
-    })
-    .await;
+    e.agent.wait_no_leftovers(Duration::from_secs(20)).await;
 }

@@ -130,15 +130,7 @@ async fn delete_all_and_check_leftovers(pods: &Api<Pod>, agent: &AgentProcess) {
     })
     .await;
     // The object goes after the cleanup; the exit watchers may still be finishing.
-    wait_until("no leftovers", Duration::from_secs(10), || async {
-        let left = agent.leftovers();
-        if left.is_empty() {
-            Ok(())
-        } else {
-            Err(left.join("\n"))
-        }
-    })
-    .await;
+    agent.wait_no_leftovers(Duration::from_secs(10)).await;
 }
 
 fn ts(t: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time) -> Timestamp {

@@ -8,8 +8,8 @@
 //! A second test drives the node-wide container GC pass under
 //! `--maximum-dead-containers 1` over two crash-looping pods.
 //!
-//! Skipped (with a message) when not root, without busybox or docker-registry, or without
-//! a cluster (KUBECONFIG).
+//! Without root, busybox, docker-registry or a cluster (KUBECONFIG) the tests fail saying
+//! which is missing, unless `REKUBE_SKIP_PRIVILEGED=1`.
 #![cfg(target_os = "linux")]
 
 mod support;
@@ -50,6 +50,79 @@ where
     }
 }
 
+/// The pod sync tests' prerequisites: root, docker-registry and busybox, and a cluster.
+/// `None` once `missing_prerequisite` has said which is missing (it panics unless
+/// `REKUBE_SKIP_PRIVILEGED=1`).
+async fn prerequisites() -> Option<kube::Client> {
+    if !nix::unistd::geteuid().is_root() {
+        rekube_crds::testing::missing_prerequisite("the pod sync tests need root");
+        return None;
+    }
+    if !std::path::Path::new(REGISTRY_BIN).exists() || !std::path::Path::new(BUSYBOX).exists() {
+        rekube_crds::testing::missing_prerequisite(
+            "docker-registry or busybox is not installed (e2e/scripts/bootstrap.sh installs them)",
+        );
+        return None;
+    }
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    match kube::Client::try_default().await {
+        Ok(c) => Some(c),
+        Err(e) => {
+            rekube_crds::testing::missing_prerequisite(&format!("no cluster: {e}"));
+            None
+        }
+    }
+}
+
+/// A docker-registry on loopback holding busybox:1.36, and that image's reference.
+async fn busybox_registry() -> (Registry, String) {
+    let reg = Registry::start();
+    reg.push_image(
+        "busybox",
+        "1.36",
+        busybox(Layering::Gzip),
+        ManifestKind::Oci,
+    )
+    .await;
+    let image = format!("{}/busybox:1.36", reg.domain());
+    (reg, image)
+}
+
+/// What `run` wires around a syncer: pod workers whose resyncs the syncer can ask for, and
+/// the watch of the pods bound to `node`; plus the test's namespace `ns_name`.
+async fn start_node(
+    client: &kube::Client,
+    syncer: &Arc<RealSyncer>,
+    node: &str,
+    ns_name: &str,
+) -> (
+    Arc<PodWorkers<RealSyncer>>,
+    tokio::task::JoinHandle<()>,
+    Api<Pod>,
+) {
+    let workers = PodWorkers::new(Arc::clone(syncer), Duration::from_secs(10));
+    let weak = Arc::downgrade(&workers);
+    syncer.set_resync(Arc::new(move |uid: &str| {
+        if let Some(w) = weak.upgrade() {
+            w.resync(uid)
+        }
+    }));
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": ns_name}})).unwrap();
+    namespaces
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
+    let watcher = tokio::spawn({
+        let (client, node, workers) = (client.clone(), node.to_string(), Arc::clone(&workers));
+        async move { watch_pods(client, &node, workers).await }
+    });
+    (workers, watcher, Api::namespaced(client.clone(), ns_name))
+}
+
 /// The tests run one at a time: each checks that it leaves no child process, and the
 /// other's registry is one.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -69,36 +142,10 @@ fn pod(name: &str, node: &str, image: &str, script: &str, restart: &str) -> Pod 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pods_run_to_completion_and_leave_nothing_behind() {
     let _serial = SERIAL.lock().await;
-    if !nix::unistd::geteuid().is_root() {
-        rekube_crds::testing::missing_prerequisite("the pod sync tests need root");
+    let Some(client) = prerequisites().await else {
         return;
-    }
-    if !std::path::Path::new(REGISTRY_BIN).exists() || !std::path::Path::new(BUSYBOX).exists() {
-        rekube_crds::testing::missing_prerequisite(
-            "docker-registry or busybox is not installed (e2e/scripts/bootstrap.sh installs them)",
-        );
-        return;
-    }
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
-    let client = match kube::Client::try_default().await {
-        Ok(c) => c,
-        Err(e) => {
-            rekube_crds::testing::missing_prerequisite(&format!("no cluster: {e}"));
-            return;
-        }
     };
-    let reg = Registry::start();
-    reg.push_image(
-        "busybox",
-        "1.36",
-        busybox(Layering::Gzip),
-        ManifestKind::Oci,
-    )
-    .await;
-    let image = format!("{}/busybox:1.36", reg.domain());
+    let (reg, image) = busybox_registry().await;
 
     let dir = tempfile::Builder::new()
         .prefix("rekube-sync-pod-")
@@ -128,26 +175,8 @@ async fn pods_run_to_completion_and_leave_nothing_behind() {
         SyncerConfig::new(vec!["127.0.0.1".into()], logs.clone()),
         rekube_node_agent::agent::events::recorder(client.clone(), &node),
     ));
-    let workers = PodWorkers::new(Arc::clone(&syncer), Duration::from_secs(10));
-    let weak = Arc::downgrade(&workers);
-    syncer.set_resync(Arc::new(move |uid: &str| {
-        if let Some(w) = weak.upgrade() {
-            w.resync(uid)
-        }
-    }));
-
     let ns_name = format!("sync-pod-{}", std::process::id());
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": ns_name}})).unwrap();
-    namespaces
-        .create(&PostParams::default(), &ns)
-        .await
-        .unwrap();
-    let watcher = tokio::spawn({
-        let (client, node, workers) = (client.clone(), node.clone(), Arc::clone(&workers));
-        async move { watch_pods(client, &node, workers).await }
-    });
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns_name);
+    let (workers, watcher, pods) = start_node(&client, &syncer, &node, &ns_name).await;
     let t = Duration::from_secs(60);
 
     // A pod runs to completion; its output is in the CRI log.
@@ -330,7 +359,9 @@ async fn pods_run_to_completion_and_leave_nothing_behind() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(workers.is_empty());
     assert_no_leaks(&before, &scope());
-    let _ = namespaces.delete(&ns_name, &DeleteParams::default()).await;
+    let _ = Api::<Namespace>::all(client.clone())
+        .delete(&ns_name, &DeleteParams::default())
+        .await;
     let _ = runtime.cgroups().remove("");
 }
 
@@ -342,32 +373,10 @@ async fn pods_run_to_completion_and_leave_nothing_behind() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_node_wide_pass_keeps_maximum_dead_containers() {
     let _serial = SERIAL.lock().await;
-    if !nix::unistd::geteuid().is_root() {
-        rekube_crds::testing::missing_prerequisite("the pod sync tests need root");
+    let Some(client) = prerequisites().await else {
         return;
-    }
-    if !std::path::Path::new(REGISTRY_BIN).exists() || !std::path::Path::new(BUSYBOX).exists() {
-        rekube_crds::testing::missing_prerequisite(
-            "docker-registry or busybox is not installed (e2e/scripts/bootstrap.sh installs them)",
-        );
-        return;
-    }
-    let client = match kube::Client::try_default().await {
-        Ok(c) => c,
-        Err(e) => {
-            rekube_crds::testing::missing_prerequisite(&format!("no cluster: {e}"));
-            return;
-        }
     };
-    let reg = Registry::start();
-    reg.push_image(
-        "busybox",
-        "1.36",
-        busybox(Layering::Gzip),
-        ManifestKind::Oci,
-    )
-    .await;
-    let image = format!("{}/busybox:1.36", reg.domain());
+    let (_reg, image) = busybox_registry().await;
     let dir = tempfile::Builder::new()
         .prefix("rekube-container-gc-")
         .tempdir()
@@ -404,25 +413,8 @@ async fn the_node_wide_pass_keeps_maximum_dead_containers() {
         },
         rekube_node_agent::agent::events::recorder(client.clone(), &node),
     ));
-    let workers = PodWorkers::new(Arc::clone(&syncer), Duration::from_secs(10));
-    let weak = Arc::downgrade(&workers);
-    syncer.set_resync(Arc::new(move |uid: &str| {
-        if let Some(w) = weak.upgrade() {
-            w.resync(uid)
-        }
-    }));
     let ns_name = format!("container-gc-{}", std::process::id());
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": ns_name}})).unwrap();
-    namespaces
-        .create(&PostParams::default(), &ns)
-        .await
-        .unwrap();
-    let watcher = tokio::spawn({
-        let (client, node, workers) = (client.clone(), node.clone(), Arc::clone(&workers));
-        async move { watch_pods(client, &node, workers).await }
-    });
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns_name);
+    let (workers, watcher, pods) = start_node(&client, &syncer, &node, &ns_name).await;
     for name in ["crash-a", "crash-b"] {
         pods.create(
             &PostParams::default(),
@@ -497,7 +489,9 @@ async fn the_node_wide_pass_keeps_maximum_dead_containers() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(workers.is_empty());
     assert_no_leaks(&before, &scope());
-    let _ = namespaces.delete(&ns_name, &DeleteParams::default()).await;
+    let _ = Api::<Namespace>::all(client.clone())
+        .delete(&ns_name, &DeleteParams::default())
+        .await;
     let _ = runtime.cgroups().remove("");
 }
 
