@@ -373,16 +373,15 @@ mod tests {
         );
     }
 
-    /// The kubelet's schedule: first restart at once, then 10 s, 20 s, 40 s … 300 s; a
-    /// container that ran for more than 600 s starts over at 10 s.
-    #[test]
-    fn crash_loop_schedule() {
+    /// Crash-loops `pod()`'s container `restarts` times under `b`, each exit at once and
+    /// each restart as soon as the back-off allows: the waits before each restart, and the
+    /// status and clock (seconds) it ends with.
+    fn crash_loop_waits(b: &mut Backoff, restarts: usize) -> (Vec<i64>, PodRuntimeStatus, i64) {
         let (pod, container) = pod();
-        let mut b = Backoff::crash_loop();
         let mut status = PodRuntimeStatus::default();
         let mut now = 1000;
         let mut waits = Vec::new();
-        for attempt in 0..9 {
+        for attempt in 0..restarts {
             let mut c = cstatus(
                 &format!("c{attempt}"),
                 "foocontainer",
@@ -393,12 +392,22 @@ mod tests {
             c.finished_at = Some(ts(now));
             status.containers.push(c);
             let finished = now;
-            while let Some(bo) = do_back_off(&pod, &container, &status, &mut b, ts(now)) {
+            while let Some(bo) = do_back_off(&pod, &container, &status, b, ts(now)) {
                 now = bo.until.as_second();
             }
             waits.push(now - finished);
             now += 1;
         }
+        (waits, status, now)
+    }
+
+    /// The kubelet's schedule: first restart at once, then 10 s, 20 s, 40 s … 300 s; a
+    /// container that ran for more than 600 s starts over at 10 s.
+    #[test]
+    fn crash_loop_schedule() {
+        let (pod, container) = pod();
+        let mut b = Backoff::crash_loop();
+        let (waits, mut status, mut now) = crash_loop_waits(&mut b, 9);
         assert_eq!(waits, vec![0, 10, 20, 40, 80, 160, 300, 300, 300]);
 
         // Ran for 601 s: back to the initial backoff.
@@ -426,30 +435,8 @@ mod tests {
     /// the cap is the period, and the first wait the smaller of 10 s and the period.
     #[test]
     fn crash_loop_schedule_with_a_max_container_restart_period() {
-        let (pod, container) = pod();
         let schedule = |max: Duration, restarts: usize| {
-            let mut b = Backoff::crash_loop_with_max(max);
-            let mut status = PodRuntimeStatus::default();
-            let mut now = 1000;
-            let mut waits = Vec::new();
-            for attempt in 0..restarts {
-                let mut c = cstatus(
-                    &format!("c{attempt}"),
-                    "foocontainer",
-                    ContainerState::Exited,
-                    0,
-                );
-                c.created_at = ts(now);
-                c.finished_at = Some(ts(now));
-                status.containers.push(c);
-                let finished = now;
-                while let Some(bo) = do_back_off(&pod, &container, &status, &mut b, ts(now)) {
-                    now = bo.until.as_second();
-                }
-                waits.push(now - finished);
-                now += 1;
-            }
-            waits
+            crash_loop_waits(&mut Backoff::crash_loop_with_max(max), restarts).0
         };
         assert_eq!(schedule(SECOND, 5), vec![0, 1, 1, 1, 1]);
         assert_eq!(schedule(30 * SECOND, 5), vec![0, 10, 20, 30, 30]);
