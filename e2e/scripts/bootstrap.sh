@@ -13,16 +13,8 @@ say() { printf '[bootstrap] %s\n' "$*" >&2; }
 # compares rekube's with; qemu and debootstrap for the cgroup v2 VM (vm-cgroup2.sh).
 APT_PACKAGES=(openssl curl jq ca-certificates git build-essential docker-registry busybox-static apache2-utils runc crun qemu-system-x86 debootstrap e2fsprogs)
 t0=$SECONDS
-missing=()
-for p in "${APT_PACKAGES[@]}"; do
-  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  say "installing ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+source "$here/apt.sh"
+apt_install_missing "${APT_PACKAGES[@]}"
 say "apt packages ready in $((SECONDS - t0))s"
 
 for tool in go cargo; do

@@ -68,16 +68,8 @@ esac
 
 # --- host packages ----------------------------------------------------------------------
 t0=$SECONDS
-missing=()
-for p in qemu-system-x86 debootstrap e2fsprogs jq; do
-  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  say "installing ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+source "$here/apt.sh"
+apt_install_missing qemu-system-x86 debootstrap e2fsprogs jq
 say "host packages ready in $((SECONDS - t0))s"
 
 # --- the guest image (cached) -----------------------------------------------------------
