@@ -178,6 +178,14 @@ mod tests {
             .arg("5")
             .spawn()
             .unwrap();
+        // Until it has exec'd, the forked child still carries this thread's name.
+        let comm = format!("/proc/{}/comm", child.id());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::fs::read_to_string(&comm).unwrap_or_default().trim() != "sleep"
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         let after = Snapshot::take(&scope);
         let diff = before.diff(&after);
         assert!(diff.contains("+ file: "), "{diff}");
