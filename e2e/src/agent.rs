@@ -1,6 +1,6 @@
 //! Running rekube-node-agent for a test: `run` with a node name, labels and lease
 //! namespace scoped to the test, its state under a temporary directory, killed on drop.
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use crate::TestNamespace;
@@ -292,21 +292,18 @@ impl AgentProcess {
             }
         }
         let parent = Self::cgroup_parent_of(&self.node_name);
-        if let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") {
-            for h in hierarchies.flatten() {
-                let dir = h.path().join(&parent);
-                let Ok(children) = std::fs::read_dir(&dir) else {
-                    continue;
-                };
-                for c in children.flatten() {
-                    if c.path().is_dir() {
-                        out.push(format!("cgroup: {}", c.path().display()));
-                    }
+        for dir in cgroup_parent_dirs(Path::new(CGROUP_ROOT), &parent) {
+            let Ok(children) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for c in children.flatten() {
+                if c.path().is_dir() {
+                    out.push(format!("cgroup: {}", c.path().display()));
                 }
-                let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
-                for pid in procs.split_whitespace() {
-                    out.push(format!("process {pid} in {}", dir.display()));
-                }
+            }
+            let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+            for pid in procs.split_whitespace() {
+                out.push(format!("process {pid} in {}", dir.display()));
             }
         }
         out
@@ -357,10 +354,8 @@ impl Drop for AgentProcess {
         let _ = std::fs::remove_dir_all(&self.root);
         // A real agent's (empty) cgroup parent.
         let parent = Self::cgroup_parent_of(&self.node_name);
-        if let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") {
-            for h in hierarchies.flatten() {
-                let _ = std::fs::remove_dir(h.path().join(&parent));
-            }
+        for dir in cgroup_parent_dirs(Path::new(CGROUP_ROOT), &parent) {
+            let _ = std::fs::remove_dir(dir);
         }
         // The Node is not the test's object: delete it here (its Lease goes with it).
         // The pods still bound to it keep the dead agent's finalizer, which would hold
@@ -415,5 +410,51 @@ async fn release_pods(client: &kube::Client, node: &str) {
                 &kube::api::Patch::Merge(&patch),
             )
             .await;
+    }
+}
+
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+/// The directories of a cgroup parent under `root`: the one cgroup on the unified (v2)
+/// hierarchy, where `root` itself is a cgroup (it has `cgroup.controllers`), or one per
+/// mounted v1 hierarchy (`root/<controller>/<parent>`). Joining the parent onto every
+/// entry of a v2 root would look in the wrong places and never find a leftover.
+fn cgroup_parent_dirs(root: &Path, parent: &str) -> Vec<PathBuf> {
+    if root.join("cgroup.controllers").exists() {
+        return vec![root.join(parent)];
+    }
+    let Ok(hierarchies) = std::fs::read_dir(root) else {
+        return Vec::new();
+    };
+    let mut dirs: Vec<PathBuf> = hierarchies
+        .flatten()
+        .filter(|h| h.path().is_dir())
+        .map(|h| h.path().join(parent))
+        .collect();
+    dirs.sort();
+    dirs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cgroup_parent_dirs_on_v1_and_v2() {
+        let v1 = tempfile::tempdir().unwrap();
+        for h in ["memory", "cpu", "pids"] {
+            std::fs::create_dir(v1.path().join(h)).unwrap();
+        }
+        assert_eq!(
+            cgroup_parent_dirs(v1.path(), "rekube-e2e-n"),
+            ["cpu", "memory", "pids"].map(|h| v1.path().join(h).join("rekube-e2e-n"))
+        );
+        let v2 = tempfile::tempdir().unwrap();
+        std::fs::write(v2.path().join("cgroup.controllers"), "cpu memory pids").unwrap();
+        std::fs::create_dir(v2.path().join("system.slice")).unwrap();
+        assert_eq!(
+            cgroup_parent_dirs(v2.path(), "rekube-e2e-n"),
+            [v2.path().join("rekube-e2e-n")]
+        );
     }
 }

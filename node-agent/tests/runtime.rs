@@ -932,3 +932,34 @@ fn the_leak_check_notices_a_leftover() {
         "{diff}"
     );
 }
+
+#[test]
+fn the_leak_check_notices_a_leftover_cgroup_and_its_process() {
+    // The same check on the host's real cgroups (v1 here, the unified hierarchy in the
+    // cgroup v2 VM): a cgroup left under the runtime's parent, and a process in it, are
+    // both reported; removing them makes the diff empty again.
+    let Some(env) = env() else { return };
+    let cgroups = env.runtime.cgroups();
+    let scope = env.scope();
+    cgroups.create("leftover", &Resources::default()).unwrap();
+    let mut child = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .unwrap();
+    cgroups.add_pid("leftover", child.id() as i32).unwrap();
+    let diff = env.before.diff(&Snapshot::take(&scope));
+    let pid = child.id().to_string();
+    assert!(
+        diff.lines()
+            .any(|l| l.starts_with("+ cgroup: ") && l.ends_with("leftover")),
+        "{diff}"
+    );
+    assert!(
+        diff.lines().any(|l| l.starts_with(&format!("+ process: {pid} sleep (in cgroup")))
+            && diff.contains(&format!("{pid} sleep (child)")),
+        "{diff}"
+    );
+    cgroups.remove("leftover").unwrap();
+    let _ = child.wait();
+    env.finish();
+}
