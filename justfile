@@ -52,6 +52,8 @@ install:
     # The node agents' heartbeat Leases live here (the apiserver makes kube-node-lease for
     # upstream's; nothing makes ours but this, or the Helm chart).
     kubectl create namespace rekube-node-lease --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+    # The nodes' ServiceAccounts, kept by the node authorizer (as the chart makes it).
+    kubectl create namespace rekube-node-identity --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 
 # Set everything up on the local cluster, run rekube-controllers and show a sample workload.
 up: bootstrap cluster-up

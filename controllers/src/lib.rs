@@ -6,6 +6,7 @@
 //! informers, calls the core and writes the result.
 pub mod deployment;
 pub mod manager;
+pub mod nodeauthorizer;
 pub mod nodelifecycle;
 pub mod podgc;
 pub mod replicaset;

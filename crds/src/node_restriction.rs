@@ -17,6 +17,10 @@
 //!   only of such pods and only to add or remove [`AGENT_FINALIZER`]; a delete only of
 //!   such pods;
 //! - Leases: only in the node lease namespace, only the one named after the node;
+//! - TokenRequests (`serviceaccounts/token`): rekube's addition for the node authorizer
+//!   ([`crate::node_identity`]): only for the node's own ServiceAccount (named after the
+//!   node, in the node identity namespace), and only bound to the node's Node object
+//!   (its name and UID as the agent's token carries them), so the token dies with it;
 //! - a request without the node's name (a token bound to nothing) is refused for all of
 //!   these and for events, as upstream refuses a node identity without a name.
 //!
@@ -26,6 +30,7 @@
 use serde_json::{Value, json};
 
 use crate::GROUP;
+use crate::node_identity::NODE_UID_EXTRA;
 
 /// The finalizer rekube-node-agent holds on the pods it runs (node-agent's
 /// `hollow::FINALIZER`).
@@ -35,12 +40,13 @@ pub const AGENT_FINALIZER: &str = crate::NODE_AGENT_FINALIZER;
 pub const NODE_NAME_EXTRA: &str = "authentication.kubernetes.io/node-name";
 
 /// What the policy is about: its object name, the agent's user name
-/// (`system:serviceaccount:NS:NAME`) and the node lease namespace. Strings placed in
-/// CEL literals: they must not hold a `'` or a `\`.
+/// (`system:serviceaccount:NS:NAME`), the node lease namespace and the node identity
+/// namespace. Strings placed in CEL literals: they must not hold a `'` or a `\`.
 pub struct Identity<'a> {
     pub policy_name: &'a str,
     pub username: &'a str,
     pub lease_namespace: &'a str,
+    pub identity_namespace: &'a str,
 }
 
 /// Labels a kubelet may set on its own Node (k8s.io/kubelet/pkg/apis `kubeletLabels`).
@@ -212,6 +218,37 @@ pub fn objects(id: &Identity) -> Vec<Value> {
             on(&["leases"], &["CREATE", "UPDATE", "DELETE"], "variables.name == variables.nodeName"),
             "'can only access node lease with the same name as the requesting node'".into(),
         ),
+        // rekube's: the node's own identity for reading its pods' Secrets and ConfigMaps
+        check(
+            on(
+                &["serviceaccounts/token"],
+                &["CREATE"],
+                &format!(
+                    "request.namespace == '{ns}' && request.name == variables.nodeName",
+                    ns = id.identity_namespace
+                ),
+            ),
+            format!(
+                "'node ' + {node} + ' can only request a token for its own service account ' + {}",
+                quoted(&format!("'{}/' + variables.nodeName", id.identity_namespace))
+            ),
+        ),
+        check(
+            on(
+                &["serviceaccounts/token"],
+                &["CREATE"],
+                &format!(
+                    "has(object.spec.boundObjectRef) && \
+                     object.spec.boundObjectRef.apiVersion == 'v1' && \
+                     object.spec.boundObjectRef.kind == 'Node' && \
+                     object.spec.boundObjectRef.name == variables.nodeName && \
+                     has(object.spec.boundObjectRef.uid) && \
+                     '{NODE_UID_EXTRA}' in request.userInfo.extra && \
+                     object.spec.boundObjectRef.uid in request.userInfo.extra['{NODE_UID_EXTRA}']"
+                ),
+            ),
+            format!("'node ' + {node} + ' requested a token not bound to its own Node'"),
+        ),
     ];
     let modified = format!(
         "{new}.filter(k, !(k in {old}) || {old}[k] != {new}[k]) + {old}.filter(k, !(k in {new}))",
@@ -252,6 +289,7 @@ pub fn objects(id: &Identity) -> Vec<Value> {
                     rule(GROUP, &["pods/status"], &["UPDATE"]),
                     rule("coordination.k8s.io", &["leases"], &["CREATE", "UPDATE", "DELETE"]),
                     rule("events.k8s.io", &["events"], &["CREATE", "UPDATE"]),
+                    rule("", &["serviceaccounts/token"], &["CREATE"]),
                 ]},
                 "matchConditions": [{
                     "name": "node-agent",
@@ -279,6 +317,7 @@ mod tests {
             policy_name: "r-node-agent-node-restriction",
             username: "system:serviceaccount:ns:r-node-agent",
             lease_namespace: "leases",
+            identity_namespace: "ids",
         })
         .remove(0)
     }

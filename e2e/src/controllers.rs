@@ -105,8 +105,9 @@ impl ControllerProcess {
     }
 
     /// Nodes are cluster-scoped: unless the test says otherwise, the controllers watch only
-    /// the test's nodes (labelled by [`crate::nodes::create_node`]) and read their heartbeat
-    /// Leases from the test namespace, so parallel tests never touch each other's nodes.
+    /// the test's nodes (labelled by [`crate::nodes::create_node`]), read their heartbeat
+    /// Leases from the test namespace and keep their ServiceAccounts there, so parallel
+    /// tests never touch each other's nodes.
     fn scoping_defaults(&self) -> Vec<String> {
         let mut args = Vec::new();
         let given = |flag: &str| {
@@ -138,6 +139,10 @@ impl ControllerProcess {
         }
         if !given("--node-lease-namespace") {
             args.push("--node-lease-namespace".into());
+            args.push(self.namespace.clone());
+        }
+        if !given("--node-identity-namespace") {
+            args.push("--node-identity-namespace".into());
             args.push(self.namespace.clone());
         }
         args

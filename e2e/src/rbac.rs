@@ -41,7 +41,8 @@ impl Drop for ChartRbac {
 }
 
 /// Renders `template` of the chart for a release named after the test namespace, with
-/// the node agents' Leases in the test namespace (the tests' scoping), and applies it.
+/// the node agents' Leases and the nodes' ServiceAccounts in the test namespace (the
+/// tests' scoping), and applies it.
 fn apply_chart_template(ns: &TestNamespace, template: &str) {
     let chart = concat!(env!("CARGO_MANIFEST_DIR"), "/../helm/rekube");
     let rendered = run(Command::new("helm").args([
@@ -56,7 +57,8 @@ fn apply_chart_template(ns: &TestNamespace, template: &str) {
         template,
         "--set",
         &format!(
-            "nodeLeaseNamespace={},createNodeLeaseNamespace=false",
+            "nodeLeaseNamespace={0},createNodeLeaseNamespace=false,\
+             nodeIdentityNamespace={0},createNodeIdentityNamespace=false",
             ns.name
         ),
     ]));

@@ -13,6 +13,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, ContainerStatus, Secret};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use rekube_crds::Pod;
 use rekube_e2e::agent::AgentProcess;
+use rekube_e2e::controllers::ControllerProcess;
 use rekube_e2e::{TestNamespace, rbac, wait_until};
 use serde_json::{Value, json};
 
@@ -1055,8 +1056,10 @@ async fn an_agent_restart_leaves_no_orphans() {
 
 /// The agent works under the least-privilege RBAC of the chart and its NodeRestriction
 /// policy (its ServiceAccount's token, bound to its node): it registers, heartbeats, runs
-/// a pod whose environment comes from a ConfigMap and a Secret, records its events, and
-/// releases it; nothing is forbidden, and nothing beyond that is granted.
+/// a pod whose environment comes from a ConfigMap and a Secret (read as its node's own
+/// ServiceAccount, which the node authorizer of rekube-controllers grants them), records
+/// its events, and releases it; nothing is forbidden, and nothing beyond that is granted:
+/// its own ServiceAccount reads no Secret at all.
 #[tokio::test]
 async fn the_agent_works_with_the_charts_least_privilege_rbac() {
     if skip() {
@@ -1075,10 +1078,13 @@ async fn the_agent_works_with_the_charts_least_privilege_rbac() {
     let token = rbac::service_account_token(&ns, &sa, Some(("Node", &node)));
     let kubeconfig = rbac::token_kubeconfig(&ns, &sa, &token);
     rbac::node_restriction_in_force(&rbac::token_client(&ns, "probe", &token).await, &node).await;
+    // The node authorizer (with the test's admin credentials: its own RBAC is
+    // e2e/tests/node_authorizer.rs's).
+    let _controllers = ControllerProcess::start(&ns.name, &["--controllers=node-authorizer"]);
     let agent = AgentProcess::start_real_with_env(
         &ns,
         "n",
-        &[],
+        &["--node-identity-namespace", &ns.name],
         &[("KUBECONFIG", kubeconfig.to_str().unwrap())],
     );
     let pp = PostParams::default();
@@ -1156,8 +1162,10 @@ async fn the_agent_works_with_the_charts_least_privilege_rbac() {
             ("create", "pods.rekube.io", "no"),
             ("delete", "pods.rekube.io", "no"),
             ("patch", "pods.rekube.io/status", "yes"),
-            ("get", "secrets", "yes"),
+            ("get", "secrets", "no"),
+            ("get", "configmaps", "no"),
             ("list", "secrets", "no"),
+            ("create", "serviceaccounts/token", "no"),
             ("create", "deployments.rekube.io", "no"),
             ("create", "pods", "no"),
             ("create", "events.events.k8s.io", "yes"),

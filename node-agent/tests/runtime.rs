@@ -955,7 +955,8 @@ fn the_leak_check_notices_a_leftover_cgroup_and_its_process() {
         "{diff}"
     );
     assert!(
-        diff.lines().any(|l| l.starts_with(&format!("+ process: {pid} sleep (in cgroup")))
+        diff.lines()
+            .any(|l| l.starts_with(&format!("+ process: {pid} sleep (in cgroup")))
             && diff.contains(&format!("{pid} sleep (child)")),
         "{diff}"
     );

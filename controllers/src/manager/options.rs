@@ -14,6 +14,7 @@ pub const KNOWN_CONTROLLERS: &[&str] = &[
     "taint-eviction-controller",
     "scheduler",
     "pod-garbage-collector-controller",
+    "node-authorizer-controller",
 ];
 
 #[derive(Debug, Parser)]
@@ -122,6 +123,11 @@ pub struct Options {
     #[arg(long, default_value = "rekube-node-lease")]
     pub node_lease_namespace: String,
 
+    /// Where the node authorizer keeps each node's ServiceAccount, named after the node:
+    /// the identity a node agent reads its pods' Secrets and ConfigMaps with.
+    #[arg(long, default_value = rekube_crds::node_identity::DEFAULT_NODE_IDENTITY_NAMESPACE)]
+    pub node_identity_namespace: String,
+
     /// How long pods without their own toleration tolerate the not-ready and unreachable
     /// NoExecute taints (upstream: the apiserver's --default-not-ready-toleration-seconds
     /// and --default-unreachable-toleration-seconds, added to pods by admission).
@@ -161,7 +167,7 @@ pub struct Options {
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum Error {
     #[error(
-        "unknown controller {0:?} in --controllers (known: deployment-controller, replicaset-controller, node-ipam-controller, node-lifecycle-controller, taint-eviction-controller, pod-garbage-collector-controller, scheduler)"
+        "unknown controller {0:?} in --controllers (known: deployment-controller, replicaset-controller, node-ipam-controller, node-lifecycle-controller, taint-eviction-controller, pod-garbage-collector-controller, node-authorizer-controller, scheduler)"
     )]
     UnknownController(String),
     #[error(
@@ -268,6 +274,7 @@ mod tests {
     fn controllers_flag_follows_kube_controller_manager() {
         let all = vec![
             "deployment-controller",
+            "node-authorizer-controller",
             "node-ipam-controller",
             "node-lifecycle-controller",
             "pod-garbage-collector-controller",
@@ -284,7 +291,11 @@ mod tests {
             enabled(&["scheduler", "node-lifecycle"]).unwrap(),
             vec!["node-lifecycle-controller", "scheduler"]
         );
-        assert_eq!(enabled(&["*", "-scheduler"]).unwrap().len(), 6);
+        assert_eq!(enabled(&["*", "-scheduler"]).unwrap().len(), 7);
+        assert_eq!(
+            enabled(&["node-authorizer"]).unwrap(),
+            vec!["node-authorizer-controller"]
+        );
         assert_eq!(
             enabled(&["pod-garbage-collector"]).unwrap(),
             vec!["pod-garbage-collector-controller"]

@@ -3,6 +3,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::Api;
 use kube::runtime::watcher;
 use rekube_crds::{
@@ -15,6 +17,9 @@ use super::metrics::Metrics;
 use super::options::Options;
 use super::supervisor::{Task, abort_all, first_to_stop};
 use crate::deployment::controller::DeploymentController;
+use crate::nodeauthorizer::controller::{
+    Informers as NodeAuthorizerInformers, NodeAuthorizer, managed_selector,
+};
 use crate::nodelifecycle::cidr::CidrSet;
 use crate::nodelifecycle::eviction_controller::TaintEvictionController;
 use crate::nodelifecycle::ipam_controller::NodeIpamController;
@@ -128,6 +133,17 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         page.clone(),
     );
     let classes = Informer::new(Api::<StorageClass>::all(client.clone()), page.clone());
+    // The node authorizer's own objects: only those it labelled.
+    let owned = page.clone().labels(&managed_selector());
+    let roles = Informer::new(scoped_api::<Role>(&client, &opts.namespace), owned.clone());
+    let bindings = Informer::new(
+        scoped_api::<RoleBinding>(&client, &opts.namespace),
+        owned.clone(),
+    );
+    let service_accounts = Informer::new(
+        Api::<ServiceAccount>::namespaced(client.clone(), &opts.node_identity_namespace),
+        owned,
+    );
 
     // The controllers and informers: each must run for the life of the process.
     let mut tasks: Vec<Task> = Vec::new();
@@ -226,6 +242,25 @@ pub async fn run(opts: Options) -> Result<(), Error> {
             c.run(shutdown.clone()),
         ));
     }
+    if enabled.contains("node-authorizer-controller") {
+        let c = NodeAuthorizer::new(
+            new_client().await?,
+            NodeAuthorizerInformers {
+                pods: Arc::clone(&pods),
+                nodes: Arc::clone(&nodes),
+                roles: Arc::clone(&roles),
+                bindings: Arc::clone(&bindings),
+                service_accounts: Arc::clone(&service_accounts),
+            },
+            opts.node_identity_namespace.clone(),
+            metrics.clone(),
+        );
+        queues.push(c.queue());
+        tasks.push(Task::spawn(
+            "controller node-authorizer-controller",
+            c.run(2),
+        ));
+    }
     if enabled.contains("scheduler") {
         // kube-scheduler's own client connection settings, and a separate client for
         // events, as kube-scheduler's eventClient.
@@ -279,6 +314,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
             "node-lifecycle-controller",
             "taint-eviction-controller",
             "pod-garbage-collector-controller",
+            "node-authorizer-controller",
             "scheduler"
         ])
     );
@@ -289,6 +325,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
             "node-lifecycle-controller",
             "taint-eviction-controller",
             "pod-garbage-collector-controller",
+            "node-authorizer-controller",
             "scheduler"
         ])
     );
@@ -296,6 +333,9 @@ pub async fn run(opts: Options) -> Result<(), Error> {
     start!(pvs, needs(&["scheduler"]));
     start!(pvcs, needs(&["scheduler"]));
     start!(classes, needs(&["scheduler"]));
+    start!(roles, needs(&["node-authorizer-controller"]));
+    start!(bindings, needs(&["node-authorizer-controller"]));
+    start!(service_accounts, needs(&["node-authorizer-controller"]));
     // /readyz: every informer has its first list.
     let readiness = {
         let metrics = metrics.clone();

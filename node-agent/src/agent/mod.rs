@@ -22,6 +22,7 @@ pub mod hollow;
 pub mod image_gc;
 pub mod lifecycle;
 pub mod machine;
+pub mod node_identity;
 pub mod node_status;
 pub mod options;
 pub mod pod_cidr;

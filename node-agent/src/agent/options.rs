@@ -36,6 +36,12 @@ pub struct AgentOptions {
     /// The namespace of the node heartbeat Leases.
     #[arg(long, default_value = "rekube-node-lease")]
     pub node_lease_namespace: String,
+    /// Read the pods' Secrets and ConfigMaps as the ServiceAccount named after the node in
+    /// this namespace (a token the agent requests, bound to its Node; the node authorizer
+    /// of rekube-controllers grants it exactly its pods' references). Empty: read them
+    /// with the agent's own credentials. The chart sets it.
+    #[arg(long, default_value = "")]
+    pub node_identity_namespace: String,
     /// The Lease's duration; it is renewed every quarter of it.
     #[arg(long, default_value_t = 40)]
     pub node_lease_duration_seconds: i32,

@@ -215,6 +215,9 @@ pub async fn run(opts: AgentOptions) -> Result<(), Error> {
                 container_gc,
                 crash_loop_max_container_restart_period: crash_loop_max,
                 node_allocatable: allocatable,
+                node_name: name.clone(),
+                node_identity_namespace: Some(opts.node_identity_namespace.clone())
+                    .filter(|n| !n.is_empty()),
                 ..SyncerConfig::new(host_ips, opts.pod_log_dir.clone())
             },
             recorder.clone(),

@@ -24,10 +24,10 @@
 //!
 //! Events as the kubelet's ([`super::events`]): image pulls, Created, Started, Failed,
 //! Killing, BackOff, Unhealthy, hook failures, sandbox failures.
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Secret};
+use k8s_openapi::api::core::v1::Container;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use rekube_crds::Pod;
 
@@ -42,6 +42,7 @@ use kube::{Client, ResourceExt};
 use super::events::{self as ev};
 use super::hollow::{Error as HollowError, add_finalizer, remove_finalizer, write_status};
 use super::lifecycle::{HookTarget, REASON_POST_START_HOOK_ERROR, run_handler};
+use super::node_identity::NodeReader;
 use super::pod_workers::{BoxFuture, PodSyncer, SyncOutcome};
 use super::prober_manager::{ProbeTarget, ProberManager};
 use crate::image::credentials::{RegistryCredential, parse_pull_secret};
@@ -294,6 +295,11 @@ pub struct SyncerConfig {
     /// The Node's allocatable: a `limits.*` resourceFieldRef with no limit set reads it
     /// (upstream `defaultPodLimitsForDownwardAPI`).
     pub node_allocatable: BTreeMap<String, Quantity>,
+    /// The node's name and `--node-identity-namespace`: Secrets and ConfigMaps are read
+    /// as the node's own ServiceAccount there ([`super::node_identity`]); `None`: with
+    /// the agent's client.
+    pub node_name: String,
+    pub node_identity_namespace: Option<String>,
 }
 
 impl SyncerConfig {
@@ -309,6 +315,8 @@ impl SyncerConfig {
             container_gc: ContainerGcPolicy::default(),
             crash_loop_max_container_restart_period: MAX_CRASH_LOOP_BACK_OFF,
             node_allocatable: BTreeMap::new(),
+            node_name: String::new(),
+            node_identity_namespace: None,
         }
     }
 }
@@ -323,6 +331,8 @@ pub struct RealSyncer {
     poke: Mutex<Option<Poke>>,
     pub(super) prober: ProberManager,
     recorder: EventRecorder,
+    /// Reads the pods' Secrets and ConfigMaps, as the node.
+    reader: NodeReader,
 }
 
 /// Where a pod's network is: its IP ("" while it has none) and namespace (None: the
@@ -381,30 +391,11 @@ fn api_restart_count(pod: &Pod, name: &str) -> Option<i32> {
 }
 
 /// The ConfigMaps and Secrets `container`'s environment refers to.
-fn env_references(container: &Container) -> (Vec<String>, Vec<String>) {
-    let (mut cms, mut secrets) = (Vec::new(), Vec::new());
-    for e in container.env.iter().flatten() {
-        let Some(from) = &e.value_from else { continue };
-        if let Some(r) = &from.config_map_key_ref {
-            cms.push(r.name.clone());
-        }
-        if let Some(r) = &from.secret_key_ref {
-            secrets.push(r.name.clone());
-        }
-    }
-    for e in container.env_from.iter().flatten() {
-        if let Some(r) = &e.config_map_ref {
-            cms.push(r.name.clone());
-        }
-        if let Some(r) = &e.secret_ref {
-            secrets.push(r.name.clone());
-        }
-    }
-    cms.sort();
-    cms.dedup();
-    secrets.sort();
-    secrets.dedup();
-    (cms, secrets)
+fn env_references(container: &Container) -> (BTreeSet<String>, BTreeSet<String>) {
+    rekube_crds::pod_refs::container_env_names(
+        container.env.as_deref().unwrap_or_default(),
+        container.env_from.as_deref().unwrap_or_default(),
+    )
 }
 
 fn to_timestamp(t: std::time::SystemTime) -> Timestamp {
@@ -438,6 +429,11 @@ impl RealSyncer {
             )
         }));
         RealSyncer {
+            reader: NodeReader::new(
+                client.clone(),
+                &config.node_name,
+                config.node_identity_namespace.clone(),
+            ),
             client,
             images,
             config,
@@ -581,11 +577,9 @@ impl RealSyncer {
     > {
         let ns = pod.namespace().unwrap_or_default();
         let (cm_names, secret_names) = env_references(container);
-        let cms: Api<ConfigMap> = Api::namespaced(self.client.clone(), &ns);
-        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &ns);
         let mut config_maps = BTreeMap::new();
         for name in cm_names {
-            match cms.get_opt(&name).await {
+            match self.reader.config_map(&ns, &name).await {
                 Ok(Some(cm)) => {
                     config_maps.insert(name, cm.data.unwrap_or_default());
                 }
@@ -600,7 +594,7 @@ impl RealSyncer {
         }
         let mut secret_data = BTreeMap::new();
         for name in secret_names {
-            match secrets.get_opt(&name).await {
+            match self.reader.secret(&ns, &name).await {
                 Ok(Some(s)) => {
                     let data = s
                         .data
@@ -626,7 +620,6 @@ impl RealSyncer {
     /// `getPullSecretsForPod`: a missing secret is logged and skipped).
     async fn pull_credentials(&self, pod: &Pod) -> Vec<RegistryCredential> {
         let ns = pod.namespace().unwrap_or_default();
-        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &ns);
         let mut out = Vec::new();
         let refs = pod
             .spec
@@ -634,7 +627,7 @@ impl RealSyncer {
             .and_then(|s| s.image_pull_secrets.clone())
             .unwrap_or_default();
         for r in refs {
-            match secrets.get_opt(&r.name).await {
+            match self.reader.secret(&ns, &r.name).await {
                 Ok(Some(s)) => {
                     let data: BTreeMap<String, Vec<u8>> = s
                         .data

@@ -1,0 +1,6 @@
+//! The node authorizer (upstream's Node authorizer, plugin/pkg/auth/authorizer/node, as
+//! RBAC written by a controller): a node agent may read only the Secrets and ConfigMaps
+//! of the pods bound to its node. [`grants`] is the pure core, [`controller`] the
+//! reconciler.
+pub mod controller;
+pub mod grants;
