@@ -67,6 +67,7 @@ fn admission_parts() -> (String, String) {
 fn render_admission() -> Rendered {
     let (base, pod_security) = admission_parts();
     let pod_security = crate::pod_security::fill_defaults(&pod_security, |d| d.rekube.to_owned());
+    let pod_security = crate::pod_security::fill_exemptions(&pod_security, |_| "[]".to_owned());
     let json_bytes = crate::admission::objects()
         .iter()
         .chain(crate::admission::validating_objects().iter())
@@ -83,8 +84,9 @@ fn render_admission() -> Rendered {
 }
 
 /// The chart's admission template: the policies if `admissionPolicies.enabled`, Pod
-/// Security if `podSecurity.enabled` too, its defaults from `podSecurity.defaults`
-/// (checked by the `rekube.podSecurity*` helpers in `_helpers.tpl`).
+/// Security if `podSecurity.enabled` too, its defaults from `podSecurity.defaults` and its
+/// exemptions from `podSecurity.exemptions` (checked by the `rekube.podSecurity*` helpers
+/// in `_helpers.tpl`).
 fn chart_admission() -> String {
     let (base, pod_security) = admission_parts();
     let pod_security = crate::pod_security::fill_defaults(&pod_security, |d| {
@@ -96,6 +98,12 @@ fn chart_admission() -> String {
         format!(
             "{{{{ include \"{helper}\" (list \"{}\" .Values.podSecurity.defaults.{}) }}}}",
             d.chart_value, d.chart_value
+        )
+    });
+    let pod_security = crate::pod_security::fill_exemptions(&pod_security, |e| {
+        format!(
+            "{{{{ include \"rekube.podSecurityExemptions\" (list \"{}\" .Values.podSecurity.exemptions.{}) }}}}",
+            e.chart_value, e.chart_value
         )
     });
     format!(

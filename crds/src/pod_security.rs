@@ -71,6 +71,46 @@ pub const DEFAULTS: [DefaultSetting; 6] = [
     },
 ];
 
+/// Upstream's exemptions (the PodSecurity plugin's `exemptions` configuration): requests
+/// of these users, and pods and workloads in these namespaces or with these runtime
+/// classes, are not checked in any mode. Each is a CEL list placeholder: `[]` in `crds/`,
+/// the chart's `podSecurity.exemptions.<chart_value>` in the chart.
+pub struct Exemption {
+    pub placeholder: &'static str,
+    pub chart_value: &'static str,
+}
+
+pub const EXEMPTIONS: [Exemption; 3] = [
+    Exemption {
+        placeholder: "REKUBE_PSS_EXEMPT_USERNAMES",
+        chart_value: "usernames",
+    },
+    Exemption {
+        placeholder: "REKUBE_PSS_EXEMPT_NAMESPACES",
+        chart_value: "namespaces",
+    },
+    Exemption {
+        placeholder: "REKUBE_PSS_EXEMPT_RUNTIME_CLASSES",
+        chart_value: "runtimeClasses",
+    },
+];
+
+/// CEL match condition: the request is not exempt (upstream `exemptNamespace`,
+/// `exemptUser`, `exemptRuntimeClass`; a workload's runtime class is its template's).
+fn not_exempt() -> String {
+    format!(
+        "!(request.userInfo.username in {users}) && !(request.namespace in {namespaces}) && \
+         !((request.resource.resource == 'pods' ? object.spec.?runtimeClassName.orValue('') : \
+         object.spec.template.spec.?runtimeClassName.orValue('')) in {classes})",
+        users = EXEMPTIONS[0].placeholder,
+        namespaces = EXEMPTIONS[1].placeholder,
+        classes = EXEMPTIONS[2].placeholder,
+    )
+}
+
+/// The audit mode's annotation in the audit log (`<policy name>/audit-violations`).
+pub const AUDIT_VIOLATIONS_KEY: &str = "audit-violations";
+
 /// The label prefix upstream reads.
 pub const LABEL_PREFIX: &str = "pod-security.kubernetes.io/";
 
@@ -914,14 +954,17 @@ pub fn mode_objects(mode: Mode) -> [Value; 2] {
         Mode::Warn => "Warn",
         Mode::Audit => "Audit",
     };
-    let spec = json!({
+    let mut spec = json!({
         "matchConstraints": {
             "resourceRules": [{
                 "apiGroups": [GROUP], "apiVersions": ["v1"],
                 "operations": ["CREATE", "UPDATE"], "resources": resources,
             }],
         },
-        "matchConditions": [{ "name": "significant-change", "expression": SIGNIFICANT }],
+        "matchConditions": [
+            { "name": "not-exempt", "expression": not_exempt() },
+            { "name": "significant-change", "expression": SIGNIFICANT },
+        ],
         "failurePolicy": "Fail",
         "variables": variables,
         "validations": [{
@@ -932,6 +975,15 @@ pub fn mode_objects(mode: Mode) -> [Value; 2] {
             "reason": "Forbidden",
         }],
     });
+    if mode == Mode::Audit {
+        // Upstream's audit annotation `pod-security.kubernetes.io/audit-violations`; an
+        // admission policy's keys are prefixed with its own name. An empty value is
+        // omitted.
+        spec["auditAnnotations"] = json!([{
+            "key": AUDIT_VIOLATIONS_KEY,
+            "valueExpression": format!("size(variables.violations) == 0 ? '' : {message}"),
+        }]);
+    }
     [
         json!({
             "apiVersion": "admissionregistration.k8s.io/v1",
@@ -961,6 +1013,13 @@ pub fn fill_defaults(text: &str, value: impl Fn(&DefaultSetting) -> String) -> S
     DEFAULTS
         .iter()
         .fold(text.to_owned(), |t, d| t.replace(d.placeholder, &value(d)))
+}
+
+/// `text` with each exemption's placeholder replaced by `value(exemption)` (a CEL list).
+pub fn fill_exemptions(text: &str, value: impl Fn(&Exemption) -> String) -> String {
+    EXEMPTIONS
+        .iter()
+        .fold(text.to_owned(), |t, e| t.replace(e.placeholder, &value(e)))
 }
 
 #[cfg(test)]
@@ -1014,7 +1073,11 @@ mod tests {
         for d in &DEFAULTS {
             assert!(text.contains(d.placeholder), "{} unused", d.placeholder);
         }
+        for e in &EXEMPTIONS {
+            assert!(text.contains(e.placeholder), "{} unused", e.placeholder);
+        }
         let filled = fill_defaults(&text, |d| d.rekube.to_owned());
+        let filled = fill_exemptions(&filled, |_| "[]".to_owned());
         assert!(!filled.contains("REKUBE_PSS_"));
     }
 

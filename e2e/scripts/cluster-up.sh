@@ -80,6 +80,20 @@ wait_for etcd 60 curl -fsS "http://127.0.0.1:$ETCD_PORT/health"
 log "etcd healthy in $((SECONDS - t0))s"
 
 # --- kube-apiserver
+# An audit log of the writes of rekube's pods and workloads, at Metadata level: where
+# Pod Security's audit mode records its violations (e2e/tests/pod_security.rs reads it).
+cat > "$CLUSTER_DIR/audit-policy.yaml" <<'YAML'
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: Metadata
+  verbs: [create, update, patch]
+  resources:
+  - group: rekube.io
+    resources: [pods, deployments, replicasets]
+- level: None
+YAML
 t0=$SECONDS
 start kube-apiserver "$K8S_BIN/kube-apiserver" \
   --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
@@ -93,6 +107,8 @@ start kube-apiserver "$K8S_BIN/kube-apiserver" \
   --authorization-mode Node,RBAC \
   --allow-privileged=true \
   --profiling=false \
+  --audit-policy-file "$CLUSTER_DIR/audit-policy.yaml" \
+  --audit-log-path "$LOGS/audit.log" --audit-log-maxsize 100 --audit-log-maxbackup 1 \
   --v 1
 wait_for kube-apiserver 120 kubectl --kubeconfig "$KUBECONFIG_FILE" get --raw /readyz
 log "kube-apiserver ready in $((SECONDS - t0))s"

@@ -29,6 +29,21 @@ pub async fn client() -> Client {
         .expect("a kubeconfig for the test cluster (run `just cluster-up`)")
 }
 
+/// The apiserver's audit log: `REKUBE_AUDIT_LOG`, or the local cluster's
+/// (`$REKUBE_CACHE/cluster/logs/audit.log`, which `e2e/scripts/cluster-up.sh` makes).
+/// `None` when there is none to read (on kind: set REKUBE_AUDIT_LOG to a log the
+/// apiserver writes where the tests can read it).
+pub fn audit_log() -> Option<PathBuf> {
+    if let Ok(path) = std::env::var("REKUBE_AUDIT_LOG") {
+        return Some(PathBuf::from(path));
+    }
+    let cache = std::env::var("REKUBE_CACHE")
+        .map(PathBuf::from)
+        .or_else(|_| std::env::var("HOME").map(|h| PathBuf::from(h).join(".cache/rekube")))
+        .ok()?;
+    Some(cache.join("cluster/logs/audit.log")).filter(|p| p.exists())
+}
+
 /// The path of a file under `e2e/manifests`.
 pub fn manifest_path(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

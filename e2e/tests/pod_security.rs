@@ -8,7 +8,9 @@
 use std::time::Duration;
 
 use futures::{StreamExt, stream};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::Client;
+use kube::api::{Api, PostParams};
 use kube::client::Body;
 use rekube_e2e::{TestNamespace, manifest_path, wait_until};
 use serde::Deserialize;
@@ -941,10 +943,292 @@ fn chart_values_set_the_defaults() {
         "{err}"
     );
 
+    let err = render_chart(&["--set-json", "podSecurity.exemptions.namespaces=[1]"]).unwrap_err();
+    assert!(
+        err.contains("podSecurity.exemptions.namespaces: 1 is not a string"),
+        "{err}"
+    );
+
     let off = render_chart(&["--set", "podSecurity.enabled=false"]).unwrap();
     assert!(
         !off.contains("pod-security"),
         "podSecurity.enabled=false still renders Pod Security"
     );
     assert!(off.contains("rekube-pod-validation.rekube.io"));
+}
+
+/// Creates `obj` (a rekube Pod, Deployment or ReplicaSet) for real.
+async fn create(client: &Client, ns: &str, obj: &Value) -> Answer {
+    let kind = obj["kind"].as_str().unwrap();
+    let path = format!("/apis/rekube.io/v1/namespaces/{ns}/{}", plural(kind));
+    send(client, "POST", &path, "application/json", obj).await
+}
+
+/// The annotations of the audit events of creates of `name` in `ns`.
+fn audit_annotations(log: &std::path::Path, ns: &str, name: &str) -> Vec<Value> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| {
+            e["verb"] == "create"
+                && e["stage"] == "ResponseComplete"
+                && e["objectRef"]["namespace"] == ns
+                && e["objectRef"]["name"] == name
+        })
+        .map(|e| e["annotations"].clone())
+        .collect()
+}
+
+/// The audit mode: a violation of the namespace's audit level is admitted (enforce
+/// privileged) and recorded in the apiserver's audit log, as upstream's
+/// `pod-security.kubernetes.io/audit-violations` annotation (here under the audit policy's
+/// name), for pods and workloads; the audit level defaults to baseline; a pod that passes
+/// carries no annotation.
+#[tokio::test]
+async fn audit_mode_records_violations_in_the_audit_log() {
+    let Some(log) = rekube_e2e::audit_log() else {
+        rekube_crds::testing::missing_prerequisite(
+            "no apiserver audit log to read (e2e/scripts/cluster-up.sh writes one; on another cluster set REKUBE_AUDIT_LOG)",
+        );
+        return;
+    };
+    let key = format!(
+        "{}/{}",
+        rekube_crds::pod_security::Mode::Audit.policy_name(),
+        rekube_crds::pod_security::AUDIT_VIOLATIONS_KEY
+    );
+    let restricted = namespace(
+        "pss-audit",
+        &[
+            ("enforce", "privileged"),
+            ("warn", "privileged"),
+            ("audit", "restricted"),
+        ],
+    )
+    .await;
+    let defaulted = namespace(
+        "pss-auditdef",
+        &[("enforce", "privileged"), ("warn", "privileged")],
+    )
+    .await;
+    wait_for_labels(&restricted, false).await;
+    wait_for_labels(&defaulted, false).await;
+
+    let privileged = pod(
+        "priv",
+        json!({"containers": [{"name": "c", "image": IMAGE, "securityContext": {"privileged": true}}]}),
+    );
+    let host_network = pod(
+        "hostnet",
+        json!({"hostNetwork": true, "containers": [{"name": "c", "image": IMAGE}]}),
+    );
+    let compliant = pod(
+        "ok",
+        json!({"securityContext": restricted_pod_security(),
+               "containers": [restricted_container("c")]}),
+    );
+    let mut deployment = workload("Deployment", &privileged);
+    deployment["metadata"]["name"] = json!("priv-deploy");
+    let cases: Vec<(&TestNamespace, &Value, Option<String>)> = vec![
+        (
+            &restricted,
+            &privileged,
+            Some(
+                "would violate PodSecurity \"restricted:latest\": privileged (container \"c\" must not set securityContext.privileged=true), allowPrivilegeEscalation != false (container \"c\" must set securityContext.allowPrivilegeEscalation=false), unrestricted capabilities (container \"c\" must set securityContext.capabilities.drop=[\"ALL\"]), runAsNonRoot != true (pod or container \"c\" must set securityContext.runAsNonRoot=true), seccompProfile (pod or container \"c\" must set securityContext.seccompProfile.type to \"RuntimeDefault\" or \"Localhost\")".into(),
+            ),
+        ),
+        (
+            &restricted,
+            &deployment,
+            Some("would violate PodSecurity \"restricted:latest\": privileged (container \"c\" must not set securityContext.privileged=true)".into()),
+        ),
+        (&restricted, &compliant, None),
+        (
+            &defaulted,
+            &host_network,
+            Some("would violate PodSecurity \"baseline:latest\": host namespaces (hostNetwork=true)".into()),
+        ),
+    ];
+    for (ns, obj, _) in &cases {
+        let a = create(&ns.client, &ns.name, obj).await;
+        assert!(a.status < 300, "{}: {a:?}", obj["metadata"]["name"]);
+        assert!(a.pod_security_warnings().is_empty(), "{a:?}");
+    }
+    for (ns, obj, want) in &cases {
+        let name = obj["metadata"]["name"].as_str().unwrap();
+        let annotations = wait_until(
+            &format!("the audit event of {name}"),
+            Duration::from_secs(30),
+            || async {
+                audit_annotations(&log, &ns.name, name)
+                    .pop()
+                    .ok_or_else(|| format!("no create of {}/{name} in {}", ns.name, log.display()))
+            },
+        )
+        .await;
+        let got = annotations[&key].as_str();
+        match want {
+            // A workload's message starts like the pod's: the full text is the pod's.
+            Some(w) if obj["kind"] == "Deployment" => assert!(
+                got.is_some_and(|g| g.starts_with(w.as_str())),
+                "{name}: {annotations}"
+            ),
+            Some(w) => assert_eq!(got, Some(w.as_str()), "{name}: {annotations}"),
+            None => assert!(got.is_none(), "{name}: {annotations}"),
+        }
+    }
+}
+
+/// The chart's Pod Security enforce policy rendered with `args`, applied under a name of
+/// the test's own and narrowed to the namespaces labelled `selector`, reading its levels
+/// from the label prefix `e2e-pss.rekube.io/` instead of upstream's (which the test's
+/// namespaces set to privileged, so the cluster's policies let everything through and
+/// only the copy decides). Deleted on drop.
+struct PolicyCopy(String);
+
+impl Drop for PolicyCopy {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kubectl")
+            .args([
+                "delete",
+                "validatingadmissionpolicy,validatingadmissionpolicybinding",
+                &self.0,
+                "--ignore-not-found",
+            ])
+            .output();
+    }
+}
+
+fn apply_policy_copy(suffix: &str, selector: (&str, &str), args: &[&str]) -> PolicyCopy {
+    let rendered = render_chart(args).unwrap();
+    let enforce = rekube_crds::pod_security::Mode::Enforce.policy_name();
+    let name = format!("{enforce}-{suffix}");
+    let mut items = Vec::new();
+    for d in serde_yaml::Deserializer::from_str(&rendered) {
+        let doc: Value = serde_json::to_value(serde_yaml::Value::deserialize(d).unwrap()).unwrap();
+        if doc["metadata"]["name"] != enforce {
+            continue;
+        }
+        let mut doc: Value = serde_json::from_str(
+            &serde_json::to_string(&doc)
+                .unwrap()
+                .replace(PREFIX, "e2e-pss.rekube.io/"),
+        )
+        .unwrap();
+        doc["metadata"]["name"] = json!(name);
+        if doc["kind"] == "ValidatingAdmissionPolicyBinding" {
+            doc["spec"]["policyName"] = json!(name);
+            doc["spec"]["matchResources"] =
+                json!({"namespaceSelector": {"matchLabels": {selector.0: selector.1}}});
+        }
+        items.push(doc);
+    }
+    assert_eq!(items.len(), 2, "the enforce policy and its binding");
+    let list = json!({"apiVersion": "v1", "kind": "List", "items": items});
+    let mut apply = std::process::Command::new("kubectl")
+        .args(["apply", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    apply
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(list.to_string().as_bytes())
+        .unwrap();
+    assert!(apply.wait().unwrap().success(), "applying the policy copy");
+    PolicyCopy(name)
+}
+
+/// Upstream's exemptions (`podSecurity.exemptions`): a namespace, a user and a runtime
+/// class exempted are not checked; everything else still is.
+#[tokio::test]
+async fn exemptions_skip_namespaces_users_and_runtime_classes() {
+    let probe = TestNamespace::new("pss-exempt-id").await;
+    let selector = ("rekube.io/e2e-pss-exemptions", probe.name.as_str());
+    let privileged = ("pod-security.kubernetes.io/enforce", "privileged");
+    let exempt_ns = TestNamespace::with_labels("pss-exempt", &[selector, privileged]).await;
+    let checked_ns = TestNamespace::with_labels("pss-checked", &[selector, privileged]).await;
+    let user = format!("{}-user", probe.name);
+    let _copy = apply_policy_copy(
+        &probe.name,
+        selector,
+        &[
+            "--set",
+            "podSecurity.defaults.enforce=restricted",
+            "--set",
+            &format!("podSecurity.exemptions.namespaces={{{}}}", exempt_ns.name),
+            "--set",
+            &format!("podSecurity.exemptions.usernames={{{user}}}"),
+            "--set",
+            "podSecurity.exemptions.runtimeClasses={exempt-rc}",
+        ],
+    );
+    // The copy in force: the host-PID pod refused in the checked namespace.
+    let refusal = "violates PodSecurity \"restricted:latest\": host namespaces (hostPID=true)";
+    wait_until(
+        "the policy copy in force",
+        Duration::from_secs(30),
+        || async {
+            let a = dry_run(&checked_ns.client, &checked_ns.name, &host_pid_pod()).await;
+            match a.refusal() {
+                Some(m) if m.starts_with(refusal) => Ok(()),
+                _ => Err(format!("{a:?}")),
+            }
+        },
+    )
+    .await;
+
+    // Exempt namespace.
+    let a = dry_run(&exempt_ns.client, &exempt_ns.name, &host_pid_pod()).await;
+    assert!(a.status < 300, "exempt namespace: {a:?}");
+    // Exempt runtime class, and a pod with another one still checked.
+    for (class, admitted) in [("exempt-rc", true), ("other-rc", false)] {
+        let mut p = host_pid_pod();
+        p["spec"]["runtimeClassName"] = json!(class);
+        let a = dry_run(&checked_ns.client, &checked_ns.name, &p).await;
+        assert_eq!(a.status < 300, admitted, "runtime class {class}: {a:?}");
+    }
+    // Exempt user (the test impersonates it; RBAC lets it create rekube pods there).
+    let role: Role = serde_json::from_value(json!({
+        "metadata": {"name": "pods"},
+        "rules": [{"apiGroups": ["rekube.io"], "resources": ["pods"], "verbs": ["create"]}],
+    }))
+    .unwrap();
+    Api::<Role>::namespaced(checked_ns.client.clone(), &checked_ns.name)
+        .create(&PostParams::default(), &role)
+        .await
+        .unwrap();
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "pods"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "pods"},
+        "subjects": [{"kind": "User", "name": user}],
+    }))
+    .unwrap();
+    Api::<RoleBinding>::namespaced(checked_ns.client.clone(), &checked_ns.name)
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+    let mut config = kube::Config::infer().await.unwrap();
+    config.auth_info.impersonate = Some(user.clone());
+    let as_user = Client::try_from(config).unwrap();
+    let a = wait_until(
+        "the exempt user may create pods",
+        Duration::from_secs(30),
+        || async {
+            let a = dry_run(&as_user, &checked_ns.name, &host_pid_pod()).await;
+            if a.status == 403 && !a.message.contains("PodSecurity") {
+                Err(format!("{a:?}"))
+            } else {
+                Ok(a)
+            }
+        },
+    )
+    .await;
+    assert!(a.status < 300, "exempt user: {a:?}");
+    // And the same pod from the test's own user is refused.
+    let a = dry_run(&checked_ns.client, &checked_ns.name, &host_pid_pod()).await;
+    assert!(a.refusal().is_some_and(|m| m.starts_with(refusal)), "{a:?}");
 }

@@ -13,6 +13,18 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- else -}}{{ fail (printf "podSecurity.defaults.%s: %q must be one of privileged, baseline, restricted" (index . 0) $v) }}
 {{- end -}}
 {{- end -}}
+{{- /* Pod Security exemptions from podSecurity.exemptions: (list NAME LIST) as a CEL
+list of strings inside a single-quoted YAML scalar (JSON strings are CEL strings; a quote
+is doubled for YAML). */ -}}
+{{- define "rekube.podSecurityExemptions" -}}
+{{- $name := index . 0 -}}
+{{- $items := list -}}
+{{- range (index . 1 | default list) -}}
+{{- if not (kindIs "string" .) -}}{{ fail (printf "podSecurity.exemptions.%s: %v is not a string" $name .) }}{{- end -}}
+{{- $items = append $items (toJson . | replace "'" "''") -}}
+{{- end -}}
+[{{ join ", " $items }}]
+{{- end -}}
 {{- /* A Pod Security version from podSecurity.defaults: (list NAME VALUE). */ -}}
 {{- define "rekube.podSecurityVersion" -}}
 {{- $v := index . 1 | toString -}}
