@@ -5,6 +5,7 @@
 //! upstream names them and table-tested) and a thin reconciler that reads from the shared
 //! informers, calls the core and writes the result.
 pub mod deployment;
+pub mod endpoint;
 pub mod manager;
 pub mod nodeauthorizer;
 pub mod nodelifecycle;

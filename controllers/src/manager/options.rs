@@ -15,6 +15,7 @@ pub const KNOWN_CONTROLLERS: &[&str] = &[
     "scheduler",
     "pod-garbage-collector-controller",
     "node-authorizer-controller",
+    "endpoint-controller",
 ];
 
 #[derive(Debug, Parser)]
@@ -27,7 +28,8 @@ pub struct Options {
     /// Controllers to run: '*' runs all, 'foo' enables foo, '-foo' disables foo. Names:
     /// deployment-controller, replicaset-controller, node-ipam-controller,
     /// node-lifecycle-controller, taint-eviction-controller,
-    /// pod-garbage-collector-controller (or without the -controller suffix), and scheduler
+    /// pod-garbage-collector-controller, node-authorizer-controller, endpoint-controller (or
+    /// without the -controller suffix), and scheduler
     /// (rekube runs kube-scheduler's work here too).
     #[arg(long, value_delimiter = ',', default_value = "*")]
     pub controllers: Vec<String>,
@@ -39,6 +41,15 @@ pub struct Options {
     /// ReplicaSets synced concurrently.
     #[arg(long, default_value_t = 5)]
     pub concurrent_replicaset_syncs: usize,
+
+    /// Services whose Endpoints are synced concurrently.
+    #[arg(long, default_value_t = 5)]
+    pub concurrent_endpoint_syncs: usize,
+
+    /// How long pod changes wait before their Services' Endpoints are synced, so that a
+    /// burst of changes makes one write (0: at once).
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    pub endpoint_updates_batch_period: Duration,
 
     /// Sustained API requests per second to the apiserver.
     #[arg(long, default_value_t = 20.0)]
@@ -167,7 +178,7 @@ pub struct Options {
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum Error {
     #[error(
-        "unknown controller {0:?} in --controllers (known: deployment-controller, replicaset-controller, node-ipam-controller, node-lifecycle-controller, taint-eviction-controller, pod-garbage-collector-controller, node-authorizer-controller, scheduler)"
+        "unknown controller {0:?} in --controllers (known: deployment-controller, replicaset-controller, node-ipam-controller, node-lifecycle-controller, taint-eviction-controller, pod-garbage-collector-controller, node-authorizer-controller, endpoint-controller, scheduler)"
     )]
     UnknownController(String),
     #[error(
@@ -274,6 +285,7 @@ mod tests {
     fn controllers_flag_follows_kube_controller_manager() {
         let all = vec![
             "deployment-controller",
+            "endpoint-controller",
             "node-authorizer-controller",
             "node-ipam-controller",
             "node-lifecycle-controller",
@@ -291,7 +303,8 @@ mod tests {
             enabled(&["scheduler", "node-lifecycle"]).unwrap(),
             vec!["node-lifecycle-controller", "scheduler"]
         );
-        assert_eq!(enabled(&["*", "-scheduler"]).unwrap().len(), 7);
+        assert_eq!(enabled(&["*", "-scheduler"]).unwrap().len(), 8);
+        assert_eq!(enabled(&["endpoint"]).unwrap(), vec!["endpoint-controller"]);
         assert_eq!(
             enabled(&["node-authorizer"]).unwrap(),
             vec!["node-authorizer-controller"]
@@ -323,6 +336,8 @@ mod tests {
             (o.concurrent_deployment_syncs, o.concurrent_replicaset_syncs),
             (5, 5)
         );
+        assert_eq!(o.concurrent_endpoint_syncs, 5);
+        assert_eq!(o.endpoint_updates_batch_period, Duration::ZERO);
         assert!(o.leader_elect);
         assert!(!o.allocate_node_cidrs);
         assert_eq!(o.node_cidr_mask_size, 24);

@@ -8,7 +8,8 @@ use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::Api;
 use kube::runtime::watcher;
 use rekube_crds::{
-    Deployment, Node, PersistentVolume, PersistentVolumeClaim, Pod, ReplicaSet, StorageClass,
+    Deployment, Endpoints, Node, PersistentVolume, PersistentVolumeClaim, Pod, ReplicaSet, Service,
+    StorageClass,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -17,6 +18,7 @@ use super::metrics::Metrics;
 use super::options::Options;
 use super::supervisor::{Task, abort_all, first_to_stop};
 use crate::deployment::controller::DeploymentController;
+use crate::endpoint::controller::{EndpointController, Informers as EndpointInformers};
 use crate::nodeauthorizer::controller::{
     Informers as NodeAuthorizerInformers, NodeAuthorizer, managed_selector,
 };
@@ -117,6 +119,14 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         page.clone(),
     );
     let pods = Informer::new(scoped_api::<Pod>(&client, &opts.namespace), page.clone());
+    let services = Informer::new(
+        scoped_api::<Service>(&client, &opts.namespace),
+        page.clone(),
+    );
+    let endpoints = Informer::new(
+        scoped_api::<Endpoints>(&client, &opts.namespace),
+        page.clone(),
+    );
     let mut node_page = page.clone();
     if !opts.node_selector.is_empty() {
         node_page = node_page.labels(&opts.node_selector);
@@ -261,6 +271,23 @@ pub async fn run(opts: Options) -> Result<(), Error> {
             c.run(2),
         ));
     }
+    if enabled.contains("endpoint-controller") {
+        let c = EndpointController::new(
+            new_client().await?,
+            EndpointInformers {
+                services: Arc::clone(&services),
+                pods: Arc::clone(&pods),
+                endpoints: Arc::clone(&endpoints),
+            },
+            opts.endpoint_updates_batch_period,
+            metrics.clone(),
+        );
+        queues.push(c.queue());
+        tasks.push(Task::spawn(
+            "controller endpoint-controller",
+            c.run(opts.concurrent_endpoint_syncs),
+        ));
+    }
     if enabled.contains("scheduler") {
         // kube-scheduler's own client connection settings, and a separate client for
         // events, as kube-scheduler's eventClient.
@@ -315,9 +342,12 @@ pub async fn run(opts: Options) -> Result<(), Error> {
             "taint-eviction-controller",
             "pod-garbage-collector-controller",
             "node-authorizer-controller",
+            "endpoint-controller",
             "scheduler"
         ])
     );
+    start!(services, needs(&["endpoint-controller"]));
+    start!(endpoints, needs(&["endpoint-controller"]));
     start!(
         nodes,
         needs(&[
