@@ -78,6 +78,36 @@ async fn controllers_work_with_the_charts_least_privilege_rbac() {
         },
     )
     .await;
+    // The Endpoints controller: a Service of the Deployment's pods gets its Endpoints.
+    let services: Api<rekube_crds::Service> = Api::namespaced(ns.client.clone(), &ns.name);
+    let svc: rekube_crds::Service = serde_json::from_value(json!({
+        "apiVersion": "rekube.io/v1", "kind": "Service", "metadata": {"name": "web"},
+        "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}
+    }))
+    .unwrap();
+    services.create(&PostParams::default(), &svc).await.unwrap();
+    let endpoints: Api<rekube_crds::Endpoints> = Api::namespaced(ns.client.clone(), &ns.name);
+    wait_until(
+        "the service's endpoints under the chart's RBAC",
+        Duration::from_secs(60),
+        || async {
+            let n = endpoints
+                .get_opt("web")
+                .await
+                .unwrap()
+                .and_then(|e| e.subsets)
+                .unwrap_or_default()
+                .iter()
+                .map(|s| s.addresses.as_ref().map_or(0, Vec::len))
+                .sum::<usize>();
+            if n == 2 {
+                Ok(())
+            } else {
+                Err(format!("{n} addresses\n{}", controllers.logs()))
+            }
+        },
+    )
+    .await;
     let logs = controllers.logs();
     assert!(
         !logs.contains("forbidden"),
@@ -101,6 +131,13 @@ async fn controllers_work_with_the_charts_least_privilege_rbac() {
             ("update", "nodes.rekube.io/status", "yes"),
             ("patch", "pods.rekube.io/status", "yes"),
             ("create", "leases", "no"),
+            ("update", "endpoints.rekube.io", "yes"),
+            ("delete", "endpoints.rekube.io", "yes"),
+            ("patch", "endpoints.rekube.io", "no"),
+            ("watch", "services.rekube.io", "yes"),
+            ("get", "services.rekube.io", "no"),
+            ("update", "services.rekube.io", "no"),
+            ("create", "endpoints", "no"),
         ],
     );
 }
