@@ -2,14 +2,16 @@
 //! [`repack_subsets`] expands subsets to (address, port, ready) and packs them again, one
 //! subset per set of addresses offering the same ports; [`sort_subsets`] orders them.
 //!
-//! Deviation: upstream orders ports and subsets by the md5 of Go's spew printing of each
-//! (an arbitrary but stable order). rekube orders ports by (name, port, protocol,
-//! appProtocol) and subsets by their JSON, equally stable; addresses are ordered by IP
-//! then pod UID exactly as upstream (`LessEndpointAddress`).
+//! Upstream orders addresses by IP then pod UID (`LessEndpointAddress`), and ports and
+//! subsets by the md5 of their `DeepHashObject` printing (go-spew's `%#v` as
+//! k8s.io/utils/dump.ForHash configures it): an arbitrary but fixed order. [`for_hash_port`]
+//! and [`for_hash_subset`] print the same text, so rekube's Endpoints list their ports and
+//! subsets in upstream's order (checked against Go's output in the tests).
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap};
 
-use k8s_openapi::api::core::v1::{EndpointAddress, EndpointPort, EndpointSubset};
+use k8s_openapi::api::core::v1::{EndpointAddress, EndpointPort, EndpointSubset, ObjectReference};
+use md5::{Digest, Md5};
 
 /// An EndpointPort as a map key (upstream keys a Go map by the struct itself).
 type PortKey = (Option<String>, i32, Option<String>, Option<String>);
@@ -122,8 +124,8 @@ pub fn repack_subsets(subsets: &[EndpointSubset]) -> Vec<EndpointSubset> {
     out
 }
 
-/// upstream SortSubsets: addresses by IP and UID, ports and subsets in a stable order
-/// (see the module's note on the deviation).
+/// upstream SortSubsets: each subset's addresses by IP and UID and its ports by hash, then
+/// the subsets by hash (`portsByHash`, `subsetsByHash`).
 pub fn sort_subsets(subsets: &mut [EndpointSubset]) {
     for s in subsets.iter_mut() {
         if let Some(a) = s.addresses.as_mut() {
@@ -133,10 +135,80 @@ pub fn sort_subsets(subsets: &mut [EndpointSubset]) {
             a.sort_by(cmp_endpoint_address);
         }
         if let Some(p) = s.ports.as_mut() {
-            p.sort_by_key(port_key);
+            p.sort_by_cached_key(|p| md5_of(&format!("(v1.EndpointPort){}", for_hash_port(p))));
         }
     }
-    subsets.sort_by_cached_key(|s| serde_json::to_string(s).unwrap_or_default());
+    subsets.sort_by_cached_key(|s| md5_of(&for_hash_subset(s)));
+}
+
+fn md5_of(s: &str) -> [u8; 16] {
+    Md5::digest(s.as_bytes()).into()
+}
+
+/// go-spew's printing of a Go string field (unquoted) and of a `*string` (its value, or
+/// `<nil>`).
+fn opt(s: &Option<String>) -> &str {
+    s.as_deref().unwrap_or_default()
+}
+
+fn ptr(s: &Option<String>) -> &str {
+    s.as_deref().unwrap_or("<nil>")
+}
+
+/// A v1.EndpointPort as dump.ForHash prints it inside a slice (no type prefix).
+pub fn for_hash_port(p: &EndpointPort) -> String {
+    format!(
+        "{{Name:(string){} Port:(int32){} Protocol:(v1.Protocol){} AppProtocol:(*string){}}}",
+        opt(&p.name),
+        p.port,
+        opt(&p.protocol),
+        ptr(&p.app_protocol)
+    )
+}
+
+fn for_hash_object_reference(r: &Option<ObjectReference>) -> String {
+    match r {
+        None => "<nil>".into(),
+        Some(r) => format!(
+            "{{Kind:(string){} Namespace:(string){} Name:(string){} UID:(types.UID){} APIVersion:(string){} ResourceVersion:(string){} FieldPath:(string){}}}",
+            opt(&r.kind),
+            opt(&r.namespace),
+            opt(&r.name),
+            opt(&r.uid),
+            opt(&r.api_version),
+            opt(&r.resource_version),
+            opt(&r.field_path)
+        ),
+    }
+}
+
+fn for_hash_address(a: &EndpointAddress) -> String {
+    format!(
+        "{{IP:(string){} Hostname:(string){} NodeName:(*string){} TargetRef:(*v1.ObjectReference){}}}",
+        a.ip,
+        opt(&a.hostname),
+        ptr(&a.node_name),
+        for_hash_object_reference(&a.target_ref)
+    )
+}
+
+/// A Go slice as go-spew prints it: `<nil>` when nil (rekube: `None`), else its elements
+/// space-separated in brackets.
+fn for_hash_slice<T>(items: &Option<Vec<T>>, each: impl Fn(&T) -> String) -> String {
+    match items {
+        None => "<nil>".into(),
+        Some(v) => format!("[{}]", v.iter().map(each).collect::<Vec<_>>().join(" ")),
+    }
+}
+
+/// A v1.EndpointSubset as dump.ForHash prints it (what upstream's subsetsByHash hashes).
+pub fn for_hash_subset(s: &EndpointSubset) -> String {
+    format!(
+        "(v1.EndpointSubset){{Addresses:([]v1.EndpointAddress){} NotReadyAddresses:([]v1.EndpointAddress){} Ports:([]v1.EndpointPort){}}}",
+        for_hash_slice(&s.addresses, for_hash_address),
+        for_hash_slice(&s.not_ready_addresses, for_hash_address),
+        for_hash_slice(&s.ports, for_hash_port)
+    )
 }
 
 #[cfg(test)]
@@ -519,6 +591,95 @@ mod tests {
             sort_subsets(&mut expect);
             assert_eq!(repack_subsets(&given), expect, "{name}");
         }
+    }
+
+    fn hex(b: [u8; 16]) -> String {
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    }
+
+    /// dump.ForHash and md5 as Go prints them (a Go program over k8s.io/api v0.36.3 and
+    /// k8s.io/utils/dump, the versions kube-controller-manager v1.36.3 is built with).
+    #[test]
+    fn for_hash_prints_like_go_spew() {
+        let port0 = EndpointPort {
+            name: Some("port0".into()),
+            port: 8080,
+            protocol: Some("TCP".into()),
+            app_protocol: None,
+        };
+        let s = format!("(v1.EndpointPort){}", for_hash_port(&port0));
+        assert_eq!(
+            s,
+            "(v1.EndpointPort){Name:(string)port0 Port:(int32)8080 Protocol:(v1.Protocol)TCP AppProtocol:(*string)<nil>}"
+        );
+        assert_eq!(hex(md5_of(&s)), "5e554ba40e2caf16971e32c750a131fd");
+        let http = EndpointPort {
+            port: 111,
+            app_protocol: Some("http".into()),
+            ..Default::default()
+        };
+        let s = format!("(v1.EndpointPort){}", for_hash_port(&http));
+        assert_eq!(hex(md5_of(&s)), "f6fdd87adcb679f98808590121e84349");
+
+        let pod = |name: &str, uid: Option<&str>| ObjectReference {
+            kind: Some("Pod".into()),
+            namespace: Some("ns".into()),
+            name: Some(name.into()),
+            uid: uid.map(str::to_owned),
+            ..Default::default()
+        };
+        let subset = EndpointSubset {
+            addresses: Some(vec![
+                EndpointAddress {
+                    ip: "1.2.3.4".into(),
+                    node_name: Some(String::new()),
+                    hostname: Some("web-0".into()),
+                    target_ref: Some(pod("pod0", Some("uid-0"))),
+                },
+                EndpointAddress {
+                    ip: "1.2.3.6".into(),
+                    node_name: Some(String::new()),
+                    hostname: None,
+                    target_ref: Some(pod("pod2", None)),
+                },
+            ]),
+            not_ready_addresses: None,
+            ports: Some(vec![EndpointPort {
+                name: Some("web".into()),
+                port: 8080,
+                protocol: Some("TCP".into()),
+                app_protocol: None,
+            }]),
+        };
+        let s = for_hash_subset(&subset);
+        assert_eq!(
+            s,
+            "(v1.EndpointSubset){Addresses:([]v1.EndpointAddress)[{IP:(string)1.2.3.4 Hostname:(string)web-0 NodeName:(*string) TargetRef:(*v1.ObjectReference){Kind:(string)Pod Namespace:(string)ns Name:(string)pod0 UID:(types.UID)uid-0 APIVersion:(string) ResourceVersion:(string) FieldPath:(string)}} {IP:(string)1.2.3.6 Hostname:(string) NodeName:(*string) TargetRef:(*v1.ObjectReference){Kind:(string)Pod Namespace:(string)ns Name:(string)pod2 UID:(types.UID) APIVersion:(string) ResourceVersion:(string) FieldPath:(string)}}] NotReadyAddresses:([]v1.EndpointAddress)<nil> Ports:([]v1.EndpointPort)[{Name:(string)web Port:(int32)8080 Protocol:(v1.Protocol)TCP AppProtocol:(*string)<nil>}]}"
+        );
+        assert_eq!(hex(md5_of(&s)), "c946d557ebbdad06c9022b6576d8def1");
+        let not_ready = EndpointSubset {
+            not_ready_addresses: Some(vec![addr("1.2.3.5")]),
+            ..Default::default()
+        };
+        assert_eq!(
+            hex(md5_of(&for_hash_subset(&not_ready))),
+            "8beaec2a8c09cf606a23869032c2a734"
+        );
+
+        // Upstream's order follows: port0 (5e55…) before the http port (f6fd…), the
+        // not-ready subset (8bea…) before the other (c946…).
+        let mut ports = vec![http.clone(), port0.clone()];
+        let mut two = [EndpointSubset {
+            addresses: Some(vec![addr("9.9.9.9")]),
+            ports: Some(ports.clone()),
+            ..Default::default()
+        }];
+        sort_subsets(&mut two);
+        ports.reverse();
+        assert_eq!(two[0].ports.as_ref().unwrap(), &ports);
+        let mut subsets = [subset.clone(), not_ready.clone()];
+        sort_subsets(&mut subsets);
+        assert_eq!(subsets, [not_ready, subset]);
     }
 
     #[test]
