@@ -21,6 +21,7 @@ use serde_json::{Value, json};
 const T: Duration = Duration::from_secs(60);
 const HEADLESS: &str = "service.kubernetes.io/headless";
 const TRIGGER_TIME: &str = "endpoints.kubernetes.io/last-change-trigger-time";
+const MANAGED_BY: &str = "endpoints.kubernetes.io/managed-by";
 
 /// Pod name → ports, of the ready addresses or of the not-ready ones (upstream's
 /// portsByPodName, as validateEndpointsPortsOrFail reads it).
@@ -175,6 +176,10 @@ async fn serves_a_basic_endpoint_from_pods() {
     // The Service's labels, and headless until a cluster IP is allocated.
     assert_eq!(ep.labels().get("team").map(String::as_str), Some("net"));
     assert_eq!(ep.labels().get(HEADLESS).map(String::as_str), Some(""));
+    assert_eq!(
+        ep.labels().get(MANAGED_BY).map(String::as_str),
+        Some("endpoint-controller")
+    );
     assert!(ep.annotations().contains_key(TRIGGER_TIME), "{ep:?}");
 
     let port80 = json!([{"containerPort": 80}]);

@@ -21,7 +21,7 @@ use crate::manager::metrics::Metrics;
 use crate::manager::worker::run_workers;
 use crate::manager::workqueue::WorkQueue;
 
-pub const CONTROLLER_NAME: &str = "endpoint-controller";
+pub use super::endpoints::CONTROLLER_NAME;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -1,6 +1,6 @@
 //! The pure core of the Endpoints controller (upstream pkg/controller/endpoint/
 //! endpoints_controller.go `syncService`, with the helpers it uses from
-//! k8s.io/endpointslice/util and pkg/api/v1/pod): from a Service, the pods it selects and
+//! k8s.io/endpointslice and its util package): from a Service, the pods it selects and
 //! the Endpoints that exist, the Endpoints that should exist and whether writing is needed.
 //!
 //! - [`receives_endpoints`]: ExternalName Services and Services without a selector are
@@ -9,11 +9,12 @@
 //!   terminating unless the Service publishes not-ready addresses.
 //! - [`pod_to_endpoint_address_for_service`]: the pod's IP of the Service's family, its
 //!   node and a targetRef; [`should_set_hostname`] for the hostname.
-//! - [`find_port`]: the container port a targetPort names, per pod.
+//! - [`find_port`]: the container port a targetPort names, per pod (sidecars included).
 //! - [`desired_subsets`]: ready pods (or all, with publishNotReadyAddresses) in
 //!   `addresses`, the others in `notReadyAddresses`, repacked ([`super::repack`]).
-//! - [`sync_endpoints`]: labels (the Service's, plus `service.kubernetes.io/headless`
-//!   without a cluster IP), the trigger-time annotation, truncation to 1000 addresses with
+//! - [`sync_endpoints`]: labels (the Service's, `service.kubernetes.io/headless` without a
+//!   cluster IP, `endpoints.kubernetes.io/managed-by: endpoint-controller`), the
+//!   trigger-time annotation, truncation to 1000 addresses with
 //!   `endpoints.kubernetes.io/over-capacity: truncated`, and no write when nothing changed.
 //! - [`services_to_update`]: which Services a pod event concerns.
 use std::collections::{BTreeMap, BTreeSet};
@@ -41,6 +42,10 @@ pub const ENDPOINTS_LAST_CHANGE_TRIGGER_TIME: &str =
     "endpoints.kubernetes.io/last-change-trigger-time";
 /// upstream v1.IsHeadlessService.
 pub const IS_HEADLESS_SERVICE: &str = "service.kubernetes.io/headless";
+/// upstream LabelManagedBy: the label on every Endpoints this controller writes.
+pub const LABEL_MANAGED_BY: &str = "endpoints.kubernetes.io/managed-by";
+/// upstream ControllerName, the managed-by label's value.
+pub const CONTROLLER_NAME: &str = "endpoint-controller";
 /// upstream resourcelock.LeaderElectionRecordAnnotationKey: Endpoints used as a leader
 /// election lock, never deleted as leftovers.
 pub const LEADER_ELECTION_RECORD_ANNOTATION_KEY: &str = "control-plane.alpha.kubernetes.io/leader";
@@ -136,17 +141,37 @@ pub fn should_set_hostname(pod: &Pod, service: &Service) -> bool {
         && service.metadata.namespace == pod.metadata.namespace
 }
 
+/// utilnet.ParseIPSloppy: an IP address, IPv4 octets with leading zeros accepted (as Go
+/// before 1.17); an IPv4-mapped IPv6 address is the IPv4 address (Go's net.IP).
+fn parse_ip_sloppy(s: &str) -> Option<IpAddr> {
+    let ip = s.parse::<IpAddr>().ok().or_else(|| {
+        let octets: Vec<u8> = s
+            .split('.')
+            .map(|o| {
+                (!o.is_empty() && o.len() <= 3 && o.bytes().all(|b| b.is_ascii_digit()))
+                    .then(|| o.parse::<u8>().ok())
+                    .flatten()
+            })
+            .collect::<Option<_>>()?;
+        let o: [u8; 4] = octets.try_into().ok()?;
+        Some(IpAddr::from(o))
+    })?;
+    Some(match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    })
+}
+
 /// utilnet.IsIPv6String: an IPv6 address that is not an IPv4-mapped one.
 fn is_ipv6(s: &str) -> bool {
-    match s.parse::<IpAddr>() {
-        Ok(IpAddr::V6(v6)) => v6.to_ipv4_mapped().is_none(),
-        _ => false,
-    }
+    matches!(parse_ip_sloppy(s), Some(IpAddr::V6(_)))
 }
 
 /// upstream podToEndpointAddressForService: the pod's IP of the Service's IP family (its
 /// first ipFamily; without one, the family of its cluster IP, or for a headless Service
-/// of the pod's IP), its node and a reference to it.
+/// of the pod's IP), in its canonical form, its node and a reference to it. (A pod IP
+/// that does not parse is skipped; upstream would write `<nil>`, which validation
+/// refuses.)
 pub fn pod_to_endpoint_address_for_service(
     service: &Service,
     pod: &Pod,
@@ -161,7 +186,8 @@ pub fn pod_to_endpoint_address_for_service(
     };
     let ip = pod_ips(pod)
         .into_iter()
-        .find(|ip| is_ipv6(ip) == ipv6)
+        .filter_map(parse_ip_sloppy)
+        .find(|ip| ip.is_ipv6() == ipv6)
         .ok_or_else(|| Error::NoMatchingIp {
             service: service.metadata.name.clone().unwrap_or_default(),
         })?;
@@ -184,7 +210,7 @@ pub fn pod_to_endpoint_address_for_service(
     })
 }
 
-/// upstream podutil.FindPort: a numeric targetPort as it is (none is 0); a named one is
+/// upstream endpointslice.FindPort: a numeric targetPort as it is (none is 0); a named one is
 /// the first port of that name and the Service port's protocol among the containers, then
 /// among the sidecars (init containers with restartPolicy Always).
 pub fn find_port(pod: &Pod, svc_port: &ServicePort) -> Result<i32, Error> {
@@ -380,6 +406,26 @@ pub fn truncate_endpoints(subsets: &mut [EndpointSubset]) -> bool {
     true
 }
 
+/// upstream labelsCorrectForEndpoints: the Endpoints carry the managed-by label, and
+/// otherwise exactly the Service's labels (the headless label aside).
+pub fn labels_correct_for_endpoints(
+    ep_labels: &BTreeMap<String, String>,
+    svc_labels: &BTreeMap<String, String>,
+) -> bool {
+    if ep_labels.get(LABEL_MANAGED_BY).map(String::as_str) != Some(CONTROLLER_NAME) {
+        return false;
+    }
+    let mut skipped = 0;
+    for (k, v) in ep_labels {
+        if k == IS_HEADLESS_SERVICE || k == LABEL_MANAGED_BY {
+            skipped += 1;
+        } else if svc_labels.get(k) != Some(v) {
+            return false;
+        }
+    }
+    svc_labels.len() == ep_labels.len() - skipped
+}
+
 /// Whether the Service has a cluster IP (upstream helper.IsServiceIPSet).
 pub fn is_service_ip_set(service: &Service) -> bool {
     let ip = service
@@ -433,13 +479,24 @@ pub fn sync_endpoints(
         .as_deref()
         .unwrap_or_default()
         .is_empty();
-    // The headless label is not the Service's: left out of the comparison.
-    let mut compare_labels = current.metadata.labels.clone().unwrap_or_default();
-    compare_labels.remove(IS_HEADLESS_SERVICE);
     let wanted = Some(subsets.clone());
+    // Compared as they are, and again repacked: Endpoints written in another order
+    // (another hash, kubernetes#129652) are not rewritten for that alone.
+    let subsets_equal = || {
+        endpoint_subsets_equal_ignore_resource_version(current.subsets.as_ref(), wanted.as_ref())
+            || endpoint_subsets_equal_ignore_resource_version(
+                Some(&repack_subsets(
+                    current.subsets.as_deref().unwrap_or_default(),
+                )),
+                wanted.as_ref(),
+            )
+    };
     if !create
-        && endpoint_subsets_equal_ignore_resource_version(current.subsets.as_ref(), wanted.as_ref())
-        && compare_labels == service_labels
+        && subsets_equal()
+        && labels_correct_for_endpoints(
+            &current.metadata.labels.clone().unwrap_or_default(),
+            &service_labels,
+        )
         && capacity_annotation_set_correctly(
             current.metadata.annotations.as_ref(),
             current.subsets.as_ref(),
@@ -469,6 +526,7 @@ pub fn sync_endpoints(
     } else {
         labels.insert(IS_HEADLESS_SERVICE.into(), String::new());
     }
+    labels.insert(LABEL_MANAGED_BY.into(), CONTROLLER_NAME.into());
     new.metadata.annotations = Some(annotations);
     new.metadata.labels = Some(labels);
     if create {

@@ -1,7 +1,7 @@
 //! Ports of upstream's endpoints_controller_test.go (the syncService tables, as calls of
 //! [`sync_endpoints`]: "no request" is `Skip` or `UpToDate`, a PUT is `Update`, a POST is
-//! `Create`), k8s.io/endpointslice/util controller_utils_test.go and pkg/api/v1/pod
-//! util_test.go (TestFindPort). The controller-level tests (batching, informer sync,
+//! `Create`), k8s.io/endpointslice/util controller_utils_test.go and k8s.io/endpointslice
+//! utils_test.go (TestFindPort), all as of v1.36.3. The controller-level tests (batching, informer sync,
 //! stale caches, deletion events, a missing Service) are the e2e tests' and
 //! controller.rs's.
 use super::super::trigger_time::TriggerTimeTracker;
@@ -28,9 +28,10 @@ fn test_pod(namespace: &str, id: usize, n_ports: usize, is_ready: bool, families
         .iter()
         .map(|f| PodIP {
             ip: if *f == "IPv4" {
-                format!("1.2.3.{}", 4 + id)
+                // id 0: 1.2.3.4, id 1: 1.2.3.5, id 999: 1.2.6.235
+                format!("1.2.{}.{}", 3 + (4 + id) / 256, (4 + id) % 256)
             } else {
-                format!("2000::{}", 4 + id)
+                format!("2000::{:x}", 4 + id)
             },
         })
         .collect();
@@ -106,7 +107,10 @@ fn add_not_ready_pods_with_restart_policy_and_phase(
     }
 }
 
-fn svc(ns: &str, name: &str, spec: ServiceSpec) -> Service {
+/// A Service; IPv4 when the spec names no family (upstream's tests set
+/// `IPFamilies: [IPv4]` as the apiserver would; with IPv4-only pods it changes nothing).
+fn svc(ns: &str, name: &str, mut spec: ServiceSpec) -> Service {
+    spec.ip_families.get_or_insert_with(|| vec!["IPv4".into()]);
     Service {
         metadata: ObjectMeta {
             namespace: Some(ns.into()),
@@ -116,6 +120,14 @@ fn svc(ns: &str, name: &str, spec: ServiceSpec) -> Service {
         spec: Some(spec),
         status: None,
     }
+}
+
+/// The Endpoints with upstream's managed-by label (and `more`).
+fn managed(mut e: Endpoints, more: &[(&str, &str)]) -> Endpoints {
+    let l = e.metadata.labels.get_or_insert_with(Default::default);
+    l.insert(LABEL_MANAGED_BY.into(), CONTROLLER_NAME.into());
+    l.extend(labels(more));
+    e
 }
 
 fn tcp(port: i32, target: i32) -> ServicePort {
@@ -227,19 +239,28 @@ fn sent_of(e: &Endpoints) -> Sent {
     }
 }
 
+/// What upstream's test expects sent: the labels given plus the managed-by label, the
+/// subsets in the order given (upstream compares the bodies as strings).
 fn expect_sent(
     resource_version: Option<&str>,
     labels_: &[(&str, &str)],
     annotations: &[(&str, &str)],
-    mut subsets: Vec<EndpointSubset>,
+    subsets: Vec<EndpointSubset>,
 ) -> Sent {
-    super::super::repack::sort_subsets(&mut subsets);
+    let mut l = labels(labels_);
+    l.insert(LABEL_MANAGED_BY.into(), CONTROLLER_NAME.into());
     Sent {
         resource_version: resource_version.map(str::to_owned),
-        labels: labels(labels_),
+        labels: l,
         annotations: labels(annotations),
         subsets: normalized(Some(&subsets)),
     }
+}
+
+/// upstream endptspkg.SortSubsets
+fn sorted(mut subsets: Vec<EndpointSubset>) -> Vec<EndpointSubset> {
+    super::super::repack::sort_subsets(&mut subsets);
+    subsets
 }
 
 #[track_caller]
@@ -286,7 +307,7 @@ fn sync_endpoints_items_preserve_no_selector() {
 
 #[test]
 fn sync_endpoints_existing_nil_subsets() {
-    let mut ep = existing("default", vec![]);
+    let mut ep = managed(existing("default", vec![]), &[]);
     ep.subsets = None;
     let s = svc(
         "default",
@@ -305,7 +326,7 @@ fn sync_endpoints_existing_nil_subsets() {
 
 #[test]
 fn sync_endpoints_existing_empty_subsets() {
-    let ep = existing("default", vec![]);
+    let ep = managed(existing("default", vec![]), &[]);
     let s = svc(
         "default",
         "foo",
@@ -330,13 +351,16 @@ fn sync_endpoints_with_pod_resource_version_update_only() {
         a.target_ref.as_mut().unwrap().resource_version = Some(rv.into());
         a
     };
-    let ep = existing(
-        ns,
-        vec![subset(
-            vec![with_rv(addr("1.2.3.4", "pod0", ns), "1")],
-            vec![with_rv(addr("1.2.3.5", "pod1", ns), "2")],
-            vec![eport(8080, Some("TCP"))],
-        )],
+    let ep = managed(
+        existing(
+            ns,
+            vec![subset(
+                vec![with_rv(addr("1.2.3.4", "pod0", ns), "1")],
+                vec![with_rv(addr("1.2.3.5", "pod1", ns), "2")],
+                vec![eport(8080, Some("TCP"))],
+            )],
+        ),
+        &[],
     );
     let s = svc(
         ns,
@@ -441,8 +465,7 @@ fn sync_endpoints_protocol_sctp() {
 
 #[test]
 fn sync_endpoints_headless_service_label() {
-    let mut ep = existing("default", vec![]);
-    ep.metadata.labels = Some(labels(&[HEADLESS]));
+    let ep = managed(existing("default", vec![]), &[HEADLESS]);
     let s = svc(
         "default",
         "foo",
@@ -592,13 +615,16 @@ fn sync_endpoints_items_empty_selector_selects_all_mixed() {
 #[test]
 fn sync_endpoints_items_preexisting() {
     let ns = "bar";
-    let ep = existing(
-        ns,
-        vec![subset(
-            vec![bare("6.7.8.9")],
-            vec![],
-            vec![eport(1000, None)],
-        )],
+    let ep = managed(
+        existing(
+            ns,
+            vec![subset(
+                vec![bare("6.7.8.9")],
+                vec![],
+                vec![eport(1000, None)],
+            )],
+        ),
+        &[],
     );
     let mut store = vec![];
     add_pods(&mut store, ns, 1, 1, 0, IPV4ONLY);
@@ -629,13 +655,16 @@ fn sync_endpoints_items_preexisting() {
 #[test]
 fn sync_endpoints_items_preexisting_identical() {
     let ns = "default";
-    let ep = existing(
-        ns,
-        vec![subset(
-            vec![addr("1.2.3.4", "pod0", ns)],
-            vec![],
-            vec![eport(8080, Some("TCP"))],
-        )],
+    let ep = managed(
+        existing(
+            ns,
+            vec![subset(
+                vec![addr("1.2.3.4", "pod0", ns)],
+                vec![],
+                vec![eport(8080, Some("TCP"))],
+            )],
+        ),
+        &[],
     );
     let mut store = vec![];
     add_pods(&mut store, ns, 1, 1, 0, IPV4ONLY);
@@ -702,7 +731,12 @@ fn sync_endpoints_items() {
     );
     assert_create(
         sync(&s, &store, None),
-        expect_sent(None, &[HEADLESS], &[], vec![three_pods_two_ports(ns)]),
+        expect_sent(
+            None,
+            &[HEADLESS],
+            &[],
+            sorted(vec![three_pods_two_ports(ns)]),
+        ),
     );
 }
 
@@ -727,7 +761,7 @@ fn sync_endpoints_items_with_labels() {
             None,
             &[("foo", "bar"), HEADLESS],
             &[],
-            vec![three_pods_two_ports(ns)],
+            sorted(vec![three_pods_two_ports(ns)]),
         ),
     );
 }
@@ -809,10 +843,15 @@ fn sync_endpoints_headless_service() {
     );
 }
 
-fn exclude_terminal(restart_policy: &str, phase: &str) {
+/// `managed`: upstream's Failed case starts from an Endpoints with the managed-by label and
+/// foo=bar, the Succeeded ones from one labelled foo=bar only.
+fn exclude_terminal(restart_policy: &str, phase: &str, managed_: bool) {
     let ns = "other";
     let mut ep = existing(ns, vec![]);
     ep.metadata.labels = Some(labels(&[("foo", "bar")]));
+    if managed_ {
+        ep = managed(ep, &[]);
+    }
     let mut store = vec![];
     add_not_ready_pods_with_restart_policy_and_phase(&mut store, ns, 1, 1, restart_policy, phase);
     let s = svc(
@@ -832,18 +871,18 @@ fn exclude_terminal(restart_policy: &str, phase: &str) {
 
 #[test]
 fn sync_endpoints_items_exclude_not_ready_pods_with_restart_policy_never_and_phase_failed() {
-    exclude_terminal("Never", "Failed");
+    exclude_terminal("Never", "Failed", true);
 }
 
 #[test]
 fn sync_endpoints_items_exclude_not_ready_pods_with_restart_policy_never_and_phase_succeeded() {
-    exclude_terminal("Never", "Succeeded");
+    exclude_terminal("Never", "Succeeded", false);
 }
 
 #[test]
 fn sync_endpoints_items_exclude_not_ready_pods_with_restart_policy_on_failure_and_phase_succeeded()
 {
-    exclude_terminal("OnFailure", "Succeeded");
+    exclude_terminal("OnFailure", "Succeeded", false);
 }
 
 #[test]
@@ -889,95 +928,69 @@ fn pod_to_endpoint_address_for_service_table() {
         )
     };
     // (name, pod families, service, expected family (v6?), expect an error)
+    let v4 = Some(&["IPv4"][..]);
+    let v6 = Some(&["IPv6"][..]);
     let cases: Vec<(&str, &[&str], Service, bool, bool)> = vec![
         (
             "v4 service, in a single stack cluster",
             IPV4ONLY,
-            with("10.0.0.1", None),
+            with("10.0.0.1", v4),
             false,
             false,
         ),
         (
             "v4 service, in a dual stack cluster",
             IPV4IPV6,
-            with("10.0.0.1", None),
+            with("10.0.0.1", v4),
             false,
             false,
         ),
         (
             "v4 service, in a dual stack ipv6-primary cluster",
             IPV6IPV4,
-            with("10.0.0.1", None),
+            with("10.0.0.1", v4),
             false,
             false,
         ),
         (
             "v4 headless service, in a single stack cluster",
             IPV4ONLY,
-            with("None", None),
+            with("None", v4),
             false,
             false,
         ),
         (
             "v4 headless service, in a dual stack cluster",
             IPV4IPV6,
-            with("None", Some(&["IPv4"])),
+            with("None", v4),
             false,
-            false,
-        ),
-        (
-            "v4 legacy headless service, in a dual stack cluster",
-            IPV4IPV6,
-            with("None", None),
-            false,
-            false,
-        ),
-        (
-            "v4 legacy headless service, in a dual stack ipv6-primary cluster",
-            IPV6IPV4,
-            with("None", None),
-            true,
             false,
         ),
         (
             "v6 service, in a dual stack cluster",
             IPV4IPV6,
-            with("3000::1", None),
+            with("3000::1", v6),
             true,
             false,
         ),
         (
             "v6 headless service, in a single stack cluster",
             IPV6ONLY,
-            with("None", None),
+            with("None", v6),
             true,
             false,
         ),
         (
-            "v6 headless service, in a dual stack cluster (connected to a new api-server)",
+            "v6 headless service, in a dual stack cluster",
             IPV4IPV6,
-            with("None", Some(&["IPv6"])),
+            with("None", v6),
             true,
             false,
-        ),
-        (
-            "v6 legacy headless service, in a dual stack cluster  (connected to a old api-server)",
-            IPV4IPV6,
-            with("None", None),
-            false,
-            false,
-        ),
-        (
-            "v6 service, in a v4 only cluster.",
-            IPV4ONLY,
-            with("3000::1", None),
-            false,
-            true,
         ),
         (
             "v6 service, in a v4 only cluster",
             IPV4ONLY,
-            with("3000::1", None),
+            with("3000::1", v6),
             false,
             true,
         ),
@@ -1225,13 +1238,6 @@ fn sync_service_over_capacity() {
             tc.num_desired_not_ready,
             IPV4ONLY,
         );
-        // Distinct IPs beyond 1.2.3.255: the addresses are keyed by IP and UID.
-        for (i, p) in store.iter_mut().enumerate() {
-            let ip = format!("10.0.{}.{}", i / 250, i % 250 + 1);
-            let st = p.status.as_mut().unwrap();
-            st.pod_ip = Some(ip.clone());
-            st.pod_ips = Some(vec![PodIP { ip }]);
-        }
         let s = svc(
             ns,
             "foo",
@@ -2142,7 +2148,7 @@ fn services_to_update_on_pod_change() {
     assert_eq!(services_to_update(&all, &old, &annotated), set(&[]));
 }
 
-// --- pkg/api/v1/pod util_test.go ---
+// --- k8s.io/endpointslice utils_test.go ---
 
 #[test]
 fn find_port_table() {
@@ -2270,49 +2276,434 @@ fn find_port_table() {
 }
 
 #[test]
-fn find_port_in_sidecars() {
-    // upstream FindPort also looks at restartable init containers (sidecars), after the
-    // containers; plain init containers are not looked at.
-    let port = |name: &str, p: i32| ContainerPort {
-        name: Some(name.into()),
+fn find_port_sidecars() {
+    // The rest of upstream's TestFindPort (k8s.io/endpointslice v0.36.3): named ports of
+    // sidecars (restartable init containers), after the containers.
+    let port = |p: i32| ContainerPort {
+        name: Some("a".into()),
         container_port: p,
+        host_port: Some(-1),
         protocol: Some("TCP".into()),
         ..Default::default()
     };
-    let init = |restart: Option<&str>, ports| Container {
+    let init = |restart: Option<&str>, p: i32| Container {
         restart_policy: restart.map(str::to_owned),
-        ports: Some(ports),
+        ports: Some(vec![port(p)]),
         ..Default::default()
     };
-    let pod = Pod {
+    let ctr = |p: i32| Container {
+        ports: Some(vec![port(p)]),
+        ..Default::default()
+    };
+    type Case = (&'static str, Vec<Container>, Vec<Container>, i32, bool);
+    let cases: Vec<Case> = vec![
+        (
+            "Sidecar initContainer named port",
+            vec![init(Some("Always"), 80)],
+            vec![],
+            80,
+            true,
+        ),
+        (
+            "Invalid(restartPolicy != Always) initContainer named port",
+            vec![init(None, 80)],
+            vec![],
+            0,
+            false,
+        ),
+        (
+            "App and sidecar containers have the same named port, first app container port will be used",
+            vec![init(Some("Always"), 80)],
+            vec![ctr(81), ctr(82)],
+            81,
+            true,
+        ),
+    ];
+    for (name, init_containers, containers, want, pass) in cases {
+        let pod = Pod {
+            spec: Some(PodSpec {
+                init_containers: Some(init_containers),
+                containers,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let sp = ServicePort {
+            protocol: Some("TCP".into()),
+            target_port: Some(IntOrString::String("a".into())),
+            ..Default::default()
+        };
+        let got = find_port(&pod, &sp);
+        assert_eq!(got.is_ok(), pass, "{name}: {got:?}");
+        assert_eq!(got.unwrap_or(0), want, "{name}");
+    }
+    let pod = Pod::default();
+    let sp = ServicePort {
+        target_port: Some(IntOrString::String("a".into())),
+        ..Default::default()
+    };
+    assert_eq!(
+        find_port(&pod, &sp).unwrap_err().to_string(),
+        "no suitable port for manifest: "
+    );
+}
+
+#[test]
+fn sync_endpoints_protocol_multi_protocol_same_port() {
+    let ns = "other";
+    let mut ep = existing(ns, vec![]);
+    ep.subsets = None;
+    let mut store = vec![];
+    add_pods(&mut store, ns, 1, 1, 0, IPV4ONLY);
+    let s = svc(
+        ns,
+        "foo",
+        ServiceSpec {
+            selector: selector(&[]),
+            ports: Some(vec![sport(80, 8080, "TCP"), sport(80, 8080, "UDP")]),
+            ..Default::default()
+        },
+    );
+    // Upstream's body, in its order: UDP before TCP (the md5 order of SortSubsets).
+    let got = sync(&s, &store, Some(&ep));
+    let Sync::Update(e) = &got else {
+        panic!("want an update, got {got:?}")
+    };
+    assert_eq!(
+        e.subsets.as_ref().unwrap()[0].ports,
+        Some(vec![eport(8080, Some("UDP")), eport(8080, Some("TCP"))])
+    );
+    assert_update(
+        got,
+        expect_sent(
+            Some("1"),
+            &[HEADLESS],
+            &[],
+            vec![subset(
+                vec![addr("1.2.3.4", "pod0", ns)],
+                vec![],
+                vec![eport(8080, Some("UDP")), eport(8080, Some("TCP"))],
+            )],
+        ),
+    );
+}
+
+#[test]
+fn sync_endpoints_items_preexisting_identical_unsorted() {
+    let ns = "default";
+    let pod0 = test_pod(ns, 0, 1, true, IPV4ONLY);
+    let pod1 = test_pod(ns, 1, 1, true, IPV4ONLY);
+    // Known not to be packed as the current hash would pack them.
+    let subsets = vec![subset(
+        vec![addr("1.2.3.5", "pod1", ns), addr("1.2.3.4", "pod0", ns)],
+        vec![],
+        vec![eport(8080, Some("TCP"))],
+    )];
+    assert_ne!(
+        super::super::repack::repack_subsets(&subsets),
+        subsets,
+        "subsets were already in sorted order"
+    );
+    let ep = managed(existing(ns, subsets), &[]);
+    let s = svc(
+        ns,
+        "foo",
+        ServiceSpec {
+            selector: selector(&[("foo", "bar")]),
+            ports: Some(vec![tcp(80, 8080)]),
+            ..Default::default()
+        },
+    );
+    // Syncing is a no-op.
+    assert_eq!(sync(&s, &[pod0, pod1], Some(&ep)), Sync::UpToDate);
+}
+
+#[test]
+fn sync_endpoints_add_delete_ports() {
+    let mut s = svc(
+        "ns",
+        "foo",
+        ServiceSpec {
+            selector: selector(&[("foo", "bar")]),
+            type_: Some("ClusterIP".into()),
+            cluster_ip: Some("1.1.1.1".into()),
+            ports: Some(vec![ServicePort {
+                name: Some("portname1".into()),
+                port: 80,
+                target_port: Some(IntOrString::String("svc1".into())),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        },
+    );
+    let pod = |name: &str, ip: &str, port_name: &str, port: i32| Pod {
+        metadata: ObjectMeta {
+            namespace: Some("ns".into()),
+            name: Some(name.into()),
+            labels: Some(labels(&[("foo", "bar")])),
+            ..Default::default()
+        },
         spec: Some(PodSpec {
-            init_containers: Some(vec![
-                init(None, vec![port("init", 1)]),
-                init(Some("Always"), vec![port("side", 2), port("web", 3)]),
-            ]),
             containers: vec![Container {
-                ports: Some(vec![port("web", 4)]),
+                ports: Some(vec![ContainerPort {
+                    name: Some(port_name.into()),
+                    container_port: port,
+                    ..Default::default()
+                }]),
                 ..Default::default()
             }],
             ..Default::default()
         }),
+        status: Some(PodStatus {
+            conditions: Some(vec![PodCondition {
+                type_: "Ready".into(),
+                status: "True".into(),
+                ..Default::default()
+            }]),
+            pod_ip: Some(ip.into()),
+            pod_ips: Some(vec![PodIP { ip: ip.into() }]),
+            ..Default::default()
+        }),
+    };
+    let mut ep = managed(existing("ns", vec![]), &[]);
+    ep.metadata.annotations = Some(BTreeMap::new());
+    let address = |ip: &str, name: &str| EndpointAddress {
+        ip: ip.into(),
+        node_name: Some(String::new()),
+        target_ref: Some(ObjectReference {
+            kind: Some("Pod".into()),
+            namespace: Some("ns".into()),
+            name: Some(name.into()),
+            ..Default::default()
+        }),
+        hostname: None,
+    };
+    let named_port = |name: &str, p: i32| EndpointPort {
+        name: Some(name.into()),
+        port: p,
         ..Default::default()
     };
-    let named = |n: &str| ServicePort {
-        protocol: Some("TCP".into()),
-        target_port: Some(IntOrString::String(n.into())),
-        ..Default::default()
+    // The fake client: what was written is what the next sync finds.
+    let write = |got: Sync, ep: &mut Endpoints| match got {
+        Sync::Update(e) => *ep = e,
+        other => panic!("want an update, got {other:?}"),
     };
-    assert_eq!(find_port(&pod, &named("side")), Ok(2));
+    let mut store = vec![pod("pod1", "10.1.1.1", "svc1", 100)];
+    write(sync(&s, &store, Some(&ep)), &mut ep);
+    let first = EndpointSubset {
+        addresses: Some(vec![address("10.1.1.1", "pod1")]),
+        not_ready_addresses: None,
+        ports: Some(vec![named_port("portname1", 100)]),
+    };
     assert_eq!(
-        find_port(&pod, &named("web")),
-        Ok(4),
-        "the containers first"
+        ep.subsets,
+        Some(vec![first.clone()]),
+        "after adding first pod"
     );
+
+    // Another port, and another pod offering it.
+    s.spec
+        .as_mut()
+        .unwrap()
+        .ports
+        .as_mut()
+        .unwrap()
+        .push(ServicePort {
+            name: Some("portname2".into()),
+            port: 81,
+            target_port: Some(IntOrString::String("svc2".into())),
+            ..Default::default()
+        });
+    store.push(pod("pod2", "10.1.1.2", "svc2", 101));
+    write(sync(&s, &store, Some(&ep)), &mut ep);
+    let second = EndpointSubset {
+        addresses: Some(vec![address("10.1.1.2", "pod2")]),
+        not_ready_addresses: None,
+        ports: Some(vec![named_port("portname2", 101)]),
+    };
+    let both = super::super::repack::repack_subsets(&[first.clone(), second.clone()]);
+    assert_eq!(ep.subsets.as_ref(), Some(&both), "after adding second pod");
+
+    // The first port deleted: what is left is the second pod's subset (upstream keeps
+    // `Subsets[:1]` of the repacked pair, which is that one).
+    s.spec.as_mut().unwrap().ports.as_mut().unwrap().remove(0);
+    write(sync(&s, &store, Some(&ep)), &mut ep);
     assert_eq!(
-        find_port(&pod, &named("init")),
-        Err(Error::NoSuitablePort { uid: String::new() })
+        ep.subsets,
+        Some(vec![both[0].clone()]),
+        "after deleting first port"
     );
+    assert_eq!(both[0], second);
+    assert_eq!(
+        ep.metadata.labels,
+        Some(labels(&[(LABEL_MANAGED_BY, CONTROLLER_NAME)]))
+    );
+}
+
+#[test]
+fn pod_to_endpoint_address_for_service_empty_ip_families() {
+    // (name, clusterIP, podIPs, podIP, want an error, want IPv6)
+    let cases = [
+        (
+            "headful IPv4, IPv4 pod",
+            "10.0.0.1",
+            vec!["10.244.0.1"],
+            "",
+            false,
+            false,
+        ),
+        (
+            "headful IPv6, IPv6 pod",
+            "fd00::1",
+            vec!["fd00::10"],
+            "",
+            false,
+            true,
+        ),
+        (
+            "headful IPv4, no matching pod IP",
+            "10.0.0.1",
+            vec!["fd00::10"],
+            "",
+            true,
+            false,
+        ),
+        (
+            "headless, IPv4 pod",
+            "None",
+            vec!["10.244.0.1"],
+            "10.244.0.1",
+            false,
+            false,
+        ),
+        (
+            "headless, IPv6 pod",
+            "None",
+            vec!["fd00::10"],
+            "fd00::10",
+            false,
+            true,
+        ),
+    ];
+    for (name, cluster_ip, pod_ips_, pod_ip_, want_err, want_v6) in cases {
+        // Intentionally no IPFamilies.
+        let service = Service {
+            metadata: ObjectMeta {
+                name: Some("foo".into()),
+                namespace: Some("bar".into()),
+                ..Default::default()
+            },
+            spec: Some(ServiceSpec {
+                cluster_ip: Some(cluster_ip.into()),
+                ..Default::default()
+            }),
+            status: None,
+        };
+        let pod = Pod {
+            metadata: ObjectMeta {
+                name: Some("foo-pod".into()),
+                namespace: Some("bar".into()),
+                uid: Some("uid-1".into()),
+                ..Default::default()
+            },
+            spec: Some(PodSpec {
+                node_name: Some("node-1".into()),
+                ..Default::default()
+            }),
+            status: Some(PodStatus {
+                pod_ip: Some(pod_ip_.into()),
+                pod_ips: Some(
+                    pod_ips_
+                        .iter()
+                        .map(|ip| PodIP { ip: ip.to_string() })
+                        .collect(),
+                ),
+                ..Default::default()
+            }),
+        };
+        match pod_to_endpoint_address_for_service(&service, &pod) {
+            Err(e) => assert!(want_err, "{name}: unexpected error {e}"),
+            Ok(a) => {
+                assert!(!want_err, "{name}: want an error, got {a:?}");
+                assert_eq!(is_ipv6(&a.ip), want_v6, "{name}: {}", a.ip);
+            }
+        }
+    }
+}
+
+#[test]
+fn pod_ips_are_written_in_canonical_form() {
+    // upstream parses pod IPs sloppily (leading zeros) and writes them as Go prints them.
+    let cases = [
+        ("010.001.002.003", Some("10.1.2.3")),
+        ("2000:0:0::0a", Some("2000::a")),
+        ("::ffff:1.2.3.4", Some("1.2.3.4")),
+        ("1.2.3", None),
+        ("not-an-ip", None),
+    ];
+    for (given, want) in cases {
+        assert_eq!(
+            parse_ip_sloppy(given).map(|ip| ip.to_string()).as_deref(),
+            want,
+            "{given}"
+        );
+    }
+}
+
+#[test]
+fn labels_correct_for_endpoints_table() {
+    let m = (LABEL_MANAGED_BY, CONTROLLER_NAME);
+    let cases = [
+        (
+            "no managed-by label",
+            labels(&[("a", "b")]),
+            labels(&[("a", "b")]),
+            false,
+        ),
+        (
+            "another manager",
+            labels(&[(LABEL_MANAGED_BY, "someone"), ("a", "b")]),
+            labels(&[("a", "b")]),
+            false,
+        ),
+        (
+            "the service's labels",
+            labels(&[m, ("a", "b")]),
+            labels(&[("a", "b")]),
+            true,
+        ),
+        (
+            "headless label aside",
+            labels(&[m, HEADLESS, ("a", "b")]),
+            labels(&[("a", "b")]),
+            true,
+        ),
+        (
+            "a label the service lacks",
+            labels(&[m, ("a", "b"), ("c", "d")]),
+            labels(&[("a", "b")]),
+            false,
+        ),
+        (
+            "a service label missing",
+            labels(&[m]),
+            labels(&[("a", "b")]),
+            false,
+        ),
+        (
+            "a different value",
+            labels(&[m, ("a", "x")]),
+            labels(&[("a", "b")]),
+            false,
+        ),
+    ];
+    for (name, ep, svc_labels, want) in cases {
+        assert_eq!(
+            labels_correct_for_endpoints(&ep, &svc_labels),
+            want,
+            "{name}"
+        );
+    }
 }
 
 #[test]
@@ -2360,10 +2751,10 @@ fn named_ports_resolve_per_pod() {
             None,
             &[HEADLESS],
             &[],
-            vec![
+            sorted(vec![
                 subset(vec![addr("1.2.3.4", "pod0", ns)], vec![], vec![web(8080)]),
                 subset(vec![addr("1.2.3.5", "pod1", ns)], vec![], vec![web(9090)]),
-            ],
+            ]),
         ),
     );
 }
