@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
 use rekube_crds::{Endpoints, Pod, Service};
 use rekube_e2e::agent::AgentProcess;
 use rekube_e2e::controllers::ControllerProcess;
@@ -65,9 +65,16 @@ struct Env {
 }
 
 async fn env(prefix: &str) -> Env {
+    env_with(prefix, &[]).await
+}
+
+/// [`env`] with more flags for the controller.
+async fn env_with(prefix: &str, flags: &[&str]) -> Env {
     let ns = TestNamespace::new(prefix).await;
     let agent = AgentProcess::start_hollow_ready(&ns, "node").await;
-    let controllers = ControllerProcess::start(&ns.name, &["--controllers", "endpoint"]);
+    let mut args = vec!["--controllers", "endpoint"];
+    args.extend_from_slice(flags);
+    let controllers = ControllerProcess::start(&ns.name, &args);
     Env {
         pods: Api::namespaced(ns.client.clone(), &ns.name),
         services: Api::namespaced(ns.client.clone(), &ns.name),
@@ -643,4 +650,93 @@ async fn follows_scale_and_skips_no_op_writes() {
         "a no-op write happened\n{}",
         e.controllers.logs()
     );
+}
+
+/// upstream TestPodUpdatesBatching: three pods turning ready at about the same time make
+/// one write with `--endpoint-updates-batch-period` ("three updates in one batch"), one
+/// each without ("three updates with no batching"; here at least two, as two may land in
+/// one sync).
+#[tokio::test]
+async fn pod_changes_within_the_batch_period_make_one_write() {
+    let writes = three_pods_turning_ready("ep-batch", "3s").await;
+    assert_eq!(writes.len(), 1, "one write for the batch: {writes:?}");
+}
+
+#[tokio::test]
+async fn pod_changes_without_batching_make_a_write_each() {
+    let writes = three_pods_turning_ready("ep-nobatch", "0s").await;
+    assert!(writes.len() > 1, "a write per change: {writes:?}");
+}
+
+/// The Endpoints writes (resourceVersion, ready pods) while three not-ready pods turn
+/// ready together, with `batch` as `--endpoint-updates-batch-period`.
+async fn three_pods_turning_ready(prefix: &str, batch: &str) -> Vec<(String, PortsByPod)> {
+    let e = env_with(prefix, &["--endpoint-updates-batch-period", batch]).await;
+    let sel = json!({"app": "batched"});
+    e.create_service(json!({"metadata": {"name": "batched"}, "spec": {"selector": sel, "ports": [{"port": 80}]}}))
+        .await;
+    let names = ["b0", "b1", "b2"];
+    for n in names {
+        e.create_pod(n, sel.clone(), json!([]), Some(TEST_READY_GATE))
+            .await;
+    }
+    e.wait_endpoints(
+        "batched",
+        expect(&[]),
+        expect(&[("b0", &[80]), ("b1", &[80]), ("b2", &[80])]),
+    )
+    .await;
+    // Settled: no batched sync still pending.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let rv = e
+        .endpoints
+        .get("batched")
+        .await
+        .unwrap()
+        .resource_version()
+        .unwrap();
+    let watch = {
+        let endpoints = e.endpoints.clone();
+        tokio::spawn(async move {
+            use futures::StreamExt;
+            let mut writes = Vec::new();
+            let params = WatchParams::default().fields("metadata.name=batched");
+            let mut events = endpoints.watch(&params, &rv).await.unwrap().boxed();
+            let deadline = tokio::time::sleep(Duration::from_secs(9));
+            tokio::pin!(deadline);
+            loop {
+                tokio::select! {
+                    _ = &mut deadline => return writes,
+                    ev = events.next() => match ev {
+                        Some(Ok(WatchEvent::Modified(ep))) => writes.push(ep),
+                        Some(Ok(_)) => {}
+                        _ => return writes,
+                    },
+                }
+            }
+        })
+    };
+    futures::future::join_all(
+        names
+            .iter()
+            .map(|n| readiness::set_gate(&e.pods, n, TEST_READY_GATE, true)),
+    )
+    .await;
+    e.wait_endpoints(
+        "batched",
+        expect(&[("b0", &[80]), ("b1", &[80]), ("b2", &[80])]),
+        expect(&[]),
+    )
+    .await;
+    watch
+        .await
+        .unwrap()
+        .iter()
+        .map(|w| {
+            (
+                w.resource_version().unwrap_or_default(),
+                ports_by_pod(w, true),
+            )
+        })
+        .collect()
 }
