@@ -22,6 +22,7 @@ const T: Duration = Duration::from_secs(60);
 const HEADLESS: &str = "service.kubernetes.io/headless";
 const TRIGGER_TIME: &str = "endpoints.kubernetes.io/last-change-trigger-time";
 const MANAGED_BY: &str = "endpoints.kubernetes.io/managed-by";
+const OVER_CAPACITY: &str = "endpoints.kubernetes.io/over-capacity";
 
 /// Pod name → ports, of the ready addresses or of the not-ready ones (upstream's
 /// portsByPodName, as validateEndpointsPortsOrFail reads it).
@@ -70,8 +71,16 @@ async fn env(prefix: &str) -> Env {
 
 /// [`env`] with more flags for the controller.
 async fn env_with(prefix: &str, flags: &[&str]) -> Env {
+    env_on(prefix, &[], flags).await
+}
+
+/// [`env`] with more flags for the hollow agent and for the controller.
+async fn env_on(prefix: &str, agent_flags: &[&str], flags: &[&str]) -> Env {
     let ns = TestNamespace::new(prefix).await;
-    let agent = AgentProcess::start_hollow_ready(&ns, "node").await;
+    let mut a = vec!["--hollow"];
+    a.extend_from_slice(agent_flags);
+    let agent = AgentProcess::start(&ns, "node", &a);
+    agent.wait_node_ready(&ns.client, T).await;
     let mut args = vec!["--controllers", "endpoint"];
     args.extend_from_slice(flags);
     let controllers = ControllerProcess::start(&ns.name, &args);
@@ -739,4 +748,73 @@ async fn three_pods_turning_ready(prefix: &str, batch: &str) -> Vec<(String, Por
             )
         })
         .collect()
+}
+
+/// Over capacity (upstream maxCapacity; its unit test is TestSyncServiceOverCapacity): 1001
+/// ready pods make 1000 addresses and `endpoints.kubernetes.io/over-capacity: truncated`;
+/// one pod fewer, all 1000 and no annotation.
+#[tokio::test]
+async fn endpoints_over_capacity_are_truncated() {
+    use futures::StreamExt;
+    let e = env_on(
+        "ep-capacity",
+        &["--max-pods", "1100"],
+        &[
+            "--endpoint-updates-batch-period",
+            "2s",
+            "--kube-api-qps",
+            "200",
+            "--kube-api-burst",
+            "300",
+        ],
+    )
+    .await;
+    let sel = json!({"app": "big"});
+    e.create_service(
+        json!({"metadata": {"name": "big"}, "spec": {"selector": sel, "ports": [{"port": 80}]}}),
+    )
+    .await;
+    let names: Vec<String> = (0..1001).map(|i| format!("p{i:04}")).collect();
+    futures::stream::iter(
+        names
+            .iter()
+            .map(|n| e.create_pod(n, sel.clone(), json!([]), None)),
+    )
+    .buffer_unordered(50)
+    .collect::<Vec<()>>()
+    .await;
+    let state = |ep: &Endpoints| {
+        let ready: usize = ep
+            .subsets
+            .iter()
+            .flatten()
+            .map(|s| s.addresses.as_ref().map_or(0, Vec::len))
+            .sum();
+        (ready, ep.annotations().get(OVER_CAPACITY).cloned())
+    };
+    let wait = |want: (usize, Option<String>)| {
+        let (endpoints, state) = (&e.endpoints, &state);
+        async move {
+            wait_until(
+                &format!("endpoints big at {want:?}"),
+                Duration::from_secs(180),
+                || {
+                    let want = want.clone();
+                    async move {
+                        let ep = endpoints.get("big").await.map_err(|e| e.to_string())?;
+                        let got = state(&ep);
+                        if got == want {
+                            Ok(())
+                        } else {
+                            Err(format!("{got:?}"))
+                        }
+                    }
+                },
+            )
+            .await
+        }
+    };
+    wait((1000, Some("truncated".to_string()))).await;
+    e.delete_pod("p0000").await;
+    wait((1000, None)).await;
 }

@@ -5,7 +5,7 @@
 //! Service. `sync_service` reads the caches, asks [`super::endpoints`] what the Endpoints
 //! should be, and creates, updates (a PUT with the cached resourceVersion) or deletes it;
 //! nothing is written when nothing changed.
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -91,6 +91,9 @@ pub struct EndpointController {
     /// `--endpoint-updates-batch-period`: pod changes wait this long before their
     /// Services sync, so that a burst makes one write.
     batch_period: Duration,
+    /// The Services waiting out the batch period: one timer per Service, however many pod
+    /// changes come meanwhile (client-go's delaying queue keeps one entry per key).
+    batched: Mutex<HashSet<ObjectKey>>,
     recorder: EventRecorder,
     metrics: Metrics,
 }
@@ -114,6 +117,7 @@ impl EndpointController {
             trigger_time_tracker: TriggerTimeTracker::new(),
             stale_endpoints_tracker: StaleEndpointsTracker::default(),
             batch_period,
+            batched: Mutex::new(HashSet::new()),
             metrics,
         });
         // upstream onServiceUpdate / onServiceDelete.
@@ -144,7 +148,7 @@ impl EndpointController {
                 ),
             };
             for name in names {
-                c.enqueue(service_key(&namespace, &name), c.batch_period);
+                c.enqueue_batched(service_key(&namespace, &name));
             }
         });
         // upstream onEndpointsDelete: an Endpoints deleted by someone else is recreated.
@@ -165,6 +169,25 @@ impl EndpointController {
     fn enqueue(&self, key: ObjectKey, after: Duration) {
         self.metrics.queue_add(CONTROLLER_NAME);
         self.queue.add_after(key, after);
+    }
+
+    /// Queues a Service after the batch period (upstream `queue.AddAfter(key,
+    /// endpointUpdatesBatchPeriod)`): a Service already waiting keeps its earlier time.
+    fn enqueue_batched(self: &Arc<Self>, key: ObjectKey) {
+        if self.batch_period.is_zero() {
+            return self.enqueue(key, Duration::ZERO);
+        }
+        if !self.batched.lock().unwrap().insert(key.clone()) {
+            return;
+        }
+        let (weak, period) = (Arc::downgrade(self), self.batch_period);
+        tokio::spawn(async move {
+            tokio::time::sleep(period).await;
+            if let Some(c) = weak.upgrade() {
+                c.batched.lock().unwrap().remove(&key);
+                c.enqueue(key, Duration::ZERO);
+            }
+        });
     }
 
     pub async fn run(self: Arc<Self>, workers: usize) {
