@@ -85,7 +85,6 @@ impl ControllerProcess {
             .unwrap();
         let child = Command::new(&bin)
             .args(["--namespace", &self.namespace])
-            .args(["--leader-elect-resource-namespace", &self.namespace])
             .args([
                 "--bind-address",
                 &format!("127.0.0.1:{}", self.metrics_port),
@@ -106,7 +105,8 @@ impl ControllerProcess {
 
     /// Nodes are cluster-scoped: unless the test says otherwise, the controllers watch only
     /// the test's nodes (labelled by [`crate::nodes::create_node`]) and read their heartbeat
-    /// Leases from the test namespace, so parallel tests never touch each other's nodes.
+    /// Leases from the test namespace, so parallel tests never touch each other's nodes;
+    /// their own Lease is in the test namespace too.
     fn scoping_defaults(&self) -> Vec<String> {
         let mut args = Vec::new();
         let given = |flag: &str| {
@@ -135,6 +135,10 @@ impl ControllerProcess {
                 "--leader-elect-retry-period".into(),
                 "1s".into(),
             ]);
+        }
+        if !given("--leader-elect-resource-namespace") {
+            args.push("--leader-elect-resource-namespace".into());
+            args.push(self.namespace.clone());
         }
         if !given("--node-lease-namespace") {
             args.push("--node-lease-namespace".into());
