@@ -78,7 +78,7 @@ async fn the_charts_rbac_is_exactly_what_the_controllers_use() {
             "--node-monitor-period",
             "1s",
             "--node-monitor-grace-period",
-            "8s",
+            "10s",
             "--default-toleration-seconds",
             "2",
             "--pod-gc-check-period",
