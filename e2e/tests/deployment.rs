@@ -1058,7 +1058,8 @@ async fn graceful_shutdown_releases_the_lease() {
     assert_eq!(spec.holder_identity, None, "{spec:?}");
 }
 
-/// The metrics endpoint reports syncs, queue depth and API requests by verb.
+/// The metrics endpoint reports syncs, queue depth and API requests by authorization verb
+/// and resource.
 #[tokio::test]
 async fn metrics_report_syncs_and_api_requests() {
     let e = env("d-metrics").await;
@@ -1079,8 +1080,9 @@ async fn metrics_report_syncs_and_api_requests() {
         "rekube_controller_syncs_total{controller=\"deployment-controller\",result=\"success\"}",
         "rekube_controller_sync_duration_seconds_count{controller=\"replicaset-controller\"}",
         "rekube_workqueue_depth{name=\"deployment-controller\"}",
-        "rekube_rest_client_requests_total{verb=\"POST\",code=\"201\"}",
-        "rekube_rest_client_requests_total{verb=\"WATCH\",code=\"200\"}",
+        "rekube_rest_client_requests_total{verb=\"create\",resource=\"replicasets.rekube.io\",code=\"201\"}",
+        "rekube_rest_client_requests_total{verb=\"watch\",resource=\"pods.rekube.io\",code=\"200\"}",
+        "rekube_rest_client_requests_total{verb=\"update\",resource=\"deployments.rekube.io/status\",code=\"200\"}",
         "rekube_leader_election_master_status 1",
     ] {
         assert!(text.contains(needle), "{needle} missing from:\n{text}");
