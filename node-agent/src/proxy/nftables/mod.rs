@@ -1,0 +1,23 @@
+//! kube-proxy's nftables mode (pkg/proxy/nftables): [`proxier`] computes the
+//! transactions, [`transaction`] is their model and `nft -f` text, [`names`] the chain
+//! names, [`interface`] the kernel behind a trait with [`fake`] for tests, [`sync`] one
+//! sync through that trait.
+
+pub mod fake;
+pub mod interface;
+pub mod names;
+pub mod proxier;
+pub mod sync;
+pub mod transaction;
+
+#[cfg(test)]
+mod helpers_test;
+#[cfg(test)]
+mod proxier_test;
+
+pub use proxier::{
+    ExistingObjects, LocalDetector, NftablesProxier, NodePortAddresses, ProxierConfig,
+    REKUBE_PROXY_TABLE, SyncPlan,
+};
+pub use sync::sync_once;
+pub use transaction::Transaction;
