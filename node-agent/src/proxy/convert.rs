@@ -354,3 +354,201 @@ pub fn build_snapshot<'a>(
     }
     snapshot
 }
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1 as core;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    use super::*;
+
+    fn service(
+        namespace: &str,
+        name: &str,
+        f: impl FnOnce(&mut core::ServiceSpec),
+    ) -> rekube_crds::Service {
+        let mut spec = core::ServiceSpec::default();
+        f(&mut spec);
+        rekube_crds::Service {
+            metadata: ObjectMeta {
+                namespace: Some(namespace.into()),
+                name: Some(name.into()),
+                ..Default::default()
+            },
+            spec: Some(spec),
+            status: None,
+        }
+    }
+
+    fn port(name: &str, protocol: &str, port: i32, node_port: i32) -> core::ServicePort {
+        core::ServicePort {
+            name: Some(name.into()),
+            protocol: Some(protocol.into()),
+            port,
+            node_port: Some(node_port),
+            ..Default::default()
+        }
+    }
+
+    /// TestBuildServiceMapAddRemove (the service map part): every port of every type is a
+    /// service port; health check node ports only for LoadBalancer + Local.
+    #[test]
+    fn test_build_service_map_add_remove() {
+        let services = [
+            service("somewhere-else", "cluster-ip", |s| {
+                s.type_ = Some("ClusterIP".into());
+                s.cluster_ip = Some("172.30.55.4".into());
+                s.ports = Some(vec![
+                    port("something", "UDP", 1234, 4321),
+                    port("somethingelse", "UDP", 1235, 5321),
+                    port("sctpport", "SCTP", 1236, 6321),
+                ]);
+            }),
+            service("somewhere-else", "node-port", |s| {
+                s.type_ = Some("NodePort".into());
+                s.cluster_ip = Some("172.30.55.10".into());
+                s.ports = Some(vec![
+                    port("blahblah", "UDP", 345, 678),
+                    port("moreblahblah", "TCP", 344, 677),
+                    port("muchmoreblah", "SCTP", 343, 676),
+                ]);
+            }),
+            service("somewhere", "load-balancer", |s| {
+                s.type_ = Some("LoadBalancer".into());
+                s.cluster_ip = Some("172.30.55.11".into());
+                s.ports = Some(vec![
+                    port("foobar", "UDP", 8675, 30061),
+                    port("baz", "UDP", 8676, 30062),
+                ]);
+            }),
+            service("somewhere", "only-local-load-balancer", |s| {
+                s.type_ = Some("LoadBalancer".into());
+                s.cluster_ip = Some("172.30.55.12".into());
+                s.ports = Some(vec![
+                    port("foobar2", "UDP", 8677, 30063),
+                    port("baz", "UDP", 8678, 30064),
+                ]);
+                s.external_traffic_policy = Some("Local".into());
+                s.health_check_node_port = Some(345);
+            }),
+        ];
+        let snapshot = build_snapshot(&services, [], "test-node", IpFamily::V4);
+        assert_eq!(snapshot.service_ports.len(), 10);
+        let health_checks: Vec<(&NamespacedName, u16)> = snapshot
+            .service_ports
+            .iter()
+            .filter(|(_, p)| p.health_check_node_port != 0)
+            .map(|(n, p)| (&n.service, p.health_check_node_port))
+            .collect();
+        assert_eq!(health_checks.len(), 2, "one per port of the one service");
+        assert!(health_checks.iter().all(|(n, p)| **n
+            == NamespacedName::new("somewhere", "only-local-load-balancer")
+            && *p == 345));
+    }
+
+    /// TestBuildServiceMapServiceHeadless and TestBuildServiceMapServiceTypeExternalName.
+    #[test]
+    fn headless_and_external_name_services_are_ignored() {
+        let services = [
+            service("somewhere-else", "headless", |s| {
+                s.cluster_ip = Some("None".into());
+                s.ports = Some(vec![port("rpc", "UDP", 1234, 0)]);
+            }),
+            service("somewhere-else", "headless-without-port", |s| {
+                s.cluster_ip = Some("None".into());
+            }),
+            service("somewhere-else", "external-name", |s| {
+                s.type_ = Some("ExternalName".into());
+                s.cluster_ip = Some("172.30.55.4".into());
+                s.external_name = Some("foo2.bar.com".into());
+                s.ports = Some(vec![port("blah", "UDP", 1235, 5321)]);
+            }),
+        ];
+        assert!(
+            build_snapshot(&services, [], "test-node", IpFamily::V4)
+                .service_ports
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn dual_stack_service_gives_each_family_its_cluster_ip() {
+        let svc = service("ns", "dual", |s| {
+            s.cluster_ip = Some("172.30.0.1".into());
+            s.cluster_ips = Some(vec!["172.30.0.1".into(), "fd00:10:96::1".into()]);
+            s.ports = Some(vec![port("p", "TCP", 80, 0)]);
+        });
+        let v4 = service_ports(&svc, IpFamily::V4);
+        let v6 = service_ports(&svc, IpFamily::V6);
+        assert_eq!(v4[0].1.cluster_ip.to_string(), "172.30.0.1");
+        assert_eq!(v6[0].1.cluster_ip.to_string(), "fd00:10:96::1");
+    }
+
+    /// core/v1 Endpoints: addresses are ready, notReadyAddresses not; locality from
+    /// nodeName; each port of each subset is a service port; sorted by `ip:port`.
+    #[test]
+    fn endpoints_from_core_v1_endpoints() {
+        let eps = rekube_crds::Endpoints {
+            metadata: ObjectMeta {
+                namespace: Some("ns1".into()),
+                name: Some("ep1".into()),
+                ..Default::default()
+            },
+            subsets: Some(vec![core::EndpointSubset {
+                addresses: Some(vec![
+                    core::EndpointAddress {
+                        ip: "10.1.1.11".into(),
+                        node_name: Some("test-node".into()),
+                        ..Default::default()
+                    },
+                    core::EndpointAddress {
+                        ip: "10.1.1.1".into(),
+                        node_name: Some("other".into()),
+                        ..Default::default()
+                    },
+                ]),
+                not_ready_addresses: Some(vec![core::EndpointAddress {
+                    ip: "10.1.1.2".into(),
+                    ..Default::default()
+                }]),
+                ports: Some(vec![core::EndpointPort {
+                    name: Some("p11".into()),
+                    port: 11,
+                    protocol: Some("UDP".into()),
+                    ..Default::default()
+                }]),
+            }]),
+        };
+        let map = endpoints_from_endpoints(&eps, "test-node", IpFamily::V4);
+        let list = &map[&ServicePortName::new("ns1", "ep1", "p11", Protocol::Udp)];
+        let got: Vec<(String, bool, bool, bool)> = list
+            .iter()
+            .map(|e| (e.to_string(), e.is_local, e.ready, e.serving))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("10.1.1.11:11".to_string(), true, true, true),
+                ("10.1.1.1:11".to_string(), false, true, true),
+                ("10.1.1.2:11".to_string(), false, false, false),
+            ]
+        );
+    }
+
+    #[test]
+    fn sloppy_parsing_as_go() {
+        assert_eq!(
+            parse_ip_sloppy("010.180.00.001"),
+            Some("10.180.0.1".parse().unwrap())
+        );
+        assert_eq!(parse_ip_sloppy("1.2.3.256"), None);
+        assert_eq!(
+            parse_cidr_sloppy(" 203.0.113.000/025"),
+            Some("203.0.113.0/25".parse().unwrap())
+        );
+        assert_eq!(
+            parse_cidr_sloppy("203.0.113.7/24"),
+            Some("203.0.113.0/24".parse().unwrap())
+        );
+    }
+}
