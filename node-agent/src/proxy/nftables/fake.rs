@@ -72,6 +72,23 @@ impl FakeNftables {
             .unwrap_or_default()
     }
 
+    /// The elements of a set or map as (key, value) fields.
+    pub fn element_fields(&self, set: &str) -> Vec<(Vec<String>, Vec<String>)> {
+        let state = self.state.lock().unwrap();
+        let Some(table) = state.as_ref() else {
+            return Vec::new();
+        };
+        table
+            .sets
+            .get(set)
+            .map(|(_, els)| {
+                els.values()
+                    .map(|e| (e.key.clone(), e.value.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// The rules of a chain, in order.
     pub fn rules(&self, chain: &str) -> Option<Vec<Rule>> {
         let state = self.state.lock().unwrap();

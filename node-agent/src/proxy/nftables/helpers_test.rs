@@ -169,6 +169,12 @@ pub struct FakeProxier {
 
 impl FakeProxier {
     pub fn new() -> Self {
+        Self::new_with(|_| {})
+    }
+
+    /// `NewFakeProxier` with the configuration then changed by `f` (masqueradeAll, the
+    /// local detector, --nodeport-addresses).
+    pub fn new_with(f: impl FnOnce(&mut ProxierConfig)) -> Self {
         let mut config = ProxierConfig::new(IpFamily::V4, TEST_NODE_NAME);
         config.node_ip = Some(TEST_NODE_IP.parse().unwrap());
         config.local_detector = LocalDetector::ByCidr("10.0.0.0/8".parse().unwrap());
@@ -178,6 +184,7 @@ impl FakeProxier {
         ]);
         config.service_cidrs = vec!["172.30.0.0/16".parse().unwrap()];
         config.masquerade_mark = 0x4000;
+        f(&mut config);
         FakeProxier {
             nft: FakeNftables::new(IpFamily::V4, &config.table),
             proxier: NftablesProxier::new(config),

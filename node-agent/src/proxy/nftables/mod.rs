@@ -13,7 +13,11 @@ pub mod transaction;
 #[cfg(test)]
 mod helpers_test;
 #[cfg(test)]
+mod packet_flow_test;
+#[cfg(test)]
 mod proxier_test;
+#[cfg(test)]
+mod tracer_test;
 
 pub use proxier::{
     ExistingObjects, LocalDetector, NftablesProxier, NodePortAddresses, ProxierConfig,
