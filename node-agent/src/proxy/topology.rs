@@ -191,10 +191,12 @@ mod tests {
         svc
     }
 
-    /// (endpoint, zone hints, ready, serving, terminating, local)
-    type Ep<'a> = (&'a str, &'a [&'a str], bool, bool, bool, bool);
+    /// (ready, serving, terminating)
+    type Conditions = (bool, bool, bool);
+    /// (endpoint, zone hints, conditions, local)
+    type CaseEndpoint<'a> = (&'a str, &'a [&'a str], Conditions, bool);
 
-    fn ep((addr, zones, ready, serving, terminating, local): Ep) -> EndpointInfo {
+    fn ep((addr, zones, (ready, serving, terminating), local): CaseEndpoint) -> EndpointInfo {
         let addr: SocketAddr = addr.parse().unwrap();
         EndpointInfo {
             ip: addr.ip(),
@@ -217,15 +219,15 @@ mod tests {
     }
 
     // Ready shorthand: (addr, zones, ready, serving=ready, terminating=false, local).
-    const R: (bool, bool, bool) = (true, true, false);
-    const NR: (bool, bool, bool) = (false, false, false);
-    const ST: (bool, bool, bool) = (false, true, true);
+    const R: Conditions = (true, true, false);
+    const NR: Conditions = (false, false, false);
+    const ST: Conditions = (false, true, true);
 
     struct Case<'a> {
         name: &'a str,
         zone: Option<&'a str>,
         svc: ServicePortInfo,
-        endpoints: Vec<(&'a str, &'a [&'a str], (bool, bool, bool), bool)>,
+        endpoints: Vec<CaseEndpoint<'a>>,
         cluster: Option<&'a [&'a str]>,
         local: Option<&'a [&'a str]>,
         all: Option<&'a [&'a str]>,
@@ -237,7 +239,7 @@ mod tests {
     /// apply without the service annotation (the annotation cases are gone).
     #[test]
     fn test_categorize_endpoints() {
-        let four_zones: Vec<(&str, &[&str], (bool, bool, bool), bool)> = vec![
+        let four_zones: Vec<CaseEndpoint> = vec![
             ("10.1.2.3:80", &["zone-a"], R, false),
             ("10.1.2.4:80", &["zone-b"], R, false),
             ("10.1.2.5:80", &["zone-c"], R, false),
@@ -587,11 +589,7 @@ mod tests {
             if let Some(zone) = case.zone {
                 labels.insert(LABEL_TOPOLOGY_ZONE.to_string(), zone.to_string());
             }
-            let endpoints: Vec<EndpointInfo> = case
-                .endpoints
-                .iter()
-                .map(|(a, z, (r, s, t), l)| ep((a, z, *r, *s, *t, *l)))
-                .collect();
+            let endpoints: Vec<EndpointInfo> = case.endpoints.iter().map(|e| ep(*e)).collect();
             let got = categorize_endpoints(&endpoints, &case.svc, NODE, &labels);
 
             // As upstream's check: "not used" must be None, "used" compares as a set (an
@@ -637,9 +635,9 @@ mod tests {
     /// has one and one names this node.
     #[test]
     fn prefer_same_node_hints() {
-        let mut a = ep(("10.0.0.1:80", &["zone-a"], true, true, false, true));
+        let mut a = ep(("10.0.0.1:80", &["zone-a"], R, true));
         a.node_hints.insert(NODE.to_string());
-        let mut b = ep(("10.0.0.2:80", &["zone-a"], true, true, false, false));
+        let mut b = ep(("10.0.0.2:80", &["zone-a"], R, false));
         b.node_hints.insert("other".to_string());
         let labels = BTreeMap::from([(LABEL_TOPOLOGY_ZONE.to_string(), "zone-a".to_string())]);
         let got = categorize_endpoints(&[a, b.clone()], &svc(false, false, 0), NODE, &labels);

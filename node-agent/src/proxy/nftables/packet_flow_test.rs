@@ -645,7 +645,9 @@ fn ready_on(nodes: &[(&str, &str)]) -> Vec<discovery::Endpoint> {
 /// only local endpoints, is dropped without one, and rejected once the endpoints go.
 #[test]
 fn test_internal_traffic_policy() {
-    let cases: [(&str, Option<&str>, Vec<(&str, &str)>, &str); 4] = [
+    // (name, internalTrafficPolicy, endpoints (ip, node), output)
+    type Case<'a> = (&'a str, Option<&'a str>, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: [Case; 4] = [
         (
             "internalTrafficPolicy is cluster",
             Some("Cluster"),
@@ -743,7 +745,10 @@ fn terminating_cases_service(policy: &str) -> core::Service {
     })
 }
 
-fn run_terminating_cases(policy: &str, cases: Vec<(&str, Vec<Ep>, (&str, bool), (&str, bool))>) {
+/// (name, endpoints, (pod to ClusterIP: output, masq), (external to LB: output, masq))
+type TerminatingCase<'a> = (&'a str, Vec<Ep<'a>>, (&'a str, bool), (&'a str, bool));
+
+fn run_terminating_cases(policy: &str, cases: Vec<TerminatingCase>) {
     for (name, endpoints, (to_cluster_ip, cluster_masq), (to_lb, lb_masq)) in cases {
         let mut fp = FakeProxier::new();
         fp.sync_proxy_rules();

@@ -634,7 +634,9 @@ fn test_no_endpoints_metric() {
         ("10.0.1.2", "node1"),
         ("10.0.1.3", "node2"),
     ];
-    let cases: [(&str, bool, bool, &[(&str, &str)], usize, usize); 7] = [
+    // (name, iTP Local, eTP Local, endpoints (ip, node), no local internal, external)
+    type Case<'a> = (&'a str, bool, bool, &'a [(&'a str, &'a str)], usize, usize);
+    let cases: [Case; 7] = [
         (
             "internalTrafficPolicy is set and there are local endpoints",
             true,
