@@ -175,18 +175,28 @@ impl FakeProxier {
     /// `NewFakeProxier` with the configuration then changed by `f` (masqueradeAll, the
     /// local detector, --nodeport-addresses).
     pub fn new_with(f: impl FnOnce(&mut ProxierConfig)) -> Self {
-        let mut config = ProxierConfig::new(IpFamily::V4, TEST_NODE_NAME);
-        config.node_ip = Some(TEST_NODE_IP.parse().unwrap());
-        config.local_detector = LocalDetector::ByCidr("10.0.0.0/8".parse().unwrap());
+        Self::new_family(IpFamily::V4, f)
+    }
+
+    /// `NewFakeProxier(family)`: for IPv6 pods in fd00:10::/64, ClusterIPs in
+    /// fd00:10:96::/112, NodePorts on 2001:db8::1.
+    pub fn new_family(family: IpFamily, f: impl FnOnce(&mut ProxierConfig)) -> Self {
+        let (node_ip, pod_cidr, service_cidr) = match family {
+            IpFamily::V4 => (TEST_NODE_IP, "10.0.0.0/8", "172.30.0.0/16"),
+            IpFamily::V6 => ("2001:db8::1", "fd00:10::/64", "fd00:10:96::/112"),
+        };
+        let mut config = ProxierConfig::new(family, TEST_NODE_NAME);
+        config.node_ip = Some(node_ip.parse().unwrap());
+        config.local_detector = LocalDetector::ByCidr(pod_cidr.parse().unwrap());
         config.node_port_addresses = NodePortAddresses::Ips(vec![
             TEST_NODE_IP.parse().unwrap(),
             "2001:db8::1".parse().unwrap(),
         ]);
-        config.service_cidrs = vec!["172.30.0.0/16".parse().unwrap()];
+        config.service_cidrs = vec![service_cidr.parse().unwrap()];
         config.masquerade_mark = 0x4000;
         f(&mut config);
         FakeProxier {
-            nft: FakeNftables::new(IpFamily::V4, &config.table),
+            nft: FakeNftables::new(family, &config.table),
             proxier: NftablesProxier::new(config),
             services: BTreeMap::new(),
             slices: BTreeMap::new(),
@@ -232,10 +242,13 @@ impl FakeProxier {
             };
             snapshot
                 .service_ports
-                .extend(service_ports(&rekube, IpFamily::V4));
+                .extend(service_ports(&rekube, self.proxier.config().family));
         }
-        snapshot.endpoints =
-            endpoints_from_endpoint_slices(self.slices.values(), TEST_NODE_NAME, IpFamily::V4);
+        snapshot.endpoints = endpoints_from_endpoint_slices(
+            self.slices.values(),
+            TEST_NODE_NAME,
+            self.proxier.config().family,
+        );
         snapshot
     }
 

@@ -11,6 +11,7 @@ use super::proxier::{LocalDetector, NodePortAddresses};
 use super::tracer_test::{
     PacketFlowTest, TEST_EXTERNAL_CLIENT, TEST_EXTERNAL_CLIENT_BLOCKED, flow, run_packet_flow_tests,
 };
+use crate::proxy::types::IpFamily;
 
 const TEST_NODE_IP_ALT: &str = "192.168.1.2";
 
@@ -359,72 +360,98 @@ fn test_load_balancer() {
     );
 }
 
-/// TestNodePorts (IPv4 cases): NodePorts on the node IP; on the secondary IP only when
-/// --nodeport-addresses covers it.
+/// TestNodePorts: NodePorts on the node IP; on the secondary IP only when
+/// --nodeport-addresses covers it; IPv4 and IPv6.
 #[test]
 fn test_node_ports() {
-    let cases: [(&str, Option<Vec<&str>>, bool); 2] = [
-        ("ipv4", None, false),
-        // 192.168.0.0/24 and 192.168.1.0/24 resolved to the node's addresses in them.
+    // --nodeport-addresses as the addresses it resolves to on the test node's interfaces.
+    let cases: [(&str, IpFamily, Option<Vec<&str>>, bool); 4] = [
+        ("ipv4", IpFamily::V4, None, false),
+        // 192.168.0.0/24, 192.168.1.0/24, 2001:db8::/64
         (
             "ipv4, multiple nodeport-addresses",
-            Some(vec![TEST_NODE_IP, TEST_NODE_IP_ALT]),
+            IpFamily::V4,
+            Some(vec![TEST_NODE_IP, TEST_NODE_IP_ALT, "2001:db8::1"]),
+            true,
+        ),
+        ("ipv6", IpFamily::V6, None, false),
+        // 192.168.0.0/24, 192.168.1.0/24, 2001:db8::/64, 2001:db8:1::2/128
+        (
+            "ipv6, multiple nodeport-addresses",
+            IpFamily::V6,
+            Some(vec![
+                TEST_NODE_IP,
+                TEST_NODE_IP_ALT,
+                "2001:db8::1",
+                "2001:db8:1::2",
+            ]),
             true,
         ),
     ];
-    for (name, node_port_addresses, allow_alt_node_ip) in cases {
-        let mut fp = FakeProxier::new_with(|c| {
+    for (name, family, node_port_addresses, allow_alt_node_ip) in cases {
+        let mut fp = FakeProxier::new_family(family, |c| {
             if let Some(ips) = node_port_addresses {
                 c.node_port_addresses =
                     NodePortAddresses::Ips(ips.iter().map(|ip| ip.parse().unwrap()).collect());
             }
         });
+        let (svc_ip, ep1, ep2, node_ip, pod_ip, external, alt_node_ip, output) = match family {
+            IpFamily::V4 => (
+                "172.30.0.41",
+                "10.180.0.1",
+                "10.180.2.1",
+                TEST_NODE_IP,
+                "10.0.0.2",
+                TEST_EXTERNAL_CLIENT,
+                TEST_NODE_IP_ALT,
+                "10.180.0.1:80, 10.180.2.1:80",
+            ),
+            IpFamily::V6 => (
+                "fd00:172:30::41",
+                "fd00:10:180::1",
+                "fd00:10:180::2:1",
+                "2001:db8::1",
+                "fd00:10::2",
+                "2600:5200::1",
+                "2001:db8:1::2",
+                "[fd00:10:180::1]:80, [fd00:10:180::2:1]:80",
+            ),
+        };
         fp.add_service(make_test_service("ns1", "svc1", |svc| {
             let s = spec(svc);
             s.type_ = Some("NodePort".into());
-            s.cluster_ip = Some("172.30.0.41".into());
+            s.cluster_ip = Some(svc_ip.into());
             s.ports = Some(vec![service_port("p80", 80, "TCP", 3001)]);
         }));
-        fp.add_slice(slice(
+        let mut eps = slice(
             "ns1",
             "svc1",
             vec![
-                endpoint("10.180.0.1", None, None),
-                endpoint("10.180.2.1", Some(TEST_NODE_NAME), None),
+                endpoint(ep1, None, None),
+                endpoint(ep2, Some(TEST_NODE_NAME), None),
             ],
             "p80",
             80,
-        ));
+        );
+        if family == IpFamily::V6 {
+            eps.address_type = "IPv6".into();
+        }
+        fp.add_slice(eps);
         fp.sync_proxy_rules();
-        let output = "10.180.0.1:80, 10.180.2.1:80";
         run_packet_flow_tests(
             name,
             &fp,
             &[
-                flow(
-                    "pod to cluster IP",
-                    "10.0.0.2",
-                    "172.30.0.41",
-                    80,
-                    output,
-                    false,
-                ),
+                flow("pod to cluster IP", pod_ip, svc_ip, 80, output, false),
                 flow(
                     "external to nodePort",
-                    TEST_EXTERNAL_CLIENT,
-                    TEST_NODE_IP,
+                    external,
+                    node_ip,
                     3001,
                     output,
                     true,
                 ),
-                flow(
-                    "node to nodePort",
-                    TEST_NODE_IP,
-                    TEST_NODE_IP,
-                    3001,
-                    output,
-                    true,
-                ),
+                flow("node to nodePort", node_ip, node_ip, 3001, output, true),
             ],
         );
         if allow_alt_node_ip {
@@ -433,8 +460,8 @@ fn test_node_ports() {
                 &fp,
                 &[flow(
                     "external to nodePort on secondary IP",
-                    TEST_EXTERNAL_CLIENT,
-                    TEST_NODE_IP_ALT,
+                    external,
+                    alt_node_ip,
                     3001,
                     output,
                     true,
@@ -446,8 +473,8 @@ fn test_node_ports() {
                 &fp,
                 &[flow(
                     "secondary nodeIP ignores NodePorts",
-                    TEST_EXTERNAL_CLIENT,
-                    TEST_NODE_IP_ALT,
+                    external,
+                    alt_node_ip,
                     3001,
                     "",
                     false,
