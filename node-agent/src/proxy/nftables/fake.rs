@@ -25,6 +25,7 @@ pub struct FakeNftables {
     table: String,
     state: Mutex<Option<FakeTable>>,
     last_transaction: Mutex<Option<Transaction>>,
+    transactions: Mutex<Vec<Transaction>>,
 }
 
 fn not_found(op: &Operation, what: &str) -> NftablesError {
@@ -41,7 +42,13 @@ impl FakeNftables {
             table: table.to_string(),
             state: Mutex::new(None),
             last_transaction: Mutex::new(None),
+            transactions: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Every transaction run, in order (successful or not).
+    pub fn transactions(&self) -> Vec<Transaction> {
+        self.transactions.lock().unwrap().clone()
     }
 
     /// The last transaction run (successful or not).
@@ -253,6 +260,7 @@ impl Nftables for FakeNftables {
 
     fn run(&self, tx: &Transaction) -> Result<(), NftablesError> {
         *self.last_transaction.lock().unwrap() = Some(tx.clone());
+        self.transactions.lock().unwrap().push(tx.clone());
         let mut state = self.state.lock().unwrap();
         let mut next = state.clone();
         for op in &tx.operations {

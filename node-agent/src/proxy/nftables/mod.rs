@@ -13,6 +13,8 @@ pub mod transaction;
 #[cfg(test)]
 mod helpers_test;
 #[cfg(test)]
+mod nft_test;
+#[cfg(test)]
 mod packet_flow_test;
 #[cfg(test)]
 mod proxier_test;
