@@ -23,7 +23,7 @@ mod tracer_test;
 
 pub use proxier::{
     ExistingObjects, LocalDetector, NftablesProxier, NodePortAddresses, ProxierConfig,
-    REKUBE_PROXY_TABLE, SyncPlan,
+    REKUBE_PROXY_TABLE, SyncPlan, cleanup_transaction,
 };
 pub use sync::sync_once;
 pub use transaction::Transaction;

@@ -7,6 +7,8 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 use super::helpers_test::*;
+use super::proxier::{REKUBE_PROXY_TABLE, cleanup_transaction};
+use crate::proxy::types::IpFamily;
 
 /// Runs `script` (transactions separated by lines `---`) in a new network namespace, each
 /// part with `nft -f`, and returns `nft list ruleset` at the end.
@@ -89,7 +91,7 @@ fn nft_applies_full_and_partial_syncs() {
     fp.age_stale_chains();
     fp.sync_proxy_rules();
 
-    let transactions: Vec<String> = fp
+    let mut transactions: Vec<String> = fp
         .nft
         .transactions()
         .iter()
@@ -113,4 +115,10 @@ fn nft_applies_full_and_partial_syncs() {
         .count();
     assert_eq!(kernel_chains, fake_chains, "ruleset:\n{ruleset}");
     assert!(ruleset.contains("table ip rekube-proxy"), "{ruleset}");
+
+    // Cleanup removes the table, and does not fail when it is already gone.
+    let cleanup = cleanup_transaction(IpFamily::V4, REKUBE_PROXY_TABLE).to_string();
+    transactions.push(cleanup.clone());
+    transactions.push(cleanup);
+    assert_eq!(apply_in_new_netns(&transactions).trim(), "");
 }

@@ -128,6 +128,15 @@ const JUMP_CHAINS: [(&str, &str, &str); 11] = [
     (CLUSTER_IPS_CHECK_CHAIN, FILTER_OUTPUT_CHAIN, "ct state new"),
 ];
 
+/// Upstream's `CleanupLeftovers`: the transaction deleting the proxier's table (added
+/// first, so deleting a table that is not there does not fail), for `cleanup`.
+pub fn cleanup_transaction(family: IpFamily, table: &str) -> Transaction {
+    let mut tx = Transaction::new(family, table);
+    tx.add(Object::Table { comment: None });
+    tx.delete(Object::Table { comment: None });
+    tx
+}
+
 /// How the proxier tells pod traffic from the rest (upstream's `LocalTrafficDetector`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LocalDetector {

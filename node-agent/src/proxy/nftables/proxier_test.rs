@@ -728,3 +728,23 @@ fn test_no_endpoints_metric() {
         );
     }
 }
+
+/// CleanupLeftovers: the table, and nothing else, deleted; a second cleanup still succeeds.
+#[test]
+fn cleanup_deletes_only_the_table() {
+    use super::interface::Nftables;
+    use super::proxier::{REKUBE_PROXY_TABLE, cleanup_transaction};
+    use crate::proxy::types::IpFamily;
+
+    let mut fp = FakeProxier::new();
+    fp.add_service(cluster_ip_service("ns1", "svc1", "172.30.0.41", "p80", 80));
+    fp.sync_proxy_rules();
+    let cleanup = cleanup_transaction(IpFamily::V4, REKUBE_PROXY_TABLE);
+    assert_eq!(
+        cleanup.to_string(),
+        "add table ip rekube-proxy\ndelete table ip rekube-proxy\n"
+    );
+    fp.nft.run(&cleanup).unwrap();
+    assert_eq!(fp.nft.dump(), "");
+    fp.nft.run(&cleanup).unwrap();
+}
