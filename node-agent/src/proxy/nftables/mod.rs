@@ -19,6 +19,8 @@ mod packet_flow_test;
 #[cfg(test)]
 mod proxier_test;
 #[cfg(test)]
+mod scale_test;
+#[cfg(test)]
 mod tracer_test;
 
 pub use proxier::{
