@@ -3,6 +3,8 @@
 //! names, [`interface`] the kernel behind a trait with [`fake`] for tests, [`sync`] one
 //! sync through that trait.
 
+pub mod config;
+mod element_storage;
 pub mod fake;
 pub mod interface;
 pub mod names;

@@ -14,23 +14,24 @@
 //! `no-endpoint-services`/`no-endpoint-nodeports`, checked on new connections in the
 //! filter hooks: `goto reject-chain` (ICMP unreachable / TCP reset) or `drop`.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 
+pub use super::config::{LocalDetector, NodePortAddresses, ProxierConfig, REKUBE_PROXY_TABLE};
+use super::element_storage::ElementStorage;
 use super::names::{
     ServicePortChains, endpoint_chain_and_affinity_set, is_affinity_set_name, is_service_chain_name,
 };
-use super::transaction::{BaseChain, Chain, Element, Object, Rule, Set, Transaction};
+use super::transaction::{
+    BaseChain, Chain, Element, Object, Rule, Set, Transaction, family_keyword,
+};
 use crate::proxy::topology::categorize_endpoints;
 use crate::proxy::types::{
     EndpointInfo, IpFamily, NamespacedName, ProxySnapshot, ServicePortInfo, ServicePortName,
 };
-
-/// rekube's table: its own name, so the agent never touches kube-proxy's `kube-proxy`.
-pub const REKUBE_PROXY_TABLE: &str = "rekube-proxy";
 
 // Base chains.
 const FILTER_PREROUTING_PRE_DNAT_CHAIN: &str = "filter-prerouting-pre-dnat";
@@ -137,76 +138,6 @@ pub fn cleanup_transaction(family: IpFamily, table: &str) -> Transaction {
     tx
 }
 
-/// How the proxier tells pod traffic from the rest (upstream's `LocalTrafficDetector`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LocalDetector {
-    /// Nothing known: traffic to a ClusterIP is not masqueraded, no short-circuit rules.
-    None,
-    /// `--cluster-cidr`: sources in it are pods.
-    ByCidr(IpNet),
-}
-
-impl LocalDetector {
-    fn if_local(&self, family: IpFamily) -> Option<String> {
-        match self {
-            LocalDetector::None => None,
-            LocalDetector::ByCidr(cidr) => Some(format!("{} saddr {cidr}", ip_x(family))),
-        }
-    }
-
-    fn if_not_local(&self, family: IpFamily) -> Option<String> {
-        match self {
-            LocalDetector::None => None,
-            LocalDetector::ByCidr(cidr) => Some(format!("{} saddr != {cidr}", ip_x(family))),
-        }
-    }
-}
-
-/// Where NodePorts answer (`--nodeport-addresses`, resolved to addresses by the caller).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum NodePortAddresses {
-    /// Every local address but loopback.
-    All,
-    /// These addresses (upstream nftables mode's default is the node's primary IP).
-    Ips(Vec<IpAddr>),
-}
-
-/// What the proxier is configured with (kube-proxy's flags and the node it runs on).
-#[derive(Debug, Clone)]
-pub struct ProxierConfig {
-    pub family: IpFamily,
-    /// The table's name ([`REKUBE_PROXY_TABLE`]).
-    pub table: String,
-    pub node_name: String,
-    /// The node's IP (LoadBalancerSourceRanges containing it allow the LB IPs as source).
-    pub node_ip: Option<IpAddr>,
-    /// `--masquerade-all`: masquerade everything sent to a ClusterIP.
-    pub masquerade_all: bool,
-    /// `1 << --iptables-masquerade-bit` (default bit 14: 0x4000).
-    pub masquerade_mark: u32,
-    pub local_detector: LocalDetector,
-    pub node_port_addresses: NodePortAddresses,
-    /// The service CIDRs of this family: traffic to unallocated ClusterIPs is dropped.
-    pub service_cidrs: Vec<IpNet>,
-}
-
-impl ProxierConfig {
-    /// rekube's defaults for a node: table `rekube-proxy`, mark 0x4000, no masquerade-all.
-    pub fn new(family: IpFamily, node_name: &str) -> Self {
-        ProxierConfig {
-            family,
-            table: REKUBE_PROXY_TABLE.to_string(),
-            node_name: node_name.to_string(),
-            node_ip: None,
-            masquerade_all: false,
-            masquerade_mark: 1 << 14,
-            local_detector: LocalDetector::None,
-            node_port_addresses: NodePortAddresses::All,
-            service_cidrs: Vec::new(),
-        }
-    }
-}
-
 /// The names in the kernel's table before this sync (upstream lists them mid-sync).
 #[derive(Debug, Clone, Default)]
 pub struct ExistingObjects {
@@ -229,92 +160,6 @@ pub struct SyncPlan {
     pub no_local_endpoints: NoLocalEndpoints,
 }
 
-/// The elements of one set or map as the proxier last wrote them, so a partial sync adds,
-/// replaces and deletes only what changed (upstream's `nftElementStorage`).
-#[derive(Debug, Clone)]
-struct ElementStorage {
-    name: &'static str,
-    is_map: bool,
-    /// key (joined with ` . `) → value (joined).
-    elements: HashMap<String, String>,
-    leftover_keys: HashSet<String>,
-}
-
-impl ElementStorage {
-    fn new(name: &'static str, is_map: bool) -> Self {
-        ElementStorage {
-            name,
-            is_map,
-            elements: HashMap::new(),
-            leftover_keys: HashSet::new(),
-        }
-    }
-
-    fn container(&self) -> Set {
-        if self.is_map {
-            Set::map_named(self.name)
-        } else {
-            Set::named(self.name)
-        }
-    }
-
-    /// Forgets everything and flushes the set or map (a full sync).
-    fn reset(&mut self, tx: &mut Transaction) {
-        self.elements.clear();
-        tx.flush(Object::Set(self.container()));
-        self.leftover_keys.clear();
-    }
-
-    fn ensure_elem(
-        &mut self,
-        tx: &mut Transaction,
-        key: Vec<String>,
-        value: Vec<String>,
-        comment: Option<String>,
-    ) {
-        let joined_key = key.join(" . ");
-        let joined_value = value.join(" . ");
-        let element = Element {
-            container: self.name.to_string(),
-            is_map: self.is_map,
-            key,
-            value,
-            comment,
-        };
-        match self.elements.get(&joined_key) {
-            Some(existing) => {
-                if *existing != joined_value {
-                    tx.delete(Object::Element(element.clone()));
-                    tx.add(Object::Element(element));
-                    self.elements.insert(joined_key.clone(), joined_value);
-                }
-                self.leftover_keys.remove(&joined_key);
-            }
-            None => {
-                tx.add(Object::Element(element));
-                self.elements.insert(joined_key, joined_value);
-            }
-        }
-    }
-
-    /// Deletes the elements this sync did not ensure, and starts the next round.
-    fn cleanup_leftover_keys(&mut self, tx: &mut Transaction) {
-        let mut leftover: Vec<&String> = self.leftover_keys.iter().collect();
-        leftover.sort();
-        for key in leftover {
-            tx.delete(Object::Element(Element {
-                container: self.name.to_string(),
-                is_map: self.is_map,
-                key: key.split(" . ").map(str::to_string).collect(),
-                value: Vec::new(),
-                comment: None,
-            }));
-            self.elements.remove(key);
-        }
-        self.leftover_keys = self.elements.keys().cloned().collect();
-    }
-}
-
 /// The nftables proxier's state between syncs.
 #[derive(Debug)]
 pub struct NftablesProxier {
@@ -335,10 +180,7 @@ pub struct NftablesProxier {
 }
 
 fn ip_x(family: IpFamily) -> &'static str {
-    match family {
-        IpFamily::V4 => "ip",
-        IpFamily::V6 => "ip6",
-    }
+    family_keyword(family)
 }
 
 fn ipv_x_addr(family: IpFamily) -> &'static str {
