@@ -263,6 +263,14 @@ impl FakeProxier {
         plan
     }
 
+    /// The agent restarts: a new proxier with the same configuration, the kernel's table
+    /// as the previous one left it.
+    pub fn restart(&mut self) {
+        let config = self.proxier.config().clone();
+        self.proxier = NftablesProxier::new(config);
+        self.last_synced = ProxySnapshot::default();
+    }
+
     /// The number of operations of the last transaction run.
     pub fn last_operations(&self) -> usize {
         self.nft

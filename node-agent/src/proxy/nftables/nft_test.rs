@@ -91,6 +91,12 @@ fn nft_applies_full_and_partial_syncs() {
     fp.age_stale_chains();
     fp.sync_proxy_rules();
 
+    // A restarted agent's first (full) sync over the table the previous run left.
+    let mut restarted = FakeProxier::new();
+    restarted.services = fp.services.clone();
+    restarted.slices = fp.slices.clone();
+    restarted.sync_proxy_rules();
+
     let mut transactions: Vec<String> = fp
         .nft
         .transactions()
@@ -101,6 +107,7 @@ fn nft_applies_full_and_partial_syncs() {
         transactions.len() >= 5,
         "full, partial, partial, stale deletion, partial"
     );
+    transactions.extend(restarted.nft.transactions().iter().map(|t| t.to_string()));
     let ruleset = apply_in_new_netns(&transactions);
     // The kernel's table has the chains the fake has.
     let fake_chains = fp

@@ -748,3 +748,63 @@ fn cleanup_deletes_only_the_table() {
     assert_eq!(fp.nft.dump(), "");
     fp.nft.run(&cleanup).unwrap();
 }
+
+/// A restarted agent resyncs from scratch over the table its previous run left: the
+/// first sync is full, chains of Services deleted while it was down are flushed and then
+/// deleted, and the table ends as a fresh agent's would.
+#[test]
+fn restart_resyncs_from_scratch() {
+    let mut fp = FakeProxier::new();
+    fp.add_service(cluster_ip_service("ns1", "svc1", "172.30.0.41", "p80", 80));
+    fp.add_service(cluster_ip_service(
+        "ns2",
+        "svc2",
+        "172.30.0.42",
+        "p8080",
+        8080,
+    ));
+    fp.add_slice(one_endpoint_slice("ns1", "svc1", &["10.0.1.1"], "p80", 80));
+    fp.add_slice(one_endpoint_slice(
+        "ns2",
+        "svc2",
+        &["10.0.2.1"],
+        "p8080",
+        8080,
+    ));
+    fp.sync_proxy_rules();
+
+    // The agent restarts; meanwhile svc2 is deleted and svc1 gets a second endpoint.
+    fp.restart();
+    fp.delete_service("ns2", "svc2");
+    fp.add_slice(one_endpoint_slice(
+        "ns1",
+        "svc1",
+        &["10.0.1.1", "10.0.1.2"],
+        "p80",
+        80,
+    ));
+    let plan = fp.sync_proxy_rules();
+    assert!(plan.full_sync);
+    assert_eq!(
+        fp.proxier.stale_chains().count(),
+        2,
+        "svc2's service and endpoint chains"
+    );
+    fp.age_stale_chains();
+    fp.sync_proxy_rules();
+
+    let mut fresh = FakeProxier::new();
+    fresh.add_service(cluster_ip_service("ns1", "svc1", "172.30.0.41", "p80", 80));
+    fresh.add_slice(one_endpoint_slice(
+        "ns1",
+        "svc1",
+        &["10.0.1.1", "10.0.1.2"],
+        "p80",
+        80,
+    ));
+    fresh.sync_proxy_rules();
+    assert_eq!(
+        super::helpers_test::sort_nftables_transaction(&fp.nft.dump()),
+        super::helpers_test::sort_nftables_transaction(&fresh.nft.dump())
+    );
+}
