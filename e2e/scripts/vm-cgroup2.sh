@@ -208,7 +208,11 @@ status=0
 while read -r t label; do
   echo "     Running $label ($share/bin/$t)"
   start=$(cut -d' ' -f1 /proc/uptime)
-  "$share/bin/$t" --color never "$@" </dev/null || status=1
+  # The service proxy's tests (nft in a network namespace) have nothing to do with
+  # cgroups, and the guest has no nft: they run on the host only.
+  skip=""
+  case "$t" in rekube_node_agent-*) skip="--skip proxy::" ;; esac
+  "$share/bin/$t" --color never $skip "$@" </dev/null || status=1
   echo "rekube-vm: $t took $(awk -v s="$start" '{print $1 - s}' /proc/uptime)s"
 done <"$share/tests"
 echo "$status" >"$share/status"

@@ -56,6 +56,14 @@ impl AgentProcess {
             "--root-dir".into(),
             root.to_string_lossy().into_owned(),
         ];
+        // The agents' root is the machine's shared disk, filled by whatever else runs
+        // there (build folders): at upstream's nodefs.available<10% a busy developer
+        // machine puts every test node under DiskPressure and its NoSchedule taint. No
+        // test is about the host's disk; a test may still pass its own --eviction-hard.
+        if !extra.iter().any(|a| a.starts_with("--eviction-hard")) {
+            args.push("--eviction-hard".into());
+            args.push("memory.available<100Mi,nodefs.available<1%".into());
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         std::fs::File::create(&log).unwrap();
         let mut agent = AgentProcess {

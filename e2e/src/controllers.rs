@@ -85,7 +85,6 @@ impl ControllerProcess {
             .unwrap();
         let child = Command::new(&bin)
             .args(["--namespace", &self.namespace])
-            .args(["--leader-elect-resource-namespace", &self.namespace])
             .args([
                 "--bind-address",
                 &format!("127.0.0.1:{}", self.metrics_port),
@@ -107,7 +106,7 @@ impl ControllerProcess {
     /// Nodes are cluster-scoped: unless the test says otherwise, the controllers watch only
     /// the test's nodes (labelled by [`crate::nodes::create_node`]), read their heartbeat
     /// Leases from the test namespace and keep their ServiceAccounts there, so parallel
-    /// tests never touch each other's nodes.
+    /// tests never touch each other's nodes; their own Lease is in the test namespace too.
     fn scoping_defaults(&self) -> Vec<String> {
         let mut args = Vec::new();
         let given = |flag: &str| {
@@ -136,6 +135,10 @@ impl ControllerProcess {
                 "--leader-elect-retry-period".into(),
                 "1s".into(),
             ]);
+        }
+        if !given("--leader-elect-resource-namespace") {
+            args.push("--leader-elect-resource-namespace".into());
+            args.push(self.namespace.clone());
         }
         if !given("--node-lease-namespace") {
             args.push("--node-lease-namespace".into());

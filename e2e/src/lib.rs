@@ -214,6 +214,17 @@ fn rand_suffix() -> u32 {
 
 impl Drop for TestNamespace {
     fn drop(&mut self) {
+        // The test's files in the temporary directory (kubeconfigs with its tokens,
+        // `rbac::token_kubeconfig`): named `<namespace>-...`.
+        if let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) {
+            let prefix = format!("{}-", self.name);
+            for e in entries.flatten() {
+                let file = e.file_name().to_string_lossy().into_owned();
+                if file.starts_with(&prefix) && file.ends_with(".kubeconfig") {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
         // Drop cannot await: delete from a thread with a runtime of its own.
         let name = self.name.clone();
         let cluster_objects = std::mem::take(&mut *self.cluster_objects.lock().unwrap());

@@ -171,7 +171,7 @@ async fn a_graceful_restart_beside_500_pods_creates_and_deletes_none() {
         counter(
             &metrics,
             "rekube_rest_client_requests_total",
-            "verb=\"POST\""
+            "verb=\"create\""
         ),
         0,
         "the new process issued creations: {metrics}"

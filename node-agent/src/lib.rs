@@ -5,11 +5,13 @@
 //! decisions of [`kubelet`].
 //! The container runtime ([`runtime`], Linux): pod sandboxes, containers (create, start,
 //! wait, stop, remove, exec), cgroups, overlayfs rootfs, CRI logs.
+//! The service proxy ([`proxy`]): the nftables mode's rule computation (docs/proxy.md).
 
 #[cfg(target_os = "linux")]
 pub mod agent;
 pub mod flowcontrol;
 pub mod image;
 pub mod kubelet;
+pub mod proxy;
 #[cfg(target_os = "linux")]
 pub mod runtime;

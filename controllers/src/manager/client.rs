@@ -1,6 +1,6 @@
 //! The API client every controller shares: client-go's QPS/burst token bucket
 //! (`--kube-api-qps`, `--kube-api-burst`, defaults 20/30 as kube-controller-manager) and
-//! a count of requests by HTTP verb and status code for `/metrics`.
+//! a count of requests by authorization verb, resource and status code for `/metrics`.
 use std::future::Future;
 use std::num::NonZeroU32;
 use std::pin::Pin;
@@ -14,6 +14,7 @@ use kube::client::{Body, ClientBuilder};
 use tower::{Layer, Service};
 
 use super::metrics::Metrics;
+use super::request_info::RequestInfo;
 
 /// Errors building the client.
 #[derive(Debug, thiserror::Error)]
@@ -80,23 +81,6 @@ pub struct ApiLimit<S> {
     metrics: Metrics,
 }
 
-/// The request's verb for metrics: the HTTP method, or WATCH for a watch.
-fn verb(req: &Request<Body>) -> &'static str {
-    let watch = req
-        .uri()
-        .query()
-        .is_some_and(|q| q.split('&').any(|p| p == "watch=true" || p == "watch=1"));
-    match (req.method().as_str(), watch) {
-        ("GET", true) => "WATCH",
-        ("GET", false) => "GET",
-        ("POST", _) => "POST",
-        ("PUT", _) => "PUT",
-        ("PATCH", _) => "PATCH",
-        ("DELETE", _) => "DELETE",
-        _ => "OTHER",
-    }
-}
-
 impl<S, B> Service<Request<Body>> for ApiLimit<S>
 where
     S: Service<Request<Body>, Response = Response<B>> + Send + 'static,
@@ -115,7 +99,9 @@ where
         let limiter = Arc::clone(&self.limiter);
         let turn = Arc::clone(&self.turn);
         let metrics = self.metrics.clone();
-        let verb = verb(&req);
+        // What RBAC authorizes the request as: which grant it uses.
+        let info = RequestInfo::new(req.method().as_str(), req.uri().path(), req.uri().query());
+        let resource = info.resource_label();
         // Futures are lazy: the request goes out when `response` is first polled, which is
         // after a token is taken.
         let response = self.inner.call(req);
@@ -129,7 +115,7 @@ where
                 Ok(resp) => resp.status().as_u16().to_string(),
                 Err(_) => "<error>".to_string(),
             };
-            metrics.api_request(verb, code);
+            metrics.api_request(info.verb, resource, code);
             result
         })
     }
@@ -156,6 +142,53 @@ mod tests {
             waited >= std::time::Duration::from_millis(400),
             "{waited:?}"
         );
+    }
+
+    /// Each request is counted under the verb and resource RBAC authorizes it as.
+    #[tokio::test]
+    async fn requests_are_counted_by_verb_resource_and_code() {
+        let metrics = Metrics::new();
+        let layer = ApiLimitLayer {
+            limiter: token_bucket(100.0, 10).unwrap(),
+            turn: Arc::default(),
+            metrics: metrics.clone(),
+        };
+        let mut svc = layer.layer(tower::service_fn(|req: Request<Body>| async move {
+            let code = if req.method() == http::Method::DELETE {
+                404
+            } else {
+                200
+            };
+            Ok::<_, std::convert::Infallible>(Response::builder().status(code).body(()).unwrap())
+        }));
+        for (method, uri) in [
+            ("PATCH", "/apis/rekube.io/v1/namespaces/ns/pods/p/status?"),
+            ("PATCH", "/apis/rekube.io/v1/namespaces/ns/pods/q/status?"),
+            (
+                "GET",
+                "/apis/rekube.io/v1/namespaces/ns/pods?&watch=true&resourceVersion=1",
+            ),
+            ("DELETE", "/apis/rekube.io/v1/namespaces/ns/pods/p"),
+        ] {
+            let req = Request::builder()
+                .method(method)
+                .uri(uri)
+                .body(Body::from(Vec::new()))
+                .unwrap();
+            svc.call(req).await.unwrap();
+        }
+        let text = metrics.encode();
+        for line in [
+            r#"rekube_rest_client_requests_total{verb="patch",resource="pods.rekube.io/status",code="200"} 2"#,
+            r#"rekube_rest_client_requests_total{verb="watch",resource="pods.rekube.io",code="200"} 1"#,
+            r#"rekube_rest_client_requests_total{verb="delete",resource="pods.rekube.io",code="404"} 1"#,
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing from:\n{text}"
+            );
+        }
+        assert_eq!(metrics.api_requests_total(), 4);
     }
 
     #[test]

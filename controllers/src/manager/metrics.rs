@@ -29,9 +29,14 @@ pub struct QueueLabel {
     pub name: String,
 }
 
+/// An API request as the apiserver authorizes it ([`super::request_info::RequestInfo`]):
+/// the verb (`get`, `list`, `watch`, `create`, `update`, `patch`, `delete`,
+/// `deletecollection`), the resource (`pods.rekube.io/status`, `leases.coordination.k8s.io`;
+/// the path of a non-resource request) and the response's status code.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     pub verb: String,
+    pub resource: String,
     pub code: String,
 }
 
@@ -94,7 +99,7 @@ impl Metrics {
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "rest_client_requests",
-            "API requests by verb and status code",
+            "API requests by authorization verb, resource and status code",
             requests.clone(),
         );
         let leader = Gauge::default();
@@ -150,10 +155,11 @@ impl Metrics {
             .inc();
     }
 
-    pub fn api_request(&self, verb: &str, code: String) {
+    pub fn api_request(&self, verb: String, resource: String, code: String) {
         self.requests
             .get_or_create(&RequestLabels {
-                verb: verb.into(),
+                verb,
+                resource,
                 code,
             })
             .inc();

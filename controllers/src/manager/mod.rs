@@ -10,6 +10,7 @@ pub mod informer;
 pub mod leader;
 pub mod metrics;
 pub mod options;
+pub mod request_info;
 pub mod run;
 pub mod supervisor;
 pub mod worker;

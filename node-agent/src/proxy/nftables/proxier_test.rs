@@ -1,0 +1,810 @@
+//! Upstream's pkg/proxy/nftables/proxier_test.go (v1.36), ported: the same Services and
+//! EndpointSlices, the same expected rule dumps (upstream's text, table renamed), the same
+//! transaction sizes for partial syncs.
+
+use std::collections::BTreeSet;
+
+use k8s_openapi::api::core::v1 as core;
+
+use super::helpers_test::*;
+use super::names::is_service_chain_name;
+
+fn ports(eps: &mut k8s_openapi::api::discovery::v1::EndpointSlice, name: &str, port: i32) {
+    eps.ports = Some(vec![endpoint_port(name, port, "TCP")]);
+}
+
+/// TestOverallNFTablesRules: a variety of services and the exact rules they produce.
+#[test]
+fn test_overall_nftables_rules() {
+    let mut fp = FakeProxier::new();
+    // ClusterIP service
+    fp.add_service(make_test_service("ns1", "svc1", |svc| {
+        let s = spec(svc);
+        s.cluster_ip = Some("172.30.0.41".into());
+        s.ports = Some(vec![service_port("p80", 80, "TCP", 0)]);
+    }));
+    // LoadBalancer service with Local traffic policy
+    fp.add_service(make_test_service("ns2", "svc2", |svc| {
+        let s = spec(svc);
+        s.type_ = Some("LoadBalancer".into());
+        s.external_traffic_policy = Some("Local".into());
+        s.cluster_ip = Some("172.30.0.42".into());
+        s.ports = Some(vec![service_port("p80", 80, "TCP", 3001)]);
+        s.external_ips = Some(vec!["192.168.99.22".into()]);
+        s.health_check_node_port = Some(30000);
+        set_lb_ingress(svc, &["1.2.3.4"]);
+    }));
+    // NodePort service
+    fp.add_service(make_test_service("ns3", "svc3", |svc| {
+        let s = spec(svc);
+        s.type_ = Some("NodePort".into());
+        s.cluster_ip = Some("172.30.0.43".into());
+        s.ports = Some(vec![service_port("p80", 80, "TCP", 3003)]);
+    }));
+    // ExternalIP service
+    fp.add_service(make_test_service("ns4", "svc4", |svc| {
+        let s = spec(svc);
+        s.type_ = Some("NodePort".into());
+        s.cluster_ip = Some("172.30.0.44".into());
+        s.external_ips = Some(vec!["192.168.99.33".into()]);
+        s.ports = Some(vec![service_port("p80", 80, "TCP", 0)]);
+    }));
+    // LoadBalancer service with Cluster traffic policy, source ranges, session affinity
+    fp.add_service(make_test_service("ns5", "svc5", |svc| {
+        let s = spec(svc);
+        s.type_ = Some("LoadBalancer".into());
+        s.external_traffic_policy = Some("Cluster".into());
+        s.cluster_ip = Some("172.30.0.45".into());
+        s.ports = Some(vec![service_port("p80", 80, "TCP", 3002)]);
+        s.health_check_node_port = Some(30000);
+        // Extra whitespace: an invalid value must not crash (backward compatibility).
+        s.load_balancer_source_ranges = Some(vec![" 203.0.113.0/25".into()]);
+        s.session_affinity = Some("ClientIP".into());
+        s.session_affinity_config = Some(core::SessionAffinityConfig {
+            client_ip: Some(core::ClientIPConfig {
+                timeout_seconds: Some(10800),
+            }),
+        });
+        set_lb_ingress(svc, &["5.6.7.8"]);
+    }));
+    // ClusterIP service with no endpoints
+    fp.add_service(make_test_service("ns6", "svc6", |svc| {
+        let s = spec(svc);
+        s.type_ = Some("ClusterIP".into());
+        s.cluster_ip = Some("172.30.0.46".into());
+        s.ports = Some(vec![service_port("p80", 80, "TCP", 0)]);
+    }));
+
+    fp.add_slice(make_test_endpoint_slice("ns1", "svc1", 1, |eps| {
+        eps.endpoints = Some(vec![endpoint("10.180.0.1", None, None)]);
+        ports(eps, "p80", 80);
+    }));
+    // Local LoadBalancer endpoints: no NodeName, so non-local and ignored.
+    fp.add_slice(make_test_endpoint_slice("ns2", "svc2", 1, |eps| {
+        eps.endpoints = Some(vec![endpoint("10.180.0.2", None, None)]);
+        ports(eps, "p80", 80);
+    }));
+    fp.add_slice(make_test_endpoint_slice("ns3", "svc3", 1, |eps| {
+        eps.endpoints = Some(vec![endpoint("10.180.0.3", None, None)]);
+        ports(eps, "p80", 80);
+    }));
+    fp.add_slice(make_test_endpoint_slice("ns4", "svc4", 1, |eps| {
+        eps.endpoints = Some(vec![
+            endpoint("10.180.0.4", None, None),
+            endpoint("10.180.0.5", Some(TEST_NODE_NAME), None),
+        ]);
+        ports(eps, "p80", 80);
+    }));
+    fp.add_slice(make_test_endpoint_slice("ns5", "svc5", 1, |eps| {
+        eps.endpoints = Some(vec![endpoint("10.180.0.3", None, None)]);
+        ports(eps, "p80", 80);
+    }));
+
+    fp.sync_proxy_rules();
+
+    let expected = BASE_RULES.to_string()
+        + r#"
+# svc1
+add chain ip kube-proxy service-ULMVA6XW-ns1/svc1/tcp/p80
+add rule ip kube-proxy service-ULMVA6XW-ns1/svc1/tcp/p80 ip daddr 172.30.0.41 ip saddr != 10.0.0.0/8 jump mark-for-masquerade
+add rule ip kube-proxy service-ULMVA6XW-ns1/svc1/tcp/p80 numgen random mod 1 vmap { 0 : goto endpoint-5OJB2KTY-ns1/svc1/tcp/p80__10.180.0.1/80 }
+
+add chain ip kube-proxy endpoint-5OJB2KTY-ns1/svc1/tcp/p80__10.180.0.1/80
+add rule ip kube-proxy endpoint-5OJB2KTY-ns1/svc1/tcp/p80__10.180.0.1/80 ip saddr 10.180.0.1 jump mark-for-masquerade
+add rule ip kube-proxy endpoint-5OJB2KTY-ns1/svc1/tcp/p80__10.180.0.1/80 meta l4proto tcp dnat to 10.180.0.1:80
+
+add element ip kube-proxy cluster-ips { 172.30.0.41 }
+add element ip kube-proxy service-ips { 172.30.0.41 . tcp . 80 : goto service-ULMVA6XW-ns1/svc1/tcp/p80 }
+
+# svc2
+add chain ip kube-proxy service-42NFTM6N-ns2/svc2/tcp/p80
+add rule ip kube-proxy service-42NFTM6N-ns2/svc2/tcp/p80 ip daddr 172.30.0.42 ip saddr != 10.0.0.0/8 jump mark-for-masquerade
+add rule ip kube-proxy service-42NFTM6N-ns2/svc2/tcp/p80 numgen random mod 1 vmap { 0 : goto endpoint-SGOXE6O3-ns2/svc2/tcp/p80__10.180.0.2/80 }
+add chain ip kube-proxy external-42NFTM6N-ns2/svc2/tcp/p80
+add rule ip kube-proxy external-42NFTM6N-ns2/svc2/tcp/p80 ip saddr 10.0.0.0/8 goto service-42NFTM6N-ns2/svc2/tcp/p80 comment "short-circuit pod traffic"
+add rule ip kube-proxy external-42NFTM6N-ns2/svc2/tcp/p80 fib saddr type local jump mark-for-masquerade comment "masquerade local traffic"
+add rule ip kube-proxy external-42NFTM6N-ns2/svc2/tcp/p80 fib saddr type local goto service-42NFTM6N-ns2/svc2/tcp/p80 comment "short-circuit local traffic"
+add chain ip kube-proxy endpoint-SGOXE6O3-ns2/svc2/tcp/p80__10.180.0.2/80
+add rule ip kube-proxy endpoint-SGOXE6O3-ns2/svc2/tcp/p80__10.180.0.2/80 ip saddr 10.180.0.2 jump mark-for-masquerade
+add rule ip kube-proxy endpoint-SGOXE6O3-ns2/svc2/tcp/p80__10.180.0.2/80 meta l4proto tcp dnat to 10.180.0.2:80
+
+add element ip kube-proxy cluster-ips { 172.30.0.42 }
+add element ip kube-proxy service-ips { 172.30.0.42 . tcp . 80 : goto service-42NFTM6N-ns2/svc2/tcp/p80 }
+add element ip kube-proxy service-ips { 192.168.99.22 . tcp . 80 : goto external-42NFTM6N-ns2/svc2/tcp/p80 }
+add element ip kube-proxy service-ips { 1.2.3.4 . tcp . 80 : goto external-42NFTM6N-ns2/svc2/tcp/p80 }
+add element ip kube-proxy service-nodeports { tcp . 3001 : goto external-42NFTM6N-ns2/svc2/tcp/p80 }
+
+add element ip kube-proxy no-endpoint-nodeports { tcp . 3001 comment "ns2/svc2:p80" : drop }
+add element ip kube-proxy no-endpoint-services { 1.2.3.4 . tcp . 80 comment "ns2/svc2:p80" : drop }
+add element ip kube-proxy no-endpoint-services { 192.168.99.22 . tcp . 80 comment "ns2/svc2:p80" : drop }
+
+# svc3
+add chain ip kube-proxy service-4AT6LBPK-ns3/svc3/tcp/p80
+add rule ip kube-proxy service-4AT6LBPK-ns3/svc3/tcp/p80 ip daddr 172.30.0.43 ip saddr != 10.0.0.0/8 jump mark-for-masquerade
+add rule ip kube-proxy service-4AT6LBPK-ns3/svc3/tcp/p80 numgen random mod 1 vmap { 0 : goto endpoint-UEIP74TE-ns3/svc3/tcp/p80__10.180.0.3/80 }
+add chain ip kube-proxy external-4AT6LBPK-ns3/svc3/tcp/p80
+add rule ip kube-proxy external-4AT6LBPK-ns3/svc3/tcp/p80 jump mark-for-masquerade
+add rule ip kube-proxy external-4AT6LBPK-ns3/svc3/tcp/p80 goto service-4AT6LBPK-ns3/svc3/tcp/p80
+add chain ip kube-proxy endpoint-UEIP74TE-ns3/svc3/tcp/p80__10.180.0.3/80
+add rule ip kube-proxy endpoint-UEIP74TE-ns3/svc3/tcp/p80__10.180.0.3/80 ip saddr 10.180.0.3 jump mark-for-masquerade
+add rule ip kube-proxy endpoint-UEIP74TE-ns3/svc3/tcp/p80__10.180.0.3/80 meta l4proto tcp dnat to 10.180.0.3:80
+
+add element ip kube-proxy cluster-ips { 172.30.0.43 }
+add element ip kube-proxy service-ips { 172.30.0.43 . tcp . 80 : goto service-4AT6LBPK-ns3/svc3/tcp/p80 }
+add element ip kube-proxy service-nodeports { tcp . 3003 : goto external-4AT6LBPK-ns3/svc3/tcp/p80 }
+
+# svc4
+add chain ip kube-proxy service-LAUZTJTB-ns4/svc4/tcp/p80
+add rule ip kube-proxy service-LAUZTJTB-ns4/svc4/tcp/p80 ip daddr 172.30.0.44 ip saddr != 10.0.0.0/8 jump mark-for-masquerade
+add rule ip kube-proxy service-LAUZTJTB-ns4/svc4/tcp/p80 numgen random mod 2 vmap { 0 : goto endpoint-UNZV3OEC-ns4/svc4/tcp/p80__10.180.0.4/80 , 1 : goto endpoint-5RFCDDV7-ns4/svc4/tcp/p80__10.180.0.5/80 }
+add chain ip kube-proxy external-LAUZTJTB-ns4/svc4/tcp/p80
+add rule ip kube-proxy external-LAUZTJTB-ns4/svc4/tcp/p80 jump mark-for-masquerade
+add rule ip kube-proxy external-LAUZTJTB-ns4/svc4/tcp/p80 goto service-LAUZTJTB-ns4/svc4/tcp/p80
+add chain ip kube-proxy endpoint-5RFCDDV7-ns4/svc4/tcp/p80__10.180.0.5/80
+add rule ip kube-proxy endpoint-5RFCDDV7-ns4/svc4/tcp/p80__10.180.0.5/80 ip saddr 10.180.0.5 jump mark-for-masquerade
+add rule ip kube-proxy endpoint-5RFCDDV7-ns4/svc4/tcp/p80__10.180.0.5/80 meta l4proto tcp dnat to 10.180.0.5:80
+add chain ip kube-proxy endpoint-UNZV3OEC-ns4/svc4/tcp/p80__10.180.0.4/80
+add rule ip kube-proxy endpoint-UNZV3OEC-ns4/svc4/tcp/p80__10.180.0.4/80 ip saddr 10.180.0.4 jump mark-for-masquerade
+add rule ip kube-proxy endpoint-UNZV3OEC-ns4/svc4/tcp/p80__10.180.0.4/80 meta l4proto tcp dnat to 10.180.0.4:80
+
+add element ip kube-proxy cluster-ips { 172.30.0.44 }
+add element ip kube-proxy service-ips { 172.30.0.44 . tcp . 80 : goto service-LAUZTJTB-ns4/svc4/tcp/p80 }
+add element ip kube-proxy service-ips { 192.168.99.33 . tcp . 80 : goto external-LAUZTJTB-ns4/svc4/tcp/p80 }
+
+# svc5
+add set ip kube-proxy affinity-GTK6MW7G-ns5/svc5/tcp/p80__10.180.0.3/80 { type ipv4_addr ; flags dynamic,timeout ; timeout 10800s ; }
+add chain ip kube-proxy service-HVFWP5L3-ns5/svc5/tcp/p80
+add rule ip kube-proxy service-HVFWP5L3-ns5/svc5/tcp/p80 ip daddr 172.30.0.45 ip saddr != 10.0.0.0/8 jump mark-for-masquerade
+add rule ip kube-proxy service-HVFWP5L3-ns5/svc5/tcp/p80 ip saddr @affinity-GTK6MW7G-ns5/svc5/tcp/p80__10.180.0.3/80 goto endpoint-GTK6MW7G-ns5/svc5/tcp/p80__10.180.0.3/80
+add rule ip kube-proxy service-HVFWP5L3-ns5/svc5/tcp/p80 numgen random mod 1 vmap { 0 : goto endpoint-GTK6MW7G-ns5/svc5/tcp/p80__10.180.0.3/80 }
+add chain ip kube-proxy external-HVFWP5L3-ns5/svc5/tcp/p80
+add rule ip kube-proxy external-HVFWP5L3-ns5/svc5/tcp/p80 jump mark-for-masquerade
+add rule ip kube-proxy external-HVFWP5L3-ns5/svc5/tcp/p80 goto service-HVFWP5L3-ns5/svc5/tcp/p80
+
+add chain ip kube-proxy endpoint-GTK6MW7G-ns5/svc5/tcp/p80__10.180.0.3/80
+add rule ip kube-proxy endpoint-GTK6MW7G-ns5/svc5/tcp/p80__10.180.0.3/80 ip saddr 10.180.0.3 jump mark-for-masquerade
+add rule ip kube-proxy endpoint-GTK6MW7G-ns5/svc5/tcp/p80__10.180.0.3/80 update @affinity-GTK6MW7G-ns5/svc5/tcp/p80__10.180.0.3/80 { ip saddr }
+add rule ip kube-proxy endpoint-GTK6MW7G-ns5/svc5/tcp/p80__10.180.0.3/80 meta l4proto tcp dnat to 10.180.0.3:80
+
+add chain ip kube-proxy firewall-HVFWP5L3-ns5/svc5/tcp/p80
+add rule ip kube-proxy firewall-HVFWP5L3-ns5/svc5/tcp/p80 ip saddr != { 203.0.113.0/25 } drop
+
+add element ip kube-proxy cluster-ips { 172.30.0.45 }
+add element ip kube-proxy service-ips { 172.30.0.45 . tcp . 80 : goto service-HVFWP5L3-ns5/svc5/tcp/p80 }
+add element ip kube-proxy service-ips { 5.6.7.8 . tcp . 80 : goto external-HVFWP5L3-ns5/svc5/tcp/p80 }
+add element ip kube-proxy service-nodeports { tcp . 3002 : goto external-HVFWP5L3-ns5/svc5/tcp/p80 }
+add element ip kube-proxy firewall-ips { 5.6.7.8 . tcp . 80 : goto firewall-HVFWP5L3-ns5/svc5/tcp/p80 }
+
+# svc6
+add element ip kube-proxy cluster-ips { 172.30.0.46 }
+add element ip kube-proxy no-endpoint-services { 172.30.0.46 . tcp . 80 comment "ns6/svc6:p80" : goto reject-chain }
+"#;
+    assert_nftables_transaction_equal(&expected, &fp.nft.dump());
+}
+
+fn cluster_ip_service(
+    namespace: &str,
+    name: &str,
+    ip: &str,
+    port_name: &str,
+    port: i32,
+) -> core::Service {
+    make_test_service(namespace, name, |svc| {
+        let s = spec(svc);
+        s.type_ = Some("ClusterIP".into());
+        s.cluster_ip = Some(ip.into());
+        s.ports = Some(vec![service_port(port_name, port, "TCP", 0)]);
+    })
+}
+
+fn one_endpoint_slice(
+    namespace: &str,
+    name: &str,
+    ips: &[&str],
+    port_name: &str,
+    port: i32,
+) -> k8s_openapi::api::discovery::v1::EndpointSlice {
+    make_test_endpoint_slice(namespace, name, 1, |eps| {
+        eps.endpoints = Some(ips.iter().map(|ip| endpoint(ip, None, None)).collect());
+        ports(eps, port_name, port);
+    })
+}
+
+const SVC1: &str = r#"
+add chain ip kube-proxy service-ULMVA6XW-ns1/svc1/tcp/p80
+add rule ip kube-proxy service-ULMVA6XW-ns1/svc1/tcp/p80 ip daddr 172.30.0.41 ip saddr != 10.0.0.0/8 jump mark-for-masquerade
+add rule ip kube-proxy service-ULMVA6XW-ns1/svc1/tcp/p80 numgen random mod 1 vmap { 0 : goto endpoint-5TPGNJF2-ns1/svc1/tcp/p80__10.0.1.1/80 }
+add chain ip kube-proxy endpoint-5TPGNJF2-ns1/svc1/tcp/p80__10.0.1.1/80
+add rule ip kube-proxy endpoint-5TPGNJF2-ns1/svc1/tcp/p80__10.0.1.1/80 ip saddr 10.0.1.1 jump mark-for-masquerade
+add rule ip kube-proxy endpoint-5TPGNJF2-ns1/svc1/tcp/p80__10.0.1.1/80 meta l4proto tcp dnat to 10.0.1.1:80
+"#;
+
+const SVC2: &str = r#"
+add chain ip kube-proxy service-MHHHYRWA-ns2/svc2/tcp/p8080
+add rule ip kube-proxy service-MHHHYRWA-ns2/svc2/tcp/p8080 ip daddr 172.30.0.42 ip saddr != 10.0.0.0/8 jump mark-for-masquerade
+add rule ip kube-proxy service-MHHHYRWA-ns2/svc2/tcp/p8080 numgen random mod 1 vmap { 0 : goto endpoint-7RVP4LUQ-ns2/svc2/tcp/p8080__10.0.2.1/8080 }
+add chain ip kube-proxy endpoint-7RVP4LUQ-ns2/svc2/tcp/p8080__10.0.2.1/8080
+add rule ip kube-proxy endpoint-7RVP4LUQ-ns2/svc2/tcp/p8080__10.0.2.1/8080 ip saddr 10.0.2.1 jump mark-for-masquerade
+add rule ip kube-proxy endpoint-7RVP4LUQ-ns2/svc2/tcp/p8080__10.0.2.1/8080 meta l4proto tcp dnat to 10.0.2.1:8080
+"#;
+
+const SVC3_ONE: &str = r#"
+add chain ip kube-proxy service-4AT6LBPK-ns3/svc3/tcp/p80
+add rule ip kube-proxy service-4AT6LBPK-ns3/svc3/tcp/p80 ip daddr 172.30.0.43 ip saddr != 10.0.0.0/8 jump mark-for-masquerade
+add rule ip kube-proxy service-4AT6LBPK-ns3/svc3/tcp/p80 numgen random mod 1 vmap { 0 : goto endpoint-2OCDJSZQ-ns3/svc3/tcp/p80__10.0.3.1/80 }
+add chain ip kube-proxy endpoint-2OCDJSZQ-ns3/svc3/tcp/p80__10.0.3.1/80
+add rule ip kube-proxy endpoint-2OCDJSZQ-ns3/svc3/tcp/p80__10.0.3.1/80 ip saddr 10.0.3.1 jump mark-for-masquerade
+add rule ip kube-proxy endpoint-2OCDJSZQ-ns3/svc3/tcp/p80__10.0.3.1/80 meta l4proto tcp dnat to 10.0.3.1:80
+"#;
+
+const SVC3_TWO: &str = r#"
+add chain ip kube-proxy service-4AT6LBPK-ns3/svc3/tcp/p80
+add rule ip kube-proxy service-4AT6LBPK-ns3/svc3/tcp/p80 ip daddr 172.30.0.43 ip saddr != 10.0.0.0/8 jump mark-for-masquerade
+add rule ip kube-proxy service-4AT6LBPK-ns3/svc3/tcp/p80 numgen random mod 2 vmap { 0 : goto endpoint-SWWHDC7X-ns3/svc3/tcp/p80__10.0.3.2/80 , 1 : goto endpoint-TQ2QKHCZ-ns3/svc3/tcp/p80__10.0.3.3/80 }
+add chain ip kube-proxy endpoint-SWWHDC7X-ns3/svc3/tcp/p80__10.0.3.2/80
+add rule ip kube-proxy endpoint-SWWHDC7X-ns3/svc3/tcp/p80__10.0.3.2/80 ip saddr 10.0.3.2 jump mark-for-masquerade
+add rule ip kube-proxy endpoint-SWWHDC7X-ns3/svc3/tcp/p80__10.0.3.2/80 meta l4proto tcp dnat to 10.0.3.2:80
+add chain ip kube-proxy endpoint-TQ2QKHCZ-ns3/svc3/tcp/p80__10.0.3.3/80
+add rule ip kube-proxy endpoint-TQ2QKHCZ-ns3/svc3/tcp/p80__10.0.3.3/80 ip saddr 10.0.3.3 jump mark-for-masquerade
+add rule ip kube-proxy endpoint-TQ2QKHCZ-ns3/svc3/tcp/p80__10.0.3.3/80 meta l4proto tcp dnat to 10.0.3.3:80
+"#;
+
+const SVC4: &str = r#"
+add chain ip kube-proxy service-LAUZTJTB-ns4/svc4/tcp/p80
+add rule ip kube-proxy service-LAUZTJTB-ns4/svc4/tcp/p80 ip daddr 172.30.0.44 ip saddr != 10.0.0.0/8 jump mark-for-masquerade
+add rule ip kube-proxy service-LAUZTJTB-ns4/svc4/tcp/p80 numgen random mod 1 vmap { 0 : goto endpoint-WAHRBT2B-ns4/svc4/tcp/p80__10.0.4.1/80 }
+add chain ip kube-proxy endpoint-WAHRBT2B-ns4/svc4/tcp/p80__10.0.4.1/80
+add rule ip kube-proxy endpoint-WAHRBT2B-ns4/svc4/tcp/p80__10.0.4.1/80 ip saddr 10.0.4.1 jump mark-for-masquerade
+add rule ip kube-proxy endpoint-WAHRBT2B-ns4/svc4/tcp/p80__10.0.4.1/80 meta l4proto tcp dnat to 10.0.4.1:80
+"#;
+
+/// TestSyncProxyRulesRepeated: syncs after various changes; after the first (full) sync,
+/// each partial sync's transaction holds only what changed, with upstream's operation
+/// counts, and chains of removed services are flushed at once and deleted a second later.
+#[test]
+fn test_sync_proxy_rules_repeated() {
+    let mut fp = FakeProxier::new();
+    fp.add_service(cluster_ip_service("ns1", "svc1", "172.30.0.41", "p80", 80));
+    fp.add_service(cluster_ip_service(
+        "ns2",
+        "svc2",
+        "172.30.0.42",
+        "p8080",
+        8080,
+    ));
+    fp.add_slice(one_endpoint_slice("ns1", "svc1", &["10.0.1.1"], "p80", 80));
+    fp.add_slice(one_endpoint_slice(
+        "ns2",
+        "svc2",
+        &["10.0.2.1"],
+        "p8080",
+        8080,
+    ));
+    fp.sync_proxy_rules();
+
+    let expected = [
+        BASE_RULES,
+        r#"
+add element ip kube-proxy cluster-ips { 172.30.0.41 }
+add element ip kube-proxy cluster-ips { 172.30.0.42 }
+add element ip kube-proxy service-ips { 172.30.0.41 . tcp . 80 : goto service-ULMVA6XW-ns1/svc1/tcp/p80 }
+add element ip kube-proxy service-ips { 172.30.0.42 . tcp . 8080 : goto service-MHHHYRWA-ns2/svc2/tcp/p8080 }
+"#,
+        SVC1,
+        SVC2,
+    ]
+    .concat();
+    assert_nftables_transaction_equal(&expected, &fp.nft.dump());
+
+    // Add a new service and its endpoints.
+    fp.add_service(cluster_ip_service("ns3", "svc3", "172.30.0.43", "p80", 80));
+    fp.add_slice(one_endpoint_slice("ns3", "svc3", &["10.0.3.1"], "p80", 80));
+    fp.sync_proxy_rules();
+    let expected = [
+        BASE_RULES,
+        r#"
+add element ip kube-proxy cluster-ips { 172.30.0.41 }
+add element ip kube-proxy cluster-ips { 172.30.0.42 }
+add element ip kube-proxy cluster-ips { 172.30.0.43 }
+add element ip kube-proxy service-ips { 172.30.0.41 . tcp . 80 : goto service-ULMVA6XW-ns1/svc1/tcp/p80 }
+add element ip kube-proxy service-ips { 172.30.0.42 . tcp . 8080 : goto service-MHHHYRWA-ns2/svc2/tcp/p8080 }
+add element ip kube-proxy service-ips { 172.30.0.43 . tcp . 80 : goto service-4AT6LBPK-ns3/svc3/tcp/p80 }
+"#,
+        SVC1,
+        SVC2,
+        SVC3_ONE,
+    ]
+    .concat();
+    assert_nftables_transaction_equal(&expected, &fp.nft.dump());
+    // 1 element each to cluster-ips and service-ips = 2; add+flush 2 chains, 2 rules each = 8.
+    assert_eq!(fp.last_operations(), 10);
+
+    // Delete a service: its chains are flushed, not deleted yet.
+    fp.delete_service("ns2", "svc2");
+    fp.sync_proxy_rules();
+    let elements_13 = r#"
+add element ip kube-proxy cluster-ips { 172.30.0.41 }
+add element ip kube-proxy cluster-ips { 172.30.0.43 }
+add element ip kube-proxy service-ips { 172.30.0.41 . tcp . 80 : goto service-ULMVA6XW-ns1/svc1/tcp/p80 }
+add element ip kube-proxy service-ips { 172.30.0.43 . tcp . 80 : goto service-4AT6LBPK-ns3/svc3/tcp/p80 }
+"#;
+    let expected = [
+        BASE_RULES,
+        elements_13,
+        SVC1,
+        r#"
+add chain ip kube-proxy service-MHHHYRWA-ns2/svc2/tcp/p8080
+add chain ip kube-proxy endpoint-7RVP4LUQ-ns2/svc2/tcp/p8080__10.0.2.1/8080
+"#,
+        SVC3_ONE,
+    ]
+    .concat();
+    assert_nftables_transaction_equal(&expected, &fp.nft.dump());
+    // 1 element each from cluster-ips and service-ips = 2; flush 2 chains = 2.
+    assert_eq!(fp.last_operations(), 4);
+
+    // Time passes: the stale chains are deleted (in a transaction of their own).
+    fp.age_stale_chains();
+    fp.sync_proxy_rules();
+    let expected = [BASE_RULES, elements_13, SVC1, SVC3_ONE].concat();
+    assert_nftables_transaction_equal(&expected, &fp.nft.dump());
+    assert_eq!(fp.last_operations(), 0);
+
+    // Add a service, sync, then add its endpoints.
+    fp.add_service(cluster_ip_service("ns4", "svc4", "172.30.0.44", "p80", 80));
+    fp.sync_proxy_rules();
+    let expected = [
+        BASE_RULES,
+        elements_13,
+        r#"
+add element ip kube-proxy cluster-ips { 172.30.0.44 }
+add element ip kube-proxy no-endpoint-services { 172.30.0.44 . tcp . 80 comment "ns4/svc4:p80" : goto reject-chain }
+"#,
+        SVC1,
+        SVC3_ONE,
+    ]
+    .concat();
+    assert_nftables_transaction_equal(&expected, &fp.nft.dump());
+    // 1 element each to cluster-ips and no-endpoint-services = 2.
+    assert_eq!(fp.last_operations(), 2);
+
+    fp.add_slice(one_endpoint_slice("ns4", "svc4", &["10.0.4.1"], "p80", 80));
+    fp.sync_proxy_rules();
+    let elements_134 = r#"
+add element ip kube-proxy cluster-ips { 172.30.0.41 }
+add element ip kube-proxy cluster-ips { 172.30.0.43 }
+add element ip kube-proxy cluster-ips { 172.30.0.44 }
+add element ip kube-proxy service-ips { 172.30.0.41 . tcp . 80 : goto service-ULMVA6XW-ns1/svc1/tcp/p80 }
+add element ip kube-proxy service-ips { 172.30.0.43 . tcp . 80 : goto service-4AT6LBPK-ns3/svc3/tcp/p80 }
+add element ip kube-proxy service-ips { 172.30.0.44 . tcp . 80 : goto service-LAUZTJTB-ns4/svc4/tcp/p80 }
+"#;
+    let expected = [BASE_RULES, elements_134, SVC1, SVC3_ONE, SVC4].concat();
+    assert_nftables_transaction_equal(&expected, &fp.nft.dump());
+    // 1 element to service-ips, 1 from no-endpoint-services = 2; 2 chains = 8.
+    assert_eq!(fp.last_operations(), 10);
+
+    // Change an endpoint of an existing service: the old endpoint chain stays (flushed).
+    fp.add_slice(one_endpoint_slice("ns3", "svc3", &["10.0.3.2"], "p80", 80));
+    fp.sync_proxy_rules();
+    let expected = [
+        BASE_RULES,
+        elements_134,
+        SVC1,
+        r#"
+add chain ip kube-proxy service-4AT6LBPK-ns3/svc3/tcp/p80
+add rule ip kube-proxy service-4AT6LBPK-ns3/svc3/tcp/p80 ip daddr 172.30.0.43 ip saddr != 10.0.0.0/8 jump mark-for-masquerade
+add rule ip kube-proxy service-4AT6LBPK-ns3/svc3/tcp/p80 numgen random mod 1 vmap { 0 : goto endpoint-SWWHDC7X-ns3/svc3/tcp/p80__10.0.3.2/80 }
+add chain ip kube-proxy endpoint-2OCDJSZQ-ns3/svc3/tcp/p80__10.0.3.1/80
+add chain ip kube-proxy endpoint-SWWHDC7X-ns3/svc3/tcp/p80__10.0.3.2/80
+add rule ip kube-proxy endpoint-SWWHDC7X-ns3/svc3/tcp/p80__10.0.3.2/80 ip saddr 10.0.3.2 jump mark-for-masquerade
+add rule ip kube-proxy endpoint-SWWHDC7X-ns3/svc3/tcp/p80__10.0.3.2/80 meta l4proto tcp dnat to 10.0.3.2:80
+"#,
+        SVC4,
+    ]
+    .concat();
+    assert_nftables_transaction_equal(&expected, &fp.nft.dump());
+    // 2 chains = 8; flush of the old endpoint chain = 1.
+    assert_eq!(fp.last_operations(), 9);
+
+    // (The old svc3 endpoint chain goes in the next sync.)
+    fp.age_stale_chains();
+
+    // Add an endpoint to a service.
+    fp.add_slice(one_endpoint_slice(
+        "ns3",
+        "svc3",
+        &["10.0.3.2", "10.0.3.3"],
+        "p80",
+        80,
+    ));
+    fp.sync_proxy_rules();
+    let expected_two = [BASE_RULES, elements_134, SVC1, SVC3_TWO, SVC4].concat();
+    assert_nftables_transaction_equal(&expected_two, &fp.nft.dump());
+    // add+flush 3 chains, 2 rules each = 12.
+    assert_eq!(fp.last_operations(), 12);
+
+    // Empty a service's endpoints: its chains are flushed, not deleted yet.
+    fp.add_slice(one_endpoint_slice("ns3", "svc3", &[], "p80", 80));
+    fp.sync_proxy_rules();
+    let expected = [
+        BASE_RULES,
+        r#"
+add element ip kube-proxy cluster-ips { 172.30.0.41 }
+add element ip kube-proxy cluster-ips { 172.30.0.43 }
+add element ip kube-proxy cluster-ips { 172.30.0.44 }
+add element ip kube-proxy service-ips { 172.30.0.41 . tcp . 80 : goto service-ULMVA6XW-ns1/svc1/tcp/p80 }
+add element ip kube-proxy no-endpoint-services { 172.30.0.43 . tcp . 80 comment "ns3/svc3:p80" : goto reject-chain }
+add element ip kube-proxy service-ips { 172.30.0.44 . tcp . 80 : goto service-LAUZTJTB-ns4/svc4/tcp/p80 }
+"#,
+        SVC1,
+        r#"
+add chain ip kube-proxy service-4AT6LBPK-ns3/svc3/tcp/p80
+add chain ip kube-proxy endpoint-SWWHDC7X-ns3/svc3/tcp/p80__10.0.3.2/80
+add chain ip kube-proxy endpoint-TQ2QKHCZ-ns3/svc3/tcp/p80__10.0.3.3/80
+"#,
+        SVC4,
+    ]
+    .concat();
+    assert_nftables_transaction_equal(&expected, &fp.nft.dump());
+    // 1 element from service-ips, 1 to no-endpoint-services = 2; flush 3 chains = 3.
+    assert_eq!(fp.last_operations(), 5);
+    let stale: BTreeSet<&str> = fp.proxier.stale_chains().map(String::as_str).collect();
+    assert_eq!(
+        stale,
+        BTreeSet::from([
+            "service-4AT6LBPK-ns3/svc3/tcp/p80",
+            "endpoint-SWWHDC7X-ns3/svc3/tcp/p80__10.0.3.2/80",
+            "endpoint-TQ2QKHCZ-ns3/svc3/tcp/p80__10.0.3.3/80",
+        ])
+    );
+
+    // Restore the endpoints at once: the chains are restored and no longer stale.
+    fp.add_slice(one_endpoint_slice(
+        "ns3",
+        "svc3",
+        &["10.0.3.2", "10.0.3.3"],
+        "p80",
+        80,
+    ));
+    fp.sync_proxy_rules();
+    assert_nftables_transaction_equal(&expected_two, &fp.nft.dump());
+    // 1 element from no-endpoint-services, 1 to service-ips = 2; 3 chains = 12.
+    assert_eq!(fp.last_operations(), 14);
+    assert_eq!(fp.proxier.stale_chains().count(), 0);
+
+    // Empty and restore after the stale chains aged: deleted first, then recreated.
+    fp.add_slice(one_endpoint_slice("ns3", "svc3", &[], "p80", 80));
+    fp.sync_proxy_rules();
+    fp.age_stale_chains();
+    fp.add_slice(one_endpoint_slice(
+        "ns3",
+        "svc3",
+        &["10.0.3.2", "10.0.3.3"],
+        "p80",
+        80,
+    ));
+    fp.sync_proxy_rules();
+    assert_nftables_transaction_equal(&expected_two, &fp.nft.dump());
+
+    // No change: same rules, an empty transaction.
+    fp.sync_proxy_rules();
+    assert_nftables_transaction_equal(&expected_two, &fp.nft.dump());
+    assert_eq!(fp.last_operations(), 0);
+    assert!(
+        fp.nft
+            .dump()
+            .lines()
+            .filter(|l| l.starts_with("add chain"))
+            .all(|l| {
+                let name = l.split(' ').nth(4).unwrap();
+                !is_service_chain_name(name) || !name.contains("2OCDJSZQ")
+            })
+    );
+}
+
+/// TestBadIPs: addresses and CIDRs with leading zeros are written in canonical form.
+#[test]
+fn test_bad_ips() {
+    let mut fp = FakeProxier::new();
+    fp.add_service(make_test_service("ns1", "svc1", |svc| {
+        let s = spec(svc);
+        s.type_ = Some("LoadBalancer".into());
+        s.cluster_ip = Some("172.30.0.041".into());
+        s.ports = Some(vec![service_port("p80", 80, "TCP", 3001)]);
+        s.external_ips = Some(vec!["192.168.099.022".into()]);
+        s.load_balancer_source_ranges = Some(vec!["203.0.113.000/025".into()]);
+        set_lb_ingress(svc, &["1.2.3.004"]);
+    }));
+    fp.add_slice(one_endpoint_slice(
+        "ns1",
+        "svc1",
+        &["10.180.00.001"],
+        "p80",
+        80,
+    ));
+    fp.sync_proxy_rules();
+
+    let expected = BASE_RULES.to_string()
+        + r#"
+# svc1
+add chain ip kube-proxy service-ULMVA6XW-ns1/svc1/tcp/p80
+add rule ip kube-proxy service-ULMVA6XW-ns1/svc1/tcp/p80 ip daddr 172.30.0.41 ip saddr != 10.0.0.0/8 jump mark-for-masquerade
+add rule ip kube-proxy service-ULMVA6XW-ns1/svc1/tcp/p80 numgen random mod 1 vmap { 0 : goto endpoint-5OJB2KTY-ns1/svc1/tcp/p80__10.180.0.1/80 }
+
+add chain ip kube-proxy external-ULMVA6XW-ns1/svc1/tcp/p80
+add rule ip kube-proxy external-ULMVA6XW-ns1/svc1/tcp/p80 jump mark-for-masquerade
+add rule ip kube-proxy external-ULMVA6XW-ns1/svc1/tcp/p80 goto service-ULMVA6XW-ns1/svc1/tcp/p80
+
+add chain ip kube-proxy endpoint-5OJB2KTY-ns1/svc1/tcp/p80__10.180.0.1/80
+add rule ip kube-proxy endpoint-5OJB2KTY-ns1/svc1/tcp/p80__10.180.0.1/80 ip saddr 10.180.0.1 jump mark-for-masquerade
+add rule ip kube-proxy endpoint-5OJB2KTY-ns1/svc1/tcp/p80__10.180.0.1/80 meta l4proto tcp dnat to 10.180.0.1:80
+
+add chain ip kube-proxy firewall-ULMVA6XW-ns1/svc1/tcp/p80
+add rule ip kube-proxy firewall-ULMVA6XW-ns1/svc1/tcp/p80 ip saddr != { 203.0.113.0/25 } drop
+
+add element ip kube-proxy cluster-ips { 172.30.0.41 }
+add element ip kube-proxy service-ips { 172.30.0.41 . tcp . 80 : goto service-ULMVA6XW-ns1/svc1/tcp/p80 }
+add element ip kube-proxy service-ips { 192.168.99.22 . tcp . 80 : goto external-ULMVA6XW-ns1/svc1/tcp/p80 }
+add element ip kube-proxy service-ips { 1.2.3.4 . tcp . 80 : goto external-ULMVA6XW-ns1/svc1/tcp/p80 }
+add element ip kube-proxy service-nodeports { tcp . 3001 : goto external-ULMVA6XW-ns1/svc1/tcp/p80 }
+add element ip kube-proxy firewall-ips { 1.2.3.4 . tcp . 80 : goto firewall-ULMVA6XW-ns1/svc1/tcp/p80 }
+"#;
+    assert_nftables_transaction_equal(&expected, &fp.nft.dump());
+}
+
+/// TestLoadBalancerIngressRouteTypeProxy: an LB IP in ipMode Proxy gets no rule.
+#[test]
+fn test_load_balancer_ingress_route_type_proxy() {
+    let cases = [
+        (
+            "ipMode Proxy",
+            "10.20.30.41",
+            "1.2.3.4",
+            Some("Proxy"),
+            false,
+        ),
+        ("ipMode VIP", "10.20.30.42", "1.2.3.5", Some("VIP"), true),
+        ("ipMode nil", "10.20.30.43", "1.2.3.6", None, true),
+    ];
+    for (name, svc_ip, lb_ip, ip_mode, expected_rule) in cases {
+        let mut fp = FakeProxier::new();
+        fp.add_service(make_test_service("ns1", "svc1", |svc| {
+            let s = spec(svc);
+            s.type_ = Some("LoadBalancer".into());
+            s.cluster_ip = Some(svc_ip.into());
+            s.ports = Some(vec![service_port("p80", 80, "TCP", 3001)]);
+            svc.status = Some(core::ServiceStatus {
+                load_balancer: Some(core::LoadBalancerStatus {
+                    ingress: Some(vec![core::LoadBalancerIngress {
+                        ip: Some(lb_ip.into()),
+                        ip_mode: ip_mode.map(str::to_string),
+                        ..Default::default()
+                    }]),
+                }),
+                ..Default::default()
+            });
+        }));
+        fp.add_slice(one_endpoint_slice(
+            "ns1",
+            "svc1",
+            &["10.180.0.1"],
+            "p80",
+            80,
+        ));
+        fp.sync_proxy_rules();
+        let found = fp
+            .nft
+            .elements("service-ips")
+            .iter()
+            .any(|e| e.starts_with(&format!("{lb_ip} . tcp . 80 :")));
+        assert_eq!(found, expected_rule, "{name}");
+    }
+}
+
+/// TestNoEndpointsMetric: the services counted in sync_proxy_rules_no_local_endpoints_total.
+#[test]
+fn test_no_endpoints_metric() {
+    let local = [
+        ("10.0.1.1", TEST_NODE_NAME),
+        ("10.0.1.2", "node1"),
+        ("10.0.1.3", "node2"),
+    ];
+    let remote = [
+        ("10.0.1.1", "node0"),
+        ("10.0.1.2", "node1"),
+        ("10.0.1.3", "node2"),
+    ];
+    // (name, iTP Local, eTP Local, endpoints (ip, node), no local internal, external)
+    type Case<'a> = (&'a str, bool, bool, &'a [(&'a str, &'a str)], usize, usize);
+    let cases: [Case; 7] = [
+        (
+            "internalTrafficPolicy is set and there are local endpoints",
+            true,
+            false,
+            &local,
+            0,
+            0,
+        ),
+        (
+            "externalTrafficPolicy is set and there are local endpoints",
+            false,
+            true,
+            &local,
+            0,
+            0,
+        ),
+        (
+            "both policies are set and there are local endpoints",
+            true,
+            true,
+            &local,
+            0,
+            0,
+        ),
+        (
+            "internalTrafficPolicy is set and there are no local endpoints",
+            true,
+            false,
+            &remote,
+            1,
+            0,
+        ),
+        (
+            "externalTrafficPolicy is set and there are no local endpoints",
+            false,
+            true,
+            &remote,
+            0,
+            1,
+        ),
+        (
+            "both policies are set and there are no local endpoints",
+            true,
+            true,
+            &remote,
+            1,
+            1,
+        ),
+        (
+            "both policies are set and there are no endpoints at all",
+            true,
+            true,
+            &[],
+            0,
+            0,
+        ),
+    ];
+    for (name, itp_local, etp_local, endpoints, internal, external) in cases {
+        let mut fp = FakeProxier::new();
+        fp.add_service(make_test_service("ns1", "svc1", |svc| {
+            let s = spec(svc);
+            s.cluster_ip = Some("172.30.1.1".into());
+            s.ports = Some(vec![service_port("", 80, "TCP", 123)]);
+            if itp_local {
+                s.internal_traffic_policy = Some("Local".into());
+            }
+            if etp_local {
+                s.type_ = Some("NodePort".into());
+                s.external_traffic_policy = Some("Local".into());
+            }
+        }));
+        fp.add_slice(make_test_endpoint_slice("ns1", "svc1", 1, |eps| {
+            eps.endpoints = Some(
+                endpoints
+                    .iter()
+                    .map(|(ip, node)| endpoint(ip, Some(node), Some((true, true, false))))
+                    .collect(),
+            );
+            ports(eps, "", 80);
+        }));
+        let plan = fp.sync_proxy_rules();
+        assert_eq!(
+            plan.no_local_endpoints.internal, internal,
+            "{name}: internal"
+        );
+        assert_eq!(
+            plan.no_local_endpoints.external, external,
+            "{name}: external"
+        );
+    }
+}
+
+/// CleanupLeftovers: the table, and nothing else, deleted; a second cleanup still succeeds.
+#[test]
+fn cleanup_deletes_only_the_table() {
+    use super::interface::Nftables;
+    use super::proxier::{REKUBE_PROXY_TABLE, cleanup_transaction};
+    use crate::proxy::types::IpFamily;
+
+    let mut fp = FakeProxier::new();
+    fp.add_service(cluster_ip_service("ns1", "svc1", "172.30.0.41", "p80", 80));
+    fp.sync_proxy_rules();
+    let cleanup = cleanup_transaction(IpFamily::V4, REKUBE_PROXY_TABLE);
+    assert_eq!(
+        cleanup.to_string(),
+        "add table ip rekube-proxy\ndelete table ip rekube-proxy\n"
+    );
+    fp.nft.run(&cleanup).unwrap();
+    assert_eq!(fp.nft.dump(), "");
+    fp.nft.run(&cleanup).unwrap();
+}
+
+/// A restarted agent resyncs from scratch over the table its previous run left: the
+/// first sync is full, chains of Services deleted while it was down are flushed and then
+/// deleted, and the table ends as a fresh agent's would.
+#[test]
+fn restart_resyncs_from_scratch() {
+    let mut fp = FakeProxier::new();
+    fp.add_service(cluster_ip_service("ns1", "svc1", "172.30.0.41", "p80", 80));
+    fp.add_service(cluster_ip_service(
+        "ns2",
+        "svc2",
+        "172.30.0.42",
+        "p8080",
+        8080,
+    ));
+    fp.add_slice(one_endpoint_slice("ns1", "svc1", &["10.0.1.1"], "p80", 80));
+    fp.add_slice(one_endpoint_slice(
+        "ns2",
+        "svc2",
+        &["10.0.2.1"],
+        "p8080",
+        8080,
+    ));
+    fp.sync_proxy_rules();
+
+    // The agent restarts; meanwhile svc2 is deleted and svc1 gets a second endpoint.
+    fp.restart();
+    fp.delete_service("ns2", "svc2");
+    fp.add_slice(one_endpoint_slice(
+        "ns1",
+        "svc1",
+        &["10.0.1.1", "10.0.1.2"],
+        "p80",
+        80,
+    ));
+    let plan = fp.sync_proxy_rules();
+    assert!(plan.full_sync);
+    assert_eq!(
+        fp.proxier.stale_chains().count(),
+        2,
+        "svc2's service and endpoint chains"
+    );
+    fp.age_stale_chains();
+    fp.sync_proxy_rules();
+
+    let mut fresh = FakeProxier::new();
+    fresh.add_service(cluster_ip_service("ns1", "svc1", "172.30.0.41", "p80", 80));
+    fresh.add_slice(one_endpoint_slice(
+        "ns1",
+        "svc1",
+        &["10.0.1.1", "10.0.1.2"],
+        "p80",
+        80,
+    ));
+    fresh.sync_proxy_rules();
+    assert_eq!(
+        super::helpers_test::sort_nftables_transaction(&fp.nft.dump()),
+        super::helpers_test::sort_nftables_transaction(&fresh.nft.dump())
+    );
+}

@@ -1,0 +1,115 @@
+//! Scale check (ignored; a measurement, not a benchmark): the time to compute a full sync
+//! of 10 000 Services × 10 endpoints, and a partial sync after one endpoint change, and
+//! with root and `nft`, the time the real kernel takes to apply them in a network
+//! namespace of the test's own. `cargo test --release -p rekube-node-agent --lib
+//! proxy::nftables::scale_test -- --ignored --nocapture`.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use super::proxier::{ExistingObjects, LocalDetector, NftablesProxier, ProxierConfig};
+use crate::proxy::types::{
+    EndpointInfo, IpFamily, Protocol, ProxySnapshot, ServicePortInfo, ServicePortName,
+};
+
+/// CPU time of this thread (wall time means little on a shared machine).
+fn thread_cpu_time() -> std::time::Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+fn snapshot(services: u32, endpoints: u32) -> ProxySnapshot {
+    let mut snapshot = ProxySnapshot::default();
+    for s in 0..services {
+        let name = ServicePortName::new("ns", &format!("svc-{s}"), "http", Protocol::Tcp);
+        let ip = IpAddr::V4(Ipv4Addr::from(0xac1e_0000 + s)); // 172.30.x.y
+        snapshot.service_ports.insert(
+            name.clone(),
+            ServicePortInfo::cluster_ip(ip, 80, Protocol::Tcp),
+        );
+        let eps = (0..endpoints)
+            .map(|e| {
+                EndpointInfo::ready(
+                    IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + s * endpoints + e)),
+                    8080,
+                    false,
+                )
+            })
+            .collect();
+        snapshot.endpoints.insert(name, eps);
+    }
+    snapshot
+}
+
+#[test]
+#[ignore = "a measurement: run with --ignored --nocapture"]
+fn sync_at_ten_thousand_services() {
+    let mut config = ProxierConfig::new(IpFamily::V4, "node");
+    config.local_detector = LocalDetector::ByCidr("10.0.0.0/8".parse().unwrap());
+    config.service_cidrs = vec!["172.30.0.0/16".parse().unwrap()];
+    let mut proxier = NftablesProxier::new(config);
+    let mut snap = snapshot(10_000, 10);
+    let now = Instant::now();
+
+    let t = thread_cpu_time();
+    let full = proxier.sync_proxy_rules(&snap, &BTreeSet::new(), &ExistingObjects::default(), now);
+    let full_text = full.transaction.to_string();
+    let full_compute = thread_cpu_time() - t;
+    proxier.sync_succeeded();
+
+    let changed = snap.service_ports.keys().nth(5000).unwrap().clone();
+    let before = snap.clone();
+    snap.endpoints.get_mut(&changed).unwrap()[0].ip = "10.255.0.1".parse().unwrap();
+    let t = thread_cpu_time();
+    let updated = before.updated_services(&snap);
+    let partial = proxier.sync_proxy_rules(&snap, &updated, &ExistingObjects::default(), now);
+    let partial_text = partial.transaction.to_string();
+    let partial_compute = thread_cpu_time() - t;
+
+    eprintln!(
+        "full sync: {} operations, {} KiB, computed in {full_compute:?} of CPU; partial sync (one endpoint changed): {} operations, computed in {partial_compute:?} of CPU",
+        full.transaction.num_operations(),
+        full_text.len() / 1024,
+        partial.transaction.num_operations()
+    );
+
+    if Command::new("nft").arg("--version").output().is_err() {
+        eprintln!("no nft: kernel apply times not measured");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("full.nft"), &full_text).unwrap();
+    std::fs::write(dir.path().join("partial.nft"), &partial_text).unwrap();
+    let script = format!(
+        "set -e\ncd {}\ns=$(date +%s%N); nft -f full.nft; m=$(date +%s%N); nft -f partial.nft; e=$(date +%s%N)\necho \"kernel apply: full $(( (m-s)/1000000 )) ms, partial $(( (e-m)/1000000 )) ms\"\n",
+        dir.path().display()
+    );
+    let mut child = Command::new("unshare")
+        .args(["--net", "sh", "-s"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprint!("{}", String::from_utf8_lossy(&out.stdout));
+}
