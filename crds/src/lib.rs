@@ -15,6 +15,7 @@ pub mod events;
 pub mod fnv;
 pub mod generate;
 pub mod kinds;
+pub mod net;
 pub mod node_identity;
 pub mod node_restriction;
 pub mod pod_refs;

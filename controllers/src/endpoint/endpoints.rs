@@ -18,13 +18,13 @@
 //!   `endpoints.kubernetes.io/over-capacity: truncated`, and no write when nothing changed.
 //! - [`services_to_update`]: which Services a pod event concerns.
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{
     EndpointAddress, EndpointPort, EndpointSubset, ObjectReference, ServicePort,
 };
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use rekube_crds::net::{is_ipv6_string as is_ipv6, parse_ip_sloppy};
 use rekube_crds::{Endpoints, Pod, Service};
 
 use super::repack::repack_subsets;
@@ -139,32 +139,6 @@ pub fn should_set_hostname(pod: &Pod, service: &Service) -> bool {
     !hostname.is_empty()
         && Some(subdomain) == service.metadata.name.as_deref()
         && service.metadata.namespace == pod.metadata.namespace
-}
-
-/// utilnet.ParseIPSloppy: an IP address, IPv4 octets with leading zeros accepted (as Go
-/// before 1.17); an IPv4-mapped IPv6 address is the IPv4 address (Go's net.IP).
-fn parse_ip_sloppy(s: &str) -> Option<IpAddr> {
-    let ip = s.parse::<IpAddr>().ok().or_else(|| {
-        let octets: Vec<u8> = s
-            .split('.')
-            .map(|o| {
-                (!o.is_empty() && o.len() <= 3 && o.bytes().all(|b| b.is_ascii_digit()))
-                    .then(|| o.parse::<u8>().ok())
-                    .flatten()
-            })
-            .collect::<Option<_>>()?;
-        let o: [u8; 4] = octets.try_into().ok()?;
-        Some(IpAddr::from(o))
-    })?;
-    Some(match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    })
-}
-
-/// utilnet.IsIPv6String: an IPv6 address that is not an IPv4-mapped one.
-fn is_ipv6(s: &str) -> bool {
-    matches!(parse_ip_sloppy(s), Some(IpAddr::V6(_)))
 }
 
 /// upstream podToEndpointAddressForService: the pod's IP of the Service's IP family (its

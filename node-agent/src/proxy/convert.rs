@@ -13,7 +13,7 @@
 //! need EndpointSlices: see docs/proxy.md.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 use ipnet::IpNet;
 use k8s_openapi::api::discovery::v1 as discovery;
@@ -29,26 +29,9 @@ pub const DEFAULT_CLIENT_IP_SERVICE_AFFINITY_SECONDS: u32 = 10800;
 /// The label naming an EndpointSlice's Service.
 pub const LABEL_SERVICE_NAME: &str = "kubernetes.io/service-name";
 
-/// An IP as Go's `netutils.ParseIPSloppy`: IPv4 octets may have leading zeros.
-pub fn parse_ip_sloppy(s: &str) -> Option<IpAddr> {
-    let s = s.trim();
-    if let Ok(ip) = s.parse::<IpAddr>() {
-        return Some(ip);
-    }
-    let octets: Vec<&str> = s.split('.').collect();
-    if octets.len() != 4
-        || octets
-            .iter()
-            .any(|o| o.is_empty() || o.len() > 3 || !o.bytes().all(|b| b.is_ascii_digit()))
-    {
-        return None;
-    }
-    let mut b = [0u8; 4];
-    for (i, o) in octets.iter().enumerate() {
-        b[i] = o.parse().ok()?;
-    }
-    Some(IpAddr::V4(Ipv4Addr::from(b)))
-}
+/// An IP as Go's `netutils.ParseIPSloppy` (IPv4 octets may have leading zeros), shared
+/// with the controllers.
+pub use rekube_crds::net::parse_ip_sloppy;
 
 /// A CIDR as `netutils.ParseCIDRSloppy`, normalized to its network.
 pub fn parse_cidr_sloppy(s: &str) -> Option<IpNet> {
