@@ -818,3 +818,50 @@ async fn endpoints_over_capacity_are_truncated() {
     e.delete_pod("p0000").await;
     wait((1000, None)).await;
 }
+
+/// A pod whose labels change leaves the Endpoints of the Service that selected it and joins
+/// those of the one that now does (the pod update queues the Services of its old and new
+/// labels); a Service whose selector changes follows it.
+#[tokio::test]
+async fn label_and_selector_changes_move_pods_between_services() {
+    let e = env("ep-labels").await;
+    for (name, app) in [("svc-a", "a"), ("svc-b", "b")] {
+        e.create_service(json!({"metadata": {"name": name}, "spec": {"selector": {"app": app}, "ports": [{"port": 80}]}}))
+            .await;
+    }
+    e.create_pod("mover", json!({"app": "a"}), json!([]), None)
+        .await;
+    e.wait_endpoints("svc-a", expect(&[("mover", &[80])]), expect(&[]))
+        .await;
+    e.wait_endpoints("svc-b", expect(&[]), expect(&[])).await;
+    e.pods
+        .patch(
+            "mover",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"metadata": {"labels": {"app": "b"}}})),
+        )
+        .await
+        .unwrap();
+    e.wait_endpoints("svc-a", expect(&[]), expect(&[])).await;
+    e.wait_endpoints("svc-b", expect(&[("mover", &[80])]), expect(&[]))
+        .await;
+    e.services
+        .patch(
+            "svc-b",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"selector": {"app": "c"}}})),
+        )
+        .await
+        .unwrap();
+    e.wait_endpoints("svc-b", expect(&[]), expect(&[])).await;
+    e.services
+        .patch(
+            "svc-a",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"selector": {"app": "b"}}})),
+        )
+        .await
+        .unwrap();
+    e.wait_endpoints("svc-a", expect(&[("mover", &[80])]), expect(&[]))
+        .await;
+}
