@@ -11,12 +11,14 @@
 #   ETCD_VERSION   etcd version (default v3.6.16)
 #   HELM_VERSION   helm version (default v3.21.4)
 #   KWOK_VERSION   kwok version (default v0.8.0)
+#   CNI_PLUGINS_VERSION  containernetworking/plugins version (default v1.10.0)
 set -euo pipefail
 
 K8S_VERSION=${K8S_VERSION:-v1.36.3}
 ETCD_VERSION=${ETCD_VERSION:-v3.6.16}
 HELM_VERSION=${HELM_VERSION:-v3.21.4}
 KWOK_VERSION=${KWOK_VERSION:-v0.8.0}
+CNI_PLUGINS_VERSION=${CNI_PLUGINS_VERSION:-v1.10.0}
 CACHE=${REKUBE_CACHE:-$HOME/.cache/rekube}
 BIN="$CACHE/bin/kubernetes-$K8S_VERSION"
 mkdir -p "$BIN"
@@ -120,9 +122,27 @@ build_kwok() {
   ln -sfn "kwok-$KWOK_VERSION-stages.yaml" "$BIN/kwok-stages.yaml"
 }
 
+# The reference CNI plugins the node agent's pod network calls (bridge, host-local,
+# loopback, portmap), from the Go module proxy: Debian 12's containernetworking-plugins is
+# 1.1.1, which speaks CNI spec up to 1.0.0 only (no STATUS or GC). In a directory of their
+# own per version: the agent's --cni-bin-dir and the tests point at it.
+build_cni_plugins() {
+  local dir="$CACHE/bin/cni-plugins-$CNI_PLUGINS_VERSION" t0=$SECONDS p missing=0
+  for p in bridge host-local loopback portmap; do [ -x "$dir/$p" ] || missing=1; done
+  [ $missing = 1 ] || { phase "cni plugins $CNI_PLUGINS_VERSION cached in $dir"; return; }
+  local work="$CACHE/src/cni-plugins-$CNI_PLUGINS_VERSION" m=github.com/containernetworking/plugins/plugins
+  mkdir -p "$work" "$dir"
+  (cd "$work" && GOBIN="$dir" go install -trimpath -ldflags "-s -w" \
+    "$m/main/bridge@$CNI_PLUGINS_VERSION" "$m/main/loopback@$CNI_PLUGINS_VERSION" \
+    "$m/ipam/host-local@$CNI_PLUGINS_VERSION" "$m/meta/portmap@$CNI_PLUGINS_VERSION") \
+    2>"$CACHE/cni-plugins-install.log" || { cat "$CACHE/cni-plugins-install.log" >&2; return 1; }
+  phase "built cni plugins $CNI_PLUGINS_VERSION in $((SECONDS - t0))s"
+}
+
 what=${1:-all}
 case $what in
-  all) build_etcd; build_kubernetes; build_helm ;;
+  all) build_etcd; build_kubernetes; build_helm; build_cni_plugins ;;
+  cni-plugins) build_cni_plugins ;;
   etcd) build_etcd ;;
   kubernetes) build_kubernetes ;;
   helm) build_helm ;;
@@ -132,6 +152,6 @@ case $what in
   kwok) build_kwok ;;
   # Only the pod startup benchmark needs it (just build-kubelet, just bench-pod-startup).
   kubelet) build_kubernetes kubelet ;;
-  *) echo "usage: $0 [all|etcd|kubernetes|helm|bench-tools|kube-scheduler|kwok|kubelet]" >&2; exit 2 ;;
+  *) echo "usage: $0 [all|etcd|kubernetes|helm|cni-plugins|bench-tools|kube-scheduler|kwok|kubelet]" >&2; exit 2 ;;
 esac
 echo "$BIN"

@@ -6,9 +6,11 @@
 //! The container runtime ([`runtime`], Linux): pod sandboxes, containers (create, start,
 //! wait, stop, remove, exec), cgroups, overlayfs rootfs, CRI logs.
 //! The service proxy ([`proxy`]): the nftables mode's rule computation (docs/proxy.md).
+//! The runtime side of CNI ([`cni`]): network config lists, plugins, cached results.
 
 #[cfg(target_os = "linux")]
 pub mod agent;
+pub mod cni;
 pub mod flowcontrol;
 pub mod image;
 pub mod kubelet;
