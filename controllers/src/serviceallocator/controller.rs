@@ -1,0 +1,750 @@
+//! `service-allocator-controller`: cluster IPs and NodePorts for rekube Services. Upstream
+//! allocates both inside the apiserver, in the Service registry's create and update
+//! (pkg/registry/core/service/storage/alloc.go), and repairs them with the
+//! `ipallocator-repair-controller` and `portallocator-repair-controller` loops; a CRD has no
+//! registry, so this controller does both, one work-queue key per Service:
+//!
+//! - a cluster IP is reserved by creating the host cluster's own `networking.k8s.io/v1`
+//!   IPAddress named after it (KEP-1880: the first writer wins, a 409 means taken), with a
+//!   parentRef to the rekube Service (`group: rekube.io`) and the label
+//!   `ipaddress.kubernetes.io/managed-by: ipallocator.rekube.io`, which the host's repair
+//!   loop leaves alone; so a rekube Service and a core Service can never get the same IP;
+//! - a NodePort is reserved by creating a coordination.k8s.io Lease `rekube-nodeport-<port>`
+//!   in the manager's namespace (the same first-writer-wins create; upstream keeps a bitmap
+//!   in one RangeAllocation object no client can reach);
+//! - then the Service's spec is patched (clusterIP, clusterIPs, ipFamilies,
+//!   ipFamilyPolicy, nodePorts, healthCheckNodePort) with its resourceVersion as
+//!   precondition, so two replicas racing never both write; the loser releases what it
+//!   reserved;
+//! - a requested IP or port that is taken or out of range cannot be refused after the
+//!   fact: the Service gets a Warning event and the condition `Allocated` False with
+//!   upstream's message;
+//! - reservations go with their Service: at once when its deletion was seen (its UID is
+//!   remembered), else after upstream's 60 s grace (an allocation in flight in another
+//!   replica); on start every Service is synced and every reservation whose Service is
+//!   gone is released, which repairs what a crash left.
+//!
+//! The decisions are [`super::alloc`], [`super::ipallocator`], [`super::portallocator`].
+use std::collections::{BTreeSet, HashMap};
+use std::hash::{BuildHasher, Hasher};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::networking::v1::IPAddress;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Client, Resource};
+use rekube_crds::Service;
+use serde_json::{Value, json};
+
+use super::alloc::{self, Config, Plan, Refusal};
+use super::ipallocator::IpFamily;
+use crate::manager::events::EventRecorder;
+use crate::manager::informer::{Change, Informer, ObjectKey, wait_for_named_cache_sync};
+use crate::manager::metrics::Metrics;
+use crate::manager::worker::run_workers;
+use crate::manager::workqueue::WorkQueue;
+
+pub const CONTROLLER_NAME: &str = "service-allocator-controller";
+/// `ipaddress.kubernetes.io/managed-by` of rekube's IPAddresses. The host's repair loop
+/// (repairip.go) only touches those labelled `ipallocator.k8s.io`.
+pub const IP_MANAGED_BY: &str = "ipallocator.rekube.io";
+pub const LABEL_IP_MANAGED_BY: &str = "ipaddress.kubernetes.io/managed-by";
+const LABEL_IP_FAMILY: &str = "ipaddress.kubernetes.io/ip-family";
+/// The Service a reservation belongs to: its UID on IPAddresses and Leases, its namespace
+/// and name on Leases (an IPAddress has them in its parentRef).
+pub const LABEL_SERVICE_UID: &str = "service-allocator.rekube.io/service-uid";
+pub const LABEL_SERVICE_NAMESPACE: &str = "service-allocator.rekube.io/service-namespace";
+pub const LABEL_SERVICE_NAME: &str = "service-allocator.rekube.io/service-name";
+pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+pub const PORT_MANAGED_BY: &str = "rekube-service-allocator";
+pub const NODE_PORT_LEASE_PREFIX: &str = "rekube-nodeport-";
+/// The condition reporting a refusal (and, once it clears, success).
+pub const CONDITION_ALLOCATED: &str = "Allocated";
+/// How long a reservation not (yet) in its Service's spec is kept: an allocation of
+/// another replica may be in flight (upstream repairip.go's grace period).
+const GRACE: Duration = Duration::from_secs(60);
+/// How soon a Service whose request was refused for a reason that may clear is retried.
+const RETRY_REFUSED: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("service {service}: {action} {object}: {source}")]
+    Write {
+        service: String,
+        action: &'static str,
+        object: String,
+        source: kube::Error,
+    },
+}
+
+/// The selector of the node port Leases' informer.
+pub fn port_lease_selector() -> String {
+    format!("{LABEL_MANAGED_BY}={PORT_MANAGED_BY}")
+}
+
+pub struct Informers {
+    pub services: Arc<Informer<Service>>,
+    /// Every IPAddress of the cluster (the host's own included: they are taken too).
+    pub ip_addresses: Arc<Informer<IPAddress>>,
+    /// The node port Leases ([`port_lease_selector`]).
+    pub port_leases: Arc<Informer<Lease>>,
+}
+
+/// One IP or port reserved for a Service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Held {
+    Ip(IpAddr),
+    Port(u16),
+}
+
+#[derive(Debug, Clone)]
+struct Reservation {
+    held: Held,
+    uid: Option<String>,
+    age: Option<Duration>,
+}
+
+pub struct ServiceAllocator {
+    client: Client,
+    informers: Informers,
+    config: Config,
+    /// Where the node port Leases live.
+    lease_namespace: String,
+    /// `--namespace`: only reservations of Services in it are this instance's.
+    scope: String,
+    queue: Arc<WorkQueue<ObjectKey>>,
+    metrics: Metrics,
+    recorder: EventRecorder,
+    /// UIDs of Services whose deletion was seen: their reservations go at once.
+    tombstones: Mutex<HashMap<String, Instant>>,
+    random: AtomicU64,
+}
+
+fn key_of(namespace: &str, name: &str) -> ObjectKey {
+    ObjectKey::new(Some(namespace), name)
+}
+
+fn age(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Option<Duration> {
+    let created = meta.creation_timestamp.as_ref()?.0;
+    let now = jiff::Timestamp::now();
+    Some(Duration::try_from(now.duration_since(created)).unwrap_or(Duration::ZERO))
+}
+
+fn lease_port(name: &str) -> Option<u16> {
+    name.strip_prefix(NODE_PORT_LEASE_PREFIX)?.parse().ok()
+}
+
+impl ServiceAllocator {
+    pub fn new(
+        client: Client,
+        informers: Informers,
+        config: Config,
+        lease_namespace: String,
+        scope: String,
+        metrics: Metrics,
+    ) -> Arc<Self> {
+        let seed = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        let c = Arc::new(ServiceAllocator {
+            recorder: EventRecorder::new(client.clone(), CONTROLLER_NAME),
+            client,
+            informers,
+            config,
+            lease_namespace,
+            scope,
+            queue: WorkQueue::new(CONTROLLER_NAME),
+            metrics,
+            tombstones: Mutex::new(HashMap::new()),
+            random: AtomicU64::new(seed),
+        });
+        let enqueue = {
+            let weak = Arc::downgrade(&c);
+            move |key: ObjectKey| {
+                if let Some(c) = weak.upgrade() {
+                    c.metrics.queue_add(CONTROLLER_NAME);
+                    c.queue.add(key);
+                }
+            }
+        };
+        let (e, weak) = (enqueue.clone(), Arc::downgrade(&c));
+        c.informers
+            .services
+            .add_handler(move |change| match change {
+                Change::Added(s) => e(ObjectKey::of(s.as_ref())),
+                // Our own status writes change no spec.
+                Change::Updated { old, new } => {
+                    if old.spec != new.spec || old.metadata.uid != new.metadata.uid {
+                        e(ObjectKey::of(new.as_ref()))
+                    }
+                }
+                Change::Deleted(s) => {
+                    if let (Some(c), Some(uid)) = (weak.upgrade(), s.metadata.uid.clone()) {
+                        let mut t = c.tombstones.lock().unwrap();
+                        t.retain(|_, seen| seen.elapsed() < GRACE * 10);
+                        t.insert(uid, Instant::now());
+                    }
+                    e(ObjectKey::of(s.as_ref()))
+                }
+            });
+        // A reservation deleted by someone else: its Service, if it still holds the IP or
+        // port, gets it back (upstream's ClusterIPNotAllocated repair).
+        let (e, weak) = (enqueue.clone(), Arc::downgrade(&c));
+        c.informers.ip_addresses.add_handler(move |change| {
+            if let (Change::Deleted(ip), Some(c)) = (change, weak.upgrade())
+                && let Some(key) = c.ip_parent(ip)
+            {
+                e(key)
+            }
+        });
+        let (e, weak) = (enqueue, Arc::downgrade(&c));
+        c.informers.port_leases.add_handler(move |change| {
+            if let (Change::Deleted(l), Some(c)) = (change, weak.upgrade())
+                && let Some(key) = c.lease_parent(l)
+            {
+                e(key)
+            }
+        });
+        c
+    }
+
+    pub fn queue(&self) -> Arc<WorkQueue<ObjectKey>> {
+        Arc::clone(&self.queue)
+    }
+
+    pub async fn run(self: Arc<Self>, workers: usize) {
+        let i = &self.informers;
+        wait_for_named_cache_sync(
+            CONTROLLER_NAME,
+            vec![
+                i.services.has_synced(),
+                i.ip_addresses.has_synced(),
+                i.port_leases.has_synced(),
+            ],
+        )
+        .await;
+        // Repair on start: every Service was queued by its first list; the reservations
+        // whose Service is gone are queued here (upstream's runOnce).
+        let mut orphans = BTreeSet::new();
+        for ip in i.ip_addresses.store().state() {
+            orphans.extend(self.ip_parent(&ip));
+        }
+        for l in i.port_leases.store().state() {
+            orphans.extend(self.lease_parent(&l));
+        }
+        for key in orphans {
+            if i.services.get(&key).is_none() {
+                self.queue.add(key);
+            }
+        }
+        let this = Arc::clone(&self);
+        run_workers(self.queue(), workers, self.metrics.clone(), move |key| {
+            let this = Arc::clone(&this);
+            async move { this.sync_service(&key).await }
+        })
+        .await
+    }
+
+    fn in_scope(&self, namespace: &str) -> bool {
+        self.scope.is_empty() || self.scope == namespace
+    }
+
+    /// The rekube Service an IPAddress of ours belongs to.
+    fn ip_parent(&self, ip: &IPAddress) -> Option<ObjectKey> {
+        let labels = ip.metadata.labels.as_ref()?;
+        if labels.get(LABEL_IP_MANAGED_BY).map(String::as_str) != Some(IP_MANAGED_BY) {
+            return None;
+        }
+        let parent = &ip.spec.parent_ref;
+        let namespace = parent.namespace.as_deref()?;
+        (parent.group.as_deref() == Some(rekube_crds::GROUP)
+            && parent.resource == "services"
+            && self.in_scope(namespace))
+        .then(|| key_of(namespace, &parent.name))
+    }
+
+    fn lease_parent(&self, lease: &Lease) -> Option<ObjectKey> {
+        let labels = lease.metadata.labels.as_ref()?;
+        let namespace = labels.get(LABEL_SERVICE_NAMESPACE)?;
+        let name = labels.get(LABEL_SERVICE_NAME)?;
+        self.in_scope(namespace).then(|| key_of(namespace, name))
+    }
+
+    /// What is reserved for the Service `key`, from the caches.
+    fn reservations_of(&self, key: &ObjectKey) -> Vec<Reservation> {
+        let uid = |m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+            m.labels
+                .as_ref()
+                .and_then(|l| l.get(LABEL_SERVICE_UID))
+                .cloned()
+        };
+        let mut out = Vec::new();
+        for ip in self.informers.ip_addresses.store().state() {
+            if self.ip_parent(&ip).as_ref() == Some(key)
+                && let Some(addr) = ip.metadata.name.as_deref().and_then(|n| n.parse().ok())
+            {
+                out.push(Reservation {
+                    held: Held::Ip(addr),
+                    uid: uid(&ip.metadata),
+                    age: age(&ip.metadata),
+                });
+            }
+        }
+        for l in self.informers.port_leases.store().state() {
+            if self.lease_parent(&l).as_ref() == Some(key)
+                && let Some(port) = l.metadata.name.as_deref().and_then(lease_port)
+            {
+                out.push(Reservation {
+                    held: Held::Port(port),
+                    uid: uid(&l.metadata),
+                    age: age(&l.metadata),
+                });
+            }
+        }
+        out
+    }
+
+    fn next_random(&self) -> u64 {
+        // splitmix64 over a per-process seed: each allocation starts somewhere else, so
+        // concurrent workers and replicas rarely try the same address first.
+        let mut z = self
+            .random
+            .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)
+            .wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Brings one Service's reservations and spec in line (see the module doc).
+    pub async fn sync_service(&self, key: &ObjectKey) -> Result<Option<Duration>, Error> {
+        let reservations = self.reservations_of(key);
+        let Some(svc) = self.informers.services.get(key) else {
+            return self.release(key, &reservations, None, &[]).await;
+        };
+        let spec = svc.spec.clone().unwrap_or_default();
+        let uid = svc.metadata.uid.clone().unwrap_or_default();
+        let plan = match alloc::plan(&spec, &self.config) {
+            Ok(p) => p,
+            Err(refusals) => return self.refuse(&svc, &refusals).await,
+        };
+        // What the spec holds must be reserved (a requested IP or port, or a reservation
+        // lost); taken by another object is a refusal.
+        let mut refusals = Vec::new();
+        for ip in plan.held_ips() {
+            if !reservations.iter().any(|r| r.held == Held::Ip(ip))
+                && !self.reserve_ip(&svc, &uid, ip).await?
+            {
+                refusals.push(alloc::ip_taken(&spec, &ip));
+            }
+        }
+        for port in plan.held_ports() {
+            if !reservations.iter().any(|r| r.held == Held::Port(port))
+                && !self.reserve_port(&svc, &uid, port).await?
+            {
+                refusals.push(alloc::port_taken(&spec, port));
+            }
+        }
+        if !refusals.is_empty() {
+            return self.refuse(&svc, &refusals).await;
+        }
+        let (new_ips, new_ports) = match self.allocate(&svc, &uid, &plan).await? {
+            Ok(new) => new,
+            Err(refusal) => return self.refuse(&svc, &[refusal]).await,
+        };
+        if let Some(mut patch) = plan.spec_patch(&spec, &new_ips, &new_ports) {
+            patch["metadata"] = json!({ "resourceVersion": svc.metadata.resource_version });
+            let api = Api::<Service>::namespaced(
+                self.client.clone(),
+                key.namespace.as_deref().unwrap_or_default(),
+            );
+            if let Err(source) = api
+                .patch(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                // Changed meanwhile (another replica wrote first, or the user): what was
+                // reserved here goes back; the Service's update event syncs it again.
+                let mut news: Vec<Held> = new_ips.iter().map(|ip| Held::Ip(*ip)).collect();
+                news.extend(new_ports.iter().map(|p| Held::Port(*p)));
+                for h in news {
+                    self.delete_reservation(key, &h).await?;
+                }
+                return Err(Error::Write {
+                    service: key.to_string(),
+                    action: "patching",
+                    object: "its spec".into(),
+                    source,
+                });
+            }
+            tracing::info!(service = %key, ips = ?plan.final_ips(&new_ips), node_ports = ?new_ports, "allocated");
+        }
+        self.clear_refusal(&svc).await;
+        let keep = KeepSet {
+            ips: plan.final_ips(&new_ips),
+            ports: plan.final_ports(&new_ports),
+        };
+        self.release(key, &reservations, Some(&uid), &keep.as_held())
+            .await
+    }
+
+    /// Allocates the new IPs and ports `plan` needs; `Ok(Err(_))`: a range is full (what
+    /// was allocated is released).
+    async fn allocate(
+        &self,
+        svc: &Service,
+        uid: &str,
+        plan: &Plan,
+    ) -> Result<Result<(Vec<IpAddr>, Vec<u16>), Refusal>, Error> {
+        let key = ObjectKey::of(svc);
+        let mut new_ips = Vec::new();
+        let mut new_ports = Vec::new();
+        let mut full = None;
+        for family in plan.ips_to_allocate() {
+            match self.allocate_ip(svc, uid, family).await? {
+                Some(ip) => new_ips.push(ip),
+                None => {
+                    full = Some(alloc::ip_range_full(family));
+                    break;
+                }
+            }
+        }
+        if full.is_none() {
+            for _ in 0..plan.ports_to_allocate() {
+                match self.allocate_port(svc, uid).await? {
+                    Some(p) => new_ports.push(p),
+                    None => {
+                        full = Some(alloc::port_range_full());
+                        break;
+                    }
+                }
+            }
+        }
+        if let Some(refusal) = full {
+            for ip in new_ips {
+                self.delete_reservation(&key, &Held::Ip(ip)).await?;
+            }
+            for p in new_ports {
+                self.delete_reservation(&key, &Held::Port(p)).await?;
+            }
+            return Ok(Err(refusal));
+        }
+        Ok(Ok((new_ips, new_ports)))
+    }
+
+    /// The next free IP of `family`'s range, reserved (upstream allocateFromRange: skip
+    /// what the cache has, create, on 409 try the next).
+    async fn allocate_ip(
+        &self,
+        svc: &Service,
+        uid: &str,
+        family: IpFamily,
+    ) -> Result<Option<IpAddr>, Error> {
+        let Some(range) = self.config.range(family) else {
+            return Ok(None);
+        };
+        for ip in range.candidates(self.next_random()) {
+            if self
+                .informers
+                .ip_addresses
+                .get(&ObjectKey::new(None, &ip.to_string()))
+                .is_some()
+            {
+                continue;
+            }
+            if self.create_ip(svc, uid, ip).await? {
+                return Ok(Some(ip));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn allocate_port(&self, svc: &Service, uid: &str) -> Result<Option<u16>, Error> {
+        for port in self.config.node_ports.candidates(self.next_random()) {
+            let name = format!("{NODE_PORT_LEASE_PREFIX}{port}");
+            if self
+                .informers
+                .port_leases
+                .get(&ObjectKey::new(Some(&self.lease_namespace), &name))
+                .is_some()
+            {
+                continue;
+            }
+            if self.create_port(svc, uid, port).await? {
+                return Ok(Some(port));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Creates the IPAddress; false when it exists already (taken).
+    async fn create_ip(&self, svc: &Service, uid: &str, ip: IpAddr) -> Result<bool, Error> {
+        let ns = svc.metadata.namespace.clone().unwrap_or_default();
+        let name = svc.metadata.name.clone().unwrap_or_default();
+        let obj: IPAddress = serde_json::from_value(json!({
+            "metadata": {
+                "name": ip.to_string(),
+                "labels": {
+                    LABEL_IP_FAMILY: IpFamily::of(&ip).as_str(),
+                    LABEL_IP_MANAGED_BY: IP_MANAGED_BY,
+                    LABEL_SERVICE_UID: uid,
+                },
+            },
+            "spec": { "parentRef": {
+                "group": rekube_crds::GROUP, "resource": "services",
+                "namespace": ns, "name": name,
+            }},
+        }))
+        .expect("a valid IPAddress");
+        created(
+            Api::<IPAddress>::all(self.client.clone())
+                .create(&PostParams::default(), &obj)
+                .await,
+            &ObjectKey::of(svc),
+            format!("ipaddress {ip}"),
+        )
+    }
+
+    async fn create_port(&self, svc: &Service, uid: &str, port: u16) -> Result<bool, Error> {
+        let ns = svc.metadata.namespace.clone().unwrap_or_default();
+        let name = svc.metadata.name.clone().unwrap_or_default();
+        let obj: Lease = serde_json::from_value(json!({
+            "metadata": {
+                "name": format!("{NODE_PORT_LEASE_PREFIX}{port}"),
+                "namespace": self.lease_namespace,
+                "labels": {
+                    LABEL_MANAGED_BY: PORT_MANAGED_BY,
+                    LABEL_SERVICE_NAMESPACE: ns,
+                    LABEL_SERVICE_NAME: name,
+                    LABEL_SERVICE_UID: uid,
+                },
+            },
+            "spec": { "holderIdentity": format!("services.{}/{ns}/{name}", rekube_crds::GROUP) },
+        }))
+        .expect("a valid Lease");
+        created(
+            Api::<Lease>::namespaced(self.client.clone(), &self.lease_namespace)
+                .create(&PostParams::default(), &obj)
+                .await,
+            &ObjectKey::of(svc),
+            format!(
+                "lease {}/{NODE_PORT_LEASE_PREFIX}{port}",
+                self.lease_namespace
+            ),
+        )
+    }
+
+    /// Reserves an IP the spec holds: true when it is (now, or already) this Service's.
+    async fn reserve_ip(&self, svc: &Service, uid: &str, ip: IpAddr) -> Result<bool, Error> {
+        if self.create_ip(svc, uid, ip).await? {
+            return Ok(true);
+        }
+        // Exists: ours (the cache lags), or another object's.
+        let existing = Api::<IPAddress>::all(self.client.clone())
+            .get_opt(&ip.to_string())
+            .await
+            .map_err(|source| Error::Write {
+                service: ObjectKey::of(svc).to_string(),
+                action: "reading",
+                object: format!("ipaddress {ip}"),
+                source,
+            })?;
+        Ok(existing.is_some_and(|e| self.ip_parent(&e) == Some(ObjectKey::of(svc))))
+    }
+
+    async fn reserve_port(&self, svc: &Service, uid: &str, port: u16) -> Result<bool, Error> {
+        if self.create_port(svc, uid, port).await? {
+            return Ok(true);
+        }
+        let name = format!("{NODE_PORT_LEASE_PREFIX}{port}");
+        let existing = Api::<Lease>::namespaced(self.client.clone(), &self.lease_namespace)
+            .get_opt(&name)
+            .await
+            .map_err(|source| Error::Write {
+                service: ObjectKey::of(svc).to_string(),
+                action: "reading",
+                object: format!("lease {name}"),
+                source,
+            })?;
+        Ok(existing.is_some_and(|e| self.lease_parent(&e) == Some(ObjectKey::of(svc))))
+    }
+
+    async fn delete_reservation(&self, key: &ObjectKey, held: &Held) -> Result<(), Error> {
+        let (result, object) = match held {
+            Held::Ip(ip) => (
+                Api::<IPAddress>::all(self.client.clone())
+                    .delete(&ip.to_string(), &DeleteParams::default())
+                    .await
+                    .map(|_| ()),
+                format!("ipaddress {ip}"),
+            ),
+            Held::Port(p) => (
+                Api::<Lease>::namespaced(self.client.clone(), &self.lease_namespace)
+                    .delete(
+                        &format!("{NODE_PORT_LEASE_PREFIX}{p}"),
+                        &DeleteParams::default(),
+                    )
+                    .await
+                    .map(|_| ()),
+                format!("lease {}/{NODE_PORT_LEASE_PREFIX}{p}", self.lease_namespace),
+            ),
+        };
+        match result {
+            Ok(()) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            Err(source) => Err(Error::Write {
+                service: key.to_string(),
+                action: "deleting",
+                object,
+                source,
+            }),
+        }
+    }
+
+    /// Releases the reservations of `key` not in `keep`: at once when they belong to a
+    /// Service known to be gone (its deletion seen, or another UID now has the name),
+    /// else once older than the grace period.
+    async fn release(
+        &self,
+        key: &ObjectKey,
+        reservations: &[Reservation],
+        current_uid: Option<&str>,
+        keep: &[Held],
+    ) -> Result<Option<Duration>, Error> {
+        let mut requeue: Option<Duration> = None;
+        for r in reservations.iter().filter(|r| !keep.contains(&r.held)) {
+            let gone = match (&r.uid, current_uid) {
+                (Some(u), Some(current)) => u != current,
+                (Some(u), None) => self.tombstones.lock().unwrap().contains_key(u),
+                (None, _) => false,
+            };
+            let age = r.age.unwrap_or(Duration::ZERO);
+            if gone || age >= GRACE {
+                self.delete_reservation(key, &r.held).await?;
+                tracing::info!(service = %key, released = ?r.held, "released");
+            } else {
+                let left = GRACE - age + Duration::from_secs(1);
+                requeue = Some(requeue.map_or(left, |d| d.min(left)));
+            }
+        }
+        Ok(requeue)
+    }
+
+    /// Reports refusals: a Warning event each and the condition `Allocated` False.
+    async fn refuse(&self, svc: &Service, refusals: &[Refusal]) -> Result<Option<Duration>, Error> {
+        let object = svc.object_ref(&());
+        for r in refusals {
+            tracing::warn!(service = %ObjectKey::of(svc), reason = r.reason, message = %r.message, "refused");
+            self.recorder
+                .warning(&object, r.reason, r.message.clone())
+                .await;
+        }
+        let message = refusals
+            .iter()
+            .map(|r| r.message.as_str())
+            .collect::<Vec<_>>()
+            .join("; ");
+        self.set_condition(svc, "False", refusals[0].reason, &message)
+            .await;
+        Ok(refusals.iter().any(|r| r.retry).then_some(RETRY_REFUSED))
+    }
+
+    async fn clear_refusal(&self, svc: &Service) {
+        let refused = svc
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| {
+                c.iter()
+                    .any(|c| c.type_ == CONDITION_ALLOCATED && c.status != "True")
+            });
+        if refused {
+            self.set_condition(svc, "True", "Allocated", "").await;
+        }
+    }
+
+    /// Writes the condition (a merge patch of the status' conditions, the others kept);
+    /// best effort: a failure is logged, the event says it anyway.
+    async fn set_condition(&self, svc: &Service, status: &str, reason: &str, message: &str) {
+        let mut conditions: Vec<Value> = svc
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .into_iter()
+            .flatten()
+            .filter(|c| c.type_ != CONDITION_ALLOCATED)
+            .map(|c| serde_json::to_value(c).unwrap_or_default())
+            .collect();
+        let same = svc
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .into_iter()
+            .flatten()
+            .any(|c| {
+                c.type_ == CONDITION_ALLOCATED
+                    && c.status == status
+                    && c.reason == reason
+                    && c.message == message
+            });
+        if same {
+            return;
+        }
+        conditions.push(json!({
+            "type": CONDITION_ALLOCATED,
+            "status": status,
+            "reason": reason,
+            "message": message,
+            "lastTransitionTime": jiff::Timestamp::now().round(jiff::Unit::Second).unwrap_or_else(|_| jiff::Timestamp::now()).to_string(),
+            "observedGeneration": svc.metadata.generation,
+        }));
+        let key = ObjectKey::of(svc);
+        let api = Api::<Service>::namespaced(
+            self.client.clone(),
+            key.namespace.as_deref().unwrap_or_default(),
+        );
+        let patch = json!({ "status": { "conditions": conditions } });
+        if let Err(e) = api
+            .patch_status(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            tracing::warn!(service = %key, error = %e, "writing the Allocated condition");
+        }
+    }
+}
+
+struct KeepSet {
+    ips: Vec<IpAddr>,
+    ports: BTreeSet<u16>,
+}
+
+impl KeepSet {
+    fn as_held(&self) -> Vec<Held> {
+        self.ips
+            .iter()
+            .map(|ip| Held::Ip(*ip))
+            .chain(self.ports.iter().map(|p| Held::Port(*p)))
+            .collect()
+    }
+}
+
+/// A create's outcome: true created, false already exists (taken).
+fn created<K>(
+    result: Result<K, kube::Error>,
+    service: &ObjectKey,
+    object: String,
+) -> Result<bool, Error> {
+    match result {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
+        Err(source) => Err(Error::Write {
+            service: service.to_string(),
+            action: "creating",
+            object,
+            source,
+        }),
+    }
+}
