@@ -118,6 +118,16 @@ pub struct Options {
     #[arg(long, default_value_t = 5)]
     pub concurrent_service_syncs: usize,
 
+    /// Sustained API requests per second of the service allocator's own client (not in
+    /// kube-controller-manager: upstream allocates inside the apiserver, unthrottled; each
+    /// Service takes two requests: 200 created at once fit in the burst).
+    #[arg(long, default_value_t = 200.0)]
+    pub service_allocator_api_qps: f32,
+
+    /// The service allocator's burst.
+    #[arg(long, default_value_t = 400)]
+    pub service_allocator_api_burst: u32,
+
     /// How often the node lifecycle controller checks node health.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub node_monitor_period: Duration,
@@ -398,6 +408,11 @@ mod tests {
         assert_eq!(o.node_startup_grace_period, Duration::from_secs(60));
         assert_eq!(o.default_toleration_seconds, 300);
         assert_eq!((o.scheduler_api_qps, o.scheduler_api_burst), (50.0, 100));
+        assert_eq!(
+            (o.service_allocator_api_qps, o.service_allocator_api_burst),
+            (200.0, 400)
+        );
+        assert_eq!(o.service_node_port_range, "30000-32767");
         assert_eq!(o.leader_elect_lease_duration, Duration::from_secs(15));
         assert_eq!(o.leader_elect_renew_deadline, Duration::from_secs(10));
         assert_eq!(o.leader_elect_retry_period, Duration::from_secs(2));

@@ -289,8 +289,15 @@ pub async fn run(opts: Options) -> Result<(), Error> {
                 "service-allocator-controller: --service-cluster-ip-range is empty; allocating NodePorts only"
             );
         }
+        // A client of its own, as the scheduler's: allocation is on the path of every
+        // Service create (upstream's is inside the apiserver).
         let c = ServiceAllocator::new(
-            new_client().await?,
+            super::client::build(
+                opts.service_allocator_api_qps,
+                opts.service_allocator_api_burst,
+                metrics.clone(),
+            )
+            .await?,
             ServiceAllocatorInformers {
                 services: Arc::clone(&services),
                 ip_addresses: Arc::clone(&ip_addresses),

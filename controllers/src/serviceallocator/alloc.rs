@@ -454,6 +454,14 @@ impl Plan {
     }
 }
 
+/// Whether two networks share an address (one contains the other's network address).
+pub fn overlaps(
+    a: &crate::nodelifecycle::cidr::IpNet,
+    b: &crate::nodelifecycle::cidr::IpNet,
+) -> bool {
+    a.contains(&b.network().addr()) || b.contains(&a.network().addr())
+}
+
 /// A held IP another object reserved first (upstream's `allocIPs` error).
 pub fn ip_taken(spec: &ServiceSpec, ip: &IpAddr) -> Refusal {
     Refusal {
@@ -886,6 +894,15 @@ mod tests {
             port_taken(&spec, 30080).message,
             "spec.ports[0].nodePort: Invalid value: 30080: provided port is already allocated"
         );
+    }
+
+    #[test]
+    fn overlapping_ranges() {
+        let net = |s: &str| s.parse::<crate::nodelifecycle::cidr::IpNet>().unwrap();
+        assert!(overlaps(&net("10.96.0.0/12"), &net("10.97.0.0/16")));
+        assert!(overlaps(&net("10.97.0.0/16"), &net("10.96.0.0/12")));
+        assert!(!overlaps(&net("10.96.0.0/16"), &net("10.97.0.0/16")));
+        assert!(!overlaps(&net("10.96.0.0/16"), &net("fd00::/64")));
     }
 
     /// upstream allocHealthCheckNodePort: LoadBalancer + externalTrafficPolicy Local.

@@ -34,7 +34,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::networking::v1::IPAddress;
+use k8s_openapi::api::networking::v1::{IPAddress, ServiceCIDR};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Client, Resource};
 use rekube_crds::Service;
@@ -54,8 +54,9 @@ pub const CONTROLLER_NAME: &str = "service-allocator-controller";
 pub const IP_MANAGED_BY: &str = "ipallocator.rekube.io";
 pub const LABEL_IP_MANAGED_BY: &str = "ipaddress.kubernetes.io/managed-by";
 const LABEL_IP_FAMILY: &str = "ipaddress.kubernetes.io/ip-family";
-/// The Service a reservation belongs to: its UID on IPAddresses and Leases, its namespace
-/// and name on Leases (an IPAddress has them in its parentRef).
+/// The Service a reservation belongs to: its UID and namespace on IPAddresses and Leases
+/// (for selection), its name on Leases (an IPAddress has both in its parentRef, which is
+/// what counts).
 pub const LABEL_SERVICE_UID: &str = "service-allocator.rekube.io/service-uid";
 pub const LABEL_SERVICE_NAMESPACE: &str = "service-allocator.rekube.io/service-namespace";
 pub const LABEL_SERVICE_NAME: &str = "service-allocator.rekube.io/service-name";
@@ -94,6 +95,29 @@ pub struct Informers {
     pub port_leases: Arc<Informer<Lease>>,
 }
 
+/// What a refused Service waits for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Wait {
+    Held(Held),
+    IpRange(IpFamily),
+    PortRange,
+}
+
+/// A refusal and what would clear it.
+struct Refused {
+    refusal: Refusal,
+    wait: Option<Wait>,
+}
+
+impl From<Refusal> for Refused {
+    fn from(refusal: Refusal) -> Self {
+        Refused {
+            refusal,
+            wait: None,
+        }
+    }
+}
+
 /// One IP or port reserved for a Service.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Held {
@@ -121,6 +145,9 @@ pub struct ServiceAllocator {
     recorder: EventRecorder,
     /// UIDs of Services whose deletion was seen: their reservations go at once.
     tombstones: Mutex<HashMap<String, Instant>>,
+    /// Services refused for a reason that may clear, and what they wait for: synced again
+    /// as soon as it is released, besides every [`RETRY_REFUSED`].
+    waiting: Mutex<HashMap<ObjectKey, Vec<Wait>>>,
     random: AtomicU64,
 }
 
@@ -160,6 +187,7 @@ impl ServiceAllocator {
             queue: WorkQueue::new(CONTROLLER_NAME),
             metrics,
             tombstones: Mutex::new(HashMap::new()),
+            waiting: Mutex::new(HashMap::new()),
             random: AtomicU64::new(seed),
         });
         let enqueue = {
@@ -193,20 +221,23 @@ impl ServiceAllocator {
             });
         // A reservation deleted by someone else: its Service, if it still holds the IP or
         // port, gets it back (upstream's ClusterIPNotAllocated repair).
+        // Something released: the Services waiting for it try again.
         let (e, weak) = (enqueue.clone(), Arc::downgrade(&c));
         c.informers.ip_addresses.add_handler(move |change| {
-            if let (Change::Deleted(ip), Some(c)) = (change, weak.upgrade())
-                && let Some(key) = c.ip_parent(ip)
-            {
-                e(key)
+            if let (Change::Deleted(ip), Some(c)) = (change, weak.upgrade()) {
+                c.ip_parent(ip).into_iter().for_each(&e);
+                if let Some(addr) = ip.metadata.name.as_deref().and_then(|n| n.parse().ok()) {
+                    c.waiters(&Held::Ip(addr)).into_iter().for_each(&e);
+                }
             }
         });
         let (e, weak) = (enqueue, Arc::downgrade(&c));
         c.informers.port_leases.add_handler(move |change| {
-            if let (Change::Deleted(l), Some(c)) = (change, weak.upgrade())
-                && let Some(key) = c.lease_parent(l)
-            {
-                e(key)
+            if let (Change::Deleted(l), Some(c)) = (change, weak.upgrade()) {
+                c.lease_parent(l).into_iter().for_each(&e);
+                if let Some(port) = l.metadata.name.as_deref().and_then(lease_port) {
+                    c.waiters(&Held::Port(port)).into_iter().for_each(&e);
+                }
             }
         });
         c
@@ -227,6 +258,7 @@ impl ServiceAllocator {
             ],
         )
         .await;
+        self.warn_on_overlap().await;
         // Repair on start: every Service was queued by its first list; the reservations
         // whose Service is gone are queued here (upstream's runOnce).
         let mut orphans = BTreeSet::new();
@@ -247,6 +279,74 @@ impl ServiceAllocator {
             async move { this.sync_service(&key).await }
         })
         .await
+    }
+
+    /// Warns when a range overlaps one of the cluster's own ServiceCIDRs: allocation stays
+    /// correct (an IPAddress exists once), but the cluster's kube-proxy rejects traffic to
+    /// addresses of its ranges it did not program.
+    async fn warn_on_overlap(&self) {
+        if self.config.ip_ranges.is_empty() {
+            return;
+        }
+        let cidrs = match Api::<ServiceCIDR>::all(self.client.clone())
+            .list(&Default::default())
+            .await
+        {
+            Ok(l) => l.items,
+            Err(e) => {
+                tracing::warn!(error = %e, "listing the cluster's ServiceCIDRs");
+                return;
+            }
+        };
+        for c in cidrs {
+            for cidr in c.spec.iter().flat_map(|s| s.cidrs.iter().flatten()) {
+                let Ok(theirs) = cidr.parse::<crate::nodelifecycle::cidr::IpNet>() else {
+                    continue;
+                };
+                for r in &self.config.ip_ranges {
+                    if alloc::overlaps(&r.cidr(), &theirs) {
+                        tracing::warn!(
+                            range = %r.cidr(),
+                            servicecidr = c.metadata.name.as_deref().unwrap_or_default(),
+                            cidr = %theirs,
+                            "--service-cluster-ip-range overlaps the cluster's own ServiceCIDR: rekube and core Services still never share an IP, but the cluster's kube-proxy may reject traffic to rekube's"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// The Services waiting for `released`: for that very IP or port, or for any of its
+    /// range.
+    fn waiters(&self, released: &Held) -> Vec<ObjectKey> {
+        let in_range = match released {
+            Held::Ip(ip) => Wait::IpRange(IpFamily::of(ip)),
+            Held::Port(_) => Wait::PortRange,
+        };
+        let in_range = match released {
+            Held::Ip(ip) => self
+                .config
+                .range(IpFamily::of(ip))
+                .is_some_and(|r| r.check(ip).is_ok())
+                .then_some(in_range),
+            Held::Port(p) => self
+                .config
+                .node_ports
+                .contains(i32::from(*p))
+                .then_some(in_range),
+        };
+        self.waiting
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, waits)| {
+                waits
+                    .iter()
+                    .any(|w| w == &Wait::Held(released.clone()) || Some(w) == in_range.as_ref())
+            })
+            .map(|(k, _)| k.clone())
+            .collect()
     }
 
     fn in_scope(&self, namespace: &str) -> bool {
@@ -324,13 +424,17 @@ impl ServiceAllocator {
     pub async fn sync_service(&self, key: &ObjectKey) -> Result<Option<Duration>, Error> {
         let reservations = self.reservations_of(key);
         let Some(svc) = self.informers.services.get(key) else {
+            self.waiting.lock().unwrap().remove(key);
             return self.release(key, &reservations, None, &[]).await;
         };
         let spec = svc.spec.clone().unwrap_or_default();
         let uid = svc.metadata.uid.clone().unwrap_or_default();
         let plan = match alloc::plan(&spec, &self.config) {
             Ok(p) => p,
-            Err(refusals) => return self.refuse(&svc, &refusals).await,
+            Err(refusals) => {
+                let refused = refusals.into_iter().map(Refused::from).collect();
+                return self.refuse(&svc, refused).await;
+            }
         };
         // What the spec holds must be reserved (a requested IP or port, or a reservation
         // lost); taken by another object is a refusal.
@@ -339,22 +443,28 @@ impl ServiceAllocator {
             if !reservations.iter().any(|r| r.held == Held::Ip(ip))
                 && !self.reserve_ip(&svc, &uid, ip).await?
             {
-                refusals.push(alloc::ip_taken(&spec, &ip));
+                refusals.push(Refused {
+                    refusal: alloc::ip_taken(&spec, &ip),
+                    wait: Some(Wait::Held(Held::Ip(ip))),
+                });
             }
         }
         for port in plan.held_ports() {
             if !reservations.iter().any(|r| r.held == Held::Port(port))
                 && !self.reserve_port(&svc, &uid, port).await?
             {
-                refusals.push(alloc::port_taken(&spec, port));
+                refusals.push(Refused {
+                    refusal: alloc::port_taken(&spec, port),
+                    wait: Some(Wait::Held(Held::Port(port))),
+                });
             }
         }
         if !refusals.is_empty() {
-            return self.refuse(&svc, &refusals).await;
+            return self.refuse(&svc, refusals).await;
         }
         let (new_ips, new_ports) = match self.allocate(&svc, &uid, &plan).await? {
             Ok(new) => new,
-            Err(refusal) => return self.refuse(&svc, &[refusal]).await,
+            Err(refused) => return self.refuse(&svc, vec![refused]).await,
         };
         if let Some(mut patch) = plan.spec_patch(&spec, &new_ips, &new_ports) {
             patch["metadata"] = json!({ "resourceVersion": svc.metadata.resource_version });
@@ -398,7 +508,7 @@ impl ServiceAllocator {
         svc: &Service,
         uid: &str,
         plan: &Plan,
-    ) -> Result<Result<(Vec<IpAddr>, Vec<u16>), Refusal>, Error> {
+    ) -> Result<Result<(Vec<IpAddr>, Vec<u16>), Refused>, Error> {
         let key = ObjectKey::of(svc);
         let mut new_ips = Vec::new();
         let mut new_ports = Vec::new();
@@ -407,7 +517,10 @@ impl ServiceAllocator {
             match self.allocate_ip(svc, uid, family).await? {
                 Some(ip) => new_ips.push(ip),
                 None => {
-                    full = Some(alloc::ip_range_full(family));
+                    full = Some(Refused {
+                        refusal: alloc::ip_range_full(family),
+                        wait: Some(Wait::IpRange(family)),
+                    });
                     break;
                 }
             }
@@ -417,7 +530,10 @@ impl ServiceAllocator {
                 match self.allocate_port(svc, uid).await? {
                     Some(p) => new_ports.push(p),
                     None => {
-                        full = Some(alloc::port_range_full());
+                        full = Some(Refused {
+                            refusal: alloc::port_range_full(),
+                            wait: Some(Wait::PortRange),
+                        });
                         break;
                     }
                 }
@@ -490,6 +606,7 @@ impl ServiceAllocator {
                 "labels": {
                     LABEL_IP_FAMILY: IpFamily::of(&ip).as_str(),
                     LABEL_IP_MANAGED_BY: IP_MANAGED_BY,
+                    LABEL_SERVICE_NAMESPACE: ns,
                     LABEL_SERVICE_UID: uid,
                 },
             },
@@ -634,9 +751,13 @@ impl ServiceAllocator {
     }
 
     /// Reports refusals: a Warning event each and the condition `Allocated` False.
-    async fn refuse(&self, svc: &Service, refusals: &[Refusal]) -> Result<Option<Duration>, Error> {
+    async fn refuse(
+        &self,
+        svc: &Service,
+        refusals: Vec<Refused>,
+    ) -> Result<Option<Duration>, Error> {
         let object = svc.object_ref(&());
-        for r in refusals {
+        for Refused { refusal: r, .. } in &refusals {
             tracing::warn!(service = %ObjectKey::of(svc), reason = r.reason, message = %r.message, "refused");
             self.recorder
                 .warning(&object, r.reason, r.message.clone())
@@ -644,15 +765,26 @@ impl ServiceAllocator {
         }
         let message = refusals
             .iter()
-            .map(|r| r.message.as_str())
+            .map(|r| r.refusal.message.as_str())
             .collect::<Vec<_>>()
             .join("; ");
-        self.set_condition(svc, "False", refusals[0].reason, &message)
+        self.set_condition(svc, "False", refusals[0].refusal.reason, &message)
             .await;
-        Ok(refusals.iter().any(|r| r.retry).then_some(RETRY_REFUSED))
+        let retry = refusals.iter().any(|r| r.refusal.retry);
+        let waits: Vec<Wait> = refusals.iter().filter_map(|r| r.wait.clone()).collect();
+        if waits.is_empty() {
+            self.waiting.lock().unwrap().remove(&ObjectKey::of(svc));
+        } else {
+            self.waiting
+                .lock()
+                .unwrap()
+                .insert(ObjectKey::of(svc), waits);
+        }
+        Ok(retry.then_some(RETRY_REFUSED))
     }
 
     async fn clear_refusal(&self, svc: &Service) {
+        self.waiting.lock().unwrap().remove(&ObjectKey::of(svc));
         let refused = svc
             .status
             .as_ref()
