@@ -771,3 +771,163 @@ async fn a_restarted_controller_repairs_what_was_lost() {
     .await;
     println!("orphan released {:?} after the restart", stopped.elapsed());
 }
+
+/// The chart's Service range policy of a test release, bound to the test namespace only
+/// (the chart's binds every namespace), deleted on drop.
+struct RangePolicy(String);
+
+impl Drop for RangePolicy {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kubectl")
+            .args([
+                "delete",
+                "validatingadmissionpolicy,validatingadmissionpolicybinding",
+                &self.0,
+                "--ignore-not-found",
+            ])
+            .output();
+    }
+}
+
+fn apply_range_policy(ns: &TestNamespace, ip_range: &str, port_range: &str) -> RangePolicy {
+    use std::io::Write;
+    let chart = concat!(env!("CARGO_MANIFEST_DIR"), "/../helm/rekube");
+    let out = std::process::Command::new("helm")
+        .args([
+            "template",
+            &ns.name,
+            chart,
+            "--namespace",
+            &ns.name,
+            "--kube-version",
+            "1.36.3",
+            "--show-only",
+            "templates/service-ranges.yaml",
+            "--set-string",
+            &format!(
+                "controllers.args.serviceClusterIpRange={},controllers.args.serviceNodePortRange={port_range}",
+                ip_range.replace(',', "\\,")
+            ),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rendered = String::from_utf8(out.stdout).unwrap().replace(
+        "\n  policyName:",
+        &format!(
+            "\n  matchResources: {{namespaceSelector: {{matchLabels: {{kubernetes.io/metadata.name: {}}}}}}}\n  policyName:",
+            ns.name
+        ),
+    );
+    let mut apply = std::process::Command::new("kubectl")
+        .args(["apply", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    apply
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(rendered.as_bytes())
+        .unwrap();
+    assert!(apply.wait().unwrap().success());
+    RangePolicy(format!("{}-controllers-service-ranges", ns.name))
+}
+
+/// A Service refused at create: the apiserver's message.
+async fn refused_at_create(api: &Api<Service>, name: &str, spec: Value) -> String {
+    match api
+        .create(&PostParams::default(), &service(name, spec))
+        .await
+    {
+        Err(kube::Error::Api(s)) if s.code == 422 => s.message,
+        other => panic!("{name} was not refused: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn the_charts_range_policy_refuses_out_of_range_requests_at_create() {
+    let ns = TestNamespace::new("svcalloc-policy").await;
+    let _policy = apply_range_policy(&ns, "10.126.0.0/16,fd00:126::/112", "31000-31999");
+    let api: Api<Service> = Api::namespaced(ns.client.clone(), &ns.name);
+    // The policy takes a moment to be in force.
+    let first = wait_until("the range policy in force", T, || async {
+        match api
+            .create(
+                &PostParams::default(),
+                &service(
+                    "probe",
+                    json!({"clusterIP": "10.1.2.3", "ports": [{"port": 80}]}),
+                ),
+            )
+            .await
+        {
+            Err(kube::Error::Api(s)) if s.code == 422 => Ok(s.message),
+            Ok(_) => {
+                let _ = api.delete("probe", &DeleteParams::default()).await;
+                Err("created".to_string())
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    })
+    .await;
+    assert!(
+        first.ends_with(
+            "spec.clusterIPs: Invalid value: [\"10.1.2.3\"]: failed to allocate IP 10.1.2.3: the provided IP (10.1.2.3) is not in the valid range. The range of valid IPs is 10.126.0.0/16"
+        ),
+        "{first}"
+    );
+    for (name, spec, want) in [
+        (
+            "network-address",
+            json!({"clusterIP": "10.126.0.0", "ports": [{"port": 80}]}),
+            "failed to allocate IP 10.126.0.0: the provided IP (10.126.0.0) is not in the valid range. The range of valid IPs is 10.126.0.0/16",
+        ),
+        (
+            "ipv6-outside",
+            json!({"clusterIP": "fd00:1::1", "ipFamilies": ["IPv6"], "ports": [{"port": 80}]}),
+            "the provided IP (fd00:1::1) is not in the valid range. The range of valid IPs is fd00:126::/112",
+        ),
+        (
+            "node-port",
+            json!({"type": "NodePort", "ports": [{"name": "a", "port": 80}, {"name": "b", "port": 81, "nodePort": 30000}]}),
+            "spec.ports[1].nodePort: Invalid value: 30000: provided port is not in the valid range. The range of valid ports is 31000-31999",
+        ),
+        (
+            "health-check",
+            json!({"type": "LoadBalancer", "externalTrafficPolicy": "Local", "healthCheckNodePort": 32000, "ports": [{"port": 80}]}),
+            "failed to allocate requested HealthCheck NodePort 32000: provided port is not in the valid range. The range of valid ports is 31000-31999",
+        ),
+    ] {
+        let message = refused_at_create(&api, name, spec).await;
+        assert!(message.ends_with(want), "{name}: {message}");
+    }
+    // In range, headless and ExternalName pass (the allocator decides the rest).
+    for (name, spec) in [
+        (
+            "in-range",
+            json!({"clusterIP": "10.126.1.1", "type": "NodePort", "ports": [{"port": 80, "nodePort": 31080}]}),
+        ),
+        (
+            "in-range-v6",
+            json!({"clusterIP": "fd00:126::5", "ipFamilies": ["IPv6"], "ports": [{"port": 80}]}),
+        ),
+        (
+            "headless",
+            json!({"clusterIP": "None", "ports": [{"port": 80}]}),
+        ),
+        (
+            "external",
+            json!({"type": "ExternalName", "externalName": "example.com"}),
+        ),
+    ] {
+        api.create(&PostParams::default(), &service(name, spec))
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+}
