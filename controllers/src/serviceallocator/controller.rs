@@ -282,8 +282,8 @@ impl ServiceAllocator {
     }
 
     /// Warns when a range overlaps one of the cluster's own ServiceCIDRs: allocation stays
-    /// correct (an IPAddress exists once), but the cluster's kube-proxy rejects traffic to
-    /// addresses of its ranges it did not program.
+    /// correct (an IPAddress exists once), but the cluster's kube-proxy (nftables mode)
+    /// drops traffic to addresses of its ranges it did not program.
     async fn warn_on_overlap(&self) {
         if self.config.ip_ranges.is_empty() {
             return;
@@ -309,7 +309,7 @@ impl ServiceAllocator {
                             range = %r.cidr(),
                             servicecidr = c.metadata.name.as_deref().unwrap_or_default(),
                             cidr = %theirs,
-                            "--service-cluster-ip-range overlaps the cluster's own ServiceCIDR: rekube and core Services still never share an IP, but the cluster's kube-proxy may reject traffic to rekube's"
+                            "--service-cluster-ip-range overlaps the cluster's own ServiceCIDR: rekube and core Services still never share an IP, but the cluster's kube-proxy may drop traffic to rekube's"
                         );
                     }
                 }
