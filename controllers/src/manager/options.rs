@@ -114,9 +114,10 @@ pub struct Options {
     #[arg(long, default_value = "30000-32767")]
     pub service_node_port_range: String,
 
-    /// Services synced concurrently by the service allocator.
-    #[arg(long, default_value_t = 5)]
-    pub concurrent_service_syncs: usize,
+    /// Services synced concurrently by the service allocator (not kube-controller-manager's
+    /// --concurrent-service-syncs, which is the LoadBalancer service controller's).
+    #[arg(long, default_value_t = 20)]
+    pub concurrent_service_allocator_syncs: usize,
 
     /// Sustained API requests per second of the service allocator's own client (not in
     /// kube-controller-manager: upstream allocates inside the apiserver, unthrottled; each

@@ -311,7 +311,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         queues.push(c.queue());
         tasks.push(Task::spawn(
             "controller service-allocator-controller",
-            c.run(opts.concurrent_service_syncs),
+            c.run(opts.concurrent_service_allocator_syncs),
         ));
     }
     if enabled.contains("scheduler") {

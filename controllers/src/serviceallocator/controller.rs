@@ -148,6 +148,9 @@ pub struct ServiceAllocator {
     /// Services refused for a reason that may clear, and what they wait for: synced again
     /// as soon as it is released, besides every [`RETRY_REFUSED`].
     waiting: Mutex<HashMap<ObjectKey, Vec<Wait>>>,
+    /// What this process reserved and its caches may not show yet (the watch lags the
+    /// create): spares the next sync of the same Service a create and a read.
+    reserved_here: Mutex<HashMap<ObjectKey, Vec<(Held, String)>>>,
     random: AtomicU64,
 }
 
@@ -188,6 +191,7 @@ impl ServiceAllocator {
             metrics,
             tombstones: Mutex::new(HashMap::new()),
             waiting: Mutex::new(HashMap::new()),
+            reserved_here: Mutex::new(HashMap::new()),
             random: AtomicU64::new(seed),
         });
         let enqueue = {
@@ -422,7 +426,18 @@ impl ServiceAllocator {
 
     /// Brings one Service's reservations and spec in line (see the module doc).
     pub async fn sync_service(&self, key: &ObjectKey) -> Result<Option<Duration>, Error> {
-        let reservations = self.reservations_of(key);
+        let mut reservations = self.reservations_of(key);
+        // Reserved here but not in the caches yet.
+        let here = self.reserved_here.lock().unwrap().remove(key);
+        for (held, uid) in here.into_iter().flatten() {
+            if !reservations.iter().any(|r| r.held == held) {
+                reservations.push(Reservation {
+                    held,
+                    uid: Some(uid),
+                    age: Some(Duration::ZERO),
+                });
+            }
+        }
         let Some(svc) = self.informers.services.get(key) else {
             self.waiting.lock().unwrap().remove(key);
             return self.release(key, &reservations, None, &[]).await;
@@ -491,6 +506,10 @@ impl ServiceAllocator {
                 });
             }
             tracing::info!(service = %key, ips = ?plan.final_ips(&new_ips), node_ports = ?new_ports, "allocated");
+            let mut here = self.reserved_here.lock().unwrap();
+            let entry = here.entry(key.clone()).or_default();
+            entry.extend(new_ips.iter().map(|ip| (Held::Ip(*ip), uid.clone())));
+            entry.extend(new_ports.iter().map(|p| (Held::Port(*p), uid.clone())));
         }
         self.clear_refusal(&svc).await;
         let keep = KeepSet {
