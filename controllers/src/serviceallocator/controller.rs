@@ -78,7 +78,7 @@ pub enum Error {
         service: String,
         action: &'static str,
         object: String,
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
 }
 
@@ -502,7 +502,7 @@ impl ServiceAllocator {
                     service: key.to_string(),
                     action: "patching",
                     object: "its spec".into(),
-                    source,
+                    source: Box::new(source),
                 });
             }
             tracing::info!(service = %key, ips = ?plan.final_ips(&new_ips), node_ports = ?new_ports, "allocated");
@@ -686,7 +686,7 @@ impl ServiceAllocator {
                 service: ObjectKey::of(svc).to_string(),
                 action: "reading",
                 object: format!("ipaddress {ip}"),
-                source,
+                source: Box::new(source),
             })?;
         Ok(existing.is_some_and(|e| self.ip_parent(&e) == Some(ObjectKey::of(svc))))
     }
@@ -703,7 +703,7 @@ impl ServiceAllocator {
                 service: ObjectKey::of(svc).to_string(),
                 action: "reading",
                 object: format!("lease {name}"),
-                source,
+                source: Box::new(source),
             })?;
         Ok(existing.is_some_and(|e| self.lease_parent(&e) == Some(ObjectKey::of(svc))))
     }
@@ -735,7 +735,7 @@ impl ServiceAllocator {
                 service: key.to_string(),
                 action: "deleting",
                 object,
-                source,
+                source: Box::new(source),
             }),
         }
     }
@@ -895,7 +895,7 @@ fn created<K>(
             service: service.to_string(),
             action: "creating",
             object,
-            source,
+            source: Box::new(source),
         }),
     }
 }
