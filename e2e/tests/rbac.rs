@@ -101,6 +101,16 @@ async fn controllers_work_with_the_charts_least_privilege_rbac() {
             ("update", "nodes.rekube.io/status", "yes"),
             ("patch", "pods.rekube.io/status", "yes"),
             ("create", "leases", "no"),
+            // The service allocator: IPAddresses, Services' spec and status, no more.
+            ("create", "ipaddresses.networking.k8s.io", "yes"),
+            ("delete", "ipaddresses.networking.k8s.io", "yes"),
+            ("update", "ipaddresses.networking.k8s.io", "no"),
+            ("create", "servicecidrs.networking.k8s.io", "no"),
+            ("patch", "services.rekube.io", "yes"),
+            ("create", "services.rekube.io", "no"),
+            ("delete", "services.rekube.io", "no"),
+            ("patch", "services.rekube.io/status", "yes"),
+            ("create", "services", "no"),
         ],
     );
 }
