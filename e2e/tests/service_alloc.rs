@@ -954,3 +954,81 @@ async fn the_charts_range_policy_refuses_out_of_range_requests_at_create() {
             .unwrap_or_else(|e| panic!("{name}: {e}"));
     }
 }
+
+#[tokio::test]
+async fn dual_stack_services_get_an_address_of_each_family() {
+    if external() {
+        println!("skipped: needs a controller process of its own");
+        return;
+    }
+    let ns = TestNamespace::new("svcalloc-dual").await;
+    let _cleanup = IpAddressCleanup(ns.name.clone());
+    let c = start(
+        &ns,
+        &["--service-cluster-ip-range", "10.127.0.0/24,fd00:127::/112"],
+    );
+    let api: Api<Service> = Api::namespaced(ns.client.clone(), &ns.name);
+    for (name, spec) in [
+        (
+            "prefer",
+            json!({"ipFamilyPolicy": "PreferDualStack", "ports": [{"port": 80}]}),
+        ),
+        (
+            "require-v6-first",
+            json!({"ipFamilyPolicy": "RequireDualStack", "ipFamilies": ["IPv6", "IPv4"], "ports": [{"port": 80}]}),
+        ),
+        (
+            "single-v6",
+            json!({"ipFamilies": ["IPv6"], "ports": [{"port": 80}]}),
+        ),
+        ("single-default", json!({"ports": [{"port": 80}]})),
+    ] {
+        api.create(&PostParams::default(), &service(name, spec))
+            .await
+            .unwrap();
+    }
+    let families = |ips: &[String]| -> Vec<&'static str> {
+        ips.iter()
+            .map(|ip| match ip.parse::<IpAddr>().unwrap() {
+                IpAddr::V4(_) => "IPv4",
+                IpAddr::V6(_) => "IPv6",
+            })
+            .collect()
+    };
+    for (name, want) in [
+        ("prefer", vec!["IPv4", "IPv6"]),
+        ("require-v6-first", vec!["IPv6", "IPv4"]),
+        ("single-v6", vec!["IPv6"]),
+        ("single-default", vec!["IPv4"]),
+    ] {
+        let ip = wait_ip(&api, name, &c).await;
+        let s = api.get(name).await.unwrap();
+        let spec = s.spec.unwrap();
+        let ips = spec.cluster_ips.clone().unwrap();
+        assert_eq!(ips[0], ip);
+        assert_eq!(families(&ips), want, "{name}");
+        assert_eq!(
+            spec.ip_families.unwrap(),
+            want.iter().map(|f| f.to_string()).collect::<Vec<_>>(),
+            "{name}"
+        );
+        for ip in &ips {
+            let parsed: IpAddr = ip.parse().unwrap();
+            let in_range = match parsed {
+                IpAddr::V4(v4) => v4.octets()[..3] == [10, 127, 0],
+                IpAddr::V6(v6) => v6.segments()[..7] == [0xfd00, 0x127, 0, 0, 0, 0, 0],
+            };
+            assert!(in_range, "{name}: {ip}");
+        }
+    }
+    let reserved = ip_addresses(&ns).await;
+    assert_eq!(reserved.len(), 6, "{reserved:?}");
+    let ipaddrs: Api<IPAddress> = Api::all(ns.client.clone());
+    for (ip, _) in reserved.iter().filter(|(ip, _)| ip.contains(':')) {
+        let obj = ipaddrs.get(ip).await.unwrap();
+        assert_eq!(
+            obj.metadata.labels.unwrap()["ipaddress.kubernetes.io/ip-family"],
+            "IPv6"
+        );
+    }
+}

@@ -454,6 +454,32 @@ impl Plan {
     }
 }
 
+/// When a reservation its Service's spec does not hold may go (upstream repairip.go's
+/// orphan handling, with what a controller knows besides): `None` now, else how long to
+/// wait. Now when it belongs to a Service known to be gone: another UID has the name
+/// (`current_uid`), or the deletion of its UID was seen (`deleted`). Otherwise another
+/// replica may be between its create and its spec patch, so it waits until `grace` after
+/// its creation (plus a second, to land past it).
+pub fn release_after(
+    uid: Option<&str>,
+    current_uid: Option<&str>,
+    deleted: bool,
+    age: Option<std::time::Duration>,
+    grace: std::time::Duration,
+) -> Option<std::time::Duration> {
+    let gone = match (uid, current_uid) {
+        (Some(u), Some(current)) => u != current,
+        (Some(_), None) => deleted,
+        (None, _) => false,
+    };
+    let age = age.unwrap_or_default();
+    if gone || age >= grace {
+        None
+    } else {
+        Some(grace - age + std::time::Duration::from_secs(1))
+    }
+}
+
 /// Whether two networks share an address (one contains the other's network address).
 pub fn overlaps(
     a: &crate::nodelifecycle::cidr::IpNet,
@@ -894,6 +920,78 @@ mod tests {
             port_taken(&spec, 30080).message,
             "spec.ports[0].nodePort: Invalid value: 30080: provided port is already allocated"
         );
+    }
+
+    #[test]
+    fn release_after_table() {
+        let (s, grace) = (
+            std::time::Duration::from_secs,
+            std::time::Duration::from_secs(60),
+        );
+        for (name, uid, current, deleted, age, want) in [
+            (
+                "another incarnation has the name",
+                Some("a"),
+                Some("b"),
+                false,
+                Some(s(1)),
+                None,
+            ),
+            (
+                "its deletion was seen",
+                Some("a"),
+                None,
+                true,
+                Some(s(1)),
+                None,
+            ),
+            (
+                "gone, deletion not seen: grace",
+                Some("a"),
+                None,
+                false,
+                Some(s(10)),
+                Some(s(51)),
+            ),
+            (
+                "gone, deletion not seen, old",
+                Some("a"),
+                None,
+                false,
+                Some(s(61)),
+                None,
+            ),
+            (
+                "same Service, not held: grace",
+                Some("a"),
+                Some("a"),
+                false,
+                Some(s(0)),
+                Some(s(61)),
+            ),
+            (
+                "same Service, not held, old",
+                Some("a"),
+                Some("a"),
+                false,
+                Some(s(60)),
+                None,
+            ),
+            (
+                "no UID label: grace",
+                None,
+                Some("a"),
+                true,
+                Some(s(30)),
+                Some(s(31)),
+            ),
+        ] {
+            assert_eq!(
+                release_after(uid, current, deleted, age, grace),
+                want,
+                "{name}"
+            );
+        }
     }
 
     #[test]

@@ -752,18 +752,16 @@ impl ServiceAllocator {
     ) -> Result<Option<Duration>, Error> {
         let mut requeue: Option<Duration> = None;
         for r in reservations.iter().filter(|r| !keep.contains(&r.held)) {
-            let gone = match (&r.uid, current_uid) {
-                (Some(u), Some(current)) => u != current,
-                (Some(u), None) => self.tombstones.lock().unwrap().contains_key(u),
-                (None, _) => false,
-            };
-            let age = r.age.unwrap_or(Duration::ZERO);
-            if gone || age >= GRACE {
-                self.delete_reservation(key, &r.held).await?;
-                tracing::info!(service = %key, released = ?r.held, "released");
-            } else {
-                let left = GRACE - age + Duration::from_secs(1);
-                requeue = Some(requeue.map_or(left, |d| d.min(left)));
+            let deleted = r
+                .uid
+                .as_ref()
+                .is_some_and(|u| self.tombstones.lock().unwrap().contains_key(u));
+            match alloc::release_after(r.uid.as_deref(), current_uid, deleted, r.age, GRACE) {
+                None => {
+                    self.delete_reservation(key, &r.held).await?;
+                    tracing::info!(service = %key, released = ?r.held, "released");
+                }
+                Some(left) => requeue = Some(requeue.map_or(left, |d| d.min(left))),
             }
         }
         Ok(requeue)
