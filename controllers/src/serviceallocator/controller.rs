@@ -119,7 +119,7 @@ impl From<Refusal> for Refused {
 }
 
 /// One IP or port reserved for a Service.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 enum Held {
     Ip(IpAddr),
     Port(u16),
@@ -151,6 +151,9 @@ pub struct ServiceAllocator {
     /// What this process reserved and its caches may not show yet (the watch lags the
     /// create): spares the next sync of the same Service a create and a read.
     reserved_here: Mutex<HashMap<ObjectKey, Vec<(Held, String)>>>,
+    /// The reservations in the caches by Service (kept by the informers' handlers), so a
+    /// sync does not scan every IPAddress and Lease.
+    by_parent: Mutex<HashMap<ObjectKey, BTreeSet<Held>>>,
     random: AtomicU64,
 }
 
@@ -192,6 +195,7 @@ impl ServiceAllocator {
             tombstones: Mutex::new(HashMap::new()),
             waiting: Mutex::new(HashMap::new()),
             reserved_here: Mutex::new(HashMap::new()),
+            by_parent: Mutex::new(HashMap::new()),
             random: AtomicU64::new(seed),
         });
         let enqueue = {
@@ -225,6 +229,25 @@ impl ServiceAllocator {
             });
         // A reservation deleted by someone else: its Service, if it still holds the IP or
         // port, gets it back (upstream's ClusterIPNotAllocated repair).
+        // The index of reservations by Service.
+        let weak = Arc::downgrade(&c);
+        c.informers.ip_addresses.add_handler(move |change| {
+            let Some(c) = weak.upgrade() else { return };
+            let held = |ip: &IPAddress| {
+                let addr = ip.metadata.name.as_deref()?.parse().ok()?;
+                Some((c.ip_parent(ip)?, Held::Ip(addr)))
+            };
+            c.index(change, held);
+        });
+        let weak = Arc::downgrade(&c);
+        c.informers.port_leases.add_handler(move |change| {
+            let Some(c) = weak.upgrade() else { return };
+            let held = |l: &Lease| {
+                let port = lease_port(l.metadata.name.as_deref()?)?;
+                Some((c.lease_parent(l)?, Held::Port(port)))
+            };
+            c.index(change, held);
+        });
         // Something released: the Services waiting for it try again.
         let (e, weak) = (enqueue.clone(), Arc::downgrade(&c));
         c.informers.ip_addresses.add_handler(move |change| {
@@ -378,6 +401,31 @@ impl ServiceAllocator {
         self.in_scope(namespace).then(|| key_of(namespace, name))
     }
 
+    /// Keeps [`Self::by_parent`] in step with a cache change.
+    fn index<K>(&self, change: Change<'_, K>, held: impl Fn(&K) -> Option<(ObjectKey, Held)>) {
+        let mut index = self.by_parent.lock().unwrap();
+        let mut remove = |o: &K| {
+            if let Some((parent, h)) = held(o)
+                && let Some(set) = index.get_mut(&parent)
+            {
+                set.remove(&h);
+                if set.is_empty() {
+                    index.remove(&parent);
+                }
+            }
+        };
+        match &change {
+            Change::Deleted(o) => remove(o),
+            Change::Updated { old, .. } => remove(old),
+            Change::Added(_) => {}
+        }
+        if let Change::Added(o) | Change::Updated { new: o, .. } = change
+            && let Some((parent, h)) = held(o)
+        {
+            index.entry(parent).or_default().insert(h);
+        }
+    }
+
     /// What is reserved for the Service `key`, from the caches.
     fn reservations_of(&self, key: &ObjectKey) -> Vec<Reservation> {
         let uid = |m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
@@ -386,30 +434,39 @@ impl ServiceAllocator {
                 .and_then(|l| l.get(LABEL_SERVICE_UID))
                 .cloned()
         };
-        let mut out = Vec::new();
-        for ip in self.informers.ip_addresses.store().state() {
-            if self.ip_parent(&ip).as_ref() == Some(key)
-                && let Some(addr) = ip.metadata.name.as_deref().and_then(|n| n.parse().ok())
-            {
-                out.push(Reservation {
-                    held: Held::Ip(addr),
-                    uid: uid(&ip.metadata),
-                    age: age(&ip.metadata),
-                });
-            }
-        }
-        for l in self.informers.port_leases.store().state() {
-            if self.lease_parent(&l).as_ref() == Some(key)
-                && let Some(port) = l.metadata.name.as_deref().and_then(lease_port)
-            {
-                out.push(Reservation {
-                    held: Held::Port(port),
-                    uid: uid(&l.metadata),
-                    age: age(&l.metadata),
-                });
-            }
-        }
-        out
+        let held: Vec<Held> = self
+            .by_parent
+            .lock()
+            .unwrap()
+            .get(key)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default();
+        held.into_iter()
+            .filter_map(|h| {
+                let meta = match &h {
+                    Held::Ip(ip) => self
+                        .informers
+                        .ip_addresses
+                        .get(&ObjectKey::new(None, &ip.to_string()))?
+                        .metadata
+                        .clone(),
+                    Held::Port(p) => self
+                        .informers
+                        .port_leases
+                        .get(&ObjectKey::new(
+                            Some(&self.lease_namespace),
+                            &format!("{NODE_PORT_LEASE_PREFIX}{p}"),
+                        ))?
+                        .metadata
+                        .clone(),
+                };
+                Some(Reservation {
+                    held: h,
+                    uid: uid(&meta),
+                    age: age(&meta),
+                })
+            })
+            .collect()
     }
 
     fn next_random(&self) -> u64 {
