@@ -103,7 +103,7 @@ bench-pod-startup pods="100" *flags="": cluster-up build-kubelet
 bench-service-alloc: cluster-up
     KUBECONFIG={{local_kubeconfig}} just install >/dev/null
     cargo build --quiet --release -p rekube-controllers
-    REKUBE_CONTROLLERS_BIN=$CARGO_TARGET_DIR/release/rekube-controllers KUBECONFIG={{local_kubeconfig}} cargo test --quiet -p rekube-e2e --test service_alloc -- --nocapture two_hundred_services racing 2>&1 | grep -E '^(create|lost)'
+    REKUBE_CONTROLLERS_BIN=$CARGO_TARGET_DIR/release/rekube-controllers KUBECONFIG={{local_kubeconfig}} cargo test --quiet -p rekube-e2e --test service_alloc -- --nocapture --test-threads 1 two_hundred_services racing 2>&1 | grep -E 'create|lost'
 
 # Benchmark (as root): create+start+wait+delete of /bin/true by rekube's runtime, runc and crun on one busybox rootfs.
 bench-runtime iterations="200":
