@@ -1032,3 +1032,59 @@ async fn dual_stack_services_get_an_address_of_each_family() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_requested_ip_is_not_handed_to_another_service_before_its_first_sync() {
+    if external() {
+        println!("skipped: needs a controller process of its own");
+        return;
+    }
+    let ns = TestNamespace::new("svcalloc-early").await;
+    let _cleanup = IpAddressCleanup(ns.name.clone());
+    let api: Api<Service> = Api::namespaced(ns.client.clone(), &ns.name);
+    // Two addresses, 10.128.0.1 and 10.128.0.2; both Services exist before the controller
+    // starts, so either may be synced first. Ten rounds: without the requested address
+    // kept out of dynamic allocation, "dynamic" would take .1 about half the time.
+    for round in 0..10 {
+        let (requested, dynamic) = (format!("requested-{round}"), format!("dynamic-{round}"));
+        for (name, spec) in [
+            (
+                &requested,
+                json!({"clusterIP": "10.128.0.1", "ports": [{"port": 80}]}),
+            ),
+            (&dynamic, json!({"ports": [{"port": 80}]})),
+        ] {
+            api.create(&PostParams::default(), &service(name, spec))
+                .await
+                .unwrap();
+        }
+        let c = start(
+            &ns,
+            &["--service-cluster-ip-range", "10.128.0.0/30", "--leader-elect=false"],
+        );
+        assert_eq!(
+            wait_ip(&api, &dynamic, &c).await,
+            "10.128.0.2",
+            "round {round}"
+        );
+        wait_reserved(&ns, "10.128.0.1", &requested, &c).await;
+        drop(c);
+        for name in [&requested, &dynamic] {
+            api.delete(name, &DeleteParams::default()).await.unwrap();
+        }
+        // Released by hand (the controller is gone): the next round starts empty.
+        let ips: Api<IPAddress> = Api::all(ns.client.clone());
+        for ip in ["10.128.0.1", "10.128.0.2"] {
+            let _ = ips.delete(ip, &DeleteParams::default()).await;
+        }
+        wait_until("the addresses free", T, || async {
+            let r = ip_addresses(&ns).await;
+            if r.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{r:?}"))
+            }
+        })
+        .await;
+    }
+}

@@ -480,6 +480,25 @@ pub fn release_after(
     }
 }
 
+/// Every cluster IP and NodePort a spec names, allocated or only requested: dynamic
+/// allocation skips them, so a Service that asked for an address before its first sync
+/// (or whose reservation is being repaired) does not see it handed to another.
+pub fn spec_holds(spec: &ServiceSpec) -> (Vec<IpAddr>, Vec<u16>) {
+    let ips = requested_ips(spec)
+        .iter()
+        .filter_map(|ip| ip.parse().ok())
+        .collect();
+    let ports = spec
+        .ports
+        .iter()
+        .flatten()
+        .filter_map(|p| p.node_port)
+        .chain(spec.health_check_node_port)
+        .filter_map(|p| u16::try_from(p).ok().filter(|p| *p != 0))
+        .collect();
+    (ips, ports)
+}
+
 /// Whether two networks share an address (one contains the other's network address).
 pub fn overlaps(
     a: &crate::nodelifecycle::cidr::IpNet,
@@ -992,6 +1011,22 @@ mod tests {
                 "{name}"
             );
         }
+    }
+
+    #[test]
+    fn spec_holds_requested_and_allocated_values() {
+        let mut spec = svc("NodePort", vec![port(53, "TCP", 30053), port(53, "UDP", 0)]);
+        spec.cluster_ips = Some(vec!["10.0.0.7".into(), "2000::7".into()]);
+        spec.health_check_node_port = Some(31000);
+        assert_eq!(
+            spec_holds(&spec),
+            (vec![ip("10.0.0.7"), ip("2000::7")], vec![30053, 31000])
+        );
+        let headless = ServiceSpec {
+            cluster_ip: Some("None".into()),
+            ..svc("ClusterIP", vec![port(80, "TCP", 0)])
+        };
+        assert_eq!(spec_holds(&headless), (vec![], vec![]));
     }
 
     #[test]

@@ -119,7 +119,7 @@ impl From<Refusal> for Refused {
 }
 
 /// One IP or port reserved for a Service.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 enum Held {
     Ip(IpAddr),
     Port(u16),
@@ -154,6 +154,9 @@ pub struct ServiceAllocator {
     /// The reservations in the caches by Service (kept by the informers' handlers), so a
     /// sync does not scan every IPAddress and Lease.
     by_parent: Mutex<HashMap<ObjectKey, BTreeSet<Held>>>,
+    /// How many cached Services name each IP and port in their spec ([`alloc::spec_holds`]):
+    /// never handed out dynamically.
+    in_specs: Mutex<HashMap<Held, usize>>,
     random: AtomicU64,
 }
 
@@ -196,6 +199,7 @@ impl ServiceAllocator {
             waiting: Mutex::new(HashMap::new()),
             reserved_here: Mutex::new(HashMap::new()),
             by_parent: Mutex::new(HashMap::new()),
+            in_specs: Mutex::new(HashMap::new()),
             random: AtomicU64::new(seed),
         });
         let enqueue = {
@@ -207,6 +211,34 @@ impl ServiceAllocator {
                 }
             }
         };
+        let weak = Arc::downgrade(&c);
+        c.informers.services.add_handler(move |change| {
+            let Some(c) = weak.upgrade() else { return };
+            let (removed, added) = match change {
+                Change::Added(s) => (None, Some(s)),
+                Change::Updated { old, new } => (Some(old), Some(new)),
+                Change::Deleted(s) => (Some(s), None),
+            };
+            let held = |s: &Service| {
+                let (ips, ports) = alloc::spec_holds(&s.spec.clone().unwrap_or_default());
+                ips.into_iter()
+                    .map(Held::Ip)
+                    .chain(ports.into_iter().map(Held::Port))
+                    .collect::<Vec<_>>()
+            };
+            let mut in_specs = c.in_specs.lock().unwrap();
+            for h in removed.map(|s| held(s)).into_iter().flatten() {
+                if let Some(n) = in_specs.get_mut(&h) {
+                    *n -= 1;
+                    if *n == 0 {
+                        in_specs.remove(&h);
+                    }
+                }
+            }
+            for h in added.map(|s| held(s)).into_iter().flatten() {
+                *in_specs.entry(h).or_default() += 1;
+            }
+        });
         let (e, weak) = (enqueue.clone(), Arc::downgrade(&c));
         c.informers
             .services
@@ -644,6 +676,7 @@ impl ServiceAllocator {
                 .ip_addresses
                 .get(&ObjectKey::new(None, &ip.to_string()))
                 .is_some()
+                || self.in_specs.lock().unwrap().contains_key(&Held::Ip(ip))
             {
                 continue;
             }
@@ -662,6 +695,11 @@ impl ServiceAllocator {
                 .port_leases
                 .get(&ObjectKey::new(Some(&self.lease_namespace), &name))
                 .is_some()
+                || self
+                    .in_specs
+                    .lock()
+                    .unwrap()
+                    .contains_key(&Held::Port(port))
             {
                 continue;
             }
