@@ -1060,7 +1060,11 @@ async fn a_requested_ip_is_not_handed_to_another_service_before_its_first_sync()
         }
         let c = start(
             &ns,
-            &["--service-cluster-ip-range", "10.128.0.0/30", "--leader-elect=false"],
+            &[
+                "--service-cluster-ip-range",
+                "10.128.0.0/30",
+                "--leader-elect=false",
+            ],
         );
         assert_eq!(
             wait_ip(&api, &dynamic, &c).await,
