@@ -99,6 +99,12 @@ bench-pod-startup pods="100" *flags="": cluster-up build-kubelet
     cargo build --quiet --release -p rekube-node-agent -p rekube-e2e --bin rekube-node-agent --bin bench-pod-startup
     KUBECONFIG={{local_kubeconfig}} $CARGO_TARGET_DIR/release/bench-pod-startup --pods {{pods}} --kubelet {{k8s_bin}}/kubelet --agent $CARGO_TARGET_DIR/release/rekube-node-agent --kubeconfig {{local_kubeconfig}} {{flags}}
 
+# Benchmark: rekube Service created → cluster IP visible (one at a time, 200 at once, two QPS settings), beside a core Service's in-apiserver allocation.
+bench-service-alloc: cluster-up
+    KUBECONFIG={{local_kubeconfig}} just install >/dev/null
+    cargo build --quiet --release -p rekube-controllers
+    REKUBE_CONTROLLERS_BIN=$CARGO_TARGET_DIR/release/rekube-controllers KUBECONFIG={{local_kubeconfig}} cargo test --quiet -p rekube-e2e --test service_alloc -- --nocapture --test-threads 1 two_hundred_services racing 2>&1 | grep -E 'create|lost'
+
 # Benchmark (as root): create+start+wait+delete of /bin/true by rekube's runtime, runc and crun on one busybox rootfs.
 bench-runtime iterations="200":
     cargo build --quiet --release -p rekube-node-agent --bin bench-runtime

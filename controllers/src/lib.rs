@@ -12,4 +12,5 @@ pub mod nodelifecycle;
 pub mod podgc;
 pub mod replicaset;
 pub mod scheduler;
+pub mod serviceallocator;
 pub mod util;

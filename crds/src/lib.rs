@@ -23,6 +23,7 @@ pub mod pod_security;
 pub mod quantity;
 pub mod resource;
 pub mod schema;
+pub mod service_ranges;
 pub mod testing;
 pub mod updates;
 pub mod validation;

@@ -13,6 +13,7 @@ if [ -f "$PIDS/rekube-controllers.pid" ] && kill -0 "$(cat "$PIDS/rekube-control
 fi
 KUBECONFIG="$KUBECONFIG_FILE" setsid "$bin" \
   --namespace default --leader-elect-resource-namespace default --bind-address 127.0.0.1:10258 \
+  --service-cluster-ip-range 10.112.0.0/16 \
   >>"$LOGS/rekube-controllers.log" 2>&1 < /dev/null &
 echo $! > "$PIDS/rekube-controllers.pid"
 for _ in $(seq 100); do

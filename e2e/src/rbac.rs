@@ -388,6 +388,26 @@ fn parse_labels(text: &str) -> BTreeMap<String, String> {
 /// was used), a grant never used unless `not_exercised` lists it (verb, resource, why no
 /// test can make the controllers use it), a listed grant that is not granted, and a
 /// permission two roles grant (the metrics cannot tell which of them was used).
+/// Whether two of `roles` (`ClusterRole NAME` / `Role NS/NAME`) grant the same thing in
+/// the same place: a ClusterRole covers every namespace, a Role its own. Roles of
+/// different namespaces granting one pair are not a duplicate (RBAC has no other way to
+/// grant it in both); the metrics cannot tell their uses apart, so one of them being used
+/// is what the test sees.
+fn granted_twice(roles: &[String]) -> bool {
+    if roles.len() < 2 {
+        return false;
+    }
+    let mut namespaces = Vec::new();
+    for r in roles {
+        match r.strip_prefix("Role ").and_then(|r| r.split_once('/')) {
+            Some((ns, _)) => namespaces.push(ns),
+            None => return true,
+        }
+    }
+    namespaces.sort();
+    namespaces.windows(2).any(|w| w[0] == w[1])
+}
+
 pub fn rbac_differences(
     granted: &BTreeMap<Permission, Vec<String>>,
     used: &BTreeMap<Permission, BTreeMap<String, u64>>,
@@ -415,7 +435,7 @@ pub fn rbac_differences(
                 roles.join(", ")
             ));
         }
-        if roles.len() > 1 {
+        if granted_twice(roles) {
             differences.push(format!("granted twice: {p} (by {})", roles.join(" and ")));
         }
     }
@@ -577,9 +597,18 @@ rules:
     }
 
     #[test]
+    fn twice_means_in_the_same_place() {
+        let roles = |r: &[&str]| r.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(!granted_twice(&roles(&["Role a/x"])));
+        assert!(!granted_twice(&roles(&["Role a/x", "Role b/y"])));
+        assert!(granted_twice(&roles(&["Role a/x", "Role a/y"])));
+        assert!(granted_twice(&roles(&["ClusterRole c", "Role a/y"])));
+    }
+
+    #[test]
     fn stale_lists_and_double_grants_fail() {
         let twice = format!(
-            "{RENDERED}---\nkind: Role\nmetadata: {{name: other, namespace: w}}\nrules:\n- apiGroups: [coordination.k8s.io]\n  resources: [leases]\n  verbs: [get]\n"
+            "{RENDERED}---\nkind: Role\nmetadata: {{name: other, namespace: r}}\nrules:\n- apiGroups: [coordination.k8s.io]\n  resources: [leases]\n  verbs: [get]\n"
         );
         let granted = granted_permissions(&twice);
         let mut samples = ALL_USED.to_vec();
@@ -588,7 +617,7 @@ rules:
         assert_eq!(
             rbac_differences(&granted, &used, &[("delete", "pods.rekube.io", "gone")]),
             [
-                "granted twice: get leases.coordination.k8s.io (by Role r/r-controllers-leader-election and Role w/other)",
+                "granted twice: get leases.coordination.k8s.io (by Role r/r-controllers-leader-election and Role r/other)",
                 "listed as not exercised but not granted: delete pods.rekube.io",
             ]
         );

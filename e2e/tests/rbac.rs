@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::networking::v1::IPAddress;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
@@ -123,6 +124,12 @@ async fn the_charts_rbac_is_exactly_what_the_controllers_use() {
             "1s",
             "--pod-gc-quarantine-time",
             "2s",
+            // The service allocator: ranges of this test's own (IPAddresses are
+            // cluster-wide; its NodePort Leases are in the release namespace).
+            "--service-cluster-ip-range",
+            "10.129.0.0/24",
+            "--service-node-port-range",
+            "32500-32599",
         ],
         &[("KUBECONFIG", kubeconfig.to_str().unwrap())],
     );
@@ -188,6 +195,7 @@ impl Workload<'_> {
                 self.orphaned_pod_of_a_deleted_node(),
                 self.node_authorizer_grants_and_revokes(),
                 self.endpoints_of_a_service(),
+                self.service_ips_and_node_ports(),
             )
         };
         tokio::select! {
@@ -598,6 +606,71 @@ impl Workload<'_> {
             match endpoints.get_opt("ep").await.map_err(|e| e.to_string())? {
                 None => Ok(()),
                 Some(_) => Err(self.controllers.logs()),
+            }
+        })
+        .await;
+    }
+
+    /// Service allocator: a NodePort Service gets a cluster IP (create ipaddresses) and a
+    /// NodePort (create leases), written into its spec (patch services); a Service asking
+    /// for that IP, and one asking for that NodePort, are refused after a look at whose
+    /// they are (get ipaddresses, get leases) with the Allocated condition (patch
+    /// services/status); the first Service deleted, both are released (delete
+    /// ipaddresses, delete leases). ServiceCIDRs are listed at start.
+    async fn service_ips_and_node_ports(&self) {
+        let services = self.api::<Service>();
+        self.create::<Service>(json!({
+            "apiVersion": "rekube.io/v1", "kind": "Service", "metadata": {"name": "alloc-a"},
+            "spec": {"type": "NodePort", "ports": [{"port": 80}]}
+        }))
+        .await;
+        let (ip, node_port) = wait_until("alloc-a's cluster IP and NodePort", T, || async {
+            let s = services.get("alloc-a").await.map_err(|e| e.to_string())?;
+            let spec = s.spec.unwrap_or_default();
+            match (
+                spec.cluster_ip.clone(),
+                spec.ports
+                    .unwrap_or_default()
+                    .first()
+                    .and_then(|p| p.node_port),
+            ) {
+                (Some(ip), Some(port)) if !ip.is_empty() => Ok((ip, port)),
+                other => Err(format!("{other:?}")),
+            }
+        })
+        .await;
+        self.create::<Service>(json!({
+            "apiVersion": "rekube.io/v1", "kind": "Service", "metadata": {"name": "alloc-ip"},
+            "spec": {"clusterIP": ip, "ports": [{"port": 80}]}
+        }))
+        .await;
+        self.create::<Service>(json!({
+            "apiVersion": "rekube.io/v1", "kind": "Service", "metadata": {"name": "alloc-port"},
+            "spec": {"type": "NodePort", "ports": [{"port": 80, "nodePort": node_port}]}
+        }))
+        .await;
+        for name in ["alloc-ip", "alloc-port"] {
+            wait_until(&format!("{name} refused"), T, || async {
+                let s = services.get(name).await.map_err(|e| e.to_string())?;
+                let conditions = s.status.and_then(|s| s.conditions).unwrap_or_default();
+                conditions
+                    .iter()
+                    .any(|c| c.type_ == "Allocated" && c.status == "False")
+                    .then_some(())
+                    .ok_or_else(|| format!("{conditions:?}"))
+            })
+            .await;
+        }
+        services
+            .delete("alloc-a", &Default::default())
+            .await
+            .unwrap();
+        let addresses: Api<IPAddress> = Api::all(self.ns.client.clone());
+        // Released: gone, or already taken by the Service that waited for it.
+        wait_until("alloc-a's IP released", T, || async {
+            match addresses.get_opt(&ip).await.map_err(|e| e.to_string())? {
+                Some(a) if a.spec.parent_ref.name == "alloc-a" => Err(format!("{:?}", a.spec)),
+                _ => Ok(()),
             }
         })
         .await;

@@ -16,6 +16,7 @@ pub const KNOWN_CONTROLLERS: &[&str] = &[
     "pod-garbage-collector-controller",
     "node-authorizer-controller",
     "endpoint-controller",
+    "service-allocator-controller",
 ];
 
 #[derive(Debug, Parser)]
@@ -28,8 +29,8 @@ pub struct Options {
     /// Controllers to run: '*' runs all, 'foo' enables foo, '-foo' disables foo. Names:
     /// deployment-controller, replicaset-controller, node-ipam-controller,
     /// node-lifecycle-controller, taint-eviction-controller,
-    /// pod-garbage-collector-controller, node-authorizer-controller, endpoint-controller (or
-    /// without the -controller suffix), and scheduler
+    /// pod-garbage-collector-controller, node-authorizer-controller, endpoint-controller,
+    /// service-allocator-controller (or without the -controller suffix), and scheduler
     /// (rekube runs kube-scheduler's work here too).
     #[arg(long, value_delimiter = ',', default_value = "*")]
     pub controllers: Vec<String>,
@@ -113,9 +114,30 @@ pub struct Options {
     #[arg(long, default_value_t = 24)]
     pub node_cidr_mask_size: u8,
 
-    /// A range taken out of --cluster-cidr: the Services' cluster IPs.
+    /// The Services' cluster IPs: one CIDR, or two of different families (IPv4,IPv6)
+    /// for dual-stack; the first is the default family. The service allocator hands them
+    /// out (none when empty); node IPAM keeps them out of --cluster-cidr.
     #[arg(long, default_value = "")]
     pub service_cluster_ip_range: String,
+
+    /// The NodePorts' range (min-max, inclusive), shared by every protocol.
+    #[arg(long, default_value = "30000-32767")]
+    pub service_node_port_range: String,
+
+    /// Services synced concurrently by the service allocator (not kube-controller-manager's
+    /// --concurrent-service-syncs, which is the LoadBalancer service controller's).
+    #[arg(long, default_value_t = 20)]
+    pub concurrent_service_allocator_syncs: usize,
+
+    /// Sustained API requests per second of the service allocator's own client (not in
+    /// kube-controller-manager: upstream allocates inside the apiserver, unthrottled; each
+    /// Service takes two requests: 200 created at once fit in the burst).
+    #[arg(long, default_value_t = 200.0)]
+    pub service_allocator_api_qps: f32,
+
+    /// The service allocator's burst.
+    #[arg(long, default_value_t = 400)]
+    pub service_allocator_api_burst: u32,
 
     /// How often the node lifecycle controller checks node health.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
@@ -178,7 +200,7 @@ pub struct Options {
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum Error {
     #[error(
-        "unknown controller {0:?} in --controllers (known: deployment-controller, replicaset-controller, node-ipam-controller, node-lifecycle-controller, taint-eviction-controller, pod-garbage-collector-controller, node-authorizer-controller, endpoint-controller, scheduler)"
+        "unknown controller {0:?} in --controllers (known: deployment-controller, replicaset-controller, node-ipam-controller, node-lifecycle-controller, taint-eviction-controller, pod-garbage-collector-controller, node-authorizer-controller, endpoint-controller, service-allocator-controller, scheduler)"
     )]
     UnknownController(String),
     #[error(
@@ -268,7 +290,57 @@ impl Options {
                 message: e.to_string(),
             })?;
         }
+        self.service_allocator_config()?;
         enabled_controllers(&self.controllers)
+    }
+
+    /// The service allocator's ranges from `--service-cluster-ip-range` and
+    /// `--service-node-port-range` (upstream's apiserver flag checks: at most two CIDRs,
+    /// of different families).
+    pub fn service_allocator_config(
+        &self,
+    ) -> Result<crate::serviceallocator::alloc::Config, Error> {
+        use crate::serviceallocator::ipallocator::IpRange;
+        let invalid = |flag: &'static str, value: &str, message: String| Error::Invalid {
+            flag,
+            value: value.to_string(),
+            message,
+        };
+        let flag = "service-cluster-ip-range";
+        let value = &self.service_cluster_ip_range;
+        let mut ip_ranges: Vec<IpRange> = Vec::new();
+        for cidr in value.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+            let net: crate::nodelifecycle::cidr::IpNet =
+                cidr.parse()
+                    .map_err(|e: crate::nodelifecycle::cidr::CidrError| {
+                        invalid(flag, value, e.to_string())
+                    })?;
+            let range = IpRange::new(net).map_err(|e| invalid(flag, value, e.to_string()))?;
+            if ip_ranges.iter().any(|r| r.family() == range.family()) {
+                return Err(invalid(
+                    flag,
+                    value,
+                    "may not have two CIDRs of the same family".into(),
+                ));
+            }
+            ip_ranges.push(range);
+        }
+        if ip_ranges.len() > 2 {
+            return Err(invalid(flag, value, "may have at most two CIDRs".into()));
+        }
+        let node_ports = self.service_node_port_range.parse().map_err(
+            |e: crate::serviceallocator::portallocator::Error| {
+                invalid(
+                    "service-node-port-range",
+                    &self.service_node_port_range,
+                    e.to_string(),
+                )
+            },
+        )?;
+        Ok(crate::serviceallocator::alloc::Config {
+            ip_ranges,
+            node_ports,
+        })
     }
 }
 
@@ -292,6 +364,7 @@ mod tests {
             "pod-garbage-collector-controller",
             "replicaset-controller",
             "scheduler",
+            "service-allocator-controller",
             "taint-eviction-controller",
         ];
         assert_eq!(enabled(&["*"]).unwrap(), all);
@@ -303,8 +376,12 @@ mod tests {
             enabled(&["scheduler", "node-lifecycle"]).unwrap(),
             vec!["node-lifecycle-controller", "scheduler"]
         );
-        assert_eq!(enabled(&["*", "-scheduler"]).unwrap().len(), 8);
+        assert_eq!(enabled(&["*", "-scheduler"]).unwrap().len(), 9);
         assert_eq!(enabled(&["endpoint"]).unwrap(), vec!["endpoint-controller"]);
+        assert_eq!(
+            enabled(&["service-allocator"]).unwrap(),
+            vec!["service-allocator-controller"]
+        );
         assert_eq!(
             enabled(&["node-authorizer"]).unwrap(),
             vec!["node-authorizer-controller"]
@@ -346,6 +423,11 @@ mod tests {
         assert_eq!(o.node_startup_grace_period, Duration::from_secs(60));
         assert_eq!(o.default_toleration_seconds, 300);
         assert_eq!((o.scheduler_api_qps, o.scheduler_api_burst), (50.0, 100));
+        assert_eq!(
+            (o.service_allocator_api_qps, o.service_allocator_api_burst),
+            (200.0, 400)
+        );
+        assert_eq!(o.service_node_port_range, "30000-32767");
         assert_eq!(o.leader_elect_lease_duration, Duration::from_secs(15));
         assert_eq!(o.leader_elect_renew_deadline, Duration::from_secs(10));
         assert_eq!(o.leader_elect_retry_period, Duration::from_secs(2));
@@ -370,6 +452,42 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn service_ranges_are_checked() {
+        let o = Options::parse_from(["rekube-controllers"]);
+        let c = o.service_allocator_config().unwrap();
+        assert!(c.ip_ranges.is_empty());
+        assert_eq!(c.node_ports.to_string(), "30000-32767");
+        let o = Options::parse_from([
+            "rekube-controllers",
+            "--service-cluster-ip-range",
+            "10.96.0.0/16,fd00:10:96::/112",
+            "--service-node-port-range",
+            "31000-31999",
+        ]);
+        let c = o.service_allocator_config().unwrap();
+        assert_eq!(c.ip_ranges.len(), 2);
+        assert_eq!(c.node_ports.to_string(), "31000-31999");
+        for (ips, ports) in [
+            ("10.96.0.0/16,10.97.0.0/16", "30000-32767"),
+            ("10.96.0.0/33", "30000-32767"),
+            ("fd00::/48", "30000-32767"),
+            ("10.96.0.0/16", "32767-30000"),
+        ] {
+            let o = Options::parse_from([
+                "rekube-controllers",
+                "--service-cluster-ip-range",
+                ips,
+                "--service-node-port-range",
+                ports,
+            ]);
+            assert!(
+                matches!(o.validate(), Err(Error::Invalid { .. })),
+                "{ips} {ports}"
+            );
+        }
     }
 
     #[test]

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::networking::v1::IPAddress;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::Api;
 use kube::runtime::watcher;
@@ -31,6 +32,9 @@ use crate::nodelifecycle::lifecycle_controller::{
 use crate::podgc::controller::{Config as PodGcConfig, PodGcController};
 use crate::replicaset::controller::ReplicaSetController;
 use crate::scheduler::controller::{Informers as SchedulerInformers, Scheduler};
+use crate::serviceallocator::controller::{
+    Informers as ServiceAllocatorInformers, ServiceAllocator, port_lease_selector,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -155,6 +159,15 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         owned,
     );
 
+    // The service allocator: the rekube Services (shared with the endpoint controller),
+    // every IPAddress of the cluster (the host's own are taken too), and its node port
+    // Leases in the manager's namespace.
+    let ip_addresses = Informer::new(Api::<IPAddress>::all(client.clone()), page.clone());
+    let port_leases = Informer::new(
+        Api::<Lease>::namespaced(client.clone(), &opts.leader_elect_resource_namespace),
+        page.clone().labels(&port_lease_selector()),
+    );
+
     // The controllers and informers: each must run for the life of the process.
     let mut tasks: Vec<Task> = Vec::new();
     let mut queues = Vec::new();
@@ -185,9 +198,13 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         if opts.allocate_node_cidrs {
             let mut set = CidrSet::parse(&opts.cluster_cidr, opts.node_cidr_mask_size)
                 .map_err(|e| Error::Setup(format!("--cluster-cidr: {e}")))?;
-            if !opts.service_cluster_ip_range.is_empty() {
-                let range = opts
-                    .service_cluster_ip_range
+            for range in opts
+                .service_cluster_ip_range
+                .split(',')
+                .map(str::trim)
+                .filter(|r| !r.is_empty())
+            {
+                let range = range
                     .parse()
                     .map_err(|e| Error::Setup(format!("--service-cluster-ip-range: {e}")))?;
                 set.filter_out_service_range(&range)
@@ -288,6 +305,38 @@ pub async fn run(opts: Options) -> Result<(), Error> {
             c.run(opts.concurrent_endpoint_syncs),
         ));
     }
+    if enabled.contains("service-allocator-controller") {
+        let config = opts.service_allocator_config()?;
+        if config.ip_ranges.is_empty() {
+            tracing::info!(
+                "service-allocator-controller: --service-cluster-ip-range is empty; allocating NodePorts only"
+            );
+        }
+        // A client of its own, as the scheduler's: allocation is on the path of every
+        // Service create (upstream's is inside the apiserver).
+        let c = ServiceAllocator::new(
+            super::client::build(
+                opts.service_allocator_api_qps,
+                opts.service_allocator_api_burst,
+                metrics.clone(),
+            )
+            .await?,
+            ServiceAllocatorInformers {
+                services: Arc::clone(&services),
+                ip_addresses: Arc::clone(&ip_addresses),
+                port_leases: Arc::clone(&port_leases),
+            },
+            config,
+            opts.leader_elect_resource_namespace.clone(),
+            opts.namespace.clone(),
+            metrics.clone(),
+        );
+        queues.push(c.queue());
+        tasks.push(Task::spawn(
+            "controller service-allocator-controller",
+            c.run(opts.concurrent_service_allocator_syncs),
+        ));
+    }
     if enabled.contains("scheduler") {
         // kube-scheduler's own client connection settings, and a separate client for
         // events, as kube-scheduler's eventClient.
@@ -346,7 +395,10 @@ pub async fn run(opts: Options) -> Result<(), Error> {
             "scheduler"
         ])
     );
-    start!(services, needs(&["endpoint-controller"]));
+    start!(
+        services,
+        needs(&["endpoint-controller", "service-allocator-controller"])
+    );
     start!(endpoints, needs(&["endpoint-controller"]));
     start!(
         nodes,
@@ -366,6 +418,8 @@ pub async fn run(opts: Options) -> Result<(), Error> {
     start!(roles, needs(&["node-authorizer-controller"]));
     start!(bindings, needs(&["node-authorizer-controller"]));
     start!(service_accounts, needs(&["node-authorizer-controller"]));
+    start!(ip_addresses, needs(&["service-allocator-controller"]));
+    start!(port_leases, needs(&["service-allocator-controller"]));
     // /readyz: every informer has its first list.
     let readiness = {
         let metrics = metrics.clone();
