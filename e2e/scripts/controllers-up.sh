@@ -14,6 +14,7 @@ fi
 KUBECONFIG="$KUBECONFIG_FILE" setsid "$bin" \
   --namespace default --leader-elect-resource-namespace default --bind-address 127.0.0.1:10258 \
   --service-cluster-ip-range 10.112.0.0/16 \
+  --allocate-node-cidrs true --cluster-cidr 10.244.0.0/16 \
   >>"$LOGS/rekube-controllers.log" 2>&1 < /dev/null &
 echo $! > "$PIDS/rekube-controllers.pid"
 for _ in $(seq 100); do
