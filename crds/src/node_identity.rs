@@ -33,11 +33,6 @@ pub fn node_of_role(name: &str) -> Option<&str> {
     name.strip_prefix(ROLE_PREFIX).filter(|n| !n.is_empty())
 }
 
-/// The user name of a node's ServiceAccount (named after the node).
-pub fn node_username(identity_namespace: &str, node: &str) -> String {
-    format!("system:serviceaccount:{identity_namespace}:{node}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -49,9 +44,5 @@ mod tests {
         }
         assert_eq!(node_of_role("rekube-node:"), None);
         assert_eq!(node_of_role("other"), None);
-        assert_eq!(
-            node_username("rekube-node-identity", "n1"),
-            "system:serviceaccount:rekube-node-identity:n1"
-        );
     }
 }

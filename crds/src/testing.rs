@@ -18,6 +18,16 @@ pub fn missing_prerequisite(why: &str) {
     );
 }
 
+/// Where the project's scripts cache what they build (Go-built binaries, the local
+/// cluster, CNI plugins): `REKUBE_CACHE`, or `~/.cache/rekube` as the justfile's default.
+pub fn cache_dir() -> std::path::PathBuf {
+    match std::env::var("REKUBE_CACHE") {
+        Ok(dir) if !dir.is_empty() => dir.into(),
+        _ => std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default())
+            .join(".cache/rekube"),
+    }
+}
+
 fn skip_allowed() -> bool {
     std::env::var(SKIP_PRIVILEGED).is_ok_and(|v| v == "1")
 }

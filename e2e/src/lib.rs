@@ -37,11 +37,29 @@ pub fn audit_log() -> Option<PathBuf> {
     if let Ok(path) = std::env::var("REKUBE_AUDIT_LOG") {
         return Some(PathBuf::from(path));
     }
-    let cache = std::env::var("REKUBE_CACHE")
-        .map(PathBuf::from)
-        .or_else(|_| std::env::var("HOME").map(|h| PathBuf::from(h).join(".cache/rekube")))
-        .ok()?;
-    Some(cache.join("cluster/logs/audit.log")).filter(|p| p.exists())
+    Some(rekube_crds::testing::cache_dir().join("cluster/logs/audit.log")).filter(|p| p.exists())
+}
+
+/// `kubectl apply -f -` of `manifests` (YAML or JSON) to the cluster KUBECONFIG names;
+/// panics naming `what` if it is refused.
+pub fn kubectl_apply(manifests: &str, what: &str) {
+    use std::io::Write;
+    let mut apply = std::process::Command::new("kubectl")
+        .args(["apply", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("kubectl on the PATH");
+    apply
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(manifests.as_bytes())
+        .unwrap();
+    assert!(
+        apply.wait_with_output().unwrap().status.success(),
+        "applying {what}"
+    );
 }
 
 /// The path of a file under `e2e/manifests`.

@@ -5,9 +5,8 @@
 //! compared with the ones their request metrics show they used ([`rbac_differences`]).
 use std::collections::BTreeMap;
 use std::fmt;
-use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use serde_json::json;
 
@@ -69,22 +68,7 @@ pub fn render_chart_template(release: &str, node_lease_namespace: &str, template
 }
 
 fn apply(rendered: &str, template: &str) {
-    let mut apply = Command::new("kubectl")
-        .args(["apply", "-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    apply
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(rendered.as_bytes())
-        .unwrap();
-    assert!(
-        apply.wait_with_output().unwrap().status.success(),
-        "applying the chart's {template}"
-    );
+    crate::kubectl_apply(rendered, &format!("the chart's {template}"));
 }
 
 /// Renders `template` for a release named after the test namespace, with the node agents'
@@ -148,6 +132,14 @@ pub fn apply_node_restriction(ns: &TestNamespace) -> ChartNodeRestriction {
     };
     apply_chart_template(ns, "templates/node-restriction.yaml");
     guard
+}
+
+/// Asserts a request was refused by admission or RBAC: a 403 with `message` in the reason.
+pub fn refused<T: std::fmt::Debug>(what: &str, r: Result<T, kube::Error>, message: &str) {
+    match r {
+        Err(kube::Error::Api(s)) if s.code == 403 && s.message.contains(message) => {}
+        other => panic!("{what}: expected a 403 with {message:?}, got {other:?}"),
+    }
 }
 
 /// Waits until the NodeRestriction policy refuses `client` (an agent's, of node `node`)

@@ -13,6 +13,7 @@ use kube::api::{Api, DeleteParams, PostParams};
 use rekube_crds::{Node, Pod};
 use rekube_e2e::controllers::{ControllerProcess, external};
 use rekube_e2e::nodes::{NodeShape, create_node};
+use rekube_e2e::rbac::refused;
 use rekube_e2e::{TestNamespace, rbac, wait_until};
 use serde_json::{Value, json};
 
@@ -59,13 +60,6 @@ async fn wait_reads(what: &str, client: &kube::Client, ns: &str, want: &[(&str, 
         }
     })
     .await
-}
-
-fn refused<T: std::fmt::Debug>(what: &str, r: Result<T, kube::Error>, message: &str) {
-    match r {
-        Err(kube::Error::Api(s)) if s.code == 403 && s.message.contains(message) => {}
-        other => panic!("{what}: expected a 403 with {message:?}, got {other:?}"),
-    }
 }
 
 fn pod(name: &str, node: &str, spec: Value) -> Pod {

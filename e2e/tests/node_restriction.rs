@@ -7,18 +7,11 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use rekube_crds::{Node, Pod};
 use rekube_e2e::agent::AgentProcess;
+use rekube_e2e::rbac::refused;
 use rekube_e2e::{TestNamespace, rbac, wait_until};
 use serde_json::{Value, json};
 
 const T: Duration = Duration::from_secs(60);
-
-/// Asserts a request was refused by the policy: 403 with `message` in the reason.
-fn refused<T: std::fmt::Debug>(what: &str, r: Result<T, kube::Error>, message: &str) {
-    match r {
-        Err(kube::Error::Api(s)) if s.code == 403 && s.message.contains(message) => {}
-        other => panic!("{what}: expected a 403 with {message:?}, got {other:?}"),
-    }
-}
 
 fn merge(v: Value) -> Patch<Value> {
     Patch::Merge(v)

@@ -1126,19 +1126,7 @@ fn apply_policy_copy(suffix: &str, selector: (&str, &str), args: &[&str]) -> Pol
     }
     assert_eq!(items.len(), 2, "the enforce policy and its binding");
     let list = json!({"apiVersion": "v1", "kind": "List", "items": items});
-    let mut apply = std::process::Command::new("kubectl")
-        .args(["apply", "-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    apply
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(list.to_string().as_bytes())
-        .unwrap();
-    assert!(apply.wait().unwrap().success(), "applying the policy copy");
+    rekube_e2e::kubectl_apply(&list.to_string(), "the policy copy");
     PolicyCopy(name)
 }
 

@@ -813,7 +813,6 @@ impl Drop for RangePolicy {
 }
 
 fn apply_range_policy(ns: &TestNamespace, ip_range: &str, port_range: &str) -> RangePolicy {
-    use std::io::Write;
     let chart = concat!(env!("CARGO_MANIFEST_DIR"), "/../helm/rekube");
     let out = std::process::Command::new("helm")
         .args([
@@ -846,19 +845,7 @@ fn apply_range_policy(ns: &TestNamespace, ip_range: &str, port_range: &str) -> R
             ns.name
         ),
     );
-    let mut apply = std::process::Command::new("kubectl")
-        .args(["apply", "-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    apply
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(rendered.as_bytes())
-        .unwrap();
-    assert!(apply.wait().unwrap().success());
+    rekube_e2e::kubectl_apply(&rendered, "the chart's service range policy");
     RangePolicy(format!("{}-controllers-service-ranges", ns.name))
 }
 

@@ -19,10 +19,7 @@ fn bin_dir() -> PathBuf {
     if let Ok(d) = std::env::var("REKUBE_CNI_BIN_DIR") {
         return PathBuf::from(d);
     }
-    let cache = std::env::var("REKUBE_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/rekube"));
-    cache.join("bin/cni-plugins-v1.10.0")
+    rekube_crds::testing::cache_dir().join("bin/cni-plugins-v1.10.0")
 }
 
 fn ip(args: &[&str]) -> String {

@@ -672,15 +672,10 @@ async fn main() -> std::process::ExitCode {
     let client = Client::try_default()
         .await
         .expect("KUBECONFIG for the benchmark cluster");
-    let dir = args.dir.clone().unwrap_or_else(|| {
-        let cache = std::env::var("REKUBE_CACHE").unwrap_or_else(|_| {
-            format!(
-                "{}/.cache/rekube",
-                std::env::var("HOME").unwrap_or_default()
-            )
-        });
-        PathBuf::from(cache).join("bench/pod-startup")
-    });
+    let dir = args
+        .dir
+        .clone()
+        .unwrap_or_else(|| rekube_crds::testing::cache_dir().join("bench/pod-startup"));
     std::fs::create_dir_all(dir.join("logs")).expect("--dir");
     let sides = [
         Side {

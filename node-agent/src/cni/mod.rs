@@ -16,10 +16,6 @@ pub use config::{NetworkConfigList, PluginConfig};
 pub use invoke::{PluginError, PluginExec, RealExec};
 pub use runtime::{CniRuntime, RuntimeConf};
 
-/// The newest spec version rekube speaks (the plugins' `VERSION` answers are checked
-/// against what a list asks for).
-pub const SPEC_VERSION: &str = "1.1.0";
-
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("cni config {path}: {message}")]

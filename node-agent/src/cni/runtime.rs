@@ -18,7 +18,7 @@
 //! The stdin of each plugin is its own config with the list's `name` and `cniVersion`, the
 //! `prevResult`, and `runtimeConfig` holding the capability arguments the plugin declares
 //! (portMappings and the like), as libcni's `buildOneConfig` and `injectRuntimeConfig`.
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde_json::{Map, Value, json};
 
@@ -365,16 +365,12 @@ impl<E: PluginExec> CniRuntime<E> {
     }
 }
 
-/// The cache dir libcni and containerd use by default.
-pub fn default_cache_dir(root: &Path) -> PathBuf {
-    root.join("cni-cache")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::cni::config::parse;
     use crate::cni::invoke::PluginError;
+    use std::path::Path;
     use std::sync::Mutex;
 
     /// Records every call; `fail` names a (plugin, command) that fails.
