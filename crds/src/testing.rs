@@ -28,6 +28,15 @@ pub fn cache_dir() -> std::path::PathBuf {
     }
 }
 
+/// The reference CNI plugins for tests: `REKUBE_CNI_BIN_DIR`, or the ones
+/// `e2e/scripts/build-kubernetes.sh cni-plugins` builds into the cache.
+pub fn cni_bin_dir() -> std::path::PathBuf {
+    match std::env::var("REKUBE_CNI_BIN_DIR") {
+        Ok(dir) if !dir.is_empty() => dir.into(),
+        _ => cache_dir().join("bin/cni-plugins-v1.10.0"),
+    }
+}
+
 fn skip_allowed() -> bool {
     std::env::var(SKIP_PRIVILEGED).is_ok_and(|v| v == "1")
 }

@@ -20,6 +20,7 @@ image=$(mktemp --suffix=.tar)
 rm -f "$image"
 KUBECONFIG="$KUBECONFIG_FILE" RUST_LOG=${RUST_LOG:-info} setsid "$bin" run \
   --node-name rekube-local --root-dir "$root" --pod-log-dir "$root/pods" \
+  --pod-network loopback \
   >>"$LOGS/rekube-node-agent.log" 2>&1 < /dev/null &
 echo $! > "$PIDS/rekube-node-agent.pid"
 for _ in $(seq 100); do

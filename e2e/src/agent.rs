@@ -25,6 +25,8 @@ pub struct AgentProcess {
     /// `run` and its flags, and the environment, for [`Self::restart`].
     args: Vec<String>,
     env: Vec<(String, String)>,
+    /// The network namespace it runs in (a node of [`crate::netns::TestNetwork`]).
+    netns: Option<PathBuf>,
 }
 
 impl AgentProcess {
@@ -41,6 +43,16 @@ impl AgentProcess {
         short: &str,
         extra: &[&str],
         env: &[(&str, &str)],
+    ) -> Self {
+        Self::start_in(ns, short, extra, env, None)
+    }
+
+    fn start_in(
+        ns: &TestNamespace,
+        short: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        netns: Option<PathBuf>,
     ) -> Self {
         let node_name = ns.cluster_name(short);
         let root = Self::root_of(&node_name);
@@ -64,6 +76,13 @@ impl AgentProcess {
             args.push("--eviction-hard".into());
             args.push("memory.available<100Mi,nodefs.available<1%".into());
         }
+        // Agents on the test machine's own network namespace must not make bridges,
+        // veths and routes there: no CNI unless a test asks for it (in a namespace of its
+        // own, [`crate::netns`]).
+        if !extra.iter().any(|a| a.starts_with("--pod-network")) {
+            args.push("--pod-network".into());
+            args.push("loopback".into());
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         std::fs::File::create(&log).unwrap();
         let mut agent = AgentProcess {
@@ -76,6 +95,7 @@ impl AgentProcess {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            netns,
         };
         agent.spawn();
         agent
@@ -92,7 +112,27 @@ impl AgentProcess {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let child = Command::new(&bin)
+        let mut command = Command::new(&bin);
+        // Joined between fork and exec; the file stays open until then.
+        let netns_file = self
+            .netns
+            .as_ref()
+            .map(|p| std::fs::File::open(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())));
+        if let Some(file) = &netns_file {
+            use std::os::fd::AsRawFd;
+            use std::os::unix::process::CommandExt;
+            let fd = file.as_raw_fd();
+            // SAFETY: setns is a plain system call, safe between fork and exec; the file
+            // behind `fd` is open until the spawn returns.
+            unsafe {
+                command.pre_exec(move || {
+                    let fd = std::os::fd::BorrowedFd::borrow_raw(fd);
+                    nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET)
+                        .map_err(std::io::Error::from)
+                });
+            }
+        }
+        let child = command
             .args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env(
@@ -179,6 +219,46 @@ impl AgentProcess {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Self {
+        Self::start_real_in(ns, short, extra, env, None)
+    }
+
+    /// A real agent as node `node` of a [`crate::netns::TestNetwork`]: it runs in that
+    /// node's network namespace with the cni pod network (the reference plugins of
+    /// [`crate::netns::cni_bin_dir`], its conf dir and cache its own and empty, so that
+    /// it installs its default network), the node's switch address as its InternalIP.
+    pub fn start_real_on(
+        ns: &TestNamespace,
+        short: &str,
+        node: &crate::netns::NodeNetns,
+        extra: &[&str],
+    ) -> Self {
+        let root = Self::root_of(&ns.cluster_name(short));
+        let (conf, cache) = (root.join("cni/net.d"), root.join("cni/state"));
+        let bin = crate::netns::cni_bin_dir();
+        let address = node.address.to_string();
+        let mut args: Vec<&str> = vec![
+            "--pod-network",
+            "cni",
+            "--cni-conf-dir",
+            conf.to_str().unwrap(),
+            "--cni-cache-dir",
+            cache.to_str().unwrap(),
+            "--cni-bin-dir",
+            bin.to_str().unwrap(),
+            "--node-ip",
+            &address,
+        ];
+        args.extend_from_slice(extra);
+        Self::start_real_in(ns, short, &args, &[], Some(node.path()))
+    }
+
+    fn start_real_in(
+        ns: &TestNamespace,
+        short: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        netns: Option<PathBuf>,
+    ) -> Self {
         let node_name = ns.cluster_name(short);
         let root = Self::root_of(&node_name);
         std::fs::create_dir_all(&root).unwrap();
@@ -210,7 +290,7 @@ impl AgentProcess {
             &cgroup_parent,
         ];
         args.extend_from_slice(extra);
-        Self::start_with_env(ns, short, &args, env)
+        Self::start_in(ns, short, &args, env, netns)
     }
 
     /// The agent's --root-dir (and, for a real agent, its run and log directories).

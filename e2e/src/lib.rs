@@ -16,6 +16,7 @@ pub mod agent;
 pub mod compare;
 pub mod controllers;
 pub mod kubelet;
+pub mod netns;
 pub mod nodes;
 pub mod procstat;
 pub mod rbac;

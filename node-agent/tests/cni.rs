@@ -14,12 +14,9 @@ use rekube_node_agent::cni::config::parse;
 use rekube_node_agent::cni::runtime::pod_args;
 use rekube_node_agent::cni::{CniRuntime, RealExec, RuntimeConf};
 
-/// The plugins' directory: REKUBE_CNI_BIN_DIR, or the one build-kubernetes.sh fills.
+/// The plugins' directory (REKUBE_CNI_BIN_DIR, or the one build-kubernetes.sh fills).
 fn bin_dir() -> PathBuf {
-    if let Ok(d) = std::env::var("REKUBE_CNI_BIN_DIR") {
-        return PathBuf::from(d);
-    }
-    rekube_crds::testing::cache_dir().join("bin/cni-plugins-v1.10.0")
+    rekube_crds::testing::cni_bin_dir()
 }
 
 fn ip(args: &[&str]) -> String {

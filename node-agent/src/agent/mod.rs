@@ -14,6 +14,8 @@
 //!   and records) per the kubelet's container GC policy; [`image_gc`]: unused images.
 //! - [`events`]: the kubelet's event reasons and the objects they are about.
 //! - [`pod_cidr`]: follows the Node's spec.podCIDR for pod IPs.
+//! - [`pod_routes`]: routes to other Nodes' pod CIDRs and outbound masquerade (the cni
+//!   pod network's node-side part, kindnet's job).
 //! - [`options`]: `rekube-node-agent run` flags; [`run`]: wiring.
 pub mod container_gc;
 pub mod events;
@@ -26,6 +28,7 @@ pub mod node_identity;
 pub mod node_status;
 pub mod options;
 pub mod pod_cidr;
+pub mod pod_routes;
 pub mod pod_workers;
 pub mod probe_grpc;
 pub mod probe_net;

@@ -108,6 +108,34 @@ pub struct AgentOptions {
     /// and its containers running, for scale tests.
     #[arg(long)]
     pub hollow: bool,
+    /// How pods get their network: `cni` (the plugins of --cni-conf-dir's first config;
+    /// an empty dir gets the agent's default network, bridge + host-local over the Node's
+    /// podCIDR + portmap), or `loopback` (no CNI: a pod's IP from the podCIDR on its
+    /// loopback only, reachable from nowhere; for agents sharing one network namespace,
+    /// as single-namespace tests do).
+    #[arg(long, value_enum, default_value = "cni")]
+    pub pod_network: PodNetworkMode,
+    /// The directory of CNI network configs (containerd's `conf_dir`).
+    #[arg(long, default_value = "/etc/cni/net.d")]
+    pub cni_conf_dir: PathBuf,
+    /// Where CNI plugin binaries are, comma-separated (containerd's `bin_dirs`).
+    #[arg(long, default_value = "/opt/cni/bin", value_delimiter = ',')]
+    pub cni_bin_dir: Vec<PathBuf>,
+    /// libcni's cache (results/, for DELs after a restart); the default network's
+    /// host-local keeps its reservations in networks/ under it.
+    #[arg(long, default_value = "/var/lib/cni")]
+    pub cni_cache_dir: PathBuf,
+    /// The pods' address range of the whole cluster (kube-proxy's --cluster-cidr): with
+    /// the cni pod network, traffic from it to outside it is masqueraded.
+    #[arg(long, default_value = "")]
+    pub cluster_cidr: String,
+}
+
+/// `--pod-network`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PodNetworkMode {
+    Cni,
+    Loopback,
 }
 
 /// A CPU amount in millicores: "2", "0.5", "250m" (a quantity, as kubelet's flags take).
@@ -222,6 +250,20 @@ pub fn own_cgroup_under(self_cgroup: &str, parent: &str) -> Option<String> {
 }
 
 impl AgentOptions {
+    /// `--cluster-cidr`: comma-separated CIDRs (one per IP family), or none.
+    pub fn cluster_cidrs(&self) -> Result<Vec<ipnet::IpNet>, Error> {
+        self.cluster_cidr
+            .split(',')
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(|c| {
+                c.parse::<ipnet::IpNet>()
+                    .map(|n| n.trunc())
+                    .map_err(|_| invalid("cluster-cidr", &self.cluster_cidr, "not a CIDR"))
+            })
+            .collect()
+    }
+
     /// --root-dir, --run-dir, --pod-log-dir and --cgroup-parent, refused before anything
     /// starts when they name something the agent cannot own: start-up recovery kills every
     /// process under the cgroup parent and removes the entries of the run directory and

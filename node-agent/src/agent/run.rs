@@ -12,16 +12,21 @@ use super::hollow::HollowSyncer;
 use super::image_gc;
 use super::machine;
 use super::node_status::{self, Readiness, Usage};
+use super::options::PodNetworkMode;
 use super::options::{self, AgentOptions};
 use super::pod_cidr;
+use super::pod_routes;
 use super::pod_workers::{PodWorkers, watch_pods};
 use super::sync_pod::{RealSyncer, SyncerConfig};
+use crate::cni::RealExec;
+use crate::cni::pod_network::{CniNetwork, CniPaths};
 use crate::image::Store;
 use crate::image::manager::{ImageManager, RealClock};
 use crate::image::store::StoreError;
 use crate::runtime::cgroups::CgroupError;
 use crate::runtime::network::{PodCidrNetwork, SharedPodCidr};
 use crate::runtime::recovery::RecoveryError;
+use crate::runtime::sandbox::PodNetwork;
 use crate::runtime::{Runtime, RuntimeConfig};
 use rekube_crds::events::EventType;
 
@@ -101,6 +106,7 @@ pub async fn run(opts: AgentOptions) -> Result<(), Error> {
     let container_gc = opts.container_gc_policy();
     let crash_loop_max = opts.crash_loop_max_container_restart_period()?;
     let labels = options::parse_map("node-labels", &opts.node_labels)?;
+    let cluster_cidrs = opts.cluster_cidrs()?;
     let name = if opts.node_name.is_empty() {
         host_name()
     } else {
@@ -173,13 +179,35 @@ pub async fn run(opts: AgentOptions) -> Result<(), Error> {
             name.clone(),
             Arc::clone(&pod_cidr),
         ));
+        let network: Arc<dyn PodNetwork> = match opts.pod_network {
+            PodNetworkMode::Cni => {
+                tokio::spawn(pod_routes::run_pod_routes(
+                    client.clone(),
+                    name.clone(),
+                    cluster_cidrs,
+                ));
+                Arc::new(CniNetwork::new(
+                    CniPaths {
+                        conf_dir: opts.cni_conf_dir.clone(),
+                        bin_dirs: opts.cni_bin_dir.clone(),
+                        cache_dir: opts.cni_cache_dir.clone(),
+                        ipam_data_dir: opts.cni_cache_dir.join("networks"),
+                    },
+                    pod_cidr,
+                    RealExec,
+                ))
+            }
+            PodNetworkMode::Loopback => {
+                Arc::new(PodCidrNetwork::new(pod_cidr, opts.run_dir.join("ipam")))
+            }
+        };
         let runtime = Runtime::with_network(
             RuntimeConfig {
                 state_dir: opts.root_dir.join("containers"),
                 run_dir: opts.run_dir.clone(),
                 cgroup_parent: opts.cgroup_parent.clone(),
             },
-            Arc::new(PodCidrNetwork::new(pod_cidr, opts.run_dir.join("ipam"))),
+            Arc::clone(&network),
         )?;
         // Containers cannot be adopted across agent processes (no shims): what the
         // previous run left is removed, and its pods start again.
@@ -199,6 +227,13 @@ pub async fn run(opts: AgentOptions) -> Result<(), Error> {
                     message: e.to_string(),
                 }));
             }
+        }
+        // The previous run's sandboxes are gone: their network attachments too (CNI GC:
+        // no attachment is valid now).
+        match tokio::task::spawn_blocking(move || network.garbage_collect(&[])).await {
+            Ok(Err(e)) => tracing::warn!(error = %e, "releasing the previous run's pod networks"),
+            Err(e) => tracing::warn!(error = %e, "releasing the previous run's pod networks"),
+            Ok(Ok(())) => {}
         }
         let images = ImageManager::new(
             Store::open(opts.root_dir.join("images"))?,

@@ -65,6 +65,7 @@ use crate::kubelet::status_generate::{
     PodStatusInputs, WaitingReason, ephemeral_as_container, generate_api_pod_status,
 };
 use crate::runtime::cgroups::Resources;
+use crate::runtime::sandbox::PortMapping;
 use crate::runtime::spec::{
     ContainerSpec, LogConfig, RootfsSource, SpecError, UserDb, combine_command,
     expand_command_and_args, merge_env, parse_stop_signal, resolve_user, working_dir,
@@ -122,6 +123,24 @@ pub fn pod_hostname(pod: &Pod) -> String {
         .collect::<String>()
         .trim_end_matches(['-', '.'])
         .to_string()
+}
+
+/// The pod's hostPorts for its sandbox (kuberuntime_sandbox.go
+/// `generatePodSandboxConfig` over `MakePortMappings`; containerd passes CNI those with a
+/// hostPort): protocol in lower case as CNI's portmap takes it.
+pub fn host_port_mappings(pod: &Pod) -> Vec<PortMapping> {
+    pod.spec
+        .iter()
+        .flat_map(|s| s.containers.iter())
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter(|p| p.host_port.is_some_and(|h| h > 0))
+        .map(|p| PortMapping {
+            host_port: p.host_port.unwrap_or_default(),
+            container_port: p.container_port,
+            protocol: p.protocol.as_deref().unwrap_or("TCP").to_ascii_lowercase(),
+            host_ip: p.host_ip.clone().unwrap_or_default(),
+        })
+        .collect()
 }
 
 /// The container's cgroup limits from its requests and limits (cpu shares from the
@@ -962,6 +981,7 @@ impl RealSyncer {
             config.host_ipc = spec.host_ipc.unwrap_or(false);
             config.share_process_namespace = spec.share_process_namespace.unwrap_or(false);
             config.resources.pids_limit = self.config.pod_max_pids;
+            config.port_mappings = host_port_mappings(&pod);
             match self.runtime.create_sandbox(&config).await {
                 Ok(sb) => {
                     st.status.lock().unwrap().sandboxes.push(SandboxStatus {
@@ -1222,6 +1242,35 @@ mod tests {
         .unwrap();
         let c = p.spec.as_ref().unwrap().containers[0].clone();
         (p, c)
+    }
+
+    #[test]
+    fn host_ports_of_every_container_become_port_mappings() {
+        let (p, _) = pod(
+            json!({"name": "a", "image": "i", "ports": [
+                {"containerPort": 80, "hostPort": 8080},
+                {"containerPort": 53, "hostPort": 5353, "protocol": "UDP", "hostIP": "127.0.0.1"},
+                {"containerPort": 9090}
+            ]}),
+            json!({}),
+        );
+        assert_eq!(
+            host_port_mappings(&p),
+            [
+                PortMapping {
+                    host_port: 8080,
+                    container_port: 80,
+                    protocol: "tcp".into(),
+                    host_ip: String::new()
+                },
+                PortMapping {
+                    host_port: 5353,
+                    container_port: 53,
+                    protocol: "udp".into(),
+                    host_ip: "127.0.0.1".into()
+                }
+            ]
+        );
     }
 
     fn image() -> ContainerConfig {

@@ -103,6 +103,22 @@ pub fn entries(cache_dir: &Path, network: &str) -> Vec<(String, String, PathBuf)
         .collect()
 }
 
+/// Every cached attachment, of any network: (network, container id, ifname, path).
+pub fn all_entries(cache_dir: &Path) -> Vec<(String, String, String, PathBuf)> {
+    let Ok(dir) = std::fs::read_dir(cache_dir.join("results")) else {
+        return Vec::new();
+    };
+    let mut out: Vec<_> = dir
+        .flatten()
+        .filter_map(|e| {
+            let info = read(&e.path())?;
+            Some((info.network_name, info.container_id, info.if_name, e.path()))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,6 +149,10 @@ mod tests {
         assert_eq!(read(&path).unwrap().config_bytes(), b"{\"name\":\"net\"}");
         assert_eq!(entries(dir.path(), "net").len(), 1);
         assert!(entries(dir.path(), "other").is_empty());
+        assert_eq!(
+            all_entries(dir.path()),
+            [("net".into(), "c1".into(), "eth0".into(), path.clone())]
+        );
         remove(&path).unwrap();
         remove(&path).unwrap();
         assert!(read(&path).is_none());

@@ -9,7 +9,9 @@
 //! No network code of its own: whatever plugins the conf dir names are what runs.
 pub mod cache;
 pub mod config;
+pub mod default_network;
 pub mod invoke;
+pub mod pod_network;
 pub mod runtime;
 
 pub use config::{NetworkConfigList, PluginConfig};

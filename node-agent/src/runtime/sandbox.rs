@@ -76,6 +76,30 @@ pub enum NetworkError {
         #[source]
         source: std::io::Error,
     },
+    /// The network plugin cannot set up pods yet (containerd's "cni plugin not
+    /// initialized").
+    #[error("network plugin not ready: {message}")]
+    NotReady { message: String },
+    /// A CNI call failed (containerd's wording: "failed to setup network for sandbox").
+    #[error("failed to {op} network for sandbox {sandbox:?}: {source}")]
+    Cni {
+        op: &'static str,
+        sandbox: String,
+        #[source]
+        source: Box<crate::cni::Error>,
+    },
+}
+
+/// A hostPort of the pod (CRI's `PortMapping`; CNI's `portMappings` capability).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PortMapping {
+    pub host_port: i32,
+    pub container_port: i32,
+    /// `tcp`, `udp` or `sctp`, as portmap takes it.
+    pub protocol: String,
+    #[serde(rename = "hostIP", skip_serializing_if = "String::is_empty")]
+    pub host_ip: String,
 }
 
 /// The seam for pod networking (CNI's ADD and DEL): set up the interfaces of a pod's
@@ -83,6 +107,11 @@ pub enum NetworkError {
 pub trait PodNetwork: Send + Sync {
     fn setup(&self, pod: &SandboxConfig, netns: &Path) -> Result<Vec<IpAddr>, NetworkError>;
     fn teardown(&self, pod: &SandboxConfig, netns: &Path) -> Result<(), NetworkError>;
+    /// Releases what belongs to no pod of `valid` (pod UIDs): after an agent restart, the
+    /// attachments of sandboxes that are gone (CNI's GC).
+    fn garbage_collect(&self, _valid: &[String]) -> Result<(), NetworkError> {
+        Ok(())
+    }
 }
 
 /// Loopback only: `lo` up in the pod's network namespace, no pod IP.
@@ -184,6 +213,8 @@ pub struct SandboxConfig {
     pub resources: Resources,
     /// Size of /dev/shm in bytes.
     pub shm_size: u64,
+    /// The pod's hostPorts.
+    pub port_mappings: Vec<PortMapping>,
 }
 
 impl SandboxConfig {
@@ -206,6 +237,7 @@ impl SandboxConfig {
             resolv_conf: None,
             resources: Resources::default(),
             shm_size: 64 * 1024 * 1024,
+            port_mappings: Vec::new(),
         }
     }
 
