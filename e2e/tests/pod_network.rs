@@ -251,6 +251,29 @@ async fn pods_on_two_nodes_reach_each_other_and_leave_nothing_behind() {
         .unwrap_or_else(|e| panic!("hostPort {host_port}: {e}\n{}", b.logs()));
     assert_eq!(body.trim(), "hello-from-b");
 
+    // A hostNetwork pod on a is in a's own namespace: its IP is a's address, and b
+    // reaches its server there. No veth for it.
+    let mut host = pod(
+        "host",
+        &a.node_name,
+        json!([{
+            "name": "web", "image": "busybox:1.36", "imagePullPolicy": "Never",
+            "command": ["sh", "-c", "mkdir -p /www && echo on-the-node > /www/index.html && exec httpd -f -p 8081 -h /www"],
+            "readinessProbe": {"tcpSocket": {"port": 8081}, "periodSeconds": 1},
+        }]),
+    );
+    host.spec.as_mut().unwrap().host_network = Some(true);
+    pods.create(&pp, &host).await.unwrap();
+    let host = wait_ready(&pods, "host", &a).await;
+    assert_eq!(pod_ip(&host), Some(net.nodes[0].address.to_string()));
+    let body = net.nodes[1]
+        .http_get(
+            SocketAddr::from((net.nodes[0].address, 8081)),
+            Duration::from_secs(5),
+        )
+        .unwrap_or_else(|e| panic!("the hostNetwork pod: {e}\n{}", a.logs()));
+    assert_eq!(body.trim(), "on-the-node");
+
     // A veth for the running server on b; the client's went when it finished (the
     // sandbox of a terminated pod is stopped, as the kubelet does).
     let veths = |n: &rekube_e2e::netns::NodeNetns| {
@@ -298,7 +321,7 @@ async fn pods_on_two_nodes_reach_each_other_and_leave_nothing_behind() {
     );
 
     // The pods go: their veths, addresses, cache entries and port mappings with them.
-    for name in ["client", "server"] {
+    for name in ["client", "server", "host"] {
         pods.delete(name, &DeleteParams::default()).await.unwrap();
     }
     wait_until("both pods gone", T, || async {
@@ -453,4 +476,58 @@ async fn a_failing_cni_plugin_is_the_pods_event_and_the_pod_waits() {
     })
     .await;
     a.wait_no_leftovers(T).await;
+}
+
+/// No config and no pod CIDR to make the default network from: the Node is NotReady with
+/// the kubelet's "container runtime network not ready" message; once node IPAM gives it
+/// a range, the agent writes its default network and the Node turns Ready.
+#[tokio::test]
+async fn a_node_is_not_ready_until_its_pod_network_is() {
+    if skip() {
+        return;
+    }
+    let ns = TestNamespace::privileged("netready").await;
+    let net = TestNetwork::new(&format!("{:x}r", std::process::id() & 0xffff), 1);
+    let a = AgentProcess::start_real_on(&ns, "a", &net.nodes[0], &[]);
+    let nodes: Api<Node> = Api::all(ns.client.clone());
+    let ready = |n: &Node| {
+        n.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .into_iter()
+            .flatten()
+            .find(|c| c.type_ == "Ready")
+            .map(|c| (c.status.clone(), c.message.clone().unwrap_or_default()))
+    };
+    let message = wait_until("the node NotReady for its network", T, || async {
+        let n = nodes.get(&a.node_name).await.map_err(|e| e.to_string())?;
+        match ready(&n) {
+            Some((s, m)) if s == "False" => Ok(m),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert!(
+        message.contains(
+            "container runtime network not ready: NetworkReady=false reason:NetworkPluginNotReady message:Network plugin returns error: network plugin not ready: cni plugin not initialized"
+        ) && message.contains("no podCIDR"),
+        "{message}"
+    );
+    let conf = a.root.join("cni/net.d/10-rekube.conflist");
+    assert!(!conf.exists());
+    let _controllers = ControllerProcess::start(
+        &ns.name,
+        &[
+            "--controllers",
+            "node-ipam",
+            "--allocate-node-cidrs",
+            "true",
+            "--cluster-cidr",
+            CLUSTER_CIDR,
+        ],
+    );
+    a.wait_node_ready(&ns.client, T).await;
+    let written = std::fs::read_to_string(&conf).unwrap();
+    let cidr = pod_cidr(&nodes.get(&a.node_name).await.unwrap()).unwrap();
+    assert!(written.contains(&cidr), "{written}");
 }

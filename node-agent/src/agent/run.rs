@@ -57,9 +57,11 @@ pub enum Error {
     },
 }
 
-/// The machine's live readings.
+/// The machine's live readings, and the pod network's readiness (containerd's
+/// NetworkReady runtime condition).
 struct HostStatus {
     root: PathBuf,
+    network: Option<Arc<dyn PodNetwork>>,
 }
 
 impl StatusSource for HostStatus {
@@ -75,7 +77,54 @@ impl StatusSource for HostStatus {
         if !std::path::Path::new("/sys/fs/cgroup").exists() {
             errors.push("container runtime is down: no cgroup filesystem".to_string());
         }
+        if let Some(Err(e)) = self.network.as_ref().map(|n| n.status()) {
+            // The kubelet's message over containerd's condition.
+            errors.push(format!(
+                "container runtime network not ready: NetworkReady=false reason:NetworkPluginNotReady message:Network plugin returns error: {e}"
+            ));
+        }
         Readiness { errors }
+    }
+}
+
+/// The pod network `--pod-network` names. Pod IPs come from the Node's spec.podCIDR,
+/// which node IPAM may set after registration: it is followed with a watch.
+fn pod_network(
+    opts: &AgentOptions,
+    client: &kube::Client,
+    name: &str,
+    node: &rekube_crds::Node,
+    cluster_cidrs: Vec<ipnet::IpNet>,
+) -> Arc<dyn PodNetwork> {
+    let pod_cidr: SharedPodCidr = Arc::new(std::sync::RwLock::new(
+        node.spec.as_ref().and_then(|s| s.pod_cidr.clone()),
+    ));
+    tokio::spawn(pod_cidr::watch_pod_cidr(
+        client.clone(),
+        name.to_string(),
+        Arc::clone(&pod_cidr),
+    ));
+    match opts.pod_network {
+        PodNetworkMode::Cni => {
+            tokio::spawn(pod_routes::run_pod_routes(
+                client.clone(),
+                name.to_string(),
+                cluster_cidrs,
+            ));
+            Arc::new(CniNetwork::new(
+                CniPaths {
+                    conf_dir: opts.cni_conf_dir.clone(),
+                    bin_dirs: opts.cni_bin_dir.clone(),
+                    cache_dir: opts.cni_cache_dir.clone(),
+                    ipam_data_dir: opts.cni_cache_dir.join("networks"),
+                },
+                pod_cidr,
+                RealExec,
+            ))
+        }
+        PodNetworkMode::Loopback => {
+            Arc::new(PodCidrNetwork::new(pod_cidr, opts.run_dir.join("ipam")))
+        }
     }
 }
 
@@ -148,6 +197,7 @@ pub async fn run(opts: AgentOptions) -> Result<(), Error> {
         config.clone(),
         stop.clone(),
     ));
+    let network = (!opts.hollow).then(|| pod_network(&opts, &client, &name, &node, cluster_cidrs));
     let status = tokio::spawn(heartbeat::run_node_status(
         client.clone(),
         name.clone(),
@@ -155,6 +205,7 @@ pub async fn run(opts: AgentOptions) -> Result<(), Error> {
         reservation,
         Arc::new(HostStatus {
             root: opts.root_dir.clone(),
+            network: network.clone(),
         }),
         config,
         stop.clone(),
@@ -170,44 +221,13 @@ pub async fn run(opts: AgentOptions) -> Result<(), Error> {
         let (client, name) = (client.clone(), name.clone());
         tokio::spawn(async move { watch_pods(client, &name, workers).await })
     } else {
-        // Pod IPs come from the Node's spec.podCIDR, which node IPAM may set later.
-        let pod_cidr: SharedPodCidr = Arc::new(std::sync::RwLock::new(
-            node.spec.as_ref().and_then(|s| s.pod_cidr.clone()),
-        ));
-        tokio::spawn(pod_cidr::watch_pod_cidr(
-            client.clone(),
-            name.clone(),
-            Arc::clone(&pod_cidr),
-        ));
-        let network: Arc<dyn PodNetwork> = match opts.pod_network {
-            PodNetworkMode::Cni => {
-                tokio::spawn(pod_routes::run_pod_routes(
-                    client.clone(),
-                    name.clone(),
-                    cluster_cidrs,
-                ));
-                Arc::new(CniNetwork::new(
-                    CniPaths {
-                        conf_dir: opts.cni_conf_dir.clone(),
-                        bin_dirs: opts.cni_bin_dir.clone(),
-                        cache_dir: opts.cni_cache_dir.clone(),
-                        ipam_data_dir: opts.cni_cache_dir.join("networks"),
-                    },
-                    pod_cidr,
-                    RealExec,
-                ))
-            }
-            PodNetworkMode::Loopback => {
-                Arc::new(PodCidrNetwork::new(pod_cidr, opts.run_dir.join("ipam")))
-            }
-        };
         let runtime = Runtime::with_network(
             RuntimeConfig {
                 state_dir: opts.root_dir.join("containers"),
                 run_dir: opts.run_dir.clone(),
                 cgroup_parent: opts.cgroup_parent.clone(),
             },
-            Arc::clone(&network),
+            network.clone().expect("a real agent has a pod network"),
         )?;
         // Containers cannot be adopted across agent processes (no shims): what the
         // previous run left is removed, and its pods start again.
@@ -230,6 +250,7 @@ pub async fn run(opts: AgentOptions) -> Result<(), Error> {
         }
         // The previous run's sandboxes are gone: their network attachments too (CNI GC:
         // no attachment is valid now).
+        let network = network.expect("a real agent has a pod network");
         match tokio::task::spawn_blocking(move || network.garbage_collect(&[])).await {
             Ok(Err(e)) => tracing::warn!(error = %e, "releasing the previous run's pod networks"),
             Err(e) => tracing::warn!(error = %e, "releasing the previous run's pod networks"),

@@ -10,6 +10,9 @@
 //! - GC (after a restart) DELs the attachments of sandboxes that are gone and tells the
 //!   plugins which attachments are still valid.
 //!
+//! STATUS (spec 1.1) of the network is the node's NetworkReady: while it fails, the
+//! Node is NotReady with the kubelet's "container runtime network not ready" message.
+//!
 //! An empty conf dir gets the agent's default network ([`super::default_network`]) once
 //! the node has a pod CIDR; until then a pod's sandbox fails with "network plugin not
 //! ready", as containerd's "cni plugin not initialized".
@@ -206,6 +209,15 @@ impl<E: PluginExec> PodNetwork for CniNetwork<E> {
     fn teardown(&self, pod: &SandboxConfig, _netns: &Path) -> Result<(), NetworkError> {
         self.del_cached(&pod.pod_uid)
             .map_err(|e| Self::cni_error("destroy", pod, e))
+    }
+
+    fn status(&self) -> Result<(), NetworkError> {
+        let list = self.network_config()?;
+        self.runtime
+            .get_status_of_network_list(&list)
+            .map_err(|e| NetworkError::NotReady {
+                message: e.to_string(),
+            })
     }
 
     fn garbage_collect(&self, valid: &[String]) -> Result<(), NetworkError> {

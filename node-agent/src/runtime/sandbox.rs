@@ -112,6 +112,10 @@ pub trait PodNetwork: Send + Sync {
     fn garbage_collect(&self, _valid: &[String]) -> Result<(), NetworkError> {
         Ok(())
     }
+    /// Whether pods can be set up now (the CRI's NetworkReady condition; CNI's STATUS).
+    fn status(&self) -> Result<(), NetworkError> {
+        Ok(())
+    }
 }
 
 /// Loopback only: `lo` up in the pod's network namespace, no pod IP.
