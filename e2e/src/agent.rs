@@ -64,6 +64,13 @@ impl AgentProcess {
             args.push("--eviction-hard".into());
             args.push("memory.available<100Mi,nodefs.available<1%".into());
         }
+        // A real agent here shares the host's network namespace: its service proxy would
+        // write nftables rules into the host's, so it runs without one (hollow agents
+        // never run it).
+        if !extra.contains(&"--hollow") && !extra.iter().any(|a| a.starts_with("--proxy-mode")) {
+            args.push("--proxy-mode".into());
+            args.push("none".into());
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         std::fs::File::create(&log).unwrap();
         let mut agent = AgentProcess {

@@ -108,6 +108,9 @@ pub struct AgentOptions {
     /// and its containers running, for scale tests.
     #[arg(long)]
     pub hollow: bool,
+    /// The service proxy (kube-proxy's flags; never run by a hollow agent).
+    #[command(flatten)]
+    pub proxy: crate::proxy::options::ProxyOptions,
 }
 
 /// A CPU amount in millicores: "2", "0.5", "250m" (a quantity, as kubelet's flags take).
