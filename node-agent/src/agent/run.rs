@@ -108,6 +108,9 @@ pub async fn run(opts: AgentOptions) -> Result<(), Error> {
     let crash_loop_max = opts.crash_loop_max_container_restart_period()?;
     let labels = options::parse_map("node-labels", &opts.node_labels)?;
     let run_proxy = !opts.hollow && opts.proxy.proxy_mode == ProxyMode::Nftables;
+    if run_proxy {
+        opts.proxy.validate()?;
+    }
     let name = if opts.node_name.is_empty() {
         host_name()
     } else {

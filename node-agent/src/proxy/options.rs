@@ -128,6 +128,15 @@ impl ProxyOptions {
         Ok((self.proxy_min_sync_period, self.proxy_sync_period))
     }
 
+    /// Every flag checked (what [`Self::proxier_configs`] would refuse), before the agent
+    /// touches anything.
+    pub fn validate(&self) -> Result<(), Error> {
+        self.cluster_cidrs()?;
+        self.nodeport_cidrs()?;
+        self.sync_periods()?;
+        Ok(())
+    }
+
     /// One proxier configuration per IP family the node has (its IPs' families, and those
     /// of `--cluster-cidr`; IPv4 when neither says). `local_ips` are the node's interface
     /// addresses, for `--nodeport-addresses` CIDRs.
