@@ -1,6 +1,7 @@
-//! `rekube-node-agent`: rekube's kubelet. Today its `image` subcommands drive the image
-//! service by hand (what `crictl pull/images/rmi` and `ctr images import` are for a
-//! containerd node); the agent proper (node registration, pod sync) comes next.
+//! `rekube-node-agent`: rekube's kubelet. `run` is the agent (the Node, its pods, the
+//! service proxy); `proxy` runs the service proxy alone and `cleanup` removes its tables
+//! (kube-proxy and its `--cleanup`); the `image` subcommands drive the image service by
+//! hand (what `crictl pull/images/rmi` and `ctr images import` are for a containerd node).
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
