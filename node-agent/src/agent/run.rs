@@ -140,6 +140,9 @@ pub async fn run(opts: AgentOptions) -> Result<(), Error> {
     } else {
         None
     };
+    if let Some(config) = &proxy_config {
+        crate::proxy::server::check_nftables(config)?;
+    }
     let (_, allocatable) = node_status::capacity_and_allocatable(&machine, &reservation);
     let client = kube::Client::try_default().await?;
     let node = heartbeat::register_node(

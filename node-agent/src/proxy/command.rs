@@ -87,6 +87,7 @@ pub async fn run_proxy(cmd: ProxyCommand) -> Result<(), Error> {
         sync_period: cmd.proxy.proxy_sync_period,
         netns: cmd.netns.clone(),
     };
+    server::check_nftables(&config)?;
     let client = kube::Client::try_default().await?;
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let proxy = tokio::spawn(server::run(client, config, stop));

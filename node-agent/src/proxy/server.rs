@@ -55,6 +55,18 @@ pub struct ProxyServerConfig {
 pub enum Error {
     #[error("the service proxy's sync periods: {0}")]
     Interval(#[from] IntervalError),
+    #[error("the service proxy cannot use nftables: {0}")]
+    Nftables(#[from] NftablesError),
+}
+
+/// Fails unless `nft` runs for every configured family (before anything starts).
+pub fn check_nftables(config: &ProxyServerConfig) -> Result<(), Error> {
+    for c in &config.proxiers {
+        FamilyProxier::new(c.clone(), config.netns.as_deref())
+            .nft
+            .check()?;
+    }
+    Ok(())
 }
 
 /// What the watches deliver, shared with the sync loop.
@@ -229,12 +241,15 @@ pub async fn run(
             } else {
                 now + FULL_SYNC_PERIOD
             };
-            tokio::select! {
-                _ = tokio::time::sleep_until(wake.into()) => {}
-                _ = notify.notified() => runner.run(),
-                _ = stop.changed() => {}
-            }
-            if *stop.borrow() {
+            let stopped = tokio::select! {
+                _ = tokio::time::sleep_until(wake.into()) => false,
+                _ = notify.notified() => {
+                    runner.run();
+                    false
+                }
+                changed = stop.changed() => changed.is_err() || *stop.borrow(),
+            };
+            if stopped {
                 break Ok(());
             }
             continue;

@@ -40,6 +40,17 @@ impl Nft {
         }
     }
 
+    /// That nft runs (kube-proxy fails at start when nftables is unusable): `nft list
+    /// tables` of the family, in the namespace.
+    pub fn check(&self) -> Result<(), NftablesError> {
+        self.exec(
+            "check nft",
+            &["list", "tables", family_keyword(self.family)],
+            None,
+        )
+        .map(|_| ())
+    }
+
     fn command(&self) -> Command {
         match &self.netns {
             None => Command::new("nft"),
