@@ -289,11 +289,10 @@ pub async fn run(opts: AgentOptions) -> Result<(), Error> {
     pods.abort();
     let _ = stop_tx.send(true);
     let _ = tokio::join!(lease, status);
-    if let Some(proxy) = proxy {
-        match proxy.await {
-            Ok(Err(e)) => tracing::error!(error = %e, "service proxy"),
-            Ok(Ok(())) | Err(_) => {}
-        }
+    if let Some(proxy) = proxy
+        && let Ok(Err(e)) = proxy.await
+    {
+        tracing::error!(error = %e, "service proxy");
     }
     tracing::info!(node = %name, "node agent stopped");
     Ok(())

@@ -286,13 +286,14 @@ mod tests {
             ea2.clone(),
             eb.clone(),
         );
-        let steps: Vec<(
-            &str,
+        type Case<'a> = (
+            &'a str,
             Step,
-            Vec<(&str, &str)>,
-            Vec<&rekube_crds::Service>,
-            Vec<&rekube_crds::Endpoints>,
-        )> = vec![
+            Vec<(&'a str, &'a str)>,
+            Vec<&'a rekube_crds::Service>,
+            Vec<&'a rekube_crds::Endpoints>,
+        );
+        let steps: Vec<Case> = vec![
             (
                 "initial list",
                 Box::new(move |t| {

@@ -259,7 +259,7 @@ mod tests {
     #[test]
     fn unknown_modes_are_refused_at_parsing() {
         for mode in ["iptables", "ipvs", "kernelspace"] {
-            let err = parse(&["--proxy-mode", mode]).err().expect(mode);
+            let err = parse(&["--proxy-mode", mode]).expect_err(mode);
             assert!(err.to_string().contains("invalid value"), "{mode}: {err}");
         }
         assert_eq!(
