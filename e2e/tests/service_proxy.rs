@@ -7,7 +7,7 @@
 //! Services' ClusterIPs (198.18.77.0/24, the benchmarking range nothing else uses).
 //!
 //! What is checked: a Service's VIP in the `service-ips` map within a second of its
-//! creation, TCP through it to the endpoint, the traffic following an Endpoints change
+//! creation, TCP through it (and through its NodePort) to the endpoint, the traffic following an Endpoints change
 //! within a second, a UDP flow moved by the conntrack flush when its endpoint goes, a
 //! Service without endpoints refusing at once, a deleted Service's element and chains
 //! gone, a restarted proxy resyncing from scratch (a Service deleted while it was down
@@ -37,6 +37,7 @@ const ONE_SECOND: Duration = Duration::from_secs(1);
 const MIN_SYNC_PERIOD: &str = "500ms";
 /// Long enough for any earlier change to be synced.
 const QUIET: Duration = Duration::from_millis(1300);
+const NODE_PORT: i32 = 30080;
 
 fn prerequisites() -> bool {
     let why = if !nix::unistd::geteuid().is_root() {
@@ -217,7 +218,8 @@ impl ProxyProcess {
         let log = std::env::temp_dir().join(format!("rekube-proxy-{node}-{run}.log"));
         let out = std::fs::File::create(&log).unwrap();
         let child = Command::new(rekube_e2e::agent::binary())
-            .args(["proxy", "--node-name", node, "--proxy-min-sync-period"])
+            .args(["proxy", "--node-name", node, "--node-ip", "10.99.0.1"])
+            .arg("--proxy-min-sync-period")
             .arg(MIN_SYNC_PERIOD)
             .arg("--netns")
             .arg(netns)
@@ -334,10 +336,13 @@ async fn service_proxy_applies_services_to_a_network_namespace() {
         !netns.service_ips().contains("198.18.77.10"),
         "Endpoints without a Service make no rule"
     );
-    services
-        .create(&pp, &service("web", "198.18.77.10", 80, 8080, "TCP"))
-        .await
-        .unwrap();
+    let mut web = service("web", "198.18.77.10", 80, 8080, "TCP");
+    {
+        let spec = web.spec.as_mut().unwrap();
+        spec.type_ = Some("NodePort".into());
+        spec.ports.as_mut().unwrap()[0].node_port = Some(NODE_PORT);
+    }
+    services.create(&pp, &web).await.unwrap();
     let n = Arc::clone(&netns);
     let took = tokio::task::spawn_blocking(move || {
         within("the VIP in service-ips", ONE_SECOND, || {
@@ -351,6 +356,14 @@ async fn service_proxy_applies_services_to_a_network_namespace() {
     .unwrap();
     eprintln!("Service created: its VIP in the kernel after {took:?}");
     assert_eq!(tcp_get(&netns, "198.18.77.10:80").unwrap(), "a");
+    // Its NodePort on the node's IP (--node-ip, `primary`), not on loopback (as upstream's
+    // nftables mode: no localhost NodePorts).
+    assert_eq!(
+        tcp_get(&netns, &format!("10.99.0.1:{NODE_PORT}")).unwrap(),
+        "a"
+    );
+    let err = tcp_get(&netns, &format!("127.0.0.1:{NODE_PORT}")).expect_err("no NodePort on lo");
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
 
     // The Endpoints move to .3: traffic follows within a second.
     eps.patch(
@@ -377,6 +390,10 @@ async fn service_proxy_applies_services_to_a_network_namespace() {
     .await
     .unwrap();
     eprintln!("Endpoints changed: traffic on the new endpoint after {took:?}");
+    assert_eq!(
+        tcp_get(&netns, &format!("10.99.0.1:{NODE_PORT}")).unwrap(),
+        "b"
+    );
 
     // A Service without endpoints refuses at once (reject, not a timeout).
     services
