@@ -3,6 +3,8 @@
 # kubelet of a kind node: it registers Node `rekube-local`, heartbeats, and runs the pods
 # bound to it. No registry is reachable, so a busybox image built from Debian's
 # busybox-static is imported into its store first (what `kind load` does on kind).
+# --proxy-mode none: the agent shares the host's network namespace, whose nftables rules
+# are not rekube's to change (the service proxy runs in nodes of their own namespace).
 # Idempotent; cluster-down stops it. Log: $CLUSTER_DIR/logs/rekube-node-agent.log
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -20,7 +22,7 @@ image=$(mktemp --suffix=.tar)
 rm -f "$image"
 KUBECONFIG="$KUBECONFIG_FILE" RUST_LOG=${RUST_LOG:-info} setsid "$bin" run \
   --node-name rekube-local --root-dir "$root" --pod-log-dir "$root/pods" \
-  --pod-network loopback \
+  --pod-network loopback --proxy-mode none \
   >>"$LOGS/rekube-node-agent.log" 2>&1 < /dev/null &
 echo $! > "$PIDS/rekube-node-agent.pid"
 for _ in $(seq 100); do

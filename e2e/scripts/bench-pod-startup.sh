@@ -90,6 +90,7 @@ start_rekube() {
   RUST_LOG=${RUST_LOG:-info} setsid "$bin" run --node-name "$node" \
     --root-dir "$side/root" --run-dir "$side/run" --pod-log-dir "$side/pods" \
     --cgroup-parent rekube-bench-pod-startup --pod-network loopback --eviction-hard 'memory.available<100Mi,nodefs.available<5%' \
+    --proxy-mode none \
     >"$dir/logs/rekube-node-agent.log" 2>&1 </dev/null &
   echo $! >"$side/pids/rekube-node-agent.pid"
   node_ready() {

@@ -77,11 +77,19 @@ impl AgentProcess {
             args.push("memory.available<100Mi,nodefs.available<1%".into());
         }
         // Agents on the test machine's own network namespace must not make bridges,
-        // veths and routes there: no CNI unless a test asks for it (in a namespace of its
-        // own, [`crate::netns`]).
-        if !extra.iter().any(|a| a.starts_with("--pod-network")) {
-            args.push("--pod-network".into());
-            args.push("loopback".into());
+        // veths, routes or rules there: no CNI and no service proxy, unless the agent runs
+        // in a namespace of the test's own ([`crate::netns`]). Hollow agents never run
+        // either.
+        if netns.is_none() {
+            if !extra.iter().any(|a| a.starts_with("--pod-network")) {
+                args.push("--pod-network".into());
+                args.push("loopback".into());
+            }
+            if !extra.contains(&"--hollow") && !extra.iter().any(|a| a.starts_with("--proxy-mode"))
+            {
+                args.push("--proxy-mode".into());
+                args.push("none".into());
+            }
         }
         args.extend(extra.iter().map(|s| s.to_string()));
         std::fs::File::create(&log).unwrap();

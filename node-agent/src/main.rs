@@ -1,6 +1,7 @@
-//! `rekube-node-agent`: rekube's kubelet. Today its `image` subcommands drive the image
-//! service by hand (what `crictl pull/images/rmi` and `ctr images import` are for a
-//! containerd node); the agent proper (node registration, pod sync) comes next.
+//! `rekube-node-agent`: rekube's kubelet. `run` is the agent (the Node, its pods, the
+//! service proxy); `proxy` runs the service proxy alone and `cleanup` removes its tables
+//! (kube-proxy and its `--cleanup`); the `image` subcommands drive the image service by
+//! hand (what `crictl pull/images/rmi` and `ctr images import` are for a containerd node).
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
@@ -29,6 +30,11 @@ enum Command {
     Image(ImageArgs),
     /// Run the agent: register the Node, heartbeat, run its pods.
     Run(Box<rekube_node_agent::agent::options::AgentOptions>),
+    /// Run only the service proxy (kube-proxy alone), nftables mode.
+    Proxy(Box<rekube_node_agent::proxy::command::ProxyCommand>),
+    /// Delete the service proxy's tables (ip and ip6 rekube-proxy), if present
+    /// (kube-proxy --cleanup).
+    Cleanup(rekube_node_agent::proxy::command::CleanupCommand),
 }
 
 #[derive(Args)]
@@ -122,6 +128,16 @@ fn main() -> ExitCode {
                 rt.block_on(rekube_node_agent::agent::run::run(*opts))
                     .map_err(|e| -> BoxError { Box::new(e) })
             }),
+        Command::Proxy(cmd) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| -> BoxError { Box::new(e) })
+            .and_then(|rt| {
+                rt.block_on(rekube_node_agent::proxy::command::run_proxy(*cmd))
+                    .map_err(|e| -> BoxError { Box::new(e) })
+            }),
+        Command::Cleanup(cmd) => rekube_node_agent::proxy::command::run_cleanup(cmd)
+            .map_err(|e| -> BoxError { Box::new(e) }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -83,3 +83,43 @@ fn bad_owned_paths_stop_the_agent_at_start() {
         None => eprintln!("not checked here: this process is in every hierarchy's root cgroup"),
     }
 }
+
+/// The service proxy's flags: an unknown mode (`iptables` until it exists) is refused
+/// when the flags are parsed, a bad value of its other flags before anything is created.
+#[test]
+fn bad_proxy_flags_stop_the_agent_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let root_arg = root.to_str().unwrap();
+    let (code, stderr) = run(&["--proxy-mode", "iptables", "--root-dir", root_arg]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("invalid value 'iptables' for '--proxy-mode <PROXY_MODE>'")
+            && stderr.contains("[possible values: nftables, none]"),
+        "{stderr}"
+    );
+    for (args, message) in [
+        (
+            vec!["--cluster-cidr", "10.244.0.0"],
+            r#"error: invalid --cluster-cidr "10.244.0.0": not a CIDR (e.g. 10.244.0.0/16)"#,
+        ),
+        (
+            vec!["--nodeport-addresses", "eth0"],
+            r#"error: invalid --nodeport-addresses "eth0": not a CIDR, or "primary" alone"#,
+        ),
+        (
+            vec!["--proxy-min-sync-period", "1m"],
+            r#"error: invalid --proxy-min-sync-period "1m": must not be longer than --proxy-sync-period"#,
+        ),
+    ] {
+        let mut all = args.clone();
+        all.extend(["--root-dir", root_arg]);
+        let (code, stderr) = run(&all);
+        assert_ne!(code, 0, "{args:?}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().last(), Some(message), "{args:?}");
+    }
+    assert!(
+        !root.exists(),
+        "nothing is created before the flags are checked"
+    );
+}

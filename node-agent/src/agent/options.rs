@@ -125,10 +125,11 @@ pub struct AgentOptions {
     /// host-local keeps its reservations in networks/ under it.
     #[arg(long, default_value = "/var/lib/cni")]
     pub cni_cache_dir: PathBuf,
-    /// The pods' address range of the whole cluster (kube-proxy's --cluster-cidr): with
-    /// the cni pod network, traffic from it to outside it is masqueraded.
-    #[arg(long, default_value = "")]
-    pub cluster_cidr: String,
+    /// The service proxy (kube-proxy's flags; never run by a hollow agent). Its
+    /// --cluster-cidr is also the cni pod network's: traffic from it to outside it is
+    /// masqueraded.
+    #[command(flatten)]
+    pub proxy: crate::proxy::options::ProxyOptions,
 }
 
 /// `--pod-network`.
@@ -250,20 +251,6 @@ pub fn own_cgroup_under(self_cgroup: &str, parent: &str) -> Option<String> {
 }
 
 impl AgentOptions {
-    /// `--cluster-cidr`: comma-separated CIDRs (one per IP family), or none.
-    pub fn cluster_cidrs(&self) -> Result<Vec<ipnet::IpNet>, Error> {
-        self.cluster_cidr
-            .split(',')
-            .map(str::trim)
-            .filter(|c| !c.is_empty())
-            .map(|c| {
-                c.parse::<ipnet::IpNet>()
-                    .map(|n| n.trunc())
-                    .map_err(|_| invalid("cluster-cidr", &self.cluster_cidr, "not a CIDR"))
-            })
-            .collect()
-    }
-
     /// --root-dir, --run-dir, --pod-log-dir and --cgroup-parent, refused before anything
     /// starts when they name something the agent cannot own: start-up recovery kills every
     /// process under the cgroup parent and removes the entries of the run directory and

@@ -23,6 +23,8 @@ use crate::cni::pod_network::{CniNetwork, CniPaths};
 use crate::image::Store;
 use crate::image::manager::{ImageManager, RealClock};
 use crate::image::store::StoreError;
+use crate::proxy::options::ProxyMode;
+use crate::proxy::server::ProxyServerConfig;
 use crate::runtime::cgroups::CgroupError;
 use crate::runtime::network::{PodCidrNetwork, SharedPodCidr};
 use crate::runtime::recovery::RecoveryError;
@@ -50,6 +52,10 @@ pub enum Error {
     Images(#[from] StoreError),
     #[error("connecting to the apiserver: {0}")]
     Client(#[from] kube::Error),
+    #[error(transparent)]
+    ProxyOptions(#[from] crate::proxy::options::Error),
+    #[error(transparent)]
+    Proxy(#[from] crate::proxy::server::Error),
     #[error("creating {path}: {source}")]
     State {
         path: PathBuf,
@@ -155,7 +161,11 @@ pub async fn run(opts: AgentOptions) -> Result<(), Error> {
     let container_gc = opts.container_gc_policy();
     let crash_loop_max = opts.crash_loop_max_container_restart_period()?;
     let labels = options::parse_map("node-labels", &opts.node_labels)?;
-    let cluster_cidrs = opts.cluster_cidrs()?;
+    let run_proxy = !opts.hollow && opts.proxy.proxy_mode == ProxyMode::Nftables;
+    if run_proxy {
+        opts.proxy.validate()?;
+    }
+    let cluster_cidrs = opts.proxy.cluster_cidrs()?;
     let name = if opts.node_name.is_empty() {
         host_name()
     } else {
@@ -167,6 +177,27 @@ pub async fn run(opts: AgentOptions) -> Result<(), Error> {
     })?;
     let machine = machine::read_machine_info(&name, &opts.root_dir, &opts.node_ip)?;
     let host_ips = machine.internal_ips.clone();
+    // The service proxy (kube-proxy), in the agent's own network namespace.
+    let proxy_config = if run_proxy {
+        let node_ips: Vec<std::net::IpAddr> =
+            host_ips.iter().filter_map(|ip| ip.parse().ok()).collect();
+        Some(ProxyServerConfig {
+            node_name: name.clone(),
+            proxiers: opts.proxy.proxier_configs(
+                &name,
+                &node_ips,
+                &crate::proxy::server::local_addresses(),
+            )?,
+            min_sync_period: opts.proxy.proxy_min_sync_period,
+            sync_period: opts.proxy.proxy_sync_period,
+            netns: None,
+        })
+    } else {
+        None
+    };
+    if let Some(config) = &proxy_config {
+        crate::proxy::server::check_nftables(config)?;
+    }
     let (_, allocatable) = node_status::capacity_and_allocatable(&machine, &reservation);
     let client = kube::Client::try_default().await?;
     let node = heartbeat::register_node(
@@ -302,11 +333,23 @@ pub async fn run(opts: AgentOptions) -> Result<(), Error> {
         let (client, name) = (client.clone(), name.clone());
         tokio::spawn(async move { watch_pods(client, &name, workers).await })
     };
+    let proxy = proxy_config.map(|config| {
+        tokio::spawn(crate::proxy::server::run(
+            client.clone(),
+            config,
+            stop.clone(),
+        ))
+    });
     tracing::info!(node = %name, hollow = opts.hollow, "node agent running");
     shutdown_signal().await;
     pods.abort();
     let _ = stop_tx.send(true);
     let _ = tokio::join!(lease, status);
+    if let Some(proxy) = proxy
+        && let Ok(Err(e)) = proxy.await
+    {
+        tracing::error!(error = %e, "service proxy");
+    }
     tracing::info!(node = %name, "node agent stopped");
     Ok(())
 }

@@ -1,10 +1,19 @@
-//! The service proxy (kube-proxy's job; docs/proxy.md). Today the decision core of the
-//! nftables mode: the input model ([`types`]) and its conversion from rekube Services and
-//! Endpoints ([`convert`]), upstream's endpoint selection ([`topology`]), and
-//! [`nftables`]: from a snapshot to the `nft -f` transaction, full or partial. The watch
-//! loop, the real `nft` calls, conntrack flushing and the iptables mode are to come.
+//! The service proxy (kube-proxy's job; docs/proxy.md). The decision core of the nftables
+//! mode: the input model ([`types`]) and its conversion from rekube Services and Endpoints
+//! ([`convert`]), upstream's endpoint selection ([`topology`]), [`nftables`] (from a
+//! snapshot to the `nft -f` transaction, full or partial), the watch events tracked per
+//! Service ([`change_tracker`]), the sync pacing ([`bounded_frequency_runner`]) and the
+//! stale UDP conntrack entries ([`conntrack`]). The I/O shell is [`server`]: watches,
+//! the sync loop, the real `nft`; [`options`] are kube-proxy's flags. The iptables mode is
+//! to come.
 
+pub mod bounded_frequency_runner;
+pub mod change_tracker;
+pub mod command;
+pub mod conntrack;
 pub mod convert;
 pub mod nftables;
+pub mod options;
+pub mod server;
 pub mod topology;
 pub mod types;

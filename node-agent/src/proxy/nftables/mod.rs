@@ -8,6 +8,7 @@ mod element_storage;
 pub mod fake;
 pub mod interface;
 pub mod names;
+pub mod nft;
 pub mod proxier;
 pub mod sync;
 pub mod transaction;

@@ -268,6 +268,11 @@ impl NftablesProxier {
         self.need_full_sync
     }
 
+    /// The next sync rewrites everything (upstream's periodic full sync, FullSyncPeriod).
+    pub fn request_full_sync(&mut self) {
+        self.need_full_sync = true;
+    }
+
     /// The chains flushed by earlier syncs and not yet deleted.
     pub fn stale_chains(&self) -> impl Iterator<Item = &String> {
         self.stale_chains.keys()

@@ -1,0 +1,384 @@
+//! The service proxy's I/O shell (cmd/kube-proxy/app/server.go with the nftables
+//! proxier's `SyncLoop`): watches of rekube Services and Endpoints in all namespaces and of
+//! the node's own Node feed a [`ChangeTracker`] per IP family; a loop paced by the
+//! [`BoundedFrequencyRunner`] applies the tracked changes to each family's snapshot and
+//! syncs it with [`sync_once`] through the real `nft` ([`Nft`]), then flushes stale UDP
+//! conntrack entries. The first sync (once both lists are in) is full; later ones rewrite
+//! only the Services that changed; a failed one is retried after `--proxy-sync-period`,
+//! and every [`FULL_SYNC_PERIOD`] a sync is full again.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use kube::api::Api;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use kube::{Client, Resource};
+use tokio::sync::{Notify, watch};
+
+use super::bounded_frequency_runner::{BoundedFrequencyRunner, IntervalError};
+use super::change_tracker::ChangeTracker;
+use super::conntrack::cleanup::clean_stale_entries;
+use super::conntrack::exec::ConntrackTool;
+use super::nftables::interface::{Nftables, NftablesError};
+use super::nftables::nft::Nft;
+use super::nftables::{
+    NftablesProxier, ProxierConfig, REKUBE_PROXY_TABLE, cleanup_transaction, sync_once,
+};
+use super::types::{IpFamily, NamespacedName, ProxySnapshot};
+
+/// Upstream's `proxyutil.FullSyncPeriod`: the longest time between full syncs (and the
+/// runner's longest time between syncs).
+pub const FULL_SYNC_PERIOD: Duration = Duration::from_secs(3600);
+
+/// Chains flushed by a sync are deleted a second later (see the proxier): the sync that
+/// deletes them comes this long after.
+const STALE_CHAIN_RESYNC: Duration = Duration::from_millis(1100);
+
+/// What the proxy runs with.
+#[derive(Debug, Clone)]
+pub struct ProxyServerConfig {
+    pub node_name: String,
+    /// One per IP family.
+    pub proxiers: Vec<ProxierConfig>,
+    pub min_sync_period: Duration,
+    pub sync_period: Duration,
+    /// Run `nft` and `conntrack` in this network namespace (tests, the benchmark).
+    pub netns: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("the service proxy's sync periods: {0}")]
+    Interval(#[from] IntervalError),
+    #[error("the service proxy cannot use nftables: {0}")]
+    Nftables(#[from] NftablesError),
+}
+
+/// Fails unless `nft` runs for every configured family (before anything starts).
+pub fn check_nftables(config: &ProxyServerConfig) -> Result<(), Error> {
+    for c in &config.proxiers {
+        FamilyProxier::new(c.clone(), config.netns.as_deref())
+            .nft
+            .check()?;
+    }
+    Ok(())
+}
+
+/// What the watches deliver, shared with the sync loop.
+struct Shared {
+    trackers: Vec<ChangeTracker>,
+    services_synced: bool,
+    endpoints_synced: bool,
+    node_labels: BTreeMap<String, String>,
+}
+
+/// One family's proxier with what it syncs from and to.
+struct FamilyProxier {
+    snapshot: ProxySnapshot,
+    proxier: NftablesProxier,
+    nft: Nft,
+    conntrack: ConntrackTool,
+    last_full_sync: Option<Instant>,
+}
+
+impl FamilyProxier {
+    fn new(config: ProxierConfig, netns: Option<&Path>) -> Self {
+        let (nft, conntrack) = match netns {
+            Some(path) => (
+                Nft::in_netns(config.family, &config.table, path),
+                ConntrackTool::in_netns(path),
+            ),
+            None => (Nft::new(config.family, &config.table), ConntrackTool::new()),
+        };
+        FamilyProxier {
+            snapshot: ProxySnapshot::default(),
+            proxier: NftablesProxier::new(config),
+            nft,
+            conntrack,
+            last_full_sync: None,
+        }
+    }
+
+    /// One sync (upstream's `syncProxyRules` with its I/O).
+    fn sync(
+        &mut self,
+        updated: &BTreeSet<NamespacedName>,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<(), NftablesError> {
+        let start = Instant::now();
+        self.proxier.set_node_labels(labels.clone());
+        if self
+            .last_full_sync
+            .is_some_and(|t| start.duration_since(t) > FULL_SYNC_PERIOD)
+        {
+            self.proxier.request_full_sync();
+        }
+        let plan = sync_once(&mut self.proxier, &self.nft, &self.snapshot, updated, start)?;
+        if plan.full_sync {
+            self.last_full_sync = Some(start);
+        }
+        tracing::debug!(
+            family = ?self.proxier.config().family,
+            full = plan.full_sync,
+            operations = plan.transaction.num_operations(),
+            took = ?start.elapsed(),
+            "synced proxy rules"
+        );
+        let family = self.proxier.config().family;
+        if let Err(e) = clean_stale_entries(&self.conntrack, family, &self.snapshot) {
+            tracing::warn!(error = %e, "clearing stale UDP conntrack entries");
+        }
+        Ok(())
+    }
+}
+
+/// Runs the proxy until `stop` turns true.
+pub async fn run(
+    client: Client,
+    config: ProxyServerConfig,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), Error> {
+    let mut runner = BoundedFrequencyRunner::new(
+        config.min_sync_period,
+        config.sync_period,
+        FULL_SYNC_PERIOD,
+        Instant::now(),
+    )?;
+    let shared = Arc::new(Mutex::new(Shared {
+        trackers: config
+            .proxiers
+            .iter()
+            .map(|c| ChangeTracker::new(c.family, &config.node_name))
+            .collect(),
+        services_synced: false,
+        endpoints_synced: false,
+        node_labels: BTreeMap::new(),
+    }));
+    let notify = Arc::new(Notify::new());
+    let watches = [
+        tokio::spawn(watch_objects(
+            Api::<rekube_crds::Service>::all(client.clone()),
+            watcher::Config::default(),
+            Arc::clone(&shared),
+            Arc::clone(&notify),
+            |s, change| match change {
+                Change::Relisted(all) => {
+                    s.trackers.iter_mut().for_each(|t| t.services_replace(&all));
+                    s.services_synced = true;
+                }
+                Change::Applied(svc) => s.trackers.iter_mut().for_each(|t| t.service_update(&svc)),
+                Change::Deleted(key) => s.trackers.iter_mut().for_each(|t| t.service_delete(&key)),
+            },
+        )),
+        tokio::spawn(watch_objects(
+            Api::<rekube_crds::Endpoints>::all(client.clone()),
+            watcher::Config::default(),
+            Arc::clone(&shared),
+            Arc::clone(&notify),
+            |s, change| match change {
+                Change::Relisted(all) => {
+                    s.trackers
+                        .iter_mut()
+                        .for_each(|t| t.endpoints_replace(&all));
+                    s.endpoints_synced = true;
+                }
+                Change::Applied(eps) => {
+                    s.trackers.iter_mut().for_each(|t| t.endpoints_update(&eps))
+                }
+                Change::Deleted(key) => {
+                    s.trackers.iter_mut().for_each(|t| t.endpoints_delete(&key))
+                }
+            },
+        )),
+        tokio::spawn(watch_objects(
+            Api::<rekube_crds::Node>::all(client.clone()),
+            watcher::Config::default().fields(&format!("metadata.name={}", config.node_name)),
+            Arc::clone(&shared),
+            Arc::clone(&notify),
+            |s, change| {
+                s.node_labels = match change {
+                    Change::Relisted(all) => all
+                        .first()
+                        .and_then(|n| n.metadata.labels.clone())
+                        .unwrap_or_default()
+                        .into_iter()
+                        .collect(),
+                    Change::Applied(n) => {
+                        n.metadata.labels.unwrap_or_default().into_iter().collect()
+                    }
+                    Change::Deleted(_) => BTreeMap::new(),
+                }
+            },
+        )),
+    ];
+    let mut families: Vec<FamilyProxier> = config
+        .proxiers
+        .iter()
+        .map(|c| FamilyProxier::new(c.clone(), config.netns.as_deref()))
+        .collect();
+    let mut stale_resync: Option<Instant> = None;
+    tracing::info!(node = %config.node_name, families = families.len(), "service proxy running (nftables)");
+    let result = loop {
+        let now = Instant::now();
+        let initialized = {
+            let s = shared.lock().unwrap();
+            s.services_synced && s.endpoints_synced
+        };
+        if stale_resync.is_some_and(|t| t <= now) {
+            stale_resync = None;
+            runner.run();
+        }
+        if !initialized || !runner.is_due(now) {
+            // Until both lists are in, only an event (or stop) wakes the loop.
+            let wake = if initialized {
+                let next = runner.next_run(now);
+                stale_resync.map_or(next, |s| next.min(s))
+            } else {
+                now + FULL_SYNC_PERIOD
+            };
+            let stopped = tokio::select! {
+                _ = tokio::time::sleep_until(wake.into()) => false,
+                _ = notify.notified() => {
+                    runner.run();
+                    false
+                }
+                changed = stop.changed() => changed.is_err() || *stop.borrow(),
+            };
+            if stopped {
+                break Ok(());
+            }
+            continue;
+        }
+        runner.started();
+        let (updated, labels) = {
+            let mut s = shared.lock().unwrap();
+            let labels = s.node_labels.clone();
+            let updated: Vec<BTreeSet<NamespacedName>> = s
+                .trackers
+                .iter_mut()
+                .zip(families.iter_mut())
+                .map(|(t, f)| t.apply(&mut f.snapshot))
+                .collect();
+            (updated, labels)
+        };
+        let (done, ok) = tokio::task::spawn_blocking(move || {
+            let mut ok = true;
+            for (f, updated) in families.iter_mut().zip(&updated) {
+                if let Err(e) = f.sync(updated, &labels) {
+                    tracing::error!(family = ?f.proxier.config().family, error = %e, "syncing proxy rules failed");
+                    ok = false;
+                }
+            }
+            (families, ok)
+        })
+        .await
+        .expect("the sync does not panic");
+        families = done;
+        let end = Instant::now();
+        runner.finished(end, ok);
+        if families
+            .iter()
+            .any(|f| f.proxier.stale_chains().next().is_some())
+        {
+            stale_resync = Some(end + STALE_CHAIN_RESYNC);
+        }
+    };
+    for w in watches {
+        w.abort();
+    }
+    result
+}
+
+/// One watch event, as the trackers take it.
+enum Change<K> {
+    /// The (re)list's complete set.
+    Relisted(Vec<K>),
+    Applied(K),
+    Deleted(NamespacedName),
+}
+
+/// Follows one kind, giving each change to `apply` under the lock and waking the loop.
+async fn watch_objects<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    shared: Arc<Mutex<Shared>>,
+    notify: Arc<Notify>,
+    apply: fn(&mut Shared, Change<K>),
+) where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + 'static,
+{
+    let kind = K::kind(&()).to_string();
+    let stream = watcher::watcher(api, config).default_backoff();
+    futures_util::pin_mut!(stream);
+    let mut relist: Vec<K> = Vec::new();
+    while let Some(event) = stream.next().await {
+        let change = match event {
+            Ok(Event::Init) => {
+                relist.clear();
+                continue;
+            }
+            Ok(Event::InitApply(obj)) => {
+                relist.push(obj);
+                continue;
+            }
+            Ok(Event::InitDone) => Change::Relisted(std::mem::take(&mut relist)),
+            Ok(Event::Apply(obj)) => Change::Applied(obj),
+            Ok(Event::Delete(obj)) => {
+                let meta = obj.meta();
+                Change::Deleted(NamespacedName::new(
+                    meta.namespace.as_deref().unwrap_or("default"),
+                    meta.name.as_deref().unwrap_or(""),
+                ))
+            }
+            Err(e) => {
+                tracing::warn!(kind, error = %e, "service proxy watch");
+                continue;
+            }
+        };
+        apply(&mut shared.lock().unwrap(), change);
+        notify.notify_one();
+    }
+}
+
+/// `rekube-node-agent cleanup` (kube-proxy's `--cleanup`, `CleanupLeftovers`): deletes
+/// rekube's own tables, `ip rekube-proxy` and `ip6 rekube-proxy`, when they exist, and
+/// nothing else.
+pub fn cleanup_leftovers(netns: Option<&Path>) -> Result<(), NftablesError> {
+    for family in [IpFamily::V4, IpFamily::V6] {
+        let nft = match netns {
+            Some(path) => Nft::in_netns(family, REKUBE_PROXY_TABLE, path),
+            None => Nft::new(family, REKUBE_PROXY_TABLE),
+        };
+        nft.run(&cleanup_transaction(family, REKUBE_PROXY_TABLE))?;
+    }
+    Ok(())
+}
+
+/// The node's interface addresses (for `--nodeport-addresses` CIDRs).
+pub fn local_addresses() -> Vec<IpAddr> {
+    let mut ips: Vec<IpAddr> = nix::ifaddrs::getifaddrs()
+        .map(|addrs| {
+            addrs
+                .filter_map(|a| {
+                    let addr = a.address?;
+                    addr.as_sockaddr_in()
+                        .map(|s| IpAddr::V4(s.ip()))
+                        .or_else(|| addr.as_sockaddr_in6().map(|s| IpAddr::V6(s.ip())))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    ips.sort();
+    ips.dedup();
+    ips
+}
