@@ -76,12 +76,23 @@ impl NodeNetns {
     /// that node would): the response body, or why there is none. A connection refused
     /// comes back at once as an error, a timeout after `timeout`.
     pub fn http_get(&self, addr: SocketAddr, timeout: Duration) -> Result<String, String> {
+        self.http_get_path(addr, "/", timeout)
+    }
+
+    /// [`Self::http_get`] of `path`.
+    pub fn http_get_path(
+        &self,
+        addr: SocketAddr,
+        path: &str,
+        timeout: Duration,
+    ) -> Result<String, String> {
+        let request = format!("GET {path} HTTP/1.0\r\n\r\n");
         in_netns(self.path(), move || {
             use std::io::{Read, Write};
             let mut s = TcpStream::connect_timeout(&addr, timeout)
                 .map_err(|e| format!("connect {addr}: {e}"))?;
             s.set_read_timeout(Some(timeout)).unwrap();
-            s.write_all(b"GET / HTTP/1.0\r\n\r\n")
+            s.write_all(request.as_bytes())
                 .map_err(|e| format!("send to {addr}: {e}"))?;
             let mut out = String::new();
             s.read_to_string(&mut out)
@@ -224,6 +235,10 @@ impl TestNetwork {
                 "eth0",
             ]);
             node.ip(&["link", "set", "eth0", "up"]);
+            // A node's default route (kube-proxy needs one: a node's own connection to a
+            // ClusterIP is routed before it is DNAT-ed). It leads onto the switch, where
+            // whatever nothing answers ends: there is no uplink.
+            node.ip(&["route", "add", "default", "dev", "eth0"]);
             net.nodes.push(node);
         }
         let upstream = apiserver_addr();

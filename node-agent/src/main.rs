@@ -32,8 +32,9 @@ enum Command {
     Run(Box<rekube_node_agent::agent::options::AgentOptions>),
     /// Run only the service proxy (kube-proxy alone), nftables mode.
     Proxy(Box<rekube_node_agent::proxy::command::ProxyCommand>),
-    /// Delete the service proxy's tables (ip and ip6 rekube-proxy), if present
-    /// (kube-proxy --cleanup).
+    /// Delete what the agent put in the node's network: the service proxy's tables (ip
+    /// and ip6 rekube-proxy, kube-proxy --cleanup), the routes to other nodes' pods, the
+    /// masquerade table and the default network's bridge, if present.
     Cleanup(rekube_node_agent::proxy::command::CleanupCommand),
 }
 

@@ -210,13 +210,49 @@ impl IpRoute {
         .map(drop)
     }
 
-    /// Removes every route and table of the agent's (`cleanup`).
+    /// Removes every route and table of the agent's, and the default network's bridge
+    /// (`cleanup`, once the node's pods are gone).
     pub fn remove_all(&self) -> Result<(), RouteError> {
         for dst in self.list()?.keys() {
             self.delete(dst)?;
         }
-        self.apply_masquerade(&[])
+        self.apply_masquerade(&[])?;
+        let bridge = crate::cni::default_network::DEFAULT_BRIDGE;
+        if run("ip", &["link", "show", bridge], None).is_ok() {
+            run("ip", &["link", "del", bridge], None)?;
+        }
+        Ok(())
     }
+}
+
+/// `rekube-node-agent cleanup`'s pod network part: [`IpRoute::remove_all`] in the agent's
+/// network namespace, or in the one at `netns`.
+pub fn cleanup(netns: Option<&std::path::Path>) -> Result<(), RouteError> {
+    let Some(path) = netns else {
+        return IpRoute.remove_all();
+    };
+    let path = path.to_path_buf();
+    // The commands run from a thread inside the namespace inherit it.
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).map_err(|e| RouteError::Command {
+            command: format!("open {}", path.display()),
+            message: e.to_string(),
+        })?;
+        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| {
+            RouteError::Command {
+                command: format!("setns {}", path.display()),
+                message: e.to_string(),
+            }
+        })?;
+        IpRoute.remove_all()
+    })
+    .join()
+    .unwrap_or_else(|_| {
+        Err(RouteError::Command {
+            command: "cleanup".into(),
+            message: "thread panicked".into(),
+        })
+    })
 }
 
 /// One pass: the kernel's routes made equal to the Nodes'. Each route is its own call:

@@ -31,7 +31,7 @@ pub struct ProxyCommand {
 
 #[derive(Args, Debug, Clone)]
 pub struct CleanupCommand {
-    /// Delete the tables inside this network namespace instead of the agent's own.
+    /// Clean inside this network namespace instead of the agent's own.
     #[arg(long)]
     pub netns: Option<PathBuf>,
 }
@@ -48,6 +48,8 @@ pub enum Error {
     Server(#[from] server::Error),
     #[error("cleanup: {0}")]
     Cleanup(#[from] NftablesError),
+    #[error("cleanup: {0}")]
+    PodNetwork(#[from] crate::agent::pod_routes::RouteError),
 }
 
 fn host_name() -> String {
@@ -99,9 +101,11 @@ pub async fn run_proxy(cmd: ProxyCommand) -> Result<(), Error> {
     }
 }
 
-/// Deletes rekube's proxy tables (both families), if present.
+/// Deletes rekube's proxy tables (both families), and the pod network's routes,
+/// masquerade table and default bridge, if present.
 pub fn run_cleanup(cmd: CleanupCommand) -> Result<(), Error> {
-    Ok(server::cleanup_leftovers(cmd.netns.as_deref())?)
+    server::cleanup_leftovers(cmd.netns.as_deref())?;
+    Ok(crate::agent::pod_routes::cleanup(cmd.netns.as_deref())?)
 }
 
 async fn shutdown_signal() {
