@@ -105,6 +105,13 @@ bench-service-alloc: cluster-up
     cargo build --quiet --release -p rekube-controllers
     REKUBE_CONTROLLERS_BIN=$CARGO_TARGET_DIR/release/rekube-controllers KUBECONFIG={{local_kubeconfig}} cargo test --quiet -p rekube-e2e --test service_alloc -- --nocapture --test-threads 1 two_hundred_services racing 2>&1 | grep -E 'create|lost'
 
+# Benchmark (as root): the service proxy, kube-proxy v1.36.3 vs rekube's, side by side in network namespaces (`--modes nftables,iptables`, `--only`).
+bench-proxy services="1000,10000" *flags="": cluster-up
+    e2e/scripts/build-kubernetes.sh kube-proxy
+    KUBECONFIG={{local_kubeconfig}} just install >/dev/null
+    cargo build --quiet --release -p rekube-node-agent -p rekube-e2e --bin rekube-node-agent --bin bench-proxy
+    KUBECONFIG={{local_kubeconfig}} $CARGO_TARGET_DIR/release/bench-proxy --services {{services}} --kube-proxy {{k8s_bin}}/kube-proxy --rekube $CARGO_TARGET_DIR/release/rekube-node-agent --kubeconfig {{local_kubeconfig}} {{flags}}
+
 # Benchmark (as root): create+start+wait+delete of /bin/true by rekube's runtime, runc and crun on one busybox rootfs.
 bench-runtime iterations="200":
     cargo build --quiet --release -p rekube-node-agent --bin bench-runtime

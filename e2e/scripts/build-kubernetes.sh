@@ -2,7 +2,8 @@
 # Build the pinned Kubernetes control-plane binaries (kube-apiserver,
 # kube-controller-manager, kubectl), etcd and helm from the Go module proxy and cache them
 # per version outside the repository. Rebuilds only what is missing. `bench-tools` builds
-# what only `just bench-scheduler` needs (kube-scheduler and kwok), and `kubelet` what only
+# what only `just bench-scheduler` needs (kube-scheduler and kwok), `kube-proxy` what only
+# `just bench-proxy` needs, and `kubelet` what only
 # `just bench-pod-startup` needs; both are kept out of `all` so that bootstrap and CI do not
 # pay for them.
 #
@@ -152,6 +153,8 @@ case $what in
   kwok) build_kwok ;;
   # Only the pod startup benchmark needs it (just build-kubelet, just bench-pod-startup).
   kubelet) build_kubernetes kubelet ;;
-  *) echo "usage: $0 [all|etcd|kubernetes|helm|cni-plugins|bench-tools|kube-scheduler|kwok|kubelet]" >&2; exit 2 ;;
+  # Only the service proxy benchmark needs it (just bench-proxy).
+  kube-proxy) build_kubernetes kube-proxy ;;
+  *) echo "usage: $0 [all|etcd|kubernetes|helm|cni-plugins|bench-tools|kube-scheduler|kwok|kubelet|kube-proxy]" >&2; exit 2 ;;
 esac
 echo "$BIN"

@@ -122,24 +122,10 @@ impl AgentProcess {
             .unwrap();
         let mut command = Command::new(&bin);
         // Joined between fork and exec; the file stays open until then.
-        let netns_file = self
+        let _netns_file = self
             .netns
             .as_ref()
-            .map(|p| std::fs::File::open(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())));
-        if let Some(file) = &netns_file {
-            use std::os::fd::AsRawFd;
-            use std::os::unix::process::CommandExt;
-            let fd = file.as_raw_fd();
-            // SAFETY: setns is a plain system call, safe between fork and exec; the file
-            // behind `fd` is open until the spawn returns.
-            unsafe {
-                command.pre_exec(move || {
-                    let fd = std::os::fd::BorrowedFd::borrow_raw(fd);
-                    nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET)
-                        .map_err(std::io::Error::from)
-                });
-            }
-        }
+            .map(|p| crate::netns::enter_on_spawn(&mut command, p));
         let child = command
             .args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k, v)))

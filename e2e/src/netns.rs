@@ -170,8 +170,28 @@ fn apiserver_addr() -> SocketAddr {
     addr
 }
 
+/// `command` made to run inside the network namespace at `path`: it joins it between
+/// fork and exec (its mounts, cgroups and processes stay the machine's). The returned
+/// file must stay open until the command is spawned.
+pub fn enter_on_spawn(command: &mut Command, path: &std::path::Path) -> std::fs::File {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let fd = file.as_raw_fd();
+    // SAFETY: setns is a plain system call, safe between fork and exec; the file behind
+    // `fd` is open until the caller has spawned.
+    unsafe {
+        command.pre_exec(move || {
+            let fd = std::os::fd::BorrowedFd::borrow_raw(fd);
+            nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(std::io::Error::from)
+        });
+    }
+    file
+}
+
 /// Runs `f` on a new thread inside the namespace at `path`.
-fn in_netns<T: Send + 'static>(path: PathBuf, f: impl FnOnce() -> T + Send + 'static) -> T {
+pub fn in_netns<T: Send + 'static>(path: PathBuf, f: impl FnOnce() -> T + Send + 'static) -> T {
     std::thread::spawn(move || {
         let file = std::fs::File::open(&path).unwrap();
         nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)

@@ -1,0 +1,657 @@
+//! bench-proxy: the service proxy, upstream's kube-proxy v1.36.3 (core/v1 Services and
+//! EndpointSlices) and rekube's (`rekube-node-agent proxy`, rekube Services and
+//! Endpoints), side by side in the same run, one after the other on the same apiserver
+//! and machine, each in a network namespace of its own (the multi-node harness's node,
+//! `rekube_e2e::netns`), in each mode asked for.
+//!
+//! Per scale (Services × endpoints): the objects of both kinds are created once (the
+//! rekube Services with the ClusterIPs the apiserver gave the core ones); then, per mode
+//! and side, on a fresh node namespace with a "pod" namespace holding two servers
+//! (10.97.0.2 and .3) and a client "pod" namespace (10.97.1.2):
+//! - **full sync**: from starting the proxy to the first connection through the probe
+//!   Service's ClusterIP (the proxies program everything in their first sync after their
+//!   informers have listed: this is list + first full sync + the kernel applying it);
+//! - **endpoint change to live**: the probe Service's endpoint moved from one server to
+//!   the other (an EndpointSlice or an Endpoints update), timed from the update returning
+//!   to the first connection through the ClusterIP that reaches the new server (polled
+//!   every 2 ms); five times, the median;
+//! - **proxy CPU** (the process and its children: both run `nft`) and **peak RSS**;
+//! - **data path**, from the client pod: TCP connection setup (connect + one byte back)
+//!   through the ClusterIP and directly to the pod IP, mean and p99 over 2 000
+//!   connections; throughput of 1 GiB through each.
+//!
+//! Prints each figure per side and the ratio rekube / upstream. `just bench-proxy` builds
+//! everything and runs this (as root).
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use futures::StreamExt;
+use kube::Client;
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use rekube_e2e::netns::{NodeNetns, TestNetwork, enter_on_spawn, in_netns, ip};
+use rekube_e2e::procstat::proc_stat;
+use serde_json::{Value, json};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "bench-proxy",
+    about = "Service proxy: kube-proxy vs rekube-node-agent proxy, side by side",
+    args_override_self = true
+)]
+struct Args {
+    /// Scales: numbers of Services (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
+    services: Vec<usize>,
+    /// Endpoints per Service.
+    #[arg(long, default_value_t = 10)]
+    endpoints: usize,
+    /// Proxy modes (comma-separated): nftables, iptables.
+    #[arg(long, value_delimiter = ',', default_value = "nftables")]
+    modes: Vec<String>,
+    /// The kube-proxy binary (`e2e/scripts/build-kubernetes.sh kube-proxy`).
+    #[arg(long, default_value = "kube-proxy")]
+    kube_proxy: String,
+    /// The rekube-node-agent binary.
+    #[arg(long, default_value = "rekube-node-agent")]
+    rekube: String,
+    /// The kubeconfig both proxies use (through the node namespace's forwarder).
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: String,
+    /// Which side to run.
+    #[arg(long, default_value = "both", value_parser = ["upstream", "rekube", "both"])]
+    only: String,
+    /// Bytes for the throughput figure.
+    #[arg(long, default_value_t = 1 << 30)]
+    bytes: u64,
+    /// Connections for the connection setup figure.
+    #[arg(long, default_value_t = 2000)]
+    connections: usize,
+}
+
+const SERVER_A: Ipv4Addr = Ipv4Addr::new(10, 97, 0, 2);
+const SERVER_B: Ipv4Addr = Ipv4Addr::new(10, 97, 0, 3);
+const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 97, 1, 2);
+const POD_CIDR: &str = "10.97.0.0/16";
+/// The server's ports: 8080 answers one byte (its name), 9090 swallows a stream.
+const ID_PORT: u16 = 8080;
+const SINK_PORT: u16 = 9090;
+const NODE_NAME: &str = "bench-proxy-node";
+
+#[derive(Debug, Default, Clone)]
+struct Figures {
+    full_sync: Duration,
+    change_live: Duration,
+    cpu_seconds: f64,
+    peak_rss_mib: f64,
+    connect_vip: (Duration, Duration),
+    connect_direct: (Duration, Duration),
+    throughput_vip_mib_s: f64,
+    throughput_direct_mib_s: f64,
+}
+
+/// The endpoints of Service `i` (fake addresses, never answered), or the probe's server.
+fn endpoint_ips(i: usize, n: usize) -> Vec<String> {
+    (0..n)
+        .map(|j| format!("10.200.{}.{}", i % 250, j + 1))
+        .collect()
+}
+
+fn core_service(i: usize) -> Value {
+    json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": format!("s{i}")},
+        "spec": {"ports": [
+            {"name": "id", "port": 80, "targetPort": ID_PORT},
+            {"name": "sink", "port": 90, "targetPort": SINK_PORT}]}})
+}
+
+fn slice(i: usize, ips: &[String]) -> Value {
+    json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": format!("s{i}"), "labels": {
+            "kubernetes.io/service-name": format!("s{i}"),
+            "endpointslice.kubernetes.io/managed-by": "bench-proxy"}},
+        "addressType": "IPv4",
+        "endpoints": ips.iter().map(|ip| json!({"addresses": [ip], "conditions": {"ready": true}})).collect::<Vec<_>>(),
+        "ports": [{"name": "id", "port": ID_PORT, "protocol": "TCP"},
+                  {"name": "sink", "port": SINK_PORT, "protocol": "TCP"}]})
+}
+
+fn rekube_service(i: usize, cluster_ip: &str) -> Value {
+    json!({"apiVersion": "rekube.io/v1", "kind": "Service",
+        "metadata": {"name": format!("s{i}")},
+        "spec": {"clusterIP": cluster_ip, "clusterIPs": [cluster_ip], "ports": [
+            {"name": "id", "port": 80, "targetPort": ID_PORT},
+            {"name": "sink", "port": 90, "targetPort": SINK_PORT}]}})
+}
+
+fn rekube_endpoints(i: usize, ips: &[String]) -> Value {
+    json!({"apiVersion": "rekube.io/v1", "kind": "Endpoints",
+        "metadata": {"name": format!("s{i}")},
+        "subsets": [{"addresses": ips.iter().map(|ip| json!({"ip": ip})).collect::<Vec<_>>(),
+            "ports": [{"name": "id", "port": ID_PORT, "protocol": "TCP"},
+                      {"name": "sink", "port": SINK_PORT, "protocol": "TCP"}]}]})
+}
+
+fn api(client: &Client, ns: &str, api_version: &str, kind: &str) -> Api<DynamicObject> {
+    let resource = if kind == "EndpointSlice" {
+        kube::api::ApiResource::erase::<k8s_openapi::api::discovery::v1::EndpointSlice>(&())
+    } else {
+        rekube_e2e::api_resource(api_version, kind)
+    };
+    Api::namespaced_with(client.clone(), ns, &resource)
+}
+
+async fn create_all(api: &Api<DynamicObject>, objects: Vec<Value>) -> anyhow::Result<()> {
+    let pp = PostParams::default();
+    let results: Vec<_> = futures::stream::iter(objects)
+        .map(|o| {
+            let api = api.clone();
+            let pp = pp.clone();
+            async move {
+                let obj: DynamicObject = serde_json::from_value(o)?;
+                api.create(&pp, &obj)
+                    .await
+                    .map(drop)
+                    .map_err(anyhow::Error::from)
+            }
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    results.into_iter().collect()
+}
+
+/// The scale's objects: core Services (their ClusterIPs from the apiserver) with
+/// EndpointSlices, and rekube Services with the same ClusterIPs and Endpoints. Service 0 is
+/// the probe: its endpoint is server A.
+async fn create_objects(client: &Client, ns: &str, n: usize, per: usize) -> anyhow::Result<String> {
+    let t = Instant::now();
+    let services = api(client, ns, "v1", "Service");
+    create_all(&services, (0..n).map(core_service).collect()).await?;
+    let mut ips: BTreeMap<usize, String> = BTreeMap::new();
+    for s in services.list(&Default::default()).await?.items {
+        let i: usize = s.metadata.name.as_deref().unwrap_or("s0")[1..].parse()?;
+        let ip = s.data["spec"]["clusterIP"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        ips.insert(i, ip);
+    }
+    let probe_ip = ips.get(&0).context("the probe Service")?.clone();
+    let eps = |i: usize| {
+        if i == 0 {
+            vec![SERVER_A.to_string()]
+        } else {
+            endpoint_ips(i, per)
+        }
+    };
+    create_all(
+        &api(client, ns, "discovery.k8s.io/v1", "EndpointSlice"),
+        (0..n).map(|i| slice(i, &eps(i))).collect(),
+    )
+    .await?;
+    create_all(
+        &api(client, ns, "rekube.io/v1", "Service"),
+        ips.iter().map(|(i, ip)| rekube_service(*i, ip)).collect(),
+    )
+    .await?;
+    create_all(
+        &api(client, ns, "rekube.io/v1", "Endpoints"),
+        (0..n).map(|i| rekube_endpoints(i, &eps(i))).collect(),
+    )
+    .await?;
+    println!(
+        "  created {n} core Services + EndpointSlices and {n} rekube Services + Endpoints in {:.1}s",
+        t.elapsed().as_secs_f64()
+    );
+    Ok(probe_ip)
+}
+
+/// Moves the probe's endpoint to `to` on `side`.
+async fn move_probe(client: &Client, ns: &str, side: &str, to: Ipv4Addr) -> anyhow::Result<()> {
+    let pp = PatchParams::default();
+    match side {
+        "upstream" => {
+            api(client, ns, "discovery.k8s.io/v1", "EndpointSlice")
+                .patch("s0", &pp, &Patch::Merge(json!({"endpoints": [{"addresses": [to.to_string()], "conditions": {"ready": true}}]})))
+                .await?;
+        }
+        _ => {
+            api(client, ns, "rekube.io/v1", "Endpoints")
+                .patch(
+                    "s0",
+                    &pp,
+                    &Patch::Merge(json!({"subsets": [{"addresses": [{"ip": to.to_string()}],
+                    "ports": [{"name": "id", "port": ID_PORT, "protocol": "TCP"},
+                              {"name": "sink", "port": SINK_PORT, "protocol": "TCP"}]}]})),
+                )
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// The "pods" of a node: a server namespace (A and B) and a client namespace, each on a
+/// veth to the node, routed through it.
+struct Pods {
+    server: String,
+    client: String,
+    stop: Arc<AtomicBool>,
+}
+
+impl Pods {
+    fn new(node: &NodeNetns, tag: &str) -> Self {
+        let (server, client) = (format!("rk-{tag}-srv"), format!("rk-{tag}-cli"));
+        for (ns, veth, node_addr, addrs) in [
+            (&server, "vs", "10.97.0.1/24", vec![SERVER_A, SERVER_B]),
+            (&client, "vc", "10.97.1.1/24", vec![CLIENT]),
+        ] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+            ip(&["netns", "add", ns]);
+            ip(&[
+                "-n", &node.name, "link", "add", veth, "type", "veth", "peer", "name", "eth0",
+                "netns", ns,
+            ]);
+            ip(&["-n", &node.name, "addr", "add", node_addr, "dev", veth]);
+            ip(&["-n", &node.name, "link", "set", veth, "up"]);
+            ip(&["-n", ns, "link", "set", "lo", "up"]);
+            for a in &addrs {
+                ip(&["-n", ns, "addr", "add", &format!("{a}/24"), "dev", "eth0"]);
+            }
+            ip(&["-n", ns, "link", "set", "eth0", "up"]);
+            let gw = node_addr.split('/').next().unwrap();
+            ip(&["-n", ns, "route", "add", "default", "via", gw]);
+        }
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &node.name,
+                "sysctl",
+                "-q",
+                "-w",
+                "net.ipv4.ip_forward=1",
+            ])
+            .output()
+            .expect("sysctl");
+        assert!(out.status.success(), "{out:?}");
+        let pods = Pods {
+            server,
+            client,
+            stop: Arc::new(AtomicBool::new(false)),
+        };
+        for (addr, name) in [(SERVER_A, b'A'), (SERVER_B, b'B')] {
+            pods.serve(SocketAddr::from((addr, ID_PORT)), Some(name));
+        }
+        pods.serve(SocketAddr::from((SERVER_A, SINK_PORT)), None);
+        pods.serve(SocketAddr::from((SERVER_B, SINK_PORT)), None);
+        pods
+    }
+
+    fn path(name: &str) -> PathBuf {
+        Path::new("/run/netns").join(name)
+    }
+
+    /// A listener in the server namespace: answers `id` and closes, or (None) reads a
+    /// stream to its end.
+    fn serve(&self, addr: SocketAddr, id: Option<u8>) {
+        let listener = in_netns(Self::path(&self.server), move || TcpListener::bind(addr))
+            .expect("a server listener");
+        listener.set_nonblocking(true).unwrap();
+        let stop = Arc::clone(&self.stop);
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((mut c, _)) => {
+                        let _ = c.set_nonblocking(false);
+                        match id {
+                            Some(b) => {
+                                let _ = c.write_all(&[b]);
+                            }
+                            None => {
+                                std::thread::spawn(move || {
+                                    let _ = std::io::copy(&mut c, &mut std::io::sink());
+                                });
+                            }
+                        }
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(1)),
+                }
+            }
+        });
+    }
+
+    /// From the client: which server answers at `addr` (None: no answer within `t`).
+    fn who(&self, addr: SocketAddr, t: Duration) -> Option<u8> {
+        in_netns(Self::path(&self.client), move || {
+            let mut s = TcpStream::connect_timeout(&addr, t).ok()?;
+            s.set_read_timeout(Some(t)).ok()?;
+            let mut b = [0u8; 1];
+            s.read_exact(&mut b).ok()?;
+            Some(b[0])
+        })
+    }
+
+    /// Connection setup (connect + the byte back), `n` times: mean and p99.
+    fn connect_times(&self, addr: SocketAddr, n: usize) -> (Duration, Duration) {
+        in_netns(Self::path(&self.client), move || {
+            let mut times: Vec<Duration> = (0..n)
+                .map(|_| {
+                    let t = Instant::now();
+                    let mut s = TcpStream::connect(addr).expect("connect");
+                    let mut b = [0u8; 1];
+                    s.read_exact(&mut b).expect("the server's byte");
+                    t.elapsed()
+                })
+                .collect();
+            times.sort();
+            let mean = times.iter().sum::<Duration>() / n as u32;
+            (mean, times[(n * 99 / 100).min(n - 1)])
+        })
+    }
+
+    /// MiB/s of `bytes` sent to `addr`.
+    fn throughput(&self, addr: SocketAddr, bytes: u64) -> f64 {
+        in_netns(Self::path(&self.client), move || {
+            let buf = vec![0u8; 1 << 20];
+            let t = Instant::now();
+            let mut s = TcpStream::connect(addr).expect("connect");
+            let mut left = bytes;
+            while left > 0 {
+                let n = left.min(buf.len() as u64) as usize;
+                s.write_all(&buf[..n]).expect("send");
+                left -= n as u64;
+            }
+            s.shutdown(std::net::Shutdown::Write).unwrap();
+            let mut rest = Vec::new();
+            let _ = s.read_to_end(&mut rest);
+            bytes as f64 / (1 << 20) as f64 / t.elapsed().as_secs_f64()
+        })
+    }
+}
+
+impl Drop for Pods {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for ns in [&self.server, &self.client] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+    }
+}
+
+fn start_proxy(args: &Args, side: &str, mode: &str, node: &NodeNetns) -> anyhow::Result<Child> {
+    let log = std::fs::File::create(format!("/tmp/bench-proxy-{side}-{mode}.log"))?;
+    let mut command = match side {
+        "upstream" => {
+            let mut c = Command::new(&args.kube_proxy);
+            c.args([
+                "--kubeconfig",
+                &args.kubeconfig,
+                "--proxy-mode",
+                mode,
+                "--hostname-override",
+                NODE_NAME,
+                "--cluster-cidr",
+                POD_CIDR,
+                // Not the machine's conntrack table (a namespace cannot set it anyway).
+                "--conntrack-max-per-core",
+                "0",
+                "--metrics-bind-address",
+                "127.0.0.1:10249",
+                "--healthz-bind-address",
+                "127.0.0.1:10256",
+            ]);
+            c
+        }
+        _ => {
+            let mut c = Command::new(&args.rekube);
+            c.args([
+                "proxy",
+                "--proxy-mode",
+                mode,
+                "--node-name",
+                NODE_NAME,
+                "--node-ip",
+                &node.address.to_string(),
+                "--cluster-cidr",
+                POD_CIDR,
+            ])
+            .env("KUBECONFIG", &args.kubeconfig)
+            .env("RUST_LOG", "warn");
+            c
+        }
+    };
+    command
+        .stdout(Stdio::from(log.try_clone()?))
+        .stderr(Stdio::from(log));
+    let _file = enter_on_spawn(&mut command, &node.path());
+    command
+        .spawn()
+        .with_context(|| format!("starting the {side} proxy"))
+}
+
+async fn run_side(
+    args: &Args,
+    client: &Client,
+    ns: &str,
+    probe_ip: &str,
+    side: &str,
+    mode: &str,
+) -> anyhow::Result<Figures> {
+    let tag = format!("bp{}", &side[..1]);
+    let net = TestNetwork::new(&tag, 1);
+    let node = &net.nodes[0];
+    let pods = Pods::new(node, &tag);
+    let vip: IpAddr = probe_ip.parse()?;
+    let (vip_id, vip_sink) = (SocketAddr::from((vip, 80)), SocketAddr::from((vip, 90)));
+    move_probe(client, ns, side, SERVER_A).await?;
+    let started = Instant::now();
+    let mut proxy = start_proxy(args, side, mode, node)?;
+    let pid = proxy.id();
+    let result = async {
+        // Full sync: the probe answers (it is programmed with everything else).
+        let full_sync = loop {
+            if pods.who(vip_id, Duration::from_millis(20)) == Some(b'A') {
+                break started.elapsed();
+            }
+            if let Some(status) = proxy.try_wait()? {
+                bail!("the {side} proxy exited: {status}; /tmp/bench-proxy-{side}-{mode}.log");
+            }
+            if started.elapsed() > Duration::from_secs(600) {
+                bail!("the {side} proxy did not program the probe in 600s");
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        // Let the start settle (kube-proxy syncs again after its first).
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let mut changes = Vec::new();
+        for (k, to) in [SERVER_B, SERVER_A, SERVER_B, SERVER_A, SERVER_B]
+            .into_iter()
+            .enumerate()
+        {
+            let want = if to == SERVER_A { b'A' } else { b'B' };
+            move_probe(client, ns, side, to).await?;
+            let t = Instant::now();
+            loop {
+                if pods.who(vip_id, Duration::from_millis(20)) == Some(want) {
+                    changes.push(t.elapsed());
+                    break;
+                }
+                if t.elapsed() > Duration::from_secs(120) {
+                    bail!("change {k} of the {side} proxy not live in 120s");
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            // Apart enough that each change is a sync of its own.
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+        }
+        changes.sort();
+        // The probe now points at B.
+        let connect_vip = pods.connect_times(vip_id, args.connections);
+        let connect_direct =
+            pods.connect_times(SocketAddr::from((SERVER_B, ID_PORT)), args.connections);
+        let throughput_vip_mib_s = pods.throughput(vip_sink, args.bytes);
+        let throughput_direct_mib_s =
+            pods.throughput(SocketAddr::from((SERVER_B, SINK_PORT)), args.bytes);
+        let stat = proc_stat(pid).unwrap_or_default();
+        Ok(Figures {
+            full_sync,
+            change_live: changes[changes.len() / 2],
+            cpu_seconds: stat.cpu_with_children(),
+            peak_rss_mib: stat.hwm_mib,
+            connect_vip,
+            connect_direct,
+            throughput_vip_mib_s,
+            throughput_direct_mib_s,
+        })
+    }
+    .await;
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = proxy.wait();
+    if side == "rekube" {
+        let _ = Command::new(&args.rekube)
+            .args(["cleanup", "--netns"])
+            .arg(node.path())
+            .output();
+    }
+    drop(pods);
+    drop(net);
+    result
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn us(d: Duration) -> String {
+    format!("{:.0} µs", d.as_secs_f64() * 1e6)
+}
+
+fn ratio(r: f64, u: f64) -> String {
+    if u > 0.0 {
+        format!("{:.2}×", r / u)
+    } else {
+        "-".into()
+    }
+}
+
+fn print(scale: usize, mode: &str, figs: &BTreeMap<&str, Figures>) {
+    println!("\n{scale} Services × endpoints, mode {mode}:");
+    println!(
+        "  {:<34} {:>14} {:>14} {:>8}",
+        "", "kube-proxy", "rekube", "rekube/up"
+    );
+    let get = |s: &str| figs.get(s).cloned();
+    let (u, r) = (get("upstream"), get("rekube"));
+    let row = |name: &str, f: &dyn Fn(&Figures) -> (String, f64)| {
+        let uu = u.as_ref().map(f);
+        let rr = r.as_ref().map(f);
+        println!(
+            "  {:<34} {:>14} {:>14} {:>8}",
+            name,
+            uu.as_ref().map(|x| x.0.clone()).unwrap_or("-".into()),
+            rr.as_ref().map(|x| x.0.clone()).unwrap_or("-".into()),
+            match (&uu, &rr) {
+                (Some(a), Some(b)) => ratio(b.1, a.1),
+                _ => "-".into(),
+            }
+        );
+    };
+    row("start to full sync live", &|f| {
+        (ms(f.full_sync), f.full_sync.as_secs_f64())
+    });
+    row("endpoint change to live (median)", &|f| {
+        (ms(f.change_live), f.change_live.as_secs_f64())
+    });
+    row("proxy CPU (with nft children)", &|f| {
+        (format!("{:.2} s", f.cpu_seconds), f.cpu_seconds)
+    });
+    row("proxy peak RSS", &|f| {
+        (format!("{:.1} MiB", f.peak_rss_mib), f.peak_rss_mib)
+    });
+    row("connect via ClusterIP (mean)", &|f| {
+        (us(f.connect_vip.0), f.connect_vip.0.as_secs_f64())
+    });
+    row("connect via ClusterIP (p99)", &|f| {
+        (us(f.connect_vip.1), f.connect_vip.1.as_secs_f64())
+    });
+    row("connect direct (mean)", &|f| {
+        (us(f.connect_direct.0), f.connect_direct.0.as_secs_f64())
+    });
+    row("throughput via ClusterIP", &|f| {
+        (
+            format!("{:.0} MiB/s", f.throughput_vip_mib_s),
+            f.throughput_vip_mib_s,
+        )
+    });
+    row("throughput direct", &|f| {
+        (
+            format!("{:.0} MiB/s", f.throughput_direct_mib_s),
+            f.throughput_direct_mib_s,
+        )
+    });
+    for (side, f) in figs {
+        println!(
+            "  {side}: ClusterIP connect overhead {:+.1}% over direct, throughput {:.1}% of direct",
+            (f.connect_vip.0.as_secs_f64() / f.connect_direct.0.as_secs_f64() - 1.0) * 100.0,
+            f.throughput_vip_mib_s / f.throughput_direct_mib_s * 100.0
+        );
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if !nix::unistd::geteuid().is_root() {
+        bail!("bench-proxy needs root (network namespaces)");
+    }
+    let client = Client::try_default().await?;
+    let sides: Vec<&str> = match args.only.as_str() {
+        "both" => vec!["upstream", "rekube"],
+        one => vec![one],
+    };
+    println!(
+        "bench-proxy: kube-proxy {} vs {} proxy; modes {:?}; {} endpoints per Service",
+        args.kube_proxy, args.rekube, args.modes, args.endpoints
+    );
+    for &n in &args.services {
+        let ns = format!("bench-proxy-{n}");
+        let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+        let _ = namespaces.delete(&ns, &DeleteParams::default()).await;
+        while namespaces.get_opt(&ns).await?.is_some() {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        namespaces
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({"metadata": {"name": ns}}))?,
+            )
+            .await?;
+        let outcome = async {
+            let probe_ip = create_objects(&client, &ns, n, args.endpoints).await?;
+            for mode in &args.modes {
+                let mut figs = BTreeMap::new();
+                for side in &sides {
+                    let f = run_side(&args, &client, &ns, &probe_ip, side, mode).await?;
+                    figs.insert(*side, f);
+                }
+                print(n, mode, &figs);
+            }
+            anyhow::Ok(())
+        }
+        .await;
+        let _ = namespaces.delete(&ns, &DeleteParams::default()).await;
+        outcome?;
+    }
+    Ok(())
+}
