@@ -75,6 +75,7 @@ fn kubectl_lists_the_rekube_resources_with_short_names() {
     let expected = [
         ("deployments", "rdeploy", true, "Deployment"),
         ("endpoints", "rep", true, "Endpoints"),
+        ("endpointslices", "reps", true, "EndpointSlice"),
         ("nodes", "rnode", false, "Node"),
         (
             "persistentvolumeclaims",
