@@ -29,8 +29,8 @@ pub mod updates;
 pub mod validation;
 
 pub use kinds::apps::{Deployment, ReplicaSet};
-pub use kinds::discovery::EndpointSlice;
 pub use kinds::core::{Endpoints, Node, PersistentVolume, PersistentVolumeClaim, Pod, Service};
+pub use kinds::discovery::EndpointSlice;
 pub use kinds::storage::{StorageClass, VolumeAttachment};
 
 pub const GROUP: &str = "rekube.io";

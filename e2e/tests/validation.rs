@@ -583,12 +583,14 @@ const CREATE_CASES: &[Case] = &[
         },
         message: "provisioner: Required value",
     },
-
     // pkg/apis/discovery/validation/validation_test.go (v1.36.3), the failing cases.
     Case {
         name: "endpointslice duplicate-port-name",
         base: endpoint_slice,
-        mutate: |s| s["ports"] = json!([{"name": "http", "protocol": "TCP"}, {"name": "http", "protocol": "UDP"}]),
+        mutate: |s| {
+            s["ports"] =
+                json!([{"name": "http", "protocol": "TCP"}, {"name": "http", "protocol": "UDP"}])
+        },
         message: "ports[1]: Duplicate value: {\"name\":\"http\"}",
     },
     Case {
@@ -751,16 +753,16 @@ const CREATE_CASES: &[Case] = &[
     Case {
         name: "endpointslice overlapping-zone-hints",
         base: endpoint_slice,
-        mutate: |s| s["endpoints"][0]["hints"] = json!({"forZones": [{"name": "zone-a"}, {"name": "zone-b"}, {"name": "zone-a"}]}),
+        mutate: |s| {
+            s["endpoints"][0]["hints"] =
+                json!({"forZones": [{"name": "zone-a"}, {"name": "zone-b"}, {"name": "zone-a"}]})
+        },
         message: "endpoints[0].hints.forZones[2]: Duplicate value: {\"name\":\"zone-a\"}",
     },
     Case {
         name: "endpointslice too-many-zone-hints",
         base: endpoint_slice,
-        mutate: |s| {
-            s["endpoints"][0]["hints"] =
-                json!({"forZones": ('a'..='i').map(|z| json!({"name": format!("zone-{z}")})).collect::<Vec<_>>()})
-        },
+        mutate: |s| s["endpoints"][0]["hints"] = json!({"forZones": ('a'..='i').map(|z| json!({"name": format!("zone-{z}")})).collect::<Vec<_>>()}),
         message: "endpoints[0].hints.forZones: Too many: 9: must have at most 8 items",
     },
     Case {
@@ -772,16 +774,16 @@ const CREATE_CASES: &[Case] = &[
     Case {
         name: "endpointslice overlapping-node-hints",
         base: endpoint_slice,
-        mutate: |s| s["endpoints"][0]["hints"] = json!({"forNodes": [{"name": "node-1"}, {"name": "node-2"}, {"name": "node-1"}]}),
+        mutate: |s| {
+            s["endpoints"][0]["hints"] =
+                json!({"forNodes": [{"name": "node-1"}, {"name": "node-2"}, {"name": "node-1"}]})
+        },
         message: "endpoints[0].hints.forNodes[2]: Duplicate value: {\"name\":\"node-1\"}",
     },
     Case {
         name: "endpointslice too-many-node-hints",
         base: endpoint_slice,
-        mutate: |s| {
-            s["endpoints"][0]["hints"] =
-                json!({"forNodes": (1..=9).map(|n| json!({"name": format!("node-{n}")})).collect::<Vec<_>>()})
-        },
+        mutate: |s| s["endpoints"][0]["hints"] = json!({"forNodes": (1..=9).map(|n| json!({"name": format!("node-{n}")})).collect::<Vec<_>>()}),
         message: "endpoints[0].hints.forNodes: Too many: 9: must have at most 8 items",
     },
     Case {
