@@ -7,7 +7,8 @@
 //! Service with hostnames, slices split at `--max-endpoints-per-slice`, selectorless and
 //! ExternalName Services left alone, a slice deleted or taken over by someone else
 //! restored. The pods run on a hollow rekube-node-agent of the test, which gives them IPs
-//! and readiness; only `endpointslice-controller` runs.
+//! and readiness; only `endpointslice-controller` runs. trafficDistribution's hints are
+//! checked too.
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -230,6 +231,13 @@ async fn slices_follow_the_pods_of_a_service() {
                  "ports": [{"name": "portname1", "port": 80, "targetPort": "svc1"}]},
     }))
     .await;
+    // trafficDistribution: each ready endpoint hinted to its zone and node.
+    e.create_service(json!({
+        "metadata": {"name": "close"},
+        "spec": {"selector": sel, "trafficDistribution": "PreferSameNode",
+                 "ports": [{"name": "portname1", "port": 80, "targetPort": "svc1"}]},
+    }))
+    .await;
     // Only the placeholder: a slice without ports or endpoints.
     let slices = e.wait_endpoints("multi", &[]).await;
     assert_eq!(slices.len(), 1, "{slices:?}");
@@ -327,6 +335,36 @@ async fn slices_follow_the_pods_of_a_service() {
         ],
     )
     .await;
+    let close = e
+        .wait_endpoints(
+            "close",
+            &[
+                ep("pod1", READY, &[100]),
+                ep("pod2", NOT_READY, &[101]),
+                ep("never", NOT_READY, &[100]),
+            ],
+        )
+        .await;
+    for endpoint in close.iter().flat_map(|s| s.endpoints.iter()) {
+        let pod = endpoint.target_ref.as_ref().unwrap().name.clone().unwrap();
+        let hints = endpoint.hints.as_ref().map(|h| {
+            (
+                h.for_zones
+                    .iter()
+                    .flatten()
+                    .map(|z| z.name.clone())
+                    .collect::<Vec<_>>(),
+                h.for_nodes
+                    .iter()
+                    .flatten()
+                    .map(|n| n.name.clone())
+                    .collect::<Vec<_>>(),
+            )
+        });
+        let want =
+            (pod == "pod1").then(|| (vec!["zone-a".to_string()], vec![e.agent.node_name.clone()]));
+        assert_eq!(hints, want, "{pod}");
+    }
     readiness::set_gate(&e.pods, "pod2", TEST_READY_GATE, true).await;
     e.wait_endpoints(
         "multi",
@@ -674,4 +712,36 @@ async fn endpoint_slice_api_operations() {
         .await
         .unwrap();
     assert_eq!(api.list(&selector).await.unwrap().items.len(), 0);
+}
+
+/// upstream "should create and delete EndpointSlices for a Service with a selector that
+/// matches no pods" [Conformance]: a placeholder slice without endpoints, managed by the
+/// controller (rekube's value), gone with the Service.
+#[tokio::test]
+async fn a_service_selecting_no_pods_gets_a_placeholder_slice() {
+    let e = env("eps-empty").await;
+    e.create_service(json!({
+        "metadata": {"name": "example-empty-selector"},
+        "spec": {"selector": {"does-not-match-anything": "endpoints-and-endpoint-slices-should-still-be-created"},
+                 "ports": [{"name": "example", "port": 80, "protocol": "TCP"}]},
+    }))
+    .await;
+    let slices = e.wait_endpoints("example-empty-selector", &[]).await;
+    assert_eq!(slices.len(), 1);
+    assert_eq!(
+        slices[0].labels().get(MANAGED_BY).map(String::as_str),
+        Some(CONTROLLER)
+    );
+    assert!(slices[0].endpoints.is_empty());
+    e.services
+        .delete("example-empty-selector", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_until("the placeholder deleted with its service", T, || async {
+        let left = e.slices_of("example-empty-selector").await?;
+        left.is_empty()
+            .then_some(())
+            .ok_or_else(|| format!("{} left", left.len()))
+    })
+    .await;
 }

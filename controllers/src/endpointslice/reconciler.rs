@@ -13,6 +13,7 @@
 //!   fullest first; what remains goes into the unchanged slice it fills most exactly,
 //!   then into new slices of at most `max_endpoints_per_slice`.
 //! - A Service without endpoints keeps one placeholder slice without ports or endpoints.
+//! - Hints follow the Service's `trafficDistribution` ([`super::trafficdist`]).
 //! - A slice to create and one to delete become an update of the latter (`finalize`);
 //!   nothing is created for a Service being deleted; every written slice gets the
 //!   trigger-time annotation (or loses it).
@@ -26,6 +27,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointPort};
 use rekube_crds::{EndpointSlice, Node, Pod, Service};
 
+use super::trafficdist::{can_use_traffic_distribution, reconcile_hints};
 use super::utils::{
     EndpointKey, PortMapKey, add_trigger_time_annotation, endpoint_key,
     endpoints_equal_beyond_hash, get_address_types_for_service, get_endpoint_ports,
@@ -235,6 +237,31 @@ impl Reconciler {
                 to_create.push(placeholder);
             }
         }
+
+        // Hints: trafficDistribution's, or none, unchanged slices included (upstream's
+        // topology-aware hints of the topology-mode annotation need the topology cache,
+        // which rekube does not keep; with the annotation, hints are removed).
+        let spec = service.spec.as_ref();
+        let traffic_distribution =
+            spec.and_then(|s| s.traffic_distribution.as_deref())
+                .filter(|_| {
+                    can_use_traffic_distribution(
+                        spec.and_then(|s| s.traffic_distribution.as_deref()),
+                        service.metadata.annotations.as_ref(),
+                    )
+                });
+        let changed: BTreeSet<String> = to_update.iter().chain(&to_delete).map(name).collect();
+        let unchanged: Vec<EndpointSlice> = existing
+            .iter()
+            .filter(|s| !changed.contains(&name(s)))
+            .map(|s| (*s).clone())
+            .collect();
+        reconcile_hints(
+            traffic_distribution,
+            &mut to_create,
+            &mut to_update,
+            &unchanged,
+        );
 
         let mut plan = finalize(service, to_create, to_update, to_delete, trigger_time);
         plan.errors = errors;

@@ -937,3 +937,165 @@ fn test_headless_without_families_takes_the_pods_families() {
     reconcile(&mut store, &svc, &[], &[]);
     assert_eq!(store.list()[0].address_type, "IPv4");
 }
+
+/// upstream TestReconcile_TrafficDistribution's topology: node-0 in zone-a {pod0}, node-1
+/// in zone-b {pod1, pod2, pod3}, node-2 in zone-c {pod4, pod5}; hints by zone (and node
+/// for PreferSameNode), none without a trafficDistribution or with the topology-mode
+/// annotation set to Auto (upstream's topology-aware hints, which take precedence).
+#[test]
+fn test_reconcile_traffic_distribution() {
+    let zoned: Vec<Node> = (0..3)
+        .map(|i| {
+            let mut n = node(&format!("node-{i}"));
+            n.metadata.labels = Some(
+                [(
+                    LABEL_TOPOLOGY_ZONE.to_string(),
+                    format!("zone-{}", (b'a' + i as u8) as char),
+                )]
+                .into(),
+            );
+            n
+        })
+        .collect();
+    let pods: Vec<Pod> = (0..6)
+        .map(|i| {
+            let mut p = new_pod(i, true, false);
+            p.spec.as_mut().unwrap().node_name = Some(format!("node-{}", [0, 1, 1, 1, 2, 2][i]));
+            p
+        })
+        .collect();
+    let by =
+        |slices: &[EndpointSlice],
+         f: &dyn Fn(&k8s_openapi::api::discovery::v1::EndpointHints) -> Vec<String>| {
+            let mut m: BTreeMap<String, usize> = BTreeMap::new();
+            for e in slices.iter().flat_map(|s| s.endpoints.iter()) {
+                for h in e.hints.iter().flat_map(|h| f(h)) {
+                    *m.entry(h).or_default() += 1;
+                }
+            }
+            m
+        };
+    let zones = |h: &k8s_openapi::api::discovery::v1::EndpointHints| {
+        h.for_zones
+            .iter()
+            .flatten()
+            .map(|z| z.name.clone())
+            .collect()
+    };
+    let nodes_of = |h: &k8s_openapi::api::discovery::v1::EndpointHints| {
+        h.for_nodes
+            .iter()
+            .flatten()
+            .map(|n| n.name.clone())
+            .collect()
+    };
+    let counts = |v: &[(&str, usize)]| -> BTreeMap<String, usize> {
+        v.iter().map(|(k, n)| (k.to_string(), *n)).collect()
+    };
+    let by_zone = counts(&[("zone-a", 1), ("zone-b", 3), ("zone-c", 2)]);
+    let by_node = counts(&[("node-0", 1), ("node-1", 3), ("node-2", 2)]);
+    for (td, annotation, want_zones, want_nodes) in [
+        (Some("PreferClose"), None, by_zone.clone(), BTreeMap::new()),
+        (
+            Some("PreferSameZone"),
+            None,
+            by_zone.clone(),
+            BTreeMap::new(),
+        ),
+        (
+            Some("PreferSameNode"),
+            None,
+            by_zone.clone(),
+            by_node.clone(),
+        ),
+        (
+            Some("PreferClose"),
+            Some("Auto"),
+            BTreeMap::new(),
+            BTreeMap::new(),
+        ),
+        (Some("Unknown"), None, BTreeMap::new(), BTreeMap::new()),
+        (None, None, BTreeMap::new(), BTreeMap::new()),
+    ] {
+        let mut svc = new_service("foo");
+        svc.spec.as_mut().unwrap().traffic_distribution = td.map(String::from);
+        if let Some(a) = annotation {
+            svc.metadata.annotations = Some(
+                [(
+                    "service.kubernetes.io/topology-mode".to_string(),
+                    a.to_string(),
+                )]
+                .into(),
+            );
+        }
+        let mut store = Store::default();
+        reconcile_max(100, &mut store, &svc, &pods, &[], &zoned);
+        let slices = store.list();
+        assert_eq!(by(&slices, &zones), want_zones, "{td:?} {annotation:?}");
+        assert_eq!(by(&slices, &nodes_of), want_nodes, "{td:?} {annotation:?}");
+        // The hints written, a second sync changes nothing; with the field removed, the
+        // hints go (upstream "should remove hints when trafficDistribution is unset").
+        assert!(reconcile_max(100, &mut store, &svc, &pods, &slices, &zoned).is_empty());
+        if !want_zones.is_empty() {
+            svc.spec.as_mut().unwrap().traffic_distribution = None;
+            store.actions.clear();
+            reconcile_max(100, &mut store, &svc, &pods, &slices, &zoned);
+            assert_eq!(store.actions, ["update"]);
+            assert!(by(&store.list(), &zones).is_empty());
+        }
+    }
+}
+
+// upstream trafficdist_test.go "should correct incorrect hints with PreferClose" and
+// "unready endpoints should not trigger updates".
+#[test]
+fn test_reconcile_hints_heuristic() {
+    use super::super::trafficdist::reconcile_hints;
+    use k8s_openapi::api::discovery::v1::{EndpointConditions, EndpointHints, ForZone};
+    let endpoint =
+        |zone: &str, hint: &str, ready: bool| k8s_openapi::api::discovery::v1::Endpoint {
+            addresses: vec!["10.0.0.1".into()],
+            conditions: Some(EndpointConditions {
+                ready: Some(ready),
+                ..Default::default()
+            }),
+            zone: Some(zone.into()),
+            hints: Some(EndpointHints {
+                for_zones: Some(vec![ForZone { name: hint.into() }]),
+                for_nodes: None,
+            }),
+            ..Default::default()
+        };
+    let svc = new_service("foo");
+    let mut wrong = new_empty_endpoint_slice(1, &svc, &endpoint_meta("foo"));
+    wrong.endpoints = vec![endpoint("zone-a", "zone-b", true)];
+    let mut update = Vec::new();
+    reconcile_hints(
+        Some("PreferClose"),
+        &mut [],
+        &mut update,
+        std::slice::from_ref(&wrong),
+    );
+    assert_eq!(update.len(), 1);
+    assert_eq!(
+        update[0].endpoints[0]
+            .hints
+            .as_ref()
+            .unwrap()
+            .for_zones
+            .as_ref()
+            .unwrap()[0]
+            .name,
+        "zone-a"
+    );
+    let mut unready = new_empty_endpoint_slice(2, &svc, &endpoint_meta("foo"));
+    unready.endpoints = vec![endpoint("zone-a", "zone-b", false)];
+    let mut update = Vec::new();
+    reconcile_hints(Some("PreferClose"), &mut [], &mut update, &[unready]);
+    assert!(update.is_empty());
+    // trafficDistribution unset: an unchanged slice with hints is updated without them.
+    let mut update = Vec::new();
+    reconcile_hints(None, &mut [], &mut update, &[wrong]);
+    assert_eq!(update.len(), 1);
+    assert!(update[0].endpoints[0].hints.is_none());
+}
