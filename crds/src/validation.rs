@@ -584,10 +584,6 @@ pub fn endpoint_slice(schema: &mut Value) {
         "addressType",
         invalid("self == oldSelf", "field is immutable"),
     );
-    // Upstream accepts a slice without endpoints (`endpoints: null`, the placeholder).
-    if let Some(required) = schema["required"].as_array_mut() {
-        required.retain(|r| r != "endpoints");
-    }
     constrain(schema, "endpoints", json!({ "maxItems": MAX_ENDPOINTS }));
     constrain(
         schema,
