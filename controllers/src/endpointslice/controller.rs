@@ -146,8 +146,8 @@ impl EndpointSliceController {
             let Some(c) = weak.upgrade() else { return };
             match change {
                 Change::Added(s) => {
-                    if c.tracker.should_sync(&s) {
-                        c.queue_service_for_endpoint_slice(&s);
+                    if c.tracker.should_sync(s) {
+                        c.queue_service_for_endpoint_slice(s);
                     }
                 }
                 Change::Updated { old, new } => {
@@ -162,8 +162,8 @@ impl EndpointSliceController {
                 // managed-by label was changed away arrives as a deletion (upstream's
                 // ManagedByChanged), and its Service gets a slice of its own again.
                 Change::Deleted(s) => {
-                    if c.tracker.has(&s) && !c.tracker.handle_deletion(&s) {
-                        c.queue_service_for_endpoint_slice(&s);
+                    if c.tracker.has(s) && !c.tracker.handle_deletion(s) {
+                        c.queue_service_for_endpoint_slice(s);
                     }
                 }
             }

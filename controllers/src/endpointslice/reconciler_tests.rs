@@ -266,6 +266,14 @@ fn test_reconcile_empty() {
     assert!(plan.is_empty(), "{plan:?}");
 }
 
+/// (name, Service, per slice its address type and addresses, the slices' labels).
+type Case1Pod = (
+    &'static str,
+    Service,
+    Vec<(&'static str, Vec<&'static str>)>,
+    BTreeMap<String, String>,
+);
+
 // Given a single pod matching a service selector and no existing endpoint slices, a
 // slice is created (upstream's table, its single-stack, dual-stack, label and zone
 // cases).
@@ -339,12 +347,7 @@ fn test_reconcile_1_pod() {
         l.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         l
     };
-    let cases: Vec<(
-        &str,
-        Service,
-        Vec<(&str, Vec<&str>)>,
-        BTreeMap<String, String>,
-    )> = vec![
+    let cases: Vec<Case1Pod> = vec![
         (
             "no-family-service",
             no_family,
@@ -969,7 +972,7 @@ fn test_reconcile_traffic_distribution() {
          f: &dyn Fn(&k8s_openapi::api::discovery::v1::EndpointHints) -> Vec<String>| {
             let mut m: BTreeMap<String, usize> = BTreeMap::new();
             for e in slices.iter().flat_map(|s| s.endpoints.iter()) {
-                for h in e.hints.iter().flat_map(|h| f(h)) {
+                for h in e.hints.iter().flat_map(f) {
                     *m.entry(h).or_default() += 1;
                 }
             }
