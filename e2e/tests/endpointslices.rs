@@ -521,9 +521,10 @@ async fn headless_service_slices_carry_hostnames() {
     );
 }
 
-/// Selectorless and ExternalName Services get no slices (their endpoints are the
-/// user's; rekube has no EndpointSlice mirroring controller), while a Service with a
-/// selector created after them, in the same controller, gets its slice.
+/// Selectorless and ExternalName Services get no slices from this controller (their
+/// endpoints are the user's; the mirroring controller, endpointslicemirroring.rs, copies
+/// a selectorless Service's Endpoints), while a Service with a selector created after
+/// them, in the same controller, gets its slice.
 #[tokio::test]
 async fn selectorless_and_external_name_services_get_no_slices() {
     let e = env("eps-selectorless").await;

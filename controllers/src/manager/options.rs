@@ -17,6 +17,7 @@ pub const KNOWN_CONTROLLERS: &[&str] = &[
     "node-authorizer-controller",
     "endpoint-controller",
     "endpointslice-controller",
+    "endpointslice-mirroring-controller",
     "service-allocator-controller",
 ];
 
@@ -31,7 +32,8 @@ pub struct Options {
     /// deployment-controller, replicaset-controller, node-ipam-controller,
     /// node-lifecycle-controller, taint-eviction-controller,
     /// pod-garbage-collector-controller, node-authorizer-controller, endpoint-controller,
-    /// endpointslice-controller, service-allocator-controller (or without the -controller suffix), and scheduler
+    /// endpointslice-controller, endpointslice-mirroring-controller,
+    /// service-allocator-controller (or without the -controller suffix), and scheduler
     /// (rekube runs kube-scheduler's work here too).
     #[arg(long, value_delimiter = ',', default_value = "*")]
     pub controllers: Vec<String>,
@@ -66,6 +68,20 @@ pub struct Options {
     /// that a burst of changes makes one write (0: at once).
     #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
     pub endpointslice_updates_batch_period: Duration,
+
+    /// Endpoints mirrored into EndpointSlices concurrently (1 to 50).
+    #[arg(long, default_value_t = 5)]
+    pub mirroring_concurrent_service_endpoint_syncs: usize,
+
+    /// The most addresses of one Endpoints subset mirrored into EndpointSlices (1 to
+    /// 1000).
+    #[arg(long, default_value_t = 1000)]
+    pub mirroring_max_endpoints_per_subset: usize,
+
+    /// How long changes of mirrored EndpointSlices wait before their Endpoints are
+    /// synced again (0: at once).
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    pub mirroring_endpointslice_updates_batch_period: Duration,
 
     /// Sustained API requests per second to the apiserver.
     #[arg(long, default_value_t = 20.0)]
@@ -215,7 +231,7 @@ pub struct Options {
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum Error {
     #[error(
-        "unknown controller {0:?} in --controllers (known: deployment-controller, replicaset-controller, node-ipam-controller, node-lifecycle-controller, taint-eviction-controller, pod-garbage-collector-controller, node-authorizer-controller, endpoint-controller, endpointslice-controller, service-allocator-controller, scheduler)"
+        "unknown controller {0:?} in --controllers (known: deployment-controller, replicaset-controller, node-ipam-controller, node-lifecycle-controller, taint-eviction-controller, pod-garbage-collector-controller, node-authorizer-controller, endpoint-controller, endpointslice-controller, endpointslice-mirroring-controller, service-allocator-controller, scheduler)"
     )]
     UnknownController(String),
     #[error(
@@ -320,6 +336,18 @@ impl Options {
                 1,
                 1000,
             ),
+            (
+                "mirroring-concurrent-service-endpoint-syncs",
+                self.mirroring_concurrent_service_endpoint_syncs,
+                1,
+                50,
+            ),
+            (
+                "mirroring-max-endpoints-per-subset",
+                self.mirroring_max_endpoints_per_subset,
+                1,
+                1000,
+            ),
         ] {
             if !(min..=max).contains(&value) {
                 return Err(Error::Invalid {
@@ -397,6 +425,7 @@ mod tests {
             "deployment-controller",
             "endpoint-controller",
             "endpointslice-controller",
+            "endpointslice-mirroring-controller",
             "node-authorizer-controller",
             "node-ipam-controller",
             "node-lifecycle-controller",
@@ -415,7 +444,11 @@ mod tests {
             enabled(&["scheduler", "node-lifecycle"]).unwrap(),
             vec!["node-lifecycle-controller", "scheduler"]
         );
-        assert_eq!(enabled(&["*", "-scheduler"]).unwrap().len(), 10);
+        assert_eq!(enabled(&["*", "-scheduler"]).unwrap().len(), 11);
+        assert_eq!(
+            enabled(&["endpointslice-mirroring"]).unwrap(),
+            vec!["endpointslice-mirroring-controller"]
+        );
         assert_eq!(
             enabled(&["endpointslice"]).unwrap(),
             vec!["endpointslice-controller"]

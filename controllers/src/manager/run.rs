@@ -23,6 +23,9 @@ use crate::endpoint::controller::{EndpointController, Informers as EndpointInfor
 use crate::endpointslice::controller::{
     EndpointSliceController, Informers as EndpointSliceInformers,
 };
+use crate::endpointslicemirroring::controller::{
+    EndpointSliceMirroringController, Informers as MirroringInformers,
+};
 use crate::nodeauthorizer::controller::{
     Informers as NodeAuthorizerInformers, NodeAuthorizer, managed_selector,
 };
@@ -139,6 +142,12 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         scoped_api::<EndpointSlice>(&client, &opts.namespace),
         page.clone()
             .labels(&crate::endpointslice::controller::managed_selector()),
+    );
+    // Only the mirroring controller's own slices.
+    let mirrored_slices = Informer::new(
+        scoped_api::<EndpointSlice>(&client, &opts.namespace),
+        page.clone()
+            .labels(&crate::endpointslicemirroring::controller::managed_selector()),
     );
     let mut node_page = page.clone();
     if !opts.node_selector.is_empty() {
@@ -333,6 +342,24 @@ pub async fn run(opts: Options) -> Result<(), Error> {
             c.run(opts.concurrent_service_endpoint_syncs),
         ));
     }
+    if enabled.contains("endpointslice-mirroring-controller") {
+        let c = EndpointSliceMirroringController::new(
+            new_client().await?,
+            MirroringInformers {
+                services: Arc::clone(&services),
+                endpoints: Arc::clone(&endpoints),
+                endpoint_slices: Arc::clone(&mirrored_slices),
+            },
+            opts.mirroring_max_endpoints_per_subset,
+            opts.mirroring_endpointslice_updates_batch_period,
+            metrics.clone(),
+        );
+        queues.push(c.queue());
+        tasks.push(Task::spawn(
+            "controller endpointslice-mirroring-controller",
+            c.run(opts.mirroring_concurrent_service_endpoint_syncs),
+        ));
+    }
     if enabled.contains("service-allocator-controller") {
         let config = opts.service_allocator_config()?;
         if config.ip_ranges.is_empty() {
@@ -429,11 +456,19 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         needs(&[
             "endpoint-controller",
             "endpointslice-controller",
+            "endpointslice-mirroring-controller",
             "service-allocator-controller"
         ])
     );
-    start!(endpoints, needs(&["endpoint-controller"]));
+    start!(
+        endpoints,
+        needs(&["endpoint-controller", "endpointslice-mirroring-controller"])
+    );
     start!(endpoint_slices, needs(&["endpointslice-controller"]));
+    start!(
+        mirrored_slices,
+        needs(&["endpointslice-mirroring-controller"])
+    );
     start!(
         nodes,
         needs(&[
