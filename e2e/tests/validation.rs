@@ -1352,3 +1352,33 @@ async fn allowed_updates_stay_allowed() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// Large valid EndpointSlices pass the address policy within its runtime cost budget: the
+/// controller's largest (1000 endpoints of one address), 100 endpoints of 100 addresses,
+/// and 1000 of 30 (30 000 addresses, about the budget's end: upstream accepts up to
+/// 100 000, see docs/crds.md).
+#[tokio::test]
+async fn large_endpoint_slices_are_accepted() {
+    let ns = TestNamespace::new("large-eps").await;
+    for (n, m) in [(1000, 1), (100, 100), (1000, 30)] {
+        let endpoints: Vec<Value> = (0..n)
+            .map(|i| {
+                let addresses: Vec<String> = (0..m)
+                    .map(|j| {
+                        let k = i * m + j;
+                        format!("10.{}.{}.{}", k / 62500, (k / 250) % 250, k % 250 + 1)
+                    })
+                    .collect();
+                json!({"addresses": addresses})
+            })
+            .collect();
+        let slice = json!({
+            "apiVersion": "rekube.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": format!("big-{n}-{m}")},
+            "addressType": "IPv4", "endpoints": endpoints, "ports": [{"port": 80}],
+        });
+        ns.create(slice)
+            .await
+            .unwrap_or_else(|e| panic!("{n} endpoints of {m} addresses refused: {e}"));
+    }
+}
