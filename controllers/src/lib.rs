@@ -6,6 +6,8 @@
 //! informers, calls the core and writes the result.
 pub mod deployment;
 pub mod endpoint;
+pub mod endpointslice;
+pub mod endpointslicemirroring;
 pub mod manager;
 pub mod nodeauthorizer;
 pub mod nodelifecycle;

@@ -14,7 +14,10 @@
 //! CEL budget, is a ValidatingAdmissionPolicy ([`validating_objects`]):
 //! - a Deployment's or ReplicaSet's selector must match its template's labels;
 //! - container names are unique across containers, initContainers and ephemeralContainers;
-//! - a Service's targetPort is a port number or an IANA service name.
+//! - a Service's targetPort is a port number or an IANA service name;
+//! - an EndpointSlice's addresses are of its addressType (validateEndpoints: IPv4 or IPv6
+//!   in strict, for IPv6 canonical, form and not unspecified, loopback or link-local;
+//!   FQDN a domain of at least two labels).
 //!
 //! The mutating policy merges by apply configuration, so it relies on the container and port lists
 //! being `listType=map` (see [`crate::validation`]).
@@ -457,12 +460,140 @@ pub fn validating_objects() -> Vec<Value> {
             "spec.selector.matchLabels",
         )],
     );
+    let endpoint_slices = ValidatingPolicy {
+        name: "rekube-endpointslice-validation.rekube.io",
+        resources: &["endpointslices"],
+        operations: &["CREATE", "UPDATE"],
+        variables: endpoint_slice_variables(),
+        validations: vec![endpoint_slice_addresses(), endpoint_topology_keys()],
+    }
+    .objects();
     pods.into_iter()
         .chain(templates)
         .chain(services)
         .chain(claims)
+        .chain(endpoint_slices)
         .chain(crate::updates::objects())
         .collect()
+}
+
+/// CEL: why address `a` is not a valid address of an EndpointSlice of `family` (4 or 6),
+/// with upstream's message (IsValidIPForLegacyField/IsValidIP under StrictIPCIDRValidation,
+/// then ValidateEndpointIP); `''` when it is valid.
+fn endpoint_ip_problem(family: u8) -> String {
+    let canonical = if family == 6 {
+        "string(ip(a)) != a ? 'must be in canonical form (\"' + string(ip(a)) + '\")' : "
+    } else {
+        ""
+    };
+    format!(
+        "(!isIP(a) ? 'must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)' : \
+         ip(a).family() != {family} ? 'must be an IPv{family} address' : {canonical}\
+         ip(a).isUnspecified() ? 'may not be unspecified (' + a + ')' : \
+         ip(a).isLoopback() ? 'may not be in the loopback range (127.0.0.0/8, ::1/128)' : \
+         ip(a).isLinkLocalUnicast() ? 'may not be in the link-local range (169.254.0.0/16, fe80::/10)' : \
+         ip(a).isLinkLocalMulticast() ? 'may not be in the link-local multicast range (224.0.0.0/24, ff02::/10)' : '')"
+    )
+}
+
+/// CEL: why address `a` is not a fully qualified domain name (IsFullyQualifiedDomainName);
+/// `''` when it is one.
+const FQDN_PROBLEM: &str = "(size(a) == 0 ? 'Required value' : \
+    !a.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*[.]?$') || size(a) > 254 ? \
+    \"a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')\" : \
+    !a.matches('^[^.]+[.][^.]') ? 'should be a domain with at least two segments separated by dots' : \
+    a.split('.').exists(l, size(l) > 63) ? 'must be no more than 63 characters' : '')";
+
+/// CEL variables of the EndpointSlice policy: `problems`, per endpoint and address, why
+/// the address is not one of the slice's addressType (`''` when it is); `bad`, the
+/// endpoints' lists with a problem. An update that leaves the endpoints as they were is
+/// not revalidated (upstream: "apparently older versions of Kubernetes considered the
+/// data valid").
+fn endpoint_slice_variables() -> Vec<(&'static str, String)> {
+    let (v4, v6) = (endpoint_ip_problem(4), endpoint_ip_problem(6));
+    let all = |ok: &str| format!("object.endpoints.all(e, e.addresses.all(a, {ok}))");
+    vec![
+        // The fast path: every address valid by checks cheap enough for upstream's
+        // largest slice (1000 endpoints of 100 addresses; the per-address messages below
+        // cost ten times more, beyond a policy's runtime budget at that size). Variables
+        // are evaluated lazily: `problems` only when this is false.
+        (
+            "valid",
+            format!(
+                "!has(object.endpoints) || \
+                 (oldObject != null && has(oldObject.endpoints) && oldObject.endpoints == object.endpoints) || \
+                 (object.addressType == 'IPv4' ? {} : object.addressType == 'IPv6' ? {} : \
+                 object.addressType == 'FQDN' ? {} : true)",
+                all(VALID_IPV4),
+                all(VALID_IPV6),
+                all(VALID_FQDN)
+            ),
+        ),
+        (
+            "problems",
+            format!(
+                "!has(object.endpoints) || \
+                 (oldObject != null && has(oldObject.endpoints) && oldObject.endpoints == object.endpoints) ? [] : \
+                 object.endpoints.map(e, e.addresses.map(a, \
+                 object.addressType == 'IPv4' ? {v4} : object.addressType == 'IPv6' ? {v6} : \
+                 object.addressType == 'FQDN' ? {FQDN_PROBLEM} : ''))"
+            ),
+        ),
+        (
+            "bad",
+            "variables.problems.filter(l, l.exists(p, p != ''))".into(),
+        ),
+    ]
+}
+
+/// CEL: address `a` is an IPv4 address in canonical form (no leading zeros), not
+/// unspecified, loopback, link-local or link-local multicast: what
+/// [`endpoint_ip_problem`] accepts, checked without `ip()` (CEL's `isIP` is strict: no
+/// leading zeros, no IPv4-mapped IPv6).
+const VALID_IPV4: &str = "(isIP(a) && !a.contains(':') \
+    && a != '0.0.0.0' && !a.startsWith('127.') && !a.startsWith('169.254.') && !a.startsWith('224.0.0.'))";
+
+/// CEL: address `a` is an IPv6 address in canonical form, not unspecified (`::`),
+/// loopback (`::1`), link-local (fe80::/10: a canonical first group fe8x to febx) or
+/// link-local multicast (ffx2::/16).
+const VALID_IPV6: &str = "(isIP(a) && ip(a).family() == 6 && string(ip(a)) == a && a != '::' && a != '::1' \
+    && !a.matches('^fe[89ab]') && !a.matches('^ff[0-9a-f]2:'))";
+
+/// CEL: address `a` is a fully qualified domain name (two or more DNS labels of at
+/// most 63 characters, an optional trailing dot, 253 characters without it).
+const VALID_FQDN: &str = "(a.matches('^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?([.][a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)+[.]?$') && size(a) <= 254)";
+
+/// validateEndpoints' address checks, naming the first bad address by its index as
+/// upstream does (`endpoints[0].addresses[1]: Invalid value: "x": ...`). The first list
+/// with a problem is found again by `indexOf` (an equal list before it would have the
+/// same problem), and so is its first problem.
+fn endpoint_slice_addresses() -> Value {
+    let i = "variables.problems.indexOf(variables.bad[0])";
+    let j = "variables.bad[0].indexOf(variables.bad[0].filter(p, p != '')[0])";
+    check_with_message(
+        "variables.valid || size(variables.bad) == 0".into(),
+        format!(
+            "'endpoints[' + string({i}) + '].addresses[' + string({j}) + ']: Invalid value: \"' + \
+             object.endpoints[{i}].addresses[{j}] + '\": ' + variables.bad[0].filter(p, p != '')[0]"
+        ),
+        "Invalid",
+    )
+}
+
+/// ValidateLabels' key check of each endpoint's deprecatedTopology (the values and the
+/// count are the schema's).
+fn endpoint_topology_keys() -> Value {
+    let bad_key = format!("!k.matches(r'{QUALIFIED_NAME}')");
+    let bad = format!("e.?deprecatedTopology.orValue({{}}).exists(k, {bad_key})");
+    let first = format!("object.endpoints.filter(e, {bad})[0]");
+    check_with_message(
+        format!("!has(object.endpoints) || !object.endpoints.exists(e, {bad})"),
+        format!(
+            "'endpoints[' + string(object.endpoints.indexOf({first})) + '].deprecatedTopology: Invalid value: \"' + \
+             {first}.deprecatedTopology.filter(k, {bad_key})[0] + \"\\\": {QUALIFIED_NAME_MESSAGE}\""
+        ),
+        "Invalid",
+    )
 }
 
 fn apply(expression: String) -> Value {

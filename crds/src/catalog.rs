@@ -1,4 +1,4 @@
-//! The ten rekube CRDs: names, scope, subresources and `kubectl get` columns as upstream
+//! The eleven rekube CRDs: names, scope, subresources and `kubectl get` columns as upstream
 //! prints them (pkg/printers/internalversion/printers.go), schema from the upstream type.
 use serde_json::Value;
 
@@ -138,6 +138,26 @@ pub fn all() -> Vec<CrdDescriptor> {
             status_subresource: false,
             scale: false,
             columns: &[("Endpoints", "string", ".subsets[*].addresses[*].ip", 0)],
+            selectable_fields: &[],
+        },
+        CrdDescriptor {
+            kind: "EndpointSlice",
+            plural: "endpointslices",
+            short_name: "reps",
+            namespaced: true,
+            schema: schema_of::<kinds::discovery::EndpointSlice>(&[
+                defaults::endpoint_slice,
+                validation::endpoint_slice,
+            ]),
+            status_subresource: false,
+            scale: false,
+            // kubectl's printEndpointSlice prints the ports and endpoints abbreviated
+            // ("80,443", "10.0.0.1,10.0.0.2 + 3 more..."); a column shows the lists.
+            columns: &[
+                ("AddressType", "string", ".addressType", 0),
+                ("Ports", "string", ".ports[*].port", 0),
+                ("Endpoints", "string", ".endpoints[*].addresses[*]", 0),
+            ],
             selectable_fields: &[],
         },
         CrdDescriptor {

@@ -129,6 +129,14 @@ pub fn endpoints(schema: &mut Value) {
     set(schema, "subsets[].ports[].protocol", json!("TCP"));
 }
 
+/// discovery/v1 SetDefaults_EndpointPort: name "" and protocol TCP; an endpoint's
+/// `conditions`, a struct Go always serializes, `{}`.
+pub fn endpoint_slice(schema: &mut Value) {
+    set(schema, "endpoints[].conditions", json!({}));
+    set(schema, "ports[].name", json!(""));
+    set(schema, "ports[].protocol", json!("TCP"));
+}
+
 pub fn persistent_volume(schema: &mut Value) {
     set(
         schema,

@@ -18,6 +18,13 @@ impl<T> OmitEmpty for Option<T> {
     }
 }
 
+/// A required list (EndpointSlice's `endpoints`) is always written, `[]` when empty.
+impl<T> OmitEmpty for Vec<T> {
+    fn omit(&self) -> bool {
+        false
+    }
+}
+
 impl OmitEmpty for String {
     fn omit(&self) -> bool {
         false

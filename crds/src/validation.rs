@@ -556,3 +556,105 @@ pub fn storage_class(schema: &mut Value) {
         },
     );
 }
+
+/// pkg/apis/discovery/validation's limits (v1.36.3).
+pub const MAX_ENDPOINTS: u32 = 1000;
+pub const MAX_ADDRESSES: u32 = 100;
+pub const MAX_PORTS: u32 = 20000;
+pub const MAX_TOPOLOGY_LABELS: u32 = 16;
+pub const MAX_ZONE_HINTS: u32 = 8;
+pub const MAX_NODE_HINTS: u32 = 8;
+
+/// ValidateEndpointSlice (pkg/apis/discovery/validation): addressType one of IPv4, IPv6
+/// and FQDN and immutable; at most 1000 endpoints of 1 to 100 addresses each (their
+/// format for the address type is [`crate::admission`]'s: a rule over every address of
+/// every endpoint exceeds a CRD's static CEL budget many times); hostname a DNS label, nodeName a DNS subdomain;
+/// deprecatedTopology at most 16 labels; hints at most 8 zones (label values) and 8 nodes,
+/// each named once; at most 20000 ports, their names DNS labels and unique, protocols
+/// TCP, UDP or SCTP, appProtocol a qualified name.
+pub fn endpoint_slice(schema: &mut Value) {
+    // Sorted, as upstream lists supported values.
+    constrain(
+        schema,
+        "addressType",
+        json!({ "enum": ["FQDN", "IPv4", "IPv6"] }),
+    );
+    rule(
+        schema,
+        "addressType",
+        invalid("self == oldSelf", "field is immutable"),
+    );
+    constrain(schema, "endpoints", json!({ "maxItems": MAX_ENDPOINTS }));
+    constrain(
+        schema,
+        "endpoints[].addresses",
+        json!({ "maxItems": MAX_ADDRESSES }),
+    );
+    rule(
+        schema,
+        "endpoints[].addresses",
+        Rule {
+            rule: "size(self) > 0",
+            message: "must contain at least 1 address",
+            field_path: None,
+            reason: "FieldValueRequired",
+        },
+    );
+    // No address of any type is longer than a DNS subdomain (it also bounds CEL's cost).
+    constrain(
+        schema,
+        "endpoints[].addresses[]",
+        json!({ "maxLength": 253 }),
+    );
+    constrain(
+        schema,
+        "endpoints[].hostname",
+        json!({ "maxLength": 63, "pattern": DNS_LABEL }),
+    );
+    constrain(
+        schema,
+        "endpoints[].nodeName",
+        json!({ "maxLength": 253, "pattern": DNS_SUBDOMAIN }),
+    );
+    constrain(
+        schema,
+        "endpoints[].deprecatedTopology",
+        json!({ "maxProperties": MAX_TOPOLOGY_LABELS }),
+    );
+    labels(schema, "endpoints[].deprecatedTopology");
+    constrain(
+        schema,
+        "endpoints[].hints.forZones",
+        json!({ "maxItems": MAX_ZONE_HINTS }),
+    );
+    list_map(schema, "endpoints[].hints.forZones", &["name"]);
+    label_value(node(schema, "endpoints[].hints.forZones[].name"));
+    constrain(
+        schema,
+        "endpoints[].hints.forNodes",
+        json!({ "maxItems": MAX_NODE_HINTS }),
+    );
+    list_map(schema, "endpoints[].hints.forNodes", &["name"]);
+    constrain(
+        schema,
+        "endpoints[].hints.forNodes[].name",
+        json!({ "maxLength": 253, "pattern": DNS_SUBDOMAIN }),
+    );
+    constrain(schema, "ports", json!({ "maxItems": MAX_PORTS }));
+    list_map(schema, "ports", &["name"]);
+    constrain(
+        schema,
+        "ports[].name",
+        json!({ "maxLength": 63, "pattern": format!("^$|{DNS_LABEL}") }),
+    );
+    constrain(
+        schema,
+        "ports[].protocol",
+        json!({ "enum": ["SCTP", "TCP", "UDP"] }),
+    );
+    constrain(
+        schema,
+        "ports[].appProtocol",
+        json!({ "maxLength": 317, "pattern": QUALIFIED_NAME }),
+    );
+}

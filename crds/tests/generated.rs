@@ -75,6 +75,17 @@ fn top_level_properties_are_the_upstream_ones() {
         ),
         ("Endpoints", &["apiVersion", "kind", "metadata", "subsets"]),
         (
+            "EndpointSlice",
+            &[
+                "addressType",
+                "apiVersion",
+                "endpoints",
+                "kind",
+                "metadata",
+                "ports",
+            ],
+        ),
+        (
             "StorageClass",
             &[
                 "allowVolumeExpansion",

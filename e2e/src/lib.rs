@@ -108,6 +108,7 @@ pub fn api_resource(api_version: &str, kind: &str) -> ApiResource {
         "ReplicaSet" => rk::ReplicaSet, apps::ReplicaSet;
         "Service" => rk::Service, core::Service;
         "Endpoints" => rk::Endpoints, core::Endpoints;
+        "EndpointSlice" => rk::EndpointSlice, k8s_openapi::api::discovery::v1::EndpointSlice;
         "PersistentVolume" => rk::PersistentVolume, core::PersistentVolume;
         "PersistentVolumeClaim" => rk::PersistentVolumeClaim, core::PersistentVolumeClaim;
         "StorageClass" => rk::StorageClass, storage::StorageClass;

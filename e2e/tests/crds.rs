@@ -75,6 +75,7 @@ fn kubectl_lists_the_rekube_resources_with_short_names() {
     let expected = [
         ("deployments", "rdeploy", true, "Deployment"),
         ("endpoints", "rep", true, "Endpoints"),
+        ("endpointslices", "reps", true, "EndpointSlice"),
         ("nodes", "rnode", false, "Node"),
         (
             "persistentvolumeclaims",
@@ -212,6 +213,27 @@ async fn kubectl_scale_get_and_columns_work() {
             "SELECTOR"
         ]
     );
+
+    // kubectl get endpointslices' columns (upstream printEndpointSlice): a CRD column
+    // shows the first value of a list.
+    ns.create(json!({
+        "apiVersion": "rekube.io/v1", "kind": "EndpointSlice", "metadata": {"name": "web-x"},
+        "addressType": "IPv4", "endpoints": [{"addresses": ["10.0.0.1"]}],
+        "ports": [{"name": "http", "port": 80}]
+    }))
+    .await
+    .unwrap();
+    let out = kubectl(&["get", "reps", "-n", &ns.name]);
+    let rows: Vec<Vec<&str>> = out
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows[0],
+        ["NAME", "ADDRESSTYPE", "PORTS", "ENDPOINTS", "AGE"],
+        "{out}"
+    );
+    assert_eq!(rows[1][..4], ["web-x", "IPv4", "80", "10.0.0.1"], "{out}");
 }
 
 /// The node agent watches only its own pods: spec.nodeName and status.phase are

@@ -12,8 +12,8 @@ use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use rekube_crds::{
-    Deployment, Endpoints, NODE_AGENT_FINALIZER, Node, PersistentVolumeClaim, Pod, ReplicaSet,
-    Service,
+    Deployment, EndpointSlice, Endpoints, NODE_AGENT_FINALIZER, Node, PersistentVolumeClaim, Pod,
+    ReplicaSet, Service,
 };
 use rekube_e2e::agent::AgentProcess;
 use rekube_e2e::controllers::{ControllerProcess, external};
@@ -130,6 +130,9 @@ async fn the_charts_rbac_is_exactly_what_the_controllers_use() {
             "10.129.0.0/24",
             "--service-node-port-range",
             "32500-32599",
+            // One endpoint a slice: two pods make two slices, and one going deletes one.
+            "--max-endpoints-per-slice",
+            "1",
         ],
         &[("KUBECONFIG", kubeconfig.to_str().unwrap())],
     );
@@ -195,6 +198,7 @@ impl Workload<'_> {
                 self.orphaned_pod_of_a_deleted_node(),
                 self.node_authorizer_grants_and_revokes(),
                 self.endpoints_of_a_service(),
+                self.endpoint_slices_of_a_service(),
                 self.service_ips_and_node_ports(),
             )
         };
@@ -609,6 +613,55 @@ impl Workload<'_> {
             }
         })
         .await;
+    }
+
+    /// EndpointSlice controller (one endpoint a slice): a Service gets its placeholder
+    /// slice (create endpointslices); its first pod takes the placeholder over (update
+    /// endpointslices: a PUT), its second gets a slice of its own (create), and when that
+    /// pod is gone its slice goes (delete endpointslices).
+    async fn endpoint_slices_of_a_service(&self) {
+        let selector = json!({"rekube.io/e2e-step": "endpointslices"});
+        self.create::<Service>(json!({
+            "apiVersion": "rekube.io/v1", "kind": "Service", "metadata": {"name": "eps"},
+            "spec": {"selector": selector, "ports": [{"port": 80}]}
+        }))
+        .await;
+        let slices = self.api::<EndpointSlice>();
+        let of_service = ListParams::default().labels("kubernetes.io/service-name=eps");
+        let endpoint_counts = || async {
+            let list = slices.list(&of_service).await.map_err(|e| e.to_string())?;
+            let mut counts: Vec<usize> = list.items.iter().map(|s| s.endpoints.len()).collect();
+            counts.sort();
+            Ok::<_, String>(counts)
+        };
+        let wait_for = |what: &'static str, want: Vec<usize>| {
+            let endpoint_counts = &endpoint_counts;
+            async move {
+                wait_until(what, T, || async {
+                    let counts = endpoint_counts().await?;
+                    (counts == want).then_some(()).ok_or_else(|| {
+                        format!("slices' endpoints {counts:?}\n{}", self.controllers.logs())
+                    })
+                })
+                .await
+            }
+        };
+        wait_for("the service's placeholder slice", vec![0]).await;
+        for name in ["eps-a", "eps-b"] {
+            self.create::<Pod>(json!({
+                "apiVersion": "rekube.io/v1", "kind": "Pod",
+                "metadata": {"name": name, "labels": selector},
+                "spec": {"nodeName": self.node,
+                         "containers": [{"name": "c", "image": "busybox:1.36"}]}
+            }))
+            .await;
+        }
+        wait_for("a slice for each pod", vec![1, 1]).await;
+        self.api::<Pod>()
+            .delete("eps-b", &Default::default())
+            .await
+            .unwrap();
+        wait_for("the gone pod's slice deleted", vec![1]).await;
     }
 
     /// Service allocator: a NodePort Service gets a cluster IP (create ipaddresses) and a

@@ -21,6 +21,7 @@ fn typed_differences(kind: &str, obj: &Value) -> Vec<String> {
         "ReplicaSet" => typed_round_trip::<rk::ReplicaSet>(obj),
         "Service" => typed_round_trip::<rk::Service>(obj),
         "Endpoints" => typed_round_trip::<rk::Endpoints>(obj),
+        "EndpointSlice" => typed_round_trip::<rk::EndpointSlice>(obj),
         "PersistentVolume" => typed_round_trip::<rk::PersistentVolume>(obj),
         "PersistentVolumeClaim" => typed_round_trip::<rk::PersistentVolumeClaim>(obj),
         "StorageClass" => typed_round_trip::<rk::StorageClass>(obj),

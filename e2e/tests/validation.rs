@@ -106,6 +106,34 @@ fn volume_attachment() -> Value {
     })
 }
 
+/// upstream validation_test.go's good slice (generateIPAddresses(1), hostname valid-123).
+fn endpoint_slice() -> Value {
+    json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "metadata": {"name": "hello"},
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "protocol": "TCP"}],
+        "endpoints": [{"addresses": ["10.0.0.1"], "hostname": "valid-123"}]
+    })
+}
+
+fn ipv6_endpoint_slice() -> Value {
+    let mut s = endpoint_slice();
+    s["addressType"] = json!("IPv6");
+    s["endpoints"][0]["addresses"] = json!(["2001:db8::1"]);
+    s
+}
+
+fn fqdn_endpoint_slice() -> Value {
+    let mut s = endpoint_slice();
+    s["addressType"] = json!("FQDN");
+    s["endpoints"][0]["addresses"] = json!(["foo.example.com"]);
+    s
+}
+
+fn set_addresses(s: &mut Value, addresses: Value) {
+    s["endpoints"][0]["addresses"] = addresses;
+}
+
 /// One bad manifest: the valid base, the change that breaks it, and what the apiserver
 /// must say.
 struct Case {
@@ -555,6 +583,260 @@ const CREATE_CASES: &[Case] = &[
         },
         message: "provisioner: Required value",
     },
+    // pkg/apis/discovery/validation/validation_test.go (v1.36.3), the failing cases.
+    Case {
+        name: "endpointslice duplicate-port-name",
+        base: endpoint_slice,
+        mutate: |s| {
+            s["ports"] =
+                json!([{"name": "http", "protocol": "TCP"}, {"name": "http", "protocol": "UDP"}])
+        },
+        message: "ports[1]: Duplicate value: {\"name\":\"http\"}",
+    },
+    Case {
+        name: "endpointslice bad-port-name-caps",
+        base: endpoint_slice,
+        mutate: |s| s["ports"][0]["name"] = json!("aCapital"),
+        message: "ports[0].name: Invalid value: \"aCapital\": ports[0].name in body should match",
+    },
+    Case {
+        name: "endpointslice bad-port-name-chars",
+        base: endpoint_slice,
+        mutate: |s| s["ports"][0]["name"] = json!("almost_valid"),
+        message: "ports[0].name: Invalid value: \"almost_valid\": ports[0].name in body should match",
+    },
+    Case {
+        name: "endpointslice bad-port-name-length",
+        base: endpoint_slice,
+        mutate: |s| s["ports"][0]["name"] = json!("a".repeat(64)),
+        message: "ports[0].name: Too long: may not be more than 63 bytes",
+    },
+    Case {
+        name: "endpointslice invalid-port-protocol",
+        base: endpoint_slice,
+        mutate: |s| s["ports"][0]["protocol"] = json!("foo"),
+        message: "ports[0].protocol: Unsupported value: \"foo\": supported values: \"SCTP\", \"TCP\", \"UDP\"",
+    },
+    Case {
+        name: "endpointslice too-many-ports",
+        base: endpoint_slice,
+        mutate: |s| {
+            s["ports"] = (0..20001)
+                .map(|i| json!({"name": format!("http-{i}"), "protocol": "TCP"}))
+                .collect()
+        },
+        message: "ports: Too many: 20001: must have at most 20000 items",
+    },
+    Case {
+        name: "endpointslice too-many-endpoints",
+        base: endpoint_slice,
+        mutate: |s| {
+            s["endpoints"] = (0..1001)
+                .map(|i| json!({"addresses": [format!("10.1.{}.{}", i / 250, i % 250 + 1)]}))
+                .collect()
+        },
+        message: "endpoints: Too many: 1001: must have at most 1000 items",
+    },
+    Case {
+        name: "endpointslice no-endpoint-addresses",
+        base: endpoint_slice,
+        mutate: |s| set_addresses(s, json!([])),
+        message: "endpoints[0].addresses: Required value: must contain at least 1 address",
+    },
+    Case {
+        name: "endpointslice too-many-addresses",
+        base: endpoint_slice,
+        mutate: |s| set_addresses(s, (1..=101).map(|i| json!(format!("10.0.0.{i}"))).collect()),
+        message: "endpoints[0].addresses: Too many: 101: must have at most 100 items",
+    },
+    Case {
+        name: "endpointslice bad-topology-key",
+        base: endpoint_slice,
+        mutate: |s| s["endpoints"][0]["deprecatedTopology"] = json!({"--INVALID": "example"}),
+        message: "endpoints[0].deprecatedTopology: Invalid value: \"--INVALID\": name part must consist of",
+    },
+    Case {
+        name: "endpointslice too-many-topology-keys",
+        base: endpoint_slice,
+        mutate: |s| {
+            s["endpoints"][0]["deprecatedTopology"] = (0..17)
+                .map(|i| (format!("key{i}"), json!("value")))
+                .collect::<serde_json::Map<_, _>>()
+                .into()
+        },
+        message: "endpoints[0].deprecatedTopology: Too many: 17: must have at most 16 items",
+    },
+    Case {
+        name: "endpointslice bad-hostname",
+        base: endpoint_slice,
+        mutate: |s| s["endpoints"][0]["hostname"] = json!("--INVALID"),
+        message: "endpoints[0].hostname: Invalid value: \"--INVALID\": endpoints[0].hostname in body should match '^[a-z0-9]([-a-z0-9]*[a-z0-9])?$'",
+    },
+    Case {
+        name: "endpointslice bad-meta",
+        base: endpoint_slice,
+        mutate: |s| s["metadata"]["name"] = json!("*&^"),
+        message: "metadata.name: Invalid value: \"*&^\": a lowercase RFC 1123 subdomain",
+    },
+    Case {
+        name: "endpointslice bad-ip",
+        base: endpoint_slice,
+        mutate: |s| set_addresses(s, json!(["123.456.789.012"])),
+        message: "endpoints[0].addresses[0]: Invalid value: \"123.456.789.012\": must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)",
+    },
+    Case {
+        name: "endpointslice legacy-ip-with-strict-validation",
+        base: endpoint_slice,
+        mutate: |s| set_addresses(s, json!(["012.034.056.078"])),
+        message: "endpoints[0].addresses[0]: Invalid value: \"012.034.056.078\": must be a valid IP address",
+    },
+    Case {
+        name: "endpointslice bad-ipv4 (an IPv6 address)",
+        base: endpoint_slice,
+        mutate: |s| set_addresses(s, json!(["10.0.0.1", "2001:4860:4860::8888"])),
+        message: "endpoints[0].addresses[1]: Invalid value: \"2001:4860:4860::8888\": must be an IPv4 address",
+    },
+    Case {
+        name: "endpointslice bad-ipv6",
+        base: ipv6_endpoint_slice,
+        mutate: |s| set_addresses(s, json!(["2001:db8::1", "2001:4860:4860:defg"])),
+        message: "endpoints[0].addresses[1]: Invalid value: \"2001:4860:4860:defg\": must be a valid IP address",
+    },
+    Case {
+        name: "endpointslice bad-ipv6 (an IPv4 address)",
+        base: ipv6_endpoint_slice,
+        mutate: |s| set_addresses(s, json!(["10.0.0.1"])),
+        message: "endpoints[0].addresses[0]: Invalid value: \"10.0.0.1\": must be an IPv6 address",
+    },
+    Case {
+        name: "endpointslice ipv6 not canonical",
+        base: ipv6_endpoint_slice,
+        mutate: |s| set_addresses(s, json!(["2001:DB8:0:0::1"])),
+        message: "endpoints[0].addresses[0]: Invalid value: \"2001:DB8:0:0::1\": must be in canonical form (\"2001:db8::1\")",
+    },
+    Case {
+        name: "endpointslice bad-fqdns (wildcard)",
+        base: fqdn_endpoint_slice,
+        mutate: |s| set_addresses(s, json!(["foo.*"])),
+        message: "endpoints[0].addresses[0]: Invalid value: \"foo.*\": a lowercase RFC 1123 subdomain",
+    },
+    Case {
+        name: "endpointslice bad-fqdns (upper case)",
+        base: fqdn_endpoint_slice,
+        mutate: |s| set_addresses(s, json!(["foo.example.com", "FOO.example.com"])),
+        message: "endpoints[0].addresses[1]: Invalid value: \"FOO.example.com\": a lowercase RFC 1123 subdomain",
+    },
+    Case {
+        name: "endpointslice bad-fqdns (underscores)",
+        base: fqdn_endpoint_slice,
+        mutate: |s| set_addresses(s, json!(["underscores_are_bad.example.com"])),
+        message: "endpoints[0].addresses[0]: Invalid value: \"underscores_are_bad.example.com\": a lowercase RFC 1123 subdomain",
+    },
+    Case {
+        name: "endpointslice bad-fqdns (one segment)",
+        base: fqdn_endpoint_slice,
+        mutate: |s| set_addresses(s, json!(["localhost"])),
+        message: "endpoints[0].addresses[0]: Invalid value: \"localhost\": should be a domain with at least two segments separated by dots",
+    },
+    Case {
+        name: "endpointslice bad-app-protocol",
+        base: endpoint_slice,
+        mutate: |s| s["ports"][0]["appProtocol"] = json!("--"),
+        message: "ports[0].appProtocol: Invalid value: \"--\": ports[0].appProtocol in body should match",
+    },
+    Case {
+        name: "endpointslice invalid-zone-hint",
+        base: endpoint_slice,
+        mutate: |s| s["endpoints"][0]["hints"] = json!({"forZones": [{"name": "inv@lid"}]}),
+        message: "endpoints[0].hints.forZones[0].name: Invalid value: \"inv@lid\"",
+    },
+    Case {
+        name: "endpointslice overlapping-zone-hints",
+        base: endpoint_slice,
+        mutate: |s| {
+            s["endpoints"][0]["hints"] =
+                json!({"forZones": [{"name": "zone-a"}, {"name": "zone-b"}, {"name": "zone-a"}]})
+        },
+        message: "endpoints[0].hints.forZones[2]: Duplicate value: {\"name\":\"zone-a\"}",
+    },
+    Case {
+        name: "endpointslice too-many-zone-hints",
+        base: endpoint_slice,
+        mutate: |s| s["endpoints"][0]["hints"] = json!({"forZones": ('a'..='i').map(|z| json!({"name": format!("zone-{z}")})).collect::<Vec<_>>()}),
+        message: "endpoints[0].hints.forZones: Too many: 9: must have at most 8 items",
+    },
+    Case {
+        name: "endpointslice invalid-node-hints",
+        base: endpoint_slice,
+        mutate: |s| s["endpoints"][0]["hints"] = json!({"forNodes": [{"name": "!@#$!@"}]}),
+        message: "endpoints[0].hints.forNodes[0].name: Invalid value: \"!@#$!@\"",
+    },
+    Case {
+        name: "endpointslice overlapping-node-hints",
+        base: endpoint_slice,
+        mutate: |s| {
+            s["endpoints"][0]["hints"] =
+                json!({"forNodes": [{"name": "node-1"}, {"name": "node-2"}, {"name": "node-1"}]})
+        },
+        message: "endpoints[0].hints.forNodes[2]: Duplicate value: {\"name\":\"node-1\"}",
+    },
+    Case {
+        name: "endpointslice too-many-node-hints",
+        base: endpoint_slice,
+        mutate: |s| s["endpoints"][0]["hints"] = json!({"forNodes": (1..=9).map(|n| json!({"name": format!("node-{n}")})).collect::<Vec<_>>()}),
+        message: "endpoints[0].hints.forNodes: Too many: 9: must have at most 8 items",
+    },
+    Case {
+        name: "endpointslice special-ipv4",
+        base: endpoint_slice,
+        mutate: |s| set_addresses(s, json!(["127.0.0.1"])),
+        message: "endpoints[0].addresses[0]: Invalid value: \"127.0.0.1\": may not be in the loopback range (127.0.0.0/8, ::1/128)",
+    },
+    Case {
+        name: "endpointslice special-ipv6",
+        base: ipv6_endpoint_slice,
+        mutate: |s| set_addresses(s, json!(["fe80::9656:d028:8652:66b6"])),
+        message: "endpoints[0].addresses[0]: Invalid value: \"fe80::9656:d028:8652:66b6\": may not be in the link-local range (169.254.0.0/16, fe80::/10)",
+    },
+    Case {
+        name: "endpointslice unspecified ipv4",
+        base: endpoint_slice,
+        mutate: |s| set_addresses(s, json!(["0.0.0.0"])),
+        message: "endpoints[0].addresses[0]: Invalid value: \"0.0.0.0\": may not be unspecified (0.0.0.0)",
+    },
+    Case {
+        name: "endpointslice link-local multicast ipv4",
+        base: endpoint_slice,
+        mutate: |s| set_addresses(s, json!(["224.0.0.1"])),
+        message: "endpoints[0].addresses[0]: Invalid value: \"224.0.0.1\": may not be in the link-local multicast range (224.0.0.0/24, ff02::/10)",
+    },
+    // TestValidateEndpointSliceCreate.
+    Case {
+        name: "endpointslice bad-node-name",
+        base: endpoint_slice,
+        mutate: |s| s["endpoints"][0]["nodeName"] = json!("INvalid-node-name"),
+        message: "endpoints[0].nodeName: Invalid value: \"INvalid-node-name\"",
+    },
+    Case {
+        name: "endpointslice deprecated-address-type",
+        base: endpoint_slice,
+        mutate: |s| s["addressType"] = json!("IP"),
+        message: "addressType: Unsupported value: \"IP\": supported values: \"FQDN\", \"IPv4\", \"IPv6\"",
+    },
+    Case {
+        name: "endpointslice bad-address-type",
+        base: endpoint_slice,
+        mutate: |s| s["addressType"] = json!("other"),
+        message: "addressType: Unsupported value: \"other\": supported values: \"FQDN\", \"IPv4\", \"IPv6\"",
+    },
+    Case {
+        name: "endpointslice without addressType",
+        base: endpoint_slice,
+        mutate: |s| {
+            s.as_object_mut().unwrap().remove("addressType");
+        },
+        message: "addressType: Required value",
+    },
 ];
 
 /// Updates that must be refused: the change is applied to the stored object.
@@ -735,6 +1017,25 @@ const UPDATE_CASES: &[Case] = &[
         base: volume_attachment,
         mutate: |v| v["spec"]["nodeName"] = json!("node-b"),
         message: "spec: Invalid value: field is immutable",
+    },
+    // TestValidateEndpointSliceUpdate.
+    Case {
+        name: "endpointslice addressType changed",
+        base: fqdn_endpoint_slice,
+        mutate: |s| s["addressType"] = json!("IPv4"),
+        message: "addressType: Invalid value: \"IPv4\": field is immutable",
+    },
+    Case {
+        name: "endpointslice changed IPs are revalidated",
+        base: endpoint_slice,
+        mutate: |s| set_addresses(s, json!(["10.1.2.03"])),
+        message: "endpoints[0].addresses[0]: Invalid value: \"10.1.2.03\": must be a valid IP address",
+    },
+    Case {
+        name: "endpointslice invalid node name set",
+        base: endpoint_slice,
+        mutate: |s| s["endpoints"][0]["nodeName"] = json!("INVALID foo"),
+        message: "endpoints[0].nodeName: Invalid value: \"INVALID foo\"",
     },
 ];
 
@@ -1050,4 +1351,34 @@ async fn allowed_updates_stay_allowed() {
         Err(e) => failures.push(format!("service replaced without its clusterIP: {e}")),
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Large valid EndpointSlices pass the address policy within its runtime cost budget: the
+/// controller's largest (1000 endpoints of one address), 100 endpoints of 100 addresses,
+/// and 1000 of 30 (30 000 addresses, about the budget's end: upstream accepts up to
+/// 100 000, see docs/crds.md).
+#[tokio::test]
+async fn large_endpoint_slices_are_accepted() {
+    let ns = TestNamespace::new("large-eps").await;
+    for (n, m) in [(1000, 1), (100, 100), (1000, 30)] {
+        let endpoints: Vec<Value> = (0..n)
+            .map(|i| {
+                let addresses: Vec<String> = (0..m)
+                    .map(|j| {
+                        let k = i * m + j;
+                        format!("10.{}.{}.{}", k / 62500, (k / 250) % 250, k % 250 + 1)
+                    })
+                    .collect();
+                json!({"addresses": addresses})
+            })
+            .collect();
+        let slice = json!({
+            "apiVersion": "rekube.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": format!("big-{n}-{m}")},
+            "addressType": "IPv4", "endpoints": endpoints, "ports": [{"port": 80}],
+        });
+        ns.create(slice)
+            .await
+            .unwrap_or_else(|e| panic!("{n} endpoints of {m} addresses refused: {e}"));
+    }
 }

@@ -16,6 +16,8 @@ pub const KNOWN_CONTROLLERS: &[&str] = &[
     "pod-garbage-collector-controller",
     "node-authorizer-controller",
     "endpoint-controller",
+    "endpointslice-controller",
+    "endpointslice-mirroring-controller",
     "service-allocator-controller",
 ];
 
@@ -30,6 +32,7 @@ pub struct Options {
     /// deployment-controller, replicaset-controller, node-ipam-controller,
     /// node-lifecycle-controller, taint-eviction-controller,
     /// pod-garbage-collector-controller, node-authorizer-controller, endpoint-controller,
+    /// endpointslice-controller, endpointslice-mirroring-controller,
     /// service-allocator-controller (or without the -controller suffix), and scheduler
     /// (rekube runs kube-scheduler's work here too).
     #[arg(long, value_delimiter = ',', default_value = "*")]
@@ -51,6 +54,34 @@ pub struct Options {
     /// burst of changes makes one write (0: at once).
     #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
     pub endpoint_updates_batch_period: Duration,
+
+    /// Services whose EndpointSlices are synced concurrently (1 to 50).
+    #[arg(long, default_value_t = 5)]
+    pub concurrent_service_endpoint_syncs: usize,
+
+    /// The most endpoints an EndpointSlice gets (1 to 1000). More per slice means fewer,
+    /// larger slices.
+    #[arg(long, default_value_t = 100)]
+    pub max_endpoints_per_slice: usize,
+
+    /// How long pod changes wait before their Services' EndpointSlices are synced, so
+    /// that a burst of changes makes one write (0: at once).
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    pub endpointslice_updates_batch_period: Duration,
+
+    /// Endpoints mirrored into EndpointSlices concurrently (1 to 50).
+    #[arg(long, default_value_t = 5)]
+    pub mirroring_concurrent_service_endpoint_syncs: usize,
+
+    /// The most addresses of one Endpoints subset mirrored into EndpointSlices (1 to
+    /// 1000).
+    #[arg(long, default_value_t = 1000)]
+    pub mirroring_max_endpoints_per_subset: usize,
+
+    /// How long changes of mirrored EndpointSlices wait before their Endpoints are
+    /// synced again (0: at once).
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    pub mirroring_endpointslice_updates_batch_period: Duration,
 
     /// Sustained API requests per second to the apiserver.
     #[arg(long, default_value_t = 20.0)]
@@ -200,7 +231,7 @@ pub struct Options {
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum Error {
     #[error(
-        "unknown controller {0:?} in --controllers (known: deployment-controller, replicaset-controller, node-ipam-controller, node-lifecycle-controller, taint-eviction-controller, pod-garbage-collector-controller, node-authorizer-controller, endpoint-controller, service-allocator-controller, scheduler)"
+        "unknown controller {0:?} in --controllers (known: deployment-controller, replicaset-controller, node-ipam-controller, node-lifecycle-controller, taint-eviction-controller, pod-garbage-collector-controller, node-authorizer-controller, endpoint-controller, endpointslice-controller, endpointslice-mirroring-controller, service-allocator-controller, scheduler)"
     )]
     UnknownController(String),
     #[error(
@@ -291,6 +322,41 @@ impl Options {
             })?;
         }
         self.service_allocator_config()?;
+        // upstream EndpointSliceControllerOptions.Validate.
+        for (flag, value, min, max) in [
+            (
+                "concurrent-service-endpoint-syncs",
+                self.concurrent_service_endpoint_syncs,
+                1,
+                50,
+            ),
+            (
+                "max-endpoints-per-slice",
+                self.max_endpoints_per_slice,
+                1,
+                1000,
+            ),
+            (
+                "mirroring-concurrent-service-endpoint-syncs",
+                self.mirroring_concurrent_service_endpoint_syncs,
+                1,
+                50,
+            ),
+            (
+                "mirroring-max-endpoints-per-subset",
+                self.mirroring_max_endpoints_per_subset,
+                1,
+                1000,
+            ),
+        ] {
+            if !(min..=max).contains(&value) {
+                return Err(Error::Invalid {
+                    flag,
+                    value: value.to_string(),
+                    message: format!("must be between {min} and {max}"),
+                });
+            }
+        }
         enabled_controllers(&self.controllers)
     }
 
@@ -358,6 +424,8 @@ mod tests {
         let all = vec![
             "deployment-controller",
             "endpoint-controller",
+            "endpointslice-controller",
+            "endpointslice-mirroring-controller",
             "node-authorizer-controller",
             "node-ipam-controller",
             "node-lifecycle-controller",
@@ -376,7 +444,15 @@ mod tests {
             enabled(&["scheduler", "node-lifecycle"]).unwrap(),
             vec!["node-lifecycle-controller", "scheduler"]
         );
-        assert_eq!(enabled(&["*", "-scheduler"]).unwrap().len(), 9);
+        assert_eq!(enabled(&["*", "-scheduler"]).unwrap().len(), 11);
+        assert_eq!(
+            enabled(&["endpointslice-mirroring"]).unwrap(),
+            vec!["endpointslice-mirroring-controller"]
+        );
+        assert_eq!(
+            enabled(&["endpointslice"]).unwrap(),
+            vec!["endpointslice-controller"]
+        );
         assert_eq!(enabled(&["endpoint"]).unwrap(), vec!["endpoint-controller"]);
         assert_eq!(
             enabled(&["service-allocator"]).unwrap(),
@@ -415,6 +491,27 @@ mod tests {
         );
         assert_eq!(o.concurrent_endpoint_syncs, 5);
         assert_eq!(o.endpoint_updates_batch_period, Duration::ZERO);
+        assert_eq!(
+            (
+                o.concurrent_service_endpoint_syncs,
+                o.max_endpoints_per_slice
+            ),
+            (5, 100)
+        );
+        assert_eq!(o.endpointslice_updates_batch_period, Duration::ZERO);
+        for bad in [
+            ["--max-endpoints-per-slice", "0"],
+            ["--max-endpoints-per-slice", "1001"],
+        ] {
+            let o = Options::parse_from(["rekube-controllers", bad[0], bad[1]]);
+            assert!(matches!(
+                o.validate(),
+                Err(Error::Invalid {
+                    flag: "max-endpoints-per-slice",
+                    ..
+                })
+            ));
+        }
         assert!(o.leader_elect);
         assert!(!o.allocate_node_cidrs);
         assert_eq!(o.node_cidr_mask_size, 24);

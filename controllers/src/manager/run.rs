@@ -9,8 +9,8 @@ use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::Api;
 use kube::runtime::watcher;
 use rekube_crds::{
-    Deployment, Endpoints, Node, PersistentVolume, PersistentVolumeClaim, Pod, ReplicaSet, Service,
-    StorageClass,
+    Deployment, EndpointSlice, Endpoints, Node, PersistentVolume, PersistentVolumeClaim, Pod,
+    ReplicaSet, Service, StorageClass,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -20,6 +20,12 @@ use super::options::Options;
 use super::supervisor::{Task, abort_all, first_to_stop};
 use crate::deployment::controller::DeploymentController;
 use crate::endpoint::controller::{EndpointController, Informers as EndpointInformers};
+use crate::endpointslice::controller::{
+    EndpointSliceController, Informers as EndpointSliceInformers,
+};
+use crate::endpointslicemirroring::controller::{
+    EndpointSliceMirroringController, Informers as MirroringInformers,
+};
 use crate::nodeauthorizer::controller::{
     Informers as NodeAuthorizerInformers, NodeAuthorizer, managed_selector,
 };
@@ -130,6 +136,18 @@ pub async fn run(opts: Options) -> Result<(), Error> {
     let endpoints = Informer::new(
         scoped_api::<Endpoints>(&client, &opts.namespace),
         page.clone(),
+    );
+    // Only the EndpointSlice controller's own slices.
+    let endpoint_slices = Informer::new(
+        scoped_api::<EndpointSlice>(&client, &opts.namespace),
+        page.clone()
+            .labels(&crate::endpointslice::controller::managed_selector()),
+    );
+    // Only the mirroring controller's own slices.
+    let mirrored_slices = Informer::new(
+        scoped_api::<EndpointSlice>(&client, &opts.namespace),
+        page.clone()
+            .labels(&crate::endpointslicemirroring::controller::managed_selector()),
     );
     let mut node_page = page.clone();
     if !opts.node_selector.is_empty() {
@@ -305,6 +323,43 @@ pub async fn run(opts: Options) -> Result<(), Error> {
             c.run(opts.concurrent_endpoint_syncs),
         ));
     }
+    if enabled.contains("endpointslice-controller") {
+        let c = EndpointSliceController::new(
+            new_client().await?,
+            EndpointSliceInformers {
+                services: Arc::clone(&services),
+                pods: Arc::clone(&pods),
+                nodes: Arc::clone(&nodes),
+                endpoint_slices: Arc::clone(&endpoint_slices),
+            },
+            opts.max_endpoints_per_slice,
+            opts.endpointslice_updates_batch_period,
+            metrics.clone(),
+        );
+        queues.push(c.queue());
+        tasks.push(Task::spawn(
+            "controller endpointslice-controller",
+            c.run(opts.concurrent_service_endpoint_syncs),
+        ));
+    }
+    if enabled.contains("endpointslice-mirroring-controller") {
+        let c = EndpointSliceMirroringController::new(
+            new_client().await?,
+            MirroringInformers {
+                services: Arc::clone(&services),
+                endpoints: Arc::clone(&endpoints),
+                endpoint_slices: Arc::clone(&mirrored_slices),
+            },
+            opts.mirroring_max_endpoints_per_subset,
+            opts.mirroring_endpointslice_updates_batch_period,
+            metrics.clone(),
+        );
+        queues.push(c.queue());
+        tasks.push(Task::spawn(
+            "controller endpointslice-mirroring-controller",
+            c.run(opts.mirroring_concurrent_service_endpoint_syncs),
+        ));
+    }
     if enabled.contains("service-allocator-controller") {
         let config = opts.service_allocator_config()?;
         if config.ip_ranges.is_empty() {
@@ -392,14 +447,28 @@ pub async fn run(opts: Options) -> Result<(), Error> {
             "pod-garbage-collector-controller",
             "node-authorizer-controller",
             "endpoint-controller",
+            "endpointslice-controller",
             "scheduler"
         ])
     );
     start!(
         services,
-        needs(&["endpoint-controller", "service-allocator-controller"])
+        needs(&[
+            "endpoint-controller",
+            "endpointslice-controller",
+            "endpointslice-mirroring-controller",
+            "service-allocator-controller"
+        ])
     );
-    start!(endpoints, needs(&["endpoint-controller"]));
+    start!(
+        endpoints,
+        needs(&["endpoint-controller", "endpointslice-mirroring-controller"])
+    );
+    start!(endpoint_slices, needs(&["endpointslice-controller"]));
+    start!(
+        mirrored_slices,
+        needs(&["endpointslice-mirroring-controller"])
+    );
     start!(
         nodes,
         needs(&[
@@ -408,6 +477,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
             "taint-eviction-controller",
             "pod-garbage-collector-controller",
             "node-authorizer-controller",
+            "endpointslice-controller",
             "scheduler"
         ])
     );

@@ -1,4 +1,5 @@
-//! The ten rekube kinds, grouped as upstream groups them.
+//! The eleven rekube kinds, grouped as upstream groups them.
 pub mod apps;
 pub mod core;
+pub mod discovery;
 pub mod storage;
