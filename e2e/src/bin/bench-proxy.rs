@@ -398,6 +398,10 @@ fn start_proxy(args: &Args, side: &str, mode: &str, node: &NodeNetns) -> anyhow:
                 mode,
                 "--hostname-override",
                 NODE_NAME,
+                // The node's IP, as rekube's --node-ip (without it kube-proxy waits up to
+                // 30 s for a Node object to read it from).
+                "--bind-address",
+                &node.address.to_string(),
                 "--cluster-cidr",
                 POD_CIDR,
                 // Not the machine's conntrack table (a namespace cannot set it anyway).
@@ -624,6 +628,19 @@ async fn main() -> anyhow::Result<()> {
         "bench-proxy: kube-proxy {} vs {} proxy; modes {:?}; {} endpoints per Service",
         args.kube_proxy, args.rekube, args.modes, args.endpoints
     );
+    // kube-proxy waits (up to 30 s) for its Node to exist and have addresses: a core Node
+    // object of that name with the node namespace's address (as a kubelet registers it),
+    // no kubelet behind it (nothing schedules there: the benchmark creates no pods).
+    let core_nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
+    if core_nodes.get_opt(NODE_NAME).await?.is_none() {
+        core_nodes
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({"metadata": {"name": NODE_NAME},
+                    "status": {"addresses": [{"type": "InternalIP", "address": rekube_e2e::netns::NODE_SUBNET.replace(".0/24", ".1")}]}}))?,
+            )
+            .await?;
+    }
     for &n in &args.services {
         let ns = format!("bench-proxy-{n}");
         let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
@@ -651,7 +668,13 @@ async fn main() -> anyhow::Result<()> {
         }
         .await;
         let _ = namespaces.delete(&ns, &DeleteParams::default()).await;
-        outcome?;
+        if let Err(e) = outcome {
+            let _ = core_nodes.delete(NODE_NAME, &DeleteParams::default()).await;
+            return Err(e);
+        }
     }
+    core_nodes
+        .delete(NODE_NAME, &DeleteParams::default())
+        .await?;
     Ok(())
 }

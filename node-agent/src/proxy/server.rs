@@ -35,10 +35,6 @@ use super::types::{IpFamily, NamespacedName, ProxySnapshot};
 /// runner's longest time between syncs).
 pub const FULL_SYNC_PERIOD: Duration = Duration::from_secs(3600);
 
-/// Chains flushed by a sync are deleted a second later (see the proxier): the sync that
-/// deletes them comes this long after.
-const STALE_CHAIN_RESYNC: Duration = Duration::from_millis(1100);
-
 /// What the proxy runs with.
 #[derive(Debug, Clone)]
 pub struct ProxyServerConfig {
@@ -221,7 +217,6 @@ pub async fn run(
         .iter()
         .map(|c| FamilyProxier::new(c.clone(), config.netns.as_deref()))
         .collect();
-    let mut stale_resync: Option<Instant> = None;
     tracing::info!(node = %config.node_name, families = families.len(), "service proxy running (nftables)");
     let result = loop {
         let now = Instant::now();
@@ -229,15 +224,10 @@ pub async fn run(
             let s = shared.lock().unwrap();
             s.services_synced && s.endpoints_synced
         };
-        if stale_resync.is_some_and(|t| t <= now) {
-            stale_resync = None;
-            runner.run();
-        }
         if !initialized || !runner.is_due(now) {
             // Until both lists are in, only an event (or stop) wakes the loop.
             let wake = if initialized {
-                let next = runner.next_run(now);
-                stale_resync.map_or(next, |s| next.min(s))
+                runner.next_run(now)
             } else {
                 now + FULL_SYNC_PERIOD
             };
@@ -281,12 +271,9 @@ pub async fn run(
         families = done;
         let end = Instant::now();
         runner.finished(end, ok);
-        if families
-            .iter()
-            .any(|f| f.proxier.stale_chains().next().is_some())
-        {
-            stale_resync = Some(end + STALE_CHAIN_RESYNC);
-        }
+        // Stale chains go at the next sync a second or more later, whatever makes it (a
+        // change or the periodic sync), as upstream's: no sync of their own, which would
+        // hold the next change back by the minimum sync period.
     };
     for w in watches {
         w.abort();
