@@ -91,8 +91,8 @@ struct Figures {
     change_live: Duration,
     cpu_seconds: f64,
     peak_rss_mib: f64,
-    connect_vip: (Duration, Duration),
-    connect_direct: (Duration, Duration),
+    connect_vip: (Duration, Duration, Vec<String>),
+    connect_direct: (Duration, Duration, Vec<String>),
     throughput_vip_mib_s: f64,
     throughput_direct_mib_s: f64,
 }
@@ -339,21 +339,27 @@ impl Pods {
         })
     }
 
-    /// Connection setup (connect + the byte back), `n` times: mean and p99.
-    fn connect_times(&self, addr: SocketAddr, n: usize) -> (Duration, Duration) {
+    /// Connection setup (connect + the byte back), `n` times: mean, p99 and the attempts
+    /// that failed (each retried; their time is not counted).
+    fn connect_times(&self, addr: SocketAddr, n: usize) -> (Duration, Duration, Vec<String>) {
         in_netns(Self::path(&self.client), move || {
-            let mut times: Vec<Duration> = (0..n)
-                .map(|_| {
-                    let t = Instant::now();
-                    let mut s = TcpStream::connect(addr).expect("connect");
+            let mut failed = Vec::new();
+            let mut times: Vec<Duration> = Vec::with_capacity(n);
+            while times.len() < n && failed.len() < 100 {
+                let t = Instant::now();
+                let attempt = TcpStream::connect(addr).and_then(|mut s| {
                     let mut b = [0u8; 1];
-                    s.read_exact(&mut b).expect("the server's byte");
-                    t.elapsed()
-                })
-                .collect();
+                    s.read_exact(&mut b)
+                });
+                match attempt {
+                    Ok(()) => times.push(t.elapsed()),
+                    Err(e) => failed.push(format!("#{}: {e}", times.len())),
+                }
+            }
             times.sort();
-            let mean = times.iter().sum::<Duration>() / n as u32;
-            (mean, times[(n * 99 / 100).min(n - 1)])
+            let mean = times.iter().sum::<Duration>() / times.len().max(1) as u32;
+            let p99 = times.get((n * 99 / 100).min(times.len().saturating_sub(1))).copied();
+            (mean, p99.unwrap_or_default(), failed)
         })
     }
 
@@ -605,6 +611,15 @@ fn print(scale: usize, mode: &str, figs: &BTreeMap<&str, Figures>) {
         )
     });
     for (side, f) in figs {
+        for (what, failed) in [("ClusterIP", &f.connect_vip.2), ("direct", &f.connect_direct.2)] {
+            if !failed.is_empty() {
+                println!(
+                    "  {side}: {} failed connection attempts {what} (retried): {:?}",
+                    failed.len(),
+                    &failed[..failed.len().min(5)]
+                );
+            }
+        }
         println!(
             "  {side}: ClusterIP connect overhead {:+.1}% over direct, throughput {:.1}% of direct",
             (f.connect_vip.0.as_secs_f64() / f.connect_direct.0.as_secs_f64() - 1.0) * 100.0,
