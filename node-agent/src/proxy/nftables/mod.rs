@@ -14,7 +14,7 @@ pub mod sync;
 pub mod transaction;
 
 #[cfg(test)]
-mod helpers_test;
+pub(crate) mod helpers_test;
 #[cfg(test)]
 mod nft_test;
 #[cfg(test)]
