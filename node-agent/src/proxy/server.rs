@@ -89,7 +89,8 @@ struct Shared {
 /// A mode's proxier with its kernel interface: what differs between the modes.
 enum Backend {
     Nftables {
-        proxier: NftablesProxier,
+        /// Boxed: it is much larger than the iptables proxier.
+        proxier: Box<NftablesProxier>,
         nft: Nft,
     },
     Iptables {
@@ -115,7 +116,7 @@ impl Backend {
                     Some(path) => Nft::in_netns(family, &config.table, path),
                     None => Nft::new(family, &config.table),
                 },
-                proxier: NftablesProxier::new(config),
+                proxier: Box::new(NftablesProxier::new(config)),
             },
         }
     }
