@@ -16,7 +16,11 @@ mod helpers_test;
 #[cfg(test)]
 mod ipt_test;
 #[cfg(test)]
+mod packet_flow_test;
+#[cfg(test)]
 mod proxier_test;
+#[cfg(test)]
+mod tracer_test;
 
 pub use exec::IptablesExec;
 pub use interface::{Iptables, IptablesError, Table};

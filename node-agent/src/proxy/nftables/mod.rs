@@ -24,7 +24,7 @@ mod proxier_test;
 #[cfg(test)]
 mod scale_test;
 #[cfg(test)]
-mod tracer_test;
+pub(crate) mod tracer_test;
 
 pub use proxier::{
     ExistingObjects, LocalDetector, NftablesProxier, NodePortAddresses, ProxierConfig,
