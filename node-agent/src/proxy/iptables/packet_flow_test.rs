@@ -486,3 +486,302 @@ fn test_node_ports() {
         assert_eq!(firewall, want, "{name}");
     }
 }
+
+/// TestHealthCheckNodePort: the health check port is accepted, and no longer once the
+/// Service is gone.
+#[test]
+fn test_health_check_node_port() {
+    let mut fp = FakeProxier::new();
+    fp.add_service(make_test_service("ns1", "svc1", |svc| {
+        let s = spec(svc);
+        s.type_ = Some("LoadBalancer".into());
+        s.cluster_ip = Some("172.30.0.42".into());
+        s.ports = Some(vec![service_port("p80", 80, "TCP", 3001)]);
+        s.health_check_node_port = Some(30000);
+        s.external_traffic_policy = Some("Local".into());
+    }));
+    fp.sync_proxy_rules();
+    run_packet_flow_tests(
+        "TestHealthCheckNodePort",
+        &fp.ipt,
+        &[flow(
+            "firewall accepts HealthCheckNodePort",
+            "1.2.3.4",
+            TEST_NODE_IP,
+            30000,
+            "ACCEPT",
+            false,
+        )],
+    );
+    fp.delete_service("ns1", "svc1");
+    fp.sync_proxy_rules();
+    run_packet_flow_tests(
+        "TestHealthCheckNodePort",
+        &fp.ipt,
+        &[flow(
+            "HealthCheckNodePort no longer has any rule",
+            "1.2.3.4",
+            TEST_NODE_IP,
+            30000,
+            "",
+            false,
+        )],
+    );
+}
+
+fn etp_service(policy: &str) -> k8s_openapi::api::core::v1::Service {
+    make_test_service("ns1", "svc1", |svc| {
+        let s = spec(svc);
+        s.type_ = Some("LoadBalancer".into());
+        s.external_traffic_policy = Some(policy.into());
+        s.cluster_ip = Some("172.30.0.41".into());
+        s.external_ips = Some(vec!["192.168.99.11".into()]);
+        s.ports = Some(vec![service_port("p80", 80, "TCP", 3001)]);
+        if policy == "Local" {
+            s.health_check_node_port = Some(30000);
+        }
+        set_lb_ingress(svc, &["1.2.3.4"]);
+    })
+}
+
+fn etp_endpoints() -> discovery::EndpointSlice {
+    slice(
+        "ns1",
+        "svc1",
+        vec![
+            endpoint("10.180.0.1", None, None),
+            endpoint("10.180.2.1", Some(TEST_NODE_NAME), None),
+        ],
+        "p80",
+        80,
+    )
+}
+
+/// TestExternalTrafficPolicyLocal: external traffic reaches only the local endpoint,
+/// unmasqueraded; pod traffic to external destinations reaches both.
+#[test]
+fn test_external_traffic_policy_local() {
+    let mut fp = FakeProxier::new();
+    fp.add_service(etp_service("Local"));
+    fp.add_slice(etp_endpoints());
+    fp.sync_proxy_rules();
+    let both = "10.180.0.1:80, 10.180.2.1:80";
+    let local = "10.180.2.1:80";
+    run_packet_flow_tests(
+        "TestExternalTrafficPolicyLocal",
+        &fp.ipt,
+        &[
+            flow(
+                "pod to cluster IP hits both endpoints, unmasqueraded",
+                "10.0.0.2",
+                "172.30.0.41",
+                80,
+                both,
+                false,
+            ),
+            flow(
+                "pod to external IP hits both endpoints, unmasqueraded",
+                "10.0.0.2",
+                "192.168.99.11",
+                80,
+                both,
+                false,
+            ),
+            flow(
+                "external to external IP hits only local endpoint, unmasqueraded",
+                TEST_EXTERNAL_CLIENT,
+                "192.168.99.11",
+                80,
+                local,
+                false,
+            ),
+            flow(
+                "pod to LB IP hits only both endpoints, unmasqueraded",
+                "10.0.0.2",
+                "1.2.3.4",
+                80,
+                both,
+                false,
+            ),
+            flow(
+                "external to LB IP hits only local endpoint, unmasqueraded",
+                TEST_EXTERNAL_CLIENT,
+                "1.2.3.4",
+                80,
+                local,
+                false,
+            ),
+            flow(
+                "pod to NodePort hits both endpoints, unmasqueraded",
+                "10.0.0.2",
+                TEST_NODE_IP,
+                3001,
+                both,
+                false,
+            ),
+            flow(
+                "external to NodePort hits only local endpoint, unmasqueraded",
+                TEST_EXTERNAL_CLIENT,
+                TEST_NODE_IP,
+                3001,
+                local,
+                false,
+            ),
+        ],
+    );
+}
+
+/// TestExternalTrafficPolicyCluster: traffic to external destinations is masqueraded.
+#[test]
+fn test_external_traffic_policy_cluster() {
+    let mut fp = FakeProxier::new();
+    fp.add_service(etp_service("Cluster"));
+    fp.add_slice(etp_endpoints());
+    fp.sync_proxy_rules();
+    let both = "10.180.0.1:80, 10.180.2.1:80";
+    run_packet_flow_tests(
+        "TestExternalTrafficPolicyCluster",
+        &fp.ipt,
+        &[
+            flow(
+                "pod to cluster IP hits both endpoints, unmasqueraded",
+                "10.0.0.2",
+                "172.30.0.41",
+                80,
+                both,
+                false,
+            ),
+            flow(
+                "pod to external IP hits both endpoints, masqueraded",
+                "10.0.0.2",
+                "192.168.99.11",
+                80,
+                both,
+                true,
+            ),
+            flow(
+                "external to external IP hits both endpoints, masqueraded",
+                TEST_EXTERNAL_CLIENT,
+                "192.168.99.11",
+                80,
+                both,
+                true,
+            ),
+            flow(
+                "pod to LB IP hits both endpoints, masqueraded",
+                "10.0.0.2",
+                "1.2.3.4",
+                80,
+                both,
+                true,
+            ),
+            flow(
+                "external to LB IP hits both endpoints, masqueraded",
+                TEST_EXTERNAL_CLIENT,
+                "1.2.3.4",
+                80,
+                both,
+                true,
+            ),
+            flow(
+                "pod to NodePort hits both endpoints, masqueraded",
+                "10.0.0.2",
+                TEST_NODE_IP,
+                3001,
+                both,
+                true,
+            ),
+            flow(
+                "external to NodePort hits both endpoints, masqueraded",
+                TEST_EXTERNAL_CLIENT,
+                TEST_NODE_IP,
+                3001,
+                both,
+                true,
+            ),
+        ],
+    );
+}
+
+/// TestDropInvalidRule: the INVALID drop (with its nfacct counter when it exists), none
+/// with nf_conntrack_tcp_be_liberal.
+#[test]
+fn test_drop_invalid_rule() {
+    let forward = [
+        "-m comment --comment \"rekube forwarding rules\" -m mark --mark 0x4000/0x4000 -j ACCEPT",
+        "-m comment --comment \"rekube forwarding conntrack rule\" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+    ];
+    for (nfacct, liberal, drop) in [
+        (false, false, Some("-m conntrack --ctstate INVALID -j DROP")),
+        (
+            true,
+            false,
+            Some(
+                "-m conntrack --ctstate INVALID -m nfacct --nfacct-name ct_state_invalid_dropped_pkts -j DROP",
+            ),
+        ),
+        (false, true, None),
+    ] {
+        let mut fp = FakeProxier::new_with(|_, o| {
+            o.nfacct = nfacct;
+            o.conntrack_tcp_liberal = liberal;
+        });
+        fp.sync_proxy_rules();
+        let want: Vec<String> = drop
+            .into_iter()
+            .chain(forward)
+            .map(str::to_string)
+            .collect();
+        assert_eq!(
+            fp.ipt
+                .rules(super::interface::Table::Filter, "REKUBE-FORWARD"),
+            Some(want),
+            "nfacct {nfacct}, liberal {liberal}"
+        );
+    }
+}
+
+/// TestMasqueradeRule: `--random-fully` when iptables has it.
+#[test]
+fn test_masquerade_rule() {
+    for random_fully in [false, true] {
+        let mut fp = FakeProxier::new_with(|_, o| o.random_fully = random_fully);
+        fp.sync_proxy_rules();
+        let suffix = if random_fully { " --random-fully" } else { "" };
+        assert_eq!(
+            fp.ipt
+                .rules(super::interface::Table::Nat, "REKUBE-POSTROUTING"),
+            Some(vec![
+                "-m mark ! --mark 0x4000/0x4000 -j RETURN".to_string(),
+                "-j MARK --xor-mark 0x4000".to_string(),
+                format!(
+                    "-m comment --comment \"rekube service traffic requiring SNAT\" -j MASQUERADE{suffix}"
+                ),
+            ])
+        );
+    }
+}
+
+/// TestComputeProbability.
+#[test]
+fn test_compute_probability() {
+    use super::proxier::probability;
+    for (n, want) in [
+        (1, "1.0000000000"),
+        (2, "0.5000000000"),
+        (10, "0.1000000000"),
+        (100, "0.0100000000"),
+        (1000, "0.0010000000"),
+        (10000, "0.0001000000"),
+        (100000, "0.0000100000"),
+        (100001, "0.0000099999"),
+    ] {
+        assert_eq!(probability(n), want, "{n}");
+    }
+    let mut prev = 0.0;
+    for i in (2..=100000).rev() {
+        let p: f64 = probability(i).parse().unwrap();
+        assert!(p > prev, "probability not increasing at {i}");
+        prev = p;
+    }
+}
