@@ -159,7 +159,6 @@ impl FakeProxier {
         self.slices.insert(key, slice);
     }
 
-    #[allow(dead_code)]
     pub fn delete_slice(&mut self, namespace: &str, name: &str) {
         self.slices
             .remove(&(namespace.to_string(), name.to_string()));

@@ -785,3 +785,97 @@ fn test_compute_probability() {
         prev = p;
     }
 }
+
+/// TestInternalTrafficPolicy: Cluster reaches every endpoint, Local only this node's,
+/// Local without local endpoints DROPs; with the endpoints gone, REJECT.
+#[test]
+fn test_internal_traffic_policy() {
+    let cases: [(&str, &str, [(&str, &str); 3], &str); 4] = [
+        (
+            "internalTrafficPolicy is cluster",
+            "Cluster",
+            [
+                ("10.0.1.1", TEST_NODE_NAME),
+                ("10.0.1.2", "node1"),
+                ("10.0.1.3", "node2"),
+            ],
+            "10.0.1.1:80, 10.0.1.2:80, 10.0.1.3:80",
+        ),
+        (
+            "internalTrafficPolicy is local and there is one local endpoint",
+            "Local",
+            [
+                ("10.0.1.1", TEST_NODE_NAME),
+                ("10.0.1.2", "node1"),
+                ("10.0.1.3", "node2"),
+            ],
+            "10.0.1.1:80",
+        ),
+        (
+            "internalTrafficPolicy is local and there are multiple local endpoints",
+            "Local",
+            [
+                ("10.0.1.1", TEST_NODE_NAME),
+                ("10.0.1.2", TEST_NODE_NAME),
+                ("10.0.1.3", "node2"),
+            ],
+            "10.0.1.1:80, 10.0.1.2:80",
+        ),
+        (
+            "internalTrafficPolicy is local and there are no local endpoints",
+            "Local",
+            [
+                ("10.0.1.1", "node0"),
+                ("10.0.1.2", "node1"),
+                ("10.0.1.3", "node2"),
+            ],
+            "DROP",
+        ),
+    ];
+    for (name, policy, endpoints, output) in cases {
+        let mut fp = FakeProxier::new();
+        fp.add_service(make_test_service("ns1", "svc1", |svc| {
+            let s = spec(svc);
+            s.cluster_ip = Some("172.30.1.1".into());
+            s.ports = Some(vec![service_port("", 80, "TCP", 0)]);
+            s.internal_traffic_policy = Some(policy.into());
+        }));
+        fp.add_slice(slice(
+            "ns1",
+            "svc1",
+            endpoints
+                .iter()
+                .map(|(ip, node)| endpoint(ip, Some(node), Some((true, true, false))))
+                .collect(),
+            "",
+            80,
+        ));
+        fp.sync_proxy_rules();
+        run_packet_flow_tests(
+            name,
+            &fp.ipt,
+            &[flow(
+                "pod to ClusterIP",
+                "10.0.0.2",
+                "172.30.1.1",
+                80,
+                output,
+                false,
+            )],
+        );
+        fp.delete_slice("ns1", "svc1-1");
+        fp.sync_proxy_rules();
+        run_packet_flow_tests(
+            name,
+            &fp.ipt,
+            &[flow(
+                "endpoints deleted",
+                "10.0.0.2",
+                "172.30.1.1",
+                80,
+                "REJECT",
+                false,
+            )],
+        );
+    }
+}
