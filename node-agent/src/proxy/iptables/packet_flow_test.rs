@@ -360,7 +360,8 @@ fn test_load_balancer() {
 fn test_node_ports() {
     // (name, localhost NodePorts, --nodeport-addresses as the node's IPs in them, alt IP
     // allowed, localnet firewall expected)
-    let cases: [(&str, bool, Option<Vec<&str>>, bool, bool); 4] = [
+    type Case<'a> = (&'a str, bool, Option<Vec<&'a str>>, bool, bool);
+    let cases: [Case; 4] = [
         ("ipv4, localhost-nodeports enabled", true, None, true, true),
         (
             "ipv4, localhost-nodeports disabled",
@@ -790,7 +791,9 @@ fn test_compute_probability() {
 /// Local without local endpoints DROPs; with the endpoints gone, REJECT.
 #[test]
 fn test_internal_traffic_policy() {
-    let cases: [(&str, &str, [(&str, &str); 3], &str); 4] = [
+    /// (name, policy, (endpoint, node) ×3, output)
+    type Case<'a> = (&'a str, &'a str, [(&'a str, &'a str); 3], &'a str);
+    let cases: [Case; 4] = [
         (
             "internalTrafficPolicy is cluster",
             "Cluster",
