@@ -10,11 +10,12 @@ say() { printf '[bootstrap] %s\n' "$*" >&2; }
 # image tests, a local OCI registry (docker-registry), busybox for the test images
 # (busybox-static, also the container runtime tests' rootfs) and htpasswd for the
 # registry's basic auth (apache2-utils); runc and crun, the runtimes `just bench-runtime`
-# compares rekube's with; nftables, the service proxy's `nft`; conntrack, the tool it
+# compares rekube's with; nftables, the service proxy's `nft`; iptables, its
+# iptables-restore/iptables-save in --proxy-mode iptables; conntrack, the tool it
 # deletes stale UDP conntrack entries with; iproute2, the `ip` the CNI
 # test makes and inspects its network namespaces with; qemu and debootstrap for
 # the cgroup v2 VM (vm-cgroup2.sh).
-APT_PACKAGES=(openssl curl jq ca-certificates git build-essential docker-registry busybox-static apache2-utils runc crun nftables conntrack iproute2 qemu-system-x86 debootstrap e2fsprogs)
+APT_PACKAGES=(openssl curl jq ca-certificates git build-essential docker-registry busybox-static apache2-utils runc crun nftables iptables conntrack iproute2 qemu-system-x86 debootstrap e2fsprogs)
 t0=$SECONDS
 source "$here/apt.sh"
 apt_install_missing "${APT_PACKAGES[@]}"

@@ -1,18 +1,22 @@
-//! The service proxy against the real apiserver and the real kernel (as root): a
-//! `rekube-node-agent proxy --netns` process watches the cluster's rekube Services and
-//! Endpoints and writes its nftables table, with the real `nft`, into a network namespace
-//! the test creates (never the host's). Inside it, a veth pair carries the "node" address
+//! The service proxy against the real apiserver and the real kernel (as root), in both
+//! modes: a `rekube-node-agent proxy --netns --proxy-mode nftables|iptables` process
+//! watches the cluster's rekube Services and Endpoints and writes its nftables table (with
+//! the real `nft`) or its iptables chains (with the real `iptables-restore`) into a
+//! network namespace the test creates (never the host's). Inside it, a veth pair carries the "node" address
 //! 10.99.0.1 and the endpoint addresses 10.99.0.2 and .3, where listeners of the test
 //! answer with their own name; clients in the same namespace reach them through the
-//! Services' ClusterIPs (198.18.77.0/24, the benchmarking range nothing else uses).
+//! Services' ClusterIPs (198.18.77.0/24 for nftables, 198.18.78.0/24 for iptables, in the
+//! benchmarking range nothing else uses; both tests run at once and each proxy sees the
+//! other's Services, so their VIPs and NodePorts differ).
 //!
-//! What is checked: a Service's VIP in the `service-ips` map within a second of its
+//! What is checked: a Service's VIP in the kernel (the `service-ips` map, the
+//! `REKUBE-SERVICES` chain) within a second of its
 //! creation, TCP through it (and through its NodePort) to the endpoint, the traffic following an Endpoints change
 //! within a second, a UDP flow moved by the conntrack flush when its endpoint goes, a
 //! Service without endpoints refusing at once, a deleted Service's element and chains
 //! gone, a restarted proxy resyncing from scratch (a Service deleted while it was down
-//! loses its rule), and `rekube-node-agent cleanup` removing rekube's table and nothing
-//! else, twice.
+//! loses its rule), and `rekube-node-agent cleanup` removing rekube's table or chains and
+//! nothing else, twice.
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsFd;
@@ -37,15 +41,45 @@ const ONE_SECOND: Duration = Duration::from_secs(1);
 const MIN_SYNC_PERIOD: &str = "500ms";
 /// Long enough for any earlier change to be synced.
 const QUIET: Duration = Duration::from_millis(1300);
-const NODE_PORT: i32 = 30080;
+
+/// The proxy mode under test, with the addresses its test uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Nftables,
+    Iptables,
+}
+
+impl Mode {
+    fn flag(self) -> &'static str {
+        match self {
+            Mode::Nftables => "nftables",
+            Mode::Iptables => "iptables",
+        }
+    }
+
+    /// A ClusterIP of this mode's test.
+    fn vip(self, last: u8) -> String {
+        match self {
+            Mode::Nftables => format!("198.18.77.{last}"),
+            Mode::Iptables => format!("198.18.78.{last}"),
+        }
+    }
+
+    fn node_port(self) -> i32 {
+        match self {
+            Mode::Nftables => 30080,
+            Mode::Iptables => 30081,
+        }
+    }
+}
 
 fn prerequisites() -> bool {
     let why = if !nix::unistd::geteuid().is_root() {
-        Some("the service proxy test needs root (network namespaces, nft)".to_string())
+        Some("the service proxy test needs root (network namespaces, nft, iptables)".to_string())
     } else {
-        ["nft", "conntrack", "ip", "nsenter"].iter().find_map(|tool| {
+        ["nft", "iptables-restore", "conntrack", "ip", "nsenter"].iter().find_map(|tool| {
             (Command::new(tool).arg("--version").output().is_err()).then(|| {
-                format!("{tool} is not installed (e2e/scripts/bootstrap.sh installs nftables, conntrack, iproute2, util-linux)")
+                format!("{tool} is not installed (e2e/scripts/bootstrap.sh installs nftables, iptables, conntrack, iproute2, util-linux)")
             })
         })
     };
@@ -131,6 +165,73 @@ impl Netns {
     fn chains(&self) -> String {
         self.nft("list chains ip").unwrap_or_else(|e| e)
     }
+
+    /// `iptables-save -t <table>` in the namespace.
+    fn iptables_save(&self, table: &str) -> String {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.name, "iptables-save", "-t", table])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Where the mode dispatches VIPs: the `service-ips` map, or the nat table.
+    fn vips(&self, mode: Mode) -> String {
+        match mode {
+            Mode::Nftables => self.service_ips(),
+            Mode::Iptables => self.iptables_save("nat"),
+        }
+    }
+
+    /// The VIP's port leads to a service chain.
+    fn vip_rule(&self, mode: Mode, ip: &str, proto: &str, port: u16) -> Result<(), String> {
+        let vips = self.vips(mode);
+        let found = match mode {
+            Mode::Nftables => vips.contains(&format!("{ip} . {proto} . {port} : goto service-")),
+            Mode::Iptables => vips.lines().any(|l| {
+                l.starts_with("-A REKUBE-SERVICES ")
+                    && l.contains(&format!("-d {ip}/32 -p {proto} "))
+                    && l.contains(&format!("--dport {port} -j REKUBE-SVC-"))
+            }),
+        };
+        found.then_some(()).ok_or(vips)
+    }
+
+    /// The VIP's port is rejected for lack of endpoints.
+    fn reject_rule(&self, mode: Mode, ip: &str, proto: &str, port: u16) -> Result<(), String> {
+        let rules = match mode {
+            Mode::Nftables => self
+                .nft("list map ip rekube-proxy no-endpoint-services")
+                .unwrap_or_else(|e| e),
+            Mode::Iptables => self.iptables_save("filter"),
+        };
+        let found = match mode {
+            Mode::Nftables => rules.contains(&format!("{ip} . {proto} . {port}")),
+            Mode::Iptables => rules.lines().any(|l| {
+                l.starts_with("-A REKUBE-SERVICES ")
+                    && l.contains(&format!("-d {ip}/32 -p {proto} "))
+                    && l.contains(&format!("--dport {port} -j REJECT"))
+            }),
+        };
+        found.then_some(()).ok_or(rules)
+    }
+
+    /// The per-service chains (names of nftables chains; the nat table, whose endpoint
+    /// rules carry the service port's name as a comment).
+    fn service_chains(&self, mode: Mode) -> String {
+        match mode {
+            Mode::Nftables => self.chains(),
+            Mode::Iptables => self.iptables_save("nat"),
+        }
+    }
+}
+
+/// How a Service's port appears in [`Netns::service_chains`].
+fn chain_mark(mode: Mode, namespace: &str, name: &str, proto: &str) -> String {
+    match mode {
+        Mode::Nftables => format!("{namespace}/{name}/{proto}/p"),
+        Mode::Iptables => format!("{namespace}/{name}:p"),
+    }
 }
 
 impl Drop for Netns {
@@ -214,11 +315,12 @@ struct ProxyProcess {
 }
 
 impl ProxyProcess {
-    fn start(node: &str, netns: &Path, run: u32) -> Self {
+    fn start(mode: Mode, node: &str, netns: &Path, run: u32) -> Self {
         let log = std::env::temp_dir().join(format!("rekube-proxy-{node}-{run}.log"));
         let out = std::fs::File::create(&log).unwrap();
         let child = Command::new(rekube_e2e::agent::binary())
             .args(["proxy", "--node-name", node, "--node-ip", "10.99.0.1"])
+            .args(["--proxy-mode", mode.flag()])
             .arg("--proxy-min-sync-period")
             .arg(MIN_SYNC_PERIOD)
             .arg("--netns")
@@ -299,16 +401,40 @@ fn within(what: &str, limit: Duration, mut check: impl FnMut() -> Result<(), Str
 
 #[tokio::test(flavor = "multi_thread")]
 async fn service_proxy_applies_services_to_a_network_namespace() {
+    scenario(Mode::Nftables).await;
+}
+
+/// The same with `--proxy-mode iptables`.
+#[tokio::test(flavor = "multi_thread")]
+async fn iptables_service_proxy_applies_services_to_a_network_namespace() {
+    scenario(Mode::Iptables).await;
+}
+
+async fn scenario(mode: Mode) {
     if !prerequisites() {
         return;
     }
-    let ns = TestNamespace::new("proxy").await;
+    let ns = TestNamespace::new(&format!("proxy-{}", mode.flag())).await;
     let netns = Arc::new(Netns::create(&ns.cluster_name("netns")));
-    // A table that is not rekube's: cleanup must leave it.
+    // A table and a chain that are not rekube's: cleanup must leave them.
     netns.nft("add table ip not-rekube").unwrap();
+    for args in [
+        ["-t", "nat", "-N", "NOT-REKUBE"],
+        ["-t", "nat", "-I", "PREROUTING"],
+    ] {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &netns.name, "iptables", "-w"])
+            .args(args);
+        if args[3] == "PREROUTING" {
+            cmd.args(["-j", "NOT-REKUBE"]);
+        }
+        run(&mut cmd);
+    }
+    let (vip10, vip11, vip12) = (mode.vip(10), mode.vip(11), mode.vip(12));
+    let node_port = mode.node_port();
     let servers = Servers::start(&netns);
     let node = ns.cluster_name("node");
-    let mut proxy = ProxyProcess::start(&node, &netns.path, 1);
+    let mut proxy = ProxyProcess::start(mode, &node, &netns.path, 1);
     let services: Api<Service> = Api::namespaced(ns.client.clone(), &ns.name);
     let eps: Api<Endpoints> = Api::namespaced(ns.client.clone(), &ns.name);
     let pp = PostParams::default();
@@ -319,9 +445,16 @@ async fn service_proxy_applies_services_to_a_network_namespace() {
         wait_until("the proxy's first sync", Duration::from_secs(60), || {
             let n = Arc::clone(&n);
             async move {
-                n.nft("list table ip rekube-proxy")
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
+                match mode {
+                    Mode::Nftables => n
+                        .nft("list table ip rekube-proxy")
+                        .map(|_| ())
+                        .map_err(|e| e.to_string()),
+                    Mode::Iptables => {
+                        let nat = n.iptables_save("nat");
+                        nat.contains(":REKUBE-SERVICES - ").then_some(()).ok_or(nat)
+                    }
+                }
             }
         })
         .await;
@@ -333,36 +466,34 @@ async fn service_proxy_applies_services_to_a_network_namespace() {
         .unwrap();
     tokio::time::sleep(QUIET).await;
     assert!(
-        !netns.service_ips().contains("198.18.77.10"),
+        !netns.vips(mode).contains(&vip10),
         "Endpoints without a Service make no rule"
     );
-    let mut web = service("web", "198.18.77.10", 80, 8080, "TCP");
+    let mut web = service("web", &vip10, 80, 8080, "TCP");
     {
         let spec = web.spec.as_mut().unwrap();
         spec.type_ = Some("NodePort".into());
-        spec.ports.as_mut().unwrap()[0].node_port = Some(NODE_PORT);
+        spec.ports.as_mut().unwrap()[0].node_port = Some(node_port);
     }
     services.create(&pp, &web).await.unwrap();
     let n = Arc::clone(&netns);
+    let v = vip10.clone();
     let took = tokio::task::spawn_blocking(move || {
-        within("the VIP in service-ips", ONE_SECOND, || {
-            let map = n.service_ips();
-            map.contains("198.18.77.10 . tcp . 80 : goto service-")
-                .then_some(())
-                .ok_or(map)
+        within("the VIP in the kernel", ONE_SECOND, || {
+            n.vip_rule(mode, &v, "tcp", 80)
         })
     })
     .await
     .unwrap();
     eprintln!("Service created: its VIP in the kernel after {took:?}");
-    assert_eq!(tcp_get(&netns, "198.18.77.10:80").unwrap(), "a");
+    assert_eq!(tcp_get(&netns, &format!("{vip10}:80")).unwrap(), "a");
     // Its NodePort on the node's IP (--node-ip, `primary`), not on loopback (as upstream's
     // nftables mode: no localhost NodePorts).
     assert_eq!(
-        tcp_get(&netns, &format!("10.99.0.1:{NODE_PORT}")).unwrap(),
+        tcp_get(&netns, &format!("10.99.0.1:{node_port}")).unwrap(),
         "a"
     );
-    let err = tcp_get(&netns, &format!("127.0.0.1:{NODE_PORT}")).expect_err("no NodePort on lo");
+    let err = tcp_get(&netns, &format!("127.0.0.1:{node_port}")).expect_err("no NodePort on lo");
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
 
     // The Endpoints move to .3: traffic follows within a second.
@@ -377,11 +508,12 @@ async fn service_proxy_applies_services_to_a_network_namespace() {
     .await
     .unwrap();
     let n = Arc::clone(&netns);
+    let v = format!("{vip10}:80");
     let took = tokio::task::spawn_blocking(move || {
         within(
             "traffic to the new endpoint",
             ONE_SECOND,
-            || match tcp_get(&n, "198.18.77.10:80") {
+            || match tcp_get(&n, &v) {
                 Ok(s) if s == "b" => Ok(()),
                 other => Err(format!("{other:?}")),
             },
@@ -391,30 +523,26 @@ async fn service_proxy_applies_services_to_a_network_namespace() {
     .unwrap();
     eprintln!("Endpoints changed: traffic on the new endpoint after {took:?}");
     assert_eq!(
-        tcp_get(&netns, &format!("10.99.0.1:{NODE_PORT}")).unwrap(),
+        tcp_get(&netns, &format!("10.99.0.1:{node_port}")).unwrap(),
         "b"
     );
 
     // A Service without endpoints refuses at once (reject, not a timeout).
     services
-        .create(&pp, &service("empty", "198.18.77.11", 80, 8080, "TCP"))
+        .create(&pp, &service("empty", &vip11, 80, 8080, "TCP"))
         .await
         .unwrap();
     let n = Arc::clone(&netns);
+    let v = vip11.clone();
     tokio::task::spawn_blocking(move || {
         within("the no-endpoint rule", ONE_SECOND, || {
-            let map = n
-                .nft("list map ip rekube-proxy no-endpoint-services")
-                .unwrap_or_else(|e| e);
-            map.contains("198.18.77.11 . tcp . 80")
-                .then_some(())
-                .ok_or(map)
+            n.reject_rule(mode, &v, "tcp", 80)
         })
     })
     .await
     .unwrap();
     let start = Instant::now();
-    let err = tcp_get(&netns, "198.18.77.11:80").expect_err("no endpoints: refused");
+    let err = tcp_get(&netns, &format!("{vip11}:80")).expect_err("no endpoints: refused");
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
     assert!(
         start.elapsed() < Duration::from_millis(500),
@@ -427,17 +555,15 @@ async fn service_proxy_applies_services_to_a_network_namespace() {
         .await
         .unwrap();
     services
-        .create(&pp, &service("dns", "198.18.77.12", 53, 5353, "UDP"))
+        .create(&pp, &service("dns", &vip12, 53, 5353, "UDP"))
         .await
         .unwrap();
     // No packet before the rule: the flow's first packet decides its NAT.
     let n = Arc::clone(&netns);
+    let v = vip12.clone();
     tokio::task::spawn_blocking(move || {
-        within("the UDP VIP in service-ips", ONE_SECOND, || {
-            let map = n.service_ips();
-            map.contains("198.18.77.12 . udp . 53")
-                .then_some(())
-                .ok_or(map)
+        within("the UDP VIP in the kernel", ONE_SECOND, || {
+            n.vip_rule(mode, &v, "udp", 53)
         })
     })
     .await
@@ -451,9 +577,9 @@ async fn service_proxy_applies_services_to_a_network_namespace() {
     let client = Arc::new(client);
     let ask = {
         let c = Arc::clone(&client);
+        let to = format!("{vip12}:53");
         move || -> Result<String, String> {
-            c.send_to(b"?", "198.18.77.12:53")
-                .map_err(|e| e.to_string())?;
+            c.send_to(b"?", to.as_str()).map_err(|e| e.to_string())?;
             let mut buf = [0u8; 16];
             let (n, _) = c.recv_from(&mut buf).map_err(|e| e.to_string())?;
             Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
@@ -476,7 +602,7 @@ async fn service_proxy_applies_services_to_a_network_namespace() {
         "-p",
         "udp",
         "--orig-dst",
-        "198.18.77.12",
+        &vip12,
     ]));
     assert!(in_netns.contains("src=10.99.0.2"), "{in_netns}");
     eps.patch(
@@ -504,18 +630,21 @@ async fn service_proxy_applies_services_to_a_network_namespace() {
     .unwrap();
     eprintln!("UDP endpoint replaced: the same flow on the new endpoint after {took:?}");
 
-    // Deleting a Service removes its element at once; its chains are flushed then and
-    // deleted by the first sync at least a second later (upstream's staleChains: kernels
-    // before 6.2 see a dropped map reference late), here one for another change.
+    // Deleting a Service removes its rule at once. Its chains: iptables deletes them in
+    // the same restore; nftables flushes them then and deletes them at the first sync at
+    // least a second later (upstream's staleChains: kernels before 6.2 see a dropped map
+    // reference late), here one for another change.
     services
         .delete("web", &DeleteParams::default())
         .await
         .unwrap();
     let n = Arc::clone(&netns);
+    let web_chains = chain_mark(mode, &ns.name, "web", "tcp");
+    let v = vip10.clone();
     tokio::task::spawn_blocking(move || {
-        within("the deleted Service's element gone", ONE_SECOND, || {
-            let map = n.service_ips();
-            (!map.contains("198.18.77.10")).then_some(()).ok_or(map)
+        within("the deleted Service's rule gone", ONE_SECOND, || {
+            let map = n.vips(mode);
+            (!map.contains(&v)).then_some(()).ok_or(map)
         });
     })
     .await
@@ -524,28 +653,27 @@ async fn service_proxy_applies_services_to_a_network_namespace() {
     services
         .create(
             &PostParams::default(),
-            &service("nudge", "198.18.77.30", 80, 8080, "TCP"),
+            &service("nudge", &mode.vip(30), 80, 8080, "TCP"),
         )
         .await
         .unwrap();
     let n = Arc::clone(&netns);
-    let ns_name = ns.name.clone();
     tokio::task::spawn_blocking(move || {
         within(
             "the deleted Service's chains gone at the next sync",
             Duration::from_secs(2),
             || {
-                let chains = n.chains();
-                (!chains.contains(&format!("{ns_name}/web/tcp/p")))
-                    .then_some(())
-                    .ok_or(chains)
+                let chains = n.service_chains(mode);
+                (!chains.contains(&web_chains)).then_some(()).ok_or(chains)
             },
         );
     })
     .await
     .unwrap();
     assert!(
-        netns.chains().contains("/dns/udp/p"),
+        netns
+            .service_chains(mode)
+            .contains(&chain_mark(mode, &ns.name, "dns", "udp")),
         "the other Services' chains stay"
     );
 
@@ -558,18 +686,17 @@ async fn service_proxy_applies_services_to_a_network_namespace() {
         .delete("empty", &DeleteParams::default())
         .await
         .unwrap();
-    let mut proxy = ProxyProcess::start(&node, &netns.path, 2);
+    let mut proxy = ProxyProcess::start(mode, &node, &netns.path, 2);
     let n = Arc::clone(&netns);
     let a = ask.clone();
+    let v = vip11.clone();
     tokio::task::spawn_blocking(move || {
         within(
             "the restarted proxy's first sync",
             Duration::from_secs(30),
-            || {
-                let map = n
-                    .nft("list map ip rekube-proxy no-endpoint-services")
-                    .unwrap_or_else(|e| e);
-                (!map.contains("198.18.77.11")).then_some(()).ok_or(map)
+            || match n.reject_rule(mode, &v, "tcp", 80) {
+                Ok(()) => Err(format!("{v} still rejected")),
+                Err(_) => Ok(()),
             },
         );
         assert_eq!(a().unwrap(), "b", "the UDP Service after the restart");
@@ -577,7 +704,7 @@ async fn service_proxy_applies_services_to_a_network_namespace() {
     .await
     .unwrap();
 
-    // cleanup: rekube's tables go, the other table stays; twice (idempotent).
+    // cleanup: rekube's tables and chains go, the others stay; twice (idempotent).
     proxy.stop();
     let log = proxy.log();
     assert!(!log.contains("ERROR"), "proxy log:\n{log}");
@@ -589,7 +716,19 @@ async fn service_proxy_applies_services_to_a_network_namespace() {
             .unwrap();
         assert!(out.status.success(), "cleanup: {out:?}");
         let tables = netns.nft("list tables").unwrap();
-        assert_eq!(tables.trim(), "table ip not-rekube", "after cleanup");
+        assert!(
+            tables.contains("table ip not-rekube") && !tables.contains("rekube-proxy"),
+            "after cleanup: {tables}"
+        );
+        for table in ["filter", "nat"] {
+            let save = netns.iptables_save(table);
+            assert!(!save.contains("REKUBE-"), "after cleanup: {save}");
+        }
+        let nat = netns.iptables_save("nat");
+        assert!(
+            nat.contains(":NOT-REKUBE - ") && nat.contains("-A PREROUTING -j NOT-REKUBE"),
+            "{nat}"
+        );
     }
     drop(servers);
 }

@@ -1,6 +1,7 @@
 //! Services that route, on three nodes (issue 12): real node agents, each in a network
 //! namespace of the test's own ([`rekube_e2e::netns::TestNetwork`]), with the cni pod
-//! network and the nftables service proxy; rekube-controllers with node IPAM, the
+//! network and the service proxy (nftables, and the same scenario again with
+//! `--proxy-mode iptables`); rekube-controllers with node IPAM, the
 //! scheduler, the Deployment, ReplicaSet, Endpoints and service allocator controllers.
 //! A Deployment of busybox httpd pods (each answering with its own name) runs on nodes b
 //! and c; the clients are a pod on node a and node a itself.
@@ -14,7 +15,7 @@
 //! a deleted Service's rules go; `rekube-node-agent cleanup` leaves no rule, route or
 //! bridge of rekube's.
 //!
-//! Needs root, Debian's busybox-static, iproute2, nftables, conntrack and the reference
+//! Needs root, Debian's busybox-static, iproute2, nftables, iptables, conntrack and the reference
 //! CNI plugins; missing, the test fails and says why (unless REKUBE_SKIP_PRIVILEGED=1).
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -55,6 +56,13 @@ fn skip() -> bool {
                 .output()
                 .map(drop)
                 .map_err(|_| "nft (Debian's nftables) is missing".to_string())
+        })
+        .and_then(|()| {
+            Command::new("iptables-save")
+                .arg("--version")
+                .output()
+                .map(drop)
+                .map_err(|_| "iptables-save (Debian's iptables) is missing".to_string())
         });
     match missing {
         Ok(()) => false,
@@ -145,13 +153,50 @@ async fn ready_endpoints(api: &Api<Endpoints>, name: &str) -> Vec<String> {
         .collect()
 }
 
+/// The two modes' tests one at a time: their nodes would share addresses (the harness's
+/// subnet) and every agent routes to every Node of the cluster.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test]
 async fn services_route_across_nodes_from_pods_and_from_the_node() {
+    route_across_nodes("nftables").await;
+}
+
+/// The same scenario with the agents' proxies in `--proxy-mode iptables`.
+#[tokio::test]
+async fn services_route_across_nodes_with_the_iptables_proxy() {
+    route_across_nodes("iptables").await;
+}
+
+/// The proxy's rules in a node: the nftables ruleset, or iptables-save of filter and nat.
+fn proxy_rules(node: &NodeNetns, mode: &str) -> String {
+    if mode == "nftables" {
+        return node.nft_ruleset();
+    }
+    ["filter", "nat"]
+        .iter()
+        .map(|table| {
+            let out = Command::new("ip")
+                .args(["netns", "exec", &node.name, "iptables-save", "-t", table])
+                .output()
+                .expect("iptables-save");
+            assert!(out.status.success(), "{out:?}");
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        })
+        .collect()
+}
+
+async fn route_across_nodes(mode: &'static str) {
     if skip() {
         return;
     }
-    let ns = TestNamespace::privileged("svcroute").await;
-    let net = TestNetwork::new(&format!("{:x}s", std::process::id() & 0xffff), 3);
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
+    eprintln!("--proxy-mode {mode}:");
+    let ns = TestNamespace::privileged(&format!("svcroute-{mode}")).await;
+    let net = TestNetwork::new(
+        &format!("{:x}{}", std::process::id() & 0xffff, &mode[..1]),
+        3,
+    );
     let _controllers = ControllerProcess::start(
         &ns.name,
         &[
@@ -165,7 +210,7 @@ async fn services_route_across_nodes_from_pods_and_from_the_node() {
             SERVICE_CIDR,
         ],
     );
-    let agent_flags = ["--cluster-cidr", CLUSTER_CIDR];
+    let agent_flags = ["--cluster-cidr", CLUSTER_CIDR, "--proxy-mode", mode];
     let agents: Vec<AgentProcess> = ["a", "b", "c"]
         .iter()
         .zip(&net.nodes)
@@ -453,7 +498,7 @@ async fn services_route_across_nodes_from_pods_and_from_the_node() {
         .unwrap();
     for node in &net.nodes {
         wait_until(&format!("{vip} gone from {}", node.name), T, || async {
-            let rules = node.nft_ruleset();
+            let rules = proxy_rules(node, mode);
             if rules.contains(&vip.to_string()) {
                 Err("still there".to_string())
             } else {
@@ -478,6 +523,8 @@ async fn services_route_across_nodes_from_pods_and_from_the_node() {
     assert!(out.status.success(), "{out:?}");
     let rules = node_a.nft_ruleset();
     assert!(!rules.contains("rekube"), "{rules}");
+    let rules = proxy_rules(node_a, "iptables");
+    assert!(!rules.contains("REKUBE-"), "{rules}");
     let routes = node_a.routes();
     assert!(!routes.iter().any(|r| r.contains("proto 82")), "{routes:?}");
     assert!(

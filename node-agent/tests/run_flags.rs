@@ -84,18 +84,18 @@ fn bad_owned_paths_stop_the_agent_at_start() {
     }
 }
 
-/// The service proxy's flags: an unknown mode (`iptables` until it exists) is refused
+/// The service proxy's flags: an unknown mode (`ipvs`, which rekube does not offer) is refused
 /// when the flags are parsed, a bad value of its other flags before anything is created.
 #[test]
 fn bad_proxy_flags_stop_the_agent_at_start() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
     let root_arg = root.to_str().unwrap();
-    let (code, stderr) = run(&["--proxy-mode", "iptables", "--root-dir", root_arg]);
+    let (code, stderr) = run(&["--proxy-mode", "ipvs", "--root-dir", root_arg]);
     assert_eq!(code, 2, "{stderr}");
     assert!(
-        stderr.contains("invalid value 'iptables' for '--proxy-mode <PROXY_MODE>'")
-            && stderr.contains("[possible values: nftables, none]"),
+        stderr.contains("invalid value 'ipvs' for '--proxy-mode <PROXY_MODE>'")
+            && stderr.contains("[possible values: nftables, iptables, none]"),
         "{stderr}"
     );
     for (args, message) in [

@@ -358,7 +358,9 @@ impl Pods {
             }
             times.sort();
             let mean = times.iter().sum::<Duration>() / times.len().max(1) as u32;
-            let p99 = times.get((n * 99 / 100).min(times.len().saturating_sub(1))).copied();
+            let p99 = times
+                .get((n * 99 / 100).min(times.len().saturating_sub(1)))
+                .copied();
             (mean, p99.unwrap_or_default(), failed)
         })
     }
@@ -611,7 +613,10 @@ fn print(scale: usize, mode: &str, figs: &BTreeMap<&str, Figures>) {
         )
     });
     for (side, f) in figs {
-        for (what, failed) in [("ClusterIP", &f.connect_vip.2), ("direct", &f.connect_direct.2)] {
+        for (what, failed) in [
+            ("ClusterIP", &f.connect_vip.2),
+            ("direct", &f.connect_direct.2),
+        ] {
             if !failed.is_empty() {
                 println!(
                     "  {side}: {} failed connection attempts {what} (retried): {:?}",

@@ -161,7 +161,7 @@ pub async fn run(opts: AgentOptions) -> Result<(), Error> {
     let container_gc = opts.container_gc_policy();
     let crash_loop_max = opts.crash_loop_max_container_restart_period()?;
     let labels = options::parse_map("node-labels", &opts.node_labels)?;
-    let run_proxy = !opts.hollow && opts.proxy.proxy_mode == ProxyMode::Nftables;
+    let run_proxy = !opts.hollow && opts.proxy.proxy_mode != ProxyMode::None;
     if run_proxy {
         opts.proxy.validate()?;
     }
@@ -182,6 +182,7 @@ pub async fn run(opts: AgentOptions) -> Result<(), Error> {
         let node_ips: Vec<std::net::IpAddr> =
             host_ips.iter().filter_map(|ip| ip.parse().ok()).collect();
         Some(ProxyServerConfig {
+            mode: opts.proxy.proxy_mode,
             node_name: name.clone(),
             proxiers: opts.proxy.proxier_configs(
                 &name,
@@ -196,7 +197,7 @@ pub async fn run(opts: AgentOptions) -> Result<(), Error> {
         None
     };
     if let Some(config) = &proxy_config {
-        crate::proxy::server::check_nftables(config)?;
+        crate::proxy::server::check_backend(config)?;
     }
     let (_, allocatable) = node_status::capacity_and_allocatable(&machine, &reservation);
     let client = kube::Client::try_default().await?;

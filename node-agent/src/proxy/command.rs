@@ -6,7 +6,6 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::nftables::interface::NftablesError;
 use super::options::{self, ProxyMode, ProxyOptions};
 use super::server::{self, ProxyServerConfig};
 
@@ -21,7 +20,7 @@ pub struct ProxyCommand {
     /// non-loopback IPv4 address of the host when empty (none with --netns).
     #[arg(long, value_delimiter = ',')]
     pub node_ip: Vec<IpAddr>,
-    /// Run nft and conntrack inside this network namespace (a path such as
+    /// Run nft (or iptables) and conntrack inside this network namespace (a path such as
     /// /run/netns/NAME): the benchmark's and the tests' isolated "node".
     #[arg(long)]
     pub netns: Option<PathBuf>,
@@ -47,7 +46,7 @@ pub enum Error {
     #[error(transparent)]
     Server(#[from] server::Error),
     #[error("cleanup: {0}")]
-    Cleanup(#[from] NftablesError),
+    Cleanup(server::Error),
     #[error("cleanup: {0}")]
     PodNetwork(#[from] crate::agent::pod_routes::RouteError),
 }
@@ -83,13 +82,14 @@ pub async fn run_proxy(cmd: ProxyCommand) -> Result<(), Error> {
         cmd.node_ip.clone()
     };
     let config = ProxyServerConfig {
+        mode: cmd.proxy.proxy_mode,
         proxiers: cmd.proxy.proxier_configs(&node_name, &node_ips, &local)?,
         node_name,
         min_sync_period: cmd.proxy.proxy_min_sync_period,
         sync_period: cmd.proxy.proxy_sync_period,
         netns: cmd.netns.clone(),
     };
-    server::check_nftables(&config)?;
+    server::check_backend(&config)?;
     let client = kube::Client::try_default().await?;
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let proxy = tokio::spawn(server::run(client, config, stop));
@@ -101,10 +101,10 @@ pub async fn run_proxy(cmd: ProxyCommand) -> Result<(), Error> {
     }
 }
 
-/// Deletes rekube's proxy tables (both families), and the pod network's routes,
+/// Deletes rekube's proxy tables and iptables chains (both families), and the pod network's routes,
 /// masquerade table and default bridge, if present.
 pub fn run_cleanup(cmd: CleanupCommand) -> Result<(), Error> {
-    server::cleanup_leftovers(cmd.netns.as_deref())?;
+    server::cleanup_leftovers(cmd.netns.as_deref()).map_err(Error::Cleanup)?;
     Ok(crate::agent::pod_routes::cleanup(cmd.netns.as_deref())?)
 }
 

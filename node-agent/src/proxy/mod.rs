@@ -12,6 +12,7 @@ pub mod change_tracker;
 pub mod command;
 pub mod conntrack;
 pub mod convert;
+pub mod iptables;
 pub mod nftables;
 pub mod options;
 pub mod server;

@@ -12,12 +12,14 @@ use super::convert::parse_cidr_sloppy;
 use super::nftables::{LocalDetector, NodePortAddresses, ProxierConfig};
 use super::types::IpFamily;
 
-/// `--proxy-mode`. Unknown values (`iptables` until it exists, `ipvs`) are refused when
-/// the flags are parsed.
+/// `--proxy-mode`. Unknown values (`ipvs`) are refused when the flags are parsed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ProxyMode {
     /// One nftables table per IP family (`ip rekube-proxy`, `ip6 rekube-proxy`).
     Nftables,
+    /// `REKUBE-*` chains in the filter and nat tables of iptables and ip6tables, written
+    /// with iptables-restore.
+    Iptables,
     /// No service proxy in this agent (another one runs, or the agent shares the host's
     /// network namespace in tests).
     None,
@@ -25,7 +27,8 @@ pub enum ProxyMode {
 
 #[derive(Args, Debug, Clone)]
 pub struct ProxyOptions {
-    /// Which proxy mode to use: nftables (the default) or none (no service proxy).
+    /// Which proxy mode to use: nftables (the default), iptables, or none (no service
+    /// proxy).
     #[arg(long, value_enum, default_value = "nftables")]
     pub proxy_mode: ProxyMode,
     /// The CIDR range of the pods (comma-separated, one per family): traffic from
@@ -258,13 +261,17 @@ mod tests {
 
     #[test]
     fn unknown_modes_are_refused_at_parsing() {
-        for mode in ["iptables", "ipvs", "kernelspace"] {
+        for mode in ["ipvs", "kernelspace", "userspace"] {
             let err = parse(&["--proxy-mode", mode]).expect_err(mode);
             assert!(err.to_string().contains("invalid value"), "{mode}: {err}");
         }
         assert_eq!(
             parse(&["--proxy-mode", "none"]).unwrap().proxy_mode,
             ProxyMode::None
+        );
+        assert_eq!(
+            parse(&["--proxy-mode", "iptables"]).unwrap().proxy_mode,
+            ProxyMode::Iptables
         );
     }
 

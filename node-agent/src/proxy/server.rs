@@ -1,9 +1,10 @@
-//! The service proxy's I/O shell (cmd/kube-proxy/app/server.go with the nftables
-//! proxier's `SyncLoop`): watches of rekube Services and Endpoints in all namespaces and of
+//! The service proxy's I/O shell (cmd/kube-proxy/app/server.go with the proxiers'
+//! `SyncLoop`): watches of rekube Services and Endpoints in all namespaces and of
 //! the node's own Node feed a [`ChangeTracker`] per IP family; a loop paced by the
 //! [`BoundedFrequencyRunner`] applies the tracked changes to each family's snapshot and
-//! syncs it with [`sync_once`] through the real `nft` ([`Nft`]), then flushes stale UDP
-//! conntrack entries. The first sync (once both lists are in) is full; later ones rewrite
+//! syncs it through the mode's [`Backend`] (the nftables proxier with the real `nft`, or
+//! the iptables proxier with `iptables-restore`), then flushes stale UDP conntrack
+//! entries. The loop is the same for both modes. The first sync (once both lists are in) is full; later ones rewrite
 //! only the Services that changed; a failed one is retried after `--proxy-sync-period`,
 //! and every [`FULL_SYNC_PERIOD`] a sync is full again.
 
@@ -24,11 +25,13 @@ use super::bounded_frequency_runner::{BoundedFrequencyRunner, IntervalError};
 use super::change_tracker::ChangeTracker;
 use super::conntrack::cleanup::clean_stale_entries;
 use super::conntrack::exec::ConntrackTool;
+use super::iptables::{IptablesError, IptablesExec, IptablesOptions, IptablesProxier};
 use super::nftables::interface::{Nftables, NftablesError};
 use super::nftables::nft::Nft;
 use super::nftables::{
     NftablesProxier, ProxierConfig, REKUBE_PROXY_TABLE, cleanup_transaction, sync_once,
 };
+use super::options::ProxyMode;
 use super::types::{IpFamily, NamespacedName, ProxySnapshot};
 
 /// Upstream's `proxyutil.FullSyncPeriod`: the longest time between full syncs (and the
@@ -38,12 +41,14 @@ pub const FULL_SYNC_PERIOD: Duration = Duration::from_secs(3600);
 /// What the proxy runs with.
 #[derive(Debug, Clone)]
 pub struct ProxyServerConfig {
+    /// `nftables` or `iptables` (never `none`: then there is no server).
+    pub mode: ProxyMode,
     pub node_name: String,
     /// One per IP family.
     pub proxiers: Vec<ProxierConfig>,
     pub min_sync_period: Duration,
     pub sync_period: Duration,
-    /// Run `nft` and `conntrack` in this network namespace (tests, the benchmark).
+    /// Run `nft`/`iptables` and `conntrack` in this network namespace (tests, the benchmark).
     pub netns: Option<PathBuf>,
 }
 
@@ -53,14 +58,18 @@ pub enum Error {
     Interval(#[from] IntervalError),
     #[error("the service proxy cannot use nftables: {0}")]
     Nftables(#[from] NftablesError),
+    #[error("the service proxy cannot use iptables: {0}")]
+    Iptables(#[from] IptablesError),
 }
 
-/// Fails unless `nft` runs for every configured family (before anything starts).
-pub fn check_nftables(config: &ProxyServerConfig) -> Result<(), Error> {
+/// Fails unless the mode's tool (`nft`, or `iptables-save`) runs for every configured
+/// family (before anything starts).
+pub fn check_backend(config: &ProxyServerConfig) -> Result<(), Error> {
     for c in &config.proxiers {
-        FamilyProxier::new(c.clone(), config.netns.as_deref())
-            .nft
-            .check()?;
+        match Backend::new(config.mode, c.clone(), config.netns.as_deref()) {
+            Backend::Nftables { nft, .. } => nft.check()?,
+            Backend::Iptables { ipt, .. } => ipt.check()?,
+        }
     }
     Ok(())
 }
@@ -73,28 +82,100 @@ struct Shared {
     node_labels: BTreeMap<String, String>,
 }
 
+/// A mode's proxier with its kernel interface: what differs between the modes.
+enum Backend {
+    Nftables {
+        /// Boxed: it is much larger than the iptables proxier.
+        proxier: Box<NftablesProxier>,
+        nft: Nft,
+    },
+    Iptables {
+        proxier: IptablesProxier,
+        ipt: IptablesExec,
+    },
+}
+
+impl Backend {
+    fn new(mode: ProxyMode, config: ProxierConfig, netns: Option<&Path>) -> Self {
+        let family = config.family;
+        match mode {
+            ProxyMode::Iptables => Backend::Iptables {
+                proxier: IptablesProxier::new(config, IptablesOptions::default()),
+                ipt: match netns {
+                    Some(path) => IptablesExec::in_netns(family, path),
+                    None => IptablesExec::new(family),
+                },
+            },
+            // `none` never gets here (no server); nftables is the default.
+            ProxyMode::Nftables | ProxyMode::None => Backend::Nftables {
+                nft: match netns {
+                    Some(path) => Nft::in_netns(family, &config.table, path),
+                    None => Nft::new(family, &config.table),
+                },
+                proxier: Box::new(NftablesProxier::new(config)),
+            },
+        }
+    }
+
+    fn family(&self) -> IpFamily {
+        match self {
+            Backend::Nftables { proxier, .. } => proxier.config().family,
+            Backend::Iptables { proxier, .. } => proxier.config().family,
+        }
+    }
+
+    fn set_node_labels(&mut self, labels: BTreeMap<String, String>) {
+        match self {
+            Backend::Nftables { proxier, .. } => proxier.set_node_labels(labels),
+            Backend::Iptables { proxier, .. } => proxier.set_node_labels(labels),
+        }
+    }
+
+    fn request_full_sync(&mut self) {
+        match self {
+            Backend::Nftables { proxier, .. } => proxier.request_full_sync(),
+            Backend::Iptables { proxier, .. } => proxier.request_full_sync(),
+        }
+    }
+
+    /// One sync through the kernel: whether it was full, and its size (nft operations or
+    /// restore lines).
+    fn sync_once(
+        &mut self,
+        snapshot: &ProxySnapshot,
+        updated: &BTreeSet<NamespacedName>,
+        now: Instant,
+    ) -> Result<(bool, usize), Error> {
+        match self {
+            Backend::Nftables { proxier, nft } => {
+                let plan = sync_once(proxier, nft, snapshot, updated, now)?;
+                Ok((plan.full_sync, plan.transaction.num_operations()))
+            }
+            Backend::Iptables { proxier, ipt } => {
+                let plan = super::iptables::sync_once(proxier, ipt, snapshot, updated)?;
+                Ok((plan.full_sync, plan.data.lines().count()))
+            }
+        }
+    }
+}
+
 /// One family's proxier with what it syncs from and to.
 struct FamilyProxier {
     snapshot: ProxySnapshot,
-    proxier: NftablesProxier,
-    nft: Nft,
+    backend: Backend,
     conntrack: ConntrackTool,
     last_full_sync: Option<Instant>,
 }
 
 impl FamilyProxier {
-    fn new(config: ProxierConfig, netns: Option<&Path>) -> Self {
-        let (nft, conntrack) = match netns {
-            Some(path) => (
-                Nft::in_netns(config.family, &config.table, path),
-                ConntrackTool::in_netns(path),
-            ),
-            None => (Nft::new(config.family, &config.table), ConntrackTool::new()),
+    fn new(mode: ProxyMode, config: ProxierConfig, netns: Option<&Path>) -> Self {
+        let conntrack = match netns {
+            Some(path) => ConntrackTool::in_netns(path),
+            None => ConntrackTool::new(),
         };
         FamilyProxier {
             snapshot: ProxySnapshot::default(),
-            proxier: NftablesProxier::new(config),
-            nft,
+            backend: Backend::new(mode, config, netns),
             conntrack,
             last_full_sync: None,
         }
@@ -105,27 +186,27 @@ impl FamilyProxier {
         &mut self,
         updated: &BTreeSet<NamespacedName>,
         labels: &BTreeMap<String, String>,
-    ) -> Result<(), NftablesError> {
+    ) -> Result<(), Error> {
         let start = Instant::now();
-        self.proxier.set_node_labels(labels.clone());
+        self.backend.set_node_labels(labels.clone());
         if self
             .last_full_sync
             .is_some_and(|t| start.duration_since(t) > FULL_SYNC_PERIOD)
         {
-            self.proxier.request_full_sync();
+            self.backend.request_full_sync();
         }
-        let plan = sync_once(&mut self.proxier, &self.nft, &self.snapshot, updated, start)?;
-        if plan.full_sync {
+        let (full_sync, size) = self.backend.sync_once(&self.snapshot, updated, start)?;
+        if full_sync {
             self.last_full_sync = Some(start);
         }
         tracing::debug!(
-            family = ?self.proxier.config().family,
-            full = plan.full_sync,
-            operations = plan.transaction.num_operations(),
+            family = ?self.backend.family(),
+            full = full_sync,
+            size,
             took = ?start.elapsed(),
             "synced proxy rules"
         );
-        let family = self.proxier.config().family;
+        let family = self.backend.family();
         if let Err(e) = clean_stale_entries(&self.conntrack, family, &self.snapshot) {
             tracing::warn!(error = %e, "clearing stale UDP conntrack entries");
         }
@@ -215,9 +296,9 @@ pub async fn run(
     let mut families: Vec<FamilyProxier> = config
         .proxiers
         .iter()
-        .map(|c| FamilyProxier::new(c.clone(), config.netns.as_deref()))
+        .map(|c| FamilyProxier::new(config.mode, c.clone(), config.netns.as_deref()))
         .collect();
-    tracing::info!(node = %config.node_name, families = families.len(), "service proxy running (nftables)");
+    tracing::info!(node = %config.node_name, families = families.len(), mode = ?config.mode, "service proxy running");
     let result = loop {
         let now = Instant::now();
         let initialized = {
@@ -260,7 +341,7 @@ pub async fn run(
             let mut ok = true;
             for (f, updated) in families.iter_mut().zip(&updated) {
                 if let Err(e) = f.sync(updated, &labels) {
-                    tracing::error!(family = ?f.proxier.config().family, error = %e, "syncing proxy rules failed");
+                    tracing::error!(family = ?f.backend.family(), error = %e, "syncing proxy rules failed");
                     ok = false;
                 }
             }
@@ -337,16 +418,24 @@ async fn watch_objects<K>(
     }
 }
 
-/// `rekube-node-agent cleanup` (kube-proxy's `--cleanup`, `CleanupLeftovers`): deletes
-/// rekube's own tables, `ip rekube-proxy` and `ip6 rekube-proxy`, when they exist, and
-/// nothing else.
-pub fn cleanup_leftovers(netns: Option<&Path>) -> Result<(), NftablesError> {
+/// `rekube-node-agent cleanup` (kube-proxy's `--cleanup`, `CleanupLeftovers`) of both
+/// modes: deletes rekube's own nftables tables, `ip rekube-proxy` and `ip6 rekube-proxy`,
+/// when they exist, and rekube's iptables jump rules and `REKUBE-*` chains of both
+/// families (where iptables/ip6tables is installed), and nothing else.
+pub fn cleanup_leftovers(netns: Option<&Path>) -> Result<(), Error> {
     for family in [IpFamily::V4, IpFamily::V6] {
         let nft = match netns {
             Some(path) => Nft::in_netns(family, REKUBE_PROXY_TABLE, path),
             None => Nft::new(family, REKUBE_PROXY_TABLE),
         };
         nft.run(&cleanup_transaction(family, REKUBE_PROXY_TABLE))?;
+        let ipt = match netns {
+            Some(path) => IptablesExec::in_netns(family, path),
+            None => IptablesExec::new(family),
+        };
+        if ipt.installed() {
+            super::iptables::cleanup(&ipt)?;
+        }
     }
     Ok(())
 }

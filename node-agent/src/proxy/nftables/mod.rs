@@ -14,7 +14,7 @@ pub mod sync;
 pub mod transaction;
 
 #[cfg(test)]
-mod helpers_test;
+pub(crate) mod helpers_test;
 #[cfg(test)]
 mod nft_test;
 #[cfg(test)]
@@ -24,7 +24,7 @@ mod proxier_test;
 #[cfg(test)]
 mod scale_test;
 #[cfg(test)]
-mod tracer_test;
+pub(crate) mod tracer_test;
 
 pub use proxier::{
     ExistingObjects, LocalDetector, NftablesProxier, NodePortAddresses, ProxierConfig,

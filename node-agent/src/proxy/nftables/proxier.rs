@@ -891,13 +891,16 @@ impl NftablesProxier {
             }
         }
 
-        // Service chains no longer used are flushed now and deleted a second later.
+        // Service chains no longer used are flushed now and deleted a second later. The
+        // time is when a chain was first found stale: upstream re-stamps it at every sync,
+        // so syncs less than a second apart (any change anywhere in the cluster) keep a
+        // stale chain from ever going; rekube does not.
         for chain in existing.chains.iter().filter(|c| is_service_chain_name(c)) {
             if active_chains.contains(chain) {
                 self.stale_chains.remove(chain);
             } else {
                 tx.flush(Object::Chain(Chain::named(chain)));
-                self.stale_chains.insert(chain.clone(), now);
+                self.stale_chains.entry(chain.clone()).or_insert(now);
             }
         }
         // Affinity sets no longer used can go at once.

@@ -808,3 +808,28 @@ fn restart_resyncs_from_scratch() {
         super::helpers_test::sort_nftables_transaction(&fresh.nft.dump())
     );
 }
+
+/// rekube's: a stale chain is deleted a second after it was first found stale, however
+/// often syncs come meanwhile (upstream re-stamps it at every sync, so syncs less than a
+/// second apart would keep it forever).
+#[test]
+fn stale_chains_go_a_second_after_they_went_stale_despite_frequent_syncs() {
+    let mut fp = FakeProxier::new();
+    fp.add_service(cluster_ip_service("ns1", "svc1", "172.30.0.41", "p80", 80));
+    fp.add_slice(one_endpoint_slice("ns1", "svc1", &["10.0.1.1"], "p80", 80));
+    fp.sync_proxy_rules();
+    fp.delete_service("ns1", "svc1");
+    fp.sync_proxy_rules();
+    let stale = fp.proxier.stale_chains().count();
+    assert_eq!(stale, 2, "the service and endpoint chains are stale");
+    // Syncs 0.6 s apart (another Service changes each time).
+    for (i, ip) in ["172.30.0.42", "172.30.0.43"].into_iter().enumerate() {
+        fp.proxier
+            .age_stale_chains(std::time::Duration::from_millis(600));
+        fp.add_service(cluster_ip_service("ns2", &format!("s{i}"), ip, "p80", 80));
+        fp.sync_proxy_rules();
+    }
+    // 1.2 s after they went stale: deleted.
+    assert_eq!(fp.proxier.stale_chains().count(), 0);
+    assert!(!fp.nft.dump().contains("ns1/svc1"), "{}", fp.nft.dump());
+}
