@@ -394,6 +394,20 @@ impl Drop for Pods {
     }
 }
 
+/// A proxy process, SIGTERMed and waited for when dropped (also when the run fails or
+/// panics), so that none outlives the benchmark.
+struct Stopped(Child);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.0.wait();
+    }
+}
+
 fn start_proxy(args: &Args, side: &str, mode: &str, node: &NodeNetns) -> anyhow::Result<Child> {
     let log = std::fs::File::create(format!("/tmp/bench-proxy-{side}-{mode}.log"))?;
     let mut command = match side {
@@ -465,15 +479,15 @@ async fn run_side(
     let (vip_id, vip_sink) = (SocketAddr::from((vip, 80)), SocketAddr::from((vip, 90)));
     move_probe(client, ns, side, SERVER_A).await?;
     let started = Instant::now();
-    let mut proxy = start_proxy(args, side, mode, node)?;
-    let pid = proxy.id();
+    let mut proxy = Stopped(start_proxy(args, side, mode, node)?);
+    let pid = proxy.0.id();
     let result = async {
         // Full sync: the probe answers (it is programmed with everything else).
         let full_sync = loop {
             if pods.who(vip_id, Duration::from_millis(20)) == Some(b'A') {
                 break started.elapsed();
             }
-            if let Some(status) = proxy.try_wait()? {
+            if let Some(status) = proxy.0.try_wait()? {
                 bail!("the {side} proxy exited: {status}; /tmp/bench-proxy-{side}-{mode}.log");
             }
             if started.elapsed() > Duration::from_secs(600) {
@@ -525,11 +539,7 @@ async fn run_side(
         })
     }
     .await;
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    );
-    let _ = proxy.wait();
+    drop(proxy);
     if side == "rekube" {
         let _ = Command::new(&args.rekube)
             .args(["cleanup", "--netns"])
