@@ -1,6 +1,6 @@
 //! The service proxy against the real apiserver and the real kernel (as root), in both
 //! modes: a `rekube-node-agent proxy --netns --proxy-mode nftables|iptables` process
-//! watches the cluster's rekube Services and Endpoints and writes its nftables table (with
+//! watches the cluster's rekube Services and EndpointSlices and writes its nftables table (with
 //! the real `nft`) or its iptables chains (with the real `iptables-restore`) into a
 //! network namespace the test creates (never the host's). Inside it, a veth pair carries the "node" address
 //! 10.99.0.1 and the endpoint addresses 10.99.0.2 and .3, where listeners of the test
@@ -11,7 +11,7 @@
 //!
 //! What is checked: a Service's VIP in the kernel (the `service-ips` map, the
 //! `REKUBE-SERVICES` chain) within a second of its
-//! creation, TCP through it (and through its NodePort) to the endpoint, the traffic following an Endpoints change
+//! creation, TCP through it (and through its NodePort) to the endpoint, the traffic following an EndpointSlice change
 //! within a second, a UDP flow moved by the conntrack flush when its endpoint goes, a
 //! Service without endpoints refusing at once, a deleted Service's element and chains
 //! gone, a restarted proxy resyncing from scratch (a Service deleted while it was down
@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use rekube_crds::{Endpoints, Service};
+use rekube_crds::{EndpointSlice, Service};
 use rekube_e2e::{TestNamespace, wait_until};
 use serde_json::json;
 
@@ -371,17 +371,24 @@ fn service(name: &str, ip: &str, port: i32, target: i32, protocol: &str) -> Serv
     .unwrap()
 }
 
-fn endpoints(name: &str, ip: &str, port: i32, protocol: &str) -> Endpoints {
+/// The EndpointSlice of Service `name` (what the endpointslice controller writes for a
+/// Service with a selector, or the mirroring controller for users' Endpoints): one ready
+/// endpoint.
+fn endpoints(name: &str, ip: &str, port: i32, protocol: &str) -> EndpointSlice {
     serde_json::from_value(json!({
         "apiVersion": "rekube.io/v1",
-        "kind": "Endpoints",
-        "metadata": { "name": name },
-        "subsets": [{
-            "addresses": [{ "ip": ip }],
-            "ports": [{ "name": "p", "port": port, "protocol": protocol }],
-        }],
+        "kind": "EndpointSlice",
+        "metadata": { "name": name, "labels": { "kubernetes.io/service-name": name } },
+        "addressType": "IPv4",
+        "endpoints": [{ "addresses": [ip], "conditions": { "ready": true } }],
+        "ports": [{ "name": "p", "port": port, "protocol": protocol }],
     }))
     .unwrap()
+}
+
+/// A merge patch moving a slice's one endpoint to `ip`.
+fn move_endpoint(ip: &str) -> Patch<serde_json::Value> {
+    Patch::Merge(json!({ "endpoints": [{ "addresses": [ip], "conditions": { "ready": true } }] }))
 }
 
 /// Polls `check` every 20 ms until it holds; returns how long that took, failing after
@@ -436,7 +443,7 @@ async fn scenario(mode: Mode) {
     let node = ns.cluster_name("node");
     let mut proxy = ProxyProcess::start(mode, &node, &netns.path, 1);
     let services: Api<Service> = Api::namespaced(ns.client.clone(), &ns.name);
-    let eps: Api<Endpoints> = Api::namespaced(ns.client.clone(), &ns.name);
+    let eps: Api<EndpointSlice> = Api::namespaced(ns.client.clone(), &ns.name);
     let pp = PostParams::default();
 
     // The first (full) sync once the lists are in.
@@ -460,14 +467,14 @@ async fn scenario(mode: Mode) {
         .await;
     }
 
-    // A Service and its Endpoints: the VIP within a second of the change completing it.
+    // A Service and its EndpointSlice: the VIP within a second of the change completing it.
     eps.create(&pp, &endpoints("web", "10.99.0.2", 8080, "TCP"))
         .await
         .unwrap();
     tokio::time::sleep(QUIET).await;
     assert!(
         !netns.vips(mode).contains(&vip10),
-        "Endpoints without a Service make no rule"
+        "an EndpointSlice without its Service makes no rule"
     );
     let mut web = service("web", &vip10, 80, 8080, "TCP");
     {
@@ -496,17 +503,10 @@ async fn scenario(mode: Mode) {
     let err = tcp_get(&netns, &format!("127.0.0.1:{node_port}")).expect_err("no NodePort on lo");
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
 
-    // The Endpoints move to .3: traffic follows within a second.
-    eps.patch(
-        "web",
-        &PatchParams::default(),
-        &Patch::Merge(json!({ "subsets": [{
-            "addresses": [{ "ip": "10.99.0.3" }],
-            "ports": [{ "name": "p", "port": 8080, "protocol": "TCP" }],
-        }]})),
-    )
-    .await
-    .unwrap();
+    // The endpoint moves to .3: traffic follows within a second.
+    eps.patch("web", &PatchParams::default(), &move_endpoint("10.99.0.3"))
+        .await
+        .unwrap();
     let n = Arc::clone(&netns);
     let v = format!("{vip10}:80");
     let took = tokio::task::spawn_blocking(move || {
@@ -521,7 +521,7 @@ async fn scenario(mode: Mode) {
     })
     .await
     .unwrap();
-    eprintln!("Endpoints changed: traffic on the new endpoint after {took:?}");
+    eprintln!("EndpointSlice changed: traffic on the new endpoint after {took:?}");
     assert_eq!(
         tcp_get(&netns, &format!("10.99.0.1:{node_port}")).unwrap(),
         "b"
@@ -605,16 +605,9 @@ async fn scenario(mode: Mode) {
         &vip12,
     ]));
     assert!(in_netns.contains("src=10.99.0.2"), "{in_netns}");
-    eps.patch(
-        "dns",
-        &PatchParams::default(),
-        &Patch::Merge(json!({ "subsets": [{
-            "addresses": [{ "ip": "10.99.0.3" }],
-            "ports": [{ "name": "p", "port": 5353, "protocol": "UDP" }],
-        }]})),
-    )
-    .await
-    .unwrap();
+    eps.patch("dns", &PatchParams::default(), &move_endpoint("10.99.0.3"))
+        .await
+        .unwrap();
     let a = ask.clone();
     let took = tokio::task::spawn_blocking(move || {
         within(

@@ -201,7 +201,7 @@ async fn route_across_nodes(mode: &'static str) {
         &ns.name,
         &[
             "--controllers",
-            "node-ipam-controller,scheduler,deployment-controller,replicaset-controller,endpoint-controller,service-allocator-controller",
+            "node-ipam-controller,scheduler,deployment-controller,replicaset-controller,endpoint-controller,endpointslice-controller,service-allocator-controller",
             "--allocate-node-cidrs",
             "true",
             "--cluster-cidr",

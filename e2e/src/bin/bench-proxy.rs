@@ -1,18 +1,19 @@
 //! bench-proxy: the service proxy, upstream's kube-proxy v1.36.3 (core/v1 Services and
 //! EndpointSlices) and rekube's (`rekube-node-agent proxy`, rekube Services and
-//! Endpoints), side by side in the same run, one after the other on the same apiserver
+//! EndpointSlices), side by side in the same run, one after the other on the same apiserver
 //! and machine, each in a network namespace of its own (the multi-node harness's node,
 //! `rekube_e2e::netns`), in each mode asked for.
 //!
 //! Per scale (Services × endpoints): the objects of both kinds are created once (the
-//! rekube Services with the ClusterIPs the apiserver gave the core ones); then, per mode
+//! rekube Services with the ClusterIPs the apiserver gave the core ones, and the same
+//! EndpointSlices as rekube's kind); then, per mode
 //! and side, on a fresh node namespace with a "pod" namespace holding two servers
 //! (10.97.0.2 and .3) and a client "pod" namespace (10.97.1.2):
 //! - **full sync**: from starting the proxy to the first connection through the probe
 //!   Service's ClusterIP (the proxies program everything in their first sync after their
 //!   informers have listed: this is list + first full sync + the kernel applying it);
 //! - **endpoint change to live**: the probe Service's endpoint moved from one server to
-//!   the other (an EndpointSlice or an Endpoints update), timed from the update returning
+//!   the other (an EndpointSlice update, either kind), timed from the update returning
 //!   to the first connection through the ClusterIP that reaches the new server (polled
 //!   every 2 ms); five times, the median;
 //! - **proxy CPU** (the process and its children: both run `nft`) and **peak RSS**;
@@ -50,7 +51,7 @@ struct Args {
     /// Scales: numbers of Services (comma-separated).
     #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
     services: Vec<usize>,
-    /// Endpoints per Service.
+    /// Endpoints per Service (addresses of its EndpointSlice).
     #[arg(long, default_value_t = 10)]
     endpoints: usize,
     /// Proxy modes (comma-separated): nftables, iptables.
@@ -131,16 +132,15 @@ fn rekube_service(i: usize, cluster_ip: &str) -> Value {
             {"name": "sink", "port": 90, "targetPort": SINK_PORT}]}})
 }
 
-fn rekube_endpoints(i: usize, ips: &[String]) -> Value {
-    json!({"apiVersion": "rekube.io/v1", "kind": "Endpoints",
-        "metadata": {"name": format!("s{i}")},
-        "subsets": [{"addresses": ips.iter().map(|ip| json!({"ip": ip})).collect::<Vec<_>>(),
-            "ports": [{"name": "id", "port": ID_PORT, "protocol": "TCP"},
-                      {"name": "sink", "port": SINK_PORT, "protocol": "TCP"}]}]})
+/// The same EndpointSlice as rekube's kind.
+fn rekube_slice(i: usize, ips: &[String]) -> Value {
+    let mut slice = slice(i, ips);
+    slice["apiVersion"] = json!("rekube.io/v1");
+    slice
 }
 
 fn api(client: &Client, ns: &str, api_version: &str, kind: &str) -> Api<DynamicObject> {
-    let resource = if kind == "EndpointSlice" {
+    let resource = if kind == "EndpointSlice" && api_version != "rekube.io/v1" {
         kube::api::ApiResource::erase::<k8s_openapi::api::discovery::v1::EndpointSlice>(&())
     } else {
         rekube_e2e::api_resource(api_version, kind)
@@ -169,7 +169,7 @@ async fn create_all(api: &Api<DynamicObject>, objects: Vec<Value>) -> anyhow::Re
 }
 
 /// The scale's objects: core Services (their ClusterIPs from the apiserver) with
-/// EndpointSlices, and rekube Services with the same ClusterIPs and Endpoints. Service 0 is
+/// EndpointSlices, and rekube Services with the same ClusterIPs and EndpointSlices. Service 0 is
 /// the probe: its endpoint is server A.
 async fn create_objects(client: &Client, ns: &str, n: usize, per: usize) -> anyhow::Result<String> {
     let t = Instant::now();
@@ -203,12 +203,12 @@ async fn create_objects(client: &Client, ns: &str, n: usize, per: usize) -> anyh
     )
     .await?;
     create_all(
-        &api(client, ns, "rekube.io/v1", "Endpoints"),
-        (0..n).map(|i| rekube_endpoints(i, &eps(i))).collect(),
+        &api(client, ns, "rekube.io/v1", "EndpointSlice"),
+        (0..n).map(|i| rekube_slice(i, &eps(i))).collect(),
     )
     .await?;
     println!(
-        "  created {n} core Services + EndpointSlices and {n} rekube Services + Endpoints in {:.1}s",
+        "  created {n} core Services + EndpointSlices and {n} rekube Services + EndpointSlices in {:.1}s",
         t.elapsed().as_secs_f64()
     );
     Ok(probe_ip)
@@ -217,24 +217,17 @@ async fn create_objects(client: &Client, ns: &str, n: usize, per: usize) -> anyh
 /// Moves the probe's endpoint to `to` on `side`.
 async fn move_probe(client: &Client, ns: &str, side: &str, to: Ipv4Addr) -> anyhow::Result<()> {
     let pp = PatchParams::default();
-    match side {
-        "upstream" => {
-            api(client, ns, "discovery.k8s.io/v1", "EndpointSlice")
-                .patch("s0", &pp, &Patch::Merge(json!({"endpoints": [{"addresses": [to.to_string()], "conditions": {"ready": true}}]})))
-                .await?;
-        }
-        _ => {
-            api(client, ns, "rekube.io/v1", "Endpoints")
-                .patch(
-                    "s0",
-                    &pp,
-                    &Patch::Merge(json!({"subsets": [{"addresses": [{"ip": to.to_string()}],
-                    "ports": [{"name": "id", "port": ID_PORT, "protocol": "TCP"},
-                              {"name": "sink", "port": SINK_PORT, "protocol": "TCP"}]}]})),
-                )
-                .await?;
-        }
-    }
+    let api_version = match side {
+        "upstream" => "discovery.k8s.io/v1",
+        _ => "rekube.io/v1",
+    };
+    api(client, ns, api_version, "EndpointSlice")
+        .patch(
+            "s0",
+            &pp,
+            &Patch::Merge(json!({"endpoints": [{"addresses": [to.to_string()], "conditions": {"ready": true}}]})),
+        )
+        .await?;
     Ok(())
 }
 

@@ -1,13 +1,17 @@
 //! Upstream's `ServiceChangeTracker` and `EndpointsChangeTracker` (pkg/proxy/
-//! servicechangetracker.go, endpointschangetracker.go) in one: the watch events of
-//! Services and Endpoints are converted once, when they arrive, to the proxy's model for
-//! one IP family, and the Services they touched are remembered; a sync then applies only
-//! those to the [`ProxySnapshot`] and gets the Services whose ports or endpoints really
-//! changed (`UpdatedServices`, what a partial sync rewrites). Pure: no I/O.
+//! servicechangetracker.go, endpointschangetracker.go, endpointslicecache.go) in one: the
+//! watch events of Services and EndpointSlices are converted once, when they arrive, to
+//! the proxy's model for one IP family (a Service's endpoints from all its slices, found
+//! by their `kubernetes.io/service-name` label), and the Services they touched are
+//! remembered; a sync then applies only those to the [`ProxySnapshot`] and gets the
+//! Services whose ports or endpoints really changed (`UpdatedServices`, what a partial
+//! sync rewrites). Pure: no I/O.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::convert::{endpoints_from_endpoints, service_ports};
+use k8s_openapi::api::discovery::v1 as discovery;
+
+use super::convert::{endpoints_from_endpoint_slices, service_of_slice, service_ports};
 use super::types::{
     EndpointInfo, IpFamily, NamespacedName, ProxySnapshot, ServicePortInfo, ServicePortName,
 };
@@ -15,13 +19,18 @@ use super::types::{
 type Ports = Vec<(ServicePortName, ServicePortInfo)>;
 type EndpointsByPort = BTreeMap<ServicePortName, Vec<EndpointInfo>>;
 
-/// The current state of every Service and Endpoints the watches delivered, per Service.
+/// The current state of every Service and EndpointSlice the watches delivered, per
+/// Service.
 #[derive(Debug, Clone)]
 pub struct ChangeTracker {
     family: IpFamily,
     node_name: String,
     services: BTreeMap<NamespacedName, Ports>,
     endpoints: BTreeMap<NamespacedName, EndpointsByPort>,
+    /// Each Service's EndpointSlices by name (upstream's `endpointSliceCache`).
+    slices: BTreeMap<NamespacedName, BTreeMap<String, discovery::EndpointSlice>>,
+    /// The Service of each slice (namespace/slice name), for its deletion.
+    slice_service: BTreeMap<NamespacedName, NamespacedName>,
     /// Services touched since the last [`ChangeTracker::apply`].
     pending: BTreeSet<NamespacedName>,
 }
@@ -40,6 +49,8 @@ impl ChangeTracker {
             node_name: node_name.to_string(),
             services: BTreeMap::new(),
             endpoints: BTreeMap::new(),
+            slices: BTreeMap::new(),
+            slice_service: BTreeMap::new(),
             pending: BTreeSet::new(),
         }
     }
@@ -68,23 +79,55 @@ impl ChangeTracker {
         }
     }
 
-    /// Endpoints were added or changed.
-    pub fn endpoints_update(&mut self, eps: &rekube_crds::Endpoints) {
-        let key = key_of(&eps.metadata);
-        let by_port = endpoints_from_endpoints(eps, &self.node_name, self.family);
-        if by_port.is_empty() {
-            return self.endpoints_delete(&key);
+    /// An EndpointSlice was added or changed: its Service's endpoints are those of all
+    /// its slices. A slice without a service-name label belongs to none.
+    pub fn endpoint_slice_update(&mut self, slice: &rekube_crds::EndpointSlice) {
+        let key = key_of(&slice.metadata);
+        let Some(service) = service_of_slice(&slice.metadata) else {
+            return self.endpoint_slice_delete(&key);
+        };
+        if self.slice_service.get(&key).is_some_and(|s| *s != service) {
+            // Relabelled to another Service: it leaves the first.
+            self.endpoint_slice_delete(&key);
         }
-        if self.endpoints.get(&key) != Some(&by_port) {
-            self.endpoints.insert(key.clone(), by_port);
-            self.pending.insert(key);
-        }
+        self.slice_service.insert(key.clone(), service.clone());
+        self.slices.entry(service.clone()).or_default().insert(
+            key.name.clone(),
+            discovery::EndpointSlice::from(slice.clone()),
+        );
+        self.recompute_endpoints(&service);
     }
 
-    /// Endpoints were deleted.
-    pub fn endpoints_delete(&mut self, key: &NamespacedName) {
-        if self.endpoints.remove(key).is_some() {
-            self.pending.insert(key.clone());
+    /// An EndpointSlice was deleted.
+    pub fn endpoint_slice_delete(&mut self, key: &NamespacedName) {
+        let Some(service) = self.slice_service.remove(key) else {
+            return;
+        };
+        if let Some(slices) = self.slices.get_mut(&service) {
+            slices.remove(&key.name);
+            if slices.is_empty() {
+                self.slices.remove(&service);
+            }
+        }
+        self.recompute_endpoints(&service);
+    }
+
+    fn recompute_endpoints(&mut self, service: &NamespacedName) {
+        let by_port = endpoints_from_endpoint_slices(
+            self.slices
+                .get(service)
+                .into_iter()
+                .flat_map(|s| s.values()),
+            &self.node_name,
+            self.family,
+        );
+        if by_port.is_empty() {
+            if self.endpoints.remove(service).is_some() {
+                self.pending.insert(service.clone());
+            }
+        } else if self.endpoints.get(service) != Some(&by_port) {
+            self.endpoints.insert(service.clone(), by_port);
+            self.pending.insert(service.clone());
         }
     }
 
@@ -109,24 +152,24 @@ impl ChangeTracker {
         }
     }
 
-    /// A relist of Endpoints.
-    pub fn endpoints_replace<'a>(
+    /// A relist of EndpointSlices.
+    pub fn endpoint_slices_replace<'a>(
         &mut self,
-        all: impl IntoIterator<Item = &'a rekube_crds::Endpoints>,
+        all: impl IntoIterator<Item = &'a rekube_crds::EndpointSlice>,
     ) {
         let mut seen = BTreeSet::new();
-        for eps in all {
-            seen.insert(key_of(&eps.metadata));
-            self.endpoints_update(eps);
+        for slice in all {
+            seen.insert(key_of(&slice.metadata));
+            self.endpoint_slice_update(slice);
         }
         let gone: Vec<_> = self
-            .endpoints
+            .slice_service
             .keys()
             .filter(|k| !seen.contains(*k))
             .cloned()
             .collect();
         for key in gone {
-            self.endpoints_delete(&key);
+            self.endpoint_slice_delete(&key);
         }
     }
 
@@ -223,36 +266,23 @@ mod tests {
         }
     }
 
-    fn endpoints(
+    /// An EndpointSlice `slice` of Service `service`, all `ips` ready.
+    fn slice(
         ns: &str,
-        name: &str,
+        service: &str,
+        slice: &str,
         ips: &[&str],
         port: (&str, i32, &str),
-    ) -> rekube_crds::Endpoints {
-        rekube_crds::Endpoints {
-            metadata: ObjectMeta {
-                namespace: Some(ns.into()),
-                name: Some(name.into()),
-                ..Default::default()
-            },
-            subsets: Some(vec![core::EndpointSubset {
-                addresses: Some(
-                    ips.iter()
-                        .map(|ip| core::EndpointAddress {
-                            ip: ip.to_string(),
-                            ..Default::default()
-                        })
-                        .collect(),
-                ),
-                ports: Some(vec![core::EndpointPort {
-                    name: Some(port.0.into()),
-                    port: port.1,
-                    protocol: Some(port.2.into()),
-                    ..Default::default()
-                }]),
-                ..Default::default()
-            }]),
-        }
+    ) -> rekube_crds::EndpointSlice {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "rekube.io/v1", "kind": "EndpointSlice",
+            "metadata": {"namespace": ns, "name": slice,
+                "labels": {"kubernetes.io/service-name": service}},
+            "addressType": "IPv4",
+            "endpoints": ips.iter().map(|ip| serde_json::json!({"addresses": [ip], "conditions": {"ready": true}})).collect::<Vec<_>>(),
+            "ports": [{"name": port.0, "port": port.1, "protocol": port.2}],
+        }))
+        .unwrap()
     }
 
     fn names(list: &[(&str, &str)]) -> BTreeSet<NamespacedName> {
@@ -273,9 +303,15 @@ mod tests {
             &[("p80", 80, "TCP"), ("p53", 53, "UDP")],
         );
         let b = service("ns2", "b", "172.30.0.2", &[("p80", 80, "TCP")]);
-        let ea = endpoints("ns1", "a", &["10.0.0.1"], ("p80", 8080, "TCP"));
-        let ea2 = endpoints("ns1", "a", &["10.0.0.1", "10.0.0.2"], ("p80", 8080, "TCP"));
-        let eb = endpoints("ns2", "b", &["10.0.1.1"], ("p80", 8080, "TCP"));
+        let ea = slice("ns1", "a", "a-1", &["10.0.0.1"], ("p80", 8080, "TCP"));
+        let ea2 = slice(
+            "ns1",
+            "a",
+            "a-1",
+            &["10.0.0.1", "10.0.0.2"],
+            ("p80", 8080, "TCP"),
+        );
+        let eb = slice("ns2", "b", "b-1", &["10.0.1.1"], ("p80", 8080, "TCP"));
 
         type Step = Box<dyn Fn(&mut ChangeTracker)>;
         let (a_, a2_, b_, ea_, ea2_, eb_) = (
@@ -291,14 +327,14 @@ mod tests {
             Step,
             Vec<(&'a str, &'a str)>,
             Vec<&'a rekube_crds::Service>,
-            Vec<&'a rekube_crds::Endpoints>,
+            Vec<&'a rekube_crds::EndpointSlice>,
         );
         let steps: Vec<Case> = vec![
             (
                 "initial list",
                 Box::new(move |t| {
                     t.services_replace([&a_, &b_]);
-                    t.endpoints_replace([&ea_, &eb_]);
+                    t.endpoint_slices_replace([&ea_, &eb_]);
                 }),
                 vec![("ns1", "a"), ("ns2", "b")],
                 vec![&a, &b],
@@ -306,7 +342,7 @@ mod tests {
             ),
             (
                 "an endpoint added to a",
-                Box::new(move |t| t.endpoints_update(&ea2_)),
+                Box::new(move |t| t.endpoint_slice_update(&ea2_)),
                 vec![("ns1", "a")],
                 vec![&a, &b],
                 vec![&ea2, &eb],
@@ -315,7 +351,7 @@ mod tests {
                 "the same object again (a resync) changes nothing",
                 Box::new({
                     let ea2 = ea2.clone();
-                    move |t| t.endpoints_update(&ea2)
+                    move |t| t.endpoint_slice_update(&ea2)
                 }),
                 vec![],
                 vec![&a, &b],
@@ -332,7 +368,7 @@ mod tests {
                 "b deleted, its endpoints too",
                 Box::new(|t| {
                     t.service_delete(&NamespacedName::new("ns2", "b"));
-                    t.endpoints_delete(&NamespacedName::new("ns2", "b"));
+                    t.endpoint_slice_delete(&NamespacedName::new("ns2", "b-1"));
                 }),
                 vec![("ns2", "b")],
                 vec![&a2],
@@ -355,7 +391,7 @@ mod tests {
                 "a relist without a",
                 Box::new(|t| {
                     t.services_replace([]);
-                    t.endpoints_replace([]);
+                    t.endpoint_slices_replace([]);
                 }),
                 vec![("ns1", "a")],
                 vec![],
@@ -371,10 +407,62 @@ mod tests {
             assert!(!tracker.has_pending(), "{name}");
             assert_eq!(
                 snapshot,
-                build_snapshot(services, eps, "node-1", IpFamily::V4),
+                build_snapshot(
+                    services,
+                    &eps.iter()
+                        .map(|e| discovery::EndpointSlice::from((*e).clone()))
+                        .collect::<Vec<_>>(),
+                    "node-1",
+                    IpFamily::V4
+                ),
                 "{name}"
             );
         }
+    }
+
+    /// A Service's endpoints are those of all its slices; a slice relabelled to another
+    /// Service moves; a slice without the label is no one's.
+    #[test]
+    fn a_services_endpoints_come_from_all_its_slices() {
+        let mut tracker = ChangeTracker::new(IpFamily::V4, "node-1");
+        let mut snapshot = ProxySnapshot::default();
+        let a = service("ns1", "a", "172.30.0.1", &[("p80", 80, "TCP")]);
+        let b = service("ns1", "b", "172.30.0.2", &[("p80", 80, "TCP")]);
+        let (s1, s2) = (
+            slice("ns1", "a", "a-1", &["10.0.0.1"], ("p80", 8080, "TCP")),
+            slice("ns1", "a", "a-2", &["10.0.0.2"], ("p80", 8080, "TCP")),
+        );
+        tracker.services_replace([&a, &b]);
+        tracker.endpoint_slices_replace([&s1, &s2]);
+        tracker.apply(&mut snapshot);
+        let ips = |snapshot: &ProxySnapshot, svc: &str| -> Vec<String> {
+            snapshot
+                .endpoints
+                .get(&ServicePortName::new(
+                    "ns1",
+                    svc,
+                    "p80",
+                    super::super::types::Protocol::Tcp,
+                ))
+                .map(|l| l.iter().map(|e| e.to_string()).collect())
+                .unwrap_or_default()
+        };
+        assert_eq!(ips(&snapshot, "a"), ["10.0.0.1:8080", "10.0.0.2:8080"]);
+        // a-2 relabelled to b: both change.
+        let moved = slice("ns1", "b", "a-2", &["10.0.0.2"], ("p80", 8080, "TCP"));
+        tracker.endpoint_slice_update(&moved);
+        assert_eq!(
+            tracker.apply(&mut snapshot),
+            names(&[("ns1", "a"), ("ns1", "b")])
+        );
+        assert_eq!(ips(&snapshot, "a"), ["10.0.0.1:8080"]);
+        assert_eq!(ips(&snapshot, "b"), ["10.0.0.2:8080"]);
+        // Its label removed: b has none.
+        let mut unlabelled = moved.clone();
+        unlabelled.metadata.labels = None;
+        tracker.endpoint_slice_update(&unlabelled);
+        assert_eq!(tracker.apply(&mut snapshot), names(&[("ns1", "b")]));
+        assert!(ips(&snapshot, "b").is_empty());
     }
 
     #[test]

@@ -1,18 +1,12 @@
 //! rekube objects to the proxy's model: upstream's `newBaseServiceInfo` (pkg/proxy/
 //! serviceport.go) for each port of a Service, and the endpoints of each service port from
-//! core/v1 Endpoints (`addresses` ready, `notReadyAddresses` not) or from discovery/v1
-//! EndpointSlices (ready, serving, terminating and hints as the slice says; upstream's
-//! endpointslicecache.go). Addresses are parsed as Go's `ParseIPSloppy` does (leading
-//! zeros allowed); what does not parse, or is of the other family, is skipped, as upstream
-//! skips it with a log line.
-//!
-//! core/v1 Endpoints cannot say "terminating": the endpoints controller drops a terminating
-//! pod from `addresses` (or keeps it there with publishNotReadyAddresses), so from Endpoints
-//! every address is `terminating: false` and a not-ready one is `serving: false`. The
-//! fallback to serving-terminating endpoints (ProxyTerminatingEndpoints) and topology hints
-//! need EndpointSlices: see docs/proxy.md.
+//! a Service's EndpointSlices (ready, serving, terminating and hints as the slice says;
+//! upstream's endpointslicecache.go), the slices found by their
+//! `kubernetes.io/service-name` label. Addresses are parsed as Go's `ParseIPSloppy` does
+//! (leading zeros allowed); what does not parse, or is of the other family, is skipped, as
+//! upstream skips it with a log line.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
@@ -178,64 +172,6 @@ fn sort_endpoints(map: &mut BTreeMap<ServicePortName, Vec<EndpointInfo>>) {
     }
 }
 
-/// The endpoints of each port of one core/v1 Endpoints object, for the proxier of
-/// `family` on node `node_name`.
-pub fn endpoints_from_endpoints(
-    eps: &rekube_crds::Endpoints,
-    node_name: &str,
-    family: IpFamily,
-) -> BTreeMap<ServicePortName, Vec<EndpointInfo>> {
-    let mut map: BTreeMap<ServicePortName, Vec<EndpointInfo>> = BTreeMap::new();
-    let Some(name) = eps.metadata.name.as_deref() else {
-        return map;
-    };
-    let namespace = eps.metadata.namespace.as_deref().unwrap_or("default");
-    for subset in eps.subsets.iter().flatten() {
-        for port in subset.ports.iter().flatten() {
-            let (Some(protocol), Ok(port_number)) = (
-                Protocol::parse(port.protocol.as_deref()),
-                u16::try_from(port.port),
-            ) else {
-                continue;
-            };
-            let key = ServicePortName::new(
-                namespace,
-                name,
-                port.name.as_deref().unwrap_or(""),
-                protocol,
-            );
-            let list = map.entry(key).or_default();
-            let ready = subset.addresses.iter().flatten().map(|a| (a, true));
-            let not_ready = subset
-                .not_ready_addresses
-                .iter()
-                .flatten()
-                .map(|a| (a, false));
-            for (address, ready) in ready.chain(not_ready) {
-                let Some(ip) = parse_ip_sloppy(&address.ip).filter(|ip| family.matches(ip)) else {
-                    continue;
-                };
-                push_endpoint(
-                    list,
-                    EndpointInfo {
-                        ip,
-                        port: port_number,
-                        is_local: address.node_name.as_deref() == Some(node_name),
-                        ready,
-                        serving: ready,
-                        terminating: false,
-                        zone_hints: BTreeSet::new(),
-                        node_hints: BTreeSet::new(),
-                    },
-                );
-            }
-        }
-    }
-    map.retain(|_, list| !list.is_empty());
-    sort_endpoints(&mut map);
-    map
-}
-
 /// The endpoints of each port of a Service's EndpointSlices (upstream's
 /// `endpointSliceCache`): conditions default as upstream reads them (ready absent is
 /// ready, serving absent is ready, terminating absent is false).
@@ -322,7 +258,7 @@ pub fn endpoints_from_endpoint_slices<'a>(
 /// The snapshot a proxier of `family` on `node_name` syncs from.
 pub fn build_snapshot<'a>(
     services: impl IntoIterator<Item = &'a rekube_crds::Service>,
-    endpoints: impl IntoIterator<Item = &'a rekube_crds::Endpoints>,
+    slices: impl IntoIterator<Item = &'a discovery::EndpointSlice>,
     node_name: &str,
     family: IpFamily,
 ) -> ProxySnapshot {
@@ -330,13 +266,35 @@ pub fn build_snapshot<'a>(
     for svc in services {
         snapshot.service_ports.extend(service_ports(svc, family));
     }
-    for eps in endpoints {
+    // Grouped by their Service (the service-name label), as upstream's cache does.
+    let mut by_service: BTreeMap<NamespacedName, Vec<&discovery::EndpointSlice>> = BTreeMap::new();
+    for slice in slices {
+        if let Some(service) = service_of_slice(&slice.metadata) {
+            by_service.entry(service).or_default().push(slice);
+        }
+    }
+    for group in by_service.into_values() {
         snapshot
             .endpoints
-            .extend(endpoints_from_endpoints(eps, node_name, family));
+            .extend(endpoints_from_endpoint_slices(group, node_name, family));
     }
     snapshot
 }
+
+/// The Service an EndpointSlice belongs to: its namespace and its
+/// `kubernetes.io/service-name` label (upstream's `serviceNameLabel`); none without it.
+pub fn service_of_slice(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> Option<NamespacedName> {
+    let name = meta.labels.as_ref()?.get(SERVICE_NAME_LABEL)?;
+    Some(NamespacedName::new(
+        meta.namespace.as_deref().unwrap_or("default"),
+        name,
+    ))
+}
+
+/// The label naming an EndpointSlice's Service.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
 #[cfg(test)]
 mod tests {
@@ -465,57 +423,6 @@ mod tests {
         let v6 = service_ports(&svc, IpFamily::V6);
         assert_eq!(v4[0].1.cluster_ip.to_string(), "172.30.0.1");
         assert_eq!(v6[0].1.cluster_ip.to_string(), "fd00:10:96::1");
-    }
-
-    /// core/v1 Endpoints: addresses are ready, notReadyAddresses not; locality from
-    /// nodeName; each port of each subset is a service port; sorted by `ip:port`.
-    #[test]
-    fn endpoints_from_core_v1_endpoints() {
-        let eps = rekube_crds::Endpoints {
-            metadata: ObjectMeta {
-                namespace: Some("ns1".into()),
-                name: Some("ep1".into()),
-                ..Default::default()
-            },
-            subsets: Some(vec![core::EndpointSubset {
-                addresses: Some(vec![
-                    core::EndpointAddress {
-                        ip: "10.1.1.11".into(),
-                        node_name: Some("test-node".into()),
-                        ..Default::default()
-                    },
-                    core::EndpointAddress {
-                        ip: "10.1.1.1".into(),
-                        node_name: Some("other".into()),
-                        ..Default::default()
-                    },
-                ]),
-                not_ready_addresses: Some(vec![core::EndpointAddress {
-                    ip: "10.1.1.2".into(),
-                    ..Default::default()
-                }]),
-                ports: Some(vec![core::EndpointPort {
-                    name: Some("p11".into()),
-                    port: 11,
-                    protocol: Some("UDP".into()),
-                    ..Default::default()
-                }]),
-            }]),
-        };
-        let map = endpoints_from_endpoints(&eps, "test-node", IpFamily::V4);
-        let list = &map[&ServicePortName::new("ns1", "ep1", "p11", Protocol::Udp)];
-        let got: Vec<(String, bool, bool, bool)> = list
-            .iter()
-            .map(|e| (e.to_string(), e.is_local, e.ready, e.serving))
-            .collect();
-        assert_eq!(
-            got,
-            vec![
-                ("10.1.1.11:11".to_string(), true, true, true),
-                ("10.1.1.1:11".to_string(), false, true, true),
-                ("10.1.1.2:11".to_string(), false, false, false),
-            ]
-        );
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The service proxy (kube-proxy's job; docs/proxy.md). The decision core of the nftables
-//! mode: the input model ([`types`]) and its conversion from rekube Services and Endpoints
+//! mode: the input model ([`types`]) and its conversion from rekube Services and EndpointSlices
 //! ([`convert`]), upstream's endpoint selection ([`topology`]), [`nftables`] (from a
 //! snapshot to the `nft -f` transaction, full or partial), the watch events tracked per
 //! Service ([`change_tracker`]), the sync pacing ([`bounded_frequency_runner`]) and the

@@ -1,5 +1,5 @@
 //! The service proxy's I/O shell (cmd/kube-proxy/app/server.go with the proxiers'
-//! `SyncLoop`): watches of rekube Services and Endpoints in all namespaces and of
+//! `SyncLoop`): watches of rekube Services and EndpointSlices in all namespaces and of
 //! the node's own Node feed a [`ChangeTracker`] per IP family; a loop paced by the
 //! [`BoundedFrequencyRunner`] applies the tracked changes to each family's snapshot and
 //! syncs it through the mode's [`Backend`] (the nftables proxier with the real `nft`, or
@@ -253,7 +253,7 @@ pub async fn run(
             },
         )),
         tokio::spawn(watch_objects(
-            Api::<rekube_crds::Endpoints>::all(client.clone()),
+            Api::<rekube_crds::EndpointSlice>::all(client.clone()),
             watcher::Config::default(),
             Arc::clone(&shared),
             Arc::clone(&notify),
@@ -261,15 +261,17 @@ pub async fn run(
                 Change::Relisted(all) => {
                     s.trackers
                         .iter_mut()
-                        .for_each(|t| t.endpoints_replace(&all));
+                        .for_each(|t| t.endpoint_slices_replace(&all));
                     s.endpoints_synced = true;
                 }
-                Change::Applied(eps) => {
-                    s.trackers.iter_mut().for_each(|t| t.endpoints_update(&eps))
-                }
-                Change::Deleted(key) => {
-                    s.trackers.iter_mut().for_each(|t| t.endpoints_delete(&key))
-                }
+                Change::Applied(slice) => s
+                    .trackers
+                    .iter_mut()
+                    .for_each(|t| t.endpoint_slice_update(&slice)),
+                Change::Deleted(key) => s
+                    .trackers
+                    .iter_mut()
+                    .for_each(|t| t.endpoint_slice_delete(&key)),
             },
         )),
         tokio::spawn(watch_objects(
