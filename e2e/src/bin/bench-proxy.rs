@@ -443,7 +443,10 @@ fn start_proxy(args: &Args, side: &str, mode: &str, node: &NodeNetns) -> anyhow:
                 POD_CIDR,
             ])
             .env("KUBECONFIG", &args.kubeconfig)
-            .env("RUST_LOG", "warn");
+            .env(
+                "RUST_LOG",
+                std::env::var("REKUBE_PROXY_LOG").unwrap_or_else(|_| "warn".into()),
+            );
             c
         }
     };
