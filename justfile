@@ -68,7 +68,7 @@ up: bootstrap cluster-up
     KUBECONFIG={{local_kubeconfig}} kubectl get rekube -A -o wide
     @echo; echo "The web pods run as containers of rekube-node-agent on node rekube-local; their logs:"
     ls {{cache}}/agent/pods
-    @echo "(Ready comes from their httpGet readiness probes; pod IPs live on loopback inside each pod until pod networking lands.)"
+    @echo "(Ready comes from their httpGet readiness probes. This one node shares the machine's network namespace, so it runs with --pod-network loopback and no service proxy: pod IPs live on loopback inside each pod. The CNI pod network and Services that route run on nodes in network namespaces of their own: docs/pod-network.md.)"
 
 # Benchmark: the Deployment workload under kube-controller-manager and rekube-controllers, side by side.
 bench-controllers deployments="100" replicas="10": cluster-up
