@@ -219,6 +219,25 @@ impl TestNetwork {
         Ok(())
     }
 
+    /// Whether real node agents can run on it: [`Self::prerequisites`], containers
+    /// ([`crate::agent::AgentProcess::can_run_containers`]), the reference CNI plugins
+    /// and `nft` (the agents' masquerade table and proxy, and the tests' reading of them).
+    pub fn agent_prerequisites() -> Result<(), String> {
+        Self::prerequisites()?;
+        crate::agent::AgentProcess::can_run_containers()?;
+        if !cni_bin_dir().join("bridge").is_file() {
+            return Err(format!(
+                "no cni plugins in {} (e2e/scripts/build-kubernetes.sh cni-plugins builds them; or set REKUBE_CNI_BIN_DIR)",
+                cni_bin_dir().display()
+            ));
+        }
+        Command::new("nft")
+            .arg("--version")
+            .output()
+            .map(drop)
+            .map_err(|_| "nft (Debian's nftables) is missing".to_string())
+    }
+
     /// A switch and `nodes` node namespaces named after `tag` (short: interface names
     /// are at most 15 bytes), each with the apiserver forwarded into it.
     pub fn new(tag: &str, nodes: usize) -> Self {

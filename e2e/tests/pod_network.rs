@@ -20,7 +20,7 @@ use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use rekube_crds::{Node, Pod};
 use rekube_e2e::agent::AgentProcess;
 use rekube_e2e::controllers::ControllerProcess;
-use rekube_e2e::netns::{TestNetwork, cni_bin_dir};
+use rekube_e2e::netns::TestNetwork;
 use rekube_e2e::{TestNamespace, wait_until};
 use serde_json::{Value, json};
 
@@ -28,19 +28,7 @@ const T: Duration = Duration::from_secs(90);
 const CLUSTER_CIDR: &str = "10.244.0.0/16";
 
 fn skip() -> bool {
-    let missing = TestNetwork::prerequisites()
-        .and_then(|()| AgentProcess::can_run_containers())
-        .and_then(|()| {
-            if cni_bin_dir().join("bridge").is_file() {
-                Ok(())
-            } else {
-                Err(format!(
-                    "no cni plugins in {} (e2e/scripts/build-kubernetes.sh cni-plugins builds them; or set REKUBE_CNI_BIN_DIR)",
-                    cni_bin_dir().display()
-                ))
-            }
-        });
-    match missing {
+    match TestNetwork::agent_prerequisites() {
         Ok(()) => false,
         Err(why) => {
             rekube_crds::testing::missing_prerequisite(&why);

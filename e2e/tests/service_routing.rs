@@ -26,7 +26,7 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use rekube_crds::{Deployment, Endpoints, Pod, Service};
 use rekube_e2e::agent::AgentProcess;
 use rekube_e2e::controllers::ControllerProcess;
-use rekube_e2e::netns::{NodeNetns, TestNetwork, cni_bin_dir};
+use rekube_e2e::netns::{NodeNetns, TestNetwork};
 use rekube_e2e::{TestNamespace, wait_until};
 use serde_json::json;
 
@@ -38,32 +38,13 @@ const SERVICE_CIDR: &str = "10.112.0.0/16";
 const PROBE_PERIOD: Duration = Duration::from_secs(1);
 
 fn skip() -> bool {
-    let missing = TestNetwork::prerequisites()
-        .and_then(|()| AgentProcess::can_run_containers())
-        .and_then(|()| {
-            if cni_bin_dir().join("bridge").is_file() {
-                Ok(())
-            } else {
-                Err(format!(
-                    "no cni plugins in {} (e2e/scripts/build-kubernetes.sh cni-plugins builds them; or set REKUBE_CNI_BIN_DIR)",
-                    cni_bin_dir().display()
-                ))
-            }
-        })
-        .and_then(|()| {
-            Command::new("nft")
-                .arg("--version")
-                .output()
-                .map(drop)
-                .map_err(|_| "nft (Debian's nftables) is missing".to_string())
-        })
-        .and_then(|()| {
-            Command::new("iptables-save")
-                .arg("--version")
-                .output()
-                .map(drop)
-                .map_err(|_| "iptables-save (Debian's iptables) is missing".to_string())
-        });
+    let missing = TestNetwork::agent_prerequisites().and_then(|()| {
+        Command::new("iptables-save")
+            .arg("--version")
+            .output()
+            .map(drop)
+            .map_err(|_| "iptables-save (Debian's iptables) is missing".to_string())
+    });
     match missing {
         Ok(()) => false,
         Err(why) => {

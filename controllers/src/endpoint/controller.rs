@@ -133,20 +133,7 @@ impl EndpointController {
             let Some(c) = weak.upgrade() else { return };
             let services = c.informers.services.store().state();
             let services: Vec<&Service> = services.iter().map(|s| s.as_ref()).collect();
-            let (namespace, names) = match change {
-                Change::Added(p) | Change::Deleted(p) => (
-                    p.metadata.namespace.clone().unwrap_or_default(),
-                    core::services_for_pod(
-                        &services,
-                        p.metadata.namespace.as_deref().unwrap_or_default(),
-                        p.metadata.labels.as_ref(),
-                    ),
-                ),
-                Change::Updated { old, new } => (
-                    new.metadata.namespace.clone().unwrap_or_default(),
-                    core::services_to_update(&services, old, new),
-                ),
-            };
+            let (namespace, names) = core::services_for_pod_change(&services, &change);
             for name in names {
                 c.enqueue_batched(service_key(&namespace, &name));
             }

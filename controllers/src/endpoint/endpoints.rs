@@ -582,6 +582,27 @@ pub fn services_to_update(services: &[&Service], old: &Pod, new: &Pod) -> BTreeS
     determine_needed_service_updates(&old_services, &current, pod_changed)
 }
 
+/// The namespace and names of the Services a pod's add, update or delete concerns: the
+/// pod handlers of upstream's endpoints and EndpointSlice controllers, both over
+/// getServicesForPod (add, delete) and GetServicesToUpdateOnPodChange (update).
+pub fn services_for_pod_change(
+    services: &[&Service],
+    change: &crate::manager::informer::Change<'_, Pod>,
+) -> (String, BTreeSet<String>) {
+    use crate::manager::informer::Change;
+    match change {
+        Change::Added(p) | Change::Deleted(p) => {
+            let namespace = p.metadata.namespace.clone().unwrap_or_default();
+            let names = services_for_pod(services, &namespace, p.metadata.labels.as_ref());
+            (namespace, names)
+        }
+        Change::Updated { old, new } => (
+            new.metadata.namespace.clone().unwrap_or_default(),
+            services_to_update(services, old, new),
+        ),
+    }
+}
+
 /// upstream checkLeftoverEndpoints: the (namespace, name) of every Endpoints, synced once
 /// at start so that an Endpoints whose Service went while the controller was down is
 /// deleted; Endpoints used as a leader-election lock are left out.

@@ -122,20 +122,7 @@ impl EndpointSliceController {
             let Some(c) = weak.upgrade() else { return };
             let services = c.informers.services.store().state();
             let services: Vec<&Service> = services.iter().map(|s| s.as_ref()).collect();
-            let (namespace, names) = match change {
-                Change::Added(p) | Change::Deleted(p) => (
-                    p.metadata.namespace.clone().unwrap_or_default(),
-                    endpoints_core::services_for_pod(
-                        &services,
-                        p.metadata.namespace.as_deref().unwrap_or_default(),
-                        p.metadata.labels.as_ref(),
-                    ),
-                ),
-                Change::Updated { old, new } => (
-                    new.metadata.namespace.clone().unwrap_or_default(),
-                    endpoints_core::services_to_update(&services, old, new),
-                ),
-            };
+            let (namespace, names) = endpoints_core::services_for_pod_change(&services, &change);
             for name in names {
                 c.enqueue_batched(ObjectKey::new(Some(&namespace), &name));
             }
@@ -144,28 +131,8 @@ impl EndpointSliceController {
         let weak = Arc::downgrade(&c);
         c.informers.endpoint_slices.add_handler(move |change| {
             let Some(c) = weak.upgrade() else { return };
-            match change {
-                Change::Added(s) => {
-                    if c.tracker.should_sync(s) {
-                        c.queue_service_for_endpoint_slice(s);
-                    }
-                }
-                Change::Updated { old, new } => {
-                    if service_controller_key(old) != service_controller_key(new) {
-                        c.queue_service_for_endpoint_slice(new);
-                        c.queue_service_for_endpoint_slice(old);
-                    } else if c.tracker.should_sync(new) {
-                        c.queue_service_for_endpoint_slice(new);
-                    }
-                }
-                // The informer sees only this controller's slices: a slice whose
-                // managed-by label was changed away arrives as a deletion (upstream's
-                // ManagedByChanged), and its Service gets a slice of its own again.
-                Change::Deleted(s) => {
-                    if c.tracker.has(s) && !c.tracker.handle_deletion(s) {
-                        c.queue_service_for_endpoint_slice(s);
-                    }
-                }
+            for slice in c.tracker.slices_to_queue(&change) {
+                c.queue_service_for_endpoint_slice(slice);
             }
         });
         c

@@ -7,7 +7,8 @@ use std::sync::Mutex;
 
 use rekube_crds::EndpointSlice;
 
-use super::utils::LABEL_SERVICE_NAME;
+use super::utils::{LABEL_SERVICE_NAME, service_controller_key};
+use crate::manager::informer::Change;
 
 /// The generation a slice has when this controller expects it to be deleted.
 const DELETION_EXPECTED: i64 = -1;
@@ -41,6 +42,44 @@ fn generation(slice: &EndpointSlice) -> i64 {
 }
 
 impl EndpointSliceTracker {
+    /// The slices whose owners (a Service, or mirrored Endpoints) an informer event about
+    /// a slice should sync: upstream's onEndpointSliceAdd / Update / Delete, shared by
+    /// the EndpointSlice and mirroring controllers. A slice added or updated by someone
+    /// else; both owners when its service-name label moved; a slice deleted that this
+    /// controller did not delete. The informer sees only the controller's own slices, so
+    /// one whose managed-by label changed away arrives as a deletion (upstream's
+    /// ManagedByChanged) and its owner gets a slice of its own again.
+    pub fn slices_to_queue<'a>(
+        &self,
+        change: &Change<'a, EndpointSlice>,
+    ) -> Vec<&'a EndpointSlice> {
+        match *change {
+            Change::Added(s) => {
+                if self.should_sync(s) {
+                    vec![s.as_ref()]
+                } else {
+                    vec![]
+                }
+            }
+            Change::Updated { old, new } => {
+                if service_controller_key(old) != service_controller_key(new) {
+                    vec![new.as_ref(), old.as_ref()]
+                } else if self.should_sync(new) {
+                    vec![new.as_ref()]
+                } else {
+                    vec![]
+                }
+            }
+            Change::Deleted(s) => {
+                if self.has(s) && !self.handle_deletion(s) {
+                    vec![s.as_ref()]
+                } else {
+                    vec![]
+                }
+            }
+        }
+    }
+
     /// upstream Has.
     pub fn has(&self, slice: &EndpointSlice) -> bool {
         let g = self.generations_by_service.lock().unwrap();

@@ -118,25 +118,8 @@ impl EndpointSliceMirroringController {
         let weak = Arc::downgrade(&c);
         c.informers.endpoint_slices.add_handler(move |change| {
             let Some(c) = weak.upgrade() else { return };
-            match change {
-                Change::Added(s) => {
-                    if c.tracker.should_sync(s) {
-                        c.queue_endpoints_for_endpoint_slice(s);
-                    }
-                }
-                Change::Updated { old, new } => {
-                    if service_controller_key(old) != service_controller_key(new) {
-                        c.queue_endpoints_for_endpoint_slice(new);
-                        c.queue_endpoints_for_endpoint_slice(old);
-                    } else if c.tracker.should_sync(new) {
-                        c.queue_endpoints_for_endpoint_slice(new);
-                    }
-                }
-                Change::Deleted(s) => {
-                    if c.tracker.has(s) && !c.tracker.handle_deletion(s) {
-                        c.queue_endpoints_for_endpoint_slice(s);
-                    }
-                }
+            for slice in c.tracker.slices_to_queue(&change) {
+                c.queue_endpoints_for_endpoint_slice(slice);
             }
         });
         c
