@@ -59,7 +59,8 @@ fn skip() -> bool {
 fn deployment(nodes: &[&str], replicas: i32) -> Deployment {
     let script = r#"mkdir -p /www/cgi-bin && hostname > /www/index.html
 printf '#!/bin/sh\ntouch /tmp/unready\nprintf "Content-Type: text/plain\\r\\n\\r\\nunready\\n"\n' > /www/cgi-bin/unready
-chmod +x /www/cgi-bin/unready
+printf '#!/bin/sh\nprintf "Content-Type: text/plain\\r\\n\\r\\n%%s\\n" "$REMOTE_ADDR"\n' > /www/cgi-bin/ip
+chmod +x /www/cgi-bin/unready /www/cgi-bin/ip
 exec httpd -f -p 8080 -h /www"#;
     serde_json::from_value(json!({
         "apiVersion": "rekube.io/v1", "kind": "Deployment",
@@ -106,6 +107,13 @@ fn service(name: &str, selector: &str, extra: serde_json::Value) -> Service {
         "spec": spec,
     }))
     .unwrap()
+}
+
+/// busybox httpd's `REMOTE_ADDR` (`[::ffff:10.244.0.2]` on its dual-stack socket) as a
+/// plain address.
+fn remote_addr(s: &str) -> String {
+    let s = s.trim().trim_start_matches('[').trim_end_matches(']');
+    s.strip_prefix("::ffff:").unwrap_or(s).to_string()
 }
 
 /// `n` GETs of `addr` from `node`: the count per answer (a pod name), and the errors.
@@ -265,7 +273,8 @@ async fn route_across_nodes(mode: &'static str) {
 
     // From a pod on node a: the same, counted from its log.
     let loop_script = format!(
-        "for i in $(seq 1 30); do printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {vip} 80 | tail -n 1; done"
+        "for i in $(seq 1 30); do printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {vip} 80 | tail -n 1; done; \
+         printf 'GET /cgi-bin/ip HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {vip} 80 | tail -n 1 | sed 's/^/source /'"
     );
     let client: Pod = serde_json::from_value(json!({
         "apiVersion": "rekube.io/v1", "kind": "Pod",
@@ -299,6 +308,25 @@ async fn route_across_nodes(mode: &'static str) {
         "30 requests from a pod on node a: {from_pod:?}\n{log}"
     );
     eprintln!("30 requests from a pod on node a: {from_pod:?}");
+    // Upstream's "should preserve source pod IP for traffic thru service cluster IP": no
+    // masquerade between pods.
+    let client_ip = pods
+        .get("client")
+        .await
+        .unwrap()
+        .status
+        .and_then(|s| s.pod_ip)
+        .unwrap();
+    let sources: Vec<String> = from_pod
+        .keys()
+        .filter_map(|l| l.strip_prefix("source "))
+        .map(remote_addr)
+        .collect();
+    assert_eq!(
+        sources,
+        std::slice::from_ref(&client_ip),
+        "the backend saw another source than the client pod's {client_ip}:\n{log}"
+    );
 
     // The NodePort answers on every node's address (from node a).
     for node in &net.nodes {
@@ -308,6 +336,131 @@ async fn route_across_nodes(mode: &'static str) {
             .unwrap_or_else(|e| panic!("NodePort {addr}: {e}"));
         assert!(backends.contains(&body.trim().to_string()), "{body}");
     }
+
+    let on_b = if placed_on(&pods, &backends[0]).await == b.node_name {
+        backends[0].clone()
+    } else {
+        backends[1].clone()
+    };
+    let node_b = &net.nodes[1];
+    let short = Duration::from_secs(1);
+
+    // An ExternalIP (an address of the test network no node holds): DNATed on node a
+    // before it leaves, to either backend.
+    let external_ip: IpAddr = "172.31.250.250".parse().unwrap();
+    services
+        .create(
+            &pp,
+            &service(
+                "ext",
+                "web",
+                json!({"externalIPs": [external_ip.to_string()]}),
+            ),
+        )
+        .await
+        .unwrap();
+    let counts = wait_until("the ExternalIP answers from both backends", T, || async {
+        let counts = spread(node_a, SocketAddr::from((external_ip, 80)), 20);
+        if counts.len() == 2 && backends.iter().all(|b| counts.contains_key(b)) {
+            Ok(counts)
+        } else {
+            Err(format!("{counts:?}"))
+        }
+    })
+    .await;
+    eprintln!("20 requests from node a to ExternalIP {external_ip}: {counts:?}");
+
+    // externalTrafficPolicy Local: node b's NodePort answers only with b's backend and
+    // keeps the client's address (node a's, no masquerade); node a has no backend, so
+    // its NodePort drops.
+    services
+        .create(
+            &pp,
+            &service(
+                "etp-local",
+                "web",
+                json!({"type": "NodePort", "externalTrafficPolicy": "Local"}),
+            ),
+        )
+        .await
+        .unwrap();
+    let local_port = wait_until("the etp-local NodePort", T, || async {
+        services
+            .get("etp-local")
+            .await
+            .ok()
+            .and_then(|s| s.spec?.ports?.first()?.node_port)
+            .ok_or_else(|| "none yet".to_string())
+    })
+    .await as u16;
+    let on_b_port = SocketAddr::from((node_b.address, local_port));
+    let counts = wait_until(
+        "node b's Local NodePort answers with b's backend",
+        T,
+        || async {
+            let counts = spread(node_a, on_b_port, 10);
+            if counts.len() == 1 && counts.contains_key(&on_b) {
+                Ok(counts)
+            } else {
+                Err(format!("{counts:?}"))
+            }
+        },
+    )
+    .await;
+    eprintln!("10 requests from node a to {on_b_port} (externalTrafficPolicy Local): {counts:?}");
+    let seen = node_a
+        .http_get_path(on_b_port, "/cgi-bin/ip", Duration::from_secs(2))
+        .unwrap();
+    assert_eq!(
+        remote_addr(&seen),
+        node_a.address.to_string(),
+        "externalTrafficPolicy Local keeps the client's address"
+    );
+    let on_a_port = SocketAddr::from((node_a.address, local_port));
+    assert!(
+        node_b.http_get(on_a_port, short).is_err(),
+        "node a has no local backend: its Local NodePort must not answer"
+    );
+
+    // internalTrafficPolicy Local: from node b only b's backend; node a has none, so its
+    // traffic to the ClusterIP is dropped.
+    services
+        .create(
+            &pp,
+            &service(
+                "itp-local",
+                "web",
+                json!({"internalTrafficPolicy": "Local"}),
+            ),
+        )
+        .await
+        .unwrap();
+    let itp_ip: IpAddr = wait_until("the itp-local Service's IP", T, || async {
+        services
+            .get("itp-local")
+            .await
+            .ok()
+            .and_then(|s| s.spec.and_then(|s| s.cluster_ip))
+            .ok_or_else(|| "none yet".to_string())
+    })
+    .await
+    .parse()
+    .unwrap();
+    let itp = SocketAddr::from((itp_ip, 80));
+    let counts = wait_until("node b reaches only its own backend", T, || async {
+        let counts = spread(node_b, itp, 10);
+        if counts.len() == 1 && counts.contains_key(&on_b) {
+            Ok(counts)
+        } else {
+            Err(format!("{counts:?}"))
+        }
+    })
+    .await;
+    eprintln!("10 requests from node b to {itp} (internalTrafficPolicy Local): {counts:?}");
+    assert!(
+        node_a.http_get(itp, short).is_err(),
+        "node a has no local backend: internalTrafficPolicy Local must drop"
+    );
 
     // ClientIP affinity: every request from node a to one backend.
     services

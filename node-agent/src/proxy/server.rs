@@ -66,7 +66,12 @@ pub enum Error {
 /// family (before anything starts).
 pub fn check_backend(config: &ProxyServerConfig) -> Result<(), Error> {
     for c in &config.proxiers {
-        match Backend::new(config.mode, c.clone(), config.netns.as_deref()) {
+        match Backend::new(
+            config.mode,
+            c.clone(),
+            config.sync_period,
+            config.netns.as_deref(),
+        ) {
             Backend::Nftables { nft, .. } => nft.check()?,
             Backend::Iptables { ipt, .. } => ipt.check()?,
         }
@@ -85,22 +90,33 @@ struct Shared {
 /// A mode's proxier with its kernel interface: what differs between the modes.
 enum Backend {
     Nftables {
-        /// Boxed: it is much larger than the iptables proxier.
+        /// Boxed, as the iptables proxier: both are large.
         proxier: Box<NftablesProxier>,
         nft: Nft,
     },
     Iptables {
-        proxier: IptablesProxier,
+        proxier: Box<IptablesProxier>,
         ipt: IptablesExec,
     },
 }
 
 impl Backend {
-    fn new(mode: ProxyMode, config: ProxierConfig, netns: Option<&Path>) -> Self {
+    fn new(
+        mode: ProxyMode,
+        config: ProxierConfig,
+        sync_period: Duration,
+        netns: Option<&Path>,
+    ) -> Self {
         let family = config.family;
         match mode {
             ProxyMode::Iptables => Backend::Iptables {
-                proxier: IptablesProxier::new(config, IptablesOptions::default()),
+                proxier: Box::new(IptablesProxier::new(
+                    config,
+                    IptablesOptions {
+                        stale_chain_cleanup_period: sync_period,
+                        ..IptablesOptions::default()
+                    },
+                )),
                 ipt: match netns {
                     Some(path) => IptablesExec::in_netns(family, path),
                     None => IptablesExec::new(family),
@@ -152,7 +168,7 @@ impl Backend {
                 Ok((plan.full_sync, plan.transaction.num_operations()))
             }
             Backend::Iptables { proxier, ipt } => {
-                let plan = super::iptables::sync_once(proxier, ipt, snapshot, updated)?;
+                let plan = super::iptables::sync_once(proxier, ipt, snapshot, updated, now)?;
                 Ok((plan.full_sync, plan.data.lines().count()))
             }
         }
@@ -168,14 +184,19 @@ struct FamilyProxier {
 }
 
 impl FamilyProxier {
-    fn new(mode: ProxyMode, config: ProxierConfig, netns: Option<&Path>) -> Self {
+    fn new(
+        mode: ProxyMode,
+        config: ProxierConfig,
+        sync_period: Duration,
+        netns: Option<&Path>,
+    ) -> Self {
         let conntrack = match netns {
             Some(path) => ConntrackTool::in_netns(path),
             None => ConntrackTool::new(),
         };
         FamilyProxier {
             snapshot: ProxySnapshot::default(),
-            backend: Backend::new(mode, config, netns),
+            backend: Backend::new(mode, config, sync_period, netns),
             conntrack,
             last_full_sync: None,
         }
@@ -298,7 +319,14 @@ pub async fn run(
     let mut families: Vec<FamilyProxier> = config
         .proxiers
         .iter()
-        .map(|c| FamilyProxier::new(config.mode, c.clone(), config.netns.as_deref()))
+        .map(|c| {
+            FamilyProxier::new(
+                config.mode,
+                c.clone(),
+                config.sync_period,
+                config.netns.as_deref(),
+            )
+        })
         .collect();
     tracing::info!(node = %config.node_name, families = families.len(), mode = ?config.mode, "service proxy running");
     let result = loop {

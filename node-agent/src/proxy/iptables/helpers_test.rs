@@ -108,6 +108,8 @@ pub struct FakeProxier {
     pub services: BTreeMap<(String, String), core::Service>,
     pub slices: BTreeMap<(String, String), discovery::EndpointSlice>,
     last_synced: ProxySnapshot,
+    /// The clock the syncs see (tests move it).
+    pub now: std::time::Instant,
 }
 
 impl FakeProxier {
@@ -127,6 +129,8 @@ impl FakeProxier {
             conntrack_tcp_liberal: false,
             // The fake's HasRandomFully is false.
             random_fully: false,
+            // Upstream's tests set syncPeriod 30 s.
+            stale_chain_cleanup_period: std::time::Duration::from_secs(30),
         };
         f(&mut config, &mut options);
         FakeProxier {
@@ -135,6 +139,7 @@ impl FakeProxier {
             services: BTreeMap::new(),
             slices: BTreeMap::new(),
             last_synced: ProxySnapshot::default(),
+            now: std::time::Instant::now(),
         }
     }
 
@@ -186,7 +191,8 @@ impl FakeProxier {
     pub fn sync_proxy_rules(&mut self) -> RestorePlan {
         let snapshot = self.snapshot();
         let updated = self.last_synced.updated_services(&snapshot);
-        let plan = sync_once(&mut self.proxier, &self.ipt, &snapshot, &updated).expect("sync");
+        let plan =
+            sync_once(&mut self.proxier, &self.ipt, &snapshot, &updated, self.now).expect("sync");
         self.last_synced = snapshot;
         plan
     }

@@ -156,8 +156,14 @@ fn iptables_restore_applies_full_and_partial_syncs() {
     let mut sync = |fp: &mut FakeProxier, real: &mut IptablesProxier| {
         let snapshot = fp.snapshot();
         let updated = last.updated_services(&snapshot);
-        let plan = sync_once(real, &kernel, &snapshot, &updated)
-            .unwrap_or_else(|e| panic!("iptables-restore refused the sync: {e}"));
+        let plan = sync_once(
+            real,
+            &kernel,
+            &snapshot,
+            &updated,
+            std::time::Instant::now(),
+        )
+        .unwrap_or_else(|e| panic!("iptables-restore refused the sync: {e}"));
         fp.sync_proxy_rules();
         last = snapshot;
         plan
@@ -195,7 +201,14 @@ fn iptables_restore_applies_full_and_partial_syncs() {
     let mut restarted =
         IptablesProxier::new(fp.proxier.config().clone(), IptablesOptions::default());
     let snapshot = fp.snapshot();
-    let plan = sync_once(&mut restarted, &kernel, &snapshot, &Default::default()).unwrap();
+    let plan = sync_once(
+        &mut restarted,
+        &kernel,
+        &snapshot,
+        &Default::default(),
+        std::time::Instant::now(),
+    )
+    .unwrap();
     assert!(plan.full_sync);
     assert_same_shape(&kernel, &fp);
 

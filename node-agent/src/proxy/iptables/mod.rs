@@ -20,6 +20,8 @@ mod packet_flow_test;
 #[cfg(test)]
 mod proxier_test;
 #[cfg(test)]
+mod scale_test;
+#[cfg(test)]
 mod tracer_test;
 
 pub use exec::IptablesExec;

@@ -15,6 +15,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 
@@ -40,6 +41,9 @@ pub struct IptablesOptions {
     pub conntrack_tcp_liberal: bool,
     /// iptables supports `MASQUERADE --random-fully` (every iptables since 1.6.2).
     pub random_fully: bool,
+    /// In large cluster mode, how often a sync lists the nat table (`iptables-save`, seconds
+    /// on a big host) to delete stale chains: upstream's `syncPeriod` (default 30 s).
+    pub stale_chain_cleanup_period: Duration,
 }
 
 impl Default for IptablesOptions {
@@ -49,6 +53,7 @@ impl Default for IptablesOptions {
             nfacct: false,
             conntrack_tcp_liberal: false,
             random_fully: true,
+            stale_chain_cleanup_period: Duration::from_secs(30),
         }
     }
 }
@@ -216,6 +221,20 @@ pub struct IptablesProxier {
     need_full_sync: bool,
     large_cluster_mode: bool,
     masquerade_mark: String,
+    /// When a sync last listed the nat table for stale chains (upstream's
+    /// `lastIPTablesCleanup`).
+    last_iptables_cleanup: Option<Instant>,
+}
+
+/// The endpoints of the family's service ports (upstream's `totalEndpoints`, which decides
+/// large cluster mode).
+fn total_endpoints(snapshot: &ProxySnapshot, family: IpFamily) -> usize {
+    snapshot
+        .service_ports
+        .iter()
+        .filter(|(_, svc)| family.matches(&svc.cluster_ip))
+        .map(|(name, _)| snapshot.endpoints.get(name).map_or(0, Vec::len))
+        .sum()
 }
 
 /// Upstream's `computeProbability`: `%0.10f` of 1/n.
@@ -239,6 +258,7 @@ impl IptablesProxier {
             need_full_sync: true,
             large_cluster_mode: false,
             masquerade_mark,
+            last_iptables_cleanup: None,
         }
     }
 
@@ -256,6 +276,24 @@ impl IptablesProxier {
 
     pub fn need_full_sync(&self) -> bool {
         self.need_full_sync
+    }
+
+    /// Whether this sync lists the nat table's chains to delete the stale ones: always,
+    /// except in large cluster mode (over 1 000 endpoints), where only when the last
+    /// listing is older than the cleanup period (upstream: stale chains are referenced by
+    /// nothing, and `iptables-save` can take seconds).
+    pub fn wants_nat_chains(&self, snapshot: &ProxySnapshot, now: Instant) -> bool {
+        let large =
+            total_endpoints(snapshot, self.config.family) > LARGE_CLUSTER_ENDPOINTS_THRESHOLD;
+        !large
+            || self.last_iptables_cleanup.is_none_or(|t| {
+                now.saturating_duration_since(t) > self.options.stale_chain_cleanup_period
+            })
+    }
+
+    /// The nat table was listed for stale chains at `now`.
+    pub fn nat_chains_listed(&mut self, now: Instant) {
+        self.last_iptables_cleanup = Some(now);
     }
 
     pub fn request_full_sync(&mut self) {
@@ -375,11 +413,8 @@ impl IptablesProxier {
             .filter(|(_, svc)| family.matches(&svc.cluster_ip))
             .collect();
         let no_endpoints: Vec<EndpointInfo> = Vec::new();
-        let total_endpoints: usize = services
-            .iter()
-            .map(|(name, _)| snapshot.endpoints.get(*name).map_or(0, Vec::len))
-            .sum();
-        self.large_cluster_mode = total_endpoints > LARGE_CLUSTER_ENDPOINTS_THRESHOLD;
+        self.large_cluster_mode =
+            total_endpoints(snapshot, family) > LARGE_CLUSTER_ENDPOINTS_THRESHOLD;
 
         let mut no_local = NoLocalEndpoints::default();
 
@@ -550,9 +585,14 @@ impl IptablesProxier {
                 ));
             }
 
-            // A partial sync computes the service's chains (they stay active) but writes
-            // them only for the Services that changed.
+            // A partial sync writes the service's own chains only for the Services that
+            // changed. Upstream computes the others' too and throws them away (for its
+            // rule-count metrics); rekube computes them only to know which chains are
+            // active when it lists the table for stale ones.
             let write = do_full_sync || updated.contains(&svc_name.service);
+            if !write && existing_nat_chains.is_none() {
+                continue;
+            }
             let mut svc_chains: Vec<String> = Vec::new();
             let mut svc_rules: Vec<String> = Vec::new();
 

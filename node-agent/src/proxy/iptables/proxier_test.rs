@@ -7,6 +7,7 @@ use super::fake::FakeIptables;
 use super::helpers_test::*;
 use super::interface::{Iptables, Table};
 use super::names::is_rekube_chain;
+use super::proxier::LARGE_CLUSTER_ENDPOINTS_THRESHOLD;
 use super::sync::cleanup;
 use crate::proxy::nftables::helpers_test::TEST_NODE_NAME;
 use crate::proxy::nftables::helpers_test::{
@@ -45,6 +46,81 @@ fn cluster_ip_service(
         s.cluster_ip = Some(ip.into());
         s.ports = Some(vec![service_port(port_name, port, "TCP", 0)]);
     })
+}
+
+/// TestSyncProxyRulesLargeClusterMode, its stale-chain part: over 1 000 endpoints a
+/// deleted Service's chains are not deleted by the next sync (no `iptables-save` then),
+/// only by one after the cleanup period (30 s here, upstream's syncPeriod).
+#[test]
+fn test_sync_proxy_rules_large_cluster_mode_stale_chains() {
+    let mut fp = FakeProxier::new();
+    let many = |prefix: &str| -> Vec<String> {
+        (0..LARGE_CLUSTER_ENDPOINTS_THRESHOLD / 2 - 1)
+            .map(|i| format!("{prefix}.{}.{}", i % 256, i / 256))
+            .collect()
+    };
+    fp.add_service(cluster_ip_service("ns1", "svc1", "172.30.0.41", "p80", 80));
+    fp.add_service(cluster_ip_service(
+        "ns2",
+        "svc2",
+        "172.30.0.42",
+        "p8080",
+        8080,
+    ));
+    fp.add_service(cluster_ip_service(
+        "ns3",
+        "svc3",
+        "172.30.0.43",
+        "p8081",
+        8081,
+    ));
+    let (ips1, ips2) = (many("10.0"), many("10.1"));
+    fn refs(v: &[String]) -> Vec<&str> {
+        v.iter().map(String::as_str).collect()
+    }
+    fp.add_slice(one_slice("ns1", "svc1", &refs(&ips1), "p80", 80));
+    fp.add_slice(one_slice("ns2", "svc2", &refs(&ips2), "p8080", 8080));
+    fp.add_slice(one_slice(
+        "ns3",
+        "svc3",
+        &["203.0.113.4", "203.0.113.8", "203.0.113.12"],
+        "p8081",
+        8081,
+    ));
+    fp.sync_proxy_rules();
+    fp.add_service(cluster_ip_service(
+        "ns4",
+        "svc4",
+        "172.30.0.44",
+        "p8082",
+        8082,
+    ));
+    fp.add_slice(one_slice("ns4", "svc4", &["10.4.0.1"], "p8082", 8082));
+    fp.sync_proxy_rules();
+    assert!(fp.ipt.dump().contains("--to-destination 10.4.0.1:8082"));
+
+    // Deleted just after a listing: its chains stay (referenced by nothing).
+    fp.proxier.nat_chains_listed(fp.now);
+    fp.delete_service("ns4", "svc4");
+    fp.delete_slice("ns4", "svc4");
+    fp.sync_proxy_rules();
+    let restore = fp.ipt.last_restore().unwrap();
+    assert!(!restore.contains("-X "), "no chain deleted yet:\n{restore}");
+    assert!(fp.ipt.dump().contains("--to-destination 10.4.0.1:8082"));
+
+    // The cleanup period passed: the next sync lists the table and deletes them.
+    fp.now += std::time::Duration::from_secs(31);
+    fp.sync_proxy_rules();
+    let restore = fp.ipt.last_restore().unwrap();
+    assert_eq!(
+        restore
+            .lines()
+            .filter(|l| l.starts_with("-X REKUBE-"))
+            .count(),
+        2,
+        "the SVC and SEP chains of svc4:\n{restore}"
+    );
+    assert!(!fp.ipt.dump().contains("10.4.0.1"));
 }
 
 /// TestOverallIPTablesRules: a variety of services and the exact rules they produce.

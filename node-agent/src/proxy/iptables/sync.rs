@@ -1,10 +1,12 @@
 //! One sync against the kernel, in upstream's order: at a full sync the jump rules from
 //! the built-in chains are ensured (`-C`, then `-I`: never a rule twice, never a rule of
-//! someone else's touched), the nat table's chains are listed (`iptables-save -t nat`),
-//! the restore input computed and applied with `iptables-restore --noflush`; and
+//! someone else's touched), the nat table's chains are listed (`iptables-save -t nat`;
+//! in large cluster mode only once per cleanup period), the restore input computed and
+//! applied with `iptables-restore --noflush`; and
 //! `cleanup` (kube-proxy's `CleanupLeftovers`) for rekube's chains only.
 
 use std::collections::BTreeSet;
+use std::time::Instant;
 
 use super::interface::{Iptables, IptablesError, Table, chains_from_save};
 use super::names::is_rekube_chain;
@@ -18,6 +20,7 @@ pub fn sync_once(
     ipt: &impl Iptables,
     snapshot: &ProxySnapshot,
     updated: &BTreeSet<NamespacedName>,
+    now: Instant,
 ) -> Result<RestorePlan, IptablesError> {
     if proxier.need_full_sync() {
         for jump in proxier.jump_chains() {
@@ -30,12 +33,19 @@ pub fn sync_once(
             }
         }
     }
-    let existing = match ipt.save(Table::Nat) {
-        Ok(save) => Some(chains_from_save(&save)),
-        Err(e) => {
-            tracing::warn!(error = %e, "failed to execute iptables-save: stale chains will not be deleted");
-            None
+    let existing = if proxier.wants_nat_chains(snapshot, now) {
+        match ipt.save(Table::Nat) {
+            Ok(save) => {
+                proxier.nat_chains_listed(now);
+                Some(chains_from_save(&save))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "failed to execute iptables-save: stale chains will not be deleted");
+                None
+            }
         }
+    } else {
+        None
     };
     let plan = proxier.sync_proxy_rules(snapshot, updated, existing.as_deref());
     match ipt.restore_all(&plan.data) {

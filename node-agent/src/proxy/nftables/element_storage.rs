@@ -1,19 +1,29 @@
 //! The elements of one set or map as the proxier last wrote them (upstream's
-//! `nftElementStorage`), so a partial sync adds, replaces and deletes only what changed.
+//! `nftElementStorage`), with how many service ports need each, so a partial sync adds,
+//! replaces and deletes only what changed.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use super::transaction::{Element, Object, Set, Transaction};
 
-/// The elements of one set or map as the proxier last wrote them, so a partial sync adds,
-/// replaces and deletes only what changed (upstream's `nftElementStorage`).
+#[derive(Debug, Clone)]
+struct Entry {
+    /// The value, joined with ` . ` (empty for a set).
+    value: String,
+    /// The service ports that ensured it and have not released it.
+    refs: u32,
+}
+
+/// The elements of one set or map as the proxier last wrote them (upstream's
+/// `nftElementStorage`). Upstream marks every element it ensures in a sync and deletes
+/// the rest at its end; rekube's partial syncs write only the ports that changed, so an
+/// element instead counts the ports holding it and goes with the last one's release.
 #[derive(Debug, Clone)]
 pub(super) struct ElementStorage {
     name: &'static str,
     is_map: bool,
-    /// key (joined with ` . `) → value (joined).
-    elements: HashMap<String, String>,
-    leftover_keys: HashSet<String>,
+    /// key (joined with ` . `) → value and holders.
+    elements: HashMap<String, Entry>,
 }
 
 impl ElementStorage {
@@ -22,7 +32,6 @@ impl ElementStorage {
             name,
             is_map,
             elements: HashMap::new(),
-            leftover_keys: HashSet::new(),
         }
     }
 
@@ -38,16 +47,17 @@ impl ElementStorage {
     pub(super) fn reset(&mut self, tx: &mut Transaction) {
         self.elements.clear();
         tx.flush(Object::Set(self.container()));
-        self.leftover_keys.clear();
     }
 
+    /// One more port needs the element: added if new, replaced (delete + add, as
+    /// upstream) if its value changed. Returns the joined key, for the port's release.
     pub(super) fn ensure_elem(
         &mut self,
         tx: &mut Transaction,
         key: Vec<String>,
         value: Vec<String>,
         comment: Option<String>,
-    ) {
+    ) -> String {
         let joined_key = key.join(" . ");
         let joined_value = value.join(" . ");
         let element = Element {
@@ -57,27 +67,37 @@ impl ElementStorage {
             value,
             comment,
         };
-        match self.elements.get(&joined_key) {
-            Some(existing) => {
-                if *existing != joined_value {
+        match self.elements.get_mut(&joined_key) {
+            Some(entry) => {
+                if entry.value != joined_value {
                     tx.delete(Object::Element(element.clone()));
                     tx.add(Object::Element(element));
-                    self.elements.insert(joined_key.clone(), joined_value);
+                    entry.value = joined_value;
                 }
-                self.leftover_keys.remove(&joined_key);
+                entry.refs += 1;
             }
             None => {
                 tx.add(Object::Element(element));
-                self.elements.insert(joined_key, joined_value);
+                self.elements.insert(
+                    joined_key.clone(),
+                    Entry {
+                        value: joined_value,
+                        refs: 1,
+                    },
+                );
             }
         }
+        joined_key
     }
 
-    /// Deletes the elements this sync did not ensure, and starts the next round.
-    pub(super) fn cleanup_leftover_keys(&mut self, tx: &mut Transaction) {
-        let mut leftover: Vec<&String> = self.leftover_keys.iter().collect();
-        leftover.sort();
-        for key in leftover {
+    /// One port less needs the element (by joined key): deleted with the last.
+    pub(super) fn release(&mut self, tx: &mut Transaction, key: &str) {
+        let Some(entry) = self.elements.get_mut(key) else {
+            return;
+        };
+        entry.refs -= 1;
+        if entry.refs == 0 {
+            self.elements.remove(key);
             tx.delete(Object::Element(Element {
                 container: self.name.to_string(),
                 is_map: self.is_map,
@@ -85,8 +105,6 @@ impl ElementStorage {
                 value: Vec::new(),
                 comment: None,
             }));
-            self.elements.remove(key);
         }
-        self.leftover_keys = self.elements.keys().cloned().collect();
     }
 }

@@ -26,6 +26,8 @@ pub struct FakeNftables {
     state: Mutex<Option<FakeTable>>,
     last_transaction: Mutex<Option<Transaction>>,
     transactions: Mutex<Vec<Transaction>>,
+    /// How many times names were listed (a partial sync lists nothing).
+    lists: std::sync::atomic::AtomicUsize,
 }
 
 fn not_found(op: &Operation, what: &str) -> NftablesError {
@@ -43,6 +45,7 @@ impl FakeNftables {
             state: Mutex::new(None),
             last_transaction: Mutex::new(None),
             transactions: Mutex::new(Vec::new()),
+            lists: Default::default(),
         }
     }
 
@@ -52,6 +55,11 @@ impl FakeNftables {
     }
 
     /// The last transaction run (successful or not).
+    /// How many times object names were listed.
+    pub fn list_count(&self) -> usize {
+        self.lists.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub fn last_transaction(&self) -> Option<Transaction> {
         self.last_transaction.lock().unwrap().clone()
     }
@@ -236,6 +244,8 @@ impl FakeNftables {
 
 impl Nftables for FakeNftables {
     fn list(&self, kind: ObjectKind) -> Result<Vec<String>, NftablesError> {
+        self.lists
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let state = self.state.lock().unwrap();
         let table = state.as_ref().ok_or_else(|| NftablesError::NotFound {
             op: "list".into(),

@@ -98,13 +98,14 @@ pub fn assert_nftables_transaction_equal(expected: &str, result: &str) {
     }
 }
 
-/// Upstream's `baseRules` (v1.36): what `setupNFTables` leaves with the fake proxier's
+/// Upstream's `baseRules` (v1.36.3): what `setupNFTables` leaves with the fake proxier's
 /// configuration.
 pub const BASE_RULES: &str = r#"
 add table ip kube-proxy { comment "rules for kube-proxy" ; }
 
 add set ip kube-proxy cluster-ips { type ipv4_addr ; comment "Active ClusterIPs" ; }
 add set ip kube-proxy nodeport-ips { type ipv4_addr ; comment "IPs that accept NodePort traffic" ; }
+add set ip kube-proxy hairpin-connections { type ipv4_addr . ipv4_addr . inet_proto . inet_service ; comment "service hairpin connections" ; }
 
 add map ip kube-proxy firewall-ips { type ipv4_addr . inet_proto . inet_service : verdict ; comment "destinations that are subject to LoadBalancerSourceRanges" ; }
 add map ip kube-proxy no-endpoint-nodeports { type inet_proto . inet_service : verdict ; comment "vmap to drop or reject packets to service nodeports with no endpoints" ; }
@@ -119,7 +120,6 @@ add chain ip kube-proxy filter-forward { type filter hook forward priority 0 ; }
 add chain ip kube-proxy filter-input { type filter hook input priority 0 ; }
 add chain ip kube-proxy filter-output { type filter hook output priority 0 ; }
 add chain ip kube-proxy firewall-check
-add chain ip kube-proxy mark-for-masquerade
 add chain ip kube-proxy masquerading
 add chain ip kube-proxy nat-output { type nat hook output priority -100 ; }
 add chain ip kube-proxy nat-postrouting { type nat hook postrouting priority 100 ; }
@@ -140,15 +140,14 @@ add rule ip kube-proxy filter-output ct state new jump service-endpoints-check
 add rule ip kube-proxy filter-output-pre-dnat ct state new jump firewall-check
 add rule ip kube-proxy filter-output ct state new jump cluster-ips-check
 add rule ip kube-proxy firewall-check ip daddr . meta l4proto . th dport vmap @firewall-ips
-add rule ip kube-proxy mark-for-masquerade mark set mark or 0x4000
-add rule ip kube-proxy masquerading mark and 0x4000 == 0 return
-add rule ip kube-proxy masquerading mark set mark xor 0x4000
-add rule ip kube-proxy masquerading masquerade fully-random
+add rule ip kube-proxy masquerading mark and 0x4000 != 0 mark set mark xor 0x4000 masquerade fully-random
+add rule ip kube-proxy masquerading ct status dnat ip saddr . ip daddr . meta l4proto . th dport @hairpin-connections masquerade fully-random
 add rule ip kube-proxy nat-output jump services
 add rule ip kube-proxy nat-postrouting jump masquerading
 add rule ip kube-proxy nat-prerouting jump services
 add rule ip kube-proxy nodeport-endpoints-check ip daddr @nodeport-ips meta l4proto . th dport vmap @no-endpoint-nodeports
 add rule ip kube-proxy reject-chain reject
+add rule ip kube-proxy services ip daddr @cluster-ips ip saddr != 10.0.0.0/8 mark set mark or 0x4000 comment "masquerade clusterIP traffic from outside cluster"
 add rule ip kube-proxy services ip daddr . meta l4proto . th dport vmap @service-ips
 add rule ip kube-proxy services ip daddr @nodeport-ips meta l4proto . th dport vmap @service-nodeports
 

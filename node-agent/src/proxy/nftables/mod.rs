@@ -22,7 +22,7 @@ mod packet_flow_test;
 #[cfg(test)]
 mod proxier_test;
 #[cfg(test)]
-mod scale_test;
+pub(crate) mod scale_test;
 #[cfg(test)]
 pub(crate) mod tracer_test;
 

@@ -163,7 +163,7 @@ impl Nftables for Nft {
         if tx.is_empty() {
             return Ok(());
         }
-        self.exec("run transaction", &["-f", "-"], Some(&tx.to_string()))
+        self.exec("run transaction", &["-f", "-"], Some(&tx.nft_input()))
             .map(|_| ())
     }
 }

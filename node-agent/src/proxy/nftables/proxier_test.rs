@@ -7,7 +7,6 @@ use std::collections::BTreeSet;
 use k8s_openapi::api::core::v1 as core;
 
 use super::helpers_test::*;
-use super::names::is_service_chain_name;
 
 fn ports(eps: &mut k8s_openapi::api::discovery::v1::EndpointSlice, name: &str, port: i32) {
     eps.ports = Some(vec![endpoint_port(name, port, "TCP")]);
@@ -76,27 +75,27 @@ fn test_overall_nftables_rules() {
     }));
 
     fp.add_slice(make_test_endpoint_slice("ns1", "svc1", 1, |eps| {
-        eps.endpoints = Some(vec![endpoint("10.180.0.1", None, None)]);
+        eps.endpoints = Some(vec![endpoint("10.180.0.1", Some(TEST_NODE_NAME), None)]);
         ports(eps, "p80", 80);
     }));
     // Local LoadBalancer endpoints: no NodeName, so non-local and ignored.
     fp.add_slice(make_test_endpoint_slice("ns2", "svc2", 1, |eps| {
-        eps.endpoints = Some(vec![endpoint("10.180.0.2", None, None)]);
+        eps.endpoints = Some(vec![endpoint("10.180.0.2", Some("other-node"), None)]);
         ports(eps, "p80", 80);
     }));
     fp.add_slice(make_test_endpoint_slice("ns3", "svc3", 1, |eps| {
-        eps.endpoints = Some(vec![endpoint("10.180.0.3", None, None)]);
+        eps.endpoints = Some(vec![endpoint("10.180.0.3", Some(TEST_NODE_NAME), None)]);
         ports(eps, "p80", 80);
     }));
     fp.add_slice(make_test_endpoint_slice("ns4", "svc4", 1, |eps| {
         eps.endpoints = Some(vec![
-            endpoint("10.180.0.4", None, None),
+            endpoint("10.180.0.4", Some("other-node"), None),
             endpoint("10.180.0.5", Some(TEST_NODE_NAME), None),
         ]);
         ports(eps, "p80", 80);
     }));
     fp.add_slice(make_test_endpoint_slice("ns5", "svc5", 1, |eps| {
-        eps.endpoints = Some(vec![endpoint("10.180.0.3", None, None)]);
+        eps.endpoints = Some(vec![endpoint("10.180.0.3", Some(TEST_NODE_NAME), None)]);
         ports(eps, "p80", 80);
     }));
 
@@ -106,27 +105,19 @@ fn test_overall_nftables_rules() {
         + r#"
 # svc1
 add chain ip kube-proxy service-ULMVA6XW-ns1/svc1/tcp/p80
-add rule ip kube-proxy service-ULMVA6XW-ns1/svc1/tcp/p80 ip daddr 172.30.0.41 ip saddr != 10.0.0.0/8 jump mark-for-masquerade
-add rule ip kube-proxy service-ULMVA6XW-ns1/svc1/tcp/p80 numgen random mod 1 vmap { 0 : goto endpoint-5OJB2KTY-ns1/svc1/tcp/p80__10.180.0.1/80 }
-
-add chain ip kube-proxy endpoint-5OJB2KTY-ns1/svc1/tcp/p80__10.180.0.1/80
-add rule ip kube-proxy endpoint-5OJB2KTY-ns1/svc1/tcp/p80__10.180.0.1/80 ip saddr 10.180.0.1 jump mark-for-masquerade
-add rule ip kube-proxy endpoint-5OJB2KTY-ns1/svc1/tcp/p80__10.180.0.1/80 meta l4proto tcp dnat to 10.180.0.1:80
+add rule ip kube-proxy service-ULMVA6XW-ns1/svc1/tcp/p80 meta l4proto tcp dnat ip addr . port to numgen random mod 1 map { 0 : 10.180.0.1 . 80 }
 
 add element ip kube-proxy cluster-ips { 172.30.0.41 }
 add element ip kube-proxy service-ips { 172.30.0.41 . tcp . 80 : goto service-ULMVA6XW-ns1/svc1/tcp/p80 }
+add element ip kube-proxy hairpin-connections { 10.180.0.1 . 10.180.0.1 . tcp . 80 }
 
 # svc2
 add chain ip kube-proxy service-42NFTM6N-ns2/svc2/tcp/p80
-add rule ip kube-proxy service-42NFTM6N-ns2/svc2/tcp/p80 ip daddr 172.30.0.42 ip saddr != 10.0.0.0/8 jump mark-for-masquerade
-add rule ip kube-proxy service-42NFTM6N-ns2/svc2/tcp/p80 numgen random mod 1 vmap { 0 : goto endpoint-SGOXE6O3-ns2/svc2/tcp/p80__10.180.0.2/80 }
+add rule ip kube-proxy service-42NFTM6N-ns2/svc2/tcp/p80 meta l4proto tcp dnat ip addr . port to numgen random mod 1 map { 0 : 10.180.0.2 . 80 }
 add chain ip kube-proxy external-42NFTM6N-ns2/svc2/tcp/p80
 add rule ip kube-proxy external-42NFTM6N-ns2/svc2/tcp/p80 ip saddr 10.0.0.0/8 goto service-42NFTM6N-ns2/svc2/tcp/p80 comment "short-circuit pod traffic"
-add rule ip kube-proxy external-42NFTM6N-ns2/svc2/tcp/p80 fib saddr type local jump mark-for-masquerade comment "masquerade local traffic"
+add rule ip kube-proxy external-42NFTM6N-ns2/svc2/tcp/p80 fib saddr type local mark set mark or 0x4000 comment "masquerade local traffic"
 add rule ip kube-proxy external-42NFTM6N-ns2/svc2/tcp/p80 fib saddr type local goto service-42NFTM6N-ns2/svc2/tcp/p80 comment "short-circuit local traffic"
-add chain ip kube-proxy endpoint-SGOXE6O3-ns2/svc2/tcp/p80__10.180.0.2/80
-add rule ip kube-proxy endpoint-SGOXE6O3-ns2/svc2/tcp/p80__10.180.0.2/80 ip saddr 10.180.0.2 jump mark-for-masquerade
-add rule ip kube-proxy endpoint-SGOXE6O3-ns2/svc2/tcp/p80__10.180.0.2/80 meta l4proto tcp dnat to 10.180.0.2:80
 
 add element ip kube-proxy cluster-ips { 172.30.0.42 }
 add element ip kube-proxy service-ips { 172.30.0.42 . tcp . 80 : goto service-42NFTM6N-ns2/svc2/tcp/p80 }
@@ -140,49 +131,38 @@ add element ip kube-proxy no-endpoint-services { 192.168.99.22 . tcp . 80 commen
 
 # svc3
 add chain ip kube-proxy service-4AT6LBPK-ns3/svc3/tcp/p80
-add rule ip kube-proxy service-4AT6LBPK-ns3/svc3/tcp/p80 ip daddr 172.30.0.43 ip saddr != 10.0.0.0/8 jump mark-for-masquerade
-add rule ip kube-proxy service-4AT6LBPK-ns3/svc3/tcp/p80 numgen random mod 1 vmap { 0 : goto endpoint-UEIP74TE-ns3/svc3/tcp/p80__10.180.0.3/80 }
+add rule ip kube-proxy service-4AT6LBPK-ns3/svc3/tcp/p80 meta l4proto tcp dnat ip addr . port to numgen random mod 1 map { 0 : 10.180.0.3 . 80 }
 add chain ip kube-proxy external-4AT6LBPK-ns3/svc3/tcp/p80
-add rule ip kube-proxy external-4AT6LBPK-ns3/svc3/tcp/p80 jump mark-for-masquerade
+add rule ip kube-proxy external-4AT6LBPK-ns3/svc3/tcp/p80 mark set mark or 0x4000 comment "masquerade"
 add rule ip kube-proxy external-4AT6LBPK-ns3/svc3/tcp/p80 goto service-4AT6LBPK-ns3/svc3/tcp/p80
-add chain ip kube-proxy endpoint-UEIP74TE-ns3/svc3/tcp/p80__10.180.0.3/80
-add rule ip kube-proxy endpoint-UEIP74TE-ns3/svc3/tcp/p80__10.180.0.3/80 ip saddr 10.180.0.3 jump mark-for-masquerade
-add rule ip kube-proxy endpoint-UEIP74TE-ns3/svc3/tcp/p80__10.180.0.3/80 meta l4proto tcp dnat to 10.180.0.3:80
 
 add element ip kube-proxy cluster-ips { 172.30.0.43 }
 add element ip kube-proxy service-ips { 172.30.0.43 . tcp . 80 : goto service-4AT6LBPK-ns3/svc3/tcp/p80 }
 add element ip kube-proxy service-nodeports { tcp . 3003 : goto external-4AT6LBPK-ns3/svc3/tcp/p80 }
+add element ip kube-proxy hairpin-connections { 10.180.0.3 . 10.180.0.3 . tcp . 80 }
 
 # svc4
 add chain ip kube-proxy service-LAUZTJTB-ns4/svc4/tcp/p80
-add rule ip kube-proxy service-LAUZTJTB-ns4/svc4/tcp/p80 ip daddr 172.30.0.44 ip saddr != 10.0.0.0/8 jump mark-for-masquerade
-add rule ip kube-proxy service-LAUZTJTB-ns4/svc4/tcp/p80 numgen random mod 2 vmap { 0 : goto endpoint-UNZV3OEC-ns4/svc4/tcp/p80__10.180.0.4/80 , 1 : goto endpoint-5RFCDDV7-ns4/svc4/tcp/p80__10.180.0.5/80 }
+add rule ip kube-proxy service-LAUZTJTB-ns4/svc4/tcp/p80 meta l4proto tcp dnat ip addr . port to numgen random mod 2 map { 0 : 10.180.0.4 . 80 , 1 : 10.180.0.5 . 80 }
 add chain ip kube-proxy external-LAUZTJTB-ns4/svc4/tcp/p80
-add rule ip kube-proxy external-LAUZTJTB-ns4/svc4/tcp/p80 jump mark-for-masquerade
+add rule ip kube-proxy external-LAUZTJTB-ns4/svc4/tcp/p80 mark set mark or 0x4000 comment "masquerade"
 add rule ip kube-proxy external-LAUZTJTB-ns4/svc4/tcp/p80 goto service-LAUZTJTB-ns4/svc4/tcp/p80
-add chain ip kube-proxy endpoint-5RFCDDV7-ns4/svc4/tcp/p80__10.180.0.5/80
-add rule ip kube-proxy endpoint-5RFCDDV7-ns4/svc4/tcp/p80__10.180.0.5/80 ip saddr 10.180.0.5 jump mark-for-masquerade
-add rule ip kube-proxy endpoint-5RFCDDV7-ns4/svc4/tcp/p80__10.180.0.5/80 meta l4proto tcp dnat to 10.180.0.5:80
-add chain ip kube-proxy endpoint-UNZV3OEC-ns4/svc4/tcp/p80__10.180.0.4/80
-add rule ip kube-proxy endpoint-UNZV3OEC-ns4/svc4/tcp/p80__10.180.0.4/80 ip saddr 10.180.0.4 jump mark-for-masquerade
-add rule ip kube-proxy endpoint-UNZV3OEC-ns4/svc4/tcp/p80__10.180.0.4/80 meta l4proto tcp dnat to 10.180.0.4:80
 
 add element ip kube-proxy cluster-ips { 172.30.0.44 }
 add element ip kube-proxy service-ips { 172.30.0.44 . tcp . 80 : goto service-LAUZTJTB-ns4/svc4/tcp/p80 }
 add element ip kube-proxy service-ips { 192.168.99.33 . tcp . 80 : goto external-LAUZTJTB-ns4/svc4/tcp/p80 }
+add element ip kube-proxy hairpin-connections { 10.180.0.5 . 10.180.0.5 . tcp . 80 }
 
 # svc5
 add set ip kube-proxy affinity-GTK6MW7G-ns5/svc5/tcp/p80__10.180.0.3/80 { type ipv4_addr ; flags dynamic,timeout ; timeout 10800s ; }
 add chain ip kube-proxy service-HVFWP5L3-ns5/svc5/tcp/p80
-add rule ip kube-proxy service-HVFWP5L3-ns5/svc5/tcp/p80 ip daddr 172.30.0.45 ip saddr != 10.0.0.0/8 jump mark-for-masquerade
 add rule ip kube-proxy service-HVFWP5L3-ns5/svc5/tcp/p80 ip saddr @affinity-GTK6MW7G-ns5/svc5/tcp/p80__10.180.0.3/80 goto endpoint-GTK6MW7G-ns5/svc5/tcp/p80__10.180.0.3/80
 add rule ip kube-proxy service-HVFWP5L3-ns5/svc5/tcp/p80 numgen random mod 1 vmap { 0 : goto endpoint-GTK6MW7G-ns5/svc5/tcp/p80__10.180.0.3/80 }
 add chain ip kube-proxy external-HVFWP5L3-ns5/svc5/tcp/p80
-add rule ip kube-proxy external-HVFWP5L3-ns5/svc5/tcp/p80 jump mark-for-masquerade
+add rule ip kube-proxy external-HVFWP5L3-ns5/svc5/tcp/p80 mark set mark or 0x4000 comment "masquerade"
 add rule ip kube-proxy external-HVFWP5L3-ns5/svc5/tcp/p80 goto service-HVFWP5L3-ns5/svc5/tcp/p80
 
 add chain ip kube-proxy endpoint-GTK6MW7G-ns5/svc5/tcp/p80__10.180.0.3/80
-add rule ip kube-proxy endpoint-GTK6MW7G-ns5/svc5/tcp/p80__10.180.0.3/80 ip saddr 10.180.0.3 jump mark-for-masquerade
 add rule ip kube-proxy endpoint-GTK6MW7G-ns5/svc5/tcp/p80__10.180.0.3/80 update @affinity-GTK6MW7G-ns5/svc5/tcp/p80__10.180.0.3/80 { ip saddr }
 add rule ip kube-proxy endpoint-GTK6MW7G-ns5/svc5/tcp/p80__10.180.0.3/80 meta l4proto tcp dnat to 10.180.0.3:80
 
@@ -194,6 +174,7 @@ add element ip kube-proxy service-ips { 172.30.0.45 . tcp . 80 : goto service-HV
 add element ip kube-proxy service-ips { 5.6.7.8 . tcp . 80 : goto external-HVFWP5L3-ns5/svc5/tcp/p80 }
 add element ip kube-proxy service-nodeports { tcp . 3002 : goto external-HVFWP5L3-ns5/svc5/tcp/p80 }
 add element ip kube-proxy firewall-ips { 5.6.7.8 . tcp . 80 : goto firewall-HVFWP5L3-ns5/svc5/tcp/p80 }
+# 10.180.0.3:80 is already in hairpin-connections, so we don't want another "add element" line...
 
 # svc6
 add element ip kube-proxy cluster-ips { 172.30.0.46 }
@@ -225,62 +206,210 @@ fn one_endpoint_slice(
     port: i32,
 ) -> k8s_openapi::api::discovery::v1::EndpointSlice {
     make_test_endpoint_slice(namespace, name, 1, |eps| {
-        eps.endpoints = Some(ips.iter().map(|ip| endpoint(ip, None, None)).collect());
+        eps.endpoints = Some(
+            ips.iter()
+                .map(|ip| endpoint(ip, Some(TEST_NODE_NAME), None))
+                .collect(),
+        );
         ports(eps, port_name, port);
     })
 }
 
-const SVC1: &str = r#"
+const REPEATED_0: &str = r#"
+add element ip kube-proxy cluster-ips { 172.30.0.41 }
+add element ip kube-proxy cluster-ips { 172.30.0.42 }
+add element ip kube-proxy service-ips { 172.30.0.41 . tcp . 80 : goto service-ULMVA6XW-ns1/svc1/tcp/p80 }
+add element ip kube-proxy service-ips { 172.30.0.42 . tcp . 8080 : goto service-MHHHYRWA-ns2/svc2/tcp/p8080 }
+add element ip kube-proxy hairpin-connections { 10.0.1.1 . 10.0.1.1 . tcp . 80 }
+add element ip kube-proxy hairpin-connections { 10.0.2.1 . 10.0.2.1 . tcp . 8080 }
+
 add chain ip kube-proxy service-ULMVA6XW-ns1/svc1/tcp/p80
-add rule ip kube-proxy service-ULMVA6XW-ns1/svc1/tcp/p80 ip daddr 172.30.0.41 ip saddr != 10.0.0.0/8 jump mark-for-masquerade
-add rule ip kube-proxy service-ULMVA6XW-ns1/svc1/tcp/p80 numgen random mod 1 vmap { 0 : goto endpoint-5TPGNJF2-ns1/svc1/tcp/p80__10.0.1.1/80 }
-add chain ip kube-proxy endpoint-5TPGNJF2-ns1/svc1/tcp/p80__10.0.1.1/80
-add rule ip kube-proxy endpoint-5TPGNJF2-ns1/svc1/tcp/p80__10.0.1.1/80 ip saddr 10.0.1.1 jump mark-for-masquerade
-add rule ip kube-proxy endpoint-5TPGNJF2-ns1/svc1/tcp/p80__10.0.1.1/80 meta l4proto tcp dnat to 10.0.1.1:80
-"#;
+add rule ip kube-proxy service-ULMVA6XW-ns1/svc1/tcp/p80 meta l4proto tcp dnat ip addr . port to numgen random mod 1 map { 0 : 10.0.1.1 . 80 }
 
-const SVC2: &str = r#"
 add chain ip kube-proxy service-MHHHYRWA-ns2/svc2/tcp/p8080
-add rule ip kube-proxy service-MHHHYRWA-ns2/svc2/tcp/p8080 ip daddr 172.30.0.42 ip saddr != 10.0.0.0/8 jump mark-for-masquerade
-add rule ip kube-proxy service-MHHHYRWA-ns2/svc2/tcp/p8080 numgen random mod 1 vmap { 0 : goto endpoint-7RVP4LUQ-ns2/svc2/tcp/p8080__10.0.2.1/8080 }
-add chain ip kube-proxy endpoint-7RVP4LUQ-ns2/svc2/tcp/p8080__10.0.2.1/8080
-add rule ip kube-proxy endpoint-7RVP4LUQ-ns2/svc2/tcp/p8080__10.0.2.1/8080 ip saddr 10.0.2.1 jump mark-for-masquerade
-add rule ip kube-proxy endpoint-7RVP4LUQ-ns2/svc2/tcp/p8080__10.0.2.1/8080 meta l4proto tcp dnat to 10.0.2.1:8080
+add rule ip kube-proxy service-MHHHYRWA-ns2/svc2/tcp/p8080 meta l4proto tcp dnat ip addr . port to numgen random mod 1 map { 0 : 10.0.2.1 . 8080 }
 "#;
 
-const SVC3_ONE: &str = r#"
+const REPEATED_1: &str = r#"
+add element ip kube-proxy cluster-ips { 172.30.0.41 }
+add element ip kube-proxy cluster-ips { 172.30.0.42 }
+add element ip kube-proxy cluster-ips { 172.30.0.43 }
+add element ip kube-proxy service-ips { 172.30.0.41 . tcp . 80 : goto service-ULMVA6XW-ns1/svc1/tcp/p80 }
+add element ip kube-proxy service-ips { 172.30.0.42 . tcp . 8080 : goto service-MHHHYRWA-ns2/svc2/tcp/p8080 }
+add element ip kube-proxy service-ips { 172.30.0.43 . tcp . 80 : goto service-4AT6LBPK-ns3/svc3/tcp/p80 }
+add element ip kube-proxy hairpin-connections { 10.0.1.1 . 10.0.1.1 . tcp . 80 }
+add element ip kube-proxy hairpin-connections { 10.0.2.1 . 10.0.2.1 . tcp . 8080 }
+add element ip kube-proxy hairpin-connections { 10.0.3.1 . 10.0.3.1 . tcp . 80 }
+
+add chain ip kube-proxy service-ULMVA6XW-ns1/svc1/tcp/p80
+add rule ip kube-proxy service-ULMVA6XW-ns1/svc1/tcp/p80 meta l4proto tcp dnat ip addr . port to numgen random mod 1 map { 0 : 10.0.1.1 . 80 }
+
+add chain ip kube-proxy service-MHHHYRWA-ns2/svc2/tcp/p8080
+add rule ip kube-proxy service-MHHHYRWA-ns2/svc2/tcp/p8080 meta l4proto tcp dnat ip addr . port to numgen random mod 1 map { 0 : 10.0.2.1 . 8080 }
+
 add chain ip kube-proxy service-4AT6LBPK-ns3/svc3/tcp/p80
-add rule ip kube-proxy service-4AT6LBPK-ns3/svc3/tcp/p80 ip daddr 172.30.0.43 ip saddr != 10.0.0.0/8 jump mark-for-masquerade
-add rule ip kube-proxy service-4AT6LBPK-ns3/svc3/tcp/p80 numgen random mod 1 vmap { 0 : goto endpoint-2OCDJSZQ-ns3/svc3/tcp/p80__10.0.3.1/80 }
-add chain ip kube-proxy endpoint-2OCDJSZQ-ns3/svc3/tcp/p80__10.0.3.1/80
-add rule ip kube-proxy endpoint-2OCDJSZQ-ns3/svc3/tcp/p80__10.0.3.1/80 ip saddr 10.0.3.1 jump mark-for-masquerade
-add rule ip kube-proxy endpoint-2OCDJSZQ-ns3/svc3/tcp/p80__10.0.3.1/80 meta l4proto tcp dnat to 10.0.3.1:80
+add rule ip kube-proxy service-4AT6LBPK-ns3/svc3/tcp/p80 meta l4proto tcp dnat ip addr . port to numgen random mod 1 map { 0 : 10.0.3.1 . 80 }
 "#;
 
-const SVC3_TWO: &str = r#"
+const REPEATED_2: &str = r#"
+add element ip kube-proxy cluster-ips { 172.30.0.41 }
+add element ip kube-proxy cluster-ips { 172.30.0.43 }
+add element ip kube-proxy service-ips { 172.30.0.41 . tcp . 80 : goto service-ULMVA6XW-ns1/svc1/tcp/p80 }
+add element ip kube-proxy service-ips { 172.30.0.43 . tcp . 80 : goto service-4AT6LBPK-ns3/svc3/tcp/p80 }
+add element ip kube-proxy hairpin-connections { 10.0.1.1 . 10.0.1.1 . tcp . 80 }
+add element ip kube-proxy hairpin-connections { 10.0.3.1 . 10.0.3.1 . tcp . 80 }
+
+add chain ip kube-proxy service-ULMVA6XW-ns1/svc1/tcp/p80
+add rule ip kube-proxy service-ULMVA6XW-ns1/svc1/tcp/p80 meta l4proto tcp dnat ip addr . port to numgen random mod 1 map { 0 : 10.0.1.1 . 80 }
+
+add chain ip kube-proxy service-MHHHYRWA-ns2/svc2/tcp/p8080
+
 add chain ip kube-proxy service-4AT6LBPK-ns3/svc3/tcp/p80
-add rule ip kube-proxy service-4AT6LBPK-ns3/svc3/tcp/p80 ip daddr 172.30.0.43 ip saddr != 10.0.0.0/8 jump mark-for-masquerade
-add rule ip kube-proxy service-4AT6LBPK-ns3/svc3/tcp/p80 numgen random mod 2 vmap { 0 : goto endpoint-SWWHDC7X-ns3/svc3/tcp/p80__10.0.3.2/80 , 1 : goto endpoint-TQ2QKHCZ-ns3/svc3/tcp/p80__10.0.3.3/80 }
-add chain ip kube-proxy endpoint-SWWHDC7X-ns3/svc3/tcp/p80__10.0.3.2/80
-add rule ip kube-proxy endpoint-SWWHDC7X-ns3/svc3/tcp/p80__10.0.3.2/80 ip saddr 10.0.3.2 jump mark-for-masquerade
-add rule ip kube-proxy endpoint-SWWHDC7X-ns3/svc3/tcp/p80__10.0.3.2/80 meta l4proto tcp dnat to 10.0.3.2:80
-add chain ip kube-proxy endpoint-TQ2QKHCZ-ns3/svc3/tcp/p80__10.0.3.3/80
-add rule ip kube-proxy endpoint-TQ2QKHCZ-ns3/svc3/tcp/p80__10.0.3.3/80 ip saddr 10.0.3.3 jump mark-for-masquerade
-add rule ip kube-proxy endpoint-TQ2QKHCZ-ns3/svc3/tcp/p80__10.0.3.3/80 meta l4proto tcp dnat to 10.0.3.3:80
+add rule ip kube-proxy service-4AT6LBPK-ns3/svc3/tcp/p80 meta l4proto tcp dnat ip addr . port to numgen random mod 1 map { 0 : 10.0.3.1 . 80 }
 "#;
 
-const SVC4: &str = r#"
+const REPEATED_3: &str = r#"
+add element ip kube-proxy cluster-ips { 172.30.0.41 }
+add element ip kube-proxy cluster-ips { 172.30.0.43 }
+add element ip kube-proxy service-ips { 172.30.0.41 . tcp . 80 : goto service-ULMVA6XW-ns1/svc1/tcp/p80 }
+add element ip kube-proxy service-ips { 172.30.0.43 . tcp . 80 : goto service-4AT6LBPK-ns3/svc3/tcp/p80 }
+add element ip kube-proxy hairpin-connections { 10.0.1.1 . 10.0.1.1 . tcp . 80 }
+add element ip kube-proxy hairpin-connections { 10.0.3.1 . 10.0.3.1 . tcp . 80 }
+
+add chain ip kube-proxy service-ULMVA6XW-ns1/svc1/tcp/p80
+add rule ip kube-proxy service-ULMVA6XW-ns1/svc1/tcp/p80 meta l4proto tcp dnat ip addr . port to numgen random mod 1 map { 0 : 10.0.1.1 . 80 }
+
+add chain ip kube-proxy service-4AT6LBPK-ns3/svc3/tcp/p80
+add rule ip kube-proxy service-4AT6LBPK-ns3/svc3/tcp/p80 meta l4proto tcp dnat ip addr . port to numgen random mod 1 map { 0 : 10.0.3.1 . 80 }
+"#;
+
+const REPEATED_4: &str = r#"
+add element ip kube-proxy cluster-ips { 172.30.0.41 }
+add element ip kube-proxy cluster-ips { 172.30.0.43 }
+add element ip kube-proxy cluster-ips { 172.30.0.44 }
+add element ip kube-proxy service-ips { 172.30.0.41 . tcp . 80 : goto service-ULMVA6XW-ns1/svc1/tcp/p80 }
+add element ip kube-proxy service-ips { 172.30.0.43 . tcp . 80 : goto service-4AT6LBPK-ns3/svc3/tcp/p80 }
+add element ip kube-proxy hairpin-connections { 10.0.1.1 . 10.0.1.1 . tcp . 80 }
+add element ip kube-proxy hairpin-connections { 10.0.3.1 . 10.0.3.1 . tcp . 80 }
+
+add chain ip kube-proxy service-ULMVA6XW-ns1/svc1/tcp/p80
+add rule ip kube-proxy service-ULMVA6XW-ns1/svc1/tcp/p80 meta l4proto tcp dnat ip addr . port to numgen random mod 1 map { 0 : 10.0.1.1 . 80 }
+
+add chain ip kube-proxy service-4AT6LBPK-ns3/svc3/tcp/p80
+add rule ip kube-proxy service-4AT6LBPK-ns3/svc3/tcp/p80 meta l4proto tcp dnat ip addr . port to numgen random mod 1 map { 0 : 10.0.3.1 . 80 }
+
+add element ip kube-proxy no-endpoint-services { 172.30.0.44 . tcp . 80 comment "ns4/svc4:p80" : goto reject-chain }
+"#;
+
+const REPEATED_5: &str = r#"
+add element ip kube-proxy cluster-ips { 172.30.0.41 }
+add element ip kube-proxy cluster-ips { 172.30.0.43 }
+add element ip kube-proxy cluster-ips { 172.30.0.44 }
+add element ip kube-proxy service-ips { 172.30.0.41 . tcp . 80 : goto service-ULMVA6XW-ns1/svc1/tcp/p80 }
+add element ip kube-proxy service-ips { 172.30.0.43 . tcp . 80 : goto service-4AT6LBPK-ns3/svc3/tcp/p80 }
+add element ip kube-proxy service-ips { 172.30.0.44 . tcp . 80 : goto service-LAUZTJTB-ns4/svc4/tcp/p80 }
+add element ip kube-proxy hairpin-connections { 10.0.1.1 . 10.0.1.1 . tcp . 80 }
+add element ip kube-proxy hairpin-connections { 10.0.3.1 . 10.0.3.1 . tcp . 80 }
+add element ip kube-proxy hairpin-connections { 10.0.4.1 . 10.0.4.1 . tcp . 80 }
+
+add chain ip kube-proxy service-ULMVA6XW-ns1/svc1/tcp/p80
+add rule ip kube-proxy service-ULMVA6XW-ns1/svc1/tcp/p80 meta l4proto tcp dnat ip addr . port to numgen random mod 1 map { 0 : 10.0.1.1 . 80 }
+
+add chain ip kube-proxy service-4AT6LBPK-ns3/svc3/tcp/p80
+add rule ip kube-proxy service-4AT6LBPK-ns3/svc3/tcp/p80 meta l4proto tcp dnat ip addr . port to numgen random mod 1 map { 0 : 10.0.3.1 . 80 }
+
 add chain ip kube-proxy service-LAUZTJTB-ns4/svc4/tcp/p80
-add rule ip kube-proxy service-LAUZTJTB-ns4/svc4/tcp/p80 ip daddr 172.30.0.44 ip saddr != 10.0.0.0/8 jump mark-for-masquerade
-add rule ip kube-proxy service-LAUZTJTB-ns4/svc4/tcp/p80 numgen random mod 1 vmap { 0 : goto endpoint-WAHRBT2B-ns4/svc4/tcp/p80__10.0.4.1/80 }
-add chain ip kube-proxy endpoint-WAHRBT2B-ns4/svc4/tcp/p80__10.0.4.1/80
-add rule ip kube-proxy endpoint-WAHRBT2B-ns4/svc4/tcp/p80__10.0.4.1/80 ip saddr 10.0.4.1 jump mark-for-masquerade
-add rule ip kube-proxy endpoint-WAHRBT2B-ns4/svc4/tcp/p80__10.0.4.1/80 meta l4proto tcp dnat to 10.0.4.1:80
+add rule ip kube-proxy service-LAUZTJTB-ns4/svc4/tcp/p80 meta l4proto tcp dnat ip addr . port to numgen random mod 1 map { 0 : 10.0.4.1 . 80 }
 "#;
 
-/// TestSyncProxyRulesRepeated: syncs after various changes; after the first (full) sync,
-/// each partial sync's transaction holds only what changed, with upstream's operation
-/// counts, and chains of removed services are flushed at once and deleted a second later.
+const REPEATED_6: &str = r#"
+add element ip kube-proxy cluster-ips { 172.30.0.41 }
+add element ip kube-proxy cluster-ips { 172.30.0.43 }
+add element ip kube-proxy cluster-ips { 172.30.0.44 }
+add element ip kube-proxy service-ips { 172.30.0.41 . tcp . 80 : goto service-ULMVA6XW-ns1/svc1/tcp/p80 }
+add element ip kube-proxy service-ips { 172.30.0.43 . tcp . 80 : goto service-4AT6LBPK-ns3/svc3/tcp/p80 }
+add element ip kube-proxy service-ips { 172.30.0.44 . tcp . 80 : goto service-LAUZTJTB-ns4/svc4/tcp/p80 }
+add element ip kube-proxy hairpin-connections { 10.0.1.1 . 10.0.1.1 . tcp . 80 }
+add element ip kube-proxy hairpin-connections { 10.0.3.2 . 10.0.3.2 . tcp . 80 }
+add element ip kube-proxy hairpin-connections { 10.0.4.1 . 10.0.4.1 . tcp . 80 }
+
+add chain ip kube-proxy service-ULMVA6XW-ns1/svc1/tcp/p80
+add rule ip kube-proxy service-ULMVA6XW-ns1/svc1/tcp/p80 meta l4proto tcp dnat ip addr . port to numgen random mod 1 map { 0 : 10.0.1.1 . 80 }
+
+add chain ip kube-proxy service-4AT6LBPK-ns3/svc3/tcp/p80
+add rule ip kube-proxy service-4AT6LBPK-ns3/svc3/tcp/p80 meta l4proto tcp dnat ip addr . port to numgen random mod 1 map { 0 : 10.0.3.2 . 80 }
+
+add chain ip kube-proxy service-LAUZTJTB-ns4/svc4/tcp/p80
+add rule ip kube-proxy service-LAUZTJTB-ns4/svc4/tcp/p80 meta l4proto tcp dnat ip addr . port to numgen random mod 1 map { 0 : 10.0.4.1 . 80 }
+"#;
+
+const REPEATED_7: &str = r#"
+add element ip kube-proxy cluster-ips { 172.30.0.41 }
+add element ip kube-proxy cluster-ips { 172.30.0.43 }
+add element ip kube-proxy cluster-ips { 172.30.0.44 }
+add element ip kube-proxy service-ips { 172.30.0.41 . tcp . 80 : goto service-ULMVA6XW-ns1/svc1/tcp/p80 }
+add element ip kube-proxy service-ips { 172.30.0.43 . tcp . 80 : goto service-4AT6LBPK-ns3/svc3/tcp/p80 }
+add element ip kube-proxy service-ips { 172.30.0.44 . tcp . 80 : goto service-LAUZTJTB-ns4/svc4/tcp/p80 }
+add element ip kube-proxy hairpin-connections { 10.0.1.1 . 10.0.1.1 . tcp . 80 }
+add element ip kube-proxy hairpin-connections { 10.0.3.2 . 10.0.3.2 . tcp . 80 }
+add element ip kube-proxy hairpin-connections { 10.0.3.3 . 10.0.3.3 . tcp . 80 }
+add element ip kube-proxy hairpin-connections { 10.0.4.1 . 10.0.4.1 . tcp . 80 }
+
+add chain ip kube-proxy service-ULMVA6XW-ns1/svc1/tcp/p80
+add rule ip kube-proxy service-ULMVA6XW-ns1/svc1/tcp/p80 meta l4proto tcp dnat ip addr . port to numgen random mod 1 map { 0 : 10.0.1.1 . 80 }
+
+add chain ip kube-proxy service-4AT6LBPK-ns3/svc3/tcp/p80
+add rule ip kube-proxy service-4AT6LBPK-ns3/svc3/tcp/p80 meta l4proto tcp dnat ip addr . port to numgen random mod 2 map { 0 : 10.0.3.2 . 80 , 1 : 10.0.3.3 . 80 }
+
+add chain ip kube-proxy service-LAUZTJTB-ns4/svc4/tcp/p80
+add rule ip kube-proxy service-LAUZTJTB-ns4/svc4/tcp/p80 meta l4proto tcp dnat ip addr . port to numgen random mod 1 map { 0 : 10.0.4.1 . 80 }
+"#;
+
+const REPEATED_8: &str = r#"
+add element ip kube-proxy cluster-ips { 172.30.0.41 }
+add element ip kube-proxy cluster-ips { 172.30.0.43 }
+add element ip kube-proxy cluster-ips { 172.30.0.44 }
+add element ip kube-proxy service-ips { 172.30.0.41 . tcp . 80 : goto service-ULMVA6XW-ns1/svc1/tcp/p80 }
+add element ip kube-proxy no-endpoint-services { 172.30.0.43 . tcp . 80 comment "ns3/svc3:p80" : goto reject-chain }
+add element ip kube-proxy service-ips { 172.30.0.44 . tcp . 80 : goto service-LAUZTJTB-ns4/svc4/tcp/p80 }
+add element ip kube-proxy hairpin-connections { 10.0.1.1 . 10.0.1.1 . tcp . 80 }
+add element ip kube-proxy hairpin-connections { 10.0.4.1 . 10.0.4.1 . tcp . 80 }
+
+add chain ip kube-proxy service-ULMVA6XW-ns1/svc1/tcp/p80
+add rule ip kube-proxy service-ULMVA6XW-ns1/svc1/tcp/p80 meta l4proto tcp dnat ip addr . port to numgen random mod 1 map { 0 : 10.0.1.1 . 80 }
+
+add chain ip kube-proxy service-4AT6LBPK-ns3/svc3/tcp/p80
+
+add chain ip kube-proxy service-LAUZTJTB-ns4/svc4/tcp/p80
+add rule ip kube-proxy service-LAUZTJTB-ns4/svc4/tcp/p80 meta l4proto tcp dnat ip addr . port to numgen random mod 1 map { 0 : 10.0.4.1 . 80 }
+"#;
+
+const REPEATED_9: &str = r#"
+add element ip kube-proxy cluster-ips { 172.30.0.41 }
+add element ip kube-proxy cluster-ips { 172.30.0.43 }
+add element ip kube-proxy cluster-ips { 172.30.0.44 }
+add element ip kube-proxy service-ips { 172.30.0.41 . tcp . 80 : goto service-ULMVA6XW-ns1/svc1/tcp/p80 }
+add element ip kube-proxy service-ips { 172.30.0.43 . tcp . 80 : goto service-4AT6LBPK-ns3/svc3/tcp/p80 }
+add element ip kube-proxy service-ips { 172.30.0.44 . tcp . 80 : goto service-LAUZTJTB-ns4/svc4/tcp/p80 }
+add element ip kube-proxy hairpin-connections { 10.0.1.1 . 10.0.1.1 . tcp . 80 }
+add element ip kube-proxy hairpin-connections { 10.0.3.2 . 10.0.3.2 . tcp . 80 }
+add element ip kube-proxy hairpin-connections { 10.0.3.3 . 10.0.3.3 . tcp . 80 }
+add element ip kube-proxy hairpin-connections { 10.0.4.1 . 10.0.4.1 . tcp . 80 }
+
+add chain ip kube-proxy service-ULMVA6XW-ns1/svc1/tcp/p80
+add rule ip kube-proxy service-ULMVA6XW-ns1/svc1/tcp/p80 meta l4proto tcp dnat ip addr . port to numgen random mod 1 map { 0 : 10.0.1.1 . 80 }
+
+add chain ip kube-proxy service-4AT6LBPK-ns3/svc3/tcp/p80
+add rule ip kube-proxy service-4AT6LBPK-ns3/svc3/tcp/p80 meta l4proto tcp dnat ip addr . port to numgen random mod 2 map { 0 : 10.0.3.2 . 80 , 1 : 10.0.3.3 . 80 }
+
+add chain ip kube-proxy service-LAUZTJTB-ns4/svc4/tcp/p80
+add rule ip kube-proxy service-LAUZTJTB-ns4/svc4/tcp/p80 meta l4proto tcp dnat ip addr . port to numgen random mod 1 map { 0 : 10.0.4.1 . 80 }
+"#;
+
+/// TestSyncProxyRulesRepeated (v1.36.3): syncs after various changes; after the first
+/// (full) sync, each partial sync's transaction holds only what changed, with upstream's
+/// operation counts, and chains of removed services are flushed at once and deleted a
+/// second later. Partial syncs never list the table: they know what they left there.
 #[test]
 fn test_sync_proxy_rules_repeated() {
     let mut fp = FakeProxier::new();
@@ -301,132 +430,52 @@ fn test_sync_proxy_rules_repeated() {
         8080,
     ));
     fp.sync_proxy_rules();
-
-    let expected = [
-        BASE_RULES,
-        r#"
-add element ip kube-proxy cluster-ips { 172.30.0.41 }
-add element ip kube-proxy cluster-ips { 172.30.0.42 }
-add element ip kube-proxy service-ips { 172.30.0.41 . tcp . 80 : goto service-ULMVA6XW-ns1/svc1/tcp/p80 }
-add element ip kube-proxy service-ips { 172.30.0.42 . tcp . 8080 : goto service-MHHHYRWA-ns2/svc2/tcp/p8080 }
-"#,
-        SVC1,
-        SVC2,
-    ]
-    .concat();
-    assert_nftables_transaction_equal(&expected, &fp.nft.dump());
+    let expect = |n: &str| [BASE_RULES, n].concat();
+    assert_nftables_transaction_equal(&expect(REPEATED_0), &fp.nft.dump());
+    let lists_after_full_sync = fp.nft.list_count();
+    assert!(lists_after_full_sync > 0, "a full sync lists the table");
 
     // Add a new service and its endpoints.
     fp.add_service(cluster_ip_service("ns3", "svc3", "172.30.0.43", "p80", 80));
     fp.add_slice(one_endpoint_slice("ns3", "svc3", &["10.0.3.1"], "p80", 80));
     fp.sync_proxy_rules();
-    let expected = [
-        BASE_RULES,
-        r#"
-add element ip kube-proxy cluster-ips { 172.30.0.41 }
-add element ip kube-proxy cluster-ips { 172.30.0.42 }
-add element ip kube-proxy cluster-ips { 172.30.0.43 }
-add element ip kube-proxy service-ips { 172.30.0.41 . tcp . 80 : goto service-ULMVA6XW-ns1/svc1/tcp/p80 }
-add element ip kube-proxy service-ips { 172.30.0.42 . tcp . 8080 : goto service-MHHHYRWA-ns2/svc2/tcp/p8080 }
-add element ip kube-proxy service-ips { 172.30.0.43 . tcp . 80 : goto service-4AT6LBPK-ns3/svc3/tcp/p80 }
-"#,
-        SVC1,
-        SVC2,
-        SVC3_ONE,
-    ]
-    .concat();
-    assert_nftables_transaction_equal(&expected, &fp.nft.dump());
-    // 1 element each to cluster-ips and service-ips = 2; add+flush 2 chains, 2 rules each = 8.
-    assert_eq!(fp.last_operations(), 10);
+    assert_nftables_transaction_equal(&expect(REPEATED_1), &fp.nft.dump());
+    // 1 element each to cluster-ips, service-ips and hairpin-connections; add+flush the
+    // service chain, 1 rule.
+    assert_eq!(fp.last_operations(), 3 + 3);
 
-    // Delete a service: its chains are flushed, not deleted yet.
+    // Delete a service: its chain is flushed, not deleted yet.
     fp.delete_service("ns2", "svc2");
     fp.sync_proxy_rules();
-    let elements_13 = r#"
-add element ip kube-proxy cluster-ips { 172.30.0.41 }
-add element ip kube-proxy cluster-ips { 172.30.0.43 }
-add element ip kube-proxy service-ips { 172.30.0.41 . tcp . 80 : goto service-ULMVA6XW-ns1/svc1/tcp/p80 }
-add element ip kube-proxy service-ips { 172.30.0.43 . tcp . 80 : goto service-4AT6LBPK-ns3/svc3/tcp/p80 }
-"#;
-    let expected = [
-        BASE_RULES,
-        elements_13,
-        SVC1,
-        r#"
-add chain ip kube-proxy service-MHHHYRWA-ns2/svc2/tcp/p8080
-add chain ip kube-proxy endpoint-7RVP4LUQ-ns2/svc2/tcp/p8080__10.0.2.1/8080
-"#,
-        SVC3_ONE,
-    ]
-    .concat();
-    assert_nftables_transaction_equal(&expected, &fp.nft.dump());
-    // 1 element each from cluster-ips and service-ips = 2; flush 2 chains = 2.
-    assert_eq!(fp.last_operations(), 4);
+    assert_nftables_transaction_equal(&expect(REPEATED_2), &fp.nft.dump());
+    // 1 element each from cluster-ips, service-ips and hairpin-connections; flush.
+    assert_eq!(fp.last_operations(), 3 + 1);
 
-    // Time passes: the stale chains are deleted (in a transaction of their own).
+    // Time passes: the stale chain is deleted (in a transaction of its own).
     fp.age_stale_chains();
     fp.sync_proxy_rules();
-    let expected = [BASE_RULES, elements_13, SVC1, SVC3_ONE].concat();
-    assert_nftables_transaction_equal(&expected, &fp.nft.dump());
+    assert_nftables_transaction_equal(&expect(REPEATED_3), &fp.nft.dump());
     assert_eq!(fp.last_operations(), 0);
 
     // Add a service, sync, then add its endpoints.
     fp.add_service(cluster_ip_service("ns4", "svc4", "172.30.0.44", "p80", 80));
     fp.sync_proxy_rules();
-    let expected = [
-        BASE_RULES,
-        elements_13,
-        r#"
-add element ip kube-proxy cluster-ips { 172.30.0.44 }
-add element ip kube-proxy no-endpoint-services { 172.30.0.44 . tcp . 80 comment "ns4/svc4:p80" : goto reject-chain }
-"#,
-        SVC1,
-        SVC3_ONE,
-    ]
-    .concat();
-    assert_nftables_transaction_equal(&expected, &fp.nft.dump());
-    // 1 element each to cluster-ips and no-endpoint-services = 2.
+    assert_nftables_transaction_equal(&expect(REPEATED_4), &fp.nft.dump());
+    // 1 element each to cluster-ips and no-endpoint-services.
     assert_eq!(fp.last_operations(), 2);
-
     fp.add_slice(one_endpoint_slice("ns4", "svc4", &["10.0.4.1"], "p80", 80));
     fp.sync_proxy_rules();
-    let elements_134 = r#"
-add element ip kube-proxy cluster-ips { 172.30.0.41 }
-add element ip kube-proxy cluster-ips { 172.30.0.43 }
-add element ip kube-proxy cluster-ips { 172.30.0.44 }
-add element ip kube-proxy service-ips { 172.30.0.41 . tcp . 80 : goto service-ULMVA6XW-ns1/svc1/tcp/p80 }
-add element ip kube-proxy service-ips { 172.30.0.43 . tcp . 80 : goto service-4AT6LBPK-ns3/svc3/tcp/p80 }
-add element ip kube-proxy service-ips { 172.30.0.44 . tcp . 80 : goto service-LAUZTJTB-ns4/svc4/tcp/p80 }
-"#;
-    let expected = [BASE_RULES, elements_134, SVC1, SVC3_ONE, SVC4].concat();
-    assert_nftables_transaction_equal(&expected, &fp.nft.dump());
-    // 1 element to service-ips, 1 from no-endpoint-services = 2; 2 chains = 8.
-    assert_eq!(fp.last_operations(), 10);
+    assert_nftables_transaction_equal(&expect(REPEATED_5), &fp.nft.dump());
+    // 1 element to service-ips, 1 from no-endpoint-services, 1 to hairpin-connections;
+    // add+flush the service chain, 1 rule.
+    assert_eq!(fp.last_operations(), 2 + 1 + 3);
 
-    // Change an endpoint of an existing service: the old endpoint chain stays (flushed).
+    // Change an endpoint of an existing service.
     fp.add_slice(one_endpoint_slice("ns3", "svc3", &["10.0.3.2"], "p80", 80));
     fp.sync_proxy_rules();
-    let expected = [
-        BASE_RULES,
-        elements_134,
-        SVC1,
-        r#"
-add chain ip kube-proxy service-4AT6LBPK-ns3/svc3/tcp/p80
-add rule ip kube-proxy service-4AT6LBPK-ns3/svc3/tcp/p80 ip daddr 172.30.0.43 ip saddr != 10.0.0.0/8 jump mark-for-masquerade
-add rule ip kube-proxy service-4AT6LBPK-ns3/svc3/tcp/p80 numgen random mod 1 vmap { 0 : goto endpoint-SWWHDC7X-ns3/svc3/tcp/p80__10.0.3.2/80 }
-add chain ip kube-proxy endpoint-2OCDJSZQ-ns3/svc3/tcp/p80__10.0.3.1/80
-add chain ip kube-proxy endpoint-SWWHDC7X-ns3/svc3/tcp/p80__10.0.3.2/80
-add rule ip kube-proxy endpoint-SWWHDC7X-ns3/svc3/tcp/p80__10.0.3.2/80 ip saddr 10.0.3.2 jump mark-for-masquerade
-add rule ip kube-proxy endpoint-SWWHDC7X-ns3/svc3/tcp/p80__10.0.3.2/80 meta l4proto tcp dnat to 10.0.3.2:80
-"#,
-        SVC4,
-    ]
-    .concat();
-    assert_nftables_transaction_equal(&expected, &fp.nft.dump());
-    // 2 chains = 8; flush of the old endpoint chain = 1.
-    assert_eq!(fp.last_operations(), 9);
-
-    // (The old svc3 endpoint chain goes in the next sync.)
+    assert_nftables_transaction_equal(&expect(REPEATED_6), &fp.nft.dump());
+    // The old hairpin element out, the new one in; add+flush the service chain, 1 rule.
+    assert_eq!(fp.last_operations(), 2 + 3);
     fp.age_stale_chains();
 
     // Add an endpoint to a service.
@@ -438,47 +487,20 @@ add rule ip kube-proxy endpoint-SWWHDC7X-ns3/svc3/tcp/p80__10.0.3.2/80 meta l4pr
         80,
     ));
     fp.sync_proxy_rules();
-    let expected_two = [BASE_RULES, elements_134, SVC1, SVC3_TWO, SVC4].concat();
-    assert_nftables_transaction_equal(&expected_two, &fp.nft.dump());
-    // add+flush 3 chains, 2 rules each = 12.
-    assert_eq!(fp.last_operations(), 12);
+    assert_nftables_transaction_equal(&expect(REPEATED_7), &fp.nft.dump());
+    assert_eq!(fp.last_operations(), 1 + 3);
 
-    // Empty a service's endpoints: its chains are flushed, not deleted yet.
+    // Empty a service's endpoints: its chain is flushed, not deleted yet.
     fp.add_slice(one_endpoint_slice("ns3", "svc3", &[], "p80", 80));
     fp.sync_proxy_rules();
-    let expected = [
-        BASE_RULES,
-        r#"
-add element ip kube-proxy cluster-ips { 172.30.0.41 }
-add element ip kube-proxy cluster-ips { 172.30.0.43 }
-add element ip kube-proxy cluster-ips { 172.30.0.44 }
-add element ip kube-proxy service-ips { 172.30.0.41 . tcp . 80 : goto service-ULMVA6XW-ns1/svc1/tcp/p80 }
-add element ip kube-proxy no-endpoint-services { 172.30.0.43 . tcp . 80 comment "ns3/svc3:p80" : goto reject-chain }
-add element ip kube-proxy service-ips { 172.30.0.44 . tcp . 80 : goto service-LAUZTJTB-ns4/svc4/tcp/p80 }
-"#,
-        SVC1,
-        r#"
-add chain ip kube-proxy service-4AT6LBPK-ns3/svc3/tcp/p80
-add chain ip kube-proxy endpoint-SWWHDC7X-ns3/svc3/tcp/p80__10.0.3.2/80
-add chain ip kube-proxy endpoint-TQ2QKHCZ-ns3/svc3/tcp/p80__10.0.3.3/80
-"#,
-        SVC4,
-    ]
-    .concat();
-    assert_nftables_transaction_equal(&expected, &fp.nft.dump());
-    // 1 element from service-ips, 1 to no-endpoint-services = 2; flush 3 chains = 3.
-    assert_eq!(fp.last_operations(), 5);
+    assert_nftables_transaction_equal(&expect(REPEATED_8), &fp.nft.dump());
+    // 1 element from service-ips, 1 to no-endpoint-services, 2 from
+    // hairpin-connections; flush the service chain.
+    assert_eq!(fp.last_operations(), 2 + 2 + 1);
     let stale: BTreeSet<&str> = fp.proxier.stale_chains().map(String::as_str).collect();
-    assert_eq!(
-        stale,
-        BTreeSet::from([
-            "service-4AT6LBPK-ns3/svc3/tcp/p80",
-            "endpoint-SWWHDC7X-ns3/svc3/tcp/p80__10.0.3.2/80",
-            "endpoint-TQ2QKHCZ-ns3/svc3/tcp/p80__10.0.3.3/80",
-        ])
-    );
+    assert_eq!(stale, BTreeSet::from(["service-4AT6LBPK-ns3/svc3/tcp/p80"]));
 
-    // Restore the endpoints at once: the chains are restored and no longer stale.
+    // Restore the endpoints at once: the chain is restored and no longer stale.
     fp.add_slice(one_endpoint_slice(
         "ns3",
         "svc3",
@@ -487,12 +509,11 @@ add chain ip kube-proxy endpoint-TQ2QKHCZ-ns3/svc3/tcp/p80__10.0.3.3/80
         80,
     ));
     fp.sync_proxy_rules();
-    assert_nftables_transaction_equal(&expected_two, &fp.nft.dump());
-    // 1 element from no-endpoint-services, 1 to service-ips = 2; 3 chains = 12.
-    assert_eq!(fp.last_operations(), 14);
+    assert_nftables_transaction_equal(&expect(REPEATED_9), &fp.nft.dump());
+    assert_eq!(fp.last_operations(), 2 + 2 + 3);
     assert_eq!(fp.proxier.stale_chains().count(), 0);
 
-    // Empty and restore after the stale chains aged: deleted first, then recreated.
+    // Empty and restore after the stale chain aged: deleted first, then recreated.
     fp.add_slice(one_endpoint_slice("ns3", "svc3", &[], "p80", 80));
     fp.sync_proxy_rules();
     fp.age_stale_chains();
@@ -504,21 +525,16 @@ add chain ip kube-proxy endpoint-TQ2QKHCZ-ns3/svc3/tcp/p80__10.0.3.3/80
         80,
     ));
     fp.sync_proxy_rules();
-    assert_nftables_transaction_equal(&expected_two, &fp.nft.dump());
+    assert_nftables_transaction_equal(&expect(REPEATED_9), &fp.nft.dump());
 
     // No change: same rules, an empty transaction.
     fp.sync_proxy_rules();
-    assert_nftables_transaction_equal(&expected_two, &fp.nft.dump());
+    assert_nftables_transaction_equal(&expect(REPEATED_9), &fp.nft.dump());
     assert_eq!(fp.last_operations(), 0);
-    assert!(
-        fp.nft
-            .dump()
-            .lines()
-            .filter(|l| l.starts_with("add chain"))
-            .all(|l| {
-                let name = l.split(' ').nth(4).unwrap();
-                !is_service_chain_name(name) || !name.contains("2OCDJSZQ")
-            })
+    assert_eq!(
+        fp.nft.list_count(),
+        lists_after_full_sync,
+        "partial syncs list nothing"
     );
 }
 
@@ -548,16 +564,12 @@ fn test_bad_ips() {
         + r#"
 # svc1
 add chain ip kube-proxy service-ULMVA6XW-ns1/svc1/tcp/p80
-add rule ip kube-proxy service-ULMVA6XW-ns1/svc1/tcp/p80 ip daddr 172.30.0.41 ip saddr != 10.0.0.0/8 jump mark-for-masquerade
-add rule ip kube-proxy service-ULMVA6XW-ns1/svc1/tcp/p80 numgen random mod 1 vmap { 0 : goto endpoint-5OJB2KTY-ns1/svc1/tcp/p80__10.180.0.1/80 }
+add rule ip kube-proxy service-ULMVA6XW-ns1/svc1/tcp/p80 meta l4proto tcp dnat ip addr . port to numgen random mod 1 map { 0 : 10.180.0.1 . 80 }
 
 add chain ip kube-proxy external-ULMVA6XW-ns1/svc1/tcp/p80
-add rule ip kube-proxy external-ULMVA6XW-ns1/svc1/tcp/p80 jump mark-for-masquerade
+add rule ip kube-proxy external-ULMVA6XW-ns1/svc1/tcp/p80 mark set mark or 0x4000 comment "masquerade"
 add rule ip kube-proxy external-ULMVA6XW-ns1/svc1/tcp/p80 goto service-ULMVA6XW-ns1/svc1/tcp/p80
 
-add chain ip kube-proxy endpoint-5OJB2KTY-ns1/svc1/tcp/p80__10.180.0.1/80
-add rule ip kube-proxy endpoint-5OJB2KTY-ns1/svc1/tcp/p80__10.180.0.1/80 ip saddr 10.180.0.1 jump mark-for-masquerade
-add rule ip kube-proxy endpoint-5OJB2KTY-ns1/svc1/tcp/p80__10.180.0.1/80 meta l4proto tcp dnat to 10.180.0.1:80
 
 add chain ip kube-proxy firewall-ULMVA6XW-ns1/svc1/tcp/p80
 add rule ip kube-proxy firewall-ULMVA6XW-ns1/svc1/tcp/p80 ip saddr != { 203.0.113.0/25 } drop
@@ -568,6 +580,7 @@ add element ip kube-proxy service-ips { 192.168.99.22 . tcp . 80 : goto external
 add element ip kube-proxy service-ips { 1.2.3.4 . tcp . 80 : goto external-ULMVA6XW-ns1/svc1/tcp/p80 }
 add element ip kube-proxy service-nodeports { tcp . 3001 : goto external-ULMVA6XW-ns1/svc1/tcp/p80 }
 add element ip kube-proxy firewall-ips { 1.2.3.4 . tcp . 80 : goto firewall-ULMVA6XW-ns1/svc1/tcp/p80 }
+add element ip kube-proxy hairpin-connections { 10.180.0.1 . 10.180.0.1 . tcp . 80 }
 "#;
     assert_nftables_transaction_equal(&expected, &fp.nft.dump());
 }
@@ -787,8 +800,8 @@ fn restart_resyncs_from_scratch() {
     assert!(plan.full_sync);
     assert_eq!(
         fp.proxier.stale_chains().count(),
-        2,
-        "svc2's service and endpoint chains"
+        1,
+        "svc2's service chain (no endpoint chains without session affinity)"
     );
     fp.age_stale_chains();
     fp.sync_proxy_rules();
@@ -821,7 +834,7 @@ fn stale_chains_go_a_second_after_they_went_stale_despite_frequent_syncs() {
     fp.delete_service("ns1", "svc1");
     fp.sync_proxy_rules();
     let stale = fp.proxier.stale_chains().count();
-    assert_eq!(stale, 2, "the service and endpoint chains are stale");
+    assert_eq!(stale, 1, "the service chain is stale");
     // Syncs 0.6 s apart (another Service changes each time).
     for (i, ip) in ["172.30.0.42", "172.30.0.43"].into_iter().enumerate() {
         fp.proxier

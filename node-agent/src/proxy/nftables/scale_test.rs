@@ -2,7 +2,8 @@
 //! of 10 000 Services × 10 endpoints, and a partial sync after one endpoint change, and
 //! with root and `nft`, the time the real kernel takes to apply them in a network
 //! namespace of the test's own. `cargo test --release -p rekube-node-agent --lib
-//! proxy::nftables::scale_test -- --ignored --nocapture`.
+//! proxy::nftables::scale_test -- --ignored --nocapture`; `REKUBE_SCALE_SERVICES=20000`
+//! for another count.
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -16,7 +17,7 @@ use crate::proxy::types::{
 };
 
 /// CPU time of this thread (wall time means little on a shared machine).
-fn thread_cpu_time() -> std::time::Duration {
+pub(crate) fn thread_cpu_time() -> std::time::Duration {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -26,7 +27,7 @@ fn thread_cpu_time() -> std::time::Duration {
     std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
-fn snapshot(services: u32, endpoints: u32) -> ProxySnapshot {
+pub(crate) fn snapshot(services: u32, endpoints: u32) -> ProxySnapshot {
     let mut snapshot = ProxySnapshot::default();
     for s in 0..services {
         let name = ServicePortName::new("ns", &format!("svc-{s}"), "http", Protocol::Tcp);
@@ -56,22 +57,45 @@ fn sync_at_ten_thousand_services() {
     config.local_detector = LocalDetector::ByCidr("10.0.0.0/8".parse().unwrap());
     config.service_cidrs = vec!["172.30.0.0/16".parse().unwrap()];
     let mut proxier = NftablesProxier::new(config);
-    let mut snap = snapshot(10_000, 10);
+    // REKUBE_SCALE_SERVICES: another count of Services (one port each).
+    let services: u32 = std::env::var("REKUBE_SCALE_SERVICES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(10_000);
+    let mut snap = snapshot(services, 10);
     let now = Instant::now();
 
     let t = thread_cpu_time();
-    let full = proxier.sync_proxy_rules(&snap, &BTreeSet::new(), &ExistingObjects::default(), now);
-    let full_text = full.transaction.to_string();
+    let full = proxier.sync_proxy_rules(
+        &snap,
+        &BTreeSet::new(),
+        Some(&ExistingObjects::default()),
+        now,
+    );
+    let full_text = full.transaction.nft_input();
     let full_compute = thread_cpu_time() - t;
     proxier.sync_succeeded();
 
-    let changed = snap.service_ports.keys().nth(5000).unwrap().clone();
+    let changed = snap
+        .service_ports
+        .keys()
+        .nth(services as usize / 2)
+        .unwrap()
+        .clone();
     let before = snap.clone();
     snap.endpoints.get_mut(&changed).unwrap()[0].ip = "10.255.0.1".parse().unwrap();
-    let t = thread_cpu_time();
     let updated = before.updated_services(&snap);
-    let partial = proxier.sync_proxy_rules(&snap, &updated, &ExistingObjects::default(), now);
-    let partial_text = partial.transaction.to_string();
+    // REKUBE_SCALE_PARTIALS: repeat the partial sync first (for a profiler).
+    for _ in 0..std::env::var("REKUBE_SCALE_PARTIALS")
+        .ok()
+        .and_then(|n| n.parse::<u32>().ok())
+        .unwrap_or(0)
+    {
+        proxier.sync_proxy_rules(&snap, &updated, None, now);
+    }
+    let t = thread_cpu_time();
+    let partial = proxier.sync_proxy_rules(&snap, &updated, None, now);
+    let partial_text = partial.transaction.nft_input();
     let partial_compute = thread_cpu_time() - t;
 
     eprintln!(
@@ -86,6 +110,15 @@ fn sync_at_ten_thousand_services() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
+    if let Ok(keep) = std::env::var("KEEP_NFT") {
+        std::fs::write(
+            format!("{keep}/full-plain.nft"),
+            full.transaction.to_string(),
+        )
+        .unwrap();
+        std::fs::write(format!("{keep}/full-block.nft"), &full_text).unwrap();
+        return;
+    }
     std::fs::write(dir.path().join("full.nft"), &full_text).unwrap();
     std::fs::write(dir.path().join("partial.nft"), &partial_text).unwrap();
     let script = format!(

@@ -1,6 +1,7 @@
 //! One sync against the kernel, in upstream's order: delete the chains stale for a second
-//! (their own transaction, a failure only logged), list the table's chains and sets,
-//! compute the sync's transaction, run it, and record whether it applied.
+//! (their own transaction; a failure makes this sync full), list the table's chains and
+//! sets (full syncs only: a partial sync knows what it left there), compute the sync's
+//! transaction, run it, and record whether it applied.
 
 use std::collections::BTreeSet;
 use std::time::Instant;
@@ -28,20 +29,27 @@ pub fn sync_once(
     if let Some(tx) = proxier.stale_chains_transaction(now)
         && let Err(e) = nft.run(&tx)
     {
-        // The chains come back as stale at the end of this sync if they still exist.
+        // The full sync lists the table: the chains come back as stale if they still exist.
         tracing::warn!(error = %e, "unable to delete stale chains, will retry later");
+        proxier.stale_chains_delete_failed();
     }
-    let existing = match (
-        list_or_empty(nft, ObjectKind::Chains),
-        list_or_empty(nft, ObjectKind::Sets),
-    ) {
-        (Ok(chains), Ok(sets)) => ExistingObjects { chains, sets },
-        (Err(e), _) | (_, Err(e)) => {
-            tracing::warn!(error = %e, "failed to list nftables objects: stale chains and sets will not be deleted");
-            ExistingObjects::default()
-        }
+    let existing = if proxier.need_full_sync() {
+        Some(
+            match (
+                list_or_empty(nft, ObjectKind::Chains),
+                list_or_empty(nft, ObjectKind::Sets),
+            ) {
+                (Ok(chains), Ok(sets)) => ExistingObjects { chains, sets },
+                (Err(e), _) | (_, Err(e)) => {
+                    tracing::warn!(error = %e, "failed to list nftables objects: stale chains and sets will not be deleted");
+                    ExistingObjects::default()
+                }
+            },
+        )
+    } else {
+        None
     };
-    let plan = proxier.sync_proxy_rules(snapshot, updated, &existing, now);
+    let plan = proxier.sync_proxy_rules(snapshot, updated, existing.as_ref(), now);
     match nft.run(&plan.transaction) {
         Ok(()) => {
             proxier.sync_succeeded();

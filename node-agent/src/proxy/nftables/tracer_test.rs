@@ -1,6 +1,6 @@
 //! Upstream's `nftablesTracer` (helpers_test.go): a packet traced through the fake table's
 //! rules, to the endpoints it may be DNATed to (all of a `numgen` choice), DROP or
-//! REJECT, and whether it was marked for masquerade. Only the rule shapes the proxier
+//! REJECT, and whether nat-postrouting masqueraded it. Only the rule shapes the proxier
 //! writes are understood; anything else fails the test.
 
 use std::collections::BTreeSet;
@@ -30,6 +30,8 @@ struct Tracer<'a> {
     matches: Vec<String>,
     outputs: Vec<String>,
     mark_masq: bool,
+    masquerade: bool,
+    dnat: bool,
 }
 
 fn address_matches(ip: &str, want_match: bool, rule_address: &str) -> bool {
@@ -104,7 +106,23 @@ impl Tracer<'_> {
             while !rule.is_empty() {
                 let r = rule.trim_start().to_string();
                 let ip_prefix = if r.starts_with("ip6 ") { "ip6 " } else { "ip " };
-                if let Some(rest) = r.strip_prefix(&format!("{ip_prefix}daddr @")) {
+                let ipx = ip_prefix.trim_end();
+                if let Some(rest) = r.strip_prefix("ct status dnat") {
+                    // Part of the hairpin check.
+                    if !self.dnat {
+                        break;
+                    }
+                    rule = rest.to_string();
+                } else if let Some(rest) = r.strip_prefix(&format!(
+                    "{ipx} saddr . {ipx} daddr . meta l4proto . th dport @hairpin-connections"
+                )) {
+                    // As upstream's tracer, a packet DNATed back to its source is taken
+                    // as a hairpin without looking the set up.
+                    if src != dst {
+                        break;
+                    }
+                    rule = rest.to_string();
+                } else if let Some(rest) = r.strip_prefix(&format!("{ip_prefix}daddr @")) {
                     // Destination in a named set.
                     let (set, rest) = first_word(rest);
                     if self.lookup(set, &[dst]).is_none() {
@@ -156,9 +174,29 @@ impl Tracer<'_> {
                         break;
                     }
                     rule = rest.to_string();
-                } else if r == "jump mark-for-masquerade" {
+                } else if let Some(rest) = r.strip_prefix("mark set mark or 0x") {
+                    // Marked for masquerade.
+                    assert!(
+                        !rest.is_empty() && rest.chars().all(|c| c.is_ascii_hexdigit()),
+                        "unmatched rule: {full}"
+                    );
                     self.matches.push(full.clone());
                     self.mark_masq = true;
+                    rule.clear();
+                } else if let Some(rest) = r.strip_prefix("mark and 0x") {
+                    // Checks and clears the mark.
+                    let rest = rest
+                        .split_once(" != 0 mark set mark xor 0x")
+                        .map(|(_, rest)| first_word(rest).1)
+                        .unwrap_or_else(|| panic!("unmatched rule: {full}"));
+                    if !self.mark_masq {
+                        break;
+                    }
+                    self.mark_masq = false;
+                    rule = rest.to_string();
+                } else if r == "masquerade fully-random" {
+                    self.matches.push(full.clone());
+                    self.masquerade = true;
                     rule.clear();
                 } else if let Some((action, dest)) = r
                     .split_once(' ')
@@ -179,12 +217,32 @@ impl Tracer<'_> {
                     self.matches.push(full.clone());
                     return false;
                 } else if let Some(rest) = r.strip_prefix("meta l4proto ") {
-                    let (_, rest) = first_word(rest);
-                    let endpoint = rest
-                        .strip_prefix("dnat to ")
+                    let (p, rest) = first_word(rest);
+                    if p != proto {
+                        break;
+                    }
+                    if let Some(endpoint) = rest.strip_prefix("dnat to ") {
+                        self.matches.push(full.clone());
+                        self.outputs.push(endpoint.trim().to_string());
+                        return true;
+                    }
+                    // `dnat ip addr . port to numgen random mod N map { i : IP . PORT , .. }`:
+                    // every endpoint the random choice could pick.
+                    let elements = rest
+                        .strip_prefix("dnat ip addr . port to numgen random mod ")
+                        .or_else(|| rest.strip_prefix("dnat ip6 addr . port to numgen random mod "))
+                        .and_then(|r| r.split_once(" map {"))
+                        .and_then(|(_, e)| e.strip_suffix('}'))
                         .unwrap_or_else(|| panic!("unmatched rule: {full}"));
-                    self.matches.push(full.clone());
-                    self.outputs.push(endpoint.trim().to_string());
+                    for entry in elements.split(',') {
+                        let (_, target) = entry.split_once(" : ").expect("map entry");
+                        let (ep_ip, ep_port) = target.trim().split_once(" . ").expect("ip . port");
+                        let ep_ip: IpAddr = ep_ip.parse().expect("endpoint IP");
+                        self.matches.push(full.clone());
+                        self.outputs.push(
+                            std::net::SocketAddr::new(ep_ip, ep_port.parse().unwrap()).to_string(),
+                        );
+                    }
                     return true;
                 } else if let Some(rest) = r.strip_prefix("numgen random mod ") {
                     // Every endpoint the random choice could pick.
@@ -227,6 +285,8 @@ pub fn trace_packet(
         matches: Vec::new(),
         outputs: Vec::new(),
         mark_masq: false,
+        masquerade: false,
+        dnat: false,
     };
     let done = |t: &Tracer| (t.outputs.join(", "), t.mark_masq, t.matches.clone());
     if tracer.run_chain("filter-prerouting-pre-dnat", src, proto, dst, dport) {
@@ -237,12 +297,20 @@ pub fn trace_packet(
     if let Some(first) = tracer.outputs.first() {
         let addr: std::net::SocketAddr = first.parse().expect("dnat target");
         dst = addr.ip().to_string();
+        tracer.dnat = true;
     }
     if tracer.run_chain("filter-forward", src, proto, &dst, dport) {
         return done(&tracer);
     }
     tracer.run_chain("filter-input", src, proto, &dst, dport);
-    done(&tracer)
+    // The output chains are redundant with the prerouting ones; nat-postrouting
+    // masquerades.
+    tracer.run_chain("nat-postrouting", src, proto, &dst, dport);
+    (
+        tracer.outputs.join(", "),
+        tracer.masquerade,
+        tracer.matches.clone(),
+    )
 }
 
 /// Upstream's `packetFlowTest`.
