@@ -55,20 +55,17 @@ install:
     # The nodes' ServiceAccounts, kept by the node authorizer (as the chart makes it).
     kubectl create namespace rekube-node-identity --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 
-# Set everything up on the local cluster, run rekube-controllers and show a sample workload.
-up: bootstrap cluster-up
+# Set everything up on the local cluster: rekube-controllers, NODES nodes (each a network
+# namespace with a rekube-node-agent in it), and a sample Deployment reached through its Service.
+up nodes="2": bootstrap cluster-up
     KUBECONFIG={{local_kubeconfig}} just install
-    cargo build --quiet --release -p rekube-controllers -p rekube-node-agent
+    cargo build --quiet --release -p rekube-controllers -p rekube-node-agent -p rekube-e2e --bin rekube-controllers --bin rekube-node-agent --bin local-nodes
     e2e/scripts/controllers-up.sh $CARGO_TARGET_DIR/release/rekube-controllers
-    e2e/scripts/agent-up.sh $CARGO_TARGET_DIR/release/rekube-node-agent
-    KUBECONFIG={{local_kubeconfig}} kubectl apply -f e2e/manifests/sample/web.yaml
-    KUBECONFIG={{local_kubeconfig}} kubectl wait --for=jsonpath='{.status.updatedReplicas}'=3 rdeploy/web --timeout=60s
-    KUBECONFIG={{local_kubeconfig}} kubectl wait --for=jsonpath='{.status.phase}'=Running rpod -l app=web --timeout=120s
+    e2e/scripts/nodes-up.sh {{nodes}} $CARGO_TARGET_DIR/release/rekube-node-agent $CARGO_TARGET_DIR/release/local-nodes
+    e2e/scripts/sample-up.sh
     @echo; echo "rekube objects on the local cluster (KUBECONFIG={{local_kubeconfig}}):"
     KUBECONFIG={{local_kubeconfig}} kubectl get rekube -A -o wide
-    @echo; echo "The web pods run as containers of rekube-node-agent on node rekube-local; their logs:"
-    ls {{cache}}/agent/pods
-    @echo "(Ready comes from their httpGet readiness probes. This one node shares the machine's network namespace, so it runs with --pod-network loopback and no service proxy: pod IPs live on loopback inside each pod. The CNI pod network and Services that route run on nodes in network namespaces of their own: docs/pod-network.md.)"
+    @echo; echo "Each node is a network namespace (ip netns: rk-up-n0, ...) with a rekube-node-agent in it: pods on the CNI bridge of the node's podCIDR, Services through its nftables proxy. The pods' CRI logs: {{cache}}/nodes/NODE/pods; the agents' logs: {{cache}}/cluster/logs/nodes."
 
 # Benchmark: the Deployment workload under kube-controller-manager and rekube-controllers, side by side.
 bench-controllers deployments="100" replicas="10": cluster-up
@@ -133,7 +130,7 @@ test-unit:
 # End-to-end tests against whatever KUBECONFIG points at (the local cluster, or kind).
 # Each controller test starts its own rekube-controllers scoped to its namespace; set
 # REKUBE_E2E_CONTROLLERS=external to test controllers installed in the cluster instead.
-e2e: install
+e2e: no-local-nodes install
     cargo build --quiet -p rekube-controllers -p kubectl-rekube -p rekube-node-agent
     cargo test -p rekube-e2e --tests
 
@@ -143,9 +140,14 @@ e2e: install
 test-cgroup2 *filter="":
     e2e/scripts/vm-cgroup2.sh {{filter}}
 
+# The e2e tests make nodes of their own on the harness's subnet, where `just up`'s nodes are.
+[private]
+no-local-nodes:
+    @if [ -f {{cache}}/cluster/pids/local-nodes.pid ] && kill -0 "$(cat {{cache}}/cluster/pids/local-nodes.pid)" 2>/dev/null; then echo "just up's nodes are running (rekube-node-*, on the subnet the e2e tests' nodes use): run 'just down' first" >&2; exit 1; fi
+
 # All tests on the local cluster: formatting, lints, generated files, unit and e2e tests;
 # then the node agent's runtime tests again on cgroup v2, in a VM (`just test-cgroup2`).
-test: cluster-up
+test: no-local-nodes cluster-up
     cargo fmt --all --check
     cargo clippy --quiet --workspace --all-targets -- -D warnings
     just crds-check

@@ -1,33 +1,38 @@
 #!/usr/bin/env bash
-# Stop the local control plane (and rekube-controllers and the node agent if `just up`
-# started them) and remove
-# its etcd data. Leaves no process behind:
+# Stop the local control plane (and rekube-controllers and the nodes if `just up`
+# started them) and remove its etcd data. Leaves no process behind:
 # after SIGTERM (then SIGKILL) of the recorded pids, any process still running a binary
 # from the cluster's binary folder is killed too. The PKI and logs are kept.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 source "$here/env.sh"
 
-# The node agent's pods go first, through the API, so the agent stops and removes their
-# containers (processes, mounts, cgroups) before it stops itself.
-f="$PIDS/rekube-node-agent.pid"
+# The nodes' pods go first, through the API, so their agents stop and remove their
+# containers (processes, mounts, cgroups, pod networks) before they stop themselves.
+f="$PIDS/local-nodes.pid"
 if [ -f "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null; then
   KUBECONFIG="$KUBECONFIG_FILE" timeout 90 kubectl delete rdeploy,rrs,rpod --all -A --wait=true --timeout=80s >/dev/null 2>&1 \
     || log "some pods were not cleaned up by the node agent in time"
 fi
 
-for name in rekube-node-agent rekube-controllers kube-controller-manager kube-apiserver etcd; do
+# local-nodes stops its agents, runs `rekube-node-agent cleanup` in each node's network
+# namespace and deletes the namespaces: it gets a minute; the others five seconds. A
+# SIGKILL goes to the process group (local-nodes' agents are in it).
+for name in local-nodes rekube-controllers kube-controller-manager kube-apiserver etcd; do
   f="$PIDS/$name.pid"
   [ -f "$f" ] || continue
   pid=$(cat "$f")
   if kill -0 "$pid" 2>/dev/null; then
+    wait=50; [ "$name" = local-nodes ] && wait=600
     kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
+    for _ in $(seq $wait); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -0 "$pid" 2>/dev/null && { log "$name did not stop in time: killed"; kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true; }
     log "stopped $name (pid $pid)"
   fi
   rm -f "$f"
 done
+# The nodes' namespaces, should local-nodes have been killed before deleting them.
+for ns in $(ip netns list 2>/dev/null | awk '/^rk-up-/ {print $1}'); do ip netns del "$ns" && log "deleted network namespace $ns"; done
 # Strays (a pid file lost, a crashed script): anything running our binaries for this
 # cluster (its folder is in their flags: data dir, certificates, kubeconfigs). Other
 # clusters on the machine (REKUBE_CLUSTER_DIR and ports of their own) are left alone.

@@ -435,10 +435,7 @@ impl Drop for AgentProcess {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.root);
         // A real agent's (empty) cgroup parent.
-        let parent = Self::cgroup_parent_of(&self.node_name);
-        for dir in cgroup_parent_dirs(Path::new(CGROUP_ROOT), &parent) {
-            let _ = std::fs::remove_dir(dir);
-        }
+        remove_cgroup_parent(&Self::cgroup_parent_of(&self.node_name));
         // The Node is not the test's object: delete it here (its Lease goes with it).
         // The pods still bound to it keep the dead agent's finalizer, which would hold
         // them, and the test namespace, for ever: release them first.
@@ -496,6 +493,14 @@ async fn release_pods(client: &kube::Client, node: &str) {
 }
 
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+/// Removes a stopped agent's `--cgroup-parent` (empty once its containers are gone; a
+/// parent that still holds a cgroup stays, and the leftover checks name it).
+pub fn remove_cgroup_parent(parent: &str) {
+    for dir in cgroup_parent_dirs(Path::new(CGROUP_ROOT), parent) {
+        let _ = std::fs::remove_dir(dir);
+    }
+}
 
 /// The directories of a cgroup parent under `root`: the one cgroup on the unified (v2)
 /// hierarchy, where `root` itself is a cgroup (it has `cgroup.controllers`), or one per

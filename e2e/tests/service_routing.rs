@@ -11,7 +11,7 @@
 //! a pod; the NodePort answers on every node's address; a backend whose readiness probe
 //! fails stops receiving traffic, timed against its probe period plus one second;
 //! scaling the Deployment changes the traffic; a Service without ready endpoints refuses
-//! at once; ClientIP affinity sticks; a pod reaches itself through its Service (hairpin);
+//! at once; ClientIP affinity sticks, and expires after its timeout; a pod reaches itself through its Service (hairpin);
 //! a deleted Service's rules go; `rekube-node-agent cleanup` leaves no rule, route or
 //! bridge of rekube's.
 //!
@@ -127,6 +127,45 @@ fn spread(node: &NodeNetns, addr: SocketAddr, n: usize) -> BTreeMap<String, usiz
         *counts.entry(answer).or_default() += 1;
     }
     counts
+}
+
+/// `n` requests in a row from `node` to `addr` all answered by one of `backends` (retried
+/// until they are, at most [`T`]).
+async fn sticks(
+    node: &NodeNetns,
+    addr: SocketAddr,
+    n: usize,
+    backends: &[String],
+) -> BTreeMap<String, usize> {
+    wait_until(
+        &format!("affinity: {n} requests to {addr} on one backend"),
+        T,
+        || async {
+            let counts = spread(node, addr, n);
+            if counts.len() == 1 && backends.contains(counts.keys().next().unwrap()) {
+                Ok(counts)
+            } else {
+                Err(format!("{counts:?}"))
+            }
+        },
+    )
+    .await
+}
+
+/// The Service's ClusterIP and port 80, once the allocator has given it one.
+async fn cluster_addr(services: &Api<Service>, name: &str) -> SocketAddr {
+    let ip: IpAddr = wait_until(&format!("the {name} Service's IP"), T, || async {
+        services
+            .get(name)
+            .await
+            .ok()
+            .and_then(|s| s.spec.and_then(|s| s.cluster_ip))
+            .ok_or_else(|| "none yet".to_string())
+    })
+    .await
+    .parse()
+    .unwrap();
+    SocketAddr::from((ip, 80))
 }
 
 async fn ready_endpoints(api: &Api<Endpoints>, name: &str) -> Vec<String> {
@@ -435,18 +474,7 @@ async fn route_across_nodes(mode: &'static str) {
         )
         .await
         .unwrap();
-    let itp_ip: IpAddr = wait_until("the itp-local Service's IP", T, || async {
-        services
-            .get("itp-local")
-            .await
-            .ok()
-            .and_then(|s| s.spec.and_then(|s| s.cluster_ip))
-            .ok_or_else(|| "none yet".to_string())
-    })
-    .await
-    .parse()
-    .unwrap();
-    let itp = SocketAddr::from((itp_ip, 80));
+    let itp = cluster_addr(&services, "itp-local").await;
     let counts = wait_until("node b reaches only its own backend", T, || async {
         let counts = spread(node_b, itp, 10);
         if counts.len() == 1 && counts.contains_key(&on_b) {
@@ -470,26 +498,49 @@ async fn route_across_nodes(mode: &'static str) {
         )
         .await
         .unwrap();
-    let sticky_ip = wait_until("the sticky Service's IP", T, || async {
-        services
-            .get("sticky")
-            .await
-            .ok()
-            .and_then(|s| s.spec.and_then(|s| s.cluster_ip))
-            .ok_or_else(|| "none yet".to_string())
-    })
-    .await;
-    let sticky = SocketAddr::from((sticky_ip.parse::<IpAddr>().unwrap(), 80));
-    let counts = wait_until("ClientIP affinity sticks to one backend", T, || async {
-        let counts = spread(node_a, sticky, 20);
-        if counts.len() == 1 && backends.contains(counts.keys().next().unwrap()) {
-            Ok(counts)
-        } else {
-            Err(format!("{counts:?}"))
-        }
-    })
-    .await;
+    let sticky = cluster_addr(&services, "sticky").await;
+    let counts = sticks(node_a, sticky, 20, &backends).await;
     eprintln!("20 requests to the ClientIP-affinity Service: {counts:?}");
+
+    // "should have session affinity timeout work for service with type clusterIP":
+    // sticky while requests come sooner than the timeout; once a whole timeout has
+    // passed without one, a request may go to either backend. As upstream: up to 20
+    // requests, each after waiting out the timeout, until a second backend answers
+    // (two backends: a chance of 2^-19 that a correct proxy fails).
+    let timeout_secs = 2;
+    services
+        .create(
+            &pp,
+            &service(
+                "sticky-timeout",
+                "web",
+                json!({"sessionAffinity": "ClientIP",
+                    "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": timeout_secs}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    let sticky_timeout = cluster_addr(&services, "sticky-timeout").await;
+    let counts = sticks(node_a, sticky_timeout, 10, &backends).await;
+    let mut seen: Vec<String> = counts.into_keys().collect();
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(timeout_secs * 1000 + 500)).await;
+        let answer = node_a
+            .http_get(sticky_timeout, Duration::from_secs(2))
+            .map(|b| b.trim().to_string());
+        if let Ok(name) = answer
+            && !seen.contains(&name)
+        {
+            seen.push(name);
+            break;
+        }
+    }
+    eprintln!("affinity timeout {timeout_secs} s: backends after waiting it out {seen:?}");
+    assert_eq!(
+        seen.len(),
+        2,
+        "after {timeout_secs} s without a request the affinity must expire: 20 requests, each {timeout_secs}.5 s apart, all went to {seen:?}"
+    );
 
     // Hairpin: a pod reaches itself through its own Service (the bridge's hairpin mode
     // and the proxy's hairpin masquerade). It is the Service's only endpoint, so every
