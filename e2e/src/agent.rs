@@ -227,21 +227,8 @@ impl AgentProcess {
         extra: &[&str],
     ) -> Self {
         let root = Self::root_of(&ns.cluster_name(short));
-        let (conf, cache) = (root.join("cni/net.d"), root.join("cni/state"));
-        let bin = crate::netns::cni_bin_dir();
-        let address = node.address.to_string();
-        let mut args: Vec<&str> = vec![
-            "--pod-network",
-            "cni",
-            "--cni-conf-dir",
-            conf.to_str().unwrap(),
-            "--cni-cache-dir",
-            cache.to_str().unwrap(),
-            "--cni-bin-dir",
-            bin.to_str().unwrap(),
-            "--node-ip",
-            &address,
-        ];
+        let flags = cni_node_flags(&root, node, &crate::netns::cni_bin_dir());
+        let mut args: Vec<&str> = flags.iter().map(String::as_str).collect();
         args.extend_from_slice(extra);
         Self::start_real_in(ns, short, &args, &[], Some(node.path()))
     }
@@ -257,32 +244,11 @@ impl AgentProcess {
         let root = Self::root_of(&node_name);
         std::fs::create_dir_all(&root).unwrap();
         let archive = root.join("busybox.tar");
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/busybox-image.sh");
-        let built = Command::new(&script)
-            .arg(&archive)
-            .arg("busybox:1.36")
-            .output()
-            .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
-        assert!(built.status.success(), "{built:?}");
-        let imported = Command::new(binary())
-            .args(["image", "import"])
-            .arg(&archive)
-            .arg("--root")
-            .arg(root.join("images"))
-            .output()
-            .expect("running rekube-node-agent image import");
-        assert!(imported.status.success(), "{imported:?}");
+        build_busybox_image(&archive).unwrap();
+        import_image(&binary(), &archive, &root).unwrap();
         let _ = std::fs::remove_file(&archive);
-        let (run, pods) = (root.join("run"), root.join("pods"));
-        let cgroup_parent = Self::cgroup_parent_of(&node_name);
-        let mut args: Vec<&str> = vec![
-            "--run-dir",
-            run.to_str().unwrap(),
-            "--pod-log-dir",
-            pods.to_str().unwrap(),
-            "--cgroup-parent",
-            &cgroup_parent,
-        ];
+        let flags = real_agent_flags(&root, &Self::cgroup_parent_of(&node_name));
+        let mut args: Vec<&str> = flags.iter().map(String::as_str).collect();
         args.extend_from_slice(extra);
         Self::start_in(ns, short, &args, env, netns)
     }
@@ -416,17 +382,7 @@ impl AgentProcess {
     /// SIGTERM, then wait; returns the exit status.
     pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
         let mut c = self.child.take()?;
-        let _ = Command::new("kill")
-            .args(["-TERM", &c.id().to_string()])
-            .status();
-        for _ in 0..200 {
-            if let Ok(Some(status)) = c.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        let _ = c.kill();
-        c.wait().ok()
+        terminate_child(&mut c, std::time::Duration::from_secs(10))
     }
 }
 
@@ -489,6 +445,94 @@ async fn release_pods(client: &kube::Client, node: &str) {
                 &kube::api::Patch::Merge(&patch),
             )
             .await;
+    }
+}
+
+/// Builds busybox:1.36 from Debian's busybox-static into the docker archive `archive`
+/// (`scripts/busybox-image.sh`; no registry is reachable).
+pub fn build_busybox_image(archive: &Path) -> Result<(), String> {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/busybox-image.sh");
+    run(Command::new(&script).arg(archive).arg("busybox:1.36"))
+}
+
+/// Imports the image `archive` into the store of the agent whose --root-dir is `root`
+/// (`rekube-node-agent image import`, what `kind load` does on kind).
+pub fn import_image(agent: &Path, archive: &Path, root: &Path) -> Result<(), String> {
+    run(Command::new(agent)
+        .args(["image", "import"])
+        .arg(archive)
+        .arg("--root")
+        .arg(root.join("images")))
+}
+
+/// A real agent's own run directory and pod log directory under its `root`, and its
+/// cgroup parent: nothing of its containers is shared with another agent's.
+pub fn real_agent_flags(root: &Path, cgroup_parent: &str) -> Vec<String> {
+    let dir = |sub: &str| root.join(sub).to_string_lossy().into_owned();
+    vec![
+        "--run-dir".into(),
+        dir("run"),
+        "--pod-log-dir".into(),
+        dir("pods"),
+        "--cgroup-parent".into(),
+        cgroup_parent.into(),
+    ]
+}
+
+/// The flags of an agent on `node` of a [`crate::netns::TestNetwork`]: the cni pod
+/// network with the plugins of `cni_bin_dir`, its conf dir and cache its own under
+/// `root` (empty at first, so that it installs its default network), and the node's
+/// switch address as its InternalIP.
+pub fn cni_node_flags(
+    root: &Path,
+    node: &crate::netns::NodeNetns,
+    cni_bin_dir: &Path,
+) -> Vec<String> {
+    let dir = |sub: &str| root.join(sub).to_string_lossy().into_owned();
+    vec![
+        "--pod-network".into(),
+        "cni".into(),
+        "--cni-conf-dir".into(),
+        dir("cni/net.d"),
+        "--cni-cache-dir".into(),
+        dir("cni/state"),
+        "--cni-bin-dir".into(),
+        cni_bin_dir.to_string_lossy().into_owned(),
+        "--node-ip".into(),
+        node.address.to_string(),
+    ]
+}
+
+/// SIGTERM, then up to `grace` for `child` to end, then SIGKILL; its exit status.
+pub fn terminate_child(
+    child: &mut Child,
+    grace: std::time::Duration,
+) -> Option<std::process::ExitStatus> {
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    let deadline = std::time::Instant::now() + grace;
+    while std::time::Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    child.wait().ok()
+}
+
+/// Runs `command`: an error with its stderr when it fails.
+fn run(command: &mut Command) -> Result<(), String> {
+    let out = command
+        .output()
+        .map_err(|e| format!("running {command:?}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{command:?}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
     }
 }
 

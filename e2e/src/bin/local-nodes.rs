@@ -12,11 +12,12 @@
 //! through the API first, while the agents still run and remove their containers.
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Parser;
 use nix::sys::signal::{SigSet, Signal};
+use rekube_e2e::agent;
 use rekube_e2e::netns::{NodeNetns, TestNetwork, enter_on_spawn};
 
 #[derive(Debug, Parser)]
@@ -75,11 +76,7 @@ fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.logs)?;
     let image = args.root.join("busybox.tar");
     std::fs::create_dir_all(&args.root)?;
-    run(
-        Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/busybox-image.sh"))
-            .arg(&image)
-            .arg("busybox:1.36"),
-    )?;
+    agent::build_busybox_image(&image).map_err(anyhow::Error::msg)?;
 
     let net = TestNetwork::new("up", usize::from(args.nodes));
     let mut agents = Vec::new();
@@ -107,7 +104,7 @@ fn main() -> anyhow::Result<()> {
         eprintln!("[local-nodes] {signal}: stopping the nodes");
     }
     for (name, node, child) in &mut agents {
-        stop(child);
+        agent::terminate_child(child, Duration::from_secs(20));
         let cleaned = Command::new(&args.agent)
             .args(["cleanup", "--netns"])
             .arg(node.path())
@@ -120,7 +117,7 @@ fn main() -> anyhow::Result<()> {
             ),
             Err(e) => eprintln!("[local-nodes] cleanup of {name}: {e}"),
         }
-        rekube_e2e::agent::remove_cgroup_parent(&cgroup_parent(name));
+        agent::remove_cgroup_parent(&cgroup_parent(name));
     }
     drop(net);
     match failed {
@@ -137,18 +134,13 @@ fn cgroup_parent(node: &str) -> String {
 /// namespace.
 fn start_agent(args: &Args, name: &str, node: &NodeNetns, image: &Path) -> anyhow::Result<Child> {
     let root = args.root.join(name);
-    run(Command::new(&args.agent)
-        .args(["image", "import"])
-        .arg(image)
-        .arg("--root")
-        .arg(root.join("images")))?;
+    agent::import_image(&args.agent, image, &root).map_err(anyhow::Error::msg)?;
     let log_path = args.logs.join(format!("{name}.log"));
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(&log_path)
         .with_context(|| format!("{}", log_path.display()))?;
-    let dir = |sub: &str| root.join(sub).into_os_string();
     let mut command = Command::new(&args.agent);
     // Joined between fork and exec; the file stays open until then.
     let _netns = enter_on_spawn(&mut command, &node.path());
@@ -157,18 +149,8 @@ fn start_agent(args: &Args, name: &str, node: &NodeNetns, image: &Path) -> anyho
         .args(["--node-name", name])
         .arg("--root-dir")
         .arg(&root)
-        .arg("--run-dir")
-        .arg(dir("run"))
-        .arg("--pod-log-dir")
-        .arg(dir("pods"))
-        .args(["--cgroup-parent", &cgroup_parent(name)])
-        .args(["--pod-network", "cni", "--cni-bin-dir"])
-        .arg(&args.cni_bin_dir)
-        .arg("--cni-conf-dir")
-        .arg(dir("cni/net.d"))
-        .arg("--cni-cache-dir")
-        .arg(dir("cni/state"))
-        .args(["--node-ip", &node.address.to_string()])
+        .args(agent::real_agent_flags(&root, &cgroup_parent(name)))
+        .args(agent::cni_node_flags(&root, node, &args.cni_bin_dir))
         .args(["--cluster-cidr", &args.cluster_cidr])
         .args(["--proxy-mode", &args.proxy_mode])
         .env(
@@ -181,32 +163,4 @@ fn start_agent(args: &Args, name: &str, node: &NodeNetns, image: &Path) -> anyho
     command
         .spawn()
         .with_context(|| format!("starting {} for node {name}", args.agent.display()))
-}
-
-/// SIGTERM, up to 20 s for it to end, then SIGKILL.
-fn stop(child: &mut Child) {
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    let _ = nix::sys::signal::kill(pid, Signal::SIGTERM);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
-fn run(command: &mut Command) -> anyhow::Result<()> {
-    let out = command
-        .output()
-        .with_context(|| format!("running {command:?}"))?;
-    if !out.status.success() {
-        bail!(
-            "{command:?}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
 }

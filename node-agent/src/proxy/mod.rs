@@ -13,6 +13,8 @@ pub mod command;
 pub mod conntrack;
 pub mod convert;
 pub mod iptables;
+#[cfg(test)]
+pub(crate) mod netns_test;
 pub mod nftables;
 pub mod options;
 pub mod server;

@@ -6,10 +6,10 @@
 //! rekube-node-agent --lib proxy::iptables::scale_test -- --ignored --nocapture`.
 
 use std::collections::BTreeSet;
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use super::proxier::{IptablesOptions, IptablesProxier};
+use crate::proxy::netns_test::print_apply_times;
 use crate::proxy::nftables::config::{LocalDetector, ProxierConfig};
 use crate::proxy::nftables::scale_test::{snapshot, thread_cpu_time};
 use crate::proxy::types::IpFamily;
@@ -58,31 +58,9 @@ fn iptables_sync_at_scale() {
         eprintln!("no iptables-restore: kernel apply times not measured");
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("full.txt"), &full.data).unwrap();
-    std::fs::write(dir.path().join("partial.txt"), &partial.data).unwrap();
-    let script = format!(
-        "set -e\ncd {}\ns=$(date +%s%N); iptables-restore -w 5 --noflush --counters < full.txt; m=$(date +%s%N); iptables-restore -w 5 --noflush --counters < partial.txt; e=$(date +%s%N)\necho \"kernel apply: full $(( (m-s)/1000000 )) ms, partial $(( (e-m)/1000000 )) ms\"\n",
-        dir.path().display()
+    print_apply_times(
+        "iptables-restore -w 5 --noflush --counters <",
+        &full.data,
+        &partial.data,
     );
-    let mut child = Command::new("unshare")
-        .args(["--net", "sh", "-s"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(script.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    eprint!("{}", String::from_utf8_lossy(&out.stdout));
 }

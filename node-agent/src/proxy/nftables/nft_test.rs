@@ -3,11 +3,11 @@
 //! of the test's own, so the host's rulesets are never touched. Needs root and the `nft`
 //! binary (Debian's nftables, which e2e/scripts/bootstrap.sh installs).
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use super::helpers_test::*;
 use super::proxier::{REKUBE_PROXY_TABLE, cleanup_transaction};
+use crate::proxy::netns_test::sh_in_new_netns;
 use crate::proxy::types::IpFamily;
 
 /// Runs `script` (transactions separated by lines `---`) in a new network namespace, each
@@ -24,20 +24,7 @@ fn apply_in_new_netns(transactions: &[String]) -> String {
         ));
     }
     script.push_str("nft list ruleset\n");
-    let mut child = Command::new("unshare")
-        .args(["--net", "sh", "-s"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("unshare");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(script.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = sh_in_new_netns(&script);
     assert!(
         out.status.success(),
         "nft refused a transaction: {}\ntransactions:\n{}",

@@ -6,12 +6,12 @@
 //! for another count.
 
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Instant;
 
 use super::proxier::{ExistingObjects, LocalDetector, NftablesProxier, ProxierConfig};
+use crate::proxy::netns_test::print_apply_times;
 use crate::proxy::types::{
     EndpointInfo, IpFamily, Protocol, ProxySnapshot, ServicePortInfo, ServicePortName,
 };
@@ -109,7 +109,6 @@ fn sync_at_ten_thousand_services() {
         eprintln!("no nft: kernel apply times not measured");
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
     if let Ok(keep) = std::env::var("KEEP_NFT") {
         std::fs::write(
             format!("{keep}/full-plain.nft"),
@@ -119,30 +118,5 @@ fn sync_at_ten_thousand_services() {
         std::fs::write(format!("{keep}/full-block.nft"), &full_text).unwrap();
         return;
     }
-    std::fs::write(dir.path().join("full.nft"), &full_text).unwrap();
-    std::fs::write(dir.path().join("partial.nft"), &partial_text).unwrap();
-    let script = format!(
-        "set -e\ncd {}\ns=$(date +%s%N); nft -f full.nft; m=$(date +%s%N); nft -f partial.nft; e=$(date +%s%N)\necho \"kernel apply: full $(( (m-s)/1000000 )) ms, partial $(( (e-m)/1000000 )) ms\"\n",
-        dir.path().display()
-    );
-    let mut child = Command::new("unshare")
-        .args(["--net", "sh", "-s"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(script.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    eprint!("{}", String::from_utf8_lossy(&out.stdout));
+    print_apply_times("nft -f", &full_text, &partial_text);
 }
