@@ -29,6 +29,8 @@ pub struct NodeShape {
     pub labels: BTreeMap<String, String>,
     pub taints: Vec<Value>,
     pub ready: bool,
+    /// Cordoned from the start (`spec.unschedulable`): no scheduler ever sees it open.
+    pub unschedulable: bool,
 }
 
 impl Default for NodeShape {
@@ -40,6 +42,7 @@ impl Default for NodeShape {
             labels: BTreeMap::new(),
             taints: Vec::new(),
             ready: true,
+            unschedulable: false,
         }
     }
 }
@@ -59,7 +62,7 @@ pub async fn create_node(ns: &TestNamespace, name: &str, shape: &NodeShape) -> S
     ns.create(json!({
         "apiVersion": "rekube.io/v1", "kind": "Node",
         "metadata": {"name": name, "labels": labels},
-        "spec": {"taints": shape.taints},
+        "spec": {"taints": shape.taints, "unschedulable": shape.unschedulable},
     }))
     .await
     .unwrap_or_else(|e| panic!("creating node {name}: {e}"));
