@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Build a busybox image from Debian's busybox-static, with no registry and no Docker, as a
 # docker-archive tarball (what `docker save` writes) that `rekube-node-agent image import`
-# loads: one layer with /bin/busybox and its applets as symlinks.
-#   busybox-image.sh OUT.tar [NAME]    (NAME defaults to busybox:1.36)
+# loads: one layer with /bin/busybox and its applets as symlinks, and any further FILEs
+# (static binaries) in /bin.
+#   busybox-image.sh OUT.tar [NAME [FILE...]]    (NAME defaults to busybox:1.36)
 set -euo pipefail
-out=${1:?usage: busybox-image.sh OUT.tar [NAME]}
+out=${1:?usage: busybox-image.sh OUT.tar [NAME [FILE...]]}
 name=${2:-busybox:1.36}
+shift $(( $# < 2 ? $# : 2 ))
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 root="$work/rootfs"
@@ -13,6 +15,9 @@ mkdir -p "$root/bin" "$root/etc" "$root/tmp" "$root/root"
 cp /bin/busybox "$root/bin/busybox"
 for applet in $(/bin/busybox --list); do
   [ "$applet" = busybox ] || ln -sf busybox "$root/bin/$applet"
+done
+for file in "$@"; do
+  install -m 0755 "$file" "$root/bin/$(basename "$file")"
 done
 printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' > "$root/etc/passwd"
 printf 'root:x:0:\nnogroup:x:65534:\n' > "$root/etc/group"

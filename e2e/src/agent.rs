@@ -253,6 +253,11 @@ impl AgentProcess {
         Self::start_in(ns, short, &args, env, netns)
     }
 
+    /// Imports the image `archive` into the running agent's store (`kind load`).
+    pub fn import_image(&self, archive: &Path) -> Result<(), String> {
+        import_image(&binary(), archive, &self.root)
+    }
+
     /// The agent's --root-dir (and, for a real agent, its run and log directories).
     fn root_of(node_name: &str) -> PathBuf {
         std::env::temp_dir().join(format!("rekube-agent-{node_name}"))
@@ -453,6 +458,37 @@ async fn release_pods(client: &kube::Client, node: &str) {
 pub fn build_busybox_image(archive: &Path) -> Result<(), String> {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/busybox-image.sh");
     run(Command::new(&script).arg(archive).arg("busybox:1.36"))
+}
+
+/// Builds `udp-echo:1`, busybox:1.36 with `/bin/udp-echo` (fixtures/udp-echo.rs, compiled
+/// by rustc alone and linked statically: the image has no libc), into the docker archive
+/// `archive`.
+pub fn build_udp_echo_image(archive: &Path) -> Result<(), String> {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let work = std::env::temp_dir().join(format!("rekube-udp-echo-{}", std::process::id()));
+    std::fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
+    let binary = work.join("udp-echo");
+    let built = run(
+        Command::new(std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into()))
+            .args([
+                "--edition",
+                "2024",
+                "-O",
+                "-C",
+                "target-feature=+crt-static",
+                "-o",
+            ])
+            .arg(&binary)
+            .arg(manifest.join("fixtures/udp-echo.rs")),
+    )
+    .and_then(|()| {
+        run(Command::new(manifest.join("scripts/busybox-image.sh"))
+            .arg(archive)
+            .arg("udp-echo:1")
+            .arg(&binary))
+    });
+    let _ = std::fs::remove_dir_all(&work);
+    built
 }
 
 /// Imports the image `archive` into the store of the agent whose --root-dir is `root`

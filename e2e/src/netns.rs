@@ -86,6 +86,20 @@ impl NodeNetns {
         path: &str,
         timeout: Duration,
     ) -> Result<String, String> {
+        match self.http_request(addr, path, timeout)? {
+            (200, _, body) => Ok(body),
+            (status, head, body) => Err(format!("{addr} answered {status}: {head}\r\n\r\n{body}")),
+        }
+    }
+
+    /// An HTTP/1.0 GET of `path` on `addr` from inside the namespace, whatever its status:
+    /// the status, the head (status line and headers) and the body.
+    pub fn http_request(
+        &self,
+        addr: SocketAddr,
+        path: &str,
+        timeout: Duration,
+    ) -> Result<(u16, String, String), String> {
         let request = format!("GET {path} HTTP/1.0\r\n\r\n");
         in_netns(self.path(), move || {
             use std::io::{Read, Write};
@@ -97,12 +111,23 @@ impl NodeNetns {
             let mut out = String::new();
             s.read_to_string(&mut out)
                 .map_err(|e| format!("read from {addr}: {e}"))?;
-            match out.split_once("\r\n\r\n") {
-                Some((head, body)) if head.starts_with("HTTP/1.") && head.contains(" 200 ") => {
-                    Ok(body.to_string())
-                }
-                _ => Err(format!("{addr} answered {out:?}")),
-            }
+            let (head, body) = out
+                .split_once("\r\n\r\n")
+                .ok_or_else(|| format!("{addr} answered {out:?}"))?;
+            let status = head
+                .strip_prefix("HTTP/1.")
+                .and_then(|rest| rest.get(2..5))
+                .and_then(|code| code.parse().ok())
+                .ok_or_else(|| format!("{addr} answered {out:?}"))?;
+            Ok((status, head.to_string(), body.to_string()))
+        })
+    }
+
+    /// A UDP socket bound to an ephemeral port inside the namespace (a socket stays in
+    /// the namespace it was made in): what a process on that node sends from.
+    pub fn udp_socket(&self) -> std::net::UdpSocket {
+        in_netns(self.path(), || {
+            std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).expect("a UDP socket")
         })
     }
 

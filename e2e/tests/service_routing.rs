@@ -12,6 +12,11 @@
 //! fails stops receiving traffic, timed against its probe period plus one second;
 //! scaling the Deployment changes the traffic; a Service without ready endpoints refuses
 //! at once; ClientIP affinity sticks, and expires after its timeout; a pod reaches itself through its Service (hairpin);
+//! a LoadBalancer Service with externalTrafficPolicy Local has a health check node port
+//! answering 200 only on nodes with a ready backend, and every proxy's /healthz answers
+//! ([`health_check`]); UDP through the VIP reaches pods on both nodes, and a socket's
+//! conntrack entry follows its deleted pod no longer ([`udp`]); a Service whose only pod
+//! terminates keeps serving through it until a ready pod exists ([`terminating`]);
 //! a deleted Service's rules go; `rekube-node-agent cleanup` leaves no rule, route or
 //! bridge of rekube's.
 //!
@@ -27,6 +32,14 @@ use rekube_crds::{Deployment, Endpoints, Pod, Service};
 use rekube_e2e::agent::AgentProcess;
 use rekube_e2e::controllers::ControllerProcess;
 use rekube_e2e::netns::{NodeNetns, TestNetwork};
+
+// The scenarios beside the main flow (a test's root module finds its modules beside it).
+#[path = "service_routing/health_check.rs"]
+mod health_check;
+#[path = "service_routing/terminating.rs"]
+mod terminating;
+#[path = "service_routing/udp.rs"]
+mod udp;
 use rekube_e2e::{TestNamespace, wait_until};
 use serde_json::json;
 
@@ -179,6 +192,15 @@ async fn ready_endpoints(api: &Api<Endpoints>, name: &str) -> Vec<String> {
         .flat_map(|s| s.addresses.into_iter().flatten())
         .filter_map(|a| a.target_ref.and_then(|t| t.name))
         .collect()
+}
+
+/// What the scenarios of the submodules share.
+struct Cluster<'a> {
+    ns: &'a TestNamespace,
+    nodes: &'a [NodeNetns],
+    agents: &'a [AgentProcess],
+    services: Api<Service>,
+    pods: Api<Pod>,
 }
 
 /// The two modes' tests one at a time: their nodes would share addresses (the harness's
@@ -381,6 +403,14 @@ async fn route_across_nodes(mode: &'static str) {
     } else {
         backends[1].clone()
     };
+    let cluster = Cluster {
+        ns: &ns,
+        nodes: &net.nodes,
+        agents: &agents,
+        services: services.clone(),
+        pods: pods.clone(),
+    };
+    let health_check_port = health_check::health_check_node_ports(&cluster).await;
     let node_b = &net.nodes[1];
     let short = Duration::from_secs(1);
 
@@ -592,6 +622,9 @@ async fn route_across_nodes(mode: &'static str) {
         "the pod did not reach itself through {self_vip} (40 tries):\n{log}"
     );
 
+    udp::udp_across_nodes(&cluster).await;
+    terminating::fall_back_to_terminating_endpoints(&cluster).await;
+
     // A backend whose readiness probe fails leaves the rules within its probe period
     // plus one second (timed from the request that makes it fail).
     let (unready_name, unready_ip) = {
@@ -631,6 +664,15 @@ async fn route_across_nodes(mode: &'static str) {
         gone_after <= PROBE_PERIOD + Duration::from_secs(1) + Duration::from_millis(500),
         "the failing backend got traffic for {gone_after:?}"
     );
+    // Its node has no ready backend of lb-local left: its health check turns 503.
+    let health = health_check::health_answer(
+        node_a,
+        SocketAddr::from((owner.address, health_check_port)),
+        "/",
+        503,
+    )
+    .await;
+    assert_eq!(health["localEndpoints"], 0, "{health}");
 
     // Scaling changes the traffic: to 3 (a new backend answers), then to 0 (refused).
     deployments

@@ -70,6 +70,10 @@ struct Args {
     /// Which side to run.
     #[arg(long, default_value = "both", value_parser = ["upstream", "rekube", "both"])]
     only: String,
+    /// Seconds a proxy may take for its first full sync before the run fails (iptables
+    /// mode at 10 000 Services needs more than the default).
+    #[arg(long, default_value_t = 600)]
+    full_sync_limit: u64,
     /// Bytes for the throughput figure.
     #[arg(long, default_value_t = 1 << 30)]
     bytes: u64,
@@ -521,8 +525,11 @@ async fn run_side(
             if let Some(status) = proxy.0.try_wait()? {
                 bail!("the {side} proxy exited: {status}; /tmp/bench-proxy-{side}-{mode}.log");
             }
-            if started.elapsed() > Duration::from_secs(600) {
-                bail!("the {side} proxy did not program the probe in 600s");
+            if started.elapsed() > Duration::from_secs(args.full_sync_limit) {
+                bail!(
+                    "the {side} proxy did not program the probe in {} s (--full-sync-limit)",
+                    args.full_sync_limit
+                );
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         };

@@ -192,6 +192,7 @@ pub async fn run(opts: AgentOptions) -> Result<(), Error> {
             min_sync_period: opts.proxy.proxy_min_sync_period,
             sync_period: opts.proxy.proxy_sync_period,
             netns: None,
+            healthz_bind_address: opts.proxy.healthz_address()?,
         })
     } else {
         None

@@ -88,6 +88,7 @@ pub async fn run_proxy(cmd: ProxyCommand) -> Result<(), Error> {
         min_sync_period: cmd.proxy.proxy_min_sync_period,
         sync_period: cmd.proxy.proxy_sync_period,
         netns: cmd.netns.clone(),
+        healthz_bind_address: cmd.proxy.healthz_address()?,
     };
     server::check_backend(&config)?;
     let client = kube::Client::try_default().await?;

@@ -3,15 +3,17 @@
 //! ([`convert`]), upstream's endpoint selection ([`topology`]), [`nftables`] (from a
 //! snapshot to the `nft -f` transaction, full or partial), the watch events tracked per
 //! Service ([`change_tracker`]), the sync pacing ([`bounded_frequency_runner`]) and the
-//! stale UDP conntrack entries ([`conntrack`]). The I/O shell is [`server`]: watches,
-//! the sync loop, the real `nft`; [`options`] are kube-proxy's flags. The iptables mode is
-//! to come.
+//! stale UDP conntrack entries ([`conntrack`]), the health checks ([`healthcheck`]: the
+//! proxy's `/healthz` and the Services' health check node ports). The I/O shell is
+//! [`server`]: watches, the sync loop, the real `nft` or `iptables-restore`; [`iptables`]
+//! is the other mode; [`options`] are kube-proxy's flags.
 
 pub mod bounded_frequency_runner;
 pub mod change_tracker;
 pub mod command;
 pub mod conntrack;
 pub mod convert;
+pub mod healthcheck;
 pub mod iptables;
 #[cfg(test)]
 pub(crate) mod netns_test;

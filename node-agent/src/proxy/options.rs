@@ -2,7 +2,7 @@
 //! (upstream's names and meaning; the sync periods prefixed `--proxy-` beside the kubelet's
 //! flags), and their reading into one [`ProxierConfig`] per IP family. Pure.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
@@ -50,6 +50,10 @@ pub struct ProxyOptions {
     /// between are coalesced (kube-proxy's --min-sync-period).
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     pub proxy_min_sync_period: Duration,
+    /// The address and port of the proxy's health server (`/healthz`, `/livez`); empty
+    /// turns it off.
+    #[arg(long, default_value = "0.0.0.0:10256")]
+    pub healthz_bind_address: String,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -131,12 +135,28 @@ impl ProxyOptions {
         Ok((self.proxy_min_sync_period, self.proxy_sync_period))
     }
 
+    /// `--healthz-bind-address`: an IP and port, or None when empty.
+    pub fn healthz_address(&self) -> Result<Option<SocketAddr>, Error> {
+        let value = self.healthz_bind_address.trim();
+        if value.is_empty() {
+            return Ok(None);
+        }
+        value.parse().map(Some).map_err(|_| {
+            invalid(
+                "healthz-bind-address",
+                value,
+                "not an IP address and port (e.g. 0.0.0.0:10256)",
+            )
+        })
+    }
+
     /// Every flag checked (what [`Self::proxier_configs`] would refuse), before the agent
     /// touches anything.
     pub fn validate(&self) -> Result<(), Error> {
         self.cluster_cidrs()?;
         self.nodeport_cidrs()?;
         self.sync_periods()?;
+        self.healthz_address()?;
         Ok(())
     }
 
@@ -353,6 +373,38 @@ mod tests {
             let o = parse(args).unwrap();
             let err = o.proxier_configs("n", &[], &[]).unwrap_err();
             assert_eq!(err.to_string(), *want, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn healthz_bind_address_is_upstreams() {
+        assert_eq!(
+            parse(&[]).unwrap().healthz_address(),
+            Ok(Some("0.0.0.0:10256".parse().unwrap()))
+        );
+        assert_eq!(
+            parse(&["--healthz-bind-address", "[::1]:9999"])
+                .unwrap()
+                .healthz_address(),
+            Ok(Some("[::1]:9999".parse().unwrap()))
+        );
+        assert_eq!(
+            parse(&["--healthz-bind-address", ""])
+                .unwrap()
+                .healthz_address(),
+            Ok(None)
+        );
+        for bad in ["10256", "0.0.0.0", "localhost:10256"] {
+            let err = parse(&["--healthz-bind-address", bad])
+                .unwrap()
+                .validate()
+                .unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "invalid --healthz-bind-address \"{bad}\": not an IP address and port (e.g. 0.0.0.0:10256)"
+                )
+            );
         }
     }
 

@@ -6,25 +6,31 @@
 //! the iptables proxier with `iptables-restore`), then flushes stale UDP conntrack
 //! entries. The loop is the same for both modes. The first sync (once both lists are in) is full; later ones rewrite
 //! only the Services that changed; a failed one is retried after `--proxy-sync-period`,
-//! and every [`FULL_SYNC_PERIOD`] a sync is full again.
+//! and every [`FULL_SYNC_PERIOD`] a sync is full again. After each successful sync the
+//! health checks learn the Services' health check node ports and local endpoints; the
+//! proxy's `/healthz` turns unhealthy when a change waits longer than twice the sync
+//! period (as kube-proxy's).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::StreamExt;
 use kube::api::Api;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Client, Resource};
+use rekube_crds::events::EventRecorder;
 use tokio::sync::{Notify, watch};
 
 use super::bounded_frequency_runner::{BoundedFrequencyRunner, IntervalError};
 use super::change_tracker::ChangeTracker;
 use super::conntrack::cleanup::clean_stale_entries;
 use super::conntrack::exec::ConntrackTool;
+use super::healthcheck::proxy_health::{NodeInfo, ProxyHealthState};
+use super::healthcheck::serve::{ServiceHealthServer, listen_ips, run_proxy_health};
 use super::iptables::{IptablesError, IptablesExec, IptablesOptions, IptablesProxier};
 use super::nftables::interface::{Nftables, NftablesError};
 use super::nftables::nft::Nft;
@@ -48,8 +54,11 @@ pub struct ProxyServerConfig {
     pub proxiers: Vec<ProxierConfig>,
     pub min_sync_period: Duration,
     pub sync_period: Duration,
-    /// Run `nft`/`iptables` and `conntrack` in this network namespace (tests, the benchmark).
+    /// Run `nft`/`iptables` and `conntrack` in this network namespace, and listen there
+    /// (tests, the benchmark).
     pub netns: Option<PathBuf>,
+    /// `--healthz-bind-address` (None: no proxy health server).
+    pub healthz_bind_address: Option<SocketAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +94,8 @@ struct Shared {
     services_synced: bool,
     endpoints_synced: bool,
     node_labels: BTreeMap<String, String>,
+    /// The proxy's health: a change queued once the lists are in, the node as seen.
+    health: Arc<Mutex<ProxyHealthState>>,
 }
 
 /// A mode's proxier with its kernel interface: what differs between the modes.
@@ -181,24 +192,36 @@ struct FamilyProxier {
     backend: Backend,
     conntrack: ConntrackTool,
     last_full_sync: Option<Instant>,
+    health: Arc<Mutex<ProxyHealthState>>,
+    service_health: ServiceHealthServer,
 }
 
 impl FamilyProxier {
     fn new(
-        mode: ProxyMode,
-        config: ProxierConfig,
-        sync_period: Duration,
-        netns: Option<&Path>,
+        config: &ProxyServerConfig,
+        proxier: ProxierConfig,
+        health: Arc<Mutex<ProxyHealthState>>,
+        recorder: Option<EventRecorder>,
     ) -> Self {
+        let netns = config.netns.as_deref();
         let conntrack = match netns {
             Some(path) => ConntrackTool::in_netns(path),
             None => ConntrackTool::new(),
         };
+        let service_health = ServiceHealthServer::new(
+            &config.node_name,
+            listen_ips(proxier.family, &proxier.node_port_addresses),
+            config.netns.clone(),
+            Arc::clone(&health),
+            recorder,
+        );
         FamilyProxier {
             snapshot: ProxySnapshot::default(),
-            backend: Backend::new(mode, config, sync_period, netns),
+            backend: Backend::new(config.mode, proxier, config.sync_period, netns),
             conntrack,
             last_full_sync: None,
+            health,
+            service_health,
         }
     }
 
@@ -228,6 +251,15 @@ impl FamilyProxier {
             "synced proxy rules"
         );
         let family = self.backend.family();
+        self.health
+            .lock()
+            .unwrap()
+            .updated(family, SystemTime::now());
+        // Services that are not LoadBalancer + Local have no port; their counts are dropped.
+        self.service_health
+            .sync_services(&self.snapshot.health_check_node_ports());
+        self.service_health
+            .sync_endpoints(&self.snapshot.local_ready_endpoints());
         if let Err(e) = clean_stale_entries(&self.conntrack, family, &self.snapshot) {
             tracing::warn!(error = %e, "clearing stale UDP conntrack entries");
         }
@@ -247,6 +279,7 @@ pub async fn run(
         FULL_SYNC_PERIOD,
         Instant::now(),
     )?;
+    let health = Arc::new(Mutex::new(ProxyHealthState::new(2 * config.sync_period)));
     let shared = Arc::new(Mutex::new(Shared {
         trackers: config
             .proxiers
@@ -256,6 +289,7 @@ pub async fn run(
         services_synced: false,
         endpoints_synced: false,
         node_labels: BTreeMap::new(),
+        health: Arc::clone(&health),
     }));
     let notify = Arc::new(Notify::new());
     let watches = [
@@ -301,33 +335,49 @@ pub async fn run(
             Arc::clone(&shared),
             Arc::clone(&notify),
             |s, change| {
-                s.node_labels = match change {
-                    Change::Relisted(all) => all
-                        .first()
-                        .and_then(|n| n.metadata.labels.clone())
-                        .unwrap_or_default()
-                        .into_iter()
-                        .collect(),
-                    Change::Applied(n) => {
-                        n.metadata.labels.unwrap_or_default().into_iter().collect()
-                    }
-                    Change::Deleted(_) => BTreeMap::new(),
-                }
+                let node = match change {
+                    Change::Relisted(all) => all.into_iter().next(),
+                    Change::Applied(n) => Some(n),
+                    Change::Deleted(_) => None,
+                };
+                s.health
+                    .lock()
+                    .unwrap()
+                    .sync_node(node.as_ref().map(node_info));
+                s.node_labels = node
+                    .and_then(|n| n.metadata.labels)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .collect();
             },
         )),
     ];
+    let recorder =
+        EventRecorder::with_instance(client.clone(), "kube-proxy", Some(config.node_name.clone()));
     let mut families: Vec<FamilyProxier> = config
         .proxiers
         .iter()
         .map(|c| {
             FamilyProxier::new(
-                config.mode,
+                &config,
                 c.clone(),
-                config.sync_period,
-                config.netns.as_deref(),
+                Arc::clone(&health),
+                Some(recorder.clone()),
             )
         })
         .collect();
+    // Healthy from the start, as upstream's SyncLoop (in case a sync never succeeds).
+    for c in &config.proxiers {
+        health.lock().unwrap().updated(c.family, SystemTime::now());
+    }
+    let healthz = config.healthz_bind_address.map(|addr| {
+        tokio::spawn(run_proxy_health(
+            addr,
+            config.netns.clone(),
+            Arc::clone(&health),
+            stop.clone(),
+        ))
+    });
     tracing::info!(node = %config.node_name, families = families.len(), mode = ?config.mode, "service proxy running");
     let result = loop {
         let now = Instant::now();
@@ -389,7 +439,23 @@ pub async fn run(
     for w in watches {
         w.abort();
     }
+    if let Some(healthz) = healthz {
+        let _ = healthz.await;
+    }
     result
+}
+
+/// What the proxy health server needs of the node.
+fn node_info(node: &rekube_crds::Node) -> NodeInfo {
+    NodeInfo {
+        deleting: node.metadata.deletion_timestamp.is_some(),
+        taint_keys: node
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.as_ref())
+            .map(|taints| taints.iter().map(|t| t.key.clone()).collect())
+            .unwrap_or_default(),
+    }
 }
 
 /// One watch event, as the trackers take it.
@@ -443,7 +509,19 @@ async fn watch_objects<K>(
                 continue;
             }
         };
-        apply(&mut shared.lock().unwrap(), change);
+        {
+            let mut s = shared.lock().unwrap();
+            apply(&mut s, change);
+            // A change the proxiers have yet to sync (upstream's `Proxier.Sync` calls
+            // `QueuedUpdate` once initialized).
+            if s.services_synced && s.endpoints_synced {
+                let now = SystemTime::now();
+                let mut health = s.health.lock().unwrap();
+                for t in &s.trackers {
+                    health.queued_update(t.family(), now);
+                }
+            }
+        }
         notify.notify_one();
     }
 }

@@ -247,4 +247,31 @@ impl ProxySnapshot {
         }
         updated
     }
+
+    /// The health check node port of every Service that has one (upstream's
+    /// `ServicePortMap.HealthCheckNodePorts`; the model sets it only for LoadBalancer
+    /// Services with externalTrafficPolicy Local).
+    pub fn health_check_node_ports(&self) -> BTreeMap<NamespacedName, u16> {
+        self.service_ports
+            .iter()
+            .filter(|(_, info)| info.health_check_node_port != 0)
+            .map(|(name, info)| (name.service.clone(), info.health_check_node_port))
+            .collect()
+    }
+
+    /// The number of ready endpoints on this node per Service, counted by IP (one pod
+    /// serving two ports is one endpoint; upstream's `EndpointsMap.LocalReadyEndpoints`).
+    /// Terminating endpoints do not count: the health check fails on a node that has only
+    /// those, although they may still take traffic.
+    pub fn local_ready_endpoints(&self) -> BTreeMap<NamespacedName, usize> {
+        let mut ips: BTreeMap<NamespacedName, BTreeSet<IpAddr>> = BTreeMap::new();
+        for (name, endpoints) in &self.endpoints {
+            for ep in endpoints.iter().filter(|ep| ep.ready && ep.is_local) {
+                ips.entry(name.service.clone()).or_default().insert(ep.ip);
+            }
+        }
+        ips.into_iter()
+            .map(|(name, ips)| (name, ips.len()))
+            .collect()
+    }
 }
