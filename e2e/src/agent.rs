@@ -327,10 +327,18 @@ impl AgentProcess {
         .await;
     }
 
-    /// What is left of a real agent's containers: mounts under its directories, cgroups
-    /// under its cgroup parent, processes in those cgroups. Empty when clean.
+    /// What is left of a real agent's pods: mounts under its directories, pod directories
+    /// (volumes) under `<root>/pods`, cgroups under its cgroup parent, processes in those
+    /// cgroups. Empty when clean.
     pub fn leftovers(&self) -> Vec<String> {
         let mut out = Vec::new();
+        for entry in std::fs::read_dir(self.root.join("pods"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            out.push(format!("pod directory: {}", entry.path().display()));
+        }
         let root = self.root.to_string_lossy().to_string();
         for line in std::fs::read_to_string("/proc/self/mountinfo")
             .unwrap_or_default()
@@ -451,6 +459,61 @@ async fn release_pods(client: &kube::Client, node: &str) {
             )
             .await;
     }
+}
+
+/// For a test that runs real containers: true, after saying why, when this machine
+/// cannot ([`AgentProcess::can_run_containers`]).
+pub fn cannot_run_containers() -> bool {
+    match AgentProcess::can_run_containers() {
+        Ok(()) => false,
+        Err(why) => {
+            rekube_crds::testing::missing_prerequisite(&why);
+            true
+        }
+    }
+}
+
+/// Waits until no pod is left in `pods`' namespace (each agent has let its pods go:
+/// containers, sandbox, volumes removed, finalizer released).
+pub async fn wait_pods_released(pods: &kube::Api<rekube_crds::Pod>, timeout: std::time::Duration) {
+    crate::wait_until("every pod released by its agent", timeout, || async {
+        let left = pods
+            .list(&kube::api::ListParams::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        if left.items.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{:?}",
+                left.items
+                    .iter()
+                    .map(|p| p.metadata.name.clone().unwrap_or_default())
+                    .collect::<Vec<_>>()
+            ))
+        }
+    })
+    .await;
+}
+
+/// Deletes every pod of `pods`' namespace, waits until `agent` let them go, then asserts
+/// that nothing of them is left on the machine ([`AgentProcess::leftovers`]).
+pub async fn delete_all_pods_and_check_leftovers(
+    pods: &kube::Api<rekube_crds::Pod>,
+    agent: &AgentProcess,
+    timeout: std::time::Duration,
+) {
+    for p in pods.list(&kube::api::ListParams::default()).await.unwrap() {
+        let name = p.metadata.name.unwrap_or_default();
+        pods.delete(&name, &kube::api::DeleteParams::default())
+            .await
+            .unwrap();
+    }
+    wait_pods_released(pods, timeout).await;
+    // The object goes after the cleanup; the exit watchers may still be finishing.
+    agent
+        .wait_no_leftovers(std::time::Duration::from_secs(10))
+        .await;
 }
 
 /// Builds busybox:1.36 from Debian's busybox-static into the docker archive `archive`

@@ -12,21 +12,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::api::{Api, DeleteParams, PostParams};
 use rekube_crds::Pod;
-use rekube_e2e::agent::AgentProcess;
-use rekube_e2e::{TestNamespace, wait_until};
+use rekube_e2e::TestNamespace;
+use rekube_e2e::agent::{AgentProcess, cannot_run_containers, wait_pods_released};
 use serde_json::json;
-
-fn skip() -> bool {
-    match AgentProcess::can_run_containers() {
-        Ok(()) => false,
-        Err(why) => {
-            rekube_crds::testing::missing_prerequisite(&why);
-            true
-        }
-    }
-}
 
 /// Bytes allocated to everything under `dir` (st_blocks, as `du`).
 fn disk_usage(dir: &Path) -> u64 {
@@ -156,7 +146,7 @@ async fn crash_loop_until(
 
 #[tokio::test]
 async fn a_crash_looping_pod_keeps_a_bounded_footprint() {
-    if skip() {
+    if cannot_run_containers() {
         return;
     }
     let ns = TestNamespace::new("container-gc").await;
@@ -260,22 +250,7 @@ async fn a_crash_looping_pod_keeps_a_bounded_footprint() {
     pods.delete("crash", &DeleteParams::default())
         .await
         .unwrap();
-    wait_until(
-        "the pod released by the agent",
-        Duration::from_secs(60),
-        || async {
-            let left = pods
-                .list(&ListParams::default())
-                .await
-                .map_err(|e| e.to_string())?;
-            if left.items.is_empty() {
-                Ok(())
-            } else {
-                Err(format!("{} pods left", left.items.len()))
-            }
-        },
-    )
-    .await;
+    wait_pods_released(&pods, Duration::from_secs(60)).await;
     agent.wait_no_leftovers(Duration::from_secs(10)).await;
     assert_eq!(
         count_entries(&agent.root.join("containers"), |_| true),

@@ -10,24 +10,14 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{ConfigMap, ContainerStatus, Secret};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use rekube_crds::Pod;
-use rekube_e2e::agent::AgentProcess;
+use rekube_e2e::agent::{AgentProcess, cannot_run_containers, delete_all_pods_and_check_leftovers};
 use rekube_e2e::controllers::ControllerProcess;
 use rekube_e2e::{TestNamespace, rbac, wait_until};
 use serde_json::{Value, json};
 
 const T: Duration = Duration::from_secs(90);
-
-fn skip() -> bool {
-    match AgentProcess::can_run_containers() {
-        Ok(()) => false,
-        Err(why) => {
-            rekube_crds::testing::missing_prerequisite(&why);
-            true
-        }
-    }
-}
 
 /// A busybox pod on the agent's node; `spec` is merged over the defaults.
 fn pod(name: &str, node: &str, spec: Value) -> Pod {
@@ -104,36 +94,6 @@ async fn wait_for_pod(
     .await
 }
 
-/// Deletes every pod of the namespace and waits until the agent let them go, then
-/// asserts that nothing of their containers is left on the machine.
-async fn delete_all_and_check_leftovers(pods: &Api<Pod>, agent: &AgentProcess) {
-    for p in pods.list(&ListParams::default()).await.unwrap() {
-        pods.delete(&p.metadata.name.unwrap(), &DeleteParams::default())
-            .await
-            .unwrap();
-    }
-    wait_until("every pod released by the agent", T, || async {
-        let left = pods
-            .list(&ListParams::default())
-            .await
-            .map_err(|e| e.to_string())?;
-        if left.items.is_empty() {
-            Ok(())
-        } else {
-            Err(format!(
-                "{:?}",
-                left.items
-                    .iter()
-                    .map(|p| p.metadata.name.clone())
-                    .collect::<Vec<_>>()
-            ))
-        }
-    })
-    .await;
-    // The object goes after the cleanup; the exit watchers may still be finishing.
-    agent.wait_no_leftovers(Duration::from_secs(10)).await;
-}
-
 fn ts(t: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time) -> Timestamp {
     t.0
 }
@@ -143,7 +103,7 @@ fn ts(t: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time) -> Timestamp {
 /// (and the config error for a missing one), then deletion without leftovers.
 #[tokio::test]
 async fn pods_run_as_real_containers() {
-    if skip() {
+    if cannot_run_containers() {
         return;
     }
     let ns = TestNamespace::new("agent-pods").await;
@@ -488,7 +448,7 @@ async fn pods_run_as_real_containers() {
     .await;
     assert_eq!(status_of(&p, "c").unwrap().restart_count, 0);
 
-    delete_all_and_check_leftovers(&pods, &agent).await;
+    delete_all_pods_and_check_leftovers(&pods, &agent, T).await;
 }
 
 /// The cgroup directory of hierarchy `controller` whose name is the container ID.
@@ -524,7 +484,7 @@ fn find_cgroup_dir(controller: &str, id: &str) -> Option<std::path::PathBuf> {
 /// pod.
 #[tokio::test]
 async fn probes_hooks_backoff_and_ephemeral_containers() {
-    if skip() {
+    if cannot_run_containers() {
         return;
     }
     // The node's address is loopback, so a hostNetwork pod's grpc probe reaches the
@@ -903,7 +863,7 @@ async fn probes_hooks_backoff_and_ephemeral_containers() {
         assert!(pre < term, "PreStop before SIGTERM: {log}");
     }
 
-    delete_all_and_check_leftovers(&pods, &agent).await;
+    delete_all_pods_and_check_leftovers(&pods, &agent, T).await;
 }
 
 /// An event from the kubelet, flattened: what it is about and what it says.
@@ -975,7 +935,7 @@ async fn grpc_health_server() -> (u16, tonic_health::server::HealthReporter) {
 /// deleting it afterwards leaves nothing.
 #[tokio::test]
 async fn an_agent_restart_leaves_no_orphans() {
-    if skip() {
+    if cannot_run_containers() {
         return;
     }
     let ns = TestNamespace::new("agent-restart").await;
@@ -1051,7 +1011,7 @@ async fn an_agent_restart_leaves_no_orphans() {
     assert!(log.contains(" stdout F up"), "{log:?}");
     assert!(log.contains(" stdout F 10.244.7.2\tsurvivor"), "{log:?}");
 
-    delete_all_and_check_leftovers(&pods, &agent).await;
+    delete_all_pods_and_check_leftovers(&pods, &agent, T).await;
 }
 
 /// The agent works under the least-privilege RBAC of the chart and its NodeRestriction
@@ -1062,7 +1022,7 @@ async fn an_agent_restart_leaves_no_orphans() {
 /// its own ServiceAccount reads no Secret at all.
 #[tokio::test]
 async fn the_agent_works_with_the_charts_least_privilege_rbac() {
-    if skip() {
+    if cannot_run_containers() {
         return;
     }
     let ns = TestNamespace::new("agent-rbac").await;
@@ -1144,7 +1104,7 @@ async fn the_agent_works_with_the_charts_least_privilege_rbac() {
             .ok_or_else(|| format!("{got:?}"))
     })
     .await;
-    delete_all_and_check_leftovers(&pods, &agent).await;
+    delete_all_pods_and_check_leftovers(&pods, &agent, T).await;
     let logs = agent.logs();
     assert!(
         !logs.to_lowercase().contains("forbidden"),

@@ -7,6 +7,7 @@
 //! wait, stop, remove, exec), cgroups, overlayfs rootfs, CRI logs.
 //! The service proxy ([`proxy`]): the nftables mode's rule computation (docs/proxy.md).
 //! The runtime side of CNI ([`cni`]): network config lists, plugins, cached results.
+//! Pod volumes ([`volume`]): the volume plugins, the atomic writer, the pods' volume dirs.
 
 #[cfg(target_os = "linux")]
 pub mod agent;
@@ -17,3 +18,5 @@ pub mod kubelet;
 pub mod proxy;
 #[cfg(target_os = "linux")]
 pub mod runtime;
+#[cfg(target_os = "linux")]
+pub mod volume;

@@ -70,6 +70,11 @@ struct Args {
     /// Which side to run.
     #[arg(long, default_value = "both", value_parser = ["upstream", "rekube", "both"])]
     only: String,
+    /// The iptables backend both proxies' `iptables*` commands use in iptables mode:
+    /// `nft` (Debian's default alternative, iptables-nft) or `legacy` (iptables-legacy,
+    /// through a directory of links put first on their PATH).
+    #[arg(long, default_value = "nft", value_parser = ["nft", "legacy"])]
+    iptables_backend: String,
     /// Seconds a proxy may take for its first full sync before the run fails (iptables
     /// mode at 10 000 Services needs more than the default).
     #[arg(long, default_value_t = 600)]
@@ -458,6 +463,11 @@ fn start_proxy(args: &Args, side: &str, mode: &str, node: &NodeNetns) -> anyhow:
             c
         }
     };
+    if mode == "iptables" && args.iptables_backend == "legacy" {
+        let links = legacy_iptables_dir()?;
+        let path = std::env::var("PATH").unwrap_or_default();
+        command.env("PATH", format!("{}:{path}", links.display()));
+    }
     command
         .stdout(Stdio::from(log.try_clone()?))
         .stderr(Stdio::from(log));
@@ -465,6 +475,29 @@ fn start_proxy(args: &Args, side: &str, mode: &str, node: &NodeNetns) -> anyhow:
     command
         .spawn()
         .with_context(|| format!("starting the {side} proxy"))
+}
+
+/// A directory where `iptables`, `iptables-save`, `iptables-restore` and their ip6tables
+/// twins are Debian's legacy (x_tables) binaries.
+fn legacy_iptables_dir() -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join("bench-proxy-iptables-legacy");
+    std::fs::create_dir_all(&dir)?;
+    for family in ["iptables", "ip6tables"] {
+        for (name, target) in [
+            (family.to_string(), format!("{family}-legacy")),
+            (format!("{family}-save"), format!("{family}-legacy-save")),
+            (
+                format!("{family}-restore"),
+                format!("{family}-legacy-restore"),
+            ),
+        ] {
+            let link = dir.join(&name);
+            let _ = std::fs::remove_file(&link);
+            std::os::unix::fs::symlink(Path::new("/usr/sbin").join(&target), &link)
+                .with_context(|| format!("linking {}", link.display()))?;
+        }
+    }
+    Ok(dir)
 }
 
 /// Counts the node's conntrack entries of TCP connections to `vip` that were not DNAT-ed
@@ -640,7 +673,7 @@ fn print(scale: usize, mode: &str, figs: &BTreeMap<&str, Figures>) {
     row("endpoint change to live (median)", &|f| {
         (ms(f.change_live), f.change_live.as_secs_f64())
     });
-    row("proxy CPU (with nft children)", &|f| {
+    row("proxy CPU (with its children)", &|f| {
         (format!("{:.2} s", f.cpu_seconds), f.cpu_seconds)
     });
     row("proxy peak RSS", &|f| {
@@ -704,8 +737,8 @@ async fn main() -> anyhow::Result<()> {
         one => vec![one],
     };
     println!(
-        "bench-proxy: kube-proxy {} vs {} proxy; modes {:?}; {} endpoints per Service",
-        args.kube_proxy, args.rekube, args.modes, args.endpoints
+        "bench-proxy: kube-proxy {} vs {} proxy; modes {:?}; {} endpoints per Service; iptables backend {}",
+        args.kube_proxy, args.rekube, args.modes, args.endpoints, args.iptables_backend
     );
     // kube-proxy waits (up to 30 s) for its Node to exist and have addresses: a core Node
     // object of that name with the node namespace's address (as a kubelet registers it),

@@ -45,8 +45,22 @@ struct Args {
     #[arg(long, default_value = "10.244.0.0/16")]
     cluster_cidr: String,
     /// The service proxy's mode.
-    #[arg(long, default_value = "nftables")]
+    #[arg(long, default_value = "nftables", value_parser = ["nftables", "iptables", "none"])]
     proxy_mode: String,
+}
+
+/// What must be there before anything is made.
+fn check(args: &Args) -> anyhow::Result<()> {
+    if !args.agent.is_file() {
+        bail!("the node agent {} is missing", args.agent.display());
+    }
+    if !args.cni_bin_dir.join("bridge").is_file() {
+        bail!(
+            "no cni plugins in {} (e2e/scripts/build-kubernetes.sh cni-plugins builds them)",
+            args.cni_bin_dir.display()
+        );
+    }
+    Ok(())
 }
 
 /// Node `i`'s name.
@@ -64,15 +78,7 @@ fn main() -> anyhow::Result<()> {
     signals
         .thread_block()
         .context("blocking SIGTERM and SIGINT")?;
-    if !args.agent.is_file() {
-        bail!("the node agent {} is missing", args.agent.display());
-    }
-    if !args.cni_bin_dir.join("bridge").is_file() {
-        bail!(
-            "no cni plugins in {} (e2e/scripts/build-kubernetes.sh cni-plugins builds them)",
-            args.cni_bin_dir.display()
-        );
-    }
+    check(&args)?;
     std::fs::create_dir_all(&args.logs)?;
     let image = args.root.join("busybox.tar");
     std::fs::create_dir_all(&args.root)?;
@@ -163,4 +169,60 @@ fn start_agent(args: &Args, name: &str, node: &NodeNetns, image: &Path) -> anyho
     command
         .spawn()
         .with_context(|| format!("starting {} for node {name}", args.agent.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    //! Bad input is refused before any namespace, agent or cgroup exists.
+
+    use super::*;
+
+    fn parse(extra: &[&str]) -> Result<Args, clap::Error> {
+        let base = [
+            "local-nodes",
+            "--agent",
+            "/bin/sh",
+            "--root",
+            "/r",
+            "--logs",
+            "/l",
+        ];
+        Args::try_parse_from(base.iter().chain(extra))
+    }
+
+    #[test]
+    fn node_counts_outside_one_to_nine_are_refused() {
+        for bad in ["0", "10", "two"] {
+            let err = parse(&["--nodes", bad]).expect_err(bad).to_string();
+            assert!(err.contains("--nodes"), "{bad}: {err}");
+        }
+        assert_eq!(parse(&["--nodes", "3"]).unwrap().nodes, 3);
+        assert_eq!(parse(&[]).unwrap().nodes, 2);
+    }
+
+    #[test]
+    fn unknown_proxy_modes_are_refused() {
+        let err = parse(&["--proxy-mode", "ipvs"]).unwrap_err().to_string();
+        assert!(err.contains("invalid value 'ipvs'"), "{err}");
+        assert_eq!(
+            parse(&["--proxy-mode", "iptables"]).unwrap().proxy_mode,
+            "iptables"
+        );
+    }
+
+    #[test]
+    fn a_missing_agent_or_cni_plugins_are_named() {
+        let mut args = parse(&[]).unwrap();
+        args.agent = "/nonexistent/rekube-node-agent".into();
+        assert_eq!(
+            check(&args).unwrap_err().to_string(),
+            "the node agent /nonexistent/rekube-node-agent is missing"
+        );
+        args.agent = "/bin/sh".into();
+        args.cni_bin_dir = "/nonexistent-cni".into();
+        assert_eq!(
+            check(&args).unwrap_err().to_string(),
+            "no cni plugins in /nonexistent-cni (e2e/scripts/build-kubernetes.sh cni-plugins builds them)"
+        );
+    }
 }

@@ -1,6 +1,7 @@
-//! Health check node ports and the proxy's /healthz (upstream's "should have a working
-//! health check node port" family, and kube-proxy's healthz port): a LoadBalancer Service
-//! with externalTrafficPolicy Local over the web backends (on nodes b and c, none on a).
+//! Health check node ports and the proxy's /healthz (the health check node port part of
+//! upstream's LoadBalancer tests, which need a cloud load balancer, and "should check
+//! kube-proxy urls"): a LoadBalancer Service with externalTrafficPolicy Local over the
+//! web backends (on nodes b and c, none on a).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -77,6 +78,7 @@ pub async fn health_check_node_ports(c: &Cluster<'_>) -> u16 {
         .await;
         assert_eq!(health["nodeEligible"], true, "{health}");
         assert_eq!(health["healthy"], true, "{health}");
+        assert!(health["lastUpdated"].is_string(), "{health}");
     }
     port
 }

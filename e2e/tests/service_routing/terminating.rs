@@ -1,14 +1,17 @@
 //! Terminating endpoints across nodes (upstream's "should fallback to terminating
-//! endpoints when there are no ready endpoints with internalTrafficPolicy=Cluster"): a
-//! Service's only pod, on node c, is deleted with a long grace period and keeps serving
-//! while it terminates; the proxy on node a falls back to it, and leaves it as soon as a
-//! ready pod (on node b) exists.
+//! endpoints when there are no ready endpoints with internalTrafficPolicy=Cluster" and
+//! "should fail health check node port if there are only terminating endpoints"): a
+//! LoadBalancer Service's (externalTrafficPolicy Local) only pod, on node c, is deleted
+//! with a long grace period and keeps serving while it terminates; the proxy on node a
+//! falls back to it while node c's health check node port turns 503, and the proxy
+//! leaves it as soon as a ready pod (on node b) exists.
 
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use rekube_crds::{EndpointSlice, Pod};
 use rekube_e2e::wait_until;
 use serde_json::json;
 
+use super::health_check::health_answer;
 use super::{Cluster, T, service, spread};
 
 /// A busybox httpd answering with the pod's name; httpd is PID 1 and ignores SIGTERM, so
@@ -34,10 +37,28 @@ pub async fn fall_back_to_terminating_endpoints(c: &Cluster<'_>) {
         .await
         .unwrap();
     c.services
-        .create(&pp, &service("term", "term", json!({})))
+        .create(
+            &pp,
+            &service(
+                "term",
+                "term",
+                json!({"type": "LoadBalancer", "externalTrafficPolicy": "Local"}),
+            ),
+        )
         .await
         .unwrap();
     let vip = super::cluster_addr(&c.services, "term").await;
+    let health_port = c
+        .services
+        .get("term")
+        .await
+        .unwrap()
+        .spec
+        .and_then(|s| s.health_check_node_port)
+        .expect("a health check node port") as u16;
+    let on_c = std::net::SocketAddr::from((c.nodes[2].address, health_port));
+    let health = health_answer(node_a, on_c, "/healthz", 200).await;
+    assert_eq!(health["localEndpoints"], 1, "{health}");
     wait_until("term-0 answers through the VIP", T, || async {
         let counts = spread(node_a, vip, 5);
         if counts.len() == 1 && counts.contains_key("term-0") {
@@ -76,6 +97,10 @@ pub async fn fall_back_to_terminating_endpoints(c: &Cluster<'_>) {
         Some(false),
         "a terminating endpoint is not ready"
     );
+    // Only a terminating endpoint on node c: its health check fails, so that a load
+    // balancer stops sending new traffic there.
+    let health = health_answer(node_a, on_c, "/healthz", 503).await;
+    assert_eq!(health["localEndpoints"], 0, "{health}");
     let counts = spread(node_a, vip, 10);
     assert_eq!(
         counts.get("term-0"),

@@ -17,6 +17,8 @@ pub const CONTAINER_UNHEALTHY: &str = "Unhealthy";
 pub const FAILED_POST_START_HOOK: &str = "FailedPostStartHook";
 pub const FAILED_PRE_STOP_HOOK: &str = "FailedPreStopHook";
 pub const FAILED_CREATE_POD_SANDBOX: &str = "FailedCreatePodSandBox";
+pub const FAILED_MOUNT: &str = "FailedMount";
+pub const FAILED_UNMOUNT: &str = "FailedUnMount";
 pub const STARTING_KUBELET: &str = "Starting";
 
 /// upstream's kubelet event source (`kubelet`), reporting as its node.

@@ -307,6 +307,7 @@ pub async fn run(opts: AgentOptions) -> Result<(), Error> {
                 node_name: name.clone(),
                 node_identity_namespace: Some(opts.node_identity_namespace.clone())
                     .filter(|n| !n.is_empty()),
+                pods_dir: opts.root_dir.join("pods"),
                 ..SyncerConfig::new(host_ips, opts.pod_log_dir.clone())
             },
             recorder.clone(),

@@ -54,6 +54,7 @@ use crate::kubelet::backoff::{
 };
 use crate::kubelet::container_gc::ContainerGcPolicy;
 use crate::kubelet::env::{EnvSources, make_environment_variables};
+use crate::kubelet::mounts::{VolumeInfo, make_mounts, mounts_etc_hosts};
 use crate::kubelet::pod_actions::{compute_pod_actions, is_restartable_init_container};
 use crate::kubelet::quantity::{Amount, QuantityError, parse_quantity};
 use crate::kubelet::runtime_status::{
@@ -67,10 +68,13 @@ use crate::kubelet::status_generate::{
 use crate::runtime::cgroups::Resources;
 use crate::runtime::sandbox::PortMapping;
 use crate::runtime::spec::{
-    ContainerSpec, LogConfig, RootfsSource, SpecError, UserDb, combine_command,
+    BindMount, ContainerSpec, LogConfig, RootfsSource, SpecError, UserDb, combine_command,
     expand_command_and_args, merge_env, parse_stop_signal, resolve_user, working_dir,
 };
 use crate::runtime::{Container as RtContainer, Runtime, Sandbox, SandboxConfig};
+use crate::volume::manager::{ObjectReader, VolumeManager};
+use crate::volume::pod_dirs::PodDirs;
+use crate::volume::subpath::{Subpath, prepare_safe_subpath};
 use rekube_crds::events::{EventRecorder, EventType};
 
 #[derive(Debug, thiserror::Error)]
@@ -274,6 +278,8 @@ pub fn container_spec(
 
 /// How often a pod with nothing pending is synced again.
 const RESYNC: Duration = Duration::from_secs(10);
+/// How soon a pod whose volumes could not all be set up is tried again.
+const VOLUME_RETRY: Duration = Duration::from_secs(2);
 
 /// The waiting reason of a container whose config could not be made.
 const CREATE_CONTAINER_CONFIG_ERROR: &str = "CreateContainerConfigError";
@@ -290,6 +296,8 @@ pub(super) struct PodState {
     pub(super) status: Arc<Mutex<PodRuntimeStatus>>,
     waiting: BTreeMap<String, WaitingReason>,
     backoff: Option<Backoff>,
+    /// The pod's volumes as set up by the volume manager, by their name in the spec.
+    volumes: BTreeMap<String, VolumeInfo>,
 }
 
 type Poke = Arc<dyn Fn(&str) + Send + Sync>;
@@ -319,6 +327,8 @@ pub struct SyncerConfig {
     /// the agent's client.
     pub node_name: String,
     pub node_identity_namespace: Option<String>,
+    /// `<root-dir>/pods`: each pod's volumes (`pods/<uid>/volumes/...`).
+    pub pods_dir: PathBuf,
 }
 
 impl SyncerConfig {
@@ -336,7 +346,26 @@ impl SyncerConfig {
             node_allocatable: BTreeMap::new(),
             node_name: String::new(),
             node_identity_namespace: None,
+            pods_dir: PathBuf::from("/var/lib/rekube/pods"),
         }
+    }
+}
+
+impl ObjectReader for NodeReader {
+    async fn config_map(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<k8s_openapi::api::core::v1::ConfigMap>, String> {
+        NodeReader::config_map(self, namespace, name).await
+    }
+
+    async fn secret(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<k8s_openapi::api::core::v1::Secret>, String> {
+        NodeReader::secret(self, namespace, name).await
     }
 }
 
@@ -352,6 +381,8 @@ pub struct RealSyncer {
     recorder: EventRecorder,
     /// Reads the pods' Secrets and ConfigMaps, as the node.
     reader: NodeReader,
+    /// The pods' volumes (the kubelet's volume manager).
+    volumes: VolumeManager,
 }
 
 /// Where a pod's network is: its IP ("" while it has none) and namespace (None: the
@@ -448,6 +479,11 @@ impl RealSyncer {
             )
         }));
         RealSyncer {
+            volumes: VolumeManager::new(
+                PodDirs::new(&config.pods_dir),
+                Arc::new(crate::runtime::syscall::LinuxSyscall),
+                config.node_allocatable.clone(),
+            ),
             reader: NodeReader::new(
                 client.clone(),
                 &config.node_name,
@@ -713,6 +749,42 @@ impl RealSyncer {
         }
     }
 
+    /// The container's volume mounts (`makeMounts`), each subPath bound safely first.
+    fn volume_mounts(
+        &self,
+        pod: &Pod,
+        container: &Container,
+        volumes: &BTreeMap<String, VolumeInfo>,
+        env: &[(String, String)],
+    ) -> Result<Vec<BindMount>, String> {
+        let mounts = make_mounts(container, volumes, env).map_err(|e| e.to_string())?;
+        let uid = pod.uid().unwrap_or_default();
+        mounts
+            .into_iter()
+            .map(|m| {
+                let source = match &m.sub_path {
+                    None => m.volume_path.clone(),
+                    Some(sub_path) => prepare_safe_subpath(&Subpath {
+                        volume_mount_index: m.index,
+                        sub_path: sub_path.clone(),
+                        volume_name: m.volume.clone(),
+                        volume_path: m.volume_path.clone(),
+                        pod_dir: self.volumes.dirs().pod_dir(&uid),
+                        container_name: container.name.clone(),
+                    })
+                    .map_err(|e| {
+                        tracing::warn!(pod = %pod.name_any(), error = %e, "subPath");
+                        format!(
+                            "failed to prepare subPath for volumeMount {:?} of container {:?}",
+                            m.volume, container.name
+                        )
+                    })?,
+                };
+                Ok(BindMount::new(source, m.container_path, m.read_only))
+            })
+            .collect()
+    }
+
     async fn try_start_container(
         &self,
         pod: &Pod,
@@ -804,6 +876,10 @@ impl RealSyncer {
             },
         )
         .map_err(|e| waiting(CREATE_CONTAINER_CONFIG_ERROR, e.to_string()))?;
+        spec.mounts = self
+            .volume_mounts(pod, container, &st.volumes, &env)
+            .map_err(|e| waiting(CREATE_CONTAINER_CONFIG_ERROR, e))?;
+        let etc_hosts = mounts_etc_hosts(container);
         if let Some(log) = spec.log.as_mut() {
             log.max_size = self.config.container_log_max_size;
             log.max_files = self.config.container_log_max_files;
@@ -812,6 +888,11 @@ impl RealSyncer {
             return Err(waiting(CREATE_CONTAINER_ERROR, "no sandbox"));
         };
         sandbox.apply_to(&mut spec);
+        if !etc_hosts {
+            // A volume takes /etc/hosts: the managed one is not mounted over it.
+            let managed = sandbox.dir().join("hosts");
+            spec.mounts.retain(|m| m.source != managed);
+        }
         let sandbox_id = snapshot
             .active_sandbox()
             .map(|s| s.id.clone())
@@ -967,8 +1048,44 @@ impl RealSyncer {
                 }
             }
         }
+        // The pod's volumes, set up before its sandbox and containers (upstream's
+        // `WaitForAttachAndMount` in SyncPod; here the pod is synced again soon instead of
+        // waiting). Each volume that fails is a FailedMount event, and nothing starts.
+        let mut volumes_ready = true;
+        if !actions.kill_pod || actions.create_sandbox {
+            match self
+                .volumes
+                .wait_for_attach_and_mount(&pod, &self.reader)
+                .await
+            {
+                Ok(mounted) => {
+                    st.volumes = mounted
+                        .into_iter()
+                        .map(|(name, m)| {
+                            let info = VolumeInfo {
+                                path: m.path,
+                                read_only: m.read_only,
+                            };
+                            (name, info)
+                        })
+                        .collect();
+                }
+                Err(failure) => {
+                    volumes_ready = false;
+                    for (_, message) in &failure.failed {
+                        self.recorder.record(
+                            &ev::pod_ref(&pod),
+                            EventType::Warning,
+                            ev::FAILED_MOUNT,
+                            message.clone(),
+                        );
+                    }
+                    tracing::warn!(pod = %pod.name_any(), "{}", failure.summary());
+                }
+            }
+        }
         // 4. Create the sandbox.
-        if actions.create_sandbox {
+        if actions.create_sandbox && volumes_ready {
             let spec = pod.spec.clone().unwrap_or_default();
             let mut config = SandboxConfig::new(
                 pod.uid().unwrap_or_default(),
@@ -1010,8 +1127,8 @@ impl RealSyncer {
         }
         let spec = pod.spec.clone().unwrap_or_default();
         let inits = spec.init_containers.clone().unwrap_or_default();
-        let mut requeue = RESYNC;
-        if st.sandbox.is_some() {
+        let mut requeue = if volumes_ready { RESYNC } else { VOLUME_RETRY };
+        if st.sandbox.is_some() && volumes_ready {
             // 5. Ephemeral containers: started once, never restarted.
             let ephemeral = spec.ephemeral_containers.clone().unwrap_or_default();
             for i in &actions.ephemeral_containers_to_start {
@@ -1163,6 +1280,14 @@ impl RealSyncer {
             {
                 tracing::warn!(pod = %pod.name_any(), error = %e, "removing sandbox");
             }
+        }
+        // Its volumes go once its containers are gone (the populator drops the pod, the
+        // reconciler tears them down); a failure keeps the finalizer for the next pass.
+        if let Err(e) = self.volumes.unmount_pod(&uid) {
+            tracing::warn!(pod = %pod.name_any(), error = %e, "unmounting volumes");
+            self.recorder
+                .record(&ev::pod_ref(pod), EventType::Warning, ev::FAILED_UNMOUNT, e);
+            return;
         }
         // The logs go with the pod (upstream's container GC removes the log directories
         // of removed pods).

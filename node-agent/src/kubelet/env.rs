@@ -411,17 +411,7 @@ pub fn container_resource_runtime_value(
 ) -> Result<String, EnvError> {
     let target = match fs.container_name.as_deref().filter(|n| !n.is_empty()) {
         None => container,
-        Some(name) => {
-            let spec = pod.spec.as_ref();
-            spec.into_iter()
-                .flat_map(|s| {
-                    s.containers
-                        .iter()
-                        .chain(s.init_containers.iter().flatten())
-                })
-                .find(|c| c.name == name)
-                .ok_or_else(|| EnvError::ContainerNotFound(name.to_string()))?
-        }
+        Some(name) => find_container_in_pod(pod, name)?,
     };
     let limits = merge_container_resource_limits(target, node_allocatable);
     let requests = target
@@ -430,6 +420,20 @@ pub fn container_resource_runtime_value(
         .and_then(|r| r.requests.clone())
         .unwrap_or_default();
     extract_container_resource_value(fs, &requests, &limits)
+}
+
+/// Upstream `findContainerInPod`: the container, or else the init container, named
+/// `name`.
+pub fn find_container_in_pod<'a>(pod: &'a Pod, name: &str) -> Result<&'a Container, EnvError> {
+    pod.spec
+        .iter()
+        .flat_map(|s| {
+            s.containers
+                .iter()
+                .chain(s.init_containers.iter().flatten())
+        })
+        .find(|c| c.name == name)
+        .ok_or_else(|| EnvError::ContainerNotFound(name.to_string()))
 }
 
 /// Upstream `ExtractContainerResourceValue`: the resource in units of the divisor (1 when

@@ -13,6 +13,7 @@
 //! | [`prober`] | prober/worker.go, prober/results, prober/prober.go; pkg/probe/http, pkg/probe/util.go |
 //! | [`env`] | kubelet_pods.go `makeEnvironmentVariables`, `podFieldSelectorRuntimeValue`; pkg/fieldpath; api/v1/resource `ExtractContainerResourceValue`; kubelet_resources.go `defaultPodLimitsForDownwardAPI` |
 //! | [`quantity`] | apimachinery api/resource (parsing, `Value`, `MilliValue`) |
+//! | [`mounts`] | kubelet_pods.go `makeMounts`; kubecontainer `ExpandContainerVolumeMounts` |
 //! | [`security_context`] | kuberuntime/security_context_others.go `verifyRunAsNonRoot`; kuberuntime_container.go `getImageUser`; util/format `Pod` |
 //!
 //! SyncPod (kuberuntime_manager.go `SyncPod`), in the seed's order, and where each step's
@@ -43,6 +44,7 @@
 pub mod backoff;
 pub mod container_gc;
 pub mod env;
+pub mod mounts;
 pub mod pod_actions;
 pub mod prober;
 pub mod quantity;

@@ -128,17 +128,11 @@ impl Backend {
                         ..IptablesOptions::default()
                     },
                 )),
-                ipt: match netns {
-                    Some(path) => IptablesExec::in_netns(family, path),
-                    None => IptablesExec::new(family),
-                },
+                ipt: IptablesExec::new(family, netns),
             },
             // `none` never gets here (no server); nftables is the default.
             ProxyMode::Nftables | ProxyMode::None => Backend::Nftables {
-                nft: match netns {
-                    Some(path) => Nft::in_netns(family, &config.table, path),
-                    None => Nft::new(family, &config.table),
-                },
+                nft: Nft::new(family, &config.table, netns),
                 proxier: Box::new(NftablesProxier::new(config)),
             },
         }
@@ -204,10 +198,6 @@ impl FamilyProxier {
         recorder: Option<EventRecorder>,
     ) -> Self {
         let netns = config.netns.as_deref();
-        let conntrack = match netns {
-            Some(path) => ConntrackTool::in_netns(path),
-            None => ConntrackTool::new(),
-        };
         let service_health = ServiceHealthServer::new(
             &config.node_name,
             listen_ips(proxier.family, &proxier.node_port_addresses),
@@ -218,7 +208,7 @@ impl FamilyProxier {
         FamilyProxier {
             snapshot: ProxySnapshot::default(),
             backend: Backend::new(config.mode, proxier, config.sync_period, netns),
-            conntrack,
+            conntrack: ConntrackTool::new(netns),
             last_full_sync: None,
             health,
             service_health,
@@ -532,15 +522,9 @@ async fn watch_objects<K>(
 /// families (where iptables/ip6tables is installed), and nothing else.
 pub fn cleanup_leftovers(netns: Option<&Path>) -> Result<(), Error> {
     for family in [IpFamily::V4, IpFamily::V6] {
-        let nft = match netns {
-            Some(path) => Nft::in_netns(family, REKUBE_PROXY_TABLE, path),
-            None => Nft::new(family, REKUBE_PROXY_TABLE),
-        };
+        let nft = Nft::new(family, REKUBE_PROXY_TABLE, netns);
         nft.run(&cleanup_transaction(family, REKUBE_PROXY_TABLE))?;
-        let ipt = match netns {
-            Some(path) => IptablesExec::in_netns(family, path),
-            None => IptablesExec::new(family),
-        };
+        let ipt = IptablesExec::new(family, netns);
         if ipt.installed() {
             super::iptables::cleanup(&ipt)?;
         }

@@ -286,6 +286,11 @@ impl Sandbox {
         self.pause.as_ref().map(|(p, _)| p.as_raw())
     }
 
+    /// The sandbox's own directory (its /etc files).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Makes `spec` a container of this pod: its namespaces, /dev/shm, /etc files and
     /// cgroup parent (what containerd's CRI does from the sandbox's spec).
     pub fn apply_to(&self, spec: &mut ContainerSpec) {

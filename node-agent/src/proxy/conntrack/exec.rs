@@ -17,13 +17,10 @@ pub struct ConntrackTool {
 }
 
 impl ConntrackTool {
-    pub fn new() -> Self {
-        ConntrackTool { netns: None }
-    }
-
-    pub fn in_netns(path: &Path) -> Self {
+    /// `conntrack` inside the network namespace at `netns`, or in the agent's own when None.
+    pub fn new(netns: Option<&Path>) -> Self {
         ConntrackTool {
-            netns: Some(path.to_path_buf()),
+            netns: netns.map(Path::to_path_buf),
         }
     }
 

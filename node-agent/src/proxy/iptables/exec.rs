@@ -30,17 +30,12 @@ struct Output {
 }
 
 impl IptablesExec {
-    pub fn new(family: IpFamily) -> Self {
+    /// The family's tools inside the network namespace at `netns`, or in the agent's own
+    /// when None.
+    pub fn new(family: IpFamily, netns: Option<&Path>) -> Self {
         IptablesExec {
             family,
-            netns: None,
-        }
-    }
-
-    pub fn in_netns(family: IpFamily, path: &Path) -> Self {
-        IptablesExec {
-            family,
-            netns: Some(path.to_path_buf()),
+            netns: netns.map(Path::to_path_buf),
         }
     }
 

@@ -113,7 +113,7 @@ fn iptables_restore_applies_full_and_partial_syncs() {
         return;
     }
     let netns = Netns::new();
-    let kernel = IptablesExec::in_netns(IpFamily::V4, &netns.path());
+    let kernel = IptablesExec::new(IpFamily::V4, Some(&netns.path()));
     // Someone else's chain and jump (a real kube-proxy's) that rekube must leave alone.
     kernel.ensure_chain(Table::Nat, "KUBE-SERVICES").unwrap();
     kernel
@@ -225,5 +225,5 @@ fn iptables_restore_applies_full_and_partial_syncs() {
         "{nat}"
     );
     // ip6tables cleanup with nothing there succeeds.
-    cleanup(&IptablesExec::in_netns(IpFamily::V6, &netns.path())).unwrap();
+    cleanup(&IptablesExec::new(IpFamily::V6, Some(&netns.path()))).unwrap();
 }

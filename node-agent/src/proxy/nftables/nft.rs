@@ -22,21 +22,13 @@ pub struct Nft {
 }
 
 impl Nft {
-    /// `nft` in the agent's own network namespace.
-    pub fn new(family: IpFamily, table: &str) -> Self {
+    /// `nft` inside the network namespace at `netns` (`/run/netns/<name>`,
+    /// `/proc/<pid>/ns/net`), or in the agent's own when None.
+    pub fn new(family: IpFamily, table: &str, netns: Option<&Path>) -> Self {
         Nft {
             family,
             table: table.to_string(),
-            netns: None,
-        }
-    }
-
-    /// `nft` inside the network namespace at `path` (`/run/netns/<name>`, `/proc/<pid>/ns/net`).
-    pub fn in_netns(family: IpFamily, table: &str, path: &Path) -> Self {
-        Nft {
-            family,
-            table: table.to_string(),
-            netns: Some(path.to_path_buf()),
+            netns: netns.map(Path::to_path_buf),
         }
     }
 

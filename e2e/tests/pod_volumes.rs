@@ -1,0 +1,408 @@
+//! Pod volumes on a real `rekube-node-agent run` (issue 13, as root): emptyDir on disk
+//! and in memory, hostPath with its type checks, configMap and secret (items, modes,
+//! optional, the secret on tmpfs, an update reaching the running pod), downwardAPI
+//! (labels updated live), subPath (and its escapes refused), read-only mounts; failed
+//! mounts as upstream's FailedMount events with the pod waiting; after deletion no mount
+//! and no pod directory left, the hostPath's files kept.
+//!
+//! Skipped (with a message) when not root or without Debian's busybox-static.
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use rekube_crds::Pod;
+use rekube_e2e::agent::{AgentProcess, cannot_run_containers, delete_all_pods_and_check_leftovers};
+use rekube_e2e::{TestNamespace, wait_until};
+use serde_json::{Value, json};
+
+const T: Duration = Duration::from_secs(90);
+
+fn pod(name: &str, node: &str, spec: Value) -> Pod {
+    let mut base = json!({"nodeName": node, "terminationGracePeriodSeconds": 1});
+    base.as_object_mut()
+        .unwrap()
+        .extend(spec.as_object().unwrap().clone());
+    serde_json::from_value(json!({
+        "apiVersion": "rekube.io/v1", "kind": "Pod",
+        "metadata": {"name": name, "labels": {"app": "vol", "tier": "one"}},
+        "spec": base,
+    }))
+    .unwrap()
+}
+
+fn container(name: &str, script: &str, mounts: Value) -> Value {
+    json!({"name": name, "image": "busybox:1.36", "imagePullPolicy": "Never",
+        "command": ["sh", "-c", script], "volumeMounts": mounts,
+        "resources": {"limits": {"memory": "64Mi"}}})
+}
+
+/// The log of the pod's container (first instance), or "".
+fn log(agent: &AgentProcess, p: &Pod, container: &str) -> String {
+    let ns = p.metadata.namespace.clone().unwrap_or_default();
+    let name = p.metadata.name.clone().unwrap_or_default();
+    let uid = p.metadata.uid.clone().unwrap_or_default();
+    agent.container_log(&ns, &name, &uid, container, 0)
+}
+
+async fn running(pods: &Api<Pod>, name: &str) -> Pod {
+    wait_until(&format!("pod {name} running"), T, || async {
+        let p = pods.get(name).await.map_err(|e| e.to_string())?;
+        match p.status.as_ref().and_then(|s| s.phase.as_deref()) {
+            Some("Running") => Ok(p),
+            other => Err(format!("{other:?} {:?}", p.status)),
+        }
+    })
+    .await
+}
+
+/// The notes of the kubelet's events of `reason` about pod `name`.
+async fn events(api: &Api<Event>, name: &str, reason: &str) -> Vec<String> {
+    api.list(&ListParams::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| {
+            e.reason.as_deref() == Some(reason)
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
+        })
+        .filter_map(|e| e.note)
+        .collect()
+}
+
+#[tokio::test]
+async fn volumes_are_set_up_mounted_updated_and_torn_down() {
+    if cannot_run_containers() {
+        return;
+    }
+    let ns = TestNamespace::privileged("pod-volumes").await;
+    let agent = AgentProcess::start_real(&ns, "n", &[]);
+    let node = agent.node_name.clone();
+    let pods: Api<Pod> = Api::namespaced(ns.client.clone(), &ns.name);
+    let config_maps: Api<ConfigMap> = Api::namespaced(ns.client.clone(), &ns.name);
+    let pp = PostParams::default();
+    config_maps
+        .create(
+            &pp,
+            &serde_json::from_value(json!({"metadata": {"name": "conf"},
+                "data": {"a": "first", "b": "bee"}}))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    Api::<Secret>::namespaced(ns.client.clone(), &ns.name)
+        .create(
+            &pp,
+            &serde_json::from_value(json!({"metadata": {"name": "sec"},
+                "stringData": {"password": "s3cret"}}))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let host_dir = std::env::temp_dir().join(format!("rekube-e2e-hostpath-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&host_dir);
+
+    let script = r#"
+set -e
+echo "conf-a=$(cat /conf/dir/a.txt)"
+echo "conf-a-mode=$(stat -L -c %a /conf/dir/a.txt)"
+echo "conf-keys=$(ls /conf-all | tr '\n' ,)"
+echo "secret=$(cat /sec/password)"
+echo "secret-fs=$(awk '$2 == "/sec" {print $3}' /proc/mounts)"
+echo "mem-fs=$(awk '$2 == "/mem" {print $3}' /proc/mounts)"
+echo "scratch-fs-is-tmpfs=$(awk '$2 == "/scratch" && $3 == "tmpfs" {print "yes"}' /proc/mounts)"
+echo "name=$(cat /info/name)"
+echo "mem-limit=$(cat /info/mem)"
+echo hi > /scratch/x && echo "scratch=$(cat /scratch/x)"
+echo from-pod > /host/from-pod
+echo "sub=$(cat /sub/hello)"
+if touch /conf/nope 2>/dev/null; then echo conf=writable; else echo conf=read-only; fi
+if touch /ro/nope 2>/dev/null; then echo ro=writable; else echo ro=read-only; fi
+echo ready
+while true; do echo "live a=$(cat /conf/dir/a.txt) labels=$(cat /info/labels | tr '\n' ' ')"; sleep 1; done
+"#;
+    let spec = json!({
+        "initContainers": [container("init", "mkdir -p /scratch/data && echo inside > /scratch/data/hello",
+            json!([{"name": "scratch", "mountPath": "/scratch"}]))],
+        "containers": [container("main", script, json!([
+            {"name": "conf", "mountPath": "/conf"},
+            {"name": "conf-all", "mountPath": "/conf-all"},
+            {"name": "sec", "mountPath": "/sec"},
+            {"name": "mem", "mountPath": "/mem"},
+            {"name": "scratch", "mountPath": "/scratch"},
+            {"name": "scratch", "mountPath": "/sub", "subPath": "data"},
+            {"name": "scratch", "mountPath": "/ro", "readOnly": true},
+            {"name": "host", "mountPath": "/host"},
+            {"name": "info", "mountPath": "/info"},
+        ]))],
+        "volumes": [
+            {"name": "conf", "configMap": {"name": "conf", "items": [{"key": "a", "path": "dir/a.txt", "mode": 0o600}]}},
+            {"name": "conf-all", "configMap": {"name": "conf"}},
+            {"name": "sec", "secret": {"secretName": "sec"}},
+            {"name": "mem", "emptyDir": {"medium": "Memory", "sizeLimit": "8Mi"}},
+            {"name": "scratch", "emptyDir": {}},
+            {"name": "host", "hostPath": {"path": host_dir.to_str().unwrap(), "type": "DirectoryOrCreate"}},
+            {"name": "info", "downwardAPI": {"items": [
+                {"path": "name", "fieldRef": {"fieldPath": "metadata.name"}},
+                {"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}},
+                {"path": "mem", "resourceFieldRef": {"containerName": "main", "resource": "limits.memory"}},
+            ]}},
+        ],
+    });
+    pods.create(&pp, &pod("vols", &node, spec)).await.unwrap();
+    let p = running(&pods, "vols").await;
+    let out = wait_until("the pod's report", T, || async {
+        let out = log(&agent, &p, "main");
+        if out.contains("ready") {
+            Ok(out)
+        } else {
+            Err(out)
+        }
+    })
+    .await;
+    for want in [
+        "conf-a=first",
+        "conf-a-mode=600",
+        "conf-keys=a,b,",
+        "secret=s3cret",
+        "secret-fs=tmpfs",
+        "mem-fs=tmpfs",
+        "scratch=hi",
+        "name=vols",
+        &format!("mem-limit={}", 64 << 20),
+        "sub=inside",
+        "conf=read-only",
+        "ro=read-only",
+    ] {
+        assert!(
+            out.contains(want),
+            "{want:?} missing from the pod's report:\n{out}"
+        );
+    }
+    assert!(
+        !out.contains("scratch-fs-is-tmpfs=yes"),
+        "a disk emptyDir is not tmpfs:\n{out}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(host_dir.join("from-pod"))
+            .unwrap()
+            .trim(),
+        "from-pod",
+        "the hostPath directory was made (DirectoryOrCreate) and is the node's"
+    );
+
+    // A ConfigMap change and a label change reach the running pod (its volumes are set up
+    // again at each of its syncs).
+    config_maps
+        .patch(
+            "conf",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"a": "second"}})),
+        )
+        .await
+        .unwrap();
+    pods.patch(
+        "vols",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"tier": "two"}}})),
+    )
+    .await
+    .unwrap();
+    let started = std::time::Instant::now();
+    wait_until(
+        "the update seen inside the pod",
+        Duration::from_secs(70),
+        || async {
+            let out = log(&agent, &p, "main");
+            let last = out
+                .lines()
+                .rev()
+                .find(|l| l.contains("live "))
+                .unwrap_or("")
+                .to_string();
+            if last.contains("a=second") && last.contains("tier=\"two\"") {
+                Ok(())
+            } else {
+                Err(last)
+            }
+        },
+    )
+    .await;
+    eprintln!(
+        "configMap and label updates seen in the pod after {:?}",
+        started.elapsed()
+    );
+
+    // Deleted: the volumes go (tmpfs unmounted, the pod's directory removed); the
+    // hostPath's files stay on the node.
+    delete_all_pods_and_check_leftovers(&pods, &agent, T).await;
+    assert!(
+        host_dir.join("from-pod").exists(),
+        "hostPath content is the node's: kept"
+    );
+    let _ = std::fs::remove_dir_all(&host_dir);
+}
+
+#[tokio::test]
+async fn failed_mounts_and_sub_path_escapes() {
+    if cannot_run_containers() {
+        return;
+    }
+    let ns = TestNamespace::privileged("pod-volumes-bad").await;
+    let agent = AgentProcess::start_real(&ns, "n", &[]);
+    let node = agent.node_name.clone();
+    let pods: Api<Pod> = Api::namespaced(ns.client.clone(), &ns.name);
+    let events_api: Api<Event> = Api::namespaced(ns.client.clone(), &ns.name);
+    let pp = PostParams::default();
+    let missing = std::env::temp_dir().join(format!("rekube-e2e-missing-{}", std::process::id()));
+    let _ = std::fs::remove_file(&missing);
+
+    // hostPath of type File on a missing path: FailedMount with upstream's message, the
+    // pod waits; once the file exists the pod runs.
+    pods.create(
+        &pp,
+        &pod("hostfile", &node, json!({
+            "containers": [container("c", "cat /f; sleep 3600", json!([{"name": "f", "mountPath": "/f"}]))],
+            "volumes": [{"name": "f", "hostPath": {"path": missing.to_str().unwrap(), "type": "File"}}],
+        })),
+    )
+    .await
+    .unwrap();
+    // A configMap that does not exist (not optional), and one that is optional.
+    pods.create(
+        &pp,
+        &pod("nocm", &node, json!({
+            "containers": [container("c", "sleep 3600", json!([{"name": "cm", "mountPath": "/cm"}]))],
+            "volumes": [{"name": "cm", "configMap": {"name": "nope"}}],
+        })),
+    )
+    .await
+    .unwrap();
+    pods.create(
+        &pp,
+        &pod("optcm", &node, json!({
+            "containers": [container("c", "ls -A /cm | wc -l; sleep 3600", json!([{"name": "cm", "mountPath": "/cm"}]))],
+            "volumes": [{"name": "cm", "configMap": {"name": "nope", "optional": true}}],
+        })),
+    )
+    .await
+    .unwrap();
+    let note = wait_until("hostfile's FailedMount", T, || async {
+        events(&events_api, "hostfile", "FailedMount")
+            .await
+            .into_iter()
+            .next()
+            .ok_or_else(|| "none yet".to_string())
+    })
+    .await;
+    assert_eq!(
+        note,
+        format!(
+            "MountVolume.SetUp failed for volume \"f\" : hostPath type check failed: {} is not a file",
+            missing.display()
+        )
+    );
+    let note = wait_until("nocm's FailedMount", T, || async {
+        events(&events_api, "nocm", "FailedMount")
+            .await
+            .into_iter()
+            .next()
+            .ok_or_else(|| "none yet".to_string())
+    })
+    .await;
+    assert_eq!(
+        note,
+        "MountVolume.SetUp failed for volume \"cm\" : configmap \"nope\" not found"
+    );
+    for name in ["hostfile", "nocm"] {
+        let p = pods.get(name).await.unwrap();
+        let phase = p.status.as_ref().and_then(|s| s.phase.clone());
+        assert_eq!(
+            phase.as_deref(),
+            Some("Pending"),
+            "{name} waits for its volume"
+        );
+    }
+    running(&pods, "optcm").await;
+    std::fs::write(&missing, "now here\n").unwrap();
+    let p = running(&pods, "hostfile").await;
+    wait_until("hostfile reads its file", T, || async {
+        let out = log(&agent, &p, "c");
+        if out.contains("now here") {
+            Ok(())
+        } else {
+            Err(out)
+        }
+    })
+    .await;
+
+    // subPath through a symlink the pod planted: refused (CVE-2017-1002101); the same
+    // volume through a plain subPath works.
+    pods.create(
+        &pp,
+        &pod("escape", &node, json!({
+            "initContainers": [container("plant", "mkdir -p /v/ok && echo fine > /v/ok/f && ln -s /etc /v/evil && ln -s ../../../../../../.. /v/up",
+                json!([{"name": "v", "mountPath": "/v"}]))],
+            "containers": [
+                container("good", "cat /ok/f; sleep 3600", json!([{"name": "v", "mountPath": "/ok", "subPath": "ok"}])),
+                container("evil", "ls /x; sleep 3600", json!([{"name": "v", "mountPath": "/x", "subPath": "evil"}])),
+                container("up", "ls /x; sleep 3600", json!([{"name": "v", "mountPath": "/x", "subPath": "up"}])),
+            ],
+            "volumes": [{"name": "v", "emptyDir": {}}],
+        })),
+    )
+    .await
+    .unwrap();
+    let p = wait_until("escape's containers decided", T, || async {
+        let p = pods.get("escape").await.map_err(|e| e.to_string())?;
+        let statuses = p
+            .status
+            .as_ref()
+            .and_then(|s| s.container_statuses.clone())
+            .unwrap_or_default();
+        let waiting = |n: &str| {
+            statuses
+                .iter()
+                .find(|s| s.name == n)
+                .and_then(|s| s.state.as_ref()?.waiting.clone())
+        };
+        let good_running = statuses
+            .iter()
+            .any(|s| s.name == "good" && s.state.as_ref().is_some_and(|st| st.running.is_some()));
+        match (good_running, waiting("evil"), waiting("up")) {
+            (true, Some(e), Some(u))
+                if e.reason.as_deref() == Some("CreateContainerConfigError")
+                    && u.reason.as_deref() == Some("CreateContainerConfigError") =>
+            {
+                Ok((
+                    p.clone(),
+                    e.message.unwrap_or_default(),
+                    u.message.unwrap_or_default(),
+                ))
+            }
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert_eq!(
+        p.1,
+        "failed to prepare subPath for volumeMount \"v\" of container \"evil\""
+    );
+    assert_eq!(
+        p.2,
+        "failed to prepare subPath for volumeMount \"v\" of container \"up\""
+    );
+    wait_until("good reads through its subPath", T, || async {
+        let out = log(&agent, &p.0, "good");
+        if out.contains("fine") {
+            Ok(())
+        } else {
+            Err(out)
+        }
+    })
+    .await;
+
+    delete_all_pods_and_check_leftovers(&pods, &agent, T).await;
+    let _ = std::fs::remove_file(&missing);
+}

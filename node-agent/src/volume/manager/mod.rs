@@ -1,0 +1,285 @@
+//! The kubelet's volume manager (pkg/kubelet/volumemanager), in the seed's names: the
+//! [`desired_state_of_world`] (the volumes the node's pods want, filled by the populator
+//! from each pod the agent syncs), the [`actual_state_of_world`] (what is set up), and
+//! the [`reconciler`] (unmount what no pod wants, then mount what is missing or must be
+//! set up again). [`VolumeManager`] is the shell: SyncPod calls
+//! [`VolumeManager::wait_for_attach_and_mount`] before it starts any container (upstream's
+//! `WaitForAttachAndMount`, here without blocking: the pod worker requeues the pod while a
+//! volume fails, and each failure is a `FailedMount` event), and the pod's cleanup calls
+//! [`VolumeManager::unmount_pod`].
+//!
+//! What is still upstream's alone: the populator's and reconciler's own 100 ms loops (the
+//! pod syncs drive both here), reconstruction of the actual state from the disk after an
+//! agent restart (a restarted agent sets every volume up again; a pod's directory is
+//! swept whole at its cleanup, whatever is mounted in it), attachable volumes.
+
+pub mod actual_state_of_world;
+pub mod desired_state_of_world;
+pub mod reconciler;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use rekube_crds::Pod;
+
+use self::actual_state_of_world::{ActualStateOfWorld, MountedVolume};
+use self::desired_state_of_world::DesiredStateOfWorld;
+use self::reconciler::{Operation, reconcile};
+use super::plugins::{self, ObjectKind, SetUpContext, VolumeObjects, VolumeSpec};
+use super::pod_dirs::PodDirs;
+use crate::kubelet::quantity::amount;
+use crate::runtime::syscall::Syscall;
+
+/// Where the projected volumes' ConfigMaps and Secrets come from (the agent's
+/// `NodeReader`: as the node's own identity).
+pub trait ObjectReader: Sync {
+    fn config_map(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<ConfigMap>, String>> + Send;
+    fn secret(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<Secret>, String>> + Send;
+}
+
+/// Why a pod's volumes are not all set up: per volume, upstream's `FailedMount` message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountFailure {
+    /// `(volume, message)`, in the pod spec's order.
+    pub failed: Vec<(String, String)>,
+}
+
+impl MountFailure {
+    /// The pod-level summary (volume_manager.go's `WaitForAttachAndMount` error).
+    pub fn summary(&self) -> String {
+        let names: Vec<&str> = self.failed.iter().map(|(v, _)| v.as_str()).collect();
+        format!(
+            "unmounted volumes=[{}], unattached volumes=[], failed to process volumes=[]",
+            names.join(" ")
+        )
+    }
+}
+
+/// Upstream's per-volume event message (operation_generator.go `GenerateMountVolumeFunc`).
+pub fn mount_failed_message(volume: &str, error: &str) -> String {
+    format!("MountVolume.SetUp failed for volume \"{volume}\" : {error}")
+}
+
+pub struct VolumeManager {
+    dirs: PodDirs,
+    sys: Arc<dyn Syscall>,
+    node_allocatable: BTreeMap<String, Quantity>,
+    state: Mutex<(DesiredStateOfWorld, ActualStateOfWorld)>,
+}
+
+impl VolumeManager {
+    pub fn new(
+        dirs: PodDirs,
+        sys: Arc<dyn Syscall>,
+        node_allocatable: BTreeMap<String, Quantity>,
+    ) -> Self {
+        VolumeManager {
+            dirs,
+            sys,
+            node_allocatable,
+            state: Mutex::default(),
+        }
+    }
+
+    pub fn dirs(&self) -> &PodDirs {
+        &self.dirs
+    }
+
+    /// The populator's `processPodVolumes` for `pod`, then the reconciler's operations for
+    /// it, carried out: every volume set up (the remount-requiring ones again), or why not.
+    /// Returns the pod's mounted volumes by their name in the spec (`GetMountedVolumesForPod`).
+    pub async fn wait_for_attach_and_mount<R: ObjectReader>(
+        &self,
+        pod: &Pod,
+        reader: &R,
+    ) -> Result<BTreeMap<String, MountedVolume>, MountFailure> {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+        let mut failed: Vec<(String, String)> = Vec::new();
+        let mut specs = Vec::new();
+        for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+            match VolumeSpec::of(v) {
+                Ok(spec) => specs.push((v.name.clone(), spec)),
+                Err(e) => failed.push((
+                    v.name.clone(),
+                    mount_failed_message(&v.name, &e.to_string()),
+                )),
+            }
+        }
+        let ops: Vec<Operation> = {
+            let mut state = self.state.lock().unwrap();
+            let (dsw, asw) = &mut *state;
+            dsw.add_pod(&uid, specs);
+            asw.mark_remount_required(&uid, |plugin| {
+                dsw.pod_volumes(&uid)
+                    .any(|v| v.spec.plugin_name() == plugin && v.spec.requires_remount())
+            });
+            reconcile(dsw, asw)
+                .into_iter()
+                .filter(|op| match op {
+                    Operation::Unmount(m) => m.pod_uid == uid,
+                    Operation::Mount { volume, .. } => volume.pod_uid == uid,
+                })
+                .collect()
+        };
+        let ctx = SetUpContext {
+            dirs: &self.dirs,
+            sys: self.sys.as_ref(),
+            node_allocatable_memory: self
+                .node_allocatable
+                .get("memory")
+                .map(|q| amount(q).value())
+                .unwrap_or(0),
+        };
+        for op in ops {
+            match op {
+                Operation::Unmount(m) => {
+                    if plugins::tear_down(
+                        &self.dirs,
+                        self.sys.as_ref(),
+                        &m.pod_uid,
+                        &m.plugin_name,
+                        &m.outer_volume_spec_name,
+                    )
+                    .is_ok()
+                    {
+                        self.state
+                            .lock()
+                            .unwrap()
+                            .1
+                            .mark_volume_as_unmounted(&m.volume_name);
+                    }
+                }
+                Operation::Mount { volume, .. } => {
+                    let name = volume.outer_volume_spec_name.clone();
+                    let objects = match fetch_objects(reader, &namespace, &volume.spec).await {
+                        Ok(objects) => objects,
+                        Err(e) => {
+                            failed.push((name.clone(), mount_failed_message(&name, &e)));
+                            continue;
+                        }
+                    };
+                    match plugins::set_up(
+                        &ctx,
+                        pod,
+                        &name,
+                        &volume.spec,
+                        &objects,
+                        &self.node_allocatable,
+                    ) {
+                        Ok(path) => {
+                            self.state
+                                .lock()
+                                .unwrap()
+                                .1
+                                .mark_volume_as_mounted(MountedVolume {
+                                    volume_name: volume.volume_name.clone(),
+                                    pod_uid: uid.clone(),
+                                    outer_volume_spec_name: name,
+                                    plugin_name: volume.spec.plugin_name().to_string(),
+                                    path,
+                                    read_only: volume.spec.read_only(),
+                                    remount_required: false,
+                                });
+                        }
+                        Err(e) => {
+                            failed.push((name.clone(), mount_failed_message(&name, &e.to_string())))
+                        }
+                    }
+                }
+            }
+        }
+        if !failed.is_empty() {
+            return Err(MountFailure { failed });
+        }
+        let state = self.state.lock().unwrap();
+        Ok(state
+            .1
+            .mounted_volumes_for_pod(&uid)
+            .map(|m| (m.outer_volume_spec_name.clone(), m.clone()))
+            .collect())
+    }
+
+    /// The pod is gone from the node (its containers removed): the populator drops its
+    /// volumes, the reconciler tears them down, and the pod's directory goes, with
+    /// whatever is still mounted in it (subPath binds, volumes an earlier agent set up).
+    pub fn unmount_pod(&self, uid: &str) -> Result<(), String> {
+        let ops: Vec<Operation> = {
+            let mut state = self.state.lock().unwrap();
+            let (dsw, asw) = &mut *state;
+            dsw.delete_pod(uid);
+            reconcile(dsw, asw)
+                .into_iter()
+                .filter(|op| matches!(op, Operation::Unmount(m) if m.pod_uid == uid))
+                .collect()
+        };
+        for op in ops {
+            if let Operation::Unmount(m) = op {
+                plugins::tear_down(
+                    &self.dirs,
+                    self.sys.as_ref(),
+                    uid,
+                    &m.plugin_name,
+                    &m.outer_volume_spec_name,
+                )
+                .map_err(|e| {
+                    format!(
+                        "UnmountVolume.TearDown failed for volume \"{}\" : {e}",
+                        m.outer_volume_spec_name
+                    )
+                })?;
+                self.state
+                    .lock()
+                    .unwrap()
+                    .1
+                    .mark_volume_as_unmounted(&m.volume_name);
+            }
+        }
+        let dir: PathBuf = self.dirs.pod_dir(uid);
+        crate::runtime::rootfs::unmount_all_under(self.sys.as_ref(), &dir)
+            .map_err(|e| format!("unmounting what is left in {}: {e}", dir.display()))?;
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(format!("removing {}: {e}", dir.display())),
+        }
+    }
+}
+
+/// The ConfigMap or Secret a volume projects (upstream's configmap/secret managers: read
+/// at each set-up; NotFound is the plugin's business).
+async fn fetch_objects<R: ObjectReader>(
+    reader: &R,
+    namespace: &str,
+    spec: &VolumeSpec,
+) -> Result<VolumeObjects, String> {
+    let mut objects = VolumeObjects::default();
+    match spec.object() {
+        Some((ObjectKind::ConfigMap, name, _)) => {
+            objects.config_map = reader
+                .config_map(namespace, name)
+                .await
+                .map_err(|e| format!("couldn't get configMap {namespace}/{name}: {e}"))?;
+        }
+        Some((ObjectKind::Secret, name, _)) => {
+            objects.secret = reader
+                .secret(namespace, name)
+                .await
+                .map_err(|e| format!("couldn't get secret {namespace}/{name}: {e}"))?;
+        }
+        None => {}
+    }
+    Ok(objects)
+}

@@ -1,0 +1,130 @@
+//! What the reconciler does next (pkg/kubelet/volumemanager/reconciler/
+//! reconciler_common.go): unmount the volumes no pod wants any more first, then mount the
+//! wanted ones that are not mounted or must be set up again. Pure: the operations are
+//! carried out by the volume manager's shell.
+
+use super::actual_state_of_world::{ActualStateOfWorld, MountedVolume};
+use super::desired_state_of_world::{DesiredStateOfWorld, VolumeToMount};
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Operation {
+    /// `UnmountVolume` (`unmountVolumes`).
+    Unmount(MountedVolume),
+    /// `MountVolume` (`mountOrAttachVolumes`); `remount`: it is mounted and set up again.
+    Mount {
+        volume: VolumeToMount,
+        remount: bool,
+    },
+}
+
+/// The operations one reconcile pass carries out, unmounts first (upstream's order).
+pub fn reconcile(dsw: &DesiredStateOfWorld, asw: &ActualStateOfWorld) -> Vec<Operation> {
+    let mut ops: Vec<Operation> = asw
+        .mounted_volumes()
+        .filter(|m| !dsw.volume_exists(&m.volume_name))
+        .cloned()
+        .map(Operation::Unmount)
+        .collect();
+    for v in dsw.volumes_to_mount() {
+        match asw.get(&v.volume_name) {
+            None => ops.push(Operation::Mount {
+                volume: v.clone(),
+                remount: false,
+            }),
+            Some(m) if m.remount_required => ops.push(Operation::Mount {
+                volume: v.clone(),
+                remount: true,
+            }),
+            Some(_) => {}
+        }
+    }
+    ops
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::volume::plugins::VolumeSpec;
+
+    fn empty_dir() -> VolumeSpec {
+        VolumeSpec::EmptyDir {
+            medium: None,
+            size_limit_bytes: None,
+        }
+    }
+
+    fn config_map() -> VolumeSpec {
+        VolumeSpec::ConfigMap(Default::default())
+    }
+
+    fn mounted(v: &VolumeToMount) -> MountedVolume {
+        MountedVolume {
+            volume_name: v.volume_name.clone(),
+            pod_uid: v.pod_uid.clone(),
+            outer_volume_spec_name: v.outer_volume_spec_name.clone(),
+            plugin_name: v.spec.plugin_name().to_string(),
+            path: format!("/pods/{}", v.volume_name).into(),
+            read_only: v.spec.read_only(),
+            remount_required: false,
+        }
+    }
+
+    fn names(ops: &[Operation]) -> Vec<String> {
+        ops.iter()
+            .map(|op| match op {
+                Operation::Unmount(m) => format!("unmount {}", m.volume_name),
+                Operation::Mount { volume, remount } => {
+                    format!(
+                        "mount {}{}",
+                        volume.volume_name,
+                        if *remount { " again" } else { "" }
+                    )
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn mounts_what_is_wanted_and_unmounts_the_rest_first() {
+        let mut dsw = DesiredStateOfWorld::default();
+        let mut asw = ActualStateOfWorld::default();
+        dsw.add_pod(
+            "u1",
+            vec![("cache".into(), empty_dir()), ("conf".into(), config_map())],
+        );
+        assert_eq!(
+            names(&reconcile(&dsw, &asw)),
+            [
+                "mount kubernetes.io/empty-dir/u1-cache",
+                "mount kubernetes.io/configmap/u1-conf"
+            ]
+        );
+        let wanted: Vec<VolumeToMount> = dsw.volumes_to_mount().cloned().collect();
+        for v in &wanted {
+            asw.mark_volume_as_mounted(mounted(v));
+        }
+        assert!(
+            reconcile(&dsw, &asw).is_empty(),
+            "all mounted: nothing to do"
+        );
+        // The pod synced again: its configMap is set up again, its emptyDir is not.
+        asw.mark_remount_required("u1", |plugin| plugin == "kubernetes.io/configmap");
+        assert_eq!(
+            names(&reconcile(&dsw, &asw)),
+            ["mount kubernetes.io/configmap/u1-conf again"]
+        );
+        asw.mark_volume_as_mounted(mounted(&wanted[1]));
+        // A second pod arrives as the first goes: unmounts come first.
+        dsw.delete_pod("u1");
+        dsw.add_pod("u2", vec![("cache".into(), empty_dir())]);
+        assert_eq!(
+            names(&reconcile(&dsw, &asw)),
+            [
+                "unmount kubernetes.io/configmap/u1-conf",
+                "unmount kubernetes.io/empty-dir/u1-cache",
+                "mount kubernetes.io/empty-dir/u2-cache"
+            ]
+        );
+        assert!(!dsw.pod_exists("u1") && dsw.pod_exists("u2"));
+    }
+}

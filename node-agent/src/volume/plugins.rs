@@ -1,0 +1,345 @@
+//! The volume plugins a pod's volume goes through (pkg/volume/plugins.go's
+//! `VolumePluginMgr.FindPluginBySpec`): which plugin takes a volume of the pod spec, its
+//! attributes (read-only, whether it is set up again at every pod sync), and set-up and
+//! tear-down through the plugin modules. [`VolumeSpec::of`] is pure; set-up and
+//! tear-down touch the node.
+
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ConfigMapVolumeSource, DownwardAPIVolumeSource, HostPathVolumeSource, Secret,
+    SecretVolumeSource, Volume,
+};
+use rekube_crds::Pod;
+
+use super::atomic_writer::{AtomicWriter, AtomicWriterError};
+use super::pod_dirs::{
+    CONFIG_MAP_PLUGIN, DOWNWARD_API_PLUGIN, EMPTY_DIR_PLUGIN, HOST_PATH_PLUGIN, PodDirs,
+    SECRET_PLUGIN,
+};
+use super::{Payload, configmap, downwardapi, emptydir, hostpath, secret};
+use crate::kubelet::quantity::parse_quantity;
+use crate::runtime::syscall::Syscall;
+
+/// A pod volume as its plugin takes it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum VolumeSpec {
+    EmptyDir {
+        medium: Option<String>,
+        size_limit_bytes: Option<i64>,
+    },
+    HostPath(HostPathVolumeSource),
+    ConfigMap(ConfigMapVolumeSource),
+    Secret(SecretVolumeSource),
+    DownwardApi(DownwardAPIVolumeSource),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    #[error("no volume plugin matched: {kind} volumes are not supported by rekube-node-agent yet")]
+    Unsupported { kind: &'static str },
+    #[error("invalid sizeLimit {value:?}: {message}")]
+    SizeLimit { value: String, message: String },
+    #[error(transparent)]
+    EmptyDir(#[from] emptydir::EmptyDirError),
+    #[error(transparent)]
+    HostPath(#[from] hostpath::HostPathError),
+    #[error(transparent)]
+    ConfigMap(#[from] configmap::ConfigMapError),
+    #[error(transparent)]
+    Secret(#[from] secret::SecretError),
+    #[error(transparent)]
+    DownwardApi(#[from] downwardapi::DownwardApiError),
+    #[error(transparent)]
+    AtomicWriter(#[from] AtomicWriterError),
+}
+
+/// The kinds of volume source a pod spec may name (for the "not supported" message).
+fn source_kind(v: &Volume) -> &'static str {
+    let kinds: [(&'static str, bool); 11] = [
+        ("persistentVolumeClaim", v.persistent_volume_claim.is_some()),
+        ("ephemeral", v.ephemeral.is_some()),
+        ("projected", v.projected.is_some()),
+        ("csi", v.csi.is_some()),
+        ("image", v.image.is_some()),
+        ("nfs", v.nfs.is_some()),
+        ("iscsi", v.iscsi.is_some()),
+        ("fc", v.fc.is_some()),
+        ("gitRepo", v.git_repo.is_some()),
+        ("cephfs", v.cephfs.is_some()),
+        ("rbd", v.rbd.is_some()),
+    ];
+    kinds
+        .iter()
+        .find(|(_, set)| *set)
+        .map_or("this", |(k, _)| k)
+}
+
+impl VolumeSpec {
+    /// The plugin that takes `volume` (`FindPluginBySpec`), or why none does.
+    pub fn of(volume: &Volume) -> Result<VolumeSpec, PluginError> {
+        if let Some(e) = &volume.empty_dir {
+            let size_limit_bytes = match &e.size_limit {
+                Some(q) => Some(
+                    parse_quantity(&q.0)
+                        .map_err(|err| PluginError::SizeLimit {
+                            value: q.0.clone(),
+                            message: err.to_string(),
+                        })?
+                        .value(),
+                ),
+                None => None,
+            };
+            return Ok(VolumeSpec::EmptyDir {
+                medium: e.medium.clone().filter(|m| !m.is_empty()),
+                size_limit_bytes,
+            });
+        }
+        if let Some(h) = &volume.host_path {
+            return Ok(VolumeSpec::HostPath(h.clone()));
+        }
+        if let Some(c) = &volume.config_map {
+            return Ok(VolumeSpec::ConfigMap(c.clone()));
+        }
+        if let Some(s) = &volume.secret {
+            return Ok(VolumeSpec::Secret(s.clone()));
+        }
+        if let Some(d) = &volume.downward_api {
+            return Ok(VolumeSpec::DownwardApi(d.clone()));
+        }
+        Err(PluginError::Unsupported {
+            kind: source_kind(volume),
+        })
+    }
+
+    /// The plugin's name (`GetPluginName`).
+    pub fn plugin_name(&self) -> &'static str {
+        match self {
+            VolumeSpec::EmptyDir { .. } => EMPTY_DIR_PLUGIN,
+            VolumeSpec::HostPath(_) => HOST_PATH_PLUGIN,
+            VolumeSpec::ConfigMap(_) => CONFIG_MAP_PLUGIN,
+            VolumeSpec::Secret(_) => SECRET_PLUGIN,
+            VolumeSpec::DownwardApi(_) => DOWNWARD_API_PLUGIN,
+        }
+    }
+
+    /// `RequiresRemount`: set up again at every sync of the pod, so that a changed
+    /// ConfigMap, Secret or pod label reaches the running pod.
+    pub fn requires_remount(&self) -> bool {
+        matches!(
+            self,
+            VolumeSpec::ConfigMap(_) | VolumeSpec::Secret(_) | VolumeSpec::DownwardApi(_)
+        )
+    }
+
+    /// The mounter's `ReadOnly` attribute: containers always mount these read-only.
+    pub fn read_only(&self) -> bool {
+        self.requires_remount()
+    }
+
+    /// The ConfigMap or Secret the volume projects, and whether it may be missing.
+    pub fn object(&self) -> Option<(ObjectKind, &str, bool)> {
+        match self {
+            VolumeSpec::ConfigMap(c) => Some((
+                ObjectKind::ConfigMap,
+                c.name.as_str(),
+                c.optional.unwrap_or(false),
+            )),
+            VolumeSpec::Secret(s) => Some((
+                ObjectKind::Secret,
+                s.secret_name.as_deref().unwrap_or_default(),
+                s.optional.unwrap_or(false),
+            )),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectKind {
+    ConfigMap,
+    Secret,
+}
+
+/// The API object a projected volume needs, read by the shell before set-up.
+#[derive(Debug, Clone, Default)]
+pub struct VolumeObjects {
+    pub config_map: Option<ConfigMap>,
+    pub secret: Option<Secret>,
+}
+
+/// What set-up needs of the node.
+pub struct SetUpContext<'a> {
+    pub dirs: &'a PodDirs,
+    pub sys: &'a dyn Syscall,
+    /// The node's allocatable memory in bytes (the tmpfs size when nothing smaller is set).
+    pub node_allocatable_memory: i64,
+}
+
+/// Sets the pod's volume `name` up (`Mounter.SetUp`): the path containers mount.
+pub fn set_up(
+    ctx: &SetUpContext<'_>,
+    pod: &Pod,
+    name: &str,
+    spec: &VolumeSpec,
+    objects: &VolumeObjects,
+    node_allocatable: &std::collections::BTreeMap<
+        String,
+        k8s_openapi::apimachinery::pkg::api::resource::Quantity,
+    >,
+) -> Result<PathBuf, PluginError> {
+    let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+    let dir = ctx.dirs.pod_volume_dir(uid, spec.plugin_name(), name);
+    let ready = ctx.dirs.pod_plugin_dir(uid, spec.plugin_name(), name);
+    let memory = |size_limit: Option<i64>| {
+        emptydir::calculate_empty_dir_memory_size(
+            ctx.node_allocatable_memory,
+            size_limit,
+            emptydir::pod_memory_limit(pod),
+        )
+    };
+    match spec {
+        VolumeSpec::HostPath(source) => return Ok(hostpath::set_up(source)?),
+        VolumeSpec::EmptyDir {
+            medium,
+            size_limit_bytes,
+        } => {
+            emptydir::set_up(
+                &dir,
+                &ready,
+                medium.as_deref(),
+                memory(*size_limit_bytes),
+                ctx.sys,
+            )?;
+            return Ok(dir);
+        }
+        // configMap volumes are on the node's disk, secrets and downwardAPI in memory
+        // (upstream wraps an emptyDir of that medium).
+        VolumeSpec::ConfigMap(_) => emptydir::set_up(&dir, &ready, None, 0, ctx.sys)?,
+        VolumeSpec::Secret(_) | VolumeSpec::DownwardApi(_) => {
+            emptydir::set_up(&dir, &ready, Some("Memory"), memory(None), ctx.sys)?
+        }
+    }
+    let payload: Payload = match spec {
+        VolumeSpec::ConfigMap(source) => {
+            configmap::payload_for(source, objects.config_map.as_ref())?
+        }
+        VolumeSpec::Secret(source) => secret::payload_for(source, objects.secret.as_ref())?,
+        VolumeSpec::DownwardApi(source) => downwardapi::collect_data(
+            source.items.as_deref().unwrap_or_default(),
+            pod,
+            node_allocatable,
+            source.default_mode,
+        )?,
+        _ => unreachable!("handled above"),
+    };
+    let context = format!(
+        "pod {}/{} volume {name}",
+        pod.metadata.namespace.as_deref().unwrap_or_default(),
+        pod.metadata.name.as_deref().unwrap_or_default()
+    );
+    AtomicWriter::new(&dir, &context)?.write(&payload, None)?;
+    Ok(dir)
+}
+
+/// Tears the volume down (`Unmounter.TearDown`): hostPath leaves the node's path alone.
+pub fn tear_down(
+    dirs: &PodDirs,
+    sys: &dyn Syscall,
+    uid: &str,
+    plugin: &str,
+    name: &str,
+) -> Result<(), PluginError> {
+    if plugin == HOST_PATH_PLUGIN {
+        return Ok(());
+    }
+    let dir = dirs.pod_volume_dir(uid, plugin, name);
+    let ready = dirs.pod_plugin_dir(uid, plugin, name);
+    emptydir::tear_down(&dir, &ready, sys)?;
+    Ok(())
+}
+
+/// The volume's directory, if it has one on the node.
+pub fn volume_path(dirs: &PodDirs, uid: &str, spec: &VolumeSpec, name: &str) -> Option<PathBuf> {
+    match spec {
+        VolumeSpec::HostPath(h) => Some(Path::new(&h.path).to_path_buf()),
+        _ => Some(dirs.pod_volume_dir(uid, spec.plugin_name(), name)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn volume(json: serde_json::Value) -> Volume {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn plugins_by_source() {
+        let cases = [
+            (
+                serde_json::json!({"name": "a", "emptyDir": {}}),
+                EMPTY_DIR_PLUGIN,
+                false,
+            ),
+            (
+                serde_json::json!({"name": "a", "hostPath": {"path": "/x"}}),
+                HOST_PATH_PLUGIN,
+                false,
+            ),
+            (
+                serde_json::json!({"name": "a", "configMap": {"name": "c"}}),
+                CONFIG_MAP_PLUGIN,
+                true,
+            ),
+            (
+                serde_json::json!({"name": "a", "secret": {"secretName": "s"}}),
+                SECRET_PLUGIN,
+                true,
+            ),
+            (
+                serde_json::json!({"name": "a", "downwardAPI": {"items": []}}),
+                DOWNWARD_API_PLUGIN,
+                true,
+            ),
+        ];
+        for (v, plugin, remount) in cases {
+            let spec = VolumeSpec::of(&volume(v.clone())).unwrap();
+            assert_eq!(spec.plugin_name(), plugin, "{v}");
+            assert_eq!(spec.requires_remount(), remount, "{v}");
+            assert_eq!(spec.read_only(), remount, "{v}");
+        }
+        let spec = VolumeSpec::of(&volume(
+            serde_json::json!({"name": "a", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}}),
+        ))
+        .unwrap();
+        assert_eq!(
+            spec,
+            VolumeSpec::EmptyDir {
+                medium: Some("Memory".into()),
+                size_limit_bytes: Some(64 << 20)
+            }
+        );
+    }
+
+    #[test]
+    fn unsupported_sources_are_named() {
+        let err = VolumeSpec::of(&volume(
+            serde_json::json!({"name": "a", "persistentVolumeClaim": {"claimName": "c"}}),
+        ))
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "no volume plugin matched: persistentVolumeClaim volumes are not supported by rekube-node-agent yet"
+        );
+        let err = VolumeSpec::of(&volume(
+            serde_json::json!({"name": "a", "emptyDir": {"sizeLimit": "lots"}}),
+        ))
+        .unwrap_err();
+        assert!(
+            err.to_string().starts_with("invalid sizeLimit \"lots\""),
+            "{err}"
+        );
+    }
+}

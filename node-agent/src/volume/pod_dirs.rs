@@ -1,0 +1,89 @@
+//! Where a pod's volumes live on the node (kubelet_getters.go): under the agent's
+//! `--root-dir`, `pods/<uid>/volumes/<escaped plugin name>/<volume name>`, and each
+//! plugin's own per-volume state under `pods/<uid>/plugins/<escaped plugin name>/<volume
+//! name>`. Pure.
+
+use std::path::{Path, PathBuf};
+
+/// The plugins' names, as upstream's.
+pub const EMPTY_DIR_PLUGIN: &str = "kubernetes.io/empty-dir";
+pub const HOST_PATH_PLUGIN: &str = "kubernetes.io/host-path";
+pub const CONFIG_MAP_PLUGIN: &str = "kubernetes.io/configmap";
+pub const SECRET_PLUGIN: &str = "kubernetes.io/secret";
+pub const DOWNWARD_API_PLUGIN: &str = "kubernetes.io/downward-api";
+
+/// upstream's `EscapeQualifiedName`: `/` becomes `~` (a plugin name as a directory name).
+pub fn escape_qualified_name(name: &str) -> String {
+    name.replace('/', "~")
+}
+
+/// The inverse of [`escape_qualified_name`].
+pub fn unescape_qualified_name(name: &str) -> String {
+    name.replace('~', "/")
+}
+
+/// The pods' directories under one root (`<root-dir>/pods`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodDirs {
+    pods: PathBuf,
+}
+
+impl PodDirs {
+    /// `pods` is the directory holding one directory per pod UID.
+    pub fn new(pods: impl Into<PathBuf>) -> Self {
+        PodDirs { pods: pods.into() }
+    }
+
+    /// `<root>/pods`.
+    pub fn root(&self) -> &Path {
+        &self.pods
+    }
+
+    /// `getPodDir`.
+    pub fn pod_dir(&self, uid: &str) -> PathBuf {
+        self.pods.join(uid)
+    }
+
+    /// `getPodVolumesDir`.
+    pub fn pod_volumes_dir(&self, uid: &str) -> PathBuf {
+        self.pod_dir(uid).join("volumes")
+    }
+
+    /// `getPodVolumeDir`: where the volume's content is (what containers mount).
+    pub fn pod_volume_dir(&self, uid: &str, plugin: &str, volume: &str) -> PathBuf {
+        self.pod_volumes_dir(uid)
+            .join(escape_qualified_name(plugin))
+            .join(volume)
+    }
+
+    /// `getPodPluginDir` for one volume: the plugin's own state for it (emptyDir's `ready`
+    /// marker).
+    pub fn pod_plugin_dir(&self, uid: &str, plugin: &str, volume: &str) -> PathBuf {
+        self.pod_dir(uid)
+            .join("plugins")
+            .join(escape_qualified_name(plugin))
+            .join(volume)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_is_upstreams() {
+        let dirs = PodDirs::new("/var/lib/rekube/pods");
+        assert_eq!(
+            dirs.pod_volume_dir("u1", EMPTY_DIR_PLUGIN, "cache"),
+            Path::new("/var/lib/rekube/pods/u1/volumes/kubernetes.io~empty-dir/cache")
+        );
+        assert_eq!(
+            dirs.pod_plugin_dir("u1", EMPTY_DIR_PLUGIN, "cache"),
+            Path::new("/var/lib/rekube/pods/u1/plugins/kubernetes.io~empty-dir/cache")
+        );
+        assert_eq!(
+            unescape_qualified_name(&escape_qualified_name(CONFIG_MAP_PLUGIN)),
+            CONFIG_MAP_PLUGIN
+        );
+    }
+}
