@@ -12,6 +12,7 @@ pub mod manager;
 pub mod nodeauthorizer;
 pub mod nodelifecycle;
 pub mod podgc;
+pub mod pvcontroller;
 pub mod replicaset;
 pub mod scheduler;
 pub mod serviceallocator;

@@ -406,3 +406,61 @@ async fn failed_mounts_and_sub_path_escapes() {
     delete_all_pods_and_check_leftovers(&pods, &agent, T).await;
     let _ = std::fs::remove_file(&missing);
 }
+
+/// An emptyDir filled past its sizeLimit: the pod is evicted (upstream's eviction
+/// manager: Failed, reason Evicted, its message, an Evicted event) and its volume goes
+/// from the node while the pod object stays.
+#[tokio::test]
+async fn an_empty_dir_over_its_size_limit_evicts_the_pod() {
+    if cannot_run_containers() {
+        return;
+    }
+    let ns = TestNamespace::new("pod-volumes-evict").await;
+    let agent = AgentProcess::start_real(&ns, "n", &[]);
+    let node = agent.node_name.clone();
+    let pods: Api<Pod> = Api::namespaced(ns.client.clone(), &ns.name);
+    let events_api: Api<Event> = Api::namespaced(ns.client.clone(), &ns.name);
+    pods.create(
+        &PostParams::default(),
+        &pod(
+            "fill",
+            &node,
+            json!({
+                "containers": [container("c", "dd if=/dev/zero of=/data/big bs=1M count=3 && echo filled && sleep 3600",
+                    json!([{"name": "data", "mountPath": "/data"}]))],
+                "volumes": [{"name": "data", "emptyDir": {"sizeLimit": "1Mi"}}],
+            }),
+        ),
+    )
+    .await
+    .unwrap();
+    let started = std::time::Instant::now();
+    let p = wait_until("the pod evicted", T, || async {
+        let p = pods.get("fill").await.map_err(|e| e.to_string())?;
+        match p.status.as_ref().and_then(|s| s.phase.as_deref()) {
+            Some("Failed") => Ok(p),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    eprintln!("evicted {:?} after creation", started.elapsed());
+    let status = p.status.clone().unwrap();
+    let message = "Usage of EmptyDir volume \"data\" exceeds the limit \"1Mi\". ";
+    assert_eq!(status.reason.as_deref(), Some("Evicted"));
+    assert_eq!(status.message.as_deref(), Some(message));
+    let notes = events(&events_api, "fill", "Evicted").await;
+    assert_eq!(notes, [message]);
+    let dir = agent
+        .root
+        .join("pods")
+        .join(p.metadata.uid.clone().unwrap());
+    wait_until("the evicted pod's volume gone", T, || async {
+        if dir.exists() {
+            Err(format!("{} still there", dir.display()))
+        } else {
+            Ok(())
+        }
+    })
+    .await;
+    delete_all_pods_and_check_leftovers(&pods, &agent, T).await;
+}

@@ -28,9 +28,11 @@ use k8s_openapi::api::core::v1::Volume;
 use rekube_crds::{PersistentVolume, PersistentVolumeClaim, Pod};
 
 use super::filters::Unschedulable;
-use super::nodeaffinity::{match_node_selector_terms, match_topology_selector_terms};
-use super::resources::{Amount, RESOURCE_STORAGE, amount};
+use super::nodeaffinity::match_topology_selector_terms;
 use super::snapshot::{NodeInfo, Snapshot};
+use crate::pvcontroller::index::{
+    self, check_access_modes, is_volume_bound_to_claim, storage_capacity, storage_request,
+};
 use crate::util::claim::get_controller_of;
 use crate::util::labels::label_selector_as_selector;
 
@@ -207,49 +209,10 @@ pub fn pre_filter<'a>(
     Ok(Some(claims))
 }
 
-/// Whether the PV's node affinity admits a node with these labels (upstream
-/// `CheckNodeAffinity`, which sees the node's labels only).
+/// Whether the PV's node affinity admits the node (upstream `CheckNodeAffinity`, which
+/// sees the node's labels only).
 pub fn check_node_affinity(pv: &PersistentVolume, node: &NodeInfo) -> bool {
-    match pv
-        .spec
-        .as_ref()
-        .and_then(|s| s.node_affinity.as_ref())
-        .and_then(|a| a.required.as_ref())
-    {
-        None => true,
-        Some(ns) => match_node_selector_terms(&ns.node_selector_terms, node.labels(), ""),
-    }
-}
-
-fn storage_request(pvc: &PersistentVolumeClaim) -> Amount {
-    pvc.spec
-        .as_ref()
-        .and_then(|s| s.resources.as_ref())
-        .and_then(|r| r.requests.as_ref())
-        .and_then(|r| r.get(RESOURCE_STORAGE))
-        .map(amount)
-        .unwrap_or_default()
-}
-
-fn capacity(pv: &PersistentVolume) -> Amount {
-    pv.spec
-        .as_ref()
-        .and_then(|s| s.capacity.as_ref())
-        .and_then(|c| c.get(RESOURCE_STORAGE))
-        .map(amount)
-        .unwrap_or_default()
-}
-
-/// Whether the PV's claimRef names this claim (upstream `IsVolumeBoundToClaim`).
-fn is_volume_bound_to_claim(pv: &PersistentVolume, pvc: &PersistentVolumeClaim) -> bool {
-    let Some(r) = pv.spec.as_ref().and_then(|s| s.claim_ref.as_ref()) else {
-        return false;
-    };
-    r.name.as_deref() == pvc.metadata.name.as_deref()
-        && r.namespace.as_deref() == pvc.metadata.namespace.as_deref()
-        && r.uid
-            .as_deref()
-            .is_none_or(|u| u.is_empty() || Some(u) == pvc.metadata.uid.as_deref())
+    index::check_node_affinity(pv, node.labels()).is_ok()
 }
 
 fn volume_mode(mode: Option<&String>) -> &str {
@@ -262,21 +225,6 @@ fn is_available(pv: &PersistentVolume) -> bool {
         pv.status.as_ref().and_then(|s| s.phase.as_deref()),
         None | Some("") | Some("Available") | Some("Pending")
     )
-}
-
-/// Upstream `CheckAccessModes`: the PV offers every mode the claim asks for.
-fn check_access_modes(pvc: &PersistentVolumeClaim, pv: &PersistentVolume) -> bool {
-    let offered = pv
-        .spec
-        .as_ref()
-        .and_then(|s| s.access_modes.as_deref())
-        .unwrap_or_default();
-    pvc.spec
-        .as_ref()
-        .and_then(|s| s.access_modes.as_deref())
-        .unwrap_or_default()
-        .iter()
-        .all(|m| offered.contains(m))
 }
 
 /// The PV to bind the claim to on this node (upstream `FindMatchingVolume` on the
@@ -309,7 +257,7 @@ pub fn find_matching_volume<'a>(
         {
             continue;
         }
-        if capacity(pv) < requested
+        if storage_capacity(pv) < requested
             || volume_mode(pv_spec.and_then(|s| s.volume_mode.as_ref())) != claim_mode
             || pv.metadata.deletion_timestamp.is_some()
         {
@@ -329,7 +277,7 @@ pub fn find_matching_volume<'a>(
         {
             continue;
         }
-        if smallest.is_none_or(|s| capacity(s) > capacity(pv)) {
+        if smallest.is_none_or(|s| storage_capacity(s) > storage_capacity(pv)) {
             smallest = Some(pv);
         }
     }

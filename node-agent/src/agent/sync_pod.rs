@@ -54,6 +54,10 @@ use crate::kubelet::backoff::{
 };
 use crate::kubelet::container_gc::ContainerGcPolicy;
 use crate::kubelet::env::{EnvSources, make_environment_variables};
+use crate::kubelet::eviction::{
+    IMMEDIATE_EVICTION_GRACE_PERIOD_SECONDS, REASON_EVICTED, empty_dir_limit_eviction,
+    empty_dirs_with_size_limit,
+};
 use crate::kubelet::mounts::{VolumeInfo, make_mounts, mounts_etc_hosts};
 use crate::kubelet::pod_actions::{compute_pod_actions, is_restartable_init_container};
 use crate::kubelet::quantity::{Amount, QuantityError, parse_quantity};
@@ -1012,6 +1016,20 @@ impl RealSyncer {
         let state = self.state(&pod);
         let mut st = state.lock().await;
         let st = &mut *st;
+        // The eviction manager's emptyDir sizeLimit check (upstream's housekeeping every
+        // 10 s; here at each sync of the pod, every 10 s while it runs).
+        let limited: Vec<String> = empty_dirs_with_size_limit(&pod)
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect();
+        if !limited.is_empty() {
+            let used = self
+                .volumes
+                .empty_dir_usage(&pod.uid().unwrap_or_default(), &limited);
+            if let Some(message) = empty_dir_limit_eviction(&pod, &used) {
+                return self.evict(&pod, st, message).await;
+            }
+        }
         // 0. The pod's dead containers beyond the per-container limit go before any new
         // instance is made (upstream's GC runs every minute; here a crash loop also
         // keeps at most one dead instance per container between passes).
@@ -1202,6 +1220,58 @@ impl RealSyncer {
         })
     }
 
+    /// The eviction manager's `evictPod`: the event, every container killed with the
+    /// immediate grace period, the pod Failed with reason Evicted and the message.
+    async fn evict(
+        &self,
+        pod: &Pod,
+        st: &mut PodState,
+        message: String,
+    ) -> Result<SyncOutcome, HollowError> {
+        tracing::info!(pod = %pod.name_any(), %message, "evicting pod");
+        self.recorder.record(
+            &ev::pod_ref(pod),
+            EventType::Warning,
+            REASON_EVICTED,
+            message.clone(),
+        );
+        let net = PodNet::of(st.sandbox.as_ref());
+        let running: Vec<RtContainer> = st
+            .containers
+            .values()
+            .filter(|c| c.exit().is_none())
+            .cloned()
+            .collect();
+        let grace = Duration::from_secs(IMMEDIATE_EVICTION_GRACE_PERIOD_SECONDS);
+        futures_util::future::join_all(
+            running
+                .iter()
+                .map(|c| self.kill_container(pod, c, grace, &net, Some(&message))),
+        )
+        .await;
+        let runtime = st.status.lock().unwrap().clone();
+        let probes = self.prober.results();
+        write_status(&self.api(pod), pod, |p| {
+            let mut status = generate_api_pod_status(
+                p,
+                &PodStatusInputs {
+                    runtime: &runtime,
+                    probe_results: &probes,
+                    waiting_reasons: &st.waiting,
+                    host_ips: &self.config.host_ips,
+                    pod_is_terminal: true,
+                    now: Timestamp::now(),
+                },
+            );
+            status.phase = Some("Failed".into());
+            status.reason = Some(REASON_EVICTED.into());
+            status.message = Some(message.clone());
+            status
+        })
+        .await?;
+        Ok(SyncOutcome::Terminal)
+    }
+
     /// The pod's log directory (upstream `BuildPodLogsDirectory`:
     /// `<root>/<namespace>_<name>_<uid>`).
     fn pod_log_dir(&self, pod: &Pod) -> PathBuf {
@@ -1324,7 +1394,13 @@ impl PodSyncer for RealSyncer {
                 .unwrap()
                 .get(&pod.uid().unwrap_or_default())
                 .cloned();
-            let Some(state) = state else { return };
+            let Some(state) = state else {
+                // Nothing of it runs (an agent restart stopped everything): its volumes go.
+                if let Err(e) = self.volumes.unmount_pod(&pod.uid().unwrap_or_default()) {
+                    tracing::warn!(pod = %pod.name_any(), error = %e, "unmounting volumes");
+                }
+                return;
+            };
             self.prober.pod_deleting(&pod.uid().unwrap_or_default());
             let st = state.lock().await;
             let net = PodNet::of(st.sandbox.as_ref());
@@ -1341,6 +1417,12 @@ impl PodSyncer for RealSyncer {
                     .map(|c| self.kill_container(pod, c, grace, &net, None)),
             )
             .await;
+            // Nothing of the pod runs again: its volumes go now (upstream's populator
+            // drops the volumes of a pod whose runtime may be removed), so that a finished
+            // or evicted pod does not hold its emptyDir until it is deleted.
+            if let Err(e) = self.volumes.unmount_pod(&pod.uid().unwrap_or_default()) {
+                tracing::warn!(pod = %pod.name_any(), error = %e, "unmounting volumes");
+            }
         })
     }
 

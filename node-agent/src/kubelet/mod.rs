@@ -14,6 +14,7 @@
 //! | [`env`] | kubelet_pods.go `makeEnvironmentVariables`, `podFieldSelectorRuntimeValue`; pkg/fieldpath; api/v1/resource `ExtractContainerResourceValue`; kubelet_resources.go `defaultPodLimitsForDownwardAPI` |
 //! | [`quantity`] | apimachinery api/resource (parsing, `Value`, `MilliValue`) |
 //! | [`mounts`] | kubelet_pods.go `makeMounts`; kubecontainer `ExpandContainerVolumeMounts` |
+//! | [`eviction`] | eviction/eviction_manager.go `emptyDirLimitEviction`; eviction/helpers.go's messages |
 //! | [`security_context`] | kuberuntime/security_context_others.go `verifyRunAsNonRoot`; kuberuntime_container.go `getImageUser`; util/format `Pod` |
 //!
 //! SyncPod (kuberuntime_manager.go `SyncPod`), in the seed's order, and where each step's
@@ -44,6 +45,7 @@
 pub mod backoff;
 pub mod container_gc;
 pub mod env;
+pub mod eviction;
 pub mod mounts;
 pub mod pod_actions;
 pub mod prober;

@@ -30,7 +30,7 @@ use self::actual_state_of_world::{ActualStateOfWorld, MountedVolume};
 use self::desired_state_of_world::DesiredStateOfWorld;
 use self::reconciler::{Operation, reconcile};
 use super::plugins::{self, ObjectKind, SetUpContext, VolumeObjects, VolumeSpec};
-use super::pod_dirs::PodDirs;
+use super::pod_dirs::{EMPTY_DIR_PLUGIN, PodDirs};
 use crate::kubelet::quantity::amount;
 use crate::runtime::syscall::Syscall;
 
@@ -212,6 +212,18 @@ impl VolumeManager {
             .collect())
     }
 
+    /// The bytes used in each of the pod's emptyDir volumes named in `names` that is set
+    /// up (the volume stats the eviction manager reads: du's allocated blocks).
+    pub fn empty_dir_usage(&self, uid: &str, names: &[String]) -> BTreeMap<String, i64> {
+        names
+            .iter()
+            .filter_map(|name| {
+                let dir = self.dirs.pod_volume_dir(uid, EMPTY_DIR_PLUGIN, name);
+                dir.is_dir().then(|| (name.clone(), disk_usage(&dir)))
+            })
+            .collect()
+    }
+
     /// The pod is gone from the node (its containers removed): the populator drops its
     /// volumes, the reconciler tears them down, and the pod's directory goes, with
     /// whatever is still mounted in it (subPath binds, volumes an earlier agent set up).
@@ -282,4 +294,27 @@ async fn fetch_objects<R: ObjectReader>(
         None => {}
     }
     Ok(objects)
+}
+
+/// Bytes allocated to everything under `dir` (`du`: st_blocks of each file, symlinks not
+/// followed).
+pub fn disk_usage(dir: &std::path::Path) -> i64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0i64;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let Ok(meta) = entry.path().symlink_metadata() else {
+                continue;
+            };
+            total += meta.blocks() as i64 * 512;
+            if meta.is_dir() {
+                stack.push(entry.path());
+            }
+        }
+    }
+    total
 }
