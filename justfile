@@ -65,7 +65,7 @@ up nodes="2": bootstrap cluster-up
     e2e/scripts/sample-up.sh
     @echo; echo "rekube objects on the local cluster (KUBECONFIG={{local_kubeconfig}}):"
     KUBECONFIG={{local_kubeconfig}} kubectl get rekube -A -o wide
-    @echo; echo "Each node is a network namespace (ip netns: rk-up-n0, ...) with a rekube-node-agent in it: pods on the CNI bridge of the node's podCIDR, Services through its nftables proxy. The pods' CRI logs: {{cache}}/nodes/NODE/pods; the agents' logs: {{cache}}/cluster/logs/nodes."
+    @echo; echo "Each node is a network namespace (ip netns: rk-up-n0, ...) with a rekube-node-agent in it: pods on the CNI bridge of the node's podCIDR, Services through its nftables proxy. The pods' CRI logs: {{cache}}/nodes/NODE/logs; the agents' logs: {{cache}}/cluster/logs/nodes."
 
 # Benchmark: the Deployment workload under kube-controller-manager and rekube-controllers, side by side.
 bench-controllers deployments="100" replicas="10": cluster-up

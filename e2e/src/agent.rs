@@ -178,6 +178,12 @@ impl AgentProcess {
         self.spawn();
     }
 
+    /// SIGKILL (nothing cleaned up, as a crash), then the same agent again.
+    pub fn kill_and_restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
     /// Whether this machine can run real containers for a test: root (the agent makes
     /// namespaces, mounts and cgroups) and Debian's busybox-static for the image.
     pub fn can_run_containers() -> Result<(), String> {
@@ -296,7 +302,7 @@ impl AgentProcess {
     /// The pod's log directory (`<pod log dir>/<ns>_<pod>_<uid>`).
     pub fn pod_log_dir(&self, namespace: &str, pod: &str, uid: &str) -> PathBuf {
         self.root
-            .join("pods")
+            .join("logs")
             .join(format!("{namespace}_{pod}_{uid}"))
     }
 
@@ -572,7 +578,7 @@ pub fn real_agent_flags(root: &Path, cgroup_parent: &str) -> Vec<String> {
         "--run-dir".into(),
         dir("run"),
         "--pod-log-dir".into(),
-        dir("pods"),
+        dir("logs"),
         "--cgroup-parent".into(),
         cgroup_parent.into(),
     ]

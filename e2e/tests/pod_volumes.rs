@@ -464,3 +464,114 @@ async fn an_empty_dir_over_its_size_limit_evicts_the_pod() {
     .await;
     delete_all_pods_and_check_leftovers(&pods, &agent, T).await;
 }
+
+/// The agent killed with -9 while pods with volumes run, and one of them deleted while it
+/// is down: after the restart the remaining pod runs again with its emptyDir's data (no
+/// volume lost), and the deleted pod's volumes (a tmpfs and a configMap) are gone from the
+/// node (no mount leaked).
+#[tokio::test]
+async fn an_agent_killed_and_restarted_loses_and_leaks_no_volume() {
+    if cannot_run_containers() {
+        return;
+    }
+    let ns = TestNamespace::new("pod-volumes-restart").await;
+    let mut agent = AgentProcess::start_real(&ns, "n", &[]);
+    let node = agent.node_name.clone();
+    let pods: Api<Pod> = Api::namespaced(ns.client.clone(), &ns.name);
+    let pp = PostParams::default();
+    Api::<ConfigMap>::namespaced(ns.client.clone(), &ns.name)
+        .create(
+            &pp,
+            &serde_json::from_value(json!({"metadata": {"name": "conf"}, "data": {"k": "v"}}))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let script = "if [ -e /data/marker ]; then echo marker found; else echo first run; touch /data/marker; fi; sleep 3600";
+    pods.create(
+        &pp,
+        &pod("stays", &node, json!({
+            "containers": [container("c", script, json!([
+                {"name": "data", "mountPath": "/data"}, {"name": "mem", "mountPath": "/mem"}]))],
+            "volumes": [{"name": "data", "emptyDir": {}}, {"name": "mem", "emptyDir": {"medium": "Memory"}}],
+        })),
+    )
+    .await
+    .unwrap();
+    pods.create(
+        &pp,
+        &pod("goes", &node, json!({
+            "containers": [container("c", "sleep 3600", json!([
+                {"name": "mem", "mountPath": "/mem"}, {"name": "conf", "mountPath": "/conf"}]))],
+            "volumes": [{"name": "mem", "emptyDir": {"medium": "Memory"}},
+                        {"name": "conf", "configMap": {"name": "conf"}}],
+        })),
+    )
+    .await
+    .unwrap();
+    let stays = running(&pods, "stays").await;
+    let goes = running(&pods, "goes").await;
+    wait_until("stays' first run", T, || async {
+        let out = log(&agent, &stays, "c");
+        if out.contains("first run") {
+            Ok(())
+        } else {
+            Err(out)
+        }
+    })
+    .await;
+    let goes_dir = agent
+        .root
+        .join("pods")
+        .join(goes.metadata.uid.clone().unwrap());
+    assert!(goes_dir.exists(), "goes' volumes are on the node");
+
+    // Killed (-9: nothing cleaned up); "goes" deleted while it is down, its finalizer
+    // released by hand, so that the restarted agent never sees the object.
+    agent.kill();
+    pods.patch(
+        "goes",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .unwrap();
+    pods.delete("goes", &kube::api::DeleteParams::default().grace_period(0))
+        .await
+        .unwrap();
+    wait_until("goes gone from the API", T, || async {
+        match pods.get_opt("goes").await {
+            Ok(None) => Ok(()),
+            other => Err(format!(
+                "{:?}",
+                other.map(|p| p.map(|p| p.metadata.finalizers))
+            )),
+        }
+    })
+    .await;
+    agent.kill_and_restart();
+
+    let uid = stays.metadata.uid.clone().unwrap();
+    wait_until(
+        "stays running again with its emptyDir's data",
+        T,
+        || async {
+            let out = agent.container_log(&ns.name, "stays", &uid, "c", 1);
+            if out.contains("marker found") {
+                Ok(())
+            } else {
+                Err(out)
+            }
+        },
+    )
+    .await;
+    wait_until("goes' volumes removed from the node", T, || async {
+        if goes_dir.exists() {
+            Err(format!("{} still there", goes_dir.display()))
+        } else {
+            Ok(())
+        }
+    })
+    .await;
+    delete_all_pods_and_check_leftovers(&pods, &agent, T).await;
+}

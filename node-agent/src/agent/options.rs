@@ -288,14 +288,14 @@ impl AgentOptions {
             }
         }
         for (flag, dir) in [("run-dir", run), ("pod-log-dir", logs)] {
-            for sub in ["containers", "images"] {
+            for sub in ["containers", "images", "pods"] {
                 let owned = root.join(sub);
                 if dir.starts_with(&owned) || owned.starts_with(dir) {
                     return refuse(
                         flag,
                         dir,
                         format!(
-                            "must not be {owned:?}, inside it or contain it (the agent's containers and images)"
+                            "must not be {owned:?}, inside it or contain it (the agent's containers, images and pod volumes)"
                         ),
                     );
                 }
@@ -665,7 +665,7 @@ mod tests {
                 "--run-dir",
                 "/t/a/run",
                 "--pod-log-dir",
-                "/t/a/pods"
+                "/t/a/logs"
             ])
             .owned_paths()
             .is_ok()
@@ -772,11 +772,15 @@ mod tests {
             ),
             (
                 &["--run-dir", "/var/lib/rekube/containers"],
-                r#"invalid --run-dir "/var/lib/rekube/containers": must not be "/var/lib/rekube/containers", inside it or contain it (the agent's containers and images)"#,
+                r#"invalid --run-dir "/var/lib/rekube/containers": must not be "/var/lib/rekube/containers", inside it or contain it (the agent's containers, images and pod volumes)"#,
             ),
             (
                 &["--pod-log-dir", "/var/lib/rekube/images/logs"],
-                r#"invalid --pod-log-dir "/var/lib/rekube/images/logs": must not be "/var/lib/rekube/images", inside it or contain it (the agent's containers and images)"#,
+                r#"invalid --pod-log-dir "/var/lib/rekube/images/logs": must not be "/var/lib/rekube/images", inside it or contain it (the agent's containers, images and pod volumes)"#,
+            ),
+            (
+                &["--pod-log-dir", "/var/lib/rekube/pods"],
+                r#"invalid --pod-log-dir "/var/lib/rekube/pods": must not be "/var/lib/rekube/pods", inside it or contain it (the agent's containers, images and pod volumes)"#,
             ),
         ] {
             assert_eq!(err(args), message, "{args:?}");

@@ -44,6 +44,10 @@ pub trait PodSyncer: Send + Sync + 'static {
     /// Remove every trace of the pod (containers, sandbox, cgroups, mounts, volumes), then
     /// let the API object go.
     fn sync_terminated_pod<'a>(&'a self, pod: &'a Pod) -> BoxFuture<'a, ()>;
+    /// After a full relist: remove what is left on the node of pods that are neither in
+    /// the API nor worked on (`is_known` says which are), such as the volumes of a pod
+    /// deleted while the agent was down (upstream's `cleanupOrphanedPodDirs`).
+    fn cleanup_orphaned_pods(&self, _is_known: &dyn Fn(&str) -> bool) {}
 }
 
 /// The grace period for stopping a pod: the deletion's, else the spec's (upstream
@@ -107,6 +111,14 @@ impl<S: PodSyncer> PodWorkers<S> {
             workers: Mutex::new(HashMap::new()),
             resync_interval,
         })
+    }
+
+    /// After a relist (`known`: the pods in the API by UID): the syncer removes what is
+    /// left of pods with neither an API object nor a worker.
+    pub fn cleanup_orphaned_pods(&self, known: &HashMap<String, Pod>) {
+        let workers = self.workers.lock().unwrap();
+        self.syncer
+            .cleanup_orphaned_pods(&|uid| known.contains_key(uid) || workers.contains_key(uid));
     }
 
     /// upstream UpdatePod: hand the latest object to the pod's worker, starting it.
@@ -244,6 +256,7 @@ pub async fn watch_pods<S: PodSyncer>(client: Client, node: &str, workers: Arc<P
                     known.insert(uid, pod.clone());
                     workers.update_pod(pod);
                 }
+                workers.cleanup_orphaned_pods(&known);
             }
             Err(e) => tracing::warn!(node, error = %e, "watching pods; retrying"),
         }

@@ -1429,6 +1429,20 @@ impl PodSyncer for RealSyncer {
     fn sync_terminated_pod<'a>(&'a self, pod: &'a Pod) -> BoxFuture<'a, ()> {
         Box::pin(self.cleanup(pod))
     }
+
+    /// The volumes of pods gone while the agent was down (their directories under
+    /// `pods/`): torn down, whatever is mounted there unmounted, the directories removed.
+    fn cleanup_orphaned_pods(&self, is_known: &dyn Fn(&str) -> bool) {
+        for uid in self.volumes.pods_on_disk() {
+            if is_known(&uid) {
+                continue;
+            }
+            match self.volumes.unmount_pod(&uid) {
+                Ok(()) => tracing::info!(pod_uid = %uid, "removed an orphaned pod's volumes"),
+                Err(e) => tracing::warn!(pod_uid = %uid, error = %e, "orphaned pod's volumes"),
+            }
+        }
+    }
 }
 
 #[cfg(test)]

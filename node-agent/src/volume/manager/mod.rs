@@ -212,6 +212,17 @@ impl VolumeManager {
             .collect())
     }
 
+    /// The UIDs of the pods that have a directory on the node (`pods/<uid>`).
+    pub fn pods_on_disk(&self) -> Vec<String> {
+        std::fs::read_dir(self.dirs.root())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.path().is_dir())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect()
+    }
+
     /// The bytes used in each of the pod's emptyDir volumes named in `names` that is set
     /// up (the volume stats the eviction manager reads: du's allocated blocks).
     pub fn empty_dir_usage(&self, uid: &str, names: &[String]) -> BTreeMap<String, i64> {
