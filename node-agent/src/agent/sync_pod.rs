@@ -355,6 +355,17 @@ impl SyncerConfig {
     }
 }
 
+/// The pod's network and its containers that have not exited.
+fn running_containers(st: &PodState) -> (PodNet, Vec<RtContainer>) {
+    let running = st
+        .containers
+        .values()
+        .filter(|c| c.exit().is_none())
+        .cloned()
+        .collect();
+    (PodNet::of(st.sandbox.as_ref()), running)
+}
+
 impl ObjectReader for NodeReader {
     async fn config_map(
         &self,
@@ -1220,6 +1231,23 @@ impl RealSyncer {
         })
     }
 
+    /// Kills `running` at once, each within `grace`.
+    async fn kill_all(
+        &self,
+        pod: &Pod,
+        running: &[RtContainer],
+        net: &PodNet,
+        grace: Duration,
+        message: Option<&str>,
+    ) {
+        futures_util::future::join_all(
+            running
+                .iter()
+                .map(|c| self.kill_container(pod, c, grace, net, message)),
+        )
+        .await;
+    }
+
     /// The eviction manager's `evictPod`: the event, every container killed with the
     /// immediate grace period, the pod Failed with reason Evicted and the message.
     async fn evict(
@@ -1235,20 +1263,10 @@ impl RealSyncer {
             REASON_EVICTED,
             message.clone(),
         );
-        let net = PodNet::of(st.sandbox.as_ref());
-        let running: Vec<RtContainer> = st
-            .containers
-            .values()
-            .filter(|c| c.exit().is_none())
-            .cloned()
-            .collect();
+        let (net, running) = running_containers(st);
         let grace = Duration::from_secs(IMMEDIATE_EVICTION_GRACE_PERIOD_SECONDS);
-        futures_util::future::join_all(
-            running
-                .iter()
-                .map(|c| self.kill_container(pod, c, grace, &net, Some(&message))),
-        )
-        .await;
+        self.kill_all(pod, &running, &net, grace, Some(&message))
+            .await;
         let runtime = st.status.lock().unwrap().clone();
         let probes = self.prober.results();
         write_status(&self.api(pod), pod, |p| {
@@ -1402,21 +1420,8 @@ impl PodSyncer for RealSyncer {
                 return;
             };
             self.prober.pod_deleting(&pod.uid().unwrap_or_default());
-            let st = state.lock().await;
-            let net = PodNet::of(st.sandbox.as_ref());
-            let running: Vec<RtContainer> = st
-                .containers
-                .values()
-                .filter(|c| c.exit().is_none())
-                .cloned()
-                .collect();
-            drop(st);
-            futures_util::future::join_all(
-                running
-                    .iter()
-                    .map(|c| self.kill_container(pod, c, grace, &net, None)),
-            )
-            .await;
+            let (net, running) = running_containers(&*state.lock().await);
+            self.kill_all(pod, &running, &net, grace, None).await;
             // Nothing of the pod runs again: its volumes go now (upstream's populator
             // drops the volumes of a pod whose runtime may be removed), so that a finished
             // or evicted pod does not hold its emptyDir until it is deleted.
