@@ -117,6 +117,7 @@ echo "mem-limit=$(cat /info/mem)"
 echo hi > /scratch/x && echo "scratch=$(cat /scratch/x)"
 echo from-pod > /host/from-pod
 echo "sub=$(cat /sub/hello)"
+echo "proj=$(cat /proj/b.txt)/$(cat /proj/password)/$(cat /proj/ns)"
 if touch /conf/nope 2>/dev/null; then echo conf=writable; else echo conf=read-only; fi
 if touch /ro/nope 2>/dev/null; then echo ro=writable; else echo ro=read-only; fi
 echo ready
@@ -135,6 +136,7 @@ while true; do echo "live a=$(cat /conf/dir/a.txt) labels=$(cat /info/labels | t
             {"name": "scratch", "mountPath": "/ro", "readOnly": true},
             {"name": "host", "mountPath": "/host"},
             {"name": "info", "mountPath": "/info"},
+            {"name": "proj", "mountPath": "/proj"},
         ]))],
         "volumes": [
             {"name": "conf", "configMap": {"name": "conf", "items": [{"key": "a", "path": "dir/a.txt", "mode": 0o600}]}},
@@ -143,6 +145,11 @@ while true; do echo "live a=$(cat /conf/dir/a.txt) labels=$(cat /info/labels | t
             {"name": "mem", "emptyDir": {"medium": "Memory", "sizeLimit": "8Mi"}},
             {"name": "scratch", "emptyDir": {}},
             {"name": "host", "hostPath": {"path": host_dir.to_str().unwrap(), "type": "DirectoryOrCreate"}},
+            {"name": "proj", "projected": {"sources": [
+                {"configMap": {"name": "conf", "items": [{"key": "b", "path": "b.txt"}]}},
+                {"secret": {"name": "sec"}},
+                {"downwardAPI": {"items": [{"path": "ns", "fieldRef": {"fieldPath": "metadata.namespace"}}]}},
+            ]}},
             {"name": "info", "downwardAPI": {"items": [
                 {"path": "name", "fieldRef": {"fieldPath": "metadata.name"}},
                 {"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}},
@@ -172,6 +179,7 @@ while true; do echo "live a=$(cat /conf/dir/a.txt) labels=$(cat /info/labels | t
         "name=vols",
         &format!("mem-limit={}", 64 << 20),
         "sub=inside",
+        &format!("proj=bee/s3cret/{}", ns.name),
         "conf=read-only",
         "ro=read-only",
     ] {

@@ -13,6 +13,7 @@ use k8s_openapi::api::core::v1::DownwardAPIVolumeFile;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use rekube_crds::Pod;
 
+use super::aggregate_message;
 use super::atomic_writer::clean;
 use super::{FileProjection, Payload};
 use crate::kubelet::env::{
@@ -26,23 +27,8 @@ pub enum DownwardApiError {
     NoDefaultMode,
     /// The items that failed, shown as upstream's aggregate error: one message as it is,
     /// several as `[a, b]` without repeats.
-    #[error("{}", aggregate_message(.0))]
+    #[error("{}", aggregate_message(.0.iter().map(ToString::to_string)))]
     Items(Vec<EnvError>),
-}
-
-/// apimachinery's `aggregate.Error()`.
-fn aggregate_message(errors: &[EnvError]) -> String {
-    let mut seen: Vec<String> = Vec::new();
-    for e in errors {
-        let msg = e.to_string();
-        if !seen.contains(&msg) {
-            seen.push(msg);
-        }
-    }
-    match seen.len() {
-        1 => seen.remove(0),
-        _ => format!("[{}]", seen.join(", ")),
-    }
 }
 
 /// Upstream `CollectData`: the files of a downwardAPI volume of `pod`.

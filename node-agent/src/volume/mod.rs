@@ -14,6 +14,7 @@ pub mod hostpath;
 pub mod manager;
 pub mod plugins;
 pub mod pod_dirs;
+pub mod projected;
 pub mod secret;
 pub mod subpath;
 
@@ -77,4 +78,19 @@ pub fn key_to_path_payload(
         }
     }
     Ok(payload)
+}
+
+/// apimachinery's `aggregate.Error()`: one message as it is, several as `[a, b]`, repeats
+/// dropped.
+pub fn aggregate_message(messages: impl IntoIterator<Item = String>) -> String {
+    let mut seen: Vec<String> = Vec::new();
+    for m in messages {
+        if !seen.contains(&m) {
+            seen.push(m);
+        }
+    }
+    match seen.len() {
+        1 => seen.remove(0),
+        _ => format!("[{}]", seen.join(", ")),
+    }
 }

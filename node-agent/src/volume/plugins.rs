@@ -7,17 +7,17 @@
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, DownwardAPIVolumeSource, HostPathVolumeSource, Secret,
-    SecretVolumeSource, Volume,
+    ConfigMap, ConfigMapVolumeSource, DownwardAPIVolumeSource, HostPathVolumeSource,
+    ProjectedVolumeSource, Secret, SecretVolumeSource, Volume,
 };
 use rekube_crds::Pod;
 
 use super::atomic_writer::{AtomicWriter, AtomicWriterError};
 use super::pod_dirs::{
-    CONFIG_MAP_PLUGIN, DOWNWARD_API_PLUGIN, EMPTY_DIR_PLUGIN, HOST_PATH_PLUGIN, PodDirs,
-    SECRET_PLUGIN,
+    CONFIG_MAP_PLUGIN, DOWNWARD_API_PLUGIN, EMPTY_DIR_PLUGIN, HOST_PATH_PLUGIN, PROJECTED_PLUGIN,
+    PodDirs, SECRET_PLUGIN,
 };
-use super::{Payload, configmap, downwardapi, emptydir, hostpath, secret};
+use super::{Payload, configmap, downwardapi, emptydir, hostpath, projected, secret};
 use crate::kubelet::quantity::parse_quantity;
 use crate::runtime::syscall::Syscall;
 
@@ -32,6 +32,7 @@ pub enum VolumeSpec {
     ConfigMap(ConfigMapVolumeSource),
     Secret(SecretVolumeSource),
     DownwardApi(DownwardAPIVolumeSource),
+    Projected(ProjectedVolumeSource),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,15 +52,16 @@ pub enum PluginError {
     #[error(transparent)]
     DownwardApi(#[from] downwardapi::DownwardApiError),
     #[error(transparent)]
+    Projected(#[from] projected::ProjectedError),
+    #[error(transparent)]
     AtomicWriter(#[from] AtomicWriterError),
 }
 
 /// The kinds of volume source a pod spec may name (for the "not supported" message).
 fn source_kind(v: &Volume) -> &'static str {
-    let kinds: [(&'static str, bool); 11] = [
+    let kinds: [(&'static str, bool); 10] = [
         ("persistentVolumeClaim", v.persistent_volume_claim.is_some()),
         ("ephemeral", v.ephemeral.is_some()),
-        ("projected", v.projected.is_some()),
         ("csi", v.csi.is_some()),
         ("image", v.image.is_some()),
         ("nfs", v.nfs.is_some()),
@@ -107,6 +109,9 @@ impl VolumeSpec {
         if let Some(d) = &volume.downward_api {
             return Ok(VolumeSpec::DownwardApi(d.clone()));
         }
+        if let Some(p) = &volume.projected {
+            return Ok(VolumeSpec::Projected(p.clone()));
+        }
         Err(PluginError::Unsupported {
             kind: source_kind(volume),
         })
@@ -120,6 +125,7 @@ impl VolumeSpec {
             VolumeSpec::ConfigMap(_) => CONFIG_MAP_PLUGIN,
             VolumeSpec::Secret(_) => SECRET_PLUGIN,
             VolumeSpec::DownwardApi(_) => DOWNWARD_API_PLUGIN,
+            VolumeSpec::Projected(_) => PROJECTED_PLUGIN,
         }
     }
 
@@ -128,7 +134,10 @@ impl VolumeSpec {
     pub fn requires_remount(&self) -> bool {
         matches!(
             self,
-            VolumeSpec::ConfigMap(_) | VolumeSpec::Secret(_) | VolumeSpec::DownwardApi(_)
+            VolumeSpec::ConfigMap(_)
+                | VolumeSpec::Secret(_)
+                | VolumeSpec::DownwardApi(_)
+                | VolumeSpec::Projected(_)
         )
     }
 
@@ -137,20 +146,23 @@ impl VolumeSpec {
         self.requires_remount()
     }
 
-    /// The ConfigMap or Secret the volume projects, and whether it may be missing.
-    pub fn object(&self) -> Option<(ObjectKind, &str, bool)> {
+    /// The ConfigMaps and Secrets the volume projects (read before set-up).
+    pub fn objects(&self) -> Vec<(ObjectKind, String)> {
         match self {
-            VolumeSpec::ConfigMap(c) => Some((
-                ObjectKind::ConfigMap,
-                c.name.as_str(),
-                c.optional.unwrap_or(false),
-            )),
-            VolumeSpec::Secret(s) => Some((
+            VolumeSpec::ConfigMap(c) => vec![(ObjectKind::ConfigMap, c.name.clone())],
+            VolumeSpec::Secret(s) => vec![(
                 ObjectKind::Secret,
-                s.secret_name.as_deref().unwrap_or_default(),
-                s.optional.unwrap_or(false),
-            )),
-            _ => None,
+                s.secret_name.clone().unwrap_or_default(),
+            )],
+            VolumeSpec::Projected(p) => {
+                let (config_maps, secrets) = projected::objects(p);
+                config_maps
+                    .into_iter()
+                    .map(|n| (ObjectKind::ConfigMap, n))
+                    .chain(secrets.into_iter().map(|n| (ObjectKind::Secret, n)))
+                    .collect()
+            }
+            _ => Vec::new(),
         }
     }
 }
@@ -161,11 +173,12 @@ pub enum ObjectKind {
     Secret,
 }
 
-/// The API object a projected volume needs, read by the shell before set-up.
+/// The API objects a volume projects, read by the shell before set-up, by name (a name
+/// missing here: not found).
 #[derive(Debug, Clone, Default)]
 pub struct VolumeObjects {
-    pub config_map: Option<ConfigMap>,
-    pub secret: Option<Secret>,
+    pub config_maps: std::collections::BTreeMap<String, ConfigMap>,
+    pub secrets: std::collections::BTreeMap<String, Secret>,
 }
 
 /// What set-up needs of the node.
@@ -216,15 +229,27 @@ pub fn set_up(
         // configMap volumes are on the node's disk, secrets and downwardAPI in memory
         // (upstream wraps an emptyDir of that medium).
         VolumeSpec::ConfigMap(_) => emptydir::set_up(&dir, &ready, None, 0, ctx.sys)?,
-        VolumeSpec::Secret(_) | VolumeSpec::DownwardApi(_) => {
+        VolumeSpec::Secret(_) | VolumeSpec::DownwardApi(_) | VolumeSpec::Projected(_) => {
             emptydir::set_up(&dir, &ready, Some("Memory"), memory(None), ctx.sys)?
         }
     }
     let payload: Payload = match spec {
         VolumeSpec::ConfigMap(source) => {
-            configmap::payload_for(source, objects.config_map.as_ref())?
+            configmap::payload_for(source, objects.config_maps.get(&source.name))?
         }
-        VolumeSpec::Secret(source) => secret::payload_for(source, objects.secret.as_ref())?,
+        VolumeSpec::Secret(source) => secret::payload_for(
+            source,
+            objects
+                .secrets
+                .get(source.secret_name.as_deref().unwrap_or_default()),
+        )?,
+        VolumeSpec::Projected(source) => projected::collect_data(
+            source,
+            pod,
+            &objects.config_maps,
+            &objects.secrets,
+            node_allocatable,
+        )?,
         VolumeSpec::DownwardApi(source) => downwardapi::collect_data(
             source.items.as_deref().unwrap_or_default(),
             pod,
@@ -301,6 +326,11 @@ mod tests {
             (
                 serde_json::json!({"name": "a", "downwardAPI": {"items": []}}),
                 DOWNWARD_API_PLUGIN,
+                true,
+            ),
+            (
+                serde_json::json!({"name": "a", "projected": {"sources": []}}),
+                PROJECTED_PLUGIN,
                 true,
             ),
         ];

@@ -11,6 +11,7 @@ pub const HOST_PATH_PLUGIN: &str = "kubernetes.io/host-path";
 pub const CONFIG_MAP_PLUGIN: &str = "kubernetes.io/configmap";
 pub const SECRET_PLUGIN: &str = "kubernetes.io/secret";
 pub const DOWNWARD_API_PLUGIN: &str = "kubernetes.io/downward-api";
+pub const PROJECTED_PLUGIN: &str = "kubernetes.io/projected";
 
 /// upstream's `EscapeQualifiedName`: `/` becomes `~` (a plugin name as a directory name).
 pub fn escape_qualified_name(name: &str) -> String {

@@ -281,28 +281,35 @@ impl VolumeManager {
     }
 }
 
-/// The ConfigMap or Secret a volume projects (upstream's configmap/secret managers: read
-/// at each set-up; NotFound is the plugin's business).
+/// The ConfigMaps and Secrets a volume projects (upstream's configmap/secret managers:
+/// read at each set-up; a NotFound is left out, for the plugin to judge).
 async fn fetch_objects<R: ObjectReader>(
     reader: &R,
     namespace: &str,
     spec: &VolumeSpec,
 ) -> Result<VolumeObjects, String> {
     let mut objects = VolumeObjects::default();
-    match spec.object() {
-        Some((ObjectKind::ConfigMap, name, _)) => {
-            objects.config_map = reader
-                .config_map(namespace, name)
-                .await
-                .map_err(|e| format!("couldn't get configMap {namespace}/{name}: {e}"))?;
+    for (kind, name) in spec.objects() {
+        match kind {
+            ObjectKind::ConfigMap => {
+                let got = reader
+                    .config_map(namespace, &name)
+                    .await
+                    .map_err(|e| format!("couldn't get configMap {namespace}/{name}: {e}"))?;
+                if let Some(cm) = got {
+                    objects.config_maps.insert(name, cm);
+                }
+            }
+            ObjectKind::Secret => {
+                let got = reader
+                    .secret(namespace, &name)
+                    .await
+                    .map_err(|e| format!("couldn't get secret {namespace}/{name}: {e}"))?;
+                if let Some(s) = got {
+                    objects.secrets.insert(name, s);
+                }
+            }
         }
-        Some((ObjectKind::Secret, name, _)) => {
-            objects.secret = reader
-                .secret(namespace, name)
-                .await
-                .map_err(|e| format!("couldn't get secret {namespace}/{name}: {e}"))?;
-        }
-        None => {}
     }
     Ok(objects)
 }
