@@ -736,9 +736,18 @@ async fn route_across_nodes(mode: &'static str) {
     }
 
     // `cleanup` on a node whose agent is gone: no table, route or bridge of rekube's.
-    for name in ["client", "hairpin"] {
-        pods.delete(name, &DeleteParams::default()).await.unwrap();
+    // Every pod deleted and released by its agent (the Deployment's, scaled to 0, may
+    // still be terminating): nothing of their containers is left on any node.
+    for p in pods.list(&ListParams::default()).await.unwrap() {
+        let name = p.metadata.name.unwrap_or_default();
+        pods.delete(&name, &DeleteParams::default()).await.unwrap();
     }
+    let releasing = Instant::now();
+    rekube_e2e::agent::wait_pods_released(&pods, T).await;
+    for agent in &agents {
+        agent.wait_no_leftovers(Duration::from_secs(10)).await;
+    }
+    eprintln!("every pod released in {:?}", releasing.elapsed());
     let mut agents = agents;
     let mut a = agents.remove(0);
     a.terminate();

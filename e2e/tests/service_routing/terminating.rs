@@ -33,7 +33,7 @@ pub async fn fall_back_to_terminating_endpoints(c: &Cluster<'_>) {
     let (node_a, b, cc) = (&c.nodes[0], &c.agents[1], &c.agents[2]);
     let pp = PostParams::default();
     c.pods
-        .create(&pp, &server("term-0", &cc.node_name, 60))
+        .create(&pp, &server("term-0", &cc.node_name, 30))
         .await
         .unwrap();
     c.services
