@@ -545,6 +545,14 @@ pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Whether `path` is a mount point in this mount namespace (`/proc/self/mountinfo`, read
+/// by [`mounts_under`]; unreadable, it lists no mount). The path is resolved first, so a
+/// missing one is an error of kind `NotFound`.
+pub fn is_mount_point(path: &Path) -> std::io::Result<bool> {
+    let path = std::fs::canonicalize(path)?;
+    Ok(mounts_under(&path).contains(&path))
+}
+
 /// Undoes mountinfo's octal escapes (`\040` for a space).
 pub fn unescape_mountinfo(s: &str) -> String {
     let b = s.as_bytes();

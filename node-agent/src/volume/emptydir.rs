@@ -22,7 +22,7 @@ use rekube_crds::Pod;
 
 use crate::kubelet::quantity::{Amount, amount};
 use crate::kubelet::status_generate::compute_pod_qos;
-use crate::runtime::rootfs::mounts_under;
+pub use crate::runtime::rootfs::is_mount_point;
 use crate::runtime::syscall::{Syscall, SyscallError};
 
 /// The permissions of an emptyDir (upstream's `perm`).
@@ -167,14 +167,6 @@ pub fn pod_memory_limit(pod: &Pod) -> Option<i64> {
         _ if declared => Some(limit.value()),
         _ => None,
     }
-}
-
-/// Whether `path` is a mount point in this mount namespace (`/proc/self/mountinfo`, read
-/// by [`mounts_under`]; unreadable, it lists no mount). The path is resolved first, so a
-/// missing one is an error of kind `NotFound`.
-pub fn is_mount_point(path: &Path) -> io::Result<bool> {
-    let path = std::fs::canonicalize(path)?;
-    Ok(mounts_under(&path).contains(&path))
 }
 
 /// upstream's `mountDetector`: what backs a path and whether it is a mount point.

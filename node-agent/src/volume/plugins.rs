@@ -4,7 +4,7 @@
 //! tear-down through the plugin modules. [`VolumeSpec::of`] is pure; set-up and
 //! tear-down touch the node.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapVolumeSource, DownwardAPIVolumeSource, HostPathVolumeSource,
@@ -282,14 +282,6 @@ pub fn tear_down(
     let ready = dirs.pod_plugin_dir(uid, plugin, name);
     emptydir::tear_down(&dir, &ready, sys)?;
     Ok(())
-}
-
-/// The volume's directory, if it has one on the node.
-pub fn volume_path(dirs: &PodDirs, uid: &str, spec: &VolumeSpec, name: &str) -> Option<PathBuf> {
-    match spec {
-        VolumeSpec::HostPath(h) => Some(Path::new(&h.path).to_path_buf()),
-        _ => Some(dirs.pod_volume_dir(uid, spec.plugin_name(), name)),
-    }
 }
 
 #[cfg(test)]

@@ -159,10 +159,7 @@ pub fn prepare_safe_subpath(sp: &Subpath) -> Result<PathBuf, SubpathError> {
         path: target.clone(),
         source,
     };
-    if crate::runtime::rootfs::mounts_under(&target)
-        .iter()
-        .any(|m| m == &target)
-    {
+    if matches!(crate::runtime::rootfs::is_mount_point(&target), Ok(true)) {
         nix::mount::umount2(&target, MntFlags::MNT_DETACH)
             .map_err(|e| target_err(std::io::Error::from(e)))?;
     }
