@@ -13,6 +13,8 @@ pub mod nodeauthorizer;
 pub mod nodelifecycle;
 pub mod podgc;
 pub mod pvcontroller;
+pub mod pvcprotection;
+pub mod pvprotection;
 pub mod replicaset;
 pub mod scheduler;
 pub mod serviceallocator;

@@ -1,11 +1,15 @@
-//! The Secrets and ConfigMaps a pod refers to: upstream's `VisitPodSecretNames` and
-//! `VisitPodConfigmapNames` (pkg/api/v1/pod/util.go). The node authorizer grants a node
-//! exactly these names of the pods bound to it; the node agent reads them.
+//! The Secrets, ConfigMaps and PersistentVolumeClaims a pod refers to: upstream's
+//! `VisitPodSecretNames` and `VisitPodConfigmapNames` (pkg/api/v1/pod/util.go), and the
+//! claims of its volumes as the Node authorizer's graph has them (a `persistentVolumeClaim`
+//! volume's claim, `ephemeral.VolumeClaimName` for a generic ephemeral one). The node
+//! authorizer grants a node exactly these names of the pods bound to it; the node agent
+//! reads them.
 //!
 //! As upstream: every container kind (init, regular, ephemeral), env `valueFrom` and
 //! `envFrom`, imagePullSecrets, and the volume sources that name a Secret or ConfigMap in
-//! the pod's namespace. Transitive references (pod → PVC → PV → secret) are not followed;
-//! empty names are skipped (upstream `skipEmptyNames`).
+//! the pod's namespace. The claims' PersistentVolumes are the node authorizer's to follow
+//! (it reads the claims); a PersistentVolume's own Secrets (pod → PVC → PV → secret) are
+//! not followed. Empty names are skipped (upstream `skipEmptyNames`).
 use std::collections::BTreeSet;
 
 use k8s_openapi::api::core::v1::{EnvFromSource, EnvVar, PodSpec, Volume};
@@ -149,6 +153,61 @@ pub fn pod_config_map_names(spec: &PodSpec) -> BTreeSet<String> {
     out
 }
 
+/// The claim of a generic ephemeral volume: `<pod>-<volume>` (upstream
+/// `ephemeral.VolumeClaimName`, component-helpers/storage/ephemeral).
+pub fn ephemeral_volume_claim_name(pod_name: &str, volume_name: &str) -> String {
+    format!("{pod_name}-{volume_name}")
+}
+
+/// The PersistentVolumeClaim a volume of pod `pod_name` uses: a `persistentVolumeClaim`
+/// volume's `claimName`, or [`ephemeral_volume_claim_name`] for an `ephemeral` one.
+pub fn volume_claim_name(pod_name: &str, v: &Volume) -> Option<String> {
+    if let Some(c) = &v.persistent_volume_claim {
+        return Some(c.claim_name.clone());
+    }
+    v.ephemeral
+        .as_ref()
+        .map(|_| ephemeral_volume_claim_name(pod_name, &v.name))
+}
+
+/// Whether `claim` was created for `pod`'s generic ephemeral volume: same namespace and
+/// controlled by the pod (upstream `ephemeral.VolumeIsForPod`), else upstream's error.
+pub fn volume_is_for_pod(
+    pod: &crate::Pod,
+    claim: &crate::PersistentVolumeClaim,
+) -> Result<(), String> {
+    let ns = |m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+        m.namespace.clone().unwrap_or_default()
+    };
+    let controlled = claim
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|r| r.controller == Some(true) && Some(&r.uid) == pod.metadata.uid.as_ref());
+    if ns(&claim.metadata) == ns(&pod.metadata) && controlled {
+        return Ok(());
+    }
+    Err(format!(
+        "PVC {}/{} was not created for pod {}/{} (pod is not owner)",
+        ns(&claim.metadata),
+        claim.metadata.name.as_deref().unwrap_or_default(),
+        ns(&pod.metadata),
+        pod.metadata.name.as_deref().unwrap_or_default(),
+    ))
+}
+
+/// Every PersistentVolumeClaim name the volumes of pod `pod_name` use (upstream's Node
+/// authorizer graph: the pod → pvc edges of `AddPod`).
+pub fn pod_claim_names(pod_name: &str, spec: &PodSpec) -> BTreeSet<String> {
+    spec.volumes
+        .iter()
+        .flatten()
+        .filter_map(|v| volume_claim_name(pod_name, v))
+        .filter(|n| !n.is_empty())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -255,5 +314,33 @@ mod tests {
             serde_json::from_value(json!({"containers": [{"name": "c", "image": "i"}]})).unwrap();
         assert!(pod_secret_names(&spec).is_empty());
         assert!(pod_config_map_names(&spec).is_empty());
+        assert!(pod_claim_names("p", &spec).is_empty());
+        assert!(pod_claim_names("p", &pod()).is_empty());
+    }
+
+    #[test]
+    fn claims_of_claim_and_ephemeral_volumes() {
+        let spec: PodSpec = serde_json::from_value(json!({
+            "containers": [{"name": "c", "image": "i"}],
+            "volumes": [
+                {"name": "data", "persistentVolumeClaim": {"claimName": "shared"}},
+                {"name": "again", "persistentVolumeClaim": {"claimName": "shared", "readOnly": true}},
+                {"name": "unnamed", "persistentVolumeClaim": {"claimName": ""}},
+                {"name": "scratch", "ephemeral": {"volumeClaimTemplate": {"spec": {
+                    "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}}},
+                {"name": "secret", "secret": {"secretName": "s"}},
+            ],
+        }))
+        .unwrap();
+        let want: BTreeSet<String> = ["shared", "web-scratch"].map(String::from).into();
+        assert_eq!(pod_claim_names("web", &spec), want);
+        let volumes = spec.volumes.as_deref().unwrap();
+        assert_eq!(
+            volume_claim_name("web", &volumes[3]).as_deref(),
+            Some("web-scratch")
+        );
+        assert_eq!(volume_claim_name("web", &volumes[4]), None);
+        // Not followed to Secrets: a claim is no Secret reference.
+        assert_eq!(pod_secret_names(&spec), ["s".to_string()].into());
     }
 }

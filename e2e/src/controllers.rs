@@ -104,7 +104,8 @@ impl ControllerProcess {
     }
 
     /// Nodes are cluster-scoped: unless the test says otherwise, the controllers watch only
-    /// the test's nodes (labelled by [`crate::nodes::create_node`]), read their heartbeat
+    /// the test's nodes (labelled by [`crate::nodes::create_node`]) and PersistentVolumes and
+    /// StorageClasses (labelled with the same label by the test), read their heartbeat
     /// Leases from the test namespace and keep their ServiceAccounts there, so parallel
     /// tests never touch each other's nodes; their own Lease is in the test namespace too.
     fn scoping_defaults(&self) -> Vec<String> {
@@ -116,6 +117,10 @@ impl ControllerProcess {
         };
         if !given("--node-selector") {
             args.push("--node-selector".into());
+            args.push(format!("{}={}", crate::nodes::SCOPE_LABEL, self.namespace));
+        }
+        if !given("--storage-selector") {
+            args.push("--storage-selector".into());
             args.push(format!("{}={}", crate::nodes::SCOPE_LABEL, self.namespace));
         }
         if !given("--controllers") {

@@ -188,7 +188,8 @@ impl TestNamespace {
     }
 
     /// Creates `obj` (any kind, rekube's or upstream's) in this test's namespace. A
-    /// cluster-scoped object is renamed with [`Self::cluster_name`] and deleted on drop.
+    /// cluster-scoped object is renamed with [`Self::cluster_name`] and deleted on drop; a
+    /// PersistentVolume or StorageClass is labelled as the test's ([`nodes::SCOPE_LABEL`]).
     pub async fn create(&self, mut obj: Value) -> Result<Value> {
         let (api_version, kind) = type_of(&obj)?;
         let ar = api_resource(&api_version, &kind);
@@ -199,6 +200,11 @@ impl TestNamespace {
                     .context("object without a name")?,
             );
             obj["metadata"]["name"] = Value::from(name.clone());
+            // The controllers of this test watch only its own volumes and classes
+            // (`--storage-selector`, as `--node-selector` for its Nodes).
+            if matches!(kind.as_str(), "PersistentVolume" | "StorageClass") {
+                obj["metadata"]["labels"][nodes::SCOPE_LABEL] = Value::from(self.name.clone());
+            }
             self.cluster_objects.lock().unwrap().push((ar, name));
         } else {
             obj["metadata"]["namespace"] = Value::from(self.name.clone());

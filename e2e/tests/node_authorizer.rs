@@ -1,16 +1,19 @@
 //! The node authorizer (upstream's Node authorizer, as RBAC that rekube-controllers keeps)
 //! and the token rule of the NodeRestriction policy: a node agent reads, as its node's
-//! ServiceAccount, exactly the Secrets and ConfigMaps of the pods bound to its node,
-//! nothing of another node's pods and nothing unreferenced; it can get a token of no other
-//! node's ServiceAccount; a grant goes with the last pod that needed it, and the
-//! ServiceAccount with its Node. The controller runs under the chart's RBAC.
+//! ServiceAccount, exactly the Secrets, ConfigMaps and PersistentVolumeClaims of the pods
+//! bound to its node and the PersistentVolumes those claims are bound to, nothing of
+//! another node's pods and nothing unreferenced; it can get a token of no other node's
+//! ServiceAccount; a grant goes with the last pod that needed it, and the ServiceAccount
+//! with its Node. The controller runs under the chart's RBAC.
+use std::process::Command;
 use std::time::Duration;
 
 use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
-use k8s_openapi::api::rbac::v1::Role;
-use kube::api::{Api, DeleteParams, PostParams};
-use rekube_crds::{Node, Pod};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use rekube_crds::node_identity::NODE_IDENTITY_NAMESPACE_LABEL;
+use rekube_crds::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
 use rekube_e2e::controllers::{ControllerProcess, external};
 use rekube_e2e::nodes::{NodeShape, create_node};
 use rekube_e2e::rbac::refused;
@@ -27,17 +30,27 @@ fn token_request(kind: &str, name: &str, uid: &str) -> TokenRequest {
     .unwrap()
 }
 
-/// Answers of `client` to a GET of each `(kind, name)`: the HTTP status.
+/// Answers of `client` to a GET of each `(kind, name)`: the HTTP status. Kinds: `secret`,
+/// `configmap`, `pvc` (rekube's, in `ns`) and `pv` (rekube's, cluster-scoped).
 async fn read_status(client: &kube::Client, ns: &str, kind: &str, name: &str) -> u16 {
     let r = match kind {
         "secret" => Api::<Secret>::namespaced(client.clone(), ns)
             .get(name)
             .await
             .map(|_| ()),
-        _ => Api::<ConfigMap>::namespaced(client.clone(), ns)
+        "configmap" => Api::<ConfigMap>::namespaced(client.clone(), ns)
             .get(name)
             .await
             .map(|_| ()),
+        "pvc" => Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns)
+            .get(name)
+            .await
+            .map(|_| ()),
+        "pv" => Api::<PersistentVolume>::all(client.clone())
+            .get(name)
+            .await
+            .map(|_| ()),
+        other => panic!("no kind {other}"),
     };
     match r {
         Ok(()) => 200,
@@ -62,6 +75,71 @@ async fn wait_reads(what: &str, client: &kube::Client, ns: &str, want: &[(&str, 
     .await
 }
 
+/// The node authorizer's ClusterRoles and ClusterRoleBindings of the test's nodes (its
+/// identity namespace's), deleted on drop should the test end before the controller
+/// deletes them.
+struct ClusterGrants(String);
+
+impl Drop for ClusterGrants {
+    fn drop(&mut self) {
+        let _ = Command::new("kubectl")
+            .args([
+                "delete",
+                "clusterrole,clusterrolebinding",
+                "-l",
+                &format!("{NODE_IDENTITY_NAMESPACE_LABEL}={}", self.0),
+                "--ignore-not-found",
+            ])
+            .output();
+    }
+}
+
+/// A rekube PersistentVolume `name` (renamed with the test's cluster name); its name.
+async fn create_pv(ns: &TestNamespace, name: &str) -> String {
+    let pv = json!({"apiVersion": "rekube.io/v1", "kind": "PersistentVolume",
+        "metadata": {"name": name},
+        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+                 "hostPath": {"path": format!("/tmp/{name}")}}});
+    let pv = ns.create(pv).await.unwrap();
+    pv["metadata"]["name"].as_str().unwrap().to_string()
+}
+
+/// A rekube PersistentVolumeClaim `name`, bound to `volume` (`spec.volumeName` and a
+/// `Bound` phase, as the PV controller would write them) if given.
+async fn create_claim(ns: &TestNamespace, name: &str, volume: Option<&str>) {
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(ns.client.clone(), &ns.name);
+    let c = json!({"metadata": {"name": name},
+        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "",
+                 "resources": {"requests": {"storage": "1Gi"}}}});
+    claims
+        .create(&PostParams::default(), &serde_json::from_value(c).unwrap())
+        .await
+        .unwrap();
+    if let Some(volume) = volume {
+        bind_claim(&claims, name, volume).await;
+    }
+}
+
+async fn bind_claim(claims: &Api<PersistentVolumeClaim>, name: &str, volume: &str) {
+    let pp = PatchParams::default();
+    claims
+        .patch(
+            name,
+            &pp,
+            &Patch::Merge(json!({"spec": {"volumeName": volume}})),
+        )
+        .await
+        .unwrap();
+    claims
+        .patch_status(
+            name,
+            &pp,
+            &Patch::Merge(json!({"status": {"phase": "Bound"}})),
+        )
+        .await
+        .unwrap();
+}
+
 fn pod(name: &str, node: &str, spec: Value) -> Pod {
     let mut spec = spec;
     spec["nodeName"] = json!(node);
@@ -72,7 +150,7 @@ fn pod(name: &str, node: &str, spec: Value) -> Pod {
 }
 
 #[tokio::test]
-async fn a_node_reads_only_its_own_pods_secrets_and_config_maps() {
+async fn a_node_reads_only_its_own_pods_secrets_config_maps_and_volumes() {
     if external() {
         println!("skipped: needs a controller process of its own");
         return;
@@ -84,6 +162,7 @@ async fn a_node_reads_only_its_own_pods_secrets_and_config_maps() {
     let _controllers_rbac =
         rbac::apply_chart_rbac(&ns, "templates/controllers-rbac.yaml", "controllers");
     let _policy = rbac::apply_node_restriction(&ns);
+    let _cluster_grants = ClusterGrants(ns.name.clone());
     let pp = PostParams::default();
 
     // The hosts' Nodes (the agents' tokens are bound to them) and the rekube Nodes.
@@ -123,8 +202,26 @@ async fn a_node_reads_only_its_own_pods_secrets_and_config_maps() {
             .await
             .unwrap();
     }
+    // Claims: pa's (bound), pa's generic ephemeral volume's `pa-scratch` (bound), pb's
+    // (bound later) and one no pod uses (bound).
+    let pv_a = create_pv(&ns, "pva").await;
+    let pv_scratch = create_pv(&ns, "pva-scratch").await;
+    let pv_b = create_pv(&ns, "pvb").await;
+    let pv_x = create_pv(&ns, "pvx").await;
+    create_claim(&ns, "claim-a", Some(&pv_a)).await;
+    create_claim(&ns, "pa-scratch", Some(&pv_scratch)).await;
+    create_claim(&ns, "claim-b", None).await;
+    create_claim(&ns, "claim-x", Some(&pv_x)).await;
     let pods: Api<Pod> = Api::namespaced(ns.client.clone(), &ns.name);
-    // Node a: an env secret, a pull secret and a configMap volume; node b: envFrom.
+    // Node a: an env secret, a pull secret, a configMap volume, a claim and an ephemeral
+    // volume; node b: envFrom and a claim.
+    let pa_volumes = json!([
+        {"name": "cm", "configMap": {"name": "ca1"}},
+        {"name": "data", "persistentVolumeClaim": {"claimName": "claim-a"}},
+        {"name": "scratch", "ephemeral": {"volumeClaimTemplate": {"spec": {
+            "accessModes": ["ReadWriteOnce"], "storageClassName": "",
+            "resources": {"requests": {"storage": "1Gi"}}}}}},
+    ]);
     pods.create(
         &pp,
         &pod(
@@ -134,7 +231,7 @@ async fn a_node_reads_only_its_own_pods_secrets_and_config_maps() {
                    "containers": [{"name": "c", "image": "busybox:1.36",
                        "env": [{"name": "S", "valueFrom": {"secretKeyRef": {"name": "sa1", "key": "k"}}}],
                        "volumeMounts": [{"name": "cm", "mountPath": "/cm"}]}],
-                   "volumes": [{"name": "cm", "configMap": {"name": "ca1"}}]}),
+                   "volumes": pa_volumes}),
         ),
     )
     .await
@@ -145,7 +242,8 @@ async fn a_node_reads_only_its_own_pods_secrets_and_config_maps() {
             "pb",
             &b,
             json!({"containers": [{"name": "c", "image": "busybox:1.36",
-                "envFrom": [{"secretRef": {"name": "sb1"}}, {"configMapRef": {"name": "cb1"}}]}]}),
+                "envFrom": [{"secretRef": {"name": "sb1"}}, {"configMapRef": {"name": "cb1"}}]}],
+                "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "claim-b"}}]}),
         ),
     )
     .await
@@ -202,7 +300,7 @@ async fn a_node_reads_only_its_own_pods_secrets_and_config_maps() {
         .unwrap();
     let node_a = rbac::token_client(&ns, "node-a", &token_a).await;
 
-    // Node a reads exactly what pa refers to.
+    // Node a reads exactly what pa refers to, and the volumes of its claims.
     wait_reads(
         "node a's reads",
         &node_a,
@@ -211,10 +309,19 @@ async fn a_node_reads_only_its_own_pods_secrets_and_config_maps() {
             ("secret", "sa1", 200),
             ("secret", "sa2", 200),
             ("configmap", "ca1", 200),
+            ("pvc", "claim-a", 200),
+            ("pvc", "pa-scratch", 200),
+            ("pv", pv_a.as_str(), 200),
+            ("pv", pv_scratch.as_str(), 200),
             ("secret", "sb1", 403),
             ("configmap", "cb1", 403),
+            ("pvc", "claim-b", 403),
+            ("pv", pv_b.as_str(), 403),
             ("secret", "unreferenced", 403),
+            ("pvc", "claim-x", 403),
+            ("pv", pv_x.as_str(), 403),
             ("secret", "absent", 403),
+            ("pvc", "absent", 403),
         ],
     )
     .await;
@@ -224,6 +331,13 @@ async fn a_node_reads_only_its_own_pods_secrets_and_config_maps() {
     {
         Err(kube::Error::Api(s)) if s.code == 403 => {}
         other => panic!("node a listing secrets: {other:?}"),
+    }
+    match Api::<PersistentVolume>::all(node_a.clone())
+        .list(&Default::default())
+        .await
+    {
+        Err(kube::Error::Api(s)) if s.code == 403 => {}
+        other => panic!("node a listing persistent volumes: {other:?}"),
     }
     // Node b's identity, from an agent whose token is bound to host Node b.
     let agent_b_token = rbac::service_account_token(&ns, &agent_sa, Some(("Node", &b)));
@@ -236,6 +350,7 @@ async fn a_node_reads_only_its_own_pods_secrets_and_config_maps() {
         .and_then(|s| s.token)
         .unwrap();
     let node_b = rbac::token_client(&ns, "node-b", &token_b).await;
+    // Its claim not bound yet: the claim, no volume.
     wait_reads(
         "node b's reads",
         &node_b,
@@ -243,19 +358,39 @@ async fn a_node_reads_only_its_own_pods_secrets_and_config_maps() {
         &[
             ("secret", "sb1", 200),
             ("configmap", "cb1", 200),
+            ("pvc", "claim-b", 200),
+            ("pv", pv_b.as_str(), 403),
             ("secret", "sa1", 403),
             ("configmap", "ca1", 403),
+            ("pvc", "claim-a", 403),
+            ("pv", pv_a.as_str(), 403),
         ],
     )
     .await;
+    // The claim bound: the volume too.
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(ns.client.clone(), &ns.name);
+    bind_claim(&claims, "claim-b", &pv_b).await;
+    wait_reads(
+        "node b's volume once its claim is bound",
+        &node_b,
+        &ns.name,
+        &[("pv", pv_b.as_str(), 200), ("pv", pv_a.as_str(), 403)],
+    )
+    .await;
 
-    // pa gone: node a's grant goes with it (its Role deleted); b's stays.
+    // pa gone: node a's grant goes with it (its Role and ClusterRole deleted); b's stays.
     pods.delete("pa", &DeleteParams::default()).await.unwrap();
     wait_reads(
         "node a's grant revoked",
         &node_a,
         &ns.name,
-        &[("secret", "sa1", 403), ("configmap", "ca1", 403)],
+        &[
+            ("secret", "sa1", 403),
+            ("configmap", "ca1", 403),
+            ("pvc", "claim-a", 403),
+            ("pv", pv_a.as_str(), 403),
+            ("pv", pv_scratch.as_str(), 403),
+        ],
     )
     .await;
     let roles: Api<Role> = Api::namespaced(ns.client.clone(), &ns.name);
@@ -267,7 +402,28 @@ async fn a_node_reads_only_its_own_pods_secrets_and_config_maps() {
             .is_none(),
         "node a's role outlived its last pod"
     );
+    let cluster_roles: Api<ClusterRole> = Api::all(ns.client.clone());
+    let cluster_bindings: Api<ClusterRoleBinding> = Api::all(ns.client.clone());
+    let cluster_grant_gone = |node: String| {
+        let (roles, bindings) = (cluster_roles.clone(), cluster_bindings.clone());
+        async move {
+            let name = format!("rekube-node:{node}");
+            wait_until(
+                &format!("node {node}'s cluster role deleted"),
+                T,
+                || async {
+                    match (roles.get_opt(&name).await, bindings.get_opt(&name).await) {
+                        (Ok(None), Ok(None)) => Ok(()),
+                        other => Err(format!("{other:?}")),
+                    }
+                },
+            )
+            .await
+        }
+    };
+    cluster_grant_gone(a.clone()).await;
     assert_eq!(read_status(&node_b, &ns.name, "secret", "sb1").await, 200);
+    assert_eq!(read_status(&node_b, &ns.name, "pv", &pv_b).await, 200);
 
     // Node b's rekube Node deleted: its ServiceAccount goes, and its token with it.
     Api::<Node>::all(ns.client.clone())
@@ -288,6 +444,18 @@ async fn a_node_reads_only_its_own_pods_secrets_and_config_maps() {
         }
     })
     .await;
+    // Its Node gone, its ClusterRole stays while pb does (as upstream's graph edges), and
+    // goes with pb.
+    assert!(
+        cluster_roles
+            .get_opt(&format!("rekube-node:{b}"))
+            .await
+            .unwrap()
+            .is_some(),
+        "node b's cluster role went with its Node, before its pod"
+    );
+    pods.delete("pb", &DeleteParams::default()).await.unwrap();
+    cluster_grant_gone(b.clone()).await;
     let logs = controllers.logs();
     assert!(
         !logs.contains("forbidden"),

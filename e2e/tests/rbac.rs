@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::networking::v1::IPAddress;
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use rekube_crds::{
@@ -47,6 +47,18 @@ const NOT_EXERCISED: &[(&str, &str, &str)] = &[
         "the node authorizer's server-side apply of a new node ServiceAccount: a PATCH \
          (used) that RBAC authorizes as create too",
     ),
+    (
+        "create",
+        "clusterroles.rbac.authorization.k8s.io",
+        "the node authorizer's server-side apply of a new ClusterRole: a PATCH (used) that \
+         RBAC authorizes as create too",
+    ),
+    (
+        "create",
+        "clusterrolebindings.rbac.authorization.k8s.io",
+        "the node authorizer's server-side apply of a new ClusterRoleBinding: a PATCH \
+         (used) that RBAC authorizes as create too",
+    ),
     // RBAC's escalation check: a Role may grant only what its writer holds.
     (
         "get",
@@ -59,6 +71,20 @@ const NOT_EXERCISED: &[(&str, &str, &str)] = &[
         "configmaps",
         "never read: held so that the node authorizer may write Roles granting get on a \
          node's ConfigMaps (RBAC refuses a Role granting more than its writer holds)",
+    ),
+    (
+        "get",
+        "persistentvolumeclaims.rekube.io",
+        "never read: held so that the node authorizer may write Roles granting get on a \
+         node's PersistentVolumeClaims (RBAC refuses a Role granting more than its writer \
+         holds)",
+    ),
+    (
+        "get",
+        "persistentvolumes.rekube.io",
+        "never read: held so that the node authorizer may write ClusterRoles granting get \
+         on a node's PersistentVolumes (RBAC refuses a role granting more than its writer \
+         holds)",
     ),
     (
         "get",
@@ -194,6 +220,7 @@ impl Workload<'_> {
                 self.deployment_rollouts_rollback_and_scale_down(),
                 self.replica_set_adoption_and_release(),
                 self.wait_for_first_consumer_claim(),
+                self.volume_binding_release_and_protection(),
                 self.lost_node(),
                 self.orphaned_pod_of_a_deleted_node(),
                 self.node_authorizer_grants_and_revokes(),
@@ -437,6 +464,83 @@ impl Workload<'_> {
                 .ok_or(format!("{selected:?}"))
         })
         .await;
+        // Gone again, so that the node authorizer's step sees the node's grants go (the
+        // pod's claim is one of them).
+        self.api::<Pod>()
+            .delete("with-claim", &Default::default())
+            .await
+            .unwrap();
+    }
+
+    /// PV binder: binds a claim to a volume (update persistentvolumes, their status,
+    /// persistentvolumeclaims, their status), releases the volume when the claim goes
+    /// (update persistentvolumes/status). The protection controllers add their finalizers
+    /// and remove them once the claim and the volume are no longer in use (patch
+    /// persistentvolumeclaims, persistentvolumes).
+    async fn volume_binding_release_and_protection(&self) {
+        let class = format!("manual-{}", self.ns.name);
+        let pv = self
+            .ns
+            .create(
+                json!({"apiVersion": "rekube.io/v1", "kind": "PersistentVolume",
+                "metadata": {"name": "static"},
+                "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+                         "storageClassName": class, "persistentVolumeReclaimPolicy": "Retain",
+                         "hostPath": {"path": "/tmp/rekube-e2e-rbac-static"}}}),
+            )
+            .await
+            .unwrap();
+        let pv_name = pv["metadata"]["name"].as_str().unwrap().to_string();
+        self.create::<PersistentVolumeClaim>(json!({
+            "apiVersion": "rekube.io/v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "static"},
+            "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": class,
+                     "resources": {"requests": {"storage": "1Gi"}}}
+        }))
+        .await;
+        let claims = self.api::<PersistentVolumeClaim>();
+        wait_until("the static claim bound", T, || async {
+            let pvc = claims.get("static").await.map_err(|e| e.to_string())?;
+            let phase = pvc.status.as_ref().and_then(|s| s.phase.clone());
+            let protected = pvc
+                .finalizers()
+                .iter()
+                .any(|f| f == "kubernetes.io/pvc-protection");
+            (phase.as_deref() == Some("Bound") && protected)
+                .then_some(())
+                .ok_or(format!("{phase:?} {:?}", pvc.finalizers()))
+        })
+        .await;
+        claims
+            .delete("static", &kube::api::DeleteParams::default())
+            .await
+            .unwrap();
+        let volumes: Api<rekube_crds::PersistentVolume> = Api::all(self.ns.client.clone());
+        wait_until("the static volume released and protected", T, || async {
+            let v = volumes.get(&pv_name).await.map_err(|e| e.to_string())?;
+            let phase = v.status.as_ref().and_then(|s| s.phase.clone());
+            let protected = v
+                .finalizers()
+                .iter()
+                .any(|f| f == "kubernetes.io/pv-protection");
+            (phase.as_deref() == Some("Released") && protected)
+                .then_some(())
+                .ok_or(format!("{phase:?} {:?}", v.finalizers()))
+        })
+        .await;
+        volumes
+            .delete(&pv_name, &kube::api::DeleteParams::default())
+            .await
+            .unwrap();
+        wait_until("the static volume gone", T, || async {
+            match volumes.get_opt(&pv_name).await {
+                Ok(None) => Ok(()),
+                other => Err(format!(
+                    "{:?}",
+                    other.map(|v| v.map(|v| v.metadata.finalizers))
+                )),
+            }
+        })
+        .await;
     }
 
     /// Node IPAM: gives the new node a pod CIDR (patch nodes). Node lifecycle: the node
@@ -494,10 +598,12 @@ impl Workload<'_> {
     }
 
     /// Node authorizer: a Node of its own gets its ServiceAccount (list, watch, patch
-    /// serviceaccounts); a pod bound to the hollow agent's node referring to a Secret and a
-    /// ConfigMap gets the node a Role and RoleBinding (list, watch, patch roles and
-    /// rolebindings), deleted with the pod (delete roles, rolebindings); the Node deleted,
-    /// its ServiceAccount goes (delete serviceaccounts).
+    /// serviceaccounts); a pod bound to the hollow agent's node referring to a Secret, a
+    /// ConfigMap and a bound claim gets the node a Role and RoleBinding (list, watch, patch
+    /// roles and rolebindings) and a ClusterRole and ClusterRoleBinding for the claim's
+    /// volume (list, watch, patch clusterroles and clusterrolebindings), deleted with the
+    /// pod (delete roles, rolebindings, clusterroles, clusterrolebindings); the Node
+    /// deleted, its ServiceAccount goes (delete serviceaccounts).
     async fn node_authorizer_grants_and_revokes(&self) {
         // Tainted: the other steps' pods stay on the hollow agent's node.
         let shape = NodeShape {
@@ -513,21 +619,52 @@ impl Workload<'_> {
             }
         })
         .await;
+        // A claim bound to a volume (as the PV controller binds them).
+        let volume = self.ns.cluster_name("authz");
+        let pv = json!({"apiVersion": "rekube.io/v1", "kind": "PersistentVolume",
+            "metadata": {"name": "authz"},
+            "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+                     "hostPath": {"path": "/tmp/authz"}}});
+        self.ns.create(pv).await.unwrap();
+        self.create::<PersistentVolumeClaim>(json!({
+            "apiVersion": "rekube.io/v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "authz"},
+            "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "",
+                     "volumeName": volume, "resources": {"requests": {"storage": "1Gi"}}}
+        }))
+        .await;
+        self.api::<PersistentVolumeClaim>()
+            .patch_status(
+                "authz",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": {"phase": "Bound"}})),
+            )
+            .await
+            .unwrap();
         self.create::<Pod>(json!({
             "apiVersion": "rekube.io/v1", "kind": "Pod", "metadata": {"name": "reader"},
             "spec": {"nodeName": self.node,
                      "containers": [{"name": "c", "image": "busybox:1.36",
-                        "envFrom": [{"secretRef": {"name": "s"}}, {"configMapRef": {"name": "c"}}]}]}
+                        "envFrom": [{"secretRef": {"name": "s"}}, {"configMapRef": {"name": "c"}}]}],
+                     "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "authz"}}]}
         }))
         .await;
         let role = format!("rekube-node:{}", self.node);
         let (roles, bindings) = (self.api::<Role>(), self.api::<RoleBinding>());
-        wait_until("the node's role and binding", T, || async {
-            match (
-                roles.get_opt(&role).await.map_err(|e| e.to_string())?,
-                bindings.get_opt(&role).await.map_err(|e| e.to_string())?,
-            ) {
-                (Some(_), Some(_)) => Ok(()),
+        let cluster_roles = Api::<ClusterRole>::all(self.ns.client.clone());
+        let cluster_bindings = Api::<ClusterRoleBinding>::all(self.ns.client.clone());
+        let held = || async {
+            let e = |e: kube::Error| e.to_string();
+            Ok::<_, String>([
+                roles.get_opt(&role).await.map_err(e)?.is_some(),
+                bindings.get_opt(&role).await.map_err(e)?.is_some(),
+                cluster_roles.get_opt(&role).await.map_err(e)?.is_some(),
+                cluster_bindings.get_opt(&role).await.map_err(e)?.is_some(),
+            ])
+        };
+        wait_until("the node's roles and bindings", T, || async {
+            match held().await? {
+                [true, true, true, true] => Ok(()),
                 other => Err(format!("{other:?}")),
             }
         })
@@ -536,12 +673,9 @@ impl Workload<'_> {
             .delete("reader", &Default::default())
             .await
             .unwrap();
-        wait_until("the node's role and binding deleted", T, || async {
-            match (
-                roles.get_opt(&role).await.map_err(|e| e.to_string())?,
-                bindings.get_opt(&role).await.map_err(|e| e.to_string())?,
-            ) {
-                (None, None) => Ok(()),
+        wait_until("the node's roles and bindings deleted", T, || async {
+            match held().await? {
+                [false, false, false, false] => Ok(()),
                 other => Err(format!("{other:?}")),
             }
         })

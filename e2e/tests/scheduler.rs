@@ -437,10 +437,16 @@ async fn scores_prefer_free_nodes_spread_owners_and_honour_preferences() {
 }
 
 /// Volume topology: a bound claim's PV node affinity decides the node; a
-/// WaitForFirstConsumer claim gets the chosen node in volume.kubernetes.io/selected-node.
+/// WaitForFirstConsumer claim is matched to a PV on the chosen node, which the scheduler
+/// pre-binds and the PV binder binds; a claim to provision gets the chosen node in
+/// volume.kubernetes.io/selected-node and is handed to its external provisioner.
 #[tokio::test]
 async fn volumes_pin_pods_to_their_nodes() {
-    let e = env("sched-volumes", &["--controllers", "scheduler"]).await;
+    let e = env(
+        "sched-volumes",
+        &["--controllers", "scheduler,persistentvolume-binder"],
+    )
+    .await;
     let a = nodes::create_node(&e.ns, "a", &NodeShape::default()).await;
     let b = nodes::create_node(&e.ns, "b", &NodeShape::default()).await;
     let class = e.ns.cluster_name("local");
@@ -457,23 +463,78 @@ async fn volumes_pin_pods_to_their_nodes() {
             "local": {"path": "/mnt/b"}, "nodeAffinity": on(&b)}}))
         .await
         .unwrap();
+    let pv_b = e.ns.cluster_name("pv-b");
     e.ns.create(json!({"apiVersion": "rekube.io/v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "data"},
         "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": class, "resources": {"requests": {"storage": "1Gi"}}}}))
         .await
         .unwrap();
+    let claims = Api::<PersistentVolumeClaim>::namespaced(e.ns.client.clone(), &e.ns.name);
+    let pending = claims.get("data").await.unwrap();
+    assert_ne!(
+        pending.status.and_then(|s| s.phase).as_deref(),
+        Some("Bound"),
+        "WaitForFirstConsumer: not bound before a pod uses it"
+    );
     let vol = json!([{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}]);
     e.create(&pod("wffc", "100m", "64Mi", json!({"volumes": vol})))
         .await;
     assert_eq!(e.wait_bound("wffc").await, b, "only b has a PV that fits");
-    let pvc = Api::<PersistentVolumeClaim>::namespaced(e.ns.client.clone(), &e.ns.name)
-        .get("data")
-        .await
-        .unwrap();
+    let pvc = wait_until("claim data bound", Duration::from_secs(30), || async {
+        let c = claims.get("data").await.map_err(|e| e.to_string())?;
+        match c.status.as_ref().and_then(|s| s.phase.as_deref()) {
+            Some("Bound") => Ok(c),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert_eq!(
+        pvc.spec.as_ref().and_then(|s| s.volume_name.as_deref()),
+        Some(pv_b.as_str()),
+        "bound to the PV the scheduler chose"
+    );
     assert_eq!(
         pvc.annotations().get("volume.kubernetes.io/selected-node"),
-        Some(&b),
-        "the PV binder is told the node"
+        None,
+        "a matched PV is pre-bound, not provisioned for the node"
     );
+
+    // To provision: the chosen node goes to the claim, the claim to its provisioner.
+    let dynamic = e.ns.cluster_name("dynamic");
+    e.ns.create(json!({"apiVersion": "rekube.io/v1", "kind": "StorageClass", "metadata": {"name": "dynamic"},
+        "provisioner": "e2e.rekube.io/none", "volumeBindingMode": "WaitForFirstConsumer"}))
+        .await
+        .unwrap();
+    e.ns.create(json!({"apiVersion": "rekube.io/v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "dyn"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": dynamic, "resources": {"requests": {"storage": "1Gi"}}}}))
+        .await
+        .unwrap();
+    let vol = json!([{"name": "dyn", "persistentVolumeClaim": {"claimName": "dyn"}}]);
+    e.create(&pod(
+        "dyn",
+        "100m",
+        "64Mi",
+        json!({"volumes": vol, "nodeSelector": {"kubernetes.io/hostname": a}}),
+    ))
+    .await;
+    assert_eq!(e.wait_bound("dyn").await, a);
+    wait_until(
+        "claim dyn handed to its provisioner for node a",
+        Duration::from_secs(30),
+        || async {
+            let c = claims.get("dyn").await.map_err(|e| e.to_string())?;
+            let ann = c.annotations();
+            let got = (
+                ann.get("volume.kubernetes.io/selected-node").cloned(),
+                ann.get("volume.kubernetes.io/storage-provisioner").cloned(),
+            );
+            if got == (Some(a.clone()), Some("e2e.rekube.io/none".to_string())) {
+                Ok(())
+            } else {
+                Err(format!("{got:?}"))
+            }
+        },
+    )
+    .await;
 
     // A claim that does not exist: unschedulable with upstream's message.
     let missing = json!([{"name": "x", "persistentVolumeClaim": {"claimName": "missing"}}]);
@@ -489,7 +550,6 @@ async fn volumes_pin_pods_to_their_nodes() {
         m.contains("persistentvolumeclaim \"missing\" not found"),
         "{m}"
     );
-    let _ = a;
 }
 
 /// A node that stops heartbeating: after the grace period it is tainted unreachable, its

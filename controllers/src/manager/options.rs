@@ -19,6 +19,9 @@ pub const KNOWN_CONTROLLERS: &[&str] = &[
     "endpointslice-controller",
     "endpointslice-mirroring-controller",
     "service-allocator-controller",
+    "persistentvolume-binder-controller",
+    "persistentvolumeclaim-protection-controller",
+    "persistentvolume-protection-controller",
 ];
 
 #[derive(Debug, Parser)]
@@ -133,6 +136,21 @@ pub struct Options {
     #[arg(long, default_value = "")]
     pub node_selector: String,
 
+    /// Watch and act on the PersistentVolumes and StorageClasses with these labels only (a
+    /// label selector; all when empty). Not in kube-controller-manager; the cluster-scoped
+    /// twin of --namespace for storage, as --node-selector is for Nodes.
+    #[arg(long, default_value = "")]
+    pub storage_selector: String,
+
+    /// How often the PV binder syncs every volume and claim again (upstream
+    /// --pvclaimbinder-sync-period).
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    pub pvclaimbinder_sync_period: Duration,
+
+    /// Enable dynamic provisioning (upstream --enable-dynamic-provisioning).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub enable_dynamic_provisioning: bool,
+
     /// Assign each Node a pod CIDR from --cluster-cidr (the node-ipam-controller).
     #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
     pub allocate_node_cidrs: bool,
@@ -231,7 +249,7 @@ pub struct Options {
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum Error {
     #[error(
-        "unknown controller {0:?} in --controllers (known: deployment-controller, replicaset-controller, node-ipam-controller, node-lifecycle-controller, taint-eviction-controller, pod-garbage-collector-controller, node-authorizer-controller, endpoint-controller, endpointslice-controller, endpointslice-mirroring-controller, service-allocator-controller, scheduler)"
+        "unknown controller {0:?} in --controllers (known: deployment-controller, replicaset-controller, node-ipam-controller, node-lifecycle-controller, taint-eviction-controller, pod-garbage-collector-controller, node-authorizer-controller, endpoint-controller, endpointslice-controller, endpointslice-mirroring-controller, service-allocator-controller, persistentvolume-binder-controller, persistentvolumeclaim-protection-controller, persistentvolume-protection-controller, scheduler)"
     )]
     UnknownController(String),
     #[error(
@@ -429,6 +447,9 @@ mod tests {
             "node-authorizer-controller",
             "node-ipam-controller",
             "node-lifecycle-controller",
+            "persistentvolume-binder-controller",
+            "persistentvolume-protection-controller",
+            "persistentvolumeclaim-protection-controller",
             "pod-garbage-collector-controller",
             "replicaset-controller",
             "scheduler",
@@ -444,7 +465,18 @@ mod tests {
             enabled(&["scheduler", "node-lifecycle"]).unwrap(),
             vec!["node-lifecycle-controller", "scheduler"]
         );
-        assert_eq!(enabled(&["*", "-scheduler"]).unwrap().len(), 11);
+        assert_eq!(enabled(&["*", "-scheduler"]).unwrap().len(), 14);
+        assert_eq!(
+            enabled(&[
+                "persistentvolume-binder",
+                "persistentvolumeclaim-protection"
+            ])
+            .unwrap(),
+            vec![
+                "persistentvolume-binder-controller",
+                "persistentvolumeclaim-protection-controller"
+            ]
+        );
         assert_eq!(
             enabled(&["endpointslice-mirroring"]).unwrap(),
             vec!["endpointslice-mirroring-controller"]

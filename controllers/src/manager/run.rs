@@ -36,6 +36,11 @@ use crate::nodelifecycle::lifecycle_controller::{
     Config as LifecycleConfig, NodeLifecycleController,
 };
 use crate::podgc::controller::{Config as PodGcConfig, PodGcController};
+use crate::pvcontroller::controller::{Informers as PvBinderInformers, PersistentVolumeBinder};
+use crate::pvcprotection::controller::{
+    Informers as PvcProtectionInformers, PvcProtectionController,
+};
+use crate::pvprotection::controller::{Informers as PvProtectionInformers, PvProtectionController};
 use crate::replicaset::controller::ReplicaSetController;
 use crate::scheduler::controller::{Informers as SchedulerInformers, Scheduler};
 use crate::serviceallocator::controller::{
@@ -159,12 +164,19 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         page.clone(),
     );
     let needs = |names: &[&str]| names.iter().any(|n| enabled.contains(n));
-    let pvs = Informer::new(Api::<PersistentVolume>::all(client.clone()), page.clone());
+    let mut storage_page = page.clone();
+    if !opts.storage_selector.is_empty() {
+        storage_page = storage_page.labels(&opts.storage_selector);
+    }
+    let pvs = Informer::new(
+        Api::<PersistentVolume>::all(client.clone()),
+        storage_page.clone(),
+    );
     let pvcs = Informer::new(
         scoped_api::<PersistentVolumeClaim>(&client, &opts.namespace),
         page.clone(),
     );
-    let classes = Informer::new(Api::<StorageClass>::all(client.clone()), page.clone());
+    let classes = Informer::new(Api::<StorageClass>::all(client.clone()), storage_page);
     // The node authorizer's own objects: only those it labelled.
     let owned = page.clone().labels(&managed_selector());
     let roles = Informer::new(scoped_api::<Role>(&client, &opts.namespace), owned.clone());
@@ -292,6 +304,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
             new_client().await?,
             NodeAuthorizerInformers {
                 pods: Arc::clone(&pods),
+                claims: Arc::clone(&pvcs),
                 nodes: Arc::clone(&nodes),
                 roles: Arc::clone(&roles),
                 bindings: Arc::clone(&bindings),
@@ -304,6 +317,56 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         tasks.push(Task::spawn(
             "controller node-authorizer-controller",
             c.run(2),
+        ));
+    }
+    if enabled.contains("persistentvolume-binder-controller") {
+        let c = PersistentVolumeBinder::new(
+            new_client().await?,
+            PvBinderInformers {
+                volumes: Arc::clone(&pvs),
+                claims: Arc::clone(&pvcs),
+                classes: Arc::clone(&classes),
+                pods: Arc::clone(&pods),
+                nodes: Arc::clone(&nodes),
+            },
+            opts.pvclaimbinder_sync_period,
+            opts.enable_dynamic_provisioning,
+            metrics.clone(),
+        );
+        queues.extend(c.queues());
+        tasks.push(Task::spawn(
+            "controller persistentvolume-binder-controller",
+            c.run(shutdown.clone()),
+        ));
+    }
+    if enabled.contains("persistentvolumeclaim-protection-controller") {
+        let c = PvcProtectionController::new(
+            new_client().await?,
+            PvcProtectionInformers {
+                pvcs: Arc::clone(&pvcs),
+                pods: Arc::clone(&pods),
+            },
+            metrics.clone(),
+        );
+        queues.push(c.queue());
+        // upstream runs it with one worker.
+        tasks.push(Task::spawn(
+            "controller persistentvolumeclaim-protection-controller",
+            c.run(1, shutdown.clone()),
+        ));
+    }
+    if enabled.contains("persistentvolume-protection-controller") {
+        let c = PvProtectionController::new(
+            new_client().await?,
+            PvProtectionInformers {
+                pvs: Arc::clone(&pvs),
+            },
+            metrics.clone(),
+        );
+        queues.push(c.queue());
+        tasks.push(Task::spawn(
+            "controller persistentvolume-protection-controller",
+            c.run(1, shutdown.clone()),
         ));
     }
     if enabled.contains("endpoint-controller") {
@@ -448,7 +511,9 @@ pub async fn run(opts: Options) -> Result<(), Error> {
             "node-authorizer-controller",
             "endpoint-controller",
             "endpointslice-controller",
-            "scheduler"
+            "scheduler",
+            "persistentvolume-binder-controller",
+            "persistentvolumeclaim-protection-controller"
         ])
     );
     start!(
@@ -478,13 +543,32 @@ pub async fn run(opts: Options) -> Result<(), Error> {
             "pod-garbage-collector-controller",
             "node-authorizer-controller",
             "endpointslice-controller",
-            "scheduler"
+            "scheduler",
+            "persistentvolume-binder-controller"
         ])
     );
     start!(leases, needs(&["node-lifecycle-controller"]));
-    start!(pvs, needs(&["scheduler"]));
-    start!(pvcs, needs(&["scheduler"]));
-    start!(classes, needs(&["scheduler"]));
+    start!(
+        pvs,
+        needs(&[
+            "scheduler",
+            "persistentvolume-binder-controller",
+            "persistentvolume-protection-controller"
+        ])
+    );
+    start!(
+        pvcs,
+        needs(&[
+            "scheduler",
+            "node-authorizer-controller",
+            "persistentvolume-binder-controller",
+            "persistentvolumeclaim-protection-controller"
+        ])
+    );
+    start!(
+        classes,
+        needs(&["scheduler", "persistentvolume-binder-controller"])
+    );
     start!(roles, needs(&["node-authorizer-controller"]));
     start!(bindings, needs(&["node-authorizer-controller"]));
     start!(service_accounts, needs(&["node-authorizer-controller"]));

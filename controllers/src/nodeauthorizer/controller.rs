@@ -1,21 +1,24 @@
 //! The node authorizer's reconciler: one key per node. A pod bound to it (or unbound
-//! from it), its Node, or one of the node's Roles, RoleBindings or ServiceAccount changing
+//! from it), its Node, the volume one of its pods' claims is bound to, or one of the
+//! node's Roles, RoleBindings, ClusterRole, ClusterRoleBinding or ServiceAccount changing
 //! queues the node; `sync_node` reads the caches, asks [`super::grants`] what to write,
 //! and writes it with server-side apply (field manager `rekube-node-authorizer`).
 use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ServiceAccount;
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use kube::Client;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::runtime::watcher;
 use rekube_crds::node_identity::{
-    MANAGED_BY_LABEL, MANAGED_BY_NODE_AUTHORIZER, node_of_role, node_role_name,
+    MANAGED_BY_LABEL, MANAGED_BY_NODE_AUTHORIZER, NODE_IDENTITY_NAMESPACE_LABEL,
+    node_cluster_role_name, node_of_role, node_role_name,
 };
-use rekube_crds::{Node, Pod};
+use rekube_crds::{Node, PersistentVolumeClaim, Pod};
 use serde_json::json;
 
-use super::grants::{self, Action, Actual};
+use super::grants::{self, Action, Actual, ClusterActual};
 use crate::manager::informer::{Change, Informer, ObjectKey, wait_for_named_cache_sync};
 use crate::manager::metrics::Metrics;
 use crate::manager::worker::run_workers;
@@ -26,13 +29,13 @@ const FIELD_MANAGER: &str = "rekube-node-authorizer";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("node {node}: {action} {kind} {namespace}/{name}: {source}")]
+    #[error("node {node}: {action} {kind} {object}: {source}")]
     Write {
         node: String,
         action: &'static str,
         kind: &'static str,
-        namespace: String,
-        name: String,
+        /// `namespace/name`, or `name` when cluster-scoped.
+        object: ObjectKey,
         source: kube::Error,
     },
 }
@@ -42,10 +45,21 @@ pub fn managed_selector() -> String {
     format!("{MANAGED_BY_LABEL}={MANAGED_BY_NODE_AUTHORIZER}")
 }
 
-/// The informers it reads: the shared pods and Nodes, and its own objects (label
+/// The label selector of its cluster-scoped objects: those binding ServiceAccounts of
+/// `identity_namespace` (another node authorizer's, of another identity namespace, are
+/// not its own).
+pub fn cluster_managed_selector(identity_namespace: &str) -> String {
+    format!(
+        "{},{NODE_IDENTITY_NAMESPACE_LABEL}={identity_namespace}",
+        managed_selector()
+    )
+}
+
+/// The informers it reads: the shared pods, claims and Nodes, and its own objects (label
 /// [`managed_selector`]).
 pub struct Informers {
     pub pods: Arc<Informer<Pod>>,
+    pub claims: Arc<Informer<PersistentVolumeClaim>>,
     pub nodes: Arc<Informer<Node>>,
     pub roles: Arc<Informer<Role>>,
     pub bindings: Arc<Informer<RoleBinding>>,
@@ -55,6 +69,10 @@ pub struct Informers {
 pub struct NodeAuthorizer {
     client: Client,
     informers: Informers,
+    /// Its ClusterRoles and ClusterRoleBindings ([`cluster_managed_selector`]): read by
+    /// this controller only, so watched by it ([`Self::run`]) rather than by the manager.
+    cluster_roles: Arc<Informer<ClusterRole>>,
+    cluster_bindings: Arc<Informer<ClusterRoleBinding>>,
     /// Where the nodes' ServiceAccounts live (`--node-identity-namespace`).
     identity_namespace: String,
     queue: Arc<WorkQueue<ObjectKey>>,
@@ -72,7 +90,12 @@ impl NodeAuthorizer {
         identity_namespace: String,
         metrics: Metrics,
     ) -> Arc<Self> {
+        let owned = watcher::Config::default()
+            .page_size(500)
+            .labels(&cluster_managed_selector(&identity_namespace));
         let c = Arc::new(NodeAuthorizer {
+            cluster_roles: Informer::new(Api::all(client.clone()), owned.clone()),
+            cluster_bindings: Informer::new(Api::all(client.clone()), owned),
             client,
             informers,
             identity_namespace,
@@ -107,6 +130,29 @@ impl NodeAuthorizer {
                 }
             }
         });
+        // A claim's bound volume changed: the nodes of the pods using it.
+        let (e, weak) = (enqueue.clone(), Arc::downgrade(&c));
+        c.informers.claims.add_handler(move |change| {
+            let claim = match change {
+                Change::Added(c) | Change::Deleted(c) => {
+                    grants::claim_volume_name(c).is_some().then_some(c)
+                }
+                Change::Updated { old, new } => (grants::claim_volume_name(old)
+                    != grants::claim_volume_name(new))
+                .then_some(new),
+            };
+            let (Some(claim), Some(c)) = (claim, weak.upgrade()) else {
+                return;
+            };
+            let (ns, name) = (
+                claim.metadata.namespace.as_deref().unwrap_or_default(),
+                claim.metadata.name.as_deref().unwrap_or_default(),
+            );
+            let pods = c.informers.pods.store().state();
+            for n in grants::nodes_using_claim(ns, name, pods.iter().map(|p| p.as_ref())) {
+                e(&n)
+            }
+        });
         let e = enqueue.clone();
         c.informers.nodes.add_handler(move |change| match change {
             Change::Added(n) | Change::Deleted(n) => {
@@ -126,6 +172,18 @@ impl NodeAuthorizer {
                 e(n)
             }
         });
+        let e = enqueue.clone();
+        c.cluster_roles.add_handler(move |change| {
+            if let Some(n) = changed_name(&change).and_then(node_of_role) {
+                e(n)
+            }
+        });
+        let e = enqueue.clone();
+        c.cluster_bindings.add_handler(move |change| {
+            if let Some(n) = changed_name(&change).and_then(node_of_role) {
+                e(n)
+            }
+        });
         let e = enqueue;
         c.informers.service_accounts.add_handler(move |change| {
             if let Some(n) = changed_name(&change) {
@@ -139,25 +197,37 @@ impl NodeAuthorizer {
         Arc::clone(&self.queue)
     }
 
+    /// Watches its ClusterRoles and ClusterRoleBindings and runs the workers until the
+    /// queue shuts down (or, never in practice, one of those watches ends: then it
+    /// returns, and the supervisor takes the process down).
     pub async fn run(self: Arc<Self>, workers: usize) {
+        let roles_watch = Arc::clone(&self.cluster_roles).run();
+        let bindings_watch = Arc::clone(&self.cluster_bindings).run();
         let i = &self.informers;
-        wait_for_named_cache_sync(
-            CONTROLLER_NAME,
-            vec![
-                i.pods.has_synced(),
-                i.nodes.has_synced(),
-                i.roles.has_synced(),
-                i.bindings.has_synced(),
-                i.service_accounts.has_synced(),
-            ],
-        )
-        .await;
+        let synced = vec![
+            i.pods.has_synced(),
+            i.claims.has_synced(),
+            i.nodes.has_synced(),
+            i.roles.has_synced(),
+            i.bindings.has_synced(),
+            i.service_accounts.has_synced(),
+            self.cluster_roles.has_synced(),
+            self.cluster_bindings.has_synced(),
+        ];
         let this = Arc::clone(&self);
-        run_workers(self.queue(), workers, self.metrics.clone(), move |key| {
-            let this = Arc::clone(&this);
-            async move { this.sync_node(&key.name).await }
-        })
-        .await
+        let work = async move {
+            wait_for_named_cache_sync(CONTROLLER_NAME, synced).await;
+            run_workers(self.queue(), workers, self.metrics.clone(), move |key| {
+                let this = Arc::clone(&this);
+                async move { this.sync_node(&key.name).await }
+            })
+            .await
+        };
+        tokio::select! {
+            _ = roles_watch => tracing::error!("the watch of its cluster roles ended"),
+            _ = bindings_watch => tracing::error!("the watch of its cluster role bindings ended"),
+            _ = work => {}
+        }
     }
 
     /// What the cluster holds for `node`, from the caches.
@@ -201,13 +271,38 @@ impl NodeAuthorizer {
         }
     }
 
-    /// Brings one node's ServiceAccount, Roles and RoleBindings in line with its Node and
-    /// the pods bound to it.
+    /// What the cluster holds of `node`'s ClusterRole and ClusterRoleBinding, from the
+    /// caches.
+    fn cluster_actual(&self, node: &str) -> ClusterActual {
+        let key = ObjectKey::new(None, &node_cluster_role_name(node));
+        ClusterActual {
+            cluster_role: self
+                .cluster_roles
+                .get(&key)
+                .map(|r| r.rules.clone().unwrap_or_default()),
+            cluster_binding: self
+                .cluster_bindings
+                .get(&key)
+                .map(|b| grants::cluster_binding_is_current(&b, node, &self.identity_namespace)),
+        }
+    }
+
+    /// Brings one node's ServiceAccount, Roles, RoleBindings, ClusterRole and
+    /// ClusterRoleBinding in line with its Node, the pods bound to it and their claims.
     pub async fn sync_node(&self, node: &str) -> Result<Option<Duration>, Error> {
         let exists = self.informers.nodes.get(&node_key(node)).is_some();
         let pods = self.informers.pods.store().state();
         let desired = grants::node_grants(node, pods.iter().map(|p| p.as_ref()));
-        for action in grants::sync_actions(exists, &desired, &self.actual(node)) {
+        let volumes = grants::node_volume_names(&desired, |ns, name| {
+            self.informers.claims.get(&ObjectKey::new(Some(ns), name))
+        });
+        let actions = grants::sync_actions(exists, &desired, &self.actual(node))
+            .into_iter()
+            .chain(grants::cluster_sync_actions(
+                &volumes,
+                &self.cluster_actual(node),
+            ));
+        for action in actions {
             self.write(node, action).await?;
         }
         Ok(None)
@@ -217,15 +312,15 @@ impl NodeAuthorizer {
         let apply = PatchParams::apply(FIELD_MANAGER).force();
         let labels = json!({ MANAGED_BY_LABEL: MANAGED_BY_NODE_AUTHORIZER });
         let role_name = node_role_name(node);
+        // `namespace` empty: a cluster-scoped object.
         let err = |action: &'static str, kind: &'static str, namespace: &str, name: &str| {
-            let (node, namespace, name) =
-                (node.to_string(), namespace.to_string(), name.to_string());
+            let node = node.to_string();
+            let object = ObjectKey::new(Some(namespace).filter(|ns| !ns.is_empty()), name);
             move |source| Error::Write {
                 node,
                 action,
                 kind,
-                namespace,
-                name,
+                object,
                 source,
             }
         };
@@ -293,8 +388,54 @@ impl NodeAuthorizer {
                 .await
                 .map_err(err("deleting", "rolebinding", &namespace, &role_name))?;
             }
+            Action::ApplyClusterRole { rules } => {
+                let name = node_cluster_role_name(node);
+                let role = json!({
+                    "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+                    "metadata": {"name": name, "labels": self.cluster_labels()},
+                    "rules": rules,
+                });
+                Api::<ClusterRole>::all(self.client.clone())
+                    .patch(&name, &apply, &Patch::Apply(&role))
+                    .await
+                    .map_err(err("applying", "clusterrole", "", &name))?;
+            }
+            Action::DeleteClusterRole => {
+                let name = node_cluster_role_name(node);
+                delete(Api::<ClusterRole>::all(self.client.clone()), &name)
+                    .await
+                    .map_err(err("deleting", "clusterrole", "", &name))?;
+            }
+            Action::ApplyClusterBinding => {
+                let name = node_cluster_role_name(node);
+                let (role_ref, subjects) =
+                    grants::cluster_binding_parts(node, &self.identity_namespace);
+                let binding = json!({
+                    "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+                    "metadata": {"name": name, "labels": self.cluster_labels()},
+                    "roleRef": role_ref, "subjects": subjects,
+                });
+                Api::<ClusterRoleBinding>::all(self.client.clone())
+                    .patch(&name, &apply, &Patch::Apply(&binding))
+                    .await
+                    .map_err(err("applying", "clusterrolebinding", "", &name))?;
+            }
+            Action::DeleteClusterBinding => {
+                let name = node_cluster_role_name(node);
+                delete(Api::<ClusterRoleBinding>::all(self.client.clone()), &name)
+                    .await
+                    .map_err(err("deleting", "clusterrolebinding", "", &name))?;
+            }
         }
         Ok(())
+    }
+
+    /// The labels of its cluster-scoped objects ([`cluster_managed_selector`]).
+    fn cluster_labels(&self) -> serde_json::Value {
+        json!({
+            MANAGED_BY_LABEL: MANAGED_BY_NODE_AUTHORIZER,
+            NODE_IDENTITY_NAMESPACE_LABEL: self.identity_namespace,
+        })
     }
 }
 

@@ -2,29 +2,36 @@
 //! that make the cluster say so.
 //!
 //! Upstream's Node authorizer (plugin/pkg/auth/authorizer/node) keeps a graph of
-//! pod → node edges and allows `system:node:<name>` to get a Secret or ConfigMap only
-//! when a pod bound to that node refers to it. rekube cannot add an authorizer to the
-//! apiserver it runs on, so it writes the graph down as RBAC: for each node, in each
-//! namespace with pods bound to it that refer to Secrets or ConfigMaps, a Role granting
-//! `get` on exactly those names (`resourceNames`) and a RoleBinding to the node's
-//! ServiceAccount; and that ServiceAccount while the Node exists.
+//! pod → node, secret/configmap/pvc → pod and pv → pvc edges and allows
+//! `system:node:<name>` to get a Secret, ConfigMap or PersistentVolumeClaim only when a
+//! pod bound to that node refers to it, and a PersistentVolume only when it is bound to
+//! such a claim. rekube cannot add an authorizer to the apiserver it runs on, so it writes
+//! the graph down as RBAC: for each node, in each namespace with pods bound to it that
+//! refer to Secrets, ConfigMaps or claims, a Role granting `get` on exactly those names
+//! (`resourceNames`) and a RoleBinding to the node's ServiceAccount; while any of those
+//! claims is bound, a ClusterRole granting `get` on the PersistentVolumes they are bound
+//! to and a ClusterRoleBinding to that ServiceAccount; and the ServiceAccount while the
+//! Node exists.
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::api::rbac::v1::{PolicyRule, RoleBinding, RoleRef, Subject};
-use rekube_crds::Pod;
-use rekube_crds::node_identity::node_role_name;
-use rekube_crds::pod_refs::{pod_config_map_names, pod_secret_names};
+use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, PolicyRule, RoleBinding, RoleRef, Subject};
+use rekube_crds::node_identity::{node_cluster_role_name, node_role_name};
+use rekube_crds::pod_refs::{pod_claim_names, pod_config_map_names, pod_secret_names};
+use rekube_crds::{GROUP, PersistentVolumeClaim, Pod};
 
 /// What one node may read in one namespace.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Grant {
     pub secrets: BTreeSet<String>,
     pub config_maps: BTreeSet<String>,
+    /// PersistentVolumeClaims (rekube.io).
+    pub claims: BTreeSet<String>,
 }
 
 impl Grant {
     pub fn is_empty(&self) -> bool {
-        self.secrets.is_empty() && self.config_maps.is_empty()
+        self.secrets.is_empty() && self.config_maps.is_empty() && self.claims.is_empty()
     }
 }
 
@@ -49,34 +56,115 @@ pub fn node_grants<'a>(
         let (Some(spec), Some(ns)) = (pod.spec.as_ref(), pod.metadata.namespace.as_ref()) else {
             continue;
         };
-        let (secrets, config_maps) = (pod_secret_names(spec), pod_config_map_names(spec));
-        if secrets.is_empty() && config_maps.is_empty() {
+        let name = pod.metadata.name.as_deref().unwrap_or_default();
+        let grant = Grant {
+            secrets: pod_secret_names(spec),
+            config_maps: pod_config_map_names(spec),
+            claims: pod_claim_names(name, spec),
+        };
+        if grant.is_empty() {
             continue;
         }
         let g = out.entry(ns.clone()).or_default();
-        g.secrets.extend(secrets);
-        g.config_maps.extend(config_maps);
+        g.secrets.extend(grant.secrets);
+        g.config_maps.extend(grant.config_maps);
+        g.claims.extend(grant.claims);
     }
     out
 }
 
-/// The Role's rules for a grant: `get` on the named Secrets, then on the named ConfigMaps.
-pub fn role_rules(grant: &Grant) -> Vec<PolicyRule> {
-    let rule = |resource: &str, names: &BTreeSet<String>| PolicyRule {
-        api_groups: Some(vec![String::new()]),
+/// The PersistentVolume a claim is bound to: its `spec.volumeName` once the claim is
+/// `Bound` (the node agent reads no other: upstream `getPVCExtractPV`). A name a user set
+/// on a claim the PV controller has not bound grants nothing.
+pub fn claim_volume_name(claim: &PersistentVolumeClaim) -> Option<&str> {
+    let bound = claim.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound");
+    claim
+        .spec
+        .as_ref()?
+        .volume_name
+        .as_deref()
+        .filter(|n| bound && !n.is_empty())
+}
+
+/// The PersistentVolumes a node with `grants` may read: those its pods' claims are bound
+/// to ([`claim_volume_name`]; upstream's pv → pvc → pod → node path). `claim` looks a
+/// claim up by namespace and name; a claim not found grants nothing.
+pub fn node_volume_names<C: Borrow<PersistentVolumeClaim>>(
+    grants: &BTreeMap<String, Grant>,
+    claim: impl Fn(&str, &str) -> Option<C>,
+) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for (ns, grant) in grants {
+        for name in &grant.claims {
+            if let Some(c) = claim(ns, name) {
+                out.extend(claim_volume_name(c.borrow()).map(str::to_string));
+            }
+        }
+    }
+    out
+}
+
+/// The nodes whose pods use claim `namespace/claim`: the ones to sync again when the
+/// volume it is bound to changes.
+pub fn nodes_using_claim<'a>(
+    namespace: &str,
+    claim: &str,
+    pods: impl IntoIterator<Item = &'a Pod>,
+) -> BTreeSet<String> {
+    pods.into_iter()
+        .filter(|p| p.metadata.namespace.as_deref() == Some(namespace))
+        .filter_map(|p| {
+            let node = node_name(p)?;
+            let name = p.metadata.name.as_deref().unwrap_or_default();
+            pod_claim_names(name, p.spec.as_ref()?)
+                .contains(claim)
+                .then(|| node.to_string())
+        })
+        .collect()
+}
+
+fn get_rule(api_group: &str, resource: &str, names: &BTreeSet<String>) -> PolicyRule {
+    PolicyRule {
+        api_groups: Some(vec![api_group.to_string()]),
         resources: Some(vec![resource.to_string()]),
         resource_names: Some(names.iter().cloned().collect()),
         verbs: vec!["get".to_string()],
         ..Default::default()
-    };
+    }
+}
+
+/// The Role's rules for a grant: `get` on the named Secrets, then on the named
+/// ConfigMaps, then on the named rekube.io PersistentVolumeClaims.
+pub fn role_rules(grant: &Grant) -> Vec<PolicyRule> {
     let mut rules = Vec::new();
     if !grant.secrets.is_empty() {
-        rules.push(rule("secrets", &grant.secrets));
+        rules.push(get_rule("", "secrets", &grant.secrets));
     }
     if !grant.config_maps.is_empty() {
-        rules.push(rule("configmaps", &grant.config_maps));
+        rules.push(get_rule("", "configmaps", &grant.config_maps));
+    }
+    if !grant.claims.is_empty() {
+        rules.push(get_rule(GROUP, "persistentvolumeclaims", &grant.claims));
     }
     rules
+}
+
+/// The ClusterRole's rules for a node's volumes: `get` on the named rekube.io
+/// PersistentVolumes.
+pub fn cluster_role_rules(volumes: &BTreeSet<String>) -> Vec<PolicyRule> {
+    if volumes.is_empty() {
+        return Vec::new();
+    }
+    vec![get_rule(GROUP, "persistentvolumes", volumes)]
+}
+
+fn node_subjects(node: &str, identity_namespace: &str) -> Vec<Subject> {
+    vec![Subject {
+        kind: "ServiceAccount".into(),
+        name: node.to_string(),
+        namespace: Some(identity_namespace.to_string()),
+        ..Default::default()
+    }]
 }
 
 /// The binding's role reference and subject: the node's ServiceAccount.
@@ -87,18 +175,35 @@ pub fn binding_parts(node: &str, identity_namespace: &str) -> (RoleRef, Vec<Subj
             kind: "Role".into(),
             name: node_role_name(node),
         },
-        vec![Subject {
-            kind: "ServiceAccount".into(),
-            name: node.to_string(),
-            namespace: Some(identity_namespace.to_string()),
-            ..Default::default()
-        }],
+        node_subjects(node, identity_namespace),
+    )
+}
+
+/// The ClusterRoleBinding's role reference and subject: the node's ServiceAccount.
+pub fn cluster_binding_parts(node: &str, identity_namespace: &str) -> (RoleRef, Vec<Subject>) {
+    (
+        RoleRef {
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            kind: "ClusterRole".into(),
+            name: node_cluster_role_name(node),
+        },
+        node_subjects(node, identity_namespace),
     )
 }
 
 /// Whether an existing binding is the one [`binding_parts`] describes.
 pub fn binding_is_current(b: &RoleBinding, node: &str, identity_namespace: &str) -> bool {
     let (role_ref, subjects) = binding_parts(node, identity_namespace);
+    b.role_ref == role_ref && b.subjects.as_deref().unwrap_or_default() == subjects.as_slice()
+}
+
+/// Whether an existing ClusterRoleBinding is the one [`cluster_binding_parts`] describes.
+pub fn cluster_binding_is_current(
+    b: &ClusterRoleBinding,
+    node: &str,
+    identity_namespace: &str,
+) -> bool {
+    let (role_ref, subjects) = cluster_binding_parts(node, identity_namespace);
     b.role_ref == role_ref && b.subjects.as_deref().unwrap_or_default() == subjects.as_slice()
 }
 
@@ -130,6 +235,12 @@ pub enum Action {
     DeleteBinding {
         namespace: String,
     },
+    ApplyClusterRole {
+        rules: Vec<PolicyRule>,
+    },
+    DeleteClusterRole,
+    ApplyClusterBinding,
+    DeleteClusterBinding,
 }
 
 /// The writes that take one node from `actual` to what its Node and pods call for: the
@@ -188,6 +299,47 @@ pub fn sync_actions(
     out
 }
 
+/// What the cluster holds of one node's cluster-scoped grant.
+#[derive(Clone, Debug, Default)]
+pub struct ClusterActual {
+    /// The ClusterRole's rules, if it exists.
+    pub cluster_role: Option<Vec<PolicyRule>>,
+    /// Whether the ClusterRoleBinding exists, and then whether it is current
+    /// ([`cluster_binding_is_current`]).
+    pub cluster_binding: Option<bool>,
+}
+
+/// The writes that take one node's ClusterRole and ClusterRoleBinding from `actual` to
+/// `volumes` ([`node_volume_names`]), in the order and with the rules of
+/// [`sync_actions`]: the role before its binding, the binding gone first; both go when
+/// the node's pods' claims are bound to no volume (their last pod gone, whether or not
+/// the Node is).
+pub fn cluster_sync_actions(volumes: &BTreeSet<String>, actual: &ClusterActual) -> Vec<Action> {
+    let mut out = Vec::new();
+    if volumes.is_empty() {
+        if actual.cluster_binding.is_some() {
+            out.push(Action::DeleteClusterBinding);
+        }
+        if actual.cluster_role.is_some() {
+            out.push(Action::DeleteClusterRole);
+        }
+        return out;
+    }
+    let rules = cluster_role_rules(volumes);
+    if actual.cluster_role.as_ref() != Some(&rules) {
+        out.push(Action::ApplyClusterRole { rules });
+    }
+    match actual.cluster_binding {
+        Some(true) => {}
+        Some(false) => {
+            out.push(Action::DeleteClusterBinding);
+            out.push(Action::ApplyClusterBinding);
+        }
+        None => out.push(Action::ApplyClusterBinding),
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -238,7 +390,7 @@ mod tests {
     fn rules_name_exactly_the_references() {
         let g = Grant {
             secrets: names(&["s2", "s1"]),
-            config_maps: BTreeSet::new(),
+            ..Default::default()
         };
         let rules = role_rules(&g);
         assert_eq!(rules.len(), 1);
@@ -258,7 +410,7 @@ mod tests {
     fn sync_actions_table() {
         let grant = |s: &[&str]| Grant {
             secrets: names(s),
-            config_maps: BTreeSet::new(),
+            ..Default::default()
         };
         let desired: BTreeMap<String, Grant> = [("a".to_string(), grant(&["s1"]))].into();
         let current = Actual {
@@ -344,6 +496,263 @@ mod tests {
         for (name, exists, desired, actual, want) in cases {
             assert_eq!(sync_actions(exists, &desired, &actual), want, "{name}");
         }
+    }
+
+    /// A pod bound to `node` with a `persistentVolumeClaim` volume per claim and a generic
+    /// ephemeral volume `scratch` (claim `<pod>-scratch`).
+    fn claim_pod(ns: &str, name: &str, node: Option<&str>, claims: &[&str]) -> Pod {
+        let mut volumes: Vec<serde_json::Value> = claims
+            .iter()
+            .map(|c| json!({"name": format!("v-{c}"), "persistentVolumeClaim": {"claimName": c}}))
+            .collect();
+        volumes.push(
+            json!({"name": "scratch", "ephemeral": {"volumeClaimTemplate": {"spec": {
+            "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}}}),
+        );
+        serde_json::from_value(json!({
+            "apiVersion": "rekube.io/v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"nodeName": node, "containers": [{"name": "c", "image": "i"}],
+                     "volumes": volumes},
+        }))
+        .unwrap()
+    }
+
+    /// A claim `ns/name` with `spec.volumeName` and `status.phase` as given.
+    fn claim(ns: &str, name: &str, volume: Option<&str>, phase: &str) -> PersistentVolumeClaim {
+        serde_json::from_value(json!({
+            "apiVersion": "rekube.io/v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"volumeName": volume, "accessModes": ["ReadWriteOnce"]},
+            "status": {"phase": phase},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_node_gets_its_pods_claims_persistent_and_ephemeral() {
+        let pods = [
+            claim_pod("a", "web", Some("n1"), &["data", "shared"]),
+            claim_pod("a", "db", Some("n1"), &["shared"]),
+            claim_pod("b", "web", Some("n1"), &[]),
+            claim_pod("a", "other", Some("n2"), &["theirs"]),
+        ];
+        let got = node_grants("n1", &pods);
+        assert_eq!(
+            got["a"].claims,
+            names(&["data", "db-scratch", "shared", "web-scratch"])
+        );
+        assert_eq!(got["b"].claims, names(&["web-scratch"]));
+        assert!(got["a"].secrets.is_empty() && got["a"].config_maps.is_empty());
+        let rules = role_rules(&got["b"]);
+        assert_eq!(rules.len(), 1, "a pod with claims only: one rule");
+        assert_eq!(
+            rules[0].api_groups.as_deref(),
+            Some(&[GROUP.to_string()][..])
+        );
+        assert_eq!(
+            rules[0].resources.as_deref(),
+            Some(&["persistentvolumeclaims".to_string()][..])
+        );
+        assert_eq!(
+            rules[0].resource_names.as_deref(),
+            Some(&["web-scratch".to_string()][..])
+        );
+        assert_eq!(rules[0].verbs, ["get"]);
+    }
+
+    #[test]
+    fn the_role_lists_secrets_config_maps_then_claims() {
+        let g = Grant {
+            secrets: names(&["s"]),
+            config_maps: names(&["c"]),
+            claims: names(&["pvc"]),
+        };
+        let resources: Vec<_> = role_rules(&g)
+            .into_iter()
+            .map(|r| (r.api_groups.unwrap(), r.resources.unwrap()))
+            .collect();
+        let v = |s: &str| vec![s.to_string()];
+        assert_eq!(
+            resources,
+            [
+                (v(""), v("secrets")),
+                (v(""), v("configmaps")),
+                (v(GROUP), v("persistentvolumeclaims")),
+            ]
+        );
+    }
+
+    #[test]
+    fn only_bound_claims_grant_their_volumes() {
+        // (name, claim, volume granted)
+        let cases = [
+            ("bound", claim("a", "c", Some("pv1"), "Bound"), Some("pv1")),
+            ("no volume yet", claim("a", "c", None, "Pending"), None),
+            (
+                "empty volume name",
+                claim("a", "c", Some(""), "Bound"),
+                None,
+            ),
+            (
+                "pre-bound by its user, not bound yet",
+                claim("a", "c", Some("pv1"), "Pending"),
+                None,
+            ),
+            (
+                "its volume lost",
+                claim("a", "c", Some("pv1"), "Lost"),
+                None,
+            ),
+        ];
+        for (name, c, want) in cases {
+            assert_eq!(claim_volume_name(&c), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_node_gets_the_volumes_its_pods_claims_are_bound_to() {
+        let claims: BTreeMap<(String, String), PersistentVolumeClaim> = [
+            claim("a", "data", Some("pv-data"), "Bound"),
+            claim("a", "web-scratch", Some("pv-scratch"), "Bound"),
+            claim("a", "pending", None, "Pending"),
+            claim("a", "theirs", Some("pv-theirs"), "Bound"),
+            claim("b", "data", Some("pv-b-data"), "Bound"),
+        ]
+        .into_iter()
+        .map(|c| {
+            let key = (
+                c.metadata.namespace.clone().unwrap(),
+                c.metadata.name.clone().unwrap(),
+            );
+            (key, c)
+        })
+        .collect();
+        let lookup = |ns: &str, n: &str| claims.get(&(ns.to_string(), n.to_string()));
+        let pods = [
+            claim_pod("a", "web", Some("n1"), &["data", "pending", "missing"]),
+            claim_pod("a", "other", Some("n2"), &["theirs"]),
+        ];
+        let grants = node_grants("n1", &pods);
+        assert_eq!(
+            node_volume_names(&grants, lookup),
+            names(&["pv-data", "pv-scratch"]),
+            "not b's claim of the same name, nor another node's pod's"
+        );
+        assert!(node_volume_names(&node_grants("n3", &pods), lookup).is_empty());
+    }
+
+    #[test]
+    fn a_claim_syncs_the_nodes_of_its_pods() {
+        let pods = [
+            claim_pod("a", "web", Some("n1"), &["data"]),
+            claim_pod("a", "db", Some("n2"), &["data"]),
+            claim_pod("a", "pending", None, &["data"]),
+            claim_pod("b", "web", Some("n3"), &["data"]),
+            claim_pod("a", "cache", Some("n4"), &[]),
+        ];
+        let nodes = |ns, c| nodes_using_claim(ns, c, &pods);
+        assert_eq!(nodes("a", "data"), names(&["n1", "n2"]));
+        assert_eq!(nodes("a", "cache-scratch"), names(&["n4"]));
+        assert_eq!(nodes("b", "data"), names(&["n3"]));
+        assert!(nodes("a", "absent").is_empty());
+    }
+
+    #[test]
+    fn cluster_sync_actions_table() {
+        let volumes = names(&["pv1"]);
+        let current = ClusterActual {
+            cluster_role: Some(cluster_role_rules(&volumes)),
+            cluster_binding: Some(true),
+        };
+        let apply_role = |v: &[&str]| Action::ApplyClusterRole {
+            rules: cluster_role_rules(&names(v)),
+        };
+        // (name, desired volumes, actual, expected)
+        let cases: Vec<(&str, BTreeSet<String>, ClusterActual, Vec<Action>)> = vec![
+            ("in sync", volumes.clone(), current.clone(), vec![]),
+            (
+                "none needed, none held",
+                BTreeSet::new(),
+                ClusterActual::default(),
+                vec![],
+            ),
+            (
+                "a first bound claim",
+                volumes.clone(),
+                ClusterActual::default(),
+                vec![apply_role(&["pv1"]), Action::ApplyClusterBinding],
+            ),
+            (
+                "a second claim bound",
+                names(&["pv1", "pv2"]),
+                current.clone(),
+                vec![apply_role(&["pv1", "pv2"])],
+            ),
+            (
+                "the last claim's pod gone",
+                BTreeSet::new(),
+                current.clone(),
+                vec![Action::DeleteClusterBinding, Action::DeleteClusterRole],
+            ),
+            (
+                "a binding edited by hand",
+                volumes.clone(),
+                ClusterActual {
+                    cluster_binding: Some(false),
+                    ..current.clone()
+                },
+                vec![Action::DeleteClusterBinding, Action::ApplyClusterBinding],
+            ),
+            (
+                "a role deleted by hand",
+                volumes.clone(),
+                ClusterActual {
+                    cluster_role: None,
+                    ..current.clone()
+                },
+                vec![apply_role(&["pv1"])],
+            ),
+            (
+                "a stray binding without its role",
+                BTreeSet::new(),
+                ClusterActual {
+                    cluster_role: None,
+                    cluster_binding: Some(false),
+                },
+                vec![Action::DeleteClusterBinding],
+            ),
+        ];
+        for (name, volumes, actual, want) in cases {
+            assert_eq!(cluster_sync_actions(&volumes, &actual), want, "{name}");
+        }
+        assert!(cluster_role_rules(&BTreeSet::new()).is_empty());
+        let rule = &cluster_role_rules(&names(&["pv2", "pv1"]))[0];
+        assert_eq!(rule.api_groups.as_deref(), Some(&[GROUP.to_string()][..]));
+        assert_eq!(
+            rule.resources.as_deref(),
+            Some(&["persistentvolumes".to_string()][..])
+        );
+        assert_eq!(
+            rule.resource_names.as_deref(),
+            Some(&["pv1".to_string(), "pv2".to_string()][..])
+        );
+        assert_eq!(rule.verbs, ["get"]);
+    }
+
+    #[test]
+    fn a_cluster_binding_is_current_only_with_the_nodes_subject_and_cluster_role() {
+        let (role_ref, subjects) = cluster_binding_parts("n1", "ids");
+        assert_eq!(role_ref.kind, "ClusterRole");
+        let mut b = ClusterRoleBinding {
+            role_ref,
+            subjects: Some(subjects),
+            ..Default::default()
+        };
+        assert!(cluster_binding_is_current(&b, "n1", "ids"));
+        assert!(!cluster_binding_is_current(&b, "n1", "other"));
+        b.role_ref.kind = "Role".into();
+        assert!(!cluster_binding_is_current(&b, "n1", "ids"));
     }
 
     #[test]

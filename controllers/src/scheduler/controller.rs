@@ -19,19 +19,21 @@ use std::time::{Duration, Instant};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::PodCondition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{Client, Resource, ResourceExt};
 use rekube_crds::{Node, PersistentVolume, PersistentVolumeClaim, Pod, StorageClass};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::queue::{Parking, UnschedulablePods};
+use super::volume_binding::PodVolumes;
 use super::{ANNOTATION_SELECTED_NODE, Snapshot, schedule_pod};
 use crate::manager::events::EventRecorder;
 use crate::manager::informer::{Change, Informer, ObjectKey, wait_for_named_cache_sync};
 use crate::manager::metrics::Metrics;
 use crate::manager::worker::run_workers;
 use crate::manager::workqueue::WorkQueue;
+use crate::pvcontroller::pv_controller::get_bind_volume_to_claim;
 use crate::util::pod::is_pod_terminal;
 
 pub const CONTROLLER_NAME: &str = "scheduler";
@@ -47,6 +49,9 @@ pub enum Error {
         action: &'static str,
         source: kube::Error,
     },
+    /// An object the scheduling decision rests on left the cache before PreBind.
+    #[error("pod {pod}: {what} is gone")]
+    Gone { pod: ObjectKey, what: String },
 }
 
 /// The informers the scheduler reads.
@@ -345,10 +350,7 @@ impl Scheduler {
                 let key = key.clone();
                 // upstream's binding cycle runs in its own goroutine.
                 tokio::spawn(async move {
-                    if let Err(e) = this
-                        .bind(&pod, &result.node_name, &result.claims_to_select_node)
-                        .await
-                    {
+                    if let Err(e) = this.bind(&pod, &result.node_name, &result.volumes).await {
                         tracing::warn!(pod = %key, node = %result.node_name, error = %e, "binding failed; retrying");
                         this.cache.lock().unwrap().forget(&pod);
                         this.queue.add_rate_limited(key);
@@ -378,21 +380,62 @@ impl Scheduler {
         )
     }
 
-    /// upstream bind (DefaultBinder) plus the VolumeBinding PreBind annotation.
-    async fn bind(&self, pod: &Pod, node: &str, claims: &[String]) -> Result<(), Error> {
+    /// upstream VolumeBinding PreBind (`BindPodVolumes`' `bindAPIUpdate`): each matched
+    /// volume pre-bound to its claim (its `claimRef` with the claim's UID, annotated as
+    /// bound by the controller: a PUT with the cached resourceVersion, so that a volume
+    /// taken meanwhile is a conflict and the pod is scheduled again), then each claim to
+    /// provision annotated with the node. The PV controller completes both. Unlike
+    /// upstream, the pod is bound without waiting for that: the node agent waits for its
+    /// claims to be bound before it mounts them.
+    async fn pre_bind_volumes(
+        &self,
+        pod: &Pod,
+        node: &str,
+        volumes: &PodVolumes,
+    ) -> Result<(), Error> {
         let key = ObjectKey::of(pod);
         let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+        let api_err = |action: &'static str| {
+            let key = key.clone();
+            move |source| Error::Api {
+                pod: key,
+                action,
+                source,
+            }
+        };
+        let pvs: Api<PersistentVolume> = Api::all(self.client.clone());
+        for (claim, volume) in &volumes.static_bindings {
+            let pvc = self
+                .informers
+                .pvcs
+                .get(&ObjectKey::new(Some(&namespace), claim));
+            let pv = self.informers.pvs.get(&ObjectKey::new(None, volume));
+            let (Some(pvc), Some(pv)) = (pvc, pv) else {
+                return Err(Error::Gone {
+                    pod: key.clone(),
+                    what: format!("persistentvolume {volume:?} or its claim {claim:?}"),
+                });
+            };
+            if let Some(bound) = get_bind_volume_to_claim(&pv, &pvc) {
+                pvs.replace(volume, &PostParams::default(), &bound)
+                    .await
+                    .map_err(api_err("pre-binding a persistentvolume to its claim"))?;
+            }
+        }
         let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), &namespace);
-        for claim in claims {
+        for claim in &volumes.dynamic_provisions {
             let patch = json!({"metadata": {"annotations": {ANNOTATION_SELECTED_NODE: node}}});
             pvcs.patch(claim, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
-                .map_err(|source| Error::Api {
-                    pod: key.clone(),
-                    action: "annotating its claim with the selected node",
-                    source,
-                })?;
+                .map_err(api_err("annotating its claim with the selected node"))?;
         }
+        Ok(())
+    }
+
+    /// upstream bind (DefaultBinder), after VolumeBinding's PreBind.
+    async fn bind(&self, pod: &Pod, node: &str, volumes: &PodVolumes) -> Result<(), Error> {
+        let key = ObjectKey::of(pod);
+        self.pre_bind_volumes(pod, node, volumes).await?;
         let api = self.pod_api(pod);
         let name = pod.name_any();
         let patch = json!({

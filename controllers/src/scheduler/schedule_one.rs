@@ -27,7 +27,7 @@ use super::nodeaffinity::{RequiredNodeAffinity, pre_filter_node_names};
 use super::resources::{Resource, compute_pod_resource_request};
 use super::scores::{NodeScore, prioritize_nodes};
 use super::snapshot::{NodeInfo, Snapshot};
-use super::volume_binding::{self, PodVolumeClaims};
+use super::volume_binding::{self, PodVolumeClaims, PodVolumes};
 
 /// Where the pod goes (upstream `ScheduleResult`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,11 +38,10 @@ pub struct ScheduleResult {
     pub evaluated_nodes: usize,
     /// Nodes that passed them (upstream `FeasibleNodes`).
     pub feasible_nodes: usize,
-    /// The pod's unbound WaitForFirstConsumer claims whose
-    /// `volume.kubernetes.io/selected-node` must be set to `node_name` before the pod is
-    /// bound (those not already carrying it), in the pod's volume order (upstream
-    /// VolumeBinding PreBind).
-    pub claims_to_select_node: Vec<String>,
+    /// What VolumeBinding's PreBind writes before the pod is bound: the volumes matched
+    /// to its unbound WaitForFirstConsumer claims pre-bound to them, the claims to provision
+    /// annotated with the node.
+    pub volumes: PodVolumes,
 }
 
 /// What PreFilter computed once for the pod, read by the filters of every node (upstream
@@ -80,7 +79,7 @@ pub fn run_filter_plugins(
     state: &CycleState<'_>,
     pod: &Pod,
     node: &NodeInfo,
-) -> Result<Vec<String>, Unschedulable> {
+) -> Result<PodVolumes, Unschedulable> {
     let filters: [&dyn Fn() -> FilterResult; 7] = [
         &|| node_unschedulable(pod, node),
         &|| node_name(pod, node),
@@ -95,7 +94,7 @@ pub fn run_filter_plugins(
     }
     match &state.volumes {
         Some(claims) => volume_binding::filter(snapshot, claims, node),
-        None => Ok(Vec::new()),
+        None => Ok(PodVolumes::default()),
     }
 }
 
@@ -103,8 +102,8 @@ pub fn run_filter_plugins(
 #[derive(Debug, Clone)]
 pub struct FeasibleNode<'s> {
     pub node: &'s NodeInfo,
-    /// The claims to annotate with this node should it be chosen.
-    pub claims_to_select_node: Vec<String>,
+    /// What PreBind writes should this node be chosen.
+    pub volumes: PodVolumes,
 }
 
 /// The nodes that passed the filters, and how many nodes were filtered.
@@ -153,10 +152,7 @@ pub fn find_nodes_that_fit_pod<'s>(
         }
         evaluated += 1;
         match run_filter_plugins(snapshot, &state, pod, n) {
-            Ok(claims) => feasible.push(FeasibleNode {
-                node: n,
-                claims_to_select_node: claims,
-            }),
+            Ok(volumes) => feasible.push(FeasibleNode { node: n, volumes }),
             Err(u) => {
                 diagnosis.insert(n.name().to_string(), u.reasons);
             }
@@ -217,7 +213,7 @@ pub fn schedule_pod(snapshot: &Snapshot, pod: &Pod) -> Result<ScheduleResult, Fi
         node_name: chosen.node.name().to_string(),
         evaluated_nodes,
         feasible_nodes,
-        claims_to_select_node: chosen.claims_to_select_node,
+        volumes: chosen.volumes,
     })
 }
 
@@ -574,7 +570,11 @@ mod tests {
         );
         let r = schedule_pod(&s, &cpu_pod("p", "100m").pvc("data").build()).unwrap();
         assert_eq!(r.node_name, "b");
-        assert_eq!(r.claims_to_select_node, ["data"]);
+        assert_eq!(
+            r.volumes.static_bindings,
+            [("data".to_string(), "pv-b".to_string())]
+        );
+        assert!(r.volumes.dynamic_provisions.is_empty());
         assert_eq!(
             message(
                 &s,
@@ -598,10 +598,7 @@ mod tests {
             &[],
         );
         let r = schedule_pod(&s, &cpu_pod("p", "100m").pvc("data").build()).unwrap();
-        assert_eq!(
-            (r.node_name.as_str(), r.claims_to_select_node.len()),
-            ("a", 0)
-        );
+        assert_eq!((r.node_name.as_str(), r.volumes.is_empty()), ("a", true));
         let s = Snapshot::new(
             &[node("b", "4").build()],
             &[],

@@ -8,33 +8,29 @@
 //! - PreFilter (all nodes at once): a missing, lost or terminating claim, or an unbound
 //!   claim in Immediate binding mode, makes the pod unschedulable everywhere.
 //! - Filter (per node): a bound claim's PV must exist and its node affinity match the node;
-//!   an unbound WaitForFirstConsumer claim needs an available PV of its class, big enough,
-//!   with the access modes, volume mode and node affinity (the smallest is taken, no PV
+//!   an unbound WaitForFirstConsumer claim needs an Available PV of its class, big enough,
+//!   with the access modes, volume mode and node affinity (the PV controller's
+//!   `FindMatchingVolume`, [`index::find_matching_volume`]: the smallest is taken, no PV
 //!   twice), or else a class whose provisioner can provision on the node (its
-//!   allowedTopologies match). Such claims are returned: the scheduler sets
-//!   `volume.kubernetes.io/selected-node` on them when it binds the pod, and the PV binder
-//!   binds or provisions for that node. Upstream binds matched PVs itself in PreBind and
-//!   annotates only the claims to provision.
+//!   allowedTopologies match). The result is [`PodVolumes`]: PreBind (the scheduler's
+//!   `pre_bind_volumes`) pre-binds each matched PV to its claim (`spec.claimRef`, upstream
+//!   `bindAPIUpdate`) and sets `volume.kubernetes.io/selected-node` on the claims to
+//!   provision; the PV controller completes the binding or provisions for that node.
 //!
-//! rekube differences, each because rekube's PV binder is not upstream's PV controller:
-//! a claim counts as bound when it names a volume and is marked bind-completed *or* is in
-//! phase Bound; a PV in phase Pending (the apiserver default, before any controller saw it)
-//! counts as Available; a claim already annotated with the node being tried is first
-//! matched against PVs again before being treated as one to provision. Not ported:
-//! CSIStorageCapacity checks, CSI migration, VolumeAttributesClass, scoring.
+//! rekube differences: a claim counts as bound when it names a volume and is marked
+//! bind-completed *or* is in phase Bound; the pod is bound without waiting for its claims'
+//! binding to complete (upstream's PreBind waits; rekube's node agent waits for bound claims
+//! before it mounts). Not ported: CSIStorageCapacity checks, CSI migration, scoring.
 use std::collections::BTreeSet;
 
 use k8s_openapi::api::core::v1::Volume;
+use rekube_crds::pod_refs::{volume_claim_name, volume_is_for_pod};
 use rekube_crds::{PersistentVolume, PersistentVolumeClaim, Pod};
 
 use super::filters::Unschedulable;
 use super::nodeaffinity::match_topology_selector_terms;
 use super::snapshot::{NodeInfo, Snapshot};
-use crate::pvcontroller::index::{
-    self, check_access_modes, is_volume_bound_to_claim, storage_capacity, storage_request,
-};
-use crate::util::claim::get_controller_of;
-use crate::util::labels::label_selector_as_selector;
+use crate::pvcontroller::index::{self, storage_request};
 
 pub const VOLUME_BINDING: &str = "VolumeBinding";
 
@@ -120,27 +116,24 @@ pub fn is_claim_bound(pvc: &PersistentVolumeClaim) -> bool {
             || claim_phase(pvc) == "Bound")
 }
 
-/// Whether the claim's class binds on first consumer (upstream `IsDelayBindingMode`): a
-/// claim without class, or of a class that does not exist, binds immediately.
+/// Whether the claim's class binds on first consumer (upstream `IsDelayBindingMode`,
+/// [`pvcontroller::pv_controller::is_delay_binding_mode`](crate::pvcontroller::pv_controller::is_delay_binding_mode)
+/// over the snapshot): a claim without class, or of a class that does not exist, binds
+/// immediately; so does a class without `volumeBindingMode` (upstream's error), which the
+/// apiserver defaults.
 pub fn is_delay_binding_mode(snapshot: &Snapshot, pvc: &PersistentVolumeClaim) -> bool {
-    let class = claim_class(pvc);
-    !class.is_empty()
-        && snapshot
-            .storage_class(class)
-            .and_then(|c| c.volume_binding_mode.as_deref())
-            == Some(VOLUME_BINDING_WAIT_FOR_FIRST_CONSUMER)
+    crate::pvcontroller::pv_controller::is_delay_binding_mode(
+        pvc,
+        snapshot.storage_class(claim_class(pvc)),
+    )
+    .unwrap_or(false)
 }
 
-/// The claim a volume uses: a persistentVolumeClaim's, or `<pod>-<volume>` for a generic
-/// ephemeral volume (upstream `ephemeral.VolumeClaimName`).
-fn volume_claim_name(pod: &Pod, vol: &Volume) -> Option<(String, bool)> {
-    if let Some(c) = &vol.persistent_volume_claim {
-        return Some((c.claim_name.clone(), false));
-    }
-    vol.ephemeral.as_ref().map(|_| {
-        let pod_name = pod.metadata.name.as_deref().unwrap_or_default();
-        (format!("{pod_name}-{}", vol.name), true)
-    })
+/// The claim a volume uses ([`volume_claim_name`]), and whether it is a generic ephemeral
+/// volume's.
+fn pod_volume_claim(pod: &Pod, vol: &Volume) -> Option<(String, bool)> {
+    let pod_name = pod.metadata.name.as_deref().unwrap_or_default();
+    volume_claim_name(pod_name, vol).map(|c| (c, vol.persistent_volume_claim.is_none()))
 }
 
 /// PreFilter: `Ok(None)` when the pod uses no claim (upstream skips the plugin), the
@@ -160,7 +153,7 @@ pub fn pre_filter<'a>(
     let mut any = false;
     let mut unbound_immediate = false;
     for vol in volumes {
-        let Some((name, ephemeral)) = volume_claim_name(pod, vol) else {
+        let Some((name, ephemeral)) = pod_volume_claim(pod, vol) else {
             continue;
         };
         any = true;
@@ -183,13 +176,7 @@ pub fn pre_filter<'a>(
             return Err(format!("persistentvolumeclaim {name:?} is being deleted"));
         }
         if ephemeral {
-            let pod_uid = pod.metadata.uid.as_deref().unwrap_or_default();
-            if get_controller_of(&pvc.metadata).is_none_or(|o| o.uid != pod_uid) {
-                return Err(format!(
-                    "PVC {namespace}/{name} was not created for pod {namespace}/{} (pod is not owner)",
-                    pod.metadata.name.as_deref().unwrap_or_default()
-                ));
-            }
+            volume_is_for_pod(pod, pvc)?;
         }
         if is_claim_bound(pvc) {
             claims.bound.push(pvc);
@@ -215,73 +202,21 @@ pub fn check_node_affinity(pv: &PersistentVolume, node: &NodeInfo) -> bool {
     index::check_node_affinity(pv, node.labels()).is_ok()
 }
 
-fn volume_mode(mode: Option<&String>) -> &str {
-    mode.map_or("Filesystem", String::as_str)
-}
-
-/// The PV's phase allows binding: Available, or Pending/unset (see the module doc).
-fn is_available(pv: &PersistentVolume) -> bool {
-    matches!(
-        pv.status.as_ref().and_then(|s| s.phase.as_deref()),
-        None | Some("") | Some("Available") | Some("Pending")
-    )
-}
-
-/// The PV to bind the claim to on this node (upstream `FindMatchingVolume` on the
-/// scheduler path): one pre-bound to the claim if its node affinity fits, else the smallest
-/// available PV of the claim's class that is big enough, matches the claim's selector,
-/// access modes, volume mode and the node, and is not in `excluded`.
+/// The volume to bind the claim to on this node: upstream `FindMatchingVolume` on the
+/// scheduler's path ([`index::find_matching_volume`] with the node, `delayBinding` set): a
+/// volume pre-bound to the claim if its node affinity fits, else the smallest Available
+/// volume of the claim's class that is big enough and matches the claim's selector, access
+/// modes, volume mode and the node, not in `excluded`. An invalid selector matches nothing.
 pub fn find_matching_volume<'a>(
     pvc: &PersistentVolumeClaim,
     pvs: &[&'a PersistentVolume],
     node: &NodeInfo,
     excluded: &BTreeSet<&str>,
 ) -> Option<&'a PersistentVolume> {
-    let requested = storage_request(pvc);
-    let class = claim_class(pvc);
-    let spec = pvc.spec.as_ref();
-    let selector = match spec.and_then(|s| s.selector.as_ref()) {
-        Some(sel) => Some(label_selector_as_selector(Some(sel)).ok()?),
-        None => None,
-    };
-    let claim_mode = volume_mode(spec.and_then(|s| s.volume_mode.as_ref()));
-    let mut smallest: Option<&PersistentVolume> = None;
-    for &pv in pvs {
-        let pv_name = pv.metadata.name.as_deref().unwrap_or_default();
-        if excluded.contains(pv_name) {
-            continue;
-        }
-        let pv_spec = pv.spec.as_ref();
-        if pv_spec.and_then(|s| s.claim_ref.as_ref()).is_some()
-            && !is_volume_bound_to_claim(pv, pvc)
-        {
-            continue;
-        }
-        if storage_capacity(pv) < requested
-            || volume_mode(pv_spec.and_then(|s| s.volume_mode.as_ref())) != claim_mode
-            || pv.metadata.deletion_timestamp.is_some()
-        {
-            continue;
-        }
-        let affinity_ok = check_node_affinity(pv, node);
-        if is_volume_bound_to_claim(pv, pvc) {
-            return affinity_ok.then_some(pv);
-        }
-        if !is_available(pv)
-            || selector
-                .as_ref()
-                .is_some_and(|s| !s.matches(pv.metadata.labels.as_ref()))
-            || volume_class(pv) != class
-            || !affinity_ok
-            || !check_access_modes(pvc, pv)
-        {
-            continue;
-        }
-        if smallest.is_none_or(|s| storage_capacity(s) > storage_capacity(pv)) {
-            smallest = Some(pv);
-        }
-    }
-    smallest
+    index::find_matching_volume(pvc, pvs, Some(&node.node), excluded, true)
+        .ok()
+        .flatten()
+        .copied()
 }
 
 /// Whether the claims can be provisioned on the node (upstream `checkVolumeProvisions`):
@@ -300,14 +235,31 @@ fn can_provision(snapshot: &Snapshot, claims: &[&PersistentVolumeClaim], node: &
     })
 }
 
-/// Filter: `Ok` with the WaitForFirstConsumer claims that still need the node in their
-/// `volume.kubernetes.io/selected-node`, or the reasons (upstream `FindPodVolumes`, its
-/// reasons in its order).
+/// What the VolumeBinding PreBind writes for the pod's WaitForFirstConsumer claims should
+/// the node be chosen (upstream `PodVolumes`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PodVolumes {
+    /// `(claim, volume)`: a matching volume, pre-bound to the claim in PreBind (its
+    /// `spec.claimRef`, upstream `bindAPIUpdate`); the PV controller completes the binding.
+    pub static_bindings: Vec<(String, String)>,
+    /// Claims to provision on the node that do not carry it yet in
+    /// `volume.kubernetes.io/selected-node` (annotated in PreBind).
+    pub dynamic_provisions: Vec<String>,
+}
+
+impl PodVolumes {
+    pub fn is_empty(&self) -> bool {
+        self.static_bindings.is_empty() && self.dynamic_provisions.is_empty()
+    }
+}
+
+/// Filter: `Ok` with what PreBind is to write for the pod's WaitForFirstConsumer claims on
+/// this node, or the reasons (upstream `FindPodVolumes`, its reasons in its order).
 pub fn filter(
     snapshot: &Snapshot,
     claims: &PodVolumeClaims<'_>,
     node: &NodeInfo,
-) -> Result<Vec<String>, Unschedulable> {
+) -> Result<PodVolumes, Unschedulable> {
     let mut bound_ok = true;
     let mut pvs_found = true;
     for pvc in &claims.bound {
@@ -323,41 +275,49 @@ pub fn filter(
             Some(_) => {}
         }
     }
-    let unbound_ok = claims.delay_binding.is_empty() || delay_binding_fits(snapshot, claims, node);
+    let volumes = if claims.delay_binding.is_empty() {
+        Some(PodVolumes::default())
+    } else {
+        find_pod_volumes(snapshot, claims, node)
+    };
     let mut reasons = Vec::new();
     if !bound_ok {
         reasons.push(ERR_REASON_NODE_CONFLICT.to_string());
     }
-    if !unbound_ok {
+    if volumes.is_none() {
         reasons.push(ERR_REASON_BIND_CONFLICT.to_string());
     }
     if !pvs_found {
         reasons.push(ERR_REASON_PV_NOT_EXIST.to_string());
     }
-    if !reasons.is_empty() {
-        return Err(Unschedulable {
+    match volumes {
+        Some(volumes) if reasons.is_empty() => Ok(volumes),
+        _ => Err(Unschedulable {
             plugin: VOLUME_BINDING,
             reasons,
-        });
+        }),
     }
-    Ok(claims
-        .delay_binding
-        .iter()
-        .filter(|c| annotation(&c.metadata, ANNOTATION_SELECTED_NODE) != Some(node.name()))
-        .map(|c| claim_name(c).to_string())
-        .collect())
 }
 
-fn delay_binding_fits(snapshot: &Snapshot, claims: &PodVolumeClaims<'_>, node: &NodeInfo) -> bool {
+/// The unbound WaitForFirstConsumer claims on this node (upstream `findMatchingVolumes`
+/// then `checkVolumeProvisions`): each matched to the smallest fitting volume, no volume
+/// twice, the smallest claims first; the rest provisioned if their class can on the node.
+/// `None` when they cannot all be satisfied here.
+fn find_pod_volumes(
+    snapshot: &Snapshot,
+    claims: &PodVolumeClaims<'_>,
+    node: &NodeInfo,
+) -> Option<PodVolumes> {
     // A claim already given another node can be used there only.
     if claims.delay_binding.iter().any(|c| {
         annotation(&c.metadata, ANNOTATION_SELECTED_NODE).is_some_and(|n| n != node.name())
     }) {
-        return false;
+        return None;
     }
     let mut to_match = claims.delay_binding.clone();
     to_match.sort_by_key(|c| storage_request(c));
     let mut chosen: BTreeSet<&str> = BTreeSet::new();
+    let mut out = PodVolumes::default();
     let mut to_provision = Vec::new();
     for pvc in to_match {
         let class = claim_class(pvc);
@@ -367,12 +327,33 @@ fn delay_binding_fits(snapshot: &Snapshot, claims: &PodVolumeClaims<'_>, node: &
             .collect();
         match find_matching_volume(pvc, &pvs, node, &chosen) {
             Some(pv) => {
-                chosen.insert(pv.metadata.name.as_deref().unwrap_or_default());
+                let pv_name = pv.metadata.name.as_deref().unwrap_or_default();
+                chosen.insert(pv_name);
+                out.static_bindings
+                    .push((claim_name(pvc).to_string(), pv_name.to_string()));
             }
             None => to_provision.push(pvc),
         }
     }
-    to_provision.is_empty() || can_provision(snapshot, &to_provision, node)
+    if !to_provision.is_empty() && !can_provision(snapshot, &to_provision, node) {
+        return None;
+    }
+    // In the pod's volume order, as the claims came.
+    let order = |name: &str| {
+        claims
+            .delay_binding
+            .iter()
+            .position(|c| claim_name(c) == name)
+    };
+    out.static_bindings.sort_by_key(|(c, _)| order(c));
+    out.dynamic_provisions = claims
+        .delay_binding
+        .iter()
+        .filter(|c| to_provision.iter().any(|p| claim_name(p) == claim_name(c)))
+        .filter(|c| annotation(&c.metadata, ANNOTATION_SELECTED_NODE) != Some(node.name()))
+        .map(|c| claim_name(c).to_string())
+        .collect();
+    Some(out)
 }
 
 #[cfg(test)]
@@ -411,7 +392,19 @@ mod tests {
         let Some(claims) = claims else {
             return Ok(vec![]);
         };
-        filter(s, &claims, s.node(node).unwrap()).map_err(|u| u.reasons)
+        filter(s, &claims, s.node(node).unwrap())
+            .map(|v| {
+                v.static_bindings
+                    .iter()
+                    .map(|(c, pv)| format!("bind {c} {pv}"))
+                    .chain(
+                        v.dynamic_provisions
+                            .iter()
+                            .map(|c| format!("provision {c}")),
+                    )
+                    .collect()
+            })
+            .map_err(|u| u.reasons)
     }
 
     fn annotated(mut c: PersistentVolumeClaim, k: &str, v: &str) -> PersistentVolumeClaim {
@@ -583,7 +576,7 @@ mod tests {
         let pod = PodBuilder::new("p").pvc("data").build();
         let claim = || pvc("data", "local", "5Gi", None);
         let bind = Err(vec![ERR_REASON_BIND_CONFLICT.to_string()]);
-        let ok = Ok(vec!["data".to_string()]);
+        let ok = Ok(vec!["bind data pv".to_string()]);
         let mut pending = pv("pending", "local", "5Gi", Some("a"));
         pending.status.as_mut().unwrap().phase = Some("Pending".into());
         let mut released = pv("released", "local", "5Gi", Some("a"));
@@ -643,7 +636,11 @@ mod tests {
                 vec![claim_ref(pv("pv", "local", "5Gi", Some("b")), "data")],
                 bind.clone(),
             ),
-            ("Pending counts as Available", vec![pending], ok.clone()),
+            (
+                "Pending does not count as Available",
+                vec![pending],
+                bind.clone(),
+            ),
             ("Released does not", vec![released], bind.clone()),
             ("access modes must be offered", vec![rwx], bind.clone()),
             ("volume modes must agree", vec![block], bind.clone()),
@@ -652,13 +649,14 @@ mod tests {
             let s = snap(pvs, vec![claim()], vec![wffc()]);
             assert_eq!(run(&s, &pod, "a"), want, "{name}");
         }
-        // Already annotated with this node: nothing to set; with another node: only there.
+        // Annotated with this node (an earlier attempt provisioning): a volume that has
+        // come meanwhile is still bound; with another node: only there.
         let s = snap(
             vec![pv("pv", "local", "5Gi", None)],
             vec![annotated(claim(), ANNOTATION_SELECTED_NODE, "a")],
             vec![wffc()],
         );
-        assert_eq!(run(&s, &pod, "a"), Ok(vec![]));
+        assert_eq!(run(&s, &pod, "a"), ok);
         assert_eq!(run(&s, &pod, "b"), bind);
     }
 
@@ -709,7 +707,7 @@ mod tests {
         );
         assert_eq!(
             run(&s, &pod, "a"),
-            Ok(vec!["one".to_string(), "two".to_string()])
+            Ok(vec!["bind one p1".to_string(), "bind two p2".to_string()])
         );
     }
 
@@ -719,7 +717,7 @@ mod tests {
         let claim = || vec![pvc("data", "dyn", "5Gi", None)];
         let class = storage_class("dyn", "WaitForFirstConsumer", "example.com/csi");
         let s = snap(vec![], claim(), vec![class.clone()]);
-        assert_eq!(run(&s, &pod, "a"), Ok(vec!["data".to_string()]));
+        assert_eq!(run(&s, &pod, "a"), Ok(vec!["provision data".to_string()]));
         let mut zoned = class;
         zoned.allowed_topologies = Some(vec![TopologySelectorTerm {
             match_label_expressions: Some(vec![TopologySelectorLabelRequirement {
@@ -732,7 +730,22 @@ mod tests {
             run(&s, &pod, "a"),
             Err(vec![ERR_REASON_BIND_CONFLICT.to_string()])
         );
-        assert_eq!(run(&s, &pod, "b"), Ok(vec!["data".to_string()]));
+        assert_eq!(run(&s, &pod, "b"), Ok(vec!["provision data".to_string()]));
+        // Already annotated with this node: nothing left to write.
+        let s = snap(
+            vec![],
+            vec![annotated(
+                pvc("data", "dyn", "5Gi", None),
+                ANNOTATION_SELECTED_NODE,
+                "a",
+            )],
+            vec![storage_class(
+                "dyn",
+                "WaitForFirstConsumer",
+                "example.com/csi",
+            )],
+        );
+        assert_eq!(run(&s, &pod, "a"), Ok(vec![]));
     }
 
     #[test]

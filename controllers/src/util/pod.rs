@@ -254,6 +254,26 @@ pub fn max_container_restarts(pod: &Pod) -> (i32, i32) {
     (regular, sidecar)
 }
 
+/// Every status is terminated or waiting, or there is none (upstream `notRunning`).
+fn not_running(statuses: Option<&Vec<k8s_openapi::api::core::v1::ContainerStatus>>) -> bool {
+    statuses.into_iter().flatten().all(|s| {
+        s.state
+            .as_ref()
+            .is_some_and(|st| st.terminated.is_some() || st.waiting.is_some())
+    })
+}
+
+/// upstream `volumeutil.IsPodTerminated`: phase Failed or Succeeded, or deleted with no
+/// container running.
+pub fn is_pod_terminated(pod: &Pod) -> bool {
+    let status = pod.status.as_ref();
+    is_pod_phase_terminal(pod_phase(pod))
+        || (pod.metadata.deletion_timestamp.is_some()
+            && not_running(status.and_then(|s| s.init_container_statuses.as_ref()))
+            && not_running(status.and_then(|s| s.container_statuses.as_ref()))
+            && not_running(status.and_then(|s| s.ephemeral_container_statuses.as_ref())))
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

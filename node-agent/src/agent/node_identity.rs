@@ -22,6 +22,7 @@ use kube::api::{Api, PostParams};
 use kube::{Client, Config};
 use rekube_crds::node_identity::NODE_UID_EXTRA;
 use rekube_crds::node_restriction::NODE_NAME_EXTRA;
+use rekube_crds::{PersistentVolume, PersistentVolumeClaim};
 
 /// How long a requested token lives (upstream's default for TokenRequest).
 const TOKEN_EXPIRATION_SECONDS: i64 = 3600;
@@ -178,20 +179,18 @@ impl NodeReader {
         *self.cached.lock().await = None;
     }
 
-    /// GETs `name` in `namespace`; `Ok(None)` when it does not exist. A refusal of the
-    /// node's identity is retried for [`GRANT_LAG`], an unauthenticated token renewed once.
-    async fn get<K>(&self, namespace: &str, name: &str) -> Result<Option<K>, String>
+    /// GETs `name` through `api` (the kind and namespace); `Ok(None)` when it
+    /// does not exist. A refusal of the node's identity is retried for [`GRANT_LAG`], an
+    /// unauthenticated token renewed once.
+    async fn get<K>(&self, api: impl Fn(Client) -> Api<K>, name: &str) -> Result<Option<K>, String>
     where
-        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + serde::de::DeserializeOwned
-            + std::fmt::Debug,
+        K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
     {
         let deadline = Instant::now() + GRANT_LAG;
         let mut renewed = false;
         loop {
             let client = self.client().await.map_err(|e| e.to_string())?;
-            match Api::<K>::namespaced(client, namespace).get_opt(name).await {
+            match api(client).get_opt(name).await {
                 Ok(found) => return Ok(found),
                 Err(kube::Error::Api(s))
                     if s.code == 401 && !renewed && self.identity_namespace.is_some() =>
@@ -212,7 +211,19 @@ impl NodeReader {
     }
 
     pub async fn secret(&self, namespace: &str, name: &str) -> Result<Option<Secret>, String> {
-        self.get(namespace, name).await
+        self.get(|c| Api::namespaced(c, namespace), name).await
+    }
+
+    pub async fn persistent_volume_claim(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<PersistentVolumeClaim>, String> {
+        self.get(|c| Api::namespaced(c, namespace), name).await
+    }
+
+    pub async fn persistent_volume(&self, name: &str) -> Result<Option<PersistentVolume>, String> {
+        self.get(Api::all, name).await
     }
 
     pub async fn config_map(
@@ -220,7 +231,7 @@ impl NodeReader {
         namespace: &str,
         name: &str,
     ) -> Result<Option<ConfigMap>, String> {
-        self.get(namespace, name).await
+        self.get(|c| Api::namespaced(c, namespace), name).await
     }
 }
 

@@ -382,6 +382,21 @@ impl ObjectReader for NodeReader {
     ) -> Result<Option<k8s_openapi::api::core::v1::Secret>, String> {
         NodeReader::secret(self, namespace, name).await
     }
+
+    async fn persistent_volume_claim(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<rekube_crds::PersistentVolumeClaim>, String> {
+        NodeReader::persistent_volume_claim(self, namespace, name).await
+    }
+
+    async fn persistent_volume(
+        &self,
+        name: &str,
+    ) -> Result<Option<rekube_crds::PersistentVolume>, String> {
+        NodeReader::persistent_volume(self, name).await
+    }
 }
 
 /// The real syncer: pods as containers of [`crate::runtime`]; see the module docs.

@@ -7,10 +7,12 @@
 //! mounts that cannot escape their volume ([`subpath`]).
 
 pub mod atomic_writer;
+pub mod claim;
 pub mod configmap;
 pub mod downwardapi;
 pub mod emptydir;
 pub mod hostpath;
+pub mod local;
 pub mod manager;
 pub mod plugins;
 pub mod pod_dirs;

@@ -14,10 +14,10 @@ use rekube_crds::Pod;
 
 use super::atomic_writer::{AtomicWriter, AtomicWriterError};
 use super::pod_dirs::{
-    CONFIG_MAP_PLUGIN, DOWNWARD_API_PLUGIN, EMPTY_DIR_PLUGIN, HOST_PATH_PLUGIN, PROJECTED_PLUGIN,
-    PodDirs, SECRET_PLUGIN,
+    CONFIG_MAP_PLUGIN, DOWNWARD_API_PLUGIN, EMPTY_DIR_PLUGIN, HOST_PATH_PLUGIN, LOCAL_PLUGIN,
+    PROJECTED_PLUGIN, PodDirs, SECRET_PLUGIN,
 };
-use super::{Payload, configmap, downwardapi, emptydir, hostpath, projected, secret};
+use super::{Payload, configmap, downwardapi, emptydir, hostpath, local, projected, secret};
 use crate::kubelet::quantity::parse_quantity;
 use crate::runtime::syscall::Syscall;
 
@@ -33,6 +33,24 @@ pub enum VolumeSpec {
     Secret(SecretVolumeSource),
     DownwardApi(DownwardAPIVolumeSource),
     Projected(ProjectedVolumeSource),
+    /// The PersistentVolume a pod's claim is bound to ([`super::claim`]): set up by the
+    /// plugin of its source; the pod's volume directory is named after the PV (upstream's
+    /// inner volume spec name).
+    Persistent {
+        pv_name: String,
+        /// The pod volume's `persistentVolumeClaim.readOnly`.
+        read_only: bool,
+        source: PersistentSource,
+    },
+}
+
+/// The sources of PersistentVolumes the agent mounts.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PersistentSource {
+    /// The hostPath plugin, as for a pod's own hostPath volume.
+    HostPath(HostPathVolumeSource),
+    /// The local plugin: a directory of the node, bind-mounted.
+    Local { path: String },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +71,8 @@ pub enum PluginError {
     DownwardApi(#[from] downwardapi::DownwardApiError),
     #[error(transparent)]
     Projected(#[from] projected::ProjectedError),
+    #[error(transparent)]
+    Local(#[from] local::LocalError),
     #[error(transparent)]
     AtomicWriter(#[from] AtomicWriterError),
 }
@@ -126,6 +146,14 @@ impl VolumeSpec {
             VolumeSpec::Secret(_) => SECRET_PLUGIN,
             VolumeSpec::DownwardApi(_) => DOWNWARD_API_PLUGIN,
             VolumeSpec::Projected(_) => PROJECTED_PLUGIN,
+            VolumeSpec::Persistent {
+                source: PersistentSource::HostPath(_),
+                ..
+            } => HOST_PATH_PLUGIN,
+            VolumeSpec::Persistent {
+                source: PersistentSource::Local { .. },
+                ..
+            } => LOCAL_PLUGIN,
         }
     }
 
@@ -143,7 +171,10 @@ impl VolumeSpec {
 
     /// The mounter's `ReadOnly` attribute: containers always mount these read-only.
     pub fn read_only(&self) -> bool {
-        self.requires_remount()
+        match self {
+            VolumeSpec::Persistent { read_only, .. } => *read_only,
+            _ => self.requires_remount(),
+        }
     }
 
     /// The ConfigMaps and Secrets the volume projects (read before set-up).
@@ -212,7 +243,20 @@ pub fn set_up(
         )
     };
     match spec {
-        VolumeSpec::HostPath(source) => return Ok(hostpath::set_up(source)?),
+        VolumeSpec::HostPath(source)
+        | VolumeSpec::Persistent {
+            source: PersistentSource::HostPath(source),
+            ..
+        } => return Ok(hostpath::set_up(source)?),
+        VolumeSpec::Persistent {
+            pv_name,
+            read_only,
+            source: PersistentSource::Local { path },
+        } => {
+            let dir = ctx.dirs.pod_volume_dir(uid, LOCAL_PLUGIN, pv_name);
+            local::set_up(pv_name, path, &dir, *read_only, ctx.sys)?;
+            return Ok(dir);
+        }
         VolumeSpec::EmptyDir {
             medium,
             size_limit_bytes,
@@ -267,16 +311,21 @@ pub fn set_up(
     Ok(dir)
 }
 
-/// Tears the volume down (`Unmounter.TearDown`): hostPath leaves the node's path alone.
+/// Tears the volume down (`Unmounter.TearDown`): hostPath leaves the node's path alone; a
+/// local volume is unmounted from `path`, where its set-up put it.
 pub fn tear_down(
     dirs: &PodDirs,
     sys: &dyn Syscall,
     uid: &str,
     plugin: &str,
     name: &str,
+    path: &std::path::Path,
 ) -> Result<(), PluginError> {
     if plugin == HOST_PATH_PLUGIN {
         return Ok(());
+    }
+    if plugin == LOCAL_PLUGIN {
+        return Ok(local::tear_down(path, sys)?);
     }
     let dir = dirs.pod_volume_dir(uid, plugin, name);
     let ready = dirs.pod_plugin_dir(uid, plugin, name);
@@ -348,12 +397,12 @@ mod tests {
     #[test]
     fn unsupported_sources_are_named() {
         let err = VolumeSpec::of(&volume(
-            serde_json::json!({"name": "a", "persistentVolumeClaim": {"claimName": "c"}}),
+            serde_json::json!({"name": "a", "nfs": {"server": "s", "path": "/"}}),
         ))
         .unwrap_err();
         assert_eq!(
             err.to_string(),
-            "no volume plugin matched: persistentVolumeClaim volumes are not supported by rekube-node-agent yet"
+            "no volume plugin matched: nfs volumes are not supported by rekube-node-agent yet"
         );
         let err = VolumeSpec::of(&volume(
             serde_json::json!({"name": "a", "emptyDir": {"sizeLimit": "lots"}}),

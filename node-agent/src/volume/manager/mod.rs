@@ -24,11 +24,12 @@ use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use rekube_crds::Pod;
+use rekube_crds::{PersistentVolume, PersistentVolumeClaim, Pod};
 
 use self::actual_state_of_world::{ActualStateOfWorld, MountedVolume};
 use self::desired_state_of_world::DesiredStateOfWorld;
 use self::reconciler::{Operation, reconcile};
+use super::claim;
 use super::plugins::{self, ObjectKind, SetUpContext, VolumeObjects, VolumeSpec};
 use super::pod_dirs::{EMPTY_DIR_PLUGIN, PodDirs};
 use crate::kubelet::quantity::amount;
@@ -47,23 +48,52 @@ pub trait ObjectReader: Sync {
         namespace: &str,
         name: &str,
     ) -> impl Future<Output = Result<Option<Secret>, String>> + Send;
+    fn persistent_volume_claim(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<PersistentVolumeClaim>, String>> + Send;
+    fn persistent_volume(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<PersistentVolume>, String>> + Send;
 }
 
 /// Why a pod's volumes are not all set up: per volume, upstream's `FailedMount` message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountFailure {
-    /// `(volume, message)`, in the pod spec's order.
+    /// `(volume, message)` of the volumes whose set-up failed, in the pod spec's order.
     pub failed: Vec<(String, String)>,
+    /// `(volume, error)` of the volumes the populator could not process (a claim not
+    /// bound, its volume not readable, ...): never handed to a plugin (upstream's
+    /// `VolumesNotInDSW` and the pod errors of the desired state).
+    pub unprocessed: Vec<(String, String)>,
 }
 
 impl MountFailure {
-    /// The pod-level summary (volume_manager.go's `WaitForAttachAndMount` error).
+    /// The pod-level summary (volume_manager.go's `WaitForAttachAndMount` error, the
+    /// populator's errors after it).
     pub fn summary(&self) -> String {
-        let names: Vec<&str> = self.failed.iter().map(|(v, _)| v.as_str()).collect();
-        format!(
-            "unmounted volumes=[{}], unattached volumes=[], failed to process volumes=[]",
-            names.join(" ")
-        )
+        let mut unmounted: Vec<&str> = self
+            .failed
+            .iter()
+            .chain(&self.unprocessed)
+            .map(|(v, _)| v.as_str())
+            .collect();
+        unmounted.sort();
+        let mut unprocessed: Vec<&str> = self.unprocessed.iter().map(|(v, _)| v.as_str()).collect();
+        unprocessed.sort();
+        let mut out = format!(
+            "unmounted volumes=[{}], unattached volumes=[], failed to process volumes=[{}]",
+            unmounted.join(" "),
+            unprocessed.join(" ")
+        );
+        if !self.unprocessed.is_empty() {
+            let errors: Vec<&str> = self.unprocessed.iter().map(|(_, e)| e.as_str()).collect();
+            out.push_str(": ");
+            out.push_str(&errors.join("; "));
+        }
+        out
     }
 }
 
@@ -108,8 +138,16 @@ impl VolumeManager {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let namespace = pod.metadata.namespace.clone().unwrap_or_default();
         let mut failed: Vec<(String, String)> = Vec::new();
+        let mut unprocessed: Vec<(String, String)> = Vec::new();
         let mut specs = Vec::new();
         for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+            if let Some(claim_ref) = claim::claim_ref(pod, v) {
+                match claim_volume_spec(reader, pod, v, &claim_ref).await {
+                    Ok(spec) => specs.push((v.name.clone(), spec)),
+                    Err(e) => unprocessed.push((v.name.clone(), e)),
+                }
+                continue;
+            }
             match VolumeSpec::of(v) {
                 Ok(spec) => specs.push((v.name.clone(), spec)),
                 Err(e) => failed.push((
@@ -152,6 +190,7 @@ impl VolumeManager {
                         &m.pod_uid,
                         &m.plugin_name,
                         &m.outer_volume_spec_name,
+                        &m.path,
                     )
                     .is_ok()
                     {
@@ -201,8 +240,11 @@ impl VolumeManager {
                 }
             }
         }
-        if !failed.is_empty() {
-            return Err(MountFailure { failed });
+        if !failed.is_empty() || !unprocessed.is_empty() {
+            return Err(MountFailure {
+                failed,
+                unprocessed,
+            });
         }
         let state = self.state.lock().unwrap();
         Ok(state
@@ -256,6 +298,7 @@ impl VolumeManager {
                     uid,
                     &m.plugin_name,
                     &m.outer_volume_spec_name,
+                    &m.path,
                 )
                 .map_err(|e| {
                     format!(
@@ -279,6 +322,59 @@ impl VolumeManager {
             Err(e) => Err(format!("removing {}: {e}", dir.display())),
         }
     }
+}
+
+/// The populator's `createVolumeSpec` for a claim-backed pod volume: the claim and the
+/// volume it is bound to, read as the node, judged by [`claim`].
+async fn claim_volume_spec<R: ObjectReader>(
+    reader: &R,
+    pod: &Pod,
+    volume: &k8s_openapi::api::core::v1::Volume,
+    claim_ref: &claim::ClaimRef,
+) -> Result<VolumeSpec, String> {
+    let namespace = pod.metadata.namespace.as_deref().unwrap_or_default();
+    let name = &claim_ref.claim_name;
+    let wrap = |e: &str| claim::processing_error(namespace, name, e);
+    let pvc = match reader.persistent_volume_claim(namespace, name).await {
+        Ok(Some(pvc)) => pvc,
+        Ok(None) => {
+            return Err(wrap(&format!(
+                "failed to fetch PVC from API server: persistentvolumeclaims.rekube.io {name:?} not found"
+            )));
+        }
+        Err(e) => return Err(wrap(&format!("failed to fetch PVC from API server: {e}"))),
+    };
+    let pv_name = claim::check_claim(&pvc).map_err(|e| wrap(&e))?;
+    if claim_ref.ephemeral {
+        claim::volume_is_for_pod(pod, &pvc)?;
+    }
+    let pv = match reader.persistent_volume(&pv_name).await {
+        Ok(Some(pv)) => pv,
+        Ok(None) => {
+            return Err(wrap(&format!(
+                "failed to fetch PV {pv_name} from API server: persistentvolumes.rekube.io {pv_name:?} not found"
+            )));
+        }
+        Err(e) => {
+            return Err(wrap(&format!(
+                "failed to fetch PV {pv_name} from API server: {e}"
+            )));
+        }
+    };
+    claim::volume_spec(
+        &volume.name,
+        &pv,
+        &pvc,
+        claim_ref.read_only,
+        claim::mounts_and_devices(pod, &volume.name),
+    )
+    .map_err(|e| {
+        if e.starts_with("found PV object") {
+            wrap(&e)
+        } else {
+            e
+        }
+    })
 }
 
 /// The ConfigMaps and Secrets a volume projects (upstream's configmap/secret managers:

@@ -1,0 +1,438 @@
+//! PersistentVolumes and claims on the real apiserver (issue 13): rekube-controllers' PV
+//! binder and the protection controllers, and a real `rekube-node-agent run` mounting a
+//! claim (as root).
+//!
+//! - binding: the smallest matching volume, both sides written as upstream (claimRef with
+//!   the claim's UID, phases, `pv.kubernetes.io/bind-completed` and `bound-by-controller`,
+//!   the claim's capacity and access modes from the volume), a claim pre-bound by
+//!   `volumeName`, a claim with no match Pending with upstream's FailedBinding event, a
+//!   deleted claim's Retain volume Released with its claimRef;
+//! - protection: a claim used by a pod and a bound volume stay (Terminating) until
+//!   released, then go;
+//! - data: a pod writes to its claim (a local volume on the node), is deleted, a second
+//!   pod reads the data; a read-only claim refuses writes; after the claim goes the volume
+//!   is Released and the data still on the node; no mount left behind.
+use std::time::Duration;
+
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use rekube_crds::{PersistentVolume, PersistentVolumeClaim, Pod};
+use rekube_e2e::agent::{AgentProcess, cannot_run_containers, delete_all_pods_and_check_leftovers};
+use rekube_e2e::controllers::ControllerProcess;
+use rekube_e2e::nodes::SCOPE_LABEL;
+use rekube_e2e::{TestNamespace, wait_until};
+use serde_json::{Value, json};
+
+const T: Duration = Duration::from_secs(60);
+const STORAGE_CONTROLLERS: &str = "--controllers=persistentvolume-binder-controller,persistentvolumeclaim-protection-controller,persistentvolume-protection-controller";
+
+fn volume(
+    ns: &TestNamespace,
+    name: &str,
+    size: &str,
+    policy: &str,
+    source: Value,
+) -> PersistentVolume {
+    let mut spec = json!({
+        "capacity": {"storage": size},
+        "accessModes": ["ReadWriteOnce"],
+        "persistentVolumeReclaimPolicy": policy,
+        "storageClassName": format!("manual-{}", ns.name),
+    });
+    spec.as_object_mut()
+        .unwrap()
+        .extend(source.as_object().unwrap().clone());
+    serde_json::from_value(json!({
+        "apiVersion": "rekube.io/v1", "kind": "PersistentVolume",
+        "metadata": {"name": ns.cluster_name(name), "labels": {SCOPE_LABEL: ns.name}},
+        "spec": spec,
+    }))
+    .unwrap()
+}
+
+fn claim(ns: &TestNamespace, name: &str, size: &str, extra: Value) -> PersistentVolumeClaim {
+    let mut spec = json!({
+        "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": size}},
+        "storageClassName": format!("manual-{}", ns.name),
+    });
+    spec.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    serde_json::from_value(json!({
+        "apiVersion": "rekube.io/v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": name}, "spec": spec,
+    }))
+    .unwrap()
+}
+
+fn phase_of_claim(c: &PersistentVolumeClaim) -> String {
+    c.status
+        .as_ref()
+        .and_then(|s| s.phase.clone())
+        .unwrap_or_default()
+}
+
+fn phase_of_volume(v: &PersistentVolume) -> String {
+    v.status
+        .as_ref()
+        .and_then(|s| s.phase.clone())
+        .unwrap_or_default()
+}
+
+async fn claim_bound(claims: &Api<PersistentVolumeClaim>, name: &str) -> PersistentVolumeClaim {
+    wait_until(&format!("claim {name} bound"), T, || async {
+        let c = claims.get(name).await.map_err(|e| e.to_string())?;
+        if phase_of_claim(&c) == "Bound" {
+            Ok(c)
+        } else {
+            Err(format!("{:?} {:?}", c.spec, c.status))
+        }
+    })
+    .await
+}
+
+async fn volume_phase(
+    volumes: &Api<PersistentVolume>,
+    name: &str,
+    phase: &str,
+) -> PersistentVolume {
+    wait_until(&format!("volume {name} {phase}"), T, || async {
+        let v = volumes.get(name).await.map_err(|e| e.to_string())?;
+        if phase_of_volume(&v) == phase {
+            Ok(v)
+        } else {
+            Err(format!("{:?} {:?}", v.spec, v.status))
+        }
+    })
+    .await
+}
+
+async fn gone<K>(api: &Api<K>, name: &str)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    wait_until(&format!("{name} gone"), T, || async {
+        match api.get_opt(name).await {
+            Ok(None) => Ok(()),
+            Ok(Some(o)) => Err(format!("still there: {:?}", o.meta().finalizers)),
+            Err(e) => Err(e.to_string()),
+        }
+    })
+    .await
+}
+
+/// The notes of the events of `reason` about `name`.
+async fn events(api: &Api<Event>, name: &str, reason: &str) -> Vec<String> {
+    api.list(&ListParams::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| {
+            e.reason.as_deref() == Some(reason)
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
+        })
+        .filter_map(|e| e.note)
+        .collect()
+}
+
+fn annotation<'a>(meta: &'a kube::api::ObjectMeta, key: &str) -> Option<&'a str> {
+    meta.annotations.as_ref()?.get(key).map(String::as_str)
+}
+
+fn finalizers(meta: &kube::api::ObjectMeta) -> Vec<String> {
+    meta.finalizers.clone().unwrap_or_default()
+}
+
+/// Every volume of the test deleted, finalizers and all (the controllers may be gone).
+async fn delete_volumes(ns: &TestNamespace) {
+    let volumes: Api<PersistentVolume> = Api::all(ns.client.clone());
+    let lp = ListParams::default().labels(&format!("{SCOPE_LABEL}={}", ns.name));
+    for v in volumes.list(&lp).await.unwrap().items {
+        let name = v.metadata.name.clone().unwrap();
+        let _ = volumes
+            .patch(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+            )
+            .await;
+        let _ = volumes.delete(&name, &DeleteParams::default()).await;
+    }
+}
+
+#[tokio::test]
+async fn volumes_bind_release_and_are_protected() {
+    let ns = TestNamespace::new("pv-binder").await;
+    let _controllers = ControllerProcess::start(&ns.name, &[STORAGE_CONTROLLERS]);
+    let volumes: Api<PersistentVolume> = Api::all(ns.client.clone());
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(ns.client.clone(), &ns.name);
+    let pods: Api<Pod> = Api::namespaced(ns.client.clone(), &ns.name);
+    let events_api: Api<Event> = Api::namespaced(ns.client.clone(), &ns.name);
+    let pp = PostParams::default();
+    let host = json!({"hostPath": {"path": "/tmp/rekube-e2e-unused"}});
+    for (name, size) in [("small", "1Gi"), ("big", "5Gi"), ("huge", "10Gi")] {
+        volumes
+            .create(&pp, &volume(&ns, name, size, "Retain", host.clone()))
+            .await
+            .unwrap();
+    }
+    let (small, big, huge) = (
+        ns.cluster_name("small"),
+        ns.cluster_name("big"),
+        ns.cluster_name("huge"),
+    );
+    for v in [&small, &big, &huge] {
+        let got = volume_phase(&volumes, v, "Available").await;
+        assert_eq!(
+            finalizers(&got.metadata),
+            ["kubernetes.io/pv-protection"],
+            "{v}: the pv-protection finalizer"
+        );
+    }
+
+    // The smallest volume that fits: 2Gi goes to the 5Gi volume, not the 10Gi one.
+    claims
+        .create(&pp, &claim(&ns, "data", "2Gi", json!({})))
+        .await
+        .unwrap();
+    let data = claim_bound(&claims, "data").await;
+    let spec = data.spec.clone().unwrap();
+    assert_eq!(spec.volume_name.as_deref(), Some(big.as_str()));
+    assert_eq!(
+        annotation(&data.metadata, "pv.kubernetes.io/bind-completed"),
+        Some("yes")
+    );
+    assert_eq!(
+        annotation(&data.metadata, "pv.kubernetes.io/bound-by-controller"),
+        Some("yes")
+    );
+    let status = data.status.clone().unwrap();
+    assert_eq!(status.capacity.unwrap()["storage"].0, "5Gi");
+    assert_eq!(status.access_modes.unwrap(), ["ReadWriteOnce"]);
+    assert_eq!(finalizers(&data.metadata), ["kubernetes.io/pvc-protection"]);
+    let v = volume_phase(&volumes, &big, "Bound").await;
+    let claim_ref = v.spec.clone().unwrap().claim_ref.unwrap();
+    assert_eq!(claim_ref.name.as_deref(), Some("data"));
+    assert_eq!(claim_ref.namespace.as_deref(), Some(ns.name.as_str()));
+    assert_eq!(claim_ref.uid, data.metadata.uid);
+    assert_eq!(
+        annotation(&v.metadata, "pv.kubernetes.io/bound-by-controller"),
+        Some("yes")
+    );
+    assert_eq!(
+        phase_of_volume(&volumes.get(&huge).await.unwrap()),
+        "Available"
+    );
+
+    // Pre-bound by the claim: the named volume, though bigger than needed.
+    claims
+        .create(&pp, &claim(&ns, "pre", "1Gi", json!({"volumeName": huge})))
+        .await
+        .unwrap();
+    let pre = claim_bound(&claims, "pre").await;
+    assert_eq!(
+        pre.spec.unwrap().volume_name.as_deref(),
+        Some(huge.as_str())
+    );
+    assert_eq!(
+        annotation(&pre.metadata, "pv.kubernetes.io/bound-by-controller"),
+        None,
+        "the user bound the claim, not the controller"
+    );
+    volume_phase(&volumes, &huge, "Bound").await;
+
+    // No volume and no class: Pending, with upstream's event.
+    claims
+        .create(
+            &pp,
+            &claim(&ns, "nothing", "1Gi", json!({"storageClassName": ""})),
+        )
+        .await
+        .unwrap();
+    let notes = wait_until("FailedBinding of claim nothing", T, || async {
+        let notes = events(&events_api, "nothing", "FailedBinding").await;
+        if notes.is_empty() {
+            Err("no event yet".to_string())
+        } else {
+            Ok(notes)
+        }
+    })
+    .await;
+    assert_eq!(
+        notes[0],
+        "no persistent volumes available for this claim and no storage class is set"
+    );
+    assert_eq!(
+        phase_of_claim(&claims.get("nothing").await.unwrap()),
+        "Pending"
+    );
+
+    // Claim protection: "pre" is used by a scheduled pod (upstream counts only those: a
+    // kubelet could be using the claim), so its deletion waits for the pod. No agent runs
+    // on the node named.
+    pods.create(
+        &pp,
+        &serde_json::from_value(json!({"apiVersion": "rekube.io/v1", "kind": "Pod",
+            "metadata": {"name": "user"},
+            "spec": {"nodeName": ns.cluster_name("nowhere"),
+                     "containers": [{"name": "c", "image": "busybox:1.36"}],
+                     "volumes": [{"name": "v", "persistentVolumeClaim": {"claimName": "pre"}}]}}))
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    // Volume protection: "huge" is bound to "pre", so its deletion waits for the claim.
+    volumes
+        .delete(&huge, &DeleteParams::default())
+        .await
+        .unwrap();
+    claims
+        .delete("pre", &DeleteParams::default())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let pre = claims.get("pre").await.expect("a claim in use stays");
+    assert!(pre.metadata.deletion_timestamp.is_some());
+    let h = volumes.get(&huge).await.expect("a bound volume stays");
+    assert!(h.metadata.deletion_timestamp.is_some());
+    pods.delete("user", &DeleteParams::default().grace_period(0))
+        .await
+        .unwrap();
+    gone(&pods, "user").await;
+    gone(&claims, "pre").await;
+    gone(&volumes, &huge).await;
+
+    // Retain: the claim goes, the volume is Released and keeps its claimRef.
+    claims
+        .delete("data", &DeleteParams::default())
+        .await
+        .unwrap();
+    gone(&claims, "data").await;
+    let released = volume_phase(&volumes, &big, "Released").await;
+    assert_eq!(
+        released.spec.unwrap().claim_ref.unwrap().uid,
+        data.metadata.uid,
+        "a Released volume keeps the claim it had"
+    );
+    // Not bound, so not protected: deleting it removes it.
+    volumes
+        .delete(&big, &DeleteParams::default())
+        .await
+        .unwrap();
+    gone(&volumes, &big).await;
+    delete_volumes(&ns).await;
+}
+
+/// A local volume on the agent's node, written by one pod and read by the next.
+#[tokio::test]
+async fn a_claim_keeps_its_data_across_pods() {
+    if cannot_run_containers() {
+        return;
+    }
+    let ns = TestNamespace::new("pv-data").await;
+    let _controllers = ControllerProcess::start(&ns.name, &[STORAGE_CONTROLLERS]);
+    let agent = AgentProcess::start_real(&ns, "n", &[]);
+    let node = agent.node_name.clone();
+    let volumes: Api<PersistentVolume> = Api::all(ns.client.clone());
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(ns.client.clone(), &ns.name);
+    let pods: Api<Pod> = Api::namespaced(ns.client.clone(), &ns.name);
+    let pp = PostParams::default();
+    let disk = std::env::temp_dir().join(format!("rekube-e2e-local-{}", ns.name));
+    std::fs::create_dir_all(&disk).unwrap();
+    let local = json!({
+        "local": {"path": disk.to_str().unwrap()},
+        "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+            {"key": "kubernetes.io/hostname", "operator": "In", "values": [node]}]}]}},
+    });
+    volumes
+        .create(&pp, &volume(&ns, "disk", "1Gi", "Retain", local))
+        .await
+        .unwrap();
+    claims
+        .create(&pp, &claim(&ns, "data", "1Gi", json!({})))
+        .await
+        .unwrap();
+    claim_bound(&claims, "data").await;
+
+    let pod = |name: &str, script: &str, read_only: bool| -> Pod {
+        serde_json::from_value(json!({"apiVersion": "rekube.io/v1", "kind": "Pod",
+            "metadata": {"name": name},
+            "spec": {"nodeName": node, "restartPolicy": "Never", "terminationGracePeriodSeconds": 1,
+                "containers": [{"name": "c", "image": "busybox:1.36", "imagePullPolicy": "Never",
+                    "command": ["sh", "-c", script],
+                    "volumeMounts": [{"name": "v", "mountPath": "/data"}]}],
+                "volumes": [{"name": "v", "persistentVolumeClaim": {"claimName": "data", "readOnly": read_only}}]}}))
+        .unwrap()
+    };
+    let succeeded = |name: &'static str| {
+        let pods = pods.clone();
+        async move {
+            wait_until(
+                &format!("pod {name} done"),
+                Duration::from_secs(90),
+                || async {
+                    let p = pods.get(name).await.map_err(|e| e.to_string())?;
+                    match p.status.as_ref().and_then(|s| s.phase.as_deref()) {
+                        Some("Succeeded") => Ok(p),
+                        Some("Failed") => panic!("pod {name} failed: {:?}", p.status),
+                        other => Err(format!("{other:?}")),
+                    }
+                },
+            )
+            .await
+        }
+    };
+    pods.create(
+        &pp,
+        &pod("writer", "echo kept-across-pods > /data/file", false),
+    )
+    .await
+    .unwrap();
+    succeeded("writer").await;
+    assert_eq!(
+        std::fs::read_to_string(disk.join("file")).unwrap(),
+        "kept-across-pods\n",
+        "the pod wrote to the node's disk through the claim"
+    );
+    pods.delete("writer", &DeleteParams::default())
+        .await
+        .unwrap();
+    gone(&pods, "writer").await;
+
+    let script = "test \"$(cat /data/file)\" = kept-across-pods && ! touch /data/other 2>/dev/null";
+    pods.create(&pp, &pod("reader", script, true))
+        .await
+        .unwrap();
+    let reader = succeeded("reader").await;
+    assert!(
+        !disk.join("other").exists(),
+        "a read-only claim is mounted read-only"
+    );
+    let uid = reader.metadata.uid.clone().unwrap();
+    delete_all_pods_and_check_leftovers(&pods, &agent, T).await;
+    assert!(
+        !agent.root.join("pods").join(&uid).exists(),
+        "the pod's directory went with the pod"
+    );
+
+    claims
+        .delete("data", &DeleteParams::default())
+        .await
+        .unwrap();
+    gone(&claims, "data").await;
+    volume_phase(&volumes, &ns.cluster_name("disk"), "Released").await;
+    assert_eq!(
+        std::fs::read_to_string(disk.join("file")).unwrap(),
+        "kept-across-pods\n",
+        "Retain keeps the data"
+    );
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(disk.to_str().unwrap()),
+        "no mount of the volume left"
+    );
+    delete_volumes(&ns).await;
+    std::fs::remove_dir_all(&disk).unwrap();
+}
