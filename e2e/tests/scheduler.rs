@@ -552,6 +552,55 @@ async fn volumes_pin_pods_to_their_nodes() {
     );
 }
 
+/// ReadWriteOncePod: a claim with that access mode is used by one pod at most; a second
+/// pod stays unschedulable with upstream's reason until the first goes.
+#[tokio::test]
+async fn a_read_write_once_pod_claim_admits_one_pod() {
+    let e = env(
+        "sched-rwop",
+        &["--controllers", "scheduler,persistentvolume-binder"],
+    )
+    .await;
+    nodes::create_node(&e.ns, "a", &NodeShape::default()).await;
+    nodes::create_node(&e.ns, "b", &NodeShape::default()).await;
+    let class = format!("manual-{}", e.ns.name);
+    e.ns.create(json!({"apiVersion": "rekube.io/v1", "kind": "PersistentVolume", "metadata": {"name": "solo"},
+        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOncePod"], "storageClassName": class,
+            "hostPath": {"path": "/tmp/rekube-e2e-rwop"}}}))
+        .await
+        .unwrap();
+    e.ns.create(json!({"apiVersion": "rekube.io/v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "solo"},
+        "spec": {"accessModes": ["ReadWriteOncePod"], "storageClassName": class, "resources": {"requests": {"storage": "1Gi"}}}}))
+        .await
+        .unwrap();
+    let claims = Api::<PersistentVolumeClaim>::namespaced(e.ns.client.clone(), &e.ns.name);
+    wait_until("claim solo bound", T, || async {
+        let c = claims.get("solo").await.map_err(|e| e.to_string())?;
+        match c.status.as_ref().and_then(|s| s.phase.as_deref()) {
+            Some("Bound") => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let vol = json!([{"name": "data", "persistentVolumeClaim": {"claimName": "solo"}}]);
+    e.create(&pod("first", "100m", "64Mi", json!({"volumes": vol})))
+        .await;
+    e.wait_bound("first").await;
+    e.create(&pod("second", "100m", "64Mi", json!({"volumes": vol})))
+        .await;
+    let m = e.wait_unschedulable("second").await;
+    assert_eq!(
+        m,
+        "0/2 nodes are available: 2 node(s) unavailable due to PersistentVolumeClaim with \
+         ReadWriteOncePod access mode already in-use by another pod."
+    );
+    e.pods
+        .delete("first", &kube::api::DeleteParams::default().grace_period(0))
+        .await
+        .unwrap();
+    e.wait_bound("second").await;
+}
+
 /// A node that stops heartbeating: after the grace period it is tainted unreachable, its
 /// pods are evicted after their tolerationSeconds, and the ReplicaSet's replacements are
 /// scheduled on the healthy node, within grace + toleration (plus the monitor period and

@@ -10,7 +10,9 @@
 //! - [`nodeaffinity`]: node selector terms (`component-helpers/scheduling/corev1/nodeaffinity`).
 //! - [`filters`]: NodeUnschedulable, NodeName, NodeReady (rekube's), TaintToleration,
 //!   NodeAffinity, NodePorts, NodeResourcesFit (`framework/plugins/*` Filter).
-//! - [`volume_binding`]: VolumeBinding PreFilter and Filter, simplified.
+//! - [`volume_binding`]: VolumeBinding PreFilter and Filter, simplified, and what PreBind
+//!   writes.
+//! - [`volume_restrictions`]: VolumeRestrictions' ReadWriteOncePod check.
 //! - [`scores`]: LeastAllocated, BalancedAllocation, NodeAffinity, TaintToleration and the
 //!   default topology spreading, weighted as upstream's default profile.
 //! - [`schedule_one`]: PreFilter → Filter → Score → select host (`schedule_one.go`).
@@ -25,6 +27,7 @@ pub mod schedule_one;
 pub mod scores;
 pub mod snapshot;
 pub mod volume_binding;
+pub mod volume_restrictions;
 
 #[cfg(test)]
 pub(crate) mod testing;

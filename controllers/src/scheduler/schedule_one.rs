@@ -28,6 +28,7 @@ use super::resources::{Resource, compute_pod_resource_request};
 use super::scores::{NodeScore, prioritize_nodes};
 use super::snapshot::{NodeInfo, Snapshot};
 use super::volume_binding::{self, PodVolumeClaims, PodVolumes};
+use super::volume_restrictions;
 
 /// Where the pod goes (upstream `ScheduleResult`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,23 +52,28 @@ pub struct CycleState<'a> {
     pub request: Resource,
     pub affinity: RequiredNodeAffinity<'a>,
     pub volumes: Option<PodVolumeClaims<'a>>,
+    /// VolumeRestrictions' state (`None`: skipped).
+    pub volume_restrictions: Option<volume_restrictions::PreFilterState>,
     /// Nodes the pod is restricted to by NodeAffinity's `metadata.name` terms, if any
     /// (upstream `PreFilterResult`).
     pub node_names: Option<BTreeSet<String>>,
 }
 
-/// Upstream `RunPreFilterPlugins` for NodeAffinity then VolumeBinding: the state, or the
+/// Upstream `RunPreFilterPlugins` for NodeAffinity, VolumeRestrictions and VolumeBinding: the
+/// state, or the
 /// message that makes every node unschedulable.
 pub fn run_pre_filter_plugins<'a>(
     snapshot: &'a Snapshot,
     pod: &'a Pod,
 ) -> Result<CycleState<'a>, String> {
     let node_names = pre_filter_node_names(pod).map_err(str::to_string)?;
+    let volume_restrictions = volume_restrictions::pre_filter(snapshot, pod)?;
     let volumes = volume_binding::pre_filter(snapshot, pod)?;
     Ok(CycleState {
         request: compute_pod_resource_request(pod),
         affinity: RequiredNodeAffinity::of(pod),
         volumes,
+        volume_restrictions,
         node_names,
     })
 }
@@ -80,7 +86,7 @@ pub fn run_filter_plugins(
     pod: &Pod,
     node: &NodeInfo,
 ) -> Result<PodVolumes, Unschedulable> {
-    let filters: [&dyn Fn() -> FilterResult; 7] = [
+    let filters: [&dyn Fn() -> FilterResult; 8] = [
         &|| node_unschedulable(pod, node),
         &|| node_name(pod, node),
         &|| node_ready(pod, node),
@@ -88,6 +94,7 @@ pub fn run_filter_plugins(
         &|| node_affinity(&state.affinity, node),
         &|| node_ports(pod, node),
         &|| node_resources_fit(&state.request, node),
+        &|| volume_restrictions::filter(state.volume_restrictions.as_ref()),
     ];
     for f in filters {
         f()?;
