@@ -436,3 +436,105 @@ async fn a_claim_keeps_its_data_across_pods() {
     delete_volumes(&ns).await;
     std::fs::remove_dir_all(&disk).unwrap();
 }
+
+/// The agent killed with -9 while a pod with a claim runs, and restarted: the pod runs
+/// again on the same data, the volume mounted once (not stacked), and nothing is left once
+/// the pod goes.
+#[tokio::test]
+async fn an_agent_restart_keeps_a_claims_mount() {
+    if cannot_run_containers() {
+        return;
+    }
+    let ns = TestNamespace::new("pv-restart").await;
+    let _controllers = ControllerProcess::start(&ns.name, &[STORAGE_CONTROLLERS]);
+    let mut agent = AgentProcess::start_real(&ns, "n", &[]);
+    let node = agent.node_name.clone();
+    let volumes: Api<PersistentVolume> = Api::all(ns.client.clone());
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(ns.client.clone(), &ns.name);
+    let pods: Api<Pod> = Api::namespaced(ns.client.clone(), &ns.name);
+    let pp = PostParams::default();
+    let disk = std::env::temp_dir().join(format!("rekube-e2e-local-{}", ns.name));
+    std::fs::create_dir_all(&disk).unwrap();
+    let local = json!({
+        "local": {"path": disk.to_str().unwrap()},
+        "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+            {"key": "kubernetes.io/hostname", "operator": "In", "values": [node]}]}]}},
+    });
+    volumes
+        .create(&pp, &volume(&ns, "disk", "1Gi", "Retain", local))
+        .await
+        .unwrap();
+    claims
+        .create(&pp, &claim(&ns, "data", "1Gi", json!({})))
+        .await
+        .unwrap();
+    claim_bound(&claims, "data").await;
+    let script = "if [ -e /data/marker ]; then echo marker found; else echo first run; touch /data/marker; fi; sleep 3600";
+    let p: Pod = serde_json::from_value(json!({"apiVersion": "rekube.io/v1", "kind": "Pod",
+        "metadata": {"name": "stays"},
+        "spec": {"nodeName": node, "terminationGracePeriodSeconds": 1,
+            "containers": [{"name": "c", "image": "busybox:1.36", "imagePullPolicy": "Never",
+                "command": ["sh", "-c", script],
+                "volumeMounts": [{"name": "v", "mountPath": "/data"}]}],
+            "volumes": [{"name": "v", "persistentVolumeClaim": {"claimName": "data"}}]}}))
+    .unwrap();
+    let uid = pods.create(&pp, &p).await.unwrap().metadata.uid.unwrap();
+    let log = |agent: &AgentProcess, instance: u32| {
+        agent.container_log(&ns.name, "stays", &uid, "c", instance)
+    };
+    wait_until("the first run", T, || async {
+        let out = log(&agent, 0);
+        if out.contains("first run") {
+            Ok(())
+        } else {
+            Err(out)
+        }
+    })
+    .await;
+    assert!(disk.join("marker").exists(), "written through the claim");
+    let mount_point = agent
+        .root
+        .join("pods")
+        .join(&uid)
+        .join("volumes/kubernetes.io~local-volume")
+        .join(ns.cluster_name("disk"));
+    let mounts_of = |path: &std::path::Path| {
+        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let p = path.to_str().unwrap().to_string();
+        info.lines()
+            .filter(|l| l.split(' ').nth(4) == Some(p.as_str()))
+            .count()
+    };
+    assert_eq!(
+        mounts_of(&mount_point),
+        1,
+        "the claim's volume mounted once"
+    );
+
+    agent.kill_and_restart();
+    wait_until("the pod running again on its data", T, || async {
+        let out = log(&agent, 1);
+        if out.contains("marker found") {
+            Ok(())
+        } else {
+            Err(out)
+        }
+    })
+    .await;
+    assert_eq!(
+        mounts_of(&mount_point),
+        1,
+        "after the restart the volume is still mounted, once"
+    );
+
+    delete_all_pods_and_check_leftovers(&pods, &agent, T).await;
+    assert_eq!(mounts_of(&mount_point), 0);
+    assert!(disk.join("marker").exists(), "the data stays");
+    claims
+        .delete("data", &DeleteParams::default())
+        .await
+        .unwrap();
+    gone(&claims, "data").await;
+    delete_volumes(&ns).await;
+    std::fs::remove_dir_all(&disk).unwrap();
+}
