@@ -8,6 +8,7 @@ pub mod deployment;
 pub mod endpoint;
 pub mod endpointslice;
 pub mod endpointslicemirroring;
+pub mod ephemeral;
 pub mod manager;
 pub mod nodeauthorizer;
 pub mod nodelifecycle;

@@ -538,3 +538,98 @@ async fn an_agent_restart_keeps_a_claims_mount() {
     delete_volumes(&ns).await;
     std::fs::remove_dir_all(&disk).unwrap();
 }
+
+/// Recycle: a released hostPath volume is scrubbed by a recycler pod the PV binder runs
+/// (scheduled onto the volume's node, run by the real agent), then Available again and
+/// bound by the next claim; the pod is gone afterwards.
+#[tokio::test]
+async fn a_recycled_volume_is_scrubbed_and_available_again() {
+    if cannot_run_containers() {
+        return;
+    }
+    // The recycler pod mounts a hostPath: Pod Security's privileged level.
+    let ns = TestNamespace::privileged("pv-recycle").await;
+    let _controllers = ControllerProcess::start(
+        &ns.name,
+        &[
+            "--controllers=persistentvolume-binder,persistentvolumeclaim-protection,persistentvolume-protection,scheduler",
+        ],
+    );
+    let agent = AgentProcess::start_real(&ns, "n", &[]);
+    agent.wait_node_ready(&ns.client, T).await;
+    let node = agent.node_name.clone();
+    let volumes: Api<PersistentVolume> = Api::all(ns.client.clone());
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(ns.client.clone(), &ns.name);
+    let pods: Api<Pod> = Api::namespaced(ns.client.clone(), &ns.name);
+    let events_api: Api<Event> = Api::namespaced(ns.client.clone(), &ns.name);
+    let pp = PostParams::default();
+    let dir = std::env::temp_dir().join(format!("rekube-e2e-recycle-{}", ns.name));
+    std::fs::create_dir_all(dir.join("sub")).unwrap();
+    std::fs::write(dir.join("old-data"), b"x").unwrap();
+    std::fs::write(dir.join("sub/deeper"), b"y").unwrap();
+    let source = json!({
+        "hostPath": {"path": dir.to_str().unwrap()},
+        "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+            {"key": "kubernetes.io/hostname", "operator": "In", "values": [node]}]}]}},
+    });
+    volumes
+        .create(&pp, &volume(&ns, "scratch", "1Gi", "Recycle", source))
+        .await
+        .unwrap();
+    let pv = ns.cluster_name("scratch");
+    claims
+        .create(&pp, &claim(&ns, "first", "1Gi", json!({})))
+        .await
+        .unwrap();
+    claim_bound(&claims, "first").await;
+    claims
+        .delete("first", &DeleteParams::default())
+        .await
+        .unwrap();
+    gone(&claims, "first").await;
+
+    let v = volume_phase(&volumes, &pv, "Available").await;
+    assert_eq!(
+        v.spec.unwrap().claim_ref,
+        None,
+        "a recycled volume is unbound"
+    );
+    let left: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+    assert!(left.is_empty(), "scrubbed: {left:?}");
+    let notes = events(&events_api, &pv, "VolumeRecycled").await;
+    let cluster_events: Api<Event> = Api::all(ns.client.clone());
+    let cluster_notes = events(&cluster_events, &pv, "VolumeRecycled").await;
+    assert!(
+        notes
+            .iter()
+            .chain(&cluster_notes)
+            .any(|n| n == "Volume recycled"),
+        "the VolumeRecycled event: {notes:?} {cluster_notes:?}"
+    );
+    wait_until("the recycler pod gone", T, || async {
+        match pods.get_opt(&format!("recycler-for-{pv}")).await {
+            Ok(None) => Ok(()),
+            other => Err(format!("{:?}", other.map(|p| p.map(|p| p.status)))),
+        }
+    })
+    .await;
+
+    // Available again: the next claim gets it.
+    claims
+        .create(&pp, &claim(&ns, "second", "1Gi", json!({})))
+        .await
+        .unwrap();
+    let second = claim_bound(&claims, "second").await;
+    assert_eq!(
+        second.spec.unwrap().volume_name.as_deref(),
+        Some(pv.as_str())
+    );
+    claims
+        .delete("second", &DeleteParams::default())
+        .await
+        .unwrap();
+    gone(&claims, "second").await;
+    delete_all_pods_and_check_leftovers(&pods, &agent, T).await;
+    delete_volumes(&ns).await;
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -221,6 +221,7 @@ impl Workload<'_> {
                 self.replica_set_adoption_and_release(),
                 self.wait_for_first_consumer_claim(),
                 self.volume_binding_release_and_protection(),
+                self.ephemeral_volume_claim(),
                 self.lost_node(),
                 self.orphaned_pod_of_a_deleted_node(),
                 self.node_authorizer_grants_and_revokes(),
@@ -858,6 +859,33 @@ impl Workload<'_> {
             match addresses.get_opt(&ip).await.map_err(|e| e.to_string())? {
                 Some(a) if a.spec.parent_ref.name == "alloc-a" => Err(format!("{:?}", a.spec)),
                 _ => Ok(()),
+            }
+        })
+        .await;
+    }
+
+    /// Ephemeral volume controller: a pod with a generic ephemeral volume gets its claim
+    /// `<pod>-<volume>`, controlled by the pod (create persistentvolumeclaims). The pod is
+    /// bound to a node that does not exist: nothing runs it, and pod GC collects it later.
+    async fn ephemeral_volume_claim(&self) {
+        self.create::<Pod>(json!({
+            "apiVersion": "rekube.io/v1", "kind": "Pod", "metadata": {"name": "with-scratch"},
+            "spec": {"nodeName": self.ns.cluster_name("nowhere"),
+                     "containers": [{"name": "c", "image": "busybox:1.36"}],
+                     "volumes": [{"name": "scratch", "ephemeral": {"volumeClaimTemplate": {"spec": {
+                         "accessModes": ["ReadWriteOnce"], "storageClassName": "",
+                         "resources": {"requests": {"storage": "1Gi"}}}}}}]}
+        }))
+        .await;
+        let claims = self.api::<PersistentVolumeClaim>();
+        wait_until("the ephemeral volume's claim", T, || async {
+            match claims
+                .get_opt("with-scratch-scratch")
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                Some(c) if c.owner_references().iter().any(|o| o.kind == "Pod") => Ok(()),
+                other => Err(format!("{other:?}\n{}", self.controllers.logs())),
             }
         })
         .await;

@@ -22,6 +22,7 @@ pub const KNOWN_CONTROLLERS: &[&str] = &[
     "persistentvolume-binder-controller",
     "persistentvolumeclaim-protection-controller",
     "persistentvolume-protection-controller",
+    "ephemeral-volume-controller",
 ];
 
 #[derive(Debug, Parser)]
@@ -36,7 +37,9 @@ pub struct Options {
     /// node-lifecycle-controller, taint-eviction-controller,
     /// pod-garbage-collector-controller, node-authorizer-controller, endpoint-controller,
     /// endpointslice-controller, endpointslice-mirroring-controller,
-    /// service-allocator-controller (or without the -controller suffix), and scheduler
+    /// service-allocator-controller, persistentvolume-binder-controller,
+    /// persistentvolumeclaim-protection-controller, persistentvolume-protection-controller,
+    /// ephemeral-volume-controller (or without the -controller suffix), and scheduler
     /// (rekube runs kube-scheduler's work here too).
     #[arg(long, value_delimiter = ',', default_value = "*")]
     pub controllers: Vec<String>,
@@ -85,6 +88,11 @@ pub struct Options {
     /// synced again (0: at once).
     #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
     pub mirroring_endpointslice_updates_batch_period: Duration,
+
+    /// Pods whose generic ephemeral volumes' claims are synced concurrently (upstream
+    /// --concurrent-ephemeralvolume-syncs).
+    #[arg(long, default_value_t = 5)]
+    pub concurrent_ephemeralvolume_syncs: usize,
 
     /// Sustained API requests per second to the apiserver.
     #[arg(long, default_value_t = 20.0)]
@@ -150,6 +158,22 @@ pub struct Options {
     /// Enable dynamic provisioning (upstream --enable-dynamic-provisioning).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub enable_dynamic_provisioning: bool,
+
+    /// The file path to a pod definition used as a template for hostPath volume recycling
+    /// (upstream --pv-recycler-pod-template-filepath-hostpath); empty: rekube's default
+    /// (busybox:1.36 running upstream's scrub command).
+    #[arg(long, default_value = "")]
+    pub pv_recycler_pod_template_filepath_hostpath: String,
+
+    /// The minimum activeDeadlineSeconds of a hostPath recycler pod (upstream
+    /// --pv-recycler-minimum-timeout-hostpath).
+    #[arg(long, default_value_t = 60)]
+    pub pv_recycler_minimum_timeout_hostpath: i64,
+
+    /// Seconds added to a hostPath recycler pod's activeDeadlineSeconds per GiB of the
+    /// volume (upstream --pv-recycler-timeout-increment-hostpath).
+    #[arg(long, default_value_t = 30)]
+    pub pv_recycler_timeout_increment_hostpath: i64,
 
     /// Assign each Node a pod CIDR from --cluster-cidr (the node-ipam-controller).
     #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
@@ -249,7 +273,7 @@ pub struct Options {
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum Error {
     #[error(
-        "unknown controller {0:?} in --controllers (known: deployment-controller, replicaset-controller, node-ipam-controller, node-lifecycle-controller, taint-eviction-controller, pod-garbage-collector-controller, node-authorizer-controller, endpoint-controller, endpointslice-controller, endpointslice-mirroring-controller, service-allocator-controller, persistentvolume-binder-controller, persistentvolumeclaim-protection-controller, persistentvolume-protection-controller, scheduler)"
+        "unknown controller {0:?} in --controllers (known: deployment-controller, replicaset-controller, node-ipam-controller, node-lifecycle-controller, taint-eviction-controller, pod-garbage-collector-controller, node-authorizer-controller, endpoint-controller, endpointslice-controller, endpointslice-mirroring-controller, service-allocator-controller, persistentvolume-binder-controller, persistentvolumeclaim-protection-controller, persistentvolume-protection-controller, ephemeral-volume-controller, scheduler)"
     )]
     UnknownController(String),
     #[error(
@@ -444,6 +468,7 @@ mod tests {
             "endpoint-controller",
             "endpointslice-controller",
             "endpointslice-mirroring-controller",
+            "ephemeral-volume-controller",
             "node-authorizer-controller",
             "node-ipam-controller",
             "node-lifecycle-controller",
@@ -465,7 +490,11 @@ mod tests {
             enabled(&["scheduler", "node-lifecycle"]).unwrap(),
             vec!["node-lifecycle-controller", "scheduler"]
         );
-        assert_eq!(enabled(&["*", "-scheduler"]).unwrap().len(), 14);
+        assert_eq!(enabled(&["*", "-scheduler"]).unwrap().len(), 15);
+        assert_eq!(
+            enabled(&["ephemeral-volume"]).unwrap(),
+            vec!["ephemeral-volume-controller"]
+        );
         assert_eq!(
             enabled(&[
                 "persistentvolume-binder",
@@ -522,6 +551,7 @@ mod tests {
             (5, 5)
         );
         assert_eq!(o.concurrent_endpoint_syncs, 5);
+        assert_eq!(o.concurrent_ephemeralvolume_syncs, 5);
         assert_eq!(o.endpoint_updates_batch_period, Duration::ZERO);
         assert_eq!(
             (

@@ -26,6 +26,9 @@ use crate::endpointslice::controller::{
 use crate::endpointslicemirroring::controller::{
     EndpointSliceMirroringController, Informers as MirroringInformers,
 };
+use crate::ephemeral::controller::{
+    EphemeralVolumeController, Informers as EphemeralVolumeInformers,
+};
 use crate::nodeauthorizer::controller::{
     Informers as NodeAuthorizerInformers, NodeAuthorizer, managed_selector,
 };
@@ -37,6 +40,8 @@ use crate::nodelifecycle::lifecycle_controller::{
 };
 use crate::podgc::controller::{Config as PodGcConfig, PodGcController};
 use crate::pvcontroller::controller::{Informers as PvBinderInformers, PersistentVolumeBinder};
+use crate::pvcontroller::host_path::{HostPathPlugin, RecyclerConfig};
+use crate::pvcontroller::plugins::VolumePlugin;
 use crate::pvcprotection::controller::{
     Informers as PvcProtectionInformers, PvcProtectionController,
 };
@@ -320,8 +325,21 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         ));
     }
     if enabled.contains("persistentvolume-binder-controller") {
+        let recycler = RecyclerConfig {
+            namespace: if opts.namespace.is_empty() {
+                "default".to_string()
+            } else {
+                opts.namespace.clone()
+            },
+            template: recycler_pod_template(&opts.pv_recycler_pod_template_filepath_hostpath)?,
+            minimum_timeout: opts.pv_recycler_minimum_timeout_hostpath,
+            timeout_increment: opts.pv_recycler_timeout_increment_hostpath,
+        };
+        let plugins: Vec<Arc<dyn VolumePlugin>> =
+            vec![HostPathPlugin::new(new_client().await?, recycler)];
         let c = PersistentVolumeBinder::new(
             new_client().await?,
+            plugins,
             PvBinderInformers {
                 volumes: Arc::clone(&pvs),
                 claims: Arc::clone(&pvcs),
@@ -353,6 +371,21 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         tasks.push(Task::spawn(
             "controller persistentvolumeclaim-protection-controller",
             c.run(1, shutdown.clone()),
+        ));
+    }
+    if enabled.contains("ephemeral-volume-controller") {
+        let c = EphemeralVolumeController::new(
+            new_client().await?,
+            EphemeralVolumeInformers {
+                pods: Arc::clone(&pods),
+                pvcs: Arc::clone(&pvcs),
+            },
+            metrics.clone(),
+        );
+        queues.push(c.queue());
+        tasks.push(Task::spawn(
+            "controller ephemeral-volume-controller",
+            c.run(opts.concurrent_ephemeralvolume_syncs),
         ));
     }
     if enabled.contains("persistentvolume-protection-controller") {
@@ -513,7 +546,8 @@ pub async fn run(opts: Options) -> Result<(), Error> {
             "endpointslice-controller",
             "scheduler",
             "persistentvolume-binder-controller",
-            "persistentvolumeclaim-protection-controller"
+            "persistentvolumeclaim-protection-controller",
+            "ephemeral-volume-controller"
         ])
     );
     start!(
@@ -562,7 +596,8 @@ pub async fn run(opts: Options) -> Result<(), Error> {
             "scheduler",
             "node-authorizer-controller",
             "persistentvolume-binder-controller",
-            "persistentvolumeclaim-protection-controller"
+            "persistentvolumeclaim-protection-controller",
+            "ephemeral-volume-controller"
         ])
     );
     start!(
@@ -670,4 +705,22 @@ async fn signal_handler(shutdown: CancellationToken) {
         _ = int.recv() => tracing::info!("SIGINT: shutting down"),
     }
     shutdown.cancel();
+}
+
+/// The hostPath recycler's pod template from `--pv-recycler-pod-template-filepath-hostpath`
+/// (a YAML or JSON Pod; its apiVersion may be upstream's `v1`), or `None` for the default.
+fn recycler_pod_template(path: &str) -> Result<Option<rekube_crds::Pod>, Error> {
+    if path.is_empty() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Error::Setup(format!(
+            "--pv-recycler-pod-template-filepath-hostpath {path}: {e}"
+        ))
+    })?;
+    serde_yaml::from_str(&text).map(Some).map_err(|e| {
+        Error::Setup(format!(
+            "--pv-recycler-pod-template-filepath-hostpath {path}: not a pod: {e}"
+        ))
+    })
 }

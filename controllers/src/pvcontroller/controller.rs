@@ -18,6 +18,7 @@ use rekube_crds::{Node, PersistentVolume, PersistentVolumeClaim, Pod, StorageCla
 use tokio_util::sync::CancellationToken;
 
 use super::client::{ApiError, EventType, PvClient};
+use super::plugins::VolumePlugin;
 use super::pv_controller::PersistentVolumeController;
 use crate::manager::events::EventRecorder;
 use crate::manager::informer::{Change, Informer, ObjectKey, wait_for_named_cache_sync};
@@ -208,6 +209,7 @@ pub struct PersistentVolumeBinder {
 impl PersistentVolumeBinder {
     pub fn new(
         client: Client,
+        plugins: Vec<Arc<dyn VolumePlugin>>,
         informers: Informers,
         resync_period: Duration,
         enable_dynamic_provisioning: bool,
@@ -222,9 +224,7 @@ impl PersistentVolumeBinder {
             pods: Arc::clone(&informers.pods),
             nodes: Arc::clone(&informers.nodes),
         };
-        // No in-tree volume plugins: volumes are provisioned, deleted and recycled by
-        // their external provisioners (see docs/volumes.md).
-        let core = PersistentVolumeController::new(kube, Vec::new(), enable_dynamic_provisioning);
+        let core = PersistentVolumeController::new(kube, plugins, enable_dynamic_provisioning);
         let c = Arc::new(PersistentVolumeBinder {
             core,
             informers,

@@ -70,10 +70,11 @@
 //! The shell, [`controller`], runs the core under the controller manager
 //! (`persistentvolume-binder-controller`): the informers' changes queue volumes and
 //! claims, one worker per queue, a resync every `--pvclaimbinder-sync-period`. It has no
-//! in-tree volume plugins: a Delete volume is left to its external provisioner, a
-//! Recycle volume gets upstream's "no volume plugin matched" events.
+//! in-tree volume plugin but hostPath's recycler ([`host_path`]: a scrubbing pod); a Delete
+//! volume is left to its external provisioner.
 pub mod client;
 pub mod controller;
+pub mod host_path;
 pub mod index;
 pub mod operations;
 pub mod plugins;
