@@ -39,6 +39,14 @@ crds:
 crds-check:
     cargo run --quiet -p rekube-crds --bin crdgen -- --check
 
+# Regenerate csi/src/generated/csi.v1.rs (prost + tonic) from the vendored csi/proto/csi.proto (no protoc needed).
+csi-gen:
+    cargo run --quiet -p rekube-csi-gen
+
+# Fail when csi/src/generated/csi.v1.rs differs from what `just csi-gen` would write.
+csi-check:
+    cargo run --quiet -p rekube-csi-gen -- --check
+
 # Print each CRD's size (kubectl's last-applied annotation holds its JSON).
 crd-sizes:
     cargo run --quiet -p rekube-crds --bin crdgen -- --sizes
@@ -96,6 +104,12 @@ bench-pod-startup pods="100" *flags="": cluster-up build-kubelet
     cargo build --quiet --release -p rekube-node-agent -p rekube-e2e --bin rekube-node-agent --bin bench-pod-startup
     KUBECONFIG={{local_kubeconfig}} $CARGO_TARGET_DIR/release/bench-pod-startup --pods {{pods}} --kubelet {{k8s_bin}}/kubelet --agent $CARGO_TARGET_DIR/release/rekube-node-agent --kubeconfig {{local_kubeconfig}} {{flags}}
 
+# Benchmark (as root): pod volumes, upstream's clusterloader2 storage pod-startup workloads (1 pod × 100 configMap, secret, emptyDir volumes; 100 pods × 1 emptyDir) under kubelet + containerd and rekube-node-agent, side by side.
+bench-storage: cluster-up build-kubelet
+    KUBECONFIG={{local_kubeconfig}} just install >/dev/null
+    cargo build --quiet --release -p rekube-node-agent -p rekube-e2e --bin rekube-node-agent --bin bench-pod-startup
+    for w in "1 configmap:100" "1 secret:100" "1 emptydir:100" "100 emptydir:1"; do set -- $w; echo; echo "=== $1 pod(s), volumes $2"; KUBECONFIG={{local_kubeconfig}} $CARGO_TARGET_DIR/release/bench-pod-startup --pods $1 --volumes $2 --kubelet {{k8s_bin}}/kubelet --agent $CARGO_TARGET_DIR/release/rekube-node-agent --kubeconfig {{local_kubeconfig}} || exit 1; done
+
 # Benchmark: rekube Service created → cluster IP visible (one at a time, 200 at once, two QPS settings), beside a core Service's in-apiserver allocation.
 bench-service-alloc: cluster-up
     KUBECONFIG={{local_kubeconfig}} just install >/dev/null
@@ -151,6 +165,7 @@ test: no-local-nodes cluster-up
     cargo fmt --all --check
     cargo clippy --quiet --workspace --all-targets -- -D warnings
     just crds-check
+    just csi-check
     KUBECONFIG={{local_kubeconfig}} just install helm-check
     cargo build --quiet -p rekube-controllers -p kubectl-rekube -p rekube-node-agent
     # Every suite runs (--no-fail-fast), then the node agent's lib and runtime tests on

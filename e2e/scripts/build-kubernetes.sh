@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Build the pinned Kubernetes control-plane binaries (kube-apiserver,
-# kube-controller-manager, kubectl), etcd and helm from the Go module proxy and cache them
-# per version outside the repository. Rebuilds only what is missing. `bench-tools` builds
-# what only `just bench-scheduler` needs (kube-scheduler and kwok), `kube-proxy` what only
+# kube-controller-manager, kubectl), etcd, helm, the CNI plugins and csi-sanity from the Go
+# module proxy and cache them per version outside the repository. Rebuilds only what is
+# missing. `bench-tools` builds what only `just bench-scheduler` needs (kube-scheduler
+# and kwok), `kube-proxy` what only
 # `just bench-proxy` needs, and `kubelet` what only
 # `just bench-pod-startup` needs; both are kept out of `all` so that bootstrap and CI do not
 # pay for them.
@@ -13,6 +14,7 @@
 #   HELM_VERSION   helm version (default v3.21.4)
 #   KWOK_VERSION   kwok version (default v0.8.0)
 #   CNI_PLUGINS_VERSION  containernetworking/plugins version (default v1.10.0)
+#   CSI_SANITY_VERSION   kubernetes-csi/csi-test version (default v5.6.0)
 set -euo pipefail
 
 K8S_VERSION=${K8S_VERSION:-v1.36.3}
@@ -20,6 +22,7 @@ ETCD_VERSION=${ETCD_VERSION:-v3.6.16}
 HELM_VERSION=${HELM_VERSION:-v3.21.4}
 KWOK_VERSION=${KWOK_VERSION:-v0.8.0}
 CNI_PLUGINS_VERSION=${CNI_PLUGINS_VERSION:-v1.10.0}
+CSI_SANITY_VERSION=${CSI_SANITY_VERSION:-v5.6.0}
 CACHE=${REKUBE_CACHE:-$HOME/.cache/rekube}
 BIN="$CACHE/bin/kubernetes-$K8S_VERSION"
 mkdir -p "$BIN"
@@ -140,10 +143,26 @@ build_cni_plugins() {
   phase "built cni plugins $CNI_PLUGINS_VERSION in $((SECONDS - t0))s"
 }
 
+# csi-sanity, the CSI spec's conformance suite (kubernetes-csi/csi-test), which
+# csi/tests/sanity.rs runs against rekube-csi. Its go.mod has no replace lines: a plain
+# `go install`; the version is in the file's name, as kwok's.
+build_csi_sanity() {
+  local out="$CACHE/bin/csi-sanity-$CSI_SANITY_VERSION" t0=$SECONDS
+  [ -x "$out" ] && { phase "csi-sanity $CSI_SANITY_VERSION cached"; return; }
+  local work="$CACHE/src/csi-sanity-$CSI_SANITY_VERSION"
+  mkdir -p "$work"
+  (cd "$work" && GOBIN="$work" go install -trimpath -ldflags "-s -w" \
+    "github.com/kubernetes-csi/csi-test/v5/cmd/csi-sanity@$CSI_SANITY_VERSION") \
+    2>"$work/go-install.log" || { cat "$work/go-install.log" >&2; return 1; }
+  mv "$work/csi-sanity" "$out"
+  phase "built csi-sanity $CSI_SANITY_VERSION in $((SECONDS - t0))s"
+}
+
 what=${1:-all}
 case $what in
-  all) build_etcd; build_kubernetes; build_helm; build_cni_plugins ;;
+  all) build_etcd; build_kubernetes; build_helm; build_cni_plugins; build_csi_sanity ;;
   cni-plugins) build_cni_plugins ;;
+  csi-sanity) build_csi_sanity ;;
   etcd) build_etcd ;;
   kubernetes) build_kubernetes ;;
   helm) build_helm ;;
@@ -155,6 +174,6 @@ case $what in
   kubelet) build_kubernetes kubelet ;;
   # Only the service proxy benchmark needs it (just bench-proxy).
   kube-proxy) build_kubernetes kube-proxy ;;
-  *) echo "usage: $0 [all|etcd|kubernetes|helm|cni-plugins|bench-tools|kube-scheduler|kwok|kubelet|kube-proxy]" >&2; exit 2 ;;
+  *) echo "usage: $0 [all|etcd|kubernetes|helm|cni-plugins|csi-sanity|bench-tools|kube-scheduler|kwok|kubelet|kube-proxy]" >&2; exit 2 ;;
 esac
 echo "$BIN"

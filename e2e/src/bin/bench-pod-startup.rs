@@ -16,7 +16,9 @@
 //! time-out or Ctrl-C.
 //!
 //! `just bench-pod-startup [pods] [flags]` builds everything and runs this (as root);
-//! `--only upstream|rekube|both` runs one side.
+//! `--only upstream|rekube|both` runs one side; `--volumes configmap:100` (or `secret:N`,
+//! `emptydir:N`) gives each pod that many volumes, as upstream's storage pod-startup
+//! workloads (`just bench-storage` runs them).
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -77,6 +79,99 @@ struct Args {
     /// Give up on a side when its pods are not all Running and Ready after this many seconds.
     #[arg(long, default_value_t = 300)]
     timeout: u64,
+    /// Volumes each pod mounts: `configmap:N`, `secret:N` or `emptydir:N` (upstream's
+    /// clusterloader2 storage pod-startup workloads); the ConfigMaps and Secrets are made in
+    /// the side's namespace before the node starts.
+    #[arg(long, value_parser = parse_volumes)]
+    volumes: Option<Volumes>,
+}
+
+/// `--volumes`: the kind and how many per pod.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Volumes {
+    kind: VolumeKind,
+    count: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum VolumeKind {
+    ConfigMap,
+    Secret,
+    EmptyDir,
+}
+
+fn parse_volumes(s: &str) -> Result<Volumes, String> {
+    let (kind, count) = s
+        .split_once(':')
+        .ok_or_else(|| format!("--volumes {s:?}: want KIND:N"))?;
+    let kind = match kind {
+        "configmap" => VolumeKind::ConfigMap,
+        "secret" => VolumeKind::Secret,
+        "emptydir" => VolumeKind::EmptyDir,
+        other => {
+            return Err(format!(
+                "--volumes {s:?}: unknown kind {other:?} (configmap, secret, emptydir)"
+            ));
+        }
+    };
+    let count = count
+        .parse::<usize>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("--volumes {s:?}: N must be a positive number"))?;
+    Ok(Volumes { kind, count })
+}
+
+impl Volumes {
+    /// The pod's `volumes` and the container's `volumeMounts`.
+    fn pod_parts(&self) -> (serde_json::Value, serde_json::Value) {
+        let volumes: Vec<serde_json::Value> = (0..self.count)
+            .map(|i| {
+                let name = format!("vol-{i}");
+                match self.kind {
+                    VolumeKind::ConfigMap => json!({"name": name, "configMap": {"name": name}}),
+                    VolumeKind::Secret => json!({"name": name, "secret": {"secretName": name}}),
+                    VolumeKind::EmptyDir => json!({"name": name, "emptyDir": {}}),
+                }
+            })
+            .collect();
+        let mounts: Vec<serde_json::Value> = (0..self.count)
+            .map(|i| json!({"name": format!("vol-{i}"), "mountPath": format!("/vol/{i}")}))
+            .collect();
+        (json!(volumes), json!(mounts))
+    }
+
+    /// The ConfigMaps or Secrets the pods' volumes name, in `namespace`.
+    async fn create_objects(&self, client: &Client, namespace: &str) -> anyhow::Result<()> {
+        let pp = PostParams::default();
+        for i in 0..self.count {
+            let name = format!("vol-{i}");
+            match self.kind {
+                VolumeKind::ConfigMap => {
+                    let api: Api<k8s_openapi::api::core::v1::ConfigMap> =
+                        Api::namespaced(client.clone(), namespace);
+                    let cm = serde_json::from_value(
+                        json!({"metadata": {"name": name}, "data": {"key": "value"}}),
+                    )?;
+                    api.create(&pp, &cm)
+                        .await
+                        .with_context(|| format!("creating configmap {namespace}/{name}"))?;
+                }
+                VolumeKind::Secret => {
+                    let api: Api<k8s_openapi::api::core::v1::Secret> =
+                        Api::namespaced(client.clone(), namespace);
+                    let secret = serde_json::from_value(
+                        json!({"metadata": {"name": name}, "stringData": {"key": "value"}}),
+                    )?;
+                    api.create(&pp, &secret)
+                        .await
+                        .with_context(|| format!("creating secret {namespace}/{name}"))?;
+                }
+                VolumeKind::EmptyDir => {}
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Debug)]
@@ -241,8 +336,8 @@ fn side_name(which: Which) -> &'static str {
     }
 }
 
-fn pod(side: &Side, node: &str, name: &str) -> DynamicObject {
-    serde_json::from_value(json!({
+fn pod(side: &Side, node: &str, name: &str, volumes: Option<Volumes>) -> DynamicObject {
+    let mut pod = json!({
         "apiVersion": side.api_version, "kind": "Pod",
         "metadata": {"name": name, "namespace": side.namespace,
                      "labels": {"app": "bench-pod-startup"}},
@@ -254,8 +349,13 @@ fn pod(side: &Side, node: &str, name: &str) -> DynamicObject {
             "containers": [{"name": "sleep", "image": "busybox:1.36",
                 "imagePullPolicy": "IfNotPresent", "command": ["sleep", "3600"]}],
         }
-    }))
-    .unwrap()
+    });
+    if let Some(v) = volumes {
+        let (vols, mounts) = v.pod_parts();
+        pod["spec"]["volumes"] = vols;
+        pod["spec"]["containers"][0]["volumeMounts"] = mounts;
+    }
+    serde_json::from_value(pod).unwrap()
 }
 
 fn running_and_ready(pod: &DynamicObject) -> bool {
@@ -368,7 +468,7 @@ async fn measure(
     let start = Instant::now();
     let create = join_all((0..n).map(|i| {
         let api = api.clone();
-        let pod = pod(side, &args.node_name, &format!("pod-{i:03}"));
+        let pod = pod(side, &args.node_name, &format!("pod-{i:03}"), args.volumes);
         async move {
             let name = pod.metadata.name.clone().unwrap_or_default();
             api.create(&PostParams::default(), &pod)
@@ -469,7 +569,7 @@ async fn warm_up(client: &Client, side: &Side, args: &Args) -> anyhow::Result<()
     let api = side.pods(client);
     api.create(
         &PostParams::default(),
-        &pod(side, &args.node_name, "warm-up"),
+        &pod(side, &args.node_name, "warm-up", args.volumes),
     )
     .await
     .with_context(|| format!("creating the {} warm-up pod", side.name))?;
@@ -500,6 +600,9 @@ async fn run_side(
     dir: PathBuf,
 ) -> anyhow::Result<Measured> {
     fresh_namespace(&client, side.namespace).await?;
+    if let Some(v) = args.volumes {
+        v.create_objects(&client, side.namespace).await?;
+    }
     let node = tokio::task::block_in_place(|| Node::start(&args, side.which, &dir))?;
     let measured = match warm_up(&client, &side, &args).await {
         Ok(()) => measure(&client, &side, &args, &node).await,
@@ -693,8 +796,12 @@ async fn main() -> std::process::ExitCode {
             pod: ApiResource::erase::<rekube_crds::Pod>(&()),
         },
     ];
+    let volumes = match args.volumes {
+        Some(v) => format!(", {} {:?} volumes each", v.count, v.kind),
+        None => String::new(),
+    };
     println!(
-        "workload: {} pods per side created at once on node {} (hostNetwork, busybox:1.36 `sleep 3600`, image present); logs in {}",
+        "workload: {} pods per side created at once on node {} (hostNetwork, busybox:1.36 `sleep 3600`, image present{volumes}); logs in {}",
         args.pods,
         args.node_name,
         dir.join("logs").display()

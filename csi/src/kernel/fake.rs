@@ -1,0 +1,339 @@
+//! An in-memory kernel for tests without root: loop devices (`/dev/loopN`, device 7:N)
+//! over real image files, filesystems made by `mkfs_ext4`, and a mount table in which a
+//! mounted path stats as the root of what is mounted there. Calls are recorded in order.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use nix::errno::Errno;
+use nix::mount::MsFlags;
+use nix::sys::stat::makedev;
+
+use super::{FileKind, FileStat, FsStats, Kernel, KernelError, LinuxKernel, Result};
+use crate::mountinfo::MountInfo;
+
+/// devtmpfs' device, where the fake's `/dev/loopN` nodes live.
+const DEVTMPFS: u64 = 5;
+
+#[derive(Debug, Clone)]
+struct FakeLoop {
+    image: PathBuf,
+    autoclear: bool,
+}
+
+#[derive(Debug, Clone)]
+struct FakeMount {
+    target: PathBuf,
+    /// What stat(target) answers.
+    stat: FileStat,
+    fs_type: String,
+    source: String,
+    flags: MsFlags,
+    /// The loop device the mount holds open, if any.
+    holds: Option<u32>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    loops: BTreeMap<u32, FakeLoop>,
+    filesystems: BTreeMap<PathBuf, String>,
+    mounts: Vec<FakeMount>,
+    calls: Vec<String>,
+}
+
+/// See the module documentation.
+#[derive(Debug, Default)]
+pub struct FakeKernel {
+    state: Mutex<State>,
+}
+
+fn loop_number(device: &Path) -> Option<u32> {
+    device.to_str()?.strip_prefix("/dev/loop")?.parse().ok()
+}
+
+fn errno(op: &'static str, object: &Path, errno: Errno) -> KernelError {
+    KernelError::Errno {
+        op,
+        object: object.display().to_string(),
+        errno,
+    }
+}
+
+impl FakeKernel {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The calls made so far, as `op path` strings.
+    pub fn calls(&self) -> Vec<String> {
+        self.state.lock().unwrap().calls.clone()
+    }
+
+    /// The attached loop devices and their images.
+    pub fn loops(&self) -> Vec<(PathBuf, PathBuf)> {
+        let s = self.state.lock().unwrap();
+        s.loops
+            .iter()
+            .map(|(n, l)| (PathBuf::from(format!("/dev/loop{n}")), l.image.clone()))
+            .collect()
+    }
+
+    /// The mount points, oldest first, with whether each is read-only.
+    pub fn mount_points(&self) -> Vec<(PathBuf, bool)> {
+        let s = self.state.lock().unwrap();
+        s.mounts
+            .iter()
+            .map(|m| (m.target.clone(), m.flags.contains(MsFlags::MS_RDONLY)))
+            .collect()
+    }
+
+    fn record(&self, call: String) {
+        self.state.lock().unwrap().calls.push(call);
+    }
+
+    fn stat_in(state: &State, path: &Path) -> Result<Option<FileStat>> {
+        if let Some(m) = state.mounts.iter().rev().find(|m| m.target == path) {
+            return Ok(Some(m.stat));
+        }
+        if let Some(n) = loop_number(path) {
+            return Ok(Some(FileStat {
+                dev: DEVTMPFS,
+                ino: 1000 + u64::from(n),
+                rdev: makedev(7, u64::from(n)),
+                kind: FileKind::BlockDevice,
+            }));
+        }
+        LinuxKernel.stat(path)
+    }
+}
+
+impl Kernel for FakeKernel {
+    fn loop_attach(&self, image: &Path) -> Result<PathBuf> {
+        self.record(format!("loop_attach {}", image.display()));
+        if !image.is_file() {
+            return Err(errno("attach", image, Errno::ENOENT));
+        }
+        let mut s = self.state.lock().unwrap();
+        let n = (0..).find(|n| !s.loops.contains_key(n)).unwrap();
+        s.loops.insert(
+            n,
+            FakeLoop {
+                image: image.to_path_buf(),
+                autoclear: false,
+            },
+        );
+        Ok(PathBuf::from(format!("/dev/loop{n}")))
+    }
+
+    fn loop_find(&self, image: &Path) -> Result<Option<PathBuf>> {
+        let s = self.state.lock().unwrap();
+        Ok(s.loops
+            .iter()
+            .find(|(_, l)| l.image == image)
+            .map(|(n, _)| PathBuf::from(format!("/dev/loop{n}"))))
+    }
+
+    fn loop_set_autoclear(&self, device: &Path) -> Result<()> {
+        self.record(format!("loop_set_autoclear {}", device.display()));
+        let mut s = self.state.lock().unwrap();
+        let n = loop_number(device).ok_or_else(|| errno("open", device, Errno::ENOENT))?;
+        let l = s
+            .loops
+            .get_mut(&n)
+            .ok_or_else(|| errno("set autoclear on", device, Errno::ENXIO))?;
+        l.autoclear = true;
+        Ok(())
+    }
+
+    fn loop_detach(&self, device: &Path) -> Result<()> {
+        self.record(format!("loop_detach {}", device.display()));
+        let mut s = self.state.lock().unwrap();
+        if let Some(n) = loop_number(device) {
+            if s.mounts.iter().any(|m| m.holds == Some(n)) {
+                // The kernel defers the detach of a busy device to its last close.
+                if let Some(l) = s.loops.get_mut(&n) {
+                    l.autoclear = true;
+                }
+            } else {
+                s.loops.remove(&n);
+            }
+        }
+        Ok(())
+    }
+
+    fn loop_refresh_capacity(&self, device: &Path) -> Result<()> {
+        self.record(format!("loop_refresh_capacity {}", device.display()));
+        Ok(())
+    }
+
+    fn device_size(&self, device: &Path) -> Result<u64> {
+        let s = self.state.lock().unwrap();
+        let l = loop_number(device)
+            .and_then(|n| s.loops.get(&n))
+            .ok_or_else(|| errno("size of", device, Errno::ENXIO))?;
+        std::fs::metadata(&l.image)
+            .map(|m| m.len())
+            .map_err(|source| KernelError::Io {
+                op: "stat",
+                object: l.image.display().to_string(),
+                source,
+            })
+    }
+
+    fn probe_fs_type(&self, device: &Path) -> Result<Option<String>> {
+        let s = self.state.lock().unwrap();
+        let l = loop_number(device)
+            .and_then(|n| s.loops.get(&n))
+            .ok_or_else(|| errno("probe", device, Errno::ENXIO))?;
+        Ok(s.filesystems.get(&l.image).cloned())
+    }
+
+    fn mkfs_ext4(&self, device: &Path) -> Result<()> {
+        self.record(format!("mkfs_ext4 {}", device.display()));
+        let mut s = self.state.lock().unwrap();
+        let image = loop_number(device)
+            .and_then(|n| s.loops.get(&n))
+            .map(|l| l.image.clone())
+            .ok_or_else(|| errno("mkfs", device, Errno::ENXIO))?;
+        s.filesystems.insert(image, "ext4".into());
+        Ok(())
+    }
+
+    fn resize2fs(&self, device: &Path) -> Result<()> {
+        self.record(format!("resize2fs {}", device.display()));
+        Ok(())
+    }
+
+    fn mount(
+        &self,
+        source: &Path,
+        target: &Path,
+        fs_type: Option<&str>,
+        flags: MsFlags,
+        _data: Option<&str>,
+    ) -> Result<()> {
+        self.record(format!("mount {} {}", source.display(), target.display()));
+        let mut s = self.state.lock().unwrap();
+        if flags.contains(MsFlags::MS_REMOUNT) {
+            let m = s
+                .mounts
+                .iter_mut()
+                .rev()
+                .find(|m| m.target == target)
+                .ok_or_else(|| errno("remount", target, Errno::EINVAL))?;
+            m.flags = flags;
+            return Ok(());
+        }
+        let target_stat = LinuxKernel.stat(target)?;
+        let source_stat = Self::stat_in(&s, source)?;
+        let (Some(target_stat), Some(source_stat)) = (target_stat, source_stat) else {
+            return Err(errno("mount", target, Errno::ENOENT));
+        };
+        let holds = loop_number(source).filter(|n| s.loops.contains_key(n));
+        let (stat, fs, src) = if flags.contains(MsFlags::MS_BIND) {
+            if (source_stat.kind == FileKind::Dir) != (target_stat.kind == FileKind::Dir) {
+                return Err(errno("mount", target, Errno::ENOTDIR));
+            }
+            (
+                source_stat,
+                "bind".to_string(),
+                source.display().to_string(),
+            )
+        } else {
+            let n = holds.ok_or_else(|| errno("mount", source, Errno::ENXIO))?;
+            let image = s.loops[&n].image.clone();
+            if s.filesystems.get(&image).map(String::as_str) != fs_type {
+                return Err(errno("mount", source, Errno::EINVAL));
+            }
+            let stat = FileStat {
+                dev: makedev(7, u64::from(n)),
+                ino: 2,
+                rdev: 0,
+                kind: FileKind::Dir,
+            };
+            (
+                stat,
+                fs_type.unwrap_or_default().to_string(),
+                source.display().to_string(),
+            )
+        };
+        // A bind of a mounted filesystem holds its device as well.
+        let holds = holds.or_else(|| {
+            s.mounts
+                .iter()
+                .find(|m| m.stat == stat && m.holds.is_some())
+                .and_then(|m| m.holds)
+        });
+        s.mounts.push(FakeMount {
+            target: target.to_path_buf(),
+            stat,
+            fs_type: fs,
+            source: src,
+            flags,
+            holds,
+        });
+        Ok(())
+    }
+
+    fn unmount(&self, target: &Path) -> Result<()> {
+        self.record(format!("unmount {}", target.display()));
+        let mut s = self.state.lock().unwrap();
+        let i = s
+            .mounts
+            .iter()
+            .rposition(|m| m.target == target)
+            .ok_or_else(|| errno("unmount", target, Errno::EINVAL))?;
+        let m = s.mounts.remove(i);
+        if let Some(n) = m.holds
+            && !s.mounts.iter().any(|o| o.holds == Some(n))
+            && s.loops.get(&n).is_some_and(|l| l.autoclear)
+        {
+            s.loops.remove(&n);
+        }
+        Ok(())
+    }
+
+    fn mounts(&self) -> Result<Vec<MountInfo>> {
+        let s = self.state.lock().unwrap();
+        Ok(s.mounts
+            .iter()
+            .map(|m| MountInfo {
+                major: nix::sys::stat::major(m.stat.dev) as u32,
+                minor: nix::sys::stat::minor(m.stat.dev) as u32,
+                root: if m.fs_type == "bind" {
+                    PathBuf::from(&m.source)
+                } else {
+                    "/".into()
+                },
+                mount_point: m.target.clone(),
+                options: if m.flags.contains(MsFlags::MS_RDONLY) {
+                    "ro".into()
+                } else {
+                    "rw".into()
+                },
+                fs_type: m.fs_type.clone(),
+                source: m.source.clone(),
+            })
+            .collect())
+    }
+
+    fn stat(&self, path: &Path) -> Result<Option<FileStat>> {
+        Self::stat_in(&self.state.lock().unwrap(), path)
+    }
+
+    fn statvfs(&self, path: &Path) -> Result<FsStats> {
+        let s = self.state.lock().unwrap();
+        if s.mounts.iter().any(|m| m.target == path) {
+            return Ok(FsStats {
+                total_bytes: 1000,
+                available_bytes: 900,
+                used_bytes: 100,
+                total_inodes: 10,
+                free_inodes: 9,
+                used_inodes: 1,
+            });
+        }
+        LinuxKernel.statvfs(path)
+    }
+}

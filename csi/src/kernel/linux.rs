@@ -1,0 +1,204 @@
+//! The real kernel: loop ioctls (`loopdev`), mount(2)/umount(2) and statvfs through nix,
+//! and e2fsprogs' `blkid`, `mkfs.ext4` and `resize2fs` (Debian's e2fsprogs, installed by
+//! e2e/scripts/bootstrap.sh).
+
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use nix::mount::{MntFlags, MsFlags};
+
+use super::{FileKind, FileStat, FsStats, Kernel, KernelError, Result, loopdev};
+use crate::mountinfo::{self, MountInfo};
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LinuxKernel;
+
+/// Runs an e2fsprogs command; its stderr is the error message.
+fn run(command: &'static str, args: &[&str], device: &Path) -> Result<std::process::Output> {
+    Command::new(command)
+        .args(args)
+        .arg(device)
+        .output()
+        .map_err(|source| KernelError::Io {
+            op: command,
+            object: device.display().to_string(),
+            source,
+        })
+}
+
+fn failed(command: &'static str, device: &Path, output: &std::process::Output) -> KernelError {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    KernelError::Command {
+        command,
+        object: device.display().to_string(),
+        message: format!("{} ({})", stderr.trim(), output.status),
+    }
+}
+
+/// Whether this process has CAP_SYS_RESOURCE (bit 24 of CapEff in /proc/self/status).
+pub fn has_cap_sys_resource() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("CapEff:"))?;
+            u64::from_str_radix(line.trim_start_matches("CapEff:").trim(), 16).ok()
+        })
+        .is_some_and(|caps| caps & (1 << 24) != 0)
+}
+
+impl Kernel for LinuxKernel {
+    fn loop_attach(&self, image: &Path) -> Result<PathBuf> {
+        loopdev::attach(image)
+    }
+
+    fn loop_find(&self, image: &Path) -> Result<Option<PathBuf>> {
+        loopdev::find(image)
+    }
+
+    fn loop_set_autoclear(&self, device: &Path) -> Result<()> {
+        loopdev::set_autoclear(device)
+    }
+
+    fn loop_detach(&self, device: &Path) -> Result<()> {
+        loopdev::detach(device)
+    }
+
+    fn loop_refresh_capacity(&self, device: &Path) -> Result<()> {
+        loopdev::refresh_capacity(device)
+    }
+
+    fn device_size(&self, device: &Path) -> Result<u64> {
+        loopdev::device_size(device)
+    }
+
+    fn probe_fs_type(&self, device: &Path) -> Result<Option<String>> {
+        // -p: probe the device itself, not blkid's cache. Exit 2: nothing found.
+        let out = run("blkid", &["-p", "-s", "TYPE", "-o", "value"], device)?;
+        match out.status.code() {
+            Some(0) => {
+                let fs = String::from_utf8_lossy(&out.stdout).trim().to_string();
+                Ok((!fs.is_empty()).then_some(fs))
+            }
+            Some(2) => Ok(None),
+            _ => Err(failed("blkid", device, &out)),
+        }
+    }
+
+    fn mkfs_ext4(&self, device: &Path) -> Result<()> {
+        // -m 0: no blocks reserved for root; the volume's user gets all of it.
+        let out = run("mkfs.ext4", &["-q", "-F", "-m", "0"], device)?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(failed("mkfs.ext4", device, &out))
+        }
+    }
+
+    fn resize2fs(&self, device: &Path) -> Result<()> {
+        let out = run("resize2fs", &[], device)?;
+        if out.status.success() {
+            return Ok(());
+        }
+        let mut err = failed("resize2fs", device, &out);
+        // The kernel's ext4 online resize is EPERM without CAP_SYS_RESOURCE.
+        if let KernelError::Command { message, .. } = &mut err
+            && message.contains("Permission denied")
+            && !has_cap_sys_resource()
+        {
+            message.push_str(": online resize needs CAP_SYS_RESOURCE, which rekube-csi lacks (run it privileged)");
+        }
+        Err(err)
+    }
+
+    fn mount(
+        &self,
+        source: &Path,
+        target: &Path,
+        fs_type: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> Result<()> {
+        nix::mount::mount(Some(source), target, fs_type, flags, data).map_err(|errno| {
+            KernelError::Errno {
+                op: "mount",
+                object: format!(
+                    "{} on {} (type {}, flags {flags:?})",
+                    source.display(),
+                    target.display(),
+                    fs_type.unwrap_or("none")
+                ),
+                errno,
+            }
+        })
+    }
+
+    fn unmount(&self, target: &Path) -> Result<()> {
+        nix::mount::umount2(target, MntFlags::UMOUNT_NOFOLLOW).map_err(|errno| KernelError::Errno {
+            op: "unmount",
+            object: target.display().to_string(),
+            errno,
+        })
+    }
+
+    fn mounts(&self) -> Result<Vec<MountInfo>> {
+        let path = "/proc/self/mountinfo";
+        let text = std::fs::read_to_string(path).map_err(|source| KernelError::Io {
+            op: "read",
+            object: path.into(),
+            source,
+        })?;
+        Ok(mountinfo::parse(&text)?)
+    }
+
+    fn stat(&self, path: &Path) -> Result<Option<FileStat>> {
+        match std::fs::metadata(path) {
+            Ok(m) => {
+                let t = m.file_type();
+                let kind = if t.is_dir() {
+                    FileKind::Dir
+                } else if t.is_file() {
+                    FileKind::File
+                } else if t.is_block_device() {
+                    FileKind::BlockDevice
+                } else {
+                    FileKind::Other
+                };
+                Ok(Some(FileStat {
+                    dev: m.dev(),
+                    ino: m.ino(),
+                    rdev: m.rdev(),
+                    kind,
+                }))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(KernelError::Io {
+                op: "stat",
+                object: path.display().to_string(),
+                source,
+            }),
+        }
+    }
+
+    fn statvfs(&self, path: &Path) -> Result<FsStats> {
+        let s = nix::sys::statvfs::statvfs(path).map_err(|errno| KernelError::Errno {
+            op: "statvfs",
+            object: path.display().to_string(),
+            errno,
+        })?;
+        let frsize = s.fragment_size() as u64;
+        let total_bytes = s.blocks() as u64 * frsize;
+        let free_bytes = s.blocks_free() as u64 * frsize;
+        let available_bytes = s.blocks_available() as u64 * frsize;
+        let total_inodes = s.files() as u64;
+        let free_inodes = s.files_free() as u64;
+        Ok(FsStats {
+            total_bytes,
+            available_bytes,
+            used_bytes: total_bytes.saturating_sub(free_bytes),
+            total_inodes,
+            free_inodes,
+            used_inodes: total_inodes.saturating_sub(free_inodes),
+        })
+    }
+}

@@ -1,0 +1,61 @@
+//! rekube-csi: parses and validates its flags, opens the state dir, and serves the CSI
+//! services on the endpoint until SIGTERM or SIGINT.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use rekube_csi::driver::Driver;
+use rekube_csi::kernel::LinuxKernel;
+use rekube_csi::options::Options;
+use rekube_csi::server;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .init();
+    let options = Options::parse();
+    let (socket, config) = match options.validate() {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("rekube-csi: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let driver = match Driver::new(config, Arc::new(LinuxKernel)) {
+        Ok(d) => Arc::new(d),
+        Err(e) => {
+            eprintln!("rekube-csi: open the state dir: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let listener = match server::bind(&socket) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("rekube-csi: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(endpoint = %socket.display(), node = %driver.config().node_id, "serving");
+    let shutdown = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("install a SIGTERM handler");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        tracing::info!("shutting down");
+    };
+    match server::serve(listener, &socket, driver, shutdown).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rekube-csi: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,719 @@
+//! The Node service's operations: NodeStageVolume, NodeUnstageVolume,
+//! NodePublishVolume, NodeUnpublishVolume, NodeGetVolumeStats, NodeExpandVolume,
+//! NodeGetInfo and NodeGetCapabilities.
+//!
+//! The order, written down:
+//! - stage (local-disk, mount): attach the image to a loop device (or find it attached),
+//!   `mkfs.ext4` only when `blkid` finds no filesystem, mount at the staging path, then set
+//!   the device to autoclear, so that the last unmount detaches it;
+//! - stage (local-disk, block): attach only;
+//! - stage (hostpath): bind-mount the directory at the staging path;
+//! - publish: bind-mount the staging mount (or, in block mode, the loop device node onto
+//!   a file) at the target path, then remount read-only or with the capability's flags;
+//! - unpublish: unmount the target when it is this volume's, remove the target path;
+//! - unstage: unmount the staging path when it is this volume's, detach the loop device.
+//!
+//! Mounts are recognised by what stat(2) answers at the mount point ([`VolumeRoot`]), not
+//! by their paths, so a call naming another volume's path leaves it alone. Every failure
+//! undoes what the operation did before it (no loop device, mount or file left).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::mount::MsFlags;
+use tonic::Code;
+
+use crate::capabilities::{self, Access, CapabilityError};
+use crate::capacity::{self, CapacityError};
+use crate::csi::node_service_capability::{Rpc, Type as CapabilityType, rpc::Type as RpcType};
+use crate::csi::volume_usage::Unit;
+use crate::csi::{
+    NodeExpandVolumeRequest, NodeExpandVolumeResponse, NodeGetCapabilitiesResponse,
+    NodeGetInfoResponse, NodeGetVolumeStatsRequest, NodeGetVolumeStatsResponse,
+    NodePublishVolumeRequest, NodeServiceCapability, NodeStageVolumeRequest,
+    NodeUnpublishVolumeRequest, NodeUnstageVolumeRequest, VolumeCapability, VolumeUsage,
+};
+use crate::driver::{Driver, VolumeRoot, is_mount_point, mounts_of, resolve};
+use crate::kernel::{FileKind, Kernel, KernelError};
+use crate::mount_options::{self, MountOptionError};
+use crate::parameters::VolumeKind;
+use crate::store::{VolumeRecord, VolumeStore};
+use crate::topology;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("{0} is missing")]
+    Missing(&'static str),
+    #[error("volume {0}: not found")]
+    NotFound(String),
+    #[error("volume {volume}: {source}")]
+    Capability {
+        volume: String,
+        #[source]
+        source: CapabilityError,
+    },
+    #[error("volume {volume}: {source}")]
+    MountOption {
+        volume: String,
+        #[source]
+        source: MountOptionError,
+    },
+    #[error("volume {volume}: {source}")]
+    Capacity {
+        volume: String,
+        #[source]
+        source: CapacityError,
+    },
+    #[error("volume {volume}: not staged at {path} (call NodeStageVolume first)")]
+    NotStaged { volume: String, path: PathBuf },
+    #[error("volume {volume}: {path} is in use by something else ({reason})")]
+    Incompatible {
+        volume: String,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error("volume {volume}: single-writer access, already published at {published}")]
+    SingleWriter { volume: String, published: PathBuf },
+    #[error("volume {volume}: still published at {published}")]
+    StillPublished { volume: String, published: PathBuf },
+    #[error("volume {volume}: its image is still attached to {device} after detaching")]
+    StillAttached { volume: String, device: PathBuf },
+    #[error("volume {volume}: {path} does not exist")]
+    PathNotFound { volume: String, path: PathBuf },
+    #[error("volume {volume}: not mounted at {path}")]
+    NotAtPath { volume: String, path: PathBuf },
+    #[error("volume {volume}: {device} holds a {fs_type} filesystem, not ext4")]
+    Filesystem {
+        volume: String,
+        device: PathBuf,
+        fs_type: String,
+    },
+    #[error(
+        "volume {volume}: {required} bytes requested, but the volume has {capacity} (call ControllerExpandVolume first)"
+    )]
+    NotExpanded {
+        volume: String,
+        required: u64,
+        capacity: u64,
+    },
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
+}
+
+impl NodeError {
+    /// The gRPC code the CSI spec's error tables give the failure.
+    pub fn code(&self) -> Code {
+        match self {
+            NodeError::Missing(_)
+            | NodeError::Capability { .. }
+            | NodeError::MountOption { .. } => Code::InvalidArgument,
+            NodeError::NotFound(_)
+            | NodeError::PathNotFound { .. }
+            | NodeError::NotAtPath { .. } => Code::NotFound,
+            NodeError::Capacity { source, .. } => source.code(),
+            NodeError::NotExpanded { .. } => Code::OutOfRange,
+            NodeError::NotStaged { .. }
+            | NodeError::SingleWriter { .. }
+            | NodeError::StillPublished { .. }
+            | NodeError::Filesystem { .. } => Code::FailedPrecondition,
+            NodeError::Incompatible { .. } => Code::AlreadyExists,
+            NodeError::Io { .. } | NodeError::Kernel(_) | NodeError::StillAttached { .. } => {
+                Code::Internal
+            }
+        }
+    }
+}
+
+fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> NodeError {
+    let path = path.to_path_buf();
+    move |source| NodeError::Io { op, path, source }
+}
+
+fn required<'a>(value: &'a str, field: &'static str) -> Result<&'a str, NodeError> {
+    if value.is_empty() {
+        Err(NodeError::Missing(field))
+    } else {
+        Ok(value)
+    }
+}
+
+/// The capabilities the Node service advertises.
+pub const NODE_CAPABILITIES: [RpcType; 4] = [
+    RpcType::StageUnstageVolume,
+    RpcType::GetVolumeStats,
+    RpcType::ExpandVolume,
+    RpcType::SingleNodeMultiWriter,
+];
+
+/// How long an unmounted, autoclearing loop device may take to let go of its image.
+const DETACH_WAIT: Duration = Duration::from_secs(5);
+
+/// The volume's roots as they stand now: a local-disk volume's only while its image is
+/// attached (its filesystem root and its device), a hostpath volume's directory.
+struct Roots {
+    device: Option<PathBuf>,
+    roots: Vec<VolumeRoot>,
+}
+
+impl Roots {
+    fn matches(&self, stat: &crate::kernel::FileStat) -> bool {
+        self.roots.iter().any(|r| r.matches(stat))
+    }
+}
+
+impl Driver {
+    fn record(&self, store: &VolumeStore, volume_id: &str) -> Result<VolumeRecord, NodeError> {
+        store
+            .get(volume_id)
+            .cloned()
+            .ok_or_else(|| NodeError::NotFound(volume_id.to_string()))
+    }
+
+    fn check(
+        &self,
+        record: &VolumeRecord,
+        capability: Option<&VolumeCapability>,
+    ) -> Result<(Access, capabilities::Mode), NodeError> {
+        let capability = capability.ok_or(NodeError::Missing("volume_capability"))?;
+        let err = |source| NodeError::Capability {
+            volume: record.volume_id.clone(),
+            source,
+        };
+        let access = capabilities::check(record.kind, capability).map_err(err)?;
+        let mode = capabilities::access_mode(capability).map_err(err)?;
+        Ok((access, mode))
+    }
+
+    fn mount_options(
+        &self,
+        record: &VolumeRecord,
+        flags: &[String],
+    ) -> Result<mount_options::MountOptions, NodeError> {
+        mount_options::parse(flags).map_err(|source| NodeError::MountOption {
+            volume: record.volume_id.clone(),
+            source,
+        })
+    }
+
+    fn roots(&self, store: &VolumeStore, record: &VolumeRecord) -> Result<Roots, NodeError> {
+        let k = self.kernel.as_ref();
+        match record.kind {
+            VolumeKind::LocalDisk => {
+                let device = k.loop_find(&store.image_path(&record.volume_id))?;
+                let mut roots = Vec::new();
+                if let Some(device) = &device {
+                    roots = device_roots(k, device)?;
+                }
+                Ok(Roots { device, roots })
+            }
+            VolumeKind::HostPath => {
+                let dir = store.hostpath_dir(&record.volume_id);
+                let roots = k
+                    .stat(&dir)?
+                    .map(|s| {
+                        vec![VolumeRoot::Dir {
+                            dev: s.dev,
+                            ino: s.ino,
+                        }]
+                    })
+                    .unwrap_or_default();
+                Ok(Roots {
+                    device: None,
+                    roots,
+                })
+            }
+        }
+    }
+
+    pub fn node_stage_volume(&self, req: NodeStageVolumeRequest) -> Result<(), NodeError> {
+        let volume_id = required(&req.volume_id, "volume_id")?;
+        let staging = resolve(Path::new(required(
+            &req.staging_target_path,
+            "staging_target_path",
+        )?));
+        if req.volume_capability.is_none() {
+            return Err(NodeError::Missing("volume_capability"));
+        }
+        let store = self.lock();
+        let record = self.record(&store, volume_id)?;
+        let (access, _) = self.check(&record, req.volume_capability.as_ref())?;
+        let k = self.kernel.as_ref();
+        match (record.kind, access) {
+            (VolumeKind::LocalDisk, Access::Block) => {
+                let image = store.image_path(volume_id);
+                if k.loop_find(&image)?.is_none() {
+                    let device = k.loop_attach(&image)?;
+                    tracing::info!(volume = volume_id, device = %device.display(), "staged block volume");
+                }
+                Ok(())
+            }
+            (VolumeKind::LocalDisk, Access::Mount { mount_flags }) => {
+                let options = self.mount_options(&record, &mount_flags)?;
+                let image = store.image_path(volume_id);
+                let (device, attached) = match k.loop_find(&image)? {
+                    Some(device) => (device, false),
+                    None => (k.loop_attach(&image)?, true),
+                };
+                // stage_ext4 leaves the device unmounted when it fails: detach what was
+                // attached here.
+                let result = self.stage_ext4(&record, &device, &staging, &options);
+                if result.is_err() && attached {
+                    let _ = k.loop_detach(&device);
+                }
+                result
+            }
+            (VolumeKind::HostPath, Access::Mount { mount_flags }) => {
+                let options = self.mount_options(&record, &mount_flags)?;
+                let dir = store.hostpath_dir(volume_id);
+                let roots = self.roots(&store, &record)?;
+                if self.already_mounted(&record, &roots, &staging)? {
+                    return Ok(());
+                }
+                self.bind(&dir, &staging, &options, false)
+            }
+            (VolumeKind::HostPath, Access::Block) => {
+                unreachable!("capabilities::check refuses block hostpath")
+            }
+        }
+    }
+
+    /// Whether `path` is a mount of this volume already (true), free (false), or another's.
+    fn already_mounted(
+        &self,
+        record: &VolumeRecord,
+        roots: &Roots,
+        path: &Path,
+    ) -> Result<bool, NodeError> {
+        let k = self.kernel.as_ref();
+        if !is_mount_point(k, path)? {
+            return Ok(false);
+        }
+        match k.stat(path)? {
+            Some(stat) if roots.matches(&stat) => Ok(true),
+            _ => Err(NodeError::Incompatible {
+                volume: record.volume_id.clone(),
+                path: path.to_path_buf(),
+                reason: "another filesystem is mounted there".into(),
+            }),
+        }
+    }
+
+    fn stage_ext4(
+        &self,
+        record: &VolumeRecord,
+        device: &Path,
+        staging: &Path,
+        options: &mount_options::MountOptions,
+    ) -> Result<(), NodeError> {
+        let k = self.kernel.as_ref();
+        let roots = Roots {
+            device: Some(device.to_path_buf()),
+            roots: device_roots(k, device)?,
+        };
+        if self.already_mounted(record, &roots, staging)? {
+            return Ok(());
+        }
+        match k.probe_fs_type(device)? {
+            None => {
+                k.mkfs_ext4(device)?;
+                tracing::info!(volume = %record.volume_id, device = %device.display(), "formatted ext4");
+            }
+            Some(fs) if fs == "ext4" => {}
+            Some(fs_type) => {
+                return Err(NodeError::Filesystem {
+                    volume: record.volume_id.clone(),
+                    device: device.to_path_buf(),
+                    fs_type,
+                });
+            }
+        }
+        if k.stat(staging)?.is_none() {
+            fs::create_dir_all(staging).map_err(io("create", staging))?;
+        }
+        k.mount(
+            device,
+            staging,
+            Some("ext4"),
+            options.flags,
+            options.data_string().as_deref(),
+        )?;
+        if let Err(e) = k.loop_set_autoclear(device) {
+            let _ = k.unmount(staging);
+            return Err(e.into());
+        }
+        tracing::info!(volume = %record.volume_id, device = %device.display(), staging = %staging.display(), "staged volume");
+        Ok(())
+    }
+
+    /// Bind-mounts `source` at `target`, then applies the per-mount flags (and read-only)
+    /// with a remount; undoes the bind when the remount fails.
+    fn bind(
+        &self,
+        source: &Path,
+        target: &Path,
+        options: &mount_options::MountOptions,
+        read_only: bool,
+    ) -> Result<(), NodeError> {
+        let k = self.kernel.as_ref();
+        k.mount(source, target, None, MsFlags::MS_BIND, None)?;
+        let mut flags = mount_options::per_mount_flags(options.flags);
+        if read_only {
+            flags |= MsFlags::MS_RDONLY;
+        }
+        if !flags.is_empty()
+            && let Err(e) = k.mount(
+                source,
+                target,
+                None,
+                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | flags,
+                None,
+            )
+        {
+            let _ = k.unmount(target);
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    pub fn node_unstage_volume(&self, req: NodeUnstageVolumeRequest) -> Result<(), NodeError> {
+        let volume_id = required(&req.volume_id, "volume_id")?;
+        let staging = resolve(Path::new(required(
+            &req.staging_target_path,
+            "staging_target_path",
+        )?));
+        let store = self.lock();
+        let record = self.record(&store, volume_id)?;
+        let roots = self.roots(&store, &record)?;
+        let k = self.kernel.as_ref();
+        for root in &roots.roots {
+            if let Some(published) = mounts_of(k, *root, &[&staging])?.into_iter().next() {
+                return Err(NodeError::StillPublished {
+                    volume: record.volume_id.clone(),
+                    published,
+                });
+            }
+        }
+        if is_mount_point(k, &staging)?
+            && let Some(stat) = k.stat(&staging)?
+            && roots.matches(&stat)
+        {
+            k.unmount(&staging)?;
+        }
+        if roots.device.is_some() {
+            // An autoclearing device lets go of its image on the last unmount; a block
+            // volume's does not. LOOP_CLR_FD either way (an unbound device is fine), on
+            // the device the image is attached to now, then wait for the kernel.
+            let image = store.image_path(volume_id);
+            if let Some(device) = k.loop_find(&image)? {
+                k.loop_detach(&device)?;
+            }
+            let deadline = Instant::now() + DETACH_WAIT;
+            while let Some(device) = k.loop_find(&image)? {
+                if Instant::now() > deadline {
+                    return Err(NodeError::StillAttached {
+                        volume: record.volume_id,
+                        device,
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        tracing::info!(volume = volume_id, staging = %staging.display(), "unstaged volume");
+        Ok(())
+    }
+
+    pub fn node_publish_volume(&self, req: NodePublishVolumeRequest) -> Result<(), NodeError> {
+        let volume_id = required(&req.volume_id, "volume_id")?;
+        let target = resolve(Path::new(required(&req.target_path, "target_path")?));
+        if req.volume_capability.is_none() {
+            return Err(NodeError::Missing("volume_capability"));
+        }
+        let staging = resolve(Path::new(required(
+            &req.staging_target_path,
+            "staging_target_path",
+        )?));
+        let store = self.lock();
+        let record = self.record(&store, volume_id)?;
+        let (access, mode) = self.check(&record, req.volume_capability.as_ref())?;
+        let read_only = req.readonly || capabilities::read_only_mode(mode);
+        let k = self.kernel.as_ref();
+        let roots = self.roots(&store, &record)?;
+        let not_staged = || NodeError::NotStaged {
+            volume: record.volume_id.clone(),
+            path: staging.clone(),
+        };
+        let (root, source, options) = match access {
+            Access::Block => {
+                let device = roots.device.clone().ok_or_else(not_staged)?;
+                let rdev = k.stat(&device)?.map(|s| s.rdev).ok_or_else(not_staged)?;
+                (
+                    VolumeRoot::Device { rdev },
+                    device,
+                    mount_options::MountOptions::default(),
+                )
+            }
+            Access::Mount { mount_flags } => {
+                let options = self.mount_options(&record, &mount_flags)?;
+                let staged = is_mount_point(k, &staging)?
+                    && k.stat(&staging)?.is_some_and(|s| roots.matches(&s));
+                if !staged {
+                    return Err(not_staged());
+                }
+                let stat = k.stat(&staging)?.ok_or_else(not_staged)?;
+                (
+                    VolumeRoot::Dir {
+                        dev: stat.dev,
+                        ino: stat.ino,
+                    },
+                    staging.clone(),
+                    options,
+                )
+            }
+        };
+        if is_mount_point(k, &target)? {
+            let stat = k.stat(&target)?;
+            let mounted_ro = k
+                .mounts()?
+                .iter()
+                .rev()
+                .find(|m| m.mount_point == target)
+                .is_some_and(|m| m.read_only());
+            if stat.is_some_and(|s| root.matches(&s)) && mounted_ro == read_only {
+                return Ok(());
+            }
+            return Err(NodeError::Incompatible {
+                volume: record.volume_id.clone(),
+                path: target,
+                reason: if stat.is_some_and(|s| root.matches(&s)) {
+                    format!(
+                        "published there {}",
+                        if mounted_ro {
+                            "read-only"
+                        } else {
+                            "read-write"
+                        }
+                    )
+                } else {
+                    "another filesystem is mounted there".into()
+                },
+            });
+        }
+        if capabilities::single_writer(mode)
+            && let Some(published) = mounts_of(k, root, &[&staging, &target])?.into_iter().next()
+        {
+            return Err(NodeError::SingleWriter {
+                volume: record.volume_id.clone(),
+                published,
+            });
+        }
+        let created = match k.stat(&target)? {
+            Some(_) => false,
+            None => {
+                if let Some(parent) = target.parent() {
+                    fs::create_dir_all(parent).map_err(io("create", parent))?;
+                }
+                match root {
+                    VolumeRoot::Device { .. } => fs::File::create(&target).map(drop),
+                    VolumeRoot::Dir { .. } => fs::create_dir(&target),
+                }
+                .map_err(io("create", &target))?;
+                true
+            }
+        };
+        if let Err(e) = self.bind(&source, &target, &options, read_only) {
+            if created {
+                let _ = remove_path(&target);
+            }
+            return Err(e);
+        }
+        tracing::info!(volume = volume_id, target = %target.display(), read_only, "published volume");
+        Ok(())
+    }
+
+    pub fn node_unpublish_volume(&self, req: NodeUnpublishVolumeRequest) -> Result<(), NodeError> {
+        let volume_id = required(&req.volume_id, "volume_id")?;
+        let target = resolve(Path::new(required(&req.target_path, "target_path")?));
+        let store = self.lock();
+        let record = self.record(&store, volume_id)?;
+        let roots = self.roots(&store, &record)?;
+        let k = self.kernel.as_ref();
+        if is_mount_point(k, &target)? {
+            match k.stat(&target)? {
+                Some(stat) if roots.matches(&stat) => k.unmount(&target)?,
+                // Another volume's: not ours to touch.
+                _ => return Ok(()),
+            }
+            if is_mount_point(k, &target)? {
+                return Ok(());
+            }
+        }
+        remove_path(&target).map_err(io("remove", &target))?;
+        tracing::info!(volume = volume_id, target = %target.display(), "unpublished volume");
+        Ok(())
+    }
+
+    pub fn node_get_volume_stats(
+        &self,
+        req: NodeGetVolumeStatsRequest,
+    ) -> Result<NodeGetVolumeStatsResponse, NodeError> {
+        let volume_id = required(&req.volume_id, "volume_id")?;
+        let path = resolve(Path::new(required(&req.volume_path, "volume_path")?));
+        let store = self.lock();
+        let record = self.record(&store, volume_id)?;
+        let k = self.kernel.as_ref();
+        let stat = k.stat(&path)?.ok_or_else(|| NodeError::PathNotFound {
+            volume: record.volume_id.clone(),
+            path: path.clone(),
+        })?;
+        let roots = self.roots(&store, &record)?;
+        if !roots.matches(&stat) {
+            return Err(NodeError::NotAtPath {
+                volume: record.volume_id,
+                path,
+            });
+        }
+        let usage = if stat.kind == FileKind::BlockDevice {
+            let device = roots.device.expect("a block root comes from a device");
+            vec![VolumeUsage {
+                total: k.device_size(&device)? as i64,
+                unit: Unit::Bytes as i32,
+                ..Default::default()
+            }]
+        } else {
+            let s = k.statvfs(&path)?;
+            vec![
+                VolumeUsage {
+                    available: s.available_bytes as i64,
+                    total: s.total_bytes as i64,
+                    used: s.used_bytes as i64,
+                    unit: Unit::Bytes as i32,
+                },
+                VolumeUsage {
+                    available: s.free_inodes as i64,
+                    total: s.total_inodes as i64,
+                    used: s.used_inodes as i64,
+                    unit: Unit::Inodes as i32,
+                },
+            ]
+        };
+        Ok(NodeGetVolumeStatsResponse { usage })
+    }
+
+    pub fn node_expand_volume(
+        &self,
+        req: NodeExpandVolumeRequest,
+    ) -> Result<NodeExpandVolumeResponse, NodeError> {
+        let volume_id = required(&req.volume_id, "volume_id")?;
+        let path = resolve(Path::new(required(&req.volume_path, "volume_path")?));
+        let store = self.lock();
+        let record = self.record(&store, volume_id)?;
+        if let Some(capability) = &req.volume_capability {
+            self.check(&record, Some(capability))?;
+        }
+        let range =
+            capacity::range(req.capacity_range.as_ref()).map_err(|source| NodeError::Capacity {
+                volume: record.volume_id.clone(),
+                source,
+            })?;
+        if range.required > record.capacity_bytes {
+            return Err(NodeError::NotExpanded {
+                volume: record.volume_id,
+                required: range.required,
+                capacity: record.capacity_bytes,
+            });
+        }
+        let k = self.kernel.as_ref();
+        let stat = k.stat(&path)?.ok_or_else(|| NodeError::PathNotFound {
+            volume: record.volume_id.clone(),
+            path: path.clone(),
+        })?;
+        if record.kind == VolumeKind::HostPath {
+            return Ok(NodeExpandVolumeResponse {
+                capacity_bytes: record.capacity_bytes as i64,
+            });
+        }
+        let roots = self.roots(&store, &record)?;
+        let device = roots.device.clone().ok_or_else(|| NodeError::NotStaged {
+            volume: record.volume_id.clone(),
+            path: path.clone(),
+        })?;
+        if !roots.matches(&stat) {
+            return Err(NodeError::NotAtPath {
+                volume: record.volume_id,
+                path,
+            });
+        }
+        k.loop_refresh_capacity(&device)?;
+        if stat.kind == FileKind::Dir {
+            k.resize2fs(&device)?;
+        }
+        let size = k.device_size(&device)?;
+        tracing::info!(volume = volume_id, device = %device.display(), bytes = size, "expanded volume on the node");
+        Ok(NodeExpandVolumeResponse {
+            capacity_bytes: size as i64,
+        })
+    }
+
+    pub fn node_get_info(&self) -> NodeGetInfoResponse {
+        NodeGetInfoResponse {
+            node_id: self.config.node_id.clone(),
+            max_volumes_per_node: self.config.max_volumes_per_node,
+            accessible_topology: Some(topology::node_topology(&self.config.node_id)),
+        }
+    }
+
+    pub fn node_get_capabilities(&self) -> NodeGetCapabilitiesResponse {
+        NodeGetCapabilitiesResponse {
+            capabilities: NODE_CAPABILITIES
+                .iter()
+                .map(|t| NodeServiceCapability {
+                    r#type: Some(CapabilityType::Rpc(Rpc { r#type: *t as i32 })),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A loop device's roots: its ext4 root directory when mounted, and its device node.
+fn device_roots(k: &dyn Kernel, device: &Path) -> Result<Vec<VolumeRoot>, NodeError> {
+    let rdev = k
+        .stat(device)?
+        .map(|s| s.rdev)
+        .ok_or_else(|| NodeError::Io {
+            op: "stat",
+            path: device.to_path_buf(),
+            source: std::io::ErrorKind::NotFound.into(),
+        })?;
+    Ok(vec![
+        VolumeRoot::Dir {
+            dev: rdev,
+            ino: VolumeRoot::EXT4_ROOT_INO,
+        },
+        VolumeRoot::Device { rdev },
+    ])
+}
+
+/// Removes a target path the driver made: an empty directory or a file (gone is fine).
+fn remove_path(path: &Path) -> std::io::Result<()> {
+    let result = match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => fs::remove_dir(path),
+        Ok(_) => fs::remove_file(path),
+        Err(e) => Err(e),
+    };
+    match result {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+#[cfg(test)]
+#[path = "node_tests.rs"]
+mod tests;

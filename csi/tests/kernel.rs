@@ -1,0 +1,397 @@
+//! rekube-csi on the real kernel, as root: the driver's operations called directly (no
+//! gRPC) with [`LinuxKernel`]: loop device + ext4 + mounts round trip, formatting only on
+//! the first stage, online expansion seen by statvfs, block publish, read-only publish
+//! refusing writes, hostpath, a failed stage undoing itself, and nothing left after any
+//! test (loop devices on its images, mounts under its directory). A guard unmounts and
+//! detaches whatever a failing test leaves, so a failure does not leak either.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::FileTypeExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rekube_crds::testing::missing_prerequisite;
+use rekube_csi::capacity::MIB;
+use rekube_csi::csi::volume_capability::access_mode::Mode;
+use rekube_csi::csi::volume_capability::{AccessMode, AccessType, BlockVolume, MountVolume};
+use rekube_csi::csi::*;
+use rekube_csi::driver::{Driver, DriverConfig};
+use rekube_csi::kernel::{Kernel, LinuxKernel, has_cap_sys_resource};
+use tonic::Code;
+
+struct Env {
+    dir: PathBuf,
+    driver: Driver,
+    _tmp: tempfile::TempDir,
+}
+
+/// Loop devices whose backing file lies under `dir`.
+fn loops_under(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for entry in fs::read_dir("/sys/block").unwrap().flatten() {
+        if let Ok(backing) = fs::read_to_string(entry.path().join("loop/backing_file"))
+            && Path::new(backing.trim_end()).starts_with(dir)
+        {
+            found.push(PathBuf::from("/dev").join(entry.file_name()));
+        }
+    }
+    found
+}
+
+fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+    LinuxKernel
+        .mounts()
+        .unwrap()
+        .into_iter()
+        .map(|m| m.mount_point)
+        .filter(|p| p.starts_with(dir))
+        .collect()
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        let mounts = mounts_under(&self.dir);
+        let loops = loops_under(&self.dir);
+        for m in mounts.iter().rev() {
+            let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);
+        }
+        for l in &loops {
+            let _ = LinuxKernel.loop_detach(l);
+        }
+        if !std::thread::panicking() {
+            assert_eq!(
+                mounts,
+                Vec::<PathBuf>::new(),
+                "mounts left under {}",
+                self.dir.display()
+            );
+            assert_eq!(
+                loops,
+                Vec::<PathBuf>::new(),
+                "loop devices left on images under {}",
+                self.dir.display()
+            );
+        }
+    }
+}
+
+fn env() -> Option<Env> {
+    if !nix::unistd::geteuid().is_root() {
+        missing_prerequisite("rekube-csi's kernel tests need root (loop devices, mounts)");
+        return None;
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix("rekube-csi-kernel-")
+        .tempdir()
+        .unwrap();
+    let dir = fs::canonicalize(tmp.path()).unwrap();
+    let config = DriverConfig {
+        driver_name: "csi.rekube.io".into(),
+        node_id: "node-1".into(),
+        state_dir: dir.join("state"),
+        max_volumes_per_node: 0,
+        capacity_bytes: 512 * MIB,
+    };
+    let driver = Driver::new(config, Arc::new(LinuxKernel)).unwrap();
+    Some(Env {
+        dir,
+        driver,
+        _tmp: tmp,
+    })
+}
+
+fn capability(mode: Mode, block: bool) -> VolumeCapability {
+    VolumeCapability {
+        access_mode: Some(AccessMode { mode: mode as i32 }),
+        access_type: Some(if block {
+            AccessType::Block(BlockVolume {})
+        } else {
+            AccessType::Mount(MountVolume::default())
+        }),
+    }
+}
+
+impl Env {
+    fn create(&self, name: &str, bytes: i64, kind: &str) -> String {
+        let response = self
+            .driver
+            .create_volume(CreateVolumeRequest {
+                name: name.into(),
+                capacity_range: Some(CapacityRange {
+                    required_bytes: bytes,
+                    limit_bytes: 0,
+                }),
+                volume_capabilities: vec![capability(Mode::SingleNodeWriter, false)],
+                parameters: [("type".to_string(), kind.to_string())].into(),
+                ..Default::default()
+            })
+            .unwrap();
+        response.volume.unwrap().volume_id
+    }
+
+    fn stage(&self, id: &str, block: bool) -> Result<PathBuf, Code> {
+        let staging = self.dir.join("staging").join(id);
+        fs::create_dir_all(&staging).unwrap();
+        self.driver
+            .node_stage_volume(NodeStageVolumeRequest {
+                volume_id: id.into(),
+                staging_target_path: staging.display().to_string(),
+                volume_capability: Some(capability(Mode::SingleNodeWriter, block)),
+                ..Default::default()
+            })
+            .map_err(|e| e.code())?;
+        Ok(staging)
+    }
+
+    fn publish(
+        &self,
+        id: &str,
+        target: &str,
+        block: bool,
+        readonly: bool,
+    ) -> Result<PathBuf, Code> {
+        let target = self.dir.join("pods").join(target);
+        self.driver
+            .node_publish_volume(NodePublishVolumeRequest {
+                volume_id: id.into(),
+                staging_target_path: self.dir.join("staging").join(id).display().to_string(),
+                target_path: target.display().to_string(),
+                volume_capability: Some(capability(Mode::SingleNodeWriter, block)),
+                readonly,
+                ..Default::default()
+            })
+            .map_err(|e| e.code())?;
+        Ok(target)
+    }
+
+    fn unpublish(&self, id: &str, target: &Path) {
+        self.driver
+            .node_unpublish_volume(NodeUnpublishVolumeRequest {
+                volume_id: id.into(),
+                target_path: target.display().to_string(),
+            })
+            .unwrap();
+        assert!(!target.exists(), "{} left", target.display());
+    }
+
+    fn unstage(&self, id: &str) {
+        self.driver
+            .node_unstage_volume(NodeUnstageVolumeRequest {
+                volume_id: id.into(),
+                staging_target_path: self.dir.join("staging").join(id).display().to_string(),
+            })
+            .unwrap();
+    }
+
+    fn delete(&self, id: &str) -> Result<(), Code> {
+        self.driver
+            .delete_volume(DeleteVolumeRequest {
+                volume_id: id.into(),
+                ..Default::default()
+            })
+            .map_err(|e| e.code())
+    }
+
+    fn stats(&self, id: &str, path: &Path) -> Vec<VolumeUsage> {
+        self.driver
+            .node_get_volume_stats(NodeGetVolumeStatsRequest {
+                volume_id: id.into(),
+                volume_path: path.display().to_string(),
+                ..Default::default()
+            })
+            .unwrap()
+            .usage
+    }
+}
+
+#[test]
+fn ext4_round_trip_formats_once_and_expands_online() {
+    let Some(env) = env() else { return };
+    let id = env.create("data", (64 * MIB) as i64, "local-disk");
+    let image = env.dir.join(format!("state/images/{id}.img"));
+    assert_eq!(fs::metadata(&image).unwrap().len(), 64 * MIB);
+    // Sparse: the image takes (almost) no blocks before it is formatted.
+    assert!(std::os::unix::fs::MetadataExt::blocks(&fs::metadata(&image).unwrap()) < 64);
+
+    env.stage(&id, false).unwrap();
+    env.stage(&id, false).unwrap(); // idempotent
+    let target = env.publish(&id, "a", false, false).unwrap();
+    env.publish(&id, "a", false, false).unwrap(); // idempotent
+    fs::write(target.join("hello"), b"kept").unwrap();
+    let usage = env.stats(&id, &target);
+    let total = usage[0].total as u64;
+    assert!(
+        total > 48 * MIB && total <= 64 * MIB,
+        "ext4 of {total} bytes on a 64 MiB volume"
+    );
+    assert_eq!(usage[1].unit, volume_usage::Unit::Inodes as i32);
+
+    // Unstaged and staged again: the filesystem (and the file) is kept, not re-made.
+    env.unpublish(&id, &target);
+    env.unstage(&id);
+    assert_eq!(loops_under(&env.dir), Vec::<PathBuf>::new());
+    env.stage(&id, false).unwrap();
+    let target = env.publish(&id, "a", false, false).unwrap();
+    assert_eq!(fs::read(target.join("hello")).unwrap(), b"kept");
+
+    // Online expansion: the image grows, then the loop device and ext4, still mounted.
+    let expanded = env
+        .driver
+        .controller_expand_volume(ControllerExpandVolumeRequest {
+            volume_id: id.clone(),
+            capacity_range: Some(CapacityRange {
+                required_bytes: (128 * MIB) as i64,
+                limit_bytes: 0,
+            }),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(
+        (expanded.capacity_bytes, expanded.node_expansion_required),
+        ((128 * MIB) as i64, true)
+    );
+    let node = env.driver.node_expand_volume(NodeExpandVolumeRequest {
+        volume_id: id.clone(),
+        volume_path: target.display().to_string(),
+        capacity_range: Some(CapacityRange {
+            required_bytes: (128 * MIB) as i64,
+            limit_bytes: 0,
+        }),
+        ..Default::default()
+    });
+    // The loop device has the new size either way.
+    let device = loops_under(&env.dir).pop().unwrap();
+    assert_eq!(LinuxKernel.device_size(&device).unwrap(), 128 * MIB);
+    if has_cap_sys_resource() {
+        assert_eq!(node.unwrap().capacity_bytes, (128 * MIB) as i64);
+        let total = env.stats(&id, &target)[0].total as u64;
+        assert!(
+            total > 112 * MIB && total <= 128 * MIB,
+            "ext4 of {total} bytes after expansion to 128 MiB"
+        );
+    } else {
+        // ext4's online resize is EPERM without CAP_SYS_RESOURCE (some sandboxes drop
+        // it): the error says so, and the filesystem is untouched.
+        let err = node.unwrap_err();
+        assert_eq!(err.code(), Code::Internal);
+        assert!(
+            err.to_string()
+                .contains("online resize needs CAP_SYS_RESOURCE"),
+            "{err}"
+        );
+        eprintln!("no CAP_SYS_RESOURCE here: online resize2fs checked for its error only");
+    }
+    assert_eq!(fs::read(target.join("hello")).unwrap(), b"kept");
+
+    // In use: DeleteVolume refuses while the image is attached.
+    assert_eq!(env.delete(&id), Err(Code::FailedPrecondition));
+    env.unpublish(&id, &target);
+    env.unstage(&id);
+    env.delete(&id).unwrap();
+    assert!(!image.exists());
+}
+
+#[test]
+fn read_only_publish_refuses_writes() {
+    let Some(env) = env() else { return };
+    let id = env.create("ro", (32 * MIB) as i64, "local-disk");
+    env.stage(&id, false).unwrap();
+    let rw = env.publish(&id, "rw", false, false).unwrap();
+    let ro = env.publish(&id, "ro", false, true).unwrap();
+    fs::write(rw.join("f"), b"x").unwrap();
+    let err = fs::write(ro.join("g"), b"x").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc_erofs()), "{err}");
+    assert_eq!(fs::read(ro.join("f")).unwrap(), b"x");
+    // The same target asked for read-write: incompatible with what is there.
+    assert_eq!(
+        env.publish(&id, "ro", false, false),
+        Err(Code::AlreadyExists)
+    );
+    // Unstaging while published is refused; the mounts stay.
+    assert_eq!(
+        env.driver
+            .node_unstage_volume(NodeUnstageVolumeRequest {
+                volume_id: id.clone(),
+                staging_target_path: env.dir.join("staging").join(&id).display().to_string(),
+            })
+            .unwrap_err()
+            .code(),
+        Code::FailedPrecondition
+    );
+    env.unpublish(&id, &ro);
+    env.unpublish(&id, &rw);
+    env.unstage(&id);
+    env.delete(&id).unwrap();
+}
+
+fn libc_erofs() -> i32 {
+    nix::errno::Errno::EROFS as i32
+}
+
+#[test]
+fn block_volumes_publish_the_loop_device() {
+    let Some(env) = env() else { return };
+    let id = env.create("raw", (32 * MIB) as i64, "local-disk");
+    env.stage(&id, true).unwrap();
+    let device = loops_under(&env.dir)
+        .pop()
+        .expect("staging attached the image");
+    let target = env.publish(&id, "dev", true, false).unwrap();
+    let meta = fs::metadata(&target).unwrap();
+    assert!(meta.file_type().is_block_device());
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::rdev(&meta),
+        std::os::unix::fs::MetadataExt::rdev(&fs::metadata(&device).unwrap())
+    );
+    let mut f = fs::OpenOptions::new().write(true).open(&target).unwrap();
+    f.write_all(&[7u8; 4096]).unwrap();
+    drop(f);
+    assert_eq!(env.stats(&id, &target)[0].total as u64, 32 * MIB);
+    // Never formatted: block volumes are the pod's to format.
+    assert_eq!(LinuxKernel.probe_fs_type(&device).unwrap(), None);
+    env.unpublish(&id, &target);
+    env.unstage(&id);
+    assert_eq!(loops_under(&env.dir), Vec::<PathBuf>::new());
+    env.delete(&id).unwrap();
+}
+
+#[test]
+fn hostpath_volumes_bind_a_directory() {
+    let Some(env) = env() else { return };
+    let id = env.create("shared", 0, "hostpath");
+    let dir = env.dir.join(format!("state/hostpath/{id}"));
+    env.stage(&id, false).unwrap();
+    let a = env.publish(&id, "a", false, false).unwrap();
+    let b = env.publish(&id, "b", false, false).unwrap();
+    fs::write(a.join("f"), b"shared").unwrap();
+    assert_eq!(fs::read(b.join("f")).unwrap(), b"shared");
+    assert_eq!(fs::read(dir.join("f")).unwrap(), b"shared");
+    assert_eq!(env.delete(&id), Err(Code::FailedPrecondition));
+    env.unpublish(&id, &a);
+    env.unpublish(&id, &b);
+    env.unstage(&id);
+    env.delete(&id).unwrap();
+    assert!(!dir.exists());
+}
+
+#[test]
+fn a_stage_that_fails_leaves_no_loop_device() {
+    let Some(env) = env() else { return };
+    let id = env.create("foreign", (32 * MIB) as i64, "local-disk");
+    let image = env.dir.join(format!("state/images/{id}.img"));
+    // Something that is not ext4 on the image: the driver must not format over it.
+    let out = std::process::Command::new("mkswap")
+        .arg(&image)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(env.stage(&id, false), Err(Code::FailedPrecondition));
+    assert_eq!(loops_under(&env.dir), Vec::<PathBuf>::new());
+    assert_eq!(mounts_under(&env.dir), Vec::<PathBuf>::new());
+    env.delete(&id).unwrap();
+}
