@@ -12,6 +12,9 @@
 //! mounts, e2fsprogs) is behind [`kernel::Kernel`]; the gRPC services are thin adapters
 //! ([`service`]). [`csi`] holds the generated CSI v1.14.0 types, clients and servers for
 //! rekube's other components (the node agent's CSI client, the provisioner).
+//!
+//! [`provisioner`] is the external-provisioner's role in its distributed mode
+//! (`rekube-csi provisioner`): one per node, beside the driver.
 
 /// The CSI v1 protocol (csi/proto/csi.proto, spec v1.14.0): prost messages, tonic clients
 /// (`csi::identity_client`, `csi::controller_client`, `csi::node_client`) and servers.
@@ -33,6 +36,7 @@ pub mod mountinfo;
 pub mod node;
 pub mod options;
 pub mod parameters;
+pub mod provisioner;
 pub mod server;
 pub mod service;
 pub mod store;

@@ -1,5 +1,6 @@
 //! rekube-csi: parses and validates its flags, opens the state dir, and serves the CSI
-//! services on the endpoint until SIGTERM or SIGINT.
+//! services on the endpoint until SIGTERM or SIGINT. `rekube-csi provisioner ...` runs
+//! the provisioner role instead (external-provisioner in distributed mode).
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -8,7 +9,39 @@ use clap::Parser;
 use rekube_csi::driver::Driver;
 use rekube_csi::kernel::LinuxKernel;
 use rekube_csi::options::Options;
+use rekube_csi::provisioner::ProvisionerOptions;
 use rekube_csi::server;
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("install a SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::info!("shutting down");
+}
+
+/// `rekube-csi provisioner ...`: the provisioner role.
+async fn provisioner(args: Vec<String>) -> ExitCode {
+    let options = ProvisionerOptions::parse_from(
+        std::iter::once("rekube-csi provisioner".to_string()).chain(args),
+    );
+    let config = match options.validate() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("rekube-csi provisioner: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match rekube_csi::provisioner::controller::run(config, shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rekube-csi provisioner: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -19,6 +52,10 @@ async fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
+    let mut args = std::env::args().skip(1);
+    if args.next().as_deref() == Some("provisioner") {
+        return provisioner(args.collect()).await;
+    }
     let options = Options::parse();
     let (socket, config) = match options.validate() {
         Ok(v) => v,
@@ -42,15 +79,7 @@ async fn main() -> ExitCode {
         }
     };
     tracing::info!(endpoint = %socket.display(), node = %driver.config().node_id, "serving");
-    let shutdown = async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("install a SIGTERM handler");
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
-        tracing::info!("shutting down");
-    };
+    let shutdown = shutdown_signal();
     match server::serve(listener, &socket, driver, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

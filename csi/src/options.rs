@@ -11,7 +11,12 @@ use crate::driver::DriverConfig;
 /// hostpath volumes on this node. Serves the CSI Identity, Controller and Node services
 /// on one unix socket.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "rekube-csi", version, args_override_self = true)]
+#[command(
+    name = "rekube-csi",
+    version,
+    args_override_self = true,
+    after_help = "`rekube-csi provisioner --help`: the provisioner role (external-provisioner's distributed mode, docs/csi.md)."
+)]
 pub struct Options {
     /// The CSI endpoint to serve, a unix socket: unix:///path/csi.sock.
     #[arg(long, env = "CSI_ENDPOINT")]

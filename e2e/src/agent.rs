@@ -184,6 +184,13 @@ impl AgentProcess {
         self.spawn();
     }
 
+    /// The same agent started again after [`Self::kill`] (so that a test can change the
+    /// API while the node is down).
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "the agent still runs");
+        self.spawn();
+    }
+
     /// Whether this machine can run real containers for a test: root (the agent makes
     /// namespaces, mounts and cgroups) and Debian's busybox-static for the image.
     pub fn can_run_containers() -> Result<(), String> {

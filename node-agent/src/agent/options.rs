@@ -125,6 +125,13 @@ pub struct AgentOptions {
     /// host-local keeps its reservations in networks/ under it.
     #[arg(long, default_value = "/var/lib/cni")]
     pub cni_cache_dir: PathBuf,
+    /// A CSI driver the node's PersistentVolumes may name, `NAME=unix:///path/to/csi.sock`
+    /// (repeatable): its node service stages and publishes them, and its NodeGetInfo
+    /// becomes the Node's `csi.volume.kubernetes.io/nodeid` annotation and topology
+    /// labels. Upstream's kubelet discovers drivers through its plugin registration
+    /// directory (node-driver-registrar); rekube names them here for now.
+    #[arg(long = "csi-driver")]
+    pub csi_drivers: Vec<String>,
     /// The service proxy (kube-proxy's flags; never run by a hollow agent). Its
     /// --cluster-cidr is also the cni pod network's: traffic from it to outside it is
     /// masqueraded.

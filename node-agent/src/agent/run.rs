@@ -30,6 +30,7 @@ use crate::runtime::network::{PodCidrNetwork, SharedPodCidr};
 use crate::runtime::recovery::RecoveryError;
 use crate::runtime::sandbox::PodNetwork;
 use crate::runtime::{Runtime, RuntimeConfig};
+use crate::volume::csi::{self, CsiPlugin};
 use rekube_crds::events::EventType;
 
 /// How often a pod is synced when nothing else asks for it (upstream
@@ -56,6 +57,8 @@ pub enum Error {
     ProxyOptions(#[from] crate::proxy::options::Error),
     #[error(transparent)]
     Proxy(#[from] crate::proxy::server::Error),
+    #[error(transparent)]
+    Csi(#[from] crate::volume::csi::CsiError),
     #[error("creating {path}: {source}")]
     State {
         path: PathBuf,
@@ -161,6 +164,7 @@ pub async fn run(opts: AgentOptions) -> Result<(), Error> {
     let container_gc = opts.container_gc_policy();
     let crash_loop_max = opts.crash_loop_max_container_restart_period()?;
     let labels = options::parse_map("node-labels", &opts.node_labels)?;
+    let csi_drivers = crate::volume::csi::parse_driver_flags(&opts.csi_drivers)?;
     let run_proxy = !opts.hollow && opts.proxy.proxy_mode != ProxyMode::None;
     if run_proxy {
         opts.proxy.validate()?;
@@ -224,6 +228,21 @@ pub async fn run(opts: AgentOptions) -> Result<(), Error> {
         node_status_report_frequency: opts.node_status_report_frequency,
     };
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    if !csi_drivers.is_empty() {
+        let plugin = Arc::new(CsiPlugin::new(
+            csi_drivers.clone(),
+            &opts.root_dir.join("plugins"),
+            name.clone(),
+        ));
+        for driver in csi_drivers.keys() {
+            tokio::spawn(register_csi_driver(
+                client.clone(),
+                name.clone(),
+                Arc::clone(&plugin),
+                driver.clone(),
+            ));
+        }
+    }
     let lease = tokio::spawn(heartbeat::run_lease(
         client.clone(),
         node.clone(),
@@ -308,6 +327,7 @@ pub async fn run(opts: AgentOptions) -> Result<(), Error> {
                 node_identity_namespace: Some(opts.node_identity_namespace.clone())
                     .filter(|n| !n.is_empty()),
                 pods_dir: opts.root_dir.join("pods"),
+                csi_drivers: csi_drivers.clone(),
                 ..SyncerConfig::new(host_ips, opts.pod_log_dir.clone())
             },
             recorder.clone(),
@@ -355,6 +375,57 @@ pub async fn run(opts: AgentOptions) -> Result<(), Error> {
     }
     tracing::info!(node = %name, "node agent stopped");
     Ok(())
+}
+
+/// A CSI driver's NodeGetInfo on the Node (upstream's nodeinfomanager, run when
+/// node-driver-registrar registers the driver): its node id in the
+/// `csi.volume.kubernetes.io/nodeid` annotation (merged with the other drivers' ids), its
+/// accessible topology as labels. A driver not answering yet is asked again every 2 s.
+async fn register_csi_driver(
+    client: kube::Client,
+    node: String,
+    plugin: Arc<CsiPlugin>,
+    driver: String,
+) {
+    use kube::api::{Api, Patch, PatchParams};
+    let nodes: Api<rekube_crds::Node> = Api::all(client);
+    loop {
+        let registered = async {
+            let info = plugin
+                .node_get_info(&driver)
+                .await
+                .map_err(|e| e.to_string())?;
+            let current = nodes.get(&node).await.map_err(|e| e.to_string())?;
+            let existing = current
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(csi::NODE_ID_ANNOTATION));
+            let ids = csi::node_id_annotation(existing.map(String::as_str), &driver, &info.node_id);
+            // The resourceVersion read: another driver's id written meanwhile is a
+            // conflict and a retry, never lost.
+            let patch = serde_json::json!({"metadata": {
+                "resourceVersion": current.metadata.resource_version,
+                "annotations": {csi::NODE_ID_ANNOTATION: ids},
+                "labels": info.topology,
+            }});
+            nodes
+                .patch(&node, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>(info)
+        };
+        match registered.await {
+            Ok(info) => {
+                tracing::info!(%driver, node_id = %info.node_id, "registered the CSI driver on the node");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(%driver, error = %e, "registering the CSI driver on the node");
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            }
+        }
+    }
 }
 
 async fn shutdown_signal() {

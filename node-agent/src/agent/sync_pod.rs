@@ -76,6 +76,7 @@ use crate::runtime::spec::{
     expand_command_and_args, merge_env, parse_stop_signal, resolve_user, working_dir,
 };
 use crate::runtime::{Container as RtContainer, Runtime, Sandbox, SandboxConfig};
+use crate::volume::csi::CsiPlugin;
 use crate::volume::manager::{ObjectReader, VolumeManager};
 use crate::volume::pod_dirs::PodDirs;
 use crate::volume::subpath::{Subpath, prepare_safe_subpath};
@@ -333,6 +334,8 @@ pub struct SyncerConfig {
     pub node_identity_namespace: Option<String>,
     /// `<root-dir>/pods`: each pod's volumes (`pods/<uid>/volumes/...`).
     pub pods_dir: PathBuf,
+    /// `--csi-driver`: the CSI drivers' sockets by driver name.
+    pub csi_drivers: BTreeMap<String, PathBuf>,
 }
 
 impl SyncerConfig {
@@ -351,6 +354,7 @@ impl SyncerConfig {
             node_name: String::new(),
             node_identity_namespace: None,
             pods_dir: PathBuf::from("/var/lib/rekube/pods"),
+            csi_drivers: BTreeMap::new(),
         }
     }
 }
@@ -412,7 +416,7 @@ pub struct RealSyncer {
     /// Reads the pods' Secrets and ConfigMaps, as the node.
     reader: NodeReader,
     /// The pods' volumes (the kubelet's volume manager).
-    volumes: VolumeManager,
+    volumes: Arc<VolumeManager>,
 }
 
 /// Where a pod's network is: its IP ("" while it has none) and namespace (None: the
@@ -509,10 +513,21 @@ impl RealSyncer {
             )
         }));
         RealSyncer {
-            volumes: VolumeManager::new(
-                PodDirs::new(&config.pods_dir),
-                Arc::new(crate::runtime::syscall::LinuxSyscall),
-                config.node_allocatable.clone(),
+            volumes: Arc::new(
+                VolumeManager::new(
+                    PodDirs::new(&config.pods_dir),
+                    Arc::new(crate::runtime::syscall::LinuxSyscall),
+                    config.node_allocatable.clone(),
+                )
+                .with_csi(CsiPlugin::new(
+                    config.csi_drivers.clone(),
+                    &config
+                        .pods_dir
+                        .parent()
+                        .unwrap_or(&config.pods_dir)
+                        .join("plugins"),
+                    config.node_name.clone(),
+                )),
             ),
             reader: NodeReader::new(
                 client.clone(),
@@ -1386,7 +1401,7 @@ impl RealSyncer {
         }
         // Its volumes go once its containers are gone (the populator drops the pod, the
         // reconciler tears them down); a failure keeps the finalizer for the next pass.
-        if let Err(e) = self.volumes.unmount_pod(&uid) {
+        if let Err(e) = self.volumes.unmount_pod_volumes(&uid).await {
             tracing::warn!(pod = %pod.name_any(), error = %e, "unmounting volumes");
             self.recorder
                 .record(&ev::pod_ref(pod), EventType::Warning, ev::FAILED_UNMOUNT, e);
@@ -1429,7 +1444,11 @@ impl PodSyncer for RealSyncer {
                 .cloned();
             let Some(state) = state else {
                 // Nothing of it runs (an agent restart stopped everything): its volumes go.
-                if let Err(e) = self.volumes.unmount_pod(&pod.uid().unwrap_or_default()) {
+                if let Err(e) = self
+                    .volumes
+                    .unmount_pod_volumes(&pod.uid().unwrap_or_default())
+                    .await
+                {
                     tracing::warn!(pod = %pod.name_any(), error = %e, "unmounting volumes");
                 }
                 return;
@@ -1440,7 +1459,11 @@ impl PodSyncer for RealSyncer {
             // Nothing of the pod runs again: its volumes go now (upstream's populator
             // drops the volumes of a pod whose runtime may be removed), so that a finished
             // or evicted pod does not hold its emptyDir until it is deleted.
-            if let Err(e) = self.volumes.unmount_pod(&pod.uid().unwrap_or_default()) {
+            if let Err(e) = self
+                .volumes
+                .unmount_pod_volumes(&pod.uid().unwrap_or_default())
+                .await
+            {
                 tracing::warn!(pod = %pod.name_any(), error = %e, "unmounting volumes");
             }
         })
@@ -1455,6 +1478,21 @@ impl PodSyncer for RealSyncer {
     fn cleanup_orphaned_pods(&self, is_known: &dyn Fn(&str) -> bool) {
         for uid in self.volumes.pods_on_disk() {
             if is_known(&uid) {
+                continue;
+            }
+            // A CSI volume needs its driver: torn down on a task of its own.
+            if self.volumes.has_csi_volumes_on_disk(&uid) {
+                let volumes = Arc::clone(&self.volumes);
+                tokio::spawn(async move {
+                    match volumes.unmount_pod_volumes(&uid).await {
+                        Ok(()) => {
+                            tracing::info!(pod_uid = %uid, "removed an orphaned pod's volumes")
+                        }
+                        Err(e) => {
+                            tracing::warn!(pod_uid = %uid, error = %e, "orphaned pod's volumes")
+                        }
+                    }
+                });
                 continue;
             }
             match self.volumes.unmount_pod(&uid) {

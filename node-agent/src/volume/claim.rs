@@ -7,13 +7,15 @@
 //!
 //! The volume sources the agent mounts from a PersistentVolume: `hostPath` (the hostPath
 //! plugin, as upstream's) and `local` directories (upstream's local plugin: a bind mount
-//! of the path into the pod's volume directory). Others (CSI, NFS, block devices) are
+//! of the path into the pod's volume directory) and `csi` (the PV's CSI driver stages and
+//! publishes it, [`super::csi`]). Others (NFS, block devices, CSI in volumeMode Block) are
 //! refused by name until their plugin exists.
 use k8s_openapi::api::core::v1::{HostPathVolumeSource, PersistentVolumeClaimVolumeSource, Volume};
 use rekube_crds::pod_refs::ephemeral_volume_claim_name;
 pub use rekube_crds::pod_refs::volume_is_for_pod;
 use rekube_crds::{PersistentVolume, PersistentVolumeClaim, Pod};
 
+use super::csi::CsiSource;
 use super::plugins::{PersistentSource, VolumeSpec};
 
 /// upstream `util.PVCProtectionFinalizer`.
@@ -147,9 +149,24 @@ pub fn volume_spec(
         PersistentSource::Local {
             path: l.path.clone(),
         }
+    } else if let Some(c) = &spec.csi {
+        if mode == "Block" {
+            return Err(format!(
+                "no volume plugin matched: CSI volumes of volumeMode Block (PV {name}) are not supported by rekube-node-agent yet"
+            ));
+        }
+        PersistentSource::Csi(CsiSource {
+            driver: c.driver.clone(),
+            volume_handle: c.volume_handle.clone(),
+            fs_type: c.fs_type.clone().unwrap_or_default(),
+            volume_attributes: c.volume_attributes.clone().unwrap_or_default(),
+            read_only: c.read_only.unwrap_or(false),
+            access_mode: spec.access_modes.as_ref().and_then(|m| m.first().cloned()),
+            mount_options: spec.mount_options.clone().unwrap_or_default(),
+        })
     } else {
         return Err(format!(
-            "no volume plugin matched: the source of PV {name} is not supported by rekube-node-agent yet (hostPath and local are)"
+            "no volume plugin matched: the source of PV {name} is not supported by rekube-node-agent yet (hostPath, local and csi are)"
         ));
     };
     Ok(VolumeSpec::Persistent {
@@ -340,6 +357,27 @@ mod tests {
                 }
             }
         );
+        let csi = volume(json!({"spec": {"hostPath": null,
+            "accessModes": ["ReadWriteOncePod", "ReadWriteOnce"],
+            "mountOptions": ["noatime"],
+            "csi": {"driver": "csi.rekube.io", "volumeHandle": "rk-1", "fsType": "ext4",
+                "readOnly": true, "volumeAttributes": {"type": "local-disk"}}}}));
+        assert_eq!(
+            volume_spec("data", &csi, &c, false, (true, false)).unwrap(),
+            VolumeSpec::Persistent {
+                pv_name: "pv1".into(),
+                read_only: false,
+                source: PersistentSource::Csi(CsiSource {
+                    driver: "csi.rekube.io".into(),
+                    volume_handle: "rk-1".into(),
+                    fs_type: "ext4".into(),
+                    volume_attributes: [("type".to_string(), "local-disk".to_string())].into(),
+                    read_only: true,
+                    access_mode: Some("ReadWriteOncePod".into()),
+                    mount_options: vec!["noatime".into()],
+                })
+            }
+        );
         let errors: Vec<(&str, PersistentVolume, (bool, bool), &str)> = vec![
             (
                 "not bound",
@@ -366,12 +404,17 @@ mod tests {
                 "volume data has volumeMode Filesystem, but is specified in volumeDevices",
             ),
             (
-                "csi",
-                volume(
-                    json!({"spec": {"hostPath": null, "csi": {"driver": "d", "volumeHandle": "h"}}}),
-                ),
+                "nfs",
+                volume(json!({"spec": {"hostPath": null, "nfs": {"server": "s", "path": "/"}}})),
                 (true, false),
-                "no volume plugin matched: the source of PV pv1 is not supported by rekube-node-agent yet (hostPath and local are)",
+                "no volume plugin matched: the source of PV pv1 is not supported by rekube-node-agent yet (hostPath, local and csi are)",
+            ),
+            (
+                "csi block",
+                volume(json!({"spec": {"hostPath": null, "volumeMode": "Block",
+                    "csi": {"driver": "d", "volumeHandle": "h"}}})),
+                (false, true),
+                "no volume plugin matched: CSI volumes of volumeMode Block (PV pv1) are not supported by rekube-node-agent yet",
             ),
         ];
         for (name, pv, usage, want) in errors {

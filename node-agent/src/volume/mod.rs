@@ -4,11 +4,13 @@
 //! [`atomic_writer`] that writes the projected ones, where they live on disk
 //! ([`pod_dirs`]), which plugin takes which volume ([`plugins`]), the kubelet's volume
 //! manager ([`manager`]: desired and actual state of world, reconciler) and subPath
-//! mounts that cannot escape their volume ([`subpath`]).
+//! mounts that cannot escape their volume ([`subpath`]), and the csi plugin's node side
+//! ([`csi`]: a PersistentVolume's CSI driver staging and publishing it).
 
 pub mod atomic_writer;
 pub mod claim;
 pub mod configmap;
+pub mod csi;
 pub mod downwardapi;
 pub mod emptydir;
 pub mod hostpath;

@@ -14,8 +14,8 @@ use rekube_crds::Pod;
 
 use super::atomic_writer::{AtomicWriter, AtomicWriterError};
 use super::pod_dirs::{
-    CONFIG_MAP_PLUGIN, DOWNWARD_API_PLUGIN, EMPTY_DIR_PLUGIN, HOST_PATH_PLUGIN, LOCAL_PLUGIN,
-    PROJECTED_PLUGIN, PodDirs, SECRET_PLUGIN,
+    CONFIG_MAP_PLUGIN, CSI_PLUGIN, DOWNWARD_API_PLUGIN, EMPTY_DIR_PLUGIN, HOST_PATH_PLUGIN,
+    LOCAL_PLUGIN, PROJECTED_PLUGIN, PodDirs, SECRET_PLUGIN,
 };
 use super::{Payload, configmap, downwardapi, emptydir, hostpath, local, projected, secret};
 use crate::kubelet::quantity::parse_quantity;
@@ -51,12 +51,18 @@ pub enum PersistentSource {
     HostPath(HostPathVolumeSource),
     /// The local plugin: a directory of the node, bind-mounted.
     Local { path: String },
+    /// The csi plugin ([`super::csi`]): staged and published by the PV's CSI driver.
+    Csi(super::csi::CsiSource),
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum PluginError {
     #[error("no volume plugin matched: {kind} volumes are not supported by rekube-node-agent yet")]
     Unsupported { kind: &'static str },
+    /// A CSI volume is set up by the volume manager through its driver
+    /// ([`super::csi::set_up`]), never here.
+    #[error("volume {pv:?} is a CSI volume: it is set up and torn down through its driver")]
+    NeedsDriver { pv: String },
     #[error("invalid sizeLimit {value:?}: {message}")]
     SizeLimit { value: String, message: String },
     #[error(transparent)]
@@ -154,6 +160,10 @@ impl VolumeSpec {
                 source: PersistentSource::Local { .. },
                 ..
             } => LOCAL_PLUGIN,
+            VolumeSpec::Persistent {
+                source: PersistentSource::Csi(_),
+                ..
+            } => CSI_PLUGIN,
         }
     }
 
@@ -172,6 +182,11 @@ impl VolumeSpec {
     /// The mounter's `ReadOnly` attribute: containers always mount these read-only.
     pub fn read_only(&self) -> bool {
         match self {
+            VolumeSpec::Persistent {
+                read_only,
+                source: PersistentSource::Csi(csi),
+                ..
+            } => *read_only || csi.read_only,
             VolumeSpec::Persistent { read_only, .. } => *read_only,
             _ => self.requires_remount(),
         }
@@ -257,6 +272,15 @@ pub fn set_up(
             local::set_up(pv_name, path, &dir, *read_only, ctx.sys)?;
             return Ok(dir);
         }
+        VolumeSpec::Persistent {
+            pv_name,
+            source: PersistentSource::Csi(_),
+            ..
+        } => {
+            return Err(PluginError::NeedsDriver {
+                pv: pv_name.clone(),
+            });
+        }
         VolumeSpec::EmptyDir {
             medium,
             size_limit_bytes,
@@ -326,6 +350,11 @@ pub fn tear_down(
     }
     if plugin == LOCAL_PLUGIN {
         return Ok(local::tear_down(path, sys)?);
+    }
+    if plugin == CSI_PLUGIN {
+        return Err(PluginError::NeedsDriver {
+            pv: name.to_string(),
+        });
     }
     let dir = dirs.pod_volume_dir(uid, plugin, name);
     let ready = dirs.pod_plugin_dir(uid, plugin, name);

@@ -13,6 +13,7 @@ pub const SECRET_PLUGIN: &str = "kubernetes.io/secret";
 pub const DOWNWARD_API_PLUGIN: &str = "kubernetes.io/downward-api";
 pub const PROJECTED_PLUGIN: &str = "kubernetes.io/projected";
 pub const LOCAL_PLUGIN: &str = "kubernetes.io/local-volume";
+pub const CSI_PLUGIN: &str = "kubernetes.io/csi";
 
 /// upstream's `EscapeQualifiedName`: `/` becomes `~` (a plugin name as a directory name).
 pub fn escape_qualified_name(name: &str) -> String {

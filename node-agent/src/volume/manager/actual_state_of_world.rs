@@ -20,6 +20,25 @@ pub struct MountedVolume {
     pub read_only: bool,
     /// Set up again at the next reconcile (`MarkRemountRequired`).
     pub remount_required: bool,
+    /// A CSI volume: the driver's volume and whether it was staged (its device mount,
+    /// upstream's `attachedVolume.deviceMountPath`), shared by the node's pods using it.
+    pub device: Option<DeviceMount>,
+}
+
+/// A CSI volume as the node's device mount knows it (upstream's attached volume of a
+/// device-mountable plugin): one per driver and volume handle, whatever pods use it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceMount {
+    pub source: crate::volume::csi::CsiSource,
+    /// NodeStageVolume was called (the driver has STAGE_UNSTAGE_VOLUME).
+    pub staged: bool,
+}
+
+impl DeviceMount {
+    fn same_volume(&self, other: &DeviceMount) -> bool {
+        self.source.driver == other.source.driver
+            && self.source.volume_handle == other.source.volume_handle
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -59,5 +78,100 @@ impl ActualStateOfWorld {
 
     pub fn get(&self, volume_name: &str) -> Option<&MountedVolume> {
         self.mounted.get(volume_name)
+    }
+
+    /// Whether the device of `volume_name` must be unmounted (NodeUnstageVolume) once that
+    /// volume is torn down: it was staged and no other mounted volume of the node uses the
+    /// same driver volume (upstream's UnmountDevice after the last UnmountVolume).
+    pub fn unmount_device_after(&self, volume_name: &str) -> bool {
+        let Some(device) = self.get(volume_name).and_then(|m| m.device.as_ref()) else {
+            return false;
+        };
+        device.staged && !self.device_used_by_others(device, volume_name)
+    }
+
+    /// Whether any mounted volume is `driver`'s volume `volume_handle`.
+    pub fn volume_handle_in_use(&self, driver: &str, volume_handle: &str) -> bool {
+        self.mounted.values().any(|m| {
+            m.device.as_ref().is_some_and(|d| {
+                d.source.driver == driver && d.source.volume_handle == volume_handle
+            })
+        })
+    }
+
+    /// Whether a mounted volume other than `volume_name` uses `device`'s driver volume.
+    pub fn device_used_by_others(&self, device: &DeviceMount, volume_name: &str) -> bool {
+        self.mounted.values().any(|m| {
+            m.volume_name != volume_name && m.device.as_ref().is_some_and(|d| d.same_volume(device))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::volume::csi::CsiSource;
+
+    fn csi_volume(pod: &str, handle: &str, staged: bool) -> MountedVolume {
+        MountedVolume {
+            volume_name: format!("kubernetes.io/csi/{pod}-data"),
+            pod_uid: pod.into(),
+            outer_volume_spec_name: "data".into(),
+            plugin_name: "kubernetes.io/csi".into(),
+            path: format!("/pods/{pod}/mount").into(),
+            read_only: false,
+            remount_required: false,
+            device: Some(DeviceMount {
+                source: CsiSource {
+                    driver: "csi.rekube.io".into(),
+                    volume_handle: handle.into(),
+                    fs_type: "ext4".into(),
+                    volume_attributes: Default::default(),
+                    read_only: false,
+                    access_mode: None,
+                    mount_options: vec![],
+                },
+                staged,
+            }),
+        }
+    }
+
+    /// The device is unstaged after the last pod's volume using it is torn down, never
+    /// before; a driver that does not stage has nothing to unstage.
+    #[test]
+    fn device_unmounted_after_its_last_user() {
+        let mut asw = ActualStateOfWorld::default();
+        asw.mark_volume_as_mounted(csi_volume("a", "rk-1", true));
+        asw.mark_volume_as_mounted(csi_volume("b", "rk-1", true));
+        asw.mark_volume_as_mounted(csi_volume("c", "rk-2", true));
+        asw.mark_volume_as_mounted(csi_volume("d", "rk-3", false));
+        assert!(
+            !asw.unmount_device_after("kubernetes.io/csi/a-data"),
+            "b uses rk-1"
+        );
+        assert!(asw.unmount_device_after("kubernetes.io/csi/c-data"));
+        assert!(
+            !asw.unmount_device_after("kubernetes.io/csi/d-data"),
+            "not staged"
+        );
+        assert!(
+            !asw.unmount_device_after("kubernetes.io/csi/x-data"),
+            "not mounted"
+        );
+        asw.mark_volume_as_unmounted("kubernetes.io/csi/a-data");
+        assert!(
+            asw.unmount_device_after("kubernetes.io/csi/b-data"),
+            "the last user"
+        );
+        let other_driver = {
+            let mut v = csi_volume("e", "rk-2", true);
+            v.device.as_mut().unwrap().source.driver = "other.io".into();
+            v
+        };
+        asw.mark_volume_as_mounted(other_driver);
+        assert!(
+            asw.unmount_device_after("kubernetes.io/csi/c-data"),
+            "another driver's handle is another volume"
+        );
     }
 }

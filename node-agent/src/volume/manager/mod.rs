@@ -26,12 +26,14 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use rekube_crds::{PersistentVolume, PersistentVolumeClaim, Pod};
 
+use self::actual_state_of_world::DeviceMount;
 use self::actual_state_of_world::{ActualStateOfWorld, MountedVolume};
 use self::desired_state_of_world::DesiredStateOfWorld;
 use self::reconciler::{Operation, reconcile};
 use super::claim;
-use super::plugins::{self, ObjectKind, SetUpContext, VolumeObjects, VolumeSpec};
-use super::pod_dirs::{EMPTY_DIR_PLUGIN, PodDirs};
+use super::csi::CsiPlugin;
+use super::plugins::{self, ObjectKind, PersistentSource, SetUpContext, VolumeObjects, VolumeSpec};
+use super::pod_dirs::{CSI_PLUGIN, EMPTY_DIR_PLUGIN, PodDirs};
 use crate::kubelet::quantity::amount;
 use crate::runtime::syscall::Syscall;
 
@@ -107,6 +109,11 @@ pub struct VolumeManager {
     sys: Arc<dyn Syscall>,
     node_allocatable: BTreeMap<String, Quantity>,
     state: Mutex<(DesiredStateOfWorld, ActualStateOfWorld)>,
+    /// The csi plugin: its drivers.
+    csi: CsiPlugin,
+    /// CSI operations one at a time, so that the count of a device's users (the actual
+    /// state) is current when a pod's volume is staged or unstaged.
+    csi_operations: tokio::sync::Mutex<()>,
 }
 
 impl VolumeManager {
@@ -115,12 +122,21 @@ impl VolumeManager {
         sys: Arc<dyn Syscall>,
         node_allocatable: BTreeMap<String, Quantity>,
     ) -> Self {
+        let plugins = dirs.root().parent().unwrap_or(dirs.root()).join("plugins");
         VolumeManager {
             dirs,
             sys,
             node_allocatable,
             state: Mutex::default(),
+            csi: CsiPlugin::new(BTreeMap::new(), &plugins, ""),
+            csi_operations: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// The csi plugin with the node's CSI drivers (`--csi-driver`).
+    pub fn with_csi(mut self, csi: CsiPlugin) -> Self {
+        self.csi = csi;
+        self
     }
 
     pub fn dirs(&self) -> &PodDirs {
@@ -183,6 +199,11 @@ impl VolumeManager {
         };
         for op in ops {
             match op {
+                Operation::Unmount(m) if m.plugin_name == CSI_PLUGIN => {
+                    if let Err(e) = self.tear_down_csi(&m).await {
+                        tracing::warn!(pod_uid = %uid, error = %e, "tearing a CSI volume down");
+                    }
+                }
                 Operation::Unmount(m) => {
                     if plugins::tear_down(
                         &self.dirs,
@@ -203,6 +224,21 @@ impl VolumeManager {
                 }
                 Operation::Mount { volume, .. } => {
                     let name = volume.outer_volume_spec_name.clone();
+                    if let VolumeSpec::Persistent {
+                        pv_name,
+                        read_only,
+                        source: PersistentSource::Csi(source),
+                    } = &volume.spec
+                    {
+                        let read_only = *read_only || source.read_only;
+                        if let Err(message) = self
+                            .set_up_csi(&volume, &uid, pv_name, read_only, source)
+                            .await
+                        {
+                            failed.push((name, message));
+                        }
+                        continue;
+                    }
                     let objects = match fetch_objects(reader, &namespace, &volume.spec).await {
                         Ok(objects) => objects,
                         Err(e) => {
@@ -231,6 +267,7 @@ impl VolumeManager {
                                     path,
                                     read_only: volume.spec.read_only(),
                                     remount_required: false,
+                                    device: None,
                                 });
                         }
                         Err(e) => {
@@ -252,6 +289,178 @@ impl VolumeManager {
             .mounted_volumes_for_pod(&uid)
             .map(|m| (m.outer_volume_spec_name.clone(), m.clone()))
             .collect())
+    }
+
+    /// A CSI volume of the pod set up through its driver (MountDevice, then SetUp) and
+    /// recorded with its device; a failed SetUp unstages what no other pod uses, so that
+    /// nothing stays staged for a pod that may never mount it. `Err`: the event's message.
+    async fn set_up_csi(
+        &self,
+        volume: &desired_state_of_world::VolumeToMount,
+        uid: &str,
+        pv_name: &str,
+        read_only: bool,
+        source: &super::csi::CsiSource,
+    ) -> Result<(), String> {
+        let _one_at_a_time = self.csi_operations.lock().await;
+        match self
+            .csi
+            .set_up(&self.dirs, uid, pv_name, read_only, source)
+            .await
+        {
+            Ok((path, staged)) => {
+                self.state
+                    .lock()
+                    .unwrap()
+                    .1
+                    .mark_volume_as_mounted(MountedVolume {
+                        volume_name: volume.volume_name.clone(),
+                        pod_uid: uid.to_string(),
+                        outer_volume_spec_name: volume.outer_volume_spec_name.clone(),
+                        plugin_name: CSI_PLUGIN.to_string(),
+                        path,
+                        read_only,
+                        remount_required: false,
+                        device: Some(DeviceMount {
+                            source: source.clone(),
+                            staged,
+                        }),
+                    });
+                Ok(())
+            }
+            Err(e) => {
+                if e.step == super::csi::Step::SetUp {
+                    let device = DeviceMount {
+                        source: source.clone(),
+                        staged: true,
+                    };
+                    let used = self
+                        .state
+                        .lock()
+                        .unwrap()
+                        .1
+                        .device_used_by_others(&device, &volume.volume_name);
+                    if !used && let Err(undo) = self.csi.unmount_device(pv_name, source).await {
+                        tracing::warn!(pod_uid = %uid, error = %undo, "unstaging after a failed set-up");
+                    }
+                }
+                Err(e.to_string())
+            }
+        }
+    }
+
+    /// A CSI volume torn down (TearDown: NodeUnpublishVolume), then its device
+    /// (UnmountDevice: NodeUnstageVolume) when no other pod of the node uses it; recorded
+    /// unmounted only once both succeeded, so that a failure is retried whole.
+    async fn tear_down_csi(&self, m: &MountedVolume) -> Result<(), String> {
+        let _one_at_a_time = self.csi_operations.lock().await;
+        let Some(device) = &m.device else {
+            return Ok(());
+        };
+        // The target is `.../kubernetes.io~csi/<pv name>/mount`.
+        let pv = m
+            .path
+            .parent()
+            .and_then(|p| p.file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        self.csi
+            .tear_down(
+                &pv,
+                &m.path,
+                &device.source.driver,
+                &device.source.volume_handle,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        let unmount_device = self
+            .state
+            .lock()
+            .unwrap()
+            .1
+            .unmount_device_after(&m.volume_name);
+        if unmount_device {
+            self.csi
+                .unmount_device(&pv, &device.source)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        self.state
+            .lock()
+            .unwrap()
+            .1
+            .mark_volume_as_unmounted(&m.volume_name);
+        Ok(())
+    }
+
+    /// [`Self::unmount_pod`] with the pod's CSI volumes torn down through their drivers
+    /// first: what the pod's cleanup calls.
+    pub async fn unmount_pod_volumes(&self, uid: &str) -> Result<(), String> {
+        let csi: Vec<MountedVolume> = {
+            let mut state = self.state.lock().unwrap();
+            let (dsw, asw) = &mut *state;
+            dsw.delete_pod(uid);
+            asw.mounted_volumes_for_pod(uid)
+                .filter(|m| m.plugin_name == CSI_PLUGIN)
+                .cloned()
+                .collect()
+        };
+        for m in csi {
+            self.tear_down_csi(&m).await?;
+        }
+        // What the actual state does not know (an earlier agent set it up): the volumes
+        // the pod's `vol_data.json` files name, torn down the same way.
+        for v in super::csi::pod_csi_volumes_on_disk(&self.dirs, uid) {
+            self.tear_down_csi_on_disk(uid, &v).await?;
+        }
+        self.unmount_pod(uid)
+    }
+
+    /// Whether the pod has CSI volumes on disk (its tear-down needs the drivers).
+    pub fn has_csi_volumes_on_disk(&self, uid: &str) -> bool {
+        !super::csi::pod_csi_volumes_on_disk(&self.dirs, uid).is_empty()
+    }
+
+    /// A CSI volume known from its `vol_data.json` only: NodeUnpublishVolume, then
+    /// NodeUnstageVolume when it is still staged and neither the actual state nor another
+    /// pod's directory on disk names the same driver volume.
+    async fn tear_down_csi_on_disk(
+        &self,
+        uid: &str,
+        v: &super::csi::PodCsiVolume,
+    ) -> Result<(), String> {
+        let _one_at_a_time = self.csi_operations.lock().await;
+        tracing::info!(pod_uid = %uid, pv = %v.pv, driver = %v.driver,
+            "tearing down a CSI volume known from its vol_data.json");
+        self.csi
+            .tear_down(&v.pv, &v.target, &v.driver, &v.volume_handle)
+            .await
+            .map_err(|e| e.to_string())?;
+        if !self
+            .csi
+            .device_mount_path_exists(&v.driver, &v.volume_handle)
+        {
+            return Ok(());
+        }
+        let in_actual_state = self
+            .state
+            .lock()
+            .unwrap()
+            .1
+            .volume_handle_in_use(&v.driver, &v.volume_handle);
+        let on_disk_elsewhere = self.pods_on_disk().iter().any(|other| {
+            other != uid
+                && super::csi::pod_csi_volumes_on_disk(&self.dirs, other)
+                    .iter()
+                    .any(|o| o.driver == v.driver && o.volume_handle == v.volume_handle)
+        });
+        if !in_actual_state && !on_disk_elsewhere {
+            self.csi
+                .unmount_device_of(&v.pv, &v.driver, &v.volume_handle)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
     }
 
     /// The UIDs of the pods that have a directory on the node (`pods/<uid>`).
@@ -280,6 +489,8 @@ impl VolumeManager {
     /// The pod is gone from the node (its containers removed): the populator drops its
     /// volumes, the reconciler tears them down, and the pod's directory goes, with
     /// whatever is still mounted in it (subPath binds, volumes an earlier agent set up).
+    /// A CSI volume still mounted is an error here: it needs its driver
+    /// ([`Self::unmount_pod_volumes`]).
     pub fn unmount_pod(&self, uid: &str) -> Result<(), String> {
         let ops: Vec<Operation> = {
             let mut state = self.state.lock().unwrap();

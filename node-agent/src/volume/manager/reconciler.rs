@@ -66,6 +66,7 @@ mod tests {
             path: format!("/pods/{}", v.volume_name).into(),
             read_only: v.spec.read_only(),
             remount_required: false,
+            device: None,
         }
     }
 

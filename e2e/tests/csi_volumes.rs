@@ -1,0 +1,562 @@
+//! CSI-backed PersistentVolumes on the real apiserver, as root: the real `rekube-csi`
+//! driver (its binary beside the tests', or `REKUBE_CSI_BIN`) on a socket in a temporary
+//! directory, a real `rekube-node-agent run --csi-driver csi.rekube.io=unix://...` as its
+//! node's kubelet, and rekube-controllers' PV binder.
+//!
+//! The test creates the volume itself with the driver's Controller CreateVolume (a 64 MiB
+//! local-disk: a sparse image, a loop device, ext4), as the external provisioner would
+//! (the static-PV case: this test is about the node side alone). Then a static
+//! PersistentVolume naming
+//! it, a claim bound to it, a pod that writes a file and reads the filesystem's size, a
+//! second and a third pod that read it at once (staged once, published twice; the first
+//! to go leaves the staging mount to the other; the last deleted while the agent is
+//! killed, and torn down by the restarted agent from its `vol_data.json`), a pod whose volume the driver does not
+//! have waiting with upstream's FailedMount; afterwards nothing is left: no mount under the
+//! agent's root or the driver's directory (NodeUnpublish and NodeUnstage were called), no
+//! loop device on the image, and after DeleteVolume no image.
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use rekube_crds::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
+use rekube_csi::csi;
+use rekube_e2e::agent::{AgentProcess, cannot_run_containers, delete_all_pods_and_check_leftovers};
+use rekube_e2e::controllers::ControllerProcess;
+use rekube_e2e::nodes::SCOPE_LABEL;
+use rekube_e2e::{TestNamespace, wait_until};
+use serde_json::json;
+
+const T: Duration = Duration::from_secs(60);
+const DRIVER: &str = "csi.rekube.io";
+const MIB: i64 = 1 << 20;
+
+/// The rekube-csi binary: REKUBE_CSI_BIN, or the one built beside the test
+/// (`cargo build -p rekube-csi`).
+fn csi_binary() -> PathBuf {
+    if let Ok(path) = std::env::var("REKUBE_CSI_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    exe.parent()
+        .and_then(|d| d.parent())
+        .expect("target folder")
+        .join("rekube-csi")
+}
+
+/// The driver, stopped (SIGTERM, then SIGKILL) and its directory removed when dropped.
+struct Driver {
+    child: Option<Child>,
+    dir: PathBuf,
+    socket: PathBuf,
+    state: PathBuf,
+    log: PathBuf,
+}
+
+impl Driver {
+    fn start(dir: &Path, node_id: &str) -> Driver {
+        let bin = csi_binary();
+        assert!(
+            bin.exists(),
+            "{} is missing: run `cargo build -p rekube-csi`",
+            bin.display()
+        );
+        std::fs::create_dir_all(dir).unwrap();
+        let socket = dir.join("csi.sock");
+        let state = dir.join("state");
+        let log = dir.join("driver.log");
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new(&bin)
+            .arg("--endpoint")
+            .arg(format!("unix://{}", socket.display()))
+            .arg("--node-id")
+            .arg(node_id)
+            .arg("--state-dir")
+            .arg(&state)
+            .arg("--capacity")
+            .arg("256Mi")
+            .stdout(Stdio::from(out.try_clone().unwrap()))
+            .stderr(Stdio::from(out))
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !socket.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "the driver's socket did not appear: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Driver {
+            child: Some(child),
+            dir: dir.to_path_buf(),
+            socket,
+            state,
+            log,
+        }
+    }
+
+    async fn controller(
+        &self,
+    ) -> csi::controller_client::ControllerClient<tonic::transport::Channel> {
+        csi::controller_client::ControllerClient::new(
+            rekube_csi::client::connect(&self.socket).await.unwrap(),
+        )
+    }
+
+    fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// upstream's device mount path component: the sha256 of the volume handle, in hex.
+fn sha256_hex(s: &str) -> String {
+    let out = Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(s.as_bytes())?;
+            child.wait_with_output()
+        })
+        .expect("sha256sum");
+    String::from_utf8(out.stdout).unwrap()[..64].to_string()
+}
+
+/// Loop devices whose backing file lies under `dir`.
+fn loops_under(dir: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/sys/block").unwrap().flatten() {
+        if let Ok(backing) = std::fs::read_to_string(entry.path().join("loop/backing_file"))
+            && Path::new(backing.trim_end()).starts_with(dir)
+        {
+            found.push(format!(
+                "{} -> {}",
+                entry.file_name().to_string_lossy(),
+                backing.trim_end()
+            ));
+        }
+    }
+    found
+}
+
+/// Mount points under `dir` (mountinfo's fifth field).
+fn mounts_under(dir: &Path) -> Vec<String> {
+    let dir = dir.to_string_lossy().to_string();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| m.starts_with(&dir))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The size in KiB on busybox `df -k`'s filesystem line, from the container's CRI log
+/// (`<time> stdout F /dev/loop0 56037 15 54712 0% /data`).
+fn df_size_kib(log: &str) -> Option<i64> {
+    log.lines()
+        .find(|l| l.trim_end().ends_with(" /data"))
+        .and_then(|l| l.split_whitespace().nth(4))
+        .and_then(|n| n.parse().ok())
+}
+
+#[tokio::test]
+async fn a_csi_volume_is_staged_published_and_cleaned_up() {
+    if cannot_run_containers() {
+        return;
+    }
+    let ns = TestNamespace::new("csi-vol").await;
+    let _controllers = ControllerProcess::start(
+        &ns.name,
+        &[
+            "--controllers=persistentvolume-binder,persistentvolumeclaim-protection,persistentvolume-protection",
+        ],
+    );
+    let node = ns.cluster_name("n");
+    let dir = std::env::temp_dir().join(format!("rekube-e2e-csi-{}", ns.name));
+    let driver = Driver::start(&dir, &node);
+
+    // The provisioner's part, done by the test: CreateVolume of a 64 MiB local-disk.
+    let mount_capability = csi::VolumeCapability {
+        access_mode: Some(csi::volume_capability::AccessMode {
+            mode: csi::volume_capability::access_mode::Mode::SingleNodeWriter as i32,
+        }),
+        access_type: Some(csi::volume_capability::AccessType::Mount(
+            csi::volume_capability::MountVolume {
+                fs_type: "ext4".into(),
+                ..Default::default()
+            },
+        )),
+    };
+    let created = driver
+        .controller()
+        .await
+        .create_volume(csi::CreateVolumeRequest {
+            name: format!("pvc-{}", ns.name),
+            capacity_range: Some(csi::CapacityRange {
+                required_bytes: 64 * MIB,
+                limit_bytes: 0,
+            }),
+            volume_capabilities: vec![mount_capability],
+            parameters: [("type".to_string(), "local-disk".to_string())].into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("CreateVolume: {e}\n{}", driver.logs()))
+        .into_inner()
+        .volume
+        .unwrap();
+    let handle = created.volume_id.clone();
+    assert_eq!(created.capacity_bytes, 64 * MIB);
+
+    let socket_flag = format!("{DRIVER}=unix://{}", driver.socket.display());
+    let mut agent = AgentProcess::start_real(&ns, "n", &["--csi-driver", &socket_flag]);
+    assert_eq!(agent.node_name, node);
+
+    // NodeGetInfo on the Node: upstream's annotation and the topology label.
+    let nodes: Api<Node> = Api::all(ns.client.clone());
+    let registered = wait_until("the driver on the Node", T, || async {
+        let n = nodes.get(&node).await.map_err(|e| e.to_string())?;
+        let annotations = n.metadata.annotations.clone().unwrap_or_default();
+        match annotations.get("csi.volume.kubernetes.io/nodeid") {
+            Some(ids) => Ok((n.metadata.labels.clone().unwrap_or_default(), ids.clone())),
+            None => Err(format!("{annotations:?}\n{}", agent.logs())),
+        }
+    })
+    .await;
+    assert_eq!(registered.1, format!("{{\"{DRIVER}\":\"{node}\"}}"));
+    assert_eq!(
+        registered.0.get("topology.csi.rekube.io/node"),
+        Some(&node),
+        "the driver's topology as a Node label"
+    );
+
+    // A static PersistentVolume of the driver's volume, on the agent's node, and a claim.
+    let volumes: Api<PersistentVolume> = Api::all(ns.client.clone());
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(ns.client.clone(), &ns.name);
+    let pods: Api<Pod> = Api::namespaced(ns.client.clone(), &ns.name);
+    let pp = PostParams::default();
+    let pv_name = ns.cluster_name("disk");
+    let class = format!("manual-{}", ns.name);
+    let pv: PersistentVolume = serde_json::from_value(json!({
+        "apiVersion": "rekube.io/v1", "kind": "PersistentVolume",
+        "metadata": {"name": pv_name, "labels": {SCOPE_LABEL: ns.name}},
+        "spec": {
+            "capacity": {"storage": "64Mi"},
+            "accessModes": ["ReadWriteOnce"],
+            "persistentVolumeReclaimPolicy": "Retain",
+            "storageClassName": class,
+            "csi": {"driver": DRIVER, "volumeHandle": handle, "fsType": "ext4",
+                "volumeAttributes": {"type": "local-disk"}},
+            "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                {"key": "kubernetes.io/hostname", "operator": "In", "values": [node]}]}]}},
+        }
+    }))
+    .unwrap();
+    volumes.create(&pp, &pv).await.unwrap();
+    let claim: PersistentVolumeClaim = serde_json::from_value(json!({
+        "apiVersion": "rekube.io/v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "data"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": class,
+            "resources": {"requests": {"storage": "64Mi"}}},
+    }))
+    .unwrap();
+    claims.create(&pp, &claim).await.unwrap();
+    wait_until("claim data bound", T, || async {
+        let c = claims.get("data").await.map_err(|e| e.to_string())?;
+        match c.status.as_ref().and_then(|s| s.phase.as_deref()) {
+            Some("Bound") => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+
+    let pod = |name: &str, script: &str| -> Pod {
+        serde_json::from_value(json!({"apiVersion": "rekube.io/v1", "kind": "Pod",
+            "metadata": {"name": name},
+            "spec": {"nodeName": node, "restartPolicy": "Never", "terminationGracePeriodSeconds": 1,
+                "containers": [{"name": "c", "image": "busybox:1.36", "imagePullPolicy": "Never",
+                    "command": ["sh", "-c", script],
+                    "volumeMounts": [{"name": "v", "mountPath": "/data"}]}],
+                "volumes": [{"name": "v", "persistentVolumeClaim": {"claimName": "data"}}]}}))
+        .unwrap()
+    };
+    let succeeded = |name: &'static str| {
+        let pods = pods.clone();
+        let agent = &agent;
+        let driver = &driver;
+        async move {
+            wait_until(
+                &format!("pod {name} done"),
+                Duration::from_secs(90),
+                || async {
+                    let p = pods.get(name).await.map_err(|e| e.to_string())?;
+                    match p.status.as_ref().and_then(|s| s.phase.as_deref()) {
+                        Some("Succeeded") => Ok(p),
+                        Some("Failed") => panic!(
+                            "pod {name} failed: {:?}\n{}\n{}",
+                            p.status,
+                            agent.logs(),
+                            driver.logs()
+                        ),
+                        other => Err(format!("{other:?}")),
+                    }
+                },
+            )
+            .await
+        }
+    };
+
+    pods.create(
+        &pp,
+        &pod(
+            "writer",
+            "echo kept-across-pods > /data/file && df -k /data",
+        ),
+    )
+    .await
+    .unwrap();
+    let writer = succeeded("writer").await;
+    let uid = writer.metadata.uid.clone().unwrap();
+    let log = agent.container_log(&ns.name, "writer", &uid, "c", 0);
+    let size = df_size_kib(&log).unwrap_or_else(|| panic!("no df line in {log:?}"));
+    // The ext4 of a 64 MiB device: its size less the filesystem's own metadata.
+    assert!(
+        (48 * 1024..=64 * 1024).contains(&size),
+        "the pod sees the volume's 64 MiB filesystem: {size} KiB\n{log}"
+    );
+    pods.delete("writer", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_until("writer gone", T, || async {
+        match pods.get_opt("writer").await {
+            Ok(None) => Ok(()),
+            other => Err(format!("{:?}", other.map(|p| p.is_some()))),
+        }
+    })
+    .await;
+
+    // Two pods on the same volume at once: staged once, published twice; the first to go
+    // leaves the staging mount to the other (NodeUnstage after the last user only).
+    let staging = agent
+        .root
+        .join("plugins/kubernetes.io/csi")
+        .join(DRIVER)
+        .join(sha256_hex(&handle))
+        .join("globalmount");
+    let reads = "test \"$(cat /data/file)\" = kept-across-pods && echo read-ok && sleep 3600";
+    let mut uids = Vec::new();
+    for name in ["reader", "second"] {
+        let created = pods.create(&pp, &pod(name, reads)).await.unwrap();
+        uids.push(created.metadata.uid.unwrap());
+    }
+    for (name, uid) in ["reader", "second"].iter().zip(&uids) {
+        wait_until(
+            &format!("{name} read the file"),
+            Duration::from_secs(90),
+            || async {
+                let out = agent.container_log(&ns.name, name, uid, "c", 0);
+                if out.contains("read-ok") {
+                    Ok(())
+                } else {
+                    Err(format!("{out}\n{}", agent.logs()))
+                }
+            },
+        )
+        .await;
+    }
+    let agent_root = agent.root.clone();
+    let target = |uid: &str| {
+        agent_root
+            .join("pods")
+            .join(uid)
+            .join("volumes/kubernetes.io~csi")
+            .join(&pv_name)
+            .join("mount")
+    };
+    let mounted = |path: &Path| mounts_under(path).iter().any(|m| Path::new(m) == path);
+    assert!(mounted(&staging), "staged at upstream's device mount path");
+    assert!(mounted(&target(&uids[0])) && mounted(&target(&uids[1])));
+    let vol_data: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(target(&uids[0]).parent().unwrap().join("vol_data.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(vol_data["volumeHandle"], handle.as_str());
+    assert_eq!(vol_data["specVolID"], pv_name.as_str());
+    pods.delete("second", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_until("second's volume unpublished", T, || async {
+        if mounted(&target(&uids[1])) {
+            Err("still published".to_string())
+        } else {
+            Ok(())
+        }
+    })
+    .await;
+    assert!(mounted(&staging), "still staged: reader uses it");
+    assert!(mounted(&target(&uids[0])));
+
+    // The agent killed, reader deleted while it is down, the agent started again: it
+    // knows the volume only from reader's vol_data.json (no actual state yet), and still
+    // unpublishes and unstages it.
+    agent.kill();
+    pods.delete("reader", &DeleteParams::default())
+        .await
+        .unwrap();
+    agent.start_again();
+    wait_until("reader's volume unpublished and unstaged", T, || async {
+        if mounted(&target(&uids[0])) || mounted(&staging) {
+            Err(agent.logs())
+        } else {
+            Ok(())
+        }
+    })
+    .await;
+
+    // A volume the driver does not have: upstream's FailedMount, and the pod waits.
+    let missing_pv: PersistentVolume = serde_json::from_value(json!({
+        "apiVersion": "rekube.io/v1", "kind": "PersistentVolume",
+        "metadata": {"name": ns.cluster_name("missing"), "labels": {SCOPE_LABEL: ns.name}},
+        "spec": {
+            "capacity": {"storage": "16Mi"},
+            "accessModes": ["ReadWriteOnce"],
+            "persistentVolumeReclaimPolicy": "Retain",
+            "storageClassName": class,
+            "claimRef": {"namespace": ns.name, "name": "missing"},
+            "csi": {"driver": DRIVER, "volumeHandle": "rk-0000000000000000", "fsType": "ext4"},
+        }
+    }))
+    .unwrap();
+    volumes.create(&pp, &missing_pv).await.unwrap();
+    let mut missing_claim = claim.clone();
+    missing_claim.metadata.name = Some("missing".into());
+    missing_claim.spec.as_mut().unwrap().resources =
+        serde_json::from_value(json!({"requests": {"storage": "16Mi"}})).unwrap();
+    claims.create(&pp, &missing_claim).await.unwrap();
+    let mut waiting = pod("waiting", "sleep 3600");
+    waiting.spec.as_mut().unwrap().volumes.as_mut().unwrap()[0]
+        .persistent_volume_claim
+        .as_mut()
+        .unwrap()
+        .claim_name = "missing".into();
+    pods.create(&pp, &waiting).await.unwrap();
+    let events: Api<Event> = Api::namespaced(ns.client.clone(), &ns.name);
+    let note = wait_until("waiting's FailedMount", T, || async {
+        events
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| e.to_string())?
+            .items
+            .into_iter()
+            .find(|e| {
+                e.reason.as_deref() == Some("FailedMount")
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("waiting")
+            })
+            .and_then(|e| e.note)
+            .ok_or_else(|| "none yet".to_string())
+    })
+    .await;
+    assert_eq!(
+        note,
+        format!(
+            "MountVolume.MountDevice failed for volume \"{}\" : rpc error: code = NotFound desc = volume rk-0000000000000000: not found",
+            ns.cluster_name("missing")
+        )
+    );
+    let phase = pods
+        .get("waiting")
+        .await
+        .unwrap()
+        .status
+        .and_then(|s| s.phase);
+    assert_eq!(
+        phase.as_deref(),
+        Some("Pending"),
+        "the pod waits for its volume"
+    );
+
+    delete_all_pods_and_check_leftovers(&pods, &agent, T).await;
+
+    // Unpublished and unstaged: no mount under the agent's root or the driver's
+    // directory, no loop device on the image, the staging directory gone.
+    assert_eq!(mounts_under(&agent.root), Vec::<String>::new());
+    assert_eq!(mounts_under(&dir), Vec::<String>::new());
+    assert_eq!(loops_under(&driver.state), Vec::<String>::new());
+    let csi_dir = agent.root.join("plugins/kubernetes.io/csi").join(DRIVER);
+    let left: Vec<_> = std::fs::read_dir(&csi_dir)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "the staging directory went: {left:?}");
+
+    for c in ["data", "missing"] {
+        claims.delete(c, &DeleteParams::default()).await.unwrap();
+        wait_until(&format!("claim {c} gone"), T, || async {
+            match claims.get_opt(c).await {
+                Ok(None) => Ok(()),
+                other => Err(format!("{:?}", other.map(|c| c.is_some()))),
+            }
+        })
+        .await;
+    }
+    for v in volumes
+        .list(&ListParams::default().labels(&format!("{SCOPE_LABEL}={}", ns.name)))
+        .await
+        .unwrap()
+        .items
+    {
+        let name = v.metadata.name.clone().unwrap();
+        let _ = volumes
+            .patch(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+            )
+            .await;
+        let _ = volumes.delete(&name, &DeleteParams::default()).await;
+    }
+
+    // The provisioner's part again: DeleteVolume, refused while attached, now accepted.
+    driver
+        .controller()
+        .await
+        .delete_volume(csi::DeleteVolumeRequest {
+            volume_id: handle.clone(),
+            secrets: Default::default(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("DeleteVolume: {e}\n{}", driver.logs()));
+    let images: Vec<_> = std::fs::read_dir(driver.state.join("images"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(images.is_empty(), "the image went: {images:?}");
+    drop(driver);
+    assert!(!dir.exists(), "the driver's directory went");
+}
