@@ -22,6 +22,7 @@ pub mod procstat;
 pub mod rbac;
 pub mod readiness;
 pub mod stall_proxy;
+pub mod storage;
 
 /// A client for the cluster `KUBECONFIG` names.
 pub async fn client() -> Client {

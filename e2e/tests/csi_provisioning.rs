@@ -17,6 +17,7 @@ use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use rekube_crds::{PersistentVolume, PersistentVolumeClaim, Pod};
 use rekube_e2e::controllers::ControllerProcess;
 use rekube_e2e::nodes::{self, NodeShape, SCOPE_LABEL};
+use rekube_e2e::storage::event_notes;
 use rekube_e2e::{TestNamespace, wait_until};
 use serde_json::json;
 
@@ -91,21 +92,6 @@ impl Drop for Process {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-async fn events_of(events: &Api<Event>, object: &str, reason: &str) -> Vec<String> {
-    events
-        .list(&ListParams::default())
-        .await
-        .map(|l| l.items)
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|e| {
-            e.reason.as_deref() == Some(reason)
-                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(object)
-        })
-        .map(|e| e.note.unwrap_or_default())
-        .collect()
 }
 
 fn files_in(dir: &Path) -> Vec<PathBuf> {
@@ -319,7 +305,7 @@ async fn a_claim_is_provisioned_on_its_selected_node_and_deleted_when_released()
         ),
     ] {
         wait_until(&format!("event {reason}"), T, || async {
-            let notes = events_of(&events, "data", reason).await;
+            let notes = event_notes(&events, None, "data", reason).await;
             notes
                 .contains(&note)
                 .then_some(())
@@ -337,7 +323,7 @@ async fn a_claim_is_provisioned_on_its_selected_node_and_deleted_when_released()
         "the ProvisioningFailed event of claim instant",
         T,
         || async {
-            let notes = events_of(&events, "instant", "ProvisioningFailed").await;
+            let notes = event_notes(&events, None, "instant", "ProvisioningFailed").await;
             notes
                 .iter()
                 .any(|n| n.contains("volumeBindingMode: WaitForFirstConsumer"))
@@ -371,7 +357,7 @@ async fn a_claim_is_provisioned_on_its_selected_node_and_deleted_when_released()
     .await
     .unwrap();
     wait_until("the ProvisioningFailed event of claim big", T, || async {
-        let notes = events_of(&events, "big", "ProvisioningFailed").await;
+        let notes = event_notes(&events, None, "big", "ProvisioningFailed").await;
         notes
             .iter()
             .any(|n| {
@@ -445,7 +431,7 @@ async fn a_claim_is_provisioned_on_its_selected_node_and_deleted_when_released()
         provisioned.as_secs_f64(),
         released.elapsed().as_secs_f64()
     );
-    let failed = events_of(&events, &pv_name, "VolumeFailedDelete").await;
+    let failed = event_notes(&events, None, &pv_name, "VolumeFailedDelete").await;
     assert_eq!(failed, Vec::<String>::new());
 
     // The controllers' log is kept only when the test fails.

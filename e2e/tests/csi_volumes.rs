@@ -19,12 +19,13 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use rekube_crds::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
 use rekube_csi::csi;
 use rekube_e2e::agent::{AgentProcess, cannot_run_containers, delete_all_pods_and_check_leftovers};
 use rekube_e2e::controllers::ControllerProcess;
 use rekube_e2e::nodes::SCOPE_LABEL;
+use rekube_e2e::storage::delete_test_volumes;
 use rekube_e2e::{TestNamespace, wait_until};
 use serde_json::json;
 
@@ -526,22 +527,7 @@ async fn a_csi_volume_is_staged_published_and_cleaned_up() {
         })
         .await;
     }
-    for v in volumes
-        .list(&ListParams::default().labels(&format!("{SCOPE_LABEL}={}", ns.name)))
-        .await
-        .unwrap()
-        .items
-    {
-        let name = v.metadata.name.clone().unwrap();
-        let _ = volumes
-            .patch(
-                &name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"metadata": {"finalizers": null}})),
-            )
-            .await;
-        let _ = volumes.delete(&name, &DeleteParams::default()).await;
-    }
+    delete_test_volumes(&ns).await;
 
     // The provisioner's part again: DeleteVolume, refused while attached, now accepted.
     driver

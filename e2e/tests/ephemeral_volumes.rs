@@ -15,10 +15,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::api::{Api, DeleteParams, PostParams};
 use kube::{Resource, ResourceExt};
 use rekube_crds::{PersistentVolume, PersistentVolumeClaim, Pod};
 use rekube_e2e::controllers::ControllerProcess;
+use rekube_e2e::storage::event_notes;
 use rekube_e2e::{TestNamespace, wait_until};
 use serde_json::{Value, json};
 
@@ -36,22 +37,6 @@ fn pod(ns: &TestNamespace, name: &str, volume: &str, template: Value) -> Pod {
                  "volumes": [{"name": volume, "ephemeral": {"volumeClaimTemplate": template}}]}
     }))
     .unwrap()
-}
-
-/// The notes of the events of `reason` about pod `name`.
-async fn events(api: &Api<Event>, name: &str, reason: &str) -> Vec<String> {
-    api.list(&ListParams::default())
-        .await
-        .map(|l| l.items)
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|e| {
-            e.reason.as_deref() == Some(reason)
-                && e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("Pod")
-                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
-        })
-        .filter_map(|e| e.note)
-        .collect()
 }
 
 fn phase(c: &PersistentVolumeClaim) -> String {
@@ -198,7 +183,7 @@ async fn ephemeral_volumes_get_their_claims() {
         .await
         .unwrap();
     let notes = wait_until("FailedBinding of pod other", T, || async {
-        let notes = events(&events_api, "other", "FailedBinding").await;
+        let notes = event_notes(&events_api, Some("Pod"), "other", "FailedBinding").await;
         if notes.is_empty() {
             Err(controllers.logs())
         } else {

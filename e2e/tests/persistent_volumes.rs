@@ -15,11 +15,12 @@
 use std::time::Duration;
 
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, PostParams};
 use rekube_crds::{PersistentVolume, PersistentVolumeClaim, Pod};
 use rekube_e2e::agent::{AgentProcess, cannot_run_containers, delete_all_pods_and_check_leftovers};
 use rekube_e2e::controllers::ControllerProcess;
 use rekube_e2e::nodes::SCOPE_LABEL;
+use rekube_e2e::storage::{delete_test_volumes, event_notes};
 use rekube_e2e::{TestNamespace, wait_until};
 use serde_json::{Value, json};
 
@@ -122,44 +123,12 @@ where
     .await
 }
 
-/// The notes of the events of `reason` about `name`.
-async fn events(api: &Api<Event>, name: &str, reason: &str) -> Vec<String> {
-    api.list(&ListParams::default())
-        .await
-        .map(|l| l.items)
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|e| {
-            e.reason.as_deref() == Some(reason)
-                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
-        })
-        .filter_map(|e| e.note)
-        .collect()
-}
-
 fn annotation<'a>(meta: &'a kube::api::ObjectMeta, key: &str) -> Option<&'a str> {
     meta.annotations.as_ref()?.get(key).map(String::as_str)
 }
 
 fn finalizers(meta: &kube::api::ObjectMeta) -> Vec<String> {
     meta.finalizers.clone().unwrap_or_default()
-}
-
-/// Every volume of the test deleted, finalizers and all (the controllers may be gone).
-async fn delete_volumes(ns: &TestNamespace) {
-    let volumes: Api<PersistentVolume> = Api::all(ns.client.clone());
-    let lp = ListParams::default().labels(&format!("{SCOPE_LABEL}={}", ns.name));
-    for v in volumes.list(&lp).await.unwrap().items {
-        let name = v.metadata.name.clone().unwrap();
-        let _ = volumes
-            .patch(
-                &name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"metadata": {"finalizers": null}})),
-            )
-            .await;
-        let _ = volumes.delete(&name, &DeleteParams::default()).await;
-    }
 }
 
 #[tokio::test]
@@ -252,7 +221,7 @@ async fn volumes_bind_release_and_are_protected() {
         .await
         .unwrap();
     let notes = wait_until("FailedBinding of claim nothing", T, || async {
-        let notes = events(&events_api, "nothing", "FailedBinding").await;
+        let notes = event_notes(&events_api, None, "nothing", "FailedBinding").await;
         if notes.is_empty() {
             Err("no event yet".to_string())
         } else {
@@ -322,7 +291,7 @@ async fn volumes_bind_release_and_are_protected() {
         .await
         .unwrap();
     gone(&volumes, &big).await;
-    delete_volumes(&ns).await;
+    delete_test_volumes(&ns).await;
 }
 
 /// A local volume on the agent's node, written by one pod and read by the next.
@@ -433,7 +402,7 @@ async fn a_claim_keeps_its_data_across_pods() {
         !mounts.contains(disk.to_str().unwrap()),
         "no mount of the volume left"
     );
-    delete_volumes(&ns).await;
+    delete_test_volumes(&ns).await;
     std::fs::remove_dir_all(&disk).unwrap();
 }
 
@@ -535,7 +504,7 @@ async fn an_agent_restart_keeps_a_claims_mount() {
         .await
         .unwrap();
     gone(&claims, "data").await;
-    delete_volumes(&ns).await;
+    delete_test_volumes(&ns).await;
     std::fs::remove_dir_all(&disk).unwrap();
 }
 
@@ -596,9 +565,9 @@ async fn a_recycled_volume_is_scrubbed_and_available_again() {
     );
     let left: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
     assert!(left.is_empty(), "scrubbed: {left:?}");
-    let notes = events(&events_api, &pv, "VolumeRecycled").await;
+    let notes = event_notes(&events_api, None, &pv, "VolumeRecycled").await;
     let cluster_events: Api<Event> = Api::all(ns.client.clone());
-    let cluster_notes = events(&cluster_events, &pv, "VolumeRecycled").await;
+    let cluster_notes = event_notes(&cluster_events, None, &pv, "VolumeRecycled").await;
     assert!(
         notes
             .iter()
@@ -630,6 +599,6 @@ async fn a_recycled_volume_is_scrubbed_and_available_again() {
         .unwrap();
     gone(&claims, "second").await;
     delete_all_pods_and_check_leftovers(&pods, &agent, T).await;
-    delete_volumes(&ns).await;
+    delete_test_volumes(&ns).await;
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -10,9 +10,10 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use rekube_crds::Pod;
 use rekube_e2e::agent::{AgentProcess, cannot_run_containers, delete_all_pods_and_check_leftovers};
+use rekube_e2e::storage::event_notes;
 use rekube_e2e::{TestNamespace, wait_until};
 use serde_json::{Value, json};
 
@@ -54,21 +55,6 @@ async fn running(pods: &Api<Pod>, name: &str) -> Pod {
         }
     })
     .await
-}
-
-/// The notes of the kubelet's events of `reason` about pod `name`.
-async fn events(api: &Api<Event>, name: &str, reason: &str) -> Vec<String> {
-    api.list(&ListParams::default())
-        .await
-        .map(|l| l.items)
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|e| {
-            e.reason.as_deref() == Some(reason)
-                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
-        })
-        .filter_map(|e| e.note)
-        .collect()
 }
 
 #[tokio::test]
@@ -297,7 +283,7 @@ async fn failed_mounts_and_sub_path_escapes() {
     .await
     .unwrap();
     let note = wait_until("hostfile's FailedMount", T, || async {
-        events(&events_api, "hostfile", "FailedMount")
+        event_notes(&events_api, None, "hostfile", "FailedMount")
             .await
             .into_iter()
             .next()
@@ -312,7 +298,7 @@ async fn failed_mounts_and_sub_path_escapes() {
         )
     );
     let note = wait_until("nocm's FailedMount", T, || async {
-        events(&events_api, "nocm", "FailedMount")
+        event_notes(&events_api, None, "nocm", "FailedMount")
             .await
             .into_iter()
             .next()
@@ -456,7 +442,7 @@ async fn an_empty_dir_over_its_size_limit_evicts_the_pod() {
     let message = "Usage of EmptyDir volume \"data\" exceeds the limit \"1Mi\". ";
     assert_eq!(status.reason.as_deref(), Some("Evicted"));
     assert_eq!(status.message.as_deref(), Some(message));
-    let notes = events(&events_api, "fill", "Evicted").await;
+    let notes = event_notes(&events_api, None, "fill", "Evicted").await;
     assert_eq!(notes, [message]);
     let dir = agent
         .root

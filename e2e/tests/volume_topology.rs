@@ -5,11 +5,12 @@
 //! node's disk. As root.
 use std::time::Duration;
 
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use rekube_crds::{PersistentVolume, PersistentVolumeClaim, Pod};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use rekube_crds::{PersistentVolumeClaim, Pod};
 use rekube_e2e::agent::{AgentProcess, cannot_run_containers, delete_all_pods_and_check_leftovers};
 use rekube_e2e::controllers::ControllerProcess;
-use rekube_e2e::nodes::{self, NodeShape, SCOPE_LABEL};
+use rekube_e2e::nodes::{self, NodeShape};
+use rekube_e2e::storage::delete_test_volumes;
 use rekube_e2e::{TestNamespace, wait_until};
 use serde_json::json;
 
@@ -33,7 +34,6 @@ async fn a_wait_for_first_consumer_claim_binds_on_the_pods_node() {
     // claim must send the pod to the agent's node.
     nodes::create_node(&ns, "a-empty", &NodeShape::default()).await;
     let node = agent.node_name.clone();
-    let volumes: Api<PersistentVolume> = Api::all(ns.client.clone());
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(ns.client.clone(), &ns.name);
     let pods: Api<Pod> = Api::namespaced(ns.client.clone(), &ns.name);
     let pp = PostParams::default();
@@ -148,17 +148,6 @@ async fn a_wait_for_first_consumer_claim_binds_on_the_pods_node() {
     })
     .await;
     // The volume has the protection finalizer; the controllers go with the test.
-    let lp = ListParams::default().labels(&format!("{SCOPE_LABEL}={}", ns.name));
-    for v in volumes.list(&lp).await.unwrap().items {
-        let name = v.metadata.name.unwrap();
-        let _ = volumes
-            .patch(
-                &name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"metadata": {"finalizers": null}})),
-            )
-            .await;
-        let _ = volumes.delete(&name, &DeleteParams::default()).await;
-    }
+    delete_test_volumes(&ns).await;
     std::fs::remove_dir_all(&disk).unwrap();
 }
