@@ -49,6 +49,8 @@ fn csi_binary() -> PathBuf {
 /// The driver, stopped (SIGTERM, then SIGKILL) and its directory removed when dropped.
 struct Driver {
     child: Option<Child>,
+    /// `rekube-csi provisioner` for the driver's node, when started.
+    provisioner: Option<Child>,
     dir: PathBuf,
     socket: PathBuf,
     state: PathBuf,
@@ -92,6 +94,7 @@ impl Driver {
         }
         Driver {
             child: Some(child),
+            provisioner: None,
             dir: dir.to_path_buf(),
             socket,
             state,
@@ -111,21 +114,48 @@ impl Driver {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The driver's provisioner (external-provisioner's distributed mode) for `node_id`,
+    /// its PersistentVolumes labelled `pv_label` (the test's scope).
+    fn start_provisioner(&mut self, node_id: &str, pv_label: &str) {
+        let out = std::fs::File::create(self.dir.join("provisioner.log")).unwrap();
+        let child = Command::new(csi_binary())
+            .arg("provisioner")
+            .arg("--endpoint")
+            .arg(format!("unix://{}", self.socket.display()))
+            .arg("--node-id")
+            .arg(node_id)
+            .arg("--pv-label")
+            .arg(pv_label)
+            .stdout(Stdio::from(out.try_clone().unwrap()))
+            .stderr(Stdio::from(out))
+            .spawn()
+            .expect("starting rekube-csi provisioner");
+        self.provisioner = Some(child);
+    }
+
     fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(child) = self.provisioner.take() {
+            stop_child(child);
+        }
+        if let Some(child) = self.child.take() {
+            stop_child(child);
         }
     }
+}
+
+/// SIGTERM, then SIGKILL after 10 s.
+fn stop_child(mut child: Child) {
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 impl Drop for Driver {
@@ -545,4 +575,167 @@ async fn a_csi_volume_is_staged_published_and_cleaned_up() {
     assert!(images.is_empty(), "the image went: {images:?}");
     drop(driver);
     assert!(!dir.exists(), "the driver's directory went");
+}
+
+/// Dynamic provisioning end to end on a real node: a claim of a WaitForFirstConsumer class
+/// of rekube-csi used by a pod is provisioned on the pod's node by the driver's
+/// provisioner (a 64 MiB local-disk: an image file, a loop device, ext4), bound, staged and
+/// published by the agent; the pod sees a filesystem of that size. Once the pod and the
+/// claim go, the Delete policy removes the volume: no image file, no loop device, no
+/// mount, no PersistentVolume.
+#[tokio::test]
+async fn a_provisioned_volume_is_used_and_deleted_with_its_claim() {
+    if cannot_run_containers() {
+        return;
+    }
+    let ns = TestNamespace::new("csi-dyn").await;
+    let _controllers = ControllerProcess::start(
+        &ns.name,
+        &[
+            "--controllers=scheduler,persistentvolume-binder,persistentvolumeclaim-protection,persistentvolume-protection",
+        ],
+    );
+    let node = ns.cluster_name("n");
+    let dir = std::env::temp_dir().join(format!("rekube-e2e-csi-{}", ns.name));
+    let mut driver = Driver::start(&dir, &node);
+    driver.start_provisioner(&node, &format!("{SCOPE_LABEL}={}", ns.name));
+    let socket_flag = format!("{DRIVER}=unix://{}", driver.socket.display());
+    let agent = AgentProcess::start_real(&ns, "n", &["--csi-driver", &socket_flag]);
+    agent.wait_node_ready(&ns.client, T).await;
+    ns.create(json!({"apiVersion": "rekube.io/v1", "kind": "StorageClass",
+        "metadata": {"name": "local-disk"}, "provisioner": DRIVER,
+        "volumeBindingMode": "WaitForFirstConsumer", "reclaimPolicy": "Delete",
+        "parameters": {"type": "local-disk"}}))
+        .await
+        .unwrap();
+    let class = ns.cluster_name("local-disk");
+    let volumes: Api<PersistentVolume> = Api::all(ns.client.clone());
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(ns.client.clone(), &ns.name);
+    let pods: Api<Pod> = Api::namespaced(ns.client.clone(), &ns.name);
+    let pp = PostParams::default();
+    let claim: PersistentVolumeClaim = serde_json::from_value(json!({
+        "apiVersion": "rekube.io/v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "data"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": class,
+            "resources": {"requests": {"storage": "64Mi"}}},
+    }))
+    .unwrap();
+    let uid = claims
+        .create(&pp, &claim)
+        .await
+        .unwrap()
+        .metadata
+        .uid
+        .unwrap();
+    let pv_name = format!("pvc-{uid}");
+    let writer: Pod = serde_json::from_value(json!({"apiVersion": "rekube.io/v1", "kind": "Pod",
+        "metadata": {"name": "writer"},
+        "spec": {"restartPolicy": "Never", "terminationGracePeriodSeconds": 1,
+            "containers": [{"name": "c", "image": "busybox:1.36", "imagePullPolicy": "Never",
+                "command": ["sh", "-c", "echo provisioned > /data/file && df -k /data"],
+                "volumeMounts": [{"name": "v", "mountPath": "/data"}]}],
+            "volumes": [{"name": "v", "persistentVolumeClaim": {"claimName": "data"}}]}}))
+    .unwrap();
+    let pod_uid = pods
+        .create(&pp, &writer)
+        .await
+        .unwrap()
+        .metadata
+        .uid
+        .unwrap();
+    let done = wait_until("writer done", Duration::from_secs(90), || async {
+        let p = pods.get("writer").await.map_err(|e| e.to_string())?;
+        match p.status.as_ref().and_then(|s| s.phase.as_deref()) {
+            Some("Succeeded") => Ok(p),
+            Some("Failed") => panic!(
+                "writer failed: {:?}\n{}\n{}",
+                p.status,
+                agent.logs(),
+                driver.logs()
+            ),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert_eq!(done.spec.unwrap().node_name.as_deref(), Some(node.as_str()));
+    let pv = volumes.get(&pv_name).await.unwrap();
+    let spec = pv.spec.unwrap();
+    assert_eq!(spec.csi.as_ref().map(|c| c.driver.as_str()), Some(DRIVER));
+    assert_eq!(
+        spec.persistent_volume_reclaim_policy.as_deref(),
+        Some("Delete")
+    );
+    let log = agent.container_log(&ns.name, "writer", &pod_uid, "c", 0);
+    let kib = df_size_kib(&log).unwrap_or_else(|| panic!("no df line in {log:?}"));
+    assert!(
+        (48 * 1024..=64 * 1024).contains(&kib),
+        "a 64 MiB volume's ext4: {kib} KiB"
+    );
+    let images = walk_files(&driver.state.join("images"));
+    assert_eq!(images.len(), 1, "one image file: {images:?}");
+    assert_eq!(
+        std::fs::metadata(&images[0]).unwrap().len(),
+        64 * MIB as u64,
+        "the image is the claim's size"
+    );
+
+    pods.delete("writer", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_until("writer gone", T, || async {
+        match pods.get_opt("writer").await {
+            Ok(None) => Ok(()),
+            other => Err(format!("{:?}", other.map(|p| p.map(|p| p.status)))),
+        }
+    })
+    .await;
+    claims
+        .delete("data", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_until("the volume deleted with its claim", T, || async {
+        match volumes.get_opt(&pv_name).await {
+            Ok(None) => Ok(()),
+            other => Err(format!(
+                "{:?}\n{}",
+                other.map(|v| v.map(|v| v.status)),
+                driver.logs()
+            )),
+        }
+    })
+    .await;
+    assert_eq!(
+        walk_files(&driver.state),
+        Vec::<PathBuf>::new(),
+        "the image file and the volume's record are gone"
+    );
+    assert_eq!(loops_under(&dir), Vec::<String>::new(), "no loop device");
+    assert_eq!(
+        mounts_under(&dir),
+        Vec::<String>::new(),
+        "no mount of the driver's"
+    );
+    assert_eq!(
+        mounts_under(&agent.root),
+        Vec::<String>::new(),
+        "no mount of the agent's"
+    );
+    delete_test_volumes(&ns).await;
+}
+
+/// The regular files under `dir`, recursively.
+fn walk_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = e.path();
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(path),
+                Ok(t) if t.is_file() => out.push(path),
+                _ => {}
+            }
+        }
+    }
+    out
 }
