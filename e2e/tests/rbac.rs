@@ -634,14 +634,17 @@ impl Workload<'_> {
                      "volumeName": volume, "resources": {"requests": {"storage": "1Gi"}}}
         }))
         .await;
-        self.api::<PersistentVolumeClaim>()
-            .patch_status(
-                "authz",
-                &PatchParams::default(),
-                &Patch::Merge(json!({"status": {"phase": "Bound"}})),
-            )
-            .await
-            .unwrap();
+        // Bound by the PV binder (a status written by hand could race with it: a Bound claim
+        // whose volume its cache has not seen yet is Lost, as upstream's).
+        let claims = self.api::<PersistentVolumeClaim>();
+        wait_until("claim authz bound", T, || async {
+            let c = claims.get("authz").await.map_err(|e| e.to_string())?;
+            match c.status.as_ref().and_then(|s| s.phase.as_deref()) {
+                Some("Bound") => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        })
+        .await;
         self.create::<Pod>(json!({
             "apiVersion": "rekube.io/v1", "kind": "Pod", "metadata": {"name": "reader"},
             "spec": {"nodeName": self.node,
