@@ -10,7 +10,9 @@
 //! of the path into the pod's volume directory) and `csi` (the PV's CSI driver stages and
 //! publishes it, [`super::csi`]). Others (NFS, block devices, CSI in volumeMode Block) are
 //! refused by name until their plugin exists.
-use k8s_openapi::api::core::v1::{HostPathVolumeSource, PersistentVolumeClaimVolumeSource, Volume};
+use k8s_openapi::api::core::v1::{
+    HostPathVolumeSource, PersistentVolumeClaimVolumeSource, PersistentVolumeSpec, Volume,
+};
 use rekube_crds::pod_refs::ephemeral_volume_claim_name;
 pub use rekube_crds::pod_refs::volume_is_for_pod;
 use rekube_crds::{PersistentVolume, PersistentVolumeClaim, Pod};
@@ -19,7 +21,7 @@ use super::csi::CsiSource;
 use super::plugins::{PersistentSource, VolumeSpec};
 
 /// upstream `util.PVCProtectionFinalizer`.
-pub const PVC_PROTECTION_FINALIZER: &str = "kubernetes.io/pvc-protection";
+pub use rekube_crds::storage_keys::PVC_PROTECTION_FINALIZER;
 
 /// A claim a pod volume refers to, before it is read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,18 +100,15 @@ pub fn check_claim(claim: &PersistentVolumeClaim) -> Result<String, String> {
     }
 }
 
-/// upstream `getPVSpec`'s checks, then the plugin for the volume's source and upstream's
-/// volumeMode checks of `createVolumeSpec`.
-pub fn volume_spec(
-    volume_name: &str,
+/// upstream `getPVSpec`'s checks: the volume read for the claim is bound to it (its
+/// claimRef carries the claim's UID). The shell wraps the error as the claim's
+/// ([`processing_error`]).
+pub fn check_volume_bound_to_claim(
     pv: &PersistentVolume,
     claim: &PersistentVolumeClaim,
-    read_only: bool,
-    (in_mounts, in_devices): (bool, bool),
-) -> Result<VolumeSpec, String> {
+) -> Result<(), String> {
     let name = pv.metadata.name.as_deref().unwrap_or_default();
-    let spec = pv.spec.as_ref();
-    let Some(claim_ref) = spec.and_then(|s| s.claim_ref.as_ref()) else {
+    let Some(claim_ref) = pv.spec.as_ref().and_then(|s| s.claim_ref.as_ref()) else {
         return Err(format!(
             "found PV object {name} but it has a nil pv.Spec.ClaimRef indicating it is not yet bound to the claim"
         ));
@@ -121,9 +120,21 @@ pub fn volume_spec(
             "found PV object {name} but its pv.Spec.ClaimRef.UID {ref_uid} does not point to claim.UID {claim_uid}"
         ));
     }
-    let mode = spec
-        .and_then(|s| s.volume_mode.as_deref())
-        .unwrap_or("Filesystem");
+    Ok(())
+}
+
+/// The plugin for the volume's source, after upstream's volumeMode checks of
+/// `createVolumeSpec` (`(in_mounts, in_devices)`: [`mounts_and_devices`]).
+pub fn volume_spec(
+    volume_name: &str,
+    pv: &PersistentVolume,
+    read_only: bool,
+    (in_mounts, in_devices): (bool, bool),
+) -> Result<VolumeSpec, String> {
+    let name = pv.metadata.name.as_deref().unwrap_or_default();
+    let default_spec = PersistentVolumeSpec::default();
+    let spec = pv.spec.as_ref().unwrap_or(&default_spec);
+    let mode = spec.volume_mode.as_deref().unwrap_or("Filesystem");
     if in_mounts && mode != "Filesystem" {
         return Err(format!(
             "volume {volume_name} has volumeMode {mode}, but is specified in volumeMounts"
@@ -134,7 +145,6 @@ pub fn volume_spec(
             "volume {volume_name} has volumeMode {mode}, but is specified in volumeDevices"
         ));
     }
-    let spec = spec.expect("claimRef came from the spec");
     let source = if let Some(h) = &spec.host_path {
         PersistentSource::HostPath(HostPathVolumeSource {
             path: h.path.clone(),
@@ -334,7 +344,7 @@ mod tests {
     #[test]
     fn volume_specs_of_bound_volumes() {
         let c = claim(json!({}));
-        let ok = volume_spec("data", &volume(json!({})), &c, true, (true, false)).unwrap();
+        let ok = volume_spec("data", &volume(json!({})), true, (true, false)).unwrap();
         assert_eq!(
             ok,
             VolumeSpec::Persistent {
@@ -348,7 +358,7 @@ mod tests {
         );
         let local = volume(json!({"spec": {"hostPath": null, "local": {"path": "/mnt/disks/a"}}}));
         assert_eq!(
-            volume_spec("data", &local, &c, false, (true, false)).unwrap(),
+            volume_spec("data", &local, false, (true, false)).unwrap(),
             VolumeSpec::Persistent {
                 pv_name: "pv1".into(),
                 read_only: false,
@@ -363,7 +373,7 @@ mod tests {
             "csi": {"driver": "csi.rekube.io", "volumeHandle": "rk-1", "fsType": "ext4",
                 "readOnly": true, "volumeAttributes": {"type": "local-disk"}}}}));
         assert_eq!(
-            volume_spec("data", &csi, &c, false, (true, false)).unwrap(),
+            volume_spec("data", &csi, false, (true, false)).unwrap(),
             VolumeSpec::Persistent {
                 pv_name: "pv1".into(),
                 read_only: false,
@@ -378,19 +388,27 @@ mod tests {
                 })
             }
         );
-        let errors: Vec<(&str, PersistentVolume, (bool, bool), &str)> = vec![
+        assert_eq!(check_volume_bound_to_claim(&volume(json!({})), &c), Ok(()));
+        let unbound: Vec<(&str, PersistentVolume, &str)> = vec![
             (
                 "not bound",
                 volume(json!({"spec": {"claimRef": null}})),
-                (true, false),
                 "found PV object pv1 but it has a nil pv.Spec.ClaimRef indicating it is not yet bound to the claim",
             ),
             (
                 "bound to another claim",
                 volume(json!({"spec": {"claimRef": {"uid": "other"}}})),
-                (true, false),
                 "found PV object pv1 but its pv.Spec.ClaimRef.UID other does not point to claim.UID claim-uid",
             ),
+        ];
+        for (name, pv, want) in unbound {
+            assert_eq!(
+                check_volume_bound_to_claim(&pv, &c).unwrap_err(),
+                want,
+                "{name}"
+            );
+        }
+        let errors: Vec<(&str, PersistentVolume, (bool, bool), &str)> = vec![
             (
                 "block volume mounted",
                 volume(json!({"spec": {"volumeMode": "Block"}})),
@@ -419,7 +437,7 @@ mod tests {
         ];
         for (name, pv, usage, want) in errors {
             assert_eq!(
-                volume_spec("data", &pv, &c, false, usage).unwrap_err(),
+                volume_spec("data", &pv, false, usage).unwrap_err(),
                 want,
                 "{name}"
             );

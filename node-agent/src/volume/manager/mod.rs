@@ -572,20 +572,13 @@ async fn claim_volume_spec<R: ObjectReader>(
             )));
         }
     };
+    claim::check_volume_bound_to_claim(&pv, &pvc).map_err(|e| wrap(&e))?;
     claim::volume_spec(
         &volume.name,
         &pv,
-        &pvc,
         claim_ref.read_only,
         claim::mounts_and_devices(pod, &volume.name),
     )
-    .map_err(|e| {
-        if e.starts_with("found PV object") {
-            wrap(&e)
-        } else {
-            e
-        }
-    })
 }
 
 /// The ConfigMaps and Secrets a volume projects (upstream's configmap/secret managers:
