@@ -24,6 +24,7 @@ pub mod quantity;
 pub mod resource;
 pub mod schema;
 pub mod service_ranges;
+pub mod storage_keys;
 pub mod testing;
 pub mod updates;
 pub mod validation;

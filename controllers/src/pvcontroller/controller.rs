@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ObjectReference;
+use kube::Client;
 use kube::api::{Api, DeleteParams, PostParams};
-use kube::{Client, Resource};
 use rekube_crds::{Node, PersistentVolume, PersistentVolumeClaim, Pod, StorageClass};
 use tokio_util::sync::CancellationToken;
 
@@ -372,9 +372,4 @@ fn claim_key(key: &str) -> ObjectKey {
         Some((ns, name)) => ObjectKey::new(Some(ns), name),
         None => ObjectKey::new(None, key),
     }
-}
-
-/// The object reference events are recorded against.
-pub fn object_reference<K: Resource<DynamicType = ()>>(obj: &K) -> ObjectReference {
-    obj.object_ref(&())
 }

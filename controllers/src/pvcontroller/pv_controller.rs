@@ -61,20 +61,10 @@ pub use crate::scheduler::volume_binding::{
     NOT_SUPPORTED_PROVISIONER, VOLUME_BINDING_WAIT_FOR_FIRST_CONSUMER,
 };
 
-/// Set on a volume or claim whose binding the controller made (upstream
-/// `AnnBoundByController`).
-pub const ANN_BOUND_BY_CONTROLLER: &str = "pv.kubernetes.io/bound-by-controller";
-/// The plugin or external provisioner that provisioned a volume (upstream
-/// `AnnDynamicallyProvisioned`).
-pub const ANN_DYNAMICALLY_PROVISIONED: &str = "pv.kubernetes.io/provisioned-by";
-/// The provisioner expected to provision a claim (upstream `AnnStorageProvisioner`).
-pub const ANN_STORAGE_PROVISIONER: &str = "volume.kubernetes.io/storage-provisioner";
-/// The beta twin of [`ANN_STORAGE_PROVISIONER`] (upstream `AnnBetaStorageProvisioner`).
-pub const ANN_BETA_STORAGE_PROVISIONER: &str = "volume.beta.kubernetes.io/storage-provisioner";
-/// The external provisioner's deletion protection finalizer (upstream
-/// `PVDeletionProtectionFinalizer`).
-pub const PV_DELETION_PROTECTION_FINALIZER: &str =
-    "external-provisioner.volume.kubernetes.io/finalizer";
+pub use rekube_crds::storage_keys::{
+    ANN_BETA_STORAGE_PROVISIONER, ANN_BOUND_BY_CONTROLLER, ANN_DYNAMICALLY_PROVISIONED,
+    ANN_STORAGE_PROVISIONER, PV_DELETION_PROTECTION_FINALIZER,
+};
 /// This controller's deletion protection finalizer on volumes its plugins provisioned
 /// (upstream `PVDeletionInTreeProtectionFinalizer`).
 pub const PV_DELETION_IN_TREE_PROTECTION_FINALIZER: &str = "kubernetes.io/pv-controller";

@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use crate::manager::informer::ObjectKey;
 
 /// upstream `volumeutil.PVCProtectionFinalizer`.
-pub const PVC_PROTECTION_FINALIZER: &str = "kubernetes.io/pvc-protection";
+pub use rekube_crds::storage_keys::PVC_PROTECTION_FINALIZER;
 
 // ---------------------------------------------------------------------------------------
 // protectionutil (shared with the PV protection controller)

@@ -12,7 +12,7 @@ use crate::pvcprotection::protection::{
 };
 
 /// upstream `volumeutil.PVProtectionFinalizer`.
-pub const PV_PROTECTION_FINALIZER: &str = "kubernetes.io/pv-protection";
+pub use rekube_crds::storage_keys::PV_PROTECTION_FINALIZER;
 
 /// upstream `v1.VolumeBound`.
 pub const VOLUME_BOUND: &str = "Bound";

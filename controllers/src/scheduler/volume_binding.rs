@@ -47,14 +47,10 @@ pub const ERR_REASON_PV_NOT_EXIST: &str =
 pub const ERR_REASON_UNBOUND_IMMEDIATE_PVC: &str =
     "pod has unbound immediate PersistentVolumeClaims";
 
-/// The node a WaitForFirstConsumer claim is to be bound or provisioned on (upstream
-/// `volume.AnnSelectedNode`).
-pub const ANNOTATION_SELECTED_NODE: &str = "volume.kubernetes.io/selected-node";
-/// Set by the PV controller once it completed a claim's binding (upstream `AnnBindCompleted`).
-pub const ANNOTATION_BIND_COMPLETED: &str = "pv.kubernetes.io/bind-completed";
-/// The beta storage-class annotation, read before `storageClassName` (upstream
-/// `v1.BetaStorageClassAnnotation`).
-pub const ANNOTATION_BETA_STORAGE_CLASS: &str = "volume.beta.kubernetes.io/storage-class";
+pub use rekube_crds::storage_keys::{
+    ANN_BETA_STORAGE_CLASS as ANNOTATION_BETA_STORAGE_CLASS,
+    ANN_BIND_COMPLETED as ANNOTATION_BIND_COMPLETED, ANN_SELECTED_NODE as ANNOTATION_SELECTED_NODE,
+};
 /// A class with this provisioner only binds pre-created PVs (upstream
 /// `NotSupportedProvisioner`).
 pub const NOT_SUPPORTED_PROVISIONER: &str = "kubernetes.io/no-provisioner";

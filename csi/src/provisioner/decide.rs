@@ -20,20 +20,18 @@ use crate::csi::volume_capability::{AccessMode, AccessType, BlockVolume, MountVo
 use crate::csi::{CapacityRange, CreateVolumeRequest, Topology, TopologyRequirement, Volume};
 use crate::topology::TOPOLOGY_KEY;
 
-/// The claim annotation naming the provisioner the PV controller hands the claim to.
-pub const ANN_STORAGE_PROVISIONER: &str = "volume.kubernetes.io/storage-provisioner";
-/// Its beta spelling, still read by upstream.
-pub const ANN_BETA_STORAGE_PROVISIONER: &str = "volume.beta.kubernetes.io/storage-provisioner";
-/// The claim annotation the scheduler sets on a WaitForFirstConsumer claim.
-pub const ANN_SELECTED_NODE: &str = "volume.kubernetes.io/selected-node";
-/// The PV annotation naming the provisioner that made it.
-pub const ANN_DYNAMICALLY_PROVISIONED: &str = "pv.kubernetes.io/provisioned-by";
+/// The claim annotations naming the provisioner the PV controller hands the claim to (and
+/// its beta spelling), the node the scheduler selected, the PV annotation naming the
+/// provisioner that made it, and the finalizer marking the provisioner as the PV's owner
+/// with clean-up duty: the names shared with rekube-controllers.
+pub use rekube_crds::storage_keys::{
+    ANN_BETA_STORAGE_PROVISIONER, ANN_DYNAMICALLY_PROVISIONED, ANN_SELECTED_NODE,
+    ANN_STORAGE_PROVISIONER, PV_DELETION_PROTECTION_FINALIZER as FINALIZER_PV,
+};
 /// The PV annotations upstream sets for the deletion secrets (empty: rekube-csi has none).
 pub const ANN_DELETION_SECRET_NAME: &str = "volume.kubernetes.io/provisioner-deletion-secret-name";
 pub const ANN_DELETION_SECRET_NAMESPACE: &str =
     "volume.kubernetes.io/provisioner-deletion-secret-namespace";
-/// The finalizer marking the provisioner as the PV's owner with clean-up duty.
-pub const FINALIZER_PV: &str = "external-provisioner.volume.kubernetes.io/finalizer";
 /// The volume attribute naming the provisioner instance that made the volume.
 pub const PROVISIONER_ID_KEY: &str = "storage.kubernetes.io/csiProvisionerIdentity";
 /// The prefix of the parameters meant for the provisioner, not the driver.
