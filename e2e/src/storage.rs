@@ -1,6 +1,8 @@
-//! What the storage tests share: the notes of an object's events, and the test's
+//! What the storage tests share: the rekube-csi binary, the notes of an object's events, and the test's
 //! PersistentVolumes removed at its end (cluster-scoped, with the protection finalizer that
 //! the test's controllers may no longer be there to take off).
+use std::path::PathBuf;
+
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use rekube_crds::PersistentVolume;
@@ -8,6 +10,26 @@ use serde_json::json;
 
 use crate::TestNamespace;
 use crate::nodes::SCOPE_LABEL;
+
+/// The rekube-csi binary: REKUBE_CSI_BIN, or the one built beside the test (as
+/// [`crate::agent::binary`]).
+pub fn csi_binary() -> PathBuf {
+    if let Ok(path) = std::env::var("REKUBE_CSI_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    let bin = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target folder")
+        .join("rekube-csi");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p rekube-csi`",
+        bin.display()
+    );
+    bin
+}
 
 /// The notes of the events of `reason` about the object named `name` (of `kind`, when
 /// given) that `api` lists.

@@ -8,6 +8,7 @@
 //! Immediate class of the driver stays Pending with an event saying why; a claim larger
 //! than the node's capacity gets ProvisioningFailed (RESOURCE_EXHAUSTED) and loses its
 //! selected node. Nothing is left: no process, no file.
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -15,9 +16,10 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use rekube_crds::{PersistentVolume, PersistentVolumeClaim, Pod};
+use rekube_e2e::agent::terminate_child;
 use rekube_e2e::controllers::ControllerProcess;
 use rekube_e2e::nodes::{self, NodeShape, SCOPE_LABEL};
-use rekube_e2e::storage::event_notes;
+use rekube_e2e::storage::{csi_binary, event_notes};
 use rekube_e2e::{TestNamespace, wait_until};
 use serde_json::json;
 
@@ -25,25 +27,6 @@ const T: Duration = Duration::from_secs(60);
 const DRIVER: &str = "csi.rekube.io";
 const TOPOLOGY_KEY: &str = "topology.csi.rekube.io/node";
 const MIB: u64 = 1 << 20;
-
-/// rekube-csi: REKUBE_CSI_BIN, or the one built beside this test.
-fn csi_binary() -> PathBuf {
-    if let Ok(path) = std::env::var("REKUBE_CSI_BIN") {
-        return PathBuf::from(path);
-    }
-    let exe = std::env::current_exe().expect("test executable path");
-    let bin = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .expect("target folder")
-        .join("rekube-csi");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build -p rekube-csi`",
-        bin.display()
-    );
-    bin
-}
 
 /// A process stopped with SIGTERM (then SIGKILL) when the test ends, pass or fail.
 struct Process {
@@ -73,18 +56,8 @@ impl Process {
         if let Ok(Some(_)) = self.child.try_wait() {
             return true;
         }
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        false
+        let status = terminate_child(&mut self.child, Duration::from_secs(10));
+        status.is_some_and(|s| s.signal() != Some(nix::libc::SIGKILL))
     }
 }
 

@@ -22,29 +22,18 @@ use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use rekube_crds::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
 use rekube_csi::csi;
-use rekube_e2e::agent::{AgentProcess, cannot_run_containers, delete_all_pods_and_check_leftovers};
+use rekube_e2e::agent::{
+    AgentProcess, cannot_run_containers, delete_all_pods_and_check_leftovers, terminate_child,
+};
 use rekube_e2e::controllers::ControllerProcess;
 use rekube_e2e::nodes::SCOPE_LABEL;
-use rekube_e2e::storage::delete_test_volumes;
+use rekube_e2e::storage::{csi_binary, delete_test_volumes};
 use rekube_e2e::{TestNamespace, wait_until};
 use serde_json::json;
 
 const T: Duration = Duration::from_secs(60);
 const DRIVER: &str = "csi.rekube.io";
 const MIB: i64 = 1 << 20;
-
-/// The rekube-csi binary: REKUBE_CSI_BIN, or the one built beside the test
-/// (`cargo build -p rekube-csi`).
-fn csi_binary() -> PathBuf {
-    if let Ok(path) = std::env::var("REKUBE_CSI_BIN") {
-        return PathBuf::from(path);
-    }
-    let exe = std::env::current_exe().expect("test executable path");
-    exe.parent()
-        .and_then(|d| d.parent())
-        .expect("target folder")
-        .join("rekube-csi")
-}
 
 /// The driver, stopped (SIGTERM, then SIGKILL) and its directory removed when dropped.
 struct Driver {
@@ -60,11 +49,6 @@ struct Driver {
 impl Driver {
     fn start(dir: &Path, node_id: &str) -> Driver {
         let bin = csi_binary();
-        assert!(
-            bin.exists(),
-            "{} is missing: run `cargo build -p rekube-csi`",
-            bin.display()
-        );
         std::fs::create_dir_all(dir).unwrap();
         let socket = dir.join("csi.sock");
         let state = dir.join("state");
@@ -134,28 +118,13 @@ impl Driver {
     }
 
     fn stop(&mut self) {
-        if let Some(child) = self.provisioner.take() {
-            stop_child(child);
-        }
-        if let Some(child) = self.child.take() {
-            stop_child(child);
+        for mut child in [self.provisioner.take(), self.child.take()]
+            .into_iter()
+            .flatten()
+        {
+            terminate_child(&mut child, Duration::from_secs(10));
         }
     }
-}
-
-/// SIGTERM, then SIGKILL after 10 s.
-fn stop_child(mut child: Child) {
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 impl Drop for Driver {

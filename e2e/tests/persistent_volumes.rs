@@ -131,6 +131,30 @@ fn finalizers(meta: &kube::api::ObjectMeta) -> Vec<String> {
     meta.finalizers.clone().unwrap_or_default()
 }
 
+/// A Retain local volume `disk` on `node` (a directory under the temporary directory, its
+/// path returned) and the claim `data` bound to it.
+async fn local_volume_and_claim(ns: &TestNamespace, node: &str) -> std::path::PathBuf {
+    let disk = std::env::temp_dir().join(format!("rekube-e2e-local-{}", ns.name));
+    std::fs::create_dir_all(&disk).unwrap();
+    let local = json!({
+        "local": {"path": disk.to_str().unwrap()},
+        "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+            {"key": "kubernetes.io/hostname", "operator": "In", "values": [node]}]}]}},
+    });
+    let pp = PostParams::default();
+    Api::<PersistentVolume>::all(ns.client.clone())
+        .create(&pp, &volume(ns, "disk", "1Gi", "Retain", local))
+        .await
+        .unwrap();
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(ns.client.clone(), &ns.name);
+    claims
+        .create(&pp, &claim(ns, "data", "1Gi", json!({})))
+        .await
+        .unwrap();
+    claim_bound(&claims, "data").await;
+    disk
+}
+
 #[tokio::test]
 async fn volumes_bind_release_and_are_protected() {
     let ns = TestNamespace::new("pv-binder").await;
@@ -308,22 +332,7 @@ async fn a_claim_keeps_its_data_across_pods() {
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(ns.client.clone(), &ns.name);
     let pods: Api<Pod> = Api::namespaced(ns.client.clone(), &ns.name);
     let pp = PostParams::default();
-    let disk = std::env::temp_dir().join(format!("rekube-e2e-local-{}", ns.name));
-    std::fs::create_dir_all(&disk).unwrap();
-    let local = json!({
-        "local": {"path": disk.to_str().unwrap()},
-        "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
-            {"key": "kubernetes.io/hostname", "operator": "In", "values": [node]}]}]}},
-    });
-    volumes
-        .create(&pp, &volume(&ns, "disk", "1Gi", "Retain", local))
-        .await
-        .unwrap();
-    claims
-        .create(&pp, &claim(&ns, "data", "1Gi", json!({})))
-        .await
-        .unwrap();
-    claim_bound(&claims, "data").await;
+    let disk = local_volume_and_claim(&ns, &node).await;
 
     let pod = |name: &str, script: &str, read_only: bool| -> Pod {
         serde_json::from_value(json!({"apiVersion": "rekube.io/v1", "kind": "Pod",
@@ -418,26 +427,10 @@ async fn an_agent_restart_keeps_a_claims_mount() {
     let _controllers = ControllerProcess::start(&ns.name, &[STORAGE_CONTROLLERS]);
     let mut agent = AgentProcess::start_real(&ns, "n", &[]);
     let node = agent.node_name.clone();
-    let volumes: Api<PersistentVolume> = Api::all(ns.client.clone());
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(ns.client.clone(), &ns.name);
     let pods: Api<Pod> = Api::namespaced(ns.client.clone(), &ns.name);
     let pp = PostParams::default();
-    let disk = std::env::temp_dir().join(format!("rekube-e2e-local-{}", ns.name));
-    std::fs::create_dir_all(&disk).unwrap();
-    let local = json!({
-        "local": {"path": disk.to_str().unwrap()},
-        "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
-            {"key": "kubernetes.io/hostname", "operator": "In", "values": [node]}]}]}},
-    });
-    volumes
-        .create(&pp, &volume(&ns, "disk", "1Gi", "Retain", local))
-        .await
-        .unwrap();
-    claims
-        .create(&pp, &claim(&ns, "data", "1Gi", json!({})))
-        .await
-        .unwrap();
-    claim_bound(&claims, "data").await;
+    let disk = local_volume_and_claim(&ns, &node).await;
     let script = "if [ -e /data/marker ]; then echo marker found; else echo first run; touch /data/marker; fi; sleep 3600";
     let p: Pod = serde_json::from_value(json!({"apiVersion": "rekube.io/v1", "kind": "Pod",
         "metadata": {"name": "stays"},
