@@ -738,7 +738,7 @@ mod tests {
     #[test]
     fn memory_round_trip_on_the_real_kernel() {
         if !nix::unistd::geteuid().is_root() {
-            eprintln!("not root: skipping the real tmpfs round trip");
+            rekube_crds::testing::missing_prerequisite("the real tmpfs round trip needs root");
             return;
         }
         let tmp = tempfile::tempdir().unwrap();
@@ -747,7 +747,9 @@ mod tests {
         match set_up(&dir, &ready, Some("Memory"), 1 << 20, &LinuxSyscall) {
             Ok(()) => {}
             Err(EmptyDirError::Syscall(e)) if e.errno() == Some(nix::errno::Errno::EPERM) => {
-                eprintln!("mount not permitted here ({e}): skipping the real tmpfs round trip");
+                rekube_crds::testing::missing_prerequisite(&format!(
+                    "the real tmpfs round trip: mount not permitted here ({e})"
+                ));
                 return;
             }
             Err(e) => panic!("{e}"),

@@ -142,7 +142,7 @@ mod tests {
     #[test]
     fn bind_read_only_and_tear_down() {
         if !root() {
-            eprintln!("needs root: skipped");
+            rekube_crds::testing::missing_prerequisite("local volume bind mounts need root");
             return;
         }
         let sys = LinuxSyscall;
