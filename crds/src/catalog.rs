@@ -302,5 +302,25 @@ pub fn all() -> Vec<CrdDescriptor> {
             ],
             selectable_fields: &[],
         },
+        CrdDescriptor {
+            kind: "CSIDriver",
+            plural: "csidrivers",
+            short_name: "rcsidriver",
+            namespaced: false,
+            schema: schema_of::<kinds::storage::CSIDriver>(&[
+                defaults::csi_driver,
+                validation::csi_driver,
+            ]),
+            status_subresource: false,
+            scale: false,
+            columns: &[
+                ("AttachRequired", "boolean", ".spec.attachRequired", 0),
+                ("PodInfoOnMount", "boolean", ".spec.podInfoOnMount", 0),
+                ("StorageCapacity", "boolean", ".spec.storageCapacity", 0),
+                ("Modes", "string", ".spec.volumeLifecycleModes", 0),
+                ("Age", "date", ".metadata.creationTimestamp", 0),
+            ],
+            selectable_fields: &[],
+        },
     ]
 }

@@ -181,6 +181,21 @@ pub fn node(schema: &mut Value) {
     );
 }
 
+/// SetDefaults_CSIDriver (pkg/apis/storage/v1/defaults.go).
+pub fn csi_driver(schema: &mut Value) {
+    set(schema, "spec.attachRequired", json!(true));
+    set(schema, "spec.podInfoOnMount", json!(false));
+    set(schema, "spec.storageCapacity", json!(false));
+    set(
+        schema,
+        "spec.fsGroupPolicy",
+        json!("ReadWriteOnceWithFSType"),
+    );
+    set(schema, "spec.requiresRepublish", json!(false));
+    set(schema, "spec.volumeLifecycleModes", json!(["Persistent"]));
+    set(schema, "spec.seLinuxMount", json!(false));
+}
+
 pub fn volume_attachment(schema: &mut Value) {
     set(schema, "status", json!({ "attached": false }));
 }

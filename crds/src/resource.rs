@@ -25,6 +25,13 @@ impl<T> OmitEmpty for Vec<T> {
     }
 }
 
+/// CSIDriver's spec, a required struct upstream: always written.
+impl OmitEmpty for k8s_openapi::api::storage::v1::CSIDriverSpec {
+    fn omit(&self) -> bool {
+        false
+    }
+}
+
 impl OmitEmpty for String {
     fn omit(&self) -> bool {
         false

@@ -1,7 +1,12 @@
 //! The annotation and finalizer names of upstream's storage machinery (component-helpers
 //! `storage/volume` pv_helpers.go, `pkg/volume/util`, external-provisioner), shared by
 //! rekube-controllers (PV binder, scheduler, protection controllers), the node agent and
-//! rekube-csi's provisioner, so that every side reads and writes the same keys.
+//! rekube-csi's provisioner, so that every side reads and writes the same keys; and the
+//! names derived from a CSI volume (its unique volume name, its VolumeAttachment, the
+//! attacher's finalizer), shared by the attach/detach controller, the node agent and
+//! rekube-csi's attacher.
+
+use sha2::{Digest, Sha256};
 
 /// The node a WaitForFirstConsumer claim is to be bound or provisioned on (upstream
 /// `AnnSelectedNode`), set by the scheduler.
@@ -29,3 +34,60 @@ pub const PV_PROTECTION_FINALIZER: &str = "kubernetes.io/pv-protection";
 /// (upstream `PVDeletionProtectionFinalizer`).
 pub const PV_DELETION_PROTECTION_FINALIZER: &str =
     "external-provisioner.volume.kubernetes.io/finalizer";
+
+/// The plugin name of CSI volumes in unique volume names (upstream `CSIPluginName`).
+pub const CSI_PLUGIN_NAME: &str = "kubernetes.io/csi";
+
+/// A CSI volume's unique volume name, as `volumesInUse` and `volumesAttached` list it
+/// (upstream `GetUniqueVolumeName` over csiPlugin's `GetVolumeName`:
+/// `kubernetes.io/csi/<driver>^<handle>`).
+pub fn csi_unique_volume_name(driver: &str, volume_handle: &str) -> String {
+    format!("{CSI_PLUGIN_NAME}/{driver}^{volume_handle}")
+}
+
+/// `getAttachmentName` (pkg/volume/csi/csi_attacher.go): the VolumeAttachment of a CSI
+/// volume on a node, `csi-<sha256(handle + driver + node)>`.
+pub fn attachment_name(volume_handle: &str, driver: &str, node: &str) -> String {
+    let sha = Sha256::digest(format!("{volume_handle}{driver}{node}").as_bytes());
+    format!("csi-{}", hex::encode(sha))
+}
+
+/// The finalizer external-attacher puts on the VolumeAttachments (and PersistentVolumes)
+/// it attached (`GetFinalizerName`: `external-attacher/` and the driver name with every
+/// character outside `[a-zA-Z0-9-]` replaced by `-`, trailing `-` trimmed).
+pub fn attacher_finalizer(driver: &str) -> String {
+    let sanitized: String = driver
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    format!("external-attacher/{}", sanitized.trim_end_matches('-'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_derived_from_a_csi_volume() {
+        assert_eq!(
+            csi_unique_volume_name("csi.rekube.io", "vol-1"),
+            "kubernetes.io/csi/csi.rekube.io^vol-1"
+        );
+        assert_eq!(
+            attachment_name("h", "d", "n"),
+            format!("csi-{}", hex::encode(Sha256::digest(b"hdn")))
+        );
+        // external-attacher's TestSanitizeDriverName-style cases.
+        assert_eq!(
+            attacher_finalizer("csi.rekube.io"),
+            "external-attacher/csi-rekube-io"
+        );
+        assert_eq!(attacher_finalizer("a/b_c-"), "external-attacher/a-b-c");
+    }
+}

@@ -519,6 +519,16 @@ pub fn volume_attachment(schema: &mut Value) {
     constrain(schema, "spec.nodeName", json!({ "minLength": 1 }));
 }
 
+/// ValidateCSIDriver's field checks (the name is a DNS subdomain of at most 63
+/// characters; the rest is the helper's port, see crds/tests).
+pub fn csi_driver(schema: &mut Value) {
+    constrain(
+        schema,
+        "spec.fsGroupPolicy",
+        json!({ "enum": ["ReadWriteOnceWithFSType", "File", "None"] }),
+    );
+}
+
 pub fn storage_class(schema: &mut Value) {
     constrain(
         schema,

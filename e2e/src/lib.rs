@@ -115,14 +115,16 @@ pub fn api_resource(api_version: &str, kind: &str) -> ApiResource {
         "StorageClass" => rk::StorageClass, storage::StorageClass;
         "Node" => rk::Node, core::Node;
         "VolumeAttachment" => rk::VolumeAttachment, storage::VolumeAttachment;
+        "CSIDriver" => rk::CSIDriver, storage::CSIDriver;
     }
 }
 
-const CLUSTER_SCOPED: [&str; 4] = [
+const CLUSTER_SCOPED: [&str; 5] = [
     "PersistentVolume",
     "StorageClass",
     "Node",
     "VolumeAttachment",
+    "CSIDriver",
 ];
 
 /// Pod Security's enforce label (upstream's, read by rekube's policies too).

@@ -73,6 +73,7 @@ async fn installed_crds_are_the_generated_ones_and_established() {
 fn kubectl_lists_the_rekube_resources_with_short_names() {
     let out = kubectl(&["api-resources", "--api-group=rekube.io", "--no-headers"]);
     let expected = [
+        ("csidrivers", "rcsidriver", false, "CSIDriver"),
         ("deployments", "rdeploy", true, "Deployment"),
         ("endpoints", "rep", true, "Endpoints"),
         ("endpointslices", "reps", true, "EndpointSlice"),

@@ -27,6 +27,7 @@ fn typed_differences(kind: &str, obj: &Value) -> Vec<String> {
         "StorageClass" => typed_round_trip::<rk::StorageClass>(obj),
         "Node" => typed_round_trip::<rk::Node>(obj),
         "VolumeAttachment" => typed_round_trip::<rk::VolumeAttachment>(obj),
+        "CSIDriver" => typed_round_trip::<rk::CSIDriver>(obj),
         other => panic!("no rekube type for {other}"),
     }
 }

@@ -1,4 +1,4 @@
-//! storage.k8s.io/v1 twins: StorageClass and VolumeAttachment.
+//! storage.k8s.io/v1 twins: StorageClass, VolumeAttachment and CSIDriver.
 use std::collections::BTreeMap;
 
 use k8s_openapi::ClusterResourceScope;
@@ -26,5 +26,17 @@ crate::rekube_resource! {
     {
         spec: Option<upstream::VolumeAttachmentSpec> = "spec",
         status: Option<upstream::VolumeAttachmentStatus> = "status",
+    }
+}
+
+crate::rekube_resource! {
+    /// rekube's CSIDriver: storage.k8s.io/v1 CSIDriver under `rekube.io/v1`: what a CSI
+    /// driver needs of the control plane and the node agent (attach, pod info on mount,
+    /// fsGroup policy, storage capacity), read by the attach/detach controller and the
+    /// agent's csi plugin. Without an object for a driver, upstream's defaults hold
+    /// (attach required).
+    CSIDriver("csidrivers"), upstream = upstream::CSIDriver, scope = ClusterResourceScope,
+    {
+        spec: upstream::CSIDriverSpec = "spec",
     }
 }

@@ -27,6 +27,8 @@ use rekube_csi::csi::volume_capability::access_mode::Mode;
 use sha2::{Digest, Sha256};
 use tonic::transport::Channel;
 
+use rekube_crds::storage_keys::attachment_name;
+
 use super::pod_dirs::{CSI_PLUGIN, PodDirs};
 
 /// The file of a volume's identity beside its mount directories (upstream's
@@ -186,12 +188,6 @@ pub fn parse_driver_flags(values: &[String]) -> Result<BTreeMap<String, PathBuf>
 pub fn device_mount_path(plugin_dir: &Path, driver: &str, volume_handle: &str) -> PathBuf {
     let sha = hex::encode(Sha256::digest(volume_handle.as_bytes()));
     plugin_dir.join(driver).join(sha).join(GLOBAL_MOUNT)
-}
-
-/// `getAttachmentName`: the VolumeAttachment name of the volume on the node.
-pub fn attachment_name(volume_handle: &str, driver: &str, node: &str) -> String {
-    let sha = Sha256::digest(format!("{volume_handle}{driver}{node}").as_bytes());
-    format!("csi-{}", hex::encode(sha))
 }
 
 /// `asCSIAccessModeV1`, or `asSingleNodeMultiWriterCapableCSIAccessModeV1` when the
@@ -676,10 +672,6 @@ mod tests {
         assert_eq!(
             CsiPlugin::target_path(&dirs, "u1", "pv1"),
             Path::new("/var/lib/rekube/pods/u1/volumes/kubernetes.io~csi/pv1/mount")
-        );
-        assert_eq!(
-            attachment_name("h", "d", "n"),
-            format!("csi-{}", hex::encode(Sha256::digest(b"hdn")))
         );
     }
 
