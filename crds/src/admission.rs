@@ -9,6 +9,8 @@
 //!   admission plugin, for pods without a priority class).
 //! - a Service update without `clusterIP`/`clusterIPs` keeps the stored ones (the service
 //!   registry's patchAllocatedValues).
+//! - a CSIDriver's empty `volumeLifecycleModes` is `[Persistent]`, and its
+//!   `preventPodSchedulingIfMissing` is dropped (feature gate VolumeLimitScaling off).
 //!
 //! Validation that compares across unbounded lists or maps, too costly for a CRD's static
 //! CEL budget, is a ValidatingAdmissionPolicy ([`validating_objects`]):
@@ -17,7 +19,9 @@
 //! - a Service's targetPort is a port number or an IANA service name;
 //! - an EndpointSlice's addresses are of its addressType (validateEndpoints: IPv4 or IPv6
 //!   in strict, for IPv6 canonical, form and not unspecified, loopback or link-local;
-//!   FQDN a domain of at least two labels).
+//!   FQDN a domain of at least two labels);
+//! - a CSIDriver's token requests have distinct audiences (and a warning, as upstream's,
+//!   for token requests without `serviceAccountTokenInSecrets`).
 //!
 //! The mutating policy merges by apply configuration, so it relies on the container and port lists
 //! being `listType=map` (see [`crate::validation`]).
@@ -473,8 +477,85 @@ pub fn validating_objects() -> Vec<Value> {
         .chain(services)
         .chain(claims)
         .chain(endpoint_slices)
+        .chain(csi_driver_validation())
+        .chain(csi_driver_token_warning())
         .chain(crate::updates::objects())
         .collect()
+}
+
+/// The CSIDriver policies' `audiences` (every token request's) and `duplicates` (the
+/// indexes of those whose audience an earlier one has).
+fn csi_audience_variables() -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "audiences",
+            "object.?spec.?tokenRequests.orValue([]).map(t, t.?audience.orValue(''))".into(),
+        ),
+        (
+            "duplicates",
+            "variables.audiences.transformList(i, a, variables.audiences.indexOf(a) < i, i)".into(),
+        ),
+    ]
+}
+
+/// validateTokenRequests' duplicate audiences (a CSIDriver's tokenRequests, a list of
+/// unbounded size upstream): `spec.tokenRequests[i].audience: Duplicate value: "a"` for
+/// each request whose audience an earlier one has (an absent audience is ""), joined.
+/// Their expirationSeconds are the schema's ([`crate::validation::csi_driver`]).
+fn csi_driver_validation() -> [Value; 2] {
+    ValidatingPolicy {
+        name: "rekube-csidriver-validation.rekube.io",
+        resources: &["csidrivers"],
+        operations: &["CREATE", "UPDATE"],
+        variables: csi_audience_variables(),
+        validations: vec![check_with_message(
+            "size(variables.duplicates) == 0".into(),
+            "variables.duplicates.map(i, 'spec.tokenRequests[' + string(i) + '].audience: Duplicate value: \"' + \
+             variables.audiences[i] + '\"').join(', ')"
+                .into(),
+            "Invalid",
+        )],
+    }
+    .objects()
+}
+
+/// upstream's CSIDriver WarningsOnCreate and WarningsOnUpdate: token requests (new or
+/// changed) without serviceAccountTokenInSecrets (CSIServiceAccountTokenSecrets, GA).
+pub const CSI_TOKEN_WARNING: &str = "spec.serviceAccountTokenInSecrets is unset; if supported by this CSI driver, \
+    set to true to prevent possible logging of tokens in volume attributes";
+
+/// The warning, as a policy bound with the Warn action. Upstream warns only about what it
+/// admits: none when the policies refuse the request (duplicate audiences, or an update
+/// of attachRequired or volumeLifecycleModes); a request the schema refuses never gets here.
+fn csi_driver_token_warning() -> [Value; 2] {
+    let same = |f: &str| {
+        format!(
+            "(has(object.spec.{f}) == has(oldObject.spec.{f}) && \
+             (!has(object.spec.{f}) || object.spec.{f} == oldObject.spec.{f}))"
+        )
+    };
+    let mut policy = ValidatingPolicy {
+        name: "rekube-csidriver-warnings.rekube.io",
+        resources: &["csidrivers"],
+        operations: &["CREATE", "UPDATE"],
+        variables: csi_audience_variables(),
+        validations: vec![check(
+            format!(
+                "size(variables.audiences) == 0 || has(object.spec.serviceAccountTokenInSecrets) || \
+                 size(variables.duplicates) > 0 || \
+                 (oldObject != null && (!has(oldObject.spec) || \
+                  oldObject.spec.?tokenRequests.orValue([]) == object.spec.tokenRequests || \
+                  !{} || !{}))",
+                same("attachRequired"),
+                same("volumeLifecycleModes")
+            ),
+            CSI_TOKEN_WARNING,
+            "Invalid",
+        )],
+    }
+    .objects();
+    policy[1]["spec"]["validationActions"] = json!(["Warn"]);
+    policy
 }
 
 /// CEL: why address `a` is not a valid address of an EndpointSlice of `family` (4 or 6),
@@ -655,5 +736,26 @@ pub fn objects() -> Vec<Value> {
             }),
         ],
     );
-    pods.into_iter().chain(templates).chain(services).collect()
+    // SetDefaults_CSIDriver's empty volumeLifecycleModes (a schema default fills only an
+    // absent list) and the registry's PrepareForCreate/PrepareForUpdate:
+    // preventPodSchedulingIfMissing is dropped while VolumeLimitScaling (alpha in v1.36.3)
+    // is off. Upstream keeps none on an update either (an old object never has one).
+    let csi_drivers = policy(
+        "rekube-csidriver-defaults.rekube.io",
+        &["csidrivers"],
+        "true".into(),
+        vec![json!({
+            "patchType": "JSONPatch",
+            "jsonPatch": { "expression": "\
+                (object.?spec.?preventPodSchedulingIfMissing.hasValue() ? \
+                 [JSONPatch{op: 'remove', path: '/spec/preventPodSchedulingIfMissing'}] : []) + \
+                (object.?spec.?volumeLifecycleModes.hasValue() && size(object.spec.volumeLifecycleModes) == 0 ? \
+                 [JSONPatch{op: 'replace', path: '/spec/volumeLifecycleModes', value: ['Persistent']}] : [])" },
+        })],
+    );
+    pods.into_iter()
+        .chain(templates)
+        .chain(services)
+        .chain(csi_drivers)
+        .collect()
 }

@@ -181,8 +181,15 @@ pub fn node(schema: &mut Value) {
     );
 }
 
-/// SetDefaults_CSIDriver (pkg/apis/storage/v1/defaults.go).
+/// SetDefaults_CSIDriver (pkg/apis/storage/v1/defaults.go), with the feature gates of
+/// v1.36.3: seLinuxMount defaulted (SELinuxMountReadWriteOncePod, GA), not
+/// preventPodSchedulingIfMissing (VolumeLimitScaling, alpha, off). An empty
+/// volumeLifecycleModes list is defaulted by [`crate::admission`]'s policy (a schema
+/// default fills only an absent field); an absent spec is an empty one, then defaulted;
+/// a token request's audience is "" when absent (a Go string, always serialized).
 pub fn csi_driver(schema: &mut Value) {
+    set(schema, "spec", json!({}));
+    set(schema, "spec.tokenRequests[].audience", json!(""));
     set(schema, "spec.attachRequired", json!(true));
     set(schema, "spec.podInfoOnMount", json!(false));
     set(schema, "spec.storageCapacity", json!(false));

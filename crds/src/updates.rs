@@ -1,6 +1,7 @@
 //! What an update may change (ValidatePodUpdate, ValidatePodEphemeralContainersUpdate,
 //! ValidatePersistentVolumeClaimUpdate, ValidatePersistentVolumeUpdate,
-//! ValidateServiceUpdate, ValidateNodeUpdate, ValidateVolumeAttachmentUpdate), as
+//! ValidateServiceUpdate, ValidateNodeUpdate, ValidateVolumeAttachmentUpdate,
+//! ValidateCSIDriverUpdate), as
 //! ValidatingAdmissionPolicies on UPDATE of the main resource. Status updates go through
 //! the status subresource, which these policies do not match.
 //!
@@ -411,6 +412,38 @@ fn volume_attachment_update() -> ValidatingPolicy {
     }
 }
 
+/// ValidateCSIDriverUpdate: attachRequired and volumeLifecycleModes are immutable, with
+/// upstream's messages (its field path for attachRequired is `spec.attachedRequired`).
+/// Both are always set (defaulted) by the time this runs.
+fn csi_driver_update() -> ValidatingPolicy {
+    let same = |f: &str| {
+        format!("(has({NEW}.{f}) == has({OLD}.{f}) && (!has({NEW}.{f}) || {NEW}.{f} == {OLD}.{f}))")
+    };
+    let (attach, modes) = (same("attachRequired"), same("volumeLifecycleModes"));
+    ValidatingPolicy {
+        name: "rekube-csidriver-update.rekube.io",
+        resources: &["csidrivers"],
+        operations: &["UPDATE"],
+        variables: vec![
+            ("new", "object.?spec.orValue({})".into()),
+            ("old", "oldObject.?spec.orValue({})".into()),
+        ],
+        // One validation: a policy reports only its first failing one, upstream both.
+        validations: vec![check_with_message(
+            format!("{attach} && {modes}"),
+            format!(
+                "[{attach} ? '' : 'spec.attachedRequired: Invalid value: ' + \
+                 (has({NEW}.attachRequired) ? string({NEW}.attachRequired) : 'null') + ': field is immutable', \
+                 {modes} ? '' : 'spec.volumeLifecycleModes: Invalid value: ' + \
+                 (has({NEW}.volumeLifecycleModes) ? \
+                  '[' + {NEW}.volumeLifecycleModes.map(m, '\"' + m + '\"').join(',') + ']' : 'null') + \
+                 ': field is immutable'].filter(m, m != '').join(', ')"
+            ),
+            "Invalid",
+        )],
+    }
+}
+
 /// The update policies and their bindings, in apply order.
 pub fn objects() -> Vec<Value> {
     [
@@ -420,6 +453,7 @@ pub fn objects() -> Vec<Value> {
         service_update(),
         node_update(),
         volume_attachment_update(),
+        csi_driver_update(),
     ]
     .into_iter()
     .flat_map(|p| p.objects())

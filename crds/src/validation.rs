@@ -519,14 +519,88 @@ pub fn volume_attachment(schema: &mut Value) {
     constrain(schema, "spec.nodeName", json!({ "minLength": 1 }));
 }
 
-/// ValidateCSIDriver's field checks (the name is a DNS subdomain of at most 63
-/// characters; the rest is the helper's port, see crds/tests).
+/// The fsGroupPolicy values ValidateCSIDriver supports, sorted as its message lists them.
+pub const FS_GROUP_POLICIES: [&str; 3] = ["File", "None", "ReadWriteOnceWithFSType"];
+
+/// The volumeLifecycleModes values, in the order of upstream's message.
+pub const VOLUME_LIFECYCLE_MODES: [&str; 2] = ["Persistent", "Ephemeral"];
+
+/// Removes `field` from the `required` list of the object schema at `path`.
+fn not_required(schema: &mut Value, path: &str, field: &str) {
+    let obj = object(schema, path);
+    if let Some(Value::Array(required)) = obj.get_mut("required") {
+        required.retain(|r| r != field);
+        if required.is_empty() {
+            obj.remove("required");
+        }
+    }
+}
+
+/// ValidateCSIDriver and validateCSIDriverSpec (pkg/apis/storage/validation, v1.36.3),
+/// with upstream's messages. The name is a DNS subdomain of at most 253 characters
+/// (NameIsDNSSubdomain), what the apiserver checks of every custom resource's name.
+/// attachRequired, podInfoOnMount, storageCapacity and seLinuxMount are required but
+/// always defaulted ([`crate::defaults::csi_driver`]); so is an empty
+/// volumeLifecycleModes, and preventPodSchedulingIfMissing (its feature gate off) is
+/// dropped ([`crate::admission`]). Duplicate token audiences compare across the list:
+/// [`crate::admission`]'s policy; what an update may change: [`crate::updates`].
 pub fn csi_driver(schema: &mut Value) {
+    // A manifest without a spec is accepted and defaulted, as upstream's (a Go struct).
+    not_required(schema, "", "spec");
     constrain(
         schema,
         "spec.fsGroupPolicy",
-        json!({ "enum": ["ReadWriteOnceWithFSType", "File", "None"] }),
+        json!({ "enum": FS_GROUP_POLICIES }),
     );
+    constrain(
+        schema,
+        "spec.volumeLifecycleModes[]",
+        json!({ "enum": VOLUME_LIFECYCLE_MODES }),
+    );
+    // A token request without an audience is one for "" (a Go string), not refused.
+    not_required(schema, "spec.tokenRequests[]", "audience");
+    let expiration = "spec.tokenRequests[].expirationSeconds";
+    rule(
+        schema,
+        expiration,
+        invalid(
+            "self >= 600",
+            "may not specify a duration less than 10 minutes",
+        ),
+    );
+    rule(
+        schema,
+        expiration,
+        invalid(
+            "self <= 4294967296",
+            "may not specify a duration larger than 2^32 seconds",
+        ),
+    );
+    rule(
+        schema,
+        "spec.nodeAllocatableUpdatePeriodSeconds",
+        invalid("self >= 10", "must be greater than or equal to 10 seconds"),
+    );
+    // The rules sit on spec (they read tokenRequests); the message names the value as
+    // upstream's field.Invalid does (a messageExpression's estimated cost on this
+    // unbounded list exceeds the CRD budget; one rule per value needs none).
+    for value in [true, false] {
+        rule(
+            schema,
+            "spec",
+            Rule {
+                rule: &format!(
+                    "!has(self.serviceAccountTokenInSecrets) || self.serviceAccountTokenInSecrets != {value} || \
+                     (has(self.tokenRequests) && size(self.tokenRequests) > 0)"
+                ),
+                message: &format!(
+                    "{value}: serviceAccountTokenInSecrets is set but no tokenRequests are specified"
+                ),
+                field_path: Some(".serviceAccountTokenInSecrets"),
+                reason: "FieldValueInvalid",
+            },
+        );
+    }
 }
 
 pub fn storage_class(schema: &mut Value) {

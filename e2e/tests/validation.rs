@@ -1382,3 +1382,900 @@ async fn large_endpoint_slices_are_accepted() {
             .unwrap_or_else(|e| panic!("{n} endpoints of {m} addresses refused: {e}"));
     }
 }
+
+// --- CSIDriver: upstream parity ---------------------------------------------------------
+//
+// Each case of pkg/apis/storage/validation/validation_test.go (v1.36.3) for CSIDriver is
+// sent to the apiserver twice, as storage.k8s.io/v1 (upstream's own registry) and as
+// rekube.io/v1, and the outcomes must be the same: both admitted with the same stored
+// spec and the same warnings, or both refused with the same errors (every error upstream
+// names, rekube names with the same text, and no other), but for the differences listed
+// with each case. Upstream's unit tests call ValidateCSIDriver on objects that were never
+// defaulted; through the API a field left nil is defaulted first, so some of their
+// "error" cases are admitted by both: parity is with the apiserver, not the unit test.
+
+/// What the apiserver answered to one request.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    message: String,
+    warnings: Vec<String>,
+    object: Value,
+}
+
+impl Answer {
+    /// The errors of a refusal, one per field: what follows `is invalid: ` (the
+    /// aggregate's `[a, b]` split into its items), or what a policy's `denied request: `
+    /// says (its items joined by `, ` too). The schema's note that rules were skipped is
+    /// left out: upstream checks everything at once, so it has none.
+    fn errors(&self) -> Vec<String> {
+        let m = self.message.as_str();
+        let m = m.split_once("denied request: ").map_or(m, |(_, r)| r);
+        let m = m.split_once(" is invalid: ").map_or(m, |(_, r)| r);
+        let m = m
+            .strip_prefix('[')
+            .and_then(|r| r.strip_suffix(']'))
+            .unwrap_or(m);
+        let mut items: Vec<String> = Vec::new();
+        let mut rest = m;
+        while let Some(at) = ["spec.", "metadata.", "<nil>"]
+            .iter()
+            .filter_map(|p| rest.find(&format!(", {p}")))
+            .min()
+        {
+            items.push(rest[..at].to_string());
+            rest = &rest[at + 2..];
+        }
+        items.push(rest.to_string());
+        items.retain(|i| !i.contains("some validation rules were not checked"));
+        items
+    }
+
+    /// Warnings without the policy's `Validation failed for ValidatingAdmissionPolicy
+    /// 'x' with binding 'x': ` prefix.
+    fn warnings(&self) -> Vec<String> {
+        self.warnings
+            .iter()
+            .map(|w| {
+                w.split_once("': ")
+                    .filter(|_| w.starts_with("Validation failed for"))
+                    .map_or(w.clone(), |(_, t)| t.to_string())
+            })
+            .collect()
+    }
+}
+
+/// The text of an RFC 7234 warning header value (`299 - "text"`).
+fn warning_text(value: &str) -> String {
+    let quoted = value
+        .split_once(" - ")
+        .map_or(value, |(_, t)| t)
+        .trim()
+        .trim_start_matches('"')
+        .trim_end_matches('"');
+    quoted.replace("\\\"", "\"").replace("\\\\", "\\")
+}
+
+/// Sends `method` with `body` to `path`, raw, to read the Warning headers too.
+async fn send(client: &kube::Client, method: &str, path: &str, body: Option<&Value>) -> Answer {
+    let request = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("content-type", "application/json")
+        .body(kube::client::Body::from(
+            body.map(|b| serde_json::to_vec(b).unwrap())
+                .unwrap_or_default(),
+        ))
+        .unwrap();
+    let response = client.send(request).await.expect("the apiserver answers");
+    let status = response.status().as_u16();
+    let warnings = response
+        .headers()
+        .get_all("warning")
+        .iter()
+        .map(|v| warning_text(v.to_str().unwrap_or_default()))
+        .collect();
+    let bytes = response.into_body().collect_bytes().await.unwrap();
+    let object: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    let message = object["message"].as_str().unwrap_or_default().to_string();
+    Answer {
+        status,
+        message,
+        warnings,
+        object,
+    }
+}
+
+const UPSTREAM_CSI: &str = "/apis/storage.k8s.io/v1/csidrivers";
+const REKUBE_CSI: &str = "/apis/rekube.io/v1/csidrivers";
+
+/// A CSIDriver manifest (upstream's; [`to_rekube`] makes rekube's).
+fn csi_driver(name: &str, spec: Value) -> Value {
+    json!({"apiVersion": "storage.k8s.io/v1", "kind": "CSIDriver", "metadata": {"name": name}, "spec": spec})
+}
+
+/// Upstream's spec literals: `b(true)` for `&attachRequired` and so on.
+fn spec_of(fields: &[(&str, Value)]) -> Value {
+    Value::Object(
+        fields
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect(),
+    )
+}
+
+/// An update case's change to the object read back.
+type Change = Box<dyn Fn(&mut Value)>;
+
+/// One ported case: what it is, the manifest (create) or the old spec and the change
+/// (update), and the differences allowed between upstream's and rekube's answers:
+/// substrings of the errors one has and the other lacks, each of which must occur.
+struct CsiCase {
+    name: String,
+    object: Value,
+    change: Option<Change>,
+    known: &'static [&'static str],
+}
+
+fn create(name: impl Into<String>, object: Value) -> CsiCase {
+    CsiCase {
+        name: name.into(),
+        object,
+        change: None,
+        known: &[],
+    }
+}
+
+fn update(name: &str, old: &Value, change: impl Fn(&mut Value) + 'static) -> CsiCase {
+    CsiCase {
+        name: name.into(),
+        object: old.clone(),
+        change: Some(Box::new(change)),
+        known: &[],
+    }
+}
+
+fn known(mut case: CsiCase, known: &'static [&'static str]) -> CsiCase {
+    case.known = known;
+    case
+}
+
+const INVALID_NAME: &str = "-invalid-@#$%^&*()-";
+const LONG_NAME: &str =
+    "my-a-b-c-d-c-f-g-h-i-j-k-l-m-n-o-p-q-r-s-t-u-v-w-x-y-z-ABCDEFGHIJKLMNOPQRSTUVWXYZ-driver";
+
+/// TestCSIDriverValidation, TestCSIServiceAccountToken, TestCSIDriverStorageCapacityEnablement
+/// and the create halves of the SELinuxMount and PreventPodSchedulingIfMissing gate tests
+/// (the halves for the gates as v1.36.3 has them: SELinuxMountReadWriteOncePod GA and
+/// locked on, VolumeLimitScaling alpha and off), then cases of rekube's own at the edges
+/// of each rule. Names get `sfx` (this run's) so that parallel runs do not meet.
+fn csi_create_cases(sfx: &str) -> Vec<CsiCase> {
+    let t = || json!(true);
+    let f = || json!(false);
+    let n = |base: &str| format!("{base}-{sfx}");
+    let driver = n("test-driver");
+    // TestCSIDriverValidation's success cases: every field it sets, in its order.
+    let base = |ar: bool, pim: bool, sc: bool| {
+        vec![
+            ("attachRequired", json!(ar)),
+            ("podInfoOnMount", json!(pim)),
+            ("requiresRepublish", f()),
+            ("storageCapacity", json!(sc)),
+            ("seLinuxMount", t()),
+            ("preventPodSchedulingIfMissing", f()),
+        ]
+    };
+    let with = |mut fields: Vec<(&'static str, Value)>, extra: &[(&'static str, Value)]| {
+        for (k, v) in extra {
+            match fields.iter_mut().find(|(f, _)| f == k) {
+                Some(field) => field.1 = v.clone(),
+                None => fields.push((k, v.clone())),
+            }
+        }
+        spec_of(&fields)
+    };
+    let without = |fields: Vec<(&'static str, Value)>, drop: &[&str]| {
+        spec_of(
+            &fields
+                .into_iter()
+                .filter(|(k, _)| !drop.contains(k))
+                .collect::<Vec<_>>(),
+        )
+    };
+    let tokens = || json!([{"audience": "test-audience"}]);
+    let mut cases = vec![
+        create(
+            "success: driver name",
+            csi_driver(&driver, spec_of(&base(true, true, true))),
+        ),
+        create(
+            "success: driver name: dot only",
+            csi_driver(
+                &n("io.kubernetes.storage.csi.driver"),
+                spec_of(&base(true, true, false)),
+            ),
+        ),
+        create(
+            "success: driver name: dash only",
+            csi_driver(
+                &n("io-kubernetes-storage-csi-driver"),
+                spec_of(&base(true, false, true)),
+            ),
+        ),
+        create(
+            "success: driver name: numbers",
+            csi_driver(&n("1csi2driver3"), spec_of(&base(true, true, true))),
+        ),
+        create(
+            "success: driver name: dot and dash",
+            csi_driver(
+                &n("io.kubernetes.storage.csi-driver"),
+                spec_of(&base(true, true, true)),
+            ),
+        ),
+        create(
+            "success: podInfoOnMount false",
+            csi_driver(&driver, spec_of(&base(true, false, true))),
+        ),
+        create(
+            "success: podInfoOnMount true",
+            csi_driver(&driver, spec_of(&base(true, true, true))),
+        ),
+        create(
+            "success: attach not required",
+            csi_driver(&driver, spec_of(&base(false, false, true))),
+        ),
+        create(
+            "success: modes Persistent",
+            csi_driver(
+                &driver,
+                with(
+                    base(false, false, true),
+                    &[("volumeLifecycleModes", json!(["Persistent"]))],
+                ),
+            ),
+        ),
+        create(
+            "success: modes Ephemeral",
+            csi_driver(
+                &driver,
+                with(
+                    base(false, false, true),
+                    &[("volumeLifecycleModes", json!(["Ephemeral"]))],
+                ),
+            ),
+        ),
+        create(
+            "success: modes Ephemeral, Persistent",
+            csi_driver(
+                &driver,
+                with(
+                    base(false, false, true),
+                    &[("volumeLifecycleModes", json!(["Ephemeral", "Persistent"]))],
+                ),
+            ),
+        ),
+        create(
+            "success: modes Ephemeral, Persistent, Ephemeral",
+            csi_driver(
+                &driver,
+                with(
+                    base(false, false, true),
+                    &[(
+                        "volumeLifecycleModes",
+                        json!(["Ephemeral", "Persistent", "Ephemeral"]),
+                    )],
+                ),
+            ),
+        ),
+        create(
+            "success: fsGroupPolicy File",
+            csi_driver(
+                &driver,
+                with(
+                    base(false, false, true),
+                    &[("fsGroupPolicy", json!("File"))],
+                ),
+            ),
+        ),
+        create(
+            "success: SELinuxMount false",
+            csi_driver(
+                &driver,
+                with(base(false, false, true), &[("seLinuxMount", f())]),
+            ),
+        ),
+        create(
+            "success: nodeAllocatableUpdatePeriodSeconds nil",
+            csi_driver(&driver, spec_of(&base(false, false, true))),
+        ),
+        create(
+            "success: nodeAllocatableUpdatePeriodSeconds 10",
+            csi_driver(
+                &driver,
+                with(
+                    base(false, false, true),
+                    &[("nodeAllocatableUpdatePeriodSeconds", json!(10))],
+                ),
+            ),
+        ),
+        create(
+            "success: serviceAccountTokenInSecrets true with tokenRequests",
+            csi_driver(
+                &driver,
+                with(
+                    base(false, false, true),
+                    &[
+                        ("serviceAccountTokenInSecrets", t()),
+                        ("tokenRequests", tokens()),
+                    ],
+                ),
+            ),
+        ),
+        create(
+            "success: serviceAccountTokenInSecrets false with tokenRequests",
+            csi_driver(
+                &driver,
+                with(
+                    base(false, false, true),
+                    &[
+                        ("serviceAccountTokenInSecrets", f()),
+                        ("tokenRequests", tokens()),
+                    ],
+                ),
+            ),
+        ),
+        create(
+            "success: serviceAccountTokenInSecrets nil",
+            csi_driver(&driver, spec_of(&base(false, false, true))),
+        ),
+        // Its error cases (no requiresRepublish in them).
+        create(
+            "error: invalid name",
+            csi_driver(
+                &n(INVALID_NAME),
+                without(base(true, true, true), &["requiresRepublish"]),
+            ),
+        ),
+        create(
+            "error: long name",
+            csi_driver(
+                &n(LONG_NAME),
+                without(base(false, false, true), &["requiresRepublish"]),
+            ),
+        ),
+        create(
+            "error: attachRequired not set (defaulted through the API)",
+            csi_driver(
+                &driver,
+                without(
+                    base(true, true, true),
+                    &["requiresRepublish", "attachRequired"],
+                ),
+            ),
+        ),
+        create(
+            "error: podInfoOnMount not set (defaulted through the API)",
+            csi_driver(
+                &driver,
+                without(
+                    base(false, true, true),
+                    &["requiresRepublish", "podInfoOnMount"],
+                ),
+            ),
+        ),
+        create(
+            "error: storageCapacity not set (defaulted through the API)",
+            csi_driver(
+                &driver,
+                without(
+                    base(false, true, true),
+                    &["requiresRepublish", "storageCapacity"],
+                ),
+            ),
+        ),
+        known(
+            create(
+                "error: invalid mode",
+                csi_driver(
+                    &driver,
+                    with(
+                        owned(without(base(false, false, true), &["requiresRepublish"])),
+                        &[("volumeLifecycleModes", json!(["no-such-mode"]))],
+                    ),
+                ),
+            ),
+            MODE_PATH,
+        ),
+        create(
+            "error: invalid fsGroupPolicy",
+            csi_driver(
+                &driver,
+                with(
+                    owned(without(base(false, false, true), &["requiresRepublish"])),
+                    &[("fsGroupPolicy", json!("invalid-mode"))],
+                ),
+            ),
+        ),
+        create(
+            "error: no SELinuxMount (defaulted through the API)",
+            csi_driver(
+                &driver,
+                without(
+                    base(false, false, true),
+                    &[
+                        "requiresRepublish",
+                        "seLinuxMount",
+                        "preventPodSchedulingIfMissing",
+                    ],
+                ),
+            ),
+        ),
+        create(
+            "error: nodeAllocatableUpdatePeriodSeconds 9",
+            csi_driver(
+                &driver,
+                with(
+                    owned(without(base(false, false, true), &["requiresRepublish"])),
+                    &[("nodeAllocatableUpdatePeriodSeconds", json!(9))],
+                ),
+            ),
+        ),
+        create(
+            "error: serviceAccountTokenInSecrets without tokenRequests",
+            csi_driver(
+                &driver,
+                with(
+                    owned(without(base(false, false, true), &["requiresRepublish"])),
+                    &[("serviceAccountTokenInSecrets", t())],
+                ),
+            ),
+        ),
+    ];
+    // TestCSIServiceAccountToken: attachRequired, podInfoOnMount, storageCapacity and
+    // seLinuxMount false (new(bool)), requiresRepublish false.
+    let token_spec = |requests: Value| {
+        json!({"tokenRequests": requests, "requiresRepublish": false, "attachRequired": false,
+               "podInfoOnMount": false, "storageCapacity": false, "seLinuxMount": false})
+    };
+    for (what, requests) in [
+        (
+            "invalid: tokens with the same audience",
+            json!([{"audience": "gcp"}, {"audience": "gcp"}]),
+        ),
+        (
+            "invalid: expirationSeconds less than 10min",
+            json!([{"audience": "gcp", "expirationSeconds": 10}]),
+        ),
+        (
+            "invalid: expirationSeconds longer than 1<<32",
+            json!([{"audience": "gcp", "expirationSeconds": (1i64 << 32) + 1}]),
+        ),
+        (
+            "valid: at most one token with empty string audience",
+            json!([{"audience": ""}]),
+        ),
+        (
+            "valid: tokens with different audience",
+            json!([{}, {"audience": "gcp"}, {"audience": "aws"}]),
+        ),
+    ] {
+        cases.push(create(
+            format!("service account token: {what}"),
+            csi_driver(&driver, token_spec(requests)),
+        ));
+    }
+    // TestCSIDriverStorageCapacityEnablement.
+    for with_field in [true, false] {
+        let mut spec = json!({"attachRequired": true, "podInfoOnMount": true, "requiresRepublish": true, "seLinuxMount": false});
+        if with_field {
+            spec["storageCapacity"] = t();
+        }
+        cases.push(create(
+            format!("storage capacity: with-field={with_field}"),
+            csi_driver(&driver, spec),
+        ));
+    }
+    // TestCSIDriverValidationSELinuxMountEnabledDisabled (feature enabled) and
+    // TestCSIDriverValidationPreventPodSchedulingIfMissingEnabledDisabled (feature
+    // disabled): creates.
+    let gated = || json!({"attachRequired": true, "podInfoOnMount": true, "requiresRepublish": true, "storageCapacity": true});
+    cases.push(create(
+        "seLinuxMount: feature enabled, nil value",
+        csi_driver(&driver, gated()),
+    ));
+    let mut s = gated();
+    s["seLinuxMount"] = t();
+    cases.push(create(
+        "seLinuxMount: feature enabled, non-nil value",
+        csi_driver(&driver, s.clone()),
+    ));
+    cases.push(create(
+        "preventPodSchedulingIfMissing: feature disabled, nil value",
+        csi_driver(&driver, s.clone()),
+    ));
+    s["preventPodSchedulingIfMissing"] = t();
+    cases.push(create(
+        "preventPodSchedulingIfMissing: feature disabled, non-nil value",
+        csi_driver(&driver, s),
+    ));
+    // rekube's own, at the edges of each rule.
+    let edge = |what: &str, spec: Value| create(format!("edge: {what}"), csi_driver(&driver, spec));
+    let long_ok = format!(
+        "{}.{}",
+        "a".repeat(63),
+        "b".repeat(253 - 64 - sfx.len() - 1)
+    );
+    cases.extend([
+        create("edge: no spec", json!({"apiVersion": "storage.k8s.io/v1", "kind": "CSIDriver", "metadata": {"name": driver}})),
+        edge("empty spec", json!({})),
+        edge("null fields", json!({"attachRequired": null, "volumeLifecycleModes": null, "fsGroupPolicy": null})),
+        edge("empty volumeLifecycleModes", json!({"volumeLifecycleModes": []})),
+        edge("fsGroupPolicy None", json!({"fsGroupPolicy": "None"})),
+        edge("fsGroupPolicy empty", json!({"fsGroupPolicy": ""})),
+        edge("fsGroupPolicy lowercase", json!({"fsGroupPolicy": "file"})),
+        known(edge("two unknown modes", json!({"volumeLifecycleModes": ["Foo", "Persistent", "Bar"]})), MODE_PATH),
+        edge("expirationSeconds 599", json!({"tokenRequests": [{"audience": "a", "expirationSeconds": 599}]})),
+        edge("expirationSeconds 600", json!({"tokenRequests": [{"audience": "a", "expirationSeconds": 600}]})),
+        edge("expirationSeconds 2^32", json!({"tokenRequests": [{"audience": "a", "expirationSeconds": 1i64 << 32}]})),
+        edge("expirationSeconds negative", json!({"tokenRequests": [{"audience": "a", "expirationSeconds": -1}]})),
+        edge("tokenRequests without audiences", json!({"tokenRequests": [{}, {"expirationSeconds": 3600}]})),
+        edge(
+            "duplicates listed each",
+            json!({"serviceAccountTokenInSecrets": true,
+                   "tokenRequests": [{"audience": "a"}, {"audience": "b"}, {"audience": "b"}, {"audience": "a"}]}),
+        ),
+        edge("duplicate without serviceAccountTokenInSecrets (no warning)", json!({"tokenRequests": [{"audience": "a"}, {"audience": "a"}]})),
+        edge("serviceAccountTokenInSecrets false, empty tokenRequests", json!({"serviceAccountTokenInSecrets": false, "tokenRequests": []})),
+        edge("nodeAllocatableUpdatePeriodSeconds negative", json!({"nodeAllocatableUpdatePeriodSeconds": -5})),
+        edge("nodeAllocatableUpdatePeriodSeconds large", json!({"nodeAllocatableUpdatePeriodSeconds": 86400})),
+        edge("requiresRepublish and storageCapacity true", json!({"requiresRepublish": true, "storageCapacity": true})),
+        // Only schema errors: upstream names each, rekube too (its rules wait for them).
+        known(
+            edge(
+                "schema errors with rule errors",
+                json!({"fsGroupPolicy": "x", "nodeAllocatableUpdatePeriodSeconds": 1,
+                       "tokenRequests": [{"audience": "a", "expirationSeconds": 1}, {"audience": "a"}]}),
+            ),
+            &[
+                "spec.tokenRequests[0].expirationSeconds: Invalid value: 1",
+                "spec.tokenRequests[1].audience: Duplicate value",
+                "spec.nodeAllocatableUpdatePeriodSeconds: Invalid value: 1",
+            ],
+        ),
+        // A duplicate request's expirationSeconds is not checked upstream (it continues).
+        known(
+            edge(
+                "duplicate with a bad expiration",
+                json!({"serviceAccountTokenInSecrets": true,
+                       "tokenRequests": [{"audience": "a"}, {"audience": "a", "expirationSeconds": 1}]}),
+            ),
+            &["spec.tokenRequests[1].audience: Duplicate value", "spec.tokenRequests[1].expirationSeconds"],
+        ),
+        create("edge: name of 64 characters", csi_driver(&format!("{}-{sfx}", "a".repeat(63 - sfx.len())), json!({}))),
+        create("edge: name of 253 characters", csi_driver(&format!("{long_ok}-{sfx}"), json!({}))),
+        create("edge: name of 254 characters", csi_driver(&format!("x{long_ok}-{sfx}"), json!({}))),
+        create("edge: name with uppercase", csi_driver(&n("Driver"), json!({}))),
+    ]);
+    cases
+}
+
+/// A volumeLifecycleModes value upstream does not support: upstream names the list
+/// (`spec.volumeLifecycleModes: Unsupported value: "x"`), the schema's enum the item
+/// (`spec.volumeLifecycleModes[0]: ...`), with the same text.
+const MODE_PATH: &[&str] = &["spec.volumeLifecycleModes"];
+
+fn leak(s: &str) -> &'static str {
+    Box::leak(s.to_string().into_boxed_str())
+}
+
+fn owned(spec: Value) -> Vec<(&'static str, Value)> {
+    spec.as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (leak(k), v.clone()))
+        .collect()
+}
+
+/// TestCSIDriverValidationUpdate, and the update halves of the SELinuxMount (enabled) and
+/// PreventPodSchedulingIfMissing (disabled) gate tests. The change applies to the object
+/// read back after the create, which is then replaced (PUT).
+fn csi_update_cases() -> Vec<CsiCase> {
+    let old = json!({
+        "attachRequired": false, "podInfoOnMount": false, "requiresRepublish": false,
+        "volumeLifecycleModes": ["Ephemeral", "Persistent"], "storageCapacity": true,
+        "seLinuxMount": true, "preventPodSchedulingIfMissing": false,
+    });
+    let unset = |o: &mut Value, f: &str| {
+        o["spec"].as_object_mut().unwrap().remove(f);
+    };
+    let tokens = json!([{"audience": "test-audience"}]);
+    let mut cases = vec![
+        update("success: no change", &old, |_| {}),
+        update("success: change TokenRequests", &old, |o| {
+            o["spec"]["tokenRequests"] = json!([{"audience": "gcp"}])
+        }),
+        update("success: change RequiresRepublish", &old, |o| {
+            o["spec"]["requiresRepublish"] = json!(true)
+        }),
+        update("success: StorageCapacity changed", &old, |o| {
+            o["spec"]["storageCapacity"] = json!(false)
+        }),
+        update("success: SELinuxMount changed", &old, |o| {
+            o["spec"]["seLinuxMount"] = json!(false)
+        }),
+        update("success: change PodInfoOnMount", &old, |o| {
+            o["spec"]["podInfoOnMount"] = json!(true)
+        }),
+        update("success: change FSGroupPolicy", &old, |o| {
+            o["spec"]["fsGroupPolicy"] = json!("File")
+        }),
+        update(
+            "success: NodeAllocatableUpdatePeriodSeconds from nil to valid",
+            &old,
+            |o| o["spec"]["nodeAllocatableUpdatePeriodSeconds"] = json!(10),
+        ),
+    ];
+    for (what, value) in [
+        ("from nil to true with TokenRequests", true),
+        ("from nil to false with TokenRequests", false),
+        // Upstream's case sets a local `old` it never uses: nil to true, as above.
+        ("from true to false", true),
+    ] {
+        let tokens = tokens.clone();
+        cases.push(update(
+            &format!("success: change ServiceAccountTokenInSecrets {what}"),
+            &old,
+            move |o| {
+                o["spec"]["serviceAccountTokenInSecrets"] = json!(value);
+                o["spec"]["tokenRequests"] = tokens.clone();
+            },
+        ));
+    }
+    cases.extend([
+        update("error: invalid name", &old, |o| {
+            o["metadata"]["name"] = json!(INVALID_NAME)
+        }),
+        update("error: long name", &old, |o| {
+            o["metadata"]["name"] = json!(LONG_NAME)
+        }),
+        update("error: AttachRequired not set", &old, move |o| {
+            unset(o, "attachRequired")
+        }),
+        update("error: AttachRequired changed", &old, |o| {
+            o["spec"]["attachRequired"] = json!(true)
+        }),
+        update("error: PodInfoOnMount not set", &old, move |o| {
+            unset(o, "podInfoOnMount")
+        }),
+        known(
+            update("error: invalid volume lifecycle mode", &old, |o| {
+                o["spec"]["volumeLifecycleModes"] = json!(["no-such-mode"])
+            }),
+            // The schema refuses the value before the policy compares it with the old one.
+            &["spec.volumeLifecycleModes"],
+        ),
+        update("error: volume lifecycle modes not set", &old, move |o| {
+            unset(o, "volumeLifecycleModes")
+        }),
+        update("error: VolumeLifecyclePersistent removed", &old, |o| {
+            o["spec"]["volumeLifecycleModes"] = json!(["Ephemeral"])
+        }),
+        update("error: VolumeLifecycleEphemeral removed", &old, |o| {
+            o["spec"]["volumeLifecycleModes"] = json!(["Persistent"])
+        }),
+        update("error: FSGroupPolicy invalidated", &old, |o| {
+            o["spec"]["fsGroupPolicy"] = json!("invalid")
+        }),
+        update("error: TokenRequests invalidated", &old, |o| {
+            o["spec"]["tokenRequests"] = json!([{"audience": "gcp"}, {"audience": "gcp"}])
+        }),
+        update("error: invalid nil StorageCapacity", &old, move |o| {
+            unset(o, "storageCapacity")
+        }),
+        update("error: SELinuxMount not set", &old, move |o| {
+            unset(o, "seLinuxMount")
+        }),
+        update(
+            "error: NodeAllocatableUpdatePeriodSeconds to invalid value",
+            &old,
+            |o| o["spec"]["nodeAllocatableUpdatePeriodSeconds"] = json!(9),
+        ),
+        update(
+            "error: ServiceAccountTokenInSecrets set without TokenRequests",
+            &old,
+            |o| o["spec"]["serviceAccountTokenInSecrets"] = json!(true),
+        ),
+    ]);
+    // The gate tests' old objects: all four booleans true, seLinuxMount as the case says.
+    let gated = |field: &str, value: Option<bool>| {
+        let mut o = json!({"attachRequired": true, "podInfoOnMount": true, "requiresRepublish": true, "storageCapacity": true});
+        if field == "preventPodSchedulingIfMissing" {
+            o["seLinuxMount"] = json!(true);
+        }
+        if let Some(v) = value {
+            o[field] = json!(v);
+        }
+        o
+    };
+    for (gate, field) in [
+        ("seLinuxMount: feature enabled", "seLinuxMount"),
+        (
+            "preventPodSchedulingIfMissing: feature disabled",
+            "preventPodSchedulingIfMissing",
+        ),
+    ] {
+        for (what, old_value, new_value) in [
+            ("nil->nil", None, None),
+            ("nil->set", None, Some(true)),
+            ("set->set", Some(true), Some(true)),
+            ("set->nil", Some(true), None),
+        ] {
+            let field = field.to_string();
+            cases.push(update(
+                &format!("{gate}, {what}"),
+                &gated(&field, old_value),
+                move |o| match new_value {
+                    Some(v) => o["spec"][&field] = json!(v),
+                    None => unset(o, &field),
+                },
+            ));
+        }
+    }
+    cases
+}
+
+/// Compares upstream's answer with rekube's; the differences, allowed or not.
+fn csi_differences(upstream: &Answer, ours: &Answer) -> Vec<String> {
+    let mut out = Vec::new();
+    let (up_ok, our_ok) = (upstream.status < 300, ours.status < 300);
+    if up_ok != our_ok || (!up_ok && upstream.status != ours.status) {
+        out.push(format!(
+            "outcome: upstream {} {:?}, rekube {} {:?}",
+            upstream.status, upstream.message, ours.status, ours.message
+        ));
+        return out;
+    }
+    if up_ok {
+        if upstream.object["spec"] != ours.object["spec"] {
+            out.push(format!(
+                "stored spec: upstream {}, rekube {}",
+                upstream.object["spec"], ours.object["spec"]
+            ));
+        }
+    } else {
+        let (up, our) = (upstream.errors(), ours.errors());
+        out.extend(
+            up.iter()
+                .filter(|e| !our.contains(e))
+                .map(|e| format!("only upstream: {e}")),
+        );
+        out.extend(
+            our.iter()
+                .filter(|e| !up.contains(e))
+                .map(|e| format!("only rekube: {e}")),
+        );
+    }
+    if upstream.warnings() != ours.warnings() {
+        out.push(format!(
+            "warnings: upstream {:?}, rekube {:?}",
+            upstream.warnings(),
+            ours.warnings()
+        ));
+    }
+    out
+}
+
+/// Checks one case's differences against its allowed ones: each difference must contain
+/// an allowed substring, and each allowed substring must occur (or the list is stale).
+fn check_csi_case(case: &CsiCase, found: Vec<String>, failures: &mut Vec<String>) {
+    let unexpected: Vec<&String> = found
+        .iter()
+        .filter(|d| !case.known.iter().any(|k| d.contains(k)))
+        .collect();
+    if !unexpected.is_empty() {
+        failures.push(format!("{}: {unexpected:#?}", case.name));
+    }
+    let stale: Vec<&&str> = case
+        .known
+        .iter()
+        .filter(|k| !found.iter().any(|d| d.contains(**k)))
+        .collect();
+    if !stale.is_empty() {
+        failures.push(format!(
+            "{}: listed differences no longer occur: {stale:?}",
+            case.name
+        ));
+    }
+    eprintln!(
+        "{}: {}",
+        case.name,
+        if found.is_empty() {
+            "same".to_string()
+        } else {
+            format!("{found:?}")
+        }
+    );
+}
+
+/// Deletes `name` from both APIs (after a case; either may not exist).
+async fn delete_csi_drivers(client: &kube::Client, name: &str) {
+    for base in [UPSTREAM_CSI, REKUBE_CSI] {
+        let path = format!("{base}/{}", urlencode(name));
+        let _ = send(client, "DELETE", &path, None).await;
+    }
+}
+
+fn urlencode(name: &str) -> String {
+    name.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// upstream validation_test.go's CSIDriver create cases, as upstream's apiserver and
+/// rekube's CRD and policies answer them.
+#[tokio::test]
+async fn csi_driver_creates_match_upstream() {
+    let ns = TestNamespace::new("csidriver").await;
+    let sfx = &ns.name[ns.name.len() - 5..];
+    let mut failures = Vec::new();
+    let cases = csi_create_cases(sfx);
+    for case in &cases {
+        let name = case.object["metadata"]["name"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let upstream = send(&ns.client, "POST", UPSTREAM_CSI, Some(&case.object)).await;
+        let ours = send(
+            &ns.client,
+            "POST",
+            REKUBE_CSI,
+            Some(&to_rekube(case.object.clone())),
+        )
+        .await;
+        delete_csi_drivers(&ns.client, &name).await;
+        check_csi_case(case, csi_differences(&upstream, &ours), &mut failures);
+    }
+    eprintln!("{} create cases", cases.len());
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// upstream validation_test.go's CSIDriver update cases: each old object created in
+/// both APIs, read back, changed and replaced.
+#[tokio::test]
+async fn csi_driver_updates_match_upstream() {
+    let ns = TestNamespace::new("csidriver-update").await;
+    let sfx = &ns.name[ns.name.len() - 5..];
+    let mut failures = Vec::new();
+    let cases = csi_update_cases();
+    for (i, case) in cases.iter().enumerate() {
+        let name = format!("test-driver-{i}-{sfx}");
+        let old = csi_driver(&name, case.object.clone());
+        let mut answers = Vec::new();
+        for (base, manifest) in [
+            (UPSTREAM_CSI, old.clone()),
+            (REKUBE_CSI, to_rekube(old.clone())),
+        ] {
+            let created = send(&ns.client, "POST", base, Some(&manifest)).await;
+            if created.status >= 300 {
+                failures.push(format!(
+                    "{}: old object refused: {}",
+                    case.name, created.message
+                ));
+                break;
+            }
+            let mut changed = created.object.clone();
+            (case.change.as_ref().unwrap())(&mut changed);
+            answers.push(send(&ns.client, "PUT", &format!("{base}/{name}"), Some(&changed)).await);
+        }
+        delete_csi_drivers(&ns.client, &name).await;
+        if let [upstream, ours] = &answers[..] {
+            check_csi_case(case, csi_differences(upstream, ours), &mut failures);
+        }
+    }
+    eprintln!("{} update cases", cases.len());
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
