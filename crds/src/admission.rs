@@ -11,6 +11,10 @@
 //!   registry's patchAllocatedValues).
 //! - a CSIDriver's empty `volumeLifecycleModes` is `[Persistent]`, and its
 //!   `preventPodSchedulingIfMissing` is dropped (feature gate VolumeLimitScaling off).
+//! - a new PersistentVolumeClaim gets the `kubernetes.io/pvc-protection` finalizer and a
+//!   new PersistentVolume `kubernetes.io/pv-protection` (upstream's
+//!   StorageObjectInUseProtection admission plugin, on create only), so no controller
+//!   has to write a fresh claim or volume just to protect it.
 //!
 //! Validation that compares across unbounded lists or maps, too costly for a CRD's static
 //! CEL budget, is a ValidatingAdmissionPolicy ([`validating_objects`]):
@@ -757,5 +761,34 @@ pub fn objects() -> Vec<Value> {
         .chain(templates)
         .chain(services)
         .chain(csi_drivers)
+        .chain(protection(
+            "rekube-pvc-protection.rekube.io",
+            "persistentvolumeclaims",
+            crate::storage_keys::PVC_PROTECTION_FINALIZER,
+        ))
+        .chain(protection(
+            "rekube-pv-protection.rekube.io",
+            "persistentvolumes",
+            crate::storage_keys::PV_PROTECTION_FINALIZER,
+        ))
         .collect()
+}
+
+/// StorageObjectInUseProtection (plugin/pkg/admission/storage/storageobjectinuseprotection):
+/// `finalizer` added to every new object of `resource` that lacks it.
+fn protection(name: &str, resource: &str, finalizer: &str) -> [Value; 2] {
+    let mut objects = policy(
+        name,
+        &[resource],
+        format!("!object.?metadata.?finalizers.orValue([]).exists(f, f == '{finalizer}')"),
+        vec![json!({
+            "patchType": "JSONPatch",
+            "jsonPatch": { "expression": format!("\
+                object.?metadata.?finalizers.hasValue() ? \
+                [JSONPatch{{op: 'add', path: '/metadata/finalizers/-', value: '{finalizer}'}}] : \
+                [JSONPatch{{op: 'add', path: '/metadata/finalizers', value: ['{finalizer}']}}]") },
+        })],
+    );
+    objects[0]["spec"]["matchConstraints"]["resourceRules"][0]["operations"] = json!(["CREATE"]);
+    objects
 }

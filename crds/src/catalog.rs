@@ -317,7 +317,12 @@ pub fn all() -> Vec<CrdDescriptor> {
                 ("AttachRequired", "boolean", ".spec.attachRequired", 0),
                 ("PodInfoOnMount", "boolean", ".spec.podInfoOnMount", 0),
                 ("StorageCapacity", "boolean", ".spec.storageCapacity", 0),
-                ("TokenRequests", "string", ".spec.tokenRequests[*].audience", 0),
+                (
+                    "TokenRequests",
+                    "string",
+                    ".spec.tokenRequests[*].audience",
+                    0,
+                ),
                 ("RequiresRepublish", "boolean", ".spec.requiresRepublish", 0),
                 ("Modes", "string", ".spec.volumeLifecycleModes", 0),
             ],

@@ -53,10 +53,11 @@ pub fn attachment_name(volume_handle: &str, driver: &str, node: &str) -> String 
 }
 
 /// The finalizer external-attacher puts on the VolumeAttachments (and PersistentVolumes)
-/// it attached (`GetFinalizerName`: `external-attacher/` and the driver name with every
-/// character outside `[a-zA-Z0-9-]` replaced by `-`, trailing `-` trimmed).
+/// it attached (`GetFinalizerName`: `external-attacher/` and `SanitizeDriverName`: the
+/// driver name with every character outside `[a-zA-Z0-9-]` replaced by `-`, and an `X`
+/// after a trailing `-`, since a name must not end with one).
 pub fn attacher_finalizer(driver: &str) -> String {
-    let sanitized: String = driver
+    let mut sanitized: String = driver
         .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '-' {
@@ -66,7 +67,10 @@ pub fn attacher_finalizer(driver: &str) -> String {
             }
         })
         .collect();
-    format!("external-attacher/{}", sanitized.trim_end_matches('-'))
+    if sanitized.ends_with('-') {
+        sanitized.push('X');
+    }
+    format!("external-attacher/{sanitized}")
 }
 
 #[cfg(test)]
@@ -88,6 +92,7 @@ mod tests {
             attacher_finalizer("csi.rekube.io"),
             "external-attacher/csi-rekube-io"
         );
-        assert_eq!(attacher_finalizer("a/b_c-"), "external-attacher/a-b-c");
+        assert_eq!(attacher_finalizer("a/b_c-"), "external-attacher/a-b-c-X");
+        assert_eq!(attacher_finalizer("abc-"), "external-attacher/abc-X");
     }
 }

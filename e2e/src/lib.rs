@@ -269,6 +269,10 @@ impl Drop for TestNamespace {
                         .delete(&obj, &DeleteParams::default())
                         .await;
                 }
+                // The claims' protection finalizer (added at creation, as upstream's
+                // admission plugin does) is taken off by the test's controllers, which are
+                // gone by now: the namespace would stay Terminating.
+                release_claims(&client, &name).await;
                 let _ = Api::<k8s_openapi::api::core::v1::Namespace>::all(client)
                     .delete(&name, &DeleteParams::background())
                     .await;
@@ -328,4 +332,32 @@ pub fn kubectl_rekube(args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Removes `kubernetes.io/pvc-protection` from the rekube claims of `namespace`.
+async fn release_claims(client: &Client, namespace: &str) {
+    use rekube_crds::storage_keys::PVC_PROTECTION_FINALIZER;
+    let claims: Api<rekube_crds::PersistentVolumeClaim> =
+        Api::namespaced(client.clone(), namespace);
+    let Ok(list) = claims.list(&Default::default()).await else {
+        return;
+    };
+    for claim in list {
+        let finalizers = claim.metadata.finalizers.clone().unwrap_or_default();
+        if !finalizers.iter().any(|f| f == PVC_PROTECTION_FINALIZER) {
+            continue;
+        }
+        let kept: Vec<&String> = finalizers
+            .iter()
+            .filter(|f| *f != PVC_PROTECTION_FINALIZER)
+            .collect();
+        let patch = serde_json::json!({"metadata": {"finalizers": kept}});
+        let _ = claims
+            .patch(
+                claim.metadata.name.as_deref().unwrap_or_default(),
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(&patch),
+            )
+            .await;
+    }
 }

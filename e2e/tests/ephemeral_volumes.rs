@@ -24,8 +24,7 @@ use rekube_e2e::{TestNamespace, wait_until};
 use serde_json::{Value, json};
 
 const T: Duration = Duration::from_secs(60);
-const CONTROLLERS: &str =
-    "--controllers=ephemeral-volume-controller,persistentvolume-binder-controller";
+const CONTROLLERS: &str = "--controllers=ephemeral-volume-controller,persistentvolume-binder-controller,persistentvolumeclaim-protection-controller";
 
 /// A pod bound to a node that does not exist, with the generic ephemeral volume `volume`
 /// of `template`.
@@ -112,9 +111,19 @@ async fn ephemeral_volumes_get_their_claims() {
         "1Gi"
     );
 
-    // Deleted by someone else: made again.
+    // Deleted by someone else: made again. The claim has the pvc-protection finalizer
+    // from its creation (admission, as upstream's), which keeps it while the pod may use
+    // it; the test takes the finalizer off, so that the claim is really gone.
     claims
         .delete("web-scratch", &DeleteParams::default())
+        .await
+        .unwrap();
+    claims
+        .patch(
+            "web-scratch",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"metadata": {"finalizers": null}})),
+        )
         .await
         .unwrap();
     let again = wait_until("claim web-scratch made again", T, || async {

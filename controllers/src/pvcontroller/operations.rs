@@ -458,7 +458,7 @@ impl<C: PvClient + 'static> PersistentVolumeController<C> {
         let this = Arc::clone(self);
         let claim = claim.clone();
         self.schedule_operation(operation_name, async move {
-            let result = match plugin {
+            match plugin {
                 None => this
                     .provision_claim_operation_external(&claim, &class)
                     .await
@@ -467,22 +467,7 @@ impl<C: PvClient + 'static> PersistentVolumeController<C> {
                     .provision_claim_operation(&claim, plugin.as_ref(), &class)
                     .await
                     .map(|_| ()),
-            };
-            // rekube's pvc-protection finalizer is added by its controller after the
-            // claim is created (upstream's admission plugin adds it at creation), so this
-            // operation's write of the claim can race with it and conflict. The claim's
-            // update event then finds the operation backing off and is dropped; instead of
-            // waiting for the next resync, the claim is synced again once the back-off is
-            // over.
-            if result.as_ref().is_err_and(Error::is_conflict) {
-                let this = Arc::clone(&this);
-                tokio::spawn(async move {
-                    tokio::time::sleep(INITIAL_DURATION_BEFORE_RETRY + Duration::from_millis(100))
-                        .await;
-                    this.client.enqueue_claim(&key);
-                });
             }
-            result
         });
         Ok(())
     }
