@@ -4,6 +4,7 @@
 //! Each controller is a pure decision core (functions over snapshots of objects, named as
 //! upstream names them and table-tested) and a thin reconciler that reads from the shared
 //! informers, calls the core and writes the result.
+pub mod attachdetach;
 pub mod deployment;
 pub mod endpoint;
 pub mod endpointslice;

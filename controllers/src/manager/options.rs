@@ -23,6 +23,7 @@ pub const KNOWN_CONTROLLERS: &[&str] = &[
     "persistentvolumeclaim-protection-controller",
     "persistentvolume-protection-controller",
     "ephemeral-volume-controller",
+    "persistentvolume-attach-detach-controller",
 ];
 
 #[derive(Debug, Parser)]
@@ -39,7 +40,8 @@ pub struct Options {
     /// endpointslice-controller, endpointslice-mirroring-controller,
     /// service-allocator-controller, persistentvolume-binder-controller,
     /// persistentvolumeclaim-protection-controller, persistentvolume-protection-controller,
-    /// ephemeral-volume-controller (or without the -controller suffix), and scheduler
+    /// ephemeral-volume-controller, persistentvolume-attach-detach-controller (alias
+    /// attachdetach) (or without the -controller suffix), and scheduler
     /// (rekube runs kube-scheduler's work here too).
     #[arg(long, value_delimiter = ',', default_value = "*")]
     pub controllers: Vec<String>,
@@ -264,6 +266,30 @@ pub struct Options {
     #[arg(long, default_value_t = 100)]
     pub scheduler_api_burst: u32,
 
+    /// How often the attach/detach controller checks that the volumes it holds attached
+    /// still are (their VolumeAttachments' status.attached; upstream
+    /// --attach-detach-reconcile-sync-period). Below one second: never.
+    #[arg(long, default_value = "1m", value_parser = humantime::parse_duration)]
+    pub attach_detach_reconcile_sync_period: Duration,
+
+    /// Do not run the attach/detach controller's periodic check of attached volumes
+    /// (upstream --disable-attach-detach-reconcile-sync).
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
+    pub disable_attach_detach_reconcile_sync: bool,
+
+    /// Prevent force detaching volumes based on maximum unmount time and node status; the
+    /// out-of-service taint must then be used to recover from a node failure (upstream
+    /// --disable-force-detach-on-timeout).
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
+    pub disable_force_detach_on_timeout: bool,
+
+    /// How long the attach/detach controller waits for a node to stop using (unmount) a
+    /// volume no pod on it wants before it detaches it anyway, if the node is not Ready.
+    /// Not in kube-controller-manager: upstream has it as a constant
+    /// (ReconcilerMaxWaitForUnmountDuration, 6 minutes); a flag here so tests can shorten it.
+    #[arg(long, default_value = "6m", value_parser = humantime::parse_duration)]
+    pub attach_detach_max_wait_for_unmount: Duration,
+
     /// How long an unschedulable pod waits at most before it is tried again even if
     /// nothing changed (upstream podMaxInUnschedulablePodsDuration).
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
@@ -273,7 +299,7 @@ pub struct Options {
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum Error {
     #[error(
-        "unknown controller {0:?} in --controllers (known: deployment-controller, replicaset-controller, node-ipam-controller, node-lifecycle-controller, taint-eviction-controller, pod-garbage-collector-controller, node-authorizer-controller, endpoint-controller, endpointslice-controller, endpointslice-mirroring-controller, service-allocator-controller, persistentvolume-binder-controller, persistentvolumeclaim-protection-controller, persistentvolume-protection-controller, ephemeral-volume-controller, scheduler)"
+        "unknown controller {0:?} in --controllers (known: deployment-controller, replicaset-controller, node-ipam-controller, node-lifecycle-controller, taint-eviction-controller, pod-garbage-collector-controller, node-authorizer-controller, endpoint-controller, endpointslice-controller, endpointslice-mirroring-controller, service-allocator-controller, persistentvolume-binder-controller, persistentvolumeclaim-protection-controller, persistentvolume-protection-controller, ephemeral-volume-controller, persistentvolume-attach-detach-controller, scheduler)"
     )]
     UnknownController(String),
     #[error(
@@ -297,6 +323,11 @@ pub enum Error {
 fn canonical(name: &str) -> Result<&'static str, Error> {
     if let Some(k) = KNOWN_CONTROLLERS.iter().copied().find(|k| *k == name) {
         return Ok(k);
+    }
+    // kube-controller-manager's aliases that are not the name without its suffix
+    // (cmd/kube-controller-manager/names: ControllerAliases).
+    if name == "attachdetach" {
+        return Ok("persistentvolume-attach-detach-controller");
     }
     let full = if name.ends_with("-controller") {
         name.to_string()
@@ -472,6 +503,7 @@ mod tests {
             "node-authorizer-controller",
             "node-ipam-controller",
             "node-lifecycle-controller",
+            "persistentvolume-attach-detach-controller",
             "persistentvolume-binder-controller",
             "persistentvolume-protection-controller",
             "persistentvolumeclaim-protection-controller",
@@ -490,7 +522,11 @@ mod tests {
             enabled(&["scheduler", "node-lifecycle"]).unwrap(),
             vec!["node-lifecycle-controller", "scheduler"]
         );
-        assert_eq!(enabled(&["*", "-scheduler"]).unwrap().len(), 15);
+        assert_eq!(enabled(&["*", "-scheduler"]).unwrap().len(), 16);
+        assert_eq!(
+            enabled(&["attachdetach"]).unwrap(),
+            vec!["persistentvolume-attach-detach-controller"]
+        );
         assert_eq!(
             enabled(&["ephemeral-volume"]).unwrap(),
             vec!["ephemeral-volume-controller"]
@@ -587,6 +623,16 @@ mod tests {
             (200.0, 400)
         );
         assert_eq!(o.service_node_port_range, "30000-32767");
+        assert_eq!(
+            o.attach_detach_reconcile_sync_period,
+            Duration::from_secs(60)
+        );
+        assert_eq!(
+            o.attach_detach_max_wait_for_unmount,
+            Duration::from_secs(360)
+        );
+        assert!(!o.disable_attach_detach_reconcile_sync);
+        assert!(!o.disable_force_detach_on_timeout);
         assert_eq!(o.leader_elect_lease_duration, Duration::from_secs(15));
         assert_eq!(o.leader_elect_renew_deadline, Duration::from_secs(10));
         assert_eq!(o.leader_elect_retry_period, Duration::from_secs(2));

@@ -9,8 +9,8 @@ use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::Api;
 use kube::runtime::watcher;
 use rekube_crds::{
-    Deployment, EndpointSlice, Endpoints, Node, PersistentVolume, PersistentVolumeClaim, Pod,
-    ReplicaSet, Service, StorageClass,
+    CSIDriver, Deployment, EndpointSlice, Endpoints, Node, PersistentVolume, PersistentVolumeClaim,
+    Pod, ReplicaSet, Service, StorageClass, VolumeAttachment,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -18,6 +18,9 @@ use super::informer::{Informer, wait_for_named_cache_sync};
 use super::metrics::Metrics;
 use super::options::Options;
 use super::supervisor::{Task, abort_all, first_to_stop};
+use crate::attachdetach::controller::{
+    AttachDetachController, Config as AttachDetachConfig, Informers as AttachDetachInformers,
+};
 use crate::deployment::controller::DeploymentController;
 use crate::endpoint::controller::{EndpointController, Informers as EndpointInformers};
 use crate::endpointslice::controller::{
@@ -182,6 +185,11 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         page.clone(),
     );
     let classes = Informer::new(Api::<StorageClass>::all(client.clone()), storage_page);
+    // The attach/detach controller's: every CSIDriver and VolumeAttachment (a
+    // VolumeAttachment is taken on when its PersistentVolume is in the PV cache).
+    let csi_drivers = Informer::new(Api::<CSIDriver>::all(client.clone()), page.clone());
+    let volume_attachments =
+        Informer::new(Api::<VolumeAttachment>::all(client.clone()), page.clone());
     // The node authorizer's own objects: only those it labelled.
     let owned = page.clone().labels(&managed_selector());
     let roles = Informer::new(scoped_api::<Role>(&client, &opts.namespace), owned.clone());
@@ -311,6 +319,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
                 pods: Arc::clone(&pods),
                 claims: Arc::clone(&pvcs),
                 nodes: Arc::clone(&nodes),
+                volume_attachments: Arc::clone(&volume_attachments),
                 roles: Arc::clone(&roles),
                 bindings: Arc::clone(&bindings),
                 service_accounts: Arc::clone(&service_accounts),
@@ -488,6 +497,32 @@ pub async fn run(opts: Options) -> Result<(), Error> {
             c.run(opts.concurrent_service_allocator_syncs),
         ));
     }
+    if enabled.contains("persistentvolume-attach-detach-controller") {
+        let c = AttachDetachController::new(
+            new_client().await?,
+            AttachDetachInformers {
+                pods: Arc::clone(&pods),
+                nodes: Arc::clone(&nodes),
+                pvcs: Arc::clone(&pvcs),
+                pvs: Arc::clone(&pvs),
+                csi_drivers: Arc::clone(&csi_drivers),
+                volume_attachments: Arc::clone(&volume_attachments),
+            },
+            AttachDetachConfig {
+                reconciler: crate::attachdetach::reconciler::Config {
+                    max_wait_for_unmount: opts.attach_detach_max_wait_for_unmount,
+                    disable_force_detach_on_timeout: opts.disable_force_detach_on_timeout,
+                },
+                reconcile_sync_period: opts.attach_detach_reconcile_sync_period,
+                disable_reconcile_sync: opts.disable_attach_detach_reconcile_sync,
+                nodes_scoped: !opts.node_selector.is_empty(),
+            },
+        );
+        tasks.push(Task::spawn(
+            "controller persistentvolume-attach-detach-controller",
+            c.run(shutdown.clone()),
+        ));
+    }
     if enabled.contains("scheduler") {
         // kube-scheduler's own client connection settings, and a separate client for
         // events, as kube-scheduler's eventClient.
@@ -547,7 +582,8 @@ pub async fn run(opts: Options) -> Result<(), Error> {
             "scheduler",
             "persistentvolume-binder-controller",
             "persistentvolumeclaim-protection-controller",
-            "ephemeral-volume-controller"
+            "ephemeral-volume-controller",
+            "persistentvolume-attach-detach-controller"
         ])
     );
     start!(
@@ -578,7 +614,8 @@ pub async fn run(opts: Options) -> Result<(), Error> {
             "node-authorizer-controller",
             "endpointslice-controller",
             "scheduler",
-            "persistentvolume-binder-controller"
+            "persistentvolume-binder-controller",
+            "persistentvolume-attach-detach-controller"
         ])
     );
     start!(leases, needs(&["node-lifecycle-controller"]));
@@ -587,7 +624,8 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         needs(&[
             "scheduler",
             "persistentvolume-binder-controller",
-            "persistentvolume-protection-controller"
+            "persistentvolume-protection-controller",
+            "persistentvolume-attach-detach-controller"
         ])
     );
     start!(
@@ -597,12 +635,24 @@ pub async fn run(opts: Options) -> Result<(), Error> {
             "node-authorizer-controller",
             "persistentvolume-binder-controller",
             "persistentvolumeclaim-protection-controller",
-            "ephemeral-volume-controller"
+            "ephemeral-volume-controller",
+            "persistentvolume-attach-detach-controller"
         ])
     );
     start!(
         classes,
         needs(&["scheduler", "persistentvolume-binder-controller"])
+    );
+    start!(
+        csi_drivers,
+        needs(&["persistentvolume-attach-detach-controller"])
+    );
+    start!(
+        volume_attachments,
+        needs(&[
+            "persistentvolume-attach-detach-controller",
+            "node-authorizer-controller"
+        ])
     );
     start!(roles, needs(&["node-authorizer-controller"]));
     start!(bindings, needs(&["node-authorizer-controller"]));

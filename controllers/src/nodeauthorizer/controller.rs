@@ -1,6 +1,6 @@
 //! The node authorizer's reconciler: one key per node. A pod bound to it (or unbound
-//! from it), its Node, the volume one of its pods' claims is bound to, or one of the
-//! node's Roles, RoleBindings, ClusterRole, ClusterRoleBinding or ServiceAccount changing
+//! from it), its Node, the volume one of its pods' claims is bound to, a VolumeAttachment
+//! naming it, or one of the node's Roles, RoleBindings, ClusterRole, ClusterRoleBinding or ServiceAccount changing
 //! queues the node; `sync_node` reads the caches, asks [`super::grants`] what to write,
 //! and writes it with server-side apply (field manager `rekube-node-authorizer`).
 use std::sync::Arc;
@@ -15,10 +15,10 @@ use rekube_crds::node_identity::{
     MANAGED_BY_LABEL, MANAGED_BY_NODE_AUTHORIZER, NODE_IDENTITY_NAMESPACE_LABEL,
     node_cluster_role_name, node_of_role, node_role_name,
 };
-use rekube_crds::{Node, PersistentVolumeClaim, Pod};
+use rekube_crds::{Node, PersistentVolumeClaim, Pod, VolumeAttachment};
 use serde_json::json;
 
-use super::grants::{self, Action, Actual, ClusterActual};
+use super::grants::{self, Action, Actual, ClusterActual, ClusterGrant};
 use crate::manager::informer::{Change, Informer, ObjectKey, wait_for_named_cache_sync};
 use crate::manager::metrics::Metrics;
 use crate::manager::worker::run_workers;
@@ -61,6 +61,8 @@ pub struct Informers {
     pub pods: Arc<Informer<Pod>>,
     pub claims: Arc<Informer<PersistentVolumeClaim>>,
     pub nodes: Arc<Informer<Node>>,
+    /// The VolumeAttachments (shared with the attach/detach controller).
+    pub volume_attachments: Arc<Informer<VolumeAttachment>>,
     pub roles: Arc<Informer<Role>>,
     pub bindings: Arc<Informer<RoleBinding>>,
     pub service_accounts: Arc<Informer<ServiceAccount>>,
@@ -160,6 +162,25 @@ impl NodeAuthorizer {
             }
             Change::Updated { .. } => {}
         });
+        // A VolumeAttachment created, deleted or moved: the nodes it names.
+        let e = enqueue.clone();
+        c.informers.volume_attachments.add_handler(move |change| {
+            let node = |va: &VolumeAttachment| va.spec.as_ref().map(|s| s.node_name.clone());
+            match change {
+                Change::Added(va) | Change::Deleted(va) => {
+                    if let Some(n) = node(va) {
+                        e(&n)
+                    }
+                }
+                Change::Updated { old, new } => {
+                    if node(old) != node(new) {
+                        for n in [node(old), node(new)].into_iter().flatten() {
+                            e(&n)
+                        }
+                    }
+                }
+            }
+        });
         let e = enqueue.clone();
         c.informers.roles.add_handler(move |change| {
             if let Some(n) = changed_name(&change).and_then(node_of_role) {
@@ -208,6 +229,7 @@ impl NodeAuthorizer {
             i.pods.has_synced(),
             i.claims.has_synced(),
             i.nodes.has_synced(),
+            i.volume_attachments.has_synced(),
             i.roles.has_synced(),
             i.bindings.has_synced(),
             i.service_accounts.has_synced(),
@@ -296,10 +318,18 @@ impl NodeAuthorizer {
         let volumes = grants::node_volume_names(&desired, |ns, name| {
             self.informers.claims.get(&ObjectKey::new(Some(ns), name))
         });
+        let attachments = self.informers.volume_attachments.store().state();
+        let cluster = ClusterGrant {
+            volumes,
+            attachments: grants::node_volume_attachment_names(
+                node,
+                attachments.iter().map(|va| va.as_ref()),
+            ),
+        };
         let actions = grants::sync_actions(exists, &desired, &self.actual(node))
             .into_iter()
             .chain(grants::cluster_sync_actions(
-                &volumes,
+                &cluster,
                 &self.cluster_actual(node),
             ));
         for action in actions {

@@ -10,15 +10,16 @@
 //! refer to Secrets, ConfigMaps or claims, a Role granting `get` on exactly those names
 //! (`resourceNames`) and a RoleBinding to the node's ServiceAccount; while any of those
 //! claims is bound, a ClusterRole granting `get` on the PersistentVolumes they are bound
-//! to and a ClusterRoleBinding to that ServiceAccount; and the ServiceAccount while the
-//! Node exists.
+//! to, and on the VolumeAttachments of the node (upstream's volumeattachment → node
+//! edge), and a ClusterRoleBinding to that ServiceAccount; and the ServiceAccount while
+//! the Node exists.
 use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, PolicyRule, RoleBinding, RoleRef, Subject};
 use rekube_crds::node_identity::{node_cluster_role_name, node_role_name};
 use rekube_crds::pod_refs::{pod_claim_names, pod_config_map_names, pod_secret_names};
-use rekube_crds::{GROUP, PersistentVolumeClaim, Pod};
+use rekube_crds::{GROUP, PersistentVolumeClaim, Pod, VolumeAttachment};
 
 /// What one node may read in one namespace.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -149,13 +150,45 @@ pub fn role_rules(grant: &Grant) -> Vec<PolicyRule> {
     rules
 }
 
-/// The ClusterRole's rules for a node's volumes: `get` on the named rekube.io
-/// PersistentVolumes.
-pub fn cluster_role_rules(volumes: &BTreeSet<String>) -> Vec<PolicyRule> {
-    if volumes.is_empty() {
-        return Vec::new();
+/// What one node may read cluster-wide.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClusterGrant {
+    /// The PersistentVolumes of its pods' claims ([`node_volume_names`]).
+    pub volumes: BTreeSet<String>,
+    /// The VolumeAttachments of the node ([`node_volume_attachment_names`]).
+    pub attachments: BTreeSet<String>,
+}
+
+impl ClusterGrant {
+    pub fn is_empty(&self) -> bool {
+        self.volumes.is_empty() && self.attachments.is_empty()
     }
-    vec![get_rule(GROUP, "persistentvolumes", volumes)]
+}
+
+/// The VolumeAttachments a node may read: those whose `spec.nodeName` is the node
+/// (upstream's graph: the volumeattachment → node edge of `AddVolumeAttachment`).
+pub fn node_volume_attachment_names<'a>(
+    node: &str,
+    attachments: impl IntoIterator<Item = &'a VolumeAttachment>,
+) -> BTreeSet<String> {
+    attachments
+        .into_iter()
+        .filter(|va| va.spec.as_ref().is_some_and(|s| s.node_name == node))
+        .filter_map(|va| va.metadata.name.clone())
+        .collect()
+}
+
+/// The ClusterRole's rules for a node's cluster-wide grant: `get` on the named rekube.io
+/// PersistentVolumes, then on the named rekube.io VolumeAttachments.
+pub fn cluster_role_rules(grant: &ClusterGrant) -> Vec<PolicyRule> {
+    let mut rules = Vec::new();
+    if !grant.volumes.is_empty() {
+        rules.push(get_rule(GROUP, "persistentvolumes", &grant.volumes));
+    }
+    if !grant.attachments.is_empty() {
+        rules.push(get_rule(GROUP, "volumeattachments", &grant.attachments));
+    }
+    rules
 }
 
 fn node_subjects(node: &str, identity_namespace: &str) -> Vec<Subject> {
@@ -310,13 +343,13 @@ pub struct ClusterActual {
 }
 
 /// The writes that take one node's ClusterRole and ClusterRoleBinding from `actual` to
-/// `volumes` ([`node_volume_names`]), in the order and with the rules of
+/// `grant` (its volumes and attachments), in the order and with the rules of
 /// [`sync_actions`]: the role before its binding, the binding gone first; both go when
-/// the node's pods' claims are bound to no volume (their last pod gone, whether or not
-/// the Node is).
-pub fn cluster_sync_actions(volumes: &BTreeSet<String>, actual: &ClusterActual) -> Vec<Action> {
+/// the node's pods' claims are bound to no volume and no VolumeAttachment names the node
+/// (whether or not the Node is there).
+pub fn cluster_sync_actions(grant: &ClusterGrant, actual: &ClusterActual) -> Vec<Action> {
     let mut out = Vec::new();
-    if volumes.is_empty() {
+    if grant.is_empty() {
         if actual.cluster_binding.is_some() {
             out.push(Action::DeleteClusterBinding);
         }
@@ -325,7 +358,7 @@ pub fn cluster_sync_actions(volumes: &BTreeSet<String>, actual: &ClusterActual) 
         }
         return out;
     }
-    let rules = cluster_role_rules(volumes);
+    let rules = cluster_role_rules(grant);
     if actual.cluster_role.as_ref() != Some(&rules) {
         out.push(Action::ApplyClusterRole { rules });
     }
@@ -660,13 +693,17 @@ mod tests {
 
     #[test]
     fn cluster_sync_actions_table() {
+        let g = |v: &BTreeSet<String>| ClusterGrant {
+            volumes: v.clone(),
+            ..Default::default()
+        };
         let volumes = names(&["pv1"]);
         let current = ClusterActual {
-            cluster_role: Some(cluster_role_rules(&volumes)),
+            cluster_role: Some(cluster_role_rules(&g(&volumes))),
             cluster_binding: Some(true),
         };
         let apply_role = |v: &[&str]| Action::ApplyClusterRole {
-            rules: cluster_role_rules(&names(v)),
+            rules: cluster_role_rules(&g(&names(v))),
         };
         // (name, desired volumes, actual, expected)
         let cases: Vec<(&str, BTreeSet<String>, ClusterActual, Vec<Action>)> = vec![
@@ -724,10 +761,10 @@ mod tests {
             ),
         ];
         for (name, volumes, actual, want) in cases {
-            assert_eq!(cluster_sync_actions(&volumes, &actual), want, "{name}");
+            assert_eq!(cluster_sync_actions(&g(&volumes), &actual), want, "{name}");
         }
-        assert!(cluster_role_rules(&BTreeSet::new()).is_empty());
-        let rule = &cluster_role_rules(&names(&["pv2", "pv1"]))[0];
+        assert!(cluster_role_rules(&ClusterGrant::default()).is_empty());
+        let rule = &cluster_role_rules(&g(&names(&["pv2", "pv1"])))[0];
         assert_eq!(rule.api_groups.as_deref(), Some(&[GROUP.to_string()][..]));
         assert_eq!(
             rule.resources.as_deref(),
@@ -738,6 +775,64 @@ mod tests {
             Some(&["pv1".to_string(), "pv2".to_string()][..])
         );
         assert_eq!(rule.verbs, ["get"]);
+    }
+
+    /// upstream's node authorizer lets a node get the VolumeAttachments of its own
+    /// (spec.nodeName): granted by name with the volumes, and enough on their own to keep
+    /// the ClusterRole.
+    #[test]
+    fn volume_attachments_of_the_node_are_granted() {
+        let va = |name: &str, node: &str| -> VolumeAttachment {
+            serde_json::from_value(json!({
+                "apiVersion": "rekube.io/v1", "kind": "VolumeAttachment", "metadata": {"name": name},
+                "spec": {"attacher": "d", "nodeName": node, "source": {"persistentVolumeName": "pv"}}
+            }))
+            .unwrap()
+        };
+        let vas = [va("csi-1", "n1"), va("csi-2", "n2"), va("csi-3", "n1")];
+        assert_eq!(
+            node_volume_attachment_names("n1", &vas),
+            names(&["csi-1", "csi-3"])
+        );
+        assert!(node_volume_attachment_names("n3", &vas).is_empty());
+        let grant = ClusterGrant {
+            volumes: names(&["pv1"]),
+            attachments: names(&["csi-3", "csi-1"]),
+        };
+        let rules = cluster_role_rules(&grant);
+        assert_eq!(rules.len(), 2);
+        assert_eq!(
+            rules[1].resources.as_deref(),
+            Some(&["volumeattachments".to_string()][..])
+        );
+        assert_eq!(
+            rules[1].resource_names.as_deref(),
+            Some(&["csi-1".to_string(), "csi-3".to_string()][..])
+        );
+        assert_eq!(rules[1].verbs, ["get"]);
+        // Attachments alone (the pods gone, the volume still attached): role and binding
+        // stay; nothing left: both go.
+        let only_attachments = ClusterGrant {
+            volumes: BTreeSet::new(),
+            attachments: names(&["csi-1"]),
+        };
+        assert_eq!(
+            cluster_sync_actions(&only_attachments, &ClusterActual::default()),
+            vec![
+                Action::ApplyClusterRole {
+                    rules: cluster_role_rules(&only_attachments)
+                },
+                Action::ApplyClusterBinding
+            ]
+        );
+        let held = ClusterActual {
+            cluster_role: Some(cluster_role_rules(&only_attachments)),
+            cluster_binding: Some(true),
+        };
+        assert_eq!(
+            cluster_sync_actions(&ClusterGrant::default(), &held),
+            vec![Action::DeleteClusterBinding, Action::DeleteClusterRole]
+        );
     }
 
     #[test]
