@@ -39,11 +39,11 @@ crds:
 crds-check:
     cargo run --quiet -p rekube-crds --bin crdgen -- --check
 
-# Regenerate csi/src/generated/csi.v1.rs (prost + tonic) from the vendored csi/proto/csi.proto (no protoc needed).
+# Regenerate csi/src/generated/{csi.v1,pluginregistration}.rs (prost + tonic) from the vendored csi/proto/csi.proto and csi/proto/pluginregistration/api.proto (no protoc needed).
 csi-gen:
     cargo run --quiet -p rekube-csi-gen
 
-# Fail when csi/src/generated/csi.v1.rs differs from what `just csi-gen` would write.
+# Fail when csi/src/generated/*.rs differ from what `just csi-gen` would write.
 csi-check:
     cargo run --quiet -p rekube-csi-gen -- --check
 

@@ -43,6 +43,20 @@ async fn provisioner(args: Vec<String>) -> ExitCode {
     }
 }
 
+/// `rekube-csi registrar ...`: node-driver-registrar's role.
+async fn registrar(args: Vec<String>) -> ExitCode {
+    let options = rekube_csi::registrar::RegistrarOptions::parse_from(
+        std::iter::once("rekube-csi registrar".to_string()).chain(args),
+    );
+    match rekube_csi::registrar::run(options, shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rekube-csi registrar: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -53,8 +67,10 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let mut args = std::env::args().skip(1);
-    if args.next().as_deref() == Some("provisioner") {
-        return provisioner(args.collect()).await;
+    match args.next().as_deref() {
+        Some("provisioner") => return provisioner(args.collect()).await,
+        Some("registrar") => return registrar(args.collect()).await,
+        _ => {}
     }
     let options = Options::parse();
     let (socket, config) = match options.validate() {

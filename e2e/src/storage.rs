@@ -1,7 +1,11 @@
-//! What the storage tests share: the rekube-csi binary, the notes of an object's events, and the test's
-//! PersistentVolumes removed at its end (cluster-scoped, with the protection finalizer that
-//! the test's controllers may no longer be there to take off).
-use std::path::PathBuf;
+//! What the storage tests share: the rekube-csi binary and a driver process of it
+//! ([`CsiDriverProcess`], with the test's own driver name and CSIDriver object), the notes
+//! of an object's events, and the test's PersistentVolumes removed at its end
+//! (cluster-scoped, with the protection finalizer that the test's controllers may no
+//! longer be there to take off).
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
@@ -9,7 +13,153 @@ use rekube_crds::PersistentVolume;
 use serde_json::json;
 
 use crate::TestNamespace;
+use crate::agent::terminate_child;
 use crate::nodes::SCOPE_LABEL;
+
+/// rekube-csi's default driver name; a test's driver is named
+/// `TestNamespace::cluster_name(CSI_DRIVER)` so that tests run side by side, each with
+/// its own CSIDriver object.
+pub const CSI_DRIVER: &str = "csi.rekube.io";
+
+/// Creates the test's CSIDriver for its driver (`attachRequired` as given; upstream's
+/// default is true) and returns the driver's name, the object's name.
+pub async fn create_csi_driver(ns: &TestNamespace, attach_required: bool) -> String {
+    let created = ns
+        .create(json!({
+            "apiVersion": rekube_crds::API_VERSION, "kind": "CSIDriver",
+            "metadata": {"name": CSI_DRIVER},
+            "spec": {"attachRequired": attach_required},
+        }))
+        .await
+        .expect("creating the test's CSIDriver");
+    created["metadata"]["name"].as_str().unwrap().to_string()
+}
+
+/// A `rekube-csi` driver process on a socket in `dir`, stopped (SIGTERM, then SIGKILL)
+/// with its sidecars and its directory removed when dropped.
+pub struct CsiDriverProcess {
+    child: Option<Child>,
+    /// Sidecars started for the driver (`rekube-csi provisioner`, ...).
+    sidecars: Vec<Child>,
+    pub name: String,
+    pub dir: PathBuf,
+    pub socket: PathBuf,
+    pub state: PathBuf,
+    pub log: PathBuf,
+}
+
+impl CsiDriverProcess {
+    /// `rekube-csi --driver-name <name> --node-id <node_id>` with a 256 MiB capacity and
+    /// `extra` arguments; returns once its socket exists.
+    pub fn start(dir: &Path, name: &str, node_id: &str, extra: &[&str]) -> CsiDriverProcess {
+        let bin = csi_binary();
+        std::fs::create_dir_all(dir).unwrap();
+        let socket = dir.join("csi.sock");
+        let state = dir.join("state");
+        let log = dir.join("driver.log");
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new(&bin)
+            .arg("--endpoint")
+            .arg(format!("unix://{}", socket.display()))
+            .arg("--driver-name")
+            .arg(name)
+            .arg("--node-id")
+            .arg(node_id)
+            .arg("--state-dir")
+            .arg(&state)
+            .arg("--capacity")
+            .arg("256Mi")
+            .args(extra)
+            .stdout(Stdio::from(out.try_clone().unwrap()))
+            .stderr(Stdio::from(out))
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !socket.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "the driver's socket did not appear: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        CsiDriverProcess {
+            child: Some(child),
+            sidecars: Vec::new(),
+            name: name.to_string(),
+            dir: dir.to_path_buf(),
+            socket,
+            state,
+            log,
+        }
+    }
+
+    /// The `--csi-driver` flag of an agent using this driver.
+    pub fn agent_flag(&self) -> String {
+        format!("{}=unix://{}", self.name, self.socket.display())
+    }
+
+    pub async fn controller(
+        &self,
+    ) -> rekube_csi::csi::controller_client::ControllerClient<tonic::transport::Channel> {
+        rekube_csi::csi::controller_client::ControllerClient::new(
+            rekube_csi::client::connect(&self.socket).await.unwrap(),
+        )
+    }
+
+    /// The driver's log and its sidecars'.
+    pub fn logs(&self) -> String {
+        let mut out = std::fs::read_to_string(&self.log).unwrap_or_default();
+        for e in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+            let file = e.file_name().to_string_lossy().into_owned();
+            if file.ends_with(".log") && e.path() != self.log {
+                out.push_str(&format!("\n--- {file}\n"));
+                out.push_str(&std::fs::read_to_string(e.path()).unwrap_or_default());
+            }
+        }
+        out
+    }
+
+    /// `rekube-csi <subcommand> --endpoint <the driver's socket> <args>`, logging to
+    /// `<dir>/<subcommand>.log`, stopped with the driver.
+    pub fn start_sidecar(&mut self, subcommand: &str, args: &[&str]) {
+        let out = std::fs::File::create(self.dir.join(format!("{subcommand}.log"))).unwrap();
+        let child = Command::new(csi_binary())
+            .arg(subcommand)
+            .arg("--endpoint")
+            .arg(format!("unix://{}", self.socket.display()))
+            .args(args)
+            .stdout(Stdio::from(out.try_clone().unwrap()))
+            .stderr(Stdio::from(out))
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting rekube-csi {subcommand}: {e}"));
+        self.sidecars.push(child);
+    }
+
+    /// The driver's provisioner (external-provisioner's distributed mode) for `node_id`,
+    /// its PersistentVolumes labelled `pv_label` (the test's scope).
+    pub fn start_provisioner(&mut self, node_id: &str, pv_label: &str) {
+        self.start_sidecar(
+            "provisioner",
+            &["--node-id", node_id, "--pv-label", pv_label],
+        );
+    }
+
+    /// Stops the sidecars, then the driver.
+    pub fn stop(&mut self) {
+        let children: Vec<Child> = self.sidecars.drain(..).chain(self.child.take()).collect();
+        for mut child in children {
+            terminate_child(&mut child, Duration::from_secs(10));
+        }
+    }
+}
+
+impl Drop for CsiDriverProcess {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
 
 /// The rekube-csi binary: REKUBE_CSI_BIN, or the one built beside the test (as
 /// [`crate::agent::binary`]).
@@ -29,6 +179,35 @@ pub fn csi_binary() -> PathBuf {
         bin.display()
     );
     bin
+}
+
+/// Loop devices whose backing file lies under `dir`.
+pub fn loops_under(dir: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/sys/block").unwrap().flatten() {
+        if let Ok(backing) = std::fs::read_to_string(entry.path().join("loop/backing_file"))
+            && Path::new(backing.trim_end()).starts_with(dir)
+        {
+            found.push(format!(
+                "{} -> {}",
+                entry.file_name().to_string_lossy(),
+                backing.trim_end()
+            ));
+        }
+    }
+    found
+}
+
+/// Mount points under `dir` (mountinfo's fifth field).
+pub fn mounts_under(dir: &Path) -> Vec<String> {
+    let dir = dir.to_string_lossy().to_string();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| m.starts_with(&dir))
+        .map(str::to_string)
+        .collect()
 }
 
 /// The notes of the events of `reason` about the object named `name` (of `kind`, when
@@ -69,5 +248,75 @@ pub async fn delete_test_volumes(ns: &TestNamespace) {
             )
             .await;
         let _ = volumes.delete(&name, &DeleteParams::default()).await;
+    }
+}
+
+/// `rekube-csi registrar` (node-driver-registrar's role) for a driver process: it serves
+/// the plugin registration API at `<registration dir>/<driver>-reg.sock`. Stopped
+/// (SIGTERM, then SIGKILL) when dropped, its socket removed if it was left.
+pub struct RegistrarProcess {
+    child: Option<Child>,
+    /// `<registration dir>/<driver>-reg.sock`.
+    pub socket: PathBuf,
+    pub log: PathBuf,
+}
+
+impl CsiDriverProcess {
+    /// `rekube-csi registrar --csi-address <socket> --kubelet-registration-path <socket>
+    /// --plugin-registration-path <registration_dir>` (the agent and the driver see the
+    /// socket at the same path), logging to `<dir>/<log_name>.log`.
+    pub fn start_registrar(&self, registration_dir: &Path, log_name: &str) -> RegistrarProcess {
+        let log = self.dir.join(format!("{log_name}.log"));
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new(csi_binary())
+            .arg("registrar")
+            .arg("--csi-address")
+            .arg(&self.socket)
+            .arg("--kubelet-registration-path")
+            .arg(&self.socket)
+            .arg("--plugin-registration-path")
+            .arg(registration_dir)
+            .stdout(Stdio::from(out.try_clone().unwrap()))
+            .stderr(Stdio::from(out))
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting rekube-csi registrar: {e}"));
+        RegistrarProcess {
+            child: Some(child),
+            socket: registration_dir.join(format!("{}-reg.sock", self.name)),
+            log,
+        }
+    }
+}
+
+impl RegistrarProcess {
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Its exit status if it ended by itself within `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        let child = self.child.as_mut()?;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    /// SIGTERM (then SIGKILL after 10 s); its exit status.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        terminate_child(&mut child, Duration::from_secs(10))
+    }
+}
+
+impl Drop for RegistrarProcess {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_file(&self.socket);
     }
 }

@@ -15,124 +15,24 @@
 //! agent's root or the driver's directory (NodeUnpublish and NodeUnstage were called), no
 //! loop device on the image, and after DeleteVolume no image.
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use rekube_crds::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
 use rekube_csi::csi;
-use rekube_e2e::agent::{
-    AgentProcess, cannot_run_containers, delete_all_pods_and_check_leftovers, terminate_child,
-};
+use rekube_e2e::agent::{AgentProcess, cannot_run_containers, delete_all_pods_and_check_leftovers};
 use rekube_e2e::controllers::ControllerProcess;
 use rekube_e2e::nodes::SCOPE_LABEL;
-use rekube_e2e::storage::{csi_binary, delete_test_volumes};
+use rekube_e2e::storage::{
+    CsiDriverProcess, create_csi_driver, delete_test_volumes, loops_under, mounts_under,
+};
 use rekube_e2e::{TestNamespace, wait_until};
 use serde_json::json;
 
 const T: Duration = Duration::from_secs(60);
-const DRIVER: &str = "csi.rekube.io";
 const MIB: i64 = 1 << 20;
-
-/// The driver, stopped (SIGTERM, then SIGKILL) and its directory removed when dropped.
-struct Driver {
-    child: Option<Child>,
-    /// `rekube-csi provisioner` for the driver's node, when started.
-    provisioner: Option<Child>,
-    dir: PathBuf,
-    socket: PathBuf,
-    state: PathBuf,
-    log: PathBuf,
-}
-
-impl Driver {
-    fn start(dir: &Path, node_id: &str) -> Driver {
-        let bin = csi_binary();
-        std::fs::create_dir_all(dir).unwrap();
-        let socket = dir.join("csi.sock");
-        let state = dir.join("state");
-        let log = dir.join("driver.log");
-        let out = std::fs::File::create(&log).unwrap();
-        let child = Command::new(&bin)
-            .arg("--endpoint")
-            .arg(format!("unix://{}", socket.display()))
-            .arg("--node-id")
-            .arg(node_id)
-            .arg("--state-dir")
-            .arg(&state)
-            .arg("--capacity")
-            .arg("256Mi")
-            .stdout(Stdio::from(out.try_clone().unwrap()))
-            .stderr(Stdio::from(out))
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !socket.exists() {
-            assert!(
-                Instant::now() < deadline,
-                "the driver's socket did not appear: {}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Driver {
-            child: Some(child),
-            provisioner: None,
-            dir: dir.to_path_buf(),
-            socket,
-            state,
-            log,
-        }
-    }
-
-    async fn controller(
-        &self,
-    ) -> csi::controller_client::ControllerClient<tonic::transport::Channel> {
-        csi::controller_client::ControllerClient::new(
-            rekube_csi::client::connect(&self.socket).await.unwrap(),
-        )
-    }
-
-    fn logs(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// The driver's provisioner (external-provisioner's distributed mode) for `node_id`,
-    /// its PersistentVolumes labelled `pv_label` (the test's scope).
-    fn start_provisioner(&mut self, node_id: &str, pv_label: &str) {
-        let out = std::fs::File::create(self.dir.join("provisioner.log")).unwrap();
-        let child = Command::new(csi_binary())
-            .arg("provisioner")
-            .arg("--endpoint")
-            .arg(format!("unix://{}", self.socket.display()))
-            .arg("--node-id")
-            .arg(node_id)
-            .arg("--pv-label")
-            .arg(pv_label)
-            .stdout(Stdio::from(out.try_clone().unwrap()))
-            .stderr(Stdio::from(out))
-            .spawn()
-            .expect("starting rekube-csi provisioner");
-        self.provisioner = Some(child);
-    }
-
-    fn stop(&mut self) {
-        for mut child in [self.provisioner.take(), self.child.take()]
-            .into_iter()
-            .flatten()
-        {
-            terminate_child(&mut child, Duration::from_secs(10));
-        }
-    }
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        self.stop();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 /// upstream's device mount path component: the sha256 of the volume handle, in hex.
 fn sha256_hex(s: &str) -> String {
@@ -147,35 +47,6 @@ fn sha256_hex(s: &str) -> String {
         })
         .expect("sha256sum");
     String::from_utf8(out.stdout).unwrap()[..64].to_string()
-}
-
-/// Loop devices whose backing file lies under `dir`.
-fn loops_under(dir: &Path) -> Vec<String> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/sys/block").unwrap().flatten() {
-        if let Ok(backing) = std::fs::read_to_string(entry.path().join("loop/backing_file"))
-            && Path::new(backing.trim_end()).starts_with(dir)
-        {
-            found.push(format!(
-                "{} -> {}",
-                entry.file_name().to_string_lossy(),
-                backing.trim_end()
-            ));
-        }
-    }
-    found
-}
-
-/// Mount points under `dir` (mountinfo's fifth field).
-fn mounts_under(dir: &Path) -> Vec<String> {
-    let dir = dir.to_string_lossy().to_string();
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|m| m.starts_with(&dir))
-        .map(str::to_string)
-        .collect()
 }
 
 /// The size in KiB on busybox `df -k`'s filesystem line, from the container's CRI log
@@ -201,7 +72,8 @@ async fn a_csi_volume_is_staged_published_and_cleaned_up() {
     );
     let node = ns.cluster_name("n");
     let dir = std::env::temp_dir().join(format!("rekube-e2e-csi-{}", ns.name));
-    let driver = Driver::start(&dir, &node);
+    let driver_name = create_csi_driver(&ns, false).await;
+    let driver = CsiDriverProcess::start(&dir, &driver_name, &node, &[]);
 
     // The provisioner's part, done by the test: CreateVolume of a 64 MiB local-disk.
     let mount_capability = csi::VolumeCapability {
@@ -236,7 +108,7 @@ async fn a_csi_volume_is_staged_published_and_cleaned_up() {
     let handle = created.volume_id.clone();
     assert_eq!(created.capacity_bytes, 64 * MIB);
 
-    let socket_flag = format!("{DRIVER}=unix://{}", driver.socket.display());
+    let socket_flag = driver.agent_flag();
     let mut agent = AgentProcess::start_real(&ns, "n", &["--csi-driver", &socket_flag]);
     assert_eq!(agent.node_name, node);
 
@@ -251,7 +123,7 @@ async fn a_csi_volume_is_staged_published_and_cleaned_up() {
         }
     })
     .await;
-    assert_eq!(registered.1, format!("{{\"{DRIVER}\":\"{node}\"}}"));
+    assert_eq!(registered.1, format!("{{\"{driver_name}\":\"{node}\"}}"));
     assert_eq!(
         registered.0.get("topology.csi.rekube.io/node"),
         Some(&node),
@@ -273,7 +145,7 @@ async fn a_csi_volume_is_staged_published_and_cleaned_up() {
             "accessModes": ["ReadWriteOnce"],
             "persistentVolumeReclaimPolicy": "Retain",
             "storageClassName": class,
-            "csi": {"driver": DRIVER, "volumeHandle": handle, "fsType": "ext4",
+            "csi": {"driver": driver_name, "volumeHandle": handle, "fsType": "ext4",
                 "volumeAttributes": {"type": "local-disk"}},
             "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
                 {"key": "kubernetes.io/hostname", "operator": "In", "values": [node]}]}]}},
@@ -368,7 +240,7 @@ async fn a_csi_volume_is_staged_published_and_cleaned_up() {
     let staging = agent
         .root
         .join("plugins/kubernetes.io/csi")
-        .join(DRIVER)
+        .join(&driver_name)
         .join(sha256_hex(&handle))
         .join("globalmount");
     let reads = "test \"$(cat /data/file)\" = kept-across-pods && echo read-ok && sleep 3600";
@@ -451,7 +323,7 @@ async fn a_csi_volume_is_staged_published_and_cleaned_up() {
             "persistentVolumeReclaimPolicy": "Retain",
             "storageClassName": class,
             "claimRef": {"namespace": ns.name, "name": "missing"},
-            "csi": {"driver": DRIVER, "volumeHandle": "rk-0000000000000000", "fsType": "ext4"},
+            "csi": {"driver": driver_name, "volumeHandle": "rk-0000000000000000", "fsType": "ext4"},
         }
     }))
     .unwrap();
@@ -510,7 +382,10 @@ async fn a_csi_volume_is_staged_published_and_cleaned_up() {
     assert_eq!(mounts_under(&agent.root), Vec::<String>::new());
     assert_eq!(mounts_under(&dir), Vec::<String>::new());
     assert_eq!(loops_under(&driver.state), Vec::<String>::new());
-    let csi_dir = agent.root.join("plugins/kubernetes.io/csi").join(DRIVER);
+    let csi_dir = agent
+        .root
+        .join("plugins/kubernetes.io/csi")
+        .join(&driver_name);
     let left: Vec<_> = std::fs::read_dir(&csi_dir)
         .map(|d| d.flatten().map(|e| e.path()).collect())
         .unwrap_or_default();
@@ -566,13 +441,14 @@ async fn a_provisioned_volume_is_used_and_deleted_with_its_claim() {
     );
     let node = ns.cluster_name("n");
     let dir = std::env::temp_dir().join(format!("rekube-e2e-csi-{}", ns.name));
-    let mut driver = Driver::start(&dir, &node);
+    let driver_name = create_csi_driver(&ns, false).await;
+    let mut driver = CsiDriverProcess::start(&dir, &driver_name, &node, &[]);
     driver.start_provisioner(&node, &format!("{SCOPE_LABEL}={}", ns.name));
-    let socket_flag = format!("{DRIVER}=unix://{}", driver.socket.display());
+    let socket_flag = driver.agent_flag();
     let agent = AgentProcess::start_real(&ns, "n", &["--csi-driver", &socket_flag]);
     agent.wait_node_ready(&ns.client, T).await;
     ns.create(json!({"apiVersion": "rekube.io/v1", "kind": "StorageClass",
-        "metadata": {"name": "local-disk"}, "provisioner": DRIVER,
+        "metadata": {"name": "local-disk"}, "provisioner": driver_name,
         "volumeBindingMode": "WaitForFirstConsumer", "reclaimPolicy": "Delete",
         "parameters": {"type": "local-disk"}}))
         .await
@@ -629,7 +505,10 @@ async fn a_provisioned_volume_is_used_and_deleted_with_its_claim() {
     assert_eq!(done.spec.unwrap().node_name.as_deref(), Some(node.as_str()));
     let pv = volumes.get(&pv_name).await.unwrap();
     let spec = pv.spec.unwrap();
-    assert_eq!(spec.csi.as_ref().map(|c| c.driver.as_str()), Some(DRIVER));
+    assert_eq!(
+        spec.csi.as_ref().map(|c| c.driver.as_str()),
+        Some(driver_name.as_str())
+    );
     assert_eq!(
         spec.persistent_volume_reclaim_policy.as_deref(),
         Some("Delete")

@@ -8,6 +8,8 @@
 //! The service proxy ([`proxy`]): the nftables mode's rule computation (docs/proxy.md).
 //! The runtime side of CNI ([`cni`]): network config lists, plugins, cached results.
 //! Pod volumes ([`volume`]): the volume plugins, the atomic writer, the pods' volume dirs.
+//! The plugin manager ([`plugin_manager`]): CSI drivers registered through the plugin
+//! registration directory.
 
 #[cfg(target_os = "linux")]
 pub mod agent;
@@ -15,6 +17,8 @@ pub mod cni;
 pub mod flowcontrol;
 pub mod image;
 pub mod kubelet;
+#[cfg(target_os = "linux")]
+pub mod plugin_manager;
 pub mod proxy;
 #[cfg(target_os = "linux")]
 pub mod runtime;

@@ -16,6 +16,7 @@ use rekube_crds::Node;
 use serde_json::json;
 
 use super::node_status::{self, MachineInfo, Readiness, Reservation, Usage};
+use crate::volume::manager::attach::VolumesInUse;
 
 /// A stop signal: a watch channel whose change means stop.
 pub type Stop = tokio::sync::watch::Receiver<bool>;
@@ -166,13 +167,17 @@ pub trait StatusSource: Send + Sync {
     fn readiness(&self) -> Readiness;
 }
 
-/// Posts the Node's status until `stop` (upstream syncNodeStatus / updateNodeStatus).
+/// Posts the Node's status until `stop` (upstream syncNodeStatus / updateNodeStatus),
+/// with the volume manager's volumes in use, marked reported once the Node lists them
+/// (upstream's `markVolumesFromNode`); a change of them posts at once.
+#[allow(clippy::too_many_arguments)]
 pub async fn run_node_status(
     client: Client,
     name: String,
     machine: MachineInfo,
     reservation: Reservation,
     source: Arc<dyn StatusSource>,
+    volumes_in_use: Arc<VolumesInUse>,
     config: HeartbeatConfig,
     mut stop: Stop,
 ) {
@@ -194,21 +199,37 @@ pub async fn run_node_status(
             previous.as_ref(),
             Timestamp::now(),
         );
+        let status = node_status::with_volumes_in_use(status, volumes_in_use.get());
         let due = last_posted
             .as_ref()
             .is_none_or(|(_, at)| at.elapsed() >= config.node_status_report_frequency);
         if due || node_status::status_changed(previous.as_ref(), &status) {
-            let patch = json!({"status": status});
+            let mut patch = json!({"status": status});
+            // A merge patch keeps what it omits: no volume in use is written as null.
+            patch["status"]["volumesInUse"] = json!(status.volumes_in_use);
             match api
                 .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
             {
-                Ok(_) => last_posted = Some((status, Instant::now())),
+                Ok(_) => {
+                    volumes_in_use.mark_volumes_as_reported_in_use(
+                        status.volumes_in_use.as_deref().unwrap_or_default(),
+                    );
+                    last_posted = Some((status, Instant::now()));
+                }
                 Err(e) => tracing::warn!(node = %name, error = %e, "posting node status"),
             }
+        } else {
+            volumes_in_use.mark_volumes_as_reported_in_use(
+                previous
+                    .as_ref()
+                    .and_then(|s| s.volumes_in_use.as_deref())
+                    .unwrap_or_default(),
+            );
         }
         tokio::select! {
             _ = stop.changed() => return,
+            _ = volumes_in_use.changed() => {}
             _ = tokio::time::sleep(config.node_status_update_frequency) => {}
         }
     }

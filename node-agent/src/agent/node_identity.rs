@@ -22,7 +22,7 @@ use kube::api::{Api, PostParams};
 use kube::{Client, Config};
 use rekube_crds::node_identity::NODE_UID_EXTRA;
 use rekube_crds::node_restriction::NODE_NAME_EXTRA;
-use rekube_crds::{PersistentVolume, PersistentVolumeClaim};
+use rekube_crds::{CSIDriver, Node, PersistentVolume, PersistentVolumeClaim, VolumeAttachment};
 
 /// How long a requested token lives (upstream's default for TokenRequest).
 const TOKEN_EXPIRATION_SECONDS: i64 = 3600;
@@ -224,6 +224,32 @@ impl NodeReader {
 
     pub async fn persistent_volume(&self, name: &str) -> Result<Option<PersistentVolume>, String> {
         self.get(Api::all, name).await
+    }
+
+    /// A CSIDriver (every node may read them all, as upstream's system:node role).
+    pub async fn csi_driver(&self, name: &str) -> Result<Option<CSIDriver>, String> {
+        self.get(Api::all, name).await
+    }
+
+    /// A VolumeAttachment of the node (the node authorizer grants the node's own).
+    pub async fn volume_attachment(&self, name: &str) -> Result<Option<VolumeAttachment>, String> {
+        self.get(Api::all, name).await
+    }
+
+    /// The unique names in the Node's `status.volumesAttached`, read with the agent's own
+    /// client (which posts that status).
+    pub async fn volumes_attached(&self) -> Result<Vec<String>, String> {
+        let node = Api::<Node>::all(self.own.clone())
+            .get_status(&self.node)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(node
+            .status
+            .and_then(|s| s.volumes_attached)
+            .into_iter()
+            .flatten()
+            .map(|v| v.name)
+            .collect())
     }
 
     pub async fn config_map(

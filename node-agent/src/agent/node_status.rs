@@ -13,6 +13,8 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use rekube_crds::Node;
 
+use crate::volume::manager::attach::CONTROLLER_MANAGED_ATTACH_ANNOTATION;
+
 /// What the machine is (read once at start).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct MachineInfo {
@@ -100,10 +102,18 @@ pub fn initial_node(name: &str, machine: &MachineInfo, labels: &BTreeMap<String,
         metadata: ObjectMeta {
             name: Some(name.into()),
             labels: Some(l),
-            annotations: Some(BTreeMap::from([(
-                ANNOTATION_CGROUP_VERSION.to_string(),
-                format!("v{}", machine.cgroup_version),
-            )])),
+            annotations: Some(BTreeMap::from([
+                (
+                    ANNOTATION_CGROUP_VERSION.to_string(),
+                    format!("v{}", machine.cgroup_version),
+                ),
+                // The attach/detach controller attaches this node's volumes (upstream's
+                // kubelet sets it with --enable-controller-attach-detach, its default).
+                (
+                    CONTROLLER_MANAGED_ATTACH_ANNOTATION.to_string(),
+                    "true".to_string(),
+                ),
+            ])),
             ..Default::default()
         },
         spec: Some(NodeSpec::default()),
@@ -297,6 +307,13 @@ pub fn node_status(
     }
 }
 
+/// The status with the volume manager's `GetVolumesInUse` as `volumesInUse` (upstream's
+/// `VolumesInUse` setter; none when no volume is in use).
+pub fn with_volumes_in_use(mut status: NodeStatus, in_use: Vec<String>) -> NodeStatus {
+    status.volumes_in_use = (!in_use.is_empty()).then_some(in_use);
+    status
+}
+
 /// Whether `new` differs from `old` beyond heartbeat times (upstream: the kubelet posts
 /// a changed status at once and an unchanged one every nodeStatusReportFrequency).
 pub fn status_changed(old: Option<&NodeStatus>, new: &NodeStatus) -> bool {
@@ -469,6 +486,27 @@ mod tests {
             cond(&s, "Ready").message.as_deref(),
             Some("container runtime is down")
         );
+    }
+
+    #[test]
+    fn volumes_in_use_replace_the_previous_list_and_count_as_changes() {
+        let previous = NodeStatus {
+            volumes_in_use: Some(vec!["kubernetes.io/csi/d^old".into()]),
+            ..Default::default()
+        };
+        let now = with_volumes_in_use(previous.clone(), vec!["kubernetes.io/csi/d^h".into()]);
+        assert_eq!(
+            now.volumes_in_use,
+            Some(vec!["kubernetes.io/csi/d^h".to_string()])
+        );
+        assert!(status_changed(Some(&previous), &now));
+        let none = with_volumes_in_use(previous.clone(), vec![]);
+        assert_eq!(none.volumes_in_use, None);
+        assert!(status_changed(Some(&previous), &none));
+        assert!(!status_changed(
+            Some(&now),
+            &with_volumes_in_use(now.clone(), vec!["kubernetes.io/csi/d^h".into()])
+        ));
     }
 
     #[test]

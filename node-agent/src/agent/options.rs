@@ -128,10 +128,16 @@ pub struct AgentOptions {
     /// A CSI driver the node's PersistentVolumes may name, `NAME=unix:///path/to/csi.sock`
     /// (repeatable): its node service stages and publishes them, and its NodeGetInfo
     /// becomes the Node's `csi.volume.kubernetes.io/nodeid` annotation and topology
-    /// labels. Upstream's kubelet discovers drivers through its plugin registration
-    /// directory (node-driver-registrar); rekube names them here for now.
+    /// labels. A static driver, beside those registered through
+    /// --plugin-registration-dir.
     #[arg(long = "csi-driver")]
     pub csi_drivers: Vec<String>,
+    /// The plugin registration directory (the kubelet's `<root-dir>/plugins_registry`):
+    /// CSI drivers register by making a socket serving the plugin registration API there
+    /// (node-driver-registrar, `rekube-csi registrar`), and are deregistered when it goes.
+    /// Default: `<root-dir>/plugins_registry`.
+    #[arg(long)]
+    pub plugin_registration_dir: Option<PathBuf>,
     /// The service proxy (kube-proxy's flags; never run by a hollow agent). Its
     /// --cluster-cidr is also the cni pod network's: traffic from it to outside it is
     /// masqueraded.
@@ -340,6 +346,20 @@ impl AgentOptions {
         })
     }
 
+    /// --plugin-registration-dir, `<root-dir>/plugins_registry` when not given; an
+    /// absolute path without `.` or `..`.
+    pub fn plugin_registration_dir(&self) -> Result<PathBuf, Error> {
+        match &self.plugin_registration_dir {
+            None => Ok(self
+                .root_dir
+                .join(crate::plugin_manager::PLUGINS_REGISTRY_DIR)),
+            Some(dir) => {
+                check_dir("plugin-registration-dir", dir)?;
+                Ok(dir.clone())
+            }
+        }
+    }
+
     /// The image GC policy (kubelet's validation: low below high, both at most 100).
     pub fn image_gc_policy(&self) -> Result<GcPolicy, Error> {
         let (high, low) = (self.image_gc_high_threshold, self.image_gc_low_threshold);
@@ -504,6 +524,33 @@ mod tests {
         let mut all = vec!["x"];
         all.extend_from_slice(args);
         Cli::parse_from(all).o
+    }
+
+    #[test]
+    fn plugin_registration_dir_from_flags() {
+        assert_eq!(
+            opts(&[]).plugin_registration_dir(),
+            Ok(PathBuf::from("/var/lib/rekube/plugins_registry"))
+        );
+        assert_eq!(
+            opts(&["--root-dir", "/t/a"]).plugin_registration_dir(),
+            Ok(PathBuf::from("/t/a/plugins_registry"))
+        );
+        assert_eq!(
+            opts(&[
+                "--plugin-registration-dir",
+                "/var/lib/kubelet/plugins_registry"
+            ])
+            .plugin_registration_dir(),
+            Ok(PathBuf::from("/var/lib/kubelet/plugins_registry"))
+        );
+        assert_eq!(
+            opts(&["--plugin-registration-dir", "plugins_registry"])
+                .plugin_registration_dir()
+                .unwrap_err()
+                .to_string(),
+            r#"invalid --plugin-registration-dir "plugins_registry": must be an absolute path"#
+        );
     }
 
     #[test]

@@ -23,6 +23,7 @@ use crate::cni::pod_network::{CniNetwork, CniPaths};
 use crate::image::Store;
 use crate::image::manager::{ImageManager, RealClock};
 use crate::image::store::StoreError;
+use crate::plugin_manager::{CSI_PLUGIN_TYPE, PluginManager};
 use crate::proxy::options::ProxyMode;
 use crate::proxy::server::ProxyServerConfig;
 use crate::runtime::cgroups::CgroupError;
@@ -30,7 +31,9 @@ use crate::runtime::network::{PodCidrNetwork, SharedPodCidr};
 use crate::runtime::recovery::RecoveryError;
 use crate::runtime::sandbox::PodNetwork;
 use crate::runtime::{Runtime, RuntimeConfig};
-use crate::volume::csi::{self, CsiPlugin};
+use crate::volume::csi::CsiPlugin;
+use crate::volume::csi_registry::{DriversStore, NodeInfoManager, RegistrationHandler};
+use crate::volume::manager::attach::VolumesInUse;
 use rekube_crds::events::EventType;
 
 /// How often a pod is synced when nothing else asks for it (upstream
@@ -165,6 +168,7 @@ pub async fn run(opts: AgentOptions) -> Result<(), Error> {
     let crash_loop_max = opts.crash_loop_max_container_restart_period()?;
     let labels = options::parse_map("node-labels", &opts.node_labels)?;
     let csi_drivers = crate::volume::csi::parse_driver_flags(&opts.csi_drivers)?;
+    let plugin_registration_dir = opts.plugin_registration_dir()?;
     let run_proxy = !opts.hollow && opts.proxy.proxy_mode != ProxyMode::None;
     if run_proxy {
         opts.proxy.validate()?;
@@ -228,21 +232,40 @@ pub async fn run(opts: AgentOptions) -> Result<(), Error> {
         node_status_report_frequency: opts.node_status_report_frequency,
     };
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    // The node's CSI drivers: the --csi-driver ones, and those the plugin manager
+    // registers, in one store every CsiPlugin of the agent shares.
+    let drivers = DriversStore::from_static(csi_drivers.clone());
+    let nim = NodeInfoManager {
+        client: client.clone(),
+        node: name.clone(),
+    };
     if !csi_drivers.is_empty() {
-        let plugin = Arc::new(CsiPlugin::new(
-            csi_drivers.clone(),
+        let plugin = Arc::new(CsiPlugin::with_drivers_store(
+            drivers.clone(),
             &opts.root_dir.join("plugins"),
             name.clone(),
         ));
         for driver in csi_drivers.keys() {
             tokio::spawn(register_csi_driver(
-                client.clone(),
-                name.clone(),
+                nim.clone(),
                 Arc::clone(&plugin),
                 driver.clone(),
             ));
         }
     }
+    // The plugin manager (a hollow node has no volumes, and no plugins).
+    let plugin_manager = (!opts.hollow).then(|| {
+        let mut manager = PluginManager::new(&plugin_registration_dir);
+        manager.add_handler(
+            CSI_PLUGIN_TYPE,
+            Arc::new(RegistrationHandler::new(
+                drivers.clone(),
+                &opts.root_dir.join("plugins"),
+                nim.clone(),
+            )),
+        );
+        tokio::spawn(manager.run(stop.clone()))
+    });
     let lease = tokio::spawn(heartbeat::run_lease(
         client.clone(),
         node.clone(),
@@ -250,6 +273,7 @@ pub async fn run(opts: AgentOptions) -> Result<(), Error> {
         stop.clone(),
     ));
     let network = (!opts.hollow).then(|| pod_network(&opts, &client, &name, &node, cluster_cidrs));
+    let volumes_in_use = Arc::new(VolumesInUse::default());
     let status = tokio::spawn(heartbeat::run_node_status(
         client.clone(),
         name.clone(),
@@ -259,6 +283,7 @@ pub async fn run(opts: AgentOptions) -> Result<(), Error> {
             root: opts.root_dir.clone(),
             network: network.clone(),
         }),
+        Arc::clone(&volumes_in_use),
         config,
         stop.clone(),
     ));
@@ -327,7 +352,8 @@ pub async fn run(opts: AgentOptions) -> Result<(), Error> {
                 node_identity_namespace: Some(opts.node_identity_namespace.clone())
                     .filter(|n| !n.is_empty()),
                 pods_dir: opts.root_dir.join("pods"),
-                csi_drivers: csi_drivers.clone(),
+                csi_drivers: drivers.clone(),
+                volumes_in_use,
                 ..SyncerConfig::new(host_ips, opts.pod_log_dir.clone())
             },
             recorder.clone(),
@@ -368,6 +394,11 @@ pub async fn run(opts: AgentOptions) -> Result<(), Error> {
     pods.abort();
     let _ = stop_tx.send(true);
     let _ = tokio::join!(lease, status);
+    if let Some(manager) = plugin_manager
+        && let Ok(Err(e)) = manager.await
+    {
+        tracing::error!(error = %e, "plugin manager");
+    }
     if let Some(proxy) = proxy
         && let Ok(Err(e)) = proxy.await
     {
@@ -377,42 +408,18 @@ pub async fn run(opts: AgentOptions) -> Result<(), Error> {
     Ok(())
 }
 
-/// A CSI driver's NodeGetInfo on the Node (upstream's nodeinfomanager, run when
-/// node-driver-registrar registers the driver): its node id in the
+/// A `--csi-driver` driver's NodeGetInfo on the Node (upstream's nodeinfomanager, run
+/// when a driver registers: [`NodeInfoManager::install_csi_driver`]): its node id in the
 /// `csi.volume.kubernetes.io/nodeid` annotation (merged with the other drivers' ids), its
 /// accessible topology as labels. A driver not answering yet is asked again every 2 s.
-async fn register_csi_driver(
-    client: kube::Client,
-    node: String,
-    plugin: Arc<CsiPlugin>,
-    driver: String,
-) {
-    use kube::api::{Api, Patch, PatchParams};
-    let nodes: Api<rekube_crds::Node> = Api::all(client);
+async fn register_csi_driver(nim: NodeInfoManager, plugin: Arc<CsiPlugin>, driver: String) {
     loop {
         let registered = async {
             let info = plugin
                 .node_get_info(&driver)
                 .await
                 .map_err(|e| e.to_string())?;
-            let current = nodes.get(&node).await.map_err(|e| e.to_string())?;
-            let existing = current
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(csi::NODE_ID_ANNOTATION));
-            let ids = csi::node_id_annotation(existing.map(String::as_str), &driver, &info.node_id);
-            // The resourceVersion read: another driver's id written meanwhile is a
-            // conflict and a retry, never lost.
-            let patch = serde_json::json!({"metadata": {
-                "resourceVersion": current.metadata.resource_version,
-                "annotations": {csi::NODE_ID_ANNOTATION: ids},
-                "labels": info.topology,
-            }});
-            nodes
-                .patch(&node, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-                .map_err(|e| e.to_string())?;
+            nim.install_csi_driver(&driver, &info).await?;
             Ok::<_, String>(info)
         };
         match registered.await {

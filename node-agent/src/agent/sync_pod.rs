@@ -77,6 +77,7 @@ use crate::runtime::spec::{
 };
 use crate::runtime::{Container as RtContainer, Runtime, Sandbox, SandboxConfig};
 use crate::volume::csi::CsiPlugin;
+use crate::volume::manager::attach::VolumesInUse;
 use crate::volume::manager::{ObjectReader, VolumeManager};
 use crate::volume::pod_dirs::PodDirs;
 use crate::volume::subpath::{Subpath, prepare_safe_subpath};
@@ -334,8 +335,11 @@ pub struct SyncerConfig {
     pub node_identity_namespace: Option<String>,
     /// `<root-dir>/pods`: each pod's volumes (`pods/<uid>/volumes/...`).
     pub pods_dir: PathBuf,
-    /// `--csi-driver`: the CSI drivers' sockets by driver name.
-    pub csi_drivers: BTreeMap<String, PathBuf>,
+    /// The CSI drivers' sockets by driver name: `--csi-driver`'s and the registered ones
+    /// (shared with the plugin manager).
+    pub csi_drivers: crate::volume::csi_registry::DriversStore,
+    /// The volumes the node reports in use, shared with the node status loop.
+    pub volumes_in_use: Arc<VolumesInUse>,
 }
 
 impl SyncerConfig {
@@ -354,7 +358,8 @@ impl SyncerConfig {
             node_name: String::new(),
             node_identity_namespace: None,
             pods_dir: PathBuf::from("/var/lib/rekube/pods"),
-            csi_drivers: BTreeMap::new(),
+            csi_drivers: Default::default(),
+            volumes_in_use: Arc::default(),
         }
     }
 }
@@ -400,6 +405,21 @@ impl ObjectReader for NodeReader {
         name: &str,
     ) -> Result<Option<rekube_crds::PersistentVolume>, String> {
         NodeReader::persistent_volume(self, name).await
+    }
+
+    async fn csi_driver(&self, name: &str) -> Result<Option<rekube_crds::CSIDriver>, String> {
+        NodeReader::csi_driver(self, name).await
+    }
+
+    async fn volume_attachment(
+        &self,
+        name: &str,
+    ) -> Result<Option<rekube_crds::VolumeAttachment>, String> {
+        NodeReader::volume_attachment(self, name).await
+    }
+
+    async fn volumes_attached(&self) -> Result<Vec<String>, String> {
+        NodeReader::volumes_attached(self).await
     }
 }
 
@@ -519,7 +539,7 @@ impl RealSyncer {
                     Arc::new(crate::runtime::syscall::LinuxSyscall),
                     config.node_allocatable.clone(),
                 )
-                .with_csi(CsiPlugin::new(
+                .with_csi(CsiPlugin::with_drivers_store(
                     config.csi_drivers.clone(),
                     &config
                         .pods_dir
@@ -527,7 +547,8 @@ impl RealSyncer {
                         .unwrap_or(&config.pods_dir)
                         .join("plugins"),
                     config.node_name.clone(),
-                )),
+                ))
+                .with_volumes_in_use(Arc::clone(&config.volumes_in_use)),
             ),
             reader: NodeReader::new(
                 client.clone(),

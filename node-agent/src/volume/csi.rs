@@ -5,12 +5,12 @@
 //! published at the pod's volume directory (once per pod), unpublished when the pod goes
 //! and unstaged when no pod of the node uses it any more (the volume manager counts).
 //!
-//! The drivers are named by the agent's `--csi-driver NAME=unix:///path.sock` flags;
-//! upstream discovers them through the kubelet's plugin registration directory, where
-//! node-driver-registrar announces each driver's socket (rekube's next step). At the
-//! agent's start each driver's NodeGetInfo becomes the Node's
-//! `csi.volume.kubernetes.io/nodeid` annotation and its topology labels (upstream's
-//! nodeinfomanager).
+//! The drivers are in a [`DriversStore`] ([`super::csi_registry`]): those named by the
+//! agent's `--csi-driver NAME=unix:///path.sock` flags, and those registered through the
+//! plugin registration directory (`crate::plugin_manager`, where node-driver-registrar or
+//! `rekube-csi registrar` announces each driver's socket). Each driver's NodeGetInfo
+//! becomes the Node's `csi.volume.kubernetes.io/nodeid` annotation and its topology
+//! labels (upstream's nodeinfomanager).
 //!
 //! The decisions (paths, access modes, capabilities, messages, the Node's annotation) are
 //! pure functions; [`CsiPlugin`] is the shell calling the driver.
@@ -29,6 +29,7 @@ use tonic::transport::Channel;
 
 use rekube_crds::storage_keys::attachment_name;
 
+use super::csi_registry::DriversStore;
 use super::pod_dirs::{CSI_PLUGIN, PodDirs};
 
 /// The file of a volume's identity beside its mount directories (upstream's
@@ -291,11 +292,12 @@ pub struct DriverNodeInfo {
     pub topology: BTreeMap<String, String>,
 }
 
-/// The csi plugin of the node: its drivers, its directory (`<root-dir>/plugins/kubernetes.io/csi`)
-/// and the node's name.
+/// The csi plugin of the node: its drivers (shared with the plugin manager, which
+/// registers and deregisters drivers: [`super::csi_registry`]), its directory
+/// (`<root-dir>/plugins/kubernetes.io/csi`) and the node's name.
 #[derive(Debug, Clone, Default)]
 pub struct CsiPlugin {
-    drivers: BTreeMap<String, PathBuf>,
+    drivers: DriversStore,
     plugin_dir: PathBuf,
     node_name: String,
 }
@@ -407,6 +409,16 @@ impl CsiPlugin {
         plugins_dir: &Path,
         node_name: impl Into<String>,
     ) -> Self {
+        Self::with_drivers_store(DriversStore::from_static(drivers), plugins_dir, node_name)
+    }
+
+    /// The plugin over a shared driver store (the `--csi-driver` drivers and the
+    /// registered ones).
+    pub fn with_drivers_store(
+        drivers: DriversStore,
+        plugins_dir: &Path,
+        node_name: impl Into<String>,
+    ) -> Self {
         CsiPlugin {
             drivers,
             plugin_dir: plugins_dir.join(CSI_PLUGIN),
@@ -414,7 +426,12 @@ impl CsiPlugin {
         }
     }
 
-    pub fn drivers(&self) -> &BTreeMap<String, PathBuf> {
+    /// The node the plugin runs on.
+    pub fn node_name(&self) -> &str {
+        &self.node_name
+    }
+
+    pub fn drivers(&self) -> &DriversStore {
         &self.drivers
     }
 
@@ -432,12 +449,12 @@ impl CsiPlugin {
     async fn client(&self, driver: &str) -> Result<NodeClient<Channel>, CsiError> {
         let socket = self
             .drivers
-            .get(driver)
+            .endpoint(driver)
             .ok_or_else(|| CsiError::UnknownDriver {
                 driver: driver.to_string(),
             })?;
         let channel =
-            match tokio::time::timeout(CSI_TIMEOUT, rekube_csi::client::connect(socket)).await {
+            match tokio::time::timeout(CSI_TIMEOUT, rekube_csi::client::connect(&socket)).await {
                 Ok(connected) => connected.map_err(|source| CsiError::Connect {
                     driver: driver.to_string(),
                     socket: socket.clone(),
@@ -482,6 +499,7 @@ impl CsiPlugin {
         pv: &str,
         read_only: bool,
         source: &CsiSource,
+        publish_context: HashMap<String, String>,
     ) -> Result<(PathBuf, bool), StepError> {
         let step_err = |step| {
             move |error| StepError {
@@ -503,7 +521,7 @@ impl CsiPlugin {
         let capability = volume_capability(source, caps);
         let staging = if caps.stage_unstage {
             let path = self.device_mount_path(source);
-            self.stage(&mut client, source, &path, &capability)
+            self.stage(&mut client, source, &path, &capability, &publish_context)
                 .await
                 .map_err(step_err(Step::MountDevice))?;
             path.to_string_lossy().into_owned()
@@ -517,7 +535,7 @@ impl CsiPlugin {
             save_volume_data(parent, &pod_vol_data(pv, source, &self.node_name))?;
             rpc(client.node_publish_volume(csi::NodePublishVolumeRequest {
                 volume_id: source.volume_handle.clone(),
-                publish_context: HashMap::new(),
+                publish_context: publish_context.clone(),
                 staging_target_path: staging,
                 target_path: target.to_string_lossy().into_owned(),
                 volume_capability: Some(capability),
@@ -543,6 +561,7 @@ impl CsiPlugin {
         source: &CsiSource,
         path: &Path,
         capability: &csi::VolumeCapability,
+        publish_context: &HashMap<String, String>,
     ) -> Result<(), CsiError> {
         make_dir(path)?;
         let data_dir = path.parent().expect("under the plugin dir");
@@ -550,7 +569,7 @@ impl CsiPlugin {
             save_volume_data(data_dir, &device_vol_data(source))?;
             rpc(client.node_stage_volume(csi::NodeStageVolumeRequest {
                 volume_id: source.volume_handle.clone(),
-                publish_context: HashMap::new(),
+                publish_context: publish_context.clone(),
                 staging_target_path: path.to_string_lossy().into_owned(),
                 volume_capability: Some(capability.clone()),
                 secrets: HashMap::new(),

@@ -11,6 +11,7 @@ pub mod atomic_writer;
 pub mod claim;
 pub mod configmap;
 pub mod csi;
+pub mod csi_registry;
 pub mod downwardapi;
 pub mod emptydir;
 pub mod hostpath;

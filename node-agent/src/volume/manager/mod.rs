@@ -8,26 +8,35 @@
 //! volume fails, and each failure is a `FailedMount` event), and the pod's cleanup calls
 //! [`VolumeManager::unmount_pod`].
 //!
+//! Attachable volumes (CSI volumes whose driver needs attaching) are attached by the
+//! attach/detach controller: the manager reports the node's CSI volumes in use
+//! ([`attach::VolumesInUse`], posted by the node status loop as `volumesInUse`), and stages
+//! one only once it is reported, listed in the Node's `volumesAttached` and its
+//! VolumeAttachment is attached ([`attach`]).
+//!
 //! What is still upstream's alone: the populator's and reconciler's own 100 ms loops (the
 //! pod syncs drive both here), reconstruction of the actual state from the disk after an
 //! agent restart (a restarted agent sets every volume up again; a pod's directory is
-//! swept whole at its cleanup, whatever is mounted in it), attachable volumes.
+//! swept whole at its cleanup, whatever is mounted in it).
 
 pub mod actual_state_of_world;
+pub mod attach;
 pub mod desired_state_of_world;
 pub mod reconciler;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use rekube_crds::{PersistentVolume, PersistentVolumeClaim, Pod};
+use rekube_crds::storage_keys::{attachment_name, csi_unique_volume_name};
+use rekube_crds::{CSIDriver, PersistentVolume, PersistentVolumeClaim, Pod, VolumeAttachment};
 
 use self::actual_state_of_world::DeviceMount;
 use self::actual_state_of_world::{ActualStateOfWorld, MountedVolume};
+use self::attach::VolumesInUse;
 use self::desired_state_of_world::DesiredStateOfWorld;
 use self::reconciler::{Operation, reconcile};
 use super::claim;
@@ -59,6 +68,18 @@ pub trait ObjectReader: Sync {
         &self,
         name: &str,
     ) -> impl Future<Output = Result<Option<PersistentVolume>, String>> + Send;
+    /// The CSIDriver object of a driver (whether it needs attaching).
+    fn csi_driver(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<CSIDriver>, String>> + Send;
+    /// A VolumeAttachment of this node.
+    fn volume_attachment(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<VolumeAttachment>, String>> + Send;
+    /// The unique names of the Node's `status.volumesAttached`.
+    fn volumes_attached(&self) -> impl Future<Output = Result<Vec<String>, String>> + Send;
 }
 
 /// Why a pod's volumes are not all set up: per volume, upstream's `FailedMount` message.
@@ -114,6 +135,8 @@ pub struct VolumeManager {
     /// CSI operations one at a time, so that the count of a device's users (the actual
     /// state) is current when a pod's volume is staged or unstaged.
     csi_operations: tokio::sync::Mutex<()>,
+    /// The node's CSI volumes in use, shared with the node status loop.
+    in_use: Arc<VolumesInUse>,
 }
 
 impl VolumeManager {
@@ -130,7 +153,80 @@ impl VolumeManager {
             state: Mutex::default(),
             csi: CsiPlugin::new(BTreeMap::new(), &plugins, ""),
             csi_operations: tokio::sync::Mutex::new(()),
+            in_use: Arc::default(),
         }
+    }
+
+    /// The volumes-in-use report shared with the node status loop.
+    pub fn with_volumes_in_use(mut self, in_use: Arc<VolumesInUse>) -> Self {
+        self.in_use = in_use;
+        self
+    }
+
+    /// `GetVolumesInUse`: the unique names of the CSI volumes the node's pods want or
+    /// still have set up (the attachable and device-mountable ones: every CSI persistent
+    /// volume), recorded for the node status loop.
+    fn update_volumes_in_use(&self) {
+        let in_use = {
+            let state = self.state.lock().unwrap();
+            let (dsw, asw) = &*state;
+            let wanted = dsw.volumes_to_mount().filter_map(|v| match &v.spec {
+                VolumeSpec::Persistent {
+                    source: PersistentSource::Csi(source),
+                    ..
+                } => Some(csi_unique_volume_name(
+                    &source.driver,
+                    &source.volume_handle,
+                )),
+                _ => None,
+            });
+            let set_up = asw.mounted_volumes().filter_map(|m| {
+                m.device
+                    .as_ref()
+                    .map(|d| csi_unique_volume_name(&d.source.driver, &d.source.volume_handle))
+            });
+            wanted.chain(set_up).collect()
+        };
+        self.in_use.set(in_use);
+    }
+
+    /// `VerifyControllerAttachedVolume` and `WaitForAttach` for a CSI volume whose driver
+    /// needs attaching: the publish context of its VolumeAttachment (empty when the
+    /// driver needs no attach), or the message the pod waits with.
+    async fn verify_attached<R: ObjectReader>(
+        &self,
+        reader: &R,
+        pv: &str,
+        source: &super::csi::CsiSource,
+    ) -> Result<HashMap<String, String>, String> {
+        let driver = reader.csi_driver(&source.driver).await.map_err(|e| {
+            format!(
+                "MountVolume.WaitForAttach failed for volume {pv:?} : reading CSIDriver {}: {e}",
+                source.driver
+            )
+        })?;
+        if !attach::attach_required(driver.as_ref()) {
+            return Ok(HashMap::new());
+        }
+        let unique = csi_unique_volume_name(&source.driver, &source.volume_handle);
+        let attached = if self.in_use.is_reported_in_use(&unique) {
+            reader.volumes_attached().await.map_err(|e| {
+                format!("VerifyControllerAttachedVolume failed fetching node from API server for volume {pv:?} : {e}")
+            })?
+        } else {
+            Vec::new()
+        };
+        attach::verify_controller_attached_volume(
+            pv,
+            &unique,
+            self.in_use.is_reported_in_use(&unique),
+            &attached,
+        )?;
+        let id = attachment_name(&source.volume_handle, &source.driver, self.csi.node_name());
+        let attachment = reader.volume_attachment(&id).await.map_err(|e| {
+            format!("MountVolume.WaitForAttach failed for volume {pv:?} : volume {} has GET error for volume attachment {id}: {e}", source.volume_handle)
+        })?;
+        attach::wait_for_attach(pv, &source.volume_handle, &id, attachment.as_ref())
     }
 
     /// The csi plugin with the node's CSI drivers (`--csi-driver`).
@@ -188,6 +284,7 @@ impl VolumeManager {
                 })
                 .collect()
         };
+        self.update_volumes_in_use();
         let ctx = SetUpContext {
             dirs: &self.dirs,
             sys: self.sys.as_ref(),
@@ -231,12 +328,21 @@ impl VolumeManager {
                     } = &volume.spec
                     {
                         let read_only = *read_only || source.read_only;
+                        let publish_context =
+                            match self.verify_attached(reader, pv_name, source).await {
+                                Ok(context) => context,
+                                Err(message) => {
+                                    failed.push((name, message));
+                                    continue;
+                                }
+                            };
                         if let Err(message) = self
-                            .set_up_csi(&volume, &uid, pv_name, read_only, source)
+                            .set_up_csi(&volume, &uid, pv_name, read_only, source, publish_context)
                             .await
                         {
                             failed.push((name, message));
                         }
+                        self.update_volumes_in_use();
                         continue;
                     }
                     let objects = match fetch_objects(reader, &namespace, &volume.spec).await {
@@ -301,11 +407,12 @@ impl VolumeManager {
         pv_name: &str,
         read_only: bool,
         source: &super::csi::CsiSource,
+        publish_context: HashMap<String, String>,
     ) -> Result<(), String> {
         let _one_at_a_time = self.csi_operations.lock().await;
         match self
             .csi
-            .set_up(&self.dirs, uid, pv_name, read_only, source)
+            .set_up(&self.dirs, uid, pv_name, read_only, source, publish_context)
             .await
         {
             Ok((path, staged)) => {
@@ -405,8 +512,11 @@ impl VolumeManager {
                 .cloned()
                 .collect()
         };
+        self.update_volumes_in_use();
         for m in csi {
-            self.tear_down_csi(&m).await?;
+            let torn_down = self.tear_down_csi(&m).await;
+            self.update_volumes_in_use();
+            torn_down?;
         }
         // What the actual state does not know (an earlier agent set it up): the volumes
         // the pod's `vol_data.json` files name, torn down the same way.
