@@ -1,7 +1,9 @@
 //! The Controller service's operations: CreateVolume, DeleteVolume,
-//! ValidateVolumeCapabilities, ListVolumes, GetCapacity, ControllerExpandVolume and
-//! ControllerGetCapabilities. Each validates its request first (the pure modules), then
-//! takes the driver's lock, then touches the state dir.
+//! ValidateVolumeCapabilities, ListVolumes, GetCapacity, ControllerExpandVolume,
+//! ControllerGetCapabilities, and under `--attach-required` ControllerPublishVolume and
+//! ControllerUnpublishVolume (the loop device, [`crate::publish`]). Each validates its
+//! request first (the pure modules), then takes the driver's lock, then touches the state
+//! dir.
 
 use std::collections::HashMap;
 use std::fs;
@@ -17,15 +19,19 @@ use crate::csi::controller_service_capability::{
 use crate::csi::validate_volume_capabilities_response::Confirmed;
 use crate::csi::{
     ControllerExpandVolumeRequest, ControllerExpandVolumeResponse,
-    ControllerGetCapabilitiesResponse, ControllerServiceCapability, CreateVolumeRequest,
-    CreateVolumeResponse, DeleteVolumeRequest, GetCapacityRequest, GetCapacityResponse,
-    ListVolumesRequest, ListVolumesResponse, ValidateVolumeCapabilitiesRequest,
-    ValidateVolumeCapabilitiesResponse, Volume, VolumeCapability, list_volumes_response,
+    ControllerGetCapabilitiesResponse, ControllerPublishVolumeRequest,
+    ControllerPublishVolumeResponse, ControllerServiceCapability, ControllerUnpublishVolumeRequest,
+    CreateVolumeRequest, CreateVolumeResponse, DeleteVolumeRequest, GetCapacityRequest,
+    GetCapacityResponse, ListVolumesRequest, ListVolumesResponse,
+    ValidateVolumeCapabilitiesRequest, ValidateVolumeCapabilitiesResponse, Volume,
+    VolumeCapability, list_volumes_response,
 };
-use crate::driver::{Driver, VolumeRoot, mounts_of};
+use crate::driver::{Driver, VolumeRoot, detach_image, mounts_of};
 use crate::kernel::KernelError;
 use crate::mount_options::{self, MountOptionError};
+use crate::node::device_roots;
 use crate::parameters::{self, ParameterError, TYPE_PARAMETER, VolumeKind};
+use crate::publish::{self, Publication, PublishDecision, PublishError};
 use crate::store::{StoreError, VolumeRecord};
 use crate::topology;
 use crate::volume_id::{is_volume_id, volume_id_for};
@@ -80,6 +86,14 @@ pub enum ControllerError {
     NotFound(String),
     #[error("volume {volume}: in use ({by})")]
     InUse { volume: String, by: String },
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+    #[error("volume {volume}: still staged at {staged} (call NodeUnstageVolume first)")]
+    StillStaged { volume: String, staged: PathBuf },
+    #[error("volume {volume}: its image is still attached to {device} after detaching")]
+    StillAttached { volume: String, device: PathBuf },
+    #[error("{0} is not supported: the driver runs without --attach-required")]
+    NoAttach(&'static str),
     #[error("starting_token {0:?}: not a token ListVolumes returned")]
     InvalidToken(String),
     #[error("max_entries {0}: negative")]
@@ -114,11 +128,16 @@ impl ControllerError {
             }
             ControllerError::Incompatible { .. } => Code::AlreadyExists,
             ControllerError::NotFound(_) => Code::NotFound,
-            ControllerError::InUse { .. } => Code::FailedPrecondition,
-            ControllerError::InvalidToken(_) => Code::Aborted,
-            ControllerError::Io { .. } | ControllerError::Store(_) | ControllerError::Kernel(_) => {
-                Code::Internal
+            ControllerError::InUse { .. } | ControllerError::StillStaged { .. } => {
+                Code::FailedPrecondition
             }
+            ControllerError::Publish(source) => source.code(),
+            ControllerError::NoAttach(_) => Code::Unimplemented,
+            ControllerError::InvalidToken(_) => Code::Aborted,
+            ControllerError::Io { .. }
+            | ControllerError::Store(_)
+            | ControllerError::Kernel(_)
+            | ControllerError::StillAttached { .. } => Code::Internal,
         }
     }
 }
@@ -280,6 +299,7 @@ impl Driver {
                     name,
                     kind,
                     capacity_bytes: size,
+                    published: None,
                 }
             }
             VolumeKind::HostPath => {
@@ -293,6 +313,7 @@ impl Driver {
                     name,
                     kind,
                     capacity_bytes: range.required,
+                    published: None,
                 }
             }
         };
@@ -319,6 +340,12 @@ impl Driver {
             return Ok(());
         }
         let mut store = self.lock();
+        if let Some(p) = store.get(&id).and_then(|r| r.published.as_ref()) {
+            return Err(ControllerError::InUse {
+                volume: id,
+                by: format!("published to node {:?}", p.node_id),
+            });
+        }
         let image = store.image_path(&id);
         let dir = store.hostpath_dir(&id);
         if let Some(device) = self.kernel.loop_find(&image)? {
@@ -554,15 +581,173 @@ impl Driver {
         })
     }
 
+    /// Attaches a local-disk volume's image to a loop device (or finds it attached;
+    /// read-only when `readonly`: PUBLISH_READONLY) and records the publication; a
+    /// hostpath volume's is only recorded (its readonly is NodePublishVolume's).
+    pub fn controller_publish_volume(
+        &self,
+        req: ControllerPublishVolumeRequest,
+    ) -> Result<ControllerPublishVolumeResponse, ControllerError> {
+        if !self.config.attach_required {
+            return Err(ControllerError::NoAttach("ControllerPublishVolume"));
+        }
+        if req.volume_id.is_empty() {
+            return Err(ControllerError::Missing("volume_id"));
+        }
+        if req.node_id.is_empty() {
+            return Err(ControllerError::Missing("node_id"));
+        }
+        let Some(capability) = req.volume_capability else {
+            return Err(ControllerError::Missing("volume_capability"));
+        };
+        let mut store = self.lock();
+        let record = store
+            .get(&req.volume_id)
+            .cloned()
+            .ok_or_else(|| ControllerError::NotFound(req.volume_id.clone()))?;
+        check_capabilities(
+            record.kind,
+            &record.volume_id,
+            std::slice::from_ref(&capability),
+        )?;
+        let requested = Publication {
+            node_id: req.node_id,
+            readonly: req.readonly,
+            block: matches!(
+                capabilities::check(record.kind, &capability),
+                Ok(capabilities::Access::Block)
+            ),
+            access_mode: capability.access_mode.map(|m| m.mode).unwrap_or_default(),
+        };
+        let published = store.list().filter(|r| r.published.is_some()).count();
+        let decision = publish::decide_publish(
+            &record.volume_id,
+            &self.config.node_id,
+            self.config.max_volumes_per_node,
+            record.published.as_ref(),
+            &requested,
+            published,
+        )?;
+        let k = self.kernel.as_ref();
+        let read_only = requested.readonly;
+        let (device, attached_here) = match record.kind {
+            VolumeKind::LocalDisk => {
+                let image = store.image_path(&record.volume_id);
+                let mut found = k.loop_find(&image)?;
+                // Attached otherwise than asked (a publication whose record was never
+                // written): attached again, unless something uses it.
+                if decision == PublishDecision::Publish
+                    && let Some(device) = &found
+                    && k.loop_read_only(device)? != read_only
+                {
+                    detach_unused(k, &record.volume_id, &image, device)?;
+                    found = None;
+                }
+                match found {
+                    Some(device) => (Some(device), false),
+                    None => (Some(k.loop_attach(&image, read_only)?), true),
+                }
+            }
+            VolumeKind::HostPath => (None, false),
+        };
+        if decision == PublishDecision::Publish {
+            let put = store.put(VolumeRecord {
+                published: Some(requested),
+                ..record.clone()
+            });
+            if let Err(e) = put {
+                if attached_here && let Some(device) = &device {
+                    let _ = k.loop_detach(device);
+                }
+                return Err(e.into());
+            }
+        }
+        if let Some(device) = &device {
+            tracing::info!(volume = %record.volume_id, device = %device.display(), attached = attached_here, "published volume");
+        }
+        Ok(ControllerPublishVolumeResponse {
+            publish_context: publish::publish_context(device.as_deref()),
+        })
+    }
+
+    /// Detaches a local-disk volume's loop device (refused while it is mounted) and
+    /// forgets the publication. An unknown volume, or another node, is unpublished already
+    /// (the spec's "safely regarded as ControllerUnpublished": 0 OK).
+    pub fn controller_unpublish_volume(
+        &self,
+        req: ControllerUnpublishVolumeRequest,
+    ) -> Result<(), ControllerError> {
+        if !self.config.attach_required {
+            return Err(ControllerError::NoAttach("ControllerUnpublishVolume"));
+        }
+        let id = req.volume_id;
+        if id.is_empty() {
+            return Err(ControllerError::Missing("volume_id"));
+        }
+        if !is_volume_id(&id) || !publish::unpublish_here(&self.config.node_id, &req.node_id) {
+            return Ok(());
+        }
+        let mut store = self.lock();
+        let Some(record) = store.get(&id).cloned() else {
+            return Ok(());
+        };
+        let k = self.kernel.as_ref();
+        if record.kind == VolumeKind::LocalDisk {
+            let image = store.image_path(&id);
+            if let Some(device) = k.loop_find(&image)? {
+                detach_unused(k, &id, &image, &device)?;
+                tracing::info!(volume = %id, device = %device.display(), "unpublished volume");
+            }
+        }
+        if record.published.is_some() {
+            store.put(VolumeRecord {
+                published: None,
+                ..record
+            })?;
+        }
+        Ok(())
+    }
+
     pub fn controller_get_capabilities(&self) -> ControllerGetCapabilitiesResponse {
+        let attach: &[RpcType] = if self.config.attach_required {
+            &[RpcType::PublishUnpublishVolume, RpcType::PublishReadonly]
+        } else {
+            &[]
+        };
         ControllerGetCapabilitiesResponse {
             capabilities: CONTROLLER_CAPABILITIES
                 .iter()
+                .chain(attach)
                 .map(|t| ControllerServiceCapability {
                     r#type: Some(CapabilityType::Rpc(Rpc { r#type: *t as i32 })),
                 })
                 .collect(),
         }
+    }
+}
+
+/// Detaches `device`, which holds `image`, unless it is mounted somewhere (staged):
+/// FAILED_PRECONDITION then.
+fn detach_unused(
+    k: &dyn crate::kernel::Kernel,
+    volume: &str,
+    image: &Path,
+    device: &Path,
+) -> Result<(), ControllerError> {
+    for root in device_roots(k, device)? {
+        if let Some(staged) = mounts_of(k, root, &[])?.into_iter().next() {
+            return Err(ControllerError::StillStaged {
+                volume: volume.to_string(),
+                staged,
+            });
+        }
+    }
+    match detach_image(k, image)? {
+        Some(device) => Err(ControllerError::StillAttached {
+            volume: volume.to_string(),
+            device,
+        }),
+        None => Ok(()),
     }
 }
 

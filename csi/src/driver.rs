@@ -6,6 +6,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use crate::kernel::{FileKind, FileStat, Kernel, KernelError};
 use crate::store::{StoreError, VolumeStore};
@@ -20,6 +21,9 @@ pub struct DriverConfig {
     pub max_volumes_per_node: i64,
     /// The bytes local-disk volumes may take in total on this node.
     pub capacity_bytes: u64,
+    /// `--attach-required`: advertise PUBLISH_UNPUBLISH_VOLUME; ControllerPublishVolume
+    /// attaches a local-disk image to its loop device, NodeStageVolume uses that device.
+    pub attach_required: bool,
 }
 
 /// The driver. See the module documentation.
@@ -125,4 +129,28 @@ pub(crate) fn resolve(path: &Path) -> PathBuf {
         }
         _ => path.to_path_buf(),
     }
+}
+
+/// How long an unmounted, autoclearing (or just cleared) loop device may take to let go
+/// of its image.
+const DETACH_WAIT: Duration = Duration::from_secs(5);
+
+/// Detaches the loop device `image` is attached to (LOOP_CLR_FD; an unbound device is
+/// fine) and waits for the kernel to let go of the image. The device still holding it
+/// after [`DETACH_WAIT`], if any.
+pub(crate) fn detach_image(
+    kernel: &dyn Kernel,
+    image: &Path,
+) -> Result<Option<PathBuf>, KernelError> {
+    if let Some(device) = kernel.loop_find(image)? {
+        kernel.loop_detach(&device)?;
+    }
+    let deadline = Instant::now() + DETACH_WAIT;
+    while let Some(device) = kernel.loop_find(image)? {
+        if Instant::now() > deadline {
+            return Ok(Some(device));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(None)
 }

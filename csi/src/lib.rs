@@ -14,7 +14,9 @@
 //! rekube's other components (the node agent's CSI client, the provisioner).
 //!
 //! [`provisioner`] is the external-provisioner's role in its distributed mode
-//! (`rekube-csi provisioner`): one per node, beside the driver.
+//! (`rekube-csi provisioner`): one per node, beside the driver. [`attacher`] is the
+//! external-attacher's, node-local the same way (`rekube-csi attacher`), for a driver
+//! serving with `--attach-required`.
 
 /// The CSI v1 protocol (csi/proto/csi.proto, spec v1.14.0): prost messages, tonic clients
 /// (`csi::identity_client`, `csi::controller_client`, `csi::node_client`) and servers.
@@ -32,6 +34,7 @@ pub mod pluginregistration {
     include!("generated/pluginregistration.rs");
 }
 
+pub mod attacher;
 pub mod capabilities;
 pub mod capacity;
 pub mod client;
@@ -45,9 +48,11 @@ pub mod node;
 pub mod options;
 pub mod parameters;
 pub mod provisioner;
+pub mod publish;
 pub mod registrar;
 pub mod server;
 pub mod service;
+pub mod sidecar;
 pub mod store;
 pub mod topology;
 pub mod volume_id;

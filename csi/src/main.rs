@@ -1,11 +1,14 @@
 //! rekube-csi: parses and validates its flags, opens the state dir, and serves the CSI
 //! services on the endpoint until SIGTERM or SIGINT. `rekube-csi provisioner ...` runs
-//! the provisioner role instead (external-provisioner in distributed mode).
+//! the provisioner role instead (external-provisioner in distributed mode), `rekube-csi
+//! attacher ...` the attacher role (external-attacher, node-local), `rekube-csi registrar
+//! ...` node-driver-registrar's role.
 
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
+use rekube_csi::attacher::AttacherOptions;
 use rekube_csi::driver::Driver;
 use rekube_csi::kernel::LinuxKernel;
 use rekube_csi::options::Options;
@@ -57,6 +60,26 @@ async fn registrar(args: Vec<String>) -> ExitCode {
     }
 }
 
+/// `rekube-csi attacher ...`: the attacher role.
+async fn attacher(args: Vec<String>) -> ExitCode {
+    let options =
+        AttacherOptions::parse_from(std::iter::once("rekube-csi attacher".to_string()).chain(args));
+    let config = match options.validate() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("rekube-csi attacher: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match rekube_csi::attacher::controller::run(config, shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rekube-csi attacher: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -70,6 +93,7 @@ async fn main() -> ExitCode {
     match args.next().as_deref() {
         Some("provisioner") => return provisioner(args.collect()).await,
         Some("registrar") => return registrar(args.collect()).await,
+        Some("attacher") => return attacher(args.collect()).await,
         _ => {}
     }
     let options = Options::parse();

@@ -13,13 +13,18 @@
 //! - unpublish: unmount the target when it is this volume's, remove the target path;
 //! - unstage: unmount the staging path when it is this volume's, detach the loop device.
 //!
+//! Under `--attach-required` the loop device is ControllerPublishVolume's
+//! ([`crate::publish`]): stage takes it from the publish context (`devicePath`, which must
+//! be the device the image is attached to), formats and mounts it without autoclear (a
+//! device published read-only is mounted read-only, never formatted); unstage only
+//! unmounts; ControllerUnpublishVolume detaches.
+//!
 //! Mounts are recognised by what stat(2) answers at the mount point ([`VolumeRoot`]), not
 //! by their paths, so a call naming another volume's path leaves it alone. Every failure
 //! undoes what the operation did before it (no loop device, mount or file left).
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use nix::mount::MsFlags;
 use tonic::Code;
@@ -34,10 +39,11 @@ use crate::csi::{
     NodePublishVolumeRequest, NodeServiceCapability, NodeStageVolumeRequest,
     NodeUnpublishVolumeRequest, NodeUnstageVolumeRequest, VolumeCapability, VolumeUsage,
 };
-use crate::driver::{Driver, VolumeRoot, is_mount_point, mounts_of, resolve};
+use crate::driver::{Driver, VolumeRoot, detach_image, is_mount_point, mounts_of, resolve};
 use crate::kernel::{FileKind, Kernel, KernelError};
 use crate::mount_options::{self, MountOptionError};
 use crate::parameters::VolumeKind;
+use crate::publish::{self, StageDeviceError};
 use crate::store::{VolumeRecord, VolumeStore};
 use crate::topology;
 
@@ -83,6 +89,10 @@ pub enum NodeError {
     PathNotFound { volume: String, path: PathBuf },
     #[error("volume {volume}: not mounted at {path}")]
     NotAtPath { volume: String, path: PathBuf },
+    #[error(
+        "volume {volume}: published read-only at {device}, which holds no filesystem yet (publish it read-write once to format it)"
+    )]
+    ReadOnlyUnformatted { volume: String, device: PathBuf },
     #[error("volume {volume}: {device} holds a {fs_type} filesystem, not ext4")]
     Filesystem {
         volume: String,
@@ -105,6 +115,8 @@ pub enum NodeError {
         source: std::io::Error,
     },
     #[error(transparent)]
+    Device(#[from] StageDeviceError),
+    #[error(transparent)]
     Kernel(#[from] KernelError),
 }
 
@@ -119,11 +131,13 @@ impl NodeError {
             | NodeError::PathNotFound { .. }
             | NodeError::NotAtPath { .. } => Code::NotFound,
             NodeError::Capacity { source, .. } => source.code(),
+            NodeError::Device(source) => source.code(),
             NodeError::NotExpanded { .. } => Code::OutOfRange,
             NodeError::NotStaged { .. }
             | NodeError::SingleWriter { .. }
             | NodeError::StillPublished { .. }
-            | NodeError::Filesystem { .. } => Code::FailedPrecondition,
+            | NodeError::Filesystem { .. }
+            | NodeError::ReadOnlyUnformatted { .. } => Code::FailedPrecondition,
             NodeError::Incompatible { .. } => Code::AlreadyExists,
             NodeError::Io { .. } | NodeError::Kernel(_) | NodeError::StillAttached { .. } => {
                 Code::Internal
@@ -152,9 +166,6 @@ pub const NODE_CAPABILITIES: [RpcType; 4] = [
     RpcType::ExpandVolume,
     RpcType::SingleNodeMultiWriter,
 ];
-
-/// How long an unmounted, autoclearing loop device may take to let go of its image.
-const DETACH_WAIT: Duration = Duration::from_secs(5);
 
 /// The volume's roots as they stand now: a local-disk volume's only while its image is
 /// attached (its filesystem root and its device), a hostpath volume's directory.
@@ -190,6 +201,13 @@ impl Driver {
         let access = capabilities::check(record.kind, capability).map_err(err)?;
         let mode = capabilities::access_mode(capability).map_err(err)?;
         Ok((access, mode))
+    }
+
+    /// Whether ControllerPublishVolume published the volume read-only (PUBLISH_READONLY,
+    /// under `--attach-required`): its mounts are read-only then, whatever the node calls
+    /// ask.
+    fn published_read_only(&self, record: &VolumeRecord) -> bool {
+        self.config.attach_required && record.published.as_ref().is_some_and(|p| p.readonly)
     }
 
     fn mount_options(
@@ -247,10 +265,28 @@ impl Driver {
         let (access, _) = self.check(&record, req.volume_capability.as_ref())?;
         let k = self.kernel.as_ref();
         match (record.kind, access) {
+            (VolumeKind::LocalDisk, access) if self.config.attach_required => {
+                // Attached by ControllerPublishVolume: use that device, attach nothing.
+                let image = store.image_path(volume_id);
+                let attached = k.loop_find(&image)?;
+                let device =
+                    publish::stage_device(volume_id, &req.publish_context, attached.as_deref())?;
+                match access {
+                    Access::Block => Ok(()),
+                    Access::Mount { mount_flags } => {
+                        let mut options = self.mount_options(&record, &mount_flags)?;
+                        // Published read-only: a write-protected device, mounted so.
+                        if k.loop_read_only(&device)? {
+                            options.flags |= MsFlags::MS_RDONLY;
+                        }
+                        self.stage_ext4(&record, &device, &staging, &options, false)
+                    }
+                }
+            }
             (VolumeKind::LocalDisk, Access::Block) => {
                 let image = store.image_path(volume_id);
                 if k.loop_find(&image)?.is_none() {
-                    let device = k.loop_attach(&image)?;
+                    let device = k.loop_attach(&image, false)?;
                     tracing::info!(volume = volume_id, device = %device.display(), "staged block volume");
                 }
                 Ok(())
@@ -260,11 +296,11 @@ impl Driver {
                 let image = store.image_path(volume_id);
                 let (device, attached) = match k.loop_find(&image)? {
                     Some(device) => (device, false),
-                    None => (k.loop_attach(&image)?, true),
+                    None => (k.loop_attach(&image, false)?, true),
                 };
                 // stage_ext4 leaves the device unmounted when it fails: detach what was
                 // attached here.
-                let result = self.stage_ext4(&record, &device, &staging, &options);
+                let result = self.stage_ext4(&record, &device, &staging, &options, true);
                 if result.is_err() && attached {
                     let _ = k.loop_detach(&device);
                 }
@@ -277,7 +313,7 @@ impl Driver {
                 if self.already_mounted(&record, &roots, &staging)? {
                     return Ok(());
                 }
-                self.bind(&dir, &staging, &options, false)
+                self.bind(&dir, &staging, &options, self.published_read_only(&record))
             }
             (VolumeKind::HostPath, Access::Block) => {
                 unreachable!("capabilities::check refuses block hostpath")
@@ -312,6 +348,7 @@ impl Driver {
         device: &Path,
         staging: &Path,
         options: &mount_options::MountOptions,
+        autoclear: bool,
     ) -> Result<(), NodeError> {
         let k = self.kernel.as_ref();
         let roots = Roots {
@@ -322,6 +359,12 @@ impl Driver {
             return Ok(());
         }
         match k.probe_fs_type(device)? {
+            None if options.flags.contains(MsFlags::MS_RDONLY) && k.loop_read_only(device)? => {
+                return Err(NodeError::ReadOnlyUnformatted {
+                    volume: record.volume_id.clone(),
+                    device: device.to_path_buf(),
+                });
+            }
             None => {
                 k.mkfs_ext4(device)?;
                 tracing::info!(volume = %record.volume_id, device = %device.display(), "formatted ext4");
@@ -345,7 +388,7 @@ impl Driver {
             options.flags,
             options.data_string().as_deref(),
         )?;
-        if let Err(e) = k.loop_set_autoclear(device) {
+        if autoclear && let Err(e) = k.loop_set_autoclear(device) {
             let _ = k.unmount(staging);
             return Err(e.into());
         }
@@ -407,24 +450,17 @@ impl Driver {
         {
             k.unmount(&staging)?;
         }
-        if roots.device.is_some() {
-            // An autoclearing device lets go of its image on the last unmount; a block
-            // volume's does not. LOOP_CLR_FD either way (an unbound device is fine), on
-            // the device the image is attached to now, then wait for the kernel.
-            let image = store.image_path(volume_id);
-            if let Some(device) = k.loop_find(&image)? {
-                k.loop_detach(&device)?;
-            }
-            let deadline = Instant::now() + DETACH_WAIT;
-            while let Some(device) = k.loop_find(&image)? {
-                if Instant::now() > deadline {
-                    return Err(NodeError::StillAttached {
-                        volume: record.volume_id,
-                        device,
-                    });
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
+        // Under --attach-required the loop device is ControllerUnpublishVolume's to
+        // detach. Else: an autoclearing device lets go of its image on the last unmount;
+        // a block volume's does not. LOOP_CLR_FD either way, then wait for the kernel.
+        if roots.device.is_some()
+            && !self.config.attach_required
+            && let Some(device) = detach_image(k, &store.image_path(volume_id))?
+        {
+            return Err(NodeError::StillAttached {
+                volume: record.volume_id,
+                device,
+            });
         }
         tracing::info!(volume = volume_id, staging = %staging.display(), "unstaged volume");
         Ok(())
@@ -443,7 +479,8 @@ impl Driver {
         let store = self.lock();
         let record = self.record(&store, volume_id)?;
         let (access, mode) = self.check(&record, req.volume_capability.as_ref())?;
-        let read_only = req.readonly || capabilities::read_only_mode(mode);
+        let read_only =
+            req.readonly || capabilities::read_only_mode(mode) || self.published_read_only(&record);
         let k = self.kernel.as_ref();
         let roots = self.roots(&store, &record)?;
         let not_staged = || NodeError::NotStaged {
@@ -683,13 +720,13 @@ impl Driver {
 }
 
 /// A loop device's roots: its ext4 root directory when mounted, and its device node.
-fn device_roots(k: &dyn Kernel, device: &Path) -> Result<Vec<VolumeRoot>, NodeError> {
+pub(crate) fn device_roots(k: &dyn Kernel, device: &Path) -> Result<Vec<VolumeRoot>, KernelError> {
     let rdev = k
         .stat(device)?
         .map(|s| s.rdev)
-        .ok_or_else(|| NodeError::Io {
+        .ok_or_else(|| KernelError::Io {
             op: "stat",
-            path: device.to_path_buf(),
+            object: device.display().to_string(),
             source: std::io::ErrorKind::NotFound.into(),
         })?;
     Ok(vec![

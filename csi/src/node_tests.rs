@@ -4,7 +4,12 @@ use std::sync::Arc;
 
 use super::*;
 use crate::capabilities::{Mode, block, capability, mount};
-use crate::csi::{CapacityRange, CreateVolumeRequest};
+use std::collections::HashMap;
+
+use crate::csi::{
+    CapacityRange, ControllerPublishVolumeRequest, ControllerUnpublishVolumeRequest,
+    CreateVolumeRequest, DeleteVolumeRequest,
+};
 use crate::driver::DriverConfig;
 use crate::kernel::FakeKernel;
 
@@ -16,6 +21,11 @@ struct T {
 }
 
 fn setup() -> T {
+    setup_with(false, 0)
+}
+
+/// A driver with `--attach-required` (or not) and a `--max-volumes-per-node`.
+fn setup_with(attach_required: bool, max_volumes_per_node: i64) -> T {
     let tmp = tempfile::tempdir().unwrap();
     let dir = fs::canonicalize(tmp.path()).unwrap();
     let kernel = Arc::new(FakeKernel::new());
@@ -23,8 +33,9 @@ fn setup() -> T {
         driver_name: "csi.rekube.io".into(),
         node_id: "n1".into(),
         state_dir: dir.join("state"),
-        max_volumes_per_node: 0,
+        max_volumes_per_node,
         capacity_bytes: 1 << 30,
+        attach_required,
     };
     let driver = Driver::new(config, kernel.clone()).unwrap();
     T {
@@ -86,6 +97,62 @@ impl T {
                 target_path: target.display().to_string(),
                 volume_capability: Some(cap),
                 readonly,
+                ..Default::default()
+            })
+            .map_err(|e| e.code())
+    }
+
+    fn stage_published(
+        &self,
+        id: &str,
+        staging: &Path,
+        cap: VolumeCapability,
+        publish_context: &HashMap<String, String>,
+    ) -> Result<(), Code> {
+        self.driver
+            .node_stage_volume(NodeStageVolumeRequest {
+                volume_id: id.into(),
+                staging_target_path: staging.display().to_string(),
+                volume_capability: Some(cap),
+                publish_context: publish_context.clone(),
+                ..Default::default()
+            })
+            .map_err(|e| e.code())
+    }
+
+    fn controller_publish(
+        &self,
+        id: &str,
+        node: &str,
+        cap: VolumeCapability,
+        readonly: bool,
+    ) -> Result<HashMap<String, String>, Code> {
+        self.driver
+            .controller_publish_volume(ControllerPublishVolumeRequest {
+                volume_id: id.into(),
+                node_id: node.into(),
+                volume_capability: Some(cap),
+                readonly,
+                ..Default::default()
+            })
+            .map(|r| r.publish_context)
+            .map_err(|e| e.code())
+    }
+
+    fn controller_unpublish(&self, id: &str, node: &str) -> Result<(), Code> {
+        self.driver
+            .controller_unpublish_volume(ControllerUnpublishVolumeRequest {
+                volume_id: id.into(),
+                node_id: node.into(),
+                ..Default::default()
+            })
+            .map_err(|e| e.code())
+    }
+
+    fn delete(&self, id: &str) -> Result<(), Code> {
+        self.driver
+            .delete_volume(DeleteVolumeRequest {
+                volume_id: id.into(),
                 ..Default::default()
             })
             .map_err(|e| e.code())
@@ -262,4 +329,220 @@ fn requests_are_checked_before_anything_is_touched() {
     }
     assert_eq!(t.stage(&id, &staging, flagged), Err(Code::InvalidArgument));
     assert_eq!(t.kernel.calls(), Vec::<String>::new());
+}
+
+#[test]
+fn attach_required_publish_attaches_stage_mounts_that_device_unpublish_detaches() {
+    let t = setup_with(true, 0);
+    let id = t.create("a", "local-disk");
+    let image = t.dir.join(format!("state/images/{id}.img"));
+    let staging = t.path("staging");
+    let ctx = t.controller_publish(&id, "n1", rw(), false).unwrap();
+    assert_eq!(
+        ctx,
+        HashMap::from([("devicePath".to_string(), "/dev/loop0".to_string())])
+    );
+    // Idempotent: the same answer, nothing attached again.
+    assert_eq!(
+        t.controller_publish(&id, "n1", rw(), false),
+        Ok(ctx.clone())
+    );
+    assert_eq!(
+        t.kernel.calls(),
+        [format!("loop_attach {}", image.display())]
+    );
+    // Incompatible re-publish, another node, an unknown volume.
+    assert_eq!(
+        t.controller_publish(&id, "n1", rw(), true),
+        Err(Code::AlreadyExists)
+    );
+    assert_eq!(
+        t.controller_publish(&id, "n2", rw(), false),
+        Err(Code::NotFound)
+    );
+    assert_eq!(
+        t.controller_publish("rk-0000000000000000", "n1", rw(), false),
+        Err(Code::NotFound)
+    );
+    // Stage needs the published device.
+    assert_eq!(t.stage(&id, &staging, rw()), Err(Code::FailedPrecondition));
+    let elsewhere = HashMap::from([("devicePath".to_string(), "/dev/loop9".to_string())]);
+    assert_eq!(
+        t.stage_published(&id, &staging, rw(), &elsewhere),
+        Err(Code::FailedPrecondition)
+    );
+    t.stage_published(&id, &staging, rw(), &ctx).unwrap();
+    t.stage_published(&id, &staging, rw(), &ctx).unwrap();
+    let calls = t.kernel.calls();
+    assert_eq!(
+        calls[1..],
+        [
+            "mkfs_ext4 /dev/loop0".to_string(),
+            format!("mount /dev/loop0 {}", staging.display()),
+        ],
+        "stage formats and mounts the published device, attaches nothing, sets no autoclear"
+    );
+    // Unpublish under a stage is refused; unstage leaves the device attached.
+    assert_eq!(
+        t.controller_unpublish(&id, "n1"),
+        Err(Code::FailedPrecondition)
+    );
+    t.unstage(&id, &staging).unwrap();
+    assert_eq!(t.kernel.loops(), vec![(PathBuf::from("/dev/loop0"), image)]);
+    assert_eq!(t.kernel.mount_points(), vec![]);
+    assert_eq!(t.delete(&id), Err(Code::FailedPrecondition));
+    // Staged again after an unstage: the same device, no new filesystem.
+    t.stage_published(&id, &staging, rw(), &ctx).unwrap();
+    t.unstage(&id, &staging).unwrap();
+    // Unpublish detaches; again, another node and unknown volumes are fine.
+    t.controller_unpublish(&id, "n1").unwrap();
+    assert_eq!(t.kernel.loops(), vec![]);
+    t.controller_unpublish(&id, "n1").unwrap();
+    t.controller_unpublish(&id, "").unwrap();
+    t.controller_unpublish(&id, "n2").unwrap();
+    t.controller_unpublish("rk-0000000000000000", "n1").unwrap();
+    assert_eq!(
+        t.kernel
+            .calls()
+            .iter()
+            .filter(|c| c.starts_with("mkfs"))
+            .count(),
+        1
+    );
+    // Published again after an unpublish: another read-only publication is fine now.
+    t.controller_publish(&id, "n1", rw(), true).unwrap();
+    t.controller_unpublish(&id, "n1").unwrap();
+    t.delete(&id).unwrap();
+}
+
+#[test]
+fn attach_required_block_and_hostpath_volumes() {
+    let t = setup_with(true, 2);
+    let disk = t.create("a", "local-disk");
+    let dir = t.create("h", "hostpath");
+    let other = t.create("b", "local-disk");
+    let staging = t.path("staging");
+    let target = t.dir.join("dev");
+    let cap = capability(Mode::SingleNodeWriter, block());
+    let ctx = t
+        .controller_publish(&disk, "n1", cap.clone(), false)
+        .unwrap();
+    t.stage_published(&disk, &staging, cap.clone(), &ctx)
+        .unwrap();
+    t.publish(&disk, &staging, &target, cap.clone(), false)
+        .unwrap();
+    // A hostpath volume publishes with no device and stages as before.
+    assert_eq!(
+        t.controller_publish(&dir, "n1", rw(), false),
+        Ok(HashMap::new())
+    );
+    let hstaging = t.path("hstaging");
+    t.stage(&dir, &hstaging, rw()).unwrap();
+    // --max-volumes-per-node 2: a third publication is refused.
+    assert_eq!(
+        t.controller_publish(&other, "n1", rw(), false),
+        Err(Code::ResourceExhausted)
+    );
+    assert_eq!(t.delete(&dir), Err(Code::FailedPrecondition));
+    t.unstage(&dir, &hstaging).unwrap();
+    t.controller_unpublish(&dir, "n1").unwrap();
+    t.unpublish(&disk, &target).unwrap();
+    t.unstage(&disk, &staging).unwrap();
+    assert_eq!(t.kernel.loops().len(), 1, "unstage leaves the device");
+    t.controller_unpublish(&disk, "n1").unwrap();
+    assert_eq!(t.kernel.loops(), vec![]);
+    assert!(!t.kernel.calls().iter().any(|c| c.starts_with("mkfs")));
+    for id in [disk, dir, other] {
+        t.delete(&id).unwrap();
+    }
+}
+
+#[test]
+fn without_attach_required_there_is_no_controller_publish() {
+    let t = setup();
+    let id = t.create("a", "local-disk");
+    assert_eq!(
+        t.controller_publish(&id, "n1", rw(), false),
+        Err(Code::Unimplemented)
+    );
+    assert_eq!(t.controller_unpublish(&id, "n1"), Err(Code::Unimplemented));
+    use crate::csi::controller_service_capability::rpc::Type::{
+        PublishReadonly, PublishUnpublishVolume,
+    };
+    let rpcs = |t: &T, rpc: crate::csi::controller_service_capability::rpc::Type| {
+        t.driver
+            .controller_get_capabilities()
+            .capabilities
+            .iter()
+            .any(|c| {
+                matches!(
+                    c.r#type,
+                    Some(crate::csi::controller_service_capability::Type::Rpc(r))
+                        if r.r#type == rpc as i32
+                )
+            })
+    };
+    assert!(!rpcs(&t, PublishUnpublishVolume));
+    assert!(!rpcs(&t, PublishReadonly));
+    assert!(rpcs(&setup_with(true, 0), PublishUnpublishVolume));
+    assert!(rpcs(&setup_with(true, 0), PublishReadonly));
+    assert_eq!(t.kernel.calls(), Vec::<String>::new());
+}
+
+#[test]
+fn attach_required_read_only_publications_mount_read_only_and_never_format() {
+    let t = setup_with(true, 0);
+    let id = t.create("a", "local-disk");
+    let image = t.dir.join(format!("state/images/{id}.img"));
+    let staging = t.path("staging");
+    let target = t.dir.join("target");
+    // Formatted once through a read-write publication.
+    let ctx = t.controller_publish(&id, "n1", rw(), false).unwrap();
+    t.stage_published(&id, &staging, rw(), &ctx).unwrap();
+    t.unstage(&id, &staging).unwrap();
+    t.controller_unpublish(&id, "n1").unwrap();
+    // Read-only: a write-protected device, mounted read-only, published read-only
+    // whatever NodePublishVolume asks.
+    let ctx = t.controller_publish(&id, "n1", rw(), true).unwrap();
+    assert_eq!(
+        t.kernel.calls().last().unwrap(),
+        &format!("loop_attach (read-only) {}", image.display())
+    );
+    t.stage_published(&id, &staging, rw(), &ctx).unwrap();
+    t.publish(&id, &staging, &target, rw(), false).unwrap();
+    assert_eq!(
+        t.kernel.mount_points(),
+        vec![(staging.clone(), true), (target.clone(), true)]
+    );
+    assert_eq!(
+        t.kernel
+            .calls()
+            .iter()
+            .filter(|c| c.starts_with("mkfs"))
+            .count(),
+        1
+    );
+    t.unpublish(&id, &target).unwrap();
+    t.unstage(&id, &staging).unwrap();
+    t.controller_unpublish(&id, "n1").unwrap();
+    // Never formatted and published read-only: refused, nothing mounted.
+    let fresh = t.create("b", "local-disk");
+    let ctx = t.controller_publish(&fresh, "n1", rw(), true).unwrap();
+    assert_eq!(
+        t.stage_published(&fresh, &staging, rw(), &ctx),
+        Err(Code::FailedPrecondition)
+    );
+    assert_eq!(t.kernel.mount_points(), vec![]);
+    t.controller_unpublish(&fresh, "n1").unwrap();
+    // A hostpath volume published read-only is bound read-only.
+    let dir = t.create("h", "hostpath");
+    t.controller_publish(&dir, "n1", rw(), true).unwrap();
+    t.stage(&dir, &staging, rw()).unwrap();
+    assert_eq!(t.kernel.mount_points(), vec![(staging.clone(), true)]);
+    t.unstage(&dir, &staging).unwrap();
+    t.controller_unpublish(&dir, "n1").unwrap();
+    assert_eq!(t.kernel.loops(), vec![]);
+    for id in [id, fresh, dir] {
+        t.delete(&id).unwrap();
+    }
 }

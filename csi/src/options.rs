@@ -15,7 +15,7 @@ use crate::driver::DriverConfig;
     name = "rekube-csi",
     version,
     args_override_self = true,
-    after_help = "`rekube-csi provisioner --help`: the provisioner role (external-provisioner's distributed mode, docs/csi.md)."
+    after_help = "`rekube-csi provisioner --help`: the provisioner role (external-provisioner's distributed mode, docs/csi.md).\n`rekube-csi attacher --help`: the attacher role (external-attacher, node-local, docs/csi.md)."
 )]
 pub struct Options {
     /// The CSI endpoint to serve, a unix socket: unix:///path/csi.sock.
@@ -39,6 +39,13 @@ pub struct Options {
     /// CreateVolume refuses beyond it (no over-commit).
     #[arg(long)]
     pub capacity: String,
+    /// Attach local-disk volumes in ControllerPublishVolume (the CSIDriver's
+    /// attachRequired: true): advertise PUBLISH_UNPUBLISH_VOLUME, attach the image to its
+    /// loop device there (publish context {"devicePath": "/dev/loopN"}) and detach it in
+    /// ControllerUnpublishVolume; NodeStageVolume then mounts the published device.
+    /// Without it the loop device is made by NodeStageVolume.
+    #[arg(long)]
+    pub attach_required: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -130,6 +137,7 @@ impl Options {
                 state_dir: self.state_dir.clone(),
                 max_volumes_per_node: self.max_volumes_per_node,
                 capacity_bytes,
+                attach_required: self.attach_required,
             },
         ))
     }
@@ -165,7 +173,15 @@ mod tests {
                 state_dir: "/var/lib/rekube-csi".into(),
                 max_volumes_per_node: 0,
                 capacity_bytes: 10 << 30,
+                attach_required: false,
             }
+        );
+        assert!(
+            opts(&["--attach-required"])
+                .validate()
+                .unwrap()
+                .1
+                .attach_required
         );
     }
 

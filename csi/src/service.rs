@@ -138,6 +138,27 @@ impl Controller for CsiService {
         Ok(Response::new(self.driver.controller_get_capabilities()))
     }
 
+    async fn controller_publish_volume(
+        &self,
+        r: Request<ControllerPublishVolumeRequest>,
+    ) -> Result<Response<ControllerPublishVolumeResponse>, Status> {
+        self.run("ControllerPublishVolume", move |d| {
+            d.controller_publish_volume(r.into_inner())
+        })
+        .await
+    }
+
+    async fn controller_unpublish_volume(
+        &self,
+        r: Request<ControllerUnpublishVolumeRequest>,
+    ) -> Result<Response<ControllerUnpublishVolumeResponse>, Status> {
+        self.run("ControllerUnpublishVolume", move |d| {
+            d.controller_unpublish_volume(r.into_inner())
+                .map(|()| ControllerUnpublishVolumeResponse {})
+        })
+        .await
+    }
+
     async fn controller_expand_volume(
         &self,
         r: Request<ControllerExpandVolumeRequest>,

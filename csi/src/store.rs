@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::parameters::VolumeKind;
+use crate::publish::Publication;
 
 /// What the driver knows of one volume.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,6 +30,10 @@ pub struct VolumeRecord {
     pub kind: VolumeKind,
     /// The image file's size (local-disk); what was asked for (hostpath, not enforced).
     pub capacity_bytes: u64,
+    /// The node the volume is published to (ControllerPublishVolume, under
+    /// `--attach-required`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub published: Option<Publication>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -170,6 +175,7 @@ mod tests {
             name: format!("name-{id}"),
             kind,
             capacity_bytes,
+            published: None,
         }
     }
 

@@ -1,7 +1,10 @@
 //! rekube-csi on the real kernel, as root: the driver's operations called directly (no
 //! gRPC) with [`LinuxKernel`]: loop device + ext4 + mounts round trip, formatting only on
 //! the first stage, online expansion seen by statvfs, block publish, read-only publish
-//! refusing writes, hostpath, a failed stage undoing itself, and nothing left after any
+//! refusing writes, hostpath, a failed stage undoing itself, the loop device kept from
+//! ControllerPublishVolume to ControllerUnpublishVolume under `--attach-required` (stage
+//! and unstage leave it, the data survives; published read-only, a write-protected device
+//! mounted read-only), and nothing left after any
 //! test (loop devices on its images, mounts under its directory). A guard unmounts and
 //! detaches whatever a failing test leaves, so a failure does not leak either.
 
@@ -77,6 +80,11 @@ impl Drop for Env {
 }
 
 fn env() -> Option<Env> {
+    env_with(false)
+}
+
+/// A driver with `--attach-required` or not.
+fn env_with(attach_required: bool) -> Option<Env> {
     if !nix::unistd::geteuid().is_root() {
         missing_prerequisite("rekube-csi's kernel tests need root (loop devices, mounts)");
         return None;
@@ -92,6 +100,7 @@ fn env() -> Option<Env> {
         state_dir: dir.join("state"),
         max_volumes_per_node: 0,
         capacity_bytes: 512 * MIB,
+        attach_required,
     };
     let driver = Driver::new(config, Arc::new(LinuxKernel)).unwrap();
     Some(Env {
@@ -394,4 +403,115 @@ fn a_stage_that_fails_leaves_no_loop_device() {
     assert_eq!(loops_under(&env.dir), Vec::<PathBuf>::new());
     assert_eq!(mounts_under(&env.dir), Vec::<PathBuf>::new());
     env.delete(&id).unwrap();
+}
+
+#[test]
+fn attach_required_keeps_the_loop_device_from_publish_to_unpublish() {
+    let Some(e) = env_with(true) else { return };
+    let id = e.create("attached", (64 * MIB) as i64, "local-disk");
+    let publish = || {
+        e.driver
+            .controller_publish_volume(ControllerPublishVolumeRequest {
+                volume_id: id.clone(),
+                node_id: "node-1".into(),
+                volume_capability: Some(capability(Mode::SingleNodeWriter, false)),
+                ..Default::default()
+            })
+    };
+    let context = publish().unwrap().publish_context;
+    let device = PathBuf::from(&context["devicePath"]);
+    assert!(
+        fs::metadata(&device).unwrap().file_type().is_block_device(),
+        "{}",
+        device.display()
+    );
+    assert_eq!(loops_under(&e.dir), vec![device.clone()]);
+    assert_eq!(publish().unwrap().publish_context, context, "idempotent");
+    let stage = || {
+        let staging = e.dir.join("staging").join(&id);
+        fs::create_dir_all(&staging).unwrap();
+        e.driver
+            .node_stage_volume(NodeStageVolumeRequest {
+                volume_id: id.clone(),
+                staging_target_path: staging.display().to_string(),
+                volume_capability: Some(capability(Mode::SingleNodeWriter, false)),
+                publish_context: context.clone(),
+                ..Default::default()
+            })
+            .map(|()| staging)
+            .map_err(|e| e.code())
+    };
+    // Without the publish context: FAILED_PRECONDITION, nothing mounted.
+    assert_eq!(e.stage(&id, false), Err(Code::FailedPrecondition));
+    assert_eq!(mounts_under(&e.dir), Vec::<PathBuf>::new());
+    let staging = stage().unwrap();
+    fs::write(staging.join("data"), b"kept").unwrap();
+    e.unstage(&id);
+    assert_eq!(mounts_under(&e.dir), Vec::<PathBuf>::new());
+    assert_eq!(
+        loops_under(&e.dir),
+        vec![device.clone()],
+        "unstage leaves the device"
+    );
+    // Staged again on the same device: the filesystem (and the data) found, not made.
+    let staging = stage().unwrap();
+    assert_eq!(fs::read(staging.join("data")).unwrap(), b"kept");
+    let unpublish = || {
+        e.driver
+            .controller_unpublish_volume(ControllerUnpublishVolumeRequest {
+                volume_id: id.clone(),
+                node_id: "node-1".into(),
+                ..Default::default()
+            })
+            .map_err(|e| e.code())
+    };
+    assert_eq!(unpublish(), Err(Code::FailedPrecondition), "still staged");
+    assert_eq!(
+        e.delete(&id),
+        Err(Code::FailedPrecondition),
+        "still published"
+    );
+    e.unstage(&id);
+    unpublish().unwrap();
+    assert_eq!(loops_under(&e.dir), Vec::<PathBuf>::new());
+    unpublish().unwrap();
+
+    // Published read-only: a write-protected device (sysfs ro), mounted read-only; the
+    // data is there, a write is EROFS.
+    let context = e
+        .driver
+        .controller_publish_volume(ControllerPublishVolumeRequest {
+            volume_id: id.clone(),
+            node_id: "node-1".into(),
+            volume_capability: Some(capability(Mode::SingleNodeWriter, false)),
+            readonly: true,
+            ..Default::default()
+        })
+        .unwrap()
+        .publish_context;
+    let device = PathBuf::from(&context["devicePath"]);
+    let name = device.file_name().unwrap();
+    assert_eq!(
+        fs::read_to_string(Path::new("/sys/class/block").join(name).join("ro"))
+            .unwrap()
+            .trim(),
+        "1"
+    );
+    let staging = e.dir.join("staging").join(&id);
+    e.driver
+        .node_stage_volume(NodeStageVolumeRequest {
+            volume_id: id.clone(),
+            staging_target_path: staging.display().to_string(),
+            volume_capability: Some(capability(Mode::SingleNodeWriter, false)),
+            publish_context: context,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(fs::read(staging.join("data")).unwrap(), b"kept");
+    let err = fs::write(staging.join("other"), b"x").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc_erofs()), "{err}");
+    e.unstage(&id);
+    unpublish().unwrap();
+    assert_eq!(loops_under(&e.dir), Vec::<PathBuf>::new());
+    e.delete(&id).unwrap();
 }

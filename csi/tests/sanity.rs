@@ -1,9 +1,12 @@
 //! csi-sanity (kubernetes-csi/csi-test v5.6.0, the CSI spec's conformance suite) against
 //! a real rekube-csi, as root: the driver on a socket in a temporary directory with its
 //! own state dir and a small --capacity, csi-sanity's staging and mount dirs beside it.
-//! Three passes: local-disk mounted (ext4), local-disk in block mode, hostpath. Each
-//! asserts that no spec failed, prints the counts, and that nothing is left: no loop
-//! device on the pass's images, no mount under its directory, no image, directory or
+//! Four passes: local-disk mounted (ext4), local-disk in block mode, hostpath, and
+//! local-disk mounted under `--attach-required` (ControllerPublishVolume attaches the loop
+//! device; with PUBLISH_READONLY advertised too, every publish spec runs, the attach limit
+//! with `--csi.testnodevolumeattachlimit`). Each asserts that no spec failed and that no
+//! spec was skipped but those listed, prints the counts, and that nothing is left: no
+//! loop device on the pass's images, no mount under its directory, no image, directory or
 //! record in its state dir.
 //!
 //! csi-sanity is built by `e2e/scripts/build-kubernetes.sh csi-sanity` (bootstrap does it)
@@ -41,10 +44,6 @@ const EXPECTED_SKIPS: &[&str] = &[
     "[It] ModifyVolume [Controller Server] ",
     "[It] Controller Service [Controller Server] CreateVolume should create volume with a volume attribute class",
     "[It] Controller Service [Controller Server] CreateVolume should not create volume with an invalid volume attribute class",
-    // PUBLISH_UNPUBLISH_VOLUME: a local volume has no attach step
-    "[It] Controller Service [Controller Server] ControllerPublishVolume ",
-    "[It] Controller Service [Controller Server] volume lifecycle ",
-    "[It] Controller Service [Controller Server] ControllerUnpublishVolume ",
     // GET_VOLUME_HEALTH, LIST_VOLUME_HEALTH, the node's GET_VOLUME_HEALTH, GET_STORAGE_HEALTH
     "[It] ControllerGetVolumeHealth [Controller Server] ",
     "[It] ControllerListVolumeHealth [Controller Server] ",
@@ -54,10 +53,31 @@ const EXPECTED_SKIPS: &[&str] = &[
     "[It] Controller Service [Controller Server] ListVolumes pagination should detect volumes added between pages",
 ];
 
+/// Skipped without `--attach-required` (PUBLISH_UNPUBLISH_VOLUME: the loop device is
+/// made at NodeStageVolume, there is no attach step).
+const EXPECTED_SKIPS_WITHOUT_ATTACH: &[&str] = &[
+    "[It] Controller Service [Controller Server] ControllerPublishVolume ",
+    "[It] Controller Service [Controller Server] volume lifecycle ",
+    "[It] Controller Service [Controller Server] ControllerUnpublishVolume ",
+];
+
+/// Skipped with `--attach-required`: none beyond [`EXPECTED_SKIPS`] (PUBLISH_READONLY is
+/// advertised too, so the incompatible re-publish spec runs).
+const EXPECTED_SKIPS_WITH_ATTACH: &[&str] = &[];
+
+/// The publish specs that must pass under `--attach-required`.
+const PUBLISH_SPECS: &[&str] = &[
+    "[It] Controller Service [Controller Server] ControllerPublishVolume ",
+    "[It] Controller Service [Controller Server] volume lifecycle ",
+    "[It] Controller Service [Controller Server] ControllerUnpublishVolume ",
+];
+
 struct Pass {
     name: &'static str,
     access_type: &'static str,
     parameters: Option<&'static str>,
+    /// `--attach-required`.
+    attach: bool,
 }
 
 fn csi_sanity() -> Option<PathBuf> {
@@ -163,8 +183,10 @@ fn run(pass: Pass) {
                 "--capacity",
                 "1Gi",
                 "--max-volumes-per-node",
-                "16",
+                // The attach limit spec publishes this many volumes and one more.
+                if pass.attach { "4" } else { "16" },
             ])
+            .args(pass.attach.then_some("--attach-required"))
             .arg("--state-dir")
             .arg(&state)
             .env("RUST_LOG", "info")
@@ -197,6 +219,9 @@ fn run(pass: Pass) {
         .arg(format!("--csi.testvolumeaccesstype={}", pass.access_type))
         .arg(format!("--ginkgo.junit-report={}", junit.display()))
         .arg("--ginkgo.no-color");
+    if pass.attach {
+        command.arg("--csi.testnodevolumeattachlimit");
+    }
     if let Some(parameters) = pass.parameters {
         let file = dir.join("parameters.yaml");
         std::fs::write(&file, parameters).unwrap();
@@ -244,11 +269,19 @@ fn run(pass: Pass) {
         std::fs::read_to_string(&log).unwrap_or_default()
     );
     assert!(passed > 0, "csi-sanity ran no spec: {xml}");
+    let pass_skips = if pass.attach {
+        EXPECTED_SKIPS_WITH_ATTACH
+    } else {
+        EXPECTED_SKIPS_WITHOUT_ATTACH
+    };
     let unexpected: Vec<&str> = cases
         .iter()
         .filter(|(n, s)| {
             matches!(s.as_str(), "skipped" | "pending")
-                && !EXPECTED_SKIPS.iter().any(|p| n.starts_with(p))
+                && !EXPECTED_SKIPS
+                    .iter()
+                    .chain(pass_skips)
+                    .any(|p| n.starts_with(p))
         })
         .map(|(n, _)| n.as_str())
         .collect();
@@ -258,6 +291,22 @@ fn run(pass: Pass) {
         "csi-sanity ({}) skipped specs it should run",
         pass.name
     );
+
+    if pass.attach {
+        let publish_passed = cases
+            .iter()
+            .filter(|(n, s)| s == "passed" && PUBLISH_SPECS.iter().any(|p| n.starts_with(p)))
+            .count();
+        println!("  the publish specs: {publish_passed} passed");
+        // 7 ControllerPublishVolume (no volume id, no node id, no capability, the attach
+        // limit, an unknown volume, an unknown node, an incompatible re-publish), 2 volume
+        // lifecycle, 1 ControllerUnpublishVolume.
+        assert_eq!(
+            publish_passed, 10,
+            "csi-sanity ({}) ran {publish_passed} publish specs, want 10",
+            pass.name
+        );
+    }
 
     assert_eq!(loops_under(&dir), Vec::<String>::new(), "loop devices left");
     assert_eq!(mounts_under(&dir), Vec::<PathBuf>::new(), "mounts left");
@@ -277,6 +326,7 @@ fn csi_sanity_local_disk_mount() {
         name: "local-disk, mount",
         access_type: "mount",
         parameters: None,
+        attach: false,
     });
 }
 
@@ -286,6 +336,7 @@ fn csi_sanity_local_disk_block() {
         name: "local-disk, block",
         access_type: "block",
         parameters: None,
+        attach: false,
     });
 }
 
@@ -295,5 +346,16 @@ fn csi_sanity_hostpath() {
         name: "hostpath",
         access_type: "mount",
         parameters: Some("type: hostpath\n"),
+        attach: false,
+    });
+}
+
+#[test]
+fn csi_sanity_local_disk_attach_required() {
+    run(Pass {
+        name: "local-disk, mount, --attach-required",
+        access_type: "mount",
+        parameters: None,
+        attach: true,
     });
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build the pinned Kubernetes control-plane binaries (kube-apiserver,
-# kube-controller-manager, kubectl), etcd, helm, the CNI plugins and csi-sanity from the Go
+# kube-controller-manager, kubectl), etcd, helm, the CNI plugins, csi-sanity and
+# external-attacher's csi-attacher from the Go
 # module proxy and cache them per version outside the repository. Rebuilds only what is
 # missing. `bench-tools` builds what only `just bench-scheduler` needs (kube-scheduler
 # and kwok), `kube-proxy` what only
@@ -15,6 +16,7 @@
 #   KWOK_VERSION   kwok version (default v0.8.0)
 #   CNI_PLUGINS_VERSION  containernetworking/plugins version (default v1.10.0)
 #   CSI_SANITY_VERSION   kubernetes-csi/csi-test version (default v5.6.0)
+#   EXTERNAL_ATTACHER_VERSION  kubernetes-csi/external-attacher version (default v4.13.0)
 set -euo pipefail
 
 K8S_VERSION=${K8S_VERSION:-v1.36.3}
@@ -23,6 +25,7 @@ HELM_VERSION=${HELM_VERSION:-v3.21.4}
 KWOK_VERSION=${KWOK_VERSION:-v0.8.0}
 CNI_PLUGINS_VERSION=${CNI_PLUGINS_VERSION:-v1.10.0}
 CSI_SANITY_VERSION=${CSI_SANITY_VERSION:-v5.6.0}
+EXTERNAL_ATTACHER_VERSION=${EXTERNAL_ATTACHER_VERSION:-v4.13.0}
 CACHE=${REKUBE_CACHE:-$HOME/.cache/rekube}
 BIN="$CACHE/bin/kubernetes-$K8S_VERSION"
 mkdir -p "$BIN"
@@ -158,11 +161,32 @@ build_csi_sanity() {
   phase "built csi-sanity $CSI_SANITY_VERSION in $((SECONDS - t0))s"
 }
 
+# external-attacher's csi-attacher (kubernetes-csi/external-attacher), the upstream peer
+# that e2e/tests/csi_attacher.rs runs against `rekube-csi --attach-required` on
+# storage.k8s.io VolumeAttachments. Its go.mod has replace lines, so `go install pkg@v`
+# refuses it: the module's source from the proxy is copied and built in place.
+build_external_attacher() {
+  local out="$CACHE/bin/csi-attacher-$EXTERNAL_ATTACHER_VERSION" t0=$SECONDS
+  [ -x "$out" ] && { phase "csi-attacher $EXTERNAL_ATTACHER_VERSION cached"; return; }
+  local work="$CACHE/src/external-attacher-$EXTERNAL_ATTACHER_VERSION" dir
+  rm -rf "$work" && mkdir -p "$work/mod"
+  dir=$(cd "$work/mod" && go mod init tmp >/dev/null 2>&1 && go mod download -json \
+    "github.com/kubernetes-csi/external-attacher/v4@$EXTERNAL_ATTACHER_VERSION" \
+    | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p')
+  cp -r "$dir" "$work/src" && chmod -R u+w "$work/src"
+  (cd "$work/src" && go build -trimpath -ldflags "-s -w" -o "$work/csi-attacher" ./cmd/csi-attacher) \
+    2>"$work/go-build.log" || { cat "$work/go-build.log" >&2; return 1; }
+  mv "$work/csi-attacher" "$out"
+  rm -rf "$work/src" "$work/mod"
+  phase "built csi-attacher $EXTERNAL_ATTACHER_VERSION in $((SECONDS - t0))s"
+}
+
 what=${1:-all}
 case $what in
-  all) build_etcd; build_kubernetes; build_helm; build_cni_plugins; build_csi_sanity ;;
+  all) build_etcd; build_kubernetes; build_helm; build_cni_plugins; build_csi_sanity; build_external_attacher ;;
   cni-plugins) build_cni_plugins ;;
   csi-sanity) build_csi_sanity ;;
+  external-attacher) build_external_attacher ;;
   etcd) build_etcd ;;
   kubernetes) build_kubernetes ;;
   helm) build_helm ;;
@@ -174,6 +198,6 @@ case $what in
   kubelet) build_kubernetes kubelet ;;
   # Only the service proxy benchmark needs it (just bench-proxy).
   kube-proxy) build_kubernetes kube-proxy ;;
-  *) echo "usage: $0 [all|etcd|kubernetes|helm|cni-plugins|csi-sanity|bench-tools|kube-scheduler|kwok|kubelet|kube-proxy]" >&2; exit 2 ;;
+  *) echo "usage: $0 [all|etcd|kubernetes|helm|cni-plugins|csi-sanity|external-attacher|bench-tools|kube-scheduler|kwok|kubelet|kube-proxy]" >&2; exit 2 ;;
 esac
 echo "$BIN"

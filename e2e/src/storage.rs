@@ -1,15 +1,17 @@
-//! What the storage tests share: the rekube-csi binary and a driver process of it
-//! ([`CsiDriverProcess`], with the test's own driver name and CSIDriver object), the notes
-//! of an object's events, and the test's PersistentVolumes removed at its end
-//! (cluster-scoped, with the protection finalizer that the test's controllers may no
-//! longer be there to take off).
+//! What the storage tests share: the rekube-csi binary, a driver process of it
+//! ([`CsiDriverProcess`], with the test's own driver name and CSIDriver object, its
+//! sidecars and registrar) and any other CSI process ([`CsiProcess`]), the notes of an
+//! object's events, and the test's PersistentVolumes and VolumeAttachments removed at its
+//! end (cluster-scoped, with the protection or attacher finalizer that the test's
+//! controllers may no longer be there to take off).
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
-use rekube_crds::PersistentVolume;
+use rekube_crds::{PersistentVolume, VolumeAttachment};
 use serde_json::json;
 
 use crate::TestNamespace;
@@ -318,5 +320,75 @@ impl Drop for RegistrarProcess {
     fn drop(&mut self) {
         self.stop();
         let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+/// A rekube-csi process (the driver, or its provisioner or attacher role; or an upstream
+/// sidecar) logging to a file, stopped with SIGTERM (then SIGKILL) when the test ends,
+/// pass or fail.
+pub struct CsiProcess {
+    child: Child,
+    log: PathBuf,
+}
+
+impl CsiProcess {
+    /// Starts [`csi_binary`] with `args` (`RUST_LOG=info`), its stderr to `log`.
+    pub fn start(args: &[String], log: PathBuf) -> Self {
+        Self::start_binary(&csi_binary(), args, log)
+    }
+
+    /// Starts another binary of the CSI machinery (an upstream sidecar) the same way.
+    pub fn start_binary(binary: &std::path::Path, args: &[String], log: PathBuf) -> Self {
+        let child = Command::new(binary)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("create the rekube-csi log"))
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", binary.display()));
+        CsiProcess { child, log }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Stops the process; whether it exited by itself after SIGTERM.
+    pub fn stop(&mut self) -> bool {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return true;
+        }
+        let status = terminate_child(&mut self.child, Duration::from_secs(10));
+        status.is_some_and(|s| s.signal() != Some(nix::libc::SIGKILL))
+    }
+}
+
+impl Drop for CsiProcess {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Every VolumeAttachment labelled as the test's ([`SCOPE_LABEL`]) deleted, its
+/// finalizers taken off first (an attacher that is gone cannot).
+pub async fn delete_test_attachments(ns: &TestNamespace) {
+    let attachments: Api<VolumeAttachment> = Api::all(ns.client.clone());
+    let lp = ListParams::default().labels(&format!("{SCOPE_LABEL}={}", ns.name));
+    for va in attachments
+        .list(&lp)
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+    {
+        let name = va.metadata.name.clone().unwrap_or_default();
+        let _ = attachments
+            .patch(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+            )
+            .await;
+        let _ = attachments.delete(&name, &DeleteParams::default()).await;
     }
 }

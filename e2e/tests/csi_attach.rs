@@ -34,7 +34,7 @@ const T: Duration = Duration::from_secs(60);
 const MIB: i64 = 1 << 20;
 
 /// rekube-csi's flag advertising ControllerPublishVolume (attach = the loop device).
-const ATTACH_FLAG: &str = "--attach";
+const ATTACH_FLAG: &str = "--attach-required";
 
 #[tokio::test]
 async fn a_volume_is_attached_mounted_unmounted_and_detached() {

@@ -20,6 +20,7 @@ const DEVTMPFS: u64 = 5;
 struct FakeLoop {
     image: PathBuf,
     autoclear: bool,
+    read_only: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -109,8 +110,12 @@ impl FakeKernel {
 }
 
 impl Kernel for FakeKernel {
-    fn loop_attach(&self, image: &Path) -> Result<PathBuf> {
-        self.record(format!("loop_attach {}", image.display()));
+    fn loop_attach(&self, image: &Path, read_only: bool) -> Result<PathBuf> {
+        self.record(format!(
+            "loop_attach{} {}",
+            if read_only { " (read-only)" } else { "" },
+            image.display()
+        ));
         if !image.is_file() {
             return Err(errno("attach", image, Errno::ENOENT));
         }
@@ -121,9 +126,18 @@ impl Kernel for FakeKernel {
             FakeLoop {
                 image: image.to_path_buf(),
                 autoclear: false,
+                read_only,
             },
         );
         Ok(PathBuf::from(format!("/dev/loop{n}")))
+    }
+
+    fn loop_read_only(&self, device: &Path) -> Result<bool> {
+        let s = self.state.lock().unwrap();
+        loop_number(device)
+            .and_then(|n| s.loops.get(&n))
+            .map(|l| l.read_only)
+            .ok_or_else(|| errno("read-only state of", device, Errno::ENXIO))
     }
 
     fn loop_find(&self, image: &Path) -> Result<Option<PathBuf>> {
@@ -192,10 +206,13 @@ impl Kernel for FakeKernel {
     fn mkfs_ext4(&self, device: &Path) -> Result<()> {
         self.record(format!("mkfs_ext4 {}", device.display()));
         let mut s = self.state.lock().unwrap();
-        let image = loop_number(device)
+        let l = loop_number(device)
             .and_then(|n| s.loops.get(&n))
-            .map(|l| l.image.clone())
             .ok_or_else(|| errno("mkfs", device, Errno::ENXIO))?;
+        if l.read_only {
+            return Err(errno("mkfs", device, Errno::EROFS));
+        }
+        let image = l.image.clone();
         s.filesystems.insert(image, "ext4".into());
         Ok(())
     }
@@ -242,6 +259,11 @@ impl Kernel for FakeKernel {
             )
         } else {
             let n = holds.ok_or_else(|| errno("mount", source, Errno::ENXIO))?;
+            // A write-protected device mounts read-only or not at all (EACCES, as
+            // get_tree_bdev answers).
+            if s.loops[&n].read_only && !flags.contains(MsFlags::MS_RDONLY) {
+                return Err(errno("mount", source, Errno::EACCES));
+            }
             let image = s.loops[&n].image.clone();
             if s.filesystems.get(&image).map(String::as_str) != fs_type {
                 return Err(errno("mount", source, Errno::EINVAL));

@@ -48,8 +48,12 @@ pub fn has_cap_sys_resource() -> bool {
 }
 
 impl Kernel for LinuxKernel {
-    fn loop_attach(&self, image: &Path) -> Result<PathBuf> {
-        loopdev::attach(image)
+    fn loop_attach(&self, image: &Path, read_only: bool) -> Result<PathBuf> {
+        loopdev::attach(image, read_only)
+    }
+
+    fn loop_read_only(&self, device: &Path) -> Result<bool> {
+        loopdev::read_only(device)
     }
 
     fn loop_find(&self, image: &Path) -> Result<Option<PathBuf>> {

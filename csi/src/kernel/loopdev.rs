@@ -19,6 +19,7 @@ const LOOP_GET_STATUS64: libc::c_ulong = 0x4C05;
 const LOOP_SET_CAPACITY: libc::c_ulong = 0x4C07;
 const LOOP_CONFIGURE: libc::c_ulong = 0x4C0A;
 const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
+const LO_FLAGS_READ_ONLY: u32 = 1;
 const LO_FLAGS_AUTOCLEAR: u32 = 4;
 const LO_NAME_SIZE: usize = 64;
 
@@ -80,10 +81,11 @@ fn ioctl<T>(file: &File, request: libc::c_ulong, arg: T) -> nix::Result<libc::c_
     Errno::result(r)
 }
 
-/// Attaches `image` (read-write) to a free loop device, retrying when another process
-/// takes the free device first.
-pub fn attach(image: &Path) -> Result<PathBuf> {
-    let backing = open(image, true)?;
+/// Attaches `image` (read-write, or read-only: LO_FLAGS_READ_ONLY over a read-only
+/// descriptor) to a free loop device, retrying when another process takes the free device
+/// first.
+pub fn attach(image: &Path, read_only: bool) -> Result<PathBuf> {
+    let backing = open(image, !read_only)?;
     let control = open(Path::new("/dev/loop-control"), true)?;
     let mut last = Errno::EBUSY;
     for _ in 0..16 {
@@ -97,6 +99,9 @@ pub fn attach(image: &Path) -> Result<PathBuf> {
         name[..len].copy_from_slice(&path[..len]);
         let mut info = zeroed_info();
         info.lo_file_name = name;
+        if read_only {
+            info.lo_flags = LO_FLAGS_READ_ONLY;
+        }
         let config = LoopConfig {
             fd: backing.as_raw_fd() as u32,
             block_size: 0,
@@ -184,6 +189,21 @@ pub fn refresh_capacity(device: &Path) -> Result<()> {
     ioctl(&dev, LOOP_SET_CAPACITY, 0 as libc::c_ulong)
         .map_err(errno("refresh the capacity of", device))?;
     Ok(())
+}
+
+/// Whether a block device is read-only, from sysfs (`ro`: 0 or 1).
+pub fn read_only(device: &Path) -> Result<bool> {
+    let name = device
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    let path = Path::new("/sys/class/block").join(name).join("ro");
+    let text = std::fs::read_to_string(&path).map_err(|source| KernelError::Io {
+        op: "read",
+        object: path.display().to_string(),
+        source,
+    })?;
+    Ok(text.trim() == "1")
 }
 
 /// A block device's size, from sysfs (`size` is in 512-byte sectors).

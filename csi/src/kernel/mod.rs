@@ -75,8 +75,11 @@ pub struct FsStats {
 
 /// The kernel operations the driver needs.
 pub trait Kernel: Send + Sync {
-    /// Attaches `image` to a free loop device and returns the device's path.
-    fn loop_attach(&self, image: &Path) -> Result<PathBuf>;
+    /// Attaches `image` to a free loop device (read-only: LO_FLAGS_READ_ONLY over a
+    /// read-only descriptor) and returns the device's path.
+    fn loop_attach(&self, image: &Path, read_only: bool) -> Result<PathBuf>;
+    /// Whether the loop device is read-only (sysfs `ro`).
+    fn loop_read_only(&self, device: &Path) -> Result<bool>;
     /// The loop device `image` is attached to, if any.
     fn loop_find(&self, image: &Path) -> Result<Option<PathBuf>>;
     /// Sets the device to detach itself when its last user (the mount) goes.

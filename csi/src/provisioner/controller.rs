@@ -8,54 +8,41 @@
 //! `--retry-interval-start` 1 s, `--retry-interval-max` 5 min, no failure threshold);
 //! every claim and volume is looked at again every [`RESYNC`].
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::PathBuf;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource};
 use rekube_crds::events::EventRecorder;
 use rekube_crds::{Node, PersistentVolume, PersistentVolumeClaim, StorageClass};
 use serde_json::json;
-use tokio::sync::mpsc;
 use tonic::transport::Channel;
 
 use super::ProvisionerConfig;
 use super::decide::{self, ClaimDecision, ProvisioningState, VolumeContext};
 use crate::csi::controller_client::ControllerClient;
-use crate::csi::controller_service_capability::{Type as CapabilityType, rpc::Type as Rpc};
-use crate::csi::identity_client::IdentityClient;
-use crate::csi::{
-    ControllerGetCapabilitiesRequest, DeleteVolumeRequest, DeleteVolumeResponse,
-    GetPluginInfoRequest,
+use crate::csi::controller_service_capability::rpc::Type as Rpc;
+use crate::csi::{DeleteVolumeRequest, DeleteVolumeResponse};
+use crate::sidecar::{
+    Backoff, Queue, SidecarError, connect_driver, driver_info, is_status, kube_client,
 };
 
 /// upstream `--timeout`: one CreateVolume or DeleteVolume call.
 pub const TIMEOUT: Duration = Duration::from_secs(60);
-/// upstream `--retry-interval-start`.
-pub const RETRY_START: Duration = Duration::from_secs(1);
-/// upstream `--retry-interval-max`.
-pub const RETRY_MAX: Duration = Duration::from_secs(300);
+pub use crate::sidecar::{RETRY_MAX, RETRY_START};
 /// How often every claim and volume is looked at again (an informer's resync).
 pub const RESYNC: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProvisionerError {
-    #[error("connect to the driver at {0}: {1}")]
-    Connect(PathBuf, tonic::transport::Error),
-    #[error("driver at {0}: {1}")]
-    Driver(PathBuf, String),
+    #[error(transparent)]
+    Sidecar(#[from] SidecarError),
     #[error("driver {0} does not report CREATE_DELETE_VOLUME")]
     NoCreateDelete(String),
-    #[error("read kubeconfig {0}: {1}")]
-    Kubeconfig(PathBuf, String),
-    #[error("kubernetes client: {0}")]
-    Client(String),
     #[error("watch of {0} stopped")]
     WatchStopped(&'static str),
 }
@@ -65,42 +52,6 @@ pub enum ProvisionerError {
 enum Key {
     Claim { namespace: String, name: String },
     Volume(String),
-}
-
-/// A de-duplicating work queue with delayed adds (client-go's rate-limited queue, small).
-#[derive(Clone)]
-struct Queue {
-    tx: mpsc::UnboundedSender<Key>,
-    queued: Arc<Mutex<HashSet<Key>>>,
-}
-
-impl Queue {
-    fn new() -> (Self, mpsc::UnboundedReceiver<Key>) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let queue = Queue {
-            tx,
-            queued: Default::default(),
-        };
-        (queue, rx)
-    }
-
-    fn add(&self, key: Key) {
-        if self.queued.lock().unwrap().insert(key.clone()) {
-            let _ = self.tx.send(key);
-        }
-    }
-
-    fn add_after(&self, key: Key, delay: Duration) {
-        let queue = self.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            queue.add(key);
-        });
-    }
-
-    fn done(&self, key: &Key) {
-        self.queued.lock().unwrap().remove(key);
-    }
 }
 
 /// The result of one sync: done, or retry with back-off.
@@ -125,74 +76,18 @@ pub struct Provisioner {
     warned: Mutex<HashSet<String>>,
 }
 
-async fn kube_client(config: &ProvisionerConfig) -> Result<Client, ProvisionerError> {
-    let kube_config = match &config.kubeconfig {
-        Some(path) => {
-            let file = Kubeconfig::read_from(path)
-                .map_err(|e| ProvisionerError::Kubeconfig(path.clone(), e.to_string()))?;
-            kube::Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
-                .await
-                .map_err(|e| ProvisionerError::Kubeconfig(path.clone(), e.to_string()))?
-        }
-        None => kube::Config::infer()
-            .await
-            .map_err(|e| ProvisionerError::Client(e.to_string()))?,
-    };
-    Client::try_from(kube_config).map_err(|e| ProvisionerError::Client(e.to_string()))
-}
-
-/// Connects to the driver, waiting for its socket to appear (the driver may start after
-/// the provisioner, as in a DaemonSet pod).
-async fn connect_driver(socket: &PathBuf) -> Result<Channel, ProvisionerError> {
-    let mut waited = Duration::ZERO;
-    loop {
-        match crate::client::connect(socket).await {
-            Ok(channel) => return Ok(channel),
-            Err(e) if waited >= Duration::from_secs(60) => {
-                return Err(ProvisionerError::Connect(socket.clone(), e));
-            }
-            Err(e) => {
-                if waited.is_zero() {
-                    tracing::info!(socket = %socket.display(), error = %e, "waiting for the driver");
-                }
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                waited += Duration::from_millis(500);
-            }
-        }
-    }
-}
-
 /// Runs the provisioner until `shutdown` completes or a watch ends.
 pub async fn run(
     config: ProvisionerConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), ProvisionerError> {
     let channel = connect_driver(&config.socket).await?;
-    let driver_err =
-        |e: tonic::Status| ProvisionerError::Driver(config.socket.clone(), decide::grpc_error(&e));
-    let driver_name = IdentityClient::new(channel.clone())
-        .get_plugin_info(GetPluginInfoRequest {})
-        .await
-        .map_err(driver_err)?
-        .into_inner()
-        .name;
-    let mut csi = ControllerClient::new(channel);
-    let rpcs: Vec<Rpc> = csi
-        .controller_get_capabilities(ControllerGetCapabilitiesRequest {})
-        .await
-        .map_err(driver_err)?
-        .into_inner()
-        .capabilities
-        .into_iter()
-        .filter_map(|c| match c.r#type {
-            Some(CapabilityType::Rpc(r)) => Rpc::try_from(r.r#type).ok(),
-            _ => None,
-        })
-        .collect();
+    let (driver_name, rpcs) = driver_info(channel.clone(), &config.socket).await?;
+    let csi = ControllerClient::new(channel);
     if !rpcs.contains(&Rpc::CreateDeleteVolume) {
         return Err(ProvisionerError::NoCreateDelete(driver_name));
     }
-    let client = kube_client(&config).await?;
+    let client = kube_client(config.kubeconfig.as_deref()).await?;
     let millis = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
@@ -201,7 +96,7 @@ pub async fn run(
     let recorder =
         EventRecorder::with_instance(client.clone(), &driver_name, Some(config.node_id.clone()));
 
-    let (queue, mut work) = Queue::new();
+    let (queue, mut work) = Queue::<Key>::new();
     let (claims, claims_writer) = reflector::store();
     let (volumes, volumes_writer) = reflector::store();
     let (classes, classes_writer) = reflector::store();
@@ -280,7 +175,7 @@ pub async fn run(
                     return;
                 }
             }
-            let mut failures: HashMap<Key, u32> = HashMap::new();
+            let mut backoff = Backoff::default();
             let mut resync = tokio::time::interval(RESYNC);
             loop {
                 let key = tokio::select! {
@@ -304,15 +199,9 @@ pub async fn run(
                     Key::Volume(name) => p.sync_volume(name).await,
                 };
                 match result {
-                    Ok(()) => {
-                        failures.remove(&key);
-                    }
+                    Ok(()) => backoff.forget(&key),
                     Err(e) => {
-                        let n = failures.entry(key.clone()).or_default();
-                        let delay = RETRY_START
-                            .saturating_mul(2u32.saturating_pow(*n))
-                            .min(RETRY_MAX);
-                        *n = n.saturating_add(1);
+                        let delay = backoff.failed(key.clone());
                         tracing::warn!(?key, error = %e, retry_in = ?delay, "sync failed");
                         queue.add_after(key, delay);
                     }
@@ -327,10 +216,6 @@ pub async fn run(
         _ = class_watch => Err(ProvisionerError::WatchStopped("storageclasses")),
         _ = worker => Err(ProvisionerError::WatchStopped("the work queue")),
     }
-}
-
-fn is_status(e: &kube::Error, code: u16) -> bool {
-    matches!(e, kube::Error::Api(s) if s.code == code)
 }
 
 impl Provisioner {
