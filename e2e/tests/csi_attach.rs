@@ -178,31 +178,50 @@ async fn a_volume_is_attached_mounted_unmounted_and_detached() {
         (driver_name.as_str(), node.as_str(), Some(pv_name.as_str()))
     );
     let events: Api<Event> = Api::namespaced(ns.client.clone(), &ns.name);
+    // The first of the kubelet's reasons: not yet reported in use, or reported but not
+    // attached (the event recorder keeps one FailedMount per pod and counts the rest).
     let waiting = wait_until("the pod waiting for the attach", T, || async {
-        let notes: Vec<String> = events
+        events
             .list(&ListParams::default())
             .await
             .map_err(|e| e.to_string())?
             .items
             .into_iter()
-            .filter(|e| {
+            .find(|e| {
                 e.reason.as_deref() == Some("FailedMount")
                     && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("user")
             })
-            .filter_map(|e| e.note)
-            .collect();
-        notes
-            .into_iter()
-            .find(|n| n.contains("Volume not attached according to node status"))
+            .and_then(|e| e.note)
             .ok_or_else(|| agent.logs())
     })
     .await;
     assert!(
-        waiting.contains(&format!(
-            "Volume not attached according to node status for volume \"{pv_name}\""
-        )),
+        [
+            format!("Volume has not been added to the list of VolumesInUse in the node's volume status for volume \"{pv_name}\" "),
+            format!("Volume not attached according to node status for volume \"{pv_name}\" "),
+        ]
+        .contains(&waiting),
         "{waiting}"
     );
+    // Reported in use by the node, and still not attached: the volume is in the Node's
+    // volumesInUse, not in its volumesAttached.
+    wait_until("the volume reported in use", T, || async {
+        let s = nodes
+            .get_status(&node)
+            .await
+            .map_err(|e| e.to_string())?
+            .status
+            .unwrap_or_default();
+        if s.volumes_in_use == Some(vec![unique.clone()])
+            && s.volumes_attached.as_ref().is_none_or(|v| v.is_empty())
+        {
+            Ok(())
+        } else {
+            Err(format!("{:?} {:?}", s.volumes_in_use, s.volumes_attached))
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
     let phase = pods.get("user").await.unwrap().status.and_then(|s| s.phase);
     assert_eq!(phase.as_deref(), Some("Pending"));
     assert!(

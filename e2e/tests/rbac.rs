@@ -13,12 +13,13 @@ use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use rekube_crds::{
     Deployment, EndpointSlice, Endpoints, NODE_AGENT_FINALIZER, Node, PersistentVolumeClaim, Pod,
-    ReplicaSet, Service,
+    ReplicaSet, Service, VolumeAttachment,
 };
 use rekube_e2e::agent::AgentProcess;
 use rekube_e2e::controllers::{ControllerProcess, external};
 use rekube_e2e::nodes::{self, NodeShape};
 use rekube_e2e::rbac::{self, Permission};
+use rekube_e2e::storage::CsiDriverProcess;
 use rekube_e2e::{TestNamespace, wait_until};
 use serde_json::{Value, json};
 
@@ -85,6 +86,13 @@ const NOT_EXERCISED: &[(&str, &str, &str)] = &[
         "never read: held so that the node authorizer may write ClusterRoles granting get \
          on a node's PersistentVolumes (RBAC refuses a role granting more than its writer \
          holds)",
+    ),
+    (
+        "get",
+        "volumeattachments.rekube.io",
+        "never read: the attach/detach controller reads VolumeAttachments from its cache; \
+         held so that the node authorizer may write ClusterRoles granting get on a node's \
+         VolumeAttachments (RBAC refuses a role granting more than its writer holds)",
     ),
     (
         "get",
@@ -228,6 +236,7 @@ impl Workload<'_> {
                 self.endpoints_of_a_service(),
                 self.endpoint_slices_of_a_service(),
                 self.service_ips_and_node_ports(),
+                self.attach_and_detach_a_csi_volume(),
             )
         };
         tokio::select! {
@@ -863,6 +872,130 @@ impl Workload<'_> {
                 Some(a) if a.spec.parent_ref.name == "alloc-a" => Err(format!("{:?}", a.spec)),
                 _ => Ok(()),
             }
+        })
+        .await;
+    }
+
+    /// Attach/detach controller: a pod bound to a node of this step's own (annotated
+    /// controller-managed attach/detach, kept Ready by a heartbeat) with a claim bound to
+    /// a CSI volume gets the volume attached (create volumeattachments); once rekube-csi's
+    /// attacher attached it (status.attached), the node's status.volumesAttached lists it
+    /// (patch nodes/status); the pod deleted, the volume leaves volumesAttached (patch
+    /// nodes/status) and, the node not using it (get nodes), is detached (delete
+    /// volumeattachments).
+    async fn attach_and_detach_a_csi_volume(&self) {
+        // Tainted: the other steps' pods stay on the hollow agent's node.
+        let shape = NodeShape {
+            taints: vec![json!({"key": "rekube.io/e2e-no-pods", "effect": "NoSchedule"})],
+            ..NodeShape::default()
+        };
+        let node = nodes::create_node(self.ns, "attach", &shape).await;
+        let node_api = Api::<Node>::all(self.ns.client.clone());
+        node_api
+            .patch(
+                &node,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"annotations": {
+                    "volumes.kubernetes.io/controller-managed-attach-detach": "true"}}})),
+            )
+            .await
+            .unwrap();
+        // Not lost (and its pod not evicted) while the step runs.
+        let _heartbeat = nodes::Heartbeat::start(
+            self.ns.client.clone(),
+            &self.ns.name,
+            &node,
+            Duration::from_secs(2),
+        );
+        let driver = self.ns.cluster_name("attacher");
+        self.ns
+            .create(json!({"apiVersion": "rekube.io/v1", "kind": "PersistentVolume",
+                "metadata": {"name": "attach"},
+                "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+                         "storageClassName": "", "csi": {"driver": driver, "volumeHandle": "vol-1"}}}))
+            .await
+            .unwrap();
+        self.create::<PersistentVolumeClaim>(json!({
+            "apiVersion": "rekube.io/v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "attach"},
+            "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "",
+                     "volumeName": self.ns.cluster_name("attach"),
+                     "resources": {"requests": {"storage": "1Gi"}}}
+        }))
+        .await;
+        let claims = self.api::<PersistentVolumeClaim>();
+        wait_until("claim attach bound", T, || async {
+            let c = claims.get("attach").await.map_err(|e| e.to_string())?;
+            match c.status.as_ref().and_then(|s| s.phase.as_deref()) {
+                Some("Bound") => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        })
+        .await;
+        self.create::<Pod>(json!({
+            "apiVersion": "rekube.io/v1", "kind": "Pod", "metadata": {"name": "attached"},
+            "spec": {"nodeName": node,
+                     "containers": [{"name": "c", "image": "busybox:1.36"}],
+                     "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "attach"}}]}
+        }))
+        .await;
+        let attachments = Api::<VolumeAttachment>::all(self.ns.client.clone());
+        let name = rekube_crds::storage_keys::attachment_name("vol-1", &driver, &node);
+        wait_until("the volume attachment", T, || async {
+            match attachments
+                .get_opt(&name)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                Some(_) => Ok(()),
+                None => Err(self.controllers.logs()),
+            }
+        })
+        .await;
+        // The attacher: rekube-csi's (without --attach-required, upstream's trivial
+        // attacher: status.attached and nothing else), for this step's driver and node.
+        let dir = std::env::temp_dir().join(format!("rekube-e2e-rbac-csi-{}", self.ns.name));
+        let mut csi = CsiDriverProcess::start(&dir, &driver, &node, &[]);
+        csi.start_sidecar("attacher", &["--node-name", &node]);
+        wait_until("the volume attached by the attacher", T, || async {
+            let va = attachments.get(&name).await.map_err(|e| e.to_string())?;
+            match va.status {
+                Some(s) if s.attached => Ok(()),
+                other => Err(format!("{other:?}\n{}", csi.logs())),
+            }
+        })
+        .await;
+        let unique = rekube_crds::storage_keys::csi_unique_volume_name(&driver, "vol-1");
+        let attached = || async {
+            let n = node_api.get(&node).await.map_err(|e| e.to_string())?;
+            Ok::<_, String>(
+                n.status
+                    .and_then(|s| s.volumes_attached)
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|v| v.name == unique),
+            )
+        };
+        wait_until("the volume in the node's volumesAttached", T, || async {
+            attached()
+                .await?
+                .then_some(())
+                .ok_or_else(|| self.controllers.logs())
+        })
+        .await;
+        self.api::<Pod>()
+            .delete("attached", &Default::default())
+            .await
+            .unwrap();
+        wait_until("the volume detached", T, || async {
+            let gone = attachments
+                .get_opt(&name)
+                .await
+                .map_err(|e| e.to_string())?
+                .is_none();
+            (gone && !attached().await?)
+                .then_some(())
+                .ok_or_else(|| self.controllers.logs())
         })
         .await;
     }
