@@ -392,3 +392,96 @@ pub async fn delete_test_attachments(ns: &TestNamespace) {
         let _ = attachments.delete(&name, &DeleteParams::default()).await;
     }
 }
+
+/// A MiB.
+pub const MIB: i64 = 1 << 20;
+
+impl CsiDriverProcess {
+    /// The provisioner's part, done by a test: CreateVolume of a `bytes` local-disk
+    /// volume named `name` (mount, ext4, SINGLE_NODE_WRITER); its volume handle.
+    pub async fn create_local_disk(&self, name: &str, bytes: i64) -> String {
+        use rekube_csi::csi;
+        let created = self
+            .controller()
+            .await
+            .create_volume(csi::CreateVolumeRequest {
+                name: name.to_string(),
+                capacity_range: Some(csi::CapacityRange {
+                    required_bytes: bytes,
+                    limit_bytes: 0,
+                }),
+                volume_capabilities: vec![csi::VolumeCapability {
+                    access_mode: Some(csi::volume_capability::AccessMode {
+                        mode: csi::volume_capability::access_mode::Mode::SingleNodeWriter as i32,
+                    }),
+                    access_type: Some(csi::volume_capability::AccessType::Mount(
+                        csi::volume_capability::MountVolume {
+                            fs_type: "ext4".into(),
+                            ..Default::default()
+                        },
+                    )),
+                }],
+                parameters: [("type".to_string(), "local-disk".to_string())].into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_else(|e| panic!("CreateVolume: {e}\n{}", self.logs()))
+            .into_inner()
+            .volume
+            .expect("CreateVolume answered a volume");
+        assert_eq!(created.capacity_bytes, bytes, "the volume's size");
+        created.volume_id
+    }
+}
+
+/// A static 64 MiB PersistentVolume `<ns>-disk` of the driver's local-disk volume
+/// `handle` on `node` (Retain, class `manual-<ns>`, the test's scope label), and the claim
+/// `data` bound to it (waited for). Returns the PV's name.
+pub async fn static_csi_volume_and_claim(
+    ns: &TestNamespace,
+    driver: &str,
+    handle: &str,
+    node: &str,
+) -> String {
+    use rekube_crds::PersistentVolumeClaim;
+    let pv_name = ns.cluster_name("disk");
+    let class = format!("manual-{}", ns.name);
+    let pv: PersistentVolume = serde_json::from_value(json!({
+        "apiVersion": "rekube.io/v1", "kind": "PersistentVolume",
+        "metadata": {"name": pv_name, "labels": {SCOPE_LABEL: ns.name}},
+        "spec": {
+            "capacity": {"storage": "64Mi"},
+            "accessModes": ["ReadWriteOnce"],
+            "persistentVolumeReclaimPolicy": "Retain",
+            "storageClassName": class,
+            "csi": {"driver": driver, "volumeHandle": handle, "fsType": "ext4",
+                "volumeAttributes": {"type": "local-disk"}},
+            "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                {"key": "kubernetes.io/hostname", "operator": "In", "values": [node]}]}]}},
+        }
+    }))
+    .unwrap();
+    let pp = kube::api::PostParams::default();
+    Api::<PersistentVolume>::all(ns.client.clone())
+        .create(&pp, &pv)
+        .await
+        .unwrap();
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(ns.client.clone(), &ns.name);
+    let claim: PersistentVolumeClaim = serde_json::from_value(json!({
+        "apiVersion": "rekube.io/v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "data"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": class,
+            "resources": {"requests": {"storage": "64Mi"}}},
+    }))
+    .unwrap();
+    claims.create(&pp, &claim).await.unwrap();
+    crate::wait_until("claim data bound", Duration::from_secs(60), || async {
+        let c = claims.get("data").await.map_err(|e| e.to_string())?;
+        match c.status.as_ref().and_then(|s| s.phase.as_deref()) {
+            Some("Bound") => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    pv_name
+}

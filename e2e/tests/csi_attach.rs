@@ -19,19 +19,18 @@ use std::time::Duration;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use rekube_crds::storage_keys::{attachment_name, csi_unique_volume_name};
-use rekube_crds::{Node, PersistentVolume, PersistentVolumeClaim, Pod, VolumeAttachment};
+use rekube_crds::{Node, Pod, VolumeAttachment};
 use rekube_csi::csi;
 use rekube_e2e::agent::{AgentProcess, cannot_run_containers, delete_all_pods_and_check_leftovers};
 use rekube_e2e::controllers::ControllerProcess;
-use rekube_e2e::nodes::SCOPE_LABEL;
 use rekube_e2e::storage::{
-    CsiDriverProcess, create_csi_driver, delete_test_volumes, loops_under, mounts_under,
+    CsiDriverProcess, MIB, create_csi_driver, delete_test_volumes, loops_under, mounts_under,
+    static_csi_volume_and_claim,
 };
 use rekube_e2e::{TestNamespace, wait_until};
 use serde_json::json;
 
 const T: Duration = Duration::from_secs(60);
-const MIB: i64 = 1 << 20;
 
 /// rekube-csi's flag advertising ControllerPublishVolume (attach = the loop device).
 const ATTACH_FLAG: &str = "--attach-required";
@@ -54,35 +53,9 @@ async fn a_volume_is_attached_mounted_unmounted_and_detached() {
     let mut driver = CsiDriverProcess::start(&dir, &driver_name, &node, &[ATTACH_FLAG]);
 
     // The provisioner's part, done by the test: CreateVolume of a 64 MiB local-disk.
-    let created = driver
-        .controller()
-        .await
-        .create_volume(csi::CreateVolumeRequest {
-            name: format!("pvc-{}", ns.name),
-            capacity_range: Some(csi::CapacityRange {
-                required_bytes: 64 * MIB,
-                limit_bytes: 0,
-            }),
-            volume_capabilities: vec![csi::VolumeCapability {
-                access_mode: Some(csi::volume_capability::AccessMode {
-                    mode: csi::volume_capability::access_mode::Mode::SingleNodeWriter as i32,
-                }),
-                access_type: Some(csi::volume_capability::AccessType::Mount(
-                    csi::volume_capability::MountVolume {
-                        fs_type: "ext4".into(),
-                        ..Default::default()
-                    },
-                )),
-            }],
-            parameters: [("type".to_string(), "local-disk".to_string())].into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap_or_else(|e| panic!("CreateVolume: {e}\n{}", driver.logs()))
-        .into_inner()
-        .volume
-        .unwrap();
-    let handle = created.volume_id.clone();
+    let handle = driver
+        .create_local_disk(&format!("pvc-{}", ns.name), 64 * MIB)
+        .await;
     assert!(
         loops_under(&driver.state).is_empty(),
         "no loop device before the attach"
@@ -114,37 +87,10 @@ async fn a_volume_is_attached_mounted_unmounted_and_detached() {
     );
 
     // A static PersistentVolume of the driver's volume on the agent's node, and a claim.
-    let volumes: Api<PersistentVolume> = Api::all(ns.client.clone());
-    let claims: Api<PersistentVolumeClaim> = Api::namespaced(ns.client.clone(), &ns.name);
+    let pv_name = static_csi_volume_and_claim(&ns, &driver_name, &handle, &node).await;
     let pods: Api<Pod> = Api::namespaced(ns.client.clone(), &ns.name);
     let attachments: Api<VolumeAttachment> = Api::all(ns.client.clone());
     let pp = PostParams::default();
-    let pv_name = ns.cluster_name("disk");
-    let class = format!("manual-{}", ns.name);
-    let pv: PersistentVolume = serde_json::from_value(json!({
-        "apiVersion": "rekube.io/v1", "kind": "PersistentVolume",
-        "metadata": {"name": pv_name, "labels": {SCOPE_LABEL: ns.name}},
-        "spec": {
-            "capacity": {"storage": "64Mi"},
-            "accessModes": ["ReadWriteOnce"],
-            "persistentVolumeReclaimPolicy": "Retain",
-            "storageClassName": class,
-            "csi": {"driver": driver_name, "volumeHandle": handle, "fsType": "ext4",
-                "volumeAttributes": {"type": "local-disk"}},
-            "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
-                {"key": "kubernetes.io/hostname", "operator": "In", "values": [node]}]}]}},
-        }
-    }))
-    .unwrap();
-    volumes.create(&pp, &pv).await.unwrap();
-    let claim: PersistentVolumeClaim = serde_json::from_value(json!({
-        "apiVersion": "rekube.io/v1", "kind": "PersistentVolumeClaim",
-        "metadata": {"name": "data"},
-        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": class,
-            "resources": {"requests": {"storage": "64Mi"}}},
-    }))
-    .unwrap();
-    claims.create(&pp, &claim).await.unwrap();
 
     let pod: Pod = serde_json::from_value(json!({"apiVersion": "rekube.io/v1", "kind": "Pod",
         "metadata": {"name": "user"},

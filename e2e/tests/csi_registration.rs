@@ -15,17 +15,18 @@ use std::time::Duration;
 
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, PostParams};
-use rekube_crds::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
+use rekube_crds::{Node, PersistentVolumeClaim, Pod};
 use rekube_csi::csi;
 use rekube_e2e::agent::{AgentProcess, cannot_run_containers, delete_all_pods_and_check_leftovers};
 use rekube_e2e::controllers::ControllerProcess;
-use rekube_e2e::nodes::SCOPE_LABEL;
-use rekube_e2e::storage::{CsiDriverProcess, create_csi_driver, delete_test_volumes, event_notes};
+use rekube_e2e::storage::{
+    CsiDriverProcess, MIB, create_csi_driver, delete_test_volumes, event_notes,
+    static_csi_volume_and_claim,
+};
 use rekube_e2e::{TestNamespace, wait_until};
 use serde_json::json;
 
 const T: Duration = Duration::from_secs(60);
-const MIB: i64 = 1 << 20;
 const NODE_ID_ANNOTATION: &str = "csi.volume.kubernetes.io/nodeid";
 
 /// Mount points under `dir` (mountinfo's fifth field).
@@ -181,75 +182,15 @@ async fn a_driver_registers_through_the_plugin_registration_directory() {
     std::fs::remove_dir(&second_dir).unwrap();
 
     // The provisioner's part, done by the test: CreateVolume of a 64 MiB local-disk.
-    let created = driver
-        .controller()
-        .await
-        .create_volume(csi::CreateVolumeRequest {
-            name: format!("pvc-{}", ns.name),
-            capacity_range: Some(csi::CapacityRange {
-                required_bytes: 64 * MIB,
-                limit_bytes: 0,
-            }),
-            volume_capabilities: vec![csi::VolumeCapability {
-                access_mode: Some(csi::volume_capability::AccessMode {
-                    mode: csi::volume_capability::access_mode::Mode::SingleNodeWriter as i32,
-                }),
-                access_type: Some(csi::volume_capability::AccessType::Mount(
-                    csi::volume_capability::MountVolume {
-                        fs_type: "ext4".into(),
-                        ..Default::default()
-                    },
-                )),
-            }],
-            parameters: [("type".to_string(), "local-disk".to_string())].into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap_or_else(|e| panic!("CreateVolume: {e}\n{}", driver.logs()))
-        .into_inner()
-        .volume
-        .unwrap();
-    let handle = created.volume_id.clone();
+    let handle = driver
+        .create_local_disk(&format!("pvc-{}", ns.name), 64 * MIB)
+        .await;
 
     // A static PersistentVolume of it on the agent's node, a claim, a pod.
-    let volumes: Api<PersistentVolume> = Api::all(ns.client.clone());
+    let pv_name = static_csi_volume_and_claim(&ns, &driver_name, &handle, &node).await;
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(ns.client.clone(), &ns.name);
     let pods: Api<Pod> = Api::namespaced(ns.client.clone(), &ns.name);
     let pp = PostParams::default();
-    let pv_name = ns.cluster_name("disk");
-    let class = format!("manual-{}", ns.name);
-    let pv: PersistentVolume = serde_json::from_value(json!({
-        "apiVersion": "rekube.io/v1", "kind": "PersistentVolume",
-        "metadata": {"name": pv_name, "labels": {SCOPE_LABEL: ns.name}},
-        "spec": {
-            "capacity": {"storage": "64Mi"},
-            "accessModes": ["ReadWriteOnce"],
-            "persistentVolumeReclaimPolicy": "Retain",
-            "storageClassName": class,
-            "csi": {"driver": driver_name, "volumeHandle": handle, "fsType": "ext4",
-                "volumeAttributes": {"type": "local-disk"}},
-            "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
-                {"key": "kubernetes.io/hostname", "operator": "In", "values": [node]}]}]}},
-        }
-    }))
-    .unwrap();
-    volumes.create(&pp, &pv).await.unwrap();
-    let claim: PersistentVolumeClaim = serde_json::from_value(json!({
-        "apiVersion": "rekube.io/v1", "kind": "PersistentVolumeClaim",
-        "metadata": {"name": "data"},
-        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": class,
-            "resources": {"requests": {"storage": "64Mi"}}},
-    }))
-    .unwrap();
-    claims.create(&pp, &claim).await.unwrap();
-    wait_until("claim data bound", T, || async {
-        let c = claims.get("data").await.map_err(|e| e.to_string())?;
-        match c.status.as_ref().and_then(|s| s.phase.as_deref()) {
-            Some("Bound") => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    })
-    .await;
     let pod = |name: &str, script: &str| -> Pod {
         serde_json::from_value(json!({"apiVersion": "rekube.io/v1", "kind": "Pod",
             "metadata": {"name": name},

@@ -26,13 +26,13 @@ use rekube_e2e::agent::{AgentProcess, cannot_run_containers, delete_all_pods_and
 use rekube_e2e::controllers::ControllerProcess;
 use rekube_e2e::nodes::SCOPE_LABEL;
 use rekube_e2e::storage::{
-    CsiDriverProcess, create_csi_driver, delete_test_volumes, loops_under, mounts_under,
+    CsiDriverProcess, MIB, create_csi_driver, delete_test_volumes, loops_under, mounts_under,
+    static_csi_volume_and_claim,
 };
 use rekube_e2e::{TestNamespace, wait_until};
 use serde_json::json;
 
 const T: Duration = Duration::from_secs(60);
-const MIB: i64 = 1 << 20;
 
 /// upstream's device mount path component: the sha256 of the volume handle, in hex.
 fn sha256_hex(s: &str) -> String {
@@ -76,37 +76,9 @@ async fn a_csi_volume_is_staged_published_and_cleaned_up() {
     let driver = CsiDriverProcess::start(&dir, &driver_name, &node, &[]);
 
     // The provisioner's part, done by the test: CreateVolume of a 64 MiB local-disk.
-    let mount_capability = csi::VolumeCapability {
-        access_mode: Some(csi::volume_capability::AccessMode {
-            mode: csi::volume_capability::access_mode::Mode::SingleNodeWriter as i32,
-        }),
-        access_type: Some(csi::volume_capability::AccessType::Mount(
-            csi::volume_capability::MountVolume {
-                fs_type: "ext4".into(),
-                ..Default::default()
-            },
-        )),
-    };
-    let created = driver
-        .controller()
-        .await
-        .create_volume(csi::CreateVolumeRequest {
-            name: format!("pvc-{}", ns.name),
-            capacity_range: Some(csi::CapacityRange {
-                required_bytes: 64 * MIB,
-                limit_bytes: 0,
-            }),
-            volume_capabilities: vec![mount_capability],
-            parameters: [("type".to_string(), "local-disk".to_string())].into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap_or_else(|e| panic!("CreateVolume: {e}\n{}", driver.logs()))
-        .into_inner()
-        .volume
-        .unwrap();
-    let handle = created.volume_id.clone();
-    assert_eq!(created.capacity_bytes, 64 * MIB);
+    let handle = driver
+        .create_local_disk(&format!("pvc-{}", ns.name), 64 * MIB)
+        .await;
 
     let socket_flag = driver.agent_flag();
     let mut agent = AgentProcess::start_real(&ns, "n", &["--csi-driver", &socket_flag]);
@@ -131,44 +103,12 @@ async fn a_csi_volume_is_staged_published_and_cleaned_up() {
     );
 
     // A static PersistentVolume of the driver's volume, on the agent's node, and a claim.
+    let pv_name = static_csi_volume_and_claim(&ns, &driver_name, &handle, &node).await;
     let volumes: Api<PersistentVolume> = Api::all(ns.client.clone());
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(ns.client.clone(), &ns.name);
     let pods: Api<Pod> = Api::namespaced(ns.client.clone(), &ns.name);
     let pp = PostParams::default();
-    let pv_name = ns.cluster_name("disk");
     let class = format!("manual-{}", ns.name);
-    let pv: PersistentVolume = serde_json::from_value(json!({
-        "apiVersion": "rekube.io/v1", "kind": "PersistentVolume",
-        "metadata": {"name": pv_name, "labels": {SCOPE_LABEL: ns.name}},
-        "spec": {
-            "capacity": {"storage": "64Mi"},
-            "accessModes": ["ReadWriteOnce"],
-            "persistentVolumeReclaimPolicy": "Retain",
-            "storageClassName": class,
-            "csi": {"driver": driver_name, "volumeHandle": handle, "fsType": "ext4",
-                "volumeAttributes": {"type": "local-disk"}},
-            "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
-                {"key": "kubernetes.io/hostname", "operator": "In", "values": [node]}]}]}},
-        }
-    }))
-    .unwrap();
-    volumes.create(&pp, &pv).await.unwrap();
-    let claim: PersistentVolumeClaim = serde_json::from_value(json!({
-        "apiVersion": "rekube.io/v1", "kind": "PersistentVolumeClaim",
-        "metadata": {"name": "data"},
-        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": class,
-            "resources": {"requests": {"storage": "64Mi"}}},
-    }))
-    .unwrap();
-    claims.create(&pp, &claim).await.unwrap();
-    wait_until("claim data bound", T, || async {
-        let c = claims.get("data").await.map_err(|e| e.to_string())?;
-        match c.status.as_ref().and_then(|s| s.phase.as_deref()) {
-            Some("Bound") => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    })
-    .await;
 
     let pod = |name: &str, script: &str| -> Pod {
         serde_json::from_value(json!({"apiVersion": "rekube.io/v1", "kind": "Pod",
@@ -328,10 +268,13 @@ async fn a_csi_volume_is_staged_published_and_cleaned_up() {
     }))
     .unwrap();
     volumes.create(&pp, &missing_pv).await.unwrap();
-    let mut missing_claim = claim.clone();
-    missing_claim.metadata.name = Some("missing".into());
-    missing_claim.spec.as_mut().unwrap().resources =
-        serde_json::from_value(json!({"requests": {"storage": "16Mi"}})).unwrap();
+    let missing_claim: PersistentVolumeClaim = serde_json::from_value(json!({
+        "apiVersion": "rekube.io/v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "missing"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": class,
+            "resources": {"requests": {"storage": "16Mi"}}},
+    }))
+    .unwrap();
     claims.create(&pp, &missing_claim).await.unwrap();
     let mut waiting = pod("waiting", "sleep 3600");
     waiting.spec.as_mut().unwrap().volumes.as_mut().unwrap()[0]
