@@ -1,8 +1,9 @@
 //! What the sidecar roles' shells share (`rekube-csi provisioner`, `rekube-csi attacher`):
 //! the Kubernetes client from `--kubeconfig`, the connection to the driver's socket and
 //! its identity and controller capabilities, a de-duplicating work queue with delayed
-//! adds, and the per-key exponential back-off of kubernetes-csi's sidecars
-//! (`--retry-interval-start` 1 s doubling to `--retry-interval-max` 5 min).
+//! adds, the per-key exponential back-off of kubernetes-csi's sidecars
+//! (`--retry-interval-start` 1 s doubling to `--retry-interval-max` 5 min), and the worker
+//! loop that drives them ([`run_worker`]).
 
 use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
@@ -193,6 +194,43 @@ impl<K: Eq + Hash> Backoff<K> {
     /// Forgets `key`'s failures after a successful sync.
     pub fn forget(&mut self, key: &K) {
         self.failures.remove(key);
+    }
+}
+
+/// The sidecars' worker (client-go's `processNextWorkItem` with a periodic resync): each
+/// key the queue hands out is synced; a failure is logged and retried after the key's
+/// back-off, a success forgets it; every `resync` period `requeue_all` queues every object
+/// again. Returns when the queue is closed.
+pub async fn run_worker<K, E, Fut>(
+    mut work: mpsc::UnboundedReceiver<K>,
+    queue: Queue<K>,
+    resync: Duration,
+    requeue_all: impl Fn(&Queue<K>),
+    sync: impl Fn(K) -> Fut,
+) where
+    K: Clone + Eq + Hash + Send + std::fmt::Debug + 'static,
+    E: std::fmt::Display,
+    Fut: std::future::Future<Output = Result<(), E>>,
+{
+    let mut backoff = Backoff::default();
+    let mut tick = tokio::time::interval(resync);
+    loop {
+        let key = tokio::select! {
+            key = work.recv() => match key { Some(k) => k, None => return },
+            _ = tick.tick() => {
+                requeue_all(&queue);
+                continue;
+            }
+        };
+        queue.done(&key);
+        match sync(key.clone()).await {
+            Ok(()) => backoff.forget(&key),
+            Err(e) => {
+                let delay = backoff.failed(key.clone());
+                tracing::warn!(?key, error = %e, retry_in = ?delay, "sync failed");
+                queue.add_after(key, delay);
+            }
+        }
     }
 }
 

@@ -31,7 +31,7 @@ use crate::csi::controller_client::ControllerClient;
 use crate::csi::controller_service_capability::rpc::Type as Rpc;
 use crate::provisioner::decide::grpc_error;
 use crate::sidecar::{
-    Backoff, Queue, SidecarError, connect_driver, driver_info, is_status, kube_client,
+    Queue, SidecarError, connect_driver, driver_info, is_status, kube_client, run_worker,
 };
 
 /// upstream `--timeout`: one ControllerPublishVolume or ControllerUnpublishVolume call.
@@ -100,7 +100,7 @@ pub async fn run(
     };
     let client = kube_client(config.kubeconfig.as_deref()).await?;
 
-    let (queue, mut work) = Queue::<Key>::new();
+    let (queue, work) = Queue::<Key>::new();
     let (attachments, attachments_writer) = reflector::store();
     let (volumes, volumes_writer) = reflector::store();
     let (nodes, nodes_writer) = reflector::store();
@@ -207,39 +207,35 @@ pub async fn run(
                     return;
                 }
             }
-            let mut backoff = Backoff::default();
-            let mut resync = tokio::time::interval(RESYNC);
-            loop {
-                let key = tokio::select! {
-                    key = work.recv() => match key { Some(k) => k, None => return },
-                    _ = resync.tick() => {
-                        for va in c.attachments.state() {
-                            if decide::is_ours(&c.attacher, &va) {
-                                queue.add(Key::Attachment(va.metadata.name.clone().unwrap_or_default()));
-                            }
+            run_worker(
+                work,
+                queue,
+                RESYNC,
+                |queue| {
+                    for va in c.attachments.state() {
+                        if decide::is_ours(&c.attacher, &va) {
+                            queue.add(Key::Attachment(
+                                va.metadata.name.clone().unwrap_or_default(),
+                            ));
                         }
-                        for pv in c.volumes.state() {
-                            if pv.metadata.deletion_timestamp.is_some() {
-                                queue.add(Key::Volume(pv.metadata.name.clone().unwrap_or_default()));
-                            }
+                    }
+                    for pv in c.volumes.state() {
+                        if pv.metadata.deletion_timestamp.is_some() {
+                            queue.add(Key::Volume(pv.metadata.name.clone().unwrap_or_default()));
                         }
-                        continue;
                     }
-                };
-                queue.done(&key);
-                let result = match &key {
-                    Key::Attachment(name) => c.sync_attachment(name).await,
-                    Key::Volume(name) => c.sync_volume(name).await,
-                };
-                match result {
-                    Ok(()) => backoff.forget(&key),
-                    Err(e) => {
-                        let delay = backoff.failed(key.clone());
-                        tracing::warn!(?key, error = %e, retry_in = ?delay, "sync failed");
-                        queue.add_after(key, delay);
+                },
+                |key| {
+                    let c = c.clone();
+                    async move {
+                        match &key {
+                            Key::Attachment(name) => c.sync_attachment(name).await,
+                            Key::Volume(name) => c.sync_volume(name).await,
+                        }
                     }
-                }
-            }
+                },
+            )
+            .await;
         }
     };
     tokio::select! {

@@ -28,7 +28,7 @@ use crate::csi::controller_client::ControllerClient;
 use crate::csi::controller_service_capability::rpc::Type as Rpc;
 use crate::csi::{DeleteVolumeRequest, DeleteVolumeResponse};
 use crate::sidecar::{
-    Backoff, Queue, SidecarError, connect_driver, driver_info, is_status, kube_client,
+    Queue, SidecarError, connect_driver, driver_info, is_status, kube_client, run_worker,
 };
 
 /// upstream `--timeout`: one CreateVolume or DeleteVolume call.
@@ -96,7 +96,7 @@ pub async fn run(
     let recorder =
         EventRecorder::with_instance(client.clone(), &driver_name, Some(config.node_id.clone()));
 
-    let (queue, mut work) = Queue::<Key>::new();
+    let (queue, work) = Queue::<Key>::new();
     let (claims, claims_writer) = reflector::store();
     let (volumes, volumes_writer) = reflector::store();
     let (classes, classes_writer) = reflector::store();
@@ -175,38 +175,32 @@ pub async fn run(
                     return;
                 }
             }
-            let mut backoff = Backoff::default();
-            let mut resync = tokio::time::interval(RESYNC);
-            loop {
-                let key = tokio::select! {
-                    key = work.recv() => match key { Some(k) => k, None => return },
-                    _ = resync.tick() => {
-                        for c in p.claims.state() {
-                            queue.add(Key::Claim {
-                                namespace: c.metadata.namespace.clone().unwrap_or_default(),
-                                name: c.metadata.name.clone().unwrap_or_default(),
-                            });
-                        }
-                        for v in p.volumes.state() {
-                            queue.add(Key::Volume(v.metadata.name.clone().unwrap_or_default()));
-                        }
-                        continue;
+            run_worker(
+                work,
+                queue,
+                RESYNC,
+                |queue| {
+                    for c in p.claims.state() {
+                        queue.add(Key::Claim {
+                            namespace: c.metadata.namespace.clone().unwrap_or_default(),
+                            name: c.metadata.name.clone().unwrap_or_default(),
+                        });
                     }
-                };
-                queue.done(&key);
-                let result = match &key {
-                    Key::Claim { namespace, name } => p.sync_claim(namespace, name).await,
-                    Key::Volume(name) => p.sync_volume(name).await,
-                };
-                match result {
-                    Ok(()) => backoff.forget(&key),
-                    Err(e) => {
-                        let delay = backoff.failed(key.clone());
-                        tracing::warn!(?key, error = %e, retry_in = ?delay, "sync failed");
-                        queue.add_after(key, delay);
+                    for v in p.volumes.state() {
+                        queue.add(Key::Volume(v.metadata.name.clone().unwrap_or_default()));
                     }
-                }
-            }
+                },
+                |key| {
+                    let p = p.clone();
+                    async move {
+                        match &key {
+                            Key::Claim { namespace, name } => p.sync_claim(namespace, name).await,
+                            Key::Volume(name) => p.sync_volume(name).await,
+                        }
+                    }
+                },
+            )
+            .await;
         }
     };
     tokio::select! {
