@@ -183,18 +183,15 @@ pub fn csi_binary() -> PathBuf {
     bin
 }
 
-/// Loop devices whose backing file lies under `dir`.
-pub fn loops_under(dir: &Path) -> Vec<String> {
+/// The loop devices whose backing file lies under `dir`: `(/dev/loopN, backing file)`.
+pub fn loops_under(dir: &Path) -> Vec<(PathBuf, PathBuf)> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/sys/block").unwrap().flatten() {
-        if let Ok(backing) = std::fs::read_to_string(entry.path().join("loop/backing_file"))
-            && Path::new(backing.trim_end()).starts_with(dir)
-        {
-            found.push(format!(
-                "{} -> {}",
-                entry.file_name().to_string_lossy(),
-                backing.trim_end()
-            ));
+        if let Ok(backing) = std::fs::read_to_string(entry.path().join("loop/backing_file")) {
+            let backing = PathBuf::from(backing.trim_end());
+            if backing.starts_with(dir) {
+                found.push((Path::new("/dev").join(entry.file_name()), backing));
+            }
         }
     }
     found

@@ -193,9 +193,10 @@ async fn a_volume_is_attached_mounted_unmounted_and_detached() {
         .expect("the attach's devicePath");
     let loops = loops_under(&driver.state);
     assert_eq!(loops.len(), 1, "{loops:?}");
-    assert!(
-        loops[0].starts_with(&format!("{} ", device.trim_start_matches("/dev/"))),
-        "the attachment's device is the image's loop device: {device} vs {loops:?}"
+    assert_eq!(
+        loops[0].0,
+        Path::new(&device),
+        "the attachment's device is the image's loop device: {loops:?}"
     );
     wait_until(
         "the pod running on the attached volume",

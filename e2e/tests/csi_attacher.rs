@@ -23,27 +23,14 @@ use rekube_crds::{PersistentVolume, VolumeAttachment};
 use rekube_csi::csi;
 use rekube_csi::kernel::{Kernel, LinuxKernel};
 use rekube_e2e::nodes::{self, NodeShape, SCOPE_LABEL};
-use rekube_e2e::storage::{CsiProcess, delete_test_attachments, delete_test_volumes};
+use rekube_e2e::storage::{
+    CsiProcess, MIB, delete_test_attachments, delete_test_volumes, loops_under,
+};
 use rekube_e2e::{TestNamespace, wait_until};
 use serde_json::json;
 
 const T: Duration = Duration::from_secs(60);
 const DRIVER: &str = "csi.rekube.io";
-const MIB: i64 = 1 << 20;
-
-/// Loop devices whose backing file lies under `dir`: (device, backing file).
-fn loops_under(dir: &Path) -> Vec<(PathBuf, PathBuf)> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/sys/block").unwrap().flatten() {
-        if let Ok(backing) = std::fs::read_to_string(entry.path().join("loop/backing_file")) {
-            let backing = PathBuf::from(backing.trim_end());
-            if backing.starts_with(dir) {
-                found.push((Path::new("/dev").join(entry.file_name()), backing));
-            }
-        }
-    }
-    found
-}
 
 /// What a failed test would leave: the test's attachments and volumes (finalizers
 /// stripped) and the loop devices on its images, removed when it panics.

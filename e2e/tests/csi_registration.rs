@@ -20,39 +20,14 @@ use rekube_csi::csi;
 use rekube_e2e::agent::{AgentProcess, cannot_run_containers, delete_all_pods_and_check_leftovers};
 use rekube_e2e::controllers::ControllerProcess;
 use rekube_e2e::storage::{
-    CsiDriverProcess, MIB, create_csi_driver, delete_test_volumes, event_notes,
-    static_csi_volume_and_claim,
+    CsiDriverProcess, MIB, create_csi_driver, delete_test_volumes, event_notes, loops_under,
+    mounts_under, static_csi_volume_and_claim,
 };
 use rekube_e2e::{TestNamespace, wait_until};
 use serde_json::json;
 
 const T: Duration = Duration::from_secs(60);
 const NODE_ID_ANNOTATION: &str = "csi.volume.kubernetes.io/nodeid";
-
-/// Mount points under `dir` (mountinfo's fifth field).
-fn mounts_under(dir: &Path) -> Vec<String> {
-    let dir = dir.to_string_lossy().to_string();
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|m| m.starts_with(&dir))
-        .map(str::to_string)
-        .collect()
-}
-
-/// Loop devices whose backing file lies under `dir`.
-fn loops_under(dir: &Path) -> Vec<String> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/sys/block").unwrap().flatten() {
-        if let Ok(backing) = std::fs::read_to_string(entry.path().join("loop/backing_file"))
-            && Path::new(backing.trim_end()).starts_with(dir)
-        {
-            found.push(backing.trim_end().to_string());
-        }
-    }
-    found
-}
 
 /// The entries of a directory, recursively, relative to it.
 fn entries_under(dir: &Path) -> Vec<String> {
@@ -298,7 +273,7 @@ async fn a_driver_registers_through_the_plugin_registration_directory() {
         })
         .await
         .unwrap_or_else(|e| panic!("DeleteVolume: {e}\n{}", driver.logs()));
-    assert_eq!(loops_under(&driver.state), Vec::<String>::new());
+    assert_eq!(loops_under(&driver.state), Vec::new());
     drop(registrar);
     drop(driver);
     assert!(!dir.exists(), "the driver's directory went");

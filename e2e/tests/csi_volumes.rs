@@ -324,7 +324,7 @@ async fn a_csi_volume_is_staged_published_and_cleaned_up() {
     // directory, no loop device on the image, the staging directory gone.
     assert_eq!(mounts_under(&agent.root), Vec::<String>::new());
     assert_eq!(mounts_under(&dir), Vec::<String>::new());
-    assert_eq!(loops_under(&driver.state), Vec::<String>::new());
+    assert_eq!(loops_under(&driver.state), Vec::new());
     let csi_dir = agent
         .root
         .join("plugins/kubernetes.io/csi")
@@ -500,7 +500,7 @@ async fn a_provisioned_volume_is_used_and_deleted_with_its_claim() {
         Vec::<PathBuf>::new(),
         "the image file and the volume's record are gone"
     );
-    assert_eq!(loops_under(&dir), Vec::<String>::new(), "no loop device");
+    assert_eq!(loops_under(&dir), Vec::new(), "no loop device");
     assert_eq!(
         mounts_under(&dir),
         Vec::<String>::new(),
