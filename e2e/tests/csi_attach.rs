@@ -61,7 +61,7 @@ async fn a_volume_is_attached_mounted_unmounted_and_detached() {
         "no loop device before the attach"
     );
 
-    let agent = AgentProcess::start_real(&ns, "n", &["--csi-driver", &driver.agent_flag()]);
+    let mut agent = AgentProcess::start_real(&ns, "n", &["--csi-driver", &driver.agent_flag()]);
     let nodes: Api<Node> = Api::all(ns.client.clone());
     let registered = wait_until("the node registered by its agent", T, || async {
         let n = nodes.get(&node).await.map_err(|e| e.to_string())?;
@@ -222,6 +222,42 @@ async fn a_volume_is_attached_mounted_unmounted_and_detached() {
             .collect::<Vec<_>>(),
         vec![unique.as_str()]
     );
+
+    // The agent killed (-9) and started again: the volume its pod has mounted stays in
+    // use from the restarted agent's first status on (reconstructed from the pod's
+    // vol_data.json), so the attachment is kept (the same object) and the pod keeps it.
+    let va_uid = attachments.get(&va_name).await.unwrap().metadata.uid;
+    agent.kill();
+    // Heartbeat times have whole seconds: a second after the kill, any later one is the
+    // restarted agent's.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let started_again_at =
+        jiff::Timestamp::from_second(jiff::Timestamp::now().as_second()).expect("a whole second");
+    agent.start_again();
+    wait_until("the restarted agent's first status", T, || async {
+        let n = nodes.get_status(&node).await.map_err(|e| e.to_string())?;
+        let ready_since = n
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+            .and_then(|c| c.last_heartbeat_time.clone());
+        match ready_since {
+            Some(t) if t.0 >= started_again_at => Ok(n),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let status = nodes.get_status(&node).await.unwrap().status.unwrap();
+    assert_eq!(
+        status.volumes_in_use,
+        Some(vec![unique.clone()]),
+        "in use across the restart"
+    );
+    let kept = attachments.get(&va_name).await.unwrap();
+    assert_eq!(kept.metadata.uid, va_uid, "the same attachment");
+    assert!(kept.status.is_some_and(|s| s.attached));
+    assert_eq!(loops_under(&driver.state).len(), 1);
 
     // Unmount, then detach: the pod goes, the volume leaves volumesInUse, the controller
     // deletes the attachment, the attacher unpublishes (no loop device any more).

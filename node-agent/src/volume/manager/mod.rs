@@ -12,7 +12,8 @@
 //! attach/detach controller: the manager reports the node's CSI volumes in use
 //! ([`attach::VolumesInUse`], posted by the node status loop as `volumesInUse`), and stages
 //! one only once it is reported, listed in the Node's `volumesAttached` and its
-//! VolumeAttachment is attached ([`attach`]).
+//! VolumeAttachment is attached ([`attach`]). The CSI volumes an earlier agent left set up
+//! are in use from the start, until set up again or torn down.
 //!
 //! What is still upstream's alone: the populator's and reconciler's own 100 ms loops (the
 //! pod syncs drive both here), reconstruction of the actual state from the disk after an
@@ -137,6 +138,10 @@ pub struct VolumeManager {
     csi_operations: tokio::sync::Mutex<()>,
     /// The node's CSI volumes in use, shared with the node status loop.
     in_use: Arc<VolumesInUse>,
+    /// CSI volumes found on disk at start (`vol_data.json` under `pods/<uid>`, set up by
+    /// an earlier agent), by pod UID: in use until the pod's volumes are set up again or
+    /// torn down, so that an agent restart never reports them unused while mounted.
+    reconstructed: Mutex<BTreeMap<String, Vec<String>>>,
 }
 
 impl VolumeManager {
@@ -154,13 +159,46 @@ impl VolumeManager {
             csi: CsiPlugin::new(BTreeMap::new(), &plugins, ""),
             csi_operations: tokio::sync::Mutex::new(()),
             in_use: Arc::default(),
+            reconstructed: Mutex::default(),
         }
     }
 
     /// The volumes-in-use report shared with the node status loop.
     pub fn with_volumes_in_use(mut self, in_use: Arc<VolumesInUse>) -> Self {
         self.in_use = in_use;
+        self.reconstruct_volumes_in_use();
         self
+    }
+
+    /// The part of upstream's reconstruction (reconciler `syncStates`) that attach needs:
+    /// the CSI volumes an earlier agent left set up (their pods' `vol_data.json`) count as
+    /// in use from the start, until the pod's volumes are set up again or torn down;
+    /// upstream does not report `volumesInUse` before its states are synced either.
+    fn reconstruct_volumes_in_use(&self) {
+        let found: BTreeMap<String, Vec<String>> = self
+            .pods_on_disk()
+            .into_iter()
+            .filter_map(|uid| {
+                let names: Vec<String> = super::csi::pod_csi_volumes_on_disk(&self.dirs, &uid)
+                    .iter()
+                    .map(|v| csi_unique_volume_name(&v.driver, &v.volume_handle))
+                    .collect();
+                (!names.is_empty()).then_some((uid, names))
+            })
+            .collect();
+        if !found.is_empty() {
+            tracing::info!(
+                pods = found.len(),
+                "CSI volumes of an earlier run in use until set up again or torn down"
+            );
+        }
+        *self.reconstructed.lock().unwrap() = found;
+        self.update_volumes_in_use();
+    }
+
+    /// The pod's reconstructed volumes are accounted for by the states now.
+    fn forget_reconstructed(&self, uid: &str) {
+        self.reconstructed.lock().unwrap().remove(uid);
     }
 
     /// `GetVolumesInUse`: the unique names of the CSI volumes the node's pods want or
@@ -185,7 +223,15 @@ impl VolumeManager {
                     .as_ref()
                     .map(|d| csi_unique_volume_name(&d.source.driver, &d.source.volume_handle))
             });
-            wanted.chain(set_up).collect()
+            let reconstructed: Vec<String> = self
+                .reconstructed
+                .lock()
+                .unwrap()
+                .values()
+                .flatten()
+                .cloned()
+                .collect();
+            wanted.chain(set_up).chain(reconstructed).collect()
         };
         self.in_use.set(in_use);
     }
@@ -389,6 +435,9 @@ impl VolumeManager {
                 unprocessed,
             });
         }
+        // Every volume of the pod is set up: what an earlier agent left is in the states.
+        self.forget_reconstructed(&uid);
+        self.update_volumes_in_use();
         let state = self.state.lock().unwrap();
         Ok(state
             .1
@@ -523,6 +572,8 @@ impl VolumeManager {
         for v in super::csi::pod_csi_volumes_on_disk(&self.dirs, uid) {
             self.tear_down_csi_on_disk(uid, &v).await?;
         }
+        self.forget_reconstructed(uid);
+        self.update_volumes_in_use();
         self.unmount_pod(uid)
     }
 
@@ -745,4 +796,83 @@ pub fn disk_usage(dir: &std::path::Path) -> i64 {
         }
     }
     total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An API with no objects: nothing any pod of these tests refers to.
+    struct NoObjects;
+
+    impl ObjectReader for NoObjects {
+        async fn config_map(&self, _: &str, _: &str) -> Result<Option<ConfigMap>, String> {
+            Ok(None)
+        }
+        async fn secret(&self, _: &str, _: &str) -> Result<Option<Secret>, String> {
+            Ok(None)
+        }
+        async fn persistent_volume_claim(
+            &self,
+            _: &str,
+            _: &str,
+        ) -> Result<Option<PersistentVolumeClaim>, String> {
+            Ok(None)
+        }
+        async fn persistent_volume(&self, _: &str) -> Result<Option<PersistentVolume>, String> {
+            Ok(None)
+        }
+        async fn csi_driver(&self, _: &str) -> Result<Option<CSIDriver>, String> {
+            Ok(None)
+        }
+        async fn volume_attachment(&self, _: &str) -> Result<Option<VolumeAttachment>, String> {
+            Ok(None)
+        }
+        async fn volumes_attached(&self) -> Result<Vec<String>, String> {
+            Ok(Vec::new())
+        }
+    }
+
+    /// An earlier agent's CSI volume (its `vol_data.json` under the pod's directory) is
+    /// in use from the start, and stops being so once the pod's volumes are set up again
+    /// (here: the pod no longer has it).
+    #[tokio::test]
+    async fn volumes_of_an_earlier_run_are_in_use_until_set_up_again() {
+        let root = std::env::temp_dir().join(format!(
+            "rekube-volume-manager-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let dirs = PodDirs::new(root.join("pods"));
+        let volume_dir = dirs.pod_volume_dir("uid-1", CSI_PLUGIN, "pv1");
+        std::fs::create_dir_all(&volume_dir).unwrap();
+        std::fs::write(
+            volume_dir.join(super::super::csi::VOL_DATA_FILE_NAME),
+            r#"{"driverName":"csi.rekube.io","volumeHandle":"rk-1","specVolID":"pv1"}"#,
+        )
+        .unwrap();
+        let in_use = Arc::new(VolumesInUse::default());
+        let manager = VolumeManager::new(
+            dirs,
+            Arc::new(crate::runtime::syscall::LinuxSyscall),
+            BTreeMap::new(),
+        )
+        .with_volumes_in_use(Arc::clone(&in_use));
+        assert_eq!(
+            in_use.get(),
+            vec!["kubernetes.io/csi/csi.rekube.io^rk-1".to_string()]
+        );
+
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "ns", "uid": "uid-1"},
+            "spec": {"containers": [{"name": "c", "image": "busybox"}]}
+        }))
+        .unwrap();
+        manager
+            .wait_for_attach_and_mount(&pod, &NoObjects)
+            .await
+            .unwrap();
+        assert_eq!(in_use.get(), Vec::<String>::new());
+        std::fs::remove_dir_all(&root).unwrap();
+    }
 }
