@@ -633,7 +633,9 @@ impl Workload<'_> {
         let volume = self.ns.cluster_name("authz");
         let pv = json!({"apiVersion": "rekube.io/v1", "kind": "PersistentVolume",
             "metadata": {"name": "authz"},
+            // Pre-bound both ways: the other steps' claims run at the same time.
             "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+                     "claimRef": {"namespace": self.ns.name, "name": "authz"},
                      "hostPath": {"path": "/tmp/authz"}}});
         self.ns.create(pv).await.unwrap();
         self.create::<PersistentVolumeClaim>(json!({
@@ -911,7 +913,9 @@ impl Workload<'_> {
         self.ns
             .create(json!({"apiVersion": "rekube.io/v1", "kind": "PersistentVolume",
                 "metadata": {"name": "attach"},
+                // Pre-bound both ways: the other steps' claims run at the same time.
                 "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+                         "claimRef": {"namespace": self.ns.name, "name": "attach"},
                          "storageClassName": "", "csi": {"driver": driver, "volumeHandle": "vol-1"}}}))
             .await
             .unwrap();
@@ -1008,9 +1012,10 @@ impl Workload<'_> {
             "apiVersion": "rekube.io/v1", "kind": "Pod", "metadata": {"name": "with-scratch"},
             "spec": {"nodeName": self.ns.cluster_name("nowhere"),
                      "containers": [{"name": "c", "image": "busybox:1.36"}],
+                     // Larger than any volume of the other steps: it takes none of theirs.
                      "volumes": [{"name": "scratch", "ephemeral": {"volumeClaimTemplate": {"spec": {
                          "accessModes": ["ReadWriteOnce"], "storageClassName": "",
-                         "resources": {"requests": {"storage": "1Gi"}}}}}}]}
+                         "resources": {"requests": {"storage": "64Gi"}}}}}}]}
         }))
         .await;
         let claims = self.api::<PersistentVolumeClaim>();
