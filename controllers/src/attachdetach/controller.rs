@@ -39,6 +39,7 @@ use super::util::{
     process_pod_volumes, split_csi_unique_name, volume_spec_from_pv,
 };
 use super::{CONTROLLER_NAME, Error};
+use crate::manager::client::ignore_not_found;
 use crate::manager::events::{EventRecorder, EventType};
 use crate::manager::informer::{Change, Informer, ObjectKey, wait_for_named_cache_sync};
 
@@ -576,21 +577,18 @@ impl AttachDetachController {
             return Ok(());
         }
         let api: Api<Node> = Api::all(self.client.clone());
-        match api
-            .patch_status(
+        ignore_not_found(
+            api.patch_status(
                 node,
                 &PatchParams::default(),
                 &Patch::Merge(volumes_attached_patch(volumes)),
             )
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-            Err(source) => Err(Error::NodeStatus {
-                node: node.to_string(),
-                source,
-            }),
-        }
+            .await,
+        )
+        .map_err(|source| Error::NodeStatus {
+            node: node.to_string(),
+            source,
+        })
     }
 
     /// upstream GenerateAttachVolumeFunc with csiAttacher.Attach.

@@ -27,6 +27,16 @@ pub enum Error {
     Limits { qps: f32, burst: u32 },
 }
 
+/// A write whose object is already gone counts as done (a delete of what no longer
+/// exists, a patch of what was deleted meanwhile): its result without the 404.
+pub fn ignore_not_found<T>(result: Result<T, kube::Error>) -> Result<(), kube::Error> {
+    match result {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// A token bucket refilled at `qps` per second holding `burst` tokens, as client-go's
 /// flowcontrol.NewTokenBucketRateLimiter.
 pub fn token_bucket(qps: f32, burst: u32) -> Result<Arc<DefaultDirectRateLimiter>, Error> {

@@ -19,6 +19,7 @@ use rekube_crds::{Node, PersistentVolumeClaim, Pod, VolumeAttachment};
 use serde_json::json;
 
 use super::grants::{self, Action, Actual, ClusterActual, ClusterGrant};
+use crate::manager::client::ignore_not_found;
 use crate::manager::informer::{Change, Informer, ObjectKey, wait_for_named_cache_sync};
 use crate::manager::metrics::Metrics;
 use crate::manager::worker::run_workers;
@@ -482,9 +483,5 @@ async fn delete<K>(api: Api<K>, name: &str) -> Result<(), kube::Error>
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
-    match api.delete(name, &DeleteParams::default()).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-        Err(e) => Err(e),
-    }
+    ignore_not_found(api.delete(name, &DeleteParams::default()).await)
 }

@@ -19,6 +19,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::gc;
+use crate::manager::client::ignore_not_found;
 use crate::manager::informer::{Informer, wait_for_named_cache_sync};
 use crate::manager::metrics::Metrics;
 
@@ -257,12 +258,5 @@ impl PodGcController {
             .map_err(err("removing the node agent's finalizer"))?;
         }
         Ok(())
-    }
-}
-
-fn ignore_not_found(r: Result<(), kube::Error>) -> Result<(), kube::Error> {
-    match r {
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-        other => other,
     }
 }

@@ -36,6 +36,7 @@ use rekube_crds::{PersistentVolume, Pod};
 use serde_json::json;
 
 use super::plugins::{RecycleEventRecorder, VolumePlugin};
+use crate::manager::client::ignore_not_found;
 
 /// Upstream's plugin name.
 pub const HOST_PATH_PLUGIN_NAME: &str = "kubernetes.io/host-path";
@@ -220,11 +221,7 @@ impl HostPathPlugin {
         if let Err(e) = waited {
             return Err(format!("failed to recycle volume: {e}"));
         }
-        match deleted {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-            Err(e) => Err(format!("failed to delete recycler pod: {e}")),
-        }
+        ignore_not_found(deleted).map_err(|e| format!("failed to delete recycler pod: {e}"))
     }
 
     async fn wait_for_pod(

@@ -24,6 +24,7 @@ use rekube_crds::{PersistentVolumeClaim, Pod};
 use tokio_util::sync::CancellationToken;
 
 use super::protection::{self as core, Decision, PVC_PROTECTION_FINALIZER};
+use crate::manager::client::ignore_not_found;
 use crate::manager::informer::{Change, Informer, ObjectKey, wait_for_named_cache_sync};
 use crate::manager::metrics::Metrics;
 use crate::manager::workqueue::WorkQueue;
@@ -324,22 +325,19 @@ impl PvcProtectionController {
     ) -> Result<(), Error> {
         let api: Api<PersistentVolumeClaim> =
             Api::namespaced(self.client.clone(), &pvc.namespace().unwrap_or_default());
-        match api
-            .patch(
+        ignore_not_found(
+            api.patch(
                 &pvc.name_any(),
                 &PatchParams::default(),
                 &Patch::Merge(&patch),
             )
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-            Err(source) => Err(Error::Patch {
-                key: key.clone(),
-                action,
-                source,
-            }),
-        }
+            .await,
+        )
+        .map_err(|source| Error::Patch {
+            key: key.clone(),
+            action,
+            source,
+        })
     }
 }
 

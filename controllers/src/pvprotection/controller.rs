@@ -13,6 +13,7 @@ use rekube_crds::PersistentVolume;
 use tokio_util::sync::CancellationToken;
 
 use super::protection::{self as core, Decision, PV_PROTECTION_FINALIZER};
+use crate::manager::client::ignore_not_found;
 use crate::manager::informer::{Change, Informer, ObjectKey, wait_for_named_cache_sync};
 use crate::manager::metrics::Metrics;
 use crate::manager::worker::run_workers;
@@ -139,22 +140,19 @@ impl PvProtectionController {
         patch: serde_json::Value,
     ) -> Result<(), Error> {
         let api: Api<PersistentVolume> = Api::all(self.client.clone());
-        match api
-            .patch(
+        ignore_not_found(
+            api.patch(
                 &pv.name_any(),
                 &PatchParams::default(),
                 &Patch::Merge(&patch),
             )
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-            Err(source) => Err(Error::Patch {
-                key: key.clone(),
-                action,
-                source,
-            }),
-        }
+            .await,
+        )
+        .map_err(|source| Error::Patch {
+            key: key.clone(),
+            action,
+            source,
+        })
     }
 }
 

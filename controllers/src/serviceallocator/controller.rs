@@ -42,6 +42,7 @@ use serde_json::{Value, json};
 
 use super::alloc::{self, Config, Plan, Refusal};
 use super::ipallocator::IpFamily;
+use crate::manager::client::ignore_not_found;
 use crate::manager::events::EventRecorder;
 use crate::manager::informer::{Change, Informer, ObjectKey, wait_for_named_cache_sync};
 use crate::manager::metrics::Metrics;
@@ -823,16 +824,12 @@ impl ServiceAllocator {
                 format!("lease {}/{NODE_PORT_LEASE_PREFIX}{p}", self.lease_namespace),
             ),
         };
-        match result {
-            Ok(()) => Ok(()),
-            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-            Err(source) => Err(Error::Write {
-                service: key.to_string(),
-                action: "deleting",
-                object,
-                source: Box::new(source),
-            }),
-        }
+        ignore_not_found(result).map_err(|source| Error::Write {
+            service: key.to_string(),
+            action: "deleting",
+            object,
+            source: Box::new(source),
+        })
     }
 
     /// Releases the reservations of `key` not in `keep`: at once when they belong to a
