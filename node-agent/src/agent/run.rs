@@ -274,6 +274,10 @@ pub async fn run(opts: AgentOptions) -> Result<(), Error> {
     ));
     let network = (!opts.hollow).then(|| pod_network(&opts, &client, &name, &node, cluster_cidrs));
     let volumes_in_use = Arc::new(VolumesInUse::default());
+    // Before the first status: what an earlier run left mounted is in use.
+    volumes_in_use.reconstruct(crate::volume::manager::csi_volumes_on_disk(
+        &crate::volume::pod_dirs::PodDirs::new(opts.root_dir.join("pods")),
+    ));
     let status = tokio::spawn(heartbeat::run_node_status(
         client.clone(),
         name.clone(),

@@ -11,7 +11,7 @@
 //! [`VolumesInUse`] is the one piece of state the volume manager and the node status loop
 //! share.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 
 use rekube_crds::{CSIDriver, VolumeAttachment};
@@ -104,24 +104,62 @@ pub struct VolumesInUse {
 
 #[derive(Debug, Default)]
 struct InUse {
+    /// What the volume manager's states want or have set up.
     in_use: BTreeSet<String>,
+    /// What an earlier agent left set up, by pod UID, until the states account for it.
+    reconstructed: BTreeMap<String, Vec<String>>,
     reported: BTreeSet<String>,
 }
 
+impl InUse {
+    fn all(&self) -> BTreeSet<String> {
+        self.in_use
+            .iter()
+            .chain(self.reconstructed.values().flatten())
+            .cloned()
+            .collect()
+    }
+}
+
 impl VolumesInUse {
-    /// The volumes in use now; the status loop is woken when they changed (upstream waits
-    /// for the next periodic status update, up to 10 s: kubernetes#28141).
-    pub fn set(&self, in_use: BTreeSet<String>) {
+    /// Changes the state; the status loop is woken when the volumes in use changed
+    /// (upstream waits for the next periodic status update, up to 10 s: kubernetes#28141).
+    fn update(&self, change: impl FnOnce(&mut InUse)) {
         let mut state = self.state.lock().unwrap();
-        if state.in_use != in_use {
-            state.in_use = in_use;
+        let before = state.all();
+        change(&mut state);
+        if state.all() != before {
             self.changed.notify_one();
         }
     }
 
+    /// The volumes the states want or have set up now.
+    pub fn set(&self, in_use: BTreeSet<String>) {
+        self.update(|s| s.in_use = in_use);
+    }
+
+    /// The volumes an earlier agent left set up, by pod UID
+    /// ([`super::csi_volumes_on_disk`]): in use until [`Self::forget_reconstructed`].
+    pub fn reconstruct(&self, found: BTreeMap<String, Vec<String>>) {
+        if !found.is_empty() {
+            tracing::info!(
+                pods = found.len(),
+                "CSI volumes of an earlier run in use until set up again or torn down"
+            );
+        }
+        self.update(|s| s.reconstructed = found);
+    }
+
+    /// The pod's volumes are set up again or torn down: the states account for them.
+    pub fn forget_reconstructed(&self, uid: &str) {
+        self.update(|s| {
+            s.reconstructed.remove(uid);
+        });
+    }
+
     /// `GetVolumesInUse`, sorted.
     pub fn get(&self) -> Vec<String> {
-        self.state.lock().unwrap().in_use.iter().cloned().collect()
+        self.state.lock().unwrap().all().into_iter().collect()
     }
 
     /// `MarkVolumesAsReportedInUse`: what the Node's status now lists.
@@ -278,5 +316,14 @@ mod tests {
         assert!(!v.is_reported_in_use("b"));
         v.mark_volumes_as_reported_in_use(&[]);
         assert!(!v.is_reported_in_use("a"));
+        // An earlier run's volume stays in use until its pod is accounted for.
+        v.reconstruct(BTreeMap::from([(
+            "uid-1".to_string(),
+            vec!["c".to_string()],
+        )]));
+        v.set(BTreeSet::new());
+        assert_eq!(v.get(), vec!["c".to_string()]);
+        v.forget_reconstructed("uid-1");
+        assert_eq!(v.get(), Vec::<String>::new());
     }
 }

@@ -138,10 +138,29 @@ pub struct VolumeManager {
     csi_operations: tokio::sync::Mutex<()>,
     /// The node's CSI volumes in use, shared with the node status loop.
     in_use: Arc<VolumesInUse>,
-    /// CSI volumes found on disk at start (`vol_data.json` under `pods/<uid>`, set up by
-    /// an earlier agent), by pod UID: in use until the pod's volumes are set up again or
-    /// torn down, so that an agent restart never reports them unused while mounted.
-    reconstructed: Mutex<BTreeMap<String, Vec<String>>>,
+}
+
+/// The part of upstream's reconstruction (reconciler `syncStates`) that attach needs: the
+/// CSI volumes an earlier agent left set up, by pod UID (their `vol_data.json` under
+/// `pods/<uid>`), as unique volume names. The agent hands them to [`VolumesInUse`] before
+/// its first node status, so that they count as in use until the pod's volumes are set
+/// up again or torn down: a restart never reports a mounted volume unused (upstream does
+/// not report `volumesInUse` before its states are synced either).
+pub fn csi_volumes_on_disk(dirs: &PodDirs) -> BTreeMap<String, Vec<String>> {
+    std::fs::read_dir(dirs.root())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter_map(|uid| {
+            let names: Vec<String> = super::csi::pod_csi_volumes_on_disk(dirs, &uid)
+                .iter()
+                .map(|v| csi_unique_volume_name(&v.driver, &v.volume_handle))
+                .collect();
+            (!names.is_empty()).then_some((uid, names))
+        })
+        .collect()
 }
 
 impl VolumeManager {
@@ -159,46 +178,15 @@ impl VolumeManager {
             csi: CsiPlugin::new(BTreeMap::new(), &plugins, ""),
             csi_operations: tokio::sync::Mutex::new(()),
             in_use: Arc::default(),
-            reconstructed: Mutex::default(),
         }
     }
 
-    /// The volumes-in-use report shared with the node status loop.
+    /// The volumes-in-use report shared with the node status loop (holding what an
+    /// earlier agent left set up: [`csi_volumes_on_disk`]).
     pub fn with_volumes_in_use(mut self, in_use: Arc<VolumesInUse>) -> Self {
         self.in_use = in_use;
-        self.reconstruct_volumes_in_use();
-        self
-    }
-
-    /// The part of upstream's reconstruction (reconciler `syncStates`) that attach needs:
-    /// the CSI volumes an earlier agent left set up (their pods' `vol_data.json`) count as
-    /// in use from the start, until the pod's volumes are set up again or torn down;
-    /// upstream does not report `volumesInUse` before its states are synced either.
-    fn reconstruct_volumes_in_use(&self) {
-        let found: BTreeMap<String, Vec<String>> = self
-            .pods_on_disk()
-            .into_iter()
-            .filter_map(|uid| {
-                let names: Vec<String> = super::csi::pod_csi_volumes_on_disk(&self.dirs, &uid)
-                    .iter()
-                    .map(|v| csi_unique_volume_name(&v.driver, &v.volume_handle))
-                    .collect();
-                (!names.is_empty()).then_some((uid, names))
-            })
-            .collect();
-        if !found.is_empty() {
-            tracing::info!(
-                pods = found.len(),
-                "CSI volumes of an earlier run in use until set up again or torn down"
-            );
-        }
-        *self.reconstructed.lock().unwrap() = found;
         self.update_volumes_in_use();
-    }
-
-    /// The pod's reconstructed volumes are accounted for by the states now.
-    fn forget_reconstructed(&self, uid: &str) {
-        self.reconstructed.lock().unwrap().remove(uid);
+        self
     }
 
     /// `GetVolumesInUse`: the unique names of the CSI volumes the node's pods want or
@@ -223,15 +211,7 @@ impl VolumeManager {
                     .as_ref()
                     .map(|d| csi_unique_volume_name(&d.source.driver, &d.source.volume_handle))
             });
-            let reconstructed: Vec<String> = self
-                .reconstructed
-                .lock()
-                .unwrap()
-                .values()
-                .flatten()
-                .cloned()
-                .collect();
-            wanted.chain(set_up).chain(reconstructed).collect()
+            wanted.chain(set_up).collect()
         };
         self.in_use.set(in_use);
     }
@@ -436,7 +416,7 @@ impl VolumeManager {
             });
         }
         // Every volume of the pod is set up: what an earlier agent left is in the states.
-        self.forget_reconstructed(&uid);
+        self.in_use.forget_reconstructed(&uid);
         self.update_volumes_in_use();
         let state = self.state.lock().unwrap();
         Ok(state
@@ -572,7 +552,7 @@ impl VolumeManager {
         for v in super::csi::pod_csi_volumes_on_disk(&self.dirs, uid) {
             self.tear_down_csi_on_disk(uid, &v).await?;
         }
-        self.forget_reconstructed(uid);
+        self.in_use.forget_reconstructed(uid);
         self.update_volumes_in_use();
         self.unmount_pod(uid)
     }
@@ -852,6 +832,7 @@ mod tests {
         )
         .unwrap();
         let in_use = Arc::new(VolumesInUse::default());
+        in_use.reconstruct(csi_volumes_on_disk(&dirs));
         let manager = VolumeManager::new(
             dirs,
             Arc::new(crate::runtime::syscall::LinuxSyscall),
