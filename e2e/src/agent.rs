@@ -486,6 +486,28 @@ pub fn cannot_run_containers() -> bool {
     }
 }
 
+/// Waits for pod `name` to succeed and returns it; a pod that fails ends the test with its
+/// status and `context` (the agent's and the driver's logs, say).
+pub async fn wait_pod_succeeded(
+    pods: &kube::Api<rekube_crds::Pod>,
+    name: &str,
+    timeout: std::time::Duration,
+    context: impl Fn() -> String,
+) -> rekube_crds::Pod {
+    crate::wait_until(&format!("pod {name} succeeded"), timeout, || async {
+        let p = pods.get(name).await.map_err(|e| e.to_string())?;
+        match p.status.as_ref().and_then(|s| s.phase.as_deref()) {
+            Some("Succeeded") => Ok(p),
+            Some("Failed") => panic!("pod {name} failed: {:?}\n{}", p.status, context()),
+            other => Err(format!(
+                "{other:?} on {:?}",
+                p.spec.as_ref().and_then(|s| s.node_name.clone())
+            )),
+        }
+    })
+    .await
+}
+
 /// Waits until no pod is left in `pods`' namespace (each agent has let its pods go:
 /// containers, sandbox, volumes removed, finalizer released).
 pub async fn wait_pods_released(pods: &kube::Api<rekube_crds::Pod>, timeout: std::time::Duration) {

@@ -17,7 +17,9 @@ use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, PostParams};
 use rekube_crds::{Node, PersistentVolumeClaim, Pod};
 use rekube_csi::csi;
-use rekube_e2e::agent::{AgentProcess, cannot_run_containers, delete_all_pods_and_check_leftovers};
+use rekube_e2e::agent::{
+    AgentProcess, cannot_run_containers, delete_all_pods_and_check_leftovers, wait_pod_succeeded,
+};
 use rekube_e2e::controllers::ControllerProcess;
 use rekube_e2e::storage::{
     CsiDriverProcess, MIB, create_csi_driver, delete_test_volumes, event_notes, loops_under,
@@ -185,18 +187,8 @@ async fn a_driver_registers_through_the_plugin_registration_directory() {
     )
     .await
     .unwrap();
-    let writer = wait_until("pod writer done", Duration::from_secs(90), || async {
-        let p = pods.get("writer").await.map_err(|e| e.to_string())?;
-        match p.status.as_ref().and_then(|s| s.phase.as_deref()) {
-            Some("Succeeded") => Ok(p),
-            Some("Failed") => panic!(
-                "pod writer failed: {:?}\n{}\n{}",
-                p.status,
-                agent.logs(),
-                driver.logs()
-            ),
-            other => Err(format!("{other:?}")),
-        }
+    let writer = wait_pod_succeeded(&pods, "writer", Duration::from_secs(90), || {
+        format!("{}\n{}", agent.logs(), driver.logs())
     })
     .await;
     let uid = writer.metadata.uid.clone().unwrap();

@@ -22,7 +22,9 @@ use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use rekube_crds::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
 use rekube_csi::csi;
-use rekube_e2e::agent::{AgentProcess, cannot_run_containers, delete_all_pods_and_check_leftovers};
+use rekube_e2e::agent::{
+    AgentProcess, cannot_run_containers, delete_all_pods_and_check_leftovers, wait_pod_succeeded,
+};
 use rekube_e2e::controllers::ControllerProcess;
 use rekube_e2e::nodes::SCOPE_LABEL;
 use rekube_e2e::storage::{
@@ -121,29 +123,9 @@ async fn a_csi_volume_is_staged_published_and_cleaned_up() {
         .unwrap()
     };
     let succeeded = |name: &'static str| {
-        let pods = pods.clone();
-        let agent = &agent;
-        let driver = &driver;
-        async move {
-            wait_until(
-                &format!("pod {name} done"),
-                Duration::from_secs(90),
-                || async {
-                    let p = pods.get(name).await.map_err(|e| e.to_string())?;
-                    match p.status.as_ref().and_then(|s| s.phase.as_deref()) {
-                        Some("Succeeded") => Ok(p),
-                        Some("Failed") => panic!(
-                            "pod {name} failed: {:?}\n{}\n{}",
-                            p.status,
-                            agent.logs(),
-                            driver.logs()
-                        ),
-                        other => Err(format!("{other:?}")),
-                    }
-                },
-            )
-            .await
-        }
+        wait_pod_succeeded(&pods, name, Duration::from_secs(90), || {
+            format!("{}\n{}", agent.logs(), driver.logs())
+        })
     };
 
     pods.create(
@@ -431,18 +413,8 @@ async fn a_provisioned_volume_is_used_and_deleted_with_its_claim() {
         .metadata
         .uid
         .unwrap();
-    let done = wait_until("writer done", Duration::from_secs(90), || async {
-        let p = pods.get("writer").await.map_err(|e| e.to_string())?;
-        match p.status.as_ref().and_then(|s| s.phase.as_deref()) {
-            Some("Succeeded") => Ok(p),
-            Some("Failed") => panic!(
-                "writer failed: {:?}\n{}\n{}",
-                p.status,
-                agent.logs(),
-                driver.logs()
-            ),
-            other => Err(format!("{other:?}")),
-        }
+    let done = wait_pod_succeeded(&pods, "writer", Duration::from_secs(90), || {
+        format!("{}\n{}", agent.logs(), driver.logs())
     })
     .await;
     assert_eq!(done.spec.unwrap().node_name.as_deref(), Some(node.as_str()));

@@ -17,7 +17,9 @@ use std::time::Duration;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, PostParams};
 use rekube_crds::{PersistentVolume, PersistentVolumeClaim, Pod};
-use rekube_e2e::agent::{AgentProcess, cannot_run_containers, delete_all_pods_and_check_leftovers};
+use rekube_e2e::agent::{
+    AgentProcess, cannot_run_containers, delete_all_pods_and_check_leftovers, wait_pod_succeeded,
+};
 use rekube_e2e::controllers::ControllerProcess;
 use rekube_e2e::nodes::SCOPE_LABEL;
 use rekube_e2e::storage::{delete_test_volumes, event_notes};
@@ -346,21 +348,7 @@ async fn a_claim_keeps_its_data_across_pods() {
     };
     let succeeded = |name: &'static str| {
         let pods = pods.clone();
-        async move {
-            wait_until(
-                &format!("pod {name} done"),
-                Duration::from_secs(90),
-                || async {
-                    let p = pods.get(name).await.map_err(|e| e.to_string())?;
-                    match p.status.as_ref().and_then(|s| s.phase.as_deref()) {
-                        Some("Succeeded") => Ok(p),
-                        Some("Failed") => panic!("pod {name} failed: {:?}", p.status),
-                        other => Err(format!("{other:?}")),
-                    }
-                },
-            )
-            .await
-        }
+        async move { wait_pod_succeeded(&pods, name, Duration::from_secs(90), String::new).await }
     };
     pods.create(
         &pp,

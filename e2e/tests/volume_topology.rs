@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use rekube_crds::{PersistentVolumeClaim, Pod};
-use rekube_e2e::agent::{AgentProcess, cannot_run_containers, delete_all_pods_and_check_leftovers};
+use rekube_e2e::agent::{
+    AgentProcess, cannot_run_containers, delete_all_pods_and_check_leftovers, wait_pod_succeeded,
+};
 use rekube_e2e::controllers::ControllerProcess;
 use rekube_e2e::nodes::{self, NodeShape};
 use rekube_e2e::storage::delete_test_volumes;
@@ -104,18 +106,7 @@ async fn a_wait_for_first_consumer_claim_binds_on_the_pods_node() {
     )
     .await
     .unwrap();
-    let done = wait_until("writer Succeeded", T, || async {
-        let p = pods.get("writer").await.map_err(|e| e.to_string())?;
-        match p.status.as_ref().and_then(|s| s.phase.as_deref()) {
-            Some("Succeeded") => Ok(p),
-            Some("Failed") => panic!("writer failed: {:?}", p.status),
-            other => Err(format!(
-                "{other:?} {:?}",
-                p.spec.as_ref().and_then(|s| s.node_name.clone())
-            )),
-        }
-    })
-    .await;
+    let done = wait_pod_succeeded(&pods, "writer", T, String::new).await;
     assert_eq!(
         done.spec.unwrap().node_name.as_deref(),
         Some(node.as_str()),
