@@ -140,6 +140,17 @@ pub struct VolumeManager {
     in_use: Arc<VolumesInUse>,
 }
 
+/// The UIDs of the pods with a directory under `pods/`.
+fn pods_on_disk(dirs: &PodDirs) -> Vec<String> {
+    std::fs::read_dir(dirs.root())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect()
+}
+
 /// The part of upstream's reconstruction (reconciler `syncStates`) that attach needs: the
 /// CSI volumes an earlier agent left set up, by pod UID (their `vol_data.json` under
 /// `pods/<uid>`), as unique volume names. The agent hands them to [`VolumesInUse`] before
@@ -147,12 +158,8 @@ pub struct VolumeManager {
 /// up again or torn down: a restart never reports a mounted volume unused (upstream does
 /// not report `volumesInUse` before its states are synced either).
 pub fn csi_volumes_on_disk(dirs: &PodDirs) -> BTreeMap<String, Vec<String>> {
-    std::fs::read_dir(dirs.root())
+    pods_on_disk(dirs)
         .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| e.path().is_dir())
-        .filter_map(|e| e.file_name().into_string().ok())
         .filter_map(|uid| {
             let names: Vec<String> = super::csi::pod_csi_volumes_on_disk(dirs, &uid)
                 .iter()
@@ -235,19 +242,15 @@ impl VolumeManager {
             return Ok(HashMap::new());
         }
         let unique = csi_unique_volume_name(&source.driver, &source.volume_handle);
-        let attached = if self.in_use.is_reported_in_use(&unique) {
+        let reported = self.in_use.is_reported_in_use(&unique);
+        let attached = if reported {
             reader.volumes_attached().await.map_err(|e| {
                 format!("VerifyControllerAttachedVolume failed fetching node from API server for volume {pv:?} : {e}")
             })?
         } else {
             Vec::new()
         };
-        attach::verify_controller_attached_volume(
-            pv,
-            &unique,
-            self.in_use.is_reported_in_use(&unique),
-            &attached,
-        )?;
+        attach::verify_controller_attached_volume(pv, &unique, reported, &attached)?;
         let id = attachment_name(&source.volume_handle, &source.driver, self.csi.node_name());
         let attachment = reader.volume_attachment(&id).await.map_err(|e| {
             format!("MountVolume.WaitForAttach failed for volume {pv:?} : volume {} has GET error for volume attachment {id}: {e}", source.volume_handle)
@@ -606,13 +609,7 @@ impl VolumeManager {
 
     /// The UIDs of the pods that have a directory on the node (`pods/<uid>`).
     pub fn pods_on_disk(&self) -> Vec<String> {
-        std::fs::read_dir(self.dirs.root())
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter(|e| e.path().is_dir())
-            .filter_map(|e| e.file_name().into_string().ok())
-            .collect()
+        pods_on_disk(&self.dirs)
     }
 
     /// The bytes used in each of the pod's emptyDir volumes named in `names` that is set
