@@ -94,7 +94,9 @@ async fn a_volume_is_attached_mounted_unmounted_and_detached() {
 
     let pod: Pod = serde_json::from_value(json!({"apiVersion": "rekube.io/v1", "kind": "Pod",
         "metadata": {"name": "user"},
-        "spec": {"nodeName": node, "restartPolicy": "Never", "terminationGracePeriodSeconds": 1,
+        // Always: the agent's restart below stops its container, which must start again
+        // (with Never the restarted agent would find it finished and tear its volume down).
+        "spec": {"nodeName": node, "restartPolicy": "Always", "terminationGracePeriodSeconds": 1,
             "containers": [{"name": "c", "image": "busybox:1.36", "imagePullPolicy": "Never",
                 "command": ["sh", "-c", "echo attached > /data/file && cat /data/file && sleep 3600"],
                 "volumeMounts": [{"name": "v", "mountPath": "/data"}]}],
