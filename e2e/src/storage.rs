@@ -37,12 +37,12 @@ pub async fn create_csi_driver(ns: &TestNamespace, attach_required: bool) -> Str
     created["metadata"]["name"].as_str().unwrap().to_string()
 }
 
-/// A `rekube-csi` driver process on a socket in `dir`, stopped (SIGTERM, then SIGKILL)
-/// with its sidecars and its directory removed when dropped.
+/// A `rekube-csi` driver process ([`CsiProcess`]) on a socket in `dir`, stopped (SIGTERM,
+/// then SIGKILL) with its sidecars and its directory removed when dropped.
 pub struct CsiDriverProcess {
-    child: Option<Child>,
+    driver: Option<CsiProcess>,
     /// Sidecars started for the driver (`rekube-csi provisioner`, ...).
-    sidecars: Vec<Child>,
+    sidecars: Vec<CsiProcess>,
     pub name: String,
     pub dir: PathBuf,
     pub socket: PathBuf,
@@ -54,28 +54,25 @@ impl CsiDriverProcess {
     /// `rekube-csi --driver-name <name> --node-id <node_id>` with a 256 MiB capacity and
     /// `extra` arguments; returns once its socket exists.
     pub fn start(dir: &Path, name: &str, node_id: &str, extra: &[&str]) -> CsiDriverProcess {
-        let bin = csi_binary();
         std::fs::create_dir_all(dir).unwrap();
         let socket = dir.join("csi.sock");
         let state = dir.join("state");
         let log = dir.join("driver.log");
-        let out = std::fs::File::create(&log).unwrap();
-        let child = Command::new(&bin)
-            .arg("--endpoint")
-            .arg(format!("unix://{}", socket.display()))
-            .arg("--driver-name")
-            .arg(name)
-            .arg("--node-id")
-            .arg(node_id)
-            .arg("--state-dir")
-            .arg(&state)
-            .arg("--capacity")
-            .arg("256Mi")
-            .args(extra)
-            .stdout(Stdio::from(out.try_clone().unwrap()))
-            .stderr(Stdio::from(out))
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
+        let mut args: Vec<String> = [
+            "--endpoint".to_string(),
+            format!("unix://{}", socket.display()),
+            "--driver-name".into(),
+            name.into(),
+            "--node-id".into(),
+            node_id.into(),
+            "--state-dir".into(),
+            state.to_string_lossy().into_owned(),
+            "--capacity".into(),
+            "256Mi".into(),
+        ]
+        .into();
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let driver = CsiProcess::start(&args, log.clone());
         let deadline = Instant::now() + Duration::from_secs(10);
         while !socket.exists() {
             assert!(
@@ -86,7 +83,7 @@ impl CsiDriverProcess {
             std::thread::sleep(Duration::from_millis(50));
         }
         CsiDriverProcess {
-            child: Some(child),
+            driver: Some(driver),
             sidecars: Vec::new(),
             name: name.to_string(),
             dir: dir.to_path_buf(),
@@ -125,17 +122,14 @@ impl CsiDriverProcess {
     /// `rekube-csi <subcommand> --endpoint <the driver's socket> <args>`, logging to
     /// `<dir>/<subcommand>.log`, stopped with the driver.
     pub fn start_sidecar(&mut self, subcommand: &str, args: &[&str]) {
-        let out = std::fs::File::create(self.dir.join(format!("{subcommand}.log"))).unwrap();
-        let child = Command::new(csi_binary())
-            .arg(subcommand)
-            .arg("--endpoint")
-            .arg(format!("unix://{}", self.socket.display()))
-            .args(args)
-            .stdout(Stdio::from(out.try_clone().unwrap()))
-            .stderr(Stdio::from(out))
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting rekube-csi {subcommand}: {e}"));
-        self.sidecars.push(child);
+        let mut all = vec![
+            subcommand.to_string(),
+            "--endpoint".into(),
+            format!("unix://{}", self.socket.display()),
+        ];
+        all.extend(args.iter().map(|a| a.to_string()));
+        let log = self.dir.join(format!("{subcommand}.log"));
+        self.sidecars.push(CsiProcess::start(&all, log));
     }
 
     /// The driver's provisioner (external-provisioner's distributed mode) for `node_id`,
@@ -149,9 +143,8 @@ impl CsiDriverProcess {
 
     /// Stops the sidecars, then the driver.
     pub fn stop(&mut self) {
-        let children: Vec<Child> = self.sidecars.drain(..).chain(self.child.take()).collect();
-        for mut child in children {
-            terminate_child(&mut child, Duration::from_secs(10));
+        for mut process in self.sidecars.drain(..).chain(self.driver.take()) {
+            process.stop();
         }
     }
 }
