@@ -104,11 +104,14 @@ bench-pod-startup pods="100" *flags="": cluster-up build-kubelet
     cargo build --quiet --release -p rekube-node-agent -p rekube-e2e --bin rekube-node-agent --bin bench-pod-startup
     KUBECONFIG={{local_kubeconfig}} $CARGO_TARGET_DIR/release/bench-pod-startup --pods {{pods}} --kubelet {{k8s_bin}}/kubelet --agent $CARGO_TARGET_DIR/release/rekube-node-agent --kubeconfig {{local_kubeconfig}} {{flags}}
 
-# Benchmark (as root): pod volumes, upstream's clusterloader2 storage pod-startup workloads (1 pod × 100 configMap, secret, emptyDir volumes; 100 pods × 1 emptyDir) under kubelet + containerd and rekube-node-agent, side by side.
-bench-storage: cluster-up build-kubelet
+# Benchmark (as root): pod volumes, upstream's clusterloader2 storage pod-startup workloads (1 pod × 100 configMap, secret, emptyDir volumes; 100 pods × 1 emptyDir) and claims (PVC created → pod Running: static hostPath PV, dynamic local-disk, dynamic hostpath; 1 pod × 50 local-disk claims) under kubelet + containerd and rekube-node-agent, side by side (`just bench-storage claims` or `volumes` runs one half).
+bench-storage which="all": cluster-up build-kubelet
+    e2e/scripts/build-kubernetes.sh external-provisioner >/dev/null
     KUBECONFIG={{local_kubeconfig}} just install >/dev/null
-    cargo build --quiet --release -p rekube-node-agent -p rekube-e2e --bin rekube-node-agent --bin bench-pod-startup
-    for w in "1 configmap:100" "1 secret:100" "1 emptydir:100" "100 emptydir:1"; do set -- $w; echo; echo "=== $1 pod(s), volumes $2"; KUBECONFIG={{local_kubeconfig}} $CARGO_TARGET_DIR/release/bench-pod-startup --pods $1 --volumes $2 --kubelet {{k8s_bin}}/kubelet --agent $CARGO_TARGET_DIR/release/rekube-node-agent --kubeconfig {{local_kubeconfig}} || exit 1; done
+    cargo build --quiet --release -p rekube-node-agent -p rekube-controllers -p rekube-csi -p rekube-e2e --bin rekube-node-agent --bin rekube-controllers --bin rekube-csi --bin bench-pod-startup
+    set -e; run() { echo; echo "=== $1 pod(s), $2"; KUBECONFIG={{local_kubeconfig}} $CARGO_TARGET_DIR/release/bench-pod-startup --pods $1 $3 $2 --kubelet {{k8s_bin}}/kubelet --agent $CARGO_TARGET_DIR/release/rekube-node-agent --csi $CARGO_TARGET_DIR/release/rekube-csi --controllers $CARGO_TARGET_DIR/release/rekube-controllers --kube-controller-manager {{k8s_bin}}/kube-controller-manager --csi-provisioner {{cache}}/bin/csi-provisioner-v6.4.0 --kubeconfig {{local_kubeconfig}}; }; \
+    if [ {{which}} != claims ]; then for w in "1 configmap:100" "1 secret:100" "1 emptydir:100" "100 emptydir:1"; do run $w --volumes; done; fi; \
+    if [ {{which}} != volumes ]; then for w in "1 static:1" "1 local-disk:1" "1 hostpath:1" "20 local-disk:1" "1 local-disk:50"; do run $w --claims; done; fi
 
 # Benchmark: rekube Service created → cluster IP visible (one at a time, 200 at once, two QPS settings), beside a core Service's in-apiserver allocation.
 bench-service-alloc: cluster-up

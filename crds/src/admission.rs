@@ -20,6 +20,7 @@
 //! CEL budget, is a ValidatingAdmissionPolicy ([`validating_objects`]):
 //! - a Deployment's or ReplicaSet's selector must match its template's labels;
 //! - container names are unique across containers, initContainers and ephemeralContainers;
+//! - a Bidirectional volumeMount only in a privileged container (validateMountPropagation);
 //! - a Service's targetPort is a port number or an IANA service name;
 //! - an EndpointSlice's addresses are of its addressType (validateEndpoints: IPv4 or IPv6
 //!   in strict, for IPv6 canonical, form and not unspecified, loopback or link-local;
@@ -374,9 +375,34 @@ fn ephemeral_container_checks() -> Vec<Value> {
     ]
 }
 
+/// validateMountPropagation's privileged check for the containers of list `l` of the
+/// PodSpec at CEL `spec`, whose field path is `path`: a Bidirectional volumeMount only in
+/// a privileged container, upstream's message for the first container that has one (its
+/// field path, as upstream's, names the volumeMounts list without an index).
+fn bidirectional_only_privileged(spec: &str, path: &str, l: &str) -> Value {
+    let bad = "(c.?volumeMounts.orValue([]).exists(m, m.?mountPropagation.orValue('') == 'Bidirectional') && \
+               !c.?securityContext.?privileged.orValue(false))";
+    let first = format!("{spec}.{l}.filter(c, {bad})[0]");
+    check_with_message(
+        format!("!{spec}.?{l}.orValue([]).exists(c, {bad})"),
+        format!(
+            "'{path}.{l}[' + string({spec}.{l}.map(x, x.name).indexOf({first}.name)) + \
+             '].volumeMounts.mountPropagation: Forbidden: {BIDIRECTIONAL_MESSAGE}'"
+        ),
+        "Forbidden",
+    )
+}
+
+/// validateMountPropagation's message.
+pub const BIDIRECTIONAL_MESSAGE: &str =
+    "Bidirectional mount propagation is available only to privileged containers";
+
 /// Checks of a PodSpec at CEL `spec` (field path `path`) that compare across maps or lists.
 fn pod_spec_checks(spec: &str, path: &str) -> Vec<Value> {
     vec![
+        bidirectional_only_privileged(spec, path, "containers"),
+        bidirectional_only_privileged(spec, path, "initContainers"),
+        bidirectional_only_privileged(spec, path, "ephemeralContainers"),
         requests_within_limits(spec, path, "containers"),
         requests_within_limits(spec, path, "initContainers"),
         unique_port_names(spec, path, "containers"),
@@ -468,6 +494,7 @@ pub fn validating_objects() -> Vec<Value> {
             "spec.selector.matchLabels",
         )],
     );
+    let capacities = csi_storage_capacity_validation();
     let endpoint_slices = ValidatingPolicy {
         name: "rekube-endpointslice-validation.rekube.io",
         resources: &["endpointslices"],
@@ -480,11 +507,49 @@ pub fn validating_objects() -> Vec<Value> {
         .chain(templates)
         .chain(services)
         .chain(claims)
+        .chain(capacities)
         .chain(endpoint_slices)
         .chain(csi_driver_validation())
         .chain(csi_driver_token_warning())
         .chain(crate::updates::objects())
         .collect()
+}
+
+/// ValidateLabelSelector of a CSIStorageCapacity's nodeTopology, the part a CRD's static
+/// cost budget cannot hold: each matchExpressions operator one of the four (upstream's
+/// `not a valid selector operator`) and the matchLabels keys qualified names, in one
+/// validation so that every error is reported, as upstream reports them (a policy stops at
+/// its first failing validation). The values, the expression keys and the values'
+/// presence are the schema's ([`crate::validation::csi_storage_capacity`]).
+fn csi_storage_capacity_validation() -> [Value; 2] {
+    ValidatingPolicy {
+        name: "rekube-csistoragecapacity-validation.rekube.io",
+        resources: &["csistoragecapacities"],
+        operations: &["CREATE", "UPDATE"],
+        variables: vec![
+            (
+                "labels",
+                format!(
+                    "object.?nodeTopology.?matchLabels.orValue({{}}).filter(k, !k.matches(r'{QUALIFIED_NAME}')) \
+                     .map(k, 'nodeTopology.matchLabels: Invalid value: \"' + k + \"\\\": {QUALIFIED_NAME_MESSAGE}\")"
+                ),
+            ),
+            (
+                "operators",
+                "object.?nodeTopology.?matchExpressions.orValue([]).transformList(i, e, \
+                 !(e.operator in ['In', 'NotIn', 'Exists', 'DoesNotExist']), \
+                 'nodeTopology.matchExpressions[' + string(i) + '].operator: Invalid value: \"' + \
+                 e.operator + '\": not a valid selector operator')"
+                    .into(),
+            ),
+        ],
+        validations: vec![check_with_message(
+            "size(variables.labels) + size(variables.operators) == 0".into(),
+            "(variables.labels + variables.operators).join(', ')".into(),
+            "Invalid",
+        )],
+    }
+    .objects()
 }
 
 /// The CSIDriver policies' `audiences` (every token request's) and `duplicates` (the

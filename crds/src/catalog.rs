@@ -1,4 +1,4 @@
-//! The eleven rekube CRDs: names, scope, subresources and `kubectl get` columns as upstream
+//! The thirteen rekube CRDs: names, scope, subresources and `kubectl get` columns as upstream
 //! prints them (pkg/printers/internalversion/printers.go), schema from the upstream type.
 use serde_json::Value;
 
@@ -325,6 +325,25 @@ pub fn all() -> Vec<CrdDescriptor> {
                 ),
                 ("RequiresRepublish", "boolean", ".spec.requiresRepublish", 0),
                 ("Modes", "string", ".spec.volumeLifecycleModes", 0),
+            ],
+            selectable_fields: &[],
+        },
+        CrdDescriptor {
+            kind: "CSIStorageCapacity",
+            plural: "csistoragecapacities",
+            short_name: "rcsisc",
+            namespaced: true,
+            schema: schema_of::<kinds::storage::CSIStorageCapacity>(&[
+                validation::csi_storage_capacity,
+            ]),
+            status_subresource: false,
+            scale: false,
+            // printers.go's columns (printCSIStorageCapacity; it prints `<unset>` for no
+            // capacity, a column nothing). upstream's registry does not wire them (its
+            // default table: NAME, CREATED AT); rekube prints them.
+            columns: &[
+                ("StorageClassName", "string", ".storageClassName", 0),
+                ("Capacity", "string", ".capacity", 0),
             ],
             selectable_fields: &[],
         },

@@ -32,7 +32,7 @@ pub mod validation;
 pub use kinds::apps::{Deployment, ReplicaSet};
 pub use kinds::core::{Endpoints, Node, PersistentVolume, PersistentVolumeClaim, Pod, Service};
 pub use kinds::discovery::EndpointSlice;
-pub use kinds::storage::{CSIDriver, StorageClass, VolumeAttachment};
+pub use kinds::storage::{CSIDriver, CSIStorageCapacity, StorageClass, VolumeAttachment};
 
 pub const GROUP: &str = "rekube.io";
 pub const VERSION: &str = "v1";

@@ -108,6 +108,11 @@ fn is_quantity(field: &str, node: &Value) -> bool {
     node["x-kubernetes-int-or-string"] == json!(true) && !INT_OR_STRING_FIELDS.contains(&field)
 }
 
+/// resource.Quantity's grammar with its optional sign, for the Quantities a kind checks
+/// by itself (a CSIStorageCapacity's: [`csi_storage_capacity`]).
+pub const SIGNED_QUANTITY: &str =
+    "^[+-]?(([0-9]+(\\.[0-9]*)?)|(\\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE][+-]?[0-9]+))?$";
+
 /// A metav1.LabelSelector: an object whose properties are exactly matchExpressions and
 /// matchLabels.
 fn is_label_selector(node: &Value) -> bool {
@@ -124,12 +129,13 @@ fn label_value(node: &mut Value) {
     obj.insert("pattern".into(), json!(LABEL_VALUE));
 }
 
-/// Every Quantity must parse (`lots` is refused) and be non-negative; every label selector's
-/// values must be label values and its expression keys qualified names (ValidateLabelSelector).
+/// Every Quantity must parse (`lots` is refused) and be non-negative, but for those a
+/// kind's own rules constrained already (a pattern set); every label selector's values
+/// must be label values and its expression keys qualified names (ValidateLabelSelector).
 /// Found by shape, so no Quantity or selector of any kind is missed.
 pub fn quantities_and_selectors(schema: &mut Value) {
     walk(schema, "", &mut |field, node| {
-        if is_quantity(field, node) {
+        if is_quantity(field, node) && node.get("pattern").is_none() {
             let obj = node.as_object_mut().expect("checked");
             obj.insert("pattern".into(), json!(QUANTITY));
             obj.insert("minimum".into(), json!(0));
@@ -183,7 +189,17 @@ fn container_list(schema: &mut Value, at: &str) {
         &format!("{at}[].ports[].protocol"),
         json!({ "enum": ["TCP", "UDP", "SCTP"] }),
     );
+    // validateMountPropagation's supported values, sorted as its message lists them;
+    // Bidirectional only in a privileged container is [`crate::admission`]'s.
+    constrain(
+        schema,
+        &format!("{at}[].volumeMounts[].mountPropagation"),
+        json!({ "enum": MOUNT_PROPAGATION_MODES }),
+    );
 }
+
+/// core.MountPropagationMode's values, sorted (validateMountPropagation's NotSupported).
+pub const MOUNT_PROPAGATION_MODES: [&str; 3] = ["Bidirectional", "HostToContainer", "None"];
 
 /// ValidatePodSpec's checks that a schema can state. `restart_policies` is what
 /// restartPolicy may be: any of the three for a Pod, only Always for a Deployment's or a
@@ -601,6 +617,87 @@ pub fn csi_driver(schema: &mut Value) {
             },
         );
     }
+}
+
+/// IsDNS1123Subdomain's message for a value its regex refuses (RegexError).
+pub const DNS_SUBDOMAIN_MESSAGE: &str = "a lowercase RFC 1123 subdomain must consist of lower case \
+    alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character \
+    (e.g. 'example.com', regex used for validation is \
+    '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
+
+/// ValidateCSIStorageCapacity (pkg/apis/storage/validation, v1.36.3), with upstream's
+/// messages: storageClassName a DNS subdomain (ValidateClassName; at most 253 characters,
+/// the schema's bound, which also bounds the rule's cost), capacity a Quantity
+/// (`SIGNED_QUANTITY`) not below 0 (ValidateNonnegativeQuantity's message; `-0` is 0),
+/// maximumVolumeSize any Quantity (upstream does not check it), nodeTopology a valid label selector (ValidateLabelSelector:
+/// values required for In and NotIn and forbidden for Exists and DoesNotExist here, label
+/// values and expression keys by [`quantities_and_selectors`]; the operators and the
+/// matchLabels keys, over lists and maps too costly for a CRD rule, by
+/// [`crate::admission`]'s policy). ValidateCSIStorageCapacityUpdate:
+/// nodeTopology and storageClassName are immutable (transition rules).
+pub fn csi_storage_capacity(schema: &mut Value) {
+    for quantity in ["capacity", "maximumVolumeSize"] {
+        constrain(schema, quantity, json!({ "pattern": SIGNED_QUANTITY }));
+    }
+    rule(
+        schema,
+        "capacity",
+        invalid(
+            "type(self) == int ? self >= 0 : \
+             (!isQuantity(self) || !quantity(self).isLessThan(quantity('0')))",
+            "must be greater than or equal to 0",
+        ),
+    );
+    constrain(schema, "storageClassName", json!({ "maxLength": 253 }));
+    rule(
+        schema,
+        "storageClassName",
+        invalid(
+            &format!("self.matches('{}')", DNS_SUBDOMAIN.replace('\\', "\\\\")),
+            DNS_SUBDOMAIN_MESSAGE,
+        ),
+    );
+    let expression = "nodeTopology.matchExpressions[]";
+    rule(
+        schema,
+        expression,
+        Rule {
+            rule: "!(self.operator in ['In', 'NotIn']) || (has(self.values) && size(self.values) > 0)",
+            message: "must be specified when `operator` is 'In' or 'NotIn'",
+            field_path: Some(".values"),
+            reason: "FieldValueRequired",
+        },
+    );
+    rule(
+        schema,
+        expression,
+        Rule {
+            rule: "!(self.operator in ['Exists', 'DoesNotExist']) || !has(self.values) || size(self.values) == 0",
+            message: "may not be specified when `operator` is 'Exists' or 'DoesNotExist'",
+            field_path: Some(".values"),
+            reason: "FieldValueForbidden",
+        },
+    );
+    // On the field itself, so the error shows the new value as upstream's does (a
+    // required field: the rule always runs on update).
+    rule(
+        schema,
+        "storageClassName",
+        invalid("self == oldSelf", "field is immutable"),
+    );
+    // Added, removed or changed; upstream's error also prints the new selector, an
+    // object's rule prints no value.
+    rule(
+        schema,
+        "",
+        Rule {
+            rule: "has(self.nodeTopology) == has(oldSelf.nodeTopology) && \
+                   (!has(self.nodeTopology) || self.nodeTopology == oldSelf.nodeTopology)",
+            message: "field is immutable",
+            field_path: Some(".nodeTopology"),
+            reason: "FieldValueInvalid",
+        },
+    );
 }
 
 pub fn storage_class(schema: &mut Value) {

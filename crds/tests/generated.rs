@@ -75,6 +75,18 @@ fn top_level_properties_are_the_upstream_ones() {
         ),
         ("Endpoints", &["apiVersion", "kind", "metadata", "subsets"]),
         (
+            "CSIStorageCapacity",
+            &[
+                "apiVersion",
+                "capacity",
+                "kind",
+                "maximumVolumeSize",
+                "metadata",
+                "nodeTopology",
+                "storageClassName",
+            ],
+        ),
+        (
             "EndpointSlice",
             &[
                 "addressType",
@@ -183,11 +195,10 @@ fn kube_resource_metadata_points_at_rekube() {
 /// the Quantity type's description (map values) is among the constrained ones.
 #[test]
 fn every_quantity_must_parse() {
-    fn walk(v: &Value, path: &str, out: &mut Vec<(String, bool)>) {
+    fn walk(v: &Value, path: &str, pattern: &str, out: &mut Vec<(String, bool)>) {
         let Value::Object(m) = v else { return };
         if m.get("x-kubernetes-int-or-string") == Some(&Value::Bool(true)) {
-            let constrained =
-                m.get("pattern").and_then(Value::as_str) == Some(rekube_crds::validation::QUANTITY);
+            let constrained = m.get("pattern").and_then(Value::as_str) == Some(pattern);
             let described = m
                 .get("description")
                 .and_then(Value::as_str)
@@ -197,21 +208,28 @@ fn every_quantity_must_parse() {
         }
         if let Some(Value::Object(props)) = m.get("properties") {
             for (k, p) in props {
-                walk(p, &format!("{path}.{k}"), out);
+                walk(p, &format!("{path}.{k}"), pattern, out);
             }
         }
         if let Some(items) = m.get("items") {
-            walk(items, &format!("{path}[]"), out);
+            walk(items, &format!("{path}[]"), pattern, out);
         }
         if let Some(values) = m.get("additionalProperties") {
-            walk(values, &format!("{path}{{}}"), out);
+            walk(values, &format!("{path}{{}}"), pattern, out);
         }
     }
     let int_or_string = rekube_crds::validation::INT_OR_STRING_FIELDS;
     let mut quantities = Vec::new();
     for d in catalog::all() {
+        // A CSIStorageCapacity checks its quantities' sign itself (upstream's message for
+        // capacity; maximumVolumeSize may be negative).
+        let pattern = if d.kind == "CSIStorageCapacity" {
+            rekube_crds::validation::SIGNED_QUANTITY
+        } else {
+            rekube_crds::validation::QUANTITY
+        };
         let mut nodes = Vec::new();
-        walk(&d.schema, "", &mut nodes);
+        walk(&d.schema, "", pattern, &mut nodes);
         for (path, constrained) in nodes {
             let last = path.rsplit('.').next().unwrap();
             if int_or_string.contains(&last) {
@@ -238,6 +256,8 @@ fn every_quantity_must_parse() {
         "PersistentVolume .spec.capacity{}",
         "Node .status.capacity{}",
         "Node .status.allocatable{}",
+        "CSIStorageCapacity .capacity",
+        "CSIStorageCapacity .maximumVolumeSize",
     ] {
         assert!(
             quantities.iter().any(|q| q == expected),

@@ -135,6 +135,15 @@ pub fn remaining(total: u64, allocated: u64) -> u64 {
     total.saturating_sub(allocated)
 }
 
+/// GetCapacity's `maximum_volume_size` for local-disk with `left` bytes free: the largest
+/// `required_bytes` a CreateVolume can be granted ([`volume_size`] rounds a request up to
+/// whole MiB and to [`MIN_VOLUME_BYTES`]): `left` rounded down to whole MiB, or 0 when not
+/// even the smallest volume fits. The scheduler compares a claim's request with it.
+pub fn maximum_volume_size(left: u64) -> u64 {
+    let whole = left / MIB * MIB;
+    if whole >= MIN_VOLUME_BYTES { whole } else { 0 }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -256,6 +265,35 @@ mod tests {
                 .code(),
             tonic::Code::OutOfRange
         );
+    }
+
+    #[test]
+    fn maximum_volume_size_is_the_largest_request_create_volume_grants() {
+        let cases = [
+            (0, 0),
+            (MIN_VOLUME_BYTES - 1, 0),
+            (MIN_VOLUME_BYTES, MIN_VOLUME_BYTES),
+            (100 * M, 100 * M),
+            (100 * M + 1, 100 * M),
+            (101 * M - 1, 100 * M),
+        ];
+        for (left, want) in cases {
+            let max = maximum_volume_size(left);
+            assert_eq!(max, want, "{left} bytes left");
+            if max > 0 {
+                // A request of exactly the maximum fits; one byte more does not.
+                let fits = |required| {
+                    volume_size(Range {
+                        required,
+                        limit: None,
+                    })
+                    .unwrap()
+                        <= left
+                };
+                assert!(fits(max), "{left}");
+                assert!(!fits(max + 1), "{left}");
+            }
+        }
     }
 
     #[test]

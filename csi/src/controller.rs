@@ -495,20 +495,26 @@ impl Driver {
             return Ok(none);
         }
         let store = self.lock();
-        let available = match kind {
+        // local-disk: what is left of --capacity, and the largest request that fits in it
+        // (whole MiB); hostpath: the free space of the state dir's filesystem (a hostpath
+        // volume's capacity is recorded, not enforced).
+        let (available, maximum) = match kind {
             VolumeKind::LocalDisk => {
-                capacity::remaining(self.config.capacity_bytes, store.allocated_bytes())
+                let left = capacity::remaining(self.config.capacity_bytes, store.allocated_bytes());
+                (left, capacity::maximum_volume_size(left))
             }
             VolumeKind::HostPath => {
-                self.kernel
+                let free = self
+                    .kernel
                     .statvfs(&store.root().join("hostpath"))?
-                    .available_bytes
+                    .available_bytes;
+                (free, free)
             }
         };
-        let available = available.min(i64::MAX as u64) as i64;
+        let bytes = |b: u64| b.min(i64::MAX as u64) as i64;
         Ok(GetCapacityResponse {
-            available_capacity: available,
-            maximum_volume_size: Some(available),
+            available_capacity: bytes(available),
+            maximum_volume_size: Some(bytes(maximum)),
             minimum_volume_size: (kind == VolumeKind::LocalDisk).then_some(MIN_VOLUME_BYTES as i64),
         })
     }

@@ -55,4 +55,5 @@ pub mod service;
 pub mod sidecar;
 pub mod store;
 pub mod topology;
+pub mod uds_authority;
 pub mod volume_id;

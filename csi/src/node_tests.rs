@@ -546,3 +546,73 @@ fn attach_required_read_only_publications_mount_read_only_and_never_format() {
         t.delete(&id).unwrap();
     }
 }
+
+/// GetCapacity: local-disk reports what is left of --capacity and the largest request that
+/// fits (whole MiB), following each CreateVolume and DeleteVolume; other topologies and
+/// capabilities a type cannot serve get nothing; hostpath the state dir's free space.
+#[test]
+fn get_capacity_follows_what_is_handed_out() {
+    use crate::csi::{GetCapacityRequest, Topology};
+    let t = setup();
+    let ask = |kind: &str, topology: Option<&str>, caps: Vec<VolumeCapability>| {
+        t.driver
+            .get_capacity(GetCapacityRequest {
+                volume_capabilities: caps,
+                parameters: [("type".to_string(), kind.to_string())].into(),
+                accessible_topology: topology.map(|n| Topology {
+                    segments: [(crate::topology::TOPOLOGY_KEY.to_string(), n.to_string())].into(),
+                }),
+            })
+            .map(|r| {
+                (
+                    r.available_capacity,
+                    r.maximum_volume_size,
+                    r.minimum_volume_size,
+                )
+            })
+            .map_err(|e| e.code())
+    };
+    let gib = 1i64 << 30;
+    let min = Some(crate::capacity::MIN_VOLUME_BYTES as i64);
+    assert_eq!(
+        ask("local-disk", Some("n1"), vec![]),
+        Ok((gib, Some(gib), min))
+    );
+    assert_eq!(ask("local-disk", None, vec![]), Ok((gib, Some(gib), min)));
+    let id = t.create("v1", "local-disk");
+    let left = gib - (64 << 20);
+    assert_eq!(
+        ask("local-disk", Some("n1"), vec![]),
+        Ok((left, Some(left), min))
+    );
+    // Another node's topology, or a mode local-disk refuses: nothing here.
+    assert_eq!(
+        ask("local-disk", Some("n2"), vec![]),
+        Ok((0, Some(0), None))
+    );
+    assert_eq!(
+        ask(
+            "local-disk",
+            Some("n1"),
+            vec![capability(Mode::MultiNodeMultiWriter, mount(""))]
+        ),
+        Ok((0, Some(0), None))
+    );
+    // A hostpath volume takes nothing of --capacity; hostpath reports the filesystem.
+    t.create("h1", "hostpath");
+    assert_eq!(
+        ask("local-disk", Some("n1"), vec![]),
+        Ok((left, Some(left), min))
+    );
+    let (free, max, none) = ask("hostpath", Some("n1"), vec![]).unwrap();
+    assert!(
+        free > 0 && max == Some(free) && none.is_none(),
+        "{free} {max:?}"
+    );
+    assert_eq!(t.delete(&id), Ok(()));
+    assert_eq!(
+        ask("local-disk", Some("n1"), vec![]),
+        Ok((gib, Some(gib), min))
+    );
+    assert_eq!(ask("lvm", Some("n1"), vec![]), Err(Code::InvalidArgument));
+}

@@ -9,6 +9,10 @@
 //! restart tries again); SIGTERM removes the socket (the agent then deregisters the
 //! driver) and ends it with status 0.
 //!
+//! The kubelet dials the socket with its path as the HTTP/2 `:authority`, which h2 refuses;
+//! connections go through [`crate::server::incoming`], which makes it `localhost`
+//! ([`crate::uds_authority`]).
+//!
 //! Not ported: the `kubelet-registration-probe` mode and its probe file, the HTTP health
 //! endpoint and pprof.
 
@@ -17,7 +21,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Parser;
-use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::csi::identity_client::IdentityClient;
 use crate::pluginregistration::registration_server::{Registration, RegistrationServer};
@@ -52,7 +55,8 @@ pub struct RegistrarOptions {
     pub timeout: Duration,
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
+/// A whole number of `ms`, `s` or `m` (the sidecars' duration flags).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let (number, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
     let n: u64 = number
         .parse()
@@ -120,6 +124,22 @@ pub struct RegistrationService {
 }
 
 impl RegistrationService {
+    /// The service of `driver_name`, announcing `endpoint` and [`SUPPORTED_VERSIONS`], and
+    /// the receiver of its failed registrations.
+    pub fn new(
+        driver_name: String,
+        endpoint: String,
+    ) -> (Self, tokio::sync::mpsc::UnboundedReceiver<String>) {
+        let (failed, failures) = tokio::sync::mpsc::unbounded_channel();
+        let service = RegistrationService {
+            driver_name,
+            endpoint,
+            versions: SUPPORTED_VERSIONS.iter().map(|v| v.to_string()).collect(),
+            failed,
+        };
+        (service, failures)
+    }
+
     /// The answer to GetInfo.
     pub fn plugin_info(&self) -> PluginInfo {
         PluginInfo {
@@ -229,13 +249,8 @@ pub async fn run(
         }
     }
     tracing::info!(socket_path = %socket.display(), "registration server started");
-    let (failed_tx, mut failed_rx) = tokio::sync::mpsc::unbounded_channel();
-    let service = RegistrationService {
-        driver_name: name,
-        endpoint: options.kubelet_registration_path.clone(),
-        versions: SUPPORTED_VERSIONS.iter().map(|v| v.to_string()).collect(),
-        failed: failed_tx,
-    };
+    let (service, mut failed_rx) =
+        RegistrationService::new(name, options.kubelet_registration_path.clone());
     let failure = std::sync::Mutex::new(None);
     let stop = async {
         tokio::select! {
@@ -247,7 +262,7 @@ pub async fn run(
     };
     let served = tonic::transport::Server::builder()
         .add_service(RegistrationServer::new(service))
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), stop)
+        .serve_with_incoming_shutdown(crate::server::incoming(listener, &socket), stop)
         .await;
     let _ = std::fs::remove_file(&socket);
     served.map_err(|source| RegistrarError::Serve {

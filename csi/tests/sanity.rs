@@ -292,6 +292,19 @@ fn run(pass: Pass) {
         pass.name
     );
 
+    // GET_CAPACITY is advertised: csi-sanity's GetCapacity spec runs and passes in every
+    // pass (the publisher's CSIStorageCapacity figures come from it).
+    let capacity: Vec<&(String, String)> = cases
+        .iter()
+        .filter(|(n, _)| n.contains("GetCapacity"))
+        .collect();
+    println!("  the GetCapacity specs: {capacity:?}");
+    assert!(
+        !capacity.is_empty() && capacity.iter().all(|(_, s)| s == "passed"),
+        "csi-sanity ({}) GetCapacity specs: {capacity:?}",
+        pass.name
+    );
+
     if pass.attach {
         let publish_passed = cases
             .iter()

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The node side of `just bench-pod-startup` (e2e/src/bin/bench-pod-startup.rs calls it): start
+# The node side of `just bench-pod-startup` (e2e/src/bin/bench-pod-startup/main.rs calls it): start
 # and stop one node, everything under DIR, and leave nothing behind (processes, mounts,
 # containers, cgroups, the Node object). Run as root.
 #
@@ -14,6 +14,18 @@
 # same busybox image and a pause image made from it imported with `ctr -n k8s.io images
 # import`; the kubelet (just build-kubelet) with its own --root-dir and pod log dir. No CNI:
 # the benchmark's pods use hostNetwork on both sides.
+#
+# With STORAGE=1 a start also runs what claims need (`just bench-storage`'s claim
+# workloads), after the node is up, and a stop stops it first: on both sides rekube-csi
+# (CSI_BIN; the same driver binary for both) on DIR/<side>/csi/csi.sock with its
+# registrar (`rekube-csi registrar`: node-driver-registrar is not served by the Go module
+# proxy) in the node's plugin registration dir, and a CSIDriver `csi.rekube.io`
+# (attachRequired false) of the side's API group; upstream: kube-controller-manager
+# (KCM_BIN) with the PV binder and both protection controllers, and external-provisioner's
+# csi-provisioner (CSI_PROVISIONER_BIN, distributed mode, --kube-api-qps/-burst
+# PROVISIONER_QPS, default 1000: rekube-csi's provisioner has no client-side limit);
+# rekube: rekube-controllers (CONTROLLERS_BIN) with the same three controllers and `rekube-csi
+# provisioner`. Both controller managers keep their default client limits (20 QPS, burst 30).
 #
 # A start writes DIR/<side>/pids/<process>.pid, which the benchmark reads to measure them; a
 # failed start stops what it had started. Logs stay in DIR/logs.
@@ -97,12 +109,14 @@ start_rekube() {
     [ "$(kubectl get rnode "$node" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}')" = True ]
   }
   wait_until 60 "rekube node $node Ready" node_ready || { tail -n 20 "$dir/logs/rekube-node-agent.log" >&2; false; }
-  trap - EXIT
   log "rekube-node-agent up (node $node, pid $(cat "$side/pids/rekube-node-agent.pid"))"
+  [ "${STORAGE:-}" != 1 ] || start_storage_rekube "$dir" "$node"
+  trap - EXIT
 }
 
 stop_rekube() {
   local dir=$1 node=$2 side=$1/rekube
+  stop_storage "$side" csidrivers.rekube.io
   stop_pid "$side/pids/rekube-node-agent.pid"
   unmount_under "$side"
   remove_cgroups rekube-bench-pod-startup
@@ -110,6 +124,93 @@ stop_rekube() {
   kubectl -n rekube-node-lease delete lease "$node" --ignore-not-found >/dev/null || true
   rm -rf "$side"
   log "rekube side stopped and removed"
+}
+
+# --- storage (STORAGE=1)
+CSI_DRIVER=csi.rekube.io
+
+start_csi() { # side dir, node, plugin registration dir, log prefix
+  local side=$1 node=$2 reg=$3 logs=$4
+  mkdir -p "$side/csi/state" "$reg"
+  setsid "${CSI_BIN:?CSI_BIN names rekube-csi}" --endpoint "unix://$side/csi/csi.sock" \
+    --node-id "$node" --state-dir "$side/csi/state" --capacity 1Ti \
+    >"$logs-rekube-csi.log" 2>&1 </dev/null &
+  echo $! >"$side/pids/rekube-csi.pid"
+  wait_until 30 "rekube-csi serves $side/csi/csi.sock" test -S "$side/csi/csi.sock"
+  setsid "$CSI_BIN" registrar --csi-address "$side/csi/csi.sock" \
+    --kubelet-registration-path "$side/csi/csi.sock" --plugin-registration-path "$reg" \
+    >"$logs-registrar.log" 2>&1 </dev/null &
+  echo $! >"$side/pids/registrar.pid"
+}
+
+csi_driver_object() { # apiVersion
+  cat <<YAML
+apiVersion: $1
+kind: CSIDriver
+metadata: {name: $CSI_DRIVER, labels: {app: bench-pod-startup}}
+spec: {attachRequired: false, podInfoOnMount: false}
+YAML
+}
+
+start_storage_upstream() {
+  local dir=$1 node=$2 side=$1/upstream
+  csi_driver_object storage.k8s.io/v1 | kubectl apply -f - >/dev/null
+  start_csi "$side" "$node" "$side/kubelet/root/plugins_registry" "$dir/logs/upstream"
+  registered() { kubectl get csinode "$node" -o jsonpath='{.spec.drivers[*].name}' | grep -qw "$CSI_DRIVER"; }
+  wait_until 60 "the kubelet registers $CSI_DRIVER" registered || { tail -n 20 "$dir/logs/upstream-registrar.log" >&2; false; }
+  setsid "${KCM_BIN:?KCM_BIN names kube-controller-manager}" --kubeconfig "$KUBECONFIG" \
+    --controllers persistentvolume-binder-controller,persistentvolumeclaim-protection-controller,persistentvolume-protection-controller \
+    --leader-elect=false --secure-port 0 --v 1 \
+    >"$dir/logs/upstream-kube-controller-manager.log" 2>&1 </dev/null &
+  echo $! >"$side/pids/kube-controller-manager.pid"
+  NODE_NAME=$node setsid "${CSI_PROVISIONER_BIN:?CSI_PROVISIONER_BIN names csi-provisioner}" \
+    --csi-address "$side/csi/csi.sock" --kubeconfig "$KUBECONFIG" --node-deployment \
+    --feature-gates Topology=true --kube-api-qps "${PROVISIONER_QPS:-1000}" \
+    --kube-api-burst "${PROVISIONER_QPS:-1000}" --v 1 \
+    >"$dir/logs/upstream-csi-provisioner.log" 2>&1 </dev/null &
+  echo $! >"$side/pids/csi-provisioner.pid"
+  sleep 1
+  local p
+  for p in kube-controller-manager csi-provisioner; do
+    kill -0 "$(cat "$side/pids/$p.pid")" || { log "$p exited"; tail -n 20 "$dir/logs/upstream-$p.log" >&2; return 1; }
+  done
+  log "storage up: rekube-csi, registrar, kube-controller-manager (PV binder, protection), csi-provisioner"
+}
+
+start_storage_rekube() {
+  local dir=$1 node=$2 side=$1/rekube
+  csi_driver_object rekube.io/v1 | kubectl apply -f - >/dev/null
+  start_csi "$side" "$node" "$side/root/plugins_registry" "$dir/logs/rekube"
+  registered() { kubectl get rnode "$node" -o jsonpath='{.metadata.annotations.csi\.volume\.kubernetes\.io/nodeid}' | grep -q "$CSI_DRIVER"; }
+  wait_until 60 "the agent registers $CSI_DRIVER" registered || { tail -n 20 "$dir/logs/rekube-registrar.log" >&2; false; }
+  RUST_LOG=${RUST_LOG:-info} setsid "${CONTROLLERS_BIN:?CONTROLLERS_BIN names rekube-controllers}" \
+    --controllers persistentvolume-binder-controller,persistentvolumeclaim-protection-controller,persistentvolume-protection-controller \
+    --leader-elect=false --bind-address 127.0.0.1:$(free_port) \
+    >"$dir/logs/rekube-controllers.log" 2>&1 </dev/null &
+  echo $! >"$side/pids/rekube-controllers.pid"
+  RUST_LOG=${RUST_LOG:-info} setsid "$CSI_BIN" provisioner --endpoint "unix://$side/csi/csi.sock" \
+    --node-id "$node" >"$dir/logs/rekube-provisioner.log" 2>&1 </dev/null &
+  echo $! >"$side/pids/rekube-csi-provisioner.pid"
+  sleep 1
+  local p
+  for p in rekube-controllers rekube-csi-provisioner; do
+    kill -0 "$(cat "$side/pids/$p.pid")" || { log "$p exited"; return 1; }
+  done
+  log "storage up: rekube-csi, registrar, rekube-controllers (PV binder, protection), rekube-csi provisioner"
+}
+
+stop_storage() { # side dir, CSIDriver resource
+  local side=$1 f loop
+  for f in csi-provisioner rekube-csi-provisioner kube-controller-manager rekube-controllers registrar rekube-csi; do
+    stop_pid "$side/pids/$f.pid"
+  done
+  # Loop devices of local-disk volumes a failed run left attached.
+  if [ -d "$side/csi/state" ]; then
+    for loop in $(losetup -n -O NAME,BACK-FILE 2>/dev/null | awk -v d="$side/csi/state/" 'index($2, d) == 1 {print $1}'); do
+      losetup -d "$loop" 2>/dev/null || true
+    done
+  fi
+  kubectl delete "$2" "$CSI_DRIVER" --ignore-not-found >/dev/null 2>&1 || true
 }
 
 containerd_config() { # side dir
@@ -215,12 +316,14 @@ start_upstream() {
       [ -n "$(kubectl get node "$node" -o jsonpath='{.status.nodeInfo.containerRuntimeVersion}')" ]
   }
   wait_until 90 "kubelet registers node $node" node_registered || { tail -n 30 "$dir/logs/kubelet.log" >&2; false; }
-  trap - EXIT
   log "containerd and kubelet up (node $node: $(kubectl get node "$node" -o jsonpath='{.status.nodeInfo.containerRuntimeVersion}'))"
+  [ "${STORAGE:-}" != 1 ] || start_storage_upstream "$dir" "$node"
+  trap - EXIT
 }
 
 stop_upstream() {
   local dir=$1 node=$2 side=$1/upstream
+  stop_storage "$side" csidrivers.storage.k8s.io
   stop_pid "$side/pids/kubelet.pid"
   local ctr=(ctr --address "$side/containerd/containerd.sock" -n k8s.io) id
   if [ -f "$side/pids/containerd.pid" ] && "${ctr[@]}" version >/dev/null 2>&1; then

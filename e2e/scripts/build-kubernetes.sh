@@ -17,6 +17,8 @@
 #   CNI_PLUGINS_VERSION  containernetworking/plugins version (default v1.10.0)
 #   CSI_SANITY_VERSION   kubernetes-csi/csi-test version (default v5.6.0)
 #   EXTERNAL_ATTACHER_VERSION  kubernetes-csi/external-attacher version (default v4.13.0)
+#   EXTERNAL_PROVISIONER_VERSION  kubernetes-csi/external-provisioner version (default v6.4.0;
+#                  only `just bench-storage` needs it: target external-provisioner)
 set -euo pipefail
 
 K8S_VERSION=${K8S_VERSION:-v1.36.3}
@@ -26,6 +28,7 @@ KWOK_VERSION=${KWOK_VERSION:-v0.8.0}
 CNI_PLUGINS_VERSION=${CNI_PLUGINS_VERSION:-v1.10.0}
 CSI_SANITY_VERSION=${CSI_SANITY_VERSION:-v5.6.0}
 EXTERNAL_ATTACHER_VERSION=${EXTERNAL_ATTACHER_VERSION:-v4.13.0}
+EXTERNAL_PROVISIONER_VERSION=${EXTERNAL_PROVISIONER_VERSION:-v6.4.0}
 CACHE=${REKUBE_CACHE:-$HOME/.cache/rekube}
 BIN="$CACHE/bin/kubernetes-$K8S_VERSION"
 mkdir -p "$BIN"
@@ -181,12 +184,33 @@ build_external_attacher() {
   phase "built csi-attacher $EXTERNAL_ATTACHER_VERSION in $((SECONDS - t0))s"
 }
 
+# external-provisioner's csi-provisioner (kubernetes-csi/external-provisioner), the upstream
+# side of `just bench-storage`'s dynamic claims (beside the kubelet, in its distributed
+# mode). Built as csi-attacher is (its go.mod has replace lines too).
+build_external_provisioner() {
+  local v=$EXTERNAL_PROVISIONER_VERSION major=${EXTERNAL_PROVISIONER_VERSION%%.*}
+  local out="$CACHE/bin/csi-provisioner-$v" t0=$SECONDS
+  [ -x "$out" ] && { phase "csi-provisioner $v cached"; return; }
+  local work="$CACHE/src/external-provisioner-$v" dir
+  rm -rf "$work" && mkdir -p "$work/mod"
+  dir=$(cd "$work/mod" && go mod init tmp >/dev/null 2>&1 && go mod download -json \
+    "github.com/kubernetes-csi/external-provisioner/$major@$v" \
+    | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p')
+  cp -r "$dir" "$work/src" && chmod -R u+w "$work/src"
+  (cd "$work/src" && go build -trimpath -ldflags "-s -w" -o "$work/csi-provisioner" ./cmd/csi-provisioner) \
+    2>"$work/go-build.log" || { cat "$work/go-build.log" >&2; return 1; }
+  mv "$work/csi-provisioner" "$out"
+  rm -rf "$work/src" "$work/mod"
+  phase "built csi-provisioner $v in $((SECONDS - t0))s"
+}
+
 what=${1:-all}
 case $what in
   all) build_etcd; build_kubernetes; build_helm; build_cni_plugins; build_csi_sanity; build_external_attacher ;;
   cni-plugins) build_cni_plugins ;;
   csi-sanity) build_csi_sanity ;;
   external-attacher) build_external_attacher ;;
+  external-provisioner) build_external_provisioner ;;
   etcd) build_etcd ;;
   kubernetes) build_kubernetes ;;
   helm) build_helm ;;
@@ -198,6 +222,6 @@ case $what in
   kubelet) build_kubernetes kubelet ;;
   # Only the service proxy benchmark needs it (just bench-proxy).
   kube-proxy) build_kubernetes kube-proxy ;;
-  *) echo "usage: $0 [all|etcd|kubernetes|helm|cni-plugins|csi-sanity|external-attacher|bench-tools|kube-scheduler|kwok|kubelet|kube-proxy]" >&2; exit 2 ;;
+  *) echo "usage: $0 [all|etcd|kubernetes|helm|cni-plugins|csi-sanity|external-attacher|external-provisioner|bench-tools|kube-scheduler|kwok|kubelet|kube-proxy]" >&2; exit 2 ;;
 esac
 echo "$BIN"

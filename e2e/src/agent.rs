@@ -273,7 +273,7 @@ impl AgentProcess {
 
     /// The agent's --root-dir (and, for a real agent, its run and log directories).
     fn root_of(node_name: &str) -> PathBuf {
-        std::env::temp_dir().join(format!("rekube-agent-{node_name}"))
+        std::env::temp_dir().join(format!("{AGENT_ROOT_PREFIX}{node_name}"))
     }
 
     fn cgroup_parent_of(node_name: &str) -> String {
@@ -342,7 +342,9 @@ impl AgentProcess {
 
     /// What is left of a real agent's pods: mounts under its directories, pod directories
     /// (volumes) under `<root>/pods`, cgroups under its cgroup parent, processes in those
-    /// cgroups. Empty when clean.
+    /// cgroups. Empty when clean. The root directory's own mount, the agent's rshared
+    /// bind of it (the kubelet's `MakeRShared`), is the agent's, not a pod's: it stays
+    /// until [`Drop`] unmounts it.
     pub fn leftovers(&self) -> Vec<String> {
         let mut out = Vec::new();
         for entry in std::fs::read_dir(self.root.join("pods"))
@@ -360,7 +362,7 @@ impl AgentProcess {
             if line
                 .split_whitespace()
                 .nth(4)
-                .is_some_and(|m| m.starts_with(&root))
+                .is_some_and(|m| m.starts_with(&root) && m != root)
             {
                 out.push(format!("mount: {line}"));
             }
@@ -381,6 +383,74 @@ impl AgentProcess {
             }
         }
         out
+    }
+
+    /// The processes of a running container of `pod` (its cgroup under the agent's
+    /// cgroup parent: `pod<uid>/<container ID>`), its own process first.
+    pub fn container_pids(&self, pod: &rekube_crds::Pod, container: &str) -> Vec<u32> {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let Some(id) = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .and_then(|l| l.iter().find(|c| c.name == container))
+            .and_then(|c| c.container_id.clone())
+        else {
+            return Vec::new();
+        };
+        let id = id.trim_start_matches("rekube://");
+        let cgroup = format!("{}/pod{uid}/{id}", Self::cgroup_parent_of(&self.node_name));
+        cgroup_parent_dirs(Path::new(CGROUP_ROOT), &cgroup)
+            .iter()
+            .find_map(|d| std::fs::read_to_string(d.join("cgroup.procs")).ok())
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect()
+    }
+
+    /// `kubectl exec POD -c CONTAINER -- sh -c CMD` (the e2e framework's
+    /// `ExecShellInPodWithFullOutput`): `sh -c cmd` in the running container's mount,
+    /// UTS, IPC, network and PID namespaces and its root, through nsenter (rekube's
+    /// Pods have no exec subresource). Its stdout and stderr trimmed, and whether it
+    /// exited 0.
+    pub fn exec_shell(
+        &self,
+        pod: &rekube_crds::Pod,
+        container: &str,
+        cmd: &str,
+    ) -> (String, String, bool) {
+        let pids = self.container_pids(pod, container);
+        let Some(pid) = pids.first() else {
+            return (
+                String::new(),
+                format!(
+                    "no process of container {container} of pod {:?}",
+                    pod.metadata.name
+                ),
+                false,
+            );
+        };
+        let out = Command::new("nsenter")
+            .args([
+                "-t",
+                &pid.to_string(),
+                "-m",
+                "-u",
+                "-i",
+                "-n",
+                "-p",
+                "-r",
+                "-w",
+            ])
+            .args(["sh", "-c", cmd])
+            .output()
+            .unwrap_or_else(|e| panic!("running nsenter: {e}"));
+        (
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            out.status.success(),
+        )
     }
 
     /// The agent's process ID while it runs.
@@ -415,6 +485,9 @@ impl AgentProcess {
 impl Drop for AgentProcess {
     fn drop(&mut self) {
         self.kill();
+        // The agent's rshared bind of its root directory (left at exit, as the kubelet
+        // leaves its own), and with it whatever a killed agent left mounted below.
+        let _ = nix::mount::umount2(&self.root, nix::mount::MntFlags::MNT_DETACH);
         let _ = std::fs::remove_dir_all(&self.root);
         // A real agent's (empty) cgroup parent.
         remove_cgroup_parent(&Self::cgroup_parent_of(&self.node_name));
@@ -472,6 +545,16 @@ async fn release_pods(client: &kube::Client, node: &str) {
             )
             .await;
     }
+}
+
+const AGENT_ROOT_PREFIX: &str = "rekube-agent-";
+
+/// Whether `path` is a test agent's --root-dir ([`AgentProcess::root`]).
+pub fn is_agent_root(path: &Path) -> bool {
+    path.parent() == Some(std::env::temp_dir().as_path())
+        && path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with(AGENT_ROOT_PREFIX))
 }
 
 /// For a test that runs real containers: true, after saying why, when this machine

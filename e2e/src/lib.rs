@@ -116,6 +116,7 @@ pub fn api_resource(api_version: &str, kind: &str) -> ApiResource {
         "Node" => rk::Node, core::Node;
         "VolumeAttachment" => rk::VolumeAttachment, storage::VolumeAttachment;
         "CSIDriver" => rk::CSIDriver, storage::CSIDriver;
+        "CSIStorageCapacity" => rk::CSIStorageCapacity, storage::CSIStorageCapacity;
     }
 }
 

@@ -26,11 +26,22 @@ pub const CSI_DRIVER: &str = "csi.rekube.io";
 /// Creates the test's CSIDriver for its driver (`attachRequired` as given; upstream's
 /// default is true) and returns the driver's name, the object's name.
 pub async fn create_csi_driver(ns: &TestNamespace, attach_required: bool) -> String {
+    create_csi_driver_with_capacity(ns, attach_required, false).await
+}
+
+/// As [`create_csi_driver`], saying whether the driver publishes its capacity
+/// (`storageCapacity: true`: its provisioner runs with `--enable-capacity`, and the
+/// scheduler checks claims against the CSIStorageCapacity objects).
+pub async fn create_csi_driver_with_capacity(
+    ns: &TestNamespace,
+    attach_required: bool,
+    storage_capacity: bool,
+) -> String {
     let created = ns
         .create(json!({
             "apiVersion": rekube_crds::API_VERSION, "kind": "CSIDriver",
             "metadata": {"name": CSI_DRIVER},
-            "spec": {"attachRequired": attach_required},
+            "spec": {"attachRequired": attach_required, "storageCapacity": storage_capacity},
         }))
         .await
         .expect("creating the test's CSIDriver");
@@ -122,6 +133,17 @@ impl CsiDriverProcess {
     /// `rekube-csi <subcommand> --endpoint <the driver's socket> <args>`, logging to
     /// `<dir>/<subcommand>.log`, stopped with the driver.
     pub fn start_sidecar(&mut self, subcommand: &str, args: &[&str]) {
+        self.start_sidecar_with_env(subcommand, args, &[]);
+    }
+
+    /// As [`Self::start_sidecar`], with environment variables (the provisioner's NAMESPACE
+    /// and POD_NAME for `--enable-capacity`).
+    pub fn start_sidecar_with_env(
+        &mut self,
+        subcommand: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) {
         let mut all = vec![
             subcommand.to_string(),
             "--endpoint".into(),
@@ -129,7 +151,12 @@ impl CsiDriverProcess {
         ];
         all.extend(args.iter().map(|a| a.to_string()));
         let log = self.dir.join(format!("{subcommand}.log"));
-        self.sidecars.push(CsiProcess::start(&all, log));
+        self.sidecars.push(CsiProcess::start_binary_with_env(
+            &csi_binary(),
+            &all,
+            log,
+            env,
+        ));
     }
 
     /// The driver's provisioner (external-provisioner's distributed mode) for `node_id`,
@@ -150,8 +177,25 @@ impl CsiDriverProcess {
 }
 
 impl Drop for CsiDriverProcess {
+    /// Stops the processes, then releases what a failed test left of the driver's volumes
+    /// (mounts under its directory, loop devices of its images: tests assert that nothing
+    /// is left before this runs), then removes the directory.
     fn drop(&mut self) {
         self.stop();
+        let mut mounts = mounts_under(&self.dir);
+        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in mounts {
+            eprintln!("cleanup: unmounting {m}");
+            let _ = nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH);
+        }
+        for (device, backing) in loops_under(&self.dir) {
+            eprintln!(
+                "cleanup: detaching {} ({})",
+                device.display(),
+                backing.display()
+            );
+            let _ = Command::new("losetup").arg("-d").arg(&device).status();
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -190,14 +234,17 @@ pub fn loops_under(dir: &Path) -> Vec<(PathBuf, PathBuf)> {
     found
 }
 
-/// Mount points under `dir` (mountinfo's fifth field).
+/// Mount points under `dir` (mountinfo's fifth field). A test agent's root directory's
+/// own mount, its rshared bind (the kubelet's `MakeRShared`), is the agent's and left out
+/// ([`crate::agent::AgentProcess::leftovers`]).
 pub fn mounts_under(dir: &Path) -> Vec<String> {
+    let agent_root = crate::agent::is_agent_root(dir);
     let dir = dir.to_string_lossy().to_string();
     std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap()
         .lines()
         .filter_map(|l| l.split(' ').nth(4))
-        .filter(|m| m.starts_with(&dir))
+        .filter(|m| m.starts_with(&dir) && !(agent_root && *m == dir))
         .map(str::to_string)
         .collect()
 }
@@ -329,10 +376,21 @@ impl CsiProcess {
 
     /// Starts another binary of the CSI machinery (an upstream sidecar) the same way.
     pub fn start_binary(binary: &std::path::Path, args: &[String], log: PathBuf) -> Self {
+        Self::start_binary_with_env(binary, args, log, &[])
+    }
+
+    /// As [`Self::start_binary`], with environment variables besides `RUST_LOG`.
+    pub fn start_binary_with_env(
+        binary: &std::path::Path,
+        args: &[String],
+        log: PathBuf,
+        env: &[(&str, &str)],
+    ) -> Self {
         let child = Command::new(binary)
             .args(args)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("create the rekube-csi log"))
             .spawn()

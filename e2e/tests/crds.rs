@@ -74,6 +74,7 @@ fn kubectl_lists_the_rekube_resources_with_short_names() {
     let out = kubectl(&["api-resources", "--api-group=rekube.io", "--no-headers"]);
     let expected = [
         ("csidrivers", "rcsidriver", false, "CSIDriver"),
+        ("csistoragecapacities", "rcsisc", true, "CSIStorageCapacity"),
         ("deployments", "rdeploy", true, "Deployment"),
         ("endpoints", "rep", true, "Endpoints"),
         ("endpointslices", "reps", true, "EndpointSlice"),
@@ -235,6 +236,26 @@ async fn kubectl_scale_get_and_columns_work() {
         "{out}"
     );
     assert_eq!(rows[1][..4], ["web-x", "IPv4", "80", "10.0.0.1"], "{out}");
+
+    // kubectl get csistoragecapacities' columns (upstream printCSIStorageCapacity).
+    ns.create(json!({
+        "apiVersion": "rekube.io/v1", "kind": "CSIStorageCapacity", "metadata": {"name": "csisc-x"},
+        "storageClassName": "fast", "capacity": "10Gi",
+        "nodeTopology": {"matchLabels": {"topology.csi.rekube.io/node": "n1"}}
+    }))
+    .await
+    .unwrap();
+    let out = kubectl(&["get", "rcsisc", "-n", &ns.name]);
+    let rows: Vec<Vec<&str>> = out
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows[0],
+        ["NAME", "STORAGECLASSNAME", "CAPACITY", "AGE"],
+        "{out}"
+    );
+    assert_eq!(rows[1][..3], ["csisc-x", "fast", "10Gi"], "{out}");
 }
 
 /// The node agent watches only its own pods: spec.nodeName and status.phase are

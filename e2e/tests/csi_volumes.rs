@@ -258,6 +258,17 @@ async fn a_csi_volume_is_staged_published_and_cleaned_up() {
     }))
     .unwrap();
     claims.create(&pp, &missing_claim).await.unwrap();
+    // Bound before the pod comes: a pod on a claim not yet bound gets upstream's "Unable
+    // to attach or mount volumes: ... PVC is not bound" first (and the event recorder
+    // keeps a pod's first FailedMount note, counting the others).
+    wait_until("claim missing bound", T, || async {
+        let c = claims.get("missing").await.map_err(|e| e.to_string())?;
+        match c.status.as_ref().and_then(|s| s.phase.as_deref()) {
+            Some("Bound") => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
     let mut waiting = pod("waiting", "sleep 3600");
     waiting.spec.as_mut().unwrap().volumes.as_mut().unwrap()[0]
         .persistent_volume_claim

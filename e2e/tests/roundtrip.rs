@@ -28,6 +28,7 @@ fn typed_differences(kind: &str, obj: &Value) -> Vec<String> {
         "Node" => typed_round_trip::<rk::Node>(obj),
         "VolumeAttachment" => typed_round_trip::<rk::VolumeAttachment>(obj),
         "CSIDriver" => typed_round_trip::<rk::CSIDriver>(obj),
+        "CSIStorageCapacity" => typed_round_trip::<rk::CSIStorageCapacity>(obj),
         other => panic!("no rekube type for {other}"),
     }
 }

@@ -565,6 +565,51 @@ const CREATE_CASES: &[Case] = &[
         },
         message: "spec.ephemeralContainers: Forbidden: cannot be set on create",
     },
+    // validateMountPropagation (pkg/apis/core/validation, v1.36.3): upstream's field path
+    // names the volumeMounts list without an index; the schema's enum names the mount.
+    Case {
+        name: "bidirectional mount propagation in a non-privileged container",
+        base: pod,
+        mutate: |p| {
+            p["spec"]["volumes"] = json!([{"name": "data", "emptyDir": {}}]);
+            p["spec"]["containers"] = json!([
+                {"name": "main", "image": "busybox"},
+                {"name": "side", "image": "busybox", "securityContext": {"privileged": false},
+                 "volumeMounts": [{"name": "data", "mountPath": "/data", "mountPropagation": "Bidirectional"}]},
+            ]);
+        },
+        message: "spec.containers[1].volumeMounts.mountPropagation: Forbidden: Bidirectional mount propagation is available only to privileged containers",
+    },
+    Case {
+        name: "bidirectional mount propagation in a non-privileged init container",
+        base: pod,
+        mutate: |p| {
+            p["spec"]["volumes"] = json!([{"name": "data", "emptyDir": {}}]);
+            p["spec"]["initContainers"] = json!([{"name": "init", "image": "busybox",
+                "volumeMounts": [{"name": "data", "mountPath": "/data", "mountPropagation": "Bidirectional"}]}]);
+        },
+        message: "spec.initContainers[0].volumeMounts.mountPropagation: Forbidden: Bidirectional mount propagation is available only to privileged containers",
+    },
+    Case {
+        name: "bidirectional mount propagation in a deployment's template",
+        base: deployment,
+        mutate: |d| {
+            let spec = &mut d["spec"]["template"]["spec"];
+            spec["volumes"] = json!([{"name": "data", "emptyDir": {}}]);
+            spec["containers"][0]["volumeMounts"] = json!([{"name": "data", "mountPath": "/data", "mountPropagation": "Bidirectional"}]);
+        },
+        message: "spec.template.spec.containers[0].volumeMounts.mountPropagation: Forbidden: Bidirectional mount propagation is available only to privileged containers",
+    },
+    Case {
+        name: "unknown mount propagation",
+        base: pod,
+        mutate: |p| {
+            p["spec"]["volumes"] = json!([{"name": "data", "emptyDir": {}}]);
+            p["spec"]["containers"][0]["volumeMounts"] =
+                json!([{"name": "data", "mountPath": "/data", "mountPropagation": "Sideways"}]);
+        },
+        message: "spec.containers[0].volumeMounts[0].mountPropagation: Unsupported value: \"Sideways\": supported values: \"Bidirectional\", \"HostToContainer\", \"None\"",
+    },
     Case {
         name: "nodeName with scheduling gates",
         base: gated_pod,
@@ -1383,6 +1428,160 @@ async fn large_endpoint_slices_are_accepted() {
     }
 }
 
+// --- mountPropagation: upstream parity ------------------------------------------------
+//
+// pkg/apis/core/validation/validation_test.go `TestValidateMountPropagation` (v1.36.3):
+// each volumeMount and container of its table in a Pod sent with dryRun=All as v1 (the
+// apiserver's own validation) and as rekube.io/v1, in a privileged namespace (Pod
+// Security is not what is tested). Both admit, or both refuse with upstream's errors;
+// the one known difference: the schema's enum names the mount's index
+// (`volumeMounts[0].mountPropagation`) where upstream names the list. The table's last
+// case (no container, the internal path of a template's defaulting) has no request.
+
+/// `(name, volumeMount's mountPropagation, container's securityContext)`.
+const MOUNT_PROPAGATION_CASES: &[(&str, Option<&str>, Option<bool>)] = &[
+    (
+        "implicitly non-privileged container + no propagation",
+        None,
+        None,
+    ),
+    (
+        "implicitly non-privileged container + HostToContainer",
+        Some("HostToContainer"),
+        None,
+    ),
+    ("non-privileged container + None", Some("None"), None),
+    (
+        "error: implicitly non-privileged container + Bidirectional",
+        Some("Bidirectional"),
+        None,
+    ),
+    (
+        "explicitly non-privileged container + no propagation",
+        None,
+        Some(false),
+    ),
+    (
+        "explicitly non-privileged container + HostToContainer",
+        Some("HostToContainer"),
+        Some(false),
+    ),
+    (
+        "explicitly non-privileged container + Bidirectional",
+        Some("Bidirectional"),
+        Some(false),
+    ),
+    ("privileged container + no propagation", None, Some(true)),
+    (
+        "privileged container + HostToContainer",
+        Some("HostToContainer"),
+        Some(true),
+    ),
+    (
+        "privileged container + Bidirectional",
+        Some("Bidirectional"),
+        Some(true),
+    ),
+    (
+        "error: privileged container + invalid mount propagation",
+        Some("invalid"),
+        Some(true),
+    ),
+];
+
+#[tokio::test]
+async fn mount_propagation_is_validated_as_upstream() {
+    let ns = TestNamespace::privileged("mount-propagation").await;
+    // Upstream's ServiceAccount admission wants the namespace's default account, which
+    // the controller manager makes shortly after the namespace.
+    let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        Api::namespaced(ns.client.clone(), &ns.name);
+    rekube_e2e::wait_until(
+        "the default ServiceAccount",
+        std::time::Duration::from_secs(30),
+        || async {
+            match accounts.get_opt("default").await {
+                Ok(Some(_)) => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    let mut failures = Vec::new();
+    let mut refused = 0;
+    for (i, (name, propagation, privileged)) in MOUNT_PROPAGATION_CASES.iter().enumerate() {
+        let mut mount = json!({"name": "foo", "mountPath": "/foo"});
+        if let Some(p) = propagation {
+            mount["mountPropagation"] = json!(p);
+        }
+        let mut container = json!({"name": "c", "image": "busybox", "volumeMounts": [mount]});
+        if let Some(p) = privileged {
+            container["securityContext"] = json!({"privileged": p});
+        }
+        let pod = json!({
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": format!("case-{i}")},
+            "spec": {"containers": [container],
+                     "volumes": [{"name": "foo", "hostPath": {"path": "/foo/baz"}}]},
+        });
+        let upstream = send(
+            &ns.client,
+            "POST",
+            &format!("/api/v1/namespaces/{}/pods?dryRun=All", ns.name),
+            Some(&pod),
+        )
+        .await;
+        let ours = send(
+            &ns.client,
+            "POST",
+            &format!("/apis/rekube.io/v1/namespaces/{}/pods?dryRun=All", ns.name),
+            Some(&to_rekube(pod)),
+        )
+        .await;
+        let expect_error = name.starts_with("error:")
+            || name.ends_with("non-privileged container + Bidirectional");
+        let up_ok = upstream.status < 300;
+        if up_ok == expect_error {
+            failures.push(format!(
+                "{name}: upstream answered {} {:?}, not as its test says",
+                upstream.status, upstream.message
+            ));
+        }
+        if up_ok != (ours.status < 300) {
+            failures.push(format!(
+                "{name}: upstream {} {:?}, rekube {} {:?}",
+                upstream.status, upstream.message, ours.status, ours.message
+            ));
+            continue;
+        }
+        if up_ok {
+            continue;
+        }
+        refused += 1;
+        let ours_errors: Vec<String> = ours
+            .errors()
+            .iter()
+            .map(|e| {
+                e.replace(
+                    "volumeMounts[0].mountPropagation",
+                    "volumeMounts.mountPropagation",
+                )
+            })
+            .collect();
+        for e in upstream.errors() {
+            if !ours_errors.contains(&e) {
+                failures.push(format!(
+                    "{name}: upstream's {e:?} missing from rekube's {ours_errors:?}"
+                ));
+            }
+        }
+    }
+    assert_eq!(
+        refused, 3,
+        "the table's three error cases are refused by both"
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 // --- CSIDriver: upstream parity ---------------------------------------------------------
 //
 // Each case of pkg/apis/storage/validation/validation_test.go (v1.36.3) for CSIDriver is
@@ -1418,10 +1617,18 @@ impl Answer {
             .unwrap_or(m);
         let mut items: Vec<String> = Vec::new();
         let mut rest = m;
-        while let Some(at) = ["spec.", "metadata.", "<nil>"]
-            .iter()
-            .filter_map(|p| rest.find(&format!(", {p}")))
-            .min()
+        while let Some(at) = [
+            "spec.",
+            "metadata.",
+            "<nil>",
+            "storageClassName: ",
+            "capacity: ",
+            "maximumVolumeSize: ",
+            "nodeTopology",
+        ]
+        .iter()
+        .filter_map(|p| rest.find(&format!(", {p}")))
+        .min()
         {
             items.push(rest[..at].to_string());
             rest = &rest[at + 2..];
@@ -2277,5 +2484,366 @@ async fn csi_driver_updates_match_upstream() {
         }
     }
     eprintln!("{} update cases", cases.len());
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+// --- CSIStorageCapacity: upstream parity ------------------------------------------------
+//
+// As for CSIDriver: each case of upstream's tests for CSIStorageCapacity (v1.36.3:
+// pkg/apis/storage/validation/validation_test.go TestValidateCSIStorageCapacity,
+// pkg/registry/storage/csistoragecapacity/strategy_test.go TestCSIStorageCapacityStrategy
+// and TestCSIStorageCapacityValidation) is sent to upstream's registry and to rekube's,
+// in the test's namespace, and the answers must be the same but for the differences
+// listed with each case; then cases of rekube's own at the edges of each rule.
+
+/// The fields a CSIStorageCapacity holds (top-level, no spec).
+const CSC_FIELDS: [&str; 4] = [
+    "capacity",
+    "maximumVolumeSize",
+    "nodeTopology",
+    "storageClassName",
+];
+
+fn csc_paths(ns: &str) -> [String; 2] {
+    [
+        format!("/apis/storage.k8s.io/v1/namespaces/{ns}/csistoragecapacities"),
+        format!("/apis/rekube.io/v1/namespaces/{ns}/csistoragecapacities"),
+    ]
+}
+
+/// A CSIStorageCapacity manifest (upstream's) named `name` with `fields`.
+fn csc(name: &str, fields: Value) -> Value {
+    let mut o = json!({"apiVersion": "storage.k8s.io/v1", "kind": "CSIStorageCapacity",
+        "metadata": {"name": name}});
+    for (k, v) in fields.as_object().unwrap() {
+        o[k] = v.clone();
+    }
+    o
+}
+
+/// upstream's goodCapacity (validation_test.go): class `test-sc`, nothing else.
+fn good_capacity() -> Value {
+    json!({"storageClassName": "test-sc"})
+}
+
+/// upstream's getValidCSIStorageCapacity (strategy_test.go): class `bar`, topology
+/// `node In [node1]`, capacity 1Mi or the one given.
+fn valid_capacity(capacity: &str) -> Value {
+    json!({"storageClassName": "bar",
+        "nodeTopology": {"matchExpressions": [{"key": "node", "operator": "In", "values": ["node1"]}]},
+        "capacity": if capacity.is_empty() { "1Mi" } else { capacity }})
+}
+
+/// A stored Quantity: upstream's canonical form (`0` for `-0` and for the number 0), the
+/// CRD's as written.
+const CANONICAL: &[&str] = &["stored capacity"];
+
+/// A label key that is not a qualified name: upstream says which part is wrong (IsQualifiedName's
+/// several messages), rekube's policy gives one message for all.
+const LABEL_KEY: &[&str] = &["nodeTopology.matchLabels: Invalid value: "];
+
+/// nodeTopology changed on update: upstream prints the new selector in the error, a CRD
+/// rule on an object prints no value.
+const TOPOLOGY_VALUE: &[&str] = &["nodeTopology: Invalid value: "];
+
+/// The create cases: TestValidateCSIStorageCapacity's eight, then rekube's edges.
+fn csc_create_cases() -> Vec<CsiCase> {
+    let with = |f: &[(&str, Value)]| {
+        let mut o = good_capacity();
+        for (k, v) in f {
+            o[*k] = v.clone();
+        }
+        o
+    };
+    let case = |name: &str, fields: Value| {
+        create(
+            name,
+            csc("csc-329803da-fdd2-42e4-af6f-7b07e7ccc305", fields),
+        )
+    };
+    vec![
+        case("good-capacity", good_capacity()),
+        case(
+            "missing-storage-class-name",
+            with(&[("storageClassName", json!(""))]),
+        ),
+        case(
+            "bad-storage-class-name",
+            with(&[("storageClassName", json!(INVALID_NAME))]),
+        ),
+        case("good-capacity-value", with(&[("capacity", json!("1"))])),
+        case("bad-capacity-value", with(&[("capacity", json!("-11"))])),
+        case(
+            "good-topology",
+            with(&[("nodeTopology", json!({"matchLabels": {"foo": "bar"}}))]),
+        ),
+        case("empty-topology", with(&[("nodeTopology", json!({}))])),
+        case(
+            "bad-topology-fields",
+            with(&[(
+                "nodeTopology",
+                json!({"matchExpressions": [{"key": "foo", "operator": "no-such-operator", "values": ["bar"]}]}),
+            )]),
+        ),
+        // rekube's own, at the edges of each rule.
+        // upstream stores a Quantity in its canonical form, a CRD as written.
+        known(
+            case("edge: capacity -0", with(&[("capacity", json!("-0"))])),
+            CANONICAL,
+        ),
+        known(
+            case(
+                "edge: capacity as a negative number",
+                with(&[("capacity", json!(-5))]),
+            ),
+            // upstream prints the value as a string, a rule as the number it is.
+            &["capacity: Invalid value: "],
+        ),
+        known(
+            case("edge: capacity 0", with(&[("capacity", json!(0))])),
+            CANONICAL,
+        ),
+        case(
+            "edge: negative maximumVolumeSize (not checked upstream)",
+            with(&[("maximumVolumeSize", json!("-1Mi"))]),
+        ),
+        case(
+            "edge: both sizes",
+            with(&[
+                ("capacity", json!("10Gi")),
+                ("maximumVolumeSize", json!("9Gi")),
+            ]),
+        ),
+        case(
+            "edge: storageClassName with dots",
+            with(&[("storageClassName", json!("a.b-c.d"))]),
+        ),
+        case(
+            "edge: storageClassName upper case",
+            with(&[("storageClassName", json!("Fast"))]),
+        ),
+        known(
+            case(
+                "edge: storageClassName of 254 characters",
+                with(&[("storageClassName", json!("a".repeat(254)))]),
+            ),
+            // upstream: "must be no more than 253 characters" and the regex is checked;
+            // the schema's maxLength (which bounds the rule's cost) says "Too long".
+            &["storageClassName"],
+        ),
+        known(
+            case(
+                "edge: matchLabels key not a qualified name",
+                with(&[("nodeTopology", json!({"matchLabels": {"-bad": "x"}}))]),
+            ),
+            LABEL_KEY,
+        ),
+        known(
+            case(
+                "edge: matchLabels value not a label value",
+                with(&[("nodeTopology", json!({"matchLabels": {"k": "not a value"}}))]),
+            ),
+            // The schema's pattern says what the value must match, upstream's message
+            // what it must consist of.
+            &["nodeTopology.matchLabels"],
+        ),
+        case(
+            "edge: In without values",
+            with(&[(
+                "nodeTopology",
+                json!({"matchExpressions": [{"key": "k", "operator": "In"}]}),
+            )]),
+        ),
+        case(
+            "edge: NotIn with empty values",
+            with(&[(
+                "nodeTopology",
+                json!({"matchExpressions": [{"key": "k", "operator": "NotIn", "values": []}]}),
+            )]),
+        ),
+        case(
+            "edge: Exists with values",
+            with(&[(
+                "nodeTopology",
+                json!({"matchExpressions": [{"key": "k", "operator": "Exists", "values": ["v"]}]}),
+            )]),
+        ),
+        case(
+            "edge: DoesNotExist without values",
+            with(&[(
+                "nodeTopology",
+                json!({"matchExpressions": [{"key": "k", "operator": "DoesNotExist"}]}),
+            )]),
+        ),
+        known(
+            case(
+                "edge: two bad operators and a bad key",
+                with(&[(
+                    "nodeTopology",
+                    json!({"matchLabels": {"a/b/c": "x"},
+                           "matchExpressions": [{"key": "k", "operator": "in", "values": ["v"]},
+                                                {"key": "k", "operator": "Exists"},
+                                                {"key": "k", "operator": "", "values": ["v"]}]}),
+                )]),
+            ),
+            LABEL_KEY,
+        ),
+        known(
+            case(
+                "edge: capacity not a quantity",
+                with(&[("capacity", json!("lots"))]),
+            ),
+            // upstream refuses to decode it (400); the schema's pattern refuses it (422).
+            &["outcome"],
+        ),
+    ]
+}
+
+/// The update cases: TestCSIStorageCapacityStrategy's immutable fields and
+/// TestCSIStorageCapacityValidation's four, then rekube's edges. Each old object is
+/// created, read back, changed and replaced (PUT to the old object's name).
+fn csc_update_cases() -> Vec<CsiCase> {
+    let old = valid_capacity("");
+    vec![
+        known(
+            update("strategy: Topology", &old, |o| {
+                o["nodeTopology"]["matchLabels"] = json!({"some-label": "some-value"})
+            }),
+            TOPOLOGY_VALUE,
+        ),
+        update("strategy: StorageClass", &old, |o| {
+            o["storageClassName"] = json!("bar-suffix")
+        }),
+        update("before: no capacity, update: 1Gi capacity", &old, |o| {
+            o["capacity"] = json!("1Gi")
+        }),
+        update(
+            "before: 1Gi capacity, update: no capacity",
+            &valid_capacity("1Gi"),
+            |o| o["capacity"] = json!("1Mi"),
+        ),
+        update("name change", &old, |o| o["metadata"]["name"] = json!("b")),
+        update("storage class name change", &old, |o| {
+            o["storageClassName"] = json!("bar-update")
+        }),
+        // rekube's own.
+        known(
+            update("edge: nodeTopology removed", &old, |o| {
+                o.as_object_mut().unwrap().remove("nodeTopology");
+            }),
+            TOPOLOGY_VALUE,
+        ),
+        known(
+            update("edge: nodeTopology emptied", &old, |o| {
+                o["nodeTopology"] = json!({})
+            }),
+            TOPOLOGY_VALUE,
+        ),
+        update("edge: capacity removed", &old, |o| {
+            o.as_object_mut().unwrap().remove("capacity");
+        }),
+        update("edge: maximumVolumeSize added", &old, |o| {
+            o["maximumVolumeSize"] = json!("512Ki")
+        }),
+        update("edge: labels added", &old, |o| {
+            o["metadata"]["labels"] = json!({"csi.storage.k8s.io/drivername": "csi.rekube.io"})
+        }),
+        update("edge: capacity made negative", &old, |o| {
+            o["capacity"] = json!("-1")
+        }),
+    ]
+}
+
+/// Compares upstream's answer with rekube's (the stored top-level fields, not a spec).
+fn csc_differences(upstream: &Answer, ours: &Answer) -> Vec<String> {
+    let mut out = csi_differences(upstream, ours);
+    out.retain(|d| !d.starts_with("stored spec"));
+    if upstream.status < 300 && ours.status < 300 {
+        for f in CSC_FIELDS {
+            if upstream.object[f] != ours.object[f] {
+                out.push(format!(
+                    "stored {f}: upstream {}, rekube {}",
+                    upstream.object[f], ours.object[f]
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// The upstream case names (with the edges) and the number of each.
+fn csc_report(kind: &str, cases: &[CsiCase]) {
+    let upstream = cases
+        .iter()
+        .filter(|c| !c.name.starts_with("edge: "))
+        .count();
+    eprintln!(
+        "{} {kind} cases: {upstream} of upstream's, {} of rekube's own",
+        cases.len(),
+        cases.len() - upstream
+    );
+}
+
+/// upstream's CSIStorageCapacity create cases, as upstream's registry and rekube's CRD and
+/// policy answer them.
+#[tokio::test]
+async fn csi_storage_capacity_creates_match_upstream() {
+    let ns = TestNamespace::new("csisc").await;
+    let mut failures = Vec::new();
+    let cases = csc_create_cases();
+    for case in &cases {
+        let name = case.object["metadata"]["name"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let [up_path, our_path] = csc_paths(&ns.name);
+        let upstream = send(&ns.client, "POST", &up_path, Some(&case.object)).await;
+        let ours = send(
+            &ns.client,
+            "POST",
+            &our_path,
+            Some(&to_rekube(case.object.clone())),
+        )
+        .await;
+        for base in [&up_path, &our_path] {
+            let _ = send(&ns.client, "DELETE", &format!("{base}/{name}"), None).await;
+        }
+        check_csi_case(case, csc_differences(&upstream, &ours), &mut failures);
+    }
+    csc_report("create", &cases);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// upstream's CSIStorageCapacity update cases: each old object created in both APIs, read
+/// back, changed and replaced.
+#[tokio::test]
+async fn csi_storage_capacity_updates_match_upstream() {
+    let ns = TestNamespace::new("csisc-update").await;
+    let mut failures = Vec::new();
+    let cases = csc_update_cases();
+    for (i, case) in cases.iter().enumerate() {
+        let name = format!("test-{i}");
+        let old = csc(&name, case.object.clone());
+        let mut answers = Vec::new();
+        let [up_path, our_path] = csc_paths(&ns.name);
+        for (base, manifest) in [(&up_path, old.clone()), (&our_path, to_rekube(old.clone()))] {
+            let created = send(&ns.client, "POST", base, Some(&manifest)).await;
+            if created.status >= 300 {
+                failures.push(format!(
+                    "{}: old object refused: {}",
+                    case.name, created.message
+                ));
+                break;
+            }
+            let mut changed = created.object.clone();
+            (case.change.as_ref().unwrap())(&mut changed);
+            answers.push(send(&ns.client, "PUT", &format!("{base}/{name}"), Some(&changed)).await);
+            let _ = send(&ns.client, "DELETE", &format!("{base}/{name}"), None).await;
+        }
+        if let [upstream, ours] = &answers[..] {
+            check_csi_case(case, csc_differences(upstream, ours), &mut failures);
+        }
+    }
+    csc_report("update", &cases);
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

@@ -9,8 +9,8 @@ use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::Api;
 use kube::runtime::watcher;
 use rekube_crds::{
-    CSIDriver, Deployment, EndpointSlice, Endpoints, Node, PersistentVolume, PersistentVolumeClaim,
-    Pod, ReplicaSet, Service, StorageClass, VolumeAttachment,
+    CSIDriver, CSIStorageCapacity, Deployment, EndpointSlice, Endpoints, Node, PersistentVolume,
+    PersistentVolumeClaim, Pod, ReplicaSet, Service, StorageClass, VolumeAttachment,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -186,8 +186,11 @@ pub async fn run(opts: Options) -> Result<(), Error> {
     );
     let classes = Informer::new(Api::<StorageClass>::all(client.clone()), storage_page);
     // The attach/detach controller's: every CSIDriver and VolumeAttachment (a
-    // VolumeAttachment is taken on when its PersistentVolume is in the PV cache).
+    // VolumeAttachment is taken on when its PersistentVolume is in the PV cache); the
+    // scheduler's too (which drivers publish capacity).
     let csi_drivers = Informer::new(Api::<CSIDriver>::all(client.clone()), page.clone());
+    // The scheduler's: every namespace's CSIStorageCapacities, as upstream's lister.
+    let capacities = Informer::new(Api::<CSIStorageCapacity>::all(client.clone()), page.clone());
     let volume_attachments =
         Informer::new(Api::<VolumeAttachment>::all(client.clone()), page.clone());
     // The node authorizer's own objects: only those it labelled.
@@ -542,6 +545,8 @@ pub async fn run(opts: Options) -> Result<(), Error> {
                 pvs: Arc::clone(&pvs),
                 pvcs: Arc::clone(&pvcs),
                 classes: Arc::clone(&classes),
+                csi_drivers: Arc::clone(&csi_drivers),
+                capacities: Arc::clone(&capacities),
             },
             opts.pod_max_in_unschedulable_pods_duration,
             metrics.clone(),
@@ -645,8 +650,9 @@ pub async fn run(opts: Options) -> Result<(), Error> {
     );
     start!(
         csi_drivers,
-        needs(&["persistentvolume-attach-detach-controller"])
+        needs(&["persistentvolume-attach-detach-controller", "scheduler"])
     );
+    start!(capacities, needs(&["scheduler"]));
     start!(
         volume_attachments,
         needs(&[

@@ -21,7 +21,9 @@ use k8s_openapi::api::core::v1::PodCondition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{Client, Resource, ResourceExt};
-use rekube_crds::{Node, PersistentVolume, PersistentVolumeClaim, Pod, StorageClass};
+use rekube_crds::{
+    CSIDriver, CSIStorageCapacity, Node, PersistentVolume, PersistentVolumeClaim, Pod, StorageClass,
+};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -61,6 +63,10 @@ pub struct Informers {
     pub pvs: Arc<Informer<PersistentVolume>>,
     pub pvcs: Arc<Informer<PersistentVolumeClaim>>,
     pub classes: Arc<Informer<StorageClass>>,
+    /// VolumeBinding's capacity check: the CSIDrivers (which drivers opted in with
+    /// `storageCapacity: true`) and every namespace's CSIStorageCapacities.
+    pub csi_drivers: Arc<Informer<CSIDriver>>,
+    pub capacities: Arc<Informer<CSIStorageCapacity>>,
 }
 
 pub struct Scheduler {
@@ -178,6 +184,8 @@ impl Scheduler {
         on_volume_change!(pvs);
         on_volume_change!(pvcs);
         on_volume_change!(classes);
+        on_volume_change!(csi_drivers);
+        on_volume_change!(capacities);
         c
     }
 
@@ -221,10 +229,25 @@ impl Scheduler {
             .iter()
             .map(|p| (**p).clone())
             .collect();
-        self.cache
-            .lock()
-            .unwrap()
-            .set_volumes(&pvs, &pvcs, &classes);
+        let drivers: Vec<CSIDriver> = self
+            .informers
+            .csi_drivers
+            .store()
+            .state()
+            .iter()
+            .map(|d| (**d).clone())
+            .collect();
+        let capacities: Vec<CSIStorageCapacity> = self
+            .informers
+            .capacities
+            .store()
+            .state()
+            .iter()
+            .map(|c| (**c).clone())
+            .collect();
+        let mut cache = self.cache.lock().unwrap();
+        cache.set_volumes(&pvs, &pvcs, &classes);
+        cache.set_storage_capacity(&drivers, &capacities);
     }
 
     /// upstream addPodToCache / updatePodInCache / deletePodFromCache and the scheduling
@@ -290,6 +313,8 @@ impl Scheduler {
                 self.informers.pvs.has_synced(),
                 self.informers.pvcs.has_synced(),
                 self.informers.classes.has_synced(),
+                self.informers.csi_drivers.has_synced(),
+                self.informers.capacities.has_synced(),
             ],
         )
         .await;
@@ -339,6 +364,11 @@ impl Scheduler {
             match schedule_pod(&cache, &pod) {
                 Ok(result) => {
                     cache.assume(&pod, &result.node_name);
+                    cache.assume_provisions(
+                        &pod,
+                        &result.node_name,
+                        &result.volumes.dynamic_provisions,
+                    );
                     Ok(result)
                 }
                 Err(fit) => Err(fit),

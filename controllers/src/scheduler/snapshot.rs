@@ -13,7 +13,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use k8s_openapi::api::core::v1::{ContainerPort, Taint};
-use rekube_crds::{Node, PersistentVolume, PersistentVolumeClaim, Pod, StorageClass};
+use rekube_crds::storage_keys::ANN_SELECTED_NODE;
+use rekube_crds::{
+    CSIDriver, CSIStorageCapacity, Node, PersistentVolume, PersistentVolumeClaim, Pod, StorageClass,
+};
 
 use super::resources::{Resource, ResourceTotal, compute_pod_non_zero_request, pod_requests};
 use crate::util::pod::is_pod_terminal;
@@ -285,7 +288,8 @@ fn name_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) ->
 }
 
 /// The cluster as the scheduler sees it: nodes sorted by name with their pods (bound and
-/// assumed), pods on nodes not (yet) known, and the PVs, PVCs and StorageClasses.
+/// assumed), pods on nodes not (yet) known, the PVs, PVCs and StorageClasses, the
+/// CSIDrivers and CSIStorageCapacities, and the claims assumed handed to a node.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     nodes: Vec<NodeInfo>,
@@ -299,6 +303,13 @@ pub struct Snapshot {
     pvs: BTreeMap<String, PersistentVolume>,
     pvcs: BTreeMap<(String, String), PersistentVolumeClaim>,
     storage_classes: BTreeMap<String, StorageClass>,
+    csi_drivers: BTreeMap<String, CSIDriver>,
+    /// Every CSIStorageCapacity, of every namespace (upstream lists them all).
+    capacities: Vec<CSIStorageCapacity>,
+    /// Claims to provision that an assumed pod hands to a node, by (namespace, name):
+    /// the node and the pod, until the claim is seen annotated with its selected node
+    /// (upstream's assumed PVCs in the binder's AssumeCache).
+    assumed_provisions: BTreeMap<(String, String), (String, PodKey)>,
 }
 
 impl Snapshot {
@@ -435,6 +446,38 @@ impl Snapshot {
         if self.assumed.remove(&key) {
             self.take_pod(&key);
         }
+        self.assumed_provisions.retain(|_, (_, p)| *p != key);
+    }
+
+    /// Records that the assumed `pod` hands its claims `claims` (of its namespace) to
+    /// `node` for provisioning, before its PreBind annotates them (upstream
+    /// `AssumePodVolumes`' `pvcCache.Assume`): the next pods see them as taken from the
+    /// node's capacity.
+    pub fn assume_provisions(&mut self, pod: &Pod, node: &str, claims: &[String]) {
+        let key = PodKey::of(pod);
+        for claim in claims {
+            self.assumed_provisions.insert(
+                (key.namespace.clone(), claim.clone()),
+                (node.to_string(), key.clone()),
+            );
+        }
+    }
+
+    /// The node a claim is handed to for provisioning: its
+    /// `volume.kubernetes.io/selected-node`, or the node an assumed pod hands it to.
+    pub fn selected_node<'a>(&'a self, pvc: &'a PersistentVolumeClaim) -> Option<&'a str> {
+        pvc.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(ANN_SELECTED_NODE))
+            .map(String::as_str)
+            .or_else(|| {
+                let key = (
+                    pvc.metadata.namespace.clone().unwrap_or_default(),
+                    name_of(&pvc.metadata),
+                );
+                self.assumed_provisions.get(&key).map(|(n, _)| n.as_str())
+            })
     }
 
     pub fn is_assumed(&self, pod: &Pod) -> bool {
@@ -463,6 +506,47 @@ impl Snapshot {
             .iter()
             .map(|c| (name_of(&c.metadata), c.clone()))
             .collect();
+        // An assumed hand-over ends when the claim carries its selected node (written by
+        // PreBind), is bound, or is gone.
+        let pvcs = &self.pvcs;
+        self.assumed_provisions.retain(|key, _| {
+            pvcs.get(key).is_some_and(|c| {
+                c.metadata
+                    .annotations
+                    .as_ref()
+                    .is_none_or(|a| !a.contains_key(ANN_SELECTED_NODE))
+                    && c.spec
+                        .as_ref()
+                        .and_then(|s| s.volume_name.as_deref())
+                        .is_none_or(str::is_empty)
+            })
+        });
+    }
+
+    /// Replaces the CSIDrivers and CSIStorageCapacities (upstream's `csiDriverLister` and
+    /// `csiStorageCapacityLister`).
+    pub fn set_storage_capacity(
+        &mut self,
+        drivers: &[CSIDriver],
+        capacities: &[CSIStorageCapacity],
+    ) {
+        self.csi_drivers = drivers
+            .iter()
+            .map(|d| (name_of(&d.metadata), d.clone()))
+            .collect();
+        self.capacities = capacities.to_vec();
+    }
+
+    pub fn csi_driver(&self, name: &str) -> Option<&CSIDriver> {
+        self.csi_drivers.get(name)
+    }
+
+    pub fn capacities(&self) -> &[CSIStorageCapacity] {
+        &self.capacities
+    }
+
+    pub fn pvcs(&self) -> impl Iterator<Item = &PersistentVolumeClaim> {
+        self.pvcs.values()
     }
 
     pub fn pv(&self, name: &str) -> Option<&PersistentVolume> {

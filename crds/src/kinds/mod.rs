@@ -1,4 +1,4 @@
-//! The eleven rekube kinds, grouped as upstream groups them.
+//! The thirteen rekube kinds, grouped as upstream groups them.
 pub mod apps;
 pub mod core;
 pub mod discovery;

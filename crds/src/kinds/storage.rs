@@ -1,9 +1,12 @@
-//! storage.k8s.io/v1 twins: StorageClass, VolumeAttachment and CSIDriver.
+//! storage.k8s.io/v1 twins: StorageClass, VolumeAttachment, CSIDriver and
+//! CSIStorageCapacity.
 use std::collections::BTreeMap;
 
-use k8s_openapi::ClusterResourceScope;
 use k8s_openapi::api::core::v1::TopologySelectorTerm;
 use k8s_openapi::api::storage::v1 as upstream;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::{ClusterResourceScope, NamespaceResourceScope};
 
 crate::rekube_resource! {
     /// rekube's StorageClass: storage.k8s.io/v1 StorageClass under `rekube.io/v1`
@@ -38,5 +41,20 @@ crate::rekube_resource! {
     CSIDriver("csidrivers"), upstream = upstream::CSIDriver, scope = ClusterResourceScope,
     {
         spec: upstream::CSIDriverSpec = "spec",
+    }
+}
+
+crate::rekube_resource! {
+    /// rekube's CSIStorageCapacity: storage.k8s.io/v1 CSIStorageCapacity under
+    /// `rekube.io/v1` (top-level fields, no spec, like upstream): the capacity a CSI driver
+    /// has for one StorageClass in one topology segment, published by the driver's
+    /// provisioner (`rekube-csi provisioner --enable-capacity`) and read by the scheduler's
+    /// VolumeBinding plugin for drivers whose CSIDriver says `storageCapacity: true`.
+    CSIStorageCapacity("csistoragecapacities"), upstream = upstream::CSIStorageCapacity, scope = NamespaceResourceScope,
+    {
+        capacity: Option<Quantity> = "capacity",
+        maximum_volume_size: Option<Quantity> = "maximumVolumeSize",
+        node_topology: Option<LabelSelector> = "nodeTopology",
+        storage_class_name: String = "storageClassName",
     }
 }

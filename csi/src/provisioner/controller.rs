@@ -23,6 +23,7 @@ use serde_json::json;
 use tonic::transport::Channel;
 
 use super::ProvisionerConfig;
+use super::capacity_controller::CapacityController;
 use super::decide::{self, ClaimDecision, ProvisioningState, VolumeContext};
 use crate::csi::controller_client::ControllerClient;
 use crate::csi::controller_service_capability::rpc::Type as Rpc;
@@ -45,6 +46,8 @@ pub enum ProvisionerError {
     NoCreateDelete(String),
     #[error("watch of {0} stopped")]
     WatchStopped(&'static str),
+    #[error("capacity: {0}")]
+    Capacity(String),
 }
 
 /// A unit of work.
@@ -74,6 +77,9 @@ pub struct Provisioner {
     created: Mutex<HashSet<String>>,
     /// Claims already told that distributed provisioning needs WaitForFirstConsumer.
     warned: Mutex<HashSet<String>>,
+    /// The capacity publisher (`--enable-capacity`), refreshed after each CreateVolume
+    /// and DeleteVolume.
+    capacity: Option<Arc<CapacityController>>,
 }
 
 /// Runs the provisioner until `shutdown` completes or a watch ends.
@@ -83,7 +89,7 @@ pub async fn run(
 ) -> Result<(), ProvisionerError> {
     let channel = connect_driver(&config.socket).await?;
     let (driver_name, rpcs) = driver_info(channel.clone(), &config.socket).await?;
-    let csi = ControllerClient::new(channel);
+    let csi = ControllerClient::new(channel.clone());
     if !rpcs.contains(&Rpc::CreateDeleteVolume) {
         return Err(ProvisionerError::NoCreateDelete(driver_name));
     }
@@ -135,6 +141,27 @@ pub async fn run(
         }
         async {}
     });
+    let (capacity, capacity_run) = match &config.capacity {
+        Some(c) => {
+            if !rpcs.contains(&Rpc::GetCapacity) {
+                return Err(ProvisionerError::Capacity(format!(
+                    "driver {driver_name} does not report GET_CAPACITY"
+                )));
+            }
+            let started = CapacityController::start(
+                client.clone(),
+                channel.clone(),
+                &driver_name,
+                &config.node_id,
+                c,
+                classes.clone(),
+            )
+            .await?;
+            (Some(started.controller), Some(started.run))
+        }
+        None => (None, None),
+    };
+    let class_capacity = capacity.clone();
     let class_watch = reflector::reflector(
         classes_writer,
         watcher(
@@ -143,7 +170,18 @@ pub async fn run(
         ),
     )
     .default_backoff()
-    .for_each(|_| async {});
+    .for_each(move |_| {
+        if let Some(c) = &class_capacity {
+            c.on_class_change();
+        }
+        async {}
+    });
+    let capacity_run = async move {
+        match capacity_run {
+            Some(run) => run.await,
+            None => std::future::pending().await,
+        }
+    };
 
     let provisioner = Arc::new(Provisioner {
         client,
@@ -159,6 +197,7 @@ pub async fn run(
         classes,
         created: Default::default(),
         warned: Default::default(),
+        capacity,
     });
     tracing::info!(driver = %provisioner.driver_name, node = %provisioner.node_id, "provisioning");
 
@@ -209,6 +248,7 @@ pub async fn run(
         _ = volume_watch => Err(ProvisionerError::WatchStopped("persistentvolumes")),
         _ = class_watch => Err(ProvisionerError::WatchStopped("storageclasses")),
         _ = worker => Err(ProvisionerError::WatchStopped("the work queue")),
+        stopped = capacity_run => Err(stopped),
     }
 }
 
@@ -318,6 +358,10 @@ impl Provisioner {
         let response = match csi.create_volume(call).await {
             Ok(r) => r.into_inner(),
             Err(status) => {
+                // upstream's provisionWrapper: a failed provisioning refreshes the class.
+                if let Some(c) = &self.capacity {
+                    c.refresh_class(&class_name);
+                }
                 let state = decide::check_error(Some(status.code()), true);
                 let message = format!(
                     "failed to provision volume with StorageClass {class_name:?}: {}",
@@ -344,7 +388,17 @@ impl Provisioner {
             response.volume.as_ref(),
             &context,
         ) {
-            Ok(pv) => pv,
+            Ok(pv) => {
+                // upstream's provisionWrapper: the volume's segment refreshed now (its
+                // class without topology), before the PV is written.
+                if let Some(c) = &self.capacity {
+                    match pv.spec.as_ref().and_then(|s| s.node_affinity.as_ref()) {
+                        Some(affinity) => c.refresh_topology(affinity),
+                        None => c.refresh_class(&class_name),
+                    }
+                }
+                pv
+            }
             Err(e) => {
                 let mut message =
                     format!("failed to provision volume with StorageClass {class_name:?}: {e}");
@@ -484,6 +538,12 @@ impl Provisioner {
             ));
         }
         tracing::info!(pv = name, volume = %handle, "volume deleted");
+        if let (Some(c), Some(affinity)) = (
+            &self.capacity,
+            pv.spec.as_ref().and_then(|s| s.node_affinity.as_ref()),
+        ) {
+            c.refresh_topology(affinity);
+        }
         let volumes: Api<PersistentVolume> = Api::all(self.client.clone());
         match volumes.delete(name, &DeleteParams::default()).await {
             Ok(_) => {}

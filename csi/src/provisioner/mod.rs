@@ -5,15 +5,24 @@
 //! over the driver's socket and creates the PersistentVolume, and deletes (DeleteVolume,
 //! then the PV) the Released volumes with policy Delete that it made on its node.
 //!
+//! With `--enable-capacity` it also publishes the driver's capacity for this node as
+//! CSIStorageCapacity objects (external-provisioner's pkg/capacity): [`capacity`] holds
+//! those decisions, [`capacity_controller`] the watches and writes.
+//!
 //! [`decide`] holds the decisions (pure); [`controller`] watches and writes.
 
+pub mod capacity;
+pub mod capacity_controller;
 pub mod controller;
 pub mod decide;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Parser;
+
+use crate::registrar::parse_duration;
 
 /// rekube-csi's provisioner (external-provisioner in distributed mode): provisions the
 /// claims of this driver whose selected node is this node, and deletes the Released
@@ -36,6 +45,24 @@ pub struct ProvisionerOptions {
     /// repeatable.
     #[arg(long = "pv-label", value_name = "KEY=VALUE")]
     pub pv_labels: Vec<String>,
+    /// Publish CSIStorageCapacity objects with the driver's GetCapacity answers for each
+    /// StorageClass of the driver in this node's topology segment, in the namespace of the
+    /// NAMESPACE environment variable.
+    #[arg(long)]
+    pub enable_capacity: bool,
+    /// How long between refreshes of the capacity objects (also refreshed after each
+    /// CreateVolume and DeleteVolume): a whole number of ms, s or m.
+    #[arg(long, default_value = "1m", value_parser = parse_duration)]
+    pub capacity_poll_interval: Duration,
+    /// Publish capacity for StorageClasses with Immediate binding too (the scheduler does
+    /// not need it).
+    #[arg(long)]
+    pub capacity_for_immediate_binding: bool,
+    /// The owner of the capacity objects: -1 none, 0 the pod named by the POD_NAME
+    /// environment variable in NAMESPACE, 1 that pod's controller (a DaemonSet), 2 its
+    /// controller, and so on.
+    #[arg(long, default_value_t = capacity::DEFAULT_OWNERREF_LEVEL, allow_negative_numbers = true)]
+    pub capacity_ownerref_level: i32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -48,6 +75,30 @@ pub enum ProvisionerOptionsError {
     NodeId(String),
     #[error("invalid --pv-label {0:?}: want key=value, a label key and a label value")]
     PvLabel(String),
+    #[error("--enable-capacity: need NAMESPACE env variable for CSIStorageCapacity objects")]
+    CapacityNamespace,
+    #[error("--enable-capacity: need POD_NAME env variable to determine CSIStorageCapacity owner")]
+    CapacityPodName,
+    #[error("invalid --capacity-poll-interval 0s: must be longer than 0")]
+    CapacityPollInterval,
+}
+
+/// Where the capacity objects' owner comes from (upstream's owner.Lookup).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CapacityOwner {
+    /// `--capacity-ownerref-level` below 0: no owner.
+    None,
+    /// The pod `pod` (in the objects' namespace) at level 0, its controller at 1, ...
+    Pod { pod: String, level: u32 },
+}
+
+/// The validated `--enable-capacity` settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CapacityConfig {
+    pub namespace: String,
+    pub poll_interval: Duration,
+    pub immediate_binding: bool,
+    pub owner: CapacityOwner,
 }
 
 /// The validated provisioner flags.
@@ -57,6 +108,8 @@ pub struct ProvisionerConfig {
     pub node_id: String,
     pub kubeconfig: Option<PathBuf>,
     pub pv_labels: BTreeMap<String, String>,
+    /// `--enable-capacity`'s settings.
+    pub capacity: Option<CapacityConfig>,
 }
 
 fn label_value(s: &str) -> bool {
@@ -90,8 +143,16 @@ fn label_key(s: &str) -> bool {
 }
 
 impl ProvisionerOptions {
-    /// The configuration, or the first bad flag.
+    /// The configuration, or the first bad flag, with the process's environment.
     pub fn validate(&self) -> Result<ProvisionerConfig, ProvisionerOptionsError> {
+        self.validate_with_env(|k| std::env::var(k).ok())
+    }
+
+    /// The configuration, or the first bad flag; `env` reads NAMESPACE and POD_NAME.
+    pub fn validate_with_env(
+        &self,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<ProvisionerConfig, ProvisionerOptionsError> {
         let socket = self
             .endpoint
             .strip_prefix("unix://")
@@ -110,11 +171,37 @@ impl ProvisionerOptions {
                 _ => return Err(ProvisionerOptionsError::PvLabel(l.clone())),
             }
         }
+        let capacity = if self.enable_capacity {
+            let namespace = env("NAMESPACE")
+                .filter(|n| !n.is_empty())
+                .ok_or(ProvisionerOptionsError::CapacityNamespace)?;
+            if self.capacity_poll_interval.is_zero() {
+                return Err(ProvisionerOptionsError::CapacityPollInterval);
+            }
+            let owner = match u32::try_from(self.capacity_ownerref_level) {
+                Err(_) => CapacityOwner::None,
+                Ok(level) => CapacityOwner::Pod {
+                    pod: env("POD_NAME")
+                        .filter(|n| !n.is_empty())
+                        .ok_or(ProvisionerOptionsError::CapacityPodName)?,
+                    level,
+                },
+            };
+            Some(CapacityConfig {
+                namespace,
+                poll_interval: self.capacity_poll_interval,
+                immediate_binding: self.capacity_for_immediate_binding,
+                owner,
+            })
+        } else {
+            None
+        };
         Ok(ProvisionerConfig {
             socket,
             node_id: self.node_id.clone(),
             kubeconfig: self.kubeconfig.clone(),
             pv_labels,
+            capacity,
         })
     }
 }
@@ -171,5 +258,77 @@ mod tests {
         ] {
             assert_eq!(options(&args).validate(), Err(err), "{args:?}");
         }
+    }
+
+    #[test]
+    fn capacity_flags_are_upstreams() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(key, _)| *key == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let off = options(&["--node-id", "n1"])
+            .validate_with_env(env(&[]))
+            .unwrap();
+        assert_eq!(off.capacity, None);
+        let on = options(&["--node-id", "n1", "--enable-capacity"]);
+        assert_eq!(on.capacity_poll_interval, Duration::from_secs(60));
+        assert_eq!(on.capacity_ownerref_level, 1);
+        assert_eq!(
+            on.validate_with_env(env(&[("NAMESPACE", "kube-system"), ("POD_NAME", "csi-x")]))
+                .unwrap()
+                .capacity,
+            Some(CapacityConfig {
+                namespace: "kube-system".into(),
+                poll_interval: Duration::from_secs(60),
+                immediate_binding: false,
+                owner: CapacityOwner::Pod {
+                    pod: "csi-x".into(),
+                    level: 1
+                },
+            })
+        );
+        assert_eq!(
+            on.validate_with_env(env(&[])),
+            Err(ProvisionerOptionsError::CapacityNamespace)
+        );
+        assert_eq!(
+            on.validate_with_env(env(&[("NAMESPACE", "ns")])),
+            Err(ProvisionerOptionsError::CapacityPodName)
+        );
+        let no_owner = options(&[
+            "--node-id",
+            "n1",
+            "--enable-capacity",
+            "--capacity-ownerref-level=-1",
+            "--capacity-poll-interval",
+            "500ms",
+            "--capacity-for-immediate-binding",
+        ]);
+        assert_eq!(
+            no_owner
+                .validate_with_env(env(&[("NAMESPACE", "ns")]))
+                .unwrap()
+                .capacity,
+            Some(CapacityConfig {
+                namespace: "ns".into(),
+                poll_interval: Duration::from_millis(500),
+                immediate_binding: true,
+                owner: CapacityOwner::None,
+            })
+        );
+        let zero = options(&[
+            "--node-id",
+            "n1",
+            "--enable-capacity",
+            "--capacity-poll-interval=0s",
+        ]);
+        assert_eq!(
+            zero.validate_with_env(env(&[("NAMESPACE", "ns"), ("POD_NAME", "p")])),
+            Err(ProvisionerOptionsError::CapacityPollInterval)
+        );
     }
 }

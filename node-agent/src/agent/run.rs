@@ -27,6 +27,7 @@ use crate::plugin_manager::{CSI_PLUGIN_TYPE, PluginManager};
 use crate::proxy::options::ProxyMode;
 use crate::proxy::server::ProxyServerConfig;
 use crate::runtime::cgroups::CgroupError;
+use crate::runtime::mountinfo::{self, MountInfoError};
 use crate::runtime::network::{PodCidrNetwork, SharedPodCidr};
 use crate::runtime::recovery::RecoveryError;
 use crate::runtime::sandbox::PodNetwork;
@@ -67,6 +68,8 @@ pub enum Error {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("error configuring root directory: {0}")]
+    RootDir(#[from] MountInfoError),
 }
 
 /// The machine's live readings, and the pod network's readiness (containerd's
@@ -146,6 +149,23 @@ fn host_name() -> String {
         .unwrap_or_else(|_| "localhost".into())
 }
 
+/// The kubelet's setupDataDirs `MakeRShared`: the root directory (with the pods' volumes
+/// under it) on an rshared mount, bound onto itself when it is not, so that volumes can
+/// be HostToContainer or Bidirectional. Once bound, it stays bound when the agent ends,
+/// as the kubelet leaves its own: a restarted agent finds it shared and binds nothing
+/// (docs/volumes.md). A hollow node mounts nothing.
+fn make_root_dir_rshared(root: &std::path::Path) -> Result<(), Error> {
+    let root = std::fs::canonicalize(root).map_err(|source| Error::State {
+        path: root.to_path_buf(),
+        source,
+    })?;
+    let table = mountinfo::read_mountinfo()?;
+    if mountinfo::make_rshared(&crate::runtime::syscall::LinuxSyscall, &root, &table)? {
+        tracing::info!(path = %root.display(), "bind-mounted the root directory with shared mount propagation");
+    }
+    Ok(())
+}
+
 pub async fn run(opts: AgentOptions) -> Result<(), Error> {
     let owned = opts.owned_paths()?;
     if !opts.hollow {
@@ -183,6 +203,9 @@ pub async fn run(opts: AgentOptions) -> Result<(), Error> {
         path: opts.root_dir.clone(),
         source,
     })?;
+    if !opts.hollow {
+        make_root_dir_rshared(&opts.root_dir)?;
+    }
     let machine = machine::read_machine_info(&name, &opts.root_dir, &opts.node_ip)?;
     let host_ips = machine.internal_ips.clone();
     // The service proxy (kube-proxy), in the agent's own network namespace.

@@ -52,6 +52,7 @@ use crate::image::spec::ContainerConfig;
 use crate::kubelet::backoff::{
     Backoff, MAX_CRASH_LOOP_BACK_OFF, REASON_CRASH_LOOP_BACK_OFF, do_back_off,
 };
+use crate::kubelet::block_volumes::{BlockVolumeInfo, make_block_volumes};
 use crate::kubelet::container_gc::ContainerGcPolicy;
 use crate::kubelet::env::{EnvSources, make_environment_variables};
 use crate::kubelet::eviction::{
@@ -286,6 +287,15 @@ pub fn container_spec(
 const RESYNC: Duration = Duration::from_secs(10);
 /// How soon a pod whose volumes could not all be set up is tried again.
 const VOLUME_RETRY: Duration = Duration::from_secs(2);
+/// How soon a pod waiting only for volumes not ready to process (a claim not yet bound)
+/// is tried again: upstream's `podAttachAndMountRetryInterval`, the poll of
+/// `WaitForAttachAndMount` (its populator, every 100 ms, reads such a claim again too).
+const POD_ATTACH_AND_MOUNT_RETRY_INTERVAL: Duration = Duration::from_millis(300);
+/// How often a pod whose volumes cannot be processed gets upstream's "Unable to attach or
+/// mount volumes" event: once per failed sync there, which the pod worker retries after
+/// its back-off (kubelet.go `backOffPeriod`, 10 s); here a pod is synced more often than
+/// that, and the event recorder's per-pod budget is kept for the pod's other events.
+const VOLUME_EVENT_PERIOD: Duration = Duration::from_secs(10);
 
 /// The waiting reason of a container whose config could not be made.
 const CREATE_CONTAINER_CONFIG_ERROR: &str = "CreateContainerConfigError";
@@ -304,6 +314,10 @@ pub(super) struct PodState {
     backoff: Option<Backoff>,
     /// The pod's volumes as set up by the volume manager, by their name in the spec.
     volumes: BTreeMap<String, VolumeInfo>,
+    /// The pod's Block volumes as mapped by the volume manager, by their name in the spec.
+    block_volumes: BTreeMap<String, BlockVolumeInfo>,
+    /// The last "Unable to attach or mount volumes" event and when it was recorded.
+    volume_event: Option<(String, std::time::Instant)>,
 }
 
 type Poke = Arc<dyn Fn(&str) + Send + Sync>;
@@ -846,7 +860,32 @@ impl RealSyncer {
                         )
                     })?,
                 };
-                Ok(BindMount::new(source, m.container_path, m.read_only))
+                Ok(BindMount::new(source, m.container_path, m.read_only)
+                    .with_propagation(m.propagation))
+            })
+            .collect()
+    }
+
+    /// The container's devices (`makeBlockVolumes`), each made an OCI device with its
+    /// cgroup access as containerd's `WithDevices` does. `Err`: the waiting reason.
+    fn block_devices(
+        &self,
+        container: &Container,
+        volumes: &BTreeMap<String, BlockVolumeInfo>,
+    ) -> Result<Vec<crate::runtime::spec::ContainerDevice>, WaitingReason> {
+        let devices = make_block_volumes(container, volumes, |path| {
+            crate::volume::volume_path_handler::is_symlink_exist(path).map_err(|e| e.to_string())
+        })
+        .map_err(|e| waiting(CREATE_CONTAINER_CONFIG_ERROR, e.to_string()))?;
+        devices
+            .iter()
+            .map(|d| {
+                crate::runtime::spec::device_from_path(
+                    &d.path_on_host,
+                    &d.path_in_container,
+                    d.permissions,
+                )
+                .map_err(|e| waiting(CREATE_CONTAINER_ERROR, e.to_string()))
             })
             .collect()
     }
@@ -942,6 +981,7 @@ impl RealSyncer {
             },
         )
         .map_err(|e| waiting(CREATE_CONTAINER_CONFIG_ERROR, e.to_string()))?;
+        spec.devices = self.block_devices(container, &st.block_volumes)?;
         spec.mounts = self
             .volume_mounts(pod, container, &st.volumes, &env)
             .map_err(|e| waiting(CREATE_CONTAINER_CONFIG_ERROR, e))?;
@@ -1132,6 +1172,7 @@ impl RealSyncer {
         // `WaitForAttachAndMount` in SyncPod; here the pod is synced again soon instead of
         // waiting). Each volume that fails is a FailedMount event, and nothing starts.
         let mut volumes_ready = true;
+        let mut volume_retry = VOLUME_RETRY;
         if !actions.kill_pod || actions.create_sandbox {
             match self
                 .volumes
@@ -1139,7 +1180,11 @@ impl RealSyncer {
                 .await
             {
                 Ok(mounted) => {
-                    st.volumes = mounted
+                    // A Block volume has a mapper, not a mounter: it is only for the
+                    // containers' volumeDevices (makeMounts finds no such volume).
+                    let (block, mounts): (Vec<_>, Vec<_>) =
+                        mounted.into_iter().partition(|(_, m)| m.block);
+                    st.volumes = mounts
                         .into_iter()
                         .map(|(name, m)| {
                             let info = VolumeInfo {
@@ -1149,18 +1194,54 @@ impl RealSyncer {
                             (name, info)
                         })
                         .collect();
+                    st.block_volumes = block
+                        .into_iter()
+                        .map(|(name, m)| {
+                            let info = BlockVolumeInfo {
+                                map_path: m.path,
+                                read_only: m.read_only,
+                            };
+                            (name, info)
+                        })
+                        .collect();
+                    st.volume_event = None;
                 }
                 Err(failure) => {
                     volumes_ready = false;
-                    for (_, message) in &failure.failed {
+                    for f in &failure.failed {
                         self.recorder.record(
                             &ev::pod_ref(&pod),
                             EventType::Warning,
-                            ev::FAILED_MOUNT,
-                            message.clone(),
+                            f.reason,
+                            f.message.clone(),
                         );
                     }
-                    tracing::warn!(pod = %pod.name_any(), "{}", failure.summary());
+                    // upstream's SyncPod: WaitForAttachAndMount returns at once with the
+                    // populator's errors (a claim not bound, a Block claim in
+                    // volumeMounts, ...), and the pod gets this event.
+                    if !failure.unprocessed.is_empty() {
+                        let message =
+                            format!("Unable to attach or mount volumes: {}", failure.summary());
+                        let due = st.volume_event.as_ref().is_none_or(|(last, at)| {
+                            *last != message || at.elapsed() >= VOLUME_EVENT_PERIOD
+                        });
+                        if due {
+                            self.recorder.record(
+                                &ev::pod_ref(&pod),
+                                EventType::Warning,
+                                ev::FAILED_MOUNT,
+                                message.clone(),
+                            );
+                            st.volume_event = Some((message, std::time::Instant::now()));
+                        }
+                    }
+                    if failure.failed.is_empty() {
+                        // Only waiting (a claim not bound yet): no operation failed.
+                        volume_retry = POD_ATTACH_AND_MOUNT_RETRY_INTERVAL;
+                        tracing::debug!(pod = %pod.name_any(), "{}", failure.summary());
+                    } else {
+                        tracing::warn!(pod = %pod.name_any(), "{}", failure.summary());
+                    }
                 }
             }
         }
@@ -1207,7 +1288,7 @@ impl RealSyncer {
         }
         let spec = pod.spec.clone().unwrap_or_default();
         let inits = spec.init_containers.clone().unwrap_or_default();
-        let mut requeue = if volumes_ready { RESYNC } else { VOLUME_RETRY };
+        let mut requeue = if volumes_ready { RESYNC } else { volume_retry };
         if st.sandbox.is_some() && volumes_ready {
             // 5. Ephemeral containers: started once, never restarted.
             let ephemeral = spec.ephemeral_containers.clone().unwrap_or_default();

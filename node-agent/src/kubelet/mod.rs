@@ -13,7 +13,8 @@
 //! | [`prober`] | prober/worker.go, prober/results, prober/prober.go; pkg/probe/http, pkg/probe/util.go |
 //! | [`env`] | kubelet_pods.go `makeEnvironmentVariables`, `podFieldSelectorRuntimeValue`; pkg/fieldpath; api/v1/resource `ExtractContainerResourceValue`; kubelet_resources.go `defaultPodLimitsForDownwardAPI` |
 //! | [`quantity`] | apimachinery api/resource (parsing, `Value`, `MilliValue`) |
-//! | [`mounts`] | kubelet_pods.go `makeMounts`; kubecontainer `ExpandContainerVolumeMounts` |
+//! | [`mounts`] | kubelet_pods.go `makeMounts`, `translateMountPropagation`; kubecontainer `ExpandContainerVolumeMounts` |
+//! | [`block_volumes`] | kubelet_pods.go `makeBlockVolumes` |
 //! | [`eviction`] | eviction/eviction_manager.go `emptyDirLimitEviction`; eviction/helpers.go's messages |
 //! | [`security_context`] | kuberuntime/security_context_others.go `verifyRunAsNonRoot`; kuberuntime_container.go `getImageUser`; util/format `Pod` |
 //!
@@ -43,6 +44,7 @@
 #![cfg(target_os = "linux")]
 
 pub mod backoff;
+pub mod block_volumes;
 pub mod container_gc;
 pub mod env;
 pub mod eviction;

@@ -1,7 +1,8 @@
 //! A container's volume mounts (kubelet_pods.go `makeMounts`): each volumeMount resolved
 //! against the pod's mounted volumes (read-only when asked or when the volume is),
-//! subPath and subPathExpr checked, mountPropagation translated. Pure: the subPath is
-//! bound safely by the shell ([`crate::volume::subpath`]), which gives the host path.
+//! subPath and subPathExpr checked, mountPropagation translated
+//! ([`translate_mount_propagation`]). Pure: the subPath is bound safely by the shell
+//! ([`crate::volume::subpath`]), which gives the host path.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -9,6 +10,7 @@ use std::path::{Path, PathBuf};
 use k8s_openapi::api::core::v1::Container;
 
 use crate::runtime::expansion::expand;
+pub use crate::runtime::spec::MountPropagation;
 
 /// A mounted volume as the container's mounts need it (`kubecontainer.VolumeInfo`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +32,7 @@ pub struct Mount {
     pub sub_path: Option<String>,
     pub container_path: PathBuf,
     pub read_only: bool,
+    pub propagation: MountPropagation,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -42,12 +45,25 @@ pub enum MountsError {
     Backsteps(String),
     #[error("missing value for {0}")]
     SubPathExpr(String),
+    /// The apiserver's check (validateMountPropagation), kept here for a pod admitted
+    /// without it: upstream's kubelet trusts the apiserver.
     #[error(
-        "mountPropagation Bidirectional of volumeMount {volume:?} of container {container:?} is not supported by rekube-node-agent yet"
+        "volumeMount {volume:?} of container {container:?}: Bidirectional mount propagation is available only to privileged containers"
     )]
-    Bidirectional { volume: String, container: String },
-    #[error("invalid mountPropagation {0:?}")]
+    BidirectionalNotPrivileged { volume: String, container: String },
+    #[error("invalid MountPropagation mode: {0:?}")]
     Propagation(String),
+}
+
+/// `translateMountPropagation`: the volumeMount's mountPropagation as the CRI's; unset
+/// and `None` are private.
+pub fn translate_mount_propagation(mode: Option<&str>) -> Result<MountPropagation, MountsError> {
+    match mode {
+        None | Some("None") => Ok(MountPropagation::Private),
+        Some("HostToContainer") => Ok(MountPropagation::HostToContainer),
+        Some("Bidirectional") => Ok(MountPropagation::Bidirectional),
+        Some(other) => Err(MountsError::Propagation(other.to_string())),
+    }
 }
 
 /// upstream `ValidatePathNoBacksteps`: no `..` element.
@@ -84,6 +100,11 @@ pub fn make_mounts(
     volumes: &BTreeMap<String, VolumeInfo>,
     env: &[(String, String)],
 ) -> Result<Vec<Mount>, MountsError> {
+    let privileged = container
+        .security_context
+        .as_ref()
+        .and_then(|s| s.privileged)
+        .unwrap_or(false);
     let mut mounts = Vec::new();
     for (index, vm) in container.volume_mounts.iter().flatten().enumerate() {
         let vol = volumes
@@ -104,17 +125,12 @@ pub fn make_mounts(
                 return Err(MountsError::Backsteps(sp.clone()));
             }
         }
-        match vm.mount_propagation.as_deref() {
-            // rekube's containers see host mounts as rslave (HostToContainer); None is
-            // upstream's private, which the agent does not distinguish yet.
-            None | Some("None") | Some("HostToContainer") => {}
-            Some("Bidirectional") => {
-                return Err(MountsError::Bidirectional {
-                    volume: vm.name.clone(),
-                    container: container.name.clone(),
-                });
-            }
-            Some(other) => return Err(MountsError::Propagation(other.to_string())),
+        let propagation = translate_mount_propagation(vm.mount_propagation.as_deref())?;
+        if propagation == MountPropagation::Bidirectional && !privileged {
+            return Err(MountsError::BidirectionalNotPrivileged {
+                volume: vm.name.clone(),
+                container: container.name.clone(),
+            });
         }
         mounts.push(Mount {
             index,
@@ -123,6 +139,7 @@ pub fn make_mounts(
             sub_path,
             container_path: PathBuf::from(&vm.mount_path),
             read_only: vm.read_only.unwrap_or(false) || vol.read_only,
+            propagation,
         });
     }
     mounts.sort_by_key(|m| m.container_path.components().count());
@@ -224,7 +241,11 @@ mod tests {
             ),
             (
                 serde_json::json!({"name": "data", "mountPath": "/x", "mountPropagation": "Bidirectional"}),
-                "mountPropagation Bidirectional of volumeMount \"data\" of container \"c\" is not supported by rekube-node-agent yet",
+                "volumeMount \"data\" of container \"c\": Bidirectional mount propagation is available only to privileged containers",
+            ),
+            (
+                serde_json::json!({"name": "data", "mountPath": "/x", "mountPropagation": "Sideways"}),
+                "invalid MountPropagation mode: \"Sideways\"",
             ),
         ];
         for (vm, want) in cases {
@@ -246,5 +267,160 @@ mod tests {
         assert!(!mounts_etc_hosts(&container(
             serde_json::json!([{"name": "conf", "mountPath": "/etc/hosts", "subPath": "hosts"}])
         )));
+    }
+
+    /// translateMountPropagation, every mode.
+    #[test]
+    fn translate_mount_propagation_as_upstream() {
+        let cases = [
+            (None, Ok(MountPropagation::Private)),
+            (Some("None"), Ok(MountPropagation::Private)),
+            (
+                Some("HostToContainer"),
+                Ok(MountPropagation::HostToContainer),
+            ),
+            (Some("Bidirectional"), Ok(MountPropagation::Bidirectional)),
+            (
+                Some("bidirectional"),
+                Err("invalid MountPropagation mode: \"bidirectional\"".to_string()),
+            ),
+            (
+                Some(""),
+                Err("invalid MountPropagation mode: \"\"".to_string()),
+            ),
+        ];
+        for (mode, want) in cases {
+            let got = translate_mount_propagation(mode).map_err(|e| e.to_string());
+            assert_eq!(got, want, "{mode:?}");
+        }
+    }
+
+    /// pkg/kubelet/kubelet_pods_linux_test.go `TestMakeMounts` (v1.36.3), the cases
+    /// without image volumes (rekube has no image volume plugin). "volume mounter is nil"
+    /// has no counterpart: the agent's volume map holds only mounted volumes, so a volume
+    /// without a mounter is the missing one of "volume doesn't exist".
+    #[test]
+    fn make_mounts_upstream_table() {
+        /// `(volume, containerPath, hostPath, readOnly, propagation)`.
+        type Expected = (
+            &'static str,
+            &'static str,
+            &'static str,
+            bool,
+            MountPropagation,
+        );
+        struct Case {
+            name: &'static str,
+            container: serde_json::Value,
+            expected: Result<Vec<Expected>, &'static str>,
+        }
+        use MountPropagation::*;
+        let volumes = BTreeMap::from([
+            ("disk".to_string(), "/mnt/disk"),
+            ("disk4".to_string(), "/mnt/host"),
+            (
+                "disk5".to_string(),
+                "/var/lib/kubelet/podID/volumes/empty/disk5",
+            ),
+        ])
+        .into_iter()
+        .map(|(k, path)| {
+            (
+                k,
+                VolumeInfo {
+                    path: path.into(),
+                    read_only: false,
+                },
+            )
+        })
+        .collect::<BTreeMap<_, _>>();
+        let cases = [
+            Case {
+                name: "valid mounts in unprivileged container",
+                container: serde_json::json!({"name": "container1", "volumeMounts": [
+                    {"mountPath": "/etc/hosts", "name": "disk", "readOnly": false, "mountPropagation": "HostToContainer"},
+                    {"mountPath": "/mnt/path3", "name": "disk", "readOnly": true, "mountPropagation": "None"},
+                    {"mountPath": "/mnt/path4", "name": "disk4", "readOnly": false},
+                    {"mountPath": "/mnt/path5", "name": "disk5", "readOnly": false},
+                ]}),
+                expected: Ok(vec![
+                    ("disk", "/etc/hosts", "/mnt/disk", false, HostToContainer),
+                    ("disk", "/mnt/path3", "/mnt/disk", true, Private),
+                    ("disk4", "/mnt/path4", "/mnt/host", false, Private),
+                    (
+                        "disk5",
+                        "/mnt/path5",
+                        "/var/lib/kubelet/podID/volumes/empty/disk5",
+                        false,
+                        Private,
+                    ),
+                ]),
+            },
+            Case {
+                name: "valid mounts in privileged container",
+                container: serde_json::json!({"name": "container1", "volumeMounts": [
+                    {"mountPath": "/etc/hosts", "name": "disk", "readOnly": false, "mountPropagation": "Bidirectional"},
+                    {"mountPath": "/mnt/path3", "name": "disk", "readOnly": true, "mountPropagation": "HostToContainer"},
+                    {"mountPath": "/mnt/path4", "name": "disk4", "readOnly": false},
+                ], "securityContext": {"privileged": true}}),
+                expected: Ok(vec![
+                    ("disk", "/etc/hosts", "/mnt/disk", false, Bidirectional),
+                    ("disk", "/mnt/path3", "/mnt/disk", true, HostToContainer),
+                    ("disk4", "/mnt/path4", "/mnt/host", false, Private),
+                ]),
+            },
+            Case {
+                name: "invalid absolute SubPath",
+                container: serde_json::json!({"name": "", "volumeMounts": [
+                    {"mountPath": "/mnt/path3", "subPath": "/must/not/be/absolute", "name": "disk", "readOnly": true},
+                ]}),
+                expected: Err("error SubPath `/must/not/be/absolute` must not be an absolute path"),
+            },
+            Case {
+                name: "invalid SubPath with backsteps",
+                container: serde_json::json!({"name": "", "volumeMounts": [
+                    {"mountPath": "/mnt/path3", "subPath": "no/backsteps/../allowed", "name": "disk", "readOnly": true},
+                ]}),
+                expected: Err(
+                    "unable to provision SubPath `no/backsteps/../allowed`: must not contain '..'",
+                ),
+            },
+            Case {
+                name: "volume doesn't exist",
+                container: serde_json::json!({"name": "", "volumeMounts": [
+                    {"mountPath": "/mnt/path3", "name": "disk", "readOnly": true},
+                ]}),
+                expected: Err("cannot find volume \"disk\" to mount into container \"\""),
+            },
+        ];
+        for case in cases {
+            let c: Container = serde_json::from_value(case.container).unwrap();
+            // "volume doesn't exist" has no pod volumes at all.
+            let vols = if case.name == "volume doesn't exist" {
+                BTreeMap::new()
+            } else {
+                volumes.clone()
+            };
+            let got = make_mounts(&c, &vols, &[]);
+            match (got, case.expected) {
+                (Ok(mounts), Ok(want)) => {
+                    let got: Vec<_> = mounts
+                        .iter()
+                        .map(|m| {
+                            (
+                                m.volume.as_str(),
+                                m.container_path.to_str().unwrap(),
+                                m.volume_path.to_str().unwrap(),
+                                m.read_only,
+                                m.propagation,
+                            )
+                        })
+                        .collect();
+                    assert_eq!(got, want, "{}", case.name);
+                }
+                (Err(e), Err(want)) => assert_eq!(e.to_string(), want, "{}", case.name),
+                (got, want) => panic!("{}: got {got:?}, want {want:?}", case.name),
+            }
+        }
     }
 }

@@ -79,17 +79,29 @@ pub const DEFAULT_ALLOWED_DEVICES: [&str; 11] = [
     "c 136:* rwm",
 ];
 
-/// The device rules of a container: the default allowlist, or every device when
-/// privileged.
-pub fn container_device_rules(privileged: bool) -> Vec<String> {
-    if privileged {
+/// The device rules of a container: the default allowlist (every device when
+/// privileged), then each of its own devices with the access it was given (containerd's
+/// `WithDevices`: `b 7:3 mrw`, `b 7:3 r` for a read-only volume device).
+pub fn container_device_rules(
+    privileged: bool,
+    devices: &[super::spec::ContainerDevice],
+) -> Vec<String> {
+    let defaults = if privileged {
         vec!["a".to_string()]
     } else {
         DEFAULT_ALLOWED_DEVICES
             .iter()
             .map(|r| r.to_string())
             .collect()
-    }
+    };
+    defaults
+        .into_iter()
+        .chain(
+            devices
+                .iter()
+                .map(super::spec::ContainerDevice::cgroup_rule),
+        )
+        .collect()
 }
 
 /// The limits of one cgroup.
@@ -930,6 +942,59 @@ mod tests {
         }
     }
 
+    /// The device rules with a container's volume devices: the defaults first (or "a"),
+    /// then exactly each device's major:minor with its access, parsed by the filter.
+    #[test]
+    fn device_rules_add_the_containers_devices() {
+        use crate::runtime::spec::{ContainerDevice, DeviceKind};
+        let device = |minor: u64, access: &str| ContainerDevice {
+            path: "/dev/xvda".into(),
+            kind: DeviceKind::Block,
+            major: 7,
+            minor,
+            file_mode: 0o660,
+            uid: 0,
+            gid: 6,
+            host_path: "/dev/loop3".into(),
+            access: access.into(),
+        };
+        let cases: [(&str, bool, Vec<ContainerDevice>, Vec<&str>); 4] = [
+            ("none", false, vec![], vec![]),
+            (
+                "read-write",
+                false,
+                vec![device(3, "mrw")],
+                vec!["b 7:3 mrw"],
+            ),
+            (
+                "read-only and read-write",
+                false,
+                vec![device(3, "r"), device(4, "mrw")],
+                vec!["b 7:3 r", "b 7:4 mrw"],
+            ),
+            (
+                "privileged",
+                true,
+                vec![device(3, "mrw")],
+                vec!["b 7:3 mrw"],
+            ),
+        ];
+        for (name, privileged, devices, extra) in cases {
+            let rules = container_device_rules(privileged, &devices);
+            let defaults: Vec<String> = if privileged {
+                vec!["a".into()]
+            } else {
+                DEFAULT_ALLOWED_DEVICES
+                    .iter()
+                    .map(|r| r.to_string())
+                    .collect()
+            };
+            assert_eq!(rules[..defaults.len()], defaults[..], "{name}");
+            assert_eq!(rules[defaults.len()..], extra[..], "{name}");
+            devicefilter::parse_rules(&rules).unwrap();
+        }
+    }
+
     #[test]
     fn cpu_shares_to_weight_table() {
         for (shares, weight) in [(0, 0), (2, 1), (1024, 39), (262_144, 10_000)] {
@@ -1130,7 +1195,7 @@ mod tests {
         m.apply(
             "pod1/c1",
             &Resources {
-                devices: Some(container_device_rules(false)),
+                devices: Some(container_device_rules(false, &[])),
                 ..c.clone()
             },
         )
@@ -1182,7 +1247,7 @@ mod tests {
         assert!(m.real);
         let c = Resources {
             pids_limit: Some(20),
-            devices: Some(container_device_rules(false)),
+            devices: Some(container_device_rules(false, &[])),
             ..Resources::from_requests_limits(Some(250), Some(500), Some(64 << 20))
         };
         let result = std::panic::catch_unwind(|| {
@@ -1330,8 +1395,8 @@ mod tests {
         let dir = mount.join(format!("rekube-devices-{}", std::process::id()));
         std::fs::create_dir(&dir).unwrap();
         let result = std::panic::catch_unwind(|| {
-            apply_device_filter(&dir, &container_device_rules(false)).unwrap();
-            apply_device_filter(&dir, &container_device_rules(false)).unwrap();
+            apply_device_filter(&dir, &container_device_rules(false, &[])).unwrap();
+            apply_device_filter(&dir, &container_device_rules(false, &[])).unwrap();
             assert_eq!(
                 bpf::attached_device_programs(&dir).unwrap(),
                 1,
@@ -1345,7 +1410,40 @@ mod tests {
             );
             assert!(out.contains("null=opened"), "{out}");
 
-            apply_device_filter(&dir, &container_device_rules(true)).unwrap();
+            // A volume device of the container (kubelet's makeBlockVolumes): read-only
+            // ("r") opens for reading and refuses a write open; "mrw" allows both. The
+            // write open writes nothing (`: >>`).
+            let writes = format!(
+                "mknod {n} b {major} {minor}; head -c0 {n} && echo disk=opened; \
+                 ( : >> {n} ) 2>&1 && echo disk=writable; rm -f {n}",
+                n = node.display()
+            );
+            let device = |access: &str| crate::runtime::spec::ContainerDevice {
+                path: "/dev/xvda".into(),
+                kind: crate::runtime::spec::DeviceKind::Block,
+                major: major.parse().unwrap(),
+                minor: minor.parse().unwrap(),
+                file_mode: 0o660,
+                uid: 0,
+                gid: 0,
+                host_path: "/dev/unused".into(),
+                access: access.into(),
+            };
+            apply_device_filter(&dir, &container_device_rules(false, &[device("r")])).unwrap();
+            let out = run_in_cgroup(&dir, &writes);
+            assert!(
+                out.contains("disk=opened") && !out.contains("disk=writable"),
+                "{out}"
+            );
+            assert!(out.contains("Operation not permitted"), "{out}");
+            apply_device_filter(&dir, &container_device_rules(false, &[device("mrw")])).unwrap();
+            let out = run_in_cgroup(&dir, &writes);
+            assert!(
+                out.contains("disk=opened") && out.contains("disk=writable"),
+                "{out}"
+            );
+
+            apply_device_filter(&dir, &container_device_rules(true, &[])).unwrap();
             let out = run_in_cgroup(&dir, &script);
             assert!(
                 out.contains("mknod=ok") && out.contains("disk=opened"),

@@ -30,9 +30,10 @@ use tokio::sync::watch;
 use super::Runtime;
 use super::cgroups::{self, CgroupError, CgroupManager};
 use super::logs::{self, CriLogWriter, Stream};
+use super::mountinfo::{self, MountInfoError};
 use super::process::{self, ChildFds, InitPlan, PidNamespace, ProcessPlan, Report};
 use super::rootfs::{self, OverlayDirs, RootfsError, RootfsPlan};
-use super::spec::{ContainerSpec, NsMode, RootfsSource};
+use super::spec::{ContainerSpec, MountPropagation, NsMode, RootfsSource};
 use super::syscall::LinuxSyscall;
 
 /// kubelet's exec probe output limit (`maxReadLength`, 10 KiB).
@@ -52,6 +53,14 @@ pub enum ContainerError {
         name: String,
         #[source]
         source: RootfsError,
+    },
+    /// A volume's source on a host mount that cannot propagate as asked (containerd's
+    /// `ensureShared` / `ensureSharedOrSlave`).
+    #[error("container {name}: {source}")]
+    Propagation {
+        name: String,
+        #[source]
+        source: MountInfoError,
     },
     #[error("container {name}: {op}: {source}")]
     Io {
@@ -448,7 +457,10 @@ impl Runtime {
         };
         let mut resources = spec.resources.clone();
         if resources.devices.is_none() {
-            resources.devices = Some(cgroups::container_device_rules(spec.privileged));
+            resources.devices = Some(cgroups::container_device_rules(
+                spec.privileged,
+                &spec.devices,
+            ));
         }
         self.cgroups
             .create(cgroup, &resources)
@@ -463,9 +475,38 @@ impl Runtime {
                 name: name.clone(),
                 source,
             })?;
-        if rootfs_plan.overlay.is_some() {
+        let shared_root = rootfs::shares_with_host(&spec.mounts);
+        if rootfs_plan.overlay.is_some() || shared_root {
             std::fs::create_dir_all(&rootfs_plan.root)
                 .map_err(io(format!("create {}", rootfs_plan.root.display())))?;
+        }
+        // Propagation on the host, as containerd's WithMounts before runc: the sources of
+        // HostToContainer and Bidirectional mounts checked against the host's mounts, and
+        // an rshared rootfs made a private mount of its own (rootfs's module docs).
+        if spec
+            .mounts
+            .iter()
+            .any(|m| m.propagation != MountPropagation::Private)
+        {
+            let propagation = |source| ContainerError::Propagation {
+                name: name.clone(),
+                source,
+            };
+            let table = mountinfo::read_mountinfo().map_err(propagation)?;
+            mountinfo::check_bind_propagation(&mountinfo::resolved(&spec.mounts), &table)
+                .map_err(propagation)?;
+        }
+        if shared_root {
+            let source = match &spec.rootfs {
+                RootfsSource::Layers(_) => rootfs_plan.root.clone(),
+                RootfsSource::Path(p) => p.clone(),
+            };
+            rootfs::prepare_host_root(&LinuxSyscall, &source, &rootfs_plan.root).map_err(
+                |source| ContainerError::Rootfs {
+                    name: name.clone(),
+                    source,
+                },
+            )?;
         }
 
         // Namespaces to join (opened here), to create, and the PID namespace.
@@ -911,6 +952,11 @@ fn rootfs_plan(
             state_dir.join("rootfs"),
             Some(OverlayDirs::create(layers.clone(), state_dir)?),
         ),
+        // An rshared rootfs is a mount of its own in the state directory, the plain
+        // rootfs bound there ([`rootfs::prepare_host_root`]).
+        RootfsSource::Path(_) if rootfs::shares_with_host(&spec.mounts) => {
+            (state_dir.join("rootfs"), None)
+        }
         RootfsSource::Path(p) => (p.clone(), None),
     };
     Ok(RootfsPlan {
@@ -923,6 +969,7 @@ fn rootfs_plan(
         mounts: spec.mounts.clone(),
         masked_paths: spec.masked_paths.clone(),
         readonly_paths: spec.readonly_paths.clone(),
+        devices: spec.devices.clone(),
         cwd: spec.cwd.clone(),
     })
 }

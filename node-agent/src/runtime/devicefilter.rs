@@ -345,7 +345,7 @@ block-0:
         );
         assert_eq!(listing(&["a"]), hash(&expected));
         assert_eq!(listing(&["a *:* rwm"]), hash(&expected));
-        let privileged = container_device_rules(true);
+        let privileged = container_device_rules(true, &[]);
         assert_eq!(
             hash(&render(&device_filter(&parse_rules(&privileged).unwrap())))
                 .lines()

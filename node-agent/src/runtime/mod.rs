@@ -9,6 +9,8 @@
 //! - [`container`]: create, start, wait, stop, remove, and exec into a container;
 //! - [`process`]: the fork and the child's setup (namespaces, rootfs, user, capabilities);
 //! - [`rootfs`]: overlayfs and the mounts inside the container;
+//! - [`mountinfo`]: mount propagation on the host (the kubelet's `MakeRShared` of its
+//!   root directory, containerd's shared/slave checks of a volume's source);
 //! - [`logs`]: CRI-format log files with rotation;
 //! - [`recovery`]: removing what a previous agent process left;
 //! - [`network`]: the pod IP from the node's podCIDR (host-local IPAM), on loopback until
@@ -29,6 +31,7 @@ pub mod devicefilter;
 pub mod expansion;
 pub mod leaks;
 pub mod logs;
+pub mod mountinfo;
 pub mod network;
 pub mod process;
 pub mod recovery;

@@ -494,6 +494,7 @@ mod tests {
             mounts: vec![],
             masked_paths: vec![],
             readonly_paths: vec![],
+            devices: vec![],
             cwd: "/app".into(),
         }
     }

@@ -13,7 +13,22 @@
 //! the bind mounts; [`pivot_rootfs`] does runc's `pivot_root(".", ".")` +
 //! `umount2(".", MNT_DETACH)`; [`finalize_rootfs`] makes the read-only paths read-only,
 //! masks the masked paths and remounts / read-only when asked. The mounts live and die
-//! with the container's mount namespace: nothing is mounted on the host.
+//! with the container's mount namespace: nothing is mounted on the host, but for a
+//! container with a Bidirectional mount (below).
+//!
+//! Propagation, as containerd's `WithMounts` asks runc for it: each bind mount is made
+//! `rprivate`, `rslave` or `rshared` after it is bound ([`MountPropagation`]), and the
+//! rootfs propagation ([`rootfs_propagation`], runc's `rootfsPropagation`) is `rslave`,
+//! or `rshared` when a mount is Bidirectional: then the mounts the host shares stay
+//! shared with the host in the container's namespace, and what the container mounts under
+//! a Bidirectional volume reaches the host. runc's `rootfsParentMountPrivate` keeps the
+//! rootfs itself out of that: the mount the rootfs is on is made private. containerd's
+//! rootfs is a mount of its own (the snapshotter's, on the host); rekube's overlay is
+//! mounted in the container's namespace, on the agent's state directory, which is on
+//! the agent's rshared root directory with the volumes: so [`prepare_host_root`] first
+//! makes the rootfs directory a private mount of its own on the host, and only that mount
+//! is made private in the container's namespace. It is under the container's state
+//! directory, unmounted with it ([`unmount_all_under`]).
 
 use std::collections::VecDeque;
 use std::path::{Component, Path, PathBuf};
@@ -22,7 +37,7 @@ use nix::errno::Errno;
 use nix::mount::{MntFlags, MsFlags};
 use nix::sys::stat::{Mode, SFlag};
 
-use super::spec::BindMount;
+use super::spec::{BindMount, ContainerDevice, DeviceKind, MountPropagation};
 use super::syscall::{FileKind, Syscall, SyscallError};
 
 /// Errors assembling a root filesystem.
@@ -44,6 +59,12 @@ pub enum RootfsError {
     SymlinkLoop { path: String },
     #[error("bind mount source {0} does not exist")]
     MissingSource(String),
+    #[error(
+        "device {path} of a privileged container: its /dev is the host's, a device node cannot be made there"
+    )]
+    PrivilegedDevice { path: String },
+    #[error("mknod over rootfs")]
+    DeviceOverRootfs,
     #[error("{op} {path}: {source}")]
     Io {
         op: &'static str,
@@ -139,6 +160,9 @@ pub struct RootfsPlan {
     pub mounts: Vec<BindMount>,
     pub masked_paths: Vec<PathBuf>,
     pub readonly_paths: Vec<PathBuf>,
+    /// Device nodes besides the default ones (a pod's volumeDevices), made after the
+    /// mounts as runc's `createDevices` makes the spec's devices.
+    pub devices: Vec<ContainerDevice>,
     /// The working directory, created when missing (runc's `createCwd`).
     pub cwd: PathBuf,
 }
@@ -253,18 +277,72 @@ fn at(root: &Path, dest: &str) -> Result<PathBuf> {
     secure_join(root, Path::new(dest))
 }
 
+/// The flags that give a bind mount its propagation (the OCI options `rprivate`,
+/// `rslave`, `rshared` containerd's `WithMounts` puts on it).
+pub fn bind_propagation_flags(propagation: MountPropagation) -> MsFlags {
+    let flag = match propagation {
+        MountPropagation::Private => MsFlags::MS_PRIVATE,
+        MountPropagation::HostToContainer => MsFlags::MS_SLAVE,
+        MountPropagation::Bidirectional => MsFlags::MS_SHARED,
+    };
+    flag | MsFlags::MS_REC
+}
+
+/// runc's rootfs propagation as containerd sets it (`s.Linux.RootfsPropagation`):
+/// `rshared` when any mount is Bidirectional, else runc's default `rslave` (what a
+/// HostToContainer mount asks for too).
+pub fn rootfs_propagation(mounts: &[BindMount]) -> MsFlags {
+    if shares_with_host(mounts) {
+        MsFlags::MS_SHARED | MsFlags::MS_REC
+    } else {
+        MsFlags::MS_SLAVE | MsFlags::MS_REC
+    }
+}
+
+/// Whether the rootfs propagation is `rshared` (a Bidirectional mount).
+pub fn shares_with_host(mounts: &[BindMount]) -> bool {
+    mounts
+        .iter()
+        .any(|m| m.propagation == MountPropagation::Bidirectional)
+}
+
+/// On the host, before the fork, for an rshared rootfs: `source` (the overlay's mount
+/// point itself, or a plain rootfs directory) bound at `root` and made private, so that
+/// the rootfs is a mount of its own, as containerd's snapshot mount is, and nothing
+/// mounted on it propagates to the host. `root` is in the container's state directory.
+pub fn prepare_host_root(sys: &dyn Syscall, source: &Path, root: &Path) -> Result<()> {
+    sys.mount(
+        Some(source),
+        root,
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None,
+    )?;
+    sys.mount(None, root, None, MsFlags::MS_PRIVATE, None)?;
+    Ok(())
+}
+
 /// The mounts made inside the container's mount namespace before pivot_root, in order.
 pub fn prepare_rootfs(sys: &dyn Syscall, plan: &RootfsPlan) -> Result<()> {
     let root = &plan.root;
-    // Nothing mounted from here on propagates back to the host (runc's default rootfs
-    // propagation, rslave: host unmounts still reach the container).
+    // runc's prepareRoot: the rootfs propagation on every mount. rslave (the default):
+    // nothing mounted from here on propagates back to the host, host unmounts still
+    // reach the container. rshared (a Bidirectional mount): the host's shared mounts stay
+    // peers of the container's.
+    let shared = shares_with_host(&plan.mounts);
     sys.mount(
         None,
         Path::new("/"),
         None,
-        MsFlags::MS_SLAVE | MsFlags::MS_REC,
+        rootfs_propagation(&plan.mounts),
         None,
     )?;
+    if shared {
+        // runc's rootfsParentMountPrivate: the mount the rootfs is on, shared again now,
+        // made private, so that pivot_root accepts it and the rootfs's mounts stay in the
+        // container. It is the rootfs's own mount ([`prepare_host_root`]).
+        sys.mount(None, root, None, MsFlags::MS_PRIVATE, None)?;
+    }
 
     match &plan.overlay {
         Some(overlay) => {
@@ -311,6 +389,11 @@ pub fn prepare_rootfs(sys: &dyn Syscall, plan: &RootfsPlan) -> Result<()> {
             MsFlags::MS_BIND | MsFlags::MS_REC,
             None,
         )?;
+        if shared {
+            // Under an rshared root the host's /dev would be a peer: the container's
+            // /dev/pts, /dev/shm and /dev/mqueue mounts would reach the host's /dev.
+            sys.mount(None, &dev, None, MsFlags::MS_SLAVE | MsFlags::MS_REC, None)?;
+        }
     } else {
         sys.mount(
             Some(Path::new("tmpfs")),
@@ -341,13 +424,23 @@ pub fn prepare_rootfs(sys: &dyn Syscall, plan: &RootfsPlan) -> Result<()> {
     let shm = dev.join("shm");
     sys.create_dir_all(&shm)?;
     match &plan.dev_shm {
-        Some(source) => sys.mount(
-            Some(source),
-            &shm,
-            None,
-            MsFlags::MS_BIND | MsFlags::MS_REC,
-            None,
-        )?,
+        // A CRI mount without propagation: containerd's rprivate.
+        Some(source) => {
+            sys.mount(
+                Some(source),
+                &shm,
+                None,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None,
+            )?;
+            sys.mount(
+                None,
+                &shm,
+                None,
+                bind_propagation_flags(MountPropagation::Private),
+                None,
+            )?;
+        }
         None => sys.mount(
             Some(Path::new("shm")),
             &shm,
@@ -384,6 +477,16 @@ pub fn prepare_rootfs(sys: &dyn Syscall, plan: &RootfsPlan) -> Result<()> {
             MsFlags::MS_BIND | MsFlags::MS_REC,
             None,
         )?;
+        if shared {
+            // As /dev: the host's /sys not a peer under an rshared root.
+            sys.mount(
+                None,
+                &sysfs,
+                None,
+                MsFlags::MS_SLAVE | MsFlags::MS_REC,
+                None,
+            )?;
+        }
         if !plan.privileged {
             sys.mount(
                 None,
@@ -420,6 +523,15 @@ pub fn prepare_rootfs(sys: &dyn Syscall, plan: &RootfsPlan) -> Result<()> {
             MsFlags::MS_BIND | MsFlags::MS_REC,
             None,
         )?;
+        // runc's mountPropagate: the propagation right after the bind, then the
+        // read-only remount.
+        sys.mount(
+            None,
+            &target,
+            None,
+            bind_propagation_flags(m.propagation),
+            None,
+        )?;
         if m.readonly {
             sys.mount(
                 None,
@@ -430,6 +542,9 @@ pub fn prepare_rootfs(sys: &dyn Syscall, plan: &RootfsPlan) -> Result<()> {
             )?;
         }
     }
+
+    // The spec's devices (runc makes them once the mounts are done).
+    create_spec_devices(sys, root, plan.privileged, &plan.devices)?;
 
     // The working directory (runc's createCwd).
     let cwd = secure_join(root, &plan.cwd)?;
@@ -461,12 +576,64 @@ fn create_devices(sys: &dyn Syscall, dev: &Path) -> Result<()> {
     Ok(())
 }
 
+/// runc's `createDeviceNode` for the spec's devices: each node made with mknod at its
+/// path in the rootfs (the parents 0755) with the host node's mode, then given the host
+/// node's owner and group; an existing file is kept; where mknod is refused, the host's
+/// node bound onto an empty file (`bindMountDeviceNode`). A privileged container's /dev
+/// is the host's own: a node made there would be made on the host, so it is refused.
+fn create_spec_devices(
+    sys: &dyn Syscall,
+    root: &Path,
+    privileged: bool,
+    devices: &[ContainerDevice],
+) -> Result<()> {
+    if privileged && let Some(d) = devices.first() {
+        return Err(RootfsError::PrivilegedDevice {
+            path: d.path.display().to_string(),
+        });
+    }
+    for d in devices {
+        let target = secure_join(root, &d.path)?;
+        if target == root {
+            return Err(RootfsError::DeviceOverRootfs);
+        }
+        if let Some(parent) = target.parent() {
+            sys.create_dir_all(parent)?;
+        }
+        let kind = match d.kind {
+            DeviceKind::Block => SFlag::S_IFBLK,
+            DeviceKind::Char => SFlag::S_IFCHR,
+        };
+        let mode = Mode::from_bits_truncate(d.file_mode);
+        match sys.mknod(
+            &target,
+            kind,
+            mode,
+            nix::sys::stat::makedev(d.major, d.minor),
+        ) {
+            Ok(()) => sys.chown(&target, d.uid, d.gid)?,
+            Err(e) if e.errno() == Some(Errno::EEXIST) => {}
+            Err(e) if e.errno() == Some(Errno::EPERM) => {
+                sys.create_file(&target)?;
+                sys.mount(Some(&d.host_path), &target, None, MsFlags::MS_BIND, None)?;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
 /// runc's `pivotRoot`: `root` becomes `/`, the old root is detached.
 pub fn pivot_rootfs(sys: &dyn Syscall, root: &Path) -> Result<()> {
+    let old_root = sys.open_dir(Path::new("/"))?;
     sys.chdir(root)?;
     sys.pivot_root(Path::new("."), Path::new("."))?;
-    // The old root is stacked on `.`: make it slave so that detaching it does not
-    // propagate, then detach it.
+    // The old root is stacked on the new one. runc's fchdir(oldroot): "." must name the
+    // old root's mount, not the new root's (the cwd), else the rslave below would reach
+    // the container's own mounts too (a Bidirectional volume's among them) through the
+    // new root. Make it slave so that detaching it does not propagate (under an rshared
+    // rootfs it is still the host's peer), then detach it.
+    sys.fchdir(std::os::fd::AsFd::as_fd(&old_root))?;
     sys.mount(
         None,
         Path::new("."),
@@ -610,6 +777,7 @@ mod tests {
                 "/proc/missing".into(),
             ],
             readonly_paths: vec!["/proc/sys".into(), "/proc/missing-ro".into()],
+            devices: vec![],
             cwd: "/work".into(),
         }
     }
@@ -899,9 +1067,13 @@ mod tests {
                 |c| matches!(c, Call::Mount { target, .. } if target == Path::new("/r/etc/hosts")),
             )
             .collect();
-        assert_eq!(hosts.len(), 2);
+        // The bind, its propagation (rprivate by default), then the read-only remount.
+        assert_eq!(hosts.len(), 3);
         assert!(
-            matches!(hosts[1], Call::Mount { flags, .. } if *flags == MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY)
+            matches!(hosts[1], Call::Mount { flags, .. } if *flags == MsFlags::MS_PRIVATE | MsFlags::MS_REC)
+        );
+        assert!(
+            matches!(hosts[2], Call::Mount { flags, .. } if *flags == MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY)
         );
 
         let mut missing = plan("/r");
@@ -914,6 +1086,193 @@ mod tests {
         );
     }
 
+    /// The mount calls on `target`, as (source, flags), in order.
+    fn mounts_on(calls: &[Call], target: &str) -> Vec<(Option<String>, MsFlags)> {
+        calls
+            .iter()
+            .filter_map(|c| match c {
+                Call::Mount {
+                    source,
+                    target: t,
+                    flags,
+                    ..
+                } if t == Path::new(target) => {
+                    Some((source.as_ref().map(|s| s.display().to_string()), *flags))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn propagation_plan(propagations: &[MountPropagation]) -> (RootfsPlan, TestSyscall) {
+        let mut p = plan("/r");
+        let mut sys = TestSyscall::new();
+        for (i, propagation) in propagations.iter().enumerate() {
+            let source = format!("/var/lib/rekube/pods/u1/volumes/v{i}");
+            p.mounts.push(
+                BindMount::new(&source, format!("/mnt/v{i}"), i == 0)
+                    .with_propagation(*propagation),
+            );
+            sys = sys.with_file(source, FileKind::Dir);
+        }
+        (p, sys)
+    }
+
+    /// containerd + runc: each bind mount gets rprivate, rslave or rshared right after
+    /// it is bound (before the read-only remount); the rootfs stays rslave without a
+    /// Bidirectional mount.
+    #[test]
+    fn bind_mounts_get_their_propagation_and_the_root_stays_rslave() {
+        use MountPropagation::*;
+        let (p, sys) = propagation_plan(&[Private, HostToContainer]);
+        prepare_rootfs(&sys, &p).unwrap();
+        let calls = sys.calls();
+        assert_eq!(
+            calls[0],
+            Call::Mount {
+                source: None,
+                target: "/".into(),
+                fstype: None,
+                flags: MsFlags::MS_SLAVE | MsFlags::MS_REC,
+                data: None
+            }
+        );
+        // The overlay right after: no private remount of the root.
+        assert_eq!(mounts_on(&calls, "/r").len(), 1);
+        let src = |i: usize| Some(format!("/var/lib/rekube/pods/u1/volumes/v{i}"));
+        let bind = MsFlags::MS_BIND | MsFlags::MS_REC;
+        assert_eq!(
+            mounts_on(&calls, "/r/mnt/v0"),
+            vec![
+                (src(0), bind),
+                (None, MsFlags::MS_PRIVATE | MsFlags::MS_REC),
+                (
+                    None,
+                    MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY
+                ),
+            ]
+        );
+        assert_eq!(
+            mounts_on(&calls, "/r/mnt/v1"),
+            vec![(src(1), bind), (None, MsFlags::MS_SLAVE | MsFlags::MS_REC)]
+        );
+        assert_eq!(
+            rootfs_propagation(&p.mounts),
+            MsFlags::MS_SLAVE | MsFlags::MS_REC
+        );
+        assert!(!shares_with_host(&p.mounts));
+    }
+
+    /// A Bidirectional mount: the rootfs rshared (runc's rootfsPropagation), then the
+    /// rootfs's own mount private (rootfsParentMountPrivate) before the overlay goes on it;
+    /// the mount rshared after its bind; a privileged container's host /dev and a host
+    /// network's /sys made rslave so that they do not share with the host.
+    #[test]
+    fn a_bidirectional_mount_makes_the_root_rshared_and_the_rootfs_private() {
+        use MountPropagation::*;
+        let (mut p, sys) = propagation_plan(&[HostToContainer, Bidirectional, Private]);
+        p.privileged = true;
+        p.host_network = true;
+        prepare_rootfs(&sys, &p).unwrap();
+        let calls = sys.calls();
+        let rec = |f: MsFlags| f | MsFlags::MS_REC;
+        assert_eq!(
+            &calls[..3],
+            &[
+                Call::Mount {
+                    source: None,
+                    target: "/".into(),
+                    fstype: None,
+                    flags: rec(MsFlags::MS_SHARED),
+                    data: None
+                },
+                Call::Mount {
+                    source: None,
+                    target: "/r".into(),
+                    fstype: None,
+                    flags: MsFlags::MS_PRIVATE,
+                    data: None
+                },
+                Call::Mount {
+                    source: Some("overlay".into()),
+                    target: "/r".into(),
+                    fstype: Some("overlay".into()),
+                    flags: MsFlags::empty(),
+                    data: Some("lowerdir=/layers/top:/layers/base,upperdir=/state/c1/upper,workdir=/state/c1/work".into())
+                },
+            ]
+        );
+        let propagation_of = |target: &str| mounts_on(&calls, target)[1].1;
+        assert_eq!(propagation_of("/r/mnt/v0"), rec(MsFlags::MS_SLAVE));
+        assert_eq!(propagation_of("/r/mnt/v1"), rec(MsFlags::MS_SHARED));
+        assert_eq!(propagation_of("/r/mnt/v2"), rec(MsFlags::MS_PRIVATE));
+        assert_eq!(
+            mounts_on(&calls, "/r/dev"),
+            vec![
+                (Some("/dev".into()), rec(MsFlags::MS_BIND)),
+                (None, rec(MsFlags::MS_SLAVE))
+            ]
+        );
+        assert_eq!(
+            mounts_on(&calls, "/r/sys"),
+            vec![
+                (Some("/sys".into()), rec(MsFlags::MS_BIND)),
+                (None, rec(MsFlags::MS_SLAVE))
+            ]
+        );
+        assert_eq!(rootfs_propagation(&p.mounts), rec(MsFlags::MS_SHARED));
+        // Without Bidirectional, the same privileged host-network container keeps runc's
+        // plain binds.
+        let (mut p, sys) = propagation_plan(&[HostToContainer]);
+        p.privileged = true;
+        p.host_network = true;
+        prepare_rootfs(&sys, &p).unwrap();
+        assert_eq!(mounts_on(&sys.calls(), "/r/dev").len(), 1);
+        assert_eq!(mounts_on(&sys.calls(), "/r/sys").len(), 1);
+    }
+
+    /// The sandbox's /dev/shm, a CRI mount without propagation: rprivate after the bind.
+    #[test]
+    fn the_sandbox_shm_is_rprivate() {
+        let mut p = plan("/r");
+        p.dev_shm = Some("/run/rekube/pods/u1/shm".into());
+        let sys = TestSyscall::new();
+        prepare_rootfs(&sys, &p).unwrap();
+        assert_eq!(
+            mounts_on(&sys.calls(), "/r/dev/shm"),
+            vec![
+                (
+                    Some("/run/rekube/pods/u1/shm".into()),
+                    MsFlags::MS_BIND | MsFlags::MS_REC
+                ),
+                (None, MsFlags::MS_PRIVATE | MsFlags::MS_REC),
+            ]
+        );
+    }
+
+    /// On the host, for an rshared rootfs: the rootfs directory bound (recursively, for a
+    /// plain rootfs with mounts of its own) and made private, not recursively.
+    #[test]
+    fn the_host_root_is_a_private_mount_of_its_own() {
+        let sys = TestSyscall::new();
+        prepare_host_root(
+            &sys,
+            Path::new("/bundle/rootfs"),
+            Path::new("/state/c1/rootfs"),
+        )
+        .unwrap();
+        assert_eq!(
+            mounts_on(&sys.calls(), "/state/c1/rootfs"),
+            vec![
+                (
+                    Some("/bundle/rootfs".into()),
+                    MsFlags::MS_BIND | MsFlags::MS_REC
+                ),
+                (None, MsFlags::MS_PRIVATE),
+            ]
+        );
+    }
+
     #[test]
     fn pivot_follows_runc() {
         let sys = TestSyscall::new();
@@ -921,11 +1280,13 @@ mod tests {
         assert_eq!(
             sys.calls(),
             vec![
+                Call::OpenDir("/".into()),
                 Call::Chdir("/r".into()),
                 Call::PivotRoot {
                     new_root: ".".into(),
                     put_old: ".".into()
                 },
+                Call::Fchdir("/".into()),
                 Call::Mount {
                     source: None,
                     target: ".".into(),
@@ -1052,6 +1413,84 @@ mod tests {
             secure_join(root, Path::new("/loop/x")),
             Err(RootfsError::SymlinkLoop { .. })
         ));
+    }
+
+    /// A volume device (runc's createDeviceNode for the spec's devices): after the
+    /// mounts, the parent made, mknod with the host node's type, mode and number, then
+    /// its owner; where mknod is refused, the host's node bound; a privileged container's
+    /// /dev (the host's) refused.
+    #[test]
+    fn spec_devices_are_made_after_the_mounts() {
+        let xvda = ContainerDevice {
+            path: "/dev/disks/xvda".into(),
+            kind: DeviceKind::Block,
+            major: 7,
+            minor: 3,
+            file_mode: 0o660,
+            uid: 0,
+            gid: 6,
+            host_path: "/var/lib/rekube/plugins/kubernetes.io/csi/volumeDevices/publish/pv/u1"
+                .into(),
+            access: "mrw".into(),
+        };
+        let mut p = plan("/r");
+        p.mounts = vec![BindMount::new("/vol", "/data", false)];
+        p.devices = vec![xvda.clone()];
+        let sys = TestSyscall::new().with_file("/vol", FileKind::Dir);
+        prepare_rootfs(&sys, &p).unwrap();
+        let calls = sys.calls();
+        let mknod = calls
+            .iter()
+            .position(
+                |c| matches!(c, Call::Mknod { path, .. } if path == Path::new("/r/dev/disks/xvda")),
+            )
+            .expect("the device made");
+        let data = calls
+            .iter()
+            .position(|c| matches!(c, Call::Mount { target, .. } if target == Path::new("/r/data")))
+            .unwrap();
+        assert!(data < mknod, "after the mounts");
+        assert_eq!(calls[mknod - 1], Call::CreateDirAll("/r/dev/disks".into()));
+        assert_eq!(
+            calls[mknod],
+            Call::Mknod {
+                path: "/r/dev/disks/xvda".into(),
+                kind: SFlag::S_IFBLK,
+                perm: Mode::from_bits_truncate(0o660),
+                dev: nix::sys::stat::makedev(7, 3),
+            }
+        );
+        assert_eq!(
+            calls[mknod + 1],
+            Call::Chown {
+                path: "/r/dev/disks/xvda".into(),
+                uid: 0,
+                gid: 6
+            }
+        );
+
+        // mknod refused (EPERM): the host's node bound onto an empty file.
+        let sys = TestSyscall::new().failing("mknod", Errno::EPERM);
+        let mut p = plan("/r");
+        p.devices = vec![xvda.clone()];
+        prepare_rootfs(&sys, &p).unwrap();
+        assert_eq!(
+            mount_of(&sys.calls(), "/r/dev/disks/xvda").unwrap(),
+            Call::Mount {
+                source: Some(xvda.host_path.clone()),
+                target: "/r/dev/disks/xvda".into(),
+                fstype: None,
+                flags: MsFlags::MS_BIND,
+                data: None
+            }
+        );
+
+        p.privileged = true;
+        let err = prepare_rootfs(&TestSyscall::new(), &p).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "device /dev/disks/xvda of a privileged container: its /dev is the host's, a device node cannot be made there"
+        );
     }
 
     #[test]

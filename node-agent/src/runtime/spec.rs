@@ -37,6 +37,16 @@ pub enum SpecError {
     UnknownGroup { group: String, file: String },
     #[error("user group {0:?} is specified without user")]
     GroupWithoutUser(String),
+    #[error(
+        "error gathering device information while adding custom device {path:?}: not a device node"
+    )]
+    NotADevice { path: String },
+    #[error("error gathering device information while adding custom device {path:?}: {source}")]
+    Device {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("read {path}: {source}")]
     Read {
         path: String,
@@ -134,6 +144,22 @@ impl Default for Namespaces {
     }
 }
 
+/// The CRI's `MountPropagation` (cri-api runtime/v1): what becomes of mounts made under a
+/// bind mount, on the host or in the container, as containerd's `WithMounts` sets it on
+/// the bind mount (the kubelet's `translateMountPropagation` picks it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum MountPropagation {
+    /// `PROPAGATION_PRIVATE`: `rprivate`, no mount propagates either way.
+    #[default]
+    Private,
+    /// `PROPAGATION_HOST_TO_CONTAINER`: `rslave`, the host's mounts reach the container;
+    /// the source must be on a shared or slave mount.
+    HostToContainer,
+    /// `PROPAGATION_BIDIRECTIONAL`: `rshared`, mounts propagate both ways; the source must
+    /// be on a shared mount, and the container's rootfs becomes rshared.
+    Bidirectional,
+}
+
 /// A bind mount into the container (volumes, /etc/hosts, /etc/hostname, /etc/resolv.conf).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BindMount {
@@ -141,6 +167,9 @@ pub struct BindMount {
     /// Absolute path inside the container.
     pub destination: PathBuf,
     pub readonly: bool,
+    /// Private unless a volumeMount asks otherwise (the CRI's default; containerd's own
+    /// mounts, /etc/hosts, /etc/hostname, /etc/resolv.conf and /dev/shm, are private too).
+    pub propagation: MountPropagation,
 }
 
 impl BindMount {
@@ -153,8 +182,123 @@ impl BindMount {
             source: source.into(),
             destination: destination.into(),
             readonly,
+            propagation: MountPropagation::Private,
         }
     }
+
+    pub fn with_propagation(mut self, propagation: MountPropagation) -> Self {
+        self.propagation = propagation;
+        self
+    }
+}
+
+/// A device node's type (OCI `linux.devices[].type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceKind {
+    Block,
+    Char,
+}
+
+impl DeviceKind {
+    /// The type letter of the OCI spec and of device cgroup rules.
+    pub fn letter(self) -> char {
+        match self {
+            DeviceKind::Block => 'b',
+            DeviceKind::Char => 'c',
+        }
+    }
+}
+
+/// A device of the container: the node made at `path` in it (OCI `linux.devices`) and
+/// the access its device cgroup allows (`linux.resources.devices`), as containerd's
+/// CRI `WithDevices` adds both for each CRI `Device` (kubelet's `makeBlockVolumes`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerDevice {
+    /// Absolute path inside the container (the volumeDevice's `devicePath`).
+    pub path: PathBuf,
+    pub kind: DeviceKind,
+    pub major: u64,
+    pub minor: u64,
+    /// The host node's permission bits, owner and group.
+    pub file_mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// The host's node (what is bound where mknod is refused).
+    pub host_path: PathBuf,
+    /// The cgroup access: `mrw`, or `r` for a read-only volume.
+    pub access: String,
+}
+
+impl ContainerDevice {
+    /// The device cgroup rule allowing it (`b 7:3 mrw`).
+    pub fn cgroup_rule(&self) -> String {
+        format!(
+            "{} {}:{} {}",
+            self.kind.letter(),
+            self.major,
+            self.minor,
+            self.access
+        )
+    }
+}
+
+/// containerd's `oci.DeviceFromPath` over the status of the host's node (`mode` as
+/// stat's `st_mode`), with the container's path and the access (`oci.WithDevices`): a
+/// block or character device, or the refusal containerd gives anything else.
+pub fn device_from_stat(
+    host_path: &Path,
+    container_path: &Path,
+    mode: u32,
+    rdev: u64,
+    uid: u32,
+    gid: u32,
+    access: &str,
+) -> Result<ContainerDevice, SpecError> {
+    let kind = match mode & libc::S_IFMT {
+        libc::S_IFBLK => DeviceKind::Block,
+        libc::S_IFCHR => DeviceKind::Char,
+        _ => {
+            return Err(SpecError::NotADevice {
+                path: host_path.display().to_string(),
+            });
+        }
+    };
+    Ok(ContainerDevice {
+        path: container_path.to_path_buf(),
+        kind,
+        major: nix::sys::stat::major(rdev),
+        minor: nix::sys::stat::minor(rdev),
+        file_mode: mode & !libc::S_IFMT,
+        uid,
+        gid,
+        host_path: host_path.to_path_buf(),
+        access: access.to_string(),
+    })
+}
+
+/// containerd's CRI `WithDevices` for one CRI device: the host path's symlinks resolved
+/// (`ResolveSymbolicLink`), then [`device_from_stat`] of what it names.
+pub fn device_from_path(
+    host_path: &Path,
+    container_path: &Path,
+    access: &str,
+) -> Result<ContainerDevice, SpecError> {
+    use std::os::unix::fs::MetadataExt;
+    let gathering = |source: std::io::Error| SpecError::Device {
+        path: host_path.display().to_string(),
+        source,
+    };
+    let resolved = std::fs::canonicalize(host_path).map_err(gathering)?;
+    let meta = std::fs::symlink_metadata(&resolved).map_err(gathering)?;
+    device_from_stat(
+        &resolved,
+        container_path,
+        meta.mode(),
+        meta.rdev(),
+        meta.uid(),
+        meta.gid(),
+        access,
+    )
 }
 
 /// The process identity: OCI `process.user`.
@@ -206,6 +350,9 @@ pub struct ContainerSpec {
     pub hostname: Option<String>,
     /// Bind mounts in order (volumes, then the sandbox's /etc files).
     pub mounts: Vec<BindMount>,
+    /// Device nodes made in the container besides the default ones (a pod's
+    /// volumeDevices), each allowed by its cgroup with its own access.
+    pub devices: Vec<ContainerDevice>,
     /// The sandbox's shared /dev/shm (bind-mounted); `None`: a private tmpfs.
     pub dev_shm: Option<PathBuf>,
     pub capabilities: Vec<Capability>,
@@ -239,6 +386,7 @@ impl ContainerSpec {
             namespaces: Namespaces::default(),
             hostname: None,
             mounts: Vec::new(),
+            devices: Vec::new(),
             dev_shm: None,
             capabilities: DEFAULT_CAPABILITIES.to_vec(),
             privileged: false,
@@ -1168,5 +1316,80 @@ mod tests {
         let mut spec = ContainerSpec::new("c", RootfsSource::Path("/r".into()), s(&["/x"]));
         spec.env.push("PATH=/mine".into());
         assert_eq!(spec.env_value("PATH"), Some("/mine"));
+    }
+
+    /// containerd's `DeviceFromPath` and `WithDevices`: block and character nodes with
+    /// their numbers, mode bits, owner and the access asked; anything else refused with
+    /// containerd's message; the real /dev/null through its symlink-resolving shell.
+    #[test]
+    fn devices_from_the_hosts_nodes() {
+        let dev = nix::sys::stat::makedev(7, 3);
+        let got = device_from_stat(
+            Path::new("/dev/loop3"),
+            Path::new("/dev/xvda"),
+            libc::S_IFBLK | 0o660,
+            dev,
+            0,
+            6,
+            "r",
+        )
+        .unwrap();
+        assert_eq!(
+            got,
+            ContainerDevice {
+                path: "/dev/xvda".into(),
+                kind: DeviceKind::Block,
+                major: 7,
+                minor: 3,
+                file_mode: 0o660,
+                uid: 0,
+                gid: 6,
+                host_path: "/dev/loop3".into(),
+                access: "r".into(),
+            }
+        );
+        assert_eq!(got.cgroup_rule(), "b 7:3 r");
+        let chr = device_from_stat(
+            Path::new("/dev/null"),
+            Path::new("/dev/n"),
+            libc::S_IFCHR | 0o666,
+            nix::sys::stat::makedev(1, 3),
+            0,
+            0,
+            "mrw",
+        )
+        .unwrap();
+        assert_eq!(
+            (chr.kind, chr.cgroup_rule()),
+            (DeviceKind::Char, "c 1:3 mrw".into())
+        );
+        for mode in [
+            libc::S_IFREG | 0o644,
+            libc::S_IFDIR | 0o755,
+            libc::S_IFIFO | 0o600,
+        ] {
+            assert_eq!(
+                device_from_stat(Path::new("/x"), Path::new("/y"), mode, 0, 0, 0, "mrw")
+                    .unwrap_err()
+                    .to_string(),
+                "error gathering device information while adding custom device \"/x\": not a device node"
+            );
+        }
+        // The shell: a symlink to /dev/null resolves to the node it names.
+        let tmp = tempfile::tempdir().unwrap();
+        let link = tmp.path().join("null");
+        std::os::unix::fs::symlink("/dev/null", &link).unwrap();
+        let real = device_from_path(&link, Path::new("/dev/n"), "mrw").unwrap();
+        assert_eq!(
+            (real.host_path.as_path(), real.kind, real.major, real.minor),
+            (Path::new("/dev/null"), DeviceKind::Char, 1, 3)
+        );
+        let missing = device_from_path(&tmp.path().join("gone"), Path::new("/dev/n"), "mrw");
+        assert!(
+            missing
+                .unwrap_err()
+                .to_string()
+                .starts_with("error gathering device information while adding custom device"),
+        );
     }
 }

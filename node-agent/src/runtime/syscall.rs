@@ -5,7 +5,7 @@
 //! of the rootfs and process setup are unit-tested without root.
 
 use std::collections::{HashMap, HashSet};
-use std::os::fd::{BorrowedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -69,11 +69,17 @@ pub trait Syscall: Send + Sync {
     fn umount2(&self, target: &Path, flags: MntFlags) -> Result<()>;
     fn pivot_root(&self, new_root: &Path, put_old: &Path) -> Result<()>;
     fn chdir(&self, path: &Path) -> Result<()>;
+    /// A directory opened (read-only, close-on-exec) to come back to with
+    /// [`Syscall::fchdir`], as runc's pivotRoot keeps the old root.
+    fn open_dir(&self, path: &Path) -> Result<OwnedFd>;
+    fn fchdir(&self, fd: BorrowedFd<'_>) -> Result<()>;
     fn sethostname(&self, name: &str) -> Result<()>;
     fn setns(&self, fd: RawFd, nstype: CloneFlags) -> Result<()>;
     fn unshare(&self, flags: CloneFlags) -> Result<()>;
     fn mknod(&self, path: &Path, kind: SFlag, perm: Mode, dev: u64) -> Result<()>;
     fn symlink(&self, original: &Path, link: &Path) -> Result<()>;
+    /// Gives `path` (not followed if a symlink: lchown) to `uid` and `gid`.
+    fn chown(&self, path: &Path, uid: u32, gid: u32) -> Result<()>;
     /// `mkdir -p`, for mount points the image lacks.
     fn create_dir_all(&self, path: &Path) -> Result<()>;
     /// An empty file (and its parents), for file bind-mount targets.
@@ -149,6 +155,28 @@ impl Syscall for LinuxSyscall {
         )
     }
 
+    fn open_dir(&self, path: &Path) -> Result<OwnedFd> {
+        errno(
+            "open",
+            || path.display().to_string(),
+            nix::fcntl::open(
+                path,
+                nix::fcntl::OFlag::O_DIRECTORY
+                    | nix::fcntl::OFlag::O_RDONLY
+                    | nix::fcntl::OFlag::O_CLOEXEC,
+                Mode::empty(),
+            ),
+        )
+    }
+
+    fn fchdir(&self, fd: BorrowedFd<'_>) -> Result<()> {
+        errno(
+            "fchdir",
+            || format!("fd {}", fd.as_raw_fd()),
+            nix::unistd::fchdir(fd),
+        )
+    }
+
     fn sethostname(&self, name: &str) -> Result<()> {
         errno(
             "sethostname",
@@ -187,6 +215,14 @@ impl Syscall for LinuxSyscall {
         std::os::unix::fs::symlink(original, link).map_err(|source| SyscallError::Io {
             op: "symlink",
             object: format!("{} -> {}", link.display(), original.display()),
+            source,
+        })
+    }
+
+    fn chown(&self, path: &Path, uid: u32, gid: u32) -> Result<()> {
+        std::os::unix::fs::lchown(path, Some(uid), Some(gid)).map_err(|source| SyscallError::Io {
+            op: "chown",
+            object: format!("{} to {uid}:{gid}", path.display()),
             source,
         })
     }
@@ -333,6 +369,9 @@ pub enum Call {
         put_old: PathBuf,
     },
     Chdir(PathBuf),
+    OpenDir(PathBuf),
+    /// fchdir to the directory [`Call::OpenDir`] opened.
+    Fchdir(PathBuf),
     Sethostname(String),
     Setns {
         fd: RawFd,
@@ -348,6 +387,11 @@ pub enum Call {
     Symlink {
         original: PathBuf,
         link: PathBuf,
+    },
+    Chown {
+        path: PathBuf,
+        uid: u32,
+        gid: u32,
     },
     CreateDirAll(PathBuf),
     CreateFile(PathBuf),
@@ -371,11 +415,14 @@ impl Call {
             Call::Umount2 { .. } => "umount2",
             Call::PivotRoot { .. } => "pivot_root",
             Call::Chdir(_) => "chdir",
+            Call::OpenDir(_) => "open_dir",
+            Call::Fchdir(_) => "fchdir",
             Call::Sethostname(_) => "sethostname",
             Call::Setns { .. } => "setns",
             Call::Unshare(_) => "unshare",
             Call::Mknod { .. } => "mknod",
             Call::Symlink { .. } => "symlink",
+            Call::Chown { .. } => "chown",
             Call::CreateDirAll(_) => "create_dir_all",
             Call::CreateFile(_) => "create_file",
             Call::SetCapabilities { .. } => "set_capabilities",
@@ -393,6 +440,8 @@ impl Call {
 #[derive(Debug, Default)]
 pub struct TestSyscall {
     calls: Mutex<Vec<Call>>,
+    /// The paths [`Syscall::open_dir`] opened, by descriptor.
+    dirs: Mutex<HashMap<RawFd, PathBuf>>,
     files: Mutex<HashMap<PathBuf, FileKind>>,
     failing: Mutex<HashSet<(&'static str, i32)>>,
 }
@@ -486,6 +535,31 @@ impl Syscall for TestSyscall {
         self.record(Call::Chdir(path.to_path_buf()))
     }
 
+    /// Records the call and opens `/` for real (an fd to hand back), remembering which
+    /// path it stands for.
+    fn open_dir(&self, path: &Path) -> Result<OwnedFd> {
+        self.record(Call::OpenDir(path.to_path_buf()))?;
+        let fd: OwnedFd = std::fs::File::open("/")
+            .map_err(|source| SyscallError::Io {
+                op: "open",
+                object: "/".into(),
+                source,
+            })?
+            .into();
+        self.dirs
+            .lock()
+            .unwrap()
+            .insert(fd.as_raw_fd(), path.to_path_buf());
+        Ok(fd)
+    }
+
+    fn fchdir(&self, fd: BorrowedFd<'_>) -> Result<()> {
+        let path = self.dirs.lock().unwrap().get(&fd.as_raw_fd()).cloned();
+        self.record(Call::Fchdir(
+            path.unwrap_or_else(|| format!("fd {}", fd.as_raw_fd()).into()),
+        ))
+    }
+
     fn sethostname(&self, name: &str) -> Result<()> {
         self.record(Call::Sethostname(name.to_string()))
     }
@@ -511,6 +585,14 @@ impl Syscall for TestSyscall {
         self.record(Call::Symlink {
             original: original.to_path_buf(),
             link: link.to_path_buf(),
+        })
+    }
+
+    fn chown(&self, path: &Path, uid: u32, gid: u32) -> Result<()> {
+        self.record(Call::Chown {
+            path: path.to_path_buf(),
+            uid,
+            gid,
         })
     }
 

@@ -8,8 +8,9 @@
 //! The volume sources the agent mounts from a PersistentVolume: `hostPath` (the hostPath
 //! plugin, as upstream's) and `local` directories (upstream's local plugin: a bind mount
 //! of the path into the pod's volume directory) and `csi` (the PV's CSI driver stages and
-//! publishes it, [`super::csi`]). Others (NFS, block devices, CSI in volumeMode Block) are
-//! refused by name until their plugin exists.
+//! publishes it, [`super::csi`]). In volumeMode Block, `local` block devices and `csi`
+//! volumes are mapped as raw devices ([`VolumeSpec::Block`], upstream's block volume
+//! mappers). Others (NFS, ...) are refused by name until their plugin exists.
 use k8s_openapi::api::core::v1::{
     HostPathVolumeSource, PersistentVolumeClaimVolumeSource, PersistentVolumeSpec, Volume,
 };
@@ -18,7 +19,7 @@ pub use rekube_crds::pod_refs::volume_is_for_pod;
 use rekube_crds::{PersistentVolume, PersistentVolumeClaim, Pod};
 
 use super::csi::CsiSource;
-use super::plugins::{PersistentSource, VolumeSpec};
+use super::plugins::{BlockSource, PersistentSource, VolumeSpec};
 
 /// upstream `util.PVCProtectionFinalizer`.
 pub use rekube_crds::storage_keys::PVC_PROTECTION_FINALIZER;
@@ -145,35 +146,51 @@ pub fn volume_spec(
             "volume {volume_name} has volumeMode {mode}, but is specified in volumeDevices"
         ));
     }
+    let csi_source = |c: &k8s_openapi::api::core::v1::CSIPersistentVolumeSource| CsiSource {
+        driver: c.driver.clone(),
+        volume_handle: c.volume_handle.clone(),
+        fs_type: c.fs_type.clone().unwrap_or_default(),
+        volume_attributes: c.volume_attributes.clone().unwrap_or_default(),
+        read_only: c.read_only.unwrap_or(false),
+        access_mode: spec.access_modes.as_ref().and_then(|m| m.first().cloned()),
+        mount_options: spec.mount_options.clone().unwrap_or_default(),
+    };
+    if mode == "Block" {
+        // upstream's FindMapperPluginBySpec: the block volume mappers are the local and
+        // csi plugins' (of those the agent has).
+        let source = if let Some(l) = &spec.local {
+            BlockSource::Local {
+                path: l.path.clone(),
+            }
+        } else if let Some(c) = &spec.csi {
+            BlockSource::Csi(csi_source(c))
+        } else if spec.host_path.is_some() {
+            return Err(
+                "MapVolume.FindMapperPluginBySpec failed to find BlockVolumeMapper plugin. Volume plugin is nil."
+                    .into(),
+            );
+        } else {
+            return Err(format!(
+                "no volume plugin matched: the source of PV {name} is not supported by rekube-node-agent yet (local and csi are, in volumeMode Block)"
+            ));
+        };
+        return Ok(VolumeSpec::Block {
+            pv_name: name.to_string(),
+            read_only,
+            source,
+        });
+    }
     let source = if let Some(h) = &spec.host_path {
         PersistentSource::HostPath(HostPathVolumeSource {
             path: h.path.clone(),
             type_: h.type_.clone(),
         })
     } else if let Some(l) = &spec.local {
-        if mode == "Block" {
-            return Err(format!(
-                "no volume plugin matched: local volumes of volumeMode Block (PV {name}) are not supported by rekube-node-agent yet"
-            ));
-        }
         PersistentSource::Local {
             path: l.path.clone(),
         }
     } else if let Some(c) = &spec.csi {
-        if mode == "Block" {
-            return Err(format!(
-                "no volume plugin matched: CSI volumes of volumeMode Block (PV {name}) are not supported by rekube-node-agent yet"
-            ));
-        }
-        PersistentSource::Csi(CsiSource {
-            driver: c.driver.clone(),
-            volume_handle: c.volume_handle.clone(),
-            fs_type: c.fs_type.clone().unwrap_or_default(),
-            volume_attributes: c.volume_attributes.clone().unwrap_or_default(),
-            read_only: c.read_only.unwrap_or(false),
-            access_mode: spec.access_modes.as_ref().and_then(|m| m.first().cloned()),
-            mount_options: spec.mount_options.clone().unwrap_or_default(),
-        })
+        PersistentSource::Csi(csi_source(c))
     } else {
         return Err(format!(
             "no volume plugin matched: the source of PV {name} is not supported by rekube-node-agent yet (hostPath, local and csi are)"
@@ -388,6 +405,41 @@ mod tests {
                 })
             }
         );
+        // volumeMode Block: the csi and local plugins' block volume mappers, in
+        // volumeDevices (or in no container at all: mapped all the same).
+        let csi_block = volume(json!({"spec": {"hostPath": null, "volumeMode": "Block",
+            "accessModes": ["ReadWriteOnce"],
+            "csi": {"driver": "csi.rekube.io", "volumeHandle": "rk-1", "readOnly": true}}}));
+        for usage in [(false, true), (false, false)] {
+            assert_eq!(
+                volume_spec("raw", &csi_block, true, usage).unwrap(),
+                VolumeSpec::Block {
+                    pv_name: "pv1".into(),
+                    read_only: true,
+                    source: BlockSource::Csi(CsiSource {
+                        driver: "csi.rekube.io".into(),
+                        volume_handle: "rk-1".into(),
+                        fs_type: String::new(),
+                        volume_attributes: Default::default(),
+                        read_only: true,
+                        access_mode: Some("ReadWriteOnce".into()),
+                        mount_options: vec![],
+                    })
+                }
+            );
+        }
+        let local_block = volume(json!({"spec": {"hostPath": null, "volumeMode": "Block",
+            "local": {"path": "/dev/loop7"}}}));
+        assert_eq!(
+            volume_spec("raw", &local_block, false, (false, true)).unwrap(),
+            VolumeSpec::Block {
+                pv_name: "pv1".into(),
+                read_only: false,
+                source: BlockSource::Local {
+                    path: "/dev/loop7".into()
+                }
+            }
+        );
         assert_eq!(check_volume_bound_to_claim(&volume(json!({})), &c), Ok(()));
         let unbound: Vec<(&str, PersistentVolume, &str)> = vec![
             (
@@ -428,11 +480,30 @@ mod tests {
                 "no volume plugin matched: the source of PV pv1 is not supported by rekube-node-agent yet (hostPath, local and csi are)",
             ),
             (
-                "csi block",
+                "csi block volume mounted",
                 volume(json!({"spec": {"hostPath": null, "volumeMode": "Block",
                     "csi": {"driver": "d", "volumeHandle": "h"}}})),
+                (true, false),
+                "volume data has volumeMode Block, but is specified in volumeMounts",
+            ),
+            (
+                "block volume in both",
+                volume(json!({"spec": {"volumeMode": "Block"}})),
+                (true, true),
+                "volume data has volumeMode Block, but is specified in volumeMounts",
+            ),
+            (
+                "hostPath has no block mapper",
+                volume(json!({"spec": {"volumeMode": "Block"}})),
                 (false, true),
-                "no volume plugin matched: CSI volumes of volumeMode Block (PV pv1) are not supported by rekube-node-agent yet",
+                "MapVolume.FindMapperPluginBySpec failed to find BlockVolumeMapper plugin. Volume plugin is nil.",
+            ),
+            (
+                "nfs block",
+                volume(json!({"spec": {"hostPath": null, "volumeMode": "Block",
+                    "nfs": {"server": "s", "path": "/"}}})),
+                (false, true),
+                "no volume plugin matched: the source of PV pv1 is not supported by rekube-node-agent yet (local and csi are, in volumeMode Block)",
             ),
         ];
         for (name, pv, usage, want) in errors {

@@ -87,6 +87,18 @@ pub enum CsiError {
         "kubernetes.io/csi: makeDeviceMountPath failed, CSIPersistentVolumeSource volume handle is empty"
     )]
     EmptyHandle,
+    /// The block mapper's driver lookup failed (`csiClientGetter.Get`).
+    #[error(
+        "kubernetes.io/csi: blockMapper.{op} failed to get CSI client: driver name {driver} not found in the list of registered CSI drivers"
+    )]
+    BlockClient { op: &'static str, driver: String },
+    /// A block mapper step wrapping its cause (`blockMapper.unstageVolumeForBlock
+    /// failed: ...`).
+    #[error("kubernetes.io/csi: blockMapper.{what}: {source}")]
+    Block {
+        what: &'static str,
+        source: Box<CsiError>,
+    },
 }
 
 /// The operation a CSI step belongs to (operation_generator.go's names), for the event.
@@ -96,6 +108,12 @@ pub enum Step {
     SetUp,
     TearDown,
     UnmountDevice,
+    /// A Block volume's steps (`GenerateMapVolumeFunc`, `GenerateUnmapVolumeFunc`,
+    /// `GenerateUnmapDeviceFunc`).
+    MapSetUpDevice,
+    MapPodDevice,
+    UnmapPodDevice,
+    TearDownDevice,
 }
 
 impl Step {
@@ -105,6 +123,10 @@ impl Step {
             Step::SetUp => "MountVolume.SetUp",
             Step::TearDown => "UnmountVolume.TearDown",
             Step::UnmountDevice => "UnmountDevice",
+            Step::MapSetUpDevice => "MapVolume.SetUpDevice",
+            Step::MapPodDevice => "MapVolume.MapPodDevice",
+            Step::UnmapPodDevice => "UnmapVolume.UnmapPodDevice",
+            Step::TearDownDevice => "UnmapDevice.TearDownDevice",
         }
     }
 }
@@ -303,7 +325,7 @@ pub struct CsiPlugin {
 }
 
 /// One call to the driver, abandoned after [`CSI_TIMEOUT`] as grpc-go's context deadline.
-async fn rpc<T>(
+pub(super) async fn rpc<T>(
     call: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
 ) -> Result<T, CsiError> {
     match tokio::time::timeout(CSI_TIMEOUT, call).await {
@@ -355,7 +377,7 @@ pub fn pod_csi_volumes_on_disk(dirs: &PodDirs, uid: &str) -> Vec<PodCsiVolume> {
     found
 }
 
-fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> CsiError {
+pub(super) fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> CsiError {
     let path = path.to_path_buf();
     move |source| CsiError::Io {
         action,
@@ -364,7 +386,7 @@ fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> CsiErr
     }
 }
 
-fn make_dir(dir: &Path) -> Result<(), CsiError> {
+pub(super) fn make_dir(dir: &Path) -> Result<(), CsiError> {
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o750)
@@ -372,7 +394,10 @@ fn make_dir(dir: &Path) -> Result<(), CsiError> {
         .map_err(io_err("creating", dir))
 }
 
-fn save_volume_data(dir: &Path, data: &BTreeMap<&'static str, String>) -> Result<(), CsiError> {
+pub(super) fn save_volume_data(
+    dir: &Path,
+    data: &BTreeMap<&'static str, String>,
+) -> Result<(), CsiError> {
     let path = dir.join(VOL_DATA_FILE_NAME);
     let json = serde_json::to_vec(data).expect("a map of strings");
     std::fs::write(&path, json).map_err(io_err("saving volume data file", &path))
@@ -426,6 +451,11 @@ impl CsiPlugin {
         }
     }
 
+    /// `<root-dir>/plugins/kubernetes.io/csi`.
+    pub fn plugin_dir(&self) -> &Path {
+        &self.plugin_dir
+    }
+
     /// The node the plugin runs on.
     pub fn node_name(&self) -> &str {
         &self.node_name
@@ -446,7 +476,7 @@ impl CsiPlugin {
         dirs.pod_volume_dir(pod_uid, CSI_PLUGIN, pv).join("mount")
     }
 
-    async fn client(&self, driver: &str) -> Result<NodeClient<Channel>, CsiError> {
+    pub(super) async fn client(&self, driver: &str) -> Result<NodeClient<Channel>, CsiError> {
         let socket = self
             .drivers
             .endpoint(driver)
@@ -469,7 +499,9 @@ impl CsiPlugin {
         Ok(NodeClient::new(channel))
     }
 
-    async fn capabilities(client: &mut NodeClient<Channel>) -> Result<NodeCapabilities, CsiError> {
+    pub(super) async fn capabilities(
+        client: &mut NodeClient<Channel>,
+    ) -> Result<NodeCapabilities, CsiError> {
         let response =
             rpc(client.node_get_capabilities(csi::NodeGetCapabilitiesRequest {})).await?;
         Ok(NodeCapabilities::of(&response))

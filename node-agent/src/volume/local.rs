@@ -1,7 +1,9 @@
-//! The local volume plugin for directories (upstream pkg/volume/local, `localVolumeMounter`
-//! `SetUpAt` and `localVolumeUnmounter` `TearDownAt`): the PersistentVolume's `local.path`
-//! bind-mounted at the pod's volume directory (`kubernetes.io~local-volume/<pv name>`),
-//! read-only when the claim's pod volume says so.
+//! The local volume plugin (upstream pkg/volume/local). Directories
+//! (`localVolumeMounter` `SetUpAt` and `localVolumeUnmounter` `TearDownAt`): the
+//! PersistentVolume's `local.path` bind-mounted at the pod's volume directory
+//! (`kubernetes.io~local-volume/<pv name>`), read-only when the claim's pod volume says
+//! so. Block devices in volumeMode Block (`localVolumeMapper`): the paths and the device
+//! to map ([`block_global_map_path`], [`map_pod_device`]).
 //!
 //! Tear-down unmounts and removes the now empty mount point only (upstream's
 //! `CleanupMountPoint`): a directory that is still not empty is an error, never deleted,
@@ -104,6 +106,48 @@ pub fn tear_down(dir: &Path, sys: &dyn Syscall) -> Result<(), LocalError> {
     })
 }
 
+/// The local plugin's block volumes (upstream's `localVolumeMapper`): a PV whose `path`
+/// is a block device of the node, in volumeMode Block, is mapped for each pod
+/// ([`super::volume_path_handler`]) from its global map path
+/// `<root-dir>/plugins/kubernetes.io~local-volume/volumeDevices/<pv>` (`GetGlobalMapPath`:
+/// `GetVolumeDevicePluginDir` of the escaped plugin name) and the pod's
+/// `pods/<uid>/volumeDevices/kubernetes.io~local-volume/<pv>` (`GetPodDeviceMapPath`).
+/// There is nothing to stage or publish: `MapPodDevice` is the PV's path.
+pub fn block_global_map_path(plugins_dir: &Path, pv: &str) -> PathBuf {
+    plugins_dir
+        .join(super::pod_dirs::escape_qualified_name(
+            super::pod_dirs::LOCAL_PLUGIN,
+        ))
+        .join("volumeDevices")
+        .join(pv)
+}
+
+/// `localVolumeMapper.MapPodDevice`: the PV's path, made absolute; then, as
+/// `GenerateMapVolumeFunc` does with every device path, its symlinks resolved
+/// (`EvalHostSymlinks`).
+pub fn map_pod_device(pv: &str, path: &str) -> Result<PathBuf, LocalError> {
+    if path.is_empty() {
+        return Err(LocalError::EmptyPath { pv: pv.to_string() });
+    }
+    std::fs::canonicalize(path).map_err(|source| LocalError::InvalidPath {
+        path: path.to_string(),
+        source,
+    })
+}
+
+/// The PVs of pod `uid` mapped by the local plugin, as the pod's directory says.
+pub fn pod_block_volumes_on_disk(dirs: &super::pod_dirs::PodDirs, uid: &str) -> Vec<String> {
+    let dir = dirs.pod_volume_device_dir(uid, super::pod_dirs::LOCAL_PLUGIN);
+    let mut found: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    found.sort();
+    found
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,6 +217,33 @@ mod tests {
         std::fs::write(dir.join("g"), b"written").unwrap();
         tear_down(&dir, &sys).unwrap();
         assert_eq!(std::fs::read(data.join("g")).unwrap(), b"written");
+    }
+
+    /// local_test.go's `TestMapUnmap`, its paths and `MapPodDevice` (the device path,
+    /// resolved); the rest of it (UnmapPodDevice, TearDownDevice) is nothing for a local
+    /// volume.
+    #[test]
+    fn block_paths_are_upstreams() {
+        assert_eq!(
+            block_global_map_path(Path::new("/var/lib/kubelet/plugins"), "pvA"),
+            Path::new("/var/lib/kubelet/plugins/kubernetes.io~local-volume/volumeDevices/pvA")
+        );
+        let dirs = super::super::pod_dirs::PodDirs::new("/var/lib/kubelet/pods");
+        assert_eq!(
+            dirs.pod_volume_device_dir("poduid", super::super::pod_dirs::LOCAL_PLUGIN),
+            Path::new("/var/lib/kubelet/pods/poduid/volumeDevices/kubernetes.io~local-volume")
+        );
+        let tmp = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink("/dev/null", tmp.path().join("disk")).unwrap();
+        assert_eq!(
+            map_pod_device("pv1", tmp.path().join("disk").to_str().unwrap()).unwrap(),
+            Path::new("/dev/null")
+        );
+        assert_eq!(
+            map_pod_device("pv1", "").unwrap_err().to_string(),
+            "LocalVolume volume \"pv1\" path is empty"
+        );
+        assert!(map_pod_device("pv1", "/nonexistent/disk").is_err());
     }
 
     /// A mount point that is not empty once unmounted is an error and keeps its files.

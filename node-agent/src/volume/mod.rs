@@ -4,13 +4,16 @@
 //! [`atomic_writer`] that writes the projected ones, where they live on disk
 //! ([`pod_dirs`]), which plugin takes which volume ([`plugins`]), the kubelet's volume
 //! manager ([`manager`]: desired and actual state of world, reconciler) and subPath
-//! mounts that cannot escape their volume ([`subpath`]), and the csi plugin's node side
-//! ([`csi`]: a PersistentVolume's CSI driver staging and publishing it).
+//! mounts that cannot escape their volume ([`subpath`]), the csi plugin's node side
+//! ([`csi`]: a PersistentVolume's CSI driver staging and publishing it; [`csi_block`]: the
+//! same in volumeMode Block) and the mapping of a block volume's device for a pod
+//! ([`volume_path_handler`]).
 
 pub mod atomic_writer;
 pub mod claim;
 pub mod configmap;
 pub mod csi;
+pub mod csi_block;
 pub mod csi_registry;
 pub mod downwardapi;
 pub mod emptydir;
@@ -22,6 +25,7 @@ pub mod pod_dirs;
 pub mod projected;
 pub mod secret;
 pub mod subpath;
+pub mod volume_path_handler;
 
 use std::collections::BTreeMap;
 

@@ -42,6 +42,24 @@ pub enum VolumeSpec {
         read_only: bool,
         source: PersistentSource,
     },
+    /// A claim's PersistentVolume in volumeMode Block: mapped as a raw device for the
+    /// containers' `volumeDevices` by its plugin's block volume mapper, never mounted.
+    Block {
+        pv_name: String,
+        /// The pod volume's `persistentVolumeClaim.readOnly`.
+        read_only: bool,
+        source: BlockSource,
+    },
+}
+
+/// The sources of PersistentVolumes in volumeMode Block the agent maps (the plugins that
+/// are upstream `BlockVolumePlugin`s among those the agent has).
+#[derive(Debug, Clone, PartialEq)]
+pub enum BlockSource {
+    /// The local plugin: `path` is a block device of the node.
+    Local { path: String },
+    /// The csi plugin ([`super::csi_block`]): staged and published by the PV's driver.
+    Csi(super::csi::CsiSource),
 }
 
 /// The sources of PersistentVolumes the agent mounts.
@@ -63,6 +81,10 @@ pub enum PluginError {
     /// ([`super::csi::set_up`]), never here.
     #[error("volume {pv:?} is a CSI volume: it is set up and torn down through its driver")]
     NeedsDriver { pv: String },
+    /// A Block volume is mapped by the volume manager ([`super::volume_path_handler`]),
+    /// never set up here.
+    #[error("volume {pv:?} is a block volume: it is mapped for volumeDevices, not mounted")]
+    BlockVolume { pv: String },
     #[error("invalid sizeLimit {value:?}: {message}")]
     SizeLimit { value: String, message: String },
     #[error(transparent)]
@@ -163,7 +185,15 @@ impl VolumeSpec {
             VolumeSpec::Persistent {
                 source: PersistentSource::Csi(_),
                 ..
+            }
+            | VolumeSpec::Block {
+                source: BlockSource::Csi(_),
+                ..
             } => CSI_PLUGIN,
+            VolumeSpec::Block {
+                source: BlockSource::Local { .. },
+                ..
+            } => LOCAL_PLUGIN,
         }
     }
 
@@ -188,6 +218,12 @@ impl VolumeSpec {
                 ..
             } => *read_only || csi.read_only,
             VolumeSpec::Persistent { read_only, .. } => *read_only,
+            VolumeSpec::Block {
+                read_only,
+                source: BlockSource::Csi(csi),
+                ..
+            } => *read_only || csi.read_only,
+            VolumeSpec::Block { read_only, .. } => *read_only,
             _ => self.requires_remount(),
         }
     }
@@ -278,6 +314,11 @@ pub fn set_up(
             ..
         } => {
             return Err(PluginError::NeedsDriver {
+                pv: pv_name.clone(),
+            });
+        }
+        VolumeSpec::Block { pv_name, .. } => {
+            return Err(PluginError::BlockVolume {
                 pv: pv_name.clone(),
             });
         }

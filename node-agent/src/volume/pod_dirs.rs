@@ -59,6 +59,15 @@ impl PodDirs {
             .join(volume)
     }
 
+    /// `getPodVolumeDeviceDir`: where a plugin's block volumes of the pod are mapped
+    /// (`pods/<uid>/volumeDevices/<escaped plugin>`, its `GetPodDeviceMapPath`), one
+    /// symlink per volume, named after its PersistentVolume.
+    pub fn pod_volume_device_dir(&self, uid: &str, plugin: &str) -> PathBuf {
+        self.pod_dir(uid)
+            .join("volumeDevices")
+            .join(escape_qualified_name(plugin))
+    }
+
     /// `getPodPluginDir` for one volume: the plugin's own state for it (emptyDir's `ready`
     /// marker).
     pub fn pod_plugin_dir(&self, uid: &str, plugin: &str, volume: &str) -> PathBuf {
@@ -83,6 +92,10 @@ mod tests {
         assert_eq!(
             dirs.pod_plugin_dir("u1", EMPTY_DIR_PLUGIN, "cache"),
             Path::new("/var/lib/rekube/pods/u1/plugins/kubernetes.io~empty-dir/cache")
+        );
+        assert_eq!(
+            dirs.pod_volume_device_dir("u1", CSI_PLUGIN),
+            Path::new("/var/lib/rekube/pods/u1/volumeDevices/kubernetes.io~csi")
         );
         assert_eq!(
             unescape_qualified_name(&escape_qualified_name(CONFIG_MAP_PLUGIN)),

@@ -14,8 +14,12 @@ pub struct MountedVolume {
     pub pod_uid: String,
     pub outer_volume_spec_name: String,
     pub plugin_name: String,
-    /// What containers mount (`GetPath`).
+    /// What containers mount (`GetPath`); for a Block volume, the pod's device map
+    /// symlink (`pods/<uid>/volumeDevices/<plugin>/<pv>`), what their devices name.
     pub path: PathBuf,
+    /// A volumeMode Block volume, mapped rather than mounted (upstream's
+    /// `BlockVolumeMapper` set, `Mounter` nil).
+    pub block: bool,
     /// The mounter's read-only attribute.
     pub read_only: bool,
     /// Set up again at the next reconcile (`MarkRemountRequired`).
@@ -99,6 +103,35 @@ impl ActualStateOfWorld {
         })
     }
 
+    /// Whether the node has `source`'s driver volume set up for some pod already, and if so
+    /// whether it was staged (upstream's `GetDeviceMountState` is `DeviceGloballyMounted`:
+    /// SetUpDevice is not called again).
+    pub fn device_staged(&self, source: &crate::volume::csi::CsiSource) -> Option<bool> {
+        self.mounted.values().find_map(|m| {
+            m.device
+                .as_ref()
+                .filter(|d| {
+                    d.source.driver == source.driver
+                        && d.source.volume_handle == source.volume_handle
+                })
+                .map(|d| d.staged)
+        })
+    }
+
+    /// Whether a mounted volume other than `volume_name` is `plugin`'s Block volume of the
+    /// same PersistentVolume (the local plugin's global map path is per PV).
+    pub fn block_volume_used_by_others(&self, volume_name: &str) -> bool {
+        let Some(this) = self.get(volume_name) else {
+            return false;
+        };
+        self.mounted.values().any(|m| {
+            m.volume_name != volume_name
+                && m.block
+                && m.plugin_name == this.plugin_name
+                && m.path.file_name() == this.path.file_name()
+        })
+    }
+
     /// Whether a mounted volume other than `volume_name` uses `device`'s driver volume.
     pub fn device_used_by_others(&self, device: &DeviceMount, volume_name: &str) -> bool {
         self.mounted.values().any(|m| {
@@ -119,6 +152,7 @@ mod tests {
             outer_volume_spec_name: "data".into(),
             plugin_name: "kubernetes.io/csi".into(),
             path: format!("/pods/{pod}/mount").into(),
+            block: false,
             read_only: false,
             remount_required: false,
             device: Some(DeviceMount {
@@ -173,5 +207,52 @@ mod tests {
             asw.unmount_device_after("kubernetes.io/csi/c-data"),
             "another driver's handle is another volume"
         );
+        let source = |driver: &str, handle: &str| CsiSource {
+            driver: driver.into(),
+            volume_handle: handle.into(),
+            fs_type: String::new(),
+            volume_attributes: Default::default(),
+            read_only: false,
+            access_mode: None,
+            mount_options: vec![],
+        };
+        assert_eq!(
+            asw.device_staged(&source("csi.rekube.io", "rk-2")),
+            Some(true)
+        );
+        assert_eq!(
+            asw.device_staged(&source("csi.rekube.io", "rk-3")),
+            Some(false)
+        );
+        assert_eq!(asw.device_staged(&source("csi.rekube.io", "rk-9")), None);
+    }
+
+    /// A Block volume's global map path goes after the node's last pod mapping the same
+    /// PersistentVolume through the same plugin.
+    #[test]
+    fn block_volume_users() {
+        let local = |pod: &str, pv: &str| MountedVolume {
+            volume_name: format!("kubernetes.io/local-volume/{pod}-raw"),
+            pod_uid: pod.into(),
+            outer_volume_spec_name: "raw".into(),
+            plugin_name: "kubernetes.io/local-volume".into(),
+            path: format!("/pods/{pod}/volumeDevices/kubernetes.io~local-volume/{pv}").into(),
+            block: true,
+            read_only: false,
+            remount_required: false,
+            device: None,
+        };
+        let mut asw = ActualStateOfWorld::default();
+        asw.mark_volume_as_mounted(local("a", "pv1"));
+        asw.mark_volume_as_mounted(local("b", "pv1"));
+        asw.mark_volume_as_mounted(local("c", "pv2"));
+        let mut filesystem = local("d", "pv2");
+        filesystem.block = false;
+        asw.mark_volume_as_mounted(filesystem);
+        assert!(asw.block_volume_used_by_others("kubernetes.io/local-volume/a-raw"));
+        assert!(!asw.block_volume_used_by_others("kubernetes.io/local-volume/c-raw"));
+        assert!(!asw.block_volume_used_by_others("kubernetes.io/local-volume/x-raw"));
+        asw.mark_volume_as_unmounted("kubernetes.io/local-volume/b-raw");
+        assert!(!asw.block_volume_used_by_others("kubernetes.io/local-volume/a-raw"));
     }
 }

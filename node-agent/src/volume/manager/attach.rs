@@ -59,15 +59,17 @@ pub fn verify_controller_attached_volume(
 
 /// csi_attacher.go's `WaitForAttach` over the VolumeAttachment read (`None`: not found),
 /// with `verifyAttachmentStatus`: the publish context when attached, else
-/// `MountVolume.WaitForAttach failed ...` with upstream's reason.
+/// `<operation>.WaitForAttach failed ...` with upstream's reason (`operation`:
+/// `MountVolume`, or `MapVolume` for a Block volume).
 pub fn wait_for_attach(
+    operation: &str,
     volume: &str,
     volume_handle: &str,
     attach_id: &str,
     attachment: Option<&VolumeAttachment>,
 ) -> Result<HashMap<String, String>, String> {
     let failed = |reason: String| {
-        format!("MountVolume.WaitForAttach failed for volume {volume:?} : {reason}")
+        format!("{operation}.WaitForAttach failed for volume {volume:?} : {reason}")
     };
     let Some(attachment) = attachment else {
         return Err(failed(format!(
@@ -298,11 +300,16 @@ mod tests {
         ];
         for (name, va, want) in cases {
             assert_eq!(
-                wait_for_attach("pv1", "h", "va1", va.as_ref()),
+                wait_for_attach("MountVolume", "pv1", "h", "va1", va.as_ref()),
                 want,
                 "{name}"
             );
         }
+        // A Block volume's wait is MapVolume's.
+        assert_eq!(
+            wait_for_attach("MapVolume", "pv1", "h", "va1", None).unwrap_err(),
+            "MapVolume.WaitForAttach failed for volume \"pv1\" : volume h has GET error for volume attachment va1: volumeattachments.rekube.io \"va1\" not found"
+        );
     }
 
     #[test]

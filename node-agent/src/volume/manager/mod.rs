@@ -15,6 +15,11 @@
 //! VolumeAttachment is attached ([`attach`]). The CSI volumes an earlier agent left set up
 //! are in use from the start, until set up again or torn down.
 //!
+//! Block volumes (volumeMode Block, for the containers' `volumeDevices`) are mapped and
+//! unmapped rather than mounted (`block.rs`: upstream's `GenerateMapVolumeFunc` and its
+//! unmap twins); an earlier agent's maps are found from the pods' `volumeDevices`
+//! directories and the volumes' block `vol_data.json`, and torn down the same way.
+//!
 //! What is still upstream's alone: the populator's and reconciler's own 100 ms loops (the
 //! pod syncs drive both here), reconstruction of the actual state from the disk after an
 //! agent restart (a restarted agent sets every volume up again; a pod's directory is
@@ -22,6 +27,7 @@
 
 pub mod actual_state_of_world;
 pub mod attach;
+mod block;
 pub mod desired_state_of_world;
 pub mod reconciler;
 
@@ -42,7 +48,9 @@ use self::desired_state_of_world::DesiredStateOfWorld;
 use self::reconciler::{Operation, reconcile};
 use super::claim;
 use super::csi::CsiPlugin;
-use super::plugins::{self, ObjectKind, PersistentSource, SetUpContext, VolumeObjects, VolumeSpec};
+use super::plugins::{
+    self, BlockSource, ObjectKind, PersistentSource, SetUpContext, VolumeObjects, VolumeSpec,
+};
 use super::pod_dirs::{CSI_PLUGIN, EMPTY_DIR_PLUGIN, PodDirs};
 use crate::kubelet::quantity::amount;
 use crate::runtime::syscall::Syscall;
@@ -83,11 +91,35 @@ pub trait ObjectReader: Sync {
     fn volumes_attached(&self) -> impl Future<Output = Result<Vec<String>, String>> + Send;
 }
 
-/// Why a pod's volumes are not all set up: per volume, upstream's `FailedMount` message.
+/// upstream's event reasons for a volume that failed (kubelet events.go): a mount, and a
+/// Block volume's map.
+pub const FAILED_MOUNT_VOLUME: &str = "FailedMount";
+pub const FAILED_MAP_VOLUME: &str = "FailedMapVolume";
+
+/// One volume whose set-up failed: its name in the pod spec, the event's reason
+/// ([`FAILED_MOUNT_VOLUME`], or [`FAILED_MAP_VOLUME`] for a Block volume) and message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedVolume {
+    pub volume: String,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl FailedVolume {
+    fn mount(volume: String, message: String) -> Self {
+        FailedVolume {
+            volume,
+            reason: FAILED_MOUNT_VOLUME,
+            message,
+        }
+    }
+}
+
+/// Why a pod's volumes are not all set up: per volume, upstream's event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountFailure {
-    /// `(volume, message)` of the volumes whose set-up failed, in the pod spec's order.
-    pub failed: Vec<(String, String)>,
+    /// The volumes whose set-up failed, in the pod spec's order.
+    pub failed: Vec<FailedVolume>,
     /// `(volume, error)` of the volumes the populator could not process (a claim not
     /// bound, its volume not readable, ...): never handed to a plugin (upstream's
     /// `VolumesNotInDSW` and the pod errors of the desired state).
@@ -101,8 +133,8 @@ impl MountFailure {
         let mut unmounted: Vec<&str> = self
             .failed
             .iter()
-            .chain(&self.unprocessed)
-            .map(|(v, _)| v.as_str())
+            .map(|f| f.volume.as_str())
+            .chain(self.unprocessed.iter().map(|(v, _)| v.as_str()))
             .collect();
         unmounted.sort();
         let mut unprocessed: Vec<&str> = self.unprocessed.iter().map(|(v, _)| v.as_str()).collect();
@@ -128,7 +160,11 @@ pub fn mount_failed_message(volume: &str, error: &str) -> String {
 
 pub struct VolumeManager {
     dirs: PodDirs,
+    /// `<root-dir>/plugins`, beside `pods`.
+    plugins_dir: PathBuf,
     sys: Arc<dyn Syscall>,
+    /// The loop devices that hold mapped block volumes open.
+    loops: Arc<dyn rekube_csi::kernel::Kernel>,
     node_allocatable: BTreeMap<String, Quantity>,
     state: Mutex<(DesiredStateOfWorld, ActualStateOfWorld)>,
     /// The csi plugin: its drivers.
@@ -151,9 +187,31 @@ fn pods_on_disk(dirs: &PodDirs) -> Vec<String> {
         .collect()
 }
 
+/// `<root-dir>/plugins` for the pods' directory `<root-dir>/pods`.
+fn plugins_dir_of(dirs: &PodDirs) -> PathBuf {
+    dirs.root().parent().unwrap_or(dirs.root()).join("plugins")
+}
+
+/// The CSI volumes of pod `uid` on disk, filesystem and block, by driver and handle: the
+/// `vol_data.json` files under `pods/<uid>/volumes/kubernetes.io~csi`, and for each
+/// `pods/<uid>/volumeDevices/kubernetes.io~csi/<pv>` the PV's block volume data.
+fn pod_csi_handles_on_disk(dirs: &PodDirs, uid: &str) -> Vec<(String, String)> {
+    let block_plugin = CsiPlugin::new(BTreeMap::new(), &plugins_dir_of(dirs), "");
+    super::csi::pod_csi_volumes_on_disk(dirs, uid)
+        .into_iter()
+        .map(|v| (v.driver, v.volume_handle))
+        .chain(
+            super::csi_block::pod_block_volumes_on_disk(dirs, uid)
+                .iter()
+                .filter_map(|pv| block_plugin.load_block_volume_data(pv)),
+        )
+        .collect()
+}
+
 /// The part of upstream's reconstruction (reconciler `syncStates`) that attach needs: the
 /// CSI volumes an earlier agent left set up, by pod UID (their `vol_data.json` under
-/// `pods/<uid>`), as unique volume names. The agent hands them to [`VolumesInUse`] before
+/// `pods/<uid>`, or for a Block volume the data its `volumeDevices` entry names), as
+/// unique volume names. The agent hands them to [`VolumesInUse`] before
 /// its first node status, so that they count as in use until the pod's volumes are set
 /// up again or torn down: a restart never reports a mounted volume unused (upstream does
 /// not report `volumesInUse` before its states are synced either).
@@ -161,9 +219,9 @@ pub fn csi_volumes_on_disk(dirs: &PodDirs) -> BTreeMap<String, Vec<String>> {
     pods_on_disk(dirs)
         .into_iter()
         .filter_map(|uid| {
-            let names: Vec<String> = super::csi::pod_csi_volumes_on_disk(dirs, &uid)
+            let names: Vec<String> = pod_csi_handles_on_disk(dirs, &uid)
                 .iter()
-                .map(|v| csi_unique_volume_name(&v.driver, &v.volume_handle))
+                .map(|(driver, handle)| csi_unique_volume_name(driver, handle))
                 .collect();
             (!names.is_empty()).then_some((uid, names))
         })
@@ -176,10 +234,12 @@ impl VolumeManager {
         sys: Arc<dyn Syscall>,
         node_allocatable: BTreeMap<String, Quantity>,
     ) -> Self {
-        let plugins = dirs.root().parent().unwrap_or(dirs.root()).join("plugins");
+        let plugins = plugins_dir_of(&dirs);
         VolumeManager {
             dirs,
+            plugins_dir: plugins.clone(),
             sys,
+            loops: Arc::new(rekube_csi::kernel::LinuxKernel),
             node_allocatable,
             state: Mutex::default(),
             csi: CsiPlugin::new(BTreeMap::new(), &plugins, ""),
@@ -207,6 +267,10 @@ impl VolumeManager {
                 VolumeSpec::Persistent {
                     source: PersistentSource::Csi(source),
                     ..
+                }
+                | VolumeSpec::Block {
+                    source: BlockSource::Csi(source),
+                    ..
                 } => Some(csi_unique_volume_name(
                     &source.driver,
                     &source.volume_handle,
@@ -225,16 +289,18 @@ impl VolumeManager {
 
     /// `VerifyControllerAttachedVolume` and `WaitForAttach` for a CSI volume whose driver
     /// needs attaching: the publish context of its VolumeAttachment (empty when the
-    /// driver needs no attach), or the message the pod waits with.
+    /// driver needs no attach), or the message the pod waits with. `operation`:
+    /// `MountVolume`, or `MapVolume` for a Block volume.
     async fn verify_attached<R: ObjectReader>(
         &self,
         reader: &R,
+        operation: &str,
         pv: &str,
         source: &super::csi::CsiSource,
     ) -> Result<HashMap<String, String>, String> {
         let driver = reader.csi_driver(&source.driver).await.map_err(|e| {
             format!(
-                "MountVolume.WaitForAttach failed for volume {pv:?} : reading CSIDriver {}: {e}",
+                "{operation}.WaitForAttach failed for volume {pv:?} : reading CSIDriver {}: {e}",
                 source.driver
             )
         })?;
@@ -253,9 +319,15 @@ impl VolumeManager {
         attach::verify_controller_attached_volume(pv, &unique, reported, &attached)?;
         let id = attachment_name(&source.volume_handle, &source.driver, self.csi.node_name());
         let attachment = reader.volume_attachment(&id).await.map_err(|e| {
-            format!("MountVolume.WaitForAttach failed for volume {pv:?} : volume {} has GET error for volume attachment {id}: {e}", source.volume_handle)
+            format!("{operation}.WaitForAttach failed for volume {pv:?} : volume {} has GET error for volume attachment {id}: {e}", source.volume_handle)
         })?;
-        attach::wait_for_attach(pv, &source.volume_handle, &id, attachment.as_ref())
+        attach::wait_for_attach(
+            operation,
+            pv,
+            &source.volume_handle,
+            &id,
+            attachment.as_ref(),
+        )
     }
 
     /// The csi plugin with the node's CSI drivers (`--csi-driver`).
@@ -278,7 +350,7 @@ impl VolumeManager {
     ) -> Result<BTreeMap<String, MountedVolume>, MountFailure> {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let namespace = pod.metadata.namespace.clone().unwrap_or_default();
-        let mut failed: Vec<(String, String)> = Vec::new();
+        let mut failed: Vec<FailedVolume> = Vec::new();
         let mut unprocessed: Vec<(String, String)> = Vec::new();
         let mut specs = Vec::new();
         for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
@@ -291,7 +363,7 @@ impl VolumeManager {
             }
             match VolumeSpec::of(v) {
                 Ok(spec) => specs.push((v.name.clone(), spec)),
-                Err(e) => failed.push((
+                Err(e) => failed.push(FailedVolume::mount(
                     v.name.clone(),
                     mount_failed_message(&v.name, &e.to_string()),
                 )),
@@ -325,6 +397,11 @@ impl VolumeManager {
         };
         for op in ops {
             match op {
+                Operation::Unmount(m) if m.block => {
+                    if let Err(e) = self.unmap_volume(&m).await {
+                        tracing::warn!(pod_uid = %uid, error = %e, "unmapping a block volume");
+                    }
+                }
                 Operation::Unmount(m) if m.plugin_name == CSI_PLUGIN => {
                     if let Err(e) = self.tear_down_csi(&m).await {
                         tracing::warn!(pod_uid = %uid, error = %e, "tearing a CSI volume down");
@@ -348,6 +425,19 @@ impl VolumeManager {
                             .mark_volume_as_unmounted(&m.volume_name);
                     }
                 }
+                Operation::Mount { volume, .. }
+                    if matches!(volume.spec, VolumeSpec::Block { .. }) =>
+                {
+                    let name = volume.outer_volume_spec_name.clone();
+                    if let Err(message) = self.map_volume(&volume, reader).await {
+                        failed.push(FailedVolume {
+                            volume: name,
+                            reason: FAILED_MAP_VOLUME,
+                            message,
+                        });
+                    }
+                    self.update_volumes_in_use();
+                }
                 Operation::Mount { volume, .. } => {
                     let name = volume.outer_volume_spec_name.clone();
                     if let VolumeSpec::Persistent {
@@ -357,19 +447,21 @@ impl VolumeManager {
                     } = &volume.spec
                     {
                         let read_only = *read_only || source.read_only;
-                        let publish_context =
-                            match self.verify_attached(reader, pv_name, source).await {
-                                Ok(context) => context,
-                                Err(message) => {
-                                    failed.push((name, message));
-                                    continue;
-                                }
-                            };
+                        let publish_context = match self
+                            .verify_attached(reader, "MountVolume", pv_name, source)
+                            .await
+                        {
+                            Ok(context) => context,
+                            Err(message) => {
+                                failed.push(FailedVolume::mount(name, message));
+                                continue;
+                            }
+                        };
                         if let Err(message) = self
                             .set_up_csi(&volume, &uid, pv_name, read_only, source, publish_context)
                             .await
                         {
-                            failed.push((name, message));
+                            failed.push(FailedVolume::mount(name, message));
                         }
                         self.update_volumes_in_use();
                         continue;
@@ -377,7 +469,10 @@ impl VolumeManager {
                     let objects = match fetch_objects(reader, &namespace, &volume.spec).await {
                         Ok(objects) => objects,
                         Err(e) => {
-                            failed.push((name.clone(), mount_failed_message(&name, &e)));
+                            failed.push(FailedVolume::mount(
+                                name.clone(),
+                                mount_failed_message(&name, &e),
+                            ));
                             continue;
                         }
                     };
@@ -400,14 +495,16 @@ impl VolumeManager {
                                     outer_volume_spec_name: name,
                                     plugin_name: volume.spec.plugin_name().to_string(),
                                     path,
+                                    block: false,
                                     read_only: volume.spec.read_only(),
                                     remount_required: false,
                                     device: None,
                                 });
                         }
-                        Err(e) => {
-                            failed.push((name.clone(), mount_failed_message(&name, &e.to_string())))
-                        }
+                        Err(e) => failed.push(FailedVolume::mount(
+                            name.clone(),
+                            mount_failed_message(&name, &e.to_string()),
+                        )),
                     }
                 }
             }
@@ -458,6 +555,7 @@ impl VolumeManager {
                         outer_volume_spec_name: volume.outer_volume_spec_name.clone(),
                         plugin_name: CSI_PLUGIN.to_string(),
                         path,
+                        block: false,
                         read_only,
                         remount_required: false,
                         device: Some(DeviceMount {
@@ -540,29 +638,37 @@ impl VolumeManager {
             let (dsw, asw) = &mut *state;
             dsw.delete_pod(uid);
             asw.mounted_volumes_for_pod(uid)
-                .filter(|m| m.plugin_name == CSI_PLUGIN)
+                .filter(|m| m.plugin_name == CSI_PLUGIN || m.block)
                 .cloned()
                 .collect()
         };
         self.update_volumes_in_use();
         for m in csi {
-            let torn_down = self.tear_down_csi(&m).await;
+            let torn_down = if m.block {
+                self.unmap_volume(&m).await
+            } else {
+                self.tear_down_csi(&m).await
+            };
             self.update_volumes_in_use();
             torn_down?;
         }
         // What the actual state does not know (an earlier agent set it up): the volumes
-        // the pod's `vol_data.json` files name, torn down the same way.
+        // the pod's `vol_data.json` files name, torn down the same way, and the CSI Block
+        // volumes its `volumeDevices` directory maps.
         for v in super::csi::pod_csi_volumes_on_disk(&self.dirs, uid) {
             self.tear_down_csi_on_disk(uid, &v).await?;
         }
+        self.unmap_csi_block_volumes_on_disk(uid).await?;
         self.in_use.forget_reconstructed(uid);
         self.update_volumes_in_use();
         self.unmount_pod(uid)
     }
 
-    /// Whether the pod has CSI volumes on disk (its tear-down needs the drivers).
+    /// Whether the pod has CSI volumes on disk, filesystem or block (its tear-down needs
+    /// the drivers).
     pub fn has_csi_volumes_on_disk(&self, uid: &str) -> bool {
         !super::csi::pod_csi_volumes_on_disk(&self.dirs, uid).is_empty()
+            || !super::csi_block::pod_block_volumes_on_disk(&self.dirs, uid).is_empty()
     }
 
     /// A CSI volume known from its `vol_data.json` only: NodeUnpublishVolume, then
@@ -594,9 +700,9 @@ impl VolumeManager {
             .volume_handle_in_use(&v.driver, &v.volume_handle);
         let on_disk_elsewhere = self.pods_on_disk().iter().any(|other| {
             other != uid
-                && super::csi::pod_csi_volumes_on_disk(&self.dirs, other)
+                && pod_csi_handles_on_disk(&self.dirs, other)
                     .iter()
-                    .any(|o| o.driver == v.driver && o.volume_handle == v.volume_handle)
+                    .any(|(driver, handle)| *driver == v.driver && *handle == v.volume_handle)
         });
         if !in_actual_state && !on_disk_elsewhere {
             self.csi
@@ -641,6 +747,10 @@ impl VolumeManager {
         };
         for op in ops {
             if let Operation::Unmount(m) = op {
+                if m.block {
+                    self.unmap_local_volume(&m)?;
+                    continue;
+                }
                 plugins::tear_down(
                     &self.dirs,
                     self.sys.as_ref(),
@@ -662,6 +772,8 @@ impl VolumeManager {
                     .mark_volume_as_unmounted(&m.volume_name);
             }
         }
+        // The local Block volumes an earlier agent mapped for the pod.
+        self.unmap_local_block_volumes_on_disk(uid)?;
         let dir: PathBuf = self.dirs.pod_dir(uid);
         crate::runtime::rootfs::unmount_all_under(self.sys.as_ref(), &dir)
             .map_err(|e| format!("unmounting what is left in {}: {e}", dir.display()))?;
@@ -808,6 +920,42 @@ mod tests {
         async fn volumes_attached(&self) -> Result<Vec<String>, String> {
             Ok(Vec::new())
         }
+    }
+
+    /// An earlier agent's CSI Block volume (the pod's `volumeDevices` entry, the PV's
+    /// block volume data under the plugin's directory) is in use from the start, and
+    /// the pod's tear-down needs its driver.
+    #[test]
+    fn block_volumes_of_an_earlier_run_are_found() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dirs = PodDirs::new(tmp.path().join("pods"));
+        let map_dir = dirs.pod_volume_device_dir("uid-1", CSI_PLUGIN);
+        std::fs::create_dir_all(&map_dir).unwrap();
+        std::os::unix::fs::symlink("/nowhere", map_dir.join("pv1")).unwrap();
+        let data = super::super::csi_block::volume_device_data_dir(
+            &tmp.path().join("plugins/kubernetes.io/csi"),
+            "pv1",
+        );
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::write(
+            data.join(super::super::csi::VOL_DATA_FILE_NAME),
+            r#"{"driverName":"csi.rekube.io","volumeHandle":"rk-2","specVolID":"pv1"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            csi_volumes_on_disk(&dirs),
+            BTreeMap::from([(
+                "uid-1".to_string(),
+                vec!["kubernetes.io/csi/csi.rekube.io^rk-2".to_string()]
+            )])
+        );
+        let manager = VolumeManager::new(
+            dirs,
+            Arc::new(crate::runtime::syscall::LinuxSyscall),
+            BTreeMap::new(),
+        );
+        assert!(manager.has_csi_volumes_on_disk("uid-1"));
+        assert!(!manager.has_csi_volumes_on_disk("uid-2"));
     }
 
     /// An earlier agent's CSI volume (its `vol_data.json` under the pod's directory) is

@@ -64,6 +64,7 @@ mod tests {
             outer_volume_spec_name: v.outer_volume_spec_name.clone(),
             plugin_name: v.spec.plugin_name().to_string(),
             path: format!("/pods/{}", v.volume_name).into(),
+            block: false,
             read_only: v.spec.read_only(),
             remount_required: false,
             device: None,

@@ -18,7 +18,13 @@
 //! `just bench-pod-startup [pods] [flags]` builds everything and runs this (as root);
 //! `--only upstream|rekube|both` runs one side; `--volumes configmap:100` (or `secret:N`,
 //! `emptydir:N`) gives each pod that many volumes, as upstream's storage pod-startup
-//! workloads (`just bench-storage` runs them).
+//! workloads (`just bench-storage` runs them); `--claims static:N` (or `local-disk:N`,
+//! `hostpath:N`) that many PersistentVolumeClaims made just before the pod, each pod's
+//! latency then counted from its first claim's create returning ([`claims`]), with the PV
+//! binder, the protection controllers, rekube-csi and a provisioner beside each node (the
+//! script's STORAGE=1).
+mod claims;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -36,6 +42,8 @@ use kube::api::{
 use kube::runtime::watcher;
 use rekube_e2e::procstat::{self, proc_stat};
 use serde_json::json;
+
+use claims::{ClaimKind, Claims, StorageResources};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -82,8 +90,25 @@ struct Args {
     /// Volumes each pod mounts: `configmap:N`, `secret:N` or `emptydir:N` (upstream's
     /// clusterloader2 storage pod-startup workloads); the ConfigMaps and Secrets are made in
     /// the side's namespace before the node starts.
-    #[arg(long, value_parser = parse_volumes)]
+    #[arg(long, value_parser = parse_volumes, conflicts_with = "claims")]
     volumes: Option<Volumes>,
+    /// Claims each pod mounts, made just before it: `static:N` (hostPath PVs bound by the PV
+    /// binder), `local-disk:N` or `hostpath:N` (provisioned by rekube-csi).
+    #[arg(long, value_parser = claims::parse_claims)]
+    claims: Option<Claims>,
+    /// rekube-csi (both sides' driver and registrar, rekube's provisioner), with --claims.
+    #[arg(long, default_value = "rekube-csi")]
+    csi: String,
+    /// rekube-controllers (rekube's PV binder and protection controllers), with --claims.
+    #[arg(long, default_value = "rekube-controllers")]
+    controllers: String,
+    /// kube-controller-manager (upstream's PV binder and protection controllers), with
+    /// --claims.
+    #[arg(long, default_value = "kube-controller-manager")]
+    kube_controller_manager: String,
+    /// external-provisioner's csi-provisioner (upstream's provisioner), with --claims.
+    #[arg(long, default_value = "csi-provisioner")]
+    csi_provisioner: String,
 }
 
 /// `--volumes`: the kind and how many per pod.
@@ -187,11 +212,35 @@ struct Side {
     namespace: &'static str,
     api_version: &'static str,
     pod: ApiResource,
+    storage: StorageResources,
 }
 
 impl Side {
     fn pods(&self, client: &Client) -> Api<DynamicObject> {
         Api::namespaced_with(client.clone(), self.namespace, &self.pod)
+    }
+    fn claims(&self, client: &Client) -> Api<DynamicObject> {
+        Api::namespaced_with(client.clone(), self.namespace, &self.storage.claim)
+    }
+    fn volumes(&self, client: &Client) -> Api<DynamicObject> {
+        Api::all_with(client.clone(), &self.storage.volume)
+    }
+    /// The processes beside the node that claims need (the script's pid files).
+    fn storage_processes(&self) -> &'static [&'static str] {
+        match self.which {
+            Which::Upstream => &[
+                "kube-controller-manager",
+                "csi-provisioner",
+                "rekube-csi",
+                "registrar",
+            ],
+            Which::Rekube => &[
+                "rekube-controllers",
+                "rekube-csi-provisioner",
+                "rekube-csi",
+                "registrar",
+            ],
+        }
     }
 }
 
@@ -211,6 +260,9 @@ struct Measured {
     all_ready: Duration,
     /// Delete requests sent → no pod left.
     all_deleted: Duration,
+    /// With claims: their delete requests sent (after the pods are gone) → no claim left,
+    /// and for the dynamic kinds no provisioned PersistentVolume either.
+    claims_deleted: Option<Duration>,
     /// The node's processes; the first is the kubelet or the agent.
     usage: Vec<Usage>,
 }
@@ -281,6 +333,16 @@ impl Node {
                 .arg(args.kubelet_api_qps.to_string())
                 .arg(args.kubelet_api_burst.to_string()),
         };
+        if args.claims.is_some() {
+            cmd.env("STORAGE", "1")
+                .env("CSI_BIN", procstat::which(&args.csi))
+                .env("CONTROLLERS_BIN", procstat::which(&args.controllers))
+                .env("KCM_BIN", procstat::which(&args.kube_controller_manager))
+                .env(
+                    "CSI_PROVISIONER_BIN",
+                    procstat::which(&args.csi_provisioner),
+                );
+        }
         let status = cmd
             .env("KUBECONFIG", &args.kubeconfig)
             .status()
@@ -336,7 +398,7 @@ fn side_name(which: Which) -> &'static str {
     }
 }
 
-fn pod(side: &Side, node: &str, name: &str, volumes: Option<Volumes>) -> DynamicObject {
+fn pod(side: &Side, node: &str, name: &str, args: &Args) -> DynamicObject {
     let mut pod = json!({
         "apiVersion": side.api_version, "kind": "Pod",
         "metadata": {"name": name, "namespace": side.namespace,
@@ -350,8 +412,12 @@ fn pod(side: &Side, node: &str, name: &str, volumes: Option<Volumes>) -> Dynamic
                 "imagePullPolicy": "IfNotPresent", "command": ["sleep", "3600"]}],
         }
     });
-    if let Some(v) = volumes {
-        let (vols, mounts) = v.pod_parts();
+    let parts = match (args.volumes, args.claims) {
+        (Some(v), _) => Some(v.pod_parts()),
+        (_, Some(c)) => Some(c.pod_parts(name)),
+        _ => None,
+    };
+    if let Some((vols, mounts)) = parts {
         pod["spec"]["volumes"] = vols;
         pod["spec"]["containers"][0]["volumeMounts"] = mounts;
     }
@@ -422,6 +488,11 @@ async fn measure(
     if side.which == Which::Upstream {
         processes.push(("containerd", node.pid("containerd")?));
     }
+    if args.claims.is_some() {
+        for p in side.storage_processes() {
+            processes.push((p, node.pid(p)?));
+        }
+    }
     let before: Vec<f64> = processes
         .iter()
         .map(|(_, pid)| {
@@ -467,15 +538,8 @@ async fn measure(
     };
     let start = Instant::now();
     let create = join_all((0..n).map(|i| {
-        let api = api.clone();
-        let pod = pod(side, &args.node_name, &format!("pod-{i:03}"), args.volumes);
-        async move {
-            let name = pod.metadata.name.clone().unwrap_or_default();
-            api.create(&PostParams::default(), &pod)
-                .await
-                .with_context(|| format!("creating pod {name}"))?;
-            anyhow::Ok((name, Instant::now()))
-        }
+        let name = format!("pod-{i:03}");
+        create_pod(client, side, args, name)
     }));
     tokio::pin!(watch);
     tokio::pin!(create);
@@ -544,6 +608,85 @@ async fn measure(
     })
 }
 
+/// Creates a pod, after its claims (with --claims); returns when its first create
+/// request returned (the claim's, or the pod's).
+async fn create_pod(
+    client: &Client,
+    side: &Side,
+    args: &Args,
+    name: String,
+) -> anyhow::Result<(String, Instant)> {
+    let mut first = None;
+    if let Some(c) = args.claims {
+        let claims = side.claims(client);
+        let created = join_all((0..c.count).map(|i| {
+            let claims = claims.clone();
+            let claim = c.claim(&side.storage, side.namespace, &name, i, &args.node_name);
+            let claim_name = Claims::claim_name(&name, i);
+            async move {
+                claims
+                    .create(&PostParams::default(), &claim)
+                    .await
+                    .with_context(|| format!("creating claim {claim_name}"))?;
+                anyhow::Ok(Instant::now())
+            }
+        }))
+        .await;
+        first = created
+            .into_iter()
+            .collect::<anyhow::Result<Vec<_>>>()?
+            .into_iter()
+            .min();
+    }
+    let pod = pod(side, &args.node_name, &name, args);
+    side.pods(client)
+        .create(&PostParams::default(), &pod)
+        .await
+        .with_context(|| format!("creating pod {name}"))?;
+    Ok((name, first.unwrap_or_else(Instant::now)))
+}
+
+/// Deletes the side's claims once their pods are gone and waits until none is left, nor
+/// (dynamic kinds) a PersistentVolume provisioned for them: their reclaim (Delete)
+/// done by the provisioner.
+async fn delete_claims(
+    client: &Client,
+    side: &Side,
+    claims: Claims,
+    limit: Duration,
+) -> anyhow::Result<Duration> {
+    let api = side.claims(client);
+    let volumes = side.volumes(client);
+    let start = Instant::now();
+    api.delete_collection(&DeleteParams::default(), &ListParams::default())
+        .await
+        .with_context(|| format!("deleting the {} claims", side.name))?;
+    loop {
+        let left = api.list(&ListParams::default()).await?.items.len();
+        let provisioned = if claims.kind == ClaimKind::Static {
+            0
+        } else {
+            volumes
+                .list(&ListParams::default())
+                .await?
+                .items
+                .iter()
+                .filter(|pv| pv.data["spec"]["storageClassName"] == claims.class_name())
+                .count()
+        };
+        if left == 0 && provisioned == 0 {
+            return Ok(start.elapsed());
+        }
+        if start.elapsed() > limit {
+            bail!(
+                "{left} {} claims and {provisioned} provisioned volumes left after {limit:?}",
+                side.name
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Deletes the side's pods (their own grace period) and waits until none is left.
 async fn delete_pods(client: &Client, side: &Side, limit: Duration) -> anyhow::Result<Duration> {
     let api = side.pods(client);
@@ -567,12 +710,7 @@ async fn delete_pods(client: &Client, side: &Side, limit: Duration) -> anyhow::R
 /// registers its Node before its pod source is watching) and one-time costs are paid.
 async fn warm_up(client: &Client, side: &Side, args: &Args) -> anyhow::Result<()> {
     let api = side.pods(client);
-    api.create(
-        &PostParams::default(),
-        &pod(side, &args.node_name, "warm-up", args.volumes),
-    )
-    .await
-    .with_context(|| format!("creating the {} warm-up pod", side.name))?;
+    create_pod(client, side, args, "warm-up".into()).await?;
     let start = Instant::now();
     while !api
         .get_opt("warm-up")
@@ -588,6 +726,9 @@ async fn warm_up(client: &Client, side: &Side, args: &Args) -> anyhow::Result<()
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     delete_pods(client, side, Duration::from_secs(120)).await?;
+    if let Some(c) = args.claims {
+        delete_claims(client, side, c, Duration::from_secs(120)).await?;
+    }
     Ok(())
 }
 
@@ -603,15 +744,26 @@ async fn run_side(
     if let Some(v) = args.volumes {
         v.create_objects(&client, side.namespace).await?;
     }
+    if let Some(c) = args.claims {
+        // Static volumes for the measured pods and the warm-up pod.
+        let volumes = (args.pods + 1) * c.count;
+        c.create_objects(&client, &side.storage, &dir.join(side.name), volumes)
+            .await?;
+    }
     let node = tokio::task::block_in_place(|| Node::start(&args, side.which, &dir))?;
     let measured = match warm_up(&client, &side, &args).await {
         Ok(()) => measure(&client, &side, &args, &node).await,
         Err(e) => Err(e),
     };
     let deleted = delete_pods(&client, &side, Duration::from_secs(120)).await;
+    let claims_deleted = match (args.claims, &deleted) {
+        (Some(c), Ok(_)) => Some(delete_claims(&client, &side, c, Duration::from_secs(300)).await),
+        _ => None,
+    };
     tokio::task::block_in_place(|| drop(node));
     let mut m = measured?;
     m.all_deleted = deleted?;
+    m.claims_deleted = claims_deleted.transpose()?;
     Ok(m)
 }
 
@@ -647,24 +799,12 @@ async fn cleanup(client: &Client, side: &Side) {
     };
     let start = Instant::now();
     loop {
-        if let Ok(list) = api.list(&ListParams::default()).await {
-            for p in list.items {
-                let name = p.metadata.name.clone().unwrap_or_default();
-                if p.metadata
-                    .finalizers
-                    .as_ref()
-                    .is_some_and(|f| !f.is_empty())
-                {
-                    let patch = json!({"metadata": {"finalizers": null}});
-                    let _ = api
-                        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                        .await;
-                }
-                let _ = api.delete(&name, &force).await;
-            }
+        // Pods, then claims (kubernetes.io/pvc-protection with no controller left to lift it).
+        for api in [&api, &side.claims(client)] {
+            force_delete_all(api, &ListParams::default(), &force).await;
         }
         match namespaces.get_opt(side.namespace).await {
-            Ok(None) => return,
+            Ok(None) => break,
             Ok(Some(ns)) if ns.metadata.deletion_timestamp.is_none() => {
                 let _ = namespaces
                     .delete(side.namespace, &DeleteParams::background())
@@ -677,9 +817,36 @@ async fn cleanup(client: &Client, side: &Side) {
                 "cleanup: namespace {} still there after 180 s",
                 side.namespace
             );
-            return;
+            break;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // The run's PersistentVolumes (kubernetes.io/pv-protection) and StorageClasses.
+    let labelled =
+        ListParams::default().labels(&format!("{}={}", claims::LABEL.0, claims::LABEL.1));
+    force_delete_all(&side.volumes(client), &labelled, &force).await;
+    let classes: Api<DynamicObject> = Api::all_with(client.clone(), &side.storage.class);
+    force_delete_all(&classes, &labelled, &force).await;
+}
+
+/// Deletes every listed object at once, without waiting for its finalizers.
+async fn force_delete_all(api: &Api<DynamicObject>, lp: &ListParams, force: &DeleteParams) {
+    let Ok(list) = api.list(lp).await else {
+        return;
+    };
+    for o in list.items {
+        let name = o.metadata.name.clone().unwrap_or_default();
+        if o.metadata
+            .finalizers
+            .as_ref()
+            .is_some_and(|f| !f.is_empty())
+        {
+            let patch = json!({"metadata": {"finalizers": null}});
+            let _ = api
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await;
+        }
+        let _ = api.delete(&name, force).await;
     }
 }
 
@@ -736,6 +903,15 @@ fn print_results(results: &[(Which, Measured)], pods: usize) {
             r(&|m| m.all_deleted)
         );
     }
+    if let Some((Some(up), Some(rk))) = pair.map(|(u, r)| (u.claims_deleted, r.claims_deleted)) {
+        println!();
+        println!(
+            "claims deleted after their pods (with provisioned volumes): upstream {} s, rekube {} s, ratio {}",
+            secs(up),
+            secs(rk),
+            ratio(rk.as_secs_f64(), up.as_secs_f64())
+        );
+    }
     println!();
     println!("| process | peak RSS (MiB) | CPU (s), creates until all Ready |");
     println!("| --- | --- | --- |");
@@ -748,7 +924,9 @@ fn print_results(results: &[(Which, Measured)], pods: usize) {
         }
         if *which == Which::Upstream {
             let (rss, cpu) = m.total();
-            println!("| upstream total (kubelet + containerd + shims) | {rss:.1} | {cpu:.2} |");
+            println!(
+                "| upstream total (kubelet + containerd + shims, and what claims need) | {rss:.1} | {cpu:.2} |"
+            );
         }
     }
     if let Some((up, rk)) = pair {
@@ -787,6 +965,7 @@ async fn main() -> std::process::ExitCode {
             namespace: "bench-pod-startup-upstream",
             api_version: "v1",
             pod: ApiResource::erase::<k8s_openapi::api::core::v1::Pod>(&()),
+            storage: StorageResources::upstream(),
         },
         Side {
             which: Which::Rekube,
@@ -794,11 +973,16 @@ async fn main() -> std::process::ExitCode {
             namespace: "bench-pod-startup-rekube",
             api_version: "rekube.io/v1",
             pod: ApiResource::erase::<rekube_crds::Pod>(&()),
+            storage: StorageResources::rekube(),
         },
     ];
-    let volumes = match args.volumes {
-        Some(v) => format!(", {} {:?} volumes each", v.count, v.kind),
-        None => String::new(),
+    let volumes = match (args.volumes, args.claims) {
+        (Some(v), _) => format!(", {} {:?} volumes each", v.count, v.kind),
+        (_, Some(c)) => format!(
+            ", {} {:?} claims each, latency from the first claim's create",
+            c.count, c.kind
+        ),
+        _ => String::new(),
     };
     println!(
         "workload: {} pods per side created at once on node {} (hostNetwork, busybox:1.36 `sleep 3600`, image present{volumes}); logs in {}",
@@ -852,6 +1036,13 @@ async fn main() -> std::process::ExitCode {
                     secs(m.percentile(0.99)),
                     m.all_deleted.as_secs_f64()
                 );
+                if let Some(d) = m.claims_deleted {
+                    println!(
+                        "{}: claims (and provisioned volumes) deleted in {:.2} s after the pods",
+                        side.name,
+                        d.as_secs_f64()
+                    );
+                }
                 results.push((side.which, m));
             }
             Ok(Err(e)) => {
