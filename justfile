@@ -152,8 +152,9 @@ e2e: no-local-nodes install
     cargo test -p rekube-e2e --tests
 
 # cgroup v2 (as root): the node agent's runtime and cgroup tests in a Debian 12 VM booted
-# with only the unified hierarchy (e2e/scripts/vm-cgroup2.sh; docs/testing.md). Arguments
-# filter the tests by name.
+# with only the unified hierarchy, and rekube-csi's kernel tests there with every
+# capability (e2e/scripts/vm-cgroup2.sh; docs/testing.md). Arguments filter the tests by
+# name.
 test-cgroup2 *filter="":
     e2e/scripts/vm-cgroup2.sh {{filter}}
 

@@ -14,6 +14,7 @@ pub mod manager;
 pub mod nodeauthorizer;
 pub mod nodelifecycle;
 pub mod podgc;
+pub mod podtokenbinding;
 pub mod pvcontroller;
 pub mod pvcprotection;
 pub mod pvprotection;

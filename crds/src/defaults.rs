@@ -80,6 +80,12 @@ pub fn pod_spec(schema: &mut Value, at: &str) {
         );
     }
     set(schema, &format!("{at}.volumes[].hostPath.type"), json!(""));
+    // SetDefaults_ServiceAccountTokenProjection.
+    set(
+        schema,
+        &format!("{at}.volumes[].projected.sources[].serviceAccountToken.expirationSeconds"),
+        json!(3600),
+    );
 }
 
 pub fn pod(schema: &mut Value) {

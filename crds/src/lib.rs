@@ -26,6 +26,7 @@ pub mod schema;
 pub mod service_ranges;
 pub mod storage_keys;
 pub mod testing;
+pub mod token_binding;
 pub mod updates;
 pub mod validation;
 

@@ -22,7 +22,16 @@
 //!   node, in the node identity namespace), and only bound to the node's Node object
 //!   (its name and UID as the agent's token carries them), so the token dies with it;
 //! - a request without the node's name (a token bound to nothing) is refused for all of
-//!   these and for events, as upstream refuses a node identity without a name.
+//!   these and for events, as upstream refuses a node identity without a name;
+//! - claims' status (`persistentvolumeclaims/status`), written by the nodes' own
+//!   identities after a filesystem expansion: only the capacity, the conditions and the
+//!   allocated resources and their statuses (upstream's admitPVCStatus), in a policy of
+//!   its own matching those identities;
+//! - TokenRequests of the nodes' own identities (for their pods' ServiceAccounts, which
+//!   the node authorizer grants): only bound to one of their pods' token binding Secrets
+//!   ([`crate::token_binding`]), upstream's admitServiceAccount; and none at all of
+//!   rekube-controllers, which holds the permission only to grant it; a policy of its
+//!   own ([`token_request_objects`]).
 //!
 //! The messages are upstream's where upstream has the rule. The policy lives in the Helm
 //! chart only (`templates/node-restriction.yaml`, see [`crate::generate`]): its match is
@@ -47,6 +56,9 @@ pub struct Identity<'a> {
     pub username: &'a str,
     pub lease_namespace: &'a str,
     pub identity_namespace: &'a str,
+    /// rekube-controllers' user name: it holds `create` on `serviceaccounts/token` only
+    /// to grant it to nodes, and may request no token ([`token_request_objects`]).
+    pub controllers_username: &'a str,
 }
 
 /// Labels a kubelet may set on its own Node (k8s.io/kubelet/pkg/apis `kubeletLabels`).
@@ -275,7 +287,7 @@ pub fn objects(id: &Identity) -> Vec<Value> {
              ({modified}).filter(k, {}).sort()", forbidden_label("k"))},
     ]);
     let name = id.policy_name;
-    vec![
+    let mut objects = vec![
         json!({
             "apiVersion": "admissionregistration.k8s.io/v1",
             "kind": "ValidatingAdmissionPolicy",
@@ -305,6 +317,193 @@ pub fn objects(id: &Identity) -> Vec<Value> {
             "metadata": { "name": name },
             "spec": { "policyName": name, "validationActions": ["Deny"] },
         }),
+    ];
+    objects.extend(claim_status_objects(id));
+    objects.extend(token_request_objects(id));
+    objects
+}
+
+/// The pattern of a token binding Secret's name
+/// ([`crate::token_binding::token_binding_secret_name`]: a pod UID's first 8 characters
+/// last).
+const TOKEN_BINDING_NAME_PATTERN: &str = "-token-binding-[0-9a-f]{8}$";
+
+/// upstream's admitServiceAccount for the nodes' own identities, and a refusal for
+/// rekube-controllers, in a policy of its own (`<policy name>-tokens`) matching both on
+/// `serviceaccounts/token` creates:
+/// - a node identity (a ServiceAccount of the node identity namespace other than the
+///   agents'), which the node authorizer lets request tokens of its pods'
+///   ServiceAccounts, must bind each to a Secret (apiVersion v1, with its UID) named as
+///   a token binding Secret, and one it may read: the node authorizer grants a node `get`
+///   on exactly its pods' binding Secrets (and the Secrets they refer to), so the token
+///   dies with one of its pods (upstream: "node requested token not bound to a pod", and
+///   the pod must be on the node). Without this a node could mint unbound tokens of its
+///   pods' ServiceAccounts that outlive them;
+/// - rekube-controllers holds `create` on `serviceaccounts/token` only so that RBAC lets
+///   it write the nodes' Roles; it requests no token, and any request of it is refused.
+fn token_request_objects(id: &Identity) -> Vec<Value> {
+    let name = format!("{}-tokens", id.policy_name);
+    let prefix = format!("system:serviceaccount:{}:", id.identity_namespace);
+    let controllers = format!("request.userInfo.username == '{}'", id.controllers_username);
+    let node = quoted("variables.nodeName");
+    let reference = "object.spec.boundObjectRef";
+    let bound_to_named_secret = format!(
+        "has({reference}) && has({reference}.apiVersion) && {reference}.apiVersion == 'v1' && \
+         has({reference}.kind) && {reference}.kind == 'Secret' && \
+         has({reference}.uid) && {reference}.uid != '' && \
+         has({reference}.name) && {reference}.name.matches('{TOKEN_BINDING_NAME_PATTERN}')"
+    );
+    let readable = format!(
+        "authorizer.group('').resource('secrets').namespace(request.namespace)\
+         .name({reference}.name).check('get').allowed()"
+    );
+    let validations = vec![
+        check(
+            format!("!({controllers})"),
+            "'rekube-controllers may not request service account tokens: it holds create on \
+             serviceaccounts/token only to grant it to nodes'"
+                .into(),
+        ),
+        check(
+            format!("{controllers} || ({bound_to_named_secret})"),
+            format!("'node ' + {node} + ' requested a token not bound to a token binding secret'"),
+        ),
+        check(
+            format!("{controllers} || !({bound_to_named_secret}) || {readable}"),
+            format!(
+                "'node ' + {node} + ' requested a token bound to secret ' + \
+                 {} + ', the token binding of none of its pods'",
+                quoted(&format!("{reference}.name"))
+            ),
+        ),
+    ];
+    vec![
+        json!({
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicy",
+            "metadata": { "name": name },
+            "spec": {
+                "failurePolicy": "Fail",
+                "matchConstraints": { "resourceRules": [
+                    rule("", &["serviceaccounts/token"], &["CREATE"]),
+                ]},
+                "matchConditions": [{
+                    "name": "node-identities-and-controllers",
+                    "expression": format!(
+                        "(request.userInfo.username.startsWith('{prefix}') && \
+                         request.userInfo.username != '{agent}') || {controllers}",
+                        agent = id.username
+                    ),
+                }],
+                "variables": [{
+                    "name": "nodeName",
+                    // The ServiceAccount's name: the node's (a node name holds no ':').
+                    "expression": "request.userInfo.username.substring(request.userInfo.username.lastIndexOf(':') + 1)",
+                }],
+                "validations": validations,
+            },
+        }),
+        json!({
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicyBinding",
+            "metadata": { "name": name },
+            "spec": { "policyName": name, "validationActions": ["Deny"] },
+        }),
+    ]
+}
+
+/// The fields of a claim's status a node may write (upstream's admitPVCStatus with
+/// RecoverVolumeExpansionFailure): the filesystem expansion's result.
+pub const CLAIM_STATUS_FIELDS: [&str; 4] = [
+    "capacity",
+    "conditions",
+    "allocatedResources",
+    "allocatedResourceStatuses",
+];
+
+/// upstream's admitPVCStatus for the nodes' own identities (the ServiceAccounts named
+/// after the nodes in the node identity namespace, which the node authorizer lets update
+/// the status of their pods' claims, [`crate::node_identity`]): an update of
+/// `persistentvolumeclaims/status` may change only [`CLAIM_STATUS_FIELDS`] (and the
+/// resourceVersion and managedFields), with upstream's message. A policy of its own: it
+/// matches the node identities, not the agents' ServiceAccount.
+fn claim_status_objects(id: &Identity) -> Vec<Value> {
+    let name = format!("{}-claim-status", id.policy_name);
+    let prefix = format!("system:serviceaccount:{}:", id.identity_namespace);
+    let fields = CLAIM_STATUS_FIELDS
+        .iter()
+        .map(|f| format!("'{f}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let same_except = |new: &str, old: &str, except: &str| {
+        format!(
+            "({new}.all(k, k in {except} || (k in {old} && {new}[k] == {old}[k])) && \
+             {old}.all(k, k in {except} || k in {new}))"
+        )
+    };
+    let changed = |new: &str, old: &str, except: &str, prefix: &str| {
+        format!(
+            "({new}.filter(k, !(k in {except}) && !(k in {old} && {new}[k] == {old}[k])) + \
+             {old}.filter(k, !(k in {except}) && !(k in {new}))).map(k, '{prefix}.' + k)"
+        )
+    };
+    let status = |o: &str| format!("{o}.?status.orValue({{}})");
+    let metadata_except = "['resourceVersion', 'managedFields']";
+    let status_except = format!("[{fields}]");
+    let expression = format!(
+        "{} && {} && {}.?spec.orValue({{}}) == {}.?spec.orValue({{}})",
+        same_except("object.metadata", "oldObject.metadata", metadata_except),
+        same_except(&status("object"), &status("oldObject"), &status_except),
+        "object",
+        "oldObject",
+    );
+    let message = format!(
+        "'node ' + {node} + ' is not allowed to update fields other than status.quantity and status.conditions: ' + \
+         ({} + {} + ({}.?spec.orValue({{}}) == {}.?spec.orValue({{}}) ? [] : ['spec'])).join(', ')",
+        changed(
+            "object.metadata",
+            "oldObject.metadata",
+            metadata_except,
+            "metadata"
+        ),
+        changed(
+            &status("object"),
+            &status("oldObject"),
+            &status_except,
+            "status"
+        ),
+        "object",
+        "oldObject",
+        node = quoted("variables.nodeName"),
+    );
+    vec![
+        json!({
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicy",
+            "metadata": { "name": name },
+            "spec": {
+                "failurePolicy": "Fail",
+                "matchConstraints": { "resourceRules": [
+                    rule(GROUP, &["persistentvolumeclaims/status"], &["UPDATE"]),
+                ]},
+                "matchConditions": [{
+                    "name": "node-identity",
+                    "expression": format!("request.userInfo.username.startsWith('{prefix}')"),
+                }],
+                "variables": [{
+                    "name": "nodeName",
+                    // The ServiceAccount's name: the node's (a node name holds no ':').
+                    "expression": "request.userInfo.username.substring(request.userInfo.username.lastIndexOf(':') + 1)",
+                }],
+                "validations": [check(expression, message)],
+            },
+        }),
+        json!({
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicyBinding",
+            "metadata": { "name": name },
+            "spec": { "policyName": name, "validationActions": ["Deny"] },
+        }),
     ]
 }
 
@@ -318,8 +517,35 @@ mod tests {
             username: "system:serviceaccount:ns:r-node-agent",
             lease_namespace: "leases",
             identity_namespace: "ids",
+            controllers_username: "system:serviceaccount:ns:r-controllers",
         })
         .remove(0)
+    }
+
+    #[test]
+    fn the_claim_status_policy_matches_the_node_identities() {
+        let objects = objects(&Identity {
+            policy_name: "r-node-agent-node-restriction",
+            username: "system:serviceaccount:ns:r-node-agent",
+            lease_namespace: "leases",
+            identity_namespace: "ids",
+            controllers_username: "system:serviceaccount:ns:r-controllers",
+        });
+        assert_eq!(objects.len(), 6);
+        let p = &objects[2];
+        assert_eq!(
+            p["metadata"]["name"],
+            "r-node-agent-node-restriction-claim-status"
+        );
+        assert_eq!(
+            p["spec"]["matchConditions"][0]["expression"],
+            "request.userInfo.username.startsWith('system:serviceaccount:ids:')"
+        );
+        assert_eq!(
+            p["spec"]["matchConstraints"]["resourceRules"][0]["resources"],
+            json!(["persistentvolumeclaims/status"])
+        );
+        assert_eq!(objects[3]["spec"]["policyName"], p["metadata"]["name"]);
     }
 
     #[test]
@@ -356,5 +582,45 @@ mod tests {
         assert!(f.starts_with(
             "((k.indexOf('/') >= 0 ? k.substring(0, k.indexOf('/')) : '') == 'node-restriction.kubernetes.io'"
         ));
+    }
+
+    #[test]
+    fn the_token_policy_matches_node_identities_and_the_controllers() {
+        let objects = objects(&Identity {
+            policy_name: "r-node-agent-node-restriction",
+            username: "system:serviceaccount:ns:r-node-agent",
+            lease_namespace: "leases",
+            identity_namespace: "ids",
+            controllers_username: "system:serviceaccount:ns:r-controllers",
+        });
+        let p = &objects[4];
+        assert_eq!(
+            p["metadata"]["name"],
+            "r-node-agent-node-restriction-tokens"
+        );
+        assert_eq!(objects[5]["spec"]["policyName"], p["metadata"]["name"]);
+        assert_eq!(
+            p["spec"]["matchConditions"][0]["expression"],
+            "(request.userInfo.username.startsWith('system:serviceaccount:ids:') && \
+             request.userInfo.username != 'system:serviceaccount:ns:r-node-agent') || \
+             request.userInfo.username == 'system:serviceaccount:ns:r-controllers'"
+        );
+        assert_eq!(
+            p["spec"]["matchConstraints"]["resourceRules"][0]["resources"],
+            json!(["serviceaccounts/token"])
+        );
+        // The name pattern is the binding Secrets' names'.
+        let name = crate::token_binding::token_binding_secret_name(
+            "web-0",
+            "3f1c2a9e-77aa-4c4b-9e0e-0123456789ab",
+        );
+        let suffix = &name[name.len() - "-token-binding-3f1c2a9e".len()..];
+        assert_eq!(suffix, "-token-binding-3f1c2a9e");
+        assert!(
+            p["spec"]["validations"][1]["expression"]
+                .as_str()
+                .unwrap()
+                .contains(TOKEN_BINDING_NAME_PATTERN)
+        );
     }
 }

@@ -35,6 +35,44 @@ pub const PV_PROTECTION_FINALIZER: &str = "kubernetes.io/pv-protection";
 pub const PV_DELETION_PROTECTION_FINALIZER: &str =
     "external-provisioner.volume.kubernetes.io/finalizer";
 
+/// Volume expansion's names on a claim (core/v1's PersistentVolumeClaim condition types
+/// and `ClaimResourceStatus` values, and external-resizer's annotation), shared by
+/// `rekube-csi resizer` (the controller's half) and the node agent (the kubelet's half).
+pub mod expansion {
+    /// The resource whose size a claim requests and whose expansion is tracked.
+    pub const STORAGE: &str = "storage";
+    /// Condition: the controller is expanding the volume (`PersistentVolumeClaimResizing`).
+    pub const RESIZING: &str = "Resizing";
+    /// Condition: the volume grew, its filesystem waits for the node
+    /// (`PersistentVolumeClaimFileSystemResizePending`).
+    pub const FILE_SYSTEM_RESIZE_PENDING: &str = "FileSystemResizePending";
+    /// Condition: the controller's expansion failed (`PersistentVolumeClaimControllerResizeError`).
+    pub const CONTROLLER_RESIZE_ERROR: &str = "ControllerResizeError";
+    /// Condition: the node's expansion failed (`PersistentVolumeClaimNodeResizeError`).
+    pub const NODE_RESIZE_ERROR: &str = "NodeResizeError";
+    /// The condition types both sides merge (upstream `knownResizeConditions`).
+    pub const RESIZE_CONDITIONS: [&str; 4] = [
+        RESIZING,
+        FILE_SYSTEM_RESIZE_PENDING,
+        CONTROLLER_RESIZE_ERROR,
+        NODE_RESIZE_ERROR,
+    ];
+    /// `status.allocatedResourceStatuses[storage]` values (`ClaimResourceStatus`).
+    pub const CONTROLLER_RESIZE_IN_PROGRESS: &str = "ControllerResizeInProgress";
+    pub const CONTROLLER_RESIZE_INFEASIBLE: &str = "ControllerResizeInfeasible";
+    pub const NODE_RESIZE_PENDING: &str = "NodeResizePending";
+    pub const NODE_RESIZE_IN_PROGRESS: &str = "NodeResizeInProgress";
+    pub const NODE_RESIZE_INFEASIBLE: &str = "NodeResizeInfeasible";
+    /// The FileSystemResizePending condition's message (external-resizer's).
+    pub const FILE_SYSTEM_RESIZE_PENDING_MESSAGE: &str =
+        "Waiting for user to (re-)start a pod to finish file system resize of volume on node.";
+    /// Set by the resizer when the controller's expansion was all (upstream
+    /// `NodeExpansionNotRequired`): the kubelet of a ReadWriteMany volume's other nodes
+    /// then leaves it alone.
+    pub const ANN_NODE_EXPANSION_NOT_REQUIRED: &str =
+        "volume.kubernetes.io/node-expansion-not-required";
+}
+
 /// The plugin name of CSI volumes in unique volume names (upstream `CSIPluginName`).
 pub const CSI_PLUGIN_NAME: &str = "kubernetes.io/csi";
 

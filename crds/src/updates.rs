@@ -13,9 +13,11 @@
 //! pod by setting `spec.nodeName` once (allowed from empty to a value, never changed or
 //! removed afterwards), and ephemeral containers are added to `spec.ephemeralContainers`
 //! (allowed; existing ones may not be removed or changed).
-use serde_json::Value;
+use serde_json::{Value, json};
 
+use crate::GROUP;
 use crate::admission::{ValidatingPolicy, check, check_with_message};
+use crate::storage_keys::ANN_BETA_STORAGE_CLASS;
 use crate::validation::PV_SOURCES;
 
 /// CEL list literal of strings.
@@ -444,6 +446,89 @@ fn csi_driver_update() -> ValidatingPolicy {
     }
 }
 
+/// The name of the claim resize policy ([`pvc_resize`]).
+pub const PVC_RESIZE_POLICY: &str = "rekube-persistentvolumeclaim-resize.rekube.io";
+
+/// upstream's PersistentVolumeClaimResize admission plugin
+/// (plugin/pkg/admission/storage/persistentvolume/resize): growing a claim's
+/// `spec.resources.requests.storage` is refused unless its StorageClass (its
+/// `storageClassName`, or the beta annotation, the same before and after) has
+/// `allowVolumeExpansion: true`, with upstream's message.
+///
+/// A policy sees other objects only as parameters: the binding's `paramRef` selects every
+/// rekube StorageClass (`selector: {}`), the policy is evaluated once per class, and a
+/// class passes unless it is the claim's and does not allow expansion. So a claim without
+/// a class is refused (while any class exists). What a policy cannot see is a class that
+/// does not exist: a claim whose class is missing, or any claim while no class exists at
+/// all (`parameterNotFoundAction: Allow`: the parameters are looked up before the
+/// `matchConditions`, so Deny would refuse every update of every claim then), passes;
+/// `rekube-csi resizer` refuses to expand such a claim (docs/csi.md). The policy matches
+/// growing updates of bound claims only (`matchConditions`). (An unbound claim's growth is
+/// refused before, by [`pvc_update`], as upstream's validation refuses it before
+/// admission.)
+fn pvc_resize() -> [Value; 2] {
+    let storage =
+        |o: &str| format!("quantity(string({o}.spec.?resources.?requests.?storage.orValue(0)))");
+    let class = |o: &str| {
+        format!(
+            "({o}.metadata.?annotations[?'{ANN_BETA_STORAGE_CLASS}'].orValue('') != '' ? \
+             {o}.metadata.annotations['{ANN_BETA_STORAGE_CLASS}'] : {o}.spec.?storageClassName.orValue(''))"
+        )
+    };
+    let message = "only dynamically provisioned pvc can be resized and the storageclass that \
+                   provisions the pvc must support resize";
+    [
+        json!({
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicy",
+            "metadata": { "name": PVC_RESIZE_POLICY },
+            "spec": {
+                "failurePolicy": "Fail",
+                "paramKind": { "apiVersion": format!("{GROUP}/v1"), "kind": "StorageClass" },
+                "matchConstraints": { "resourceRules": [{
+                    "apiGroups": [GROUP], "apiVersions": ["v1"],
+                    "operations": ["UPDATE"], "resources": ["persistentvolumeclaims"],
+                }]},
+                "matchConditions": [
+                    {
+                        "name": "storage-request-grows",
+                        "expression": format!("{}.isGreaterThan({})", storage("object"), storage("oldObject")),
+                    },
+                    // An unbound claim's growth is the update policy's (upstream's
+                    // validation refuses it before admission).
+                    {
+                        "name": "claim-bound",
+                        "expression": "oldObject.?status.?phase.orValue('') == 'Bound'",
+                    },
+                ],
+                "variables": [
+                    { "name": "class", "expression": class("object") },
+                    { "name": "oldClass", "expression": class("oldObject") },
+                ],
+                "validations": [{
+                    "expression": "variables.class != '' && variables.class == variables.oldClass && \
+                        (params.metadata.name != variables.class || params.?allowVolumeExpansion.orValue(false))",
+                    "message": message,
+                    "reason": "Forbidden",
+                }],
+            },
+        }),
+        json!({
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicyBinding",
+            "metadata": { "name": PVC_RESIZE_POLICY },
+            "spec": {
+                "policyName": PVC_RESIZE_POLICY,
+                "validationActions": ["Deny"],
+                // Allow: the apiserver looks the parameters up before it evaluates the
+                // matchConditions, so Deny would refuse every update of every claim while
+                // no StorageClass exists.
+                "paramRef": { "selector": {}, "parameterNotFoundAction": "Allow" },
+            },
+        }),
+    ]
+}
+
 /// The update policies and their bindings, in apply order.
 pub fn objects() -> Vec<Value> {
     [
@@ -457,5 +542,6 @@ pub fn objects() -> Vec<Value> {
     ]
     .into_iter()
     .flat_map(|p| p.objects())
+    .chain(pvc_resize())
     .collect()
 }

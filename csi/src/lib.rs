@@ -16,7 +16,8 @@
 //! [`provisioner`] is the external-provisioner's role in its distributed mode
 //! (`rekube-csi provisioner`): one per node, beside the driver. [`attacher`] is the
 //! external-attacher's, node-local the same way (`rekube-csi attacher`), for a driver
-//! serving with `--attach-required`.
+//! serving with `--attach-required`. [`resizer`] is external-resizer's, node-local too
+//! (`rekube-csi resizer`): ControllerExpandVolume for the claims that ask for more.
 
 /// The CSI v1 protocol (csi/proto/csi.proto, spec v1.14.0): prost messages, tonic clients
 /// (`csi::identity_client`, `csi::controller_client`, `csi::node_client`) and servers.
@@ -50,6 +51,7 @@ pub mod parameters;
 pub mod provisioner;
 pub mod publish;
 pub mod registrar;
+pub mod resizer;
 pub mod server;
 pub mod service;
 pub mod sidecar;

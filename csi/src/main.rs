@@ -1,8 +1,9 @@
 //! rekube-csi: parses and validates its flags, opens the state dir, and serves the CSI
 //! services on the endpoint until SIGTERM or SIGINT. `rekube-csi provisioner ...` runs
 //! the provisioner role instead (external-provisioner in distributed mode), `rekube-csi
-//! attacher ...` the attacher role (external-attacher, node-local), `rekube-csi registrar
-//! ...` node-driver-registrar's role.
+//! attacher ...` the attacher role (external-attacher, node-local), `rekube-csi resizer
+//! ...` the resizer role (external-resizer, node-local), `rekube-csi registrar ...`
+//! node-driver-registrar's role.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -80,6 +81,27 @@ async fn attacher(args: Vec<String>) -> ExitCode {
     }
 }
 
+/// `rekube-csi resizer ...`: the resizer role.
+async fn resizer(args: Vec<String>) -> ExitCode {
+    let options = rekube_csi::resizer::ResizerOptions::parse_from(
+        std::iter::once("rekube-csi resizer".to_string()).chain(args),
+    );
+    let config = match options.validate() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("rekube-csi resizer: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match rekube_csi::resizer::controller::run(config, shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rekube-csi resizer: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -94,6 +116,7 @@ async fn main() -> ExitCode {
         Some("provisioner") => return provisioner(args.collect()).await,
         Some("registrar") => return registrar(args.collect()).await,
         Some("attacher") => return attacher(args.collect()).await,
+        Some("resizer") => return resizer(args.collect()).await,
         _ => {}
     }
     let options = Options::parse();

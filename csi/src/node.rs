@@ -4,8 +4,10 @@
 //!
 //! The order, written down:
 //! - stage (local-disk, mount): attach the image to a loop device (or find it attached),
-//!   `mkfs.ext4` only when `blkid` finds no filesystem, mount at the staging path, then set
-//!   the device to autoclear, so that the last unmount detaches it;
+//!   `mkfs.ext4` only when `blkid` finds no filesystem; an ext4 smaller than the volume
+//!   (expanded while unstaged) is grown offline first (`e2fsck -f -p`, `resize2fs` on the
+//!   unmounted device: no CAP_SYS_RESOURCE needed), unless read-only; mount at the
+//!   staging path, then set the device to autoclear, so that the last unmount detaches it;
 //! - stage (local-disk, block): attach only;
 //! - stage (hostpath): bind-mount the directory at the staging path;
 //! - publish: bind-mount the staging mount (or, in block mode, the loop device node onto
@@ -262,7 +264,10 @@ impl Driver {
         }
         let store = self.lock();
         let record = self.record(&store, volume_id)?;
-        let (access, _) = self.check(&record, req.volume_capability.as_ref())?;
+        let (access, mode) = self.check(&record, req.volume_capability.as_ref())?;
+        // A reader-only volume's filesystem is never grown here (the kubelet does not
+        // resize read-only volumes either).
+        let grow = !capabilities::read_only_mode(mode);
         let k = self.kernel.as_ref();
         match (record.kind, access) {
             (VolumeKind::LocalDisk, access) if self.config.attach_required => {
@@ -279,7 +284,7 @@ impl Driver {
                         if k.loop_read_only(&device)? {
                             options.flags |= MsFlags::MS_RDONLY;
                         }
-                        self.stage_ext4(&record, &device, &staging, &options, false)
+                        self.stage_ext4(&record, &device, &staging, &options, false, grow)
                     }
                 }
             }
@@ -300,7 +305,7 @@ impl Driver {
                 };
                 // stage_ext4 leaves the device unmounted when it fails: detach what was
                 // attached here.
-                let result = self.stage_ext4(&record, &device, &staging, &options, true);
+                let result = self.stage_ext4(&record, &device, &staging, &options, true, grow);
                 if result.is_err() && attached {
                     let _ = k.loop_detach(&device);
                 }
@@ -349,6 +354,7 @@ impl Driver {
         staging: &Path,
         options: &mount_options::MountOptions,
         autoclear: bool,
+        grow: bool,
     ) -> Result<(), NodeError> {
         let k = self.kernel.as_ref();
         let roots = Roots {
@@ -369,7 +375,13 @@ impl Driver {
                 k.mkfs_ext4(device)?;
                 tracing::info!(volume = %record.volume_id, device = %device.display(), "formatted ext4");
             }
-            Some(fs) if fs == "ext4" => {}
+            Some(fs) if fs == "ext4" => {
+                let read_only =
+                    options.flags.contains(MsFlags::MS_RDONLY) || k.loop_read_only(device)?;
+                if grow && !read_only {
+                    self.grow_offline(record, device)?;
+                }
+            }
             Some(fs_type) => {
                 return Err(NodeError::Filesystem {
                     volume: record.volume_id.clone(),
@@ -393,6 +405,25 @@ impl Driver {
             return Err(e.into());
         }
         tracing::info!(volume = %record.volume_id, device = %device.display(), staging = %staging.display(), "staged volume");
+        Ok(())
+    }
+
+    /// The offline half of expansion: an ext4 smaller than the volume (ControllerExpandVolume
+    /// grew the image while nothing had it staged) is grown before it is mounted: the loop
+    /// device re-reads the image's size, `e2fsck -f -p`, then `resize2fs` on the unmounted
+    /// device. Plain writes to the device: no CAP_SYS_RESOURCE needed, unlike the kernel's
+    /// online resize that NodeExpandVolume asks of a mounted filesystem.
+    fn grow_offline(&self, record: &VolumeRecord, device: &Path) -> Result<(), NodeError> {
+        let k = self.kernel.as_ref();
+        let fs_bytes = k.ext4_size(device)?;
+        if !needs_offline_growth(fs_bytes, record.capacity_bytes) {
+            return Ok(());
+        }
+        k.loop_refresh_capacity(device)?;
+        k.e2fsck(device)?;
+        k.resize2fs(device)?;
+        tracing::info!(volume = %record.volume_id, device = %device.display(),
+            from = fs_bytes, bytes = record.capacity_bytes, "grew the filesystem offline");
         Ok(())
     }
 
@@ -717,6 +748,14 @@ impl Driver {
                 .collect(),
         }
     }
+}
+
+/// Whether an unmounted ext4 of `fs_bytes` on a volume of `capacity_bytes` is grown at
+/// stage: when it is smaller. (resize2fs, as mkfs.ext4, leaves out a last block group too
+/// small for its own metadata, so such a volume stays a little smaller and is checked
+/// again at each stage; nothing changes then.)
+pub fn needs_offline_growth(fs_bytes: u64, capacity_bytes: u64) -> bool {
+    fs_bytes < capacity_bytes
 }
 
 /// A loop device's roots: its ext4 root directory when mounted, and its device node.

@@ -616,3 +616,162 @@ fn get_capacity_follows_what_is_handed_out() {
     );
     assert_eq!(ask("lvm", Some("n1"), vec![]), Err(Code::InvalidArgument));
 }
+
+/// ControllerExpandVolume of a local-disk volume, to `mib` MiB.
+fn expand(t: &T, id: &str, mib: i64) {
+    use crate::csi::ControllerExpandVolumeRequest;
+    let r = t
+        .driver
+        .controller_expand_volume(ControllerExpandVolumeRequest {
+            volume_id: id.into(),
+            capacity_range: Some(CapacityRange {
+                required_bytes: mib << 20,
+                limit_bytes: 0,
+            }),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(
+        (r.capacity_bytes, r.node_expansion_required),
+        (mib << 20, true)
+    );
+}
+
+/// Expanded while unstaged: the next stage grows the ext4 offline (refresh the device,
+/// e2fsck, resize2fs, all before the mount); a volume whose filesystem already fills it
+/// is staged without them; a read-only stage never touches the filesystem.
+#[test]
+fn stage_grows_an_expanded_filesystem_offline_before_mounting() {
+    let t = setup();
+    let id = t.create("a", "local-disk");
+    let image = t.dir.join(format!("state/images/{id}.img"));
+    let staging = t.path("staging");
+    t.stage(&id, &staging, rw()).unwrap();
+    t.unstage(&id, &staging).unwrap();
+    assert_eq!(t.kernel.filesystem_size(&image), Some(64 << 20));
+
+    // Staged again without an expansion: nothing but attach, mount, autoclear.
+    let before = t.kernel.calls().len();
+    t.stage(&id, &staging, rw()).unwrap();
+    assert_eq!(
+        t.kernel.calls()[before..],
+        [
+            format!("loop_attach {}", image.display()),
+            format!("mount /dev/loop0 {}", staging.display()),
+            "loop_set_autoclear /dev/loop0".to_string(),
+        ]
+    );
+    t.unstage(&id, &staging).unwrap();
+
+    // Read-only staging of an expanded volume: left as it is.
+    expand(&t, &id, 128);
+    let before = t.kernel.calls().len();
+    t.stage(
+        &id,
+        &staging,
+        capability(Mode::SingleNodeReaderOnly, mount("")),
+    )
+    .unwrap();
+    assert!(
+        !t.kernel.calls()[before..]
+            .iter()
+            .any(|c| c.starts_with("e2fsck") || c.starts_with("resize2fs")),
+        "{:?}",
+        &t.kernel.calls()[before..]
+    );
+    assert_eq!(t.kernel.filesystem_size(&image), Some(64 << 20));
+    t.unstage(&id, &staging).unwrap();
+
+    // Read-write: grown before the mount.
+    let before = t.kernel.calls().len();
+    t.stage(&id, &staging, rw()).unwrap();
+    assert_eq!(
+        t.kernel.calls()[before..],
+        [
+            format!("loop_attach {}", image.display()),
+            "loop_refresh_capacity /dev/loop0".to_string(),
+            "e2fsck /dev/loop0".to_string(),
+            "resize2fs /dev/loop0".to_string(),
+            format!("mount /dev/loop0 {}", staging.display()),
+            "loop_set_autoclear /dev/loop0".to_string(),
+        ]
+    );
+    assert_eq!(t.kernel.filesystem_size(&image), Some(128 << 20));
+    // Staged: the same stage again is a no-op; NodeExpandVolume finds nothing to grow.
+    t.stage(&id, &staging, rw()).unwrap();
+    t.unstage(&id, &staging).unwrap();
+    assert_eq!(t.kernel.loops(), vec![]);
+    assert_eq!(t.kernel.mount_points(), vec![]);
+}
+
+/// Under `--attach-required` the device ControllerPublishVolume attached is older than
+/// the expansion: it re-reads the image's size before the offline resize.
+#[test]
+fn attach_required_stage_grows_the_published_device() {
+    let t = setup_with(true, 0);
+    let id = t.create("a", "local-disk");
+    let image = t.dir.join(format!("state/images/{id}.img"));
+    let staging = t.path("staging");
+    let context = t.controller_publish(&id, "n1", rw(), false).unwrap();
+    t.stage_published(&id, &staging, rw(), &context).unwrap();
+    t.unstage(&id, &staging).unwrap();
+    expand(&t, &id, 96);
+    let before = t.kernel.calls().len();
+    t.stage_published(&id, &staging, rw(), &context).unwrap();
+    assert_eq!(
+        t.kernel.calls()[before..],
+        [
+            "loop_refresh_capacity /dev/loop0".to_string(),
+            "e2fsck /dev/loop0".to_string(),
+            "resize2fs /dev/loop0".to_string(),
+            format!("mount /dev/loop0 {}", staging.display()),
+        ]
+    );
+    assert_eq!(t.kernel.filesystem_size(&image), Some(96 << 20));
+    t.unstage(&id, &staging).unwrap();
+    t.controller_unpublish(&id, "n1").unwrap();
+}
+
+/// NodeExpandVolume on a mounted volume grows it online (the fake kernel has every
+/// capability); without `e2fsck` the fake's offline resize2fs refuses, as the real one.
+#[test]
+fn node_expand_grows_the_mounted_filesystem_online() {
+    let t = setup();
+    let id = t.create("a", "local-disk");
+    let image = t.dir.join(format!("state/images/{id}.img"));
+    let staging = t.path("staging");
+    t.stage(&id, &staging, rw()).unwrap();
+    expand(&t, &id, 128);
+    let grown = t
+        .driver
+        .node_expand_volume(NodeExpandVolumeRequest {
+            volume_id: id.clone(),
+            volume_path: staging.display().to_string(),
+            capacity_range: Some(CapacityRange {
+                required_bytes: 128 << 20,
+                limit_bytes: 0,
+            }),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(grown.capacity_bytes, 128 << 20);
+    assert_eq!(t.kernel.filesystem_size(&image), Some(128 << 20));
+    t.unstage(&id, &staging).unwrap();
+    assert!(t.kernel.resize2fs(Path::new("/dev/loop9")).is_err());
+}
+
+#[test]
+fn offline_growth_only_when_the_filesystem_is_smaller() {
+    for (fs, capacity, grow) in [
+        (64 << 20, 64 << 20, false),
+        (64 << 20, 128 << 20, true),
+        (128 << 20, 64 << 20, false),
+        ((1024 << 20) - 4096, 1024 << 20, true),
+    ] {
+        assert_eq!(
+            needs_offline_growth(fs, capacity),
+            grow,
+            "{fs} of {capacity}"
+        );
+    }
+}

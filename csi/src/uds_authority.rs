@@ -19,8 +19,24 @@
 //! in [`crate::server::incoming`].
 //!
 //! The server is assumed to keep h2's defaults for SETTINGS_HEADER_TABLE_SIZE (4096, the
-//! size of both contexts here) and SETTINGS_MAX_FRAME_SIZE (16384); tonic's servers here
-//! set neither.
+//! size of both contexts here) and SETTINGS_MAX_FRAME_SIZE (16384), and hyper's for
+//! SETTINGS_MAX_HEADER_LIST_SIZE (16 KiB); tonic's servers here set none of them.
+//!
+//! The server never sees the client's own header frames, so the rewriter applies h2's
+//! limits on them itself, as h2 0.4.20's codec does (`codec/framed_read.rs`): a frame
+//! longer than SETTINGS_MAX_FRAME_SIZE is a connection error (FRAME_SIZE_ERROR), checked
+//! on the length before the type; a header block with more CONTINUATION frames without
+//! END_HEADERS than h2's `calc_max_continuation_frames` allows for the server's settings
+//! ([`MAX_CONTINUATION_FRAMES`]) is one too (ENHANCE_YOUR_CALM). Both close the
+//! connection here (the socket closed, no GOAWAY). A malformed header list (h2's
+//! `MalformedMessage`: a connection-specific field, `te` other than `trailers`, a
+//! pseudo-header after a field or twice) is a stream error in h2, the HPACK context
+//! intact: the rewriter forwards [`MALFORMED_HEADER_BLOCK`] in its place, which the
+//! server refuses the same way, so the client gets h2's own RST_STREAM(PROTOCOL_ERROR)
+//! for that stream, the stream's later frames are the server's to discard, and the
+//! connection goes on. An HPACK error (an upper-case field name among them: h2's decoder
+//! refuses it before the list is checked) leaves the contexts out of step: a connection
+//! error, in h2 as here.
 //!
 //! HPACK is h2's own, the one its server decodes with. h2 exports it only through the
 //! frame types its `unstable` feature makes public (`h2::frame::Headers::load_hpack` and
@@ -39,10 +55,34 @@ pub const FRAME_HEADER_LEN: usize = 9;
 pub const DEFAULT_MAX_FRAME_SIZE: usize = 16_384;
 /// The `:authority` a unix socket path is replaced with (grpc-go's for `unix:` targets).
 pub const UNIX_SOCKET_AUTHORITY: &str = "localhost";
-/// The largest header block (its fragments added up) and the largest decoded header list
-/// the rewriter takes; the server's own limit (16 KiB in hyper) is far lower, so a larger
-/// block is refused here only where the server would refuse it too.
+/// The largest decoded header list the rewriter takes (the `max_header_list_size` of its
+/// decoder); the server's own limit ([`SERVER_MAX_HEADER_LIST_SIZE`]) is far lower, so a
+/// larger list is refused here only where the server would refuse it too. The encoded
+/// block is bounded by the frame size and [`MAX_CONTINUATION_FRAMES`] (7 × 16 KiB).
 pub const MAX_HEADER_BLOCK: usize = 1 << 20;
+/// The server's SETTINGS_MAX_HEADER_LIST_SIZE: hyper's default, which tonic keeps unless
+/// `http2_max_header_list_size` is set (the servers here do not set it).
+pub const SERVER_MAX_HEADER_LIST_SIZE: usize = 16 << 10;
+/// How many CONTINUATION frames without END_HEADERS one header block may have: h2's rule
+/// for the server's settings (5).
+pub const MAX_CONTINUATION_FRAMES: usize =
+    max_continuation_frames(SERVER_MAX_HEADER_LIST_SIZE, DEFAULT_MAX_FRAME_SIZE);
+/// What the server receives in place of a malformed header list: `te: gzip`, a literal
+/// without indexing (neither HPACK context changes), which h2's server refuses as it
+/// would have refused the client's list: RST_STREAM(PROTOCOL_ERROR) for that stream.
+pub const MALFORMED_HEADER_BLOCK: &[u8] = b"\x00\x02te\x04gzip";
+
+/// h2 0.4.20's `calc_max_continuation_frames`: enough frames for a full header list at
+/// the frame size, a quarter more for imperfect packing, at least 5.
+pub const fn max_continuation_frames(header_max: usize, frame_max: usize) -> usize {
+    let min_frames_for_list = if header_max / frame_max > 1 {
+        header_max / frame_max
+    } else {
+        1
+    };
+    let frames = min_frames_for_list.saturating_add(min_frames_for_list >> 2);
+    if frames > 5 { frames } else { 5 }
+}
 
 /// Frame types (RFC 9113 section 6).
 pub const HEADERS: u8 = 0x1;
@@ -71,10 +111,24 @@ pub enum RewriteError {
     PushPromise(u32),
     #[error("HEADERS frame on stream {0}: padding or priority longer than the payload")]
     Padding(u32),
-    #[error("header block of stream {0} over {MAX_HEADER_BLOCK} bytes")]
-    TooLarge(u32),
+    #[error(
+        "frame of type {kind:#x} on stream {stream_id}: {len} bytes, over the maximum frame size {DEFAULT_MAX_FRAME_SIZE} (FRAME_SIZE_ERROR)"
+    )]
+    FrameSize {
+        kind: u8,
+        stream_id: u32,
+        len: usize,
+    },
+    #[error(
+        "header block of stream {0}: over {MAX_CONTINUATION_FRAMES} CONTINUATION frames (ENHANCE_YOUR_CALM)"
+    )]
+    TooManyContinuations(u32),
     #[error("header block of stream {stream_id}: {message}")]
     HeaderBlock { stream_id: u32, message: String },
+    /// A malformed header list: a stream error, which [`ClientRewriter::feed`] answers
+    /// itself (the server resets the stream) and never returns.
+    #[error("header block of stream {0}: malformed header list")]
+    MalformedHeaderList(u32),
 }
 
 /// A decoded header block: the pseudo-headers and the fields, as h2 holds them.
@@ -119,20 +173,23 @@ impl HpackDecoder {
         }))
     }
 
-    /// Decodes the complete header block of `stream_id` (its fragments concatenated).
+    /// Decodes the complete header block of `stream_id` (its fragments concatenated). A
+    /// malformed list ([`RewriteError::MalformedHeaderList`]) is decoded all the same: the
+    /// context stays in step with the client's.
     pub fn decode(
         &mut self,
         stream_id: u32,
         mut block: BytesMut,
     ) -> Result<HeaderBlock, RewriteError> {
-        let headers = (self.0)(&mut block).map_err(|e| RewriteError::HeaderBlock {
-            stream_id,
-            message: match e {
-                frame::Error::MalformedMessage => "malformed header list".to_string(),
-                frame::Error::HeaderListWayTooLarge => {
-                    format!("header list over {MAX_HEADER_BLOCK} bytes")
-                }
-                e => format!("{e:?}"),
+        let headers = (self.0)(&mut block).map_err(|e| match e {
+            frame::Error::MalformedMessage => RewriteError::MalformedHeaderList(stream_id),
+            frame::Error::HeaderListWayTooLarge => RewriteError::HeaderBlock {
+                stream_id,
+                message: format!("header list over {MAX_HEADER_BLOCK} bytes"),
+            },
+            e => RewriteError::HeaderBlock {
+                stream_id,
+                message: format!("{e:?}"),
             },
         })?;
         if headers.is_over_size() {
@@ -256,6 +313,9 @@ struct OpenBlock {
     stream_id: u32,
     end_stream: bool,
     fragments: BytesMut,
+    /// The CONTINUATION frames without END_HEADERS so far (h2's
+    /// `continuation_frames_count`).
+    continuations: usize,
 }
 
 /// The client-to-server half of one connection, rewritten (see the module's doc).
@@ -270,6 +330,8 @@ pub struct ClientRewriter {
     encoder: HpackEncoder,
     /// The `:authority` values replaced so far.
     replaced: u64,
+    /// The malformed header lists replaced with [`MALFORMED_HEADER_BLOCK`] so far.
+    malformed: u64,
 }
 
 impl ClientRewriter {
@@ -281,6 +343,7 @@ impl ClientRewriter {
             decoder: HpackDecoder::new(),
             encoder: HpackEncoder::new(),
             replaced: 0,
+            malformed: 0,
         }
     }
 
@@ -289,9 +352,16 @@ impl ClientRewriter {
         self.replaced
     }
 
+    /// How many malformed header lists were passed on as [`MALFORMED_HEADER_BLOCK`] (each
+    /// a stream the server resets) on this connection.
+    pub fn malformed(&self) -> u64 {
+        self.malformed
+    }
+
     /// Takes the next bytes the client sent and appends to `out` what the server is to
     /// receive for them; an incomplete frame header or header block is kept for the next
-    /// call. After an error the connection is to be closed.
+    /// call. After an error the connection is to be closed (a malformed header list is
+    /// not one: see the module's doc).
     pub fn feed(&mut self, input: &[u8], out: &mut BytesMut) -> Result<(), RewriteError> {
         self.pending.extend_from_slice(input);
         loop {
@@ -342,6 +412,14 @@ impl ClientRewriter {
 
     /// What to do with the frame `head` starts.
     fn next_frame(&self, head: &FrameHead) -> Result<State, RewriteError> {
+        // h2's codec refuses a frame by its length before it looks at the type.
+        if head.len > DEFAULT_MAX_FRAME_SIZE {
+            return Err(RewriteError::FrameSize {
+                kind: head.kind,
+                stream_id: head.stream_id,
+                len: head.len,
+            });
+        }
         if let Some(open) = &self.open {
             if head.kind != CONTINUATION || head.stream_id != open.stream_id {
                 return Err(RewriteError::ExpectedContinuation {
@@ -350,14 +428,13 @@ impl ClientRewriter {
                     open: open.stream_id,
                 });
             }
-            if open.fragments.len() + head.len > MAX_HEADER_BLOCK {
-                return Err(RewriteError::TooLarge(head.stream_id));
+            if head.flags & END_HEADERS == 0 && open.continuations >= MAX_CONTINUATION_FRAMES {
+                return Err(RewriteError::TooManyContinuations(head.stream_id));
             }
             return Ok(State::HeaderFragment(*head));
         }
         match head.kind {
             HEADERS if head.stream_id == 0 => Err(RewriteError::HeadersOnStreamZero),
-            HEADERS if head.len > MAX_HEADER_BLOCK => Err(RewriteError::TooLarge(head.stream_id)),
             HEADERS => Ok(State::HeaderFragment(*head)),
             CONTINUATION => Err(RewriteError::UnexpectedContinuation(head.stream_id)),
             PUSH_PROMISE => Err(RewriteError::PushPromise(head.stream_id)),
@@ -365,7 +442,8 @@ impl ClientRewriter {
         }
     }
 
-    /// A whole HEADERS or CONTINUATION payload; at END_HEADERS the block is rewritten.
+    /// A whole HEADERS or CONTINUATION payload; at END_HEADERS the block is rewritten, or
+    /// when malformed replaced with [`MALFORMED_HEADER_BLOCK`].
     fn header_fragment(
         &mut self,
         head: &FrameHead,
@@ -373,13 +451,19 @@ impl ClientRewriter {
         out: &mut BytesMut,
     ) -> Result<(), RewriteError> {
         match self.open.as_mut() {
-            Some(open) => open.fragments.extend_from_slice(&payload),
+            Some(open) => {
+                open.fragments.extend_from_slice(&payload);
+                if head.flags & END_HEADERS == 0 {
+                    open.continuations += 1;
+                }
+            }
             None => {
                 strip_padding_and_priority(head, &mut payload)?;
                 self.open = Some(OpenBlock {
                     stream_id: head.stream_id,
                     end_stream: head.flags & END_STREAM != 0,
                     fragments: payload,
+                    continuations: 0,
                 });
             }
         }
@@ -390,8 +474,29 @@ impl ClientRewriter {
             stream_id,
             end_stream,
             fragments,
+            ..
         } = self.open.take().expect("a header block is open");
-        let mut block = self.decoder.decode(stream_id, fragments)?;
+        let mut block = match self.decoder.decode(stream_id, fragments) {
+            Ok(block) => block,
+            Err(RewriteError::MalformedHeaderList(stream_id)) => {
+                tracing::debug!(
+                    stream_id,
+                    "malformed header list: the server resets the stream"
+                );
+                let flags = END_HEADERS | if end_stream { END_STREAM } else { 0 };
+                FrameHead {
+                    len: MALFORMED_HEADER_BLOCK.len(),
+                    kind: HEADERS,
+                    flags,
+                    stream_id,
+                }
+                .encode(out);
+                out.extend_from_slice(MALFORMED_HEADER_BLOCK);
+                self.malformed += 1;
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
         if rewrite_authority(&mut block) {
             self.replaced += 1;
         }
@@ -494,6 +599,8 @@ mod tests {
             heads: Vec<FrameHead>,
             block: Box<HeaderBlock>,
         },
+        /// A header block h2 finds malformed: the server resets the stream.
+        Malformed(Vec<FrameHead>),
         Other(Vec<u8>),
     }
 
@@ -524,11 +631,17 @@ mod tests {
                         block.extend_from_slice(payload);
                         if head.flags & END_HEADERS != 0 {
                             let (heads, block) = open.take().unwrap();
-                            let block = self.decoder.decode(head.stream_id, block).unwrap();
-                            received.push(Received::Headers {
-                                heads,
-                                block: Box::new(block),
-                            });
+                            match self.decoder.decode(head.stream_id, block) {
+                                Ok(block) => received.push(Received::Headers {
+                                    heads,
+                                    block: Box::new(block),
+                                }),
+                                Err(RewriteError::MalformedHeaderList(id)) => {
+                                    assert_eq!(id, head.stream_id);
+                                    received.push(Received::Malformed(heads));
+                                }
+                                Err(e) => panic!("{e}"),
+                            }
                         }
                     }
                     _ => received.push(Received::Other(whole.to_vec())),
@@ -908,22 +1021,64 @@ mod tests {
                 header_block(1, "Hpack(NeedMore(StringUnderflow))"),
             ),
             (
-                "a connection-specific field",
+                // h2's decoder refuses the name (HTTP/2 names are lower-case) before the
+                // list is checked: an HPACK error, a connection error in h2 too.
+                "an upper-case field name",
                 after_preface(&[frame(
                     HEADERS,
                     END_HEADERS,
                     1,
-                    b"\x82\x86\x84\x00\x0aconnection\x05close",
+                    b"\x82\x86\x84\x00\x07X-Upper\x01v",
                 )]),
-                header_block(1, "malformed header list"),
+                header_block(1, "Hpack(InvalidUtf8)"),
             ),
             (
-                "a block over the limit",
+                "a HEADERS frame over the maximum frame size",
+                after_preface(&[frame(
+                    HEADERS,
+                    END_HEADERS,
+                    1,
+                    &vec![0x82; DEFAULT_MAX_FRAME_SIZE + 1],
+                )]),
+                RewriteError::FrameSize {
+                    kind: HEADERS,
+                    stream_id: 1,
+                    len: DEFAULT_MAX_FRAME_SIZE + 1,
+                },
+            ),
+            (
+                "a CONTINUATION over the maximum frame size",
                 after_preface(&[
                     frame(HEADERS, 0, 1, &vec![0x82; DEFAULT_MAX_FRAME_SIZE]),
                     frame(CONTINUATION, 0, 1, &vec![0x82; MAX_HEADER_BLOCK]),
                 ]),
-                RewriteError::TooLarge(1),
+                RewriteError::FrameSize {
+                    kind: CONTINUATION,
+                    stream_id: 1,
+                    len: MAX_HEADER_BLOCK,
+                },
+            ),
+            (
+                "a frame of another type over the maximum frame size, by its length alone",
+                after_preface(&[frame(DATA, 0, 1, &vec![0; DEFAULT_MAX_FRAME_SIZE + 1])])
+                    [..PREFACE.len() + FRAME_HEADER_LEN]
+                    .to_vec(),
+                RewriteError::FrameSize {
+                    kind: DATA,
+                    stream_id: 1,
+                    len: DEFAULT_MAX_FRAME_SIZE + 1,
+                },
+            ),
+            (
+                "one CONTINUATION without END_HEADERS too many",
+                after_preface(
+                    &std::iter::once(frame(HEADERS, 0, 1, &block[..1]))
+                        .chain(
+                            (0..=MAX_CONTINUATION_FRAMES).map(|_| frame(CONTINUATION, 0, 1, &[])),
+                        )
+                        .collect::<Vec<_>>(),
+                ),
+                RewriteError::TooManyContinuations(1),
             ),
         ];
         for (name, input, want) in cases {
@@ -931,6 +1086,144 @@ mod tests {
             let mut out = BytesMut::new();
             assert_eq!(rewriter.feed(&input, &mut out), Err(want), "{name}");
         }
+    }
+
+    /// h2 0.4.20's `calc_max_continuation_frames`, on h2's own default settings, hyper's
+    /// (the servers here) and a larger frame size.
+    #[test]
+    fn the_continuation_limit_is_h2s() {
+        assert_eq!(MAX_CONTINUATION_FRAMES, 5);
+        assert_eq!(max_continuation_frames(16 << 10, 16 << 10), 5);
+        assert_eq!(max_continuation_frames(16 << 20, 16 << 10), 1280);
+        assert_eq!(max_continuation_frames(1 << 20, 16 << 10), 80);
+        assert_eq!(max_continuation_frames(100 << 10, 16 << 10), 7);
+        assert_eq!(max_continuation_frames(16 << 10, 1 << 20), 5);
+        assert_eq!(max_continuation_frames(usize::MAX, 1), usize::MAX);
+    }
+
+    /// What h2 takes is passed on: a frame of exactly the maximum size, and a block of
+    /// [`MAX_CONTINUATION_FRAMES`] CONTINUATIONs without END_HEADERS and a last one with
+    /// it (which h2 does not count), each limit checked per block.
+    #[test]
+    fn frames_and_continuations_at_h2s_limits_pass() {
+        let (mut rewriter, mut server) = connection();
+        let mut client = HpackEncoder::new();
+        let mut big = request(SOCKET, "/big");
+        // Huffman-coded: 6 bits a byte.
+        let value = "x".repeat(2 * DEFAULT_MAX_FRAME_SIZE);
+        big.fields
+            .append("x-big", HeaderValue::from_str(&value).unwrap());
+        let block = client_block(&mut client, big);
+        assert!(block.len() > DEFAULT_MAX_FRAME_SIZE);
+        let mut input = frame(HEADERS, 0, 1, &block[..DEFAULT_MAX_FRAME_SIZE]);
+        input.extend(frame(
+            CONTINUATION,
+            END_HEADERS,
+            1,
+            &block[DEFAULT_MAX_FRAME_SIZE..],
+        ));
+        let received = server.receive(&feed(&mut rewriter, &input));
+        assert_eq!(field(headers(&received[0]).1, "x-big"), [value.as_str()]);
+
+        for stream_id in [3, 5] {
+            let block = client_block(&mut client, request(SOCKET, "/many"));
+            let mut pieces: Vec<&[u8]> = block[..MAX_CONTINUATION_FRAMES].chunks(1).collect();
+            pieces.push(&block[MAX_CONTINUATION_FRAMES..]);
+            let mut input = frame(HEADERS, 0, stream_id, &[]);
+            for (i, piece) in pieces.iter().enumerate() {
+                let last = i + 1 == pieces.len();
+                let flags = if last { END_HEADERS } else { 0 };
+                input.extend(frame(CONTINUATION, flags, stream_id, piece));
+            }
+            let received = server.receive(&feed(&mut rewriter, &input));
+            let (heads, got) = headers(&received[0]);
+            assert_eq!(heads.len(), 1, "folded into one HEADERS frame");
+            assert_eq!(got.pseudo.path.as_deref(), Some("/many"));
+        }
+        assert_eq!(rewriter.replaced(), 3);
+    }
+
+    /// h2's `MalformedMessage` class is a stream error: the block is decoded (the client's
+    /// context kept), [`MALFORMED_HEADER_BLOCK`] goes to the server in its place with the
+    /// frame's END_STREAM, h2's decoder on the server side refuses it as malformed without
+    /// touching its context, the stream's later frames pass on for the server to discard,
+    /// and the next request, which refers to the client's table, is rewritten as usual.
+    #[test]
+    fn a_malformed_header_list_is_a_stream_error() {
+        // Each field set in (or replacing) grpc-go's list.
+        let cases = [
+            ("te other than trailers", "te", "gzip"),
+            ("a connection-specific field", "connection", "close"),
+            ("transfer-encoding", "transfer-encoding", "chunked"),
+            ("keep-alive", "keep-alive", "5"),
+        ];
+        for (name, field_name, value) in cases {
+            let (mut rewriter, mut server) = connection();
+            let mut client = HpackEncoder::new();
+            let mut bad = request(SOCKET, "/bad");
+            bad.fields
+                .append("x-indexed", HeaderValue::from_static("in the table"));
+            bad.fields
+                .insert(field_name, HeaderValue::from_static(value));
+            let bad = client_block(&mut client, bad);
+            let data = frame(DATA, END_STREAM, 1, &[0, 0, 0, 0, 0]);
+            let mut input = frame(HEADERS, END_HEADERS, 1, &bad);
+            input.extend(&data);
+            let mut good = request(SOCKET, "/good");
+            good.fields
+                .append("x-indexed", HeaderValue::from_static("in the table"));
+            let good = client_block(&mut client, good);
+            input.extend(frame(HEADERS, END_HEADERS | END_STREAM, 3, &good));
+            let out = feed(&mut rewriter, &input);
+            assert_eq!(
+                &out[..FRAME_HEADER_LEN + MALFORMED_HEADER_BLOCK.len()],
+                frame(HEADERS, END_HEADERS, 1, MALFORMED_HEADER_BLOCK),
+                "{name}"
+            );
+            let received = server.receive(&out);
+            assert_eq!(received.len(), 3, "{name}: {received:?}");
+            assert!(
+                matches!(&received[0], Received::Malformed(heads) if heads.len() == 1),
+                "{name}"
+            );
+            assert!(
+                matches!(&received[1], Received::Other(b) if *b == data),
+                "{name}"
+            );
+            let (heads, got) = headers(&received[2]);
+            assert_eq!(heads[0].stream_id, 3);
+            assert_eq!(got.authority(), Some("localhost"), "{name}");
+            assert_eq!(got.pseudo.path.as_deref(), Some("/good"));
+            assert_eq!(field(got, "x-indexed"), ["in the table"], "{name}");
+            assert_eq!(
+                (rewriter.replaced(), rewriter.malformed()),
+                (1, 1),
+                "{name}"
+            );
+        }
+
+        // A pseudo-header after a field, and twice; END_STREAM kept.
+        let (mut rewriter, mut server) = connection();
+        for (stream_id, block) in [
+            (1, &b"\x82\x86\x84\x40\x01a\x01b\x41\x09localhost"[..]),
+            (3, b"\x82\x82\x86\x84"),
+        ] {
+            let out = feed(
+                &mut rewriter,
+                &frame(HEADERS, END_HEADERS | END_STREAM, stream_id, block),
+            );
+            assert_eq!(
+                out,
+                frame(
+                    HEADERS,
+                    END_HEADERS | END_STREAM,
+                    stream_id,
+                    MALFORMED_HEADER_BLOCK
+                )
+            );
+            assert!(matches!(&server.receive(&out)[0], Received::Malformed(_)));
+        }
+        assert_eq!(rewriter.malformed(), 2);
     }
 
     #[test]

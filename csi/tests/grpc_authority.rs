@@ -2,8 +2,12 @@
 //! dialling a unix socket path without `WithAuthority` puts the path in `:authority`,
 //! which h2's server refuses (RST_STREAM, PROTOCOL_ERROR). A raw HTTP/2 client on a
 //! `UnixStream` sends what grpc-go sends (the preface, an empty SETTINGS, HEADERS with
-//! the socket path as `:authority` encoded as grpc-go's HPACK encoder does — Huffman,
-//! indexed —, a DATA frame with the gRPC-framed request) and decodes the answer.
+//! the socket path as `:authority`, a DATA frame with the gRPC-framed request) and
+//! decodes the answer. The header blocks are encoded with h2's HPACK encoder, not
+//! grpc-go's: what they reproduce of grpc-go's is what the rewriter depends on, Huffman
+//! strings and fields added to the dynamic table, so that a second request names the
+//! authority by its index; the exact bytes differ (h2 never indexes `:path`, grpc-go's
+//! encoder indexes every field).
 //!
 //! Against the real driver and registrar processes: GetInfo answers with the plugin's
 //! info, twice on one connection (the second request's authority a dynamic-table index),
@@ -11,6 +15,8 @@
 //! way; a client that does not speak HTTP/2 loses its connection, logged, and the
 //! registrar goes on. Against the same Registration service served by plain tonic (no
 //! adapter): the request is refused with PROTOCOL_ERROR, the bug this guards against.
+//! A malformed request (`te: gzip`) gets the same answer with and without the adapter:
+//! RST_STREAM(PROTOCOL_ERROR) for its stream, the connection kept for the next call.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -141,7 +147,7 @@ impl Response {
 struct GrpcGoClient {
     conn: UnixStream,
     authority: String,
-    /// grpc-go's HPACK encoder, one per connection.
+    /// The client's HPACK encoder (h2's), one per connection.
     encoder: HpackEncoder,
     /// The client's decoder of the server's header blocks.
     decoder: HpackDecoder,
@@ -183,6 +189,16 @@ impl GrpcGoClient {
 
     /// A unary call of `method` (`/package.Service/Method`) with `request`.
     async fn call(&mut self, method: &str, request: impl Message) -> Response {
+        self.call_with(method, request, |_| {}).await
+    }
+
+    /// [`Self::call`] with grpc-go's header list changed by `change` first.
+    async fn call_with(
+        &mut self,
+        method: &str,
+        request: impl Message,
+        change: impl FnOnce(&mut HeaderBlock),
+    ) -> Response {
         let stream_id = self.next_stream_id;
         self.next_stream_id += 2;
         let mut headers = HeaderBlock::default();
@@ -198,6 +214,7 @@ impl GrpcGoClient {
         ] {
             headers.fields.append(name, HeaderValue::from_static(value));
         }
+        change(&mut headers);
         let mut out = BytesMut::new();
         self.encoder
             .encode(stream_id, false, headers, DEFAULT_MAX_FRAME_SIZE, &mut out);
@@ -453,4 +470,36 @@ async fn without_the_adapter_h2_refuses_the_socket_path() {
         .await;
     assert_ok(&info);
     assert_eq!(info.message::<PluginInfo>(), plugin_info(ENDPOINT));
+}
+
+/// h2 resets a stream whose header list is malformed (`te` other than `trailers`) and
+/// keeps the connection: through the adapter as without it (the adapter forwards a
+/// malformed stand-in the server refuses alike), the next call on the same connection
+/// answered.
+#[tokio::test]
+async fn a_malformed_request_is_reset_and_the_connection_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    for adapter in [false, true] {
+        let socket = dir.path().join(format!("reg-{adapter}.sock"));
+        let _stop = serve_registration(&socket, adapter);
+        let mut client = GrpcGoClient::connect(&socket).await;
+        // Plain h2 takes only an RFC authority.
+        client.authority = "localhost".into();
+        let refused = client
+            .call_with(GET_INFO, InfoRequest {}, |headers| {
+                headers
+                    .fields
+                    .insert("te", HeaderValue::from_static("gzip"));
+            })
+            .await;
+        assert_eq!(
+            (refused.reset, refused.goaway, refused.closed),
+            (Some(PROTOCOL_ERROR), None, false),
+            "adapter: {adapter}: {refused:?}"
+        );
+        assert!(refused.headers.is_none(), "{refused:?}");
+        let info = client.call(GET_INFO, InfoRequest {}).await;
+        assert_ok(&info);
+        assert_eq!(info.message::<PluginInfo>(), plugin_info(ENDPOINT));
+    }
 }

@@ -1,6 +1,8 @@
 //! rekube-csi on the real kernel, as root: the driver's operations called directly (no
 //! gRPC) with [`LinuxKernel`]: loop device + ext4 + mounts round trip, formatting only on
-//! the first stage, online expansion seen by statvfs, block publish, read-only publish
+//! the first stage, online expansion seen by statvfs (with CAP_SYS_RESOURCE; without it
+//! its error), an expansion while unstaged grown offline at the next stage, block
+//! publish, read-only publish
 //! refusing writes, hostpath, a failed stage undoing itself, the loop device kept from
 //! ControllerPublishVolume to ControllerUnpublishVolume under `--attach-required` (stage
 //! and unstage leave it, the data survives; published read-only, a write-protected device
@@ -299,6 +301,62 @@ fn ext4_round_trip_formats_once_and_expands_online() {
     env.unstage(&id);
     env.delete(&id).unwrap();
     assert!(!image.exists());
+}
+
+/// Expanded while unstaged: the next stage grows the ext4 offline (e2fsck, resize2fs on
+/// the unmounted loop device), which needs no CAP_SYS_RESOURCE, so this runs the same on
+/// every machine; the data is kept, and NodeExpandVolume afterwards has nothing to do
+/// (resize2fs on a mounted filesystem that fills its device does not call the kernel).
+#[test]
+fn an_expansion_while_unstaged_is_grown_offline_at_the_next_stage() {
+    let Some(env) = env() else { return };
+    let id = env.create("offline", (64 * MIB) as i64, "local-disk");
+    env.stage(&id, false).unwrap();
+    let target = env.publish(&id, "a", false, false).unwrap();
+    fs::write(target.join("hello"), b"kept").unwrap();
+    let before = env.stats(&id, &target)[0].total as u64;
+    assert!(before <= 64 * MIB, "{before}");
+    env.unpublish(&id, &target);
+    env.unstage(&id);
+
+    let expanded = env
+        .driver
+        .controller_expand_volume(ControllerExpandVolumeRequest {
+            volume_id: id.clone(),
+            capacity_range: Some(CapacityRange {
+                required_bytes: (128 * MIB) as i64,
+                limit_bytes: 0,
+            }),
+            ..Default::default()
+        })
+        .unwrap();
+    assert!(expanded.node_expansion_required);
+    env.stage(&id, false).unwrap();
+    let target = env.publish(&id, "a", false, false).unwrap();
+    let total = env.stats(&id, &target)[0].total as u64;
+    assert!(
+        total > 112 * MIB && total <= 128 * MIB,
+        "ext4 of {total} bytes after growing offline to 128 MiB (was {before})"
+    );
+    assert_eq!(fs::read(target.join("hello")).unwrap(), b"kept");
+    let device = loops_under(&env.dir).pop().unwrap();
+    assert_eq!(LinuxKernel.ext4_size(&device).unwrap(), 128 * MIB);
+    let node = env
+        .driver
+        .node_expand_volume(NodeExpandVolumeRequest {
+            volume_id: id.clone(),
+            volume_path: target.display().to_string(),
+            capacity_range: Some(CapacityRange {
+                required_bytes: (128 * MIB) as i64,
+                limit_bytes: 0,
+            }),
+            ..Default::default()
+        })
+        .unwrap_or_else(|e| panic!("NodeExpandVolume of a grown filesystem: {e}"));
+    assert_eq!(node.capacity_bytes, (128 * MIB) as i64);
+    env.unpublish(&id, &target);
+    env.unstage(&id);
+    env.delete(&id).unwrap();
 }
 
 #[test]

@@ -5,7 +5,9 @@
 # and most current distributions run the unified hierarchy only. So: a throwaway Debian 12
 # VM under qemu (KVM where it can, else TCG), booted with `cgroup_no_v1=all`, runs the host-built test binaries of
 # rekube-node-agent (the library's unit tests and tests/runtime.rs) as root, and this
-# script exits with their status.
+# script exits with their status. It also runs rekube-csi's tests/kernel.rs there: the
+# guest's root has every capability (CAP_SYS_RESOURCE among them, which this host's root
+# lacks), so the driver's online ext4 expansion really runs (and must succeed) in CI.
 #
 #   1. Once, cached under $REKUBE_CACHE/vm (default ~/.cache/rekube/vm): a Debian 12 guest
 #      made from Debian packages only: `debootstrap --variant=minbase bookworm` from apt's
@@ -164,10 +166,13 @@ mkdir -p "$run_dir/bin"
 if [ -n "${REKUBE_VM_TEST_BINARIES:-}" ]; then
   printf '%s\n' $REKUBE_VM_TEST_BINARIES >"$run_dir/executables"
 else
-  (cd "$repo" && cargo test -p rekube-node-agent --lib --test runtime --no-run --message-format=json 2>"$run_dir/cargo.err") |
-    jq -r 'select(.reason == "compiler-artifact" and .executable != null and .profile.test) | .executable' >"$run_dir/executables" ||
-    { cat "$run_dir/cargo.err" >&2; die "cargo could not build the test binaries"; }
-  [ "$(wc -l <"$run_dir/executables")" = 2 ] || { cat "$run_dir/cargo.err" >&2; die "expected 2 test binaries, got: $(cat "$run_dir/executables")"; }
+  for build in "-p rekube-node-agent --lib --test runtime" "-p rekube-csi --test kernel"; do
+    # shellcheck disable=SC2086 # the words of $build are cargo's arguments
+    (cd "$repo" && cargo test $build --no-run --message-format=json 2>>"$run_dir/cargo.err") |
+      jq -r 'select(.reason == "compiler-artifact" and .executable != null and .profile.test) | .executable' >>"$run_dir/executables" ||
+      { cat "$run_dir/cargo.err" >&2; die "cargo could not build the test binaries ($build)"; }
+  done
+  [ "$(wc -l <"$run_dir/executables")" = 3 ] || { cat "$run_dir/cargo.err" >&2; die "expected 3 test binaries, got: $(cat "$run_dir/executables")"; }
 fi
 while read -r exe; do
   [ -x "$exe" ] || die "no test binary $exe"
@@ -177,6 +182,7 @@ while read -r exe; do
   name=$(basename "$exe")
   case "${name%-*}" in
     rekube_node_agent) label="unittests vm-cgroup2:src/lib.rs" ;;
+    kernel) label="vm-cgroup2:csi/tests/kernel.rs" ;;
     *) label="vm-cgroup2:tests/${name%-*}.rs" ;;
   esac
   printf '%s %s\n' "$name" "$label" >>"$run_dir/tests"
@@ -204,6 +210,11 @@ done
 export HOME=/root RUST_BACKTRACE=1 PATH=/usr/sbin:/usr/bin:/sbin:/bin
 # Loopback up, as on any booted host (the probe tests listen on 127.0.0.1).
 busybox ip link set lo up || exit 94
+# Loop devices (a module in Debian's kernel) for rekube-csi's kernel tests; and they must
+# find every capability here, CAP_SYS_RESOURCE (bit 24) for the online ext4 resize.
+modprobe loop || exit 95
+caps=$(awk '/^CapEff:/ {print $2}' /proc/self/status)
+[ $(( (0x$caps >> 24) & 1 )) = 1 ] || { echo "rekube-vm: root lacks CAP_SYS_RESOURCE (CapEff $caps)"; exit 96; }
 status=0
 while read -r t label; do
   echo "     Running $label ($share/bin/$t)"

@@ -104,9 +104,11 @@ pub fn apply_chart_rbac_in(
     guard
 }
 
-/// The chart's NodeRestriction policy of a test release, deleted on drop.
+/// The chart's NodeRestriction policies of a test release (the agents', the node
+/// identities' claim status one, `<name>-claim-status`, and the token requests one,
+/// `<name>-tokens`), deleted on drop.
 pub struct ChartNodeRestriction {
-    /// The policy's and its binding's name.
+    /// The agents' policy's and its binding's name.
     pub name: String,
 }
 
@@ -117,6 +119,8 @@ impl Drop for ChartNodeRestriction {
                 "delete",
                 "validatingadmissionpolicy,validatingadmissionpolicybinding",
                 &self.name,
+                &format!("{}-claim-status", self.name),
+                &format!("{}-tokens", self.name),
                 "--ignore-not-found",
             ])
             .output();

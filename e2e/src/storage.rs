@@ -448,6 +448,29 @@ impl CsiDriverProcess {
     /// The provisioner's part, done by a test: CreateVolume of a `bytes` local-disk
     /// volume named `name` (mount, ext4, SINGLE_NODE_WRITER); its volume handle.
     pub async fn create_local_disk(&self, name: &str, bytes: i64) -> String {
+        use rekube_csi::csi::volume_capability::{AccessType, MountVolume};
+        let mount = AccessType::Mount(MountVolume {
+            fs_type: "ext4".into(),
+            ..Default::default()
+        });
+        self.create_local_disk_as(name, bytes, mount).await
+    }
+
+    /// [`Self::create_local_disk`] for block access (a claim of volumeMode Block).
+    pub async fn create_local_block_disk(&self, name: &str, bytes: i64) -> String {
+        use rekube_csi::csi::volume_capability::{AccessType, BlockVolume};
+        self.create_local_disk_as(name, bytes, AccessType::Block(BlockVolume {}))
+            .await
+    }
+
+    /// CreateVolume of a local-disk volume with `access_type` (SINGLE_NODE_WRITER); its
+    /// volume handle.
+    async fn create_local_disk_as(
+        &self,
+        name: &str,
+        bytes: i64,
+        access_type: rekube_csi::csi::volume_capability::AccessType,
+    ) -> String {
         use rekube_csi::csi;
         let created = self
             .controller()
@@ -462,12 +485,7 @@ impl CsiDriverProcess {
                     access_mode: Some(csi::volume_capability::AccessMode {
                         mode: csi::volume_capability::access_mode::Mode::SingleNodeWriter as i32,
                     }),
-                    access_type: Some(csi::volume_capability::AccessType::Mount(
-                        csi::volume_capability::MountVolume {
-                            fs_type: "ext4".into(),
-                            ..Default::default()
-                        },
-                    )),
+                    access_type: Some(access_type),
                 }],
                 parameters: [("type".to_string(), "local-disk".to_string())].into(),
                 ..Default::default()

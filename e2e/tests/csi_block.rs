@@ -43,38 +43,6 @@ const T: Duration = Duration::from_secs(60);
 /// The pattern the writer puts at block 10 (4 KiB blocks) and the others read back.
 const PATTERN: &str = "yes rekube-block | head -c 4096";
 
-/// The provisioner's part, done by the test: CreateVolume of a `bytes` local-disk volume
-/// for block access; its volume handle.
-async fn create_block_volume(driver: &CsiDriverProcess, name: &str, bytes: i64) -> String {
-    let created = driver
-        .controller()
-        .await
-        .create_volume(csi::CreateVolumeRequest {
-            name: name.to_string(),
-            capacity_range: Some(csi::CapacityRange {
-                required_bytes: bytes,
-                limit_bytes: 0,
-            }),
-            volume_capabilities: vec![csi::VolumeCapability {
-                access_mode: Some(csi::volume_capability::AccessMode {
-                    mode: csi::volume_capability::access_mode::Mode::SingleNodeWriter as i32,
-                }),
-                access_type: Some(csi::volume_capability::AccessType::Block(
-                    csi::volume_capability::BlockVolume {},
-                )),
-            }],
-            parameters: [("type".to_string(), "local-disk".to_string())].into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap_or_else(|e| panic!("CreateVolume: {e}\n{}", driver.logs()))
-        .into_inner()
-        .volume
-        .expect("CreateVolume answered a volume");
-    assert_eq!(created.capacity_bytes, bytes);
-    created.volume_id
-}
-
 /// A static PersistentVolume `<ns>-<name>` of `driver`'s volume `handle` on `node` in
 /// `mode`, and the claim `claim` of that mode bound to it (waited for). Its PV's name.
 async fn volume_and_claim(
@@ -179,7 +147,9 @@ async fn block_volumes_are_mapped_into_containers_and_cleaned_up() {
     let dir = std::env::temp_dir().join(format!("rekube-e2e-csi-{}", ns.name));
     let driver_name = create_csi_driver(&ns, false).await;
     let driver = CsiDriverProcess::start(&dir, &driver_name, &node, &[]);
-    let handle = create_block_volume(&driver, &format!("pvc-{}", ns.name), 64 * MIB).await;
+    let handle = driver
+        .create_local_block_disk(&format!("pvc-{}", ns.name), 64 * MIB)
+        .await;
 
     let mut agent = AgentProcess::start_real(&ns, "n", &["--csi-driver", &driver.agent_flag()]);
     let nodes: Api<Node> = Api::all(ns.client.clone());
@@ -488,7 +458,9 @@ async fn an_attached_block_volume_is_mapped_and_detached() {
     let driver_name = create_csi_driver(&ns, true).await;
     let mut driver = CsiDriverProcess::start(&dir, &driver_name, &node, &["--attach-required"]);
     driver.start_sidecar("attacher", &["--node-name", &node]);
-    let handle = create_block_volume(&driver, &format!("pvc-{}", ns.name), 64 * MIB).await;
+    let handle = driver
+        .create_local_block_disk(&format!("pvc-{}", ns.name), 64 * MIB)
+        .await;
     let agent = AgentProcess::start_real(&ns, "n", &["--csi-driver", &driver.agent_flag()]);
     let nodes: Api<Node> = Api::all(ns.client.clone());
     wait_until("the driver on the Node", T, || async {

@@ -2,17 +2,24 @@
 //! and the token rule of the NodeRestriction policy: a node agent reads, as its node's
 //! ServiceAccount, exactly the Secrets, ConfigMaps and PersistentVolumeClaims of the pods
 //! bound to its node and the PersistentVolumes those claims are bound to, nothing of
-//! another node's pods and nothing unreferenced; it can get a token of no other node's
-//! ServiceAccount; a grant goes with the last pod that needed it, and the ServiceAccount
-//! with its Node. The controller runs under the chart's RBAC.
+//! another node's pods and nothing unreferenced; it writes the status of its pods' claims
+//! only, and there only a filesystem expansion's fields (NodeRestriction's
+//! admitPVCStatus); it can get a token of no other node's ServiceAccount; it requests
+//! tokens of its own pods' ServiceAccounts bound to their token binding Secrets (made by
+//! the pod token binding controller), and none of another node's pods' ServiceAccounts,
+//! unbound, or bound to anything else (the node identities' token policy), and the
+//! controllers none at all; a grant goes with the last pod that needed it (and the token
+//! with its pod's binding), and the ServiceAccount with its Node. The controllers run
+//! under the chart's RBAC.
 use std::process::Command;
 use std::time::Duration;
 
-use k8s_openapi::api::authentication::v1::TokenRequest;
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenReview};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use rekube_crds::node_identity::NODE_IDENTITY_NAMESPACE_LABEL;
+use rekube_crds::token_binding::pod_token_binding_secret_name;
 use rekube_crds::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
 use rekube_e2e::controllers::{ControllerProcess, external};
 use rekube_e2e::nodes::{NodeShape, create_node};
@@ -182,7 +189,7 @@ async fn a_node_reads_only_its_own_pods_secrets_config_maps_and_volumes() {
     let kubeconfig = rbac::service_account_kubeconfig(&ns, &controllers_sa);
     let controllers = ControllerProcess::start_with_env(
         &ns.name,
-        &["--controllers=node-authorizer"],
+        &["--controllers=node-authorizer,pod-token-binding"],
         &[("KUBECONFIG", kubeconfig.to_str().unwrap())],
     );
 
@@ -213,21 +220,34 @@ async fn a_node_reads_only_its_own_pods_secrets_config_maps_and_volumes() {
     create_claim(&ns, "claim-b", None).await;
     create_claim(&ns, "claim-x", Some(&pv_x)).await;
     let pods: Api<Pod> = Api::namespaced(ns.client.clone(), &ns.name);
-    // Node a: an env secret, a pull secret, a configMap volume, a claim and an ephemeral
-    // volume; node b: envFrom and a claim.
+    // Node a: an env secret, a pull secret, a configMap volume, a claim, an ephemeral
+    // volume and a projected token of ServiceAccount app-a; node b: envFrom, a claim and
+    // a projected token of app-b.
+    for name in ["app-a", "app-b"] {
+        Api::<ServiceAccount>::namespaced(ns.client.clone(), &ns.name)
+            .create(
+                &pp,
+                &serde_json::from_value(json!({"metadata": {"name": name}})).unwrap(),
+            )
+            .await
+            .unwrap();
+    }
+    let token_volume = json!({"name": "token", "projected": {"sources": [
+        {"serviceAccountToken": {"path": "token", "expirationSeconds": 600}}]}});
     let pa_volumes = json!([
+        token_volume.clone(),
         {"name": "cm", "configMap": {"name": "ca1"}},
         {"name": "data", "persistentVolumeClaim": {"claimName": "claim-a"}},
         {"name": "scratch", "ephemeral": {"volumeClaimTemplate": {"spec": {
             "accessModes": ["ReadWriteOnce"], "storageClassName": "",
             "resources": {"requests": {"storage": "1Gi"}}}}}},
     ]);
-    pods.create(
+    let created_pa = pods.create(
         &pp,
         &pod(
             "pa",
             &a,
-            json!({"imagePullSecrets": [{"name": "sa2"}],
+            json!({"imagePullSecrets": [{"name": "sa2"}], "serviceAccountName": "app-a",
                    "containers": [{"name": "c", "image": "busybox:1.36",
                        "env": [{"name": "S", "valueFrom": {"secretKeyRef": {"name": "sa1", "key": "k"}}}],
                        "volumeMounts": [{"name": "cm", "mountPath": "/cm"}]}],
@@ -236,18 +256,39 @@ async fn a_node_reads_only_its_own_pods_secrets_config_maps_and_volumes() {
     )
     .await
     .unwrap();
-    pods.create(
+    let created_pb = pods.create(
         &pp,
         &pod(
             "pb",
             &b,
-            json!({"containers": [{"name": "c", "image": "busybox:1.36",
+            json!({"serviceAccountName": "app-b", "containers": [{"name": "c", "image": "busybox:1.36",
                 "envFrom": [{"secretRef": {"name": "sb1"}}, {"configMapRef": {"name": "cb1"}}]}],
-                "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "claim-b"}}]}),
+                "volumes": [token_volume, {"name": "data", "persistentVolumeClaim": {"claimName": "claim-b"}}]}),
         ),
     )
     .await
     .unwrap();
+    // Their token binding Secrets, made by the pod token binding controller.
+    let (binding_a, binding_b) = (
+        pod_token_binding_secret_name(&created_pa),
+        pod_token_binding_secret_name(&created_pb),
+    );
+    let secret_uid = |name: String| {
+        let secrets = secrets.clone();
+        async move {
+            wait_until(&format!("token binding secret {name}"), T, || async {
+                match secrets.get_opt(&name).await {
+                    Ok(Some(s)) => Ok(s.metadata.uid.unwrap_or_default()),
+                    other => Err(format!("{other:?}")),
+                }
+            })
+            .await
+        }
+    };
+    let (uid_binding_a, uid_binding_b) = (
+        secret_uid(binding_a.clone()).await,
+        secret_uid(binding_b.clone()).await,
+    );
 
     // Each Node gets its ServiceAccount.
     let sas: Api<ServiceAccount> = Api::namespaced(ns.client.clone(), &ns.name);
@@ -322,9 +363,171 @@ async fn a_node_reads_only_its_own_pods_secrets_config_maps_and_volumes() {
             ("pv", pv_x.as_str(), 403),
             ("secret", "absent", 403),
             ("pvc", "absent", 403),
+            ("secret", binding_a.as_str(), 200),
+            ("secret", binding_b.as_str(), 403),
         ],
     )
     .await;
+    // The status of its pods' claims (upstream's authorizeStatusUpdate), and there only
+    // what a filesystem expansion changes (upstream's admitPVCStatus).
+    let node_a_claims: Api<PersistentVolumeClaim> = Api::namespaced(node_a.clone(), &ns.name);
+    let expanded = json!({"status": {"capacity": {"storage": "2Gi"},
+        "conditions": [{"type": "FileSystemResizePending", "status": "True"}]}});
+    let refused_status = format!(
+        "node \"{a}\" is not allowed to update fields other than status.quantity and status.conditions: status.accessModes"
+    );
+    // Retried while the node authorizer's grant of the status lags (an RBAC refusal).
+    wait_until("node a's claim status rules", T, || async {
+        let modes = node_a_claims
+            .patch_status(
+                "claim-a",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": {"accessModes": ["ReadWriteMany"]}})),
+            )
+            .await;
+        match modes {
+            Err(kube::Error::Api(s)) if s.code == 403 && s.message.contains(&refused_status) => {
+                Ok(())
+            }
+            Err(kube::Error::Api(s)) if s.code == 403 => Err(s.message),
+            other => panic!("node a changing a claim's status.accessModes: {other:?}"),
+        }
+    })
+    .await;
+    let patched = node_a_claims
+        .patch_status(
+            "claim-a",
+            &PatchParams::default(),
+            &Patch::Merge(expanded.clone()),
+        )
+        .await
+        .unwrap();
+    let status = patched.status.unwrap();
+    assert_eq!(status.phase.as_deref(), Some("Bound"));
+    assert_eq!(status.capacity.unwrap()["storage"].0, "2Gi");
+    refused(
+        "node a writing the status of a claim no pod of its uses",
+        node_a_claims
+            .patch_status(
+                "claim-x",
+                &PatchParams::default(),
+                &Patch::Merge(expanded.clone()),
+            )
+            .await,
+        "cannot patch resource \"persistentvolumeclaims/status\"",
+    );
+    refused(
+        "node a writing a claim's spec",
+        node_a_claims
+            .patch(
+                "claim-a",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"labels": {"x": "y"}}})),
+            )
+            .await,
+        "cannot patch resource \"persistentvolumeclaims\"",
+    );
+    // Node a requests tokens of its pod's ServiceAccount bound to its pod's token
+    // binding Secret, and of no other ServiceAccount, bound to nothing else.
+    let node_a_sas: Api<ServiceAccount> = Api::namespaced(node_a.clone(), &ns.name);
+    let pod_token = wait_until("node a's token of its pod's service account", T, || async {
+        node_a_sas
+            .create_token_request(
+                "app-a",
+                &pp,
+                &token_request("Secret", &binding_a, &uid_binding_a),
+            )
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|tr| tr.status.and_then(|s| s.token).ok_or("no token".into()))
+    })
+    .await;
+    let review: TokenReview =
+        serde_json::from_value(json!({"spec": {"token": pod_token}})).unwrap();
+    let status = Api::<TokenReview>::all(ns.client.clone())
+        .create(&pp, &review)
+        .await
+        .unwrap()
+        .status
+        .unwrap();
+    assert_eq!(status.authenticated, Some(true), "{status:?}");
+    assert_eq!(
+        status.user.and_then(|u| u.username),
+        Some(format!("system:serviceaccount:{}:app-a", ns.name))
+    );
+    let rbac_refusal = "cannot create resource \"serviceaccounts/token\"";
+    refused(
+        "node a requesting a token of node b's pod's service account",
+        node_a_sas
+            .create_token_request(
+                "app-b",
+                &pp,
+                &token_request("Secret", &binding_b, &uid_binding_b),
+            )
+            .await,
+        rbac_refusal,
+    );
+    refused(
+        "node a requesting a token of a service account none of its pods runs as",
+        node_a_sas
+            .create_token_request(
+                "default",
+                &pp,
+                &token_request("Secret", &binding_a, &uid_binding_a),
+            )
+            .await,
+        rbac_refusal,
+    );
+    let sa1_uid = secrets.get("sa1").await.unwrap().metadata.uid.unwrap();
+    for (what, tr) in [
+        (
+            "bound to nothing",
+            serde_json::from_value(json!({"spec": {}})).unwrap(),
+        ),
+        ("bound to its Node", token_request("Node", &a, &uid_a)),
+        (
+            "bound to another secret of its pod",
+            token_request("Secret", "sa1", &sa1_uid),
+        ),
+    ] {
+        refused(
+            &format!("node a requesting its pod's service account's token {what}"),
+            node_a_sas.create_token_request("app-a", &pp, &tr).await,
+            &format!("node \"{a}\" requested a token not bound to a token binding secret"),
+        );
+    }
+    refused(
+        "node a requesting a token bound to node b's pod's binding",
+        node_a_sas
+            .create_token_request(
+                "app-a",
+                &pp,
+                &token_request("Secret", &binding_b, &uid_binding_b),
+            )
+            .await,
+        &format!(
+            "node \"{a}\" requested a token bound to secret \"{binding_b}\", the token binding of none of its pods"
+        ),
+    );
+    // The controllers hold create on serviceaccounts/token to grant it, and may use it
+    // for nothing.
+    let controllers_client = rbac::token_client(
+        &ns,
+        "controllers",
+        &rbac::service_account_token(&ns, &controllers_sa, None),
+    )
+    .await;
+    refused(
+        "the controllers requesting a token",
+        Api::<ServiceAccount>::namespaced(controllers_client, &ns.name)
+            .create_token_request(
+                "app-a",
+                &pp,
+                &token_request("Secret", &binding_a, &uid_binding_a),
+            )
+            .await,
+        "rekube-controllers may not request service account tokens",
+    );
     match Api::<Secret>::namespaced(node_a.clone(), &ns.name)
         .list(&Default::default())
         .await
@@ -379,7 +582,36 @@ async fn a_node_reads_only_its_own_pods_secrets_config_maps_and_volumes() {
     .await;
 
     // pa gone: node a's grant goes with it (its Role and ClusterRole deleted); b's stays.
+    // Its binding goes with it (the garbage collector), and the token bound to it dies.
     pods.delete("pa", &DeleteParams::default()).await.unwrap();
+    wait_until("pa's token refused", T, || async {
+        let review: TokenReview =
+            serde_json::from_value(json!({"spec": {"token": pod_token}})).unwrap();
+        let status = Api::<TokenReview>::all(ns.client.clone())
+            .create(&pp, &review)
+            .await
+            .map_err(|e| e.to_string())?
+            .status
+            .unwrap_or_default();
+        (status.authenticated != Some(true))
+            .then_some(())
+            .ok_or_else(|| format!("{status:?}"))
+    })
+    .await;
+    wait_until("node a's token requests refused", T, || async {
+        match node_a_sas
+            .create_token_request(
+                "app-a",
+                &pp,
+                &token_request("Secret", &binding_a, &uid_binding_a),
+            )
+            .await
+        {
+            Err(kube::Error::Api(s)) if s.code == 403 => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
     wait_reads(
         "node a's grant revoked",
         &node_a,
@@ -456,6 +688,9 @@ async fn a_node_reads_only_its_own_pods_secrets_config_maps_and_volumes() {
     );
     pods.delete("pb", &DeleteParams::default()).await.unwrap();
     cluster_grant_gone(b.clone()).await;
+    // The volumes, which StorageObjectInUseProtection's finalizer would keep: no
+    // protection controller runs here.
+    rekube_e2e::storage::delete_test_volumes(&ns).await;
     let logs = controllers.logs();
     assert!(
         !logs.contains("forbidden"),

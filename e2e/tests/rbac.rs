@@ -6,7 +6,7 @@
 //! does a use not granted, or refused.
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use k8s_openapi::api::networking::v1::IPAddress;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use kube::ResourceExt;
@@ -60,12 +60,14 @@ const NOT_EXERCISED: &[(&str, &str, &str)] = &[
         "the node authorizer's server-side apply of a new ClusterRoleBinding: a PATCH \
          (used) that RBAC authorizes as create too",
     ),
-    // RBAC's escalation check: a Role may grant only what its writer holds.
+    // RBAC's escalation check: a Role may grant only what its writer holds. (get secrets
+    // too, which the pod token binding controller uses.)
     (
-        "get",
-        "secrets",
-        "never read: held so that the node authorizer may write Roles granting get on a \
-         node's Secrets (RBAC refuses a Role granting more than its writer holds)",
+        "create",
+        "serviceaccounts/token",
+        "never requested (the chart's token policy refuses the controllers any token): \
+         held so that the node authorizer may write Roles letting a node request tokens of \
+         its pods' ServiceAccounts (RBAC refuses a Role granting more than its writer holds)",
     ),
     (
         "get",
@@ -86,6 +88,13 @@ const NOT_EXERCISED: &[(&str, &str, &str)] = &[
         "never read: held so that the node authorizer may write ClusterRoles granting get \
          on a node's PersistentVolumes (RBAC refuses a role granting more than its writer \
          holds)",
+    ),
+    (
+        "patch",
+        "persistentvolumeclaims.rekube.io/status",
+        "never written: held so that the node authorizer may write Roles granting a node \
+         update and patch of its pods' claims' status, where the kubelet records a \
+         filesystem expansion (RBAC refuses a Role granting more than its writer holds)",
     ),
     (
         "get",
@@ -165,6 +174,9 @@ async fn the_charts_rbac_is_exactly_what_the_controllers_use() {
             "--service-node-port-range",
             "32500-32599",
             // One endpoint a slice: two pods make two slices, and one going deletes one.
+            // A deleted token binding Secret made again within a second.
+            "--pod-token-binding-resync-period",
+            "1s",
             "--max-endpoints-per-slice",
             "1",
         ],
@@ -232,7 +244,12 @@ impl Workload<'_> {
                 self.ephemeral_volume_claim(),
                 self.lost_node(),
                 self.orphaned_pod_of_a_deleted_node(),
-                self.node_authorizer_grants_and_revokes(),
+                // One after the other: both grant the hollow agent's node, and the first
+                // waits for its grants to go.
+                async {
+                    self.node_authorizer_grants_and_revokes().await;
+                    self.pod_token_binding().await;
+                },
                 self.endpoints_of_a_service(),
                 self.endpoint_slices_of_a_service(),
                 self.service_ips_and_node_ports(),
@@ -1030,6 +1047,66 @@ impl Workload<'_> {
             }
         })
         .await;
+    }
+
+    /// Pod token binding controller: a pod projecting a service account token, on the
+    /// hollow agent's node, gets its token binding Secret (get secrets: not there; create
+    /// secrets), made again when deleted while the pod lives (get and create again, at
+    /// its resync). The node authorizer grants the node the token of the pod's
+    /// ServiceAccount (a Role with create on serviceaccounts/token, which RBAC lets it
+    /// write only because it holds that itself).
+    async fn pod_token_binding(&self) {
+        let pod = self
+            .create::<Pod>(json!({
+                "apiVersion": "rekube.io/v1", "kind": "Pod", "metadata": {"name": "with-token"},
+                "spec": {"nodeName": self.node, "serviceAccountName": "default",
+                         "containers": [{"name": "c", "image": "busybox:1.36"}],
+                         "volumes": [{"name": "kube-api-access", "projected": {"sources": [
+                             {"serviceAccountToken": {"path": "token"}}]}}]}
+            }))
+            .await;
+        let name = rekube_crds::token_binding::pod_token_binding_secret_name(&pod);
+        let secrets = self.api::<Secret>();
+        let binding = || async {
+            secrets
+                .get_opt(&name)
+                .await
+                .map_err(|e| e.to_string())?
+                .and_then(|s| s.metadata.uid)
+                .ok_or_else(|| self.controllers.logs())
+        };
+        let first = wait_until("the pod's token binding secret", T, binding).await;
+        let role = format!("rekube-node:{}", self.node);
+        let roles = self.api::<Role>();
+        wait_until("the node's token grant", T, || async {
+            let rules = roles
+                .get_opt(&role)
+                .await
+                .map_err(|e| e.to_string())?
+                .and_then(|r| r.rules)
+                .unwrap_or_default();
+            rules
+                .iter()
+                .any(|r| {
+                    r.resources.as_deref() == Some(&["serviceaccounts/token".to_string()][..])
+                        && r.resource_names.as_deref() == Some(&["default".to_string()][..])
+                })
+                .then_some(())
+                .ok_or_else(|| format!("{rules:?}"))
+        })
+        .await;
+        secrets.delete(&name, &Default::default()).await.unwrap();
+        wait_until("the token binding secret made again", T, || async {
+            let uid = binding().await?;
+            (uid != first)
+                .then_some(())
+                .ok_or_else(|| "still the first".to_string())
+        })
+        .await;
+        self.api::<Pod>()
+            .delete("with-token", &Default::default())
+            .await
+            .unwrap();
     }
 
     /// Pod GC: a pod bound to a node that does not exist, held by the node agent's

@@ -24,6 +24,7 @@ pub const KNOWN_CONTROLLERS: &[&str] = &[
     "persistentvolume-protection-controller",
     "ephemeral-volume-controller",
     "persistentvolume-attach-detach-controller",
+    "pod-token-binding-controller",
 ];
 
 #[derive(Debug, Parser)]
@@ -41,8 +42,8 @@ pub struct Options {
     /// service-allocator-controller, persistentvolume-binder-controller,
     /// persistentvolumeclaim-protection-controller, persistentvolume-protection-controller,
     /// ephemeral-volume-controller, persistentvolume-attach-detach-controller (alias
-    /// attachdetach) (or without the -controller suffix), and scheduler
-    /// (rekube runs kube-scheduler's work here too).
+    /// attachdetach), pod-token-binding-controller (rekube's own) (or without the
+    /// -controller suffix), and scheduler (rekube runs kube-scheduler's work here too).
     #[arg(long, value_delimiter = ',', default_value = "*")]
     pub controllers: Vec<String>,
 
@@ -95,6 +96,12 @@ pub struct Options {
     /// --concurrent-ephemeralvolume-syncs).
     #[arg(long, default_value_t = 5)]
     pub concurrent_ephemeralvolume_syncs: usize,
+
+    /// How often the pod token binding controller checks again that a pod's token
+    /// binding Secret exists (one GET per pod; a binding deleted while its pod lives is
+    /// made again within this period).
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    pub pod_token_binding_resync_period: Duration,
 
     /// Sustained API requests per second to the apiserver.
     #[arg(long, default_value_t = 20.0)]
@@ -299,7 +306,7 @@ pub struct Options {
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum Error {
     #[error(
-        "unknown controller {0:?} in --controllers (known: deployment-controller, replicaset-controller, node-ipam-controller, node-lifecycle-controller, taint-eviction-controller, pod-garbage-collector-controller, node-authorizer-controller, endpoint-controller, endpointslice-controller, endpointslice-mirroring-controller, service-allocator-controller, persistentvolume-binder-controller, persistentvolumeclaim-protection-controller, persistentvolume-protection-controller, ephemeral-volume-controller, persistentvolume-attach-detach-controller, scheduler)"
+        "unknown controller {0:?} in --controllers (known: deployment-controller, replicaset-controller, node-ipam-controller, node-lifecycle-controller, taint-eviction-controller, pod-garbage-collector-controller, node-authorizer-controller, endpoint-controller, endpointslice-controller, endpointslice-mirroring-controller, service-allocator-controller, persistentvolume-binder-controller, persistentvolumeclaim-protection-controller, persistentvolume-protection-controller, ephemeral-volume-controller, persistentvolume-attach-detach-controller, pod-token-binding-controller, scheduler)"
     )]
     UnknownController(String),
     #[error(
@@ -508,6 +515,7 @@ mod tests {
             "persistentvolume-protection-controller",
             "persistentvolumeclaim-protection-controller",
             "pod-garbage-collector-controller",
+            "pod-token-binding-controller",
             "replicaset-controller",
             "scheduler",
             "service-allocator-controller",
@@ -522,7 +530,11 @@ mod tests {
             enabled(&["scheduler", "node-lifecycle"]).unwrap(),
             vec!["node-lifecycle-controller", "scheduler"]
         );
-        assert_eq!(enabled(&["*", "-scheduler"]).unwrap().len(), 16);
+        assert_eq!(enabled(&["*", "-scheduler"]).unwrap().len(), 17);
+        assert_eq!(
+            enabled(&["pod-token-binding"]).unwrap(),
+            vec!["pod-token-binding-controller"]
+        );
         assert_eq!(
             enabled(&["attachdetach"]).unwrap(),
             vec!["persistentvolume-attach-detach-controller"]
@@ -588,6 +600,10 @@ mod tests {
         );
         assert_eq!(o.concurrent_endpoint_syncs, 5);
         assert_eq!(o.concurrent_ephemeralvolume_syncs, 5);
+        assert_eq!(
+            o.pod_token_binding_resync_period,
+            Duration::from_secs(5 * 60)
+        );
         assert_eq!(o.endpoint_updates_batch_period, Duration::ZERO);
         assert_eq!(
             (

@@ -42,6 +42,7 @@ use crate::nodelifecycle::lifecycle_controller::{
     Config as LifecycleConfig, NodeLifecycleController,
 };
 use crate::podgc::controller::{Config as PodGcConfig, PodGcController};
+use crate::podtokenbinding::controller::PodTokenBindingController;
 use crate::pvcontroller::controller::{Informers as PvBinderInformers, PersistentVolumeBinder};
 use crate::pvcontroller::host_path::{HostPathPlugin, RecyclerConfig};
 use crate::pvcontroller::plugins::VolumePlugin;
@@ -400,6 +401,19 @@ pub async fn run(opts: Options) -> Result<(), Error> {
             c.run(opts.concurrent_ephemeralvolume_syncs),
         ));
     }
+    if enabled.contains("pod-token-binding-controller") {
+        let c = PodTokenBindingController::new(
+            new_client().await?,
+            &pods,
+            opts.pod_token_binding_resync_period,
+            metrics.clone(),
+        );
+        queues.push(c.queue());
+        tasks.push(Task::spawn(
+            "controller pod-token-binding-controller",
+            c.run(2),
+        ));
+    }
     if enabled.contains("persistentvolume-protection-controller") {
         let c = PvProtectionController::new(
             new_client().await?,
@@ -588,7 +602,8 @@ pub async fn run(opts: Options) -> Result<(), Error> {
             "persistentvolume-binder-controller",
             "persistentvolumeclaim-protection-controller",
             "ephemeral-volume-controller",
-            "persistentvolume-attach-detach-controller"
+            "persistentvolume-attach-detach-controller",
+            "pod-token-binding-controller"
         ])
     );
     start!(

@@ -8,17 +8,26 @@
 //! such a claim. rekube cannot add an authorizer to the apiserver it runs on, so it writes
 //! the graph down as RBAC: for each node, in each namespace with pods bound to it that
 //! refer to Secrets, ConfigMaps or claims, a Role granting `get` on exactly those names
-//! (`resourceNames`) and a RoleBinding to the node's ServiceAccount; while any of those
+//! (`resourceNames`), and `update`/`patch` of those claims' status (upstream's
+//! authorizeStatusUpdate: the kubelet records a filesystem expansion), and a RoleBinding
+//! to the node's ServiceAccount; while any of those
 //! claims is bound, a ClusterRole granting `get` on the PersistentVolumes they are bound
 //! to, and on the VolumeAttachments of the node (upstream's volumeattachment → node
 //! edge), and a ClusterRoleBinding to that ServiceAccount; and the ServiceAccount while
-//! the Node exists.
+//! the Node exists. Upstream's authorizer also lets a node request tokens of its pods'
+//! ServiceAccounts (the serviceaccount → pod edge): here the Role grants `create` on the
+//! `token` subresource of exactly the ServiceAccounts of the node's pods that project a
+//! `serviceAccountToken`, and `get` on those pods' token binding Secrets, which the tokens
+//! are bound to ([`rekube_crds::token_binding`]).
 use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, PolicyRule, RoleBinding, RoleRef, Subject};
 use rekube_crds::node_identity::{node_cluster_role_name, node_role_name};
 use rekube_crds::pod_refs::{pod_claim_names, pod_config_map_names, pod_secret_names};
+use rekube_crds::token_binding::{
+    pod_token_binding_secret_name, service_account_name, uses_service_account_token,
+};
 use rekube_crds::{GROUP, PersistentVolumeClaim, Pod, VolumeAttachment};
 
 /// What one node may read in one namespace.
@@ -28,11 +37,19 @@ pub struct Grant {
     pub config_maps: BTreeSet<String>,
     /// PersistentVolumeClaims (rekube.io).
     pub claims: BTreeSet<String>,
+    /// The ServiceAccounts whose tokens the node may request (`create` on
+    /// `serviceaccounts/token`): those of its pods that project a `serviceAccountToken`
+    /// (upstream's graph: the pod → serviceaccount edge, which its authorizer allows
+    /// token requests along).
+    pub token_service_accounts: BTreeSet<String>,
 }
 
 impl Grant {
     pub fn is_empty(&self) -> bool {
-        self.secrets.is_empty() && self.config_maps.is_empty() && self.claims.is_empty()
+        self.secrets.is_empty()
+            && self.config_maps.is_empty()
+            && self.claims.is_empty()
+            && self.token_service_accounts.is_empty()
     }
 }
 
@@ -58,11 +75,20 @@ pub fn node_grants<'a>(
             continue;
         };
         let name = pod.metadata.name.as_deref().unwrap_or_default();
-        let grant = Grant {
+        let mut grant = Grant {
             secrets: pod_secret_names(spec),
             config_maps: pod_config_map_names(spec),
             claims: pod_claim_names(name, spec),
+            ..Default::default()
         };
+        // A projected token: the pod's token binding Secret (the agent checks it is the
+        // pod's before binding a token to it) and its ServiceAccount's tokens.
+        if uses_service_account_token(spec) {
+            grant.secrets.insert(pod_token_binding_secret_name(pod));
+            grant
+                .token_service_accounts
+                .insert(service_account_name(spec));
+        }
         if grant.is_empty() {
             continue;
         }
@@ -70,6 +96,8 @@ pub fn node_grants<'a>(
         g.secrets.extend(grant.secrets);
         g.config_maps.extend(grant.config_maps);
         g.claims.extend(grant.claims);
+        g.token_service_accounts
+            .extend(grant.token_service_accounts);
     }
     out
 }
@@ -135,7 +163,9 @@ fn get_rule(api_group: &str, resource: &str, names: &BTreeSet<String>) -> Policy
 }
 
 /// The Role's rules for a grant: `get` on the named Secrets, then on the named
-/// ConfigMaps, then on the named rekube.io PersistentVolumeClaims.
+/// ConfigMaps, then on the named rekube.io PersistentVolumeClaims and `update`/`patch` of
+/// their status; then `create` on the
+/// `token` subresource of the named ServiceAccounts.
 pub fn role_rules(grant: &Grant) -> Vec<PolicyRule> {
     let mut rules = Vec::new();
     if !grant.secrets.is_empty() {
@@ -146,6 +176,25 @@ pub fn role_rules(grant: &Grant) -> Vec<PolicyRule> {
     }
     if !grant.claims.is_empty() {
         rules.push(get_rule(GROUP, "persistentvolumeclaims", &grant.claims));
+        // Upstream's authorizeStatusUpdate: a node updates the status of its pods'
+        // claims (the filesystem expansion's result; the NodeRestriction policy narrows
+        // the fields).
+        rules.push(PolicyRule {
+            api_groups: Some(vec![GROUP.to_string()]),
+            resources: Some(vec!["persistentvolumeclaims/status".into()]),
+            resource_names: Some(grant.claims.iter().cloned().collect()),
+            verbs: vec!["update".into(), "patch".into()],
+            ..Default::default()
+        });
+    }
+    if !grant.token_service_accounts.is_empty() {
+        rules.push(PolicyRule {
+            api_groups: Some(vec![String::new()]),
+            resources: Some(vec!["serviceaccounts/token".into()]),
+            resource_names: Some(grant.token_service_accounts.iter().cloned().collect()),
+            verbs: vec!["create".into()],
+            ..Default::default()
+        });
     }
     rules
 }
@@ -578,7 +627,17 @@ mod tests {
         assert_eq!(got["b"].claims, names(&["web-scratch"]));
         assert!(got["a"].secrets.is_empty() && got["a"].config_maps.is_empty());
         let rules = role_rules(&got["b"]);
-        assert_eq!(rules.len(), 1, "a pod with claims only: one rule");
+        assert_eq!(
+            rules.len(),
+            2,
+            "a pod with claims only: get, and update of their status"
+        );
+        assert_eq!(
+            rules[1].resources.as_deref(),
+            Some(&["persistentvolumeclaims/status".to_string()][..])
+        );
+        assert_eq!(rules[1].resource_names, rules[0].resource_names);
+        assert_eq!(rules[1].verbs, ["update", "patch"]);
         assert_eq!(
             rules[0].api_groups.as_deref(),
             Some(&[GROUP.to_string()][..])
@@ -600,6 +659,7 @@ mod tests {
             secrets: names(&["s"]),
             config_maps: names(&["c"]),
             claims: names(&["pvc"]),
+            token_service_accounts: names(&["sa"]),
         };
         let resources: Vec<_> = role_rules(&g)
             .into_iter()
@@ -612,6 +672,8 @@ mod tests {
                 (v(""), v("secrets")),
                 (v(""), v("configmaps")),
                 (v(GROUP), v("persistentvolumeclaims")),
+                (v(GROUP), v("persistentvolumeclaims/status")),
+                (v(""), v("serviceaccounts/token")),
             ]
         );
     }
@@ -862,5 +924,71 @@ mod tests {
         assert!(!binding_is_current(&b, "n1", "other"));
         b.subjects.as_mut().unwrap()[0].name = "n2".into();
         assert!(!binding_is_current(&b, "n1", "ids"));
+    }
+
+    /// A pod projecting a token: its token binding Secret and its ServiceAccount's
+    /// tokens, per namespace; the deprecated `serviceAccount` and the `default` of a pod
+    /// naming none as the agent reads them; none for a pod without the source or another
+    /// node's.
+    #[test]
+    fn a_node_gets_its_token_pods_service_accounts_and_binding_secrets() {
+        let token_pod =
+            |ns: &str, name: &str, uid: &str, node: &str, sa: serde_json::Value| -> Pod {
+                serde_json::from_value(json!({
+                    "apiVersion": "rekube.io/v1", "kind": "Pod",
+                    "metadata": {"name": name, "namespace": ns, "uid": uid},
+                    "spec": {"nodeName": node, "serviceAccountName": sa,
+                             "containers": [{"name": "c", "image": "i"}],
+                             "volumes": [{"name": "kube-api-access", "projected": {"sources": [
+                                 {"serviceAccountToken": {"path": "token"}},
+                                 {"configMap": {"name": "kube-root-ca.crt"}}]}}]},
+                }))
+                .unwrap()
+            };
+        let mut deprecated = token_pod("a", "old", "cccccccc-1", "n1", json!(null));
+        deprecated.spec.as_mut().unwrap().service_account = Some("legacy".into());
+        let pods = [
+            token_pod("a", "web", "aaaaaaaa-1", "n1", json!("web-sa")),
+            token_pod("a", "db", "bbbbbbbb-1", "n1", json!(null)),
+            deprecated,
+            token_pod("b", "web", "dddddddd-1", "n1", json!("web-sa")),
+            token_pod("a", "theirs", "eeeeeeee-1", "n2", json!("their-sa")),
+            pod("a", Some("n1"), "plain", "cm"),
+        ];
+        let got = node_grants("n1", &pods);
+        assert_eq!(
+            got["a"].token_service_accounts,
+            names(&["default", "legacy", "web-sa"])
+        );
+        assert_eq!(
+            got["a"].secrets,
+            names(&[
+                "db-token-binding-bbbbbbbb",
+                "old-token-binding-cccccccc",
+                "plain",
+                "web-token-binding-aaaaaaaa",
+            ])
+        );
+        assert_eq!(got["a"].config_maps, names(&["cm", "kube-root-ca.crt"]));
+        assert_eq!(got["b"].token_service_accounts, names(&["web-sa"]));
+        assert_eq!(got["b"].secrets, names(&["web-token-binding-dddddddd"]));
+        let rule = role_rules(&got["b"]).pop().unwrap();
+        assert_eq!(rule.api_groups.as_deref(), Some(&[String::new()][..]));
+        assert_eq!(
+            rule.resources.as_deref(),
+            Some(&["serviceaccounts/token".to_string()][..])
+        );
+        assert_eq!(
+            rule.resource_names.as_deref(),
+            Some(&["web-sa".to_string()][..])
+        );
+        assert_eq!(rule.verbs, ["create"]);
+        let n2 = node_grants("n2", &pods);
+        assert_eq!(n2["a"].token_service_accounts, names(&["their-sa"]));
+        assert_eq!(n2["a"].secrets, names(&["theirs-token-binding-eeeeeeee"]));
+        // No token source: no token grant.
+        let plain = node_grants("n1", [&pods[5]]);
+        assert!(plain["a"].token_service_accounts.is_empty());
+        assert!(role_rules(&plain["a"]).iter().all(|r| r.verbs == ["get"]));
     }
 }

@@ -1,6 +1,8 @@
 //! An in-memory kernel for tests without root: loop devices (`/dev/loopN`, device 7:N)
-//! over real image files, filesystems made by `mkfs_ext4`, and a mount table in which a
-//! mounted path stats as the root of what is mounted there. Calls are recorded in order.
+//! over real image files, filesystems made by `mkfs_ext4` (with their size: the image's
+//! when made or grown by `resize2fs`, which as the real one wants an `e2fsck` between the
+//! last mount and an offline resize), and a mount table in which a mounted path stats as
+//! the root of what is mounted there. Calls are recorded in order.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -35,10 +37,19 @@ struct FakeMount {
     holds: Option<u32>,
 }
 
+/// A filesystem on an image: its type, its size, and whether it was checked (`e2fsck`)
+/// since it was last mounted.
+#[derive(Debug, Clone)]
+struct FakeFs {
+    fs_type: String,
+    bytes: u64,
+    checked: bool,
+}
+
 #[derive(Debug, Default)]
 struct State {
     loops: BTreeMap<u32, FakeLoop>,
-    filesystems: BTreeMap<PathBuf, String>,
+    filesystems: BTreeMap<PathBuf, FakeFs>,
     mounts: Vec<FakeMount>,
     calls: Vec<String>,
 }
@@ -61,6 +72,16 @@ fn errno(op: &'static str, object: &Path, errno: Errno) -> KernelError {
     }
 }
 
+fn image_len(image: &Path) -> Result<u64> {
+    std::fs::metadata(image)
+        .map(|m| m.len())
+        .map_err(|source| KernelError::Io {
+            op: "stat",
+            object: image.display().to_string(),
+            source,
+        })
+}
+
 impl FakeKernel {
     pub fn new() -> Self {
         Self::default()
@@ -78,6 +99,12 @@ impl FakeKernel {
             .iter()
             .map(|(n, l)| (PathBuf::from(format!("/dev/loop{n}")), l.image.clone()))
             .collect()
+    }
+
+    /// The size of the filesystem on `image`, if it has one.
+    pub fn filesystem_size(&self, image: &Path) -> Option<u64> {
+        let s = self.state.lock().unwrap();
+        s.filesystems.get(image).map(|f| f.bytes)
     }
 
     /// The mount points, oldest first, with whether each is read-only.
@@ -200,7 +227,7 @@ impl Kernel for FakeKernel {
         let l = loop_number(device)
             .and_then(|n| s.loops.get(&n))
             .ok_or_else(|| errno("probe", device, Errno::ENXIO))?;
-        Ok(s.filesystems.get(&l.image).cloned())
+        Ok(s.filesystems.get(&l.image).map(|f| f.fs_type.clone()))
     }
 
     fn mkfs_ext4(&self, device: &Path) -> Result<()> {
@@ -213,12 +240,72 @@ impl Kernel for FakeKernel {
             return Err(errno("mkfs", device, Errno::EROFS));
         }
         let image = l.image.clone();
-        s.filesystems.insert(image, "ext4".into());
+        let bytes = image_len(&image)?;
+        s.filesystems.insert(
+            image,
+            FakeFs {
+                fs_type: "ext4".into(),
+                bytes,
+                checked: true,
+            },
+        );
         Ok(())
     }
 
     fn resize2fs(&self, device: &Path) -> Result<()> {
         self.record(format!("resize2fs {}", device.display()));
+        let mut s = self.state.lock().unwrap();
+        let n = loop_number(device).ok_or_else(|| errno("resize2fs", device, Errno::ENOENT))?;
+        let image = s
+            .loops
+            .get(&n)
+            .map(|l| l.image.clone())
+            .ok_or_else(|| errno("resize2fs", device, Errno::ENXIO))?;
+        let mounted = s.mounts.iter().any(|m| m.holds == Some(n));
+        let bytes = image_len(&image)?;
+        let fs = s
+            .filesystems
+            .get_mut(&image)
+            .ok_or_else(|| errno("resize2fs", device, Errno::EINVAL))?;
+        if !mounted && !fs.checked {
+            return Err(KernelError::Command {
+                command: "resize2fs",
+                object: device.display().to_string(),
+                message: format!("Please run 'e2fsck -f {}' first.", device.display()),
+            });
+        }
+        fs.bytes = bytes;
+        Ok(())
+    }
+
+    fn ext4_size(&self, device: &Path) -> Result<u64> {
+        let s = self.state.lock().unwrap();
+        let l = loop_number(device)
+            .and_then(|n| s.loops.get(&n))
+            .ok_or_else(|| errno("dumpe2fs", device, Errno::ENXIO))?;
+        s.filesystems
+            .get(&l.image)
+            .map(|f| f.bytes)
+            .ok_or_else(|| errno("dumpe2fs", device, Errno::EINVAL))
+    }
+
+    fn e2fsck(&self, device: &Path) -> Result<()> {
+        self.record(format!("e2fsck {}", device.display()));
+        let mut s = self.state.lock().unwrap();
+        let n = loop_number(device).ok_or_else(|| errno("e2fsck", device, Errno::ENOENT))?;
+        if s.mounts.iter().any(|m| m.holds == Some(n)) {
+            return Err(errno("e2fsck", device, Errno::EBUSY));
+        }
+        let image = s
+            .loops
+            .get(&n)
+            .map(|l| l.image.clone())
+            .ok_or_else(|| errno("e2fsck", device, Errno::ENXIO))?;
+        let fs = s
+            .filesystems
+            .get_mut(&image)
+            .ok_or_else(|| errno("e2fsck", device, Errno::EINVAL))?;
+        fs.checked = true;
         Ok(())
     }
 
@@ -265,8 +352,9 @@ impl Kernel for FakeKernel {
                 return Err(errno("mount", source, Errno::EACCES));
             }
             let image = s.loops[&n].image.clone();
-            if s.filesystems.get(&image).map(String::as_str) != fs_type {
-                return Err(errno("mount", source, Errno::EINVAL));
+            match s.filesystems.get_mut(&image) {
+                Some(fs) if Some(fs.fs_type.as_str()) == fs_type => fs.checked = false,
+                _ => return Err(errno("mount", source, Errno::EINVAL)),
             }
             let stat = FileStat {
                 dev: makedev(7, u64::from(n)),
@@ -334,8 +422,10 @@ impl Kernel for FakeKernel {
                 } else {
                     "rw".into()
                 },
+                optional_fields: Vec::new(),
                 fs_type: m.fs_type.clone(),
                 source: m.source.clone(),
+                super_options: String::new(),
             })
             .collect())
     }

@@ -1,6 +1,6 @@
 //! The real kernel: loop ioctls (`loopdev`), mount(2)/umount(2) and statvfs through nix,
-//! and e2fsprogs' `blkid`, `mkfs.ext4` and `resize2fs` (Debian's e2fsprogs, installed by
-//! e2e/scripts/bootstrap.sh).
+//! and e2fsprogs' `blkid`, `mkfs.ext4`, `resize2fs`, `dumpe2fs` and `e2fsck` (Debian's
+//! e2fsprogs, installed by e2e/scripts/bootstrap.sh).
 
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -45,6 +45,17 @@ pub fn has_cap_sys_resource() -> bool {
             u64::from_str_radix(line.trim_start_matches("CapEff:").trim(), 16).ok()
         })
         .is_some_and(|caps| caps & (1 << 24) != 0)
+}
+
+/// The filesystem's size in bytes from `dumpe2fs -h`'s `Block count:` and `Block size:`
+/// lines.
+pub fn parse_dumpe2fs_size(text: &str) -> Option<u64> {
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    field("Block count:")?.checked_mul(field("Block size:")?)
 }
 
 impl Kernel for LinuxKernel {
@@ -113,6 +124,38 @@ impl Kernel for LinuxKernel {
             message.push_str(": online resize needs CAP_SYS_RESOURCE, which rekube-csi lacks (run it privileged)");
         }
         Err(err)
+    }
+
+    fn ext4_size(&self, device: &Path) -> Result<u64> {
+        let out = run("dumpe2fs", &["-h"], device)?;
+        if !out.status.success() {
+            return Err(failed("dumpe2fs", device, &out));
+        }
+        parse_dumpe2fs_size(&String::from_utf8_lossy(&out.stdout)).ok_or_else(|| {
+            KernelError::Command {
+                command: "dumpe2fs",
+                object: device.display().to_string(),
+                message: "no block count and block size in its output".into(),
+            }
+        })
+    }
+
+    fn e2fsck(&self, device: &Path) -> Result<()> {
+        let out = run("e2fsck", &["-f", "-p"], device)?;
+        // 0: clean; 1: errors corrected. Anything else needs a human (e2fsck(8)).
+        match out.status.code() {
+            Some(0 | 1) => Ok(()),
+            _ => {
+                let mut err = failed("e2fsck", device, &out);
+                if let KernelError::Command { message, .. } = &mut err {
+                    let stdout = String::from_utf8_lossy(&out.stdout);
+                    if !stdout.trim().is_empty() {
+                        *message = format!("{}: {message}", stdout.trim());
+                    }
+                }
+                Err(err)
+            }
+        }
     }
 
     fn mount(
@@ -204,5 +247,24 @@ impl Kernel for LinuxKernel {
             free_inodes,
             used_inodes: total_inodes.saturating_sub(free_inodes),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_filesystem_size_is_block_count_times_block_size() {
+        let out = "dumpe2fs 1.47.0 (5-Feb-2023)\nFilesystem volume name:   <none>\n\
+                   Inode count:              16384\nBlock count:              131072\n\
+                   Reserved block count:     0\nFree blocks:              121559\n\
+                   Block size:               1024\nFragment size:            1024\n";
+        assert_eq!(parse_dumpe2fs_size(out), Some(128 << 20));
+        assert_eq!(parse_dumpe2fs_size("Block count: 10\n"), None);
+        assert_eq!(
+            parse_dumpe2fs_size("Block size: 4096\nBlock count: x\n"),
+            None
+        );
     }
 }

@@ -133,7 +133,10 @@ pub fn attach(image: &Path, read_only: bool) -> Result<PathBuf> {
     Err(errno("attach", image)(last))
 }
 
-/// The loop device whose backing file is `image` (by sysfs' `backing_file`).
+/// The loop device whose backing file is `image` or what `image` resolves to, by sysfs'
+/// `backing_file` (the kubelet's `getLoopDeviceFromSysfs`), the file's ` (deleted)` mark
+/// ignored ([`clean_backing_file_path`]); a device whose file was unlinked is taken only
+/// when no device holds a live file by that name.
 pub fn find(image: &Path) -> Result<Option<PathBuf>> {
     let sys = Path::new("/sys/block");
     let entries = std::fs::read_dir(sys).map_err(|source| KernelError::Io {
@@ -142,6 +145,9 @@ pub fn find(image: &Path) -> Result<Option<PathBuf>> {
         source,
     })?;
     let want = image.as_os_str().as_encoded_bytes();
+    let real = std::fs::canonicalize(image).ok();
+    let real = real.as_ref().map(|r| r.as_os_str().as_encoded_bytes());
+    let mut unlinked = None;
     for entry in entries.flatten() {
         let name = entry.file_name();
         let Some(name) = name.to_str().filter(|n| n.starts_with("loop")) else {
@@ -150,12 +156,26 @@ pub fn find(image: &Path) -> Result<Option<PathBuf>> {
         let Ok(backing) = std::fs::read(entry.path().join("loop/backing_file")) else {
             continue;
         };
-        let backing = backing.strip_suffix(b"\n").unwrap_or(&backing);
-        if backing == want {
-            return Ok(Some(PathBuf::from(format!("/dev/{name}"))));
+        let (backing, deleted) = clean_backing_file_path(&backing);
+        if backing == want || Some(backing) == real {
+            let device = PathBuf::from(format!("/dev/{name}"));
+            if !deleted {
+                return Ok(Some(device));
+            }
+            unlinked.get_or_insert(device);
         }
     }
-    Ok(None)
+    Ok(unlinked)
+}
+
+/// The kubelet's `cleanBackingFilePath`: sysfs' `backing_file` without surrounding
+/// whitespace and the `(deleted)` of an unlinked file; whether it had that mark.
+pub fn clean_backing_file_path(backing: &[u8]) -> (&[u8], bool) {
+    let backing = backing.trim_ascii();
+    match backing.strip_suffix(b"(deleted)") {
+        Some(path) => (path.trim_ascii(), true),
+        None => (backing, false),
+    }
 }
 
 pub fn set_autoclear(device: &Path) -> Result<()> {
@@ -226,4 +246,32 @@ pub fn device_size(device: &Path) -> Result<u64> {
             object: device.display().to_string(),
             message: e.to_string(),
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// volume_path_handler_linux_test.go `TestCleanBackingFilePath` (4/4), and whether
+    /// the file was unlinked.
+    #[test]
+    fn backing_file_paths_are_cleaned() {
+        let path = "/var/lib/kubelet/plugins/kubernetes.io/csi/volumeDevices/pvc-1d205234-06cd-4fe4-a7ea-0e8f3e2faf5f/dev/e196ebd3-2ab1-4185-bed4-b997ba38d1dc";
+        for (name, input, deleted) in [
+            ("regular path", path.to_string(), false),
+            ("suffixed with whitespaces", format!("{path}\r\t\n "), false),
+            ("suffixed with (deleted)", format!("{path}(deleted)"), true),
+            (
+                "suffixed with (deleted) and whitespaces",
+                format!("{path} (deleted)\t"),
+                true,
+            ),
+        ] {
+            assert_eq!(
+                clean_backing_file_path(input.as_bytes()),
+                (path.as_bytes(), deleted),
+                "{name}"
+            );
+        }
+    }
 }

@@ -10,7 +10,7 @@ mod loopdev;
 use std::path::{Path, PathBuf};
 
 pub use fake::FakeKernel;
-pub use linux::{LinuxKernel, has_cap_sys_resource};
+pub use linux::{LinuxKernel, has_cap_sys_resource, parse_dumpe2fs_size};
 use nix::mount::MsFlags;
 
 use crate::mountinfo::MountInfo;
@@ -93,8 +93,16 @@ pub trait Kernel: Send + Sync {
     /// The filesystem on a device (`blkid -p`), or none.
     fn probe_fs_type(&self, device: &Path) -> Result<Option<String>>;
     fn mkfs_ext4(&self, device: &Path) -> Result<()>;
-    /// Grows the ext4 on `device` to the device's size (online when mounted).
+    /// Grows the ext4 on `device` to the device's size: online when it is mounted (the
+    /// kernel's ext4 resize, which needs CAP_SYS_RESOURCE), offline when it is not (plain
+    /// writes to the device, after [`Kernel::e2fsck`]).
     fn resize2fs(&self, device: &Path) -> Result<()>;
+    /// The size in bytes of the ext4 filesystem on `device` (`dumpe2fs -h`: block count
+    /// times block size), which is less than the device's after the device grew.
+    fn ext4_size(&self, device: &Path) -> Result<u64>;
+    /// Checks the unmounted ext4 on `device` and repairs what is safe to repair without
+    /// asking (`e2fsck -f -p`): what resize2fs wants before an offline resize.
+    fn e2fsck(&self, device: &Path) -> Result<()>;
     fn mount(
         &self,
         source: &Path,

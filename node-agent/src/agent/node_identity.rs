@@ -1,5 +1,6 @@
-//! The identity the agent reads its pods' Secrets and ConfigMaps with (the kubelet's
-//! secret and configmap managers' client, under upstream's Node authorizer).
+//! The identity the agent reads its pods' Secrets and ConfigMaps with, and requests its
+//! pods' service account tokens with (the kubelet's secret and configmap managers' and
+//! token manager's client, under upstream's Node authorizer).
 //!
 //! With `--node-identity-namespace` set (the chart does), the agent's own ServiceAccount
 //! may read no Secret or ConfigMap. It asks the apiserver who it is (SelfSubjectReview:
@@ -210,6 +211,47 @@ impl NodeReader {
         }
     }
 
+    /// A token of ServiceAccount `namespace/name` (TokenRequest `tr`), requested as the
+    /// node: the node authorizer grants `create` on `serviceaccounts/token` for exactly
+    /// the ServiceAccounts of the node's pods that project a token. A refusal is retried
+    /// for [`GRANT_LAG`], an unauthenticated node token renewed once, as [`Self::get`]'s.
+    pub async fn service_account_token(
+        &self,
+        namespace: &str,
+        name: &str,
+        tr: &TokenRequest,
+    ) -> Result<TokenRequest, String> {
+        let deadline = Instant::now() + GRANT_LAG;
+        let mut renewed = false;
+        loop {
+            let client = self.client().await.map_err(|e| e.to_string())?;
+            let result = Api::<ServiceAccount>::namespaced(client, namespace)
+                .create_token_request(name, &PostParams::default(), tr)
+                .await;
+            match result {
+                Ok(answered) => return Ok(answered),
+                Err(kube::Error::Api(s))
+                    if s.code == 401 && !renewed && self.identity_namespace.is_some() =>
+                {
+                    renewed = true;
+                    self.forget().await;
+                }
+                Err(kube::Error::Api(s))
+                    if s.code == 403
+                        && self.identity_namespace.is_some()
+                        && Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(GRANT_POLL).await;
+                }
+                Err(e) => {
+                    return Err(format!(
+                        "requesting a token of service account {namespace}/{name}: {e}"
+                    ));
+                }
+            }
+        }
+    }
+
     pub async fn secret(&self, namespace: &str, name: &str) -> Result<Option<Secret>, String> {
         self.get(|c| Api::namespaced(c, namespace), name).await
     }
@@ -220,6 +262,52 @@ impl NodeReader {
         name: &str,
     ) -> Result<Option<PersistentVolumeClaim>, String> {
         self.get(|c| Api::namespaced(c, namespace), name).await
+    }
+
+    /// Patches the status of claim `namespace/name` (a JSON merge patch), as the node:
+    /// the node authorizer grants `patch` on the status of its pods' claims and the
+    /// NodeRestriction policy lets it change the capacity, the conditions and the
+    /// allocated resources only (the kubelet's `MarkFSResizeFinished` and friends). A
+    /// refusal is retried for [`GRANT_LAG`], an unauthenticated token renewed once.
+    pub async fn patch_claim_status(
+        &self,
+        namespace: &str,
+        name: &str,
+        patch: &serde_json::Value,
+    ) -> Result<PersistentVolumeClaim, String> {
+        let deadline = Instant::now() + GRANT_LAG;
+        let mut renewed = false;
+        loop {
+            let client = self.client().await.map_err(|e| e.to_string())?;
+            let result = Api::<PersistentVolumeClaim>::namespaced(client, namespace)
+                .patch_status(
+                    name,
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(patch),
+                )
+                .await;
+            match result {
+                Ok(claim) => return Ok(claim),
+                Err(kube::Error::Api(s))
+                    if s.code == 401 && !renewed && self.identity_namespace.is_some() =>
+                {
+                    renewed = true;
+                    self.forget().await;
+                }
+                Err(kube::Error::Api(s))
+                    if s.code == 403
+                        && self.identity_namespace.is_some()
+                        && Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(GRANT_POLL).await;
+                }
+                Err(e) => {
+                    return Err(format!(
+                        "can't patch status of persistentvolumeclaim {namespace}/{name}: {e}"
+                    ));
+                }
+            }
+        }
     }
 
     pub async fn persistent_volume(&self, name: &str) -> Result<Option<PersistentVolume>, String> {

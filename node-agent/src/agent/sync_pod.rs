@@ -435,6 +435,24 @@ impl ObjectReader for NodeReader {
     async fn volumes_attached(&self) -> Result<Vec<String>, String> {
         NodeReader::volumes_attached(self).await
     }
+
+    async fn service_account_token(
+        &self,
+        namespace: &str,
+        name: &str,
+        tr: &k8s_openapi::api::authentication::v1::TokenRequest,
+    ) -> Result<k8s_openapi::api::authentication::v1::TokenRequest, String> {
+        NodeReader::service_account_token(self, namespace, name, tr).await
+    }
+
+    async fn patch_claim_status(
+        &self,
+        namespace: &str,
+        name: &str,
+        patch: serde_json::Value,
+    ) -> Result<rekube_crds::PersistentVolumeClaim, String> {
+        NodeReader::patch_claim_status(self, namespace, name, &patch).await
+    }
 }
 
 /// The real syncer: pods as containers of [`crate::runtime`]; see the module docs.
@@ -1174,11 +1192,20 @@ impl RealSyncer {
         let mut volumes_ready = true;
         let mut volume_retry = VOLUME_RETRY;
         if !actions.kill_pod || actions.create_sandbox {
-            match self
+            let mounted = self
                 .volumes
                 .wait_for_attach_and_mount(&pod, &self.reader)
-                .await
-            {
+                .await;
+            // The volume operations' own events (expansion: on the pod and its claims).
+            for e in self.volumes.take_volume_events() {
+                let kind = if e.warning {
+                    EventType::Warning
+                } else {
+                    EventType::Normal
+                };
+                self.recorder.record(&e.object, kind, e.reason, e.message);
+            }
+            match mounted {
                 Ok(mounted) => {
                     // A Block volume has a mapper, not a mounter: it is only for the
                     // containers' volumeDevices (makeMounts finds no such volume).

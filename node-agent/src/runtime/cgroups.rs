@@ -323,21 +323,15 @@ impl CgroupV1 {
                 message: format!("read /proc/self/mountinfo: {e}"),
             })?;
         let mut mounts = Vec::new();
-        for line in mountinfo.lines() {
-            let Some((left, right)) = line.split_once(" - ") else {
-                continue;
-            };
-            let mut r = right.split_whitespace();
-            if r.next() != Some("cgroup") {
+        for m in rekube_csi::mountinfo::parse_lines(&mountinfo).flatten() {
+            if m.fs_type != "cgroup" {
                 continue;
             }
-            let options = r.nth(1).unwrap_or("");
-            let mount_point = left.split_whitespace().nth(4).unwrap_or("");
             for c in V1_CONTROLLERS {
-                if options.split(',').any(|o| o == c)
+                if m.super_options.split(',').any(|o| o == c)
                     && !mounts.iter().any(|(n, _): &(String, PathBuf)| n == c)
                 {
-                    mounts.push((c.to_string(), PathBuf::from(mount_point)));
+                    mounts.push((c.to_string(), m.mount_point.clone()));
                 }
             }
         }

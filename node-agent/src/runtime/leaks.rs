@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::cgroups::CgroupManager;
-use super::rootfs::unescape_mountinfo;
 
 /// What to look at.
 pub struct LeakScope<'a> {
@@ -60,27 +59,23 @@ impl Snapshot {
     pub fn take(scope: &LeakScope<'_>) -> Self {
         let mut s = Snapshot::default();
         let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        for line in mountinfo.lines() {
-            let Some((left, right)) = line.split_once(" - ") else {
-                continue;
-            };
-            let mount_point = PathBuf::from(unescape_mountinfo(
-                left.split_whitespace().nth(4).unwrap_or(""),
-            ));
-            let mut r = right.split_whitespace();
-            let fstype = r.next().unwrap_or("");
-            let source = r.next().unwrap_or("");
-            // Under the runtime's directories, or an overlay over its state (another
-            // process's mounts elsewhere on a shared machine are not this test's).
-            let ours = scope.dirs.iter().any(|d| mount_point.starts_with(d))
-                || (fstype == "overlay"
-                    && scope
-                        .dirs
-                        .iter()
-                        .any(|d| right.contains(&*d.to_string_lossy())));
+        for m in rekube_csi::mountinfo::parse_lines(&mountinfo).flatten() {
+            // Under the runtime's directories, or an overlay over its state (its layers
+            // in the superblock's options; another process's mounts elsewhere on a shared
+            // machine are not this test's).
+            let ours = scope.dirs.iter().any(|d| m.mount_point.starts_with(d))
+                || (m.fs_type == "overlay"
+                    && scope.dirs.iter().any(|d| {
+                        let d = d.to_string_lossy();
+                        m.source.contains(&*d) || m.super_options.contains(&*d)
+                    }));
             if ours {
-                s.mounts
-                    .insert(format!("{} {fstype} {source}", mount_point.display()));
+                s.mounts.insert(format!(
+                    "{} {} {}",
+                    m.mount_point.display(),
+                    m.fs_type,
+                    m.source
+                ));
             }
         }
         let cgroups = scope.cgroups.list().unwrap_or_default();

@@ -1,6 +1,6 @@
-//! Mount propagation as the host's mount table says it: `/proc/self/mountinfo`'s optional
-//! fields (`shared:N`, `master:N`) read for the two checks the kubelet and containerd make
-//! before a volume can propagate.
+//! Mount propagation as the host's mount table says it: `/proc/self/mountinfo` (parsed by
+//! [`rekube_csi::mountinfo`], its optional fields `shared:N` and `master:N`) read for the
+//! two checks the kubelet and containerd make before a volume can propagate.
 //!
 //! - [`make_rshared`]: the kubelet's `MakeRShared` of its root directory at start
 //!   (pkg/volume/util/hostutil/hostutil_linux.go `DoMakeRShared`, `isShared`,
@@ -10,36 +10,18 @@
 //! - [`check_bind_propagation`]: containerd's `ensureShared` / `ensureSharedOrSlave`
 //!   (internal/cri/opts/spec_linux_opts.go `WithMounts`): a Bidirectional bind mount's
 //!   source must be on a shared mount, a HostToContainer one's on a shared or slave mount;
-//!   else the container is not created, with containerd's message.
-use std::path::{Path, PathBuf};
+//!   else the container is not created, with containerd's message. The mount a source is
+//!   on is found by the kubelet's rule ([`find_mount_info`]), not by containerd's
+//!   `mount.Lookup` (the longest mount point that is a string prefix of the path, the
+//!   first of equals): the two differ only for over-mounted or stacked mounts, where the
+//!   kubelet's is the mount the kernel resolves the path on.
+use std::path::Path;
 
 use nix::mount::MsFlags;
+use rekube_csi::mountinfo::{MountInfo, parse};
 
-use super::rootfs::unescape_mountinfo;
 use super::spec::{BindMount, MountPropagation};
 use super::syscall::{Syscall, SyscallError};
-
-/// One line of mountinfo, the fields the propagation checks read.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MountInfo {
-    pub mount_point: PathBuf,
-    /// `shared:N`, `master:N`, `propagate_from:N`, `unbindable` (none: private).
-    pub optional_fields: Vec<String>,
-}
-
-impl MountInfo {
-    pub fn is_shared(&self) -> bool {
-        self.optional_fields
-            .iter()
-            .any(|o| o.starts_with("shared:"))
-    }
-
-    pub fn is_slave(&self) -> bool {
-        self.optional_fields
-            .iter()
-            .any(|o| o.starts_with("master:"))
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum MountInfoError {
@@ -63,34 +45,19 @@ pub enum MountInfoError {
     },
     #[error("read /proc/self/mountinfo: {0}")]
     Read(#[source] std::io::Error),
+    #[error("parse /proc/self/mountinfo: {0}")]
+    Parse(#[source] rekube_csi::mountinfo::MountInfoError),
 }
 
-/// Parses mountinfo: `id parent major:minor root mount-point options [optional...] -
-/// fstype source super-options`, in the kernel's order (a mount after those it is on).
-pub fn parse_mountinfo(text: &str) -> Vec<MountInfo> {
-    text.lines()
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let separator = fields.iter().position(|f| *f == "-")?;
-            if separator < 6 {
-                return None;
-            }
-            Some(MountInfo {
-                mount_point: PathBuf::from(unescape_mountinfo(fields[4])),
-                optional_fields: fields[6..separator].iter().map(|s| s.to_string()).collect(),
-            })
-        })
-        .collect()
-}
-
-/// `findMountInfo`: the mount `path` resides on, the last mount point (the top one of
-/// a stack) that is `path` or one of its parents.
+/// `findMountInfo` (hostutil_linux.go): the mount `path` resides on, the last mountinfo
+/// entry whose mount point is `path` or one of its parents (`PathWithinBase`). The kernel
+/// lists a mount after the mounts it is on: the last is the top of a stack, and a mount
+/// over a parent directory hides the deeper mounts listed before it.
 pub fn find_mount_info<'a>(path: &Path, infos: &'a [MountInfo]) -> Option<&'a MountInfo> {
-    // max_by_key keeps the last of equals: the top of a stack.
     infos
         .iter()
-        .filter(|i| path.starts_with(&i.mount_point))
-        .max_by_key(|i| i.mount_point.components().count())
+        .rev()
+        .find(|i| path.starts_with(&i.mount_point))
 }
 
 /// The current mount table of the agent's mount namespace (the host's).
@@ -106,7 +73,7 @@ pub fn make_rshared(
     path: &Path,
     mountinfo: &str,
 ) -> Result<bool, MountInfoError> {
-    let infos = parse_mountinfo(mountinfo);
+    let infos = parse(mountinfo).map_err(MountInfoError::Parse)?;
     let info = find_mount_info(path, &infos)
         .ok_or_else(|| MountInfoError::NoMountPoint(path.display().to_string()))?;
     if info.is_shared() {
@@ -136,7 +103,7 @@ pub fn make_rshared(
 /// `mountinfo`; private mounts need nothing. Sources are compared as given: resolve
 /// symlinks first ([`resolved`]).
 pub fn check_bind_propagation(mounts: &[BindMount], mountinfo: &str) -> Result<(), MountInfoError> {
-    let infos = parse_mountinfo(mountinfo);
+    let infos = parse(mountinfo).map_err(MountInfoError::Parse)?;
     for m in mounts {
         if m.propagation == MountPropagation::Private {
             continue;
@@ -191,7 +158,7 @@ mod tests {
 
     #[test]
     fn mountinfo_optional_fields_and_the_mount_a_path_is_on() {
-        let infos = parse_mountinfo(MOUNTINFO);
+        let infos = parse(MOUNTINFO).unwrap();
         assert_eq!(infos.len(), 8);
         let on = |p: &str| {
             let i = find_mount_info(Path::new(p), &infos).unwrap();
@@ -225,6 +192,43 @@ mod tests {
             ("/mnt/with space".into(), true, false)
         );
         assert!(find_mount_info(Path::new("/x"), &[]).is_none());
+    }
+
+    /// hostutil's findMountInfo takes the last entry whose mount point holds the path,
+    /// not the deepest one: a mount over a parent directory (the private tmpfs 52 over
+    /// /var/lib/rekube, mounted after the shared mounts under it) hides them, and a path
+    /// beneath is on it, as the kernel resolves it.
+    #[test]
+    fn an_over_mount_hides_the_deeper_mounts_before_it() {
+        let over = format!("{MOUNTINFO}52 27 0:56 / /var/lib/rekube rw - tmpfs tmpfs rw\n");
+        let infos = parse(&over).unwrap();
+        for path in [
+            "/var/lib/rekube/pods/u1/volumes/kubernetes.io~empty-dir/mem/x",
+            "/var/lib/rekube/pods",
+            "/var/lib/rekube",
+        ] {
+            let info = find_mount_info(Path::new(path), &infos).unwrap();
+            assert_eq!(
+                (info.mount_point.as_path(), info.is_shared()),
+                (Path::new("/var/lib/rekube"), false),
+                "{path}"
+            );
+        }
+        // Mounted again on top of the over-mount, the deeper path is on the newest.
+        let again = format!(
+            "{over}53 52 0:57 / /var/lib/rekube/pods/u1/volumes/kubernetes.io~empty-dir/mem rw shared:30 - tmpfs tmpfs rw\n"
+        );
+        let infos = parse(&again).unwrap();
+        let info = find_mount_info(
+            Path::new("/var/lib/rekube/pods/u1/volumes/kubernetes.io~empty-dir/mem/x"),
+            &infos,
+        )
+        .unwrap();
+        assert!(info.is_shared() && info.optional_fields == ["shared:30"]);
+        // make_rshared sees the private over-mount: it binds.
+        let sys = TestSyscall::new();
+        assert!(make_rshared(&sys, Path::new("/var/lib/rekube/pods"), &over).unwrap());
+        assert!(!make_rshared(&sys, Path::new("/var/lib/rekube/pods"), MOUNTINFO).unwrap());
     }
 
     /// containerd's checks: which propagation each kind of source mount allows, and
@@ -350,18 +354,19 @@ mod tests {
         let path = std::fs::canonicalize(dir.path()).unwrap();
         let sys = crate::runtime::syscall::LinuxSyscall;
         let mountinfo = read_mountinfo().unwrap();
-        let on_shared = find_mount_info(&path, &parse_mountinfo(&mountinfo))
+        let on_shared = find_mount_info(&path, &parse(&mountinfo).unwrap())
             .unwrap()
             .is_shared();
         let bound = make_rshared(&sys, &path, &mountinfo).unwrap();
         assert_eq!(bound, !on_shared);
         let after = read_mountinfo().unwrap();
-        let infos = parse_mountinfo(&after);
+        let infos = parse(&after).unwrap();
         assert!(find_mount_info(&path, &infos).unwrap().is_shared());
         // Idempotent: nothing more is mounted.
         assert!(!make_rshared(&sys, &path, &after).unwrap());
         let count = |text: &str| {
-            parse_mountinfo(text)
+            parse(text)
+                .unwrap()
                 .iter()
                 .filter(|i| i.mount_point == path)
                 .count()

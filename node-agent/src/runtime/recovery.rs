@@ -13,7 +13,6 @@ use std::path::Path;
 use nix::mount::MntFlags;
 
 use super::Runtime;
-use super::rootfs::unescape_mountinfo;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecoveryError {
@@ -45,13 +44,13 @@ impl Leftovers {
     }
 }
 
-/// The mount points under any of `dirs` in a mountinfo text, deepest (longest) first.
+/// The mount points under any of `dirs` in a mountinfo text, deepest (longest) first (a
+/// line that does not parse is skipped).
 pub fn mounts_under(mountinfo: &str, dirs: &[&Path]) -> Vec<String> {
-    let mut out: Vec<String> = mountinfo
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(4))
-        .map(unescape_mountinfo)
-        .filter(|m| dirs.iter().any(|d| Path::new(m).starts_with(d)))
+    let mut out: Vec<String> = rekube_csi::mountinfo::parse_lines(mountinfo)
+        .flatten()
+        .filter(|m| dirs.iter().any(|d| m.mount_point.starts_with(d)))
+        .map(|m| m.mount_point.to_string_lossy().into_owned())
         .collect();
     out.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| b.cmp(a)));
     out

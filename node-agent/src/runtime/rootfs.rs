@@ -60,9 +60,13 @@ pub enum RootfsError {
     #[error("bind mount source {0} does not exist")]
     MissingSource(String),
     #[error(
-        "device {path} of a privileged container: its /dev is the host's, a device node cannot be made there"
+        "device {path} of a container whose {dir} is the host's ({why}): a device node cannot be made there"
     )]
-    PrivilegedDevice { path: String },
+    HostDirDevice {
+        path: String,
+        dir: &'static str,
+        why: &'static str,
+    },
     #[error("mknod over rootfs")]
     DeviceOverRootfs,
     #[error("{op} {path}: {source}")]
@@ -544,7 +548,7 @@ pub fn prepare_rootfs(sys: &dyn Syscall, plan: &RootfsPlan) -> Result<()> {
     }
 
     // The spec's devices (runc makes them once the mounts are done).
-    create_spec_devices(sys, root, plan.privileged, &plan.devices)?;
+    create_spec_devices(sys, root, plan, &plan.devices)?;
 
     // The working directory (runc's createCwd).
     let cwd = secure_join(root, &plan.cwd)?;
@@ -579,23 +583,27 @@ fn create_devices(sys: &dyn Syscall, dev: &Path) -> Result<()> {
 /// runc's `createDeviceNode` for the spec's devices: each node made with mknod at its
 /// path in the rootfs (the parents 0755) with the host node's mode, then given the host
 /// node's owner and group; an existing file is kept; where mknod is refused, the host's
-/// node bound onto an empty file (`bindMountDeviceNode`). A privileged container's /dev
-/// is the host's own: a node made there would be made on the host, so it is refused.
+/// node bound onto an empty file (`bindMountDeviceNode`). A node whose path resolves into
+/// a directory of the host's ([`host_dir_of_device`]) is refused.
 fn create_spec_devices(
     sys: &dyn Syscall,
     root: &Path,
-    privileged: bool,
+    plan: &RootfsPlan,
     devices: &[ContainerDevice],
 ) -> Result<()> {
-    if privileged && let Some(d) = devices.first() {
-        return Err(RootfsError::PrivilegedDevice {
-            path: d.path.display().to_string(),
-        });
-    }
     for d in devices {
         let target = secure_join(root, &d.path)?;
         if target == root {
             return Err(RootfsError::DeviceOverRootfs);
+        }
+        if let Some((dir, why)) =
+            host_dir_of_device(root, &target, plan.privileged, plan.host_network)
+        {
+            return Err(RootfsError::HostDirDevice {
+                path: d.path.display().to_string(),
+                dir,
+                why,
+            });
         }
         if let Some(parent) = target.parent() {
             sys.create_dir_all(parent)?;
@@ -621,6 +629,27 @@ fn create_spec_devices(
         }
     }
     Ok(())
+}
+
+/// Whether a spec device at `target` (its path in the rootfs `root`, after
+/// [`secure_join`], symlinks resolved) would be made in a directory of the host's: a
+/// privileged container's /dev is the host's /dev, bound, and a host-network container's
+/// /sys the host's sysfs, bound; a node made there would be made on the host. The
+/// directory and why it is the host's; elsewhere (`/mnt/disk`, `/data/xvda`) the node is
+/// made in the container's rootfs, privileged or not.
+pub fn host_dir_of_device(
+    root: &Path,
+    target: &Path,
+    privileged: bool,
+    host_network: bool,
+) -> Option<(&'static str, &'static str)> {
+    if privileged && target.starts_with(root.join("dev")) {
+        return Some(("/dev", "privileged"));
+    }
+    if host_network && target.starts_with(root.join("sys")) {
+        return Some(("/sys", "host network"));
+    }
+    None
 }
 
 /// runc's `pivotRoot`: `root` becomes `/`, the old root is detached.
@@ -698,14 +727,13 @@ pub fn finalize_rootfs(sys: &dyn Syscall, plan: &RootfsPlan) -> Result<()> {
     Ok(())
 }
 
-/// Mount points under `dir` in this mount namespace, deepest first.
+/// Mount points under `dir` in this mount namespace, deepest first (a mountinfo line
+/// that does not parse is skipped).
 pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
     let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut out: Vec<PathBuf> = text
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(4))
-        .map(unescape_mountinfo)
-        .map(PathBuf::from)
+    let mut out: Vec<PathBuf> = rekube_csi::mountinfo::parse_lines(&text)
+        .flatten()
+        .map(|m| m.mount_point)
         .filter(|p| p.starts_with(dir))
         .collect();
     out.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
@@ -718,26 +746,6 @@ pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
 pub fn is_mount_point(path: &Path) -> std::io::Result<bool> {
     let path = std::fs::canonicalize(path)?;
     Ok(mounts_under(&path).contains(&path))
-}
-
-/// Undoes mountinfo's octal escapes (`\040` for a space).
-pub fn unescape_mountinfo(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Detaches every mount under `dir` (a safety net on delete: the container's mounts
@@ -1485,18 +1493,73 @@ mod tests {
             }
         );
 
+        // Privileged: /dev is the host's, a node there refused; elsewhere it is made.
         p.privileged = true;
         let err = prepare_rootfs(&TestSyscall::new(), &p).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "device /dev/disks/xvda of a privileged container: its /dev is the host's, a device node cannot be made there"
+            "device /dev/disks/xvda of a container whose /dev is the host's (privileged): a device node cannot be made there"
+        );
+        p.devices = vec![ContainerDevice {
+            path: "/mnt/xvda".into(),
+            ..xvda.clone()
+        }];
+        let sys = TestSyscall::new();
+        prepare_rootfs(&sys, &p).unwrap();
+        assert!(
+            sys.calls()
+                .iter()
+                .any(|c| matches!(c, Call::Mknod { path, .. } if path == Path::new("/r/mnt/xvda")))
+        );
+        // Host network: /sys is the host's.
+        p.host_network = true;
+        p.devices[0].path = "/sys/xvda".into();
+        let err = prepare_rootfs(&TestSyscall::new(), &p).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "device /sys/xvda of a container whose /sys is the host's (host network): a device node cannot be made there"
         );
     }
 
+    /// Which device paths would land in a host directory, resolved as the rootfs setup
+    /// resolves them (secure_join, symlinks in the rootfs followed).
     #[test]
-    fn mountinfo_escapes() {
-        assert_eq!(unescape_mountinfo("/a\\040b"), "/a b");
-        assert_eq!(unescape_mountinfo("/plain"), "/plain");
-        assert_eq!(unescape_mountinfo("/x\\"), "/x\\");
+    fn devices_are_refused_only_in_the_hosts_directories() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        std::fs::create_dir_all(root.join("dev")).unwrap();
+        std::fs::create_dir_all(root.join("data")).unwrap();
+        // A link in the image into /dev, absolute (resolved inside the rootfs) and
+        // relative, and one out of it.
+        std::os::unix::fs::symlink("/dev", root.join("devlink")).unwrap();
+        std::os::unix::fs::symlink("../dev", root.join("data/up")).unwrap();
+        std::os::unix::fs::symlink("/data", root.join("dev/out")).unwrap();
+        let (dev, sys) = (Some("/dev"), Some("/sys"));
+        let cases: &[(&str, bool, bool, Option<&str>)] = &[
+            ("/dev/xvda", true, false, dev),
+            ("/dev/disks/by-id/xvda", true, false, dev),
+            ("/dev", true, false, dev),
+            ("/devlink/xvda", true, false, dev),
+            ("/data/up/xvda", true, false, dev),
+            ("/dev/../dev/xvda", true, false, dev),
+            ("/dev/out/xvda", true, false, None),
+            ("/devices/xvda", true, false, None),
+            ("/mnt/xvda", true, false, None),
+            ("/data/xvda", true, true, None),
+            ("/dev/xvda", false, false, None),
+            ("/dev/xvda", false, true, None),
+            ("/sys/xvda", true, false, None),
+            ("/sys/block/xvda", false, true, sys),
+            ("/sys/xvda", true, true, sys),
+            ("/dev/xvda", true, true, dev),
+        ];
+        for (path, privileged, host_network, want) in cases {
+            let target = secure_join(root, Path::new(path)).unwrap();
+            assert_eq!(
+                host_dir_of_device(root, &target, *privileged, *host_network).map(|(dir, _)| dir),
+                *want,
+                "{path} privileged={privileged} host_network={host_network}"
+            );
+        }
     }
 }

@@ -237,6 +237,8 @@ pub fn as_csi_access_mode(access_mode: Option<&str>, single_node_multi_writer: b
 pub struct NodeCapabilities {
     pub stage_unstage: bool,
     pub single_node_multi_writer: bool,
+    /// EXPAND_VOLUME: NodeExpandVolume (`NodeSupportsNodeExpand`).
+    pub expand_volume: bool,
 }
 
 impl NodeCapabilities {
@@ -252,6 +254,7 @@ impl NodeCapabilities {
         NodeCapabilities {
             stage_unstage: has(NodeCapability::StageUnstageVolume),
             single_node_multi_writer: has(NodeCapability::SingleNodeMultiWriter),
+            expand_volume: has(NodeCapability::ExpandVolume),
         }
     }
 }
@@ -677,6 +680,67 @@ impl CsiPlugin {
         remove_mount_dir(&path).map_err(err)
     }
 
+    /// NodeExpand (csi expander.go `nodeExpandWithClient`): NodeExpandVolume of the
+    /// volume published for pod `pod_uid` at its target (`volume_path`), with its staging
+    /// path when the driver stages, for `new_bytes`, the capability of its stage and
+    /// publish. A driver without EXPAND_VOLUME is `NotSupported`; a driver not registered
+    /// is transient, as upstream.
+    pub async fn node_expand(
+        &self,
+        dirs: &PodDirs,
+        pod_uid: &str,
+        pv: &str,
+        source: &CsiSource,
+        new_bytes: i64,
+    ) -> Result<(), super::manager::expand::NodeExpandError> {
+        use super::manager::expand::NodeExpandError;
+        let mut client = self
+            .client(&source.driver)
+            .await
+            .map_err(|e| NodeExpandError::Transient(e.to_string()))?;
+        let caps = Self::capabilities(&mut client).await.map_err(|e| {
+            NodeExpandError::Other(format!(
+                "Expander.NodeExpand failed to check if node supports expansion : {e}"
+            ))
+        })?;
+        if !caps.expand_volume {
+            return Err(NodeExpandError::NotSupported(format!(
+                "NodeExpand is not supported by the CSI driver {}",
+                source.driver
+            )));
+        }
+        let staging = if caps.stage_unstage {
+            self.device_mount_path(source)
+                .to_string_lossy()
+                .into_owned()
+        } else {
+            String::new()
+        };
+        let request = csi::NodeExpandVolumeRequest {
+            volume_id: source.volume_handle.clone(),
+            volume_path: Self::target_path(dirs, pod_uid, pv)
+                .to_string_lossy()
+                .into_owned(),
+            capacity_range: Some(csi::CapacityRange {
+                required_bytes: new_bytes,
+                limit_bytes: 0,
+            }),
+            staging_target_path: staging,
+            volume_capability: Some(volume_capability(source, caps)),
+            secrets: HashMap::new(),
+        };
+        match rpc(client.node_expand_volume(request)).await {
+            Ok(_) => Ok(()),
+            Err(CsiError::Rpc(status)) => Err(NodeExpandError::from_rpc(
+                status.code(),
+                &rpc_error_message(status.code(), status.message()),
+            )),
+            Err(e) => Err(NodeExpandError::Other(format!(
+                "Expander.NodeExpand failed to expand the volume : {e}"
+            ))),
+        }
+    }
+
     /// Whether the staging directory of the volume exists (it was staged and not yet
     /// unstaged).
     pub fn device_mount_path_exists(&self, driver: &str, volume_handle: &str) -> bool {
@@ -768,7 +832,8 @@ mod tests {
             caps,
             NodeCapabilities {
                 stage_unstage: true,
-                single_node_multi_writer: true
+                single_node_multi_writer: true,
+                expand_volume: false,
             }
         );
         let cap = volume_capability(&source(), caps);

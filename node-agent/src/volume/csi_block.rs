@@ -393,19 +393,6 @@ impl CsiPlugin {
     }
 }
 
-/// The PVs of pod `uid` mapped by the csi plugin, as the pod's directory says
-/// (`pods/<uid>/volumeDevices/kubernetes.io~csi/<pv>`, whatever the entry is).
-pub fn pod_block_volumes_on_disk(dirs: &PodDirs, uid: &str) -> Vec<String> {
-    let mut found: Vec<String> = std::fs::read_dir(dirs.pod_volume_device_dir(uid, CSI_PLUGIN))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().into_string().ok())
-        .collect();
-    found.sort();
-    found
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -482,6 +469,7 @@ mod tests {
         let caps = NodeCapabilities {
             stage_unstage: true,
             single_node_multi_writer: false,
+            expand_volume: false,
         };
         let ctx = HashMap::from([("devicePath".to_string(), "/dev/loop3".to_string())]);
         let staging = Path::new("/p/volumeDevices/staging/pv1");
@@ -508,6 +496,7 @@ mod tests {
         let multi = NodeCapabilities {
             stage_unstage: true,
             single_node_multi_writer: true,
+            expand_volume: false,
         };
         let publish = publish_request(&source(), false, &ctx, staging, target, multi);
         assert_eq!(
@@ -916,17 +905,5 @@ mod tests {
             e.to_string(),
             "UnmapDevice.TearDownDevice failed for volume \"test-pv\" : kubernetes.io/csi: blockMapper.unstageVolumeForBlock failed: rpc error: code = Internal desc = busy"
         );
-    }
-
-    #[test]
-    fn pod_block_volumes_from_the_pods_directory() {
-        let tmp = tempfile::tempdir().unwrap();
-        let dirs = PodDirs::new(tmp.path());
-        assert!(pod_block_volumes_on_disk(&dirs, "u1").is_empty());
-        let (dir, _) = pod_device_map_path(&dirs, "u1", "pv-b");
-        std::fs::create_dir_all(&dir).unwrap();
-        std::os::unix::fs::symlink("/x", dir.join("pv-b")).unwrap();
-        std::os::unix::fs::symlink("/y", dir.join("pv-a")).unwrap();
-        assert_eq!(pod_block_volumes_on_disk(&dirs, "u1"), ["pv-a", "pv-b"]);
     }
 }

@@ -135,19 +135,6 @@ pub fn map_pod_device(pv: &str, path: &str) -> Result<PathBuf, LocalError> {
     })
 }
 
-/// The PVs of pod `uid` mapped by the local plugin, as the pod's directory says.
-pub fn pod_block_volumes_on_disk(dirs: &super::pod_dirs::PodDirs, uid: &str) -> Vec<String> {
-    let dir = dirs.pod_volume_device_dir(uid, super::pod_dirs::LOCAL_PLUGIN);
-    let mut found: Vec<String> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().into_string().ok())
-        .collect();
-    found.sort();
-    found
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

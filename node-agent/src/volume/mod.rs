@@ -6,8 +6,9 @@
 //! manager ([`manager`]: desired and actual state of world, reconciler) and subPath
 //! mounts that cannot escape their volume ([`subpath`]), the csi plugin's node side
 //! ([`csi`]: a PersistentVolume's CSI driver staging and publishing it; [`csi_block`]: the
-//! same in volumeMode Block) and the mapping of a block volume's device for a pod
-//! ([`volume_path_handler`]).
+//! same in volumeMode Block), the mapping of a block volume's device for a pod
+//! ([`volume_path_handler`]) and the kubelet's token manager for projected service account
+//! tokens ([`token_manager`]).
 
 pub mod atomic_writer;
 pub mod claim;
@@ -25,6 +26,7 @@ pub mod pod_dirs;
 pub mod projected;
 pub mod secret;
 pub mod subpath;
+pub mod token_manager;
 pub mod volume_path_handler;
 
 use std::collections::BTreeMap;

@@ -261,6 +261,9 @@ pub enum ObjectKind {
 pub struct VolumeObjects {
     pub config_maps: std::collections::BTreeMap<String, ConfigMap>,
     pub secrets: std::collections::BTreeMap<String, Secret>,
+    /// A projected volume's serviceAccountToken sources' tokens (requested by the shell
+    /// through the token manager).
+    pub service_account_tokens: projected::Tokens,
 }
 
 /// What set-up needs of the node.
@@ -357,6 +360,7 @@ pub fn set_up(
             pod,
             &objects.config_maps,
             &objects.secrets,
+            &objects.service_account_tokens,
             node_allocatable,
         )?,
         VolumeSpec::DownwardApi(source) => downwardapi::collect_data(

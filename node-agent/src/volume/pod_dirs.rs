@@ -1,7 +1,7 @@
 //! Where a pod's volumes live on the node (kubelet_getters.go): under the agent's
 //! `--root-dir`, `pods/<uid>/volumes/<escaped plugin name>/<volume name>`, and each
 //! plugin's own per-volume state under `pods/<uid>/plugins/<escaped plugin name>/<volume
-//! name>`. Pure.
+//! name>`. Pure but for [`pod_block_volumes_on_disk`], which reads a pod's directory.
 
 use std::path::{Path, PathBuf};
 
@@ -78,9 +78,44 @@ impl PodDirs {
     }
 }
 
+/// The PVs of pod `uid` that `plugin` maps, as the pod's directory says
+/// (`pods/<uid>/volumeDevices/<escaped plugin>/<pv>`, whatever the entry is), sorted.
+pub fn pod_block_volumes_on_disk(dirs: &PodDirs, uid: &str, plugin: &str) -> Vec<String> {
+    let mut found: Vec<String> = std::fs::read_dir(dirs.pod_volume_device_dir(uid, plugin))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    found.sort();
+    found
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pod_block_volumes_from_the_pods_directory_by_plugin() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dirs = PodDirs::new(tmp.path());
+        assert!(pod_block_volumes_on_disk(&dirs, "u1", CSI_PLUGIN).is_empty());
+        let csi = dirs.pod_volume_device_dir("u1", CSI_PLUGIN);
+        std::fs::create_dir_all(&csi).unwrap();
+        std::os::unix::fs::symlink("/x", csi.join("pv-b")).unwrap();
+        std::os::unix::fs::symlink("/y", csi.join("pv-a")).unwrap();
+        let local = dirs.pod_volume_device_dir("u1", LOCAL_PLUGIN);
+        std::fs::create_dir_all(local.join("pv-l")).unwrap();
+        assert_eq!(
+            pod_block_volumes_on_disk(&dirs, "u1", CSI_PLUGIN),
+            ["pv-a", "pv-b"]
+        );
+        assert_eq!(
+            pod_block_volumes_on_disk(&dirs, "u1", LOCAL_PLUGIN),
+            ["pv-l"]
+        );
+        assert!(pod_block_volumes_on_disk(&dirs, "u2", LOCAL_PLUGIN).is_empty());
+    }
 
     #[test]
     fn layout_is_upstreams() {

@@ -1,18 +1,30 @@
 //! Projected volumes (pkg/volume/projected/projected.go `collectData`): the files of
 //! several sources in one volume, with the volume's `defaultMode`. The configMap, secret
-//! and downwardAPI sources reuse those plugins' payloads; the errors of all sources are
-//! aggregated as upstream's. serviceAccountToken, clusterTrustBundle and podCertificate
-//! sources are refused for now, naming the source. Pure.
+//! and downwardAPI sources reuse those plugins' payloads; a serviceAccountToken source is
+//! the token the shell requested for it ([`token_requests`], through the token manager,
+//! [`super::token_manager`]) as the file at its path; the errors of all sources are
+//! aggregated as upstream's. clusterTrustBundle and podCertificate sources are refused
+//! for now, naming the source. Pure.
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapVolumeSource, ProjectedVolumeSource, Secret, SecretVolumeSource,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use rekube_crds::Pod;
 
-use super::{Payload, aggregate_message, configmap, downwardapi, secret};
+use super::{FileProjection, Payload, aggregate_message, configmap, downwardapi, secret};
+
+/// upstream's default `expirationSeconds` of a serviceAccountToken projection
+/// (SetDefaults_ServiceAccountTokenProjection; the CRD's schema default too).
+pub const DEFAULT_EXPIRATION_SECONDS: i64 = 3600;
+
+/// The tokens of a projected volume's serviceAccountToken sources, by the source's index
+/// in `sources`: the token, or why there is none (upstream's `getServiceAccountToken`
+/// error).
+pub type Tokens = BTreeMap<usize, Result<Vec<u8>, String>>;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProjectedError {
@@ -38,20 +50,62 @@ pub fn objects(source: &ProjectedVolumeSource) -> (Vec<String>, Vec<String>) {
     (config_maps, secrets)
 }
 
+/// The TokenRequest of each serviceAccountToken source (by its index in `sources`), as
+/// upstream's `collectData` makes it: the source's audience (none: the apiserver's own
+/// audiences), its `expirationSeconds` (default 3600; the apiserver refuses less than
+/// 600), bound to the pod's token binding Secret `binding` (name and UID;
+/// [`rekube_crds::token_binding`]) where upstream binds to the Pod.
+pub fn token_requests(
+    source: &ProjectedVolumeSource,
+    binding: (&str, &str),
+) -> Vec<(usize, TokenRequest)> {
+    source
+        .sources
+        .iter()
+        .flatten()
+        .enumerate()
+        .filter_map(|(i, s)| s.service_account_token.as_ref().map(|t| (i, t)))
+        .map(|(i, t)| {
+            let audiences = (!t.audience.as_deref().unwrap_or_default().is_empty())
+                .then(|| vec![t.audience.clone().unwrap_or_default()]);
+            let tr = TokenRequest {
+                spec: Some(TokenRequestSpec {
+                    audiences,
+                    expiration_seconds: Some(
+                        t.expiration_seconds.unwrap_or(DEFAULT_EXPIRATION_SECONDS),
+                    ),
+                    bound_object_ref: Some(BoundObjectReference {
+                        api_version: Some("v1".into()),
+                        kind: Some("Secret".into()),
+                        name: Some(binding.0.to_string()),
+                        uid: Some(binding.1.to_string()),
+                    }),
+                }),
+                ..Default::default()
+            };
+            (i, tr)
+        })
+        .collect()
+}
+
 /// Upstream `collectData`: every source's files in one payload (a later source's file
 /// replaces an earlier one's of the same path), or every source's error. `config_maps` and
-/// `secrets` are the objects read for the sources (a missing name: not found).
+/// `secrets` are the objects read for the sources (a missing name: not found), `tokens`
+/// the serviceAccountToken sources' tokens. A token file has the volume's `defaultMode`
+/// (upstream: 0600 when the pod has an fsUser or fsGroup, for SetVolumeOwnership to
+/// open to the group; rekube sets no volume ownership, so neither that).
 pub fn collect_data(
     source: &ProjectedVolumeSource,
     pod: &Pod,
     config_maps: &BTreeMap<String, ConfigMap>,
     secrets: &BTreeMap<String, Secret>,
+    tokens: &Tokens,
     node_allocatable: &BTreeMap<String, Quantity>,
 ) -> Result<Payload, ProjectedError> {
     let default_mode = source.default_mode.ok_or(ProjectedError::NoDefaultMode)?;
     let mut payload = Payload::new();
     let mut errors: Vec<String> = Vec::new();
-    for s in source.sources.iter().flatten() {
+    for (i, s) in source.sources.iter().flatten().enumerate() {
         let files = if let Some(c) = &s.config_map {
             let as_volume = ConfigMapVolumeSource {
                 name: c.name.clone(),
@@ -76,10 +130,20 @@ pub fn collect_data(
                 Some(default_mode),
             )
             .map_err(|e| e.to_string())
+        } else if let Some(t) = &s.service_account_token {
+            match tokens.get(&i) {
+                Some(Ok(token)) => Ok(Payload::from([(
+                    t.path.clone(),
+                    FileProjection::new(token.clone(), default_mode),
+                )])),
+                Some(Err(e)) => Err(e.clone()),
+                None => Err(format!(
+                    "failed to fetch token: no token requested for source {i} ({})",
+                    t.path
+                )),
+            }
         } else {
-            let kind = if s.service_account_token.is_some() {
-                "serviceAccountToken"
-            } else if s.cluster_trust_bundle.is_some() {
+            let kind = if s.cluster_trust_bundle.is_some() {
                 "clusterTrustBundle"
             } else if s.pod_certificate.is_some() {
                 "podCertificate"
@@ -143,7 +207,15 @@ mod tests {
             {"secret": {"name": "s", "items": [{"key": "token", "path": "token", "mode": 0o400}]}},
             {"downwardAPI": {"items": [{"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}}]}},
         ]}));
-        let payload = collect_data(&src, &pod(), &cms, &secrets, &BTreeMap::new()).unwrap();
+        let payload = collect_data(
+            &src,
+            &pod(),
+            &cms,
+            &secrets,
+            &Tokens::new(),
+            &BTreeMap::new(),
+        )
+        .unwrap();
         let got: Vec<(&str, &[u8], u32)> = payload
             .iter()
             .map(|(k, v)| (k.as_str(), v.data.as_slice(), v.mode))
@@ -185,7 +257,16 @@ mod tests {
                     {"serviceAccountToken": {"path": "token"}},
                 ]}),
                 Err(
-                    "[configmap references non-existent config key: zzz, secret \"gone\" not found, serviceAccountToken projections are not supported by rekube-node-agent yet]",
+                    "[configmap references non-existent config key: zzz, secret \"gone\" not found, failed to fetch token: secrets \"p-token-binding-u\" not found]",
+                ),
+            ),
+            (
+                serde_json::json!({"defaultMode": 420, "sources": [
+                    {"clusterTrustBundle": {"path": "ca", "name": "b"}},
+                    {"podCertificate": {"signerName": "s", "keyType": "ED25519", "credentialBundlePath": "c"}},
+                ]}),
+                Err(
+                    "[clusterTrustBundle projections are not supported by rekube-node-agent yet, podCertificate projections are not supported by rekube-node-agent yet]",
                 ),
             ),
             (
@@ -193,12 +274,18 @@ mod tests {
                 Ok(3),
             ),
         ];
+        // The token of source 2 could not be had (the shell's error).
+        let tokens = Tokens::from([(
+            2,
+            Err("failed to fetch token: secrets \"p-token-binding-u\" not found".to_string()),
+        )]);
         for (json, want) in cases {
             let got = collect_data(
                 &source(json.clone()),
                 &pod(),
                 &cms,
                 &secrets,
+                &tokens,
                 &BTreeMap::new(),
             );
             match want {
@@ -206,5 +293,195 @@ mod tests {
                 Err(msg) => assert_eq!(got.unwrap_err().to_string(), *msg, "{json}"),
             }
         }
+    }
+
+    /// upstream TestCollectDataWithServiceAccountToken, 5 of its 8 cases (not: the three
+    /// fsUser/fsGroup cases, mode 0600 and the file's owner: rekube sets no volume
+    /// ownership). As upstream, the request goes through the token manager to a fake API
+    /// that defaults the audiences to the apiserver's (`https://api`) and answers
+    /// `<namespace>:<service account>:<expirationSeconds>:<audiences>` as the token; the
+    /// request is bound to the pod's token binding Secret instead of the pod.
+    #[tokio::test]
+    async fn collect_data_with_service_account_token() {
+        struct Case {
+            name: &'static str,
+            audience: Option<&'static str>,
+            default_mode: Option<i32>,
+            expiration: Option<i64>,
+            path: &'static str,
+            want: Result<(&'static str, &'static str, u32), &'static str>,
+        }
+        let cases = [
+            Case {
+                name: "good service account",
+                audience: Some("https://example.com"),
+                default_mode: Some(0o644),
+                expiration: Some(60),
+                path: "token",
+                want: Ok((
+                    "token",
+                    "test_projected_namespace:foo:60:[https://example.com]",
+                    0o644,
+                )),
+            },
+            Case {
+                name: "good service account other path",
+                audience: Some("https://example.com"),
+                default_mode: Some(0o644),
+                expiration: Some(60),
+                path: "other-token",
+                want: Ok((
+                    "other-token",
+                    "test_projected_namespace:foo:60:[https://example.com]",
+                    0o644,
+                )),
+            },
+            Case {
+                name: "good service account defaults audience",
+                audience: None,
+                default_mode: Some(0o644),
+                expiration: Some(60),
+                path: "token",
+                want: Ok((
+                    "token",
+                    "test_projected_namespace:foo:60:[https://api]",
+                    0o644,
+                )),
+            },
+            Case {
+                name: "good service account defaults expiration",
+                audience: None,
+                default_mode: Some(0o644),
+                expiration: None,
+                path: "token",
+                want: Ok((
+                    "token",
+                    "test_projected_namespace:foo:3600:[https://api]",
+                    0o644,
+                )),
+            },
+            Case {
+                name: "no default mode",
+                audience: None,
+                default_mode: None,
+                expiration: None,
+                path: "token",
+                want: Err("no defaultMode used, not even the default value for it"),
+            },
+        ];
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "apiVersion": "rekube.io/v1", "kind": "Pod",
+            "metadata": {"name": "p", "namespace": "test_projected_namespace", "uid": "test_pod_uid"},
+            "spec": {"serviceAccountName": "foo", "containers": []},
+        }))
+        .unwrap();
+        for c in cases {
+            let src = source(
+                serde_json::json!({"defaultMode": c.default_mode, "sources": [
+                    {"serviceAccountToken": {"audience": c.audience, "expirationSeconds": c.expiration, "path": c.path}},
+                ]}),
+            );
+            let namespace = "test_projected_namespace";
+            let sa = rekube_crds::token_binding::service_account_name(pod.spec.as_ref().unwrap());
+            let manager = super::super::token_manager::TokenManager::default();
+            let mut tokens = Tokens::new();
+            for (i, tr) in token_requests(&src, ("p-token-binding-testpod", "secret-uid")) {
+                let r = tr.spec.as_ref().unwrap().bound_object_ref.clone().unwrap();
+                assert_eq!(
+                    (
+                        r.api_version.as_deref(),
+                        r.kind.as_deref(),
+                        r.name.as_deref(),
+                        r.uid.as_deref()
+                    ),
+                    (
+                        Some("v1"),
+                        Some("Secret"),
+                        Some("p-token-binding-testpod"),
+                        Some("secret-uid")
+                    ),
+                    "{}",
+                    c.name
+                );
+                let fake_api = |mut tr: TokenRequest| async move {
+                    let spec = tr.spec.get_or_insert_default();
+                    let audiences = spec
+                        .audiences
+                        .get_or_insert_with(|| vec!["https://api".into()]);
+                    let token = format!(
+                        "{namespace}:foo:{}:[{}]",
+                        spec.expiration_seconds.unwrap(),
+                        audiences.join(" ")
+                    );
+                    tr.status = Some(k8s_openapi::api::authentication::v1::TokenRequestStatus {
+                        token: Some(token),
+                        expiration_timestamp: Some(
+                            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                                jiff::Timestamp::now() + jiff::SignedDuration::from_secs(3600),
+                            ),
+                        ),
+                    });
+                    Ok(tr)
+                };
+                let got = manager
+                    .get_service_account_token("test_pod_uid", namespace, &sa, &tr, || {
+                        fake_api(tr.clone())
+                    })
+                    .await
+                    .map(|tr| tr.status.unwrap().token.unwrap().into_bytes());
+                tokens.insert(i, got);
+            }
+            let got = collect_data(
+                &src,
+                &pod,
+                &BTreeMap::new(),
+                &BTreeMap::new(),
+                &tokens,
+                &BTreeMap::new(),
+            );
+            match c.want {
+                Ok((path, data, mode)) => {
+                    let payload = got.unwrap_or_else(|e| panic!("{}: {e}", c.name));
+                    let got: Vec<(&str, &[u8], u32, Option<u32>)> = payload
+                        .iter()
+                        .map(|(k, v)| (k.as_str(), v.data.as_slice(), v.mode, v.fs_user))
+                        .collect();
+                    assert_eq!(got, [(path, data.as_bytes(), mode, None)], "{}", c.name);
+                }
+                Err(message) => {
+                    assert_eq!(got.unwrap_err().to_string(), message, "{}", c.name)
+                }
+            }
+        }
+    }
+
+    /// A source without a token from the shell is an error naming it, never an empty file.
+    #[test]
+    fn a_token_source_without_a_token_fails() {
+        let src = source(serde_json::json!({"defaultMode": 420, "sources": [
+            {"configMap": {"name": "cm"}},
+            {"serviceAccountToken": {"path": "token"}},
+        ]}));
+        let (cms, secrets) = objects_fixture();
+        assert_eq!(
+            collect_data(
+                &src,
+                &pod(),
+                &cms,
+                &secrets,
+                &Tokens::new(),
+                &BTreeMap::new()
+            )
+            .unwrap_err()
+            .to_string(),
+            "failed to fetch token: no token requested for source 1 (token)"
+        );
+        assert_eq!(
+            token_requests(&src, ("b", "u"))
+                .iter()
+                .map(|(i, _)| *i)
+                .collect::<Vec<_>>(),
+            [1]
+        );
     }
 }

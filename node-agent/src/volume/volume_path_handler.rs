@@ -9,7 +9,10 @@
 //!
 //! Mounts, symlinks and files go through the runtime's [`Syscall`]; the loop device
 //! through rekube-csi's [`Kernel`] (the ioctls upstream's `losetup -f` / `losetup -d`
-//! make); which loop device holds a path is read from sysfs as upstream reads it.
+//! make, and `Kernel::loop_find`, which reads sysfs as upstream's
+//! `getLoopDeviceFromSysfs` does). Everything here blocks (mounts, ioctls, and
+//! `DetachFileDevice`'s wait of up to 2 s): the volume manager calls it on tokio's
+//! blocking pool.
 
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, OpenOptionsExt};
@@ -77,8 +80,6 @@ pub enum BlockPathError {
 pub enum LoopError {
     #[error("not attachable: {0}")]
     NotAttachable(io::Error),
-    #[error("failed to list loop devices in sysfs: {0}")]
-    Sysfs(io::Error),
     #[error("{0}")]
     Kernel(#[from] KernelError),
 }
@@ -90,34 +91,6 @@ fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> BlockP
         path,
         source,
     }
-}
-
-/// upstream's `cleanBackingFilePath`: sysfs' `backing_file` without surrounding
-/// whitespace and the `(deleted)` of an unlinked file.
-pub fn clean_backing_file_path(path: &str) -> &str {
-    let path = path.trim();
-    path.strip_suffix("(deleted)").unwrap_or(path).trim()
-}
-
-/// `getLoopDeviceFromSysfs`: the loop device whose backing file is `path` (or what
-/// `path` resolves to), by `/sys/block/loop*/loop/backing_file`.
-fn loop_device_from_sysfs(path: &Path) -> Result<Option<PathBuf>, LoopError> {
-    let real = std::fs::canonicalize(path).map_err(LoopError::NotAttachable)?;
-    let entries = std::fs::read_dir("/sys/block").map_err(LoopError::Sysfs)?;
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(name) = name.to_str().filter(|n| n.starts_with("loop")) else {
-            continue;
-        };
-        let Ok(backing) = std::fs::read_to_string(entry.path().join("loop/backing_file")) else {
-            continue;
-        };
-        let backing = Path::new(clean_backing_file_path(&backing));
-        if backing == path || backing == real {
-            return Ok(Some(PathBuf::from(format!("/dev/{name}"))));
-        }
-    }
-    Ok(None)
 }
 
 /// The block volume path handler (`VolumePathHandler`) over the node's kernel.
@@ -230,7 +203,10 @@ impl BlockVolumePathHandler<'_> {
             path: path.to_path_buf(),
             source,
         };
-        if let Some(device) = get_loop_device(path).map_err(|e| loop_err("GetLoopDevice", e))? {
+        if let Some(device) = self
+            .get_loop_device(path)
+            .map_err(|e| loop_err("GetLoopDevice", e))?
+        {
             return Ok(device);
         }
         let read_only_fallback = |e: &KernelError| {
@@ -256,7 +232,10 @@ impl BlockVolumePathHandler<'_> {
             path: path.to_path_buf(),
             source,
         };
-        let Some(device) = get_loop_device(path).map_err(|e| loop_err("GetLoopDevice", e))? else {
+        let Some(device) = self
+            .get_loop_device(path)
+            .map_err(|e| loop_err("GetLoopDevice", e))?
+        else {
             if path.exists() {
                 tracing::warn!(path = %path.display(), "couldn't find loopback device which takes file descriptor lock, skip detaching device");
             }
@@ -266,7 +245,8 @@ impl BlockVolumePathHandler<'_> {
             .loop_detach(&device)
             .map_err(|e| loop_err("removeLoopDevice", e.into()))?;
         for _ in 0..100 {
-            if get_loop_device(path)
+            if self
+                .get_loop_device(path)
                 .map_err(|e| loop_err("GetLoopDevice", e))?
                 .is_none()
             {
@@ -282,6 +262,17 @@ impl BlockVolumePathHandler<'_> {
                 message: "the loop device still holds the file after 2s".into(),
             }),
         ))
+    }
+
+    /// `GetLoopDevice`: the loop device holding `path` (`Kernel::loop_find`: the backing
+    /// file `path` or what it resolves to), `None` when `path` is gone or none holds it
+    /// (upstream's `device not found`).
+    pub fn get_loop_device(&self, path: &Path) -> Result<Option<PathBuf>, LoopError> {
+        match std::fs::metadata(path) {
+            Ok(_) => Ok(self.loops.loop_find(path)?),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(LoopError::NotAttachable(e)),
+        }
     }
 
     /// util.go's `MapBlockVolume`: the device bound at `<global_map_path>/<pod uid>`,
@@ -375,16 +366,6 @@ impl BlockVolumePathHandler<'_> {
     }
 }
 
-/// `GetLoopDevice`: the loop device holding `path`, `None` when `path` is gone or none
-/// holds it (upstream's `device not found`).
-pub fn get_loop_device(path: &Path) -> Result<Option<PathBuf>, LoopError> {
-    match std::fs::metadata(path) {
-        Ok(_) => loop_device_from_sysfs(path),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(LoopError::NotAttachable(e)),
-    }
-}
-
 /// `mapSymlinkDevice`: whatever is at `link` replaced by a symlink to the device.
 fn map_symlink_device(sys: &dyn Syscall, device: &Path, link: &Path) -> Result<(), BlockPathError> {
     match std::fs::remove_file(link) {
@@ -472,21 +453,53 @@ mod tests {
         }
     }
 
-    /// volume_path_handler_linux_test.go `TestCleanBackingFilePath` (4/4).
+    /// The loop device steps on rekube-csi's fake kernel (no root): AttachFileDevice
+    /// attaches once and finds the device after; DetachFileDevice detaches it and waits
+    /// until `loop_find` no longer names it; nothing attached or no file is nothing to do;
+    /// a device that stays busy (a mount holds it) is an error after the wait.
     #[test]
-    fn backing_file_paths_are_cleaned() {
-        let path = "/var/lib/kubelet/plugins/kubernetes.io/csi/volumeDevices/pvc-1d205234-06cd-4fe4-a7ea-0e8f3e2faf5f/dev/e196ebd3-2ab1-4185-bed4-b997ba38d1dc";
-        for (name, input) in [
-            ("regular path", path.to_string()),
-            ("suffixed with whitespaces", format!("{path}\r\t\n ")),
-            ("suffixed with (deleted)", format!("{path}(deleted)")),
-            (
-                "suffixed with (deleted) and whitespaces",
-                format!("{path} (deleted)\t"),
-            ),
-        ] {
-            assert_eq!(clean_backing_file_path(&input), path, "{name}");
-        }
+    fn loop_devices_are_found_attached_and_detached_through_the_kernel() {
+        use rekube_csi::kernel::FakeKernel;
+        let tmp = tempfile::tempdir().unwrap();
+        let bind = tmp.path().join("u1");
+        std::fs::write(&bind, b"").unwrap();
+        let kernel = FakeKernel::default();
+        let h = BlockVolumePathHandler {
+            sys: &LinuxSyscall,
+            loops: &kernel,
+        };
+        assert_eq!(h.get_loop_device(&bind).unwrap(), None);
+        let device = h.attach_file_device(&bind).unwrap();
+        assert_eq!(h.get_loop_device(&bind).unwrap(), Some(device.clone()));
+        assert_eq!(
+            h.attach_file_device(&bind).unwrap(),
+            device,
+            "found, not attached again"
+        );
+        assert_eq!(
+            kernel
+                .calls()
+                .iter()
+                .filter(|c| c.starts_with("loop_attach"))
+                .count(),
+            1
+        );
+        assert_eq!(h.get_loop_device(&tmp.path().join("gone")).unwrap(), None);
+
+        h.detach_file_device(&bind).unwrap();
+        assert_eq!(h.get_loop_device(&bind).unwrap(), None);
+        h.detach_file_device(&bind).unwrap();
+        h.detach_file_device(&tmp.path().join("gone")).unwrap();
+
+        // Busy: the kernel defers the detach to the last close, which does not come.
+        let device = h.attach_file_device(&bind).unwrap();
+        let holder = tmp.path().join("holder");
+        std::fs::write(&holder, b"").unwrap();
+        kernel
+            .mount(&device, &holder, None, MsFlags::MS_BIND, None)
+            .unwrap();
+        let err = h.detach_file_device(&bind).unwrap_err().to_string();
+        assert!(err.contains("still holds the file after 2s"), "{err}");
     }
 
     /// volume_path_handler_test.go `TestMapDevice` (3/3), `TestUnmapDevice` (6/6),
@@ -644,7 +657,8 @@ mod tests {
                 std::slice::from_ref(&bind)
             );
             assert_eq!(std::fs::read_link(pod_map.join("pv1")).unwrap(), device);
-            let holder = get_loop_device(&bind)
+            let holder = h
+                .get_loop_device(&bind)
                 .unwrap()
                 .expect("the descriptor lock");
             assert_ne!(holder, device);

@@ -10,8 +10,15 @@
 //! start. Unmap: UnmapBlockVolume, UnmapPodDevice, and after the node's last user of the
 //! volume UnmapDevice (no pod's bind left under the global map path, TearDownDevice, the
 //! global map path removed). The volume is recorded unmounted once all of it succeeded.
+//!
+//! The block volume path handler's work (mounts, loop device ioctls, DetachFileDevice's
+//! wait of up to 2 s) runs on tokio's blocking pool ([`VolumeManager::with_path_handler`]),
+//! so that an unmap holding the CSI operations lock blocks no worker of the runtime; the
+//! synchronous [`VolumeManager::unmount_pod`] still unmaps an earlier agent's local Block
+//! volumes on its caller's thread.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::VolumeManager;
 use super::actual_state_of_world::{DeviceMount, MountedVolume};
@@ -21,7 +28,7 @@ use crate::volume::csi::CsiSource;
 use crate::volume::csi_block;
 use crate::volume::local;
 use crate::volume::plugins::{BlockSource, VolumeSpec};
-use crate::volume::pod_dirs::{CSI_PLUGIN, LOCAL_PLUGIN};
+use crate::volume::pod_dirs::{CSI_PLUGIN, LOCAL_PLUGIN, pod_block_volumes_on_disk};
 use crate::volume::volume_path_handler::{
     BlockVolumePathHandler, get_device_bind_mount_refs, remove_map_path,
 };
@@ -44,6 +51,28 @@ impl VolumeManager {
         BlockVolumePathHandler {
             sys: self.sys.as_ref(),
             loops: self.loops.as_ref(),
+        }
+    }
+
+    /// `f` with the block volume path handler, on tokio's blocking pool (see the module's
+    /// doc); a panic in `f` is resumed here.
+    async fn with_path_handler<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&BlockVolumePathHandler<'_>) -> T + Send + 'static,
+    ) -> T {
+        let (sys, loops) = (Arc::clone(&self.sys), Arc::clone(&self.loops));
+        let task = tokio::task::spawn_blocking(move || {
+            f(&BlockVolumePathHandler {
+                sys: sys.as_ref(),
+                loops: loops.as_ref(),
+            })
+        });
+        match task.await {
+            Ok(value) => value,
+            Err(e) => match e.try_into_panic() {
+                Ok(panic) => std::panic::resume_unwind(panic),
+                Err(e) => panic!("the block volume path handler's task: {e}"),
+            },
         }
     }
 
@@ -72,7 +101,9 @@ impl VolumeManager {
                 self.map_csi_volume(volume, pv_name, read_only, source, publish_context)
                     .await?
             }
-            BlockSource::Local { path } => (self.map_local_volume(volume, pv_name, path)?, None),
+            BlockSource::Local { path } => {
+                (self.map_local_volume(volume, pv_name, path).await?, None)
+            }
         };
         self.state
             .lock()
@@ -132,9 +163,17 @@ impl VolumeManager {
                 .map_err(|e| e.to_string())?;
             let device = std::fs::canonicalize(&publish)
                 .map_err(|e| error("MapVolume.EvalHostSymlinks failed", pv, e))?;
-            self.path_handler()
-                .map_block_volume(&device, &global, &map_dir, &name, uid)
-                .map_err(|e| error("MapVolume.MapBlockVolume failed", pv, e))
+            let (global, map_dir, name, uid) = (
+                global.clone(),
+                map_dir.clone(),
+                name.clone(),
+                uid.to_string(),
+            );
+            self.with_path_handler(move |h| {
+                h.map_block_volume(&device, &global, &map_dir, &name, &uid)
+            })
+            .await
+            .map_err(|e| error("MapVolume.MapBlockVolume failed", pv, e))
         };
         if let Err(message) = mapped.await {
             // Nothing left half-mapped: unmapped, unpublished, and unstaged when no other
@@ -166,32 +205,47 @@ impl VolumeManager {
 
     /// The local plugin's part of the map: MapPodDevice (the PV's path, resolved), the
     /// device mapped for the pod. The pod's device map path, or the event's message.
-    fn map_local_volume(
+    async fn map_local_volume(
         &self,
         volume: &VolumeToMount,
         pv: &str,
         path: &str,
     ) -> Result<PathBuf, String> {
-        let uid = volume.pod_uid.as_str();
+        let uid = volume.pod_uid.clone();
         let device = local::map_pod_device(pv, path)
             .map_err(|e| error("MapVolume.MapPodDevice failed", pv, e))?;
         let global = local::block_global_map_path(&self.plugins_dir, pv);
-        let map_dir = self.dirs.pod_volume_device_dir(uid, LOCAL_PLUGIN);
-        let handler = self.path_handler();
-        if let Err(e) = handler.map_block_volume(&device, &global, &map_dir, pv, uid) {
-            if let Err(undo) = handler.unmap_block_volume(&global, &map_dir, pv, uid) {
-                tracing::warn!(pod_uid = %uid, pv, error = %undo, "undoing a failed map");
-            }
-            return Err(error("MapVolume.MapBlockVolume failed", pv, e));
-        }
-        Ok(map_dir.join(pv))
+        let map_dir = self.dirs.pod_volume_device_dir(&uid, LOCAL_PLUGIN);
+        let link = map_dir.join(pv);
+        let pv = pv.to_string();
+        self.with_path_handler(move |h| {
+            h.map_block_volume(&device, &global, &map_dir, &pv, &uid)
+                .map_err(|e| {
+                    if let Err(undo) = h.unmap_block_volume(&global, &map_dir, &pv, &uid) {
+                        tracing::warn!(pod_uid = %uid, pv, error = %undo, "undoing a failed map");
+                    }
+                    error("MapVolume.MapBlockVolume failed", &pv, e)
+                })
+        })
+        .await?;
+        Ok(link)
     }
 
     /// `GenerateUnmapVolumeFunc` for a mapped Block volume, then `GenerateUnmapDeviceFunc`
     /// when no other pod of the node has it; recorded unmounted only once all succeeded.
     pub(super) async fn unmap_volume(&self, m: &MountedVolume) -> Result<(), String> {
         if m.plugin_name != CSI_PLUGIN {
-            return self.unmap_local_volume(m);
+            let (pv, map_dir, last) = self.local_unmap_of(m)?;
+            let global = local::block_global_map_path(&self.plugins_dir, &pv);
+            let uid = m.pod_uid.clone();
+            self.with_path_handler(move |h| unmap_local(h, &global, &pv, &uid, &map_dir, last))
+                .await?;
+            self.state
+                .lock()
+                .unwrap()
+                .1
+                .mark_volume_as_unmounted(&m.volume_name);
+            return Ok(());
         }
         let Some(device) = &m.device else {
             return Err(format!(
@@ -238,8 +292,9 @@ impl VolumeManager {
         unmap_device: bool,
     ) -> Result<(), String> {
         let global = csi_block::global_map_path(self.csi.plugin_dir(), pv);
-        self.path_handler()
-            .unmap_block_volume(&global, map_dir, pv, uid)
+        let (map_dir, name, pod) = (map_dir.to_path_buf(), pv.to_string(), uid.to_string());
+        self.with_path_handler(move |h| h.unmap_block_volume(&global, &map_dir, &name, &pod))
+            .await
             .map_err(|e| error("UnmapVolume.UnmapBlockVolume failed", pv, e))?;
         self.csi
             .unmap_pod_device(pv, uid, driver, volume_handle)
@@ -268,25 +323,39 @@ impl VolumeManager {
         remove_map_path(&global).map_err(|e| error("UnmapDevice.RemoveMapPath failed", pv, e))
     }
 
-    /// The local plugin's unmap: UnmapBlockVolume, then, after the node's last pod
-    /// mapping the PV, UnmapDevice (the global map path removed: there is nothing to
-    /// tear down).
-    pub(super) fn unmap_local_volume(&self, m: &MountedVolume) -> Result<(), String> {
+    /// A local Block volume's unmap: its PV, the pod's device map directory, and whether
+    /// the pod is the node's last user of the PV.
+    fn local_unmap_of(&self, m: &MountedVolume) -> Result<(String, PathBuf, bool), String> {
         if m.plugin_name != LOCAL_PLUGIN {
             return Err(format!(
                 "volume {:?} of pod {} is a {} block volume: it is unmapped through its driver",
                 m.outer_volume_spec_name, m.pod_uid, m.plugin_name
             ));
         }
-        let pv = pv_of(m);
         let last = !self
             .state
             .lock()
             .unwrap()
             .1
             .block_volume_used_by_others(&m.volume_name);
-        let map_dir = m.path.parent().unwrap_or(Path::new("/"));
-        self.unmap_local(&pv, &m.pod_uid, map_dir, last)?;
+        let map_dir = m.path.parent().unwrap_or(Path::new("/")).to_path_buf();
+        Ok((pv_of(m), map_dir, last))
+    }
+
+    /// The local plugin's unmap ([`unmap_local`]) on the caller's thread, for the
+    /// synchronous [`VolumeManager::unmount_pod`]; [`Self::unmap_volume`] is the same on the
+    /// blocking pool.
+    pub(super) fn unmap_local_volume(&self, m: &MountedVolume) -> Result<(), String> {
+        let (pv, map_dir, last) = self.local_unmap_of(m)?;
+        let global = local::block_global_map_path(&self.plugins_dir, &pv);
+        unmap_local(
+            &self.path_handler(),
+            &global,
+            &pv,
+            &m.pod_uid,
+            &map_dir,
+            last,
+        )?;
         self.state
             .lock()
             .unwrap()
@@ -295,40 +364,24 @@ impl VolumeManager {
         Ok(())
     }
 
-    fn unmap_local(
-        &self,
-        pv: &str,
-        uid: &str,
-        map_dir: &Path,
-        unmap_device: bool,
-    ) -> Result<(), String> {
-        let global = local::block_global_map_path(&self.plugins_dir, pv);
-        self.path_handler()
-            .unmap_block_volume(&global, map_dir, pv, uid)
-            .map_err(|e| error("UnmapVolume.UnmapBlockVolume failed", pv, e))?;
-        if unmap_device {
-            check_no_device_refs(pv, &global)?;
-            remove_map_path(&global)
-                .map_err(|e| error("UnmapDevice.RemoveMapPath failed", pv, e))?;
-        }
-        Ok(())
-    }
-
     /// The CSI Block volumes the pod's directory maps that the actual state does not
     /// know (an earlier agent mapped them): unmapped and unpublished with the driver and
     /// handle of the PV's block volume data, and unstaged when neither the actual state
     /// nor another pod's directory has the volume.
     pub(super) async fn unmap_csi_block_volumes_on_disk(&self, uid: &str) -> Result<(), String> {
-        for pv in csi_block::pod_block_volumes_on_disk(&self.dirs, uid) {
+        for pv in pod_block_volumes_on_disk(&self.dirs, uid, CSI_PLUGIN) {
             let _one_at_a_time = self.csi_operations.lock().await;
             let map_dir = self.dirs.pod_volume_device_dir(uid, CSI_PLUGIN);
             let Some((driver, handle)) = self.csi.load_block_volume_data(&pv) else {
                 // Its data is gone (its device was torn down): only the pod's map is left.
                 tracing::warn!(pod_uid = %uid, pv, "a block volume's map without its vol_data.json: unmapped only");
                 let global = csi_block::global_map_path(self.csi.plugin_dir(), &pv);
-                self.path_handler()
-                    .unmap_block_volume(&global, &map_dir, &pv, uid)
-                    .map_err(|e| error("UnmapVolume.UnmapBlockVolume failed", &pv, e))?;
+                let (name, pod) = (pv.clone(), uid.to_string());
+                self.with_path_handler(move |h| {
+                    h.unmap_block_volume(&global, &map_dir, &name, &pod)
+                })
+                .await
+                .map_err(|e| error("UnmapVolume.UnmapBlockVolume failed", &pv, e))?;
                 continue;
             };
             tracing::info!(pod_uid = %uid, pv, driver, "unmapping a CSI block volume known from its vol_data.json");
@@ -361,7 +414,7 @@ impl VolumeManager {
     /// know: unmapped, the global map path removed after the node's last user.
     pub(super) fn unmap_local_block_volumes_on_disk(&self, uid: &str) -> Result<(), String> {
         let map_dir = self.dirs.pod_volume_device_dir(uid, LOCAL_PLUGIN);
-        for pv in local::pod_block_volumes_on_disk(&self.dirs, uid) {
+        for pv in pod_block_volumes_on_disk(&self.dirs, uid, LOCAL_PLUGIN) {
             let used_elsewhere = {
                 let state = self.state.lock().unwrap();
                 state
@@ -369,12 +422,41 @@ impl VolumeManager {
                     .mounted_volumes()
                     .any(|m| m.block && m.plugin_name == LOCAL_PLUGIN && pv_of(m) == pv)
             } || self.pods_on_disk().iter().any(|other| {
-                other != uid && local::pod_block_volumes_on_disk(&self.dirs, other).contains(&pv)
+                other != uid
+                    && pod_block_volumes_on_disk(&self.dirs, other, LOCAL_PLUGIN).contains(&pv)
             });
-            self.unmap_local(&pv, uid, &map_dir, !used_elsewhere)?;
+            let global = local::block_global_map_path(&self.plugins_dir, &pv);
+            unmap_local(
+                &self.path_handler(),
+                &global,
+                &pv,
+                uid,
+                &map_dir,
+                !used_elsewhere,
+            )?;
         }
         Ok(())
     }
+}
+
+/// The local plugin's unmap: UnmapBlockVolume, then with `unmap_device` (after the node's
+/// last pod mapping the PV) UnmapDevice (the global map path removed: there is nothing to
+/// tear down).
+fn unmap_local(
+    h: &BlockVolumePathHandler<'_>,
+    global: &Path,
+    pv: &str,
+    uid: &str,
+    map_dir: &Path,
+    unmap_device: bool,
+) -> Result<(), String> {
+    h.unmap_block_volume(global, map_dir, pv, uid)
+        .map_err(|e| error("UnmapVolume.UnmapBlockVolume failed", pv, e))?;
+    if unmap_device {
+        check_no_device_refs(pv, global)?;
+        remove_map_path(global).map_err(|e| error("UnmapDevice.RemoveMapPath failed", pv, e))?;
+    }
+    Ok(())
 }
 
 /// `GetDeviceBindMountRefs` before UnmapDevice: a pod's bind left under the global map
@@ -416,7 +498,6 @@ mod tests {
 
     use super::*;
     use crate::volume::pod_dirs::PodDirs;
-    use crate::volume::volume_path_handler::get_loop_device;
 
     /// The API of these tests: one claim `raw` bound to the local Block volume `pv-raw`.
     struct OneLocalBlockVolume {
@@ -519,7 +600,11 @@ mod tests {
                     dirs.pod_volume_device_dir(uid, LOCAL_PLUGIN).join("pv-raw")
                 );
                 assert_eq!(std::fs::read_link(&m.path).unwrap(), device);
-                assert!(get_loop_device(&global.join(uid)).unwrap().is_some());
+                let h = BlockVolumePathHandler {
+                    sys: &crate::runtime::syscall::LinuxSyscall,
+                    loops: &LinuxKernel,
+                };
+                assert!(h.get_loop_device(&global.join(uid)).unwrap().is_some());
             }
             assert_eq!(
                 get_device_bind_mount_refs(&global).unwrap(),
@@ -564,6 +649,61 @@ mod tests {
         if let Err(e) = result {
             std::panic::resume_unwind(e);
         }
+    }
+
+    /// The unmap runs on the blocking pool: a loop device that stays busy (a mount holds
+    /// it, on rekube-csi's fake kernel) keeps DetachFileDevice waiting its 2 s, and
+    /// meanwhile the runtime's only worker (a current-thread runtime) runs another task.
+    #[tokio::test]
+    async fn an_unmap_waiting_for_its_loop_device_blocks_no_worker() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let tmp = tempfile::tempdir().unwrap();
+        let dirs = PodDirs::new(tmp.path().join("root/pods"));
+        let global = local::block_global_map_path(&tmp.path().join("root/plugins"), "pv-raw");
+        std::fs::create_dir_all(&global).unwrap();
+        let bind = global.join("u1");
+        std::fs::write(&bind, b"").unwrap();
+        let kernel = Arc::new(rekube_csi::kernel::FakeKernel::default());
+        let holder = kernel.loop_attach(&bind, false).unwrap();
+        let busy = tmp.path().join("busy");
+        std::fs::write(&busy, b"").unwrap();
+        kernel
+            .mount(&holder, &busy, None, nix::mount::MsFlags::MS_BIND, None)
+            .unwrap();
+        let mut manager = VolumeManager::new(
+            dirs.clone(),
+            Arc::new(crate::runtime::syscall::LinuxSyscall),
+            BTreeMap::new(),
+        );
+        manager.loops = kernel;
+        let m = MountedVolume {
+            volume_name: "kubernetes.io/local-volume/pv-raw".into(),
+            pod_uid: "u1".into(),
+            outer_volume_spec_name: "v".into(),
+            plugin_name: LOCAL_PLUGIN.into(),
+            path: dirs
+                .pod_volume_device_dir("u1", LOCAL_PLUGIN)
+                .join("pv-raw"),
+            block: true,
+            read_only: false,
+            remount_required: false,
+            device: None,
+        };
+        let ticks = Arc::new(AtomicUsize::new(0));
+        let ticker = tokio::spawn({
+            let ticks = Arc::clone(&ticks);
+            async move {
+                loop {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    ticks.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+        let err = manager.unmap_volume(&m).await.unwrap_err();
+        ticker.abort();
+        assert!(err.contains("still holds the file after 2s"), "{err}");
+        let ticks = ticks.load(Ordering::Relaxed);
+        assert!(ticks >= 50, "the worker ran {ticks} ticks in 2 s");
     }
 
     /// The backing files of the loop devices whose backing file is under `dir`.

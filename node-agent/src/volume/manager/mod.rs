@@ -29,6 +29,8 @@ pub mod actual_state_of_world;
 pub mod attach;
 mod block;
 pub mod desired_state_of_world;
+pub mod expand;
+mod node_expansion;
 pub mod reconciler;
 
 use std::collections::{BTreeMap, HashMap};
@@ -89,6 +91,30 @@ pub trait ObjectReader: Sync {
     ) -> impl Future<Output = Result<Option<VolumeAttachment>, String>> + Send;
     /// The unique names of the Node's `status.volumesAttached`.
     fn volumes_attached(&self) -> impl Future<Output = Result<Vec<String>, String>> + Send;
+    /// A TokenRequest for ServiceAccount `namespace/name` (as the node's own identity):
+    /// the request as the apiserver answered it (the kubelet token manager's `getToken`).
+    fn service_account_token(
+        &self,
+        namespace: &str,
+        name: &str,
+        tr: &k8s_openapi::api::authentication::v1::TokenRequest,
+    ) -> impl Future<Output = Result<k8s_openapi::api::authentication::v1::TokenRequest, String>> + Send
+    {
+        let _ = (namespace, name, tr);
+        async { Err("this reader requests no tokens".to_string()) }
+    }
+    /// Patches the status of claim `namespace/name` (a JSON merge patch of
+    /// `persistentvolumeclaims/status`, as the node's own identity): a filesystem
+    /// expansion's result. The claim as the apiserver answered it.
+    fn patch_claim_status(
+        &self,
+        namespace: &str,
+        name: &str,
+        patch: serde_json::Value,
+    ) -> impl Future<Output = Result<PersistentVolumeClaim, String>> + Send {
+        let _ = (namespace, name, patch);
+        async { Err("this reader writes no claim status".to_string()) }
+    }
 }
 
 /// upstream's event reasons for a volume that failed (kubelet events.go): a mount, and a
@@ -174,6 +200,10 @@ pub struct VolumeManager {
     csi_operations: tokio::sync::Mutex<()>,
     /// The node's CSI volumes in use, shared with the node status loop.
     in_use: Arc<VolumesInUse>,
+    /// The pods' service account tokens (the kubelet's token manager).
+    tokens: super::token_manager::TokenManager,
+    /// Volume expansion on the node: sizes, errors, back-off, events ([`expand`]).
+    expansion: node_expansion::Expansions,
 }
 
 /// The UIDs of the pods with a directory under `pods/`.
@@ -201,7 +231,7 @@ fn pod_csi_handles_on_disk(dirs: &PodDirs, uid: &str) -> Vec<(String, String)> {
         .into_iter()
         .map(|v| (v.driver, v.volume_handle))
         .chain(
-            super::csi_block::pod_block_volumes_on_disk(dirs, uid)
+            super::pod_dirs::pod_block_volumes_on_disk(dirs, uid, CSI_PLUGIN)
                 .iter()
                 .filter_map(|pv| block_plugin.load_block_volume_data(pv)),
         )
@@ -245,6 +275,8 @@ impl VolumeManager {
             csi: CsiPlugin::new(BTreeMap::new(), &plugins, ""),
             csi_operations: tokio::sync::Mutex::new(()),
             in_use: Arc::default(),
+            tokens: Default::default(),
+            expansion: Default::default(),
         }
     }
 
@@ -353,10 +385,16 @@ impl VolumeManager {
         let mut failed: Vec<FailedVolume> = Vec::new();
         let mut unprocessed: Vec<(String, String)> = Vec::new();
         let mut specs = Vec::new();
+        // The claims of the CSI filesystem volumes, for their expansion on the node.
+        let mut expansions = Vec::new();
+        let mut mounted_now = std::collections::HashSet::new();
         for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
             if let Some(claim_ref) = claim::claim_ref(pod, v) {
                 match claim_volume_spec(reader, pod, v, &claim_ref).await {
-                    Ok(spec) => specs.push((v.name.clone(), spec)),
+                    Ok((spec, expansion)) => {
+                        specs.push((v.name.clone(), spec));
+                        expansions.extend(expansion.map(|e| (v.name.clone(), e)));
+                    }
                     Err(e) => unprocessed.push((v.name.clone(), e)),
                 }
                 continue;
@@ -457,17 +495,26 @@ impl VolumeManager {
                                 continue;
                             }
                         };
-                        if let Err(message) = self
+                        match self
                             .set_up_csi(&volume, &uid, pv_name, read_only, source, publish_context)
                             .await
                         {
-                            failed.push(FailedVolume::mount(name, message));
+                            Ok(()) => {
+                                mounted_now.insert(name);
+                            }
+                            Err(message) => failed.push(FailedVolume::mount(name, message)),
                         }
                         self.update_volumes_in_use();
                         continue;
                     }
                     let objects = match fetch_objects(reader, &namespace, &volume.spec).await {
-                        Ok(objects) => objects,
+                        Ok(mut objects) => {
+                            if let VolumeSpec::Projected(source) = &volume.spec {
+                                objects.service_account_tokens =
+                                    self.service_account_tokens(reader, pod, source).await;
+                            }
+                            objects
+                        }
                         Err(e) => {
                             failed.push(FailedVolume::mount(
                                 name.clone(),
@@ -509,6 +556,9 @@ impl VolumeManager {
                 }
             }
         }
+        // Their filesystems grown to their PersistentVolumes' size: at mount, or in use.
+        self.expand_pod_volumes(pod, &expansions, &mounted_now, reader, &mut failed)
+            .await;
         if !failed.is_empty() || !unprocessed.is_empty() {
             return Err(MountFailure {
                 failed,
@@ -633,6 +683,7 @@ impl VolumeManager {
     /// [`Self::unmount_pod`] with the pod's CSI volumes torn down through their drivers
     /// first: what the pod's cleanup calls.
     pub async fn unmount_pod_volumes(&self, uid: &str) -> Result<(), String> {
+        self.forget_pod_expansions(uid);
         let csi: Vec<MountedVolume> = {
             let mut state = self.state.lock().unwrap();
             let (dsw, asw) = &mut *state;
@@ -668,7 +719,7 @@ impl VolumeManager {
     /// the drivers).
     pub fn has_csi_volumes_on_disk(&self, uid: &str) -> bool {
         !super::csi::pod_csi_volumes_on_disk(&self.dirs, uid).is_empty()
-            || !super::csi_block::pod_block_volumes_on_disk(&self.dirs, uid).is_empty()
+            || !super::pod_dirs::pod_block_volumes_on_disk(&self.dirs, uid, CSI_PLUGIN).is_empty()
     }
 
     /// A CSI volume known from its `vol_data.json` only: NodeUnpublishVolume, then
@@ -730,12 +781,88 @@ impl VolumeManager {
             .collect()
     }
 
+    /// The tokens of a projected volume's serviceAccountToken sources (upstream's
+    /// `collectData` through the token manager): the pod's token binding Secret read as
+    /// the node (it must be the pod's: [`rekube_crds::token_binding`]), then each
+    /// source's TokenRequest for the pod's ServiceAccount, bound to that Secret, from the
+    /// token manager's cache or the API. Called at every set-up (every sync of a running
+    /// pod), so a token the manager refreshed reaches the volume through the atomic
+    /// writer then. Errors are per source, as upstream's.
+    async fn service_account_tokens<R: ObjectReader>(
+        &self,
+        reader: &R,
+        pod: &Pod,
+        source: &k8s_openapi::api::core::v1::ProjectedVolumeSource,
+    ) -> super::projected::Tokens {
+        use rekube_crds::token_binding::{
+            is_token_binding_for_pod, pod_token_binding_secret_name, service_account_name,
+        };
+        let requests_of = |binding: (&str, &str)| super::projected::token_requests(source, binding);
+        let indices: Vec<usize> = requests_of(("", "")).into_iter().map(|(i, _)| i).collect();
+        if indices.is_empty() {
+            return super::projected::Tokens::new();
+        }
+        let all_failed = |message: String| {
+            indices
+                .iter()
+                .map(|i| (*i, Err(format!("failed to fetch token: {message}"))))
+                .collect()
+        };
+        let namespace = pod.metadata.namespace.as_deref().unwrap_or_default();
+        let pod_name = pod.metadata.name.as_deref().unwrap_or_default();
+        let pod_uid = pod.metadata.uid.as_deref().unwrap_or_default();
+        let binding = pod_token_binding_secret_name(pod);
+        let secret = match reader.secret(namespace, &binding).await {
+            Ok(Some(secret)) => secret,
+            Ok(None) => {
+                return all_failed(format!(
+                    "secret {namespace}/{binding}, the token binding of pod {namespace}/{pod_name}, \
+                     not found (rekube-controllers' pod-token-binding-controller creates it)"
+                ));
+            }
+            Err(e) => {
+                return all_failed(format!(
+                    "couldn't get secret {namespace}/{binding}, the token binding of pod \
+                     {namespace}/{pod_name}: {e}"
+                ));
+            }
+        };
+        if let Err(e) = is_token_binding_for_pod(pod, &secret) {
+            return all_failed(e);
+        }
+        let secret_uid = secret.metadata.uid.clone().unwrap_or_default();
+        let service_account = pod
+            .spec
+            .as_ref()
+            .map(service_account_name)
+            .unwrap_or_else(|| "default".into());
+        let mut tokens = super::projected::Tokens::new();
+        for (i, tr) in requests_of((&binding, &secret_uid)) {
+            let got = self
+                .tokens
+                .get_service_account_token(pod_uid, namespace, &service_account, &tr, || {
+                    reader.service_account_token(namespace, &service_account, &tr)
+                })
+                .await
+                .and_then(|tr| match tr.status.and_then(|s| s.token) {
+                    Some(token) if !token.is_empty() => Ok(token.into_bytes()),
+                    _ => Err(format!(
+                        "failed to fetch token: the token request for service account \
+                         {namespace}/{service_account} returned no token"
+                    )),
+                });
+            tokens.insert(i, got);
+        }
+        tokens
+    }
+
     /// The pod is gone from the node (its containers removed): the populator drops its
     /// volumes, the reconciler tears them down, and the pod's directory goes, with
     /// whatever is still mounted in it (subPath binds, volumes an earlier agent set up).
     /// A CSI volume still mounted is an error here: it needs its driver
     /// ([`Self::unmount_pod_volumes`]).
     pub fn unmount_pod(&self, uid: &str) -> Result<(), String> {
+        self.tokens.delete_service_account_token(uid);
         let ops: Vec<Operation> = {
             let mut state = self.state.lock().unwrap();
             let (dsw, asw) = &mut *state;
@@ -792,7 +919,7 @@ async fn claim_volume_spec<R: ObjectReader>(
     pod: &Pod,
     volume: &k8s_openapi::api::core::v1::Volume,
     claim_ref: &claim::ClaimRef,
-) -> Result<VolumeSpec, String> {
+) -> Result<(VolumeSpec, Option<expand::ClaimExpansion>), String> {
     let namespace = pod.metadata.namespace.as_deref().unwrap_or_default();
     let name = &claim_ref.claim_name;
     let wrap = |e: &str| claim::processing_error(namespace, name, e);
@@ -823,12 +950,22 @@ async fn claim_volume_spec<R: ObjectReader>(
         }
     };
     claim::check_volume_bound_to_claim(&pv, &pvc).map_err(|e| wrap(&e))?;
-    claim::volume_spec(
+    let spec = claim::volume_spec(
         &volume.name,
         &pv,
         claim_ref.read_only,
         claim::mounts_and_devices(pod, &volume.name),
+    )?;
+    // checkVolumeFSResize: a CSI filesystem volume's size follows its PV's.
+    let expansion = matches!(
+        spec,
+        VolumeSpec::Persistent {
+            source: PersistentSource::Csi(_),
+            ..
+        }
     )
+    .then(|| expand::claim_expansion(&pvc, &pv, claim_ref.read_only));
+    Ok((spec, expansion))
 }
 
 /// The ConfigMaps and Secrets a volume projects (upstream's configmap/secret managers:
