@@ -180,19 +180,20 @@ impl NodeReader {
         *self.cached.lock().await = None;
     }
 
-    /// GETs `name` through `api` (the kind and namespace); `Ok(None)` when it
-    /// does not exist. A refusal of the node's identity is retried for [`GRANT_LAG`], an
-    /// unauthenticated token renewed once.
-    async fn get<K>(&self, api: impl Fn(Client) -> Api<K>, name: &str) -> Result<Option<K>, String>
+    /// Runs `call` as the node: a refusal (403) is retried for [`GRANT_LAG`] (the node
+    /// authorizer's grants follow a new pod within it), an unauthenticated token (401)
+    /// renewed once. Without a node identity (an admin kubeconfig) the first answer counts.
+    async fn as_node<T, F, Fut>(&self, call: F) -> Result<T, String>
     where
-        K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+        F: Fn(Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T, kube::Error>>,
     {
         let deadline = Instant::now() + GRANT_LAG;
         let mut renewed = false;
         loop {
             let client = self.client().await.map_err(|e| e.to_string())?;
-            match api(client).get_opt(name).await {
-                Ok(found) => return Ok(found),
+            match call(client).await {
+                Ok(answered) => return Ok(answered),
                 Err(kube::Error::Api(s))
                     if s.code == 401 && !renewed && self.identity_namespace.is_some() =>
                 {
@@ -211,45 +212,36 @@ impl NodeReader {
         }
     }
 
+    /// GETs `name` through `api` (the kind and namespace), as the node ([`Self::as_node`]);
+    /// `Ok(None)` when it does not exist.
+    async fn get<K>(&self, api: impl Fn(Client) -> Api<K>, name: &str) -> Result<Option<K>, String>
+    where
+        K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        self.as_node(|client| {
+            let api = api(client);
+            async move { api.get_opt(name).await }
+        })
+        .await
+    }
+
     /// A token of ServiceAccount `namespace/name` (TokenRequest `tr`), requested as the
-    /// node: the node authorizer grants `create` on `serviceaccounts/token` for exactly
-    /// the ServiceAccounts of the node's pods that project a token. A refusal is retried
-    /// for [`GRANT_LAG`], an unauthenticated node token renewed once, as [`Self::get`]'s.
+    /// node ([`Self::as_node`]): the node authorizer grants `create` on
+    /// `serviceaccounts/token` for exactly the ServiceAccounts of the node's pods that
+    /// project a token.
     pub async fn service_account_token(
         &self,
         namespace: &str,
         name: &str,
         tr: &TokenRequest,
     ) -> Result<TokenRequest, String> {
-        let deadline = Instant::now() + GRANT_LAG;
-        let mut renewed = false;
-        loop {
-            let client = self.client().await.map_err(|e| e.to_string())?;
-            let result = Api::<ServiceAccount>::namespaced(client, namespace)
+        self.as_node(|client| async move {
+            Api::<ServiceAccount>::namespaced(client, namespace)
                 .create_token_request(name, &PostParams::default(), tr)
-                .await;
-            match result {
-                Ok(answered) => return Ok(answered),
-                Err(kube::Error::Api(s))
-                    if s.code == 401 && !renewed && self.identity_namespace.is_some() =>
-                {
-                    renewed = true;
-                    self.forget().await;
-                }
-                Err(kube::Error::Api(s))
-                    if s.code == 403
-                        && self.identity_namespace.is_some()
-                        && Instant::now() < deadline =>
-                {
-                    tokio::time::sleep(GRANT_POLL).await;
-                }
-                Err(e) => {
-                    return Err(format!(
-                        "requesting a token of service account {namespace}/{name}: {e}"
-                    ));
-                }
-            }
-        }
+                .await
+        })
+        .await
+        .map_err(|e| format!("requesting a token of service account {namespace}/{name}: {e}"))
     }
 
     pub async fn secret(&self, namespace: &str, name: &str) -> Result<Option<Secret>, String> {
@@ -264,50 +256,27 @@ impl NodeReader {
         self.get(|c| Api::namespaced(c, namespace), name).await
     }
 
-    /// Patches the status of claim `namespace/name` (a JSON merge patch), as the node:
-    /// the node authorizer grants `patch` on the status of its pods' claims and the
-    /// NodeRestriction policy lets it change the capacity, the conditions and the
-    /// allocated resources only (the kubelet's `MarkFSResizeFinished` and friends). A
-    /// refusal is retried for [`GRANT_LAG`], an unauthenticated token renewed once.
+    /// Patches the status of claim `namespace/name` (a JSON merge patch), as the node
+    /// ([`Self::as_node`]): the node authorizer grants `patch` on the status of its pods'
+    /// claims and the NodeRestriction policy lets it change the capacity, the conditions
+    /// and the allocated resources only (the kubelet's `MarkFSResizeFinished` and friends).
     pub async fn patch_claim_status(
         &self,
         namespace: &str,
         name: &str,
         patch: &serde_json::Value,
     ) -> Result<PersistentVolumeClaim, String> {
-        let deadline = Instant::now() + GRANT_LAG;
-        let mut renewed = false;
-        loop {
-            let client = self.client().await.map_err(|e| e.to_string())?;
-            let result = Api::<PersistentVolumeClaim>::namespaced(client, namespace)
+        self.as_node(|client| async move {
+            Api::<PersistentVolumeClaim>::namespaced(client, namespace)
                 .patch_status(
                     name,
                     &kube::api::PatchParams::default(),
                     &kube::api::Patch::Merge(patch),
                 )
-                .await;
-            match result {
-                Ok(claim) => return Ok(claim),
-                Err(kube::Error::Api(s))
-                    if s.code == 401 && !renewed && self.identity_namespace.is_some() =>
-                {
-                    renewed = true;
-                    self.forget().await;
-                }
-                Err(kube::Error::Api(s))
-                    if s.code == 403
-                        && self.identity_namespace.is_some()
-                        && Instant::now() < deadline =>
-                {
-                    tokio::time::sleep(GRANT_POLL).await;
-                }
-                Err(e) => {
-                    return Err(format!(
-                        "can't patch status of persistentvolumeclaim {namespace}/{name}: {e}"
-                    ));
-                }
-            }
-        }
+                .await
+        })
+        .await
+        .map_err(|e| format!("can't patch status of persistentvolumeclaim {namespace}/{name}: {e}"))
     }
 
     pub async fn persistent_volume(&self, name: &str) -> Result<Option<PersistentVolume>, String> {
