@@ -290,6 +290,84 @@ pub async fn delete_test_volumes(ns: &TestNamespace) {
     }
 }
 
+/// Waits (`what`, up to 90 s) until node `node` lists no volume in use nor attached, the
+/// VolumeAttachment `va_name` is gone and `driver` has no loop device left: a volume
+/// unmounted and detached.
+pub async fn wait_unmounted_and_detached(
+    ns: &TestNamespace,
+    what: &str,
+    node: &str,
+    va_name: &str,
+    driver: &CsiDriverProcess,
+) {
+    let nodes: Api<rekube_crds::Node> = Api::all(ns.client.clone());
+    let attachments: Api<VolumeAttachment> = Api::all(ns.client.clone());
+    crate::wait_until(what, Duration::from_secs(90), || async {
+        let s = nodes
+            .get_status(node)
+            .await
+            .map_err(|e| e.to_string())?
+            .status
+            .unwrap_or_default();
+        let va = attachments
+            .get_opt(va_name)
+            .await
+            .map_err(|e| e.to_string())?;
+        let loops = loops_under(&driver.state);
+        if s.volumes_in_use.is_none()
+            && s.volumes_attached.as_ref().is_none_or(|v| v.is_empty())
+            && va.is_none()
+            && loops.is_empty()
+        {
+            Ok(())
+        } else {
+            Err(format!(
+                "in use {:?}, attached {:?}, attachment {}, loops {loops:?}\n{}",
+                s.volumes_in_use,
+                s.volumes_attached,
+                va.is_some(),
+                driver.logs()
+            ))
+        }
+    })
+    .await;
+}
+
+/// The end of a static volume's test: claim `claim` deleted and waited for (up to
+/// `timeout`), the test's PersistentVolumes deleted, then the driver's volume `handle`
+/// (DeleteVolume must succeed).
+pub async fn delete_claim_and_volume(
+    ns: &TestNamespace,
+    driver: &CsiDriverProcess,
+    claim: &str,
+    handle: String,
+    timeout: Duration,
+) {
+    let claims: Api<rekube_crds::PersistentVolumeClaim> =
+        Api::namespaced(ns.client.clone(), &ns.name);
+    claims
+        .delete(claim, &DeleteParams::default())
+        .await
+        .unwrap();
+    crate::wait_until(&format!("claim {claim} gone"), timeout, || async {
+        match claims.get_opt(claim).await {
+            Ok(None) => Ok(()),
+            other => Err(format!("{:?}", other.map(|c| c.is_some()))),
+        }
+    })
+    .await;
+    delete_test_volumes(ns).await;
+    driver
+        .controller()
+        .await
+        .delete_volume(rekube_csi::csi::DeleteVolumeRequest {
+            volume_id: handle,
+            secrets: Default::default(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("DeleteVolume: {e}\n{}", driver.logs()));
+}
+
 /// `rekube-csi registrar` (node-driver-registrar's role) for a driver process: it serves
 /// the plugin registration API at `<registration dir>/<driver>-reg.sock`. Stopped
 /// (SIGTERM, then SIGKILL) when dropped, its socket removed if it was left.

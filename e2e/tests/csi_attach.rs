@@ -25,7 +25,7 @@ use rekube_e2e::agent::{AgentProcess, cannot_run_containers, delete_all_pods_and
 use rekube_e2e::controllers::ControllerProcess;
 use rekube_e2e::storage::{
     CsiDriverProcess, MIB, create_csi_driver, delete_test_volumes, loops_under, mounts_under,
-    static_csi_volume_and_claim,
+    static_csi_volume_and_claim, wait_unmounted_and_detached,
 };
 use rekube_e2e::{TestNamespace, wait_until};
 use serde_json::json;
@@ -264,31 +264,7 @@ async fn a_volume_is_attached_mounted_unmounted_and_detached() {
     // Unmount, then detach: the pod goes, the volume leaves volumesInUse, the controller
     // deletes the attachment, the attacher unpublishes (no loop device any more).
     pods.delete("user", &DeleteParams::default()).await.unwrap();
-    wait_until("the volume detached", Duration::from_secs(90), || async {
-        let n = nodes.get_status(&node).await.map_err(|e| e.to_string())?;
-        let s = n.status.unwrap_or_default();
-        let va = attachments
-            .get_opt(&va_name)
-            .await
-            .map_err(|e| e.to_string())?;
-        let loops = loops_under(&driver.state);
-        if s.volumes_in_use.is_none()
-            && s.volumes_attached.as_ref().is_none_or(|v| v.is_empty())
-            && va.is_none()
-            && loops.is_empty()
-        {
-            Ok(())
-        } else {
-            Err(format!(
-                "in use {:?}, attached {:?}, attachment {}, loops {loops:?}\n{}",
-                s.volumes_in_use,
-                s.volumes_attached,
-                va.is_some(),
-                driver.logs()
-            ))
-        }
-    })
-    .await;
+    wait_unmounted_and_detached(&ns, "the volume detached", &node, &va_name, &driver).await;
     let agent_root = agent.root.clone();
     assert_eq!(mounts_under(&agent_root), Vec::<String>::new());
     assert_eq!(mounts_under(Path::new(&driver.dir)), Vec::<String>::new());

@@ -32,8 +32,8 @@ use rekube_e2e::agent::{
 use rekube_e2e::controllers::ControllerProcess;
 use rekube_e2e::nodes::SCOPE_LABEL;
 use rekube_e2e::storage::{
-    CsiDriverProcess, MIB, create_csi_driver, delete_test_volumes, event_notes, loops_under,
-    mounts_under,
+    CsiDriverProcess, MIB, create_csi_driver, delete_claim_and_volume, delete_test_volumes,
+    event_notes, loops_under, mounts_under, wait_unmounted_and_detached,
 };
 use rekube_e2e::{TestNamespace, wait_until};
 use serde_json::json;
@@ -531,37 +531,12 @@ async fn an_attached_block_volume_is_mapped_and_detached() {
     );
 
     pods.delete("user", &DeleteParams::default()).await.unwrap();
-    wait_until(
+    wait_unmounted_and_detached(
+        &ns,
         "the volume unmapped and detached",
-        Duration::from_secs(90),
-        || async {
-            let s = nodes
-                .get_status(&node)
-                .await
-                .map_err(|e| e.to_string())?
-                .status
-                .unwrap_or_default();
-            let va = attachments
-                .get_opt(&va_name)
-                .await
-                .map_err(|e| e.to_string())?;
-            let loops = loops_under(&driver.state);
-            if s.volumes_in_use.is_none()
-                && s.volumes_attached.as_ref().is_none_or(|v| v.is_empty())
-                && va.is_none()
-                && loops.is_empty()
-            {
-                Ok(())
-            } else {
-                Err(format!(
-                    "in use {:?}, attached {:?}, attachment {}, loops {loops:?}\n{}",
-                    s.volumes_in_use,
-                    s.volumes_attached,
-                    va.is_some(),
-                    driver.logs()
-                ))
-            }
-        },
+        &node,
+        &va_name,
+        &driver,
     )
     .await;
     delete_all_pods_and_check_leftovers(&pods, &agent, T).await;
@@ -575,26 +550,5 @@ async fn an_attached_block_volume_is_mapped_and_detached() {
         entries(&devices)
     );
 
-    let claims: Api<PersistentVolumeClaim> = Api::namespaced(ns.client.clone(), &ns.name);
-    claims
-        .delete("data", &DeleteParams::default())
-        .await
-        .unwrap();
-    wait_until("claim data gone", T, || async {
-        match claims.get_opt("data").await {
-            Ok(None) => Ok(()),
-            other => Err(format!("{:?}", other.map(|c| c.is_some()))),
-        }
-    })
-    .await;
-    delete_test_volumes(&ns).await;
-    driver
-        .controller()
-        .await
-        .delete_volume(csi::DeleteVolumeRequest {
-            volume_id: handle,
-            secrets: Default::default(),
-        })
-        .await
-        .unwrap_or_else(|e| panic!("DeleteVolume: {e}\n{}", driver.logs()));
+    delete_claim_and_volume(&ns, &driver, "data", handle, T).await;
 }

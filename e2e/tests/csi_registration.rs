@@ -14,15 +14,14 @@ use std::path::Path;
 use std::time::Duration;
 
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, DeleteParams, PostParams};
-use rekube_crds::{Node, PersistentVolumeClaim, Pod};
-use rekube_csi::csi;
+use kube::api::{Api, PostParams};
+use rekube_crds::{Node, Pod};
 use rekube_e2e::agent::{
     AgentProcess, cannot_run_containers, delete_all_pods_and_check_leftovers, wait_pod_succeeded,
 };
 use rekube_e2e::controllers::ControllerProcess;
 use rekube_e2e::storage::{
-    CsiDriverProcess, MIB, create_csi_driver, delete_test_volumes, event_notes, loops_under,
+    CsiDriverProcess, MIB, create_csi_driver, delete_claim_and_volume, event_notes, loops_under,
     mounts_under, static_csi_volume_and_claim,
 };
 use rekube_e2e::{TestNamespace, wait_until};
@@ -165,7 +164,6 @@ async fn a_driver_registers_through_the_plugin_registration_directory() {
 
     // A static PersistentVolume of it on the agent's node, a claim, a pod.
     let pv_name = static_csi_volume_and_claim(&ns, &driver_name, &handle, &node).await;
-    let claims: Api<PersistentVolumeClaim> = Api::namespaced(ns.client.clone(), &ns.name);
     let pods: Api<Pod> = Api::namespaced(ns.client.clone(), &ns.name);
     let pp = PostParams::default();
     let pod = |name: &str, script: &str| -> Pod {
@@ -244,27 +242,7 @@ async fn a_driver_registers_through_the_plugin_registration_directory() {
     assert_eq!(entries_under(&registry), Vec::<String>::new());
     assert_eq!(mounts_under(&agent.root), Vec::<String>::new());
     assert_eq!(mounts_under(&dir), Vec::<String>::new());
-    claims
-        .delete("data", &DeleteParams::default())
-        .await
-        .unwrap();
-    wait_until("claim data gone", T, || async {
-        match claims.get_opt("data").await {
-            Ok(None) => Ok(()),
-            other => Err(format!("{:?}", other.map(|c| c.is_some()))),
-        }
-    })
-    .await;
-    delete_test_volumes(&ns).await;
-    driver
-        .controller()
-        .await
-        .delete_volume(csi::DeleteVolumeRequest {
-            volume_id: handle,
-            secrets: Default::default(),
-        })
-        .await
-        .unwrap_or_else(|e| panic!("DeleteVolume: {e}\n{}", driver.logs()));
+    delete_claim_and_volume(&ns, &driver, "data", handle, T).await;
     assert_eq!(loops_under(&driver.state), Vec::new());
     drop(registrar);
     drop(driver);
