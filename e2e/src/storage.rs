@@ -234,6 +234,22 @@ pub fn loops_under(dir: &Path) -> Vec<(PathBuf, PathBuf)> {
     found
 }
 
+/// The regular files under `dir`, recursively.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(e.path()),
+                Ok(t) if t.is_file() => out.push(e.path()),
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
 /// Mount points under `dir` (mountinfo's fifth field). A test agent's root directory's
 /// own mount, its rshared bind (the kubelet's `MakeRShared`), is the agent's and left out
 /// ([`crate::agent::AgentProcess::leftovers`]).

@@ -23,7 +23,7 @@
 //!   one whose class does not exist (which the policy cannot see) grows, but the resizer
 //!   refuses to expand it, with that message.
 //! - Afterwards nothing is left: no PV, image, record, loop device or mount.
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use k8s_openapi::api::events::v1::Event;
@@ -34,8 +34,8 @@ use rekube_e2e::agent::{AgentProcess, cannot_run_containers, wait_pod_succeeded}
 use rekube_e2e::controllers::ControllerProcess;
 use rekube_e2e::nodes::SCOPE_LABEL;
 use rekube_e2e::storage::{
-    CsiDriverProcess, MIB, create_csi_driver, delete_test_volumes, event_notes, loops_under,
-    mounts_under,
+    CsiDriverProcess, MIB, create_csi_driver, delete_test_volumes, event_notes, files_under,
+    loops_under, mounts_under,
 };
 use rekube_e2e::{TestNamespace, wait_until};
 use serde_json::json;
@@ -86,22 +86,6 @@ fn pv_capacity(pv: &PersistentVolume) -> Option<String> {
         .and_then(|s| s.capacity.as_ref())
         .and_then(|c| c.get("storage"))
         .map(|q| q.0.clone())
-}
-
-/// The regular files under `dir`, recursively.
-fn walk_files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            match e.file_type() {
-                Ok(t) if t.is_dir() => stack.push(e.path()),
-                Ok(t) if t.is_file() => out.push(e.path()),
-                _ => {}
-            }
-        }
-    }
-    out
 }
 
 #[tokio::test]
@@ -359,13 +343,13 @@ async fn claims_grow_offline_and_online_and_only_where_the_class_allows() {
             "Waiting for user to (re-)start a pod to finish file system resize of volume on node."
         )
     );
-    let image = walk_files(&driver.state.join("images"))
+    let image = files_under(&driver.state.join("images"))
         .into_iter()
         .find(|p| std::fs::metadata(p).is_ok_and(|m| m.len() == 128 * MIB as u64));
     assert!(
         image.is_some(),
         "a 128 MiB image: {:?}",
-        walk_files(&driver.state)
+        files_under(&driver.state)
     );
     wait_until("the resizer's events", T, || async {
         let resizing = event_notes(
@@ -639,7 +623,7 @@ async fn claims_grow_offline_and_online_and_only_where_the_class_allows() {
         .await
         .unwrap_or_else(|e| panic!("DeleteVolume of the static volume: {e}"));
     assert_eq!(
-        walk_files(&driver.state),
+        files_under(&driver.state),
         Vec::<PathBuf>::new(),
         "no image or record left"
     );

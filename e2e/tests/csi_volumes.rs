@@ -28,8 +28,8 @@ use rekube_e2e::agent::{
 use rekube_e2e::controllers::ControllerProcess;
 use rekube_e2e::nodes::SCOPE_LABEL;
 use rekube_e2e::storage::{
-    CsiDriverProcess, MIB, create_csi_driver, delete_test_volumes, loops_under, mounts_under,
-    static_csi_volume_and_claim,
+    CsiDriverProcess, MIB, create_csi_driver, delete_test_volumes, files_under, loops_under,
+    mounts_under, static_csi_volume_and_claim,
 };
 use rekube_e2e::{TestNamespace, wait_until};
 use serde_json::json;
@@ -445,7 +445,7 @@ async fn a_provisioned_volume_is_used_and_deleted_with_its_claim() {
         (48 * 1024..=64 * 1024).contains(&kib),
         "a 64 MiB volume's ext4: {kib} KiB"
     );
-    let images = walk_files(&driver.state.join("images"));
+    let images = files_under(&driver.state.join("images"));
     assert_eq!(images.len(), 1, "one image file: {images:?}");
     assert_eq!(
         std::fs::metadata(&images[0]).unwrap().len(),
@@ -479,7 +479,7 @@ async fn a_provisioned_volume_is_used_and_deleted_with_its_claim() {
     })
     .await;
     assert_eq!(
-        walk_files(&driver.state),
+        files_under(&driver.state),
         Vec::<PathBuf>::new(),
         "the image file and the volume's record are gone"
     );
@@ -495,21 +495,4 @@ async fn a_provisioned_volume_is_used_and_deleted_with_its_claim() {
         "no mount of the agent's"
     );
     delete_test_volumes(&ns).await;
-}
-
-/// The regular files under `dir`, recursively.
-fn walk_files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let path = e.path();
-            match e.file_type() {
-                Ok(t) if t.is_dir() => stack.push(path),
-                Ok(t) if t.is_file() => out.push(path),
-                _ => {}
-            }
-        }
-    }
-    out
 }
