@@ -1,8 +1,9 @@
 //! Which volume capabilities (access type and access mode) each kind of volume supports.
 //!
-//! - `local-disk`: mount (`fs_type` empty or `ext4`) or block; single-node access modes
-//!   only (SINGLE_NODE_WRITER, SINGLE_NODE_READER_ONLY, SINGLE_NODE_SINGLE_WRITER,
-//!   SINGLE_NODE_MULTI_WRITER): an ext4 filesystem must not be mounted by two kernels.
+//! - `local-disk`: mount (`fs_type` empty or `ext4`: ext4; `xfs`: xfs; [`FsType`]) or
+//!   block; single-node access modes only (SINGLE_NODE_WRITER, SINGLE_NODE_READER_ONLY,
+//!   SINGLE_NODE_SINGLE_WRITER, SINGLE_NODE_MULTI_WRITER): neither filesystem may be
+//!   mounted by two kernels.
 //! - `hostpath`: mount only, no `fs_type` (it is a directory); every access mode. A
 //!   MULTI_NODE_* claim (ReadWriteMany) is shared by the pods of the one node that holds
 //!   the directory, as rancher's local-path-provisioner does: the volume's topology keeps
@@ -11,13 +12,28 @@
 use crate::csi::VolumeCapability;
 pub use crate::csi::volume_capability::access_mode::Mode;
 use crate::csi::volume_capability::{AccessMode, AccessType};
+use crate::filesystem::FsType;
 use crate::parameters::VolumeKind;
 
-/// What a capability asks of the node: a filesystem (with its mount flags) or a device.
+/// What a capability asks of the node: a filesystem (a local-disk volume's ext4 or xfs; a
+/// hostpath directory has none of its own) with its mount flags, or a device.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Access {
-    Mount { mount_flags: Vec<String> },
+    Mount {
+        fs: Option<FsType>,
+        mount_flags: Vec<String>,
+    },
     Block,
+}
+
+impl Access {
+    /// The filesystem a mount asks for (none for block access or a hostpath directory).
+    pub fn fs(&self) -> Option<FsType> {
+        match self {
+            Access::Mount { fs, .. } => *fs,
+            Access::Block => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -35,8 +51,12 @@ pub enum CapabilityError {
     },
     #[error("volume capability: {kind} volumes do not support block access")]
     Block { kind: &'static str },
-    #[error("volume capability: {kind} volumes do not support fs_type {fs_type:?}")]
-    FsType { kind: &'static str, fs_type: String },
+    #[error("volume capability: {kind} volumes do not support fs_type {fs_type:?} ({supported})")]
+    FsType {
+        kind: &'static str,
+        fs_type: String,
+        supported: &'static str,
+    },
 }
 
 /// The access mode of `capability`.
@@ -79,17 +99,23 @@ pub fn check(kind: VolumeKind, capability: &VolumeCapability) -> Result<Access, 
         }
         AccessType::Block(_) => Ok(Access::Block),
         AccessType::Mount(mount) => {
-            let fs_ok = match kind {
-                VolumeKind::LocalDisk => matches!(mount.fs_type.as_str(), "" | "ext4"),
-                VolumeKind::HostPath => mount.fs_type.is_empty(),
+            let refused = |supported| CapabilityError::FsType {
+                kind: name,
+                fs_type: mount.fs_type.clone(),
+                supported,
             };
-            if !fs_ok {
-                return Err(CapabilityError::FsType {
-                    kind: name,
-                    fs_type: mount.fs_type.clone(),
-                });
-            }
+            let fs = match kind {
+                VolumeKind::LocalDisk => Some(
+                    FsType::parse(&mount.fs_type)
+                        .ok_or_else(|| refused("they take ext4, the default, or xfs"))?,
+                ),
+                VolumeKind::HostPath if mount.fs_type.is_empty() => None,
+                VolumeKind::HostPath => {
+                    return Err(refused("a directory has no filesystem of its own"));
+                }
+            };
             Ok(Access::Mount {
+                fs,
                 mount_flags: mount.mount_flags.clone(),
             })
         }
@@ -134,21 +160,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn local_disk_takes_single_node_modes_mount_ext4_or_block() {
+    fn local_disk_takes_single_node_modes_mount_ext4_or_xfs_or_block() {
         use VolumeKind::*;
-        let m = || Access::Mount {
+        let m = |fs| Access::Mount {
+            fs,
             mount_flags: vec![],
         };
+        let ext4 = || m(Some(FsType::Ext4));
         let cases: Vec<(VolumeKind, VolumeCapability, Result<Access, &str>)> = vec![
             (
                 LocalDisk,
                 capability(Mode::SingleNodeWriter, mount("")),
-                Ok(m()),
+                Ok(ext4()),
             ),
             (
                 LocalDisk,
                 capability(Mode::SingleNodeSingleWriter, mount("ext4")),
-                Ok(m()),
+                Ok(ext4()),
+            ),
+            (
+                LocalDisk,
+                capability(Mode::SingleNodeMultiWriter, mount("xfs")),
+                Ok(m(Some(FsType::Xfs))),
             ),
             (
                 LocalDisk,
@@ -169,18 +202,27 @@ mod tests {
             ),
             (
                 LocalDisk,
-                capability(Mode::SingleNodeWriter, mount("xfs")),
-                Err("volume capability: local-disk volumes do not support fs_type \"xfs\""),
+                capability(Mode::SingleNodeWriter, mount("btrfs")),
+                Err(
+                    "volume capability: local-disk volumes do not support fs_type \"btrfs\" (they take ext4, the default, or xfs)",
+                ),
+            ),
+            (
+                LocalDisk,
+                capability(Mode::SingleNodeWriter, mount("ext3")),
+                Err(
+                    "volume capability: local-disk volumes do not support fs_type \"ext3\" (they take ext4, the default, or xfs)",
+                ),
             ),
             (
                 HostPath,
                 capability(Mode::MultiNodeMultiWriter, mount("")),
-                Ok(m()),
+                Ok(m(None)),
             ),
             (
                 HostPath,
                 capability(Mode::MultiNodeReaderOnly, mount("")),
-                Ok(m()),
+                Ok(m(None)),
             ),
             (
                 HostPath,
@@ -190,7 +232,9 @@ mod tests {
             (
                 HostPath,
                 capability(Mode::SingleNodeWriter, mount("ext4")),
-                Err("volume capability: hostpath volumes do not support fs_type \"ext4\""),
+                Err(
+                    "volume capability: hostpath volumes do not support fs_type \"ext4\" (a directory has no filesystem of its own)",
+                ),
             ),
             (
                 LocalDisk,
@@ -226,6 +270,7 @@ mod tests {
         assert_eq!(
             check(VolumeKind::LocalDisk, &cap),
             Ok(Access::Mount {
+                fs: Some(FsType::Ext4),
                 mount_flags: vec!["noatime".into()]
             })
         );

@@ -1,6 +1,7 @@
 //! Capacity arithmetic, pure: a request's `capacity_range` to the size of the image file
-//! (whole MiB, at least [`MIN_VOLUME_BYTES`]), whether an existing volume satisfies a
-//! repeated request, expansion, and what is left of `--capacity`.
+//! (whole MiB, at least [`MIN_VOLUME_BYTES`], or the larger minimum of the filesystem
+//! asked for: [`crate::filesystem`]), whether an existing volume satisfies a repeated
+//! request, expansion, and what is left of `--capacity`.
 
 use crate::csi::CapacityRange;
 
@@ -26,9 +27,13 @@ pub enum CapacityError {
     #[error("capacity range: limit_bytes {limit} is below required_bytes {required}")]
     LimitBelowRequired { required: u64, limit: u64 },
     #[error(
-        "capacity range: no size of whole MiB, at least {MIN_VOLUME_BYTES} bytes, lies in [{required}, {limit}]"
+        "capacity range: no size of whole MiB, at least {minimum} bytes, lies in [{required}, {limit}]"
     )]
-    NoSizeInRange { required: u64, limit: u64 },
+    NoSizeInRange {
+        required: u64,
+        limit: u64,
+        minimum: u64,
+    },
     #[error("capacity range: limit_bytes {limit} is below the volume's current {current} bytes")]
     BelowCurrent { current: u64, limit: u64 },
 }
@@ -70,9 +75,9 @@ fn round_up(bytes: u64) -> u64 {
 }
 
 /// The size of a new volume for `range`: `required` (or the default) rounded up to whole
-/// MiB and to the minimum, or the largest whole-MiB size under `limit` when that rounds
-/// past it.
-pub fn volume_size(range: Range) -> Result<u64, CapacityError> {
+/// MiB and to `minimum` (whole MiB, at least [`MIN_VOLUME_BYTES`]: the filesystem's), or
+/// the largest whole-MiB size under `limit` when that rounds past it.
+pub fn volume_size(range: Range, minimum: u64) -> Result<u64, CapacityError> {
     let want = if range.required == 0 {
         range
             .limit
@@ -80,16 +85,17 @@ pub fn volume_size(range: Range) -> Result<u64, CapacityError> {
     } else {
         range.required
     };
-    let size = round_up(want).max(MIN_VOLUME_BYTES);
+    let size = round_up(want).max(minimum);
     match range.limit {
         Some(limit) if size > limit => {
             let down = limit / MIB * MIB;
-            if down >= range.required.max(MIN_VOLUME_BYTES) {
+            if down >= range.required.max(minimum) {
                 Ok(down)
             } else {
                 Err(CapacityError::NoSizeInRange {
                     required: range.required,
                     limit,
+                    minimum,
                 })
             }
         }
@@ -123,6 +129,7 @@ pub fn expanded_size(current: u64, range: Range) -> Result<u64, CapacityError> {
                 Err(CapacityError::NoSizeInRange {
                     required: range.required,
                     limit,
+                    minimum: current,
                 })
             }
         }
@@ -137,11 +144,11 @@ pub fn remaining(total: u64, allocated: u64) -> u64 {
 
 /// GetCapacity's `maximum_volume_size` for local-disk with `left` bytes free: the largest
 /// `required_bytes` a CreateVolume can be granted ([`volume_size`] rounds a request up to
-/// whole MiB and to [`MIN_VOLUME_BYTES`]): `left` rounded down to whole MiB, or 0 when not
-/// even the smallest volume fits. The scheduler compares a claim's request with it.
-pub fn maximum_volume_size(left: u64) -> u64 {
+/// whole MiB and to `minimum`): `left` rounded down to whole MiB, or 0 when not even the
+/// smallest volume fits. The scheduler compares a claim's request with it.
+pub fn maximum_volume_size(left: u64, minimum: u64) -> u64 {
     let whole = left / MIB * MIB;
-    if whole >= MIN_VOLUME_BYTES { whole } else { 0 }
+    if whole >= minimum { whole } else { 0 }
 }
 
 #[cfg(test)]
@@ -185,27 +192,38 @@ mod tests {
 
     #[test]
     fn volume_sizes_round_to_whole_mib_within_the_limit() {
-        let cases: &[(u64, Option<u64>, Result<u64, ()>)] = &[
-            (0, None, Ok(DEFAULT_VOLUME_BYTES)),
-            (0, Some(100 * M), Ok(100 * M)),
-            (64 * M, None, Ok(64 * M)),
-            (64 * M, Some(64 * M), Ok(64 * M)),
-            (64 * M + 1, None, Ok(65 * M)),
-            (1, None, Ok(MIN_VOLUME_BYTES)),
+        const XFS: u64 = 300 * M;
+        /// required, limit, minimum, the size (or OUT_OF_RANGE).
+        type Case = (u64, Option<u64>, u64, Result<u64, ()>);
+        let cases: &[Case] = &[
+            (0, None, MIN_VOLUME_BYTES, Ok(DEFAULT_VOLUME_BYTES)),
+            (0, Some(100 * M), MIN_VOLUME_BYTES, Ok(100 * M)),
+            (64 * M, None, MIN_VOLUME_BYTES, Ok(64 * M)),
+            (64 * M, Some(64 * M), MIN_VOLUME_BYTES, Ok(64 * M)),
+            (64 * M + 1, None, MIN_VOLUME_BYTES, Ok(65 * M)),
+            (1, None, MIN_VOLUME_BYTES, Ok(MIN_VOLUME_BYTES)),
             // Rounding up would pass the limit: the largest whole MiB under it.
-            (64 * M + 1, Some(65 * M + 7), Ok(65 * M)),
-            (64 * M + 1, Some(64 * M + 7), Err(())),
-            (0, Some(MIN_VOLUME_BYTES - 1), Err(())),
+            (64 * M + 1, Some(65 * M + 7), MIN_VOLUME_BYTES, Ok(65 * M)),
+            (64 * M + 1, Some(64 * M + 7), MIN_VOLUME_BYTES, Err(())),
+            (0, Some(MIN_VOLUME_BYTES - 1), MIN_VOLUME_BYTES, Err(())),
+            // A filesystem's larger minimum (xfs): rounded up to it, within the limit.
+            (64 * M, None, XFS, Ok(XFS)),
+            (0, Some(100 * M), XFS, Err(())),
+            (64 * M, Some(XFS), XFS, Ok(XFS)),
+            (64 * M, Some(400 * M), XFS, Ok(XFS)),
+            (64 * M, Some(XFS - 1), XFS, Err(())),
+            (320 * M, None, XFS, Ok(320 * M)),
+            (0, None, XFS, Ok(DEFAULT_VOLUME_BYTES)),
         ];
-        for &(required, limit, want) in cases {
-            let got = volume_size(Range { required, limit });
+        for &(required, limit, minimum, want) in cases {
+            let got = volume_size(Range { required, limit }, minimum);
             match want {
-                Ok(size) => assert_eq!(got, Ok(size), "{required} {limit:?}"),
+                Ok(size) => assert_eq!(got, Ok(size), "{required} {limit:?} {minimum}"),
                 Err(()) => {
                     assert_eq!(
                         got.unwrap_err().code(),
                         tonic::Code::OutOfRange,
-                        "{required} {limit:?}"
+                        "{required} {limit:?} {minimum}"
                     )
                 }
             }
@@ -269,24 +287,34 @@ mod tests {
 
     #[test]
     fn maximum_volume_size_is_the_largest_request_create_volume_grants() {
+        let min = MIN_VOLUME_BYTES;
+        let xfs = 300 * M;
         let cases = [
-            (0, 0),
-            (MIN_VOLUME_BYTES - 1, 0),
-            (MIN_VOLUME_BYTES, MIN_VOLUME_BYTES),
-            (100 * M, 100 * M),
-            (100 * M + 1, 100 * M),
-            (101 * M - 1, 100 * M),
+            (0, min, 0),
+            (min - 1, min, 0),
+            (min, min, min),
+            (100 * M, min, 100 * M),
+            (100 * M + 1, min, 100 * M),
+            (101 * M - 1, min, 100 * M),
+            // xfs: nothing under its 300 MiB.
+            (100 * M, xfs, 0),
+            (xfs - 1, xfs, 0),
+            (xfs, xfs, xfs),
+            (400 * M + 5, xfs, 400 * M),
         ];
-        for (left, want) in cases {
-            let max = maximum_volume_size(left);
-            assert_eq!(max, want, "{left} bytes left");
+        for (left, minimum, want) in cases {
+            let max = maximum_volume_size(left, minimum);
+            assert_eq!(max, want, "{left} bytes left, at least {minimum}");
             if max > 0 {
                 // A request of exactly the maximum fits; one byte more does not.
                 let fits = |required| {
-                    volume_size(Range {
-                        required,
-                        limit: None,
-                    })
+                    volume_size(
+                        Range {
+                            required,
+                            limit: None,
+                        },
+                        minimum,
+                    )
                     .unwrap()
                         <= left
                 };

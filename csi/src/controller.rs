@@ -27,6 +27,7 @@ use crate::csi::{
     VolumeCapability, list_volumes_response,
 };
 use crate::driver::{Driver, VolumeRoot, detach_image, mounts_of};
+use crate::filesystem::{self, FsType};
 use crate::kernel::KernelError;
 use crate::mount_options::{self, MountOptionError};
 use crate::node::device_roots;
@@ -63,6 +64,15 @@ pub enum ControllerError {
         volume: String,
         #[source]
         source: CapacityError,
+    },
+    #[error(
+        "volume {volume}: {fs} needs at least {minimum} bytes (the smallest filesystem mkfs.{fs} makes), above limit_bytes {limit}"
+    )]
+    TooSmallForFilesystem {
+        volume: String,
+        fs: FsType,
+        minimum: u64,
+        limit: u64,
     },
     #[error("volume {0:?}: volume_content_source is not supported (no snapshots or clones)")]
     ContentSource(String),
@@ -123,6 +133,7 @@ impl ControllerError {
             | ControllerError::MutableParameters(_)
             | ControllerError::NegativeMaxEntries(_) => Code::InvalidArgument,
             ControllerError::Capacity { source, .. } => source.code(),
+            ControllerError::TooSmallForFilesystem { .. } => Code::OutOfRange,
             ControllerError::Topology { .. } | ControllerError::Exhausted { .. } => {
                 Code::ResourceExhausted
             }
@@ -147,12 +158,14 @@ fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Controlle
     move |source| ControllerError::Io { op, path, source }
 }
 
-/// Checks every capability (and its mount flags) against the kind of volume.
+/// Checks every capability (and its mount flags) against the kind of volume; the
+/// filesystems they ask for (a local-disk volume's ext4 or xfs).
 fn check_capabilities(
     kind: VolumeKind,
     volume: &str,
     capabilities: &[VolumeCapability],
-) -> Result<(), ControllerError> {
+) -> Result<Vec<FsType>, ControllerError> {
+    let mut filesystems = Vec::new();
     for capability in capabilities {
         let access = capabilities::check(kind, capability).map_err(|source| {
             ControllerError::Capability {
@@ -160,14 +173,25 @@ fn check_capabilities(
                 source,
             }
         })?;
-        if let capabilities::Access::Mount { mount_flags } = access {
+        if let capabilities::Access::Mount { fs, mount_flags } = access {
             mount_options::parse(&mount_flags).map_err(|source| ControllerError::MountOption {
                 volume: volume.to_string(),
                 source,
             })?;
+            filesystems.extend(fs);
         }
     }
-    Ok(())
+    Ok(filesystems)
+}
+
+/// The filesystem of `filesystems` that needs the largest volume, when it needs more than
+/// the driver's own minimum (xfs's 300 MiB).
+fn largest_minimum(filesystems: &[FsType]) -> Option<FsType> {
+    filesystems
+        .iter()
+        .copied()
+        .max_by_key(|fs| fs.min_volume_bytes())
+        .filter(|fs| fs.min_volume_bytes() > MIN_VOLUME_BYTES)
 }
 
 /// The capabilities the Controller service advertises.
@@ -210,7 +234,13 @@ impl Driver {
                 source,
             }
         })?;
-        check_capabilities(kind, &format!("{name:?}"), &req.volume_capabilities)?;
+        let filesystems = check_capabilities(kind, &format!("{name:?}"), &req.volume_capabilities)?;
+        // A local-disk volume is at least as big as its filesystem needs: an xfs volume is
+        // rounded up to 300 MiB within limit_bytes (TopoLVM's minimum allocation).
+        let minimum = match kind {
+            VolumeKind::LocalDisk => filesystem::min_volume_bytes(filesystems.iter().copied()),
+            VolumeKind::HostPath => 0,
+        };
         if req.volume_content_source.is_some() {
             return Err(ControllerError::ContentSource(name));
         }
@@ -223,6 +253,17 @@ impl Driver {
                 source,
             }
         })?;
+        if let (Some(fs), Some(limit)) = (largest_minimum(&filesystems), range.limit)
+            && kind == VolumeKind::LocalDisk
+            && limit < fs.min_volume_bytes()
+        {
+            return Err(ControllerError::TooSmallForFilesystem {
+                volume: format!("{name:?}"),
+                fs,
+                minimum: fs.min_volume_bytes(),
+                limit,
+            });
+        }
         if !topology::requirement_allows(
             req.accessibility_requirements.as_ref(),
             &self.config.node_id,
@@ -254,6 +295,12 @@ impl Driver {
             if existing.kind != kind {
                 return Err(incompatible(format!("type {} requested", kind.as_str())));
             }
+            if existing.capacity_bytes < minimum {
+                return Err(incompatible(format!(
+                    "{} needs at least {minimum} bytes",
+                    largest_minimum(&filesystems).unwrap_or(FsType::Ext4)
+                )));
+            }
             if !capacity::satisfies(existing.capacity_bytes, range) {
                 return Err(incompatible(format!(
                     "capacity range [{}, {}] requested",
@@ -269,11 +316,12 @@ impl Driver {
         }
         let record = match kind {
             VolumeKind::LocalDisk => {
-                let size =
-                    capacity::volume_size(range).map_err(|source| ControllerError::Capacity {
+                let size = capacity::volume_size(range, minimum).map_err(|source| {
+                    ControllerError::Capacity {
                         volume: format!("{name:?}"),
                         source,
-                    })?;
+                    }
+                })?;
                 let left = capacity::remaining(self.config.capacity_bytes, store.allocated_bytes());
                 if size > left {
                     return Err(ControllerError::Exhausted {
@@ -422,9 +470,21 @@ impl Driver {
                 Err(e) => return Ok(unconfirmed(e.to_string())),
             }
         }
-        if let Err(e) = check_capabilities(record.kind, &record.volume_id, &req.volume_capabilities)
-        {
-            return Ok(unconfirmed(e.to_string()));
+        match check_capabilities(record.kind, &record.volume_id, &req.volume_capabilities) {
+            Err(e) => return Ok(unconfirmed(e.to_string())),
+            Ok(filesystems) => {
+                if let Some(fs) = largest_minimum(&filesystems)
+                    && record.kind == VolumeKind::LocalDisk
+                    && record.capacity_bytes < fs.min_volume_bytes()
+                {
+                    return Ok(unconfirmed(format!(
+                        "volume {}: its {} bytes are too small for {fs}, which needs at least {}",
+                        record.volume_id,
+                        record.capacity_bytes,
+                        fs.min_volume_bytes()
+                    )));
+                }
+            }
         }
         Ok(ValidateVolumeCapabilitiesResponse {
             confirmed: Some(Confirmed {
@@ -486,9 +546,26 @@ impl Driver {
             maximum_volume_size: Some(0),
             minimum_volume_size: None,
         };
-        if check_capabilities(kind, "", &req.volume_capabilities).is_err() {
-            return Ok(none);
+        // Capacity tracking sends no capabilities but the class's parameters as they are,
+        // its fsType among them: that filesystem's minimum counts too.
+        let mut asked = req.volume_capabilities.clone();
+        if let Some(fs_type) = req.parameters.get(parameters::FS_TYPE_PARAMETER) {
+            asked.push(VolumeCapability {
+                access_mode: Some(crate::csi::volume_capability::AccessMode {
+                    mode: capabilities::Mode::SingleNodeWriter as i32,
+                }),
+                access_type: Some(crate::csi::volume_capability::AccessType::Mount(
+                    crate::csi::volume_capability::MountVolume {
+                        fs_type: fs_type.clone(),
+                        ..Default::default()
+                    },
+                )),
+            });
         }
+        let Ok(filesystems) = check_capabilities(kind, "", &asked) else {
+            return Ok(none);
+        };
+        let minimum = filesystem::min_volume_bytes(filesystems);
         if let Some(t) = &req.accessible_topology
             && !topology::is_this_node(t, &self.config.node_id)
         {
@@ -501,7 +578,7 @@ impl Driver {
         let (available, maximum) = match kind {
             VolumeKind::LocalDisk => {
                 let left = capacity::remaining(self.config.capacity_bytes, store.allocated_bytes());
-                (left, capacity::maximum_volume_size(left))
+                (left, capacity::maximum_volume_size(left, minimum))
             }
             VolumeKind::HostPath => {
                 let free = self
@@ -515,7 +592,7 @@ impl Driver {
         Ok(GetCapacityResponse {
             available_capacity: bytes(available),
             maximum_volume_size: Some(bytes(maximum)),
-            minimum_volume_size: (kind == VolumeKind::LocalDisk).then_some(MIN_VOLUME_BYTES as i64),
+            minimum_volume_size: (kind == VolumeKind::LocalDisk).then_some(minimum as i64),
         })
     }
 

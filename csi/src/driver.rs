@@ -1,8 +1,8 @@
 //! The driver's state, shared by its three services: its configuration, the volume
 //! records and the kernel. Every Controller and Node operation runs under one lock, on a
-//! blocking thread (they call into the kernel and e2fsprogs): one operation at a time, as
-//! csi-driver-host-path does, which makes each operation's checks and its effects atomic
-//! with respect to the others.
+//! blocking thread (they call into the kernel, e2fsprogs and xfsprogs): one operation at a
+//! time, as csi-driver-host-path does, which makes each operation's checks and its effects
+//! atomic with respect to the others.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -66,16 +66,15 @@ impl Driver {
 /// filesystem's root directory, or the device node of a block volume).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum VolumeRoot {
-    /// A directory: the mounted filesystem's root (local-disk) or the hostpath directory.
+    /// A directory: the mounted filesystem's root (local-disk: inode 2 of an ext4, the
+    /// superblock's root inode of an xfs, as `node::device_roots` finds it) or the
+    /// hostpath directory.
     Dir { dev: u64, ino: u64 },
     /// A block device node (a local-disk volume in block mode).
     Device { rdev: u64 },
 }
 
 impl VolumeRoot {
-    /// The root ext4 inode: a mounted local-disk volume's root is inode 2 of its device.
-    pub const EXT4_ROOT_INO: u64 = 2;
-
     pub(crate) fn matches(self, stat: &FileStat) -> bool {
         match self {
             VolumeRoot::Dir { dev, ino } => {

@@ -3,14 +3,15 @@
 //! volume on the node it runs on:
 //!
 //! - `local-disk` (the default): a sparse image file under `--state-dir`, attached as a
-//!   loop device, formatted ext4 on first stage, expandable online; mount or block.
+//!   loop device, formatted ext4 or xfs (the capability's `fs_type`) on first stage,
+//!   expandable online; mount or block.
 //! - `hostpath`: a directory under `--state-dir`, bind-mounted (rancher's
 //!   local-path-provisioner semantics: any access mode, confined to the node).
 //!
 //! The decisions (capacity arithmetic, parameter and capability validation, mount
-//! options, ids) are pure functions in their own modules; the kernel (loop devices,
-//! mounts, e2fsprogs) is behind [`kernel::Kernel`]; the gRPC services are thin adapters
-//! ([`service`]). [`csi`] holds the generated CSI v1.14.0 types, clients and servers for
+//! options, ids, filesystems) are pure functions in their own modules; the kernel (loop
+//! devices, mounts, e2fsprogs, xfsprogs) is behind [`kernel::Kernel`]; the gRPC services
+//! are thin adapters ([`service`]). [`csi`] holds the generated CSI v1.14.0 types, clients and servers for
 //! rekube's other components (the node agent's CSI client, the provisioner).
 //!
 //! [`provisioner`] is the external-provisioner's role in its distributed mode
@@ -41,6 +42,7 @@ pub mod capacity;
 pub mod client;
 pub mod controller;
 pub mod driver;
+pub mod filesystem;
 pub mod identity;
 pub mod kernel;
 pub mod mount_options;

@@ -4,10 +4,14 @@
 //!
 //! The order, written down:
 //! - stage (local-disk, mount): attach the image to a loop device (or find it attached),
-//!   `mkfs.ext4` only when `blkid` finds no filesystem; an ext4 smaller than the volume
-//!   (expanded while unstaged) is grown offline first (`e2fsck -f -p`, `resize2fs` on the
-//!   unmounted device: no CAP_SYS_RESOURCE needed), unless read-only; mount at the
-//!   staging path, then set the device to autoclear, so that the last unmount detaches it;
+//!   make the capability's filesystem (`fs_type`: ext4, the default, or xfs;
+//!   [`crate::filesystem`]) only when `blkid` finds none (another filesystem than asked
+//!   is an error, never formatted over); a filesystem smaller than the volume (expanded
+//!   while unstaged) is grown unless the stage is read-only: an ext4 offline first
+//!   (`e2fsck -f -p`, `resize2fs` on the unmounted device: no CAP_SYS_RESOURCE needed), an
+//!   xfs right after the mount (`xfs_growfs` on the staging path: xfs grows only mounted);
+//!   mount at the staging path, then set the device to autoclear, so that the last unmount
+//!   detaches it;
 //! - stage (local-disk, block): attach only;
 //! - stage (hostpath): bind-mount the directory at the staging path;
 //! - publish: bind-mount the staging mount (or, in block mode, the loop device node onto
@@ -42,6 +46,7 @@ use crate::csi::{
     NodeUnpublishVolumeRequest, NodeUnstageVolumeRequest, VolumeCapability, VolumeUsage,
 };
 use crate::driver::{Driver, VolumeRoot, detach_image, is_mount_point, mounts_of, resolve};
+use crate::filesystem::{self, FsType, StageGrowth};
 use crate::kernel::{FileKind, Kernel, KernelError};
 use crate::mount_options::{self, MountOptionError};
 use crate::parameters::VolumeKind;
@@ -95,8 +100,26 @@ pub enum NodeError {
         "volume {volume}: published read-only at {device}, which holds no filesystem yet (publish it read-write once to format it)"
     )]
     ReadOnlyUnformatted { volume: String, device: PathBuf },
-    #[error("volume {volume}: {device} holds a {fs_type} filesystem, not ext4")]
+    #[error(
+        "volume {volume}: {device} holds a filesystem of type {found}, not {wanted} (the volume capability's fs_type)"
+    )]
     Filesystem {
+        volume: String,
+        device: PathBuf,
+        found: String,
+        wanted: FsType,
+    },
+    #[error(
+        "volume {volume}: {bytes} bytes are too small for {fs}, which needs at least {minimum} (make the volume that big)"
+    )]
+    TooSmallForFilesystem {
+        volume: String,
+        fs: FsType,
+        bytes: u64,
+        minimum: u64,
+    },
+    #[error("volume {volume}: cannot grow the filesystem on {device} (type {fs_type})")]
+    CannotGrow {
         volume: String,
         device: PathBuf,
         fs_type: String,
@@ -139,6 +162,8 @@ impl NodeError {
             | NodeError::SingleWriter { .. }
             | NodeError::StillPublished { .. }
             | NodeError::Filesystem { .. }
+            | NodeError::TooSmallForFilesystem { .. }
+            | NodeError::CannotGrow { .. }
             | NodeError::ReadOnlyUnformatted { .. } => Code::FailedPrecondition,
             NodeError::Incompatible { .. } => Code::AlreadyExists,
             NodeError::Io { .. } | NodeError::Kernel(_) | NodeError::StillAttached { .. } => {
@@ -278,13 +303,14 @@ impl Driver {
                     publish::stage_device(volume_id, &req.publish_context, attached.as_deref())?;
                 match access {
                     Access::Block => Ok(()),
-                    Access::Mount { mount_flags } => {
+                    Access::Mount { fs, mount_flags } => {
                         let mut options = self.mount_options(&record, &mount_flags)?;
                         // Published read-only: a write-protected device, mounted so.
                         if k.loop_read_only(&device)? {
                             options.flags |= MsFlags::MS_RDONLY;
                         }
-                        self.stage_ext4(&record, &device, &staging, &options, false, grow)
+                        let fs = local_disk_fs(fs);
+                        self.stage_filesystem(&record, &device, &staging, fs, &options, false, grow)
                     }
                 }
             }
@@ -296,22 +322,24 @@ impl Driver {
                 }
                 Ok(())
             }
-            (VolumeKind::LocalDisk, Access::Mount { mount_flags }) => {
+            (VolumeKind::LocalDisk, Access::Mount { fs, mount_flags }) => {
                 let options = self.mount_options(&record, &mount_flags)?;
                 let image = store.image_path(volume_id);
                 let (device, attached) = match k.loop_find(&image)? {
                     Some(device) => (device, false),
                     None => (k.loop_attach(&image, false)?, true),
                 };
-                // stage_ext4 leaves the device unmounted when it fails: detach what was
-                // attached here.
-                let result = self.stage_ext4(&record, &device, &staging, &options, true, grow);
+                // stage_filesystem leaves the device unmounted when it fails: detach what
+                // was attached here.
+                let fs = local_disk_fs(fs);
+                let result =
+                    self.stage_filesystem(&record, &device, &staging, fs, &options, true, grow);
                 if result.is_err() && attached {
                     let _ = k.loop_detach(&device);
                 }
                 result
             }
-            (VolumeKind::HostPath, Access::Mount { mount_flags }) => {
+            (VolumeKind::HostPath, Access::Mount { mount_flags, .. }) => {
                 let options = self.mount_options(&record, &mount_flags)?;
                 let dir = store.hostpath_dir(volume_id);
                 let roots = self.roots(&store, &record)?;
@@ -347,11 +375,17 @@ impl Driver {
         }
     }
 
-    fn stage_ext4(
+    /// Stages a local-disk volume's filesystem `fs` on `device` at `staging`: made when the
+    /// device holds none, grown when smaller than the volume (unless `grow` is false or
+    /// the stage read-only: [`filesystem::growth_at_stage`]), mounted, and the device set
+    /// to autoclear when `autoclear`. A failure leaves the device unmounted.
+    #[allow(clippy::too_many_arguments)]
+    fn stage_filesystem(
         &self,
         record: &VolumeRecord,
         device: &Path,
         staging: &Path,
+        fs: FsType,
         options: &mount_options::MountOptions,
         autoclear: bool,
         grow: bool,
@@ -364,7 +398,7 @@ impl Driver {
         if self.already_mounted(record, &roots, staging)? {
             return Ok(());
         }
-        match k.probe_fs_type(device)? {
+        let growth = match k.probe_fs_type(device)? {
             None if options.flags.contains(MsFlags::MS_RDONLY) && k.loop_read_only(device)? => {
                 return Err(NodeError::ReadOnlyUnformatted {
                     volume: record.volume_id.clone(),
@@ -372,23 +406,54 @@ impl Driver {
                 });
             }
             None => {
-                k.mkfs_ext4(device)?;
-                tracing::info!(volume = %record.volume_id, device = %device.display(), "formatted ext4");
+                // mkfs.xfs refuses a device under 300 MiB: say so before trying.
+                let bytes = k.device_size(device)?;
+                if bytes < fs.min_volume_bytes() {
+                    return Err(NodeError::TooSmallForFilesystem {
+                        volume: record.volume_id.clone(),
+                        fs,
+                        bytes,
+                        minimum: fs.min_volume_bytes(),
+                    });
+                }
+                match fs {
+                    FsType::Ext4 => k.mkfs_ext4(device)?,
+                    FsType::Xfs => k.mkfs_xfs(device)?,
+                }
+                tracing::info!(volume = %record.volume_id, device = %device.display(), fs = fs.as_str(), "formatted");
+                StageGrowth::None
             }
-            Some(fs) if fs == "ext4" => {
+            Some(found) if found == fs.as_str() => {
                 let read_only =
                     options.flags.contains(MsFlags::MS_RDONLY) || k.loop_read_only(device)?;
                 if grow && !read_only {
-                    self.grow_offline(record, device)?;
+                    let fs_bytes = match fs {
+                        FsType::Ext4 => k.ext4_size(device)?,
+                        FsType::Xfs => k.xfs_size(device)?,
+                    };
+                    filesystem::growth_at_stage(fs, fs_bytes, record.capacity_bytes)
+                } else {
+                    StageGrowth::None
                 }
             }
-            Some(fs_type) => {
+            // mount-utils' FilesystemMismatch: never formatted over, never mounted as
+            // another type.
+            Some(found) => {
                 return Err(NodeError::Filesystem {
                     volume: record.volume_id.clone(),
                     device: device.to_path_buf(),
-                    fs_type,
+                    found,
+                    wanted: fs,
                 });
             }
+        };
+        if growth != StageGrowth::None {
+            // The device re-reads the image's size (ControllerExpandVolume grew it; a
+            // device attached before that still has the old one).
+            k.loop_refresh_capacity(device)?;
+        }
+        if growth == StageGrowth::OfflineBeforeMount {
+            self.grow_offline(record, device)?;
         }
         if k.stat(staging)?.is_none() {
             fs::create_dir_all(staging).map_err(io("create", staging))?;
@@ -396,34 +461,40 @@ impl Driver {
         k.mount(
             device,
             staging,
-            Some("ext4"),
+            Some(fs.as_str()),
             options.flags,
             options.data_string().as_deref(),
         )?;
-        if autoclear && let Err(e) = k.loop_set_autoclear(device) {
+        let after_mount = || -> Result<(), NodeError> {
+            if growth == StageGrowth::OnlineAfterMount {
+                k.xfs_growfs(staging)?;
+                tracing::info!(volume = %record.volume_id, device = %device.display(),
+                    bytes = record.capacity_bytes, "grew the xfs at stage");
+            }
+            if autoclear {
+                k.loop_set_autoclear(device)?;
+            }
+            Ok(())
+        };
+        if let Err(e) = after_mount() {
             let _ = k.unmount(staging);
-            return Err(e.into());
+            return Err(e);
         }
-        tracing::info!(volume = %record.volume_id, device = %device.display(), staging = %staging.display(), "staged volume");
+        tracing::info!(volume = %record.volume_id, device = %device.display(), staging = %staging.display(), fs = fs.as_str(), "staged volume");
         Ok(())
     }
 
-    /// The offline half of expansion: an ext4 smaller than the volume (ControllerExpandVolume
-    /// grew the image while nothing had it staged) is grown before it is mounted: the loop
-    /// device re-reads the image's size, `e2fsck -f -p`, then `resize2fs` on the unmounted
-    /// device. Plain writes to the device: no CAP_SYS_RESOURCE needed, unlike the kernel's
-    /// online resize that NodeExpandVolume asks of a mounted filesystem.
+    /// The offline half of an ext4's expansion: an ext4 smaller than the volume
+    /// (ControllerExpandVolume grew the image while nothing had it staged) is grown before
+    /// it is mounted: `e2fsck -f -p`, then `resize2fs` on the unmounted device. Plain
+    /// writes to the device: no CAP_SYS_RESOURCE needed, unlike the kernel's online resize
+    /// that NodeExpandVolume asks of a mounted ext4.
     fn grow_offline(&self, record: &VolumeRecord, device: &Path) -> Result<(), NodeError> {
         let k = self.kernel.as_ref();
-        let fs_bytes = k.ext4_size(device)?;
-        if !needs_offline_growth(fs_bytes, record.capacity_bytes) {
-            return Ok(());
-        }
-        k.loop_refresh_capacity(device)?;
         k.e2fsck(device)?;
         k.resize2fs(device)?;
         tracing::info!(volume = %record.volume_id, device = %device.display(),
-            from = fs_bytes, bytes = record.capacity_bytes, "grew the filesystem offline");
+            bytes = record.capacity_bytes, "grew the ext4 offline");
         Ok(())
     }
 
@@ -528,7 +599,7 @@ impl Driver {
                     mount_options::MountOptions::default(),
                 )
             }
-            Access::Mount { mount_flags } => {
+            Access::Mount { mount_flags, .. } => {
                 let options = self.mount_options(&record, &mount_flags)?;
                 let staged = is_mount_point(k, &staging)?
                     && k.stat(&staging)?.is_some_and(|s| roots.matches(&s));
@@ -721,7 +792,18 @@ impl Driver {
         }
         k.loop_refresh_capacity(&device)?;
         if stat.kind == FileKind::Dir {
-            k.resize2fs(&device)?;
+            // As mount-utils' ResizeFs: the filesystem on the device says how.
+            match k.probe_fs_type(&device)?.as_deref() {
+                Some("ext4") => k.resize2fs(&device)?,
+                Some("xfs") => k.xfs_growfs(&path)?,
+                other => {
+                    return Err(NodeError::CannotGrow {
+                        volume: record.volume_id,
+                        device,
+                        fs_type: other.unwrap_or("unknown").to_string(),
+                    });
+                }
+            }
         }
         let size = k.device_size(&device)?;
         tracing::info!(volume = volume_id, device = %device.display(), bytes = size, "expanded volume on the node");
@@ -750,15 +832,15 @@ impl Driver {
     }
 }
 
-/// Whether an unmounted ext4 of `fs_bytes` on a volume of `capacity_bytes` is grown at
-/// stage: when it is smaller. (resize2fs, as mkfs.ext4, leaves out a last block group too
-/// small for its own metadata, so such a volume stays a little smaller and is checked
-/// again at each stage; nothing changes then.)
-pub fn needs_offline_growth(fs_bytes: u64, capacity_bytes: u64) -> bool {
-    fs_bytes < capacity_bytes
+/// The filesystem of a local-disk mount (capabilities::check gives it one).
+fn local_disk_fs(fs: Option<FsType>) -> FsType {
+    fs.expect("capabilities::check gives a local-disk mount its filesystem")
 }
 
-/// A loop device's roots: its ext4 root directory when mounted, and its device node.
+/// A loop device's roots: its filesystem's root directory while mounted somewhere, and its
+/// device node. The root directory is what stat(2) answers where the device's root is
+/// mounted (mountinfo's root `/`): inode 2 of an ext4, the superblock's `rootino` of an
+/// xfs (128 as mkfs.xfs makes them, but not fixed by the format).
 pub(crate) fn device_roots(k: &dyn Kernel, device: &Path) -> Result<Vec<VolumeRoot>, KernelError> {
     let rdev = k
         .stat(device)?
@@ -768,13 +850,27 @@ pub(crate) fn device_roots(k: &dyn Kernel, device: &Path) -> Result<Vec<VolumeRo
             object: device.display().to_string(),
             source: std::io::ErrorKind::NotFound.into(),
         })?;
-    Ok(vec![
-        VolumeRoot::Dir {
-            dev: rdev,
-            ino: VolumeRoot::EXT4_ROOT_INO,
-        },
-        VolumeRoot::Device { rdev },
-    ])
+    let (major, minor) = (
+        nix::sys::stat::major(rdev) as u32,
+        nix::sys::stat::minor(rdev) as u32,
+    );
+    let mut roots = Vec::new();
+    for m in k.mounts()? {
+        if (m.major, m.minor) == (major, minor)
+            && m.root == Path::new("/")
+            && let Some(stat) = k.stat(&m.mount_point)?
+            && stat.kind == FileKind::Dir
+            && stat.dev == rdev
+        {
+            roots.push(VolumeRoot::Dir {
+                dev: rdev,
+                ino: stat.ino,
+            });
+            break;
+        }
+    }
+    roots.push(VolumeRoot::Device { rdev });
+    Ok(roots)
 }
 
 /// Removes a target path the driver made: an empty directory or a file (gone is fine).

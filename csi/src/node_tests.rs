@@ -760,18 +760,387 @@ fn node_expand_grows_the_mounted_filesystem_online() {
     assert!(t.kernel.resize2fs(Path::new("/dev/loop9")).is_err());
 }
 
-#[test]
-fn offline_growth_only_when_the_filesystem_is_smaller() {
-    for (fs, capacity, grow) in [
-        (64 << 20, 64 << 20, false),
-        (64 << 20, 128 << 20, true),
-        (128 << 20, 64 << 20, false),
-        ((1024 << 20) - 4096, 1024 << 20, true),
-    ] {
-        assert_eq!(
-            needs_offline_growth(fs, capacity),
-            grow,
-            "{fs} of {capacity}"
-        );
+fn xfs() -> VolumeCapability {
+    capability(Mode::SingleNodeWriter, mount("xfs"))
+}
+
+impl T {
+    /// CreateVolume of a local-disk volume of `mib` MiB (limit `limit_mib`, 0: none) for
+    /// `caps`.
+    fn create_for(
+        &self,
+        name: &str,
+        mib: i64,
+        limit_mib: i64,
+        caps: Vec<VolumeCapability>,
+    ) -> Result<crate::csi::Volume, crate::controller::ControllerError> {
+        self.driver
+            .create_volume(CreateVolumeRequest {
+                name: name.into(),
+                capacity_range: Some(CapacityRange {
+                    required_bytes: mib << 20,
+                    limit_bytes: limit_mib << 20,
+                }),
+                volume_capabilities: caps,
+                parameters: [("type".to_string(), "local-disk".to_string())].into(),
+                ..Default::default()
+            })
+            .map(|r| r.volume.unwrap())
     }
+
+    fn stage_err(&self, id: &str, staging: &Path, cap: VolumeCapability) -> NodeError {
+        self.driver
+            .node_stage_volume(NodeStageVolumeRequest {
+                volume_id: id.into(),
+                staging_target_path: staging.display().to_string(),
+                volume_capability: Some(cap),
+                ..Default::default()
+            })
+            .unwrap_err()
+    }
+
+    fn node_expand(&self, id: &str, path: &Path, mib: i64) -> Result<i64, NodeError> {
+        self.driver
+            .node_expand_volume(NodeExpandVolumeRequest {
+                volume_id: id.into(),
+                volume_path: path.display().to_string(),
+                capacity_range: Some(CapacityRange {
+                    required_bytes: mib << 20,
+                    limit_bytes: 0,
+                }),
+                ..Default::default()
+            })
+            .map(|r| r.capacity_bytes)
+    }
+}
+
+/// An xfs capability: CreateVolume rounds the volume up to mkfs.xfs's 300 MiB (within
+/// limit_bytes; below it OUT_OF_RANGE, saying why); an unknown fs_type is INVALID_ARGUMENT
+/// naming it, at CreateVolume, ValidateVolumeCapabilities and NodeStageVolume alike.
+#[test]
+fn xfs_volumes_are_at_least_300_mib_and_unknown_filesystems_are_refused_early() {
+    let t = setup();
+    let v = t.create_for("x", 64, 0, vec![xfs()]).unwrap();
+    assert_eq!(v.capacity_bytes, 300 << 20, "rounded up to xfs's minimum");
+    let image = t.dir.join(format!("state/images/{}.img", v.volume_id));
+    assert_eq!(fs::metadata(&image).unwrap().len(), 300 << 20);
+    // Repeated: the same volume.
+    assert_eq!(t.create_for("x", 64, 0, vec![xfs()]).unwrap(), v);
+    // Within the limit: the minimum; larger requests as they are.
+    assert_eq!(
+        t.create_for("y", 64, 400, vec![xfs()])
+            .unwrap()
+            .capacity_bytes,
+        300 << 20
+    );
+    assert_eq!(
+        t.create_for("z", 320, 0, vec![xfs(), rw()])
+            .unwrap()
+            .capacity_bytes,
+        320 << 20
+    );
+    let err = t.create_for("small", 64, 100, vec![xfs()]).unwrap_err();
+    assert_eq!(err.code(), Code::OutOfRange);
+    assert_eq!(
+        err.to_string(),
+        "volume \"small\": xfs needs at least 314572800 bytes (the smallest filesystem mkfs.xfs makes), above limit_bytes 104857600"
+    );
+    // An ext4 of 64 MiB cannot be had again as xfs under the same name.
+    t.create_for("e", 64, 0, vec![rw()]).unwrap();
+    let err = t.create_for("e", 64, 0, vec![xfs()]).unwrap_err();
+    assert_eq!(err.code(), Code::AlreadyExists);
+    assert!(
+        err.to_string()
+            .ends_with("incompatible with this request: xfs needs at least 314572800 bytes"),
+        "{err}"
+    );
+    let btrfs = capability(Mode::SingleNodeWriter, mount("btrfs"));
+    let err = t.create_for("b", 512, 0, vec![btrfs.clone()]).unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(
+        err.to_string(),
+        "volume \"b\": volume capability: local-disk volumes do not support fs_type \"btrfs\" (they take ext4, the default, or xfs)"
+    );
+    // ValidateVolumeCapabilities: xfs confirmed on a volume big enough for it.
+    let validate = |id: &str, cap: VolumeCapability| {
+        t.driver
+            .validate_volume_capabilities(crate::csi::ValidateVolumeCapabilitiesRequest {
+                volume_id: id.into(),
+                volume_capabilities: vec![cap],
+                ..Default::default()
+            })
+            .unwrap()
+    };
+    assert!(validate(&v.volume_id, xfs()).confirmed.is_some());
+    let ext4_id = volume_id_for_name(&t, "e");
+    let r = validate(&ext4_id, xfs());
+    assert!(r.confirmed.is_none());
+    assert_eq!(
+        r.message,
+        format!(
+            "volume {ext4_id}: its 67108864 bytes are too small for xfs, which needs at least 314572800"
+        )
+    );
+    let r = validate(&v.volume_id, btrfs.clone());
+    assert!(r.confirmed.is_none());
+    assert!(r.message.contains("fs_type \"btrfs\""), "{}", r.message);
+    // NodeStageVolume: refused before anything is attached.
+    let staging = t.path("staging");
+    let err = t.stage_err(&v.volume_id, &staging, btrfs);
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(t.kernel.calls(), Vec::<String>::new());
+}
+
+fn volume_id_for_name(t: &T, name: &str) -> String {
+    t.create_for(name, 64, 0, vec![rw()]).unwrap().volume_id
+}
+
+/// An xfs volume: made with mkfs.xfs on the first stage only, mounted as xfs (its root is
+/// inode 128, not ext4's 2: recognised all the same), published, measured and unstaged
+/// as an ext4 one.
+#[test]
+fn stage_makes_and_mounts_an_xfs_once() {
+    let t = setup();
+    let id = t.create_for("x", 300, 0, vec![xfs()]).unwrap().volume_id;
+    let image = t.dir.join(format!("state/images/{id}.img"));
+    let staging = t.path("staging");
+    let target = t.dir.join("pod/target");
+    t.stage(&id, &staging, xfs()).unwrap();
+    t.stage(&id, &staging, xfs()).unwrap();
+    assert_eq!(
+        t.kernel.calls(),
+        [
+            format!("loop_attach {}", image.display()),
+            "mkfs_xfs /dev/loop0".to_string(),
+            format!("mount /dev/loop0 {}", staging.display()),
+            "loop_set_autoclear /dev/loop0".to_string(),
+        ]
+    );
+    let mounts = t.kernel.mounts().unwrap();
+    assert_eq!(
+        (
+            mounts[0].fs_type.as_str(),
+            t.kernel.stat(&staging).unwrap().unwrap().ino
+        ),
+        ("xfs", 128)
+    );
+    t.publish(&id, &staging, &target, xfs(), false).unwrap();
+    t.publish(&id, &staging, &target, xfs(), false).unwrap();
+    let stats = t
+        .driver
+        .node_get_volume_stats(NodeGetVolumeStatsRequest {
+            volume_id: id.clone(),
+            volume_path: target.display().to_string(),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(stats.usage.len(), 2);
+    assert_eq!(t.unstage(&id, &staging), Err(Code::FailedPrecondition));
+    t.unpublish(&id, &target).unwrap();
+    t.unstage(&id, &staging).unwrap();
+    assert_eq!(t.kernel.loops(), vec![]);
+    assert_eq!(t.kernel.mount_points(), vec![]);
+    t.stage(&id, &staging, xfs()).unwrap();
+    assert_eq!(
+        t.kernel
+            .calls()
+            .iter()
+            .filter(|c| c.starts_with("mkfs"))
+            .count(),
+        1,
+        "formatted once"
+    );
+    t.unstage(&id, &staging).unwrap();
+    t.delete(&id).unwrap();
+}
+
+/// A filesystem of another type than the capability asks is never formatted over nor
+/// mounted (mount-utils' FilesystemMismatch), and a volume too small for xfs is refused
+/// before mkfs.xfs; the loop device attached for the stage is detached again.
+#[test]
+fn stage_refuses_another_filesystem_and_a_volume_too_small_for_xfs() {
+    let t = setup();
+    let staging = t.path("staging");
+    let ext4 = t.create_for("e", 320, 0, vec![rw()]).unwrap().volume_id;
+    t.stage(&ext4, &staging, rw()).unwrap();
+    t.unstage(&ext4, &staging).unwrap();
+    let err = t.stage_err(&ext4, &staging, xfs());
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "volume {ext4}: /dev/loop0 holds a filesystem of type ext4, not xfs (the volume capability's fs_type)"
+        )
+    );
+    assert_eq!(t.kernel.loops(), vec![]);
+    let x = t.create_for("x", 300, 0, vec![xfs()]).unwrap().volume_id;
+    t.stage(&x, &staging, xfs()).unwrap();
+    t.unstage(&x, &staging).unwrap();
+    let err = t.stage_err(&x, &staging, rw());
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "volume {x}: /dev/loop0 holds a filesystem of type xfs, not ext4 (the volume capability's fs_type)"
+        )
+    );
+    // A 64 MiB volume made for ext4 (a static PV saying xfs, say).
+    let small = t.create_for("s", 64, 0, vec![rw()]).unwrap().volume_id;
+    let before = t.kernel.calls().len();
+    let err = t.stage_err(&small, &staging, xfs());
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "volume {small}: 67108864 bytes are too small for xfs, which needs at least 314572800 (make the volume that big)"
+        )
+    );
+    assert!(
+        !t.kernel.calls()[before..]
+            .iter()
+            .any(|c| c.starts_with("mkfs")),
+        "{:?}",
+        &t.kernel.calls()[before..]
+    );
+    assert_eq!(t.kernel.loops(), vec![]);
+    assert_eq!(t.kernel.mount_points(), vec![]);
+}
+
+/// Expanded while unstaged: the next writable stage mounts the xfs, then grows it there
+/// (xfs grows only mounted): refresh, mount, xfs_growfs on the staging path, autoclear;
+/// no e2fsck or resize2fs. A read-only stage leaves it alone.
+#[test]
+fn stage_grows_an_expanded_xfs_after_mounting() {
+    let t = setup();
+    let id = t.create_for("x", 320, 0, vec![xfs()]).unwrap().volume_id;
+    let image = t.dir.join(format!("state/images/{id}.img"));
+    let staging = t.path("staging");
+    t.stage(&id, &staging, xfs()).unwrap();
+    t.unstage(&id, &staging).unwrap();
+    expand(&t, &id, 640);
+    let before = t.kernel.calls().len();
+    t.stage(
+        &id,
+        &staging,
+        capability(Mode::SingleNodeReaderOnly, mount("xfs")),
+    )
+    .unwrap();
+    assert!(
+        !t.kernel.calls()[before..]
+            .iter()
+            .any(|c| c.starts_with("xfs_growfs")),
+        "{:?}",
+        &t.kernel.calls()[before..]
+    );
+    assert_eq!(t.kernel.filesystem_size(&image), Some(320 << 20));
+    t.unstage(&id, &staging).unwrap();
+
+    let before = t.kernel.calls().len();
+    t.stage(&id, &staging, xfs()).unwrap();
+    assert_eq!(
+        t.kernel.calls()[before..],
+        [
+            format!("loop_attach {}", image.display()),
+            "loop_refresh_capacity /dev/loop0".to_string(),
+            format!("mount /dev/loop0 {}", staging.display()),
+            format!("xfs_growfs {}", staging.display()),
+            "loop_set_autoclear /dev/loop0".to_string(),
+        ]
+    );
+    assert_eq!(t.kernel.filesystem_size(&image), Some(640 << 20));
+    // Grown: staged again, nothing more to do.
+    t.unstage(&id, &staging).unwrap();
+    let before = t.kernel.calls().len();
+    t.stage(&id, &staging, xfs()).unwrap();
+    assert!(
+        !t.kernel.calls()[before..]
+            .iter()
+            .any(|c| c.starts_with("xfs_growfs") || c.starts_with("loop_refresh")),
+        "{:?}",
+        &t.kernel.calls()[before..]
+    );
+    t.unstage(&id, &staging).unwrap();
+    assert_eq!(t.kernel.loops(), vec![]);
+    assert_eq!(t.kernel.mount_points(), vec![]);
+}
+
+/// NodeExpandVolume on a published xfs: the device refreshed, then xfs_growfs on the
+/// volume path (online; never resize2fs); an ext4 still gets resize2fs on the device.
+#[test]
+fn node_expand_grows_a_mounted_xfs_with_xfs_growfs() {
+    let t = setup();
+    let id = t.create_for("x", 320, 0, vec![xfs()]).unwrap().volume_id;
+    let image = t.dir.join(format!("state/images/{id}.img"));
+    let staging = t.path("staging");
+    let target = t.dir.join("pod/target");
+    t.stage(&id, &staging, xfs()).unwrap();
+    t.publish(&id, &staging, &target, xfs(), false).unwrap();
+    expand(&t, &id, 640);
+    let before = t.kernel.calls().len();
+    assert_eq!(t.node_expand(&id, &target, 640).unwrap(), 640 << 20);
+    assert_eq!(
+        t.kernel.calls()[before..],
+        [
+            "loop_refresh_capacity /dev/loop0".to_string(),
+            format!("xfs_growfs {}", target.display()),
+        ]
+    );
+    assert_eq!(t.kernel.filesystem_size(&image), Some(640 << 20));
+    t.unpublish(&id, &target).unwrap();
+    t.unstage(&id, &staging).unwrap();
+
+    // An ext4 beside it: resize2fs on the device.
+    let e = t.create_for("e", 64, 0, vec![rw()]).unwrap().volume_id;
+    t.stage(&e, &staging, rw()).unwrap();
+    expand(&t, &e, 128);
+    let before = t.kernel.calls().len();
+    t.node_expand(&e, &staging, 128).unwrap();
+    assert_eq!(
+        t.kernel.calls()[before..],
+        [
+            "loop_refresh_capacity /dev/loop0".to_string(),
+            "resize2fs /dev/loop0".to_string(),
+        ]
+    );
+    t.unstage(&e, &staging).unwrap();
+    // The fake's xfsprogs, as the real ones, grow only a mounted xfs.
+    assert!(t.kernel.xfs_growfs(&staging).is_err());
+}
+
+/// GetCapacity for xfs (a capability, or the class's fsType parameter as capacity
+/// tracking sends it): 300 MiB the smallest volume, nothing the largest when less is left.
+#[test]
+fn get_capacity_counts_xfs_minimum() {
+    use crate::csi::GetCapacityRequest;
+    let t = setup();
+    let ask = |caps: Vec<VolumeCapability>, fs_type: Option<&str>| {
+        let mut parameters: HashMap<String, String> =
+            [("type".to_string(), "local-disk".to_string())].into();
+        if let Some(f) = fs_type {
+            parameters.insert(crate::parameters::FS_TYPE_PARAMETER.into(), f.into());
+        }
+        let r = t
+            .driver
+            .get_capacity(GetCapacityRequest {
+                volume_capabilities: caps,
+                parameters,
+                accessible_topology: None,
+            })
+            .unwrap();
+        (
+            r.available_capacity >> 20,
+            r.maximum_volume_size.map(|b| b >> 20),
+            r.minimum_volume_size.map(|b| b >> 20),
+        )
+    };
+    assert_eq!(ask(vec![], None), (1024, Some(1024), Some(16)));
+    assert_eq!(ask(vec![xfs()], None), (1024, Some(1024), Some(300)));
+    assert_eq!(ask(vec![], Some("xfs")), (1024, Some(1024), Some(300)));
+    assert_eq!(ask(vec![], Some("ext4")), (1024, Some(1024), Some(16)));
+    assert_eq!(ask(vec![], Some("btrfs")), (0, Some(0), None));
+    // 800 MiB handed out: 224 MiB left, too little for any xfs.
+    t.create_for("a", 800, 0, vec![rw()]).unwrap();
+    assert_eq!(ask(vec![rw()], None), (224, Some(224), Some(16)));
+    assert_eq!(ask(vec![xfs()], None), (224, Some(0), Some(300)));
+    let err = t.create_for("b", 64, 0, vec![xfs()]).unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err}");
 }

@@ -9,6 +9,10 @@ pub const TYPE_PARAMETER: &str = "type";
 /// Parameters the external-provisioner adds (`--extra-create-metadata`) and strips
 /// (`csi.storage.k8s.io/fstype`, secrets): accepted and ignored.
 const PROVISIONER_PREFIX: &str = "csi.storage.k8s.io/";
+/// The class's fsType, which the provisioner strips from CreateVolume's parameters (it
+/// becomes the capabilities' `fs_type`) but passes to GetCapacity with the rest of the
+/// class's parameters (capacity tracking sends no capabilities).
+pub const FS_TYPE_PARAMETER: &str = "csi.storage.k8s.io/fstype";
 
 /// The kinds of volume rekube-csi makes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

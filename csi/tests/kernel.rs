@@ -1,8 +1,10 @@
 //! rekube-csi on the real kernel, as root: the driver's operations called directly (no
 //! gRPC) with [`LinuxKernel`]: loop device + ext4 + mounts round trip, formatting only on
 //! the first stage, online expansion seen by statvfs (with CAP_SYS_RESOURCE; without it
-//! its error), an expansion while unstaged grown offline at the next stage, block
-//! publish, read-only publish
+//! its error), an expansion while unstaged grown offline at the next stage; the same for
+//! xfs (`fs_type: xfs`: mkfs.xfs, online growth with xfs_growfs, which needs no
+//! CAP_SYS_RESOURCE and so runs everywhere, growth at the next stage after the mount, a
+//! stage as xfs of an ext4 refused); block publish, read-only publish
 //! refusing writes, hostpath, a failed stage undoing itself, the loop device kept from
 //! ControllerPublishVolume to ControllerUnpublishVolume under `--attach-required` (stage
 //! and unstage leave it, the data survives; published read-only, a write-protected device
@@ -101,7 +103,7 @@ fn env_with(attach_required: bool) -> Option<Env> {
         node_id: "node-1".into(),
         state_dir: dir.join("state"),
         max_volumes_per_node: 0,
-        capacity_bytes: 512 * MIB,
+        capacity_bytes: 1024 * MIB,
         attach_required,
     };
     let driver = Driver::new(config, Arc::new(LinuxKernel)).unwrap();
@@ -120,6 +122,19 @@ fn capability(mode: Mode, block: bool) -> VolumeCapability {
         } else {
             AccessType::Mount(MountVolume::default())
         }),
+    }
+}
+
+/// A SINGLE_NODE_WRITER mount of `fs_type`.
+fn mount_of(fs_type: &str) -> VolumeCapability {
+    VolumeCapability {
+        access_mode: Some(AccessMode {
+            mode: Mode::SingleNodeWriter as i32,
+        }),
+        access_type: Some(AccessType::Mount(MountVolume {
+            fs_type: fs_type.into(),
+            ..Default::default()
+        })),
     }
 }
 
@@ -202,6 +217,69 @@ impl Env {
                 ..Default::default()
             })
             .map_err(|e| e.code())
+    }
+
+    /// CreateVolume of a local-disk volume for a mount of `fs_type`; its id and size.
+    fn create_fs(&self, name: &str, bytes: i64, fs_type: &str) -> (String, i64) {
+        let volume = self
+            .driver
+            .create_volume(CreateVolumeRequest {
+                name: name.into(),
+                capacity_range: Some(CapacityRange {
+                    required_bytes: bytes,
+                    limit_bytes: 0,
+                }),
+                volume_capabilities: vec![mount_of(fs_type)],
+                parameters: [("type".to_string(), "local-disk".to_string())].into(),
+                ..Default::default()
+            })
+            .unwrap()
+            .volume
+            .unwrap();
+        (volume.volume_id, volume.capacity_bytes)
+    }
+
+    /// NodeStageVolume then NodePublishVolume at `target` of a mount of `fs_type`.
+    fn stage_and_publish(&self, id: &str, fs_type: &str, target: &str) -> Result<PathBuf, Code> {
+        let staging = self.dir.join("staging").join(id);
+        fs::create_dir_all(&staging).unwrap();
+        self.driver
+            .node_stage_volume(NodeStageVolumeRequest {
+                volume_id: id.into(),
+                staging_target_path: staging.display().to_string(),
+                volume_capability: Some(mount_of(fs_type)),
+                ..Default::default()
+            })
+            .map_err(|e| e.code())?;
+        let target = self.dir.join("pods").join(target);
+        self.driver
+            .node_publish_volume(NodePublishVolumeRequest {
+                volume_id: id.into(),
+                staging_target_path: staging.display().to_string(),
+                target_path: target.display().to_string(),
+                volume_capability: Some(mount_of(fs_type)),
+                ..Default::default()
+            })
+            .map_err(|e| e.code())?;
+        Ok(target)
+    }
+
+    fn expand(&self, id: &str, bytes: u64) {
+        let expanded = self
+            .driver
+            .controller_expand_volume(ControllerExpandVolumeRequest {
+                volume_id: id.into(),
+                capacity_range: Some(CapacityRange {
+                    required_bytes: bytes as i64,
+                    limit_bytes: 0,
+                }),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(
+            (expanded.capacity_bytes, expanded.node_expansion_required),
+            (bytes as i64, true)
+        );
     }
 
     fn stats(&self, id: &str, path: &Path) -> Vec<VolumeUsage> {
@@ -572,4 +650,156 @@ fn attach_required_keeps_the_loop_device_from_publish_to_unpublish() {
     unpublish().unwrap();
     assert_eq!(loops_under(&e.dir), Vec::<PathBuf>::new());
     e.delete(&id).unwrap();
+}
+
+/// The size statvfs reports for an xfs of `bytes`: less its internal log (64 MiB at these
+/// sizes) and metadata.
+fn xfs_total_fits(total: u64, bytes: u64) -> bool {
+    total > bytes - 80 * MIB && total <= bytes
+}
+
+/// An xfs volume (`fs_type: xfs`): CreateVolume rounds a 64 MiB request up to 300 MiB;
+/// mkfs.xfs on the first stage only (a file survives unstage and stage), blkid says xfs;
+/// NodeExpandVolume grows it online with xfs_growfs on the published path, seen by
+/// statvfs at once: the kernel's xfs growth needs CAP_SYS_ADMIN only, so this runs the
+/// same on every machine, this one's root (no CAP_SYS_RESOURCE) included.
+#[test]
+fn xfs_round_trip_formats_once_and_grows_online() {
+    let Some(env) = env() else { return };
+    let (small, bytes) = env.create_fs("tiny", (64 * MIB) as i64, "xfs");
+    assert_eq!(
+        bytes,
+        (300 * MIB) as i64,
+        "rounded up to mkfs.xfs's minimum"
+    );
+    env.delete(&small).unwrap();
+    let (id, bytes) = env.create_fs("data", (320 * MIB) as i64, "xfs");
+    assert_eq!(bytes, (320 * MIB) as i64);
+    let target = env.stage_and_publish(&id, "xfs", "a").unwrap();
+    let device = loops_under(&env.dir).pop().unwrap();
+    assert_eq!(
+        LinuxKernel.probe_fs_type(&device).unwrap().as_deref(),
+        Some("xfs")
+    );
+    fs::write(target.join("hello"), b"kept").unwrap();
+    let total = env.stats(&id, &target)[0].total as u64;
+    assert!(
+        xfs_total_fits(total, 320 * MIB),
+        "xfs of {total} bytes on a 320 MiB volume"
+    );
+
+    // Unstaged and staged again: the xfs (and the file) is kept, not made again.
+    env.unpublish(&id, &target);
+    env.unstage(&id);
+    assert_eq!(loops_under(&env.dir), Vec::<PathBuf>::new());
+    let target = env.stage_and_publish(&id, "xfs", "a").unwrap();
+    assert_eq!(fs::read(target.join("hello")).unwrap(), b"kept");
+
+    // Online: the image grows, then the loop device and the mounted xfs.
+    env.expand(&id, 640 * MIB);
+    let grown = env
+        .driver
+        .node_expand_volume(NodeExpandVolumeRequest {
+            volume_id: id.clone(),
+            volume_path: target.display().to_string(),
+            capacity_range: Some(CapacityRange {
+                required_bytes: (640 * MIB) as i64,
+                limit_bytes: 0,
+            }),
+            ..Default::default()
+        })
+        .unwrap_or_else(|e| panic!("NodeExpandVolume of a mounted xfs: {e}"));
+    assert_eq!(grown.capacity_bytes, (640 * MIB) as i64);
+    let device = loops_under(&env.dir).pop().unwrap();
+    assert_eq!(LinuxKernel.device_size(&device).unwrap(), 640 * MIB);
+    let after = env.stats(&id, &target)[0].total as u64;
+    assert!(
+        xfs_total_fits(after, 640 * MIB),
+        "xfs of {after} bytes after growing online to 640 MiB (was {total})"
+    );
+    assert_eq!(fs::read(target.join("hello")).unwrap(), b"kept");
+    fs::write(target.join("more"), vec![7u8; 1 << 20]).unwrap();
+
+    env.unpublish(&id, &target);
+    env.unstage(&id);
+    let image = env.dir.join(format!("state/images/{id}.img"));
+    assert_eq!(LinuxKernel.xfs_size(&image).unwrap(), 640 * MIB);
+    env.delete(&id).unwrap();
+    assert!(!image.exists());
+}
+
+/// An xfs expanded while unstaged: the next stage mounts it and grows it there
+/// (xfs_growfs on the staging path); statvfs sees the new size, the file is kept, and
+/// NodeExpandVolume afterwards finds nothing to add.
+#[test]
+fn an_xfs_expanded_while_unstaged_is_grown_at_the_next_stage() {
+    let Some(env) = env() else { return };
+    let (id, _) = env.create_fs("later", (320 * MIB) as i64, "xfs");
+    let target = env.stage_and_publish(&id, "xfs", "a").unwrap();
+    fs::write(target.join("hello"), b"kept").unwrap();
+    env.unpublish(&id, &target);
+    env.unstage(&id);
+    env.expand(&id, 640 * MIB);
+    let image = env.dir.join(format!("state/images/{id}.img"));
+    assert_eq!(LinuxKernel.xfs_size(&image).unwrap(), 320 * MIB);
+
+    let target = env.stage_and_publish(&id, "xfs", "a").unwrap();
+    let total = env.stats(&id, &target)[0].total as u64;
+    assert!(
+        xfs_total_fits(total, 640 * MIB),
+        "xfs of {total} bytes after growing at stage to 640 MiB"
+    );
+    assert_eq!(fs::read(target.join("hello")).unwrap(), b"kept");
+    let node = env
+        .driver
+        .node_expand_volume(NodeExpandVolumeRequest {
+            volume_id: id.clone(),
+            volume_path: target.display().to_string(),
+            capacity_range: Some(CapacityRange {
+                required_bytes: (640 * MIB) as i64,
+                limit_bytes: 0,
+            }),
+            ..Default::default()
+        })
+        .unwrap_or_else(|e| panic!("NodeExpandVolume of a grown xfs: {e}"));
+    assert_eq!(node.capacity_bytes, (640 * MIB) as i64);
+    env.unpublish(&id, &target);
+    env.unstage(&id);
+    assert_eq!(LinuxKernel.xfs_size(&image).unwrap(), 640 * MIB);
+    env.delete(&id).unwrap();
+}
+
+/// A volume holding an ext4 staged as xfs (or the other way round) is refused, never
+/// formatted over nor mounted, and leaves no loop device or mount.
+#[test]
+fn a_stage_as_another_filesystem_is_refused_and_leaves_nothing() {
+    let Some(env) = env() else { return };
+    let (id, _) = env.create_fs("e", (320 * MIB) as i64, "ext4");
+    let target = env.stage_and_publish(&id, "", "a").unwrap();
+    fs::write(target.join("hello"), b"kept").unwrap();
+    env.unpublish(&id, &target);
+    env.unstage(&id);
+    assert_eq!(
+        env.stage_and_publish(&id, "xfs", "a"),
+        Err(Code::FailedPrecondition)
+    );
+    assert_eq!(loops_under(&env.dir), Vec::<PathBuf>::new());
+    assert_eq!(mounts_under(&env.dir), Vec::<PathBuf>::new());
+    let target = env.stage_and_publish(&id, "ext4", "a").unwrap();
+    assert_eq!(fs::read(target.join("hello")).unwrap(), b"kept");
+    env.unpublish(&id, &target);
+    env.unstage(&id);
+
+    let (x, _) = env.create_fs("x", (300 * MIB) as i64, "xfs");
+    let target = env.stage_and_publish(&x, "xfs", "b").unwrap();
+    env.unpublish(&x, &target);
+    env.unstage(&x);
+    assert_eq!(
+        env.stage_and_publish(&x, "", "b"),
+        Err(Code::FailedPrecondition)
+    );
+    assert_eq!(loops_under(&env.dir), Vec::<PathBuf>::new());
+    assert_eq!(mounts_under(&env.dir), Vec::<PathBuf>::new());
+    env.delete(&id).unwrap();
+    env.delete(&x).unwrap();
 }

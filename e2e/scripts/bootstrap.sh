@@ -14,8 +14,9 @@ say() { printf '[bootstrap] %s\n' "$*" >&2; }
 # iptables-restore/iptables-save in --proxy-mode iptables; conntrack, the tool it
 # deletes stale UDP conntrack entries with; iproute2, the `ip` the CNI
 # test makes and inspects its network namespaces with; qemu and debootstrap for
-# the cgroup v2 VM (vm-cgroup2.sh).
-APT_PACKAGES=(openssl curl jq ca-certificates git build-essential docker-registry busybox-static apache2-utils runc crun nftables iptables conntrack iproute2 qemu-system-x86 debootstrap e2fsprogs)
+# the cgroup v2 VM (vm-cgroup2.sh); e2fsprogs and xfsprogs, rekube-csi's ext4 and xfs
+# volumes (mkfs, resize2fs, xfs_growfs).
+APT_PACKAGES=(openssl curl jq ca-certificates git build-essential docker-registry busybox-static apache2-utils runc crun nftables iptables conntrack iproute2 qemu-system-x86 debootstrap e2fsprogs xfsprogs)
 t0=$SECONDS
 source "$here/apt.sh"
 apt_install_missing "${APT_PACKAGES[@]}"

@@ -35,7 +35,7 @@ REKUBE_CACHE=${REKUBE_CACHE:-$HOME/.cache/rekube}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$REKUBE_CACHE/target}
 VM_DIR="$REKUBE_CACHE/vm"
 # Bump when what the image holds changes: a cached image of another version is remade.
-IMAGE_VERSION=3
+IMAGE_VERSION=4
 MEMORY=${REKUBE_VM_MEMORY:-2048}
 CPUS=${REKUBE_VM_CPUS:-2}
 TIMEOUT=${REKUBE_VM_TIMEOUT:-1200}
@@ -95,9 +95,10 @@ build_image() {
   mirror=$(debian_mirror)
   rm -rf "$work"
   mkdir -p "$work"
-  say "debootstrap bookworm (minbase, linux-image-amd64, busybox-static) from $mirror"
+  # xfsprogs: rekube-csi's kernel tests make, mount and grow xfs volumes.
+  say "debootstrap bookworm (minbase, linux-image-amd64, busybox-static, xfsprogs) from $mirror"
   local t=$SECONDS
-  debootstrap --variant=minbase --include=linux-image-amd64,busybox-static \
+  debootstrap --variant=minbase --include=linux-image-amd64,busybox-static,xfsprogs \
     bookworm "$work/rootfs" "$mirror" >"$work/debootstrap.log" 2>&1 ||
     { tail -20 "$work/debootstrap.log" >&2; die "debootstrap failed (log: $work/debootstrap.log)"; }
   say "debootstrap done in $((SECONDS - t))s"
@@ -210,9 +211,10 @@ done
 export HOME=/root RUST_BACKTRACE=1 PATH=/usr/sbin:/usr/bin:/sbin:/bin
 # Loopback up, as on any booted host (the probe tests listen on 127.0.0.1).
 busybox ip link set lo up || exit 94
-# Loop devices (a module in Debian's kernel) for rekube-csi's kernel tests; and they must
-# find every capability here, CAP_SYS_RESOURCE (bit 24) for the online ext4 resize.
-modprobe loop || exit 95
+# Loop devices and xfs (modules in Debian's kernel) for rekube-csi's kernel tests; and
+# they must find every capability here, CAP_SYS_RESOURCE (bit 24) for the online ext4
+# resize.
+modprobe -a loop xfs || exit 95
 caps=$(awk '/^CapEff:/ {print $2}' /proc/self/status)
 [ $(( (0x$caps >> 24) & 1 )) = 1 ] || { echo "rekube-vm: root lacks CAP_SYS_RESOURCE (CapEff $caps)"; exit 96; }
 status=0

@@ -1,9 +1,13 @@
 //! Running rekube-node-agent for a test: `run` with a node name, labels and lease
-//! namespace scoped to the test, its state under a temporary directory, killed on drop.
+//! namespace scoped to the test, its state under a temporary directory, killed on drop
+//! and what it left swept ([`crate::sweep`]).
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, PoisonError};
 
 use crate::TestNamespace;
+use crate::sweep::{self, CGROUP_ROOT};
 
 /// The rekube-node-agent binary: REKUBE_NODE_AGENT_BIN, or the one built beside the test.
 pub fn binary() -> PathBuf {
@@ -105,6 +109,7 @@ impl AgentProcess {
                 .collect(),
             netns,
         };
+        hold_root(&agent.root);
         agent.spawn();
         agent
     }
@@ -340,49 +345,20 @@ impl AgentProcess {
         .await;
     }
 
-    /// What is left of a real agent's pods: mounts under its directories, pod directories
-    /// (volumes) under `<root>/pods`, cgroups under its cgroup parent, processes in those
-    /// cgroups. Empty when clean. The root directory's own mount, the agent's rshared
-    /// bind of it (the kubelet's `MakeRShared`), is the agent's, not a pod's: it stays
-    /// until [`Drop`] unmounts it.
+    /// What is left of a real agent's pods ([`AgentFootprint::leftovers`]). Empty when
+    /// clean. The root directory's own mount, the agent's rshared bind of it (the
+    /// kubelet's `MakeRShared`), is the agent's, not a pod's: it stays until [`Drop`]
+    /// unmounts it.
     pub fn leftovers(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        for entry in std::fs::read_dir(self.root.join("pods"))
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            out.push(format!("pod directory: {}", entry.path().display()));
+        self.footprint().leftovers()
+    }
+
+    /// Where the agent's pods leave their traces, to check after the agent is gone.
+    pub fn footprint(&self) -> AgentFootprint {
+        AgentFootprint {
+            root: self.root.clone(),
+            cgroup_parent: Self::cgroup_parent_of(&self.node_name),
         }
-        let root = self.root.to_string_lossy().to_string();
-        for line in std::fs::read_to_string("/proc/self/mountinfo")
-            .unwrap_or_default()
-            .lines()
-        {
-            if line
-                .split_whitespace()
-                .nth(4)
-                .is_some_and(|m| m.starts_with(&root) && m != root)
-            {
-                out.push(format!("mount: {line}"));
-            }
-        }
-        let parent = Self::cgroup_parent_of(&self.node_name);
-        for dir in cgroup_parent_dirs(Path::new(CGROUP_ROOT), &parent) {
-            let Ok(children) = std::fs::read_dir(&dir) else {
-                continue;
-            };
-            for c in children.flatten() {
-                if c.path().is_dir() {
-                    out.push(format!("cgroup: {}", c.path().display()));
-                }
-            }
-            let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
-            for pid in procs.split_whitespace() {
-                out.push(format!("process {pid} in {}", dir.display()));
-            }
-        }
-        out
     }
 
     /// The processes of a running container of `pod` (its cgroup under the agent's
@@ -400,7 +376,7 @@ impl AgentProcess {
         };
         let id = id.trim_start_matches("rekube://");
         let cgroup = format!("{}/pod{uid}/{id}", Self::cgroup_parent_of(&self.node_name));
-        cgroup_parent_dirs(Path::new(CGROUP_ROOT), &cgroup)
+        sweep::cgroup_dirs(Path::new(CGROUP_ROOT), &cgroup)
             .iter()
             .find_map(|d| std::fs::read_to_string(d.join("cgroup.procs")).ok())
             .unwrap_or_default()
@@ -482,15 +458,67 @@ impl AgentProcess {
     }
 }
 
+impl AgentProcess {
+    /// The value of `flag` the agent was started with (the last, as clap takes it).
+    fn flag(&self, flag: &str) -> Option<&str> {
+        let mut value = None;
+        let mut args = self.args.iter();
+        while let Some(arg) = args.next() {
+            if arg == flag {
+                value = args.next().map(String::as_str);
+            } else if let Some(v) = arg.strip_prefix(flag).and_then(|r| r.strip_prefix('=')) {
+                value = Some(v);
+            }
+        }
+        value
+    }
+
+    /// Removes what the (killed) agent left on the machine, as its own start-up recovery
+    /// would and then some, and only what is its own: the processes in the cgroups under
+    /// its `--cgroup-parent` (its containers, found there and not by name) killed and
+    /// those cgroups removed; everything mounted under its root directory (pod volumes,
+    /// CSI staging and publish mounts, the namespace files of its pods' network, UTS and
+    /// IPC namespaces, their `/dev/shm`, overlays over its image store, its rshared bind
+    /// of the root) unmounted, deepest first, lazily if busy; the loop devices whose
+    /// backing file lies under it or that those mounts were of detached; the directory
+    /// removed. Its run and pod log directories are under the root unless a test named
+    /// others with the flags; then they are swept too. A hollow agent names no cgroup
+    /// parent and mounts nothing: its directory is removed. Network: an agent outside a
+    /// test's network namespace runs with `--pod-network loopback` and `--proxy-mode none`
+    /// ([`Self::start`]), so its only network state is its pods' namespaces (unmounted
+    /// here, gone with their last process); one in a namespace of
+    /// [`crate::netns::TestNetwork`] keeps its bridge, veths, routes and nftables rules
+    /// there, removed with that namespace.
+    fn sweep(&self) {
+        let who = format!("sweep of agent {}", self.node_name);
+        // The processes first, so that nothing holds the mounts.
+        if let Some(parent) = self.flag("--cgroup-parent") {
+            sweep::remove_cgroups(parent, &who);
+        }
+        for flag in ["--run-dir", "--pod-log-dir"] {
+            if let Some(dir) = self.flag(flag).map(Path::new)
+                && !dir.starts_with(&self.root)
+            {
+                sweep::sweep_dir(dir, &who);
+            }
+        }
+        sweep::sweep_dir(&self.root, &who);
+    }
+}
+
 impl Drop for AgentProcess {
+    /// Kills the agent (SIGKILL); then, when it is the last [`AgentProcess`] on its root
+    /// directory, sweeps what it left ([`Self::sweep`]: only its root's bind and directory
+    /// when its pods were cleaned up; their containers, cgroups, mounts and loop devices
+    /// too when the test failed or killed it with pods running) and deletes its Node. [`Self::kill`], [`Self::restart`] and [`Self::kill_and_restart`] sweep
+    /// nothing: a test restarting the agent on the same root checks what the new process
+    /// recovers.
     fn drop(&mut self) {
         self.kill();
-        // The agent's rshared bind of its root directory (left at exit, as the kubelet
-        // leaves its own), and with it whatever a killed agent left mounted below.
-        let _ = nix::mount::umount2(&self.root, nix::mount::MntFlags::MNT_DETACH);
-        let _ = std::fs::remove_dir_all(&self.root);
-        // A real agent's (empty) cgroup parent.
-        remove_cgroup_parent(&Self::cgroup_parent_of(&self.node_name));
+        if !release_root(&self.root) {
+            return;
+        }
+        self.sweep();
         // The Node is not the test's object: delete it here (its Lease goes with it).
         // The pods still bound to it keep the dead agent's finalizer, which would hold
         // them, and the test namespace, for ever: release them first.
@@ -544,6 +572,89 @@ async fn release_pods(client: &kube::Client, node: &str) {
                 &kube::api::Patch::Merge(&patch),
             )
             .await;
+    }
+}
+
+/// The live [`AgentProcess`]es of this test process on each root directory: what an
+/// agent left is swept when the last one on its root goes.
+static LIVE_ROOTS: Mutex<BTreeMap<PathBuf, usize>> = Mutex::new(BTreeMap::new());
+
+fn hold_root(root: &Path) {
+    let mut live = LIVE_ROOTS.lock().unwrap_or_else(PoisonError::into_inner);
+    *live.entry(root.to_path_buf()).or_default() += 1;
+}
+
+/// Whether the caller was the last live [`AgentProcess`] on `root`.
+fn release_root(root: &Path) -> bool {
+    let mut live = LIVE_ROOTS.lock().unwrap_or_else(PoisonError::into_inner);
+    match live.get_mut(root) {
+        Some(n) if *n > 1 => {
+            *n -= 1;
+            false
+        }
+        _ => {
+            live.remove(root);
+            true
+        }
+    }
+}
+
+/// Where a real agent's pods leave their traces on the machine: its root directory (with
+/// its run and pod log directories, [`real_agent_flags`]) and its cgroup parent. It
+/// outlives the [`AgentProcess`], so that a test can check what a dropped agent left.
+#[derive(Debug, Clone)]
+pub struct AgentFootprint {
+    pub root: PathBuf,
+    pub cgroup_parent: String,
+}
+
+impl AgentFootprint {
+    /// What is left of the agent's pods: pod directories (volumes) under `<root>/pods`,
+    /// mounts under the root (and overlays over its image store, wherever mounted), loop
+    /// devices backed by files under it, cgroups under the cgroup parent and processes in
+    /// it. The root directory's own mount, an agent's rshared bind of it, is the agent's
+    /// and not counted. Empty when clean.
+    pub fn leftovers(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(self.root.join("pods"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            out.push(format!("pod directory: {}", entry.path().display()));
+        }
+        for m in sweep::mount_table() {
+            if sweep::belongs_to(&m, &self.root) && m.mount_point != self.root {
+                out.push(format!(
+                    "mount: {} {} {}",
+                    m.mount_point.display(),
+                    m.fs_type,
+                    m.source
+                ));
+            }
+        }
+        for (device, backing) in sweep::loops_under(&self.root) {
+            out.push(format!(
+                "loop device: {} ({})",
+                device.display(),
+                backing.display()
+            ));
+        }
+        for dir in sweep::cgroup_dirs(Path::new(CGROUP_ROOT), &self.cgroup_parent) {
+            let Ok(children) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for c in children.flatten() {
+                if c.path().is_dir() {
+                    out.push(format!("cgroup: {}", c.path().display()));
+                }
+            }
+            let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+            for pid in procs.split_whitespace() {
+                out.push(format!("process {pid} in {}", dir.display()));
+            }
+        }
+        out
     }
 }
 
@@ -753,56 +864,10 @@ fn run(command: &mut Command) -> Result<(), String> {
     }
 }
 
-const CGROUP_ROOT: &str = "/sys/fs/cgroup";
-
 /// Removes a stopped agent's `--cgroup-parent` (empty once its containers are gone; a
 /// parent that still holds a cgroup stays, and the leftover checks name it).
 pub fn remove_cgroup_parent(parent: &str) {
-    for dir in cgroup_parent_dirs(Path::new(CGROUP_ROOT), parent) {
+    for dir in sweep::cgroup_dirs(Path::new(CGROUP_ROOT), parent) {
         let _ = std::fs::remove_dir(dir);
-    }
-}
-
-/// The directories of a cgroup parent under `root`: the one cgroup on the unified (v2)
-/// hierarchy, where `root` itself is a cgroup (it has `cgroup.controllers`), or one per
-/// mounted v1 hierarchy (`root/<controller>/<parent>`). Joining the parent onto every
-/// entry of a v2 root would look in the wrong places and never find a leftover.
-fn cgroup_parent_dirs(root: &Path, parent: &str) -> Vec<PathBuf> {
-    if root.join("cgroup.controllers").exists() {
-        return vec![root.join(parent)];
-    }
-    let Ok(hierarchies) = std::fs::read_dir(root) else {
-        return Vec::new();
-    };
-    let mut dirs: Vec<PathBuf> = hierarchies
-        .flatten()
-        .filter(|h| h.path().is_dir())
-        .map(|h| h.path().join(parent))
-        .collect();
-    dirs.sort();
-    dirs
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cgroup_parent_dirs_on_v1_and_v2() {
-        let v1 = tempfile::tempdir().unwrap();
-        for h in ["memory", "cpu", "pids"] {
-            std::fs::create_dir(v1.path().join(h)).unwrap();
-        }
-        assert_eq!(
-            cgroup_parent_dirs(v1.path(), "rekube-e2e-n"),
-            ["cpu", "memory", "pids"].map(|h| v1.path().join(h).join("rekube-e2e-n"))
-        );
-        let v2 = tempfile::tempdir().unwrap();
-        std::fs::write(v2.path().join("cgroup.controllers"), "cpu memory pids").unwrap();
-        std::fs::create_dir(v2.path().join("system.slice")).unwrap();
-        assert_eq!(
-            cgroup_parent_dirs(v2.path(), "rekube-e2e-n"),
-            [v2.path().join("rekube-e2e-n")]
-        );
     }
 }

@@ -23,6 +23,7 @@ pub mod rbac;
 pub mod readiness;
 pub mod stall_proxy;
 pub mod storage;
+pub mod sweep;
 
 /// A client for the cluster `KUBECONFIG` names.
 pub async fn client() -> Client {

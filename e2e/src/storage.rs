@@ -17,6 +17,7 @@ use serde_json::json;
 use crate::TestNamespace;
 use crate::agent::terminate_child;
 use crate::nodes::SCOPE_LABEL;
+pub use crate::sweep::{loops_under, mounts_under};
 
 /// rekube-csi's default driver name; a test's driver is named
 /// `TestNamespace::cluster_name(CSI_DRIVER)` so that tests run side by side, each with
@@ -177,26 +178,12 @@ impl CsiDriverProcess {
 }
 
 impl Drop for CsiDriverProcess {
-    /// Stops the processes, then releases what a failed test left of the driver's volumes
+    /// Stops the processes, then sweeps what a failed test left of the driver's volumes
     /// (mounts under its directory, loop devices of its images: tests assert that nothing
-    /// is left before this runs), then removes the directory.
+    /// is left before this runs) and removes the directory ([`crate::sweep::sweep_dir`]).
     fn drop(&mut self) {
         self.stop();
-        let mut mounts = mounts_under(&self.dir);
-        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
-        for m in mounts {
-            eprintln!("cleanup: unmounting {m}");
-            let _ = nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH);
-        }
-        for (device, backing) in loops_under(&self.dir) {
-            eprintln!(
-                "cleanup: detaching {} ({})",
-                device.display(),
-                backing.display()
-            );
-            let _ = Command::new("losetup").arg("-d").arg(&device).status();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        crate::sweep::sweep_dir(&self.dir, &format!("cleanup of CSI driver {}", self.name));
     }
 }
 
@@ -220,20 +207,6 @@ pub fn csi_binary() -> PathBuf {
     bin
 }
 
-/// The loop devices whose backing file lies under `dir`: `(/dev/loopN, backing file)`.
-pub fn loops_under(dir: &Path) -> Vec<(PathBuf, PathBuf)> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/sys/block").unwrap().flatten() {
-        if let Ok(backing) = std::fs::read_to_string(entry.path().join("loop/backing_file")) {
-            let backing = PathBuf::from(backing.trim_end());
-            if backing.starts_with(dir) {
-                found.push((Path::new("/dev").join(entry.file_name()), backing));
-            }
-        }
-    }
-    found
-}
-
 /// The regular files under `dir`, recursively.
 pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
@@ -248,21 +221,6 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
-}
-
-/// Mount points under `dir` (mountinfo's fifth field). A test agent's root directory's
-/// own mount, its rshared bind (the kubelet's `MakeRShared`), is the agent's and left out
-/// ([`crate::agent::AgentProcess::leftovers`]).
-pub fn mounts_under(dir: &Path) -> Vec<String> {
-    let agent_root = crate::agent::is_agent_root(dir);
-    let dir = dir.to_string_lossy().to_string();
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|m| m.starts_with(&dir) && !(agent_root && *m == dir))
-        .map(str::to_string)
-        .collect()
 }
 
 /// The notes of the events of `reason` about the object named `name` (of `kind`, when

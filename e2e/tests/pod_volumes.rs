@@ -444,10 +444,13 @@ async fn an_empty_dir_over_its_size_limit_evicts_the_pod() {
     assert_eq!(status.message.as_deref(), Some(message));
     let notes = event_notes(&events_api, None, "fill", "Evicted").await;
     assert_eq!(notes, [message]);
+    // Its volume torn down while the pod object stays (the pod's directory, now without
+    // volumes, goes with the pod, as upstream's cleanupOrphanedPodDirs keeps a known pod's).
     let dir = agent
         .root
         .join("pods")
-        .join(p.metadata.uid.clone().unwrap());
+        .join(p.metadata.uid.clone().unwrap())
+        .join("volumes/kubernetes.io~empty-dir/data");
     wait_until("the evicted pod's volume gone", T, || async {
         if dir.exists() {
             Err(format!("{} still there", dir.display()))

@@ -1,8 +1,11 @@
 //! An in-memory kernel for tests without root: loop devices (`/dev/loopN`, device 7:N)
-//! over real image files, filesystems made by `mkfs_ext4` (with their size: the image's
-//! when made or grown by `resize2fs`, which as the real one wants an `e2fsck` between the
-//! last mount and an offline resize), and a mount table in which a mounted path stats as
-//! the root of what is mounted there. Calls are recorded in order.
+//! over real image files, filesystems made by `mkfs_ext4` and `mkfs_xfs` (with their
+//! size: the image's when made or grown; `resize2fs`, as the real one, wants an `e2fsck`
+//! between the last mount and an offline resize; `mkfs_xfs` refuses under 300 MiB and
+//! `xfs_growfs` grows only a mounted xfs, as xfsprogs; e2fsprogs refuse an xfs and xfsprogs
+//! an ext4), and a mount table in which a mounted path stats as the root of what is
+//! mounted there (inode 2 of an ext4, 128 of an xfs, as mkfs.xfs makes them). Calls are
+//! recorded in order.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -17,6 +20,12 @@ use crate::mountinfo::MountInfo;
 
 /// devtmpfs' device, where the fake's `/dev/loopN` nodes live.
 const DEVTMPFS: u64 = 5;
+/// The root directory's inode: ext4's is always 2, xfs's the superblock's `rootino`
+/// (128 for what mkfs.xfs makes with its defaults).
+const EXT4_ROOT_INO: u64 = 2;
+const XFS_ROOT_INO: u64 = 128;
+/// xfsprogs' smallest filesystem.
+const XFS_MIN_BYTES: u64 = 300 << 20;
 
 #[derive(Debug, Clone)]
 struct FakeLoop {
@@ -32,6 +41,9 @@ struct FakeMount {
     stat: FileStat,
     fs_type: String,
     source: String,
+    /// mountinfo's root: `/` for a filesystem's root (mounted, or bound from where it is
+    /// mounted), the source path for a bind of anything else.
+    root: PathBuf,
     flags: MsFlags,
     /// The loop device the mount holds open, if any.
     holds: Option<u32>,
@@ -118,6 +130,53 @@ impl FakeKernel {
 
     fn record(&self, call: String) {
         self.state.lock().unwrap().calls.push(call);
+    }
+
+    fn mkfs(&self, device: &Path, fs_type: &str) -> Result<()> {
+        let mut s = self.state.lock().unwrap();
+        let l = loop_number(device)
+            .and_then(|n| s.loops.get(&n))
+            .ok_or_else(|| errno("mkfs", device, Errno::ENXIO))?;
+        if l.read_only {
+            return Err(errno("mkfs", device, Errno::EROFS));
+        }
+        let image = l.image.clone();
+        let bytes = image_len(&image)?;
+        if fs_type == "xfs" && bytes < XFS_MIN_BYTES {
+            return Err(KernelError::Command {
+                command: "mkfs.xfs",
+                object: device.display().to_string(),
+                message: "Filesystem must be larger than 300MB. (exit status: 1)".into(),
+            });
+        }
+        s.filesystems.insert(
+            image,
+            FakeFs {
+                fs_type: fs_type.into(),
+                bytes,
+                checked: true,
+            },
+        );
+        Ok(())
+    }
+
+    /// The filesystem on loop device `device`, which must be of `fs_type` (what the
+    /// command `op` of the other filesystem's tools answers otherwise: EINVAL).
+    fn fs_of<'a>(
+        state: &'a mut State,
+        op: &'static str,
+        device: &Path,
+        fs_type: &str,
+    ) -> Result<&'a mut FakeFs> {
+        let image = loop_number(device)
+            .and_then(|n| state.loops.get(&n))
+            .map(|l| l.image.clone())
+            .ok_or_else(|| errno(op, device, Errno::ENXIO))?;
+        state
+            .filesystems
+            .get_mut(&image)
+            .filter(|f| f.fs_type == fs_type)
+            .ok_or_else(|| errno(op, device, Errno::EINVAL))
     }
 
     fn stat_in(state: &State, path: &Path) -> Result<Option<FileStat>> {
@@ -232,24 +291,12 @@ impl Kernel for FakeKernel {
 
     fn mkfs_ext4(&self, device: &Path) -> Result<()> {
         self.record(format!("mkfs_ext4 {}", device.display()));
-        let mut s = self.state.lock().unwrap();
-        let l = loop_number(device)
-            .and_then(|n| s.loops.get(&n))
-            .ok_or_else(|| errno("mkfs", device, Errno::ENXIO))?;
-        if l.read_only {
-            return Err(errno("mkfs", device, Errno::EROFS));
-        }
-        let image = l.image.clone();
-        let bytes = image_len(&image)?;
-        s.filesystems.insert(
-            image,
-            FakeFs {
-                fs_type: "ext4".into(),
-                bytes,
-                checked: true,
-            },
-        );
-        Ok(())
+        self.mkfs(device, "ext4")
+    }
+
+    fn mkfs_xfs(&self, device: &Path) -> Result<()> {
+        self.record(format!("mkfs_xfs {}", device.display()));
+        self.mkfs(device, "xfs")
     }
 
     fn resize2fs(&self, device: &Path) -> Result<()> {
@@ -263,10 +310,7 @@ impl Kernel for FakeKernel {
             .ok_or_else(|| errno("resize2fs", device, Errno::ENXIO))?;
         let mounted = s.mounts.iter().any(|m| m.holds == Some(n));
         let bytes = image_len(&image)?;
-        let fs = s
-            .filesystems
-            .get_mut(&image)
-            .ok_or_else(|| errno("resize2fs", device, Errno::EINVAL))?;
+        let fs = Self::fs_of(&mut s, "resize2fs", device, "ext4")?;
         if !mounted && !fs.checked {
             return Err(KernelError::Command {
                 command: "resize2fs",
@@ -279,14 +323,8 @@ impl Kernel for FakeKernel {
     }
 
     fn ext4_size(&self, device: &Path) -> Result<u64> {
-        let s = self.state.lock().unwrap();
-        let l = loop_number(device)
-            .and_then(|n| s.loops.get(&n))
-            .ok_or_else(|| errno("dumpe2fs", device, Errno::ENXIO))?;
-        s.filesystems
-            .get(&l.image)
-            .map(|f| f.bytes)
-            .ok_or_else(|| errno("dumpe2fs", device, Errno::EINVAL))
+        let mut s = self.state.lock().unwrap();
+        Ok(Self::fs_of(&mut s, "dumpe2fs", device, "ext4")?.bytes)
     }
 
     fn e2fsck(&self, device: &Path) -> Result<()> {
@@ -296,16 +334,32 @@ impl Kernel for FakeKernel {
         if s.mounts.iter().any(|m| m.holds == Some(n)) {
             return Err(errno("e2fsck", device, Errno::EBUSY));
         }
-        let image = s
-            .loops
-            .get(&n)
-            .map(|l| l.image.clone())
-            .ok_or_else(|| errno("e2fsck", device, Errno::ENXIO))?;
-        let fs = s
-            .filesystems
-            .get_mut(&image)
-            .ok_or_else(|| errno("e2fsck", device, Errno::EINVAL))?;
-        fs.checked = true;
+        Self::fs_of(&mut s, "e2fsck", device, "ext4")?.checked = true;
+        Ok(())
+    }
+
+    fn xfs_size(&self, device: &Path) -> Result<u64> {
+        let mut s = self.state.lock().unwrap();
+        Ok(Self::fs_of(&mut s, "xfs_db", device, "xfs")?.bytes)
+    }
+
+    fn xfs_growfs(&self, mount_point: &Path) -> Result<()> {
+        self.record(format!("xfs_growfs {}", mount_point.display()));
+        let mut s = self.state.lock().unwrap();
+        // Only a mounted xfs grows: the path must be one of its mounts.
+        let n = s
+            .mounts
+            .iter()
+            .rev()
+            .find(|m| m.target == mount_point)
+            .and_then(|m| m.holds)
+            .ok_or_else(|| errno("xfs_growfs", mount_point, Errno::EINVAL))?;
+        let device = PathBuf::from(format!("/dev/loop{n}"));
+        let image = s.loops[&n].image.clone();
+        let bytes = image_len(&image)?;
+        let fs = Self::fs_of(&mut s, "xfs_growfs", &device, "xfs")
+            .map_err(|_| errno("xfs_growfs", mount_point, Errno::ENOTTY))?;
+        fs.bytes = fs.bytes.max(bytes);
         Ok(())
     }
 
@@ -335,14 +389,22 @@ impl Kernel for FakeKernel {
             return Err(errno("mount", target, Errno::ENOENT));
         };
         let holds = loop_number(source).filter(|n| s.loops.contains_key(n));
-        let (stat, fs, src) = if flags.contains(MsFlags::MS_BIND) {
+        let (stat, fs, src, root) = if flags.contains(MsFlags::MS_BIND) {
             if (source_stat.kind == FileKind::Dir) != (target_stat.kind == FileKind::Dir) {
                 return Err(errno("mount", target, Errno::ENOTDIR));
             }
+            // A bind of a mount's root shows that mount's root (`/` for a filesystem's).
+            let root = s
+                .mounts
+                .iter()
+                .rev()
+                .find(|m| m.target == source)
+                .map_or_else(|| source.to_path_buf(), |m| m.root.clone());
             (
                 source_stat,
                 "bind".to_string(),
                 source.display().to_string(),
+                root,
             )
         } else {
             let n = holds.ok_or_else(|| errno("mount", source, Errno::ENXIO))?;
@@ -352,13 +414,20 @@ impl Kernel for FakeKernel {
                 return Err(errno("mount", source, Errno::EACCES));
             }
             let image = s.loops[&n].image.clone();
-            match s.filesystems.get_mut(&image) {
-                Some(fs) if Some(fs.fs_type.as_str()) == fs_type => fs.checked = false,
+            let ino = match s.filesystems.get_mut(&image) {
+                Some(fs) if Some(fs.fs_type.as_str()) == fs_type => {
+                    fs.checked = false;
+                    if fs.fs_type == "xfs" {
+                        XFS_ROOT_INO
+                    } else {
+                        EXT4_ROOT_INO
+                    }
+                }
                 _ => return Err(errno("mount", source, Errno::EINVAL)),
-            }
+            };
             let stat = FileStat {
                 dev: makedev(7, u64::from(n)),
-                ino: 2,
+                ino,
                 rdev: 0,
                 kind: FileKind::Dir,
             };
@@ -366,6 +435,7 @@ impl Kernel for FakeKernel {
                 stat,
                 fs_type.unwrap_or_default().to_string(),
                 source.display().to_string(),
+                PathBuf::from("/"),
             )
         };
         // A bind of a mounted filesystem holds its device as well.
@@ -380,6 +450,7 @@ impl Kernel for FakeKernel {
             stat,
             fs_type: fs,
             source: src,
+            root,
             flags,
             holds,
         });
@@ -411,11 +482,7 @@ impl Kernel for FakeKernel {
             .map(|m| MountInfo {
                 major: nix::sys::stat::major(m.stat.dev) as u32,
                 minor: nix::sys::stat::minor(m.stat.dev) as u32,
-                root: if m.fs_type == "bind" {
-                    PathBuf::from(&m.source)
-                } else {
-                    "/".into()
-                },
+                root: m.root.clone(),
                 mount_point: m.target.clone(),
                 options: if m.flags.contains(MsFlags::MS_RDONLY) {
                     "ro".into()

@@ -1,6 +1,7 @@
 //! The real kernel: loop ioctls (`loopdev`), mount(2)/umount(2) and statvfs through nix,
-//! and e2fsprogs' `blkid`, `mkfs.ext4`, `resize2fs`, `dumpe2fs` and `e2fsck` (Debian's
-//! e2fsprogs, installed by e2e/scripts/bootstrap.sh).
+//! util-linux's `blkid`, e2fsprogs' `mkfs.ext4`, `resize2fs`, `dumpe2fs` and `e2fsck`,
+//! and xfsprogs' `mkfs.xfs`, `xfs_db` and `xfs_growfs` (Debian's packages, installed by
+//! e2e/scripts/bootstrap.sh).
 
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -14,16 +15,33 @@ use crate::mountinfo::{self, MountInfo};
 #[derive(Debug, Default, Clone, Copy)]
 pub struct LinuxKernel;
 
-/// Runs an e2fsprogs command; its stderr is the error message.
+/// The Debian package a command comes from.
+fn package(command: &str) -> &'static str {
+    match command {
+        "blkid" => "util-linux",
+        "mkfs.xfs" | "xfs_db" | "xfs_growfs" => "xfsprogs",
+        _ => "e2fsprogs",
+    }
+}
+
+/// Runs a filesystem command on `device` (or a mount point); its stderr is the error
+/// message.
 fn run(command: &'static str, args: &[&str], device: &Path) -> Result<std::process::Output> {
     Command::new(command)
         .args(args)
         .arg(device)
         .output()
-        .map_err(|source| KernelError::Io {
-            op: command,
-            object: device.display().to_string(),
-            source,
+        .map_err(|source| match source.kind() {
+            std::io::ErrorKind::NotFound => KernelError::Command {
+                command,
+                object: device.display().to_string(),
+                message: format!("{command} is not installed (Debian's {})", package(command)),
+            },
+            _ => KernelError::Io {
+                op: command,
+                object: device.display().to_string(),
+                source,
+            },
         })
 }
 
@@ -56,6 +74,20 @@ pub fn parse_dumpe2fs_size(text: &str) -> Option<u64> {
             .and_then(|v| v.trim().parse::<u64>().ok())
     };
     field("Block count:")?.checked_mul(field("Block size:")?)
+}
+
+/// The filesystem's size in bytes from `xfs_db -r -c 'sb 0' -c 'print dblocks' -c 'print
+/// blocksize'`'s `dblocks = N` and `blocksize = N` lines.
+pub fn parse_xfs_db_size(text: &str) -> Option<u64> {
+    let field = |name: &str| {
+        text.lines().find_map(|l| {
+            let (key, value) = l.split_once('=')?;
+            (key.trim() == name)
+                .then(|| value.trim().parse::<u64>().ok())
+                .flatten()
+        })
+    };
+    field("dblocks")?.checked_mul(field("blocksize")?)
 }
 
 impl Kernel for LinuxKernel {
@@ -110,6 +142,22 @@ impl Kernel for LinuxKernel {
         }
     }
 
+    fn mkfs_xfs(&self, device: &Path) -> Result<()> {
+        // -f: mount-utils' force flag (the device was probed empty just before).
+        let out = run("mkfs.xfs", &["-q", "-f"], device)?;
+        if out.status.success() {
+            return Ok(());
+        }
+        let mut err = failed("mkfs.xfs", device, &out);
+        // A refusal is followed by the whole usage text: keep what precedes it.
+        if let KernelError::Command { message, .. } = &mut err
+            && let Some((cause, _)) = message.split_once("\nUsage:")
+        {
+            *message = format!("{} ({})", cause.trim(), out.status);
+        }
+        Err(err)
+    }
+
     fn resize2fs(&self, device: &Path) -> Result<()> {
         let out = run("resize2fs", &[], device)?;
         if out.status.success() {
@@ -155,6 +203,38 @@ impl Kernel for LinuxKernel {
                 }
                 Err(err)
             }
+        }
+    }
+
+    fn xfs_size(&self, device: &Path) -> Result<u64> {
+        let args = [
+            "-r",
+            "-c",
+            "sb 0",
+            "-c",
+            "print dblocks",
+            "-c",
+            "print blocksize",
+        ];
+        let out = run("xfs_db", &args, device)?;
+        if !out.status.success() {
+            return Err(failed("xfs_db", device, &out));
+        }
+        parse_xfs_db_size(&String::from_utf8_lossy(&out.stdout)).ok_or_else(|| {
+            KernelError::Command {
+                command: "xfs_db",
+                object: device.display().to_string(),
+                message: "no dblocks and blocksize in its output".into(),
+            }
+        })
+    }
+
+    fn xfs_growfs(&self, mount_point: &Path) -> Result<()> {
+        let out = run("xfs_growfs", &["-d"], mount_point)?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(failed("xfs_growfs", mount_point, &out))
         }
     }
 
@@ -266,5 +346,30 @@ mod tests {
             parse_dumpe2fs_size("Block size: 4096\nBlock count: x\n"),
             None
         );
+    }
+
+    #[test]
+    fn the_xfs_size_is_dblocks_times_blocksize() {
+        // xfs_db 6.1.0 on a 320 MiB xfs.
+        let out = "dblocks = 81920\nblocksize = 4096\n";
+        assert_eq!(parse_xfs_db_size(out), Some(320 << 20));
+        assert_eq!(parse_xfs_db_size("blocksize = 4096\n"), None);
+        assert_eq!(parse_xfs_db_size("dblocks = x\nblocksize = 4096\n"), None);
+        // Other fields whose names contain ours are not taken for them.
+        assert_eq!(
+            parse_xfs_db_size("rblocks = 7\ndblocks = 2\nsectsize = 512\nblocksize = 4096\n"),
+            Some(8192)
+        );
+    }
+
+    #[test]
+    fn a_missing_command_names_its_package() {
+        let err = run("mkfs.rekube-missing", &[], Path::new("/dev/null")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "mkfs.rekube-missing /dev/null: mkfs.rekube-missing is not installed (Debian's e2fsprogs)"
+        );
+        assert_eq!(package("xfs_growfs"), "xfsprogs");
+        assert_eq!(package("blkid"), "util-linux");
     }
 }

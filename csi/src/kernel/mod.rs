@@ -1,5 +1,5 @@
 //! The kernel behind a trait (as node-agent's `runtime::syscall::Syscall`): loop devices,
-//! mounts, e2fsprogs and file status. [`LinuxKernel`] makes the real calls (root needed);
+//! mounts, e2fsprogs, xfsprogs and file status. [`LinuxKernel`] makes the real calls (root needed);
 //! [`FakeKernel`] keeps loop devices and mounts in memory, so the node logic's order,
 //! idempotency and refusals are tested without root.
 
@@ -10,7 +10,7 @@ mod loopdev;
 use std::path::{Path, PathBuf};
 
 pub use fake::FakeKernel;
-pub use linux::{LinuxKernel, has_cap_sys_resource, parse_dumpe2fs_size};
+pub use linux::{LinuxKernel, has_cap_sys_resource, parse_dumpe2fs_size, parse_xfs_db_size};
 use nix::mount::MsFlags;
 
 use crate::mountinfo::MountInfo;
@@ -93,6 +93,9 @@ pub trait Kernel: Send + Sync {
     /// The filesystem on a device (`blkid -p`), or none.
     fn probe_fs_type(&self, device: &Path) -> Result<Option<String>>;
     fn mkfs_ext4(&self, device: &Path) -> Result<()>;
+    /// Makes an xfs on `device` (`mkfs.xfs -f`, mount-utils' arguments; xfsprogs refuses a
+    /// device under 300 MiB).
+    fn mkfs_xfs(&self, device: &Path) -> Result<()>;
     /// Grows the ext4 on `device` to the device's size: online when it is mounted (the
     /// kernel's ext4 resize, which needs CAP_SYS_RESOURCE), offline when it is not (plain
     /// writes to the device, after [`Kernel::e2fsck`]).
@@ -103,6 +106,13 @@ pub trait Kernel: Send + Sync {
     /// Checks the unmounted ext4 on `device` and repairs what is safe to repair without
     /// asking (`e2fsck -f -p`): what resize2fs wants before an offline resize.
     fn e2fsck(&self, device: &Path) -> Result<()>;
+    /// The size in bytes of the xfs on the unmounted `device` (`xfs_db -r`: the
+    /// superblock's data blocks times its block size; a mounted filesystem's on-disk
+    /// superblock may lag behind the kernel's).
+    fn xfs_size(&self, device: &Path) -> Result<u64>;
+    /// Grows the xfs mounted at `mount_point` to its device's size (`xfs_growfs -d`, as
+    /// mount-utils' ResizeFs; xfs grows only while mounted, and needs CAP_SYS_ADMIN).
+    fn xfs_growfs(&self, mount_point: &Path) -> Result<()>;
     fn mount(
         &self,
         source: &Path,

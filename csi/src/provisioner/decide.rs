@@ -41,7 +41,10 @@ pub const PREFIXED_FS_TYPE_KEY: &str = "csi.storage.k8s.io/fstype";
 /// The provisioner's PV name prefix (`--volume-name-prefix`, default `pvc`).
 pub const VOLUME_NAME_PREFIX: &str = "pvc";
 
-/// The `csi.storage.k8s.io/` parameters the provisioner knows (and strips).
+/// The `csi.storage.k8s.io/` parameters the provisioner knows (and strips):
+/// external-provisioner v6.4.0's removePrefixedParameters list, the fsType (which becomes
+/// the capabilities' `fs_type` and the PV's `spec.csi.fsType`) and the secrets' names
+/// (rekube-csi takes no secrets; known all the same, as upstream knows them).
 const KNOWN_PREFIXED_KEYS: &[&str] = &[
     "csi.storage.k8s.io/fstype",
     "csi.storage.k8s.io/provisioner-secret-name",
@@ -58,6 +61,8 @@ const KNOWN_PREFIXED_KEYS: &[&str] = &[
     "csi.storage.k8s.io/secret-namespace",
     "csi.storage.k8s.io/node-expand-secret-name",
     "csi.storage.k8s.io/node-expand-secret-namespace",
+    "csi.storage.k8s.io/controller-modify-secret-name",
+    "csi.storage.k8s.io/controller-modify-secret-namespace",
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -189,6 +189,33 @@ fn provision_with_prefixed_fs_type_key() {
     }
 }
 
+// rekube's xfs class: `csi.storage.k8s.io/fstype: xfs` is every mount capability's
+// fs_type and the PV's fsType, and not among the driver's parameters (its `type` is).
+#[test]
+fn an_xfs_class_asks_xfs_of_the_driver_and_records_it_on_the_pv() {
+    let sc = class(json!({"parameters": {"fstype": null, "type": "local-disk",
+        PREFIXED_FS_TYPE_KEY: "xfs"}}));
+    let c = claim(json!({"spec": {"accessModes": ["ReadWriteOnce", "ReadOnlyMany"]}}));
+    let (req, fs_type) = request(&c, &sc, true).unwrap();
+    assert_eq!(fs_type, "xfs");
+    assert_eq!(
+        req.parameters,
+        HashMap::from([("type".to_string(), "local-disk".to_string())])
+    );
+    assert_eq!(req.volume_capabilities.len(), 2);
+    for cap in &req.volume_capabilities {
+        match &cap.access_type {
+            Some(AccessType::Mount(m)) => assert_eq!(m.fs_type, "xfs"),
+            other => panic!("{other:?}"),
+        }
+    }
+    let pv = pv_of(&c, &sc, &response(REQUESTED)).unwrap();
+    assert_eq!(
+        pv.spec.unwrap().csi.unwrap().fs_type.as_deref(),
+        Some("xfs")
+    );
+}
+
 // "provision with access mode multi node multi writer", "... multi node multi readonly
 // with sidecar arg false", "... single node writer", "... single node writer and single
 // node multi writer capability", "... single node single writer and single node multi
@@ -466,7 +493,8 @@ fn fs_type_provision() {
     }
 }
 
-// TestStripPrefixedCSIParams (all cases).
+// TestStripPrefixedCSIParams (all cases, external-provisioner v6.4.0: its "all known
+// prefixed" case names every key, the controller-modify secrets' among them).
 #[test]
 fn strip_prefixed_csi_params() {
     let map = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
@@ -475,7 +503,33 @@ fn strip_prefixed_csi_params() {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
     };
-    let all_known: Vec<(&str, &str)> = KNOWN_PREFIXED_KEYS.iter().map(|k| (*k, "csiBar")).collect();
+    let all_known: Vec<(&str, &str)> = [
+        PREFIXED_FS_TYPE_KEY,
+        "csi.storage.k8s.io/provisioner-secret-name",
+        "csi.storage.k8s.io/provisioner-secret-namespace",
+        "csi.storage.k8s.io/controller-publish-secret-name",
+        "csi.storage.k8s.io/controller-publish-secret-namespace",
+        "csi.storage.k8s.io/node-stage-secret-name",
+        "csi.storage.k8s.io/node-stage-secret-namespace",
+        "csi.storage.k8s.io/node-publish-secret-name",
+        "csi.storage.k8s.io/node-publish-secret-namespace",
+        "csi.storage.k8s.io/controller-expand-secret-name",
+        "csi.storage.k8s.io/controller-expand-secret-namespace",
+        "csi.storage.k8s.io/secret-name",
+        "csi.storage.k8s.io/secret-namespace",
+        "csi.storage.k8s.io/node-expand-secret-name",
+        "csi.storage.k8s.io/node-expand-secret-namespace",
+        "csi.storage.k8s.io/controller-modify-secret-name",
+        "csi.storage.k8s.io/controller-modify-secret-namespace",
+    ]
+    .iter()
+    .map(|k| (*k, "csiBar"))
+    .collect();
+    assert_eq!(
+        all_known.len(),
+        KNOWN_PREFIXED_KEYS.len(),
+        "upstream's 17 keys"
+    );
     let deprecated = [
         ("fstype", "csiBar"),
         ("csiProvisionerSecretName", "csiBar"),

@@ -44,6 +44,9 @@ pub trait PodSyncer: Send + Sync + 'static {
     /// Remove every trace of the pod (containers, sandbox, cgroups, mounts, volumes), then
     /// let the API object go.
     fn sync_terminated_pod<'a>(&'a self, pod: &'a Pod) -> BoxFuture<'a, ()>;
+    /// The pod as the API has it now, before its worker syncs it (upstream's pod manager,
+    /// which the volume manager's populator reads).
+    fn observe_pod(&self, _pod: &Pod) {}
     /// After a full relist: remove what is left on the node of pods that are neither in
     /// the API nor worked on (`is_known` says which are), such as the volumes of a pod
     /// deleted while the agent was down (upstream's `cleanupOrphanedPodDirs`).
@@ -123,6 +126,7 @@ impl<S: PodSyncer> PodWorkers<S> {
 
     /// upstream UpdatePod: hand the latest object to the pod's worker, starting it.
     pub fn update_pod(self: &Arc<Self>, pod: Pod) {
+        self.syncer.observe_pod(&pod);
         let uid = pod.uid().unwrap_or_default();
         let mut workers = self.workers.lock().unwrap();
         if let Some(slot) = workers.get(&uid) {

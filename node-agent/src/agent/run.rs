@@ -385,6 +385,7 @@ pub async fn run(opts: AgentOptions) -> Result<(), Error> {
             },
             recorder.clone(),
         ));
+        tokio::spawn(syncer.run_volume_manager(stop.clone()));
         tokio::spawn(image_gc::run(
             Arc::clone(&syncer),
             gc_policy,

@@ -285,11 +285,9 @@ pub fn container_spec(
 
 /// How often a pod with nothing pending is synced again.
 const RESYNC: Duration = Duration::from_secs(10);
-/// How soon a pod whose volumes could not all be set up is tried again.
-const VOLUME_RETRY: Duration = Duration::from_secs(2);
-/// How soon a pod waiting only for volumes not ready to process (a claim not yet bound)
-/// is tried again: upstream's `podAttachAndMountRetryInterval`, the poll of
-/// `WaitForAttachAndMount` (its populator, every 100 ms, reads such a claim again too).
+/// How soon a pod whose volumes are not all set up is synced again (after its wait of
+/// `WAIT_FOR_ATTACH_AND_MOUNT_SLICE`, or at once with the populator's errors): upstream's
+/// `podAttachAndMountRetryInterval`, the poll of `WaitForAttachAndMount`.
 const POD_ATTACH_AND_MOUNT_RETRY_INTERVAL: Duration = Duration::from_millis(300);
 /// How often a pod whose volumes cannot be processed gets upstream's "Unable to attach or
 /// mount volumes" event: once per failed sync there, which the pod worker retries after
@@ -465,8 +463,9 @@ pub struct RealSyncer {
     poke: Mutex<Option<Poke>>,
     pub(super) prober: ProberManager,
     recorder: EventRecorder,
-    /// Reads the pods' Secrets and ConfigMaps, as the node.
-    reader: NodeReader,
+    /// Reads the pods' Secrets and ConfigMaps, as the node (shared with the volume
+    /// manager's loops).
+    reader: Arc<NodeReader>,
     /// The pods' volumes (the kubelet's volume manager).
     volumes: Arc<VolumeManager>,
 }
@@ -582,11 +581,11 @@ impl RealSyncer {
                 ))
                 .with_volumes_in_use(Arc::clone(&config.volumes_in_use)),
             ),
-            reader: NodeReader::new(
+            reader: Arc::new(NodeReader::new(
                 client.clone(),
                 &config.node_name,
                 config.node_identity_namespace.clone(),
-            ),
+            )),
             client,
             images,
             config,
@@ -596,6 +595,24 @@ impl RealSyncer {
             runtime,
             recorder,
         }
+    }
+
+    /// The volume manager's loops (populator and reconciler) until `stop`, its
+    /// operations' events recorded on their pods and claims.
+    pub fn run_volume_manager(
+        &self,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let recorder = self.recorder.clone();
+        let record: crate::volume::manager::EventSink = Arc::new(move |e| {
+            let kind = if e.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            };
+            recorder.record(&e.object, kind, e.reason, e.message);
+        });
+        Arc::clone(&self.volumes).run(Arc::clone(&self.reader), record, stop)
     }
 
     /// The image store, for image GC.
@@ -1186,26 +1203,12 @@ impl RealSyncer {
                 }
             }
         }
-        // The pod's volumes, set up before its sandbox and containers (upstream's
-        // `WaitForAttachAndMount` in SyncPod; here the pod is synced again soon instead of
-        // waiting). Each volume that fails is a FailedMount event, and nothing starts.
+        // The pod's volumes, set up by the volume manager's loops before its sandbox and
+        // containers (upstream's `WaitForAttachAndMount` in SyncPod): each volume that
+        // fails is its operation's FailedMount event, and nothing starts.
         let mut volumes_ready = true;
-        let mut volume_retry = VOLUME_RETRY;
         if !actions.kill_pod || actions.create_sandbox {
-            let mounted = self
-                .volumes
-                .wait_for_attach_and_mount(&pod, &self.reader)
-                .await;
-            // The volume operations' own events (expansion: on the pod and its claims).
-            for e in self.volumes.take_volume_events() {
-                let kind = if e.warning {
-                    EventType::Warning
-                } else {
-                    EventType::Normal
-                };
-                self.recorder.record(&e.object, kind, e.reason, e.message);
-            }
-            match mounted {
+            match self.volumes.wait_for_attach_and_mount(&pod).await {
                 Ok(mounted) => {
                     // A Block volume has a mapper, not a mounter: it is only for the
                     // containers' volumeDevices (makeMounts finds no such volume).
@@ -1235,17 +1238,10 @@ impl RealSyncer {
                 }
                 Err(failure) => {
                     volumes_ready = false;
-                    for f in &failure.failed {
-                        self.recorder.record(
-                            &ev::pod_ref(&pod),
-                            EventType::Warning,
-                            f.reason,
-                            f.message.clone(),
-                        );
-                    }
                     // upstream's SyncPod: WaitForAttachAndMount returns at once with the
                     // populator's errors (a claim not bound, a Block claim in
-                    // volumeMounts, ...), and the pod gets this event.
+                    // volumeMounts, ...), and the pod gets this event; a wait that ran
+                    // out records none.
                     if !failure.unprocessed.is_empty() {
                         let message =
                             format!("Unable to attach or mount volumes: {}", failure.summary());
@@ -1262,13 +1258,7 @@ impl RealSyncer {
                             st.volume_event = Some((message, std::time::Instant::now()));
                         }
                     }
-                    if failure.failed.is_empty() {
-                        // Only waiting (a claim not bound yet): no operation failed.
-                        volume_retry = POD_ATTACH_AND_MOUNT_RETRY_INTERVAL;
-                        tracing::debug!(pod = %pod.name_any(), "{}", failure.summary());
-                    } else {
-                        tracing::warn!(pod = %pod.name_any(), "{}", failure.summary());
-                    }
+                    tracing::debug!(pod = %pod.name_any(), "{}", failure.summary());
                 }
             }
         }
@@ -1315,7 +1305,11 @@ impl RealSyncer {
         }
         let spec = pod.spec.clone().unwrap_or_default();
         let inits = spec.init_containers.clone().unwrap_or_default();
-        let mut requeue = if volumes_ready { RESYNC } else { volume_retry };
+        let mut requeue = if volumes_ready {
+            RESYNC
+        } else {
+            POD_ATTACH_AND_MOUNT_RETRY_INTERVAL
+        };
         if st.sandbox.is_some() && volumes_ready {
             // 5. Ephemeral containers: started once, never restarted.
             let ephemeral = spec.ephemeral_containers.clone().unwrap_or_default();
@@ -1573,13 +1567,7 @@ impl PodSyncer for RealSyncer {
                 .cloned();
             let Some(state) = state else {
                 // Nothing of it runs (an agent restart stopped everything): its volumes go.
-                if let Err(e) = self
-                    .volumes
-                    .unmount_pod_volumes(&pod.uid().unwrap_or_default())
-                    .await
-                {
-                    tracing::warn!(pod = %pod.name_any(), error = %e, "unmounting volumes");
-                }
+                self.volumes.pod_terminated(&pod.uid().unwrap_or_default());
                 return;
             };
             self.prober.pod_deleting(&pod.uid().unwrap_or_default());
@@ -1588,13 +1576,7 @@ impl PodSyncer for RealSyncer {
             // Nothing of the pod runs again: its volumes go now (upstream's populator
             // drops the volumes of a pod whose runtime may be removed), so that a finished
             // or evicted pod does not hold its emptyDir until it is deleted.
-            if let Err(e) = self
-                .volumes
-                .unmount_pod_volumes(&pod.uid().unwrap_or_default())
-                .await
-            {
-                tracing::warn!(pod = %pod.name_any(), error = %e, "unmounting volumes");
-            }
+            self.volumes.pod_terminated(&pod.uid().unwrap_or_default());
         })
     }
 
@@ -1602,32 +1584,27 @@ impl PodSyncer for RealSyncer {
         Box::pin(self.cleanup(pod))
     }
 
-    /// The volumes of pods gone while the agent was down (their directories under
-    /// `pods/`): torn down, whatever is mounted there unmounted, the directories removed.
+    /// The pod as the API has it: the volume manager's populator knows it from now on.
+    fn observe_pod(&self, pod: &Pod) {
+        self.volumes.observe_pod(pod);
+    }
+
+    /// After the first full list of the node's pods, the volume manager's sources are
+    /// ready; the volumes of pods gone while the agent was down (their directories under
+    /// `pods/`) are torn down by its reconciler, then the directories removed.
     fn cleanup_orphaned_pods(&self, is_known: &dyn Fn(&str) -> bool) {
+        self.volumes.set_sources_ready();
         for uid in self.volumes.pods_on_disk() {
             if is_known(&uid) {
                 continue;
             }
-            // A CSI volume needs its driver: torn down on a task of its own.
-            if self.volumes.has_csi_volumes_on_disk(&uid) {
-                let volumes = Arc::clone(&self.volumes);
-                tokio::spawn(async move {
-                    match volumes.unmount_pod_volumes(&uid).await {
-                        Ok(()) => {
-                            tracing::info!(pod_uid = %uid, "removed an orphaned pod's volumes")
-                        }
-                        Err(e) => {
-                            tracing::warn!(pod_uid = %uid, error = %e, "orphaned pod's volumes")
-                        }
-                    }
-                });
-                continue;
-            }
-            match self.volumes.unmount_pod(&uid) {
-                Ok(()) => tracing::info!(pod_uid = %uid, "removed an orphaned pod's volumes"),
-                Err(e) => tracing::warn!(pod_uid = %uid, error = %e, "orphaned pod's volumes"),
-            }
+            let volumes = Arc::clone(&self.volumes);
+            tokio::spawn(async move {
+                match volumes.unmount_pod_volumes(&uid).await {
+                    Ok(()) => tracing::info!(pod_uid = %uid, "removed an orphaned pod's volumes"),
+                    Err(e) => tracing::warn!(pod_uid = %uid, error = %e, "orphaned pod's volumes"),
+                }
+            });
         }
     }
 }

@@ -166,6 +166,18 @@ impl VolumeSpec {
     }
 
     /// The plugin's name (`GetPluginName`).
+    /// The name of the volume's directory under the pod's (`volumes/<plugin>/<name>`):
+    /// the PersistentVolume's for a claim-backed volume (upstream's inner volume spec
+    /// name), else the volume's name in the pod spec (`outer`).
+    pub fn dir_name(&self, outer: &str) -> String {
+        match self {
+            VolumeSpec::Persistent { pv_name, .. } | VolumeSpec::Block { pv_name, .. } => {
+                pv_name.clone()
+            }
+            _ => outer.to_string(),
+        }
+    }
+
     pub fn plugin_name(&self) -> &'static str {
         match self {
             VolumeSpec::EmptyDir { .. } => EMPTY_DIR_PLUGIN,

@@ -577,22 +577,24 @@ mod tests {
             .set_len(4 << 20)
             .unwrap();
         let device = LinuxKernel.loop_attach(&image, false).unwrap();
-        let reader = OneLocalBlockVolume {
+        let reader = Arc::new(OneLocalBlockVolume {
             device: device.clone(),
-        };
+        });
         let dirs = PodDirs::new(tmp.path().join("root/pods"));
         let global = local::block_global_map_path(&tmp.path().join("root/plugins"), "pv-raw");
-        let manager = VolumeManager::new(
+        let manager = Arc::new(VolumeManager::new(
             dirs.clone(),
             Arc::new(crate::runtime::syscall::LinuxSyscall),
             BTreeMap::new(),
-        );
+        ));
+        // The volume manager's loops, as the agent runs them.
+        let (_stop, stop) = tokio::sync::watch::channel(false);
+        let loops = tokio::spawn(Arc::clone(&manager).run(reader, Arc::new(|_| {}), stop));
+        manager.set_sources_ready();
         let checks = async {
             for uid in ["u1", "u2"] {
-                let mounted = manager
-                    .wait_for_attach_and_mount(&pod(uid), &reader)
-                    .await
-                    .unwrap();
+                manager.observe_pod(&pod(uid));
+                let mounted = manager.wait_for_attach_and_mount(&pod(uid)).await.unwrap();
                 let m = &mounted["v"];
                 assert!(m.block, "{m:?}");
                 assert_eq!(
@@ -633,6 +635,7 @@ mod tests {
         };
         let result =
             futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(checks)).await;
+        loops.abort();
         for uid in ["u1", "u2"] {
             let _ = BlockVolumePathHandler {
                 sys: &crate::runtime::syscall::LinuxSyscall,

@@ -1,10 +1,13 @@
 //! The volumes the node's pods should have mounted (pkg/kubelet/volumemanager/cache/
 //! desired_state_of_world.go), filled by the populator from the pods bound to the node.
-//! Pure. rekube has no attachable volume plugin yet, so a volume is one pod's own: its
-//! unique name is `<plugin>/<pod uid>-<volume name>` (upstream's
-//! `GetUniqueVolumeNameFromSpecWithPod` for non-attachable plugins).
+//! Pure. A volume here is one pod's own: its unique name is `<plugin>/<pod uid>-<name>`
+//! (upstream's `GetUniqueVolumeNameFromSpecWithPod` for non-attachable plugins), `<name>`
+//! the name of its directory under the pod's (the volume's name in the pod spec, or its
+//! PersistentVolume's for a claim-backed one: [`VolumeSpec::dir_name`]), so that a volume
+//! reconstructed from that directory after an agent restart has the same name. A CSI
+//! device shared by several pods is the actual state's `DeviceMount`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::volume::plugins::VolumeSpec;
 
@@ -30,6 +33,8 @@ pub struct VolumeToMount {
 pub struct DesiredStateOfWorld {
     /// By pod UID, then by the volume's name in the pod spec.
     pods: BTreeMap<String, BTreeMap<String, VolumeToMount>>,
+    /// The populator's errors by pod UID: `(volume, error)` (`AddErrorToPod`).
+    pod_errors: BTreeMap<String, BTreeSet<(String, String)>>,
 }
 
 impl DesiredStateOfWorld {
@@ -40,7 +45,11 @@ impl DesiredStateOfWorld {
             .into_iter()
             .map(|(name, spec)| {
                 let v = VolumeToMount {
-                    volume_name: unique_volume_name(spec.plugin_name(), pod_uid, &name),
+                    volume_name: unique_volume_name(
+                        spec.plugin_name(),
+                        pod_uid,
+                        &spec.dir_name(&name),
+                    ),
                     pod_uid: pod_uid.to_string(),
                     outer_volume_spec_name: name.clone(),
                     spec,
@@ -54,6 +63,28 @@ impl DesiredStateOfWorld {
     /// `DeletePodFromVolume` for every volume of the pod.
     pub fn delete_pod(&mut self, pod_uid: &str) {
         self.pods.remove(pod_uid);
+        self.pod_errors.remove(pod_uid);
+    }
+
+    /// The UIDs of the pods with volumes here.
+    pub fn pods(&self) -> impl Iterator<Item = &str> {
+        self.pods.keys().map(String::as_str)
+    }
+
+    /// `AddErrorToPod`: why the populator could not add `volume` of the pod.
+    pub fn add_error_to_pod(&mut self, pod_uid: &str, volume: &str, error: &str) {
+        self.pod_errors
+            .entry(pod_uid.to_string())
+            .or_default()
+            .insert((volume.to_string(), error.to_string()));
+    }
+
+    /// `PopPodErrors`: the pod's errors, forgotten.
+    pub fn pop_pod_errors(&mut self, pod_uid: &str) -> Vec<(String, String)> {
+        self.pod_errors
+            .remove(pod_uid)
+            .map(|e| e.into_iter().collect())
+            .unwrap_or_default()
     }
 
     pub fn pod_exists(&self, pod_uid: &str) -> bool {

@@ -1,12 +1,18 @@
 //! The kubelet's volume manager (pkg/kubelet/volumemanager), in the seed's names: the
-//! [`desired_state_of_world`] (the volumes the node's pods want, filled by the populator
-//! from each pod the agent syncs), the [`actual_state_of_world`] (what is set up), and
-//! the [`reconciler`] (unmount what no pod wants, then mount what is missing or must be
-//! set up again). [`VolumeManager`] is the shell: SyncPod calls
-//! [`VolumeManager::wait_for_attach_and_mount`] before it starts any container (upstream's
-//! `WaitForAttachAndMount`, here without blocking: the pod worker requeues the pod while a
-//! volume fails, and each failure is a `FailedMount` event), and the pod's cleanup calls
-//! [`VolumeManager::unmount_pod`].
+//! [`desired_state_of_world`] (the volumes the node's pods want), filled by the
+//! [`populator`] (the seed's `populatorLoop`: `findAndAddNewPods`, then
+//! `findAndRemoveDeletedPods`, every 100 ms and whenever a pod is synced), the
+//! [`actual_state_of_world`] (what is set up), and the [`reconciler`] (unmount what no pod
+//! wants, then attach-wait, device mount (stage), mount (publish) or map what is missing or
+//! must be set up again), its loop carrying the operations out one task per pod
+//! ([`operation_executor`]). [`VolumeManager::run`] runs both loops after reconstructing
+//! the actual state from the disk ([`reconstruct`]: what an earlier agent left mounted is
+//! set up again for the pods that still run and torn down for the others once every pod
+//! source has been seen). SyncPod calls [`VolumeManager::wait_for_attach_and_mount`]
+//! before it starts any container (upstream's `WaitForAttachAndMount`: each volume's
+//! failure is its own `FailedMount` event from the operation), and the pod's cleanup
+//! [`VolumeManager::unmount_pod_volumes`] (upstream's `WaitForUnmount`, then the pod's
+//! directory).
 //!
 //! Attachable volumes (CSI volumes whose driver needs attaching) are attached by the
 //! attach/detach controller: the manager reports the node's CSI volumes in use
@@ -18,12 +24,8 @@
 //! Block volumes (volumeMode Block, for the containers' `volumeDevices`) are mapped and
 //! unmapped rather than mounted (`block.rs`: upstream's `GenerateMapVolumeFunc` and its
 //! unmap twins); an earlier agent's maps are found from the pods' `volumeDevices`
-//! directories and the volumes' block `vol_data.json`, and torn down the same way.
-//!
-//! What is still upstream's alone: the populator's and reconciler's own 100 ms loops (the
-//! pod syncs drive both here), reconstruction of the actual state from the disk after an
-//! agent restart (a restarted agent sets every volume up again; a pod's directory is
-//! swept whole at its cleanup, whatever is mounted in it).
+//! directories and the volumes' block `vol_data.json` at the pod's cleanup, and torn down
+//! the same way (reconstruction covers filesystem volumes).
 
 pub mod actual_state_of_world;
 pub mod attach;
@@ -31,7 +33,10 @@ mod block;
 pub mod desired_state_of_world;
 pub mod expand;
 mod node_expansion;
+pub mod operation_executor;
+pub mod populator;
 pub mod reconciler;
+mod reconstruct;
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -47,14 +52,12 @@ use self::actual_state_of_world::DeviceMount;
 use self::actual_state_of_world::{ActualStateOfWorld, MountedVolume};
 use self::attach::VolumesInUse;
 use self::desired_state_of_world::DesiredStateOfWorld;
+pub use self::node_expansion::VolumeEvent;
 use self::reconciler::{Operation, reconcile};
 use super::claim;
 use super::csi::CsiPlugin;
-use super::plugins::{
-    self, BlockSource, ObjectKind, PersistentSource, SetUpContext, VolumeObjects, VolumeSpec,
-};
+use super::plugins::{self, BlockSource, ObjectKind, PersistentSource, VolumeObjects, VolumeSpec};
 use super::pod_dirs::{CSI_PLUGIN, EMPTY_DIR_PLUGIN, PodDirs};
-use crate::kubelet::quantity::amount;
 use crate::runtime::syscall::Syscall;
 
 /// Where the projected volumes' ConfigMaps and Secrets come from (the agent's
@@ -141,30 +144,28 @@ impl FailedVolume {
     }
 }
 
-/// Why a pod's volumes are not all set up: per volume, upstream's event.
+/// Why a pod's volumes are not all set up (`WaitForAttachAndMount`'s error).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountFailure {
-    /// The volumes whose set-up failed, in the pod spec's order.
-    pub failed: Vec<FailedVolume>,
+    /// The pod's volumes not set up (`getUnmountedVolumes`), in the pod spec's order.
+    pub unmounted: Vec<String>,
     /// `(volume, error)` of the volumes the populator could not process (a claim not
-    /// bound, its volume not readable, ...): never handed to a plugin (upstream's
-    /// `VolumesNotInDSW` and the pod errors of the desired state).
+    /// bound, its volume not readable, no plugin, ...): upstream's `VolumesNotInDSW` and
+    /// the pod errors of the desired state.
     pub unprocessed: Vec<(String, String)>,
+    /// The wait ran out (no event: each volume's failure has its own).
+    pub timed_out: bool,
 }
 
 impl MountFailure {
     /// The pod-level summary (volume_manager.go's `WaitForAttachAndMount` error, the
     /// populator's errors after it).
     pub fn summary(&self) -> String {
-        let mut unmounted: Vec<&str> = self
-            .failed
-            .iter()
-            .map(|f| f.volume.as_str())
-            .chain(self.unprocessed.iter().map(|(v, _)| v.as_str()))
-            .collect();
+        let mut unmounted: Vec<&str> = self.unmounted.iter().map(String::as_str).collect();
         unmounted.sort();
         let mut unprocessed: Vec<&str> = self.unprocessed.iter().map(|(v, _)| v.as_str()).collect();
         unprocessed.sort();
+        unprocessed.dedup();
         let mut out = format!(
             "unmounted volumes=[{}], unattached volumes=[], failed to process volumes=[{}]",
             unmounted.join(" "),
@@ -174,10 +175,25 @@ impl MountFailure {
             let errors: Vec<&str> = self.unprocessed.iter().map(|(_, e)| e.as_str()).collect();
             out.push_str(": ");
             out.push_str(&errors.join("; "));
+        } else if self.timed_out {
+            out.push_str(": timed out waiting for the condition");
         }
         out
     }
 }
+
+/// Where the volume operations' events go (the agent's event recorder).
+pub type EventSink = Arc<dyn Fn(VolumeEvent) + Send + Sync>;
+
+/// The populator's and reconciler's period (volume_manager.go
+/// `reconcilerLoopSleepPeriod`, `desiredStateOfWorldPopulatorLoopSleepPeriod`).
+pub const LOOP_SLEEP_PERIOD: std::time::Duration = std::time::Duration::from_millis(100);
+/// volume_manager.go `podAttachAndMountTimeout` (also `WaitForUnmount`'s).
+pub const POD_ATTACH_AND_MOUNT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(123);
+/// How long one SyncPod waits for its volumes before its worker syncs it again (upstream
+/// waits the whole [`POD_ATTACH_AND_MOUNT_TIMEOUT`], its sync cancelled when the pod is
+/// deleted; a rekube pod worker sees a deletion between syncs, so it waits in slices).
+pub const WAIT_FOR_ATTACH_AND_MOUNT_SLICE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Upstream's per-volume event message (operation_generator.go `GenerateMountVolumeFunc`).
 pub fn mount_failed_message(volume: &str, error: &str) -> String {
@@ -204,6 +220,16 @@ pub struct VolumeManager {
     tokens: super::token_manager::TokenManager,
     /// Volume expansion on the node: sizes, errors, back-off, events ([`expand`]).
     expansion: node_expansion::Expansions,
+    /// The node's pods as the populator reads them.
+    pods: Mutex<populator::PodSource>,
+    /// The reconciler's operations in flight and their back-off.
+    operations: Mutex<operation_executor::Operations>,
+    populator_wake: tokio::sync::Notify,
+    reconciler_wake: tokio::sync::Notify,
+    /// Bumped when the states or the populator's errors change (the pods' waits).
+    changed: tokio::sync::watch::Sender<u64>,
+    /// The operations' events, once [`Self::run`] started (before: queued).
+    sink: std::sync::OnceLock<EventSink>,
 }
 
 /// The UIDs of the pods with a directory under `pods/`.
@@ -277,6 +303,12 @@ impl VolumeManager {
             in_use: Arc::default(),
             tokens: Default::default(),
             expansion: Default::default(),
+            pods: Mutex::default(),
+            operations: Mutex::default(),
+            populator_wake: tokio::sync::Notify::new(),
+            reconciler_wake: tokio::sync::Notify::new(),
+            changed: tokio::sync::watch::channel(0).0,
+            sink: std::sync::OnceLock::new(),
         }
     }
 
@@ -372,208 +404,194 @@ impl VolumeManager {
         &self.dirs
     }
 
-    /// The populator's `processPodVolumes` for `pod`, then the reconciler's operations for
-    /// it, carried out: every volume set up (the remount-requiring ones again), or why not.
-    /// Returns the pod's mounted volumes by their name in the spec (`GetMountedVolumesForPod`).
-    pub async fn wait_for_attach_and_mount<R: ObjectReader>(
+    /// The pod as the API has it now (upstream's pod manager): known to the populator
+    /// before its worker syncs it.
+    pub fn observe_pod(&self, pod: &Pod) {
+        self.pods.lock().unwrap().update_pod(Arc::new(pod.clone()));
+    }
+
+    /// Every pod source has been seen once (the first full list of the node's pods): the
+    /// reconciler may unmount what no pod wants once the populator has added them.
+    pub fn set_sources_ready(&self) {
+        self.pods.lock().unwrap().sources_ready = true;
+        self.populator_wake.notify_one();
+    }
+
+    /// The pod's containers are stopped and will not run again: the populator removes
+    /// its volumes, the reconciler tears them down.
+    pub fn pod_terminated(&self, uid: &str) {
+        self.pods.lock().unwrap().pod_terminated(uid);
+        self.populator_wake.notify_one();
+    }
+
+    /// The states or the populator's errors changed: the pods' waits look again.
+    pub(super) fn notify_changed(&self) {
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// The volume manager's loops (`Run`): the actual state reconstructed from the disk
+    /// first (`reconstruct.rs`), then the populator and the reconciler every 100 ms and
+    /// whenever there is something to do, until `stop`. The operations' events go to
+    /// `record`.
+    pub async fn run<R: ObjectReader + Send + Sync + 'static>(
+        self: Arc<Self>,
+        reader: Arc<R>,
+        record: EventSink,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let _ = self.sink.set(record);
+        for e in self.take_volume_events() {
+            (self.sink.get().expect("set"))(e);
+        }
+        let reconstructed = self.reconstruct_volumes();
+        if !reconstructed.is_empty() {
+            tracing::info!(
+                volumes = reconstructed.len(),
+                "reconstructed the volumes an earlier run left mounted"
+            );
+        }
+        {
+            let mut state = self.state.lock().unwrap();
+            for m in reconstructed {
+                state.1.mark_volume_as_mounted(m);
+            }
+        }
+        self.update_volumes_in_use();
+        let populator = async {
+            loop {
+                self.populator_loop_func(reader.as_ref()).await;
+                tokio::select! {
+                    _ = self.populator_wake.notified() => {}
+                    _ = tokio::time::sleep(LOOP_SLEEP_PERIOD) => {}
+                }
+            }
+        };
+        let reconciler = async {
+            loop {
+                self.reconcile_pass(&reader);
+                tokio::select! {
+                    _ = self.reconciler_wake.notified() => {}
+                    _ = tokio::time::sleep(LOOP_SLEEP_PERIOD) => {}
+                }
+            }
+        };
+        tokio::select! {
+            _ = populator => {}
+            _ = reconciler => {}
+            _ = stop.wait_for(|s| *s) => {}
+        }
+    }
+
+    /// `WaitForAttachAndMount`: the pod handed to the populator again (`ReprocessPod`:
+    /// its remount-requiring volumes are set up again), then a wait of up to
+    /// [`WAIT_FOR_ATTACH_AND_MOUNT_SLICE`] until each of its volumes is set up, or the
+    /// populator's errors for it (returned at once, as upstream's
+    /// `verifyVolumesMountedFunc`). The pod's mounted volumes by their name in the spec
+    /// (`GetMountedVolumesForPod`). A wait that runs out is `timed_out` (the worker syncs
+    /// the pod again soon; upstream's wait of 2 min 3 s records no event either).
+    pub async fn wait_for_attach_and_mount(
         &self,
         pod: &Pod,
-        reader: &R,
     ) -> Result<BTreeMap<String, MountedVolume>, MountFailure> {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
-        let namespace = pod.metadata.namespace.clone().unwrap_or_default();
-        let mut failed: Vec<FailedVolume> = Vec::new();
-        let mut unprocessed: Vec<(String, String)> = Vec::new();
-        let mut specs = Vec::new();
-        // The claims of the CSI filesystem volumes, for their expansion on the node.
-        let mut expansions = Vec::new();
-        let mut mounted_now = std::collections::HashSet::new();
-        for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
-            if let Some(claim_ref) = claim::claim_ref(pod, v) {
-                match claim_volume_spec(reader, pod, v, &claim_ref).await {
-                    Ok((spec, expansion)) => {
-                        specs.push((v.name.clone(), spec));
-                        expansions.extend(expansion.map(|e| (v.name.clone(), e)));
-                    }
-                    Err(e) => unprocessed.push((v.name.clone(), e)),
-                }
-                continue;
+        let expected: Vec<String> = pod
+            .spec
+            .iter()
+            .flat_map(|s| s.volumes.iter().flatten())
+            .map(|v| v.name.clone())
+            .collect();
+        let mut changed = self.changed.subscribe();
+        self.pods
+            .lock()
+            .unwrap()
+            .reprocess_pod(Arc::new(pod.clone()));
+        self.populator_wake.notify_one();
+        let deadline = tokio::time::Instant::now() + WAIT_FOR_ATTACH_AND_MOUNT_SLICE;
+        loop {
+            let (errors, mounted) = {
+                let mut state = self.state.lock().unwrap();
+                let errors = state.0.pop_pod_errors(&uid);
+                let mounted: BTreeMap<String, MountedVolume> = state
+                    .1
+                    .mounted_volumes_for_pod(&uid)
+                    .filter(|m| !self.expansion_failed_at_mount(&uid, &m.outer_volume_spec_name))
+                    .map(|m| (m.outer_volume_spec_name.clone(), m.clone()))
+                    .collect();
+                (errors, mounted)
+            };
+            let unmounted: Vec<String> = expected
+                .iter()
+                .filter(|v| !mounted.contains_key(*v))
+                .cloned()
+                .collect();
+            if unmounted.is_empty() {
+                // Every volume of the pod is set up: what an earlier agent left is in
+                // the states.
+                self.in_use.forget_reconstructed(&uid);
+                self.update_volumes_in_use();
+                return Ok(mounted);
             }
-            match VolumeSpec::of(v) {
-                Ok(spec) => specs.push((v.name.clone(), spec)),
-                Err(e) => failed.push(FailedVolume::mount(
-                    v.name.clone(),
-                    mount_failed_message(&v.name, &e.to_string()),
-                )),
+            if !errors.is_empty() {
+                return Err(MountFailure {
+                    unmounted,
+                    unprocessed: errors,
+                    timed_out: false,
+                });
+            }
+            if tokio::time::timeout_at(deadline, changed.changed())
+                .await
+                .is_err()
+            {
+                return Err(MountFailure {
+                    unmounted,
+                    unprocessed: Vec::new(),
+                    timed_out: true,
+                });
             }
         }
-        let ops: Vec<Operation> = {
-            let mut state = self.state.lock().unwrap();
-            let (dsw, asw) = &mut *state;
-            dsw.add_pod(&uid, specs);
-            asw.mark_remount_required(&uid, |plugin| {
-                dsw.pod_volumes(&uid)
-                    .any(|v| v.spec.plugin_name() == plugin && v.spec.requires_remount())
-            });
-            reconcile(dsw, asw)
-                .into_iter()
-                .filter(|op| match op {
-                    Operation::Unmount(m) => m.pod_uid == uid,
-                    Operation::Mount { volume, .. } => volume.pod_uid == uid,
-                })
-                .collect()
-        };
-        self.update_volumes_in_use();
-        let ctx = SetUpContext {
-            dirs: &self.dirs,
-            sys: self.sys.as_ref(),
-            node_allocatable_memory: self
-                .node_allocatable
-                .get("memory")
-                .map(|q| amount(q).value())
-                .unwrap_or(0),
-        };
-        for op in ops {
-            match op {
-                Operation::Unmount(m) if m.block => {
-                    if let Err(e) = self.unmap_volume(&m).await {
-                        tracing::warn!(pod_uid = %uid, error = %e, "unmapping a block volume");
-                    }
-                }
-                Operation::Unmount(m) if m.plugin_name == CSI_PLUGIN => {
-                    if let Err(e) = self.tear_down_csi(&m).await {
-                        tracing::warn!(pod_uid = %uid, error = %e, "tearing a CSI volume down");
-                    }
-                }
-                Operation::Unmount(m) => {
-                    if plugins::tear_down(
-                        &self.dirs,
-                        self.sys.as_ref(),
-                        &m.pod_uid,
-                        &m.plugin_name,
-                        &m.outer_volume_spec_name,
-                        &m.path,
-                    )
-                    .is_ok()
-                    {
-                        self.state
-                            .lock()
-                            .unwrap()
-                            .1
-                            .mark_volume_as_unmounted(&m.volume_name);
-                    }
-                }
-                Operation::Mount { volume, .. }
-                    if matches!(volume.spec, VolumeSpec::Block { .. }) =>
+    }
+
+    /// `WaitForUnmount`: until none of the pod's volumes is set up, or an unmount of one
+    /// failed (its error), or `timeout` (upstream's "mounted volumes=[...]" error).
+    pub async fn wait_for_unmount(
+        &self,
+        uid: &str,
+        timeout: std::time::Duration,
+    ) -> Result<(), String> {
+        let mut changed = self.changed.subscribe();
+        self.operations.lock().unwrap().set_unmount_error(uid, None);
+        self.reconciler_wake.notify_one();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let mounted: Vec<String> = self
+                .state
+                .lock()
+                .unwrap()
+                .1
+                .mounted_volumes_for_pod(uid)
+                .map(|m| m.outer_volume_spec_name.clone())
+                .collect();
+            if mounted.is_empty() {
+                return Ok(());
+            }
+            {
+                let operations = self.operations.lock().unwrap();
+                if !operations.is_pending(uid)
+                    && let Some(e) = operations.unmount_error(uid)
                 {
-                    let name = volume.outer_volume_spec_name.clone();
-                    if let Err(message) = self.map_volume(&volume, reader).await {
-                        failed.push(FailedVolume {
-                            volume: name,
-                            reason: FAILED_MAP_VOLUME,
-                            message,
-                        });
-                    }
-                    self.update_volumes_in_use();
-                }
-                Operation::Mount { volume, .. } => {
-                    let name = volume.outer_volume_spec_name.clone();
-                    if let VolumeSpec::Persistent {
-                        pv_name,
-                        read_only,
-                        source: PersistentSource::Csi(source),
-                    } = &volume.spec
-                    {
-                        let read_only = *read_only || source.read_only;
-                        let publish_context = match self
-                            .verify_attached(reader, "MountVolume", pv_name, source)
-                            .await
-                        {
-                            Ok(context) => context,
-                            Err(message) => {
-                                failed.push(FailedVolume::mount(name, message));
-                                continue;
-                            }
-                        };
-                        match self
-                            .set_up_csi(&volume, &uid, pv_name, read_only, source, publish_context)
-                            .await
-                        {
-                            Ok(()) => {
-                                mounted_now.insert(name);
-                            }
-                            Err(message) => failed.push(FailedVolume::mount(name, message)),
-                        }
-                        self.update_volumes_in_use();
-                        continue;
-                    }
-                    let objects = match fetch_objects(reader, &namespace, &volume.spec).await {
-                        Ok(mut objects) => {
-                            if let VolumeSpec::Projected(source) = &volume.spec {
-                                objects.service_account_tokens =
-                                    self.service_account_tokens(reader, pod, source).await;
-                            }
-                            objects
-                        }
-                        Err(e) => {
-                            failed.push(FailedVolume::mount(
-                                name.clone(),
-                                mount_failed_message(&name, &e),
-                            ));
-                            continue;
-                        }
-                    };
-                    match plugins::set_up(
-                        &ctx,
-                        pod,
-                        &name,
-                        &volume.spec,
-                        &objects,
-                        &self.node_allocatable,
-                    ) {
-                        Ok(path) => {
-                            self.state
-                                .lock()
-                                .unwrap()
-                                .1
-                                .mark_volume_as_mounted(MountedVolume {
-                                    volume_name: volume.volume_name.clone(),
-                                    pod_uid: uid.clone(),
-                                    outer_volume_spec_name: name,
-                                    plugin_name: volume.spec.plugin_name().to_string(),
-                                    path,
-                                    block: false,
-                                    read_only: volume.spec.read_only(),
-                                    remount_required: false,
-                                    device: None,
-                                });
-                        }
-                        Err(e) => failed.push(FailedVolume::mount(
-                            name.clone(),
-                            mount_failed_message(&name, &e.to_string()),
-                        )),
-                    }
+                    return Err(e.clone());
                 }
             }
+            if tokio::time::timeout_at(deadline, changed.changed())
+                .await
+                .is_err()
+            {
+                return Err(format!(
+                    "mounted volumes=[{}]: timed out waiting for the condition",
+                    mounted.join(" ")
+                ));
+            }
         }
-        // Their filesystems grown to their PersistentVolumes' size: at mount, or in use.
-        self.expand_pod_volumes(pod, &expansions, &mounted_now, reader, &mut failed)
-            .await;
-        if !failed.is_empty() || !unprocessed.is_empty() {
-            return Err(MountFailure {
-                failed,
-                unprocessed,
-            });
-        }
-        // Every volume of the pod is set up: what an earlier agent left is in the states.
-        self.in_use.forget_reconstructed(&uid);
-        self.update_volumes_in_use();
-        let state = self.state.lock().unwrap();
-        Ok(state
-            .1
-            .mounted_volumes_for_pod(&uid)
-            .map(|m| (m.outer_volume_spec_name.clone(), m.clone()))
-            .collect())
     }
 
     /// A CSI volume of the pod set up through its driver (MountDevice, then SetUp) and
@@ -680,39 +698,26 @@ impl VolumeManager {
         Ok(())
     }
 
-    /// [`Self::unmount_pod`] with the pod's CSI volumes torn down through their drivers
-    /// first: what the pod's cleanup calls.
+    /// The pod's volumes gone with it (`SyncTerminatedPod`): the populator drops the pod,
+    /// the reconciler tears its volumes down (`WaitForUnmount`); then what the states do
+    /// not know (what an earlier agent set up and reconstruction could not name: CSI
+    /// volumes known from their `vol_data.json` only, Block maps) and the pod's directory
+    /// ([`Self::unmount_pod`]). Also the pods deleted while the agent was down.
     pub async fn unmount_pod_volumes(&self, uid: &str) -> Result<(), String> {
+        self.pod_terminated(uid);
+        self.wait_for_unmount(uid, POD_ATTACH_AND_MOUNT_TIMEOUT)
+            .await?;
         self.forget_pod_expansions(uid);
-        let csi: Vec<MountedVolume> = {
-            let mut state = self.state.lock().unwrap();
-            let (dsw, asw) = &mut *state;
-            dsw.delete_pod(uid);
-            asw.mounted_volumes_for_pod(uid)
-                .filter(|m| m.plugin_name == CSI_PLUGIN || m.block)
-                .cloned()
-                .collect()
-        };
-        self.update_volumes_in_use();
-        for m in csi {
-            let torn_down = if m.block {
-                self.unmap_volume(&m).await
-            } else {
-                self.tear_down_csi(&m).await
-            };
-            self.update_volumes_in_use();
-            torn_down?;
-        }
-        // What the actual state does not know (an earlier agent set it up): the volumes
-        // the pod's `vol_data.json` files name, torn down the same way, and the CSI Block
-        // volumes its `volumeDevices` directory maps.
         for v in super::csi::pod_csi_volumes_on_disk(&self.dirs, uid) {
             self.tear_down_csi_on_disk(uid, &v).await?;
         }
         self.unmap_csi_block_volumes_on_disk(uid).await?;
         self.in_use.forget_reconstructed(uid);
         self.update_volumes_in_use();
-        self.unmount_pod(uid)
+        self.unmount_pod(uid)?;
+        self.pods.lock().unwrap().remove_pod(uid);
+        self.notify_changed();
+        Ok(())
     }
 
     /// Whether the pod has CSI volumes on disk, filesystem or block (its tear-down needs
@@ -867,7 +872,7 @@ impl VolumeManager {
             let mut state = self.state.lock().unwrap();
             let (dsw, asw) = &mut *state;
             dsw.delete_pod(uid);
-            reconcile(dsw, asw)
+            reconcile(dsw, asw, true, &Default::default())
                 .into_iter()
                 .filter(|op| matches!(op, Operation::Unmount(m) if m.pod_uid == uid))
                 .collect()
@@ -1028,37 +1033,6 @@ pub fn disk_usage(dir: &std::path::Path) -> i64 {
 mod tests {
     use super::*;
 
-    /// An API with no objects: nothing any pod of these tests refers to.
-    struct NoObjects;
-
-    impl ObjectReader for NoObjects {
-        async fn config_map(&self, _: &str, _: &str) -> Result<Option<ConfigMap>, String> {
-            Ok(None)
-        }
-        async fn secret(&self, _: &str, _: &str) -> Result<Option<Secret>, String> {
-            Ok(None)
-        }
-        async fn persistent_volume_claim(
-            &self,
-            _: &str,
-            _: &str,
-        ) -> Result<Option<PersistentVolumeClaim>, String> {
-            Ok(None)
-        }
-        async fn persistent_volume(&self, _: &str) -> Result<Option<PersistentVolume>, String> {
-            Ok(None)
-        }
-        async fn csi_driver(&self, _: &str) -> Result<Option<CSIDriver>, String> {
-            Ok(None)
-        }
-        async fn volume_attachment(&self, _: &str) -> Result<Option<VolumeAttachment>, String> {
-            Ok(None)
-        }
-        async fn volumes_attached(&self) -> Result<Vec<String>, String> {
-            Ok(Vec::new())
-        }
-    }
-
     /// An earlier agent's CSI Block volume (the pod's `volumeDevices` entry, the PV's
     /// block volume data under the plugin's directory) is in use from the start, and
     /// the pod's tear-down needs its driver.
@@ -1131,10 +1105,7 @@ mod tests {
             "spec": {"containers": [{"name": "c", "image": "busybox"}]}
         }))
         .unwrap();
-        manager
-            .wait_for_attach_and_mount(&pod, &NoObjects)
-            .await
-            .unwrap();
+        manager.wait_for_attach_and_mount(&pod).await.unwrap();
         assert_eq!(in_use.get(), Vec::<String>::new());
         std::fs::remove_dir_all(&root).unwrap();
     }

@@ -2,14 +2,14 @@
 //! operation_generator.go's `expandVolumeDuringMount`, run after a pod's CSI filesystem
 //! volume is mounted (a failure is the pod's `FailedMount` "MountVolume.Setup failed
 //! while expanding volume ..." and the pod waits, as upstream marks the mount uncertain),
-//! and `GenerateExpandInUseVolumeFunc` with the reconciler's `expandVolume`, run at each
-//! sync of a pod whose volume is mounted already when the PersistentVolume grew past the
+//! and `GenerateExpandInUseVolumeFunc` with the reconciler's `expandVolume`, run by the
+//! reconciler after each processing of a pod (each sync) whose volume is mounted already when the PersistentVolume grew past the
 //! size the node's filesystem has (online: a failure is a `VolumeResizeFailed` event on
 //! the pod, the pod runs on, and it is retried with upstream's back-off). Each calls
 //! NodeExpandVolume through the csi plugin ([`crate::volume::csi::CsiPlugin::node_expand`],
 //! one CSI operation at a time) and records the result in the claim's status, written as
 //! the node ([`ObjectReader::patch_claim_status`]); `FileSystemResizeSuccessful` goes to
-//! the pod and the claim. The events are handed to SyncPod ([`VolumeManager::take_volume_events`]).
+//! the pod and the claim. The events go to the manager's sink (the agent's recorder).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -62,25 +62,39 @@ enum Called {
 }
 
 impl VolumeManager {
-    /// The events the volume operations produced since the last call, for SyncPod to
-    /// record.
+    /// The events the volume operations produced before [`VolumeManager::run`] was given
+    /// its sink (tests read them here).
     pub fn take_volume_events(&self) -> Vec<VolumeEvent> {
         std::mem::take(&mut *self.expansion.events.lock().unwrap())
     }
 
-    fn push_event(
+    pub(super) fn push_event(
         &self,
         object: ObjectReference,
         warning: bool,
         reason: &'static str,
         message: String,
     ) {
-        self.expansion.events.lock().unwrap().push(VolumeEvent {
+        let event = VolumeEvent {
             object,
             warning,
             reason,
             message,
-        });
+        };
+        match self.sink.get() {
+            Some(sink) => sink(event),
+            None => self.expansion.events.lock().unwrap().push(event),
+        }
+    }
+
+    /// Whether the pod's volume `name` is mounted but its expansion at mount failed: it
+    /// counts as not set up (upstream marks such a mount uncertain).
+    pub(super) fn expansion_failed_at_mount(&self, uid: &str, name: &str) -> bool {
+        self.expansion
+            .mount_failed
+            .lock()
+            .unwrap()
+            .contains_key(&(uid.to_string(), name.to_string()))
     }
 
     /// After the pod's mount operations: every claim-backed CSI filesystem volume of the

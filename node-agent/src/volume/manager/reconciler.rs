@@ -1,7 +1,16 @@
 //! What the reconciler does next (pkg/kubelet/volumemanager/reconciler/
 //! reconciler_common.go): unmount the volumes no pod wants any more first, then mount the
 //! wanted ones that are not mounted or must be set up again. Pure: the operations are
-//! carried out by the volume manager's shell.
+//! carried out by the volume manager's shell (`operation_executor.rs`).
+//!
+//! Unmounts wait until the desired state is whole (upstream's `readyToUnmount`: every pod
+//! source has been seen and the populator has added its pods), so that a volume an earlier
+//! agent left for a running pod is not torn down before the populator adds that pod; and
+//! a volume of a pod that still runs (`active`: its containers are not known stopped) is
+//! never unmounted, even when the populator could not add it (its claim unreadable for a
+//! moment): a pod's volumes cannot change while it runs.
+
+use std::collections::BTreeSet;
 
 use super::actual_state_of_world::{ActualStateOfWorld, MountedVolume};
 use super::desired_state_of_world::{DesiredStateOfWorld, VolumeToMount};
@@ -18,10 +27,18 @@ pub enum Operation {
 }
 
 /// The operations one reconcile pass carries out, unmounts first (upstream's order).
-pub fn reconcile(dsw: &DesiredStateOfWorld, asw: &ActualStateOfWorld) -> Vec<Operation> {
+/// `ready_to_unmount`: the desired state is whole; `active`: the pods whose containers
+/// may run.
+pub fn reconcile(
+    dsw: &DesiredStateOfWorld,
+    asw: &ActualStateOfWorld,
+    ready_to_unmount: bool,
+    active: &BTreeSet<String>,
+) -> Vec<Operation> {
     let mut ops: Vec<Operation> = asw
         .mounted_volumes()
-        .filter(|m| !dsw.volume_exists(&m.volume_name))
+        .filter(|_| ready_to_unmount)
+        .filter(|m| !dsw.volume_exists(&m.volume_name) && !active.contains(&m.pod_uid))
         .cloned()
         .map(Operation::Unmount)
         .collect();
@@ -88,6 +105,7 @@ mod tests {
 
     #[test]
     fn mounts_what_is_wanted_and_unmounts_the_rest_first() {
+        let none = BTreeSet::new();
         let mut dsw = DesiredStateOfWorld::default();
         let mut asw = ActualStateOfWorld::default();
         dsw.add_pod(
@@ -95,7 +113,7 @@ mod tests {
             vec![("cache".into(), empty_dir()), ("conf".into(), config_map())],
         );
         assert_eq!(
-            names(&reconcile(&dsw, &asw)),
+            names(&reconcile(&dsw, &asw, true, &none)),
             [
                 "mount kubernetes.io/empty-dir/u1-cache",
                 "mount kubernetes.io/configmap/u1-conf"
@@ -106,13 +124,13 @@ mod tests {
             asw.mark_volume_as_mounted(mounted(v));
         }
         assert!(
-            reconcile(&dsw, &asw).is_empty(),
+            reconcile(&dsw, &asw, true, &none).is_empty(),
             "all mounted: nothing to do"
         );
         // The pod synced again: its configMap is set up again, its emptyDir is not.
         asw.mark_remount_required("u1", |plugin| plugin == "kubernetes.io/configmap");
         assert_eq!(
-            names(&reconcile(&dsw, &asw)),
+            names(&reconcile(&dsw, &asw, true, &none)),
             ["mount kubernetes.io/configmap/u1-conf again"]
         );
         asw.mark_volume_as_mounted(mounted(&wanted[1]));
@@ -120,7 +138,18 @@ mod tests {
         dsw.delete_pod("u1");
         dsw.add_pod("u2", vec![("cache".into(), empty_dir())]);
         assert_eq!(
-            names(&reconcile(&dsw, &asw)),
+            names(&reconcile(&dsw, &asw, false, &none)),
+            ["mount kubernetes.io/empty-dir/u2-cache"],
+            "no unmount before the desired state is whole"
+        );
+        let u1 = BTreeSet::from(["u1".to_string()]);
+        assert_eq!(
+            names(&reconcile(&dsw, &asw, true, &u1)),
+            ["mount kubernetes.io/empty-dir/u2-cache"],
+            "no unmount of a pod that may still run"
+        );
+        assert_eq!(
+            names(&reconcile(&dsw, &asw, true, &none)),
             [
                 "unmount kubernetes.io/configmap/u1-conf",
                 "unmount kubernetes.io/empty-dir/u1-cache",
@@ -128,5 +157,46 @@ mod tests {
             ]
         );
         assert!(!dsw.pod_exists("u1") && dsw.pod_exists("u2"));
+    }
+
+    /// A claim-backed volume is named after its PersistentVolume, as its directory is, so
+    /// that the volume an earlier agent left (reconstructed, to be set up again) is the
+    /// one the populator adds: set up again while its pod runs, torn down once it is gone.
+    #[test]
+    fn reconstructed_volumes_are_set_up_again_or_torn_down() {
+        let local = VolumeSpec::Persistent {
+            pv_name: "pv-1".into(),
+            read_only: false,
+            source: crate::volume::plugins::PersistentSource::Local {
+                path: "/mnt/disk".into(),
+            },
+        };
+        let mut dsw = DesiredStateOfWorld::default();
+        dsw.add_pod("u1", vec![("data".into(), local.clone())]);
+        let v = dsw.volumes_to_mount().next().unwrap().clone();
+        assert_eq!(v.volume_name, "kubernetes.io/local-volume/u1-pv-1");
+        assert_eq!(v.outer_volume_spec_name, "data");
+        let mut asw = ActualStateOfWorld::default();
+        let reconstructed = |pod: &str| MountedVolume {
+            volume_name: format!("kubernetes.io/local-volume/{pod}-pv-1"),
+            pod_uid: pod.into(),
+            outer_volume_spec_name: "pv-1".into(),
+            plugin_name: "kubernetes.io/local-volume".into(),
+            path: format!("/pods/{pod}/volumes/kubernetes.io~local-volume/pv-1").into(),
+            block: false,
+            read_only: false,
+            remount_required: true,
+            device: None,
+        };
+        asw.mark_volume_as_mounted(reconstructed("u1"));
+        asw.mark_volume_as_mounted(reconstructed("gone"));
+        let none = BTreeSet::new();
+        assert_eq!(
+            names(&reconcile(&dsw, &asw, true, &none)),
+            [
+                "unmount kubernetes.io/local-volume/gone-pv-1",
+                "mount kubernetes.io/local-volume/u1-pv-1 again"
+            ]
+        );
     }
 }
