@@ -94,6 +94,18 @@ rules:
     resources: [pods, deployments, replicasets]
 - level: None
 YAML
+# Beta APIs off by default that the node agent's projected volume sources read: one
+# entry a line, joined with commas into --feature-gates and --runtime-config
+# (ClusterTrustBundle: the clusterTrustBundle source; PodCertificateRequest: the
+# podCertificate source; docs/volumes.md).
+APISERVER_FEATURE_GATES=(
+  ClusterTrustBundle=true
+  PodCertificateRequest=true
+)
+APISERVER_RUNTIME_CONFIG=(
+  certificates.k8s.io/v1beta1/clustertrustbundles=true
+  certificates.k8s.io/v1beta1/podcertificaterequests=true
+)
 t0=$SECONDS
 start kube-apiserver "$K8S_BIN/kube-apiserver" \
   --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
@@ -105,6 +117,8 @@ start kube-apiserver "$K8S_BIN/kube-apiserver" \
   --service-account-issuer https://kubernetes.default.svc \
   --service-cluster-ip-range "$SERVICE_CIDR" \
   --authorization-mode Node,RBAC \
+  --feature-gates "$(IFS=,; echo "${APISERVER_FEATURE_GATES[*]}")" \
+  --runtime-config "$(IFS=,; echo "${APISERVER_RUNTIME_CONFIG[*]}")" \
   --allow-privileged=true \
   --profiling=false \
   --audit-policy-file "$CLUSTER_DIR/audit-policy.yaml" \

@@ -38,6 +38,8 @@ impl Drop for ChartRbac {
                 "delete",
                 "clusterrole,clusterrolebinding",
                 &self.name,
+                // The node agent's grant to every node's identity (ClusterTrustBundles).
+                &format!("{}-node-identity", self.name),
                 "--ignore-not-found",
             ])
             .output();

@@ -464,8 +464,12 @@ async fn an_empty_dir_over_its_size_limit_evicts_the_pod() {
 
 /// The agent killed with -9 while pods with volumes run, and one of them deleted while it
 /// is down: after the restart the remaining pod runs again with its emptyDir's data (no
-/// volume lost), and the deleted pod's volumes (a tmpfs and a configMap) are gone from the
-/// node (no mount leaked).
+/// volume lost) and its memory-backed emptyDir, unmounted meanwhile as a reboot would, a
+/// tmpfs again in its restarted container (the reconstructed volume set up again; that it
+/// is not handed to a container before is the unit test
+/// `a_reconstructed_volume_is_not_set_up_until_mounted_again`),
+/// and the deleted pod's volumes (a tmpfs and a configMap) are gone from the node (no
+/// mount leaked).
 #[tokio::test]
 async fn an_agent_killed_and_restarted_loses_and_leaks_no_volume() {
     if cannot_run_containers() {
@@ -484,7 +488,8 @@ async fn an_agent_killed_and_restarted_loses_and_leaks_no_volume() {
         )
         .await
         .unwrap();
-    let script = "if [ -e /data/marker ]; then echo marker found; else echo first run; touch /data/marker; fi; sleep 3600";
+    let script = "if [ -e /data/marker ]; then echo marker found; else echo first run; touch /data/marker; fi; \
+        grep -q ' /mem tmpfs ' /proc/mounts && echo mem is tmpfs; sleep 3600";
     pods.create(
         &pp,
         &pod("stays", &node, json!({
@@ -546,15 +551,28 @@ async fn an_agent_killed_and_restarted_loses_and_leaks_no_volume() {
         }
     })
     .await;
+    // As a reboot would: stays' memory-backed emptyDir is no longer mounted (its directory
+    // and ready marker are on the disk). The restarted agent reconstructs the volume as an
+    // uncertain mount and mounts the tmpfs again for the restarted container.
+    let uid = stays.metadata.uid.clone().unwrap();
+    let mem = agent
+        .root
+        .join("pods")
+        .join(&uid)
+        .join("volumes/kubernetes.io~empty-dir/mem");
+    let umount = std::process::Command::new("umount")
+        .arg(&mem)
+        .status()
+        .unwrap();
+    assert!(umount.success(), "umount {}", mem.display());
     agent.kill_and_restart();
 
-    let uid = stays.metadata.uid.clone().unwrap();
     wait_until(
-        "stays running again with its emptyDir's data",
+        "stays running again with its emptyDir's data and its tmpfs",
         T,
         || async {
             let out = agent.container_log(&ns.name, "stays", &uid, "c", 1);
-            if out.contains("marker found") {
+            if out.contains("marker found") && out.contains("mem is tmpfs") {
                 Ok(())
             } else {
                 Err(out)

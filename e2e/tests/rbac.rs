@@ -77,6 +77,26 @@ const NOT_EXERCISED: &[(&str, &str, &str)] = &[
     ),
     (
         "get",
+        "serviceaccounts",
+        "never read: held so that the node authorizer may write Roles granting get on the \
+         ServiceAccounts of a node's podCertificate pods (RBAC refuses a Role granting more \
+         than its writer holds)",
+    ),
+    (
+        "create",
+        "podcertificaterequests.certificates.k8s.io",
+        "never created: held so that the node authorizer may write Roles letting a node \
+         request its podCertificate pods' certificates (RBAC refuses a Role granting more \
+         than its writer holds)",
+    ),
+    (
+        "get",
+        "podcertificaterequests.certificates.k8s.io",
+        "never read: held so that the node authorizer may write Roles letting a node read \
+         the requests it made (RBAC refuses a Role granting more than its writer holds)",
+    ),
+    (
+        "get",
         "persistentvolumeclaims.rekube.io",
         "never read: held so that the node authorizer may write Roles granting get on a \
          node's PersistentVolumeClaims (RBAC refuses a Role granting more than its writer \

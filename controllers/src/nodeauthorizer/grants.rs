@@ -18,7 +18,12 @@
 //! ServiceAccounts (the serviceaccount → pod edge): here the Role grants `create` on the
 //! `token` subresource of exactly the ServiceAccounts of the node's pods that project a
 //! `serviceAccountToken`, and `get` on those pods' token binding Secrets, which the tokens
-//! are bound to ([`rekube_crds::token_binding`]).
+//! are bound to ([`rekube_crds::token_binding`]). For its pods that project a
+//! podCertificate, the Role grants `get` on their ServiceAccounts (whose UIDs the
+//! PodCertificateRequests name) and `create` and `get` on podcertificaterequests in the
+//! namespace (upstream's system:node role has create, get, list and watch everywhere,
+//! narrowed by its authorizer to the node's requests; RBAC cannot name requests made
+//! with generated names, and they hold public keys and certificates only).
 use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -42,6 +47,9 @@ pub struct Grant {
     /// (upstream's graph: the pod → serviceaccount edge, which its authorizer allows
     /// token requests along).
     pub token_service_accounts: BTreeSet<String>,
+    /// The ServiceAccounts of the node's pods that project a podCertificate: `get` on
+    /// them, and `create` and `get` on podcertificaterequests in the namespace.
+    pub pod_certificate_service_accounts: BTreeSet<String>,
 }
 
 impl Grant {
@@ -50,6 +58,7 @@ impl Grant {
             && self.config_maps.is_empty()
             && self.claims.is_empty()
             && self.token_service_accounts.is_empty()
+            && self.pod_certificate_service_accounts.is_empty()
     }
 }
 
@@ -89,6 +98,11 @@ pub fn node_grants<'a>(
                 .token_service_accounts
                 .insert(service_account_name(spec));
         }
+        if uses_pod_certificate(spec) {
+            grant
+                .pod_certificate_service_accounts
+                .insert(service_account_name(spec));
+        }
         if grant.is_empty() {
             continue;
         }
@@ -98,8 +112,20 @@ pub fn node_grants<'a>(
         g.claims.extend(grant.claims);
         g.token_service_accounts
             .extend(grant.token_service_accounts);
+        g.pod_certificate_service_accounts
+            .extend(grant.pod_certificate_service_accounts);
     }
     out
+}
+
+/// Whether a pod projects a podCertificate (a projected volume source).
+pub fn uses_pod_certificate(spec: &k8s_openapi::api::core::v1::PodSpec) -> bool {
+    spec.volumes.iter().flatten().any(|v| {
+        v.projected
+            .iter()
+            .flat_map(|p| p.sources.iter().flatten())
+            .any(|s| s.pod_certificate.is_some())
+    })
 }
 
 /// The PersistentVolume a claim is bound to: its `spec.volumeName` once the claim is
@@ -165,7 +191,8 @@ fn get_rule(api_group: &str, resource: &str, names: &BTreeSet<String>) -> Policy
 /// The Role's rules for a grant: `get` on the named Secrets, then on the named
 /// ConfigMaps, then on the named rekube.io PersistentVolumeClaims and `update`/`patch` of
 /// their status; then `create` on the
-/// `token` subresource of the named ServiceAccounts.
+/// `token` subresource of the named ServiceAccounts; then, for podCertificate pods, `get`
+/// on their ServiceAccounts and `create` and `get` on podcertificaterequests.
 pub fn role_rules(grant: &Grant) -> Vec<PolicyRule> {
     let mut rules = Vec::new();
     if !grant.secrets.is_empty() {
@@ -193,6 +220,19 @@ pub fn role_rules(grant: &Grant) -> Vec<PolicyRule> {
             resources: Some(vec!["serviceaccounts/token".into()]),
             resource_names: Some(grant.token_service_accounts.iter().cloned().collect()),
             verbs: vec!["create".into()],
+            ..Default::default()
+        });
+    }
+    if !grant.pod_certificate_service_accounts.is_empty() {
+        rules.push(get_rule(
+            "",
+            "serviceaccounts",
+            &grant.pod_certificate_service_accounts,
+        ));
+        rules.push(PolicyRule {
+            api_groups: Some(vec!["certificates.k8s.io".into()]),
+            resources: Some(vec!["podcertificaterequests".into()]),
+            verbs: vec!["create".into(), "get".into()],
             ..Default::default()
         });
     }
@@ -469,6 +509,44 @@ mod tests {
     }
 
     #[test]
+    fn a_pod_certificate_grants_its_service_account_and_requests() {
+        let p: Pod = serde_json::from_value(json!({
+            "apiVersion": "rekube.io/v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "a"},
+            "spec": {"nodeName": "n1", "serviceAccountName": "app",
+                "containers": [{"name": "c", "image": "i"}],
+                "volumes": [{"name": "cert", "projected": {"sources": [{"podCertificate": {
+                    "signerName": "example.com/s", "keyType": "ED25519",
+                    "credentialBundlePath": "b"}}]}}]},
+        }))
+        .unwrap();
+        let got = node_grants("n1", [&p]);
+        assert_eq!(got["a"].pod_certificate_service_accounts, names(&["app"]));
+        assert!(got["a"].token_service_accounts.is_empty() && got["a"].secrets.is_empty());
+        let rules = role_rules(&got["a"]);
+        assert_eq!(rules.len(), 2);
+        assert_eq!(
+            rules[0].resources.as_deref(),
+            Some(&["serviceaccounts".to_string()][..])
+        );
+        assert_eq!(
+            rules[0].resource_names.as_deref(),
+            Some(&["app".to_string()][..])
+        );
+        assert_eq!(rules[0].verbs, ["get"]);
+        assert_eq!(
+            rules[1].api_groups.as_deref(),
+            Some(&["certificates.k8s.io".to_string()][..])
+        );
+        assert_eq!(
+            rules[1].resources.as_deref(),
+            Some(&["podcertificaterequests".to_string()][..])
+        );
+        assert!(rules[1].resource_names.is_none());
+        assert_eq!(rules[1].verbs, ["create", "get"]);
+        assert!(node_grants("n2", [&p]).is_empty());
+    }
+
+    #[test]
     fn rules_name_exactly_the_references() {
         let g = Grant {
             secrets: names(&["s2", "s1"]),
@@ -660,6 +738,7 @@ mod tests {
             config_maps: names(&["c"]),
             claims: names(&["pvc"]),
             token_service_accounts: names(&["sa"]),
+            pod_certificate_service_accounts: names(&["sa"]),
         };
         let resources: Vec<_> = role_rules(&g)
             .into_iter()
@@ -674,6 +753,8 @@ mod tests {
                 (v(GROUP), v("persistentvolumeclaims")),
                 (v(GROUP), v("persistentvolumeclaims/status")),
                 (v(""), v("serviceaccounts/token")),
+                (v(""), v("serviceaccounts")),
+                (v("certificates.k8s.io"), v("podcertificaterequests")),
             ]
         );
     }

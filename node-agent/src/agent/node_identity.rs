@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::authentication::v1::{
     BoundObjectReference, SelfSubjectReview, TokenRequest, TokenRequestSpec,
 };
+use k8s_openapi::api::certificates::v1beta1::PodCertificateRequest;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
 use kube::api::{Api, PostParams};
@@ -288,6 +289,26 @@ impl NodeReader {
         self.get(Api::all, name).await
     }
 
+    /// Every ClusterTrustBundle (`certificates.k8s.io/v1beta1`), as the node
+    /// ([`Self::as_node`]; the chart lets every node's identity read them all, as
+    /// upstream's system:node role): `Ok(None)` when the apiserver does not serve them
+    /// (a 404 answering a list: the feature gate or the runtime config is off).
+    pub async fn cluster_trust_bundles(
+        &self,
+    ) -> Result<Option<Vec<k8s_openapi::api::certificates::v1beta1::ClusterTrustBundle>>, String>
+    {
+        self.as_node(|client| async move {
+            let api =
+                Api::<k8s_openapi::api::certificates::v1beta1::ClusterTrustBundle>::all(client);
+            match api.list(&kube::api::ListParams::default()).await {
+                Ok(list) => Ok(Some(list.items)),
+                Err(kube::Error::Api(s)) if s.code == 404 => Ok(None),
+                Err(e) => Err(e),
+            }
+        })
+        .await
+    }
+
     /// A VolumeAttachment of the node (the node authorizer grants the node's own).
     pub async fn volume_attachment(&self, name: &str) -> Result<Option<VolumeAttachment>, String> {
         self.get(Api::all, name).await
@@ -315,6 +336,53 @@ impl NodeReader {
         name: &str,
     ) -> Result<Option<ConfigMap>, String> {
         self.get(|c| Api::namespaced(c, namespace), name).await
+    }
+
+    /// Creates a PodCertificateRequest in `namespace`, as the node ([`Self::as_node`]):
+    /// the node authorizer grants `create` on podcertificaterequests in the namespaces of
+    /// the node's pods that project a podCertificate. The apiserver's NodeRestriction
+    /// cross-check of the request's pod, node and ServiceAccount applies to
+    /// `system:node:<name>` users only, not to this ServiceAccount.
+    pub async fn create_pod_certificate_request(
+        &self,
+        namespace: &str,
+        request: &PodCertificateRequest,
+    ) -> Result<PodCertificateRequest, String> {
+        self.as_node(|client| async move {
+            Api::<PodCertificateRequest>::namespaced(client, namespace)
+                .create(&PostParams::default(), request)
+                .await
+        })
+        .await
+    }
+
+    /// A PodCertificateRequest in `namespace`, as the node (`get`, granted with `create`).
+    pub async fn pod_certificate_request(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<PodCertificateRequest>, String> {
+        self.get(|c| Api::namespaced(c, namespace), name).await
+    }
+
+    /// A ServiceAccount of the node's pods, as the node (the node authorizer grants `get`
+    /// on those of its pods that project a podCertificate).
+    pub async fn service_account(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<ServiceAccount>, String> {
+        self.get(|c| Api::namespaced(c, namespace), name).await
+    }
+
+    /// The node's name and its Node's UID, read with the agent's own client (which
+    /// registers the Node).
+    pub async fn node_name_and_uid(&self) -> Result<(String, String), String> {
+        let node = Api::<Node>::all(self.own.clone())
+            .get(&self.node)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok((self.node.clone(), node.metadata.uid.unwrap_or_default()))
     }
 }
 

@@ -443,6 +443,13 @@ impl ObjectReader for NodeReader {
         NodeReader::service_account_token(self, namespace, name, tr).await
     }
 
+    async fn cluster_trust_bundles(
+        &self,
+    ) -> Result<Option<Vec<k8s_openapi::api::certificates::v1beta1::ClusterTrustBundle>>, String>
+    {
+        NodeReader::cluster_trust_bundles(self).await
+    }
+
     async fn patch_claim_status(
         &self,
         namespace: &str,
@@ -450,6 +457,35 @@ impl ObjectReader for NodeReader {
         patch: serde_json::Value,
     ) -> Result<rekube_crds::PersistentVolumeClaim, String> {
         NodeReader::patch_claim_status(self, namespace, name, &patch).await
+    }
+
+    async fn create_pod_certificate_request(
+        &self,
+        namespace: &str,
+        request: &k8s_openapi::api::certificates::v1beta1::PodCertificateRequest,
+    ) -> Result<k8s_openapi::api::certificates::v1beta1::PodCertificateRequest, String> {
+        NodeReader::create_pod_certificate_request(self, namespace, request).await
+    }
+
+    async fn pod_certificate_request(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<k8s_openapi::api::certificates::v1beta1::PodCertificateRequest>, String>
+    {
+        NodeReader::pod_certificate_request(self, namespace, name).await
+    }
+
+    async fn service_account(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<k8s_openapi::api::core::v1::ServiceAccount>, String> {
+        NodeReader::service_account(self, namespace, name).await
+    }
+
+    async fn node_name_and_uid(&self) -> Result<(String, String), String> {
+        NodeReader::node_name_and_uid(self).await
     }
 }
 
@@ -597,12 +633,14 @@ impl RealSyncer {
         }
     }
 
-    /// The volume manager's loops (populator and reconciler) until `stop`, its
-    /// operations' events recorded on their pods and claims.
+    /// The volume manager's actual state reconstructed from the disk now (before the
+    /// node's pods are watched), then its loops (populator and reconciler) until `stop`,
+    /// its operations' events recorded on their pods and claims.
     pub fn run_volume_manager(
         &self,
         stop: tokio::sync::watch::Receiver<bool>,
     ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        self.volumes.reconstruct();
         let recorder = self.recorder.clone();
         let record: crate::volume::manager::EventSink = Arc::new(move |e| {
             let kind = if e.warning {
@@ -1595,7 +1633,7 @@ impl PodSyncer for RealSyncer {
     fn cleanup_orphaned_pods(&self, is_known: &dyn Fn(&str) -> bool) {
         self.volumes.set_sources_ready();
         for uid in self.volumes.pods_on_disk() {
-            if is_known(&uid) {
+            if is_known(&uid) || !self.volumes.begin_orphan_cleanup(&uid) {
                 continue;
             }
             let volumes = Arc::clone(&self.volumes);

@@ -12,6 +12,7 @@
 
 pub mod atomic_writer;
 pub mod claim;
+pub mod cluster_trust_bundle;
 pub mod configmap;
 pub mod csi;
 pub mod csi_block;
@@ -22,6 +23,8 @@ pub mod hostpath;
 pub mod local;
 pub mod manager;
 pub mod plugins;
+pub mod pod_certificate;
+pub mod pod_certificate_manager;
 pub mod pod_dirs;
 pub mod projected;
 pub mod secret;

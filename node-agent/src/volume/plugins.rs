@@ -165,7 +165,6 @@ impl VolumeSpec {
         })
     }
 
-    /// The plugin's name (`GetPluginName`).
     /// The name of the volume's directory under the pod's (`volumes/<plugin>/<name>`):
     /// the PersistentVolume's for a claim-backed volume (upstream's inner volume spec
     /// name), else the volume's name in the pod spec (`outer`).
@@ -178,6 +177,7 @@ impl VolumeSpec {
         }
     }
 
+    /// The plugin's name (`GetPluginName`).
     pub fn plugin_name(&self) -> &'static str {
         match self {
             VolumeSpec::EmptyDir { .. } => EMPTY_DIR_PLUGIN,
@@ -276,6 +276,12 @@ pub struct VolumeObjects {
     /// A projected volume's serviceAccountToken sources' tokens (requested by the shell
     /// through the token manager).
     pub service_account_tokens: projected::Tokens,
+    /// The ClusterTrustBundles a projected volume's clusterTrustBundle sources choose
+    /// from (listed by the shell as the node).
+    pub cluster_trust_bundles: super::cluster_trust_bundle::Bundles,
+    /// A projected volume's podCertificate sources' credentials (had issued by the shell
+    /// through the podcertificate manager).
+    pub pod_certificates: super::pod_certificate::Credentials,
 }
 
 /// What set-up needs of the node.
@@ -373,6 +379,8 @@ pub fn set_up(
             &objects.config_maps,
             &objects.secrets,
             &objects.service_account_tokens,
+            &objects.cluster_trust_bundles,
+            &objects.pod_certificates,
             node_allocatable,
         )?,
         VolumeSpec::DownwardApi(source) => downwardapi::collect_data(

@@ -3,8 +3,11 @@
 //! and downwardAPI sources reuse those plugins' payloads; a serviceAccountToken source is
 //! the token the shell requested for it ([`token_requests`], through the token manager,
 //! [`super::token_manager`]) as the file at its path; the errors of all sources are
-//! aggregated as upstream's. clusterTrustBundle and podCertificate sources are refused
-//! for now, naming the source. Pure.
+//! aggregated as upstream's. A clusterTrustBundle source is the trust anchors of the
+//! bundles the shell listed ([`super::cluster_trust_bundle`]). A podCertificate source is
+//! the credential the shell had issued for it (through the podcertificate manager,
+//! [`super::pod_certificate_manager`]) as its credential bundle, key and chain files
+//! ([`super::pod_certificate::payload`]). Pure.
 
 use std::collections::BTreeMap;
 
@@ -91,15 +94,21 @@ pub fn token_requests(
 /// Upstream `collectData`: every source's files in one payload (a later source's file
 /// replaces an earlier one's of the same path), or every source's error. `config_maps` and
 /// `secrets` are the objects read for the sources (a missing name: not found), `tokens`
-/// the serviceAccountToken sources' tokens. A token file has the volume's `defaultMode`
-/// (upstream: 0600 when the pod has an fsUser or fsGroup, for SetVolumeOwnership to
-/// open to the group; rekube sets no volume ownership, so neither that).
+/// the serviceAccountToken sources' tokens, `cluster_trust_bundles` the ClusterTrustBundles
+/// listed for the clusterTrustBundle sources, `pod_certificates` the podCertificate
+/// sources' credentials. A token, trust anchors or credential file has the
+/// volume's `defaultMode` (upstream: 0600 when the pod has an fsUser or fsGroup, for
+/// SetVolumeOwnership to open to the group; rekube sets no volume ownership, so neither
+/// that).
+#[allow(clippy::too_many_arguments)]
 pub fn collect_data(
     source: &ProjectedVolumeSource,
     pod: &Pod,
     config_maps: &BTreeMap<String, ConfigMap>,
     secrets: &BTreeMap<String, Secret>,
     tokens: &Tokens,
+    cluster_trust_bundles: &super::cluster_trust_bundle::Bundles,
+    pod_certificates: &super::pod_certificate::Credentials,
     node_allocatable: &BTreeMap<String, Quantity>,
 ) -> Result<Payload, ProjectedError> {
     let default_mode = source.default_mode.ok_or(ProjectedError::NoDefaultMode)?;
@@ -142,17 +151,20 @@ pub fn collect_data(
                     t.path
                 )),
             }
+        } else if let Some(c) = &s.cluster_trust_bundle {
+            super::cluster_trust_bundle::trust_anchors(c, cluster_trust_bundles).map(|anchors| {
+                Payload::from([(c.path.clone(), FileProjection::new(anchors, default_mode))])
+            })
+        } else if let Some(c) = &s.pod_certificate {
+            match pod_certificates.get(&i) {
+                Some(Ok(credential)) => {
+                    Ok(super::pod_certificate::payload(c, credential, default_mode))
+                }
+                Some(Err(e)) => Err(e.clone()),
+                None => Err(super::pod_certificate::NOT_ISSUED_YET.to_string()),
+            }
         } else {
-            let kind = if s.cluster_trust_bundle.is_some() {
-                "clusterTrustBundle"
-            } else if s.pod_certificate.is_some() {
-                "podCertificate"
-            } else {
-                "an empty"
-            };
-            Err(format!(
-                "{kind} projections are not supported by rekube-node-agent yet"
-            ))
+            Err("an empty projections are not supported by rekube-node-agent yet".to_string())
         };
         match files {
             Ok(files) => payload.extend(files),
@@ -213,6 +225,8 @@ mod tests {
             &cms,
             &secrets,
             &Tokens::new(),
+            &Default::default(),
+            &Default::default(),
             &BTreeMap::new(),
         )
         .unwrap();
@@ -266,7 +280,7 @@ mod tests {
                     {"podCertificate": {"signerName": "s", "keyType": "ED25519", "credentialBundlePath": "c"}},
                 ]}),
                 Err(
-                    "[clusterTrustBundle projections are not supported by rekube-node-agent yet, podCertificate projections are not supported by rekube-node-agent yet]",
+                    "[while getting ClusterTrustBundle: the ClusterTrustBundles were not read, credential bundle is not issued yet]",
                 ),
             ),
             (
@@ -286,6 +300,8 @@ mod tests {
                 &cms,
                 &secrets,
                 &tokens,
+                &Default::default(),
+                &Default::default(),
                 &BTreeMap::new(),
             );
             match want {
@@ -437,6 +453,8 @@ mod tests {
                 &BTreeMap::new(),
                 &BTreeMap::new(),
                 &tokens,
+                &Default::default(),
+                &Default::default(),
                 &BTreeMap::new(),
             );
             match c.want {
@@ -470,6 +488,8 @@ mod tests {
                 &cms,
                 &secrets,
                 &Tokens::new(),
+                &Default::default(),
+                &Default::default(),
                 &BTreeMap::new()
             )
             .unwrap_err()
@@ -483,5 +503,83 @@ mod tests {
                 .collect::<Vec<_>>(),
             [1]
         );
+    }
+
+    /// upstream TestCollectDataWithClusterTrustBundle (3/3): by name, by signer name and
+    /// selector, a non-default mode; and the file of an optional missing bundle is empty.
+    #[test]
+    fn collect_data_with_cluster_trust_bundle() {
+        use super::super::cluster_trust_bundle::Bundles;
+        let good_cert1 = "-----BEGIN CERTIFICATE-----\nY2VydGlmaWNhdGUgb2Ygcm9vdDE=\n-----END CERTIFICATE-----\n";
+        let bundle = |name: &str, signer: Option<&str>| {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name, "labels": {"key": "value"}},
+                "spec": {"signerName": signer, "trustBundle": good_cert1},
+            }))
+            .unwrap()
+        };
+        let cases = [
+            (
+                "single ClusterTrustBundle by name",
+                serde_json::json!({"defaultMode": 0o644, "sources": [
+                    {"clusterTrustBundle": {"name": "foo", "path": "bundle.pem"}}]}),
+                bundle("foo", None),
+                Ok(("bundle.pem", good_cert1, 0o644)),
+            ),
+            (
+                "single ClusterTrustBundle by signer name",
+                serde_json::json!({"defaultMode": 0o644, "sources": [
+                    {"clusterTrustBundle": {"signerName": "foo.example/bar",
+                        "labelSelector": {"matchLabels": {"key": "value"}}, "path": "bundle.pem"}}]}),
+                bundle("foo.example:bar:x", Some("foo.example/bar")),
+                Ok(("bundle.pem", good_cert1, 0o644)),
+            ),
+            (
+                "single ClusterTrustBundle by name, non-default mode",
+                serde_json::json!({"defaultMode": 0o600, "sources": [
+                    {"clusterTrustBundle": {"name": "foo", "path": "bundle.pem"}}]}),
+                bundle("foo", None),
+                Ok(("bundle.pem", good_cert1, 0o600)),
+            ),
+            (
+                "an optional missing ClusterTrustBundle",
+                serde_json::json!({"defaultMode": 0o644, "sources": [
+                    {"clusterTrustBundle": {"name": "bar", "path": "bundle.pem", "optional": true}}]}),
+                bundle("foo", None),
+                Ok(("bundle.pem", "", 0o644)),
+            ),
+            (
+                "a missing ClusterTrustBundle",
+                serde_json::json!({"defaultMode": 0o644, "sources": [
+                    {"clusterTrustBundle": {"name": "bar", "path": "bundle.pem"}}]}),
+                bundle("foo", None),
+                Err(
+                    "while getting ClusterTrustBundle: clustertrustbundle.certificates.k8s.io \"bar\" not found",
+                ),
+            ),
+        ];
+        for (name, src, bundle, want) in cases {
+            let got = collect_data(
+                &source(src),
+                &pod(),
+                &BTreeMap::new(),
+                &BTreeMap::new(),
+                &Tokens::new(),
+                &Bundles::Listed(vec![bundle]),
+                &Default::default(),
+                &BTreeMap::new(),
+            );
+            match want {
+                Ok((path, data, mode)) => {
+                    let payload = got.unwrap_or_else(|e| panic!("{name}: {e}"));
+                    let got: Vec<(&str, &[u8], u32, Option<u32>)> = payload
+                        .iter()
+                        .map(|(k, v)| (k.as_str(), v.data.as_slice(), v.mode, v.fs_user))
+                        .collect();
+                    assert_eq!(got, [(path, data.as_bytes(), mode, None)], "{name}");
+                }
+                Err(message) => assert_eq!(got.unwrap_err().to_string(), message, "{name}"),
+            }
+        }
     }
 }

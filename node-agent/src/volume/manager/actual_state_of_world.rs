@@ -48,16 +48,39 @@ impl DeviceMount {
 #[derive(Debug, Clone, Default)]
 pub struct ActualStateOfWorld {
     mounted: BTreeMap<UniqueVolumeName, MountedVolume>,
+    /// The mounted volumes that may not be set up (upstream's `VolumeMountUncertain`): a
+    /// volume reconstructed from the disk until it is set up again, a CSI volume until
+    /// its expansion at mount is done. Torn down as mounted ones, never handed to
+    /// containers.
+    uncertain: std::collections::BTreeSet<UniqueVolumeName>,
 }
 
 impl ActualStateOfWorld {
     /// `MarkVolumeAsMounted`.
     pub fn mark_volume_as_mounted(&mut self, volume: MountedVolume) {
+        self.uncertain.remove(&volume.volume_name);
         self.mounted.insert(volume.volume_name.clone(), volume);
+    }
+
+    /// `MarkVolumeMountAsUncertain`: the volume may be mounted (it is torn down as a
+    /// mounted one) but is not set up for its pod.
+    pub fn mark_volume_mount_as_uncertain(&mut self, volume: MountedVolume) {
+        self.uncertain.insert(volume.volume_name.clone());
+        self.mounted.insert(volume.volume_name.clone(), volume);
+    }
+
+    /// A volume marked uncertain is set up after all (its expansion at mount is done).
+    pub fn mark_volume_mount_as_certain(&mut self, volume_name: &str) {
+        self.uncertain.remove(volume_name);
+    }
+
+    pub fn is_uncertain(&self, volume_name: &str) -> bool {
+        self.uncertain.contains(volume_name)
     }
 
     /// `MarkVolumeAsUnmounted`.
     pub fn mark_volume_as_unmounted(&mut self, volume_name: &str) {
+        self.uncertain.remove(volume_name);
         self.mounted.remove(volume_name);
     }
 
@@ -75,8 +98,17 @@ impl ActualStateOfWorld {
         self.mounted.values()
     }
 
-    /// `GetMountedVolumesForPod`.
+    /// `GetMountedVolumesForPod`: the pod's volumes set up (not uncertain).
     pub fn mounted_volumes_for_pod(&self, pod_uid: &str) -> impl Iterator<Item = &MountedVolume> {
+        self.possibly_mounted_volumes_for_pod(pod_uid)
+            .filter(|v| !self.uncertain.contains(&v.volume_name))
+    }
+
+    /// `GetPossiblyMountedVolumesForPod`: uncertain ones too (what a tear-down waits for).
+    pub fn possibly_mounted_volumes_for_pod(
+        &self,
+        pod_uid: &str,
+    ) -> impl Iterator<Item = &MountedVolume> {
         self.mounted.values().filter(move |v| v.pod_uid == pod_uid)
     }
 

@@ -109,4 +109,16 @@ impl DesiredStateOfWorld {
         self.volumes_to_mount()
             .any(|v| v.volume_name == volume_name)
     }
+
+    /// `GetVolumeNamesForPod`: the unique name of each of the pod's volumes, by its name
+    /// in the pod spec (two names of one claim share their volume).
+    pub fn volume_names_for_pod(&self, pod_uid: &str) -> BTreeMap<String, UniqueVolumeName> {
+        self.pod_volumes(pod_uid)
+            .map(|v| (v.outer_volume_spec_name.clone(), v.volume_name.clone()))
+            .collect()
+    }
 }
+
+#[cfg(test)]
+#[path = "cache_tests.rs"]
+mod cache_tests;

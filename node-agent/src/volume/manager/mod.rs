@@ -11,8 +11,8 @@
 //! source has been seen). SyncPod calls [`VolumeManager::wait_for_attach_and_mount`]
 //! before it starts any container (upstream's `WaitForAttachAndMount`: each volume's
 //! failure is its own `FailedMount` event from the operation), and the pod's cleanup
-//! [`VolumeManager::unmount_pod_volumes`] (upstream's `WaitForUnmount`, then the pod's
-//! directory).
+//! calls [`VolumeManager::unmount_pod_volumes`] (upstream's `WaitForUnmount`, then the
+//! pod's directory).
 //!
 //! Attachable volumes (CSI volumes whose driver needs attaching) are attached by the
 //! attach/detach controller: the manager reports the node's CSI volumes in use
@@ -105,6 +105,61 @@ pub trait ObjectReader: Sync {
     {
         let _ = (namespace, name, tr);
         async { Err("this reader requests no tokens".to_string()) }
+    }
+    /// Creates a PodCertificateRequest in `namespace` (as the node's own identity): the
+    /// request as the apiserver answered it (its generated name). The podcertificate
+    /// manager's `createPodCertificateRequest`.
+    fn create_pod_certificate_request(
+        &self,
+        namespace: &str,
+        request: &k8s_openapi::api::certificates::v1beta1::PodCertificateRequest,
+    ) -> impl Future<
+        Output = Result<k8s_openapi::api::certificates::v1beta1::PodCertificateRequest, String>,
+    > + Send {
+        let _ = (namespace, request);
+        async { Err("this reader creates no PodCertificateRequests".to_string()) }
+    }
+    /// A PodCertificateRequest the node created (as the node's own identity).
+    fn pod_certificate_request(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> impl Future<
+        Output = Result<
+            Option<k8s_openapi::api::certificates::v1beta1::PodCertificateRequest>,
+            String,
+        >,
+    > + Send {
+        let _ = (namespace, name);
+        async { Err("this reader reads no PodCertificateRequests".to_string()) }
+    }
+    /// A ServiceAccount of the node's pods (as the node's own identity): its UID goes
+    /// into a PodCertificateRequest.
+    fn service_account(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<k8s_openapi::api::core::v1::ServiceAccount>, String>> + Send
+    {
+        let _ = (namespace, name);
+        async { Err("this reader reads no ServiceAccounts".to_string()) }
+    }
+    /// The node's name and its Node's UID.
+    fn node_name_and_uid(&self) -> impl Future<Output = Result<(String, String), String>> + Send {
+        async { Err("this reader knows no Node".to_string()) }
+    }
+    /// Every `certificates.k8s.io/v1beta1` ClusterTrustBundle (as the node's own
+    /// identity; upstream's clustertrustbundle manager's informer): `Ok(None)` when the
+    /// apiserver does not serve them.
+    fn cluster_trust_bundles(
+        &self,
+    ) -> impl Future<
+        Output = Result<
+            Option<Vec<k8s_openapi::api::certificates::v1beta1::ClusterTrustBundle>>,
+            String,
+        >,
+    > + Send {
+        async { Err("this reader reads no ClusterTrustBundles".to_string()) }
     }
     /// Patches the status of claim `namespace/name` (a JSON merge patch of
     /// `persistentvolumeclaims/status`, as the node's own identity): a filesystem
@@ -218,6 +273,8 @@ pub struct VolumeManager {
     in_use: Arc<VolumesInUse>,
     /// The pods' service account tokens (the kubelet's token manager).
     tokens: super::token_manager::TokenManager,
+    /// The pods' podCertificate credentials (the kubelet's podcertificate manager).
+    pod_certificates: super::pod_certificate_manager::PodCertificateManager,
     /// Volume expansion on the node: sizes, errors, back-off, events ([`expand`]).
     expansion: node_expansion::Expansions,
     /// The node's pods as the populator reads them.
@@ -230,6 +287,8 @@ pub struct VolumeManager {
     changed: tokio::sync::watch::Sender<u64>,
     /// The operations' events, once [`Self::run`] started (before: queued).
     sink: std::sync::OnceLock<EventSink>,
+    /// The orphaned pods whose cleanup runs.
+    orphan_cleanups: Mutex<std::collections::HashSet<String>>,
 }
 
 /// The UIDs of the pods with a directory under `pods/`.
@@ -302,6 +361,7 @@ impl VolumeManager {
             csi_operations: tokio::sync::Mutex::new(()),
             in_use: Arc::default(),
             tokens: Default::default(),
+            pod_certificates: Default::default(),
             expansion: Default::default(),
             pods: Mutex::default(),
             operations: Mutex::default(),
@@ -309,6 +369,7 @@ impl VolumeManager {
             reconciler_wake: tokio::sync::Notify::new(),
             changed: tokio::sync::watch::channel(0).0,
             sink: std::sync::OnceLock::new(),
+            orphan_cleanups: Mutex::default(),
         }
     }
 
@@ -429,10 +490,33 @@ impl VolumeManager {
         self.changed.send_modify(|n| *n = n.wrapping_add(1));
     }
 
-    /// The volume manager's loops (`Run`): the actual state reconstructed from the disk
-    /// first (`reconstruct.rs`), then the populator and the reconciler every 100 ms and
-    /// whenever there is something to do, until `stop`. The operations' events go to
-    /// `record`.
+    /// The actual state reconstructed from the disk (`reconstruct.rs`): called once at
+    /// start, before the node's pods are watched.
+    pub fn reconstruct(&self) {
+        let reconstructed = self.reconstruct_volumes();
+        if !reconstructed.is_empty() {
+            tracing::info!(
+                volumes = reconstructed.len(),
+                "reconstructed the volumes an earlier run left mounted"
+            );
+        }
+        let mut state = self.state.lock().unwrap();
+        for m in reconstructed {
+            state.1.mark_volume_mount_as_uncertain(m);
+        }
+        drop(state);
+        self.update_volumes_in_use();
+    }
+
+    /// Whether a cleanup of the orphaned pod `uid` may start (none runs for it now);
+    /// [`Self::unmount_pod_volumes`] ends it.
+    pub fn begin_orphan_cleanup(&self, uid: &str) -> bool {
+        self.orphan_cleanups.lock().unwrap().insert(uid.to_string())
+    }
+
+    /// The volume manager's loops (`Run`, after [`Self::reconstruct`]): the populator and
+    /// the reconciler every 100 ms and whenever there is something to do, until `stop`.
+    /// The operations' events go to `record`.
     pub async fn run<R: ObjectReader + Send + Sync + 'static>(
         self: Arc<Self>,
         reader: Arc<R>,
@@ -443,20 +527,6 @@ impl VolumeManager {
         for e in self.take_volume_events() {
             (self.sink.get().expect("set"))(e);
         }
-        let reconstructed = self.reconstruct_volumes();
-        if !reconstructed.is_empty() {
-            tracing::info!(
-                volumes = reconstructed.len(),
-                "reconstructed the volumes an earlier run left mounted"
-            );
-        }
-        {
-            let mut state = self.state.lock().unwrap();
-            for m in reconstructed {
-                state.1.mark_volume_as_mounted(m);
-            }
-        }
-        self.update_volumes_in_use();
         let populator = async {
             loop {
                 self.populator_loop_func(reader.as_ref()).await;
@@ -494,10 +564,12 @@ impl VolumeManager {
         pod: &Pod,
     ) -> Result<BTreeMap<String, MountedVolume>, MountFailure> {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
+        // `getExpectedVolumes`: the volumes a container mounts or maps.
         let expected: Vec<String> = pod
             .spec
             .iter()
             .flat_map(|s| s.volumes.iter().flatten())
+            .filter(|v| super::claim::mounts_and_devices(pod, &v.name) != (false, false))
             .map(|v| v.name.clone())
             .collect();
         let mut changed = self.changed.subscribe();
@@ -508,22 +580,33 @@ impl VolumeManager {
         self.populator_wake.notify_one();
         let deadline = tokio::time::Instant::now() + WAIT_FOR_ATTACH_AND_MOUNT_SLICE;
         loop {
-            let (errors, mounted) = {
+            let (errors, mounted, unmounted) = {
                 let mut state = self.state.lock().unwrap();
-                let errors = state.0.pop_pod_errors(&uid);
-                let mounted: BTreeMap<String, MountedVolume> = state
-                    .1
-                    .mounted_volumes_for_pod(&uid)
-                    .filter(|m| !self.expansion_failed_at_mount(&uid, &m.outer_volume_spec_name))
-                    .map(|m| (m.outer_volume_spec_name.clone(), m.clone()))
+                let (dsw, asw) = &mut *state;
+                let errors = dsw.pop_pod_errors(&uid);
+                // `getUnmountedVolumes`: each volume of the spec through the desired state
+                // (two volumes of one claim are one volume) to the actual state's entry,
+                // set up and not uncertain.
+                let by_name: BTreeMap<&str, &str> = dsw
+                    .pod_volumes(&uid)
+                    .map(|v| (v.outer_volume_spec_name.as_str(), v.volume_name.as_str()))
                     .collect();
-                (errors, mounted)
+                let mut mounted = BTreeMap::new();
+                let mut unmounted = Vec::new();
+                for name in &expected {
+                    let found = by_name
+                        .get(name.as_str())
+                        .and_then(|unique| asw.get(unique))
+                        .filter(|m| !asw.is_uncertain(&m.volume_name));
+                    match found {
+                        Some(m) => {
+                            mounted.insert(name.clone(), m.clone());
+                        }
+                        None => unmounted.push(name.clone()),
+                    }
+                }
+                (errors, mounted, unmounted)
             };
-            let unmounted: Vec<String> = expected
-                .iter()
-                .filter(|v| !mounted.contains_key(*v))
-                .cloned()
-                .collect();
             if unmounted.is_empty() {
                 // Every volume of the pod is set up: what an earlier agent left is in
                 // the states.
@@ -551,8 +634,9 @@ impl VolumeManager {
         }
     }
 
-    /// `WaitForUnmount`: until none of the pod's volumes is set up, or an unmount of one
-    /// failed (its error), or `timeout` (upstream's "mounted volumes=[...]" error).
+    /// `WaitForUnmount`: until none of the pod's volumes is set up (uncertain ones
+    /// included) and none is being set up, or an unmount of one failed (its error), or
+    /// `timeout` (upstream's "mounted volumes=[...]" error).
     pub async fn wait_for_unmount(
         &self,
         uid: &str,
@@ -563,15 +647,19 @@ impl VolumeManager {
         self.reconciler_wake.notify_one();
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let mounted: Vec<String> = self
-                .state
-                .lock()
-                .unwrap()
-                .1
-                .mounted_volumes_for_pod(uid)
-                .map(|m| m.outer_volume_spec_name.clone())
-                .collect();
-            if mounted.is_empty() {
+            let (wanted, mounted) = {
+                let state = self.state.lock().unwrap();
+                let mounted: Vec<String> = state
+                    .1
+                    .possibly_mounted_volumes_for_pod(uid)
+                    .map(|m| m.outer_volume_spec_name.clone())
+                    .collect();
+                (state.0.pod_exists(uid), mounted)
+            };
+            // Done once the populator dropped the pod, no operation of it runs (a mount
+            // started before would set something up again) and nothing is mounted.
+            let pending = self.operations.lock().unwrap().is_pending(uid);
+            if !wanted && !pending && mounted.is_empty() {
                 return Ok(());
             }
             {
@@ -597,6 +685,7 @@ impl VolumeManager {
     /// A CSI volume of the pod set up through its driver (MountDevice, then SetUp) and
     /// recorded with its device; a failed SetUp unstages what no other pod uses, so that
     /// nothing stays staged for a pod that may never mount it. `Err`: the event's message.
+    #[allow(clippy::too_many_arguments)]
     async fn set_up_csi(
         &self,
         volume: &desired_state_of_world::VolumeToMount,
@@ -605,6 +694,7 @@ impl VolumeManager {
         read_only: bool,
         source: &super::csi::CsiSource,
         publish_context: HashMap<String, String>,
+        expanding: bool,
     ) -> Result<(), String> {
         let _one_at_a_time = self.csi_operations.lock().await;
         match self
@@ -613,24 +703,28 @@ impl VolumeManager {
             .await
         {
             Ok((path, staged)) => {
-                self.state
-                    .lock()
-                    .unwrap()
-                    .1
-                    .mark_volume_as_mounted(MountedVolume {
-                        volume_name: volume.volume_name.clone(),
-                        pod_uid: uid.to_string(),
-                        outer_volume_spec_name: volume.outer_volume_spec_name.clone(),
-                        plugin_name: CSI_PLUGIN.to_string(),
-                        path,
-                        block: false,
-                        read_only,
-                        remount_required: false,
-                        device: Some(DeviceMount {
-                            source: source.clone(),
-                            staged,
-                        }),
-                    });
+                let mut state = self.state.lock().unwrap();
+                let mounted = MountedVolume {
+                    volume_name: volume.volume_name.clone(),
+                    pod_uid: uid.to_string(),
+                    outer_volume_spec_name: volume.outer_volume_spec_name.clone(),
+                    plugin_name: CSI_PLUGIN.to_string(),
+                    path,
+                    block: false,
+                    read_only,
+                    remount_required: false,
+                    device: Some(DeviceMount {
+                        source: source.clone(),
+                        staged,
+                    }),
+                };
+                // Its filesystem still to be grown at mount: not set up for the pod until
+                // then (upstream expands within MountVolume, before marking it mounted).
+                if expanding {
+                    state.1.mark_volume_mount_as_uncertain(mounted);
+                } else {
+                    state.1.mark_volume_as_mounted(mounted);
+                }
                 Ok(())
             }
             Err(e) => {
@@ -660,6 +754,12 @@ impl VolumeManager {
     async fn tear_down_csi(&self, m: &MountedVolume) -> Result<(), String> {
         let _one_at_a_time = self.csi_operations.lock().await;
         let Some(device) = &m.device else {
+            // Nothing of a driver's to undo: forgotten, so that it is not tried again.
+            self.state
+                .lock()
+                .unwrap()
+                .1
+                .mark_volume_as_unmounted(&m.volume_name);
             return Ok(());
         };
         // The target is `.../kubernetes.io~csi/<pv name>/mount`.
@@ -704,6 +804,12 @@ impl VolumeManager {
     /// volumes known from their `vol_data.json` only, Block maps) and the pod's directory
     /// ([`Self::unmount_pod`]). Also the pods deleted while the agent was down.
     pub async fn unmount_pod_volumes(&self, uid: &str) -> Result<(), String> {
+        let result = self.unmount_pod_volumes_once(uid).await;
+        self.orphan_cleanups.lock().unwrap().remove(uid);
+        result
+    }
+
+    async fn unmount_pod_volumes_once(&self, uid: &str) -> Result<(), String> {
         self.pod_terminated(uid);
         self.wait_for_unmount(uid, POD_ATTACH_AND_MOUNT_TIMEOUT)
             .await?;
@@ -716,6 +822,7 @@ impl VolumeManager {
         self.update_volumes_in_use();
         self.unmount_pod(uid)?;
         self.pods.lock().unwrap().remove_pod(uid);
+        self.operations.lock().unwrap().set_unmount_error(uid, None);
         self.notify_changed();
         Ok(())
     }
@@ -861,13 +968,14 @@ impl VolumeManager {
         tokens
     }
 
-    /// The pod is gone from the node (its containers removed): the populator drops its
-    /// volumes, the reconciler tears them down, and the pod's directory goes, with
-    /// whatever is still mounted in it (subPath binds, volumes an earlier agent set up).
-    /// A CSI volume still mounted is an error here: it needs its driver
-    /// ([`Self::unmount_pod_volumes`]).
+    /// The pod's directory swept, at once and without the loops: its volumes dropped from
+    /// the desired state and the ones the actual state knows torn down here (a CSI volume
+    /// still mounted is an error: it needs its driver, [`Self::unmount_pod_volumes`]),
+    /// then local Block maps an earlier agent left, then whatever is still mounted under
+    /// it (subPath binds), then the directory.
     pub fn unmount_pod(&self, uid: &str) -> Result<(), String> {
         self.tokens.delete_service_account_token(uid);
+        self.pod_certificates.forget_pod(uid);
         let ops: Vec<Operation> = {
             let mut state = self.state.lock().unwrap();
             let (dsw, asw) = &mut *state;
@@ -1108,5 +1216,58 @@ mod tests {
         manager.wait_for_attach_and_mount(&pod).await.unwrap();
         assert_eq!(in_use.get(), Vec::<String>::new());
         std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    /// A volume reconstructed from the disk is an uncertain mount (upstream's
+    /// `VolumeMountUncertain`): the pod's wait does not count it until it is set up again
+    /// (after a reboot a memory-backed emptyDir's directory is there, its tmpfs is not).
+    #[tokio::test]
+    async fn a_reconstructed_volume_is_not_set_up_until_mounted_again() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dirs = PodDirs::new(tmp.path().join("pods"));
+        std::fs::create_dir_all(dirs.pod_volume_dir("u1", EMPTY_DIR_PLUGIN, "mem")).unwrap();
+        let manager = VolumeManager::new(
+            dirs,
+            Arc::new(crate::runtime::syscall::LinuxSyscall),
+            BTreeMap::new(),
+        );
+        manager.reconstruct();
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "ns", "uid": "u1"},
+            "spec": {"containers": [{"name": "c", "image": "busybox",
+                    "volumeMounts": [{"name": "mem", "mountPath": "/mem"}]}],
+                "volumes": [{"name": "mem", "emptyDir": {"medium": "Memory"}}]}
+        }))
+        .unwrap();
+        // The populator's part, without its loop.
+        manager.state.lock().unwrap().0.add_pod(
+            "u1",
+            vec![(
+                "mem".into(),
+                VolumeSpec::EmptyDir {
+                    medium: Some("Memory".into()),
+                    size_limit_bytes: None,
+                },
+            )],
+        );
+        let failure = manager.wait_for_attach_and_mount(&pod).await.unwrap_err();
+        assert!(failure.timed_out, "{failure:?}");
+        assert_eq!(failure.unmounted, ["mem"]);
+        // The reconciler's mount of it (set up again).
+        {
+            let mut state = manager.state.lock().unwrap();
+            let m = state
+                .1
+                .get("kubernetes.io/empty-dir/u1-mem")
+                .cloned()
+                .expect("reconstructed");
+            assert!(m.remount_required && state.1.is_uncertain(&m.volume_name));
+            state.1.mark_volume_as_mounted(MountedVolume {
+                remount_required: false,
+                ..m
+            });
+        }
+        let mounted = manager.wait_for_attach_and_mount(&pod).await.unwrap();
+        assert_eq!(mounted.keys().collect::<Vec<_>>(), ["mem"]);
     }
 }

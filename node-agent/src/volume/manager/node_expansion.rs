@@ -28,7 +28,7 @@ use super::actual_state_of_world::MountedVolume;
 use super::expand::{self, Before, ClaimExpansion, ExpansionStates, PreCheck};
 use super::{FailedVolume, ObjectReader, VolumeManager};
 
-/// An event the volume manager asks SyncPod to record (on the pod or on a claim).
+/// An event of a volume operation (on the pod or on a claim), for the agent's recorder.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VolumeEvent {
     pub object: ObjectReference,
@@ -115,7 +115,7 @@ impl VolumeManager {
                 .lock()
                 .unwrap()
                 .1
-                .mounted_volumes_for_pod(&uid)
+                .possibly_mounted_volumes_for_pod(&uid)
                 .find(|m| &m.outer_volume_spec_name == name && !m.block && m.device.is_some())
                 .cloned();
             let Some(m) = mounted else {
@@ -137,7 +137,10 @@ impl VolumeManager {
                     Ok(()) => {
                         self.expansion.mount_failed.lock().unwrap().remove(&key);
                     }
-                    Err(message) => {
+                    // Not tried again yet (its back-off runs): the pod still waits, with
+                    // no new event.
+                    Err(None) => {}
+                    Err(Some(message)) => {
                         self.expansion
                             .mount_failed
                             .lock()
@@ -168,6 +171,8 @@ impl VolumeManager {
 
     /// `expandVolumeDuringMount`. `fresh`: mounted in this sync (the actual state's size
     /// starts from the claim's capacity); `retry`: the message of the last failure.
+    /// `Err(None)`: failed before and not tried again yet (its back-off runs);
+    /// `Err(Some(message))`: this attempt failed.
     async fn expand_during_mount<R: ObjectReader>(
         &self,
         pod: &Pod,
@@ -176,7 +181,7 @@ impl VolumeManager {
         fresh: bool,
         retry: Option<String>,
         reader: &R,
-    ) -> Result<(), String> {
+    ) -> Result<(), Option<String>> {
         let unique = Self::unique_name(m);
         let (final_error, due) = {
             let mut states = self.expansion.states.lock().unwrap();
@@ -186,8 +191,8 @@ impl VolumeManager {
             }
             (state.final_error, state.due(Instant::now()))
         };
-        if let Some(message) = retry.filter(|_| !due) {
-            return Err(message);
+        if retry.is_some() && !due {
+            return Err(None);
         }
         let result = match expand::expand_volume_during_mount(
             &e.claim,
@@ -245,11 +250,11 @@ impl VolumeManager {
             Called::NotYet => Ok(()),
             Called::Failed(error) => {
                 state.failed(Instant::now());
-                Err(expand::volume_error(
+                Err(Some(expand::volume_error(
                     "MountVolume.Setup failed while expanding volume",
                     &e.pv_name,
                     &error,
-                ))
+                )))
             }
         }
     }

@@ -49,6 +49,16 @@ fn volume_of(op: &Operation) -> (&str, &str) {
     }
 }
 
+/// The back-off key of an operation: its kind and volume (upstream's
+/// nestedpendingoperations starts a fresh back-off when the operation on a volume changes,
+/// so an unmount does not wait out the back-off of the mount that failed before it).
+pub fn operation_key(op: &Operation) -> String {
+    match op {
+        Operation::Unmount(m) => format!("unmount {}", m.volume_name),
+        Operation::Mount { volume, .. } => format!("mount {}", volume.volume_name),
+    }
+}
+
 impl Operations {
     /// The operations to start now, by pod: not for a pod with a task running
     /// (`IsOperationPending`), not for a volume in back-off; a pod with no operation but
@@ -59,10 +69,15 @@ impl Operations {
         expand: &BTreeSet<String>,
         now: Instant,
     ) -> BTreeMap<String, Vec<Operation>> {
+        self.backoff.gc(now);
         let mut by_pod: BTreeMap<String, Vec<Operation>> = BTreeMap::new();
         for op in ops {
-            let (pod, volume) = volume_of(&op);
-            if self.pending.contains(pod) || self.backoff.is_in_back_off_since_update(volume, now) {
+            let (pod, _) = volume_of(&op);
+            if self.pending.contains(pod)
+                || self
+                    .backoff
+                    .is_in_back_off_since_update(&operation_key(&op), now)
+            {
                 continue;
             }
             by_pod.entry(pod.to_string()).or_default().push(op);
@@ -76,7 +91,8 @@ impl Operations {
         by_pod
     }
 
-    /// A task of `pod` ended: each volume's back-off moved on (failed) or reset.
+    /// A task of `pod` ended: each operation's back-off ([`operation_key`]) moved on
+    /// (failed) or reset.
     pub fn finish(&mut self, pod: &str, ok: &[String], failed: &[String], now: Instant) {
         self.pending.remove(pod);
         for v in ok {
@@ -107,7 +123,7 @@ impl Operations {
     }
 }
 
-/// What one pod's task came to, by unique volume name.
+/// What one pod's task came to, by [`operation_key`].
 #[derive(Default)]
 struct Outcome {
     ok: Vec<String>,
@@ -135,10 +151,14 @@ impl VolumeManager {
                 expand,
             )
         };
-        let ops = {
+        let ops: Vec<Operation> = {
             let state = self.state.lock().unwrap();
             reconcile(&state.0, &state.1, ready, &active)
-        };
+        }
+        .into_iter()
+        // No mount for a pod whose containers are stopped (the populator drops it next).
+        .filter(|op| matches!(op, Operation::Unmount(_)) || active.contains(volume_of(op).0))
+        .collect();
         let started = self
             .operations
             .lock()
@@ -147,7 +167,20 @@ impl VolumeManager {
         for (uid, ops) in started {
             let (this, reader) = (Arc::clone(self), Arc::clone(reader));
             tokio::spawn(async move {
-                let outcome = this.run_pod_operations(&uid, ops, reader.as_ref()).await;
+                let keys: Vec<String> = ops.iter().map(operation_key).collect();
+                let run = this.run_pod_operations(&uid, ops, reader.as_ref());
+                // A panic ends the task, not the pod's operations: they count as failed.
+                let outcome =
+                    futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(run))
+                        .await
+                        .unwrap_or_else(|_| {
+                            tracing::error!(pod_uid = %uid, "a volume operation panicked");
+                            Outcome {
+                                failed: keys,
+                                ..Outcome::default()
+                            }
+                        });
+                let done = !outcome.ok.is_empty() || !outcome.failed.is_empty();
                 {
                     let mut operations = this.operations.lock().unwrap();
                     operations.finish(&uid, &outcome.ok, &outcome.failed, Instant::now());
@@ -155,9 +188,12 @@ impl VolumeManager {
                 }
                 this.update_volumes_in_use();
                 this.notify_changed();
-                // A failure's back-off ends on the loop's next passes; success may have
-                // left more to do (a remount asked meanwhile).
-                this.reconciler_wake.notify_one();
+                // Success may have left more to do (a remount asked meanwhile); a failure's
+                // back-off, or a volume waiting to be reported in use, ends on the loop's
+                // next passes.
+                if done {
+                    this.reconciler_wake.notify_one();
+                }
             });
         }
     }
@@ -181,22 +217,34 @@ impl VolumeManager {
         }
         let mut failed: Vec<FailedVolume> = Vec::new();
         let mut mounted_now = HashSet::new();
-        // Unique volume names by their name in the pod spec, for the back-off.
+        // Operation keys by the volume's name in the pod spec, for the back-off.
         let mut names: BTreeMap<String, String> = BTreeMap::new();
         for op in ops {
+            let key = operation_key(&op);
             match op {
                 Operation::Unmount(m) => match self.unmount_volume(&m).await {
-                    Ok(()) => outcome.ok.push(m.volume_name.clone()),
+                    Ok(()) => outcome.ok.push(key),
                     Err(e) => {
                         tracing::warn!(pod_uid = %uid, volume = %m.outer_volume_spec_name, error = %e, "unmounting a volume");
-                        outcome.failed.push(m.volume_name.clone());
+                        outcome.failed.push(key);
                         outcome.unmount_error = Some(e);
                     }
                 },
                 Operation::Mount { volume, .. } => {
-                    let Some((pod, _)) = &pod else { continue };
+                    let Some((pod, expansions)) = &pod else {
+                        outcome.failed.push(key);
+                        continue;
+                    };
                     let name = volume.outer_volume_spec_name.clone();
-                    names.insert(name.clone(), volume.volume_name.clone());
+                    names.insert(name.clone(), key);
+                    let expanding = expansions.iter().any(|(n, _)| *n == name);
+                    // upstream's `waitForVolumeAttach`: an attachable volume not yet
+                    // reported in use starts no operation (no event, no back-off); the
+                    // node status reports it at once and a later pass mounts it.
+                    if self.awaits_in_use_report(&volume.spec, reader).await {
+                        self.update_volumes_in_use();
+                        continue;
+                    }
                     let result = if matches!(volume.spec, VolumeSpec::Block { .. }) {
                         self.map_volume(&volume, reader)
                             .await
@@ -206,7 +254,7 @@ impl VolumeManager {
                                 message,
                             })
                     } else {
-                        self.mount_volume(pod, &volume, reader)
+                        self.mount_volume(pod, &volume, expanding, reader)
                             .await
                             .map_err(|message| FailedVolume::mount(name.clone(), message))
                     };
@@ -220,12 +268,29 @@ impl VolumeManager {
                 }
             }
         }
-        // Their filesystems grown to their PersistentVolumes' size: at mount, or in use.
+        // Their filesystems grown to their PersistentVolumes' size: at mount, or in use;
+        // a volume grown at mount is set up for its pod from then on.
         if let Some((pod, expansions)) = &pod
             && !expansions.is_empty()
         {
             self.expand_pod_volumes(pod, expansions, &mounted_now, reader, &mut failed)
                 .await;
+            let done: Vec<String> = {
+                let dsw = &self.state.lock().unwrap().0;
+                dsw.pod_volumes(uid)
+                    .filter(|v| {
+                        expansions
+                            .iter()
+                            .any(|(n, _)| *n == v.outer_volume_spec_name)
+                    })
+                    .filter(|v| !self.expansion_failed_at_mount(uid, &v.outer_volume_spec_name))
+                    .map(|v| v.volume_name.clone())
+                    .collect()
+            };
+            let mut state = self.state.lock().unwrap();
+            for v in done {
+                state.1.mark_volume_mount_as_certain(&v);
+            }
         }
         for name in &mounted_now {
             if !failed.iter().any(|f| &f.volume == name) {
@@ -244,6 +309,35 @@ impl VolumeManager {
             }
         }
         outcome
+    }
+
+    /// Whether `spec` is a CSI volume whose driver needs attaching and that the node has
+    /// not reported in use yet (`VolumeToMount.ReportedInUse`): the attach/detach
+    /// controller attaches only what a node reports.
+    async fn awaits_in_use_report<R: ObjectReader>(&self, spec: &VolumeSpec, reader: &R) -> bool {
+        let source = match spec {
+            VolumeSpec::Persistent {
+                source: PersistentSource::Csi(source),
+                ..
+            }
+            | VolumeSpec::Block {
+                source: crate::volume::plugins::BlockSource::Csi(source),
+                ..
+            } => source,
+            _ => return false,
+        };
+        let unique = rekube_crds::storage_keys::csi_unique_volume_name(
+            &source.driver,
+            &source.volume_handle,
+        );
+        if self.in_use.is_reported_in_use(&unique) {
+            return false;
+        }
+        // An unreadable CSIDriver is the mount's own error to report.
+        matches!(
+            reader.csi_driver(&source.driver).await,
+            Ok(driver) if super::attach::attach_required(driver.as_ref())
+        )
     }
 
     /// `UnmountVolume` (and, after a CSI volume's last user, `UnmountDevice`); the volume
@@ -284,6 +378,7 @@ impl VolumeManager {
         &self,
         pod: &rekube_crds::Pod,
         volume: &super::desired_state_of_world::VolumeToMount,
+        expanding: bool,
         reader: &R,
     ) -> Result<(), String> {
         let uid = volume.pod_uid.as_str();
@@ -299,7 +394,15 @@ impl VolumeManager {
                 .verify_attached(reader, "MountVolume", pv_name, source)
                 .await?;
             return self
-                .set_up_csi(volume, uid, pv_name, read_only, source, publish_context)
+                .set_up_csi(
+                    volume,
+                    uid,
+                    pv_name,
+                    read_only,
+                    source,
+                    publish_context,
+                    expanding,
+                )
                 .await;
         }
         let namespace = pod.metadata.namespace.clone().unwrap_or_default();
@@ -308,6 +411,27 @@ impl VolumeManager {
             .map_err(|e| mount_failed_message(name, &e))?;
         if let VolumeSpec::Projected(source) = &volume.spec {
             objects.service_account_tokens = self.service_account_tokens(reader, pod, source).await;
+        }
+        // Listed afresh at each set-up (every sync of a running pod), so an edited bundle
+        // reaches the pod at its next sync (upstream's manager: its informer's events).
+        if let VolumeSpec::Projected(source) = &volume.spec
+            && super::super::cluster_trust_bundle::has_cluster_trust_bundle_source(source)
+        {
+            objects.cluster_trust_bundles = reader.cluster_trust_bundles().await.into();
+        }
+        // Stepped at each set-up (every sync of a running pod): a refreshed credential
+        // reaches the pod at its next sync.
+        if let VolumeSpec::Projected(source) = &volume.spec
+            && source
+                .sources
+                .iter()
+                .flatten()
+                .any(|s| s.pod_certificate.is_some())
+        {
+            objects.pod_certificates = self
+                .pod_certificates
+                .credentials(reader, pod, name, source)
+                .await;
         }
         let ctx = SetUpContext {
             dirs: &self.dirs,
@@ -401,8 +525,8 @@ mod tests {
         assert!(o.start(all(), &none, t0).is_empty(), "both pods pending");
         o.finish(
             "a",
-            &["kubernetes.io/empty-dir/a-y".into()],
-            &["kubernetes.io/empty-dir/a-x".into()],
+            &["mount kubernetes.io/empty-dir/a-y".into()],
+            &["mount kubernetes.io/empty-dir/a-x".into()],
             t0,
         );
         assert!(!o.is_pending("a") && o.is_pending("b"));
@@ -422,7 +546,7 @@ mod tests {
         o.finish(
             "a",
             &[],
-            &["kubernetes.io/empty-dir/a-x".into()],
+            &["mount kubernetes.io/empty-dir/a-x".into()],
             t0 + ms(600),
         );
         assert_eq!(
@@ -436,7 +560,7 @@ mod tests {
         );
         o.finish(
             "a",
-            &["kubernetes.io/empty-dir/a-x".into()],
+            &["mount kubernetes.io/empty-dir/a-x".into()],
             &[],
             t0 + ms(1700),
         );

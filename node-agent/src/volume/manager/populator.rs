@@ -80,6 +80,11 @@ impl PodSource {
     pub fn update_pod(&mut self, pod: Arc<Pod>) {
         let uid = uid_of(&pod);
         let terminating = should_pod_containers_be_terminating(&pod);
+        // A pod first seen terminating (deleted or finished while the agent was down) has
+        // no container running and never gets a volume: not one of the source's pods.
+        if terminating && !self.pods.contains_key(&uid) {
+            return;
+        }
         let entry = self.pods.entry(uid).or_insert_with(|| PodEntry {
             pod: Arc::clone(&pod),
             processed: false,
@@ -199,10 +204,10 @@ impl VolumeManager {
         }
     }
 
-    /// The result of `processPodVolumes` into the desired state: the volumes added (a
-    /// pod processed before has its remount-requiring volumes set up again:
-    /// `MarkRemountRequired`), the errors recorded, the pod marked processed when every
-    /// volume was added (else tried again after [`PROCESS_RETRY`]).
+    /// The result of `processPodVolumes` into the desired state: the volumes added (those
+    /// added before and failing now kept), the errors recorded, the pod marked processed
+    /// when every volume was added (its remount-requiring volumes then set up again:
+    /// `MarkRemountRequired`; else tried again after [`PROCESS_RETRY`]).
     fn add_processed_pod(&self, pod: &Arc<Pod>, processed: Processed) {
         let uid = uid_of(pod);
         let mut source = self.pods.lock().unwrap();
@@ -214,12 +219,29 @@ impl VolumeManager {
         }
         let mut state = self.state.lock().unwrap();
         let (dsw, asw) = &mut *state;
-        dsw.add_pod(&uid, processed.specs);
-        asw.mark_remount_required(&uid, |plugin| {
-            dsw.pod_volumes(&uid)
-                .any(|v| v.spec.plugin_name() == plugin && v.spec.requires_remount())
-        });
         let ok = processed.errors.is_empty();
+        // A volume added before and not processed now stays (upstream's failed
+        // processing does not undo an earlier AddPodToVolume).
+        let mut specs = processed.specs;
+        for (volume, _) in &processed.errors {
+            if let Some(v) = dsw
+                .pod_volumes(&uid)
+                .find(|v| &v.outer_volume_spec_name == volume)
+            {
+                specs.push((volume.clone(), v.spec.clone()));
+            }
+        }
+        dsw.add_pod(&uid, specs);
+        if ok {
+            // Only once every volume was added, its earlier errors forgotten (upstream's
+            // `MarkRemountRequired` and `PopPodErrors` after a complete processing): a
+            // pod whose processing fails is not set up again at each retry.
+            asw.mark_remount_required(&uid, |plugin| {
+                dsw.pod_volumes(&uid)
+                    .any(|v| v.spec.plugin_name() == plugin && v.spec.requires_remount())
+            });
+            dsw.pop_pod_errors(&uid);
+        }
         for (volume, error) in &processed.errors {
             dsw.add_error_to_pod(&uid, volume, error);
         }
@@ -230,9 +252,10 @@ impl VolumeManager {
     }
 }
 
-/// `processPodVolumes`: each volume of the pod resolved to its spec (a claim to its bound
-/// PersistentVolume, read as the node: `createVolumeSpec`); what cannot be is an error
-/// of the pod, upstream's text.
+/// `processPodVolumes`: each volume of the pod that a container mounts or maps resolved
+/// to its spec (a claim to its bound PersistentVolume, read as the node:
+/// `createVolumeSpec`); what cannot be is an error of the pod, upstream's text. A volume
+/// no container uses is left alone, as upstream's.
 pub async fn process_pod_volumes<R: ObjectReader>(pod: &Pod, reader: &R) -> Processed {
     let mut out = Processed {
         specs: Vec::new(),
@@ -240,6 +263,10 @@ pub async fn process_pod_volumes<R: ObjectReader>(pod: &Pod, reader: &R) -> Proc
         expansions: Vec::new(),
     };
     for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+        // A volume no container mounts or maps is not the pod's to set up.
+        if claim::mounts_and_devices(pod, &v.name) == (false, false) {
+            continue;
+        }
         if let Some(claim_ref) = claim::claim_ref(pod, v) {
             match claim_volume_spec(reader, pod, v, &claim_ref).await {
                 Ok((spec, expansion)) => {
@@ -309,11 +336,19 @@ mod tests {
         source.update_pod(pod("new", json!({})));
         source.update_pod(pod("done", json!({})));
         source.get_mut("done").unwrap().processed = true;
+        source.update_pod(pod("deleted", json!({})));
+        source.get_mut("deleted").unwrap().processed = true;
         source.update_pod(pod(
             "deleted",
             json!({"metadata": {"deletionTimestamp": "2026-12-05T00:00:00Z"}}),
         ));
+        source.reprocess_pod(pod(
+            "deleted",
+            json!({"metadata": {"deletionTimestamp": "2026-12-05T00:00:00Z"}}),
+        ));
+        // First seen finished (while the agent was down): not a pod of the source.
         source.update_pod(pod("finished", json!({"status": {"phase": "Succeeded"}})));
+        assert!(source.get("finished").is_none());
         source.update_pod(pod("failed-once", json!({})));
         source.get_mut("failed-once").unwrap().retry_at = Some(now + PROCESS_RETRY);
         assert_eq!(uids(&source.pods_to_process(now)), ["new"]);
@@ -341,6 +376,7 @@ mod tests {
         }
         let mut source = PodSource::default();
         source.update_pod(pod("running", json!({})));
+        source.update_pod(pod("stopping", json!({})));
         source.update_pod(pod(
             "stopping",
             json!({"metadata": {"deletionTimestamp": "2026-12-05T00:00:00Z"}}),
@@ -357,7 +393,7 @@ mod tests {
     }
 
     /// processPodVolumes: a volume no plugin has is the pod's error, with upstream's text,
-    /// and the other volumes are added.
+    /// and the other volumes are added; a volume no container mounts is left alone.
     #[tokio::test]
     async fn unsupported_volumes_are_errors_of_the_pod() {
         struct NoApi;
@@ -404,7 +440,13 @@ mod tests {
         }
         let p = pod(
             "u",
-            json!({"spec": {"volumes": [
+            json!({"spec": {
+                "containers": [{"name": "c", "image": "busybox", "volumeMounts": [
+                    {"name": "cache", "mountPath": "/cache"},
+                    {"name": "share", "mountPath": "/share"},
+                    {"name": "data", "mountPath": "/data"}]}],
+                "volumes": [
+                {"name": "unused", "emptyDir": {}},
                 {"name": "cache", "emptyDir": {}},
                 {"name": "share", "nfs": {"server": "10.0.0.1", "path": "/x"}},
                 {"name": "data", "persistentVolumeClaim": {"claimName": "missing"}}
@@ -435,3 +477,7 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+#[path = "populator_tests.rs"]
+mod populator_tests;

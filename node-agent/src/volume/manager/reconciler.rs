@@ -42,7 +42,13 @@ pub fn reconcile(
         .cloned()
         .map(Operation::Unmount)
         .collect();
+    // A volume the pod names twice (one claim in two pod volumes) is one volume, mounted
+    // once (upstream's one `VolumeToMount` with two outer names).
+    let mut seen = BTreeSet::new();
     for v in dsw.volumes_to_mount() {
+        if !seen.insert(v.volume_name.as_str()) {
+            continue;
+        }
         match asw.get(&v.volume_name) {
             None => ops.push(Operation::Mount {
                 volume: v.clone(),
@@ -200,3 +206,7 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+#[path = "reconciler_tests.rs"]
+mod reconciler_tests;

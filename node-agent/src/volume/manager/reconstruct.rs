@@ -167,3 +167,7 @@ mod tests {
         assert!(reconstruct_pod_volumes(&dirs, "absent").is_empty());
     }
 }
+
+#[cfg(test)]
+#[path = "reconstruct_tests.rs"]
+mod reconstruct_tests;
