@@ -79,7 +79,8 @@ impl EventRecorder {
         self.record(object, EventType::Warning, reason, message)
     }
 
-    /// Queues an event without waiting (what `normal` and `warning` do).
+    /// Queues an event without waiting (what `normal` and `warning` do); a message longer
+    /// than an events.k8s.io note may be is cut ([`truncate_note`]).
     pub fn record(
         &self,
         object: &ObjectReference,
@@ -90,12 +91,47 @@ impl EventRecorder {
         let event = Event {
             type_,
             reason: reason.into(),
-            note: Some(message),
+            note: Some(truncate_note(message)),
             action: reason.into(),
             secondary: None,
         };
         if self.tx.try_send((object.clone(), event)).is_err() {
             tracing::warn!(object = ?object.name, reason, "event queue full; event dropped");
         }
+    }
+}
+
+/// events.k8s.io/v1's limit on an Event's note (the apiserver's `NoteLengthLimit`, bytes).
+pub const NOTE_LENGTH_LIMIT: usize = 1024;
+
+/// `message` cut to [`NOTE_LENGTH_LIMIT`] bytes at a character boundary, ending in `...`
+/// when cut: the apiserver refuses a longer note, and the event would be lost whole (the
+/// kubelet's core/v1 events have no such limit; its long messages, such as a pod's
+/// aggregated volume errors, stay readable this way).
+pub fn truncate_note(message: String) -> String {
+    if message.len() <= NOTE_LENGTH_LIMIT {
+        return message;
+    }
+    let mut end = NOTE_LENGTH_LIMIT - 3;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &message[..end])
+}
+
+#[cfg(test)]
+mod note_tests {
+    use super::*;
+
+    #[test]
+    fn long_notes_are_cut_at_a_character_boundary() {
+        assert_eq!(truncate_note("short".into()), "short");
+        let exact = "a".repeat(NOTE_LENGTH_LIMIT);
+        assert_eq!(truncate_note(exact.clone()), exact);
+        let long = "é".repeat(NOTE_LENGTH_LIMIT);
+        let cut = truncate_note(long);
+        assert!(cut.len() <= NOTE_LENGTH_LIMIT, "{}", cut.len());
+        assert!(cut.ends_with("..."));
+        assert!(cut.trim_end_matches("...").chars().all(|c| c == 'é'));
     }
 }

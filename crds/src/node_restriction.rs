@@ -31,7 +31,11 @@
 //!   the node authorizer grants): only bound to one of their pods' token binding Secrets
 //!   ([`crate::token_binding`]), upstream's admitServiceAccount; and none at all of
 //!   rekube-controllers, which holds the permission only to grant it; a policy of its
-//!   own ([`token_request_objects`]).
+//!   own ([`token_request_objects`]);
+//! - PodCertificateRequests of the nodes' own identities: upstream's
+//!   admitPodCertificateRequest as far as a policy can check it (the node, its pod, the
+//!   ServiceAccount), and none at all of rekube-controllers; a policy of its own
+//!   ([`pod_certificate_request_objects`]).
 //!
 //! The messages are upstream's where upstream has the rule. The policy lives in the Helm
 //! chart only (`templates/node-restriction.yaml`, see [`crate::generate`]): its match is
@@ -320,7 +324,123 @@ pub fn objects(id: &Identity) -> Vec<Value> {
     ];
     objects.extend(claim_status_objects(id));
     objects.extend(token_request_objects(id));
+    objects.extend(pod_certificate_request_objects(id));
     objects
+}
+
+/// upstream's admitPodCertificateRequest for the nodes' own identities, and a refusal
+/// for rekube-controllers, in a policy of its own (`<policy name>-pod-certificates`)
+/// matching both on podcertificaterequests creates (`certificates.k8s.io`, any version).
+/// A node identity's request must name:
+/// - the node (`spec.nodeName`, upstream's message); not its UID (`spec.nodeUID` is the
+///   rekube Node's, which no part of the request carries: the node's token is bound to
+///   the core Node);
+/// - a pod of the node: one the node may `get` (the node authorizer grants a node `get`
+///   by name on exactly its pods that project a podCertificate), owning the request
+///   (exactly one owner reference, the rekube.io/v1 Pod `spec.podName` with UID
+///   `spec.podUID`, as the agent sets it: the garbage collector deletes a request whose
+///   owner UID is not the pod's);
+/// - a ServiceAccount the node may `get`: the node authorizer grants that on exactly the
+///   ServiceAccounts of the node's podCertificate pods.
+///
+/// The pod's UID itself and that the ServiceAccount is that pod's (not another
+/// podCertificate pod's of the node in the namespace) are not checked: an admission
+/// policy cannot read the pod.
+///
+/// rekube-controllers holds `create` on podcertificaterequests only so that RBAC lets it
+/// write the nodes' Roles; it creates none, and any create of it is refused.
+fn pod_certificate_request_objects(id: &Identity) -> Vec<Value> {
+    let name = format!("{}-pod-certificates", id.policy_name);
+    let prefix = format!("system:serviceaccount:{}:", id.identity_namespace);
+    let controllers = format!("request.userInfo.username == '{}'", id.controllers_username);
+    let node = quoted("variables.nodeName");
+    let pod = quoted("request.namespace + '/' + object.spec.podName");
+    let node_check = |cond: &str| format!("{controllers} || ({cond})");
+    let owner = "object.metadata.?ownerReferences.orValue([])";
+    let validations = vec![
+        check(
+            format!("!({controllers})"),
+            "'rekube-controllers may not create PodCertificateRequests: it holds create on \
+             podcertificaterequests only to grant it to nodes'"
+                .into(),
+        ),
+        check(
+            node_check("object.spec.nodeName == variables.nodeName"),
+            format!(
+                "'PodCertificateRequest.Spec.NodeName=' + {} + ', which is not the requesting node ' + {node}",
+                quoted("object.spec.nodeName")
+            ),
+        ),
+        check(
+            node_check(
+                "authorizer.group('rekube.io').resource('pods').namespace(request.namespace)\
+                 .name(object.spec.podName).check('get').allowed()",
+            ),
+            format!(
+                "'pod ' + {pod} + ' is not running on node ' + {node} + ' named in the PodCertificateRequest'"
+            ),
+        ),
+        check(
+            node_check(&format!(
+                "size({owner}) == 1 && {owner}[0].apiVersion == '{GROUP}/v1' && \
+                 {owner}[0].kind == 'Pod' && {owner}[0].name == object.spec.podName && \
+                 {owner}[0].uid == object.spec.podUID"
+            )),
+            format!(
+                "'PodCertificateRequest for pod ' + {pod} + ' must have exactly one owner reference: \
+                 the {GROUP}/v1 Pod ' + {} + ' with UID ' + {}",
+                quoted("object.spec.podName"),
+                quoted("object.spec.podUID")
+            ),
+        ),
+        check(
+            node_check(
+                "authorizer.group('').resource('serviceaccounts').namespace(request.namespace)\
+                 .name(object.spec.serviceAccountName).check('get').allowed()",
+            ),
+            format!(
+                "'PodCertificateRequest for pod ' + {pod} + ' contains serviceAccountName (' + {} + \
+                 ') that is the service account of no podCertificate pod of node ' + {node}",
+                quoted("object.spec.serviceAccountName")
+            ),
+        ),
+    ];
+    vec![
+        json!({
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicy",
+            "metadata": { "name": name },
+            "spec": {
+                "failurePolicy": "Fail",
+                "matchConstraints": { "resourceRules": [{
+                    "apiGroups": ["certificates.k8s.io"],
+                    "apiVersions": ["*"],
+                    "resources": ["podcertificaterequests"],
+                    "operations": ["CREATE"],
+                }]},
+                "matchConditions": [{
+                    "name": "node-identities-and-controllers",
+                    "expression": format!(
+                        "(request.userInfo.username.startsWith('{prefix}') && \
+                         request.userInfo.username != '{agent}') || {controllers}",
+                        agent = id.username
+                    ),
+                }],
+                "variables": [{
+                    "name": "nodeName",
+                    // The ServiceAccount's name: the node's (a node name holds no ':').
+                    "expression": "request.userInfo.username.substring(request.userInfo.username.lastIndexOf(':') + 1)",
+                }],
+                "validations": validations,
+            },
+        }),
+        json!({
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicyBinding",
+            "metadata": { "name": name },
+            "spec": { "policyName": name, "validationActions": ["Deny"] },
+        }),
+    ]
 }
 
 /// The pattern of a token binding Secret's name
@@ -531,7 +651,7 @@ mod tests {
             identity_namespace: "ids",
             controllers_username: "system:serviceaccount:ns:r-controllers",
         });
-        assert_eq!(objects.len(), 6);
+        assert_eq!(objects.len(), 8);
         let p = &objects[2];
         assert_eq!(
             p["metadata"]["name"],
@@ -546,6 +666,40 @@ mod tests {
             json!(["persistentvolumeclaims/status"])
         );
         assert_eq!(objects[3]["spec"]["policyName"], p["metadata"]["name"]);
+    }
+
+    #[test]
+    fn the_pod_certificate_policy_matches_node_identities_and_the_controllers() {
+        let objects = objects(&Identity {
+            policy_name: "r-node-agent-node-restriction",
+            username: "system:serviceaccount:ns:r-node-agent",
+            lease_namespace: "leases",
+            identity_namespace: "ids",
+            controllers_username: "system:serviceaccount:ns:r-controllers",
+        });
+        let p = &objects[6];
+        assert_eq!(
+            p["metadata"]["name"],
+            "r-node-agent-node-restriction-pod-certificates"
+        );
+        assert_eq!(objects[7]["spec"]["policyName"], p["metadata"]["name"]);
+        assert_eq!(
+            p["spec"]["matchConstraints"]["resourceRules"][0]["resources"],
+            json!(["podcertificaterequests"])
+        );
+        let checks = p["spec"]["validations"].as_array().unwrap();
+        assert_eq!(
+            checks[0]["expression"],
+            "!(request.userInfo.username == 'system:serviceaccount:ns:r-controllers')"
+        );
+        for c in &checks[1..] {
+            assert!(
+                c["expression"].as_str().unwrap().starts_with(
+                    "request.userInfo.username == 'system:serviceaccount:ns:r-controllers' || ("
+                ),
+                "{c}"
+            );
+        }
     }
 
     #[test]

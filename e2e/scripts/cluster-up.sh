@@ -128,15 +128,28 @@ wait_for kube-apiserver 120 kubectl --kubeconfig "$KUBECONFIG_FILE" get --raw /r
 log "kube-apiserver ready in $((SECONDS - t0))s"
 
 # --- kube-controller-manager: only the controllers rekube relies on (cascading deletion
-# through ownerReferences, namespace deletion, service accounts). Its workload controllers
-# act on the built-in types only and stay off. Each controller runs under its own service
+# through ownerReferences, namespace deletion, service accounts, and the deletion of
+# PodCertificateRequests 15 minutes after their creation, which the podCertificate
+# source relies on as upstream's kubelet does: podcertificaterequest-cleaner-controller,
+# behind the PodCertificateRequest gate; docs/volumes.md). Its workload controllers act
+# on the built-in types only and stay off. Each controller runs under its own service
 # account and bootstrap role (--use-service-account-credentials), as in a real cluster.
+KCM_CONTROLLERS=(
+  garbagecollector
+  namespace
+  resourcequota
+  serviceaccount
+  serviceaccount-token
+  root-ca-cert-publisher
+  podcertificaterequest-cleaner-controller
+)
 t0=$SECONDS
 start kube-controller-manager "$K8S_BIN/kube-controller-manager" \
   --kubeconfig "$CLUSTER_DIR/controller-manager.kubeconfig" \
   --authentication-kubeconfig "$CLUSTER_DIR/controller-manager.kubeconfig" \
   --authorization-kubeconfig "$CLUSTER_DIR/controller-manager.kubeconfig" \
-  --controllers garbagecollector,namespace,resourcequota,serviceaccount,serviceaccount-token,root-ca-cert-publisher \
+  --controllers "$(IFS=,; echo "${KCM_CONTROLLERS[*]}")" \
+  --feature-gates PodCertificateRequest=true \
   --use-service-account-credentials=true \
   --service-account-private-key-file "$PKI/sa.key" \
   --root-ca-file "$PKI/ca.crt" \

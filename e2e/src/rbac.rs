@@ -123,6 +123,7 @@ impl Drop for ChartNodeRestriction {
                 &self.name,
                 &format!("{}-claim-status", self.name),
                 &format!("{}-tokens", self.name),
+                &format!("{}-pod-certificates", self.name),
                 "--ignore-not-found",
             ])
             .output();

@@ -107,12 +107,22 @@ fn pv_capacity(pv: &PersistentVolume) -> Option<String> {
         .map(|q| q.0.clone())
 }
 
-#[tokio::test]
-async fn claims_grow_offline_and_online_and_only_where_the_class_allows() {
-    if cannot_run_containers() {
-        return;
-    }
-    let ns = TestNamespace::new("csi-exp").await;
+/// What each test runs: the controllers that bind claims, rekube-csi (`--capacity`) with
+/// its provisioner and resizer, and a real agent using the driver, its node Ready. The
+/// bindings are declared in this order so that they drop in the reverse one (the agent
+/// first, the namespace last).
+struct Stack {
+    ns: TestNamespace,
+    dir: std::path::PathBuf,
+    node: String,
+    driver_name: String,
+    _controllers: ControllerProcess,
+    driver: CsiDriverProcess,
+    agent: AgentProcess,
+}
+
+async fn start_stack(prefix: &str, capacity: &str) -> Stack {
+    let ns = TestNamespace::new(prefix).await;
     let _controllers = ControllerProcess::start(
         &ns.name,
         &[
@@ -122,13 +132,37 @@ async fn claims_grow_offline_and_online_and_only_where_the_class_allows() {
     let node = ns.cluster_name("n");
     let dir = std::env::temp_dir().join(format!("rekube-e2e-csi-{}", ns.name));
     let driver_name = create_csi_driver(&ns, false).await;
-    // Three 64 MiB volumes, two of them grown to 128 MiB.
-    let mut driver = CsiDriverProcess::start(&dir, &driver_name, &node, &["--capacity", "512Mi"]);
+    let mut driver = CsiDriverProcess::start(&dir, &driver_name, &node, &["--capacity", capacity]);
     driver.start_provisioner(&node, &format!("{SCOPE_LABEL}={}", ns.name));
     driver.start_sidecar("resizer", &["--node-id", &node]);
-    let socket_flag = driver.agent_flag();
-    let agent = AgentProcess::start_real(&ns, "n", &["--csi-driver", &socket_flag]);
+    let agent = AgentProcess::start_real(&ns, "n", &["--csi-driver", &driver.agent_flag()]);
     agent.wait_node_ready(&ns.client, T).await;
+    Stack {
+        ns,
+        dir,
+        node,
+        driver_name,
+        _controllers,
+        driver,
+        agent,
+    }
+}
+
+#[tokio::test]
+async fn claims_grow_offline_and_online_and_only_where_the_class_allows() {
+    if cannot_run_containers() {
+        return;
+    }
+    // Three 64 MiB volumes, two of them grown to 128 MiB.
+    let Stack {
+        ns,
+        dir,
+        node,
+        driver_name,
+        _controllers,
+        driver,
+        agent,
+    } = start_stack("csi-exp", "512Mi").await;
     for (name, expand) in [("grows", true), ("fixed", false)] {
         ns.create(json!({"apiVersion": "rekube.io/v1", "kind": "StorageClass",
             "metadata": {"name": name}, "provisioner": driver_name,
@@ -672,22 +706,15 @@ async fn an_xfs_claim_grows_online_in_its_running_pod() {
     if cannot_run_containers() {
         return;
     }
-    let ns = TestNamespace::new("csi-xfs").await;
-    let _controllers = ControllerProcess::start(
-        &ns.name,
-        &[
-            "--controllers=scheduler,persistentvolume-binder,persistentvolumeclaim-protection,persistentvolume-protection",
-        ],
-    );
-    let node = ns.cluster_name("n");
-    let dir = std::env::temp_dir().join(format!("rekube-e2e-csi-{}", ns.name));
-    let driver_name = create_csi_driver(&ns, false).await;
-    let mut driver = CsiDriverProcess::start(&dir, &driver_name, &node, &["--capacity", "1Gi"]);
-    driver.start_provisioner(&node, &format!("{SCOPE_LABEL}={}", ns.name));
-    driver.start_sidecar("resizer", &["--node-id", &node]);
-    let socket_flag = driver.agent_flag();
-    let agent = AgentProcess::start_real(&ns, "n", &["--csi-driver", &socket_flag]);
-    agent.wait_node_ready(&ns.client, T).await;
+    let Stack {
+        ns,
+        dir,
+        node,
+        driver_name,
+        _controllers,
+        driver,
+        agent,
+    } = start_stack("csi-xfs", "1Gi").await;
     ns.create(json!({"apiVersion": "rekube.io/v1", "kind": "StorageClass",
         "metadata": {"name": "xfs"}, "provisioner": driver_name,
         "volumeBindingMode": "WaitForFirstConsumer", "reclaimPolicy": "Delete",

@@ -265,6 +265,60 @@ fn check_credential(key_pem: &str, chain_pem: &str, ca: &TestCa, pod: &str, ns: 
     );
 }
 
+/// Where a P-256 PKCS#8 key (RFC 5915 inside RFC 5208) holds its private scalar: after
+/// `SEQUENCE { INTEGER 0, SEQUENCE { ecPublicKey, prime256v1 }, OCTET STRING { SEQUENCE {
+/// INTEGER 1, OCTET STRING (32)` — bytes 36..68, announced by `04 20` at 34.
+const P256_PKCS8_SCALAR: std::ops::Range<usize> = 36..68;
+/// Where an Ed25519 PKCS#8 key (RFC 8410) holds its seed: bytes 16..48, announced by
+/// `04 20` at 14.
+const ED25519_PKCS8_SEED: std::ops::Range<usize> = 16..48;
+
+/// Asserts the secret bytes `der[secret]` of a PKCS#8 key appear in `logs` neither in
+/// base64 (alone, or as the key's PEM body carries them, line by line) nor in hex.
+fn assert_secret_not_logged(logs: &str, der: &[u8], secret: std::ops::Range<usize>, what: &str) {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    assert_eq!(
+        &der[secret.start - 2..secret.start],
+        &[0x04, 0x20],
+        "{what}: a 32-byte OCTET STRING at {secret:?}"
+    );
+    let bytes = &der[secret.clone()];
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let mut needles = vec![
+        b64.encode(bytes),
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes),
+        hex.clone(),
+        hex.to_uppercase(),
+    ];
+    // The PEM body's characters that encode only secret bytes, cut at its 64-character
+    // lines.
+    let body = b64.encode(der);
+    let (from, to) = (secret.start.div_ceil(3) * 4, secret.end / 3 * 4);
+    let mut at = from;
+    while at < to {
+        let end = to.min((at / 64 + 1) * 64);
+        if end - at >= 12 {
+            needles.push(body[at..end].to_string());
+        }
+        at = end;
+    }
+    for n in needles {
+        assert!(
+            !logs.contains(&n),
+            "{what}'s secret in the agent's log ({n})"
+        );
+    }
+}
+
+/// Whether request `r` carries a Denied condition with `reason`.
+fn pod_certificate_outcome_is_denied(r: &PodCertificateRequest, reason: &str) -> bool {
+    r.status
+        .iter()
+        .flat_map(|s| s.conditions.iter().flatten())
+        .any(|c| c.type_ == "Denied" && c.reason == reason)
+}
+
 async fn running(pods: &Api<Pod>, name: &str, agent: &AgentProcess) -> Pod {
     wait_until(&format!("pod {name} running"), T, || async {
         let p = pods.get(name).await.map_err(|e| e.to_string())?;
@@ -494,17 +548,107 @@ async fn pods_get_certificates_from_a_signer_for_their_projected_pod_certificate
         "cannot create resource \"podcertificaterequests\"",
     );
 
+    // The node restriction policy (upstream's NodeRestriction admitPodCertificateRequest):
+    // the node's own request passes; one naming another ServiceAccount, another node, a
+    // pod not of the node or an owner that is not the pod is refused; rekube-controllers
+    // may create none.
+    let mine: Api<PodCertificateRequest> = Api::namespaced(as_node.clone(), &ns.name);
+    let legit = {
+        let of_bundle = pcrs
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .find(|r| r.spec.pod_name == "bundle")
+            .unwrap();
+        let mut r = of_bundle.clone();
+        r.metadata = serde_json::from_value(json!({"generateName": "req-",
+            "ownerReferences": of_bundle.metadata.owner_references}))
+        .unwrap();
+        r.status = None;
+        r
+    };
+    mine.create(&dry_run, &legit)
+        .await
+        .expect("the node's own request");
+    let not_running = format!(
+        "pod \"{}/elsewhere\" is not running on node \"{node}\" named in the PodCertificateRequest",
+        ns.name
+    );
+    let with = |f: &dyn Fn(&mut PodCertificateRequest)| {
+        let mut r = legit.clone();
+        f(&mut r);
+        r
+    };
+    for (what, request, message) in [
+        (
+            "a request naming a ServiceAccount of none of the node's podCertificate pods",
+            with(&|r| r.spec.service_account_name = "default".into()),
+            "contains serviceAccountName (\"default\") that is the service account of no \
+             podCertificate pod of node",
+        ),
+        (
+            "a request naming another node",
+            with(&|r| r.spec.node_name = "elsewhere".into()),
+            "PodCertificateRequest.Spec.NodeName=\"elsewhere\", which is not the requesting node",
+        ),
+        (
+            "a request for a pod not of the node",
+            with(&|r| {
+                r.spec.pod_name = "elsewhere".into();
+                r.metadata.owner_references.as_mut().unwrap()[0].name = "elsewhere".into();
+            }),
+            not_running.as_str(),
+        ),
+        (
+            "a request whose pod UID is not its owner's",
+            with(&|r| r.spec.pod_uid = "00000000-0000-0000-0000-000000000000".into()),
+            "must have exactly one owner reference",
+        ),
+        (
+            "a request owned by nothing",
+            with(&|r| r.metadata.owner_references = None),
+            "must have exactly one owner reference",
+        ),
+    ] {
+        refused(what, mine.create(&dry_run, &request).await, message);
+    }
+    let controllers_token = rbac::service_account_token(&ns, &controllers_sa, None);
+    let as_controllers = rbac::token_client(&ns, &controllers_sa, &controllers_token).await;
+    refused(
+        "rekube-controllers creating a request",
+        Api::<PodCertificateRequest>::namespaced(as_controllers, &ns.name)
+            .create(&dry_run, &legit)
+            .await,
+        "rekube-controllers may not create PodCertificateRequests",
+    );
+
     // The denied pod waits with upstream's message.
     let events: Api<Event> = Api::namespaced(ns.client.clone(), &ns.name);
     let want = "MountVolume.SetUp failed for volume \"cert\" : PodCertificateRequest was \
                 permanently denied: reason=\"TestDenied\" message=\"the test signer denies pod denied\"";
+    // The set-up does not wait for the signer: its first failure is upstream's "not
+    // issued yet", and kube's event recorder keeps a series' first note (its series key
+    // has no note), so the denied message is the event's only when the request was
+    // denied before the pod's first set-up read it. The request's Denied condition says
+    // the rest.
+    let not_issued = "MountVolume.SetUp failed for volume \"cert\" : credential bundle is not \
+                      issued yet";
     wait_until("the denied pod's FailedMount", T, || async {
         let notes = event_notes(&events, Some("Pod"), "denied", "FailedMount").await;
-        notes
+        let denied = pcrs
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| e.to_string())?
+            .items
             .iter()
-            .any(|n| n == want)
+            .any(|r| {
+                r.spec.pod_name == "denied" && pod_certificate_outcome_is_denied(r, "TestDenied")
+            });
+        (notes.iter().any(|n| n == want) || (denied && notes.iter().any(|n| n == not_issued)))
             .then_some(())
-            .ok_or_else(|| format!("{notes:?}\n{}", agent.logs()))
+            .ok_or_else(|| format!("{notes:?} (denied: {denied})\n{}", agent.logs()))
     })
     .await;
     let waiting = pods.get("denied").await.unwrap();
@@ -513,16 +657,13 @@ async fn pods_get_certificates_from_a_signer_for_their_projected_pod_certificate
         Some("Pending")
     );
 
-    // No private key in the agent's log.
-    let key_body = pem_blocks(&key_pem)[0].1.clone();
-    let key_b64 = {
-        use base64::Engine;
-        base64::engine::general_purpose::STANDARD.encode(&key_body)
-    };
-    assert!(
-        !agent.logs().contains(&key_b64[..40]),
-        "a key in the agent's log"
-    );
+    // No private key in the agent's log: the secret bytes of both keys (the P-256 scalar,
+    // the Ed25519 seed; not the PKCS#8 headers, which are the same for every key).
+    let logs = agent.logs();
+    let separate_key = pem_blocks(&key_pem)[0].1.clone();
+    let bundle_key = pem_blocks(&bundle_text)[0].1.clone();
+    assert_secret_not_logged(&logs, &separate_key, P256_PKCS8_SCALAR, "the P-256 key");
+    assert_secret_not_logged(&logs, &bundle_key, ED25519_PKCS8_SEED, "the Ed25519 key");
 
     // The pods deleted: the garbage collector deletes their requests.
     delete_all_pods_and_check_leftovers(&pods, &agent, T).await;

@@ -23,7 +23,10 @@
 //! PodCertificateRequests name) and `create` and `get` on podcertificaterequests in the
 //! namespace (upstream's system:node role has create, get, list and watch everywhere,
 //! narrowed by its authorizer to the node's requests; RBAC cannot name requests made
-//! with generated names, and they hold public keys and certificates only).
+//! with generated names, and they hold public keys and certificates only), and `get` on
+//! those pods by name: the node restriction policy
+//! (`rekube_crds::node_restriction`) asks the authorizer whether a request's pod and
+//! ServiceAccount are the node's, as upstream's NodeRestriction reads them.
 use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -50,6 +53,10 @@ pub struct Grant {
     /// The ServiceAccounts of the node's pods that project a podCertificate: `get` on
     /// them, and `create` and `get` on podcertificaterequests in the namespace.
     pub pod_certificate_service_accounts: BTreeSet<String>,
+    /// The node's pods that project a podCertificate: `get` on them (rekube.io pods, by
+    /// name), which the node restriction policy checks a PodCertificateRequest's pod
+    /// against (the pod must be one of the node's: upstream's NodeRestriction).
+    pub pod_certificate_pods: BTreeSet<String>,
 }
 
 impl Grant {
@@ -59,6 +66,7 @@ impl Grant {
             && self.claims.is_empty()
             && self.token_service_accounts.is_empty()
             && self.pod_certificate_service_accounts.is_empty()
+            && self.pod_certificate_pods.is_empty()
     }
 }
 
@@ -102,6 +110,7 @@ pub fn node_grants<'a>(
             grant
                 .pod_certificate_service_accounts
                 .insert(service_account_name(spec));
+            grant.pod_certificate_pods.insert(name.to_string());
         }
         if grant.is_empty() {
             continue;
@@ -114,6 +123,7 @@ pub fn node_grants<'a>(
             .extend(grant.token_service_accounts);
         g.pod_certificate_service_accounts
             .extend(grant.pod_certificate_service_accounts);
+        g.pod_certificate_pods.extend(grant.pod_certificate_pods);
     }
     out
 }
@@ -192,7 +202,8 @@ fn get_rule(api_group: &str, resource: &str, names: &BTreeSet<String>) -> Policy
 /// ConfigMaps, then on the named rekube.io PersistentVolumeClaims and `update`/`patch` of
 /// their status; then `create` on the
 /// `token` subresource of the named ServiceAccounts; then, for podCertificate pods, `get`
-/// on their ServiceAccounts and `create` and `get` on podcertificaterequests.
+/// on their ServiceAccounts and `create` and `get` on podcertificaterequests, and `get`
+/// on those pods by name.
 pub fn role_rules(grant: &Grant) -> Vec<PolicyRule> {
     let mut rules = Vec::new();
     if !grant.secrets.is_empty() {
@@ -235,6 +246,9 @@ pub fn role_rules(grant: &Grant) -> Vec<PolicyRule> {
             verbs: vec!["create".into(), "get".into()],
             ..Default::default()
         });
+    }
+    if !grant.pod_certificate_pods.is_empty() {
+        rules.push(get_rule(GROUP, "pods", &grant.pod_certificate_pods));
     }
     rules
 }
@@ -521,9 +535,24 @@ mod tests {
         .unwrap();
         let got = node_grants("n1", [&p]);
         assert_eq!(got["a"].pod_certificate_service_accounts, names(&["app"]));
+        assert_eq!(got["a"].pod_certificate_pods, names(&["p"]));
         assert!(got["a"].token_service_accounts.is_empty() && got["a"].secrets.is_empty());
         let rules = role_rules(&got["a"]);
-        assert_eq!(rules.len(), 2);
+        assert_eq!(rules.len(), 3);
+        assert_eq!(
+            (
+                rules[2].api_groups.as_deref(),
+                rules[2].resources.as_deref(),
+                rules[2].resource_names.as_deref(),
+                rules[2].verbs.as_slice()
+            ),
+            (
+                Some(&[GROUP.to_string()][..]),
+                Some(&["pods".to_string()][..]),
+                Some(&["p".to_string()][..]),
+                &["get".to_string()][..]
+            )
+        );
         assert_eq!(
             rules[0].resources.as_deref(),
             Some(&["serviceaccounts".to_string()][..])
@@ -739,6 +768,7 @@ mod tests {
             claims: names(&["pvc"]),
             token_service_accounts: names(&["sa"]),
             pod_certificate_service_accounts: names(&["sa"]),
+            pod_certificate_pods: names(&["p"]),
         };
         let resources: Vec<_> = role_rules(&g)
             .into_iter()
@@ -755,6 +785,7 @@ mod tests {
                 (v(""), v("serviceaccounts/token")),
                 (v(""), v("serviceaccounts")),
                 (v("certificates.k8s.io"), v("podcertificaterequests")),
+                (v(GROUP), v("pods")),
             ]
         );
     }

@@ -7,9 +7,14 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-/// The crate's directory (`csi/`), this generator's parent.
+/// The crate's directory (`csi/`), this generator's parent: from the `CARGO_MANIFEST_DIR`
+/// that `cargo run` sets for this run (a binary built in another checkout of the same
+/// target directory is reused by cargo, and its compile-time path would name that
+/// checkout), else the compile-time one.
 fn csi_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
         .parent()
         .expect("csi/gen has a parent")
         .to_path_buf()

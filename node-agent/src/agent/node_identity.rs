@@ -300,7 +300,12 @@ impl NodeReader {
         self.as_node(|client| async move {
             let api =
                 Api::<k8s_openapi::api::certificates::v1beta1::ClusterTrustBundle>::all(client);
-            match api.list(&kube::api::ListParams::default()).await {
+            // resourceVersion=0: served from the apiserver's watch cache, not etcd (it is
+            // read at each set-up of each such volume).
+            match api
+                .list(&kube::api::ListParams::default().match_any())
+                .await
+            {
                 Ok(list) => Ok(Some(list.items)),
                 Err(kube::Error::Api(s)) if s.code == 404 => Ok(None),
                 Err(e) => Err(e),

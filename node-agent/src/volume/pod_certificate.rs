@@ -300,6 +300,10 @@ pub struct Issued {
     pub not_after: Timestamp,
 }
 
+/// The reason of the failure [`outcome`] reports for an Issued request missing
+/// `beginRefreshAt` or `notAfter`.
+pub const ISSUED_WITHOUT_TIMES: &str = "IssuedWithoutTimes";
+
 pub fn outcome(pcr: &PodCertificateRequest) -> Outcome {
     let Some(status) = &pcr.status else {
         return Outcome::Pending;
@@ -319,15 +323,25 @@ pub fn outcome(pcr: &PodCertificateRequest) -> Outcome {
                 };
             }
             CONDITION_ISSUED => {
-                let at = |t: &Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>| {
-                    t.as_ref().map(|t| t.0).unwrap_or_default()
+                // The apiserver's validation requires both times on an issued request;
+                // without them there is no refresh time (not the epoch: a request at
+                // every sync), so the issuance counts as failed.
+                let (Some(begin_refresh_at), Some(not_after)) =
+                    (&status.begin_refresh_at, &status.not_after)
+                else {
+                    return Outcome::Failed {
+                        reason: ISSUED_WITHOUT_TIMES.into(),
+                        message: "the request is Issued without status.beginRefreshAt or \
+                                  status.notAfter"
+                            .into(),
+                    };
                 };
                 return Outcome::Issued(Issued {
                     certificate_chain: clean_certificate_chain(
                         status.certificate_chain.as_deref().unwrap_or_default(),
                     ),
-                    begin_refresh_at: at(&status.begin_refresh_at),
-                    not_after: at(&status.not_after),
+                    begin_refresh_at: begin_refresh_at.0,
+                    not_after: not_after.0,
                 });
             }
             _ => {}
@@ -756,6 +770,18 @@ mod tests {
         assert_eq!(issued.certificate_chain, clean_certificate_chain(CHAIN));
         assert_eq!(issued.begin_refresh_at, ts("2026-01-01T12:00:00Z"));
         assert_eq!(issued.not_after, ts("2026-01-02T00:00:00Z"));
+        // Issued without a refresh time or an expiry: a failed issuance, not the epoch.
+        for strip in [
+            (|s: &mut PodCertificateRequestStatus| s.begin_refresh_at = None)
+                as fn(&mut PodCertificateRequestStatus),
+            |s| s.not_after = None,
+        ] {
+            let mut r = pcr(&[("Issued", "Issued", "")], Some(CHAIN));
+            strip(r.status.as_mut().unwrap());
+            assert!(
+                matches!(outcome(&r), Outcome::Failed { reason, .. } if reason == ISSUED_WITHOUT_TIMES)
+            );
+        }
     }
 
     #[test]

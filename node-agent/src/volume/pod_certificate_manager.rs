@@ -4,9 +4,10 @@
 //!
 //! Where upstream runs a work queue fed by a PodCertificateRequest informer, rekube steps
 //! a source's state when its volume is set up (every sync of a running pod, as the token
-//! manager): no request yet → a key and a request created as the node; a request in flight
-//! → read it, waiting a moment for issuance; issued → the credential served until its
-//! `beginRefreshAt` (plus upstream's jitter of up to five minutes), then a refresh request
+//! manager): no request yet → a key and a request created as the node (at most one per
+//! projection every [`MIN_CREATE_INTERVAL`]); a request in flight → read it, without
+//! waiting (not issued yet: upstream's error, the set-up retried with back-off); issued →
+//! the credential served until its `beginRefreshAt` (plus upstream's jitter of up to five minutes), then a refresh request
 //! while the old credential is still served; denied or failed → that error for good (the
 //! pod waits with FailedMount, as upstream's). A request that disappears is forgotten and
 //! made again. A pod's entries go when its volumes are torn down ([`Self::forget_pod`]).
@@ -27,10 +28,10 @@ use super::pod_certificate::{
     self, Action, CredState, Credentials, RequestFor, after_create, apply_outcome, next_action,
 };
 
-/// How long a set-up waits for a new request to be issued before it fails (and is tried
-/// again by the reconciler): a signer answering at once mounts on the first try.
-const ISSUANCE_WAIT: Duration = Duration::from_secs(5);
-const ISSUANCE_POLL: Duration = Duration::from_millis(250);
+/// The least time between two requests created for one projection (rekube's: a signer
+/// whose `beginRefreshAt` is already past, or requests deleted as they are made, would
+/// otherwise have one created at every sync of the pod).
+const MIN_CREATE_INTERVAL: Duration = Duration::from_secs(30);
 /// upstream's `jitterDuration`: up to five minutes added to `beginRefreshAt`.
 const MAX_REFRESH_JITTER_SECS: u64 = 5 * 60;
 
@@ -42,7 +43,14 @@ struct ProjectionKey {
     source_index: usize,
 }
 
-type Record = Arc<tokio::sync::Mutex<Option<CredState>>>;
+/// A projection's state and when its last request was created.
+#[derive(Default)]
+struct ProjectionRecord {
+    state: Option<CredState>,
+    last_create: Option<std::time::Instant>,
+}
+
+type Record = Arc<tokio::sync::Mutex<ProjectionRecord>>;
 
 #[derive(Default)]
 pub struct PodCertificateManager {
@@ -89,105 +97,98 @@ impl PodCertificateManager {
                 source_index: i,
             };
             let record = self.record(key);
-            let mut state = record.lock().await;
+            let mut record = record.lock().await;
             let got = match self
-                .handle_projection(reader, pod, projection, &mut state)
+                .handle_projection(reader, pod, projection, &mut record)
                 .await
             {
-                Ok(()) => pod_certificate::credential(state.as_ref()),
+                Ok(()) => pod_certificate::credential(record.state.as_ref()),
                 // A failed step keeps serving a fresh credential (a refresh that could
                 // not be asked for yet), as upstream's state stays.
-                Err(e) => pod_certificate::credential(state.as_ref()).map_err(|_| e),
+                Err(e) => pod_certificate::credential(record.state.as_ref()).map_err(|_| e),
             };
             out.insert(i, got);
         }
         out
     }
 
-    /// Upstream `handleProjection`, stepped until it has nothing more to ask now.
+    /// Upstream `handleProjection`: at most one request created (initial, or the fresh
+    /// credential's refresh) and the request in flight read once; never a wait for the
+    /// signer (the volume's set-up fails with [`pod_certificate::NOT_ISSUED_YET`] and is
+    /// retried with back-off, and every sync of the pod steps the source again).
     async fn handle_projection<R: ObjectReader>(
         &self,
         reader: &R,
         pod: &Pod,
         projection: &k8s_openapi::api::core::v1::PodCertificateProjection,
-        state: &mut Option<CredState>,
+        record: &mut ProjectionRecord,
     ) -> Result<(), String> {
         let namespace = pod.metadata.namespace.as_deref().unwrap_or_default();
-        let deadline = tokio::time::Instant::now() + ISSUANCE_WAIT;
-        loop {
-            match next_action(state.as_ref(), Timestamp::now()) {
-                Action::Serve => return Ok(()),
-                Action::Create => {
-                    let refresh = state.is_some();
-                    let (key_pem, name) =
-                        create_request(reader, pod, projection).await.map_err(|e| {
-                            let which = if refresh { "refresh" } else { "initial" };
-                            format!("while creating {which} PodCertificateRequest: {e}")
-                        })?;
-                    tracing::info!(pod = %format!("{namespace}/{}", pod.metadata.name.as_deref().unwrap_or_default()),
-                        request = %format!("{namespace}/{name}"), "created a PodCertificateRequest");
-                    *state = Some(after_create(state.take(), key_pem, name));
-                }
-                Action::Check(name) => {
-                    let pcr = reader
-                        .pod_certificate_request(namespace, &name)
-                        .await
-                        .map_err(|e| {
-                            format!(
-                                "while getting PodCertificateRequest \"{namespace}/{name}\": {e}"
-                            )
-                        })?;
-                    let Some(pcr) = pcr else {
-                        // Forget the request in flight: the next step makes another.
-                        *state = match state.take() {
-                            Some(CredState::Fresh {
-                                credential,
-                                begin_refresh_at,
-                                not_after,
-                                ..
-                            }) => Some(CredState::Fresh {
-                                credential,
-                                begin_refresh_at,
-                                not_after,
-                                refresh: None,
-                            }),
-                            _ => None,
-                        };
-                        return Err(format!(
-                            "PodCertificateRequest \"{namespace}/{name}\" appears to have been deleted"
-                        ));
-                    };
-                    let before = state.take().expect("a request in flight has a state");
-                    let refreshing = matches!(before, CredState::Fresh { .. });
-                    let mut after = apply_outcome(before, pod_certificate::outcome(&pcr));
-                    let pending = matches!(&after, CredState::Wait { .. })
-                        || matches!(
-                            &after,
-                            CredState::Fresh {
-                                refresh: Some(_),
-                                ..
-                            }
-                        );
-                    if let CredState::Fresh {
-                        begin_refresh_at,
-                        refresh: None,
-                        ..
-                    } = &mut after
-                    {
-                        *begin_refresh_at = begin_refresh_at
-                            .checked_add(refresh_jitter())
-                            .unwrap_or(*begin_refresh_at);
-                    }
-                    *state = Some(after);
-                    // A refresh in flight does not hold the mount up: the old credential
-                    // is served meanwhile.
-                    if !pending || refreshing || tokio::time::Instant::now() >= deadline {
-                        return Ok(());
-                    }
-                    tokio::time::sleep(ISSUANCE_POLL).await;
-                }
+        if next_action(record.state.as_ref(), Timestamp::now()) == Action::Create {
+            let refresh = record.state.is_some();
+            let which = if refresh { "refresh" } else { "initial" };
+            if let Some(last) = record.last_create
+                && last.elapsed() < MIN_CREATE_INTERVAL
+            {
+                return Err(format!(
+                    "while creating {which} PodCertificateRequest: the last one was created {}s \
+                     ago, less than the minimum interval of {}s",
+                    last.elapsed().as_secs(),
+                    MIN_CREATE_INTERVAL.as_secs()
+                ));
             }
+            let (key_pem, name) = create_request(reader, pod, projection)
+                .await
+                .map_err(|e| format!("while creating {which} PodCertificateRequest: {e}"))?;
+            record.last_create = Some(std::time::Instant::now());
+            tracing::info!(pod = %format!("{namespace}/{}", pod.metadata.name.as_deref().unwrap_or_default()),
+                request = %format!("{namespace}/{name}"), "created a PodCertificateRequest");
+            record.state = Some(after_create(record.state.take(), key_pem, name));
         }
+        let Action::Check(name) = next_action(record.state.as_ref(), Timestamp::now()) else {
+            return Ok(());
+        };
+        let state = &mut record.state;
+        let pcr = reader
+            .pod_certificate_request(namespace, &name)
+            .await
+            .map_err(|e| {
+                format!("while getting PodCertificateRequest \"{namespace}/{name}\": {e}")
+            })?;
+        let Some(pcr) = pcr else {
+            // Forget the request in flight: the next step makes another.
+            *state = match state.take() {
+                Some(CredState::Fresh {
+                    credential,
+                    begin_refresh_at,
+                    not_after,
+                    ..
+                }) => Some(CredState::Fresh {
+                    credential,
+                    begin_refresh_at,
+                    not_after,
+                    refresh: None,
+                }),
+                _ => None,
+            };
+            return Err(format!(
+                "PodCertificateRequest \"{namespace}/{name}\" appears to have been deleted"
+            ));
+        };
+        let before = state.take().expect("a request in flight has a state");
+        let mut after = apply_outcome(before, pod_certificate::outcome(&pcr));
+        if let CredState::Fresh {
+            begin_refresh_at,
+            refresh: None,
+            ..
+        } = &mut after
+        {
+            *begin_refresh_at = begin_refresh_at
+                .checked_add(refresh_jitter())
+                .unwrap_or(*begin_refresh_at);
+        }
+        *state = Some(after);
+        Ok(())
     }
 }
 

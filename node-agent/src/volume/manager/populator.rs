@@ -396,48 +396,6 @@ mod tests {
     /// and the other volumes are added; a volume no container mounts is left alone.
     #[tokio::test]
     async fn unsupported_volumes_are_errors_of_the_pod() {
-        struct NoApi;
-        impl ObjectReader for NoApi {
-            async fn config_map(
-                &self,
-                _: &str,
-                _: &str,
-            ) -> Result<Option<k8s_openapi::api::core::v1::ConfigMap>, String> {
-                Ok(None)
-            }
-            async fn secret(
-                &self,
-                _: &str,
-                _: &str,
-            ) -> Result<Option<k8s_openapi::api::core::v1::Secret>, String> {
-                Ok(None)
-            }
-            async fn persistent_volume_claim(
-                &self,
-                _: &str,
-                _: &str,
-            ) -> Result<Option<rekube_crds::PersistentVolumeClaim>, String> {
-                Ok(None)
-            }
-            async fn persistent_volume(
-                &self,
-                _: &str,
-            ) -> Result<Option<rekube_crds::PersistentVolume>, String> {
-                Ok(None)
-            }
-            async fn csi_driver(&self, _: &str) -> Result<Option<rekube_crds::CSIDriver>, String> {
-                Ok(None)
-            }
-            async fn volume_attachment(
-                &self,
-                _: &str,
-            ) -> Result<Option<rekube_crds::VolumeAttachment>, String> {
-                Ok(None)
-            }
-            async fn volumes_attached(&self) -> Result<Vec<String>, String> {
-                Ok(Vec::new())
-            }
-        }
         let p = pod(
             "u",
             json!({"spec": {
@@ -452,7 +410,7 @@ mod tests {
                 {"name": "data", "persistentVolumeClaim": {"claimName": "missing"}}
             ]}}),
         );
-        let out = process_pod_volumes(&p, &NoApi).await;
+        let out = process_pod_volumes(&p, &super::populator_tests::FakeReader::default()).await;
         assert_eq!(
             out.specs
                 .iter()

@@ -46,7 +46,7 @@ use crate::volume::pod_dirs::{LOCAL_PLUGIN, PodDirs};
 /// The fake API client: claims by namespace and name, volumes by name; an empty one
 /// finds nothing (upstream's `pluginPVOmittingClient`).
 #[derive(Default)]
-struct FakeReader {
+pub(super) struct FakeReader {
     claims: BTreeMap<(String, String), PersistentVolumeClaim>,
     volumes: BTreeMap<String, PersistentVolume>,
 }
