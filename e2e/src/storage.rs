@@ -207,6 +207,28 @@ pub fn csi_binary() -> PathBuf {
     bin
 }
 
+/// What a storage test asserts at its end: no image or record left in the driver's state
+/// directory, no loop device backed under `dir` (the test's directory of the driver), and
+/// no mount under it nor under the agent's root directory.
+pub fn assert_no_storage_left(driver_state: &Path, dir: &Path, agent_root: &Path) {
+    assert_eq!(
+        files_under(driver_state),
+        Vec::<PathBuf>::new(),
+        "no image or record left"
+    );
+    assert_eq!(loops_under(dir), Vec::new(), "no loop device");
+    assert_eq!(
+        mounts_under(dir),
+        Vec::<String>::new(),
+        "no mount of the driver's"
+    );
+    assert_eq!(
+        mounts_under(agent_root),
+        Vec::<String>::new(),
+        "no mount of the agent's"
+    );
+}
+
 /// The regular files under `dir`, recursively.
 pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();

@@ -29,7 +29,6 @@
 //! CAP_SYS_ADMIN only, so here, on every machine, a 320Mi claim grown to 640Mi under its
 //! running pod is seen by that pod's `df` without a restart, and the claim ends as
 //! upstream's kubelet leaves it.
-use std::path::PathBuf;
 use std::time::Duration;
 
 use k8s_openapi::api::events::v1::Event;
@@ -40,8 +39,8 @@ use rekube_e2e::agent::{AgentProcess, cannot_run_containers, wait_pod_succeeded}
 use rekube_e2e::controllers::ControllerProcess;
 use rekube_e2e::nodes::SCOPE_LABEL;
 use rekube_e2e::storage::{
-    CsiDriverProcess, MIB, create_csi_driver, delete_test_volumes, event_notes, files_under,
-    loops_under, mounts_under,
+    CsiDriverProcess, MIB, assert_no_storage_left, create_csi_driver, delete_test_volumes,
+    event_notes, files_under,
 };
 use rekube_e2e::{TestNamespace, wait_until};
 use serde_json::json;
@@ -675,22 +674,7 @@ async fn claims_grow_offline_and_online_and_only_where_the_class_allows() {
         })
         .await
         .unwrap_or_else(|e| panic!("DeleteVolume of the static volume: {e}"));
-    assert_eq!(
-        files_under(&driver.state),
-        Vec::<PathBuf>::new(),
-        "no image or record left"
-    );
-    assert_eq!(loops_under(&dir), Vec::new(), "no loop device");
-    assert_eq!(
-        mounts_under(&dir),
-        Vec::<String>::new(),
-        "no mount of the driver's"
-    );
-    assert_eq!(
-        mounts_under(&agent.root),
-        Vec::<String>::new(),
-        "no mount of the agent's"
-    );
+    assert_no_storage_left(&driver.state, &dir, &agent.root);
     delete_test_volumes(&ns).await;
 }
 
@@ -914,20 +898,5 @@ async fn an_xfs_claim_grows_online_in_its_running_pod() {
     })
     .await;
     delete_test_volumes(&ns).await;
-    assert_eq!(
-        files_under(&driver.state),
-        Vec::<PathBuf>::new(),
-        "no image or record left"
-    );
-    assert_eq!(loops_under(&dir), Vec::new(), "no loop device");
-    assert_eq!(
-        mounts_under(&dir),
-        Vec::<String>::new(),
-        "no mount of the driver's"
-    );
-    assert_eq!(
-        mounts_under(&agent.root),
-        Vec::<String>::new(),
-        "no mount of the agent's"
-    );
+    assert_no_storage_left(&driver.state, &dir, &agent.root);
 }

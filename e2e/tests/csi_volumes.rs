@@ -14,7 +14,7 @@
 //! have waiting with upstream's FailedMount; afterwards nothing is left: no mount under the
 //! agent's root or the driver's directory (NodeUnpublish and NodeUnstage were called), no
 //! loop device on the image, and after DeleteVolume no image.
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -28,8 +28,8 @@ use rekube_e2e::agent::{
 use rekube_e2e::controllers::ControllerProcess;
 use rekube_e2e::nodes::SCOPE_LABEL;
 use rekube_e2e::storage::{
-    CsiDriverProcess, MIB, create_csi_driver, delete_test_volumes, files_under, loops_under,
-    mounts_under, static_csi_volume_and_claim,
+    CsiDriverProcess, MIB, assert_no_storage_left, create_csi_driver, delete_test_volumes,
+    files_under, loops_under, mounts_under, static_csi_volume_and_claim,
 };
 use rekube_e2e::{TestNamespace, wait_until};
 use serde_json::json;
@@ -478,21 +478,6 @@ async fn a_provisioned_volume_is_used_and_deleted_with_its_claim() {
         }
     })
     .await;
-    assert_eq!(
-        files_under(&driver.state),
-        Vec::<PathBuf>::new(),
-        "the image file and the volume's record are gone"
-    );
-    assert_eq!(loops_under(&dir), Vec::new(), "no loop device");
-    assert_eq!(
-        mounts_under(&dir),
-        Vec::<String>::new(),
-        "no mount of the driver's"
-    );
-    assert_eq!(
-        mounts_under(&agent.root),
-        Vec::<String>::new(),
-        "no mount of the agent's"
-    );
+    assert_no_storage_left(&driver.state, &dir, &agent.root);
     delete_test_volumes(&ns).await;
 }
