@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Run rekube-controllers in the background against the local cluster's `default` namespace
-# (what `just up` shows; the e2e tests run their own controllers in their own namespaces).
+# Run rekube-controllers in the background against the local cluster, watching every
+# namespace as an installed rekube does (what `just up` shows; the e2e tests, which refuse
+# to run beside `just up`, start their own controllers scoped to their own namespaces).
 # Idempotent; cluster-down stops it. Log: $CLUSTER_DIR/logs/rekube-controllers.log
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -12,7 +13,7 @@ if [ -f "$PIDS/rekube-controllers.pid" ] && kill -0 "$(cat "$PIDS/rekube-control
   exit 0
 fi
 KUBECONFIG="$KUBECONFIG_FILE" setsid "$bin" \
-  --namespace default --leader-elect-resource-namespace default --bind-address 127.0.0.1:10258 \
+  --leader-elect-resource-namespace kube-system --bind-address 127.0.0.1:10258 \
   --service-cluster-ip-range 10.112.0.0/16 \
   --allocate-node-cidrs true --cluster-cidr 10.244.0.0/16 \
   >>"$LOGS/rekube-controllers.log" 2>&1 < /dev/null &

@@ -412,7 +412,7 @@ impl DeploymentController {
                 .get(util::REVISION_ANNOTATION)
                 .cloned()
                 .unwrap_or_default();
-            let mut needs_update = set_deployment_revision(&mut snap.d, &rs_revision);
+            let mut needs_update = util::set_deployment_revision(&mut snap.d, &rs_revision);
             let mut st = snap.d.status.clone().unwrap_or_default();
             if util::has_progress_deadline(&snap.d)
                 && util::get_deployment_condition(&st, "Progressing").is_none()
@@ -566,7 +566,7 @@ impl DeploymentController {
                 .await;
         }
         self.replace_cached_rs(snap, &created);
-        let mut needs_update = set_deployment_revision(&mut snap.d, &new_revision);
+        let mut needs_update = util::set_deployment_revision(&mut snap.d, &new_revision);
         let mut st = snap.d.status.clone().unwrap_or_default();
         if !already_existed && util::has_progress_deadline(&snap.d) {
             let msg = format!("Created new replica set \"{}\"", created.name_any());
@@ -949,7 +949,14 @@ impl DeploymentController {
     ) -> Result<(), Error> {
         let key = snap.key.clone();
         let annotations = snap.d.metadata.annotations.clone().unwrap_or_default();
-        let patch = serde_json::json!({ "metadata": { "annotations": annotations } });
+        // The resourceVersion makes the patch conditional, as upstream's UpdateStatus of
+        // the cached Deployment is: the status written next is computed from the snapshot,
+        // so a snapshot older than the stored object must conflict (and be synced again)
+        // rather than overwrite what was written since, such as a user's own condition.
+        let patch = serde_json::json!({ "metadata": {
+            "annotations": annotations,
+            "resourceVersion": snap.d.metadata.resource_version,
+        } });
         let patched = self
             .d_api(&key)
             .patch(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
@@ -958,18 +965,4 @@ impl DeploymentController {
         snap.d.metadata = patched.metadata;
         self.update_status(&mut snap.d, st, &key).await
     }
-}
-
-/// upstream SetDeploymentRevision: the Deployment carries its new ReplicaSet's revision.
-fn set_deployment_revision(d: &mut Deployment, revision: &str) -> bool {
-    let annotations = d.annotations_mut();
-    if annotations
-        .get(util::REVISION_ANNOTATION)
-        .map(String::as_str)
-        == Some(revision)
-    {
-        return false;
-    }
-    annotations.insert(util::REVISION_ANNOTATION.into(), revision.into());
-    true
 }
