@@ -63,17 +63,14 @@ install:
     # The nodes' ServiceAccounts, kept by the node authorizer (as the chart makes it).
     kubectl create namespace rekube-node-identity --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 
-# Set everything up on the local cluster: rekube-controllers, NODES nodes (each a network
-# namespace with a rekube-node-agent in it), and a sample Deployment reached through its Service.
-up nodes="2": bootstrap cluster-up
-    KUBECONFIG={{local_kubeconfig}} just install
-    cargo build --quiet --release -p rekube-controllers -p rekube-node-agent -p rekube-e2e --bin rekube-controllers --bin rekube-node-agent --bin local-nodes
-    e2e/scripts/controllers-up.sh $CARGO_TARGET_DIR/release/rekube-controllers
-    e2e/scripts/nodes-up.sh {{nodes}} $CARGO_TARGET_DIR/release/rekube-node-agent $CARGO_TARGET_DIR/release/local-nodes
-    e2e/scripts/sample-up.sh
-    @echo; echo "rekube objects on the local cluster (KUBECONFIG={{local_kubeconfig}}):"
-    KUBECONFIG={{local_kubeconfig}} kubectl get rekube -A -o wide
-    @echo; echo "Each node is a network namespace (ip netns: rk-up-n0, ...) with a rekube-node-agent in it: pods on the CNI bridge of the node's podCIDR, Services through its nftables proxy. The pods' CRI logs: {{cache}}/nodes/NODE/logs; the agents' logs: {{cache}}/cluster/logs/nodes."
+# One step at a time with the elapsed time: the control plane, the CRDs, rekube-controllers
+# (every namespace) and NODES nodes (each a network namespace with a rekube-node-agent in
+# it), the demo in namespace `demo` (a Deployment behind a Service, reached through it; a
+# pod writing to a claim); then what is there, `kubectl rekube tree` of the demo, where the
+# logs are and what to try next.
+# Set everything up on the local cluster and run rekube with a demo (NODES nodes).
+up nodes="2":
+    e2e/scripts/up.sh {{nodes}}
 
 # Benchmark: the Deployment workload under kube-controller-manager and rekube-controllers, side by side.
 bench-controllers deployments="100" replicas="10": cluster-up
@@ -131,18 +128,29 @@ bench-runtime iterations="200":
     cargo build --quiet --release -p rekube-node-agent --bin bench-runtime
     $CARGO_TARGET_DIR/release/bench-runtime --iterations {{iterations}}
 
-# Stop everything `just up` started.
+# The demo's pods go first (the agents remove their containers), then the nodes and their
+# network namespaces, the control plane, the demo volume.
+# Stop everything `just up` started and say so.
 down: cluster-down
+    rm -rf /var/tmp/rekube-demo
+    @echo "rekube is down: no rekube process, node network namespace (ip netns) or demo volume (/var/tmp/rekube-demo) is left; the build cache stays in {{cache}}"
 
-# The Helm chart lints and its manifests are accepted by the apiserver (server dry run).
+# The Helm chart: lints (strict; default and golden values), renders as helm/golden/ says, and is accepted by the apiserver (server dry run: default and minimal values).
 helm-check:
-    helm lint helm/rekube
+    helm lint --strict helm/rekube
+    for v in helm/golden/values-*.yaml; do helm lint --strict helm/rekube -f "$v"; done
+    e2e/scripts/helm-golden.sh --check
     helm template rekube helm/rekube --kube-version {{trim_start_match(k8s_version, "v")}} --include-crds | kubectl apply --dry-run=server -f - >/dev/null
+    helm template rekube helm/rekube --kube-version {{trim_start_match(k8s_version, "v")}} -f helm/golden/values-minimal.yaml | kubectl apply --dry-run=server -f - >/dev/null
     @echo "helm chart ok"
+
+# Rewrite helm/golden/*.yaml from `helm template` (review the diff; commit it with the chart change).
+helm-golden:
+    e2e/scripts/helm-golden.sh
 
 # Unit tests: no cluster needed.
 test-unit:
-    cargo test --workspace --lib --bins --test generated
+    cargo test --workspace --lib --bins --test generated --test chart_crds
 
 # End-to-end tests against whatever KUBECONFIG points at (the local cluster, or kind).
 # Each controller test starts its own rekube-controllers scoped to its namespace; set

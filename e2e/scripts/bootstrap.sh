@@ -15,8 +15,10 @@ say() { printf '[bootstrap] %s\n' "$*" >&2; }
 # deletes stale UDP conntrack entries with; iproute2, the `ip` the CNI
 # test makes and inspects its network namespaces with; qemu and debootstrap for
 # the cgroup v2 VM (vm-cgroup2.sh); e2fsprogs and xfsprogs, rekube-csi's ext4 and xfs
-# volumes (mkfs, resize2fs, xfs_growfs).
-APT_PACKAGES=(openssl curl jq ca-certificates git build-essential docker-registry busybox-static apache2-utils runc crun nftables iptables conntrack iproute2 qemu-system-x86 debootstrap e2fsprogs xfsprogs)
+# volumes (mkfs, resize2fs, xfs_growfs); umoci and skopeo, what `just images` builds the
+# images with, and containerd, whose `ctr images import` the image test proves they load
+# into (docs/images.md).
+APT_PACKAGES=(openssl curl jq ca-certificates git build-essential docker-registry busybox-static apache2-utils runc crun nftables iptables conntrack iproute2 qemu-system-x86 debootstrap e2fsprogs xfsprogs umoci skopeo containerd)
 t0=$SECONDS
 source "$here/apt.sh"
 apt_install_missing "${APT_PACKAGES[@]}"

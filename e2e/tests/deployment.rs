@@ -1595,3 +1595,58 @@ async fn real_containers_stall_on_a_failing_readiness_probe() {
     .await;
     e.agent.wait_no_leftovers(Duration::from_secs(20)).await;
 }
+
+/// `kubectl rekube tree deployment/NAME` shows the Deployment, its ReplicaSet and each of
+/// its pods with their status, down the ownerReferences the controllers wrote; an
+/// unknown name is a clear error.
+#[tokio::test]
+async fn kubectl_rekube_tree_shows_what_a_deployment_owns() {
+    let e = env("d-tree").await;
+    e.create_complete(&deployment(
+        "web",
+        2,
+        "busybox:1.36",
+        rolling(json!("25%"), json!("25%")),
+    ))
+    .await;
+    let rs = e.replica_sets_of("web").await;
+    assert_eq!(rs.len(), 1);
+    let pods = e.pods.list(&ListParams::default()).await.unwrap().items;
+    assert_eq!(pods.len(), 2);
+    let out = rekube_e2e::kubectl_rekube(&["tree", "rdeploy/web", "-n", &e.ns.name]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 5, "{out}");
+    assert!(
+        lines[0].starts_with("NAME") && lines[0].ends_with("STATUS"),
+        "{out}"
+    );
+    assert!(
+        lines[1].starts_with("Deployment/web ")
+            && lines[1].ends_with("2/2 ready, 2 up-to-date, 2 available"),
+        "{out}"
+    );
+    assert!(
+        lines[2].starts_with(&format!("└─ReplicaSet/{} ", rs[0].name_any()))
+            && lines[2].ends_with("2/2 ready"),
+        "{out}"
+    );
+    let mut names: Vec<String> = pods.iter().map(|p| p.name_any()).collect();
+    names.sort();
+    for (line, name) in lines[3..].iter().zip(&names) {
+        assert!(line.contains(&format!("─Pod/{name} ")), "{out}");
+        assert!(line.contains("Running, Ready"), "{out}");
+    }
+    let bin = rekube_e2e::kubectl_rekube_binary();
+    let missing = std::process::Command::new(&bin)
+        .args(["tree", "deployment/nope", "-n", &e.ns.name])
+        .output()
+        .unwrap();
+    assert!(!missing.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&missing.stderr).trim(),
+        format!(
+            "error: Deployment.rekube.io \"nope\" not found in namespace {}",
+            e.ns.name
+        )
+    );
+}

@@ -595,9 +595,18 @@ async fn labels_defaults_and_workload_warnings() {
             "{kind}: {a:?}"
         );
     }
-    // The sample workload is admissible under the default.
-    for doc in rekube_e2e::manifests("sample/web.yaml") {
-        if doc["kind"] == "Deployment" {
+    // The sample workload of `just up` is admissible under the default.
+    let samples = [
+        rekube_e2e::manifests("sample/web.yaml"),
+        rekube_e2e::manifests("sample/notes.yaml"),
+    ];
+    let sample_pods = samples
+        .iter()
+        .flatten()
+        .filter(|d| d["kind"] == "Deployment" || d["kind"] == "Pod");
+    assert_eq!(sample_pods.clone().count(), 2);
+    for doc in sample_pods {
+        {
             let mut doc = doc.clone();
             doc["metadata"].as_object_mut().unwrap().remove("namespace");
             let a = dry_run(&unlabelled.client, &unlabelled.name, &doc).await;

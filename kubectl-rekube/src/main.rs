@@ -5,6 +5,8 @@
 //! - `kubectl rekube cordon NODE` / `uncordon NODE`: set or clear `spec.unschedulable`.
 //! - `kubectl rekube drain NODE`: cordon, then evict the node's pods as kubectl drain does
 //!   ([`filters`] decides which), waiting for each to be gone.
+//! - `kubectl rekube tree KIND/NAME`: the objects a Deployment, ReplicaSet, Pod or Service
+//!   owns, down the ownerReferences, each with its status (the kubectl-tree plugin's view).
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -12,12 +14,14 @@ use clap::{Parser, Subcommand};
 
 mod drain;
 mod filters;
+mod tree;
+mod tree_view;
 
 #[derive(Parser)]
 #[command(
     name = "kubectl-rekube",
     version,
-    about = "Node maintenance for rekube.io Nodes"
+    about = "Node maintenance for rekube.io Nodes, and the ownership tree of rekube objects"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -50,6 +54,16 @@ enum Command {
         #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
         timeout: Duration,
     },
+    /// Print the objects KIND/NAME owns (ReplicaSets, Pods, claims, EndpointSlices,
+    /// Endpoints), down the ownerReferences, each with its status.
+    Tree {
+        /// deployment/NAME, replicaset/NAME, pod/NAME, service/NAME or pvc/NAME (kubectl's
+        /// short names and rekube's, such as rdeploy or rsvc, work too).
+        target: String,
+        /// The namespace; the kubeconfig's when not set.
+        #[arg(short, long)]
+        namespace: Option<String>,
+    },
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -79,6 +93,19 @@ async fn main() -> ExitCode {
                 delete_emptydir_data,
             };
             drain::drain(&client, &node, &flags, grace_period, timeout).await
+        }
+        Command::Tree { target, namespace } => {
+            let ns = namespace.unwrap_or_else(|| client.default_namespace().to_string());
+            match tree::tree(&client, &ns, &target).await {
+                Ok(out) => {
+                    print!("{out}");
+                    Ok(())
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
         }
     };
     match result {

@@ -124,6 +124,10 @@ fn main() -> anyhow::Result<()> {
             Err(e) => eprintln!("[local-nodes] cleanup of {name}: {e}"),
         }
         agent::remove_cgroup_parent(&cgroup_parent(name));
+        // The agent's rshared bind of its root directory stays when it ends, as the
+        // kubelet's does (a restarted agent finds it); the node is gone for good here.
+        let root = args.root.join(name.as_str());
+        rekube_e2e::sweep::unmount_under(&root, &format!("[local-nodes] node {name}"));
     }
     drop(net);
     match failed {
@@ -159,6 +163,14 @@ fn start_agent(args: &Args, name: &str, node: &NodeNetns, image: &Path) -> anyho
         .args(agent::cni_node_flags(&root, node, &args.cni_bin_dir))
         .args(["--cluster-cidr", &args.cluster_cidr])
         .args(["--proxy-mode", &args.proxy_mode])
+        // The nodes share the host's disk with whatever else is on it (build folders):
+        // as kind does for its nodes (nodefs.available 0% in its kubelet configuration),
+        // no disk eviction, else a busy developer machine's nodes are all under
+        // DiskPressure, and its NoSchedule taint keeps every pod off them.
+        .args([
+            "--eviction-hard",
+            "memory.available<100Mi,nodefs.available<0%",
+        ])
         .env(
             "RUST_LOG",
             std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),

@@ -32,3 +32,27 @@ is doubled for YAML). */ -}}
 {{- else -}}{{ fail (printf "podSecurity.defaults.%s: %q must be \"latest\" or \"v1.x\"" (index . 0) $v) }}
 {{- end -}}
 {{- end -}}
+{{- /* The controllers' pod selector. */ -}}
+{{- define "rekube.controllers.selector" -}}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: controllers
+{{- end -}}
+{{- /* The node agents' pod selector. */ -}}
+{{- define "rekube.nodeAgent.selector" -}}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: node-agent
+{{- end -}}
+{{- /* An image reference from an image value: (list IMAGE DEFAULT_TAG), quoted. */ -}}
+{{- define "rekube.image" -}}
+{{- $image := index . 0 -}}
+{{- printf "%s:%s" $image.repository (toString ($image.tag | default (index . 1))) | quote -}}
+{{- end -}}
+{{- /* A map as key=value pairs joined by commas, keys sorted (--node-labels). */ -}}
+{{- define "rekube.keyValues" -}}
+{{- $m := . -}}
+{{- $pairs := list -}}
+{{- range $k := keys $m | sortAlpha -}}
+{{- $pairs = append $pairs (printf "%s=%v" $k (index $m $k)) -}}
+{{- end -}}
+{{- join "," $pairs -}}
+{{- end -}}
