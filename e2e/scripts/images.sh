@@ -21,6 +21,10 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cache=${REKUBE_CACHE:-$HOME/.cache/rekube}
 out=$cache/images
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$cache/target}
+# Run from `cargo test` (e2e/tests/images.rs), the build would inherit the variables cargo
+# sets for a test (CARGO_PKG_*, CARGO, RUSTUP_TOOLCHAIN, LD_LIBRARY_PATH, …), and the
+# release build they fingerprint would be redone by every call from the other place.
+for v in $(compgen -e | grep -E '^(CARGO|RUSTUP_TOOLCHAIN|RUST_RECURSION_COUNT|LD_LIBRARY_PATH)' | grep -vxE 'CARGO_HOME|CARGO_TARGET_DIR'); do unset "$v"; done
 release=$CARGO_TARGET_DIR/release
 start=$SECONDS
 step() { printf '[images %3ds] %s\n' $((SECONDS - start)) "$*"; }
