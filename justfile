@@ -144,6 +144,20 @@ helm-check:
     helm template rekube helm/rekube --kube-version {{trim_start_match(k8s_version, "v")}} -f helm/golden/values-minimal.yaml | kubectl apply --dry-run=server -f - >/dev/null
     @echo "helm chart ok"
 
+# A real node for the local cluster (kubelet v1.36.3, containerd, CNI, in a network namespace), then rekube installed on it with Helm as real pods (docs/real-nodes.md); `just cluster-down` removes both.
+kubelet-node-up: cluster-up images
+    e2e/scripts/kubelet-node-up.sh
+    e2e/scripts/helm-install.sh
+
+# Uninstall rekube's release and remove the kubelet node, leaving nothing behind.
+kubelet-node-down:
+    e2e/scripts/helm-install.sh uninstall
+    e2e/scripts/kubelet-node-up.sh down
+
+# Build the rekube-controllers and rekube-node-agent images (OCI and docker archives) and the kubectl-rekube release binary offline into $REKUBE_CACHE/images (docs/images.md).
+images:
+    e2e/scripts/images.sh
+
 # Rewrite helm/golden/*.yaml from `helm template` (review the diff; commit it with the chart change).
 helm-golden:
     e2e/scripts/helm-golden.sh

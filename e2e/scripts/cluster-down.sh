@@ -7,6 +7,13 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 source "$here/env.sh"
 
+# Kubelet nodes of kubelet-node-up.sh first (their containerd, kubelet, network namespace,
+# and the kube-scheduler and second kube-controller-manager they brought).
+for d in "$REKUBE_CACHE"/kubelet-nodes/*/; do
+  compgen -G "$d/pids/*.pid" >/dev/null || continue
+  REKUBE_KUBELET_NODE=$(basename "$d") "$here/kubelet-node-up.sh" down || log "kubelet node $(basename "$d") not cleaned up"
+done
+
 # The nodes' pods go first, through the API, so their agents stop and remove their
 # containers (processes, mounts, cgroups, pod networks) before they stop themselves.
 f="$PIDS/local-nodes.pid"
@@ -18,7 +25,7 @@ fi
 # local-nodes stops its agents, runs `rekube-node-agent cleanup` in each node's network
 # namespace and deletes the namespaces: it gets a minute; the others five seconds. A
 # SIGKILL goes to the process group (local-nodes' agents are in it).
-for name in local-nodes rekube-controllers kube-controller-manager kube-apiserver etcd; do
+for name in local-nodes rekube-controllers kube-scheduler kube-controller-manager-workloads kube-controller-manager kube-apiserver etcd; do
   f="$PIDS/$name.pid"
   [ -f "$f" ] || continue
   pid=$(cat "$f")
@@ -36,7 +43,7 @@ for ns in $(ip netns list 2>/dev/null | awk '/^rk-up-/ {print $1}'); do ip netns
 # Strays (a pid file lost, a crashed script): anything running our binaries for this
 # cluster (its folder is in their flags: data dir, certificates, kubeconfigs). Other
 # clusters on the machine (REKUBE_CLUSTER_DIR and ports of their own) are left alone.
-strays="^$K8S_BIN/(etcd|kube-apiserver|kube-controller-manager) .*$CLUSTER_DIR/"
+strays="^$K8S_BIN/(etcd|kube-apiserver|kube-controller-manager|kube-scheduler) .*$CLUSTER_DIR/"
 pkill -KILL -f "$strays" 2>/dev/null || true
 sleep 0.2
 if pgrep -f "$strays" >/dev/null; then

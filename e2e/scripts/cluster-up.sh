@@ -41,26 +41,6 @@ t0=$SECONDS
 "$here/pki.sh" "$PKI"
 log "pki ready in $((SECONDS - t0))s"
 
-write_kubeconfig() { # file, user cert name
-  cat > "$1" <<KC
-apiVersion: v1
-kind: Config
-clusters:
-- name: rekube-local
-  cluster:
-    server: https://127.0.0.1:$APISERVER_PORT
-    certificate-authority: $PKI/ca.crt
-users:
-- name: $2
-  user:
-    client-certificate: $PKI/$2.crt
-    client-key: $PKI/$2.key
-contexts:
-- name: rekube-local
-  context: {cluster: rekube-local, user: $2}
-current-context: rekube-local
-KC
-}
 write_kubeconfig "$KUBECONFIG_FILE" admin
 write_kubeconfig "$CLUSTER_DIR/controller-manager.kubeconfig" controller-manager
 

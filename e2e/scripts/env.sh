@@ -14,3 +14,25 @@ SERVICE_CIDR=${REKUBE_SERVICE_CIDR:-10.96.0.0/16}
 export PATH="$K8S_BIN:$PATH"
 
 log() { printf '[%s] %s\n' "$(basename "$0" .sh)" "$*" >&2; }
+
+# A kubeconfig for the local apiserver with the client certificate $PKI/NAME.{crt,key}.
+write_kubeconfig() { # file, user cert name
+  cat > "$1" <<KC
+apiVersion: v1
+kind: Config
+clusters:
+- name: rekube-local
+  cluster:
+    server: https://127.0.0.1:$APISERVER_PORT
+    certificate-authority: $PKI/ca.crt
+users:
+- name: $2
+  user:
+    client-certificate: $PKI/$2.crt
+    client-key: $PKI/$2.key
+contexts:
+- name: rekube-local
+  context: {cluster: rekube-local, user: $2}
+current-context: rekube-local
+KC
+}

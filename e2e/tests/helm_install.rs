@@ -1,0 +1,278 @@
+//! rekube installed with Helm as a user installs it, running as real pods on a real node
+//! (issue 14): a kubelet v1.36.3 node with Debian's containerd and runc, a pause image built
+//! here and the reference CNI plugins, in a network namespace of its own
+//! (e2e/scripts/kubelet-node-up.sh); `helm install` of helm/rekube with the images of `just
+//! images` (e2e/scripts/helm-install.sh); rekube-controllers' two replicas and the
+//! rekube-node-agent DaemonSet pod Running on it, the agent registering its rekube Node
+//! from inside its pod; then a rekube Deployment and Service run by those pods: three
+//! rekube pods Ready on the node and the Service answered by them through the agent's
+//! nftables proxy, from inside the node's network namespace; the chart's `helm test` smoke
+//! pod passes. Then `helm uninstall` and the
+//! node's teardown leave nothing: no process, mount, network namespace or cgroup of the
+//! node. Needs root, containerd, the Go-built kubelet (built when missing).
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use kube::api::{Api, ListParams};
+use rekube_crds::testing::{cache_dir, missing_prerequisite};
+use rekube_crds::{Node, Pod, Service};
+use rekube_e2e::{TestNamespace, wait_until};
+
+const NODE: &str = "kubelet-node-0";
+const NODE_IP: &str = "172.31.251.1";
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// Runs a script of e2e/scripts with `args`; panics with its output when it fails.
+fn script(name: &str, args: &[&str]) -> String {
+    let path = repo().join("e2e/scripts").join(name);
+    let out = Command::new(&path)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", path.display()));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{name} {args:?} failed:\n{text}");
+    println!("{name} {args:?}:\n{text}");
+    text
+}
+
+/// What the test made goes even when it fails: the release, the node, and the CRDs'
+/// companions `helm uninstall` removed with the release (the chart adopted what `just
+/// install` had applied: admission policies, the node lease and identity namespaces), which
+/// the next suites need; `just install` applies them again.
+struct Teardown;
+
+impl Drop for Teardown {
+    fn drop(&mut self) {
+        for (name, args) in [
+            ("helm-install.sh", &["uninstall"][..]),
+            ("kubelet-node-up.sh", &["down"][..]),
+        ] {
+            let path = repo().join("e2e/scripts").join(name);
+            match Command::new(&path).args(args).output() {
+                Ok(out) if out.status.success() => {}
+                Ok(out) => eprintln!(
+                    "teardown: {name} {args:?}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                ),
+                Err(e) => eprintln!("teardown: {name}: {e}"),
+            }
+        }
+        match Command::new("just")
+            .arg("install")
+            .current_dir(repo())
+            .output()
+        {
+            Ok(out) if out.status.success() => {}
+            Ok(out) => eprintln!(
+                "teardown: just install: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ),
+            Err(e) => eprintln!("teardown: just install: {e}"),
+        }
+    }
+}
+
+/// The mount points under `dir` (mountinfo's fifth field).
+fn mounts_under(dir: &Path) -> Vec<String> {
+    let prefix = dir.to_string_lossy().into_owned();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| m.starts_with(&prefix))
+        .map(String::from)
+        .collect()
+}
+
+#[tokio::test]
+async fn helm_install_runs_rekube_as_pods_on_a_kubelet_node() {
+    if !nix::unistd::geteuid().is_root() {
+        missing_prerequisite("the kubelet node needs root (network namespace, cgroups, mounts)");
+        return;
+    }
+    let node_dir = cache_dir().join("kubelet-nodes").join(NODE);
+    let teardown = Teardown;
+    script("images.sh", &[]);
+    script("kubelet-node-up.sh", &[]);
+    let installed = script("helm-install.sh", &[]);
+    assert!(
+        installed.contains("rekube runs as pods on kubelet-node-0"),
+        "{installed}"
+    );
+
+    // The agent registered its rekube Node from inside its pod, with the node's address.
+    let ns = TestNamespace::new("helm").await;
+    let nodes: Api<Node> = Api::all(ns.client.clone());
+    let node = nodes.get(NODE).await.unwrap();
+    let addresses: Vec<String> = node
+        .status
+        .as_ref()
+        .and_then(|s| s.addresses.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|a| format!("{}={}", a.type_, a.address))
+        .collect();
+    assert!(
+        addresses.contains(&format!("InternalIP={NODE_IP}")),
+        "{addresses:?}"
+    );
+
+    // A rekube workload in a namespace of the test's: the chart's controllers (every
+    // namespace) make and schedule its pods, the agent in its pod runs them.
+    for doc in rekube_e2e::manifests("sample/web.yaml") {
+        if doc["kind"] == "Namespace" {
+            continue;
+        }
+        ns.create(doc).await.unwrap();
+    }
+    let pods: Api<Pod> = Api::namespaced(ns.client.clone(), &ns.name);
+    wait_until(
+        "3 web pods Ready on the kubelet node",
+        Duration::from_secs(120),
+        || async {
+            let list = pods
+                .list(&ListParams::default().labels("app=web"))
+                .await
+                .map_err(|e| e.to_string())?;
+            let ready: Vec<String> = list
+                .items
+                .iter()
+                .filter(|p| {
+                    p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(NODE)
+                        && p.status
+                            .as_ref()
+                            .and_then(|s| s.conditions.as_ref())
+                            .is_some_and(|c| {
+                                c.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                            })
+                })
+                .filter_map(|p| p.metadata.name.clone())
+                .collect();
+            if ready.len() == 3 {
+                Ok(ready)
+            } else {
+                Err(format!("{} of 3 Ready: {ready:?}", ready.len()))
+            }
+        },
+    )
+    .await;
+    let services: Api<Service> = Api::namespaced(ns.client.clone(), &ns.name);
+    let ip = services
+        .get("web")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .cluster_ip
+        .unwrap();
+    let answered = wait_until(
+        "the Service answered by two pods from the node",
+        Duration::from_secs(60),
+        || async {
+            let mut seen = std::collections::BTreeSet::new();
+            for _ in 0..12 {
+                let out = Command::new("nsenter")
+                    .args([
+                        &format!("--net=/run/netns/rk-{NODE}"),
+                        "curl",
+                        "-fsS",
+                        "--max-time",
+                        "2",
+                    ])
+                    .arg(format!("http://{ip}/hostname"))
+                    .output()
+                    .map_err(|e| e.to_string())?;
+                if out.status.success() {
+                    seen.insert(String::from_utf8_lossy(&out.stdout).trim().to_string());
+                }
+            }
+            if seen.len() >= 2 {
+                Ok(seen)
+            } else {
+                Err(format!("answered by {seen:?}"))
+            }
+        },
+    )
+    .await;
+    assert!(
+        answered.iter().all(|p| p.starts_with("web-")),
+        "{answered:?}"
+    );
+    drop(ns);
+
+    // The chart's own smoke test (`helm test`): its pod makes a rekube Deployment, waits
+    // for it to be Available and for its Service to answer. (No --logs: the apiserver
+    // cannot reach a kubelet inside the node's network namespace.)
+    let chart = repo().join("helm/rekube");
+    let helm = |args: &[&str]| {
+        let out = Command::new("helm")
+            .args(args)
+            .output()
+            .expect("helm on the PATH");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "helm {args:?}:\n{text}");
+        text
+    };
+    helm(&[
+        "upgrade",
+        "rekube",
+        chart.to_str().unwrap(),
+        "-n",
+        "rekube-system",
+        "--reuse-values",
+        "--set",
+        "tests.enabled=true",
+    ]);
+    let tested = helm(&["test", "rekube", "-n", "rekube-system", "--timeout", "3m"]);
+    assert!(
+        tested.contains("Phase:          Succeeded") && !tested.contains("Phase:          Failed"),
+        "{tested}"
+    );
+
+    // Uninstall and teardown leave nothing of the node.
+    drop(teardown);
+    assert!(
+        mounts_under(&node_dir).is_empty(),
+        "{:?}",
+        mounts_under(&node_dir)
+    );
+    assert!(!node_dir.exists(), "{} left", node_dir.display());
+    assert!(
+        !Path::new(&format!("/run/netns/rk-{NODE}")).exists(),
+        "network namespace left"
+    );
+    for hierarchy in ["", "memory", "pids", "cpu"] {
+        for cgroup in [format!("kubelet-{NODE}"), format!("rekube-{NODE}")] {
+            let path = Path::new("/sys/fs/cgroup").join(hierarchy).join(&cgroup);
+            assert!(!path.exists(), "{} left", path.display());
+        }
+    }
+    let left = Command::new("pgrep")
+        .args(["-f", &format!("kubelet-nodes/{NODE}")])
+        .output()
+        .unwrap();
+    assert!(
+        left.stdout.is_empty(),
+        "processes left: {}",
+        String::from_utf8_lossy(&left.stdout)
+    );
+    assert!(
+        nodes.get_opt(NODE).await.unwrap().is_none(),
+        "the rekube Node {NODE} is left"
+    );
+}
