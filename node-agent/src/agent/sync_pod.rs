@@ -1222,14 +1222,7 @@ impl RealSyncer {
             for c in &all {
                 self.kill_container(&pod, c, grace, &net, None).await;
             }
-            if let Some(mut sb) = st.sandbox.take()
-                && let Err(e) = self.runtime.remove_sandbox(&mut sb).await
-            {
-                tracing::warn!(pod = %pod.name_any(), error = %e, "removing sandbox");
-            }
-            for s in &mut st.status.lock().unwrap().sandboxes {
-                s.state = SandboxState::NotReady;
-            }
+            self.stop_sandbox(&pod, st).await;
         } else {
             // 3. Kill containers that should not run.
             for (id, why) in &actions.containers_to_kill {
@@ -1423,6 +1416,19 @@ impl RealSyncer {
     }
 
     /// Kills `running` at once, each within `grace`.
+    /// Removes the pod's sandbox (its network namespace, veth and address with it) and
+    /// marks it NotReady in the runtime status (upstream `StopPodSandbox`).
+    async fn stop_sandbox(&self, pod: &Pod, st: &mut PodState) {
+        if let Some(mut sb) = st.sandbox.take()
+            && let Err(e) = self.runtime.remove_sandbox(&mut sb).await
+        {
+            tracing::warn!(pod = %pod.name_any(), error = %e, "removing sandbox");
+        }
+        for s in &mut st.status.lock().unwrap().sandboxes {
+            s.state = SandboxState::NotReady;
+        }
+    }
+
     async fn kill_all(
         &self,
         pod: &Pod,
@@ -1611,6 +1617,10 @@ impl PodSyncer for RealSyncer {
             self.prober.pod_deleting(&pod.uid().unwrap_or_default());
             let (net, running) = running_containers(&*state.lock().await);
             self.kill_all(pod, &running, &net, grace, None).await;
+            // upstream's killPod stops the sandbox too: a pod that finished between a
+            // sync's snapshot and its status write is terminal before any sync saw all
+            // its containers exited, and its network goes here.
+            self.stop_sandbox(pod, &mut *state.lock().await).await;
             // Nothing of the pod runs again: its volumes go now (upstream's populator
             // drops the volumes of a pod whose runtime may be removed), so that a finished
             // or evicted pod does not hold its emptyDir until it is deleted.
