@@ -154,6 +154,23 @@ kubelet-node-down:
     e2e/scripts/helm-install.sh uninstall
     e2e/scripts/kubelet-node-up.sh down
 
+# rekube on a three-node kind cluster built offline (docs/kind.md): the cluster, rekube installed with its Helm chart, `helm test`, `helm uninstall` leaving every node clean, then the cluster deleted (also on failure). Needs docker and root.
+e2e-kind: images
+    #!/usr/bin/env bash
+    set -euo pipefail
+    trap 'e2e/scripts/kind.sh down' EXIT
+    e2e/scripts/kind.sh up
+    e2e/scripts/kind.sh test
+    e2e/scripts/kind.sh uninstall
+
+# A three-node kind cluster with rekube installed by its Helm chart, kept running (docs/kind.md); its kubeconfig is ~/.cache/rekube/kind/kubeconfig.
+kind-up: images
+    e2e/scripts/kind.sh up
+
+# Delete the kind cluster; stop the dockerd kind.sh started; the machine's iptables as before.
+kind-down:
+    e2e/scripts/kind.sh down
+
 # Build the rekube-controllers and rekube-node-agent images (OCI and docker archives) and the kubectl-rekube release binary offline into $REKUBE_CACHE/images (docs/images.md).
 images:
     e2e/scripts/images.sh

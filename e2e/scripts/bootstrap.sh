@@ -18,7 +18,7 @@ say() { printf '[bootstrap] %s\n' "$*" >&2; }
 # volumes (mkfs, resize2fs, xfs_growfs); umoci and skopeo, what `just images` builds the
 # images with, and containerd, whose `ctr images import` the image test proves they load
 # into (docs/images.md).
-APT_PACKAGES=(openssl curl jq ca-certificates git build-essential docker-registry busybox-static apache2-utils runc crun nftables iptables conntrack iproute2 qemu-system-x86 debootstrap e2fsprogs xfsprogs umoci skopeo containerd)
+APT_PACKAGES=(openssl curl jq ca-certificates git build-essential docker-registry busybox-static apache2-utils runc crun nftables iptables conntrack iproute2 qemu-system-x86 debootstrap e2fsprogs xfsprogs umoci skopeo containerd docker.io)
 t0=$SECONDS
 source "$here/apt.sh"
 apt_install_missing "${APT_PACKAGES[@]}"

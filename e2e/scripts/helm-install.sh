@@ -5,8 +5,10 @@
 # out, and the rekube Node the agent registers from inside its pod Ready. As root.
 #
 #   helm-install.sh [install]   helm install (helm upgrade when the release exists)
-#   helm-install.sh uninstall   the rekube workloads deleted while the agents run, helm
-#                               uninstall, then what an agent leaves on its node removed
+#   helm-install.sh uninstall   helm uninstall (each agent removes what it made on its node
+#                               when the DaemonSet goes), waited for
+#   helm-install.sh leftovers   what an agent made and is still on the node; fails if any
+#   helm-install.sh scrub       removes such leftovers by force (a failed test's teardown)
 #
 # The values (written to $REKUBE_CACHE/kubelet-nodes/helm-values.yaml) point every host path
 # of the agent into the node's directory (the machine's /var/lib, /run, /var/log, /etc and
@@ -156,22 +158,44 @@ uninstall() {
   [ "$(id -u)" = 0 ] || { log "run as root"; exit 1; }
   if ! "${helm[@]}" status "$RELEASE" -n "$NAMESPACE" >/dev/null 2>&1; then
     step "no release $RELEASE in $NAMESPACE"
-  else
-    # The rekube workloads first, while the agents run, so they stop their containers and
-    # release their mounts and pod networks (docs/helm.md, "Uninstall").
-    step "deleting every rekube Deployment, ReplicaSet and Pod (the agents remove their containers)"
-    timeout 100 kubectl delete rdeploy,rrs,rpod --all -A --wait=true --timeout=90s >/dev/null 2>&1 \
-      || log "some rekube pods were not removed in time"
-    step "helm uninstall $RELEASE -n $NAMESPACE"
-    "${helm[@]}" uninstall "$RELEASE" -n "$NAMESPACE" --wait --timeout 120s >/dev/null
-    kubectl -n "$NAMESPACE" wait pods --all --for=delete --timeout=120s >/dev/null 2>&1 || true
-    kubectl delete namespace "$NAMESPACE" --ignore-not-found --wait=true --timeout=60s >/dev/null || true
+    return
   fi
-  # What an agent leaves when its pod goes (no pre-delete hook yet: docs/helm.md): its Node
-  # and Lease, the proxy's tables, routes and bridge in the node's namespace, processes and
-  # cgroups under its cgroup parent, mounts under its directories.
+  # As a user would: the rekube workloads may still run. The DaemonSet's deletion is each
+  # agent's signal to stop its node's pods and remove what it made there before its pod
+  # goes (node-agent/src/agent/uninstall.rs), so the agents' pods are waited for.
+  step "helm uninstall $RELEASE -n $NAMESPACE"
+  "${helm[@]}" uninstall "$RELEASE" -n "$NAMESPACE" --wait --timeout 120s >/dev/null
+  kubectl -n "$NAMESPACE" wait pods --all --for=delete --timeout=120s >/dev/null 2>&1 \
+    || log "some pods of $NAMESPACE were not gone in time"
+  kubectl delete namespace "$NAMESPACE" --ignore-not-found --wait=true --timeout=60s >/dev/null || true
+  # What stays, as with a kubelet: the rekube API objects (the CRDs stay with Helm), the
+  # Node and its Lease, the image store under the root directory.
   kubectl delete rnode "$NODE" --ignore-not-found --wait=false >/dev/null 2>&1 || true
   kubectl -n rekube-node-lease delete lease "$NODE" --ignore-not-found >/dev/null 2>&1 || true
+  step "uninstalled"
+}
+
+# What the agent made on the node and is still there, one line each; fails when anything
+# is: its proxy's and pod network's nft tables, routes (proto 82) and bridge in the node's
+# namespace, pod veths, processes and cgroups under its cgroup parent, mounts under its
+# directories (but the root directory's shared bind of itself, kept as the kubelet's is).
+leftovers() {
+  local found=0 what
+  report() { [ -z "$2" ] || { echo "left: $1: $(echo "$2" | tr '\n' ' ')"; found=1; }; }
+  report "nft tables" "$(ip netns exec "$NS" nft list tables 2>/dev/null | grep -E 'rekube-(proxy|masquerade)' || true)"
+  report "routes" "$(ip -netns "$NS" route show proto 82 2>/dev/null || true)"
+  report "links" "$(ip -netns "$NS" -o link show 2>/dev/null | awk -F': ' '{print $2}' | sed 's/@.*//' | grep -E '^rekube0$' || true)"
+  what=$(for c in "$DIR"/rekube/root/cni/results/*; do [ -e "$c" ] && basename "$c"; done 2>/dev/null || true)
+  report "CNI attachments" "$what"
+  report "processes" "$(find /sys/fs/cgroup/pids/"rekube-$NODE" /sys/fs/cgroup/"rekube-$NODE" -name cgroup.procs -exec cat {} + 2>/dev/null | sort -u || true)"
+  report "cgroups" "$(find /sys/fs/cgroup/*/"rekube-$NODE" /sys/fs/cgroup/"rekube-$NODE" -mindepth 1 -type d 2>/dev/null || true)"
+  report "mounts" "$(awk -v d="$DIR/rekube/" -v root="$DIR/rekube/root" 'index($5, d) == 1 && $5 != root {print $5}' /proc/self/mountinfo)"
+  [ $found = 0 ] && echo "nothing of the agent is left on $NODE"
+  return $found
+}
+
+# After a failed test: whatever an agent left is removed by force (the node's teardown).
+scrub() {
   local agent="${CARGO_TARGET_DIR:-$REKUBE_CACHE/target}/release/rekube-node-agent"
   if [ -x "$agent" ] && [ -e "/run/netns/$NS" ]; then
     "$agent" cleanup --netns "/run/netns/$NS" || log "rekube-node-agent cleanup failed in $NS"
@@ -186,11 +210,12 @@ uninstall() {
   for m in $(awk -v d="$DIR/rekube/" 'index($5, d) == 1 {print $5}' /proc/self/mountinfo | sort -r); do
     umount "$m" 2>/dev/null || umount -l "$m" || true
   done
-  step "uninstalled; left on the node: $(ip netns exec "$NS" nft list tables 2>/dev/null | tr '\n' ' ')"
 }
 
 case ${1:-install} in
   install) install ;;
   uninstall) uninstall ;;
-  *) echo "usage: $0 [install|uninstall]" >&2; exit 2 ;;
+  leftovers) leftovers ;;
+  scrub) scrub ;;
+  *) echo "usage: $0 [install|uninstall|leftovers|scrub]" >&2; exit 2 ;;
 esac

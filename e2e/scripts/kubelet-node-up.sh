@@ -30,8 +30,8 @@
 # controller (cluster-up.sh's KCM_CONTROLLERS): the chart's Deployment and DaemonSet need
 # both, so `up` also starts kube-scheduler (build-kubernetes.sh kube-scheduler) and a second
 # kube-controller-manager, `kube-controller-manager-workloads` (deployment, replicaset,
-# daemonset, nodelifecycle: the last removes the not-ready taint the TaintNodesByCondition
-# admission puts on a new Node), pids in $PIDS, logs in $LOGS. `down` stops them when no
+# daemonset, job for the chart's pre-delete hook, nodelifecycle: the last removes the
+# not-ready taint the TaintNodesByCondition admission puts on a new Node), pids in $PIDS, logs in $LOGS. `down` stops them when no
 # other kubelet node is left. Stop the node before cluster-down.sh (which knows none of this).
 #
 # Logs: $LOGS/kubelet-nodes/NODE/{containerd,kubelet,apiserver-forward}.log; the pods' CRI
@@ -121,7 +121,7 @@ workload_control_plane_up() {
     --kubeconfig "$CLUSTER_DIR/controller-manager.kubeconfig" \
     --authentication-kubeconfig "$CLUSTER_DIR/controller-manager.kubeconfig" \
     --authorization-kubeconfig "$CLUSTER_DIR/controller-manager.kubeconfig" \
-    --controllers deployment,replicaset,daemonset,nodelifecycle \
+    --controllers deployment,replicaset,daemonset,job,nodelifecycle \
     --use-service-account-credentials=true \
     --bind-address 127.0.0.1 --secure-port "$KCMW_PORT" --leader-elect=false --v 1
   wait_until 60 "kube-scheduler healthy" curl -fsSk "https://127.0.0.1:$SCHED_PORT/healthz" \

@@ -7,13 +7,15 @@
 //! from inside its pod; then a rekube Deployment and Service run by those pods: three
 //! rekube pods Ready on the node and the Service answered by them through the agent's
 //! nftables proxy, from inside the node's network namespace; the chart's `helm test` smoke
-//! pod passes. Then `helm uninstall` and the
-//! node's teardown leave nothing: no process, mount, network namespace or cgroup of the
-//! node. Needs root, containerd, the Go-built kubelet (built when missing).
+//! pod passes. Then `helm uninstall`, with the workload still running, leaves nothing the
+//! agent made on the node (its pods stopped and released by the agent when its DaemonSet
+//! goes), and the node's teardown nothing of the node: no process, mount, network
+//! namespace or cgroup. Needs root, containerd, the Go-built kubelet (built when missing).
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use kube::ResourceExt;
 use kube::api::{Api, ListParams};
 use rekube_crds::testing::{cache_dir, missing_prerequisite};
 use rekube_crds::{Node, Pod, Service};
@@ -209,7 +211,6 @@ async fn helm_install_runs_rekube_as_pods_on_a_kubelet_node() {
         answered.iter().all(|p| p.starts_with("web-")),
         "{answered:?}"
     );
-    drop(ns);
 
     // The chart's own smoke test (`helm test`): its pod makes a rekube Deployment, waits
     // for it to be Available and for its Service to answer. (No --logs: the apiserver
@@ -244,7 +245,27 @@ async fn helm_install_runs_rekube_as_pods_on_a_kubelet_node() {
         "{tested}"
     );
 
-    // Uninstall and teardown leave nothing of the node.
+    // `helm uninstall` while the workload runs: each agent sees its DaemonSet go, stops
+    // its node's pods and removes what it made there before its pod goes. Nothing of it
+    // is left on the node (checked before the node's own teardown), and the workload's
+    // pods are released (no agent finalizer), so deleting them does not hang.
+    script("helm-install.sh", &["uninstall"]);
+    let left = script("helm-install.sh", &["leftovers"]);
+    assert!(left.contains("nothing of the agent is left"), "{left}");
+    let pods: Api<Pod> = Api::namespaced(ns.client.clone(), &ns.name);
+    let held: Vec<String> = pods
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .filter(|p| !p.finalizers().is_empty())
+        .map(|p| format!("{} {:?}", p.name_any(), p.finalizers()))
+        .collect();
+    assert!(held.is_empty(), "pods still held: {held:?}");
+    drop(ns);
+
+    // The node's teardown leaves nothing of it.
     drop(teardown);
     assert!(
         mounts_under(&node_dir).is_empty(),

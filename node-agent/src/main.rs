@@ -36,6 +36,9 @@ enum Command {
     /// and ip6 rekube-proxy, kube-proxy --cleanup), the routes to other nodes' pods, the
     /// masquerade table and the default network's bridge, if present.
     Cleanup(rekube_node_agent::proxy::command::CleanupCommand),
+    /// The chart's pre-delete hook: delete the agents' DaemonSet and wait until its pods
+    /// are gone (each agent first removes what it made on its node and releases its pods).
+    Uninstall(rekube_node_agent::agent::uninstall::UninstallCommand),
 }
 
 #[derive(Args)]
@@ -139,6 +142,14 @@ fn main() -> ExitCode {
             }),
         Command::Cleanup(cmd) => rekube_node_agent::proxy::command::run_cleanup(cmd)
             .map_err(|e| -> BoxError { Box::new(e) }),
+        Command::Uninstall(cmd) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| -> BoxError { Box::new(e) })
+            .and_then(|rt| {
+                rt.block_on(rekube_node_agent::agent::uninstall::run_uninstall(cmd))
+                    .map_err(|e| -> BoxError { Box::new(e) })
+            }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -16,6 +16,7 @@
 //! - [`pod_cidr`]: follows the Node's spec.podCIDR for pod IPs.
 //! - [`pod_routes`]: routes to other Nodes' pod CIDRs and outbound masquerade (the cni
 //!   pod network's node-side part, kindnet's job).
+//! - [`uninstall`]: what the agent removes from the node when its DaemonSet is deleted.
 //! - [`options`]: `rekube-node-agent run` flags; [`run`]: wiring.
 pub mod container_gc;
 pub mod events;
@@ -35,3 +36,4 @@ pub mod probe_net;
 pub mod prober_manager;
 pub mod run;
 pub mod sync_pod;
+pub mod uninstall;

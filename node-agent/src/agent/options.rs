@@ -42,6 +42,12 @@ pub struct AgentOptions {
     /// with the agent's own credentials. The chart sets it.
     #[arg(long, default_value = "")]
     pub node_identity_namespace: String,
+    /// The DaemonSet running this agent (NAMESPACE/NAME; the chart sets it). When it is
+    /// deleted (`helm uninstall`), the agent stops every pod of the node and removes what
+    /// it made there (containers, mounts, cgroups, pod networks, proxy rules) before its
+    /// pod goes; it does not start while the DaemonSet is missing.
+    #[arg(long)]
+    pub owner_daemonset: Option<String>,
     /// The Lease's duration; it is renewed every quarter of it.
     #[arg(long, default_value_t = 40)]
     pub node_lease_duration_seconds: i32,

@@ -285,7 +285,12 @@ pub fn sync_routes(kernel: &IpRoute, nodes: &[Node], self_name: &str) -> Result<
 
 /// Keeps the routes equal to the Nodes (on every Node change, and every 30 s) and the
 /// masquerade table in place, until the task is dropped.
-pub async fn run_pod_routes(client: Client, self_name: String, cluster_cidrs: Vec<IpNet>) {
+pub async fn run_pod_routes(
+    client: Client,
+    self_name: String,
+    cluster_cidrs: Vec<IpNet>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
     let kernel = IpRoute;
     if let Err(e) = kernel.apply_masquerade(&cluster_cidrs) {
         tracing::error!(error = %e, "installing the masquerade rules");
@@ -302,6 +307,7 @@ pub async fn run_pod_routes(client: Client, self_name: String, cluster_cidrs: Ve
     let mut last: Option<BTreeMap<IpNet, IpAddr>> = None;
     loop {
         let resyncing = tokio::select! {
+            _ = stop.changed() => return,
             event = stream.next() => match event {
                 Some(Ok(watcher::Event::Apply(n))) => {
                     known.insert(n.name_any(), n);

@@ -154,6 +154,24 @@ impl<S: PodSyncer> PodWorkers<S> {
         }
     }
 
+    /// The latest object of every pod with a worker.
+    pub fn pods(&self) -> Vec<Arc<Pod>> {
+        self.workers
+            .lock()
+            .unwrap()
+            .values()
+            .filter_map(|slot| slot.borrow().clone())
+            .collect()
+    }
+
+    /// Every pod treated as deleted from the API: each worker stops its pod and cleans it
+    /// up, then ends (the agent's uninstall, [`super::uninstall`]).
+    pub fn delete_all(&self) {
+        for slot in self.workers.lock().unwrap().values() {
+            slot.send_replace(None);
+        }
+    }
+
     /// Wakes the pod's worker to sync its latest object now (upstream: the PLEG event
     /// of a container that exited); no-op for a pod without a worker.
     pub fn resync(&self, uid: &str) {
@@ -371,6 +389,25 @@ mod tests {
             ]
         );
         assert!(w.is_empty());
+    }
+
+    /// The agent's uninstall: every running pod stopped with no grace and cleaned up, and
+    /// every worker gone.
+    #[tokio::test]
+    async fn delete_all_stops_and_cleans_up_every_pod() {
+        let r = Arc::new(Recorder::default());
+        let w = PodWorkers::new(Arc::clone(&r), Duration::from_secs(60));
+        w.update_pod(pod("a", false));
+        settle().await;
+        assert_eq!(w.pods().len(), 1);
+        w.delete_all();
+        settle().await;
+        assert_eq!(
+            *r.calls.lock().unwrap(),
+            vec!["sync a", "terminating 0s", "terminated"]
+        );
+        assert!(w.is_empty());
+        assert!(w.pods().is_empty());
     }
 
     #[tokio::test]

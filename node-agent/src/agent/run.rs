@@ -18,6 +18,7 @@ use super::pod_cidr;
 use super::pod_routes;
 use super::pod_workers::{PodWorkers, watch_pods};
 use super::sync_pod::{RealSyncer, SyncerConfig};
+use super::uninstall::{self, NodeTeardown, OwnerDaemonSet, UninstallError};
 use crate::cni::RealExec;
 use crate::cni::pod_network::{CniNetwork, CniPaths};
 use crate::image::Store;
@@ -70,6 +71,8 @@ pub enum Error {
     },
     #[error("error configuring root directory: {0}")]
     RootDir(#[from] MountInfoError),
+    #[error(transparent)]
+    Uninstall(#[from] UninstallError),
 }
 
 /// The machine's live readings, and the pod network's readiness (containerd's
@@ -103,14 +106,16 @@ impl StatusSource for HostStatus {
 }
 
 /// The pod network `--pod-network` names. Pod IPs come from the Node's spec.podCIDR,
-/// which node IPAM may set after registration: it is followed with a watch.
+/// which node IPAM may set after registration: it is followed with a watch. With cni,
+/// also the loop of routes to other nodes' pods (its task, which ends on `stop`).
 fn pod_network(
     opts: &AgentOptions,
     client: &kube::Client,
     name: &str,
     node: &rekube_crds::Node,
     cluster_cidrs: Vec<ipnet::IpNet>,
-) -> Arc<dyn PodNetwork> {
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> (Arc<dyn PodNetwork>, Option<tokio::task::JoinHandle<()>>) {
     let pod_cidr: SharedPodCidr = Arc::new(std::sync::RwLock::new(
         node.spec.as_ref().and_then(|s| s.pod_cidr.clone()),
     ));
@@ -121,12 +126,13 @@ fn pod_network(
     ));
     match opts.pod_network {
         PodNetworkMode::Cni => {
-            tokio::spawn(pod_routes::run_pod_routes(
+            let routes = tokio::spawn(pod_routes::run_pod_routes(
                 client.clone(),
                 name.to_string(),
                 cluster_cidrs,
+                stop,
             ));
-            Arc::new(CniNetwork::new(
+            let network = Arc::new(CniNetwork::new(
                 CniPaths {
                     conf_dir: opts.cni_conf_dir.clone(),
                     bin_dirs: opts.cni_bin_dir.clone(),
@@ -135,11 +141,13 @@ fn pod_network(
                 },
                 pod_cidr,
                 RealExec,
-            ))
+            ));
+            (network, Some(routes))
         }
-        PodNetworkMode::Loopback => {
-            Arc::new(PodCidrNetwork::new(pod_cidr, opts.run_dir.join("ipam")))
-        }
+        PodNetworkMode::Loopback => (
+            Arc::new(PodCidrNetwork::new(pod_cidr, opts.run_dir.join("ipam"))),
+            None,
+        ),
     }
 }
 
@@ -167,6 +175,7 @@ fn make_root_dir_rshared(root: &std::path::Path) -> Result<(), Error> {
 }
 
 pub async fn run(opts: AgentOptions) -> Result<(), Error> {
+    let mut shutdown = ShutdownSignal::new();
     let owned = opts.owned_paths()?;
     if !opts.hollow {
         let self_cgroup = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
@@ -194,6 +203,11 @@ pub async fn run(opts: AgentOptions) -> Result<(), Error> {
         opts.proxy.validate()?;
     }
     let cluster_cidrs = opts.proxy.cluster_cidrs()?;
+    let owner: Option<OwnerDaemonSet> = opts
+        .owner_daemonset
+        .as_deref()
+        .map(str::parse)
+        .transpose()?;
     let name = if opts.node_name.is_empty() {
         host_name()
     } else {
@@ -233,6 +247,9 @@ pub async fn run(opts: AgentOptions) -> Result<(), Error> {
     }
     let (_, allocatable) = node_status::capacity_and_allocatable(&machine, &reservation);
     let client = kube::Client::try_default().await?;
+    if let Some(owner) = &owner {
+        uninstall::check_owner(&client, owner).await?;
+    }
     let node = heartbeat::register_node(
         &client,
         &node_status::initial_node(&name, &machine, &labels),
@@ -295,7 +312,13 @@ pub async fn run(opts: AgentOptions) -> Result<(), Error> {
         config.clone(),
         stop.clone(),
     ));
-    let network = (!opts.hollow).then(|| pod_network(&opts, &client, &name, &node, cluster_cidrs));
+    let (network, routes) = if opts.hollow {
+        (None, None)
+    } else {
+        let (network, routes) =
+            pod_network(&opts, &client, &name, &node, cluster_cidrs, stop.clone());
+        (Some(network), routes)
+    };
     let volumes_in_use = Arc::new(VolumesInUse::default());
     // Before the first status: what an earlier run left mounted is in use.
     volumes_in_use.reconstruct(crate::volume::manager::csi_volumes_on_disk(
@@ -314,7 +337,7 @@ pub async fn run(opts: AgentOptions) -> Result<(), Error> {
         config,
         stop.clone(),
     ));
-    let pods = if opts.hollow {
+    let (pods, teardown) = if opts.hollow {
         // The hollow node: pods are synced against the simulated runtime.
         let syncer = Arc::new(HollowSyncer::new(
             client.clone(),
@@ -323,7 +346,8 @@ pub async fn run(opts: AgentOptions) -> Result<(), Error> {
         ));
         let workers = PodWorkers::new(syncer, POD_RESYNC_INTERVAL);
         let (client, name) = (client.clone(), name.clone());
-        tokio::spawn(async move { watch_pods(client, &name, workers).await })
+        let pods = tokio::spawn(async move { watch_pods(client, &name, workers).await });
+        (pods, None)
     } else {
         let runtime = Runtime::with_network(
             RuntimeConfig {
@@ -355,7 +379,8 @@ pub async fn run(opts: AgentOptions) -> Result<(), Error> {
         // The previous run's sandboxes are gone: their network attachments too (CNI GC:
         // no attachment is valid now).
         let network = network.expect("a real agent has a pod network");
-        match tokio::task::spawn_blocking(move || network.garbage_collect(&[])).await {
+        let collecting = Arc::clone(&network);
+        match tokio::task::spawn_blocking(move || collecting.garbage_collect(&[])).await {
             Ok(Err(e)) => tracing::warn!(error = %e, "releasing the previous run's pod networks"),
             Err(e) => tracing::warn!(error = %e, "releasing the previous run's pod networks"),
             Ok(Ok(())) => {}
@@ -407,8 +432,16 @@ pub async fn run(opts: AgentOptions) -> Result<(), Error> {
                 w.resync(uid)
             }
         }));
+        let teardown = NodeTeardown {
+            workers: Arc::clone(&workers),
+            syncer: Arc::clone(&syncer),
+            network,
+            proxy: run_proxy,
+            pod_routes: opts.pod_network == PodNetworkMode::Cni,
+        };
         let (client, name) = (client.clone(), name.clone());
-        tokio::spawn(async move { watch_pods(client, &name, workers).await })
+        let pods = tokio::spawn(async move { watch_pods(client, &name, workers).await });
+        (pods, Some(teardown))
     };
     let proxy = proxy_config.map(|config| {
         tokio::spawn(crate::proxy::server::run(
@@ -418,8 +451,21 @@ pub async fn run(opts: AgentOptions) -> Result<(), Error> {
         ))
     });
     tracing::info!(node = %name, hollow = opts.hollow, "node agent running");
-    shutdown_signal().await;
+    let uninstalling = match owner {
+        Some(owner) => tokio::select! {
+            _ = shutdown.recv() => false,
+            _ = uninstall::owner_deleted(client.clone(), owner) => true,
+        },
+        None => {
+            shutdown.recv().await;
+            false
+        }
+    };
     pods.abort();
+    let teardown = teardown.filter(|_| uninstalling);
+    if let Some(t) = &teardown {
+        t.stop_pods().await;
+    }
     let _ = stop_tx.send(true);
     let _ = tokio::join!(lease, status);
     if let Some(manager) = plugin_manager
@@ -431,6 +477,22 @@ pub async fn run(opts: AgentOptions) -> Result<(), Error> {
         && let Ok(Err(e)) = proxy.await
     {
         tracing::error!(error = %e, "service proxy");
+    }
+    if let Some(routes) = routes {
+        let _ = routes.await;
+    }
+    if let Some(t) = teardown {
+        let failures = t.remove_node_state().await;
+        if failures.is_empty() {
+            tracing::info!(node = %name, "uninstalled: nothing the agent made is left on the node");
+        } else {
+            tracing::error!(node = %name, ?failures, "uninstalled, with failures");
+        }
+    }
+    if uninstalling {
+        // Exiting would have the kubelet start the container again until the pod is
+        // deleted: wait for that instead (a SIGTERM that came meanwhile counts).
+        shutdown.recv().await;
     }
     tracing::info!(node = %name, "node agent stopped");
     Ok(())
@@ -463,18 +525,29 @@ async fn register_csi_driver(nim: NodeInfoManager, plugin: Arc<CsiPlugin>, drive
     }
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
+/// SIGTERM and SIGINT, listened to from the agent's start: a signal that arrives while
+/// the uninstall's clean-up runs is not lost (a listener made later would not see it).
+struct ShutdownSignal(Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>);
+
+impl ShutdownSignal {
+    fn new() -> Self {
+        use tokio::signal::unix::{SignalKind, signal};
+        ShutdownSignal(
+            signal(SignalKind::terminate())
+                .and_then(|term| Ok((term, signal(SignalKind::interrupt())?)))
+                .ok(),
+        )
+    }
+
+    async fn recv(&mut self) {
+        match &mut self.0 {
+            Some((term, int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
             }
+            None => std::future::pending().await,
         }
-        _ => std::future::pending().await,
     }
 }

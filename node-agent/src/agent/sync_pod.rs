@@ -1545,6 +1545,25 @@ impl RealSyncer {
         }
     }
 
+    /// The agent's finalizer taken off the pod: nothing of it is left on the node and no
+    /// agent runs it any more (the agent's uninstall).
+    pub async fn release_pod(&self, pod: &Pod) {
+        if let Err(e) = remove_finalizer(&self.api(pod), pod).await {
+            tracing::warn!(pod = %pod.name_any(), error = %e, "releasing the pod");
+        }
+    }
+
+    /// The volumes of every pod with a directory on the node torn down and the
+    /// directories removed (the agent's uninstall, once its pod workers are done).
+    pub async fn unmount_all_pod_volumes(&self) {
+        self.volumes.set_sources_ready();
+        for uid in self.volumes.pods_on_disk() {
+            if let Err(e) = self.volumes.unmount_pod_volumes(&uid).await {
+                tracing::warn!(pod_uid = %uid, error = %e, "unmounting a pod's volumes");
+            }
+        }
+    }
+
     /// kubelet.go `SyncTerminatedPod`: every container and the sandbox removed, then the
     /// finalizer.
     async fn cleanup(&self, pod: &Pod) {
