@@ -177,12 +177,16 @@ uninstall() {
 
 # What the agent made on the node and is still there, one line each; fails when anything
 # is: its proxy's and pod network's nft tables, routes (proto 82) and bridge in the node's
-# namespace, pod veths, processes and cgroups under its cgroup parent, mounts under its
-# directories (but the root directory's shared bind of itself, kept as the kubelet's is).
+# namespace (its pods' veths hang off it), CNI attachments, processes and cgroups under
+# its cgroup parent, mounts under its directories (but the root directory's shared bind
+# of itself, kept as the kubelet's is).
 leftovers() {
   local found=0 what
   report() { [ -z "$2" ] || { echo "left: $1: $(echo "$2" | tr '\n' ' ')"; found=1; }; }
-  report "nft tables" "$(ip netns exec "$NS" nft list tables 2>/dev/null | grep -E 'rekube-(proxy|masquerade)' || true)"
+  # The checks below read empty when their command fails: the node must be there to look.
+  [ -e "/run/netns/$NS" ] && what=$(ip netns exec "$NS" nft list tables) \
+    || { echo "cannot look: no network namespace $NS or nft fails"; return 1; }
+  report "nft tables" "$(echo "$what" | grep -E 'rekube-(proxy|masquerade)' || true)"
   report "routes" "$(ip -netns "$NS" route show proto 82 2>/dev/null || true)"
   report "links" "$(ip -netns "$NS" -o link show 2>/dev/null | awk -F': ' '{print $2}' | sed 's/@.*//' | grep -E '^rekube0$' || true)"
   what=$(for c in "$DIR"/rekube/root/cni/results/*; do [ -e "$c" ] && basename "$c"; done 2>/dev/null || true)

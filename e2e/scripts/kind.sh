@@ -705,6 +705,7 @@ uninstall() {
   "$HELM" --kubeconfig "$KUBECONFIG_KIND" uninstall "$RELEASE" -n "$NAMESPACE" --wait --timeout 5m >/dev/null
   step "helm uninstall $RELEASE: $((SECONDS - s))s"
   local n left=() what
+  [ "$(nodes | wc -l)" = 3 ] || { log "cannot look: kind get nodes lists $(nodes | wc -l) nodes, not 3"; exit 1; }
   for n in $(nodes); do
     what=$(docker exec "$n" sh -c '
       nft list tables 2>/dev/null | grep -E "rekube-(proxy|masquerade)" | sed "s/^/nft: /"

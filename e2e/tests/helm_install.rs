@@ -97,6 +97,40 @@ fn mounts_under(dir: &Path) -> Vec<String> {
         .collect()
 }
 
+/// The sample's three web pods Ready on the kubelet node; their names.
+async fn wait_web_ready(pods: &Api<Pod>) -> Vec<String> {
+    wait_until(
+        "3 web pods Ready on the kubelet node",
+        Duration::from_secs(120),
+        || async {
+            let list = pods
+                .list(&ListParams::default().labels("app=web"))
+                .await
+                .map_err(|e| e.to_string())?;
+            let ready: Vec<String> = list
+                .items
+                .iter()
+                .filter(|p| {
+                    p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(NODE)
+                        && p.status
+                            .as_ref()
+                            .and_then(|s| s.conditions.as_ref())
+                            .is_some_and(|c| {
+                                c.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                            })
+                })
+                .filter_map(|p| p.metadata.name.clone())
+                .collect();
+            if ready.len() == 3 {
+                Ok(ready)
+            } else {
+                Err(format!("{} of 3 Ready: {ready:?}", ready.len()))
+            }
+        },
+    )
+    .await
+}
+
 #[tokio::test]
 async fn helm_install_runs_rekube_as_pods_on_a_kubelet_node() {
     if !nix::unistd::geteuid().is_root() {
@@ -139,36 +173,7 @@ async fn helm_install_runs_rekube_as_pods_on_a_kubelet_node() {
         ns.create(doc).await.unwrap();
     }
     let pods: Api<Pod> = Api::namespaced(ns.client.clone(), &ns.name);
-    wait_until(
-        "3 web pods Ready on the kubelet node",
-        Duration::from_secs(120),
-        || async {
-            let list = pods
-                .list(&ListParams::default().labels("app=web"))
-                .await
-                .map_err(|e| e.to_string())?;
-            let ready: Vec<String> = list
-                .items
-                .iter()
-                .filter(|p| {
-                    p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(NODE)
-                        && p.status
-                            .as_ref()
-                            .and_then(|s| s.conditions.as_ref())
-                            .is_some_and(|c| {
-                                c.iter().any(|c| c.type_ == "Ready" && c.status == "True")
-                            })
-                })
-                .filter_map(|p| p.metadata.name.clone())
-                .collect();
-            if ready.len() == 3 {
-                Ok(ready)
-            } else {
-                Err(format!("{} of 3 Ready: {ready:?}", ready.len()))
-            }
-        },
-    )
-    .await;
+    wait_web_ready(&pods).await;
     let services: Api<Service> = Api::namespaced(ns.client.clone(), &ns.name);
     let ip = services
         .get("web")
@@ -245,14 +250,40 @@ async fn helm_install_runs_rekube_as_pods_on_a_kubelet_node() {
         "{tested}"
     );
 
-    // `helm uninstall` while the workload runs: each agent sees its DaemonSet go, stops
-    // its node's pods and removes what it made there before its pod goes. Nothing of it
-    // is left on the node (checked before the node's own teardown), and the workload's
-    // pods are released (no agent finalizer), so deleting them does not hang.
+    // A `helm upgrade` that changes the agents' pod template rolls them: the stopped
+    // agent finds its DaemonSet there and removes nothing (the workload's pods keep the
+    // agent's finalizer and run again under the new agent).
+    helm(&[
+        "upgrade",
+        "rekube",
+        chart.to_str().unwrap(),
+        "-n",
+        "rekube-system",
+        "--reuse-values",
+        "--set",
+        "nodeAgent.logLevel=debug",
+        "--wait",
+        "--timeout",
+        "3m",
+    ]);
+    let after_upgrade = wait_web_ready(&pods).await;
+    for name in &after_upgrade {
+        let p = pods.get(name).await.unwrap();
+        assert!(
+            p.finalizers().iter().any(|f| f == "rekube.io/node-agent"),
+            "{name} was released by an agent that was only rolled: {:?}",
+            p.finalizers()
+        );
+    }
+
+    // `helm uninstall` while the workload runs: the hook deletes the DaemonSet; each
+    // agent, stopped and finding it gone, stops its node's pods and removes what it made
+    // there. Nothing of it is left on the node (checked before the node's own teardown),
+    // and the workload's pods are released (no agent finalizer), so deleting them does
+    // not hang.
     script("helm-install.sh", &["uninstall"]);
     let left = script("helm-install.sh", &["leftovers"]);
     assert!(left.contains("nothing of the agent is left"), "{left}");
-    let pods: Api<Pod> = Api::namespaced(ns.client.clone(), &ns.name);
     let held: Vec<String> = pods
         .list(&ListParams::default())
         .await

@@ -42,10 +42,11 @@ pub struct AgentOptions {
     /// with the agent's own credentials. The chart sets it.
     #[arg(long, default_value = "")]
     pub node_identity_namespace: String,
-    /// The DaemonSet running this agent (NAMESPACE/NAME; the chart sets it). When it is
-    /// deleted (`helm uninstall`), the agent stops every pod of the node and removes what
-    /// it made there (containers, mounts, cgroups, pod networks, proxy rules) before its
-    /// pod goes; it does not start while the DaemonSet is missing.
+    /// The DaemonSet running this agent (NAMESPACE/NAME; the chart sets it). When the
+    /// agent is stopped and finds it gone or being deleted (`helm uninstall`), it stops
+    /// every pod of the node and removes what it made there (containers, mounts, cgroups,
+    /// pod networks, proxy rules) before it exits; it does not start while the DaemonSet
+    /// is missing.
     #[arg(long)]
     pub owner_daemonset: Option<String>,
     /// The Lease's duration; it is renewed every quarter of it.

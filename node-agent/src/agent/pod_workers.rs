@@ -105,6 +105,8 @@ pub struct PodWorkers<S: PodSyncer> {
     syncer: Arc<S>,
     workers: Mutex<HashMap<String, PodSlot>>,
     resync_interval: Duration,
+    /// Set by [`Self::delete_all`]: no pod gets a worker any more.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl<S: PodSyncer> PodWorkers<S> {
@@ -113,6 +115,7 @@ impl<S: PodSyncer> PodWorkers<S> {
             syncer,
             workers: Mutex::new(HashMap::new()),
             resync_interval,
+            closed: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -129,6 +132,9 @@ impl<S: PodSyncer> PodWorkers<S> {
         self.syncer.observe_pod(&pod);
         let uid = pod.uid().unwrap_or_default();
         let mut workers = self.workers.lock().unwrap();
+        if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
         if let Some(slot) = workers.get(&uid) {
             slot.send_replace(Some(Arc::new(pod)));
             return;
@@ -165,8 +171,10 @@ impl<S: PodSyncer> PodWorkers<S> {
     }
 
     /// Every pod treated as deleted from the API: each worker stops its pod and cleans it
-    /// up, then ends (the agent's uninstall, [`super::uninstall`]).
+    /// up, then ends; no worker starts after it (the agent's uninstall,
+    /// [`super::uninstall`]).
     pub fn delete_all(&self) {
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
         for slot in self.workers.lock().unwrap().values() {
             slot.send_replace(None);
         }
@@ -408,6 +416,11 @@ mod tests {
         );
         assert!(w.is_empty());
         assert!(w.pods().is_empty());
+        // A pod seen after it gets no worker.
+        w.update_pod(pod("b", false));
+        settle().await;
+        assert!(w.is_empty());
+        assert_eq!(r.calls.lock().unwrap().len(), 3);
     }
 
     #[tokio::test]

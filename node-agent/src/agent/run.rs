@@ -451,17 +451,17 @@ pub async fn run(opts: AgentOptions) -> Result<(), Error> {
         ))
     });
     tracing::info!(node = %name, hollow = opts.hollow, "node agent running");
-    let uninstalling = match owner {
-        Some(owner) => tokio::select! {
-            _ = shutdown.recv() => false,
-            _ = uninstall::owner_deleted(client.clone(), owner) => true,
-        },
-        None => {
-            shutdown.recv().await;
-            false
+    shutdown.recv().await;
+    // The agent's pod is being deleted: with its DaemonSet gone, the release is being
+    // uninstalled and the agent removes what it made on the node (agent/uninstall.rs).
+    let uninstalling = match &owner {
+        Some(owner) => {
+            uninstall::owner_state_at_stop(&client, owner).await == uninstall::OwnerState::Deleted
         }
+        None => false,
     };
     pods.abort();
+    let _ = pods.await;
     let teardown = teardown.filter(|_| uninstalling);
     if let Some(t) = &teardown {
         t.stop_pods().await;
@@ -488,11 +488,6 @@ pub async fn run(opts: AgentOptions) -> Result<(), Error> {
         } else {
             tracing::error!(node = %name, ?failures, "uninstalled, with failures");
         }
-    }
-    if uninstalling {
-        // Exiting would have the kubelet start the container again until the pod is
-        // deleted: wait for that instead (a SIGTERM that came meanwhile counts).
-        shutdown.recv().await;
     }
     tracing::info!(node = %name, "node agent stopped");
     Ok(())
@@ -525,8 +520,8 @@ async fn register_csi_driver(nim: NodeInfoManager, plugin: Arc<CsiPlugin>, drive
     }
 }
 
-/// SIGTERM and SIGINT, listened to from the agent's start: a signal that arrives while
-/// the uninstall's clean-up runs is not lost (a listener made later would not see it).
+/// SIGTERM and SIGINT, listened to from the agent's start (a signal that arrives during
+/// start-up is not lost).
 struct ShutdownSignal(Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>);
 
 impl ShutdownSignal {

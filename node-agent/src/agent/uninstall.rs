@@ -1,27 +1,25 @@
-//! The node's side of `helm uninstall`: when the agent's DaemonSet is deleted (the
-//! release uninstalled, or `kubectl delete daemonset`), the agent removes everything it
-//! made on the node before its pod goes: every pod stopped as if deleted (containers,
-//! sandboxes with their CNI attachments, volumes, logs), then a sweep of what is left
-//! (processes and cgroups under its cgroup parent, mounts and directories under its
-//! state and run directories, the pod network's routes, masquerade table and bridge, the
-//! service proxy's tables). A rolling update replaces the agent's pod but keeps the
-//! DaemonSet, so an upgrade removes nothing.
+//! The node's side of `helm uninstall`: when the agent's pod is stopped and its DaemonSet
+//! is gone (the release uninstalled, or `kubectl delete daemonset`), the agent removes
+//! everything it made on the node before it exits: every pod stopped as if deleted
+//! (containers, sandboxes with their CNI attachments, volumes, logs) and released from the
+//! agent's finalizer, then a sweep of what is left (processes and cgroups under its cgroup
+//! parent, mounts and directories under its state and run directories, the pod network's
+//! routes, masquerade table and bridge, the service proxy's tables). A rolling update stops
+//! the agent but keeps the DaemonSet; an orphaning delete of the DaemonSet keeps the pods:
+//! neither removes anything.
 //!
 //! Upstream has no counterpart (a kubelet is removed with its machine; `kube-proxy
-//! --cleanup` is run by hand). The deletion is learnt from a watch opened at start. The
-//! chart's pre-delete hook ([`run_uninstall`], `rekube-node-agent uninstall`) deletes the
-//! DaemonSet and waits for its pods to go before Helm deletes anything else, so each agent
-//! still has its RBAC to release its pods (a Job runs on one node; every agent sees its
-//! DaemonSet go). Without the hook (`helm uninstall --no-hooks`) the agents still clean
-//! their nodes, but Helm deletes their Roles within milliseconds of the DaemonSet.
+//! --cleanup` is run by hand). The chart's pre-delete hook ([`run_uninstall`],
+//! `rekube-node-agent uninstall`) deletes the DaemonSet and waits for its pods to go before
+//! Helm deletes anything else, so that each agent can still read its DaemonSet and release
+//! its pods when its SIGTERM comes (a Job runs on one node; every agent sees its own stop).
+//! Without the hook (`helm uninstall --no-hooks`) Helm deletes the agents' Roles with the
+//! DaemonSet: an agent that cannot read its DaemonSet removes nothing, as for a restart.
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::DaemonSet;
-use kube::runtime::WatchStreamExt;
-use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client};
 
 use super::pod_workers::PodWorkers;
@@ -29,7 +27,7 @@ use super::sync_pod::RealSyncer;
 use crate::runtime::sandbox::PodNetwork;
 
 /// How long the pods of the node get to stop before the sweep kills what is left.
-const STOP_PODS_TIMEOUT: Duration = Duration::from_secs(40);
+const STOP_PODS_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum UninstallError {
@@ -131,17 +129,25 @@ pub async fn run_uninstall(cmd: UninstallCommand) -> Result<(), UninstallError> 
     let list = kube::api::ListParams::default().labels(&selector);
     let deadline = tokio::time::Instant::now() + cmd.timeout;
     loop {
-        let left: Vec<String> = pods
-            .list(&list)
-            .await
-            .map_err(|source| UninstallError::ListPods {
-                owner: owner.to_string(),
-                source,
-            })?
-            .items
-            .into_iter()
-            .filter_map(|p| p.metadata.name)
-            .collect();
+        // A failed list is tried again until the deadline: the Job is not retried (a
+        // second attempt would find the DaemonSet gone and succeed at once).
+        let left: Vec<String> = match pods.list(&list).await {
+            Ok(l) => l
+                .items
+                .into_iter()
+                .filter_map(|p| p.metadata.name)
+                .collect(),
+            Err(source) if tokio::time::Instant::now() >= deadline => {
+                return Err(UninstallError::ListPods {
+                    owner: owner.to_string(),
+                    source,
+                });
+            }
+            Err(e) => {
+                eprintln!("listing the agents' pods: {e}; trying again");
+                vec![String::from("(unknown)")]
+            }
+        };
         if left.is_empty() {
             println!("the agents' pods are gone");
             return Ok(());
@@ -186,47 +192,24 @@ impl FromStr for OwnerDaemonSet {
     }
 }
 
-/// What one event of the owner's watch says (pure, table-tested).
+/// What the agent's DaemonSet is when the agent is told to stop (pure, table-tested).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum OwnerState {
+pub enum OwnerState {
+    /// There: a rolling update, a node drain or a pod deleted by hand. Nothing is removed.
     Present,
+    /// Gone or being deleted, read with the agent's own RBAC: the release is uninstalled.
     Deleted,
+    /// Not readable (its Role gone first: `helm uninstall --no-hooks`; an apiserver
+    /// error): nothing is removed, as for a restart.
+    Unknown,
 }
 
-/// Follows the watch of one DaemonSet: deleted once it is deleted, being deleted
-/// (deletionTimestamp set), or missing from a relist after it was seen.
-#[derive(Debug, Default)]
-struct OwnerTracker {
-    seen: bool,
-    in_this_list: bool,
-}
-
-impl OwnerTracker {
-    fn observe(&mut self, event: &Event<DaemonSet>) -> Option<OwnerState> {
-        let state = |ds: &DaemonSet| {
-            if ds.metadata.deletion_timestamp.is_some() {
-                OwnerState::Deleted
-            } else {
-                OwnerState::Present
-            }
-        };
-        match event {
-            Event::Apply(ds) => {
-                self.seen = true;
-                Some(state(ds))
-            }
-            Event::Delete(_) => Some(OwnerState::Deleted),
-            Event::Init => {
-                self.in_this_list = false;
-                None
-            }
-            Event::InitApply(ds) => {
-                self.in_this_list = true;
-                self.seen = true;
-                Some(state(ds))
-            }
-            Event::InitDone => (self.seen && !self.in_this_list).then_some(OwnerState::Deleted),
-        }
+/// The owner's state from one GET of it.
+fn owner_state(got: &Result<Option<DaemonSet>, kube::Error>) -> OwnerState {
+    match got {
+        Ok(Some(ds)) if ds.metadata.deletion_timestamp.is_none() => OwnerState::Present,
+        Ok(_) => OwnerState::Deleted,
+        Err(_) => OwnerState::Unknown,
     }
 }
 
@@ -244,27 +227,17 @@ pub async fn check_owner(client: &Client, owner: &OwnerDaemonSet) -> Result<(), 
     }
 }
 
-/// Resolves once the owner DaemonSet is deleted; never while it stays.
-pub async fn owner_deleted(client: Client, owner: OwnerDaemonSet) {
-    let api: Api<DaemonSet> = Api::namespaced(client, &owner.namespace);
-    let config = watcher::Config::default().fields(&format!("metadata.name={}", owner.name));
-    let stream = watcher::watcher(api, config).default_backoff();
-    futures_util::pin_mut!(stream);
-    let mut tracker = OwnerTracker::default();
-    while let Some(event) = stream.next().await {
-        match event {
-            Ok(event) => {
-                if tracker.observe(&event) == Some(OwnerState::Deleted) {
-                    tracing::info!(daemonset = %owner, "the agent's DaemonSet was deleted");
-                    return;
-                }
-            }
-            Err(e) => {
-                tracing::warn!(daemonset = %owner, error = %e, "watching the agent's DaemonSet; retrying")
-            }
-        }
+/// Whether the agent's stop is the release's uninstall: asked when SIGTERM comes (the
+/// agent's own pod is being deleted), so that only a DaemonSet deleted together with its
+/// pods removes anything (`kubectl delete ds --cascade=orphan`, which keeps the pods, and a
+/// rolling update, which keeps the DaemonSet, remove nothing).
+pub async fn owner_state_at_stop(client: &Client, owner: &OwnerDaemonSet) -> OwnerState {
+    let api: Api<DaemonSet> = Api::namespaced(client.clone(), &owner.namespace);
+    let got = api.get_opt(&owner.name).await;
+    if let Err(e) = &got {
+        tracing::warn!(daemonset = %owner, error = %e, "reading the agent's DaemonSet at stop: removing nothing");
     }
-    std::future::pending::<()>().await
+    owner_state(&got)
 }
 
 /// What the agent removes from the node when it is uninstalled.
@@ -376,60 +349,28 @@ mod tests {
     }
 
     #[test]
-    fn the_owner_is_deleted_by_a_delete_a_deletion_timestamp_or_a_relist_without_it() {
-        use Event::*;
-        type Case = (&'static str, Vec<Event<DaemonSet>>, Option<OwnerState>);
-        let cases: Vec<Case> = vec![
+    fn only_a_readable_deletion_is_an_uninstall() {
+        let forbidden = kube::Error::Api(
+            kube::core::Status::failure("forbidden", "Forbidden")
+                .with_code(403)
+                .boxed(),
+        );
+        let cases = [
             (
-                "listed, then updated",
-                vec![Init, InitApply(ds(false)), InitDone, Apply(ds(false))],
-                Some(OwnerState::Present),
+                "there: a rolling update",
+                Ok(Some(ds(false))),
+                OwnerState::Present,
             ),
             (
-                "listed, then deleted",
-                vec![Init, InitApply(ds(false)), InitDone, Delete(ds(false))],
-                Some(OwnerState::Deleted),
+                "being deleted (foreground)",
+                Ok(Some(ds(true))),
+                OwnerState::Deleted,
             ),
-            (
-                "a foreground deletion sets deletionTimestamp first",
-                vec![Init, InitApply(ds(false)), InitDone, Apply(ds(true))],
-                Some(OwnerState::Deleted),
-            ),
-            (
-                "gone from a relist after it was seen (the deletion missed)",
-                vec![Init, InitApply(ds(false)), InitDone, Init, InitDone],
-                Some(OwnerState::Deleted),
-            ),
-            (
-                "never seen: not a deletion (check_owner refuses to start)",
-                vec![Init, InitDone],
-                None,
-            ),
-            (
-                "still there after a relist",
-                vec![
-                    Init,
-                    InitApply(ds(false)),
-                    InitDone,
-                    Init,
-                    InitApply(ds(false)),
-                    InitDone,
-                ],
-                None,
-            ),
+            ("gone", Ok(None), OwnerState::Deleted),
+            ("its Role gone first", Err(forbidden), OwnerState::Unknown),
         ];
-        for (name, events, want) in cases {
-            let mut t = OwnerTracker::default();
-            let mut last = None;
-            for e in &events {
-                let got = t.observe(e);
-                if got == Some(OwnerState::Deleted) {
-                    last = got;
-                    break;
-                }
-                last = got;
-            }
-            assert_eq!(last, want, "{name}");
+        for (name, got, want) in cases {
+            assert_eq!(owner_state(&got), want, "{name}");
         }
     }
 }
