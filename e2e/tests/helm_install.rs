@@ -234,16 +234,19 @@ async fn helm_install_runs_rekube_as_pods_on_a_kubelet_node() {
         assert!(out.status.success(), "helm {args:?}:\n{text}");
         text
     };
-    helm(&[
-        "upgrade",
-        "rekube",
-        chart.to_str().unwrap(),
-        "-n",
-        "rekube-system",
-        "--reuse-values",
-        "--set",
-        "tests.enabled=true",
-    ]);
+    let upgrade = |set: &[&str]| {
+        let mut args = vec![
+            "upgrade",
+            "rekube",
+            chart.to_str().unwrap(),
+            "-n",
+            "rekube-system",
+            "--reuse-values",
+        ];
+        args.extend_from_slice(set);
+        helm(&args)
+    };
+    upgrade(&["--set", "tests.enabled=true"]);
     let tested = helm(&["test", "rekube", "-n", "rekube-system", "--timeout", "3m"]);
     assert!(
         tested.contains("Phase:          Succeeded") && !tested.contains("Phase:          Failed"),
@@ -253,13 +256,7 @@ async fn helm_install_runs_rekube_as_pods_on_a_kubelet_node() {
     // A `helm upgrade` that changes the agents' pod template rolls them: the stopped
     // agent finds its DaemonSet there and removes nothing (the workload's pods keep the
     // agent's finalizer and run again under the new agent).
-    helm(&[
-        "upgrade",
-        "rekube",
-        chart.to_str().unwrap(),
-        "-n",
-        "rekube-system",
-        "--reuse-values",
+    upgrade(&[
         "--set",
         "nodeAgent.logLevel=debug",
         "--wait",
