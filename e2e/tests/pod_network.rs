@@ -422,21 +422,28 @@ async fn a_failing_cni_plugin_is_the_pods_event_and_the_pod_waits() {
             && message.contains("type=\"bridge\" network=\"user-net\""),
         "{message}"
     );
-    let p = pods.get("web").await.unwrap();
-    let waiting = p
-        .status
-        .as_ref()
-        .and_then(|s| s.container_statuses.as_ref())
-        .and_then(|c| c.first())
-        .and_then(|c| c.state.as_ref())
-        .and_then(|s| s.waiting.as_ref())
-        .and_then(|w| w.reason.clone());
-    assert_eq!(
-        waiting.as_deref(),
-        Some("ContainerCreating"),
-        "{:?}",
-        p.status
-    );
+    // The event is recorded before the sync writes the status: wait for that too.
+    let p = wait_until(
+        "the pod's container waiting in ContainerCreating",
+        T,
+        || async {
+            let p = pods.get("web").await.map_err(|e| e.to_string())?;
+            let waiting = p
+                .status
+                .as_ref()
+                .and_then(|s| s.container_statuses.as_ref())
+                .and_then(|c| c.first())
+                .and_then(|c| c.state.as_ref())
+                .and_then(|s| s.waiting.as_ref())
+                .and_then(|w| w.reason.clone());
+            if waiting.as_deref() == Some("ContainerCreating") {
+                Ok(p)
+            } else {
+                Err(format!("{:?}", p.status))
+            }
+        },
+    )
+    .await;
     assert!(pod_ip(&p).is_none());
     // The pod goes while its ADDs keep failing: no veth, cache entry or address of any
     // attempt is left (a failed ADD is undone at once; the agent retries it meanwhile,
