@@ -217,13 +217,14 @@ fn owner_state(got: &Result<Option<DaemonSet>, kube::Error>) -> OwnerState {
 /// deleted must not start the node's pods again).
 pub async fn check_owner(client: &Client, owner: &OwnerDaemonSet) -> Result<(), UninstallError> {
     let api: Api<DaemonSet> = Api::namespaced(client.clone(), &owner.namespace);
-    match api.get_opt(&owner.name).await {
-        Ok(Some(ds)) if ds.metadata.deletion_timestamp.is_none() => Ok(()),
-        Ok(_) => Err(UninstallError::OwnerGone(owner.to_string())),
-        Err(source) => Err(UninstallError::ReadOwner {
+    let got = api.get_opt(&owner.name).await;
+    match (owner_state(&got), got) {
+        (OwnerState::Present, _) => Ok(()),
+        (_, Err(source)) => Err(UninstallError::ReadOwner {
             owner: owner.to_string(),
             source,
         }),
+        (_, Ok(_)) => Err(UninstallError::OwnerGone(owner.to_string())),
     }
 }
 
